@@ -1,0 +1,1 @@
+"""gateway: POP3 and IMAP over one shared mail store."""

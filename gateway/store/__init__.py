@@ -1,0 +1,1 @@
+"""Mail store: contracts, value types and backends."""
