@@ -1,0 +1,222 @@
+"""
+Contracts every store backend provides.
+
+Every method that may block returns a Deferred, so that a networked backend
+(PostgreSQL, for several gateway nodes) fits the same contract as the embedded
+SQLite one.  The store knows nothing of sessions: live views subscribe to the
+change feed and ask ``changes_since`` for what they missed.
+
+Mailbox names are text (already decoded from modified UTF-7), with ``/`` as
+hierarchy separator.  ``INBOX`` is matched case-insensitively (RFC 3501 5.1);
+every other name is case-sensitive.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class StoreError(Exception):
+    """Base of every error a store raises on purpose."""
+
+
+class NoSuchUser(StoreError):
+    """The user has no mailboxes in this store (never created)."""
+
+
+class NoSuchMailbox(StoreError):
+    """The mailbox does not exist."""
+
+
+class MailboxExists(StoreError):
+    """A mailbox with that name exists already."""
+
+
+class InvalidMailboxName(StoreError):
+    """The name is not acceptable (empty, empty hierarchy level, NUL...)."""
+
+
+class MessageExpunged(StoreError):
+    """The message was expunged (possibly by another session)."""
+
+
+class TemporaryFailure(StoreError):
+    """The store cannot complete the operation now (disk full, locked...).
+
+    Callers map this to a temporary protocol error (LMTP 451/452, NO, -ERR
+    [SYS/TEMP]); nothing was changed.
+    """
+
+
+class IChangeFeed(Interface):
+    """
+    Tells live sessions that a mailbox changed, whoever changed it.
+    """
+
+    def subscribe(mailbox_id, callback):
+        """
+        Call ``callback(mailbox_id, highestmodseq)`` after each change to the
+        mailbox: at once (next reactor turn) for changes made through this
+        process, within the poll interval for changes by other processes.
+        Several changes may be reported as one call.
+
+        @return: a no-argument callable that ends the subscription.
+        """
+
+    def notify(mailbox_id, highestmodseq):
+        """
+        Announce a change committed by this process.  Backends call this.
+        """
+
+
+class IMailStore(Interface):
+    """
+    The shared store of users' mailboxes and messages.
+    """
+
+    changes = Attribute("The L{IChangeFeed} of this store.")
+
+    def ensure_user(user):
+        """
+        Create the user's INBOX and the default special-use folders if the
+        user has no mailboxes yet.  Idempotent.
+
+        @return: Deferred firing with None.
+        """
+
+    def delete_user(user):
+        """
+        Remove every mailbox and message of the user.
+
+        @return: Deferred firing with None.
+        """
+
+    def list_mailboxes(user):
+        """
+        @return: Deferred firing with a list of L{MailboxInfo}, sorted by name.
+            Fails with L{NoSuchUser} if the user has no mailboxes.
+        """
+
+    def get_mailbox(user, name):
+        """
+        @return: Deferred firing with the L{MailboxInfo}; fails with
+            L{NoSuchMailbox}.
+        """
+
+    def create_mailbox(user, name, special_use=None):
+        """
+        Create the mailbox with a fresh UIDVALIDITY (never one this store has
+        issued before).  Parent levels are not created (LIST shows them as
+        \\Noselect-free non-existent; RFC 3501 6.3.3 lets us choose).
+
+        @return: Deferred firing with the new L{MailboxInfo}; fails with
+            L{MailboxExists} or L{InvalidMailboxName}.
+        """
+
+    def delete_mailbox(user, name):
+        """
+        Delete the mailbox and its messages (not its children).  INBOX cannot
+        be deleted (L{InvalidMailboxName}).
+
+        @return: Deferred firing with None; fails with L{NoSuchMailbox}.
+        """
+
+    def rename_mailbox(user, old_name, new_name):
+        """
+        Rename the mailbox and every mailbox below it in the hierarchy,
+        keeping their UIDVALIDITY.  Renaming INBOX moves its messages to a new
+        mailbox of the new name and leaves INBOX empty (RFC 3501 6.3.5).
+
+        @return: Deferred firing with None.
+        """
+
+    def set_subscribed(user, name, subscribed):
+        """
+        Add or remove a subscription.  A subscription may name a mailbox that
+        does not exist (RFC 3501 6.3.6).
+
+        @return: Deferred firing with None.
+        """
+
+    def list_subscriptions(user):
+        """
+        @return: Deferred firing with a sorted list of subscribed names.
+        """
+
+    def append(mailbox_id, source, flags=frozenset(), internaldate=None):
+        """
+        Store a new message durably and give it the next UID.
+
+        ``source`` is bytes or a binary file positioned at the message start;
+        line endings are normalised to CRLF.  The message is parsed once here.
+        The Deferred fires only after the body is on disk (fsync + rename) and
+        the index row is committed.
+
+        @return: Deferred firing with the L{MessageRecord}; fails with
+            L{NoSuchMailbox} or L{TemporaryFailure}.
+        """
+
+    def list_messages(mailbox_id):
+        """
+        @return: Deferred firing with the list of L{MessageRecord}, ascending
+            by UID.
+        """
+
+    def get_structures(mailbox_id, uids):
+        """
+        @return: Deferred firing with a dict UID -> L{MessageStructure} for
+            those of ``uids`` that still exist.
+        """
+
+    def open_message(mailbox_id, uid):
+        """
+        @return: Deferred firing with a binary file of the stored message
+            (CRLF line endings, size as in the record); the caller closes it.
+            Fails with L{MessageExpunged}.
+        """
+
+    def store_flags(mailbox_id, uids, flags, mode):
+        """
+        Change flags.  ``mode`` is ``"set"``, ``"add"`` or ``"remove"``.
+        Only messages whose flags really change get a new modseq.
+
+        @return: Deferred firing with the list of L{MessageRecord} that
+            changed, ascending by UID.
+        """
+
+    def expunge(mailbox_id, uids):
+        """
+        Remove the messages.  UIDs that do not exist are ignored.
+
+        @return: Deferred firing with the sorted list of UIDs removed.
+        """
+
+    def copy(mailbox_id, uids, dest_mailbox_id):
+        """
+        Copy messages (with flags and INTERNALDATE) to another mailbox.
+
+        @return: Deferred firing with a list of (source UID, new UID) pairs,
+            ascending by source UID.
+        """
+
+    def move(mailbox_id, uids, dest_mailbox_id):
+        """
+        Copy then expunge, as one step (RFC 6851).
+
+        @return: Deferred firing with a list of (source UID, new UID) pairs.
+        """
+
+    def changes_since(mailbox_id, modseq):
+        """
+        @return: Deferred firing with a L{ChangeSet} of what happened in the
+            mailbox after ``modseq``.
+        """
+
+    def claim_recent(mailbox_id):
+        """
+        Take the \\Recent messages of the mailbox for one session: messages
+        delivered since the last claim.  RFC 3501 2.3.2: only one session sees
+        a message as recent.
+
+        @return: Deferred firing with a frozenset of UIDs.
+        """

@@ -1,0 +1,112 @@
+"""
+Value types shared by the store, its backends and the protocol views.
+
+Pure: no Twisted imports. Everything here is immutable so that a value handed
+to one session can never be changed under another.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import attrs
+
+# RFC 3501 2.3.2: the system flags a client may set.  \Recent is per session
+# and never stored.
+SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
+
+# RFC 6154: the special-use folders every new user gets.
+DEFAULT_SPECIAL_USE = (
+    ("Drafts", "\\Drafts"),
+    ("Sent", "\\Sent"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+)
+
+HIERARCHY_SEPARATOR = "/"
+
+
+@attrs.frozen
+class MailboxInfo:
+    """
+    One mailbox (folder) of one user, as the index knows it at one moment.
+    """
+
+    id: int
+    user: str
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    special_use: str | None = None
+
+
+@attrs.frozen
+class MessageRecord:
+    """
+    What a session keeps per message: identity, flags and the cheap metadata.
+
+    ``internaldate`` is timezone-aware (RFC 3501 2.3.3 keeps the zone).
+    ``modseq`` is the mailbox modification sequence of the last change to this
+    message (its delivery or a flag change).
+    """
+
+    uid: int
+    flags: frozenset[str]
+    internaldate: datetime.datetime
+    size: int
+    modseq: int
+
+
+@attrs.frozen
+class Part:
+    """
+    Where one MIME part lies in the stored message (CRLF, byte offsets).
+
+    ``header_start``..``body_start`` is the part's MIME header including the
+    blank line that ends it; ``body_start``..``end`` is its body.  For a
+    multipart, ``children`` are its parts in order.  For message/rfc822,
+    ``children`` holds exactly one Part: the encapsulated message, whose
+    ``header_start`` is this part's ``body_start``.
+    """
+
+    header_start: int
+    body_start: int
+    end: int
+    content_type: str
+    children: tuple[Part, ...] = ()
+
+
+@attrs.frozen
+class MessageStructure:
+    """
+    Everything parsed once at delivery (DESIGN.md, "Performance rules").
+
+    ``envelope``, ``body`` and ``bodystructure`` are the IMAP wire forms
+    (RFC 3501 7.4.2), ready to send.  ``header`` is the top-level header block,
+    kept in the index so that header SEARCH never opens the body file.
+    """
+
+    envelope: bytes
+    body: bytes
+    bodystructure: bytes
+    header: bytes
+    root: Part
+
+
+@attrs.frozen
+class ChangeSet:
+    """
+    What happened in a mailbox after a modification sequence.
+
+    ``updated`` lists messages delivered or whose flags changed after the
+    asked-for modseq, ascending by UID; ``expunged`` the UIDs removed after it.
+    A session that knew the mailbox at that modseq can derive EXISTS, EXPUNGE
+    and FETCH (FLAGS) from this alone.
+    """
+
+    mailbox_id: int
+    highestmodseq: int
+    uidnext: int
+    updated: tuple[MessageRecord, ...]
+    expunged: tuple[int, ...]
