@@ -1,0 +1,174 @@
+"""
+FETCH attributes (RFC 3501 6.4.5): parsing the request and naming the reply.
+
+Pure: no Twisted.  Twisted's ``_FetchParser`` echoes a partial fetch as
+``BODY[]<0.100>`` where RFC 3501 7.4.2 wants only the origin octet
+(``BODY[]<0>``, Twisted issue 5613), answers parse errors with its exception
+text, and cannot tell which items need the body file; this module replaces it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+SIMPLE = frozenset({
+    "FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE",
+    "BODY", "RFC822", "RFC822.HEADER", "RFC822.TEXT",
+})
+
+MACROS = {
+    "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
+    "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
+    "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
+}
+
+# Items that set \Seen when fetched (RFC 3501 6.4.5).
+_SETS_SEEN = frozenset({"RFC822", "RFC822.TEXT"})
+
+
+class FetchSyntaxError(ValueError):
+    """The FETCH attribute list does not parse."""
+
+
+@attrs.frozen
+class Section:
+    """
+    ``BODY[part.text (fields)]<partial>``.  ``part`` holds 1-based part
+    numbers; ``text`` is None, HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT
+    or MIME.
+    """
+
+    peek: bool
+    part: tuple[int, ...] = ()
+    text: str | None = None
+    fields: tuple[str, ...] = ()
+    partial: tuple[int, int] | None = None
+
+    def reply_name(self) -> bytes:
+        """RFC 3501 7.4.2: the name echoed in the FETCH reply (no .PEEK)."""
+        spec = ".".join(str(n) for n in self.part)
+        if self.text:
+            spec = (spec + "." if spec else "") + self.text
+        if self.fields:
+            spec += " (" + " ".join(self.fields) + ")"
+        name = "BODY[" + spec + "]"
+        if self.partial is not None:
+            name += "<%d>" % self.partial[0]
+        return name.encode("ascii")
+
+
+def sets_seen(items) -> bool:
+    return any(
+        (isinstance(i, Section) and not i.peek) or i in _SETS_SEEN for i in items
+    )
+
+
+def needs_file(items) -> bool:
+    return any(isinstance(i, Section) or i in ("RFC822", "RFC822.TEXT") for i in items)
+
+
+def needs_structure(items) -> bool:
+    return any(
+        isinstance(i, Section) or i in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822.HEADER", "RFC822.TEXT")
+        for i in items
+    )
+
+
+_TOKEN = re.compile(rb"""\s*(\(|\)|"(?:[^"\\]|\\.)*"|[^\s()]+)""")
+_BODY = re.compile(
+    r"(BODY(?:\.PEEK)?)\[([0-9.]*?)\.?(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME)?\]"
+    r"(?:<(\d+)\.(\d+)>)?$"
+)
+
+
+def parse_fetch(line: bytes) -> list:
+    """
+    The fetch-att list of FETCH: a list of names from L{SIMPLE} and
+    L{Section}s; raises L{FetchSyntaxError}.
+    """
+    text = line.strip()
+    if not text:
+        raise FetchSyntaxError("missing fetch attributes")
+    upper = text.upper().decode("ascii", "replace")
+    if upper in MACROS:
+        return list(MACROS[upper])
+    if text.startswith(b"("):
+        if not text.endswith(b")"):
+            raise FetchSyntaxError("unbalanced parenthesis")
+        text = text[1:-1]
+    items = []
+    position = 0
+    while position < len(text):
+        if text[position:position + 1].isspace():
+            position += 1
+            continue
+        item, position = _parse_item(text, position)
+        items.append(item)
+    if not items:
+        raise FetchSyntaxError("empty fetch attribute list")
+    return items
+
+
+def _parse_item(text: bytes, position: int):
+    match = re.compile(rb"[^\s\[\]()]+").match(text, position)
+    if match is None:
+        raise FetchSyntaxError("bad fetch attribute")
+    name = match[0].decode("ascii", "replace").upper()
+    position = match.end()
+    if text[position:position + 1] != b"[":
+        if name not in SIMPLE:
+            raise FetchSyntaxError("unknown fetch attribute")
+        return name, position
+    if name not in ("BODY", "BODY.PEEK"):
+        raise FetchSyntaxError("unknown fetch attribute")
+    close = text.find(b"]", position)
+    if close < 0:
+        raise FetchSyntaxError("missing ]")
+    inside = text[position + 1:close]
+    fields: tuple[str, ...] = ()
+    paren = inside.find(b"(")
+    if paren >= 0:
+        if not inside.endswith(b")"):
+            raise FetchSyntaxError("bad header field list")
+        fields = tuple(_header_names(inside[paren + 1:-1]))
+        if not fields:
+            raise FetchSyntaxError("empty header field list")
+        inside = inside[:paren].rstrip()
+    end = close + 1
+    partial = re.compile(rb"<(\d+)\.(\d+)>").match(text, end)
+    if partial:
+        end = partial.end()
+    spec = (name + "[" + inside.decode("ascii", "replace").upper() + "]"
+            + (partial[0].decode() if partial else ""))
+    body = _BODY.fullmatch(spec)
+    if body is None:
+        raise FetchSyntaxError("bad section")
+    part = tuple(int(n) for n in body[2].split(".") if n) if body[2] else ()
+    if any(n == 0 for n in part) or (body[2] and not re.fullmatch(r"[1-9]\d*(\.[1-9]\d*)*", body[2])):
+        raise FetchSyntaxError("bad part number")
+    section_text = body[3]
+    if bool(fields) != (section_text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT")):
+        raise FetchSyntaxError("header field list goes with HEADER.FIELDS")
+    if section_text == "MIME" and not part:
+        raise FetchSyntaxError("MIME needs a part number")
+    length = None
+    if body[4] is not None:
+        length = (int(body[4]), int(body[5]))
+        if length[1] == 0:
+            raise FetchSyntaxError("partial length must be non-zero")
+    return Section(
+        peek=body[1] == "BODY.PEEK", part=part, text=section_text, fields=fields, partial=length
+    ), end
+
+
+def _header_names(text: bytes) -> list[str]:
+    names = []
+    for token in _TOKEN.findall(text):
+        if token.startswith(b'"'):
+            token = re.sub(rb"\\(.)", rb"\1", token[1:-1])
+        if not re.fullmatch(rb"[!-9;-~]+", token):
+            raise FetchSyntaxError("bad header field name")
+        names.append(token.decode("ascii").upper())
+    return names

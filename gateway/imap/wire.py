@@ -1,0 +1,204 @@
+"""
+IMAP wire forms that are not tied to one command: modified UTF-7 mailbox
+names (RFC 3501 5.1.3), quoted strings, date-times (RFC 3501 9
+``date-time``), and LIST/LSUB pattern matching (RFC 3501 6.3.8).
+
+Pure: no Twisted.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import re
+from collections.abc import Iterable
+
+from gateway.store.model import HIERARCHY_SEPARATOR
+
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+
+class BadMailboxName(ValueError):
+    """The wire form of a mailbox name is not valid modified UTF-7."""
+
+
+class BadDateTime(ValueError):
+    """Not an RFC 3501 date-time."""
+
+
+def encode_mailbox(name: str) -> bytes:
+    """Text mailbox name -> modified UTF-7 (RFC 3501 5.1.3)."""
+    out = []
+    pending: list[str] = []
+
+    def flush_pending():
+        if pending:
+            raw = "".join(pending).encode("utf-16-be")
+            out.append("&" + base64.b64encode(raw).decode("ascii").rstrip("=").replace("/", ",") + "-")
+            pending.clear()
+
+    for char in name:
+        if 0x20 <= ord(char) <= 0x7E:
+            flush_pending()
+            out.append("&-" if char == "&" else char)
+        else:
+            pending.append(char)
+    flush_pending()
+    return "".join(out).encode("ascii")
+
+
+_SHIFTED = re.compile(rb"&([A-Za-z0-9+,]*)-")
+
+
+def decode_mailbox(wire: bytes) -> str:
+    """Modified UTF-7 -> text; raises L{BadMailboxName}."""
+    out = []
+    position = 0
+    while position < len(wire):
+        byte = wire[position]
+        if byte == ord("&"):
+            match = _SHIFTED.match(wire, position)
+            if match is None:
+                raise BadMailboxName("unterminated & sequence")
+            chunk = match[1]
+            if not chunk:
+                out.append("&")
+            else:
+                padded = chunk.replace(b",", b"/") + b"=" * (-len(chunk) % 4)
+                try:
+                    out.append(base64.b64decode(padded, validate=True).decode("utf-16-be"))
+                except ValueError as e:
+                    raise BadMailboxName("bad base64 in & sequence") from e
+            position = match.end()
+        elif 0x20 <= byte <= 0x7E:
+            out.append(chr(byte))
+            position += 1
+        else:
+            raise BadMailboxName("8-bit or control character in mailbox name")
+    name = "".join(out)
+    if encode_mailbox(name) != wire:
+        # RFC 3501 5.1.3: a name has exactly one encoding.
+        raise BadMailboxName("not the canonical modified UTF-7 form")
+    return name
+
+
+def quote(text: bytes) -> bytes:
+    """An IMAP quoted string (the caller ensures no CR, LF or NUL)."""
+    return b'"' + text.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def nstring(value: bytes | None) -> bytes:
+    """NIL, a quoted string, or a literal when quoting cannot carry it."""
+    if value is None:
+        return b"NIL"
+    if re.search(rb"[\r\n\x00\x80-\xff]", value) or len(value) > 1000:
+        return b"{%d}\r\n" % len(value) + value
+    return quote(value)
+
+
+def format_datetime(when: datetime.datetime) -> bytes:
+    """RFC 3501 date-time, e.g. ``"17-Jul-1996 02:44:25 -0700"``."""
+    offset = when.utcoffset() or datetime.timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    minutes = abs(minutes)
+    text = "%02d-%s-%04d %02d:%02d:%02d %s%02d%02d" % (
+        when.day, _MONTHS[when.month - 1], when.year,
+        when.hour, when.minute, when.second, sign, minutes // 60, minutes % 60,
+    )
+    return b'"' + text.encode("ascii") + b'"'
+
+
+_DATE_TIME = re.compile(
+    r"([ \d]?\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"
+)
+
+
+def parse_datetime(text: bytes) -> datetime.datetime:
+    """The inside of an RFC 3501 date-time (APPEND); raises L{BadDateTime}."""
+    match = _DATE_TIME.fullmatch(text.decode("ascii", "replace"))
+    if match is None:
+        raise BadDateTime(text)
+    day, month, year, hour, minute, second, sign, zone_h, zone_m = match.groups()
+    try:
+        month_number = [m.lower() for m in _MONTHS].index(month.lower()) + 1
+        zone = datetime.timedelta(hours=int(zone_h), minutes=int(zone_m))
+        return datetime.datetime(
+            int(year), month_number, int(day.strip()), int(hour), int(minute), int(second),
+            tzinfo=datetime.timezone(-zone if sign == "-" else zone),
+        )
+    except ValueError as e:
+        raise BadDateTime(text) from e
+
+
+def parse_date(text: bytes) -> datetime.date:
+    """RFC 3501 ``date`` of SEARCH keys (``1-Feb-1994``)."""
+    match = re.fullmatch(r"(\d{1,2})-([A-Za-z]{3})-(\d{4})", text.decode("ascii", "replace"))
+    if match is None:
+        raise BadDateTime(text)
+    try:
+        month = [m.lower() for m in _MONTHS].index(match[2].lower()) + 1
+        return datetime.date(int(match[3]), month, int(match[1]))
+    except ValueError as e:
+        raise BadDateTime(text) from e
+
+
+def canonical_name(name: str) -> str:
+    """INBOX in any case is INBOX (RFC 3501 5.1)."""
+    head, sep, rest = name.partition(HIERARCHY_SEPARATOR)
+    if head.upper() == "INBOX":
+        return "INBOX" + sep + rest
+    return name
+
+
+def pattern_regex(reference: str, pattern: str) -> re.Pattern[str]:
+    """
+    RFC 3501 6.3.8: ``*`` matches anything, ``%`` anything but the
+    hierarchy separator.  The reference is prefixed to the pattern.
+    """
+    full = canonical_name(reference + pattern)
+    parts = []
+    for char in full:
+        if char == "*":
+            parts.append(".*")
+        elif char == "%":
+            parts.append("[^" + re.escape(HIERARCHY_SEPARATOR) + "]*")
+        else:
+            parts.append(re.escape(char))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def list_matches(
+    existing: dict[str, str | None], reference: str, pattern: str
+) -> list[tuple[str, tuple[str, ...]]]:
+    """
+    LIST answers: ``existing`` maps each mailbox name to its special-use
+    attribute.  Levels that do not exist but have children are listed as
+    ``\\Noselect`` so that ``%`` walks reach them (RFC 3501 6.3.8).
+    """
+    regex = pattern_regex(reference, pattern)
+    candidates = set(existing)
+    for name in existing:
+        levels = name.split(HIERARCHY_SEPARATOR)
+        for depth in range(1, len(levels)):
+            candidates.add(HIERARCHY_SEPARATOR.join(levels[:depth]))
+    parents = set()
+    for name in candidates:
+        if HIERARCHY_SEPARATOR in name:
+            parents.add(name.rsplit(HIERARCHY_SEPARATOR, 1)[0])
+    answers = []
+    for name in sorted(candidates, key=lambda n: (n != "INBOX", n)):
+        if not regex.fullmatch(name):
+            continue
+        attributes = ["\\HasChildren" if name in parents else "\\HasNoChildren"]
+        if name not in existing:
+            attributes.insert(0, "\\Noselect")
+        elif existing[name]:
+            attributes.append(existing[name])
+        answers.append((name, tuple(attributes)))
+    return answers
+
+
+def lsub_matches(subscribed: Iterable[str], reference: str, pattern: str) -> list[str]:
+    regex = pattern_regex(reference, pattern)
+    return [name for name in sorted(set(subscribed)) if regex.fullmatch(canonical_name(name))]
