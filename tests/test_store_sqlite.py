@@ -1,0 +1,266 @@
+"""
+The SQLite backend against the IMailStore contract, plus what only it does:
+files on disk, index rebuild, cross-process change polling.
+"""
+
+import errno
+import os
+
+import pytest
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
+
+from gateway.store.interfaces import (
+    IChangeFeed,
+    IMailStore,
+    InvalidMailboxName,
+    MailboxExists,
+    MessageExpunged,
+    NoSuchMailbox,
+    NoSuchUser,
+    TemporaryFailure,
+)
+from gateway.store.sqlite import SQLiteStore
+from tests.deferreds import failure_of, result_of
+
+MESSAGE = b"From: a@example.org\nTo: b@example.org\nSubject: hello\n\nline one\nline two\n"
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SQLiteStore(tmp_path / "store")
+    yield s
+    s.close()
+
+
+def inbox(store, user="alice"):
+    result_of(store.ensure_user(user))
+    return result_of(store.get_mailbox(user, "INBOX"))
+
+
+def test_provides_contracts(store):
+    assert verifyObject(IMailStore, store)
+    assert verifyObject(IChangeFeed, store.changes)
+
+
+def test_new_user_gets_inbox_and_special_use_folders(store):
+    result_of(store.ensure_user("alice"))
+    result_of(store.ensure_user("alice"))
+    boxes = {m.name: m.special_use for m in result_of(store.list_mailboxes("alice"))}
+    assert boxes == {"INBOX": None, "Drafts": "\\Drafts", "Sent": "\\Sent", "Trash": "\\Trash", "Junk": "\\Junk"}
+    assert result_of(store.list_subscriptions("alice")) == sorted(boxes)
+    failure_of(store.list_mailboxes("nobody"), NoSuchUser)
+
+
+def test_inbox_is_case_insensitive(store):
+    box = inbox(store)
+    assert result_of(store.get_mailbox("alice", "iNbOx")).id == box.id
+    failure_of(store.get_mailbox("alice", "drafts"), NoSuchMailbox)
+
+
+def test_append_normalises_line_endings_and_assigns_ascending_uids(store):
+    box = inbox(store)
+    first = result_of(store.append(box.id, MESSAGE))
+    second = result_of(store.append(box.id, MESSAGE.replace(b"\n", b"\r\n"), flags={"\\Seen"}))
+    assert (first.uid, second.uid) == (1, 2)
+    assert second.flags == {"\\Seen"}
+    expected = MESSAGE.replace(b"\n", b"\r\n")
+    for record in (first, second):
+        with result_of(store.open_message(box.id, record.uid)) as f:
+            assert f.read() == expected
+        assert record.size == len(expected)
+    assert [r.uid for r in result_of(store.list_messages(box.id))] == [1, 2]
+    assert result_of(store.get_mailbox("alice", "INBOX")).uidnext == 3
+
+
+def test_structure_is_parsed_at_delivery(store):
+    box = inbox(store)
+    record = result_of(store.append(box.id, MESSAGE))
+    structure = result_of(store.get_structures(box.id, [record.uid, 99]))[record.uid]
+    assert b'"hello"' in structure.envelope
+    assert structure.header.startswith(b"From: a@example.org\r\n")
+    assert structure.root.end == record.size
+
+
+def test_uids_are_never_reused_after_expunge(store):
+    box = inbox(store)
+    for _ in range(3):
+        result_of(store.append(box.id, MESSAGE))
+    assert result_of(store.expunge(box.id, [3, 2, 42])) == [2, 3]
+    failure_of(store.open_message(box.id, 3), MessageExpunged)
+    assert result_of(store.append(box.id, MESSAGE)).uid == 4
+
+
+def test_flags_change_and_bump_modseq_only_when_changed(store):
+    box = inbox(store)
+    record = result_of(store.append(box.id, MESSAGE))
+    changed = result_of(store.store_flags(box.id, [record.uid], {"\\Seen", "$Label1"}, "add"))
+    assert [r.flags for r in changed] == [{"\\Seen", "$Label1"}]
+    assert changed[0].modseq > record.modseq
+    assert result_of(store.store_flags(box.id, [record.uid], {"\\Seen"}, "add")) == []
+    changed = result_of(store.store_flags(box.id, [record.uid], {"\\Seen"}, "remove"))
+    assert changed[0].flags == {"$Label1"}
+    changed = result_of(store.store_flags(box.id, [record.uid], {"\\Flagged"}, "set"))
+    assert changed[0].flags == {"\\Flagged"}
+
+
+def test_changes_since_reports_new_changed_and_expunged(store):
+    box = inbox(store)
+    a = result_of(store.append(box.id, MESSAGE))
+    b = result_of(store.append(box.id, MESSAGE))
+    mark = result_of(store.get_mailbox("alice", "INBOX")).highestmodseq
+    result_of(store.store_flags(box.id, [a.uid], {"\\Seen"}, "add"))
+    result_of(store.expunge(box.id, [b.uid]))
+    c = result_of(store.append(box.id, MESSAGE))
+    changes = result_of(store.changes_since(box.id, mark))
+    assert [r.uid for r in changes.updated] == [a.uid, c.uid]
+    assert changes.expunged == (b.uid,)
+    assert changes.uidnext == c.uid + 1
+    assert changes.highestmodseq > mark
+
+
+def test_uidvalidity_differs_when_a_mailbox_is_recreated(store):
+    result_of(store.ensure_user("alice"))
+    first = result_of(store.create_mailbox("alice", "Projects"))
+    failure_of(store.create_mailbox("alice", "Projects"), MailboxExists)
+    result_of(store.delete_mailbox("alice", "Projects"))
+    second = result_of(store.create_mailbox("alice", "Projects"))
+    assert first.uidvalidity != second.uidvalidity
+    assert second.id != first.id
+    assert 0 < first.uidvalidity < 2**32
+
+
+@pytest.mark.parametrize("name", ["", "a//b", "/a", "a/", "a\x00b", "a\x07", "a*", "b%"])
+def test_bad_mailbox_names_are_refused(store, name):
+    result_of(store.ensure_user("alice"))
+    failure_of(store.create_mailbox("alice", name), InvalidMailboxName)
+
+
+def test_inbox_cannot_be_deleted(store):
+    inbox(store)
+    failure_of(store.delete_mailbox("alice", "inbox"), InvalidMailboxName)
+
+
+def test_rename_moves_children_and_keeps_uidvalidity(store):
+    result_of(store.ensure_user("alice"))
+    parent = result_of(store.create_mailbox("alice", "Work"))
+    child = result_of(store.create_mailbox("alice", "Work/2026"))
+    result_of(store.create_mailbox("alice", "Workshop"))
+    result_of(store.rename_mailbox("alice", "Work", "Job"))
+    names = [m.name for m in result_of(store.list_mailboxes("alice"))]
+    assert "Job" in names and "Job/2026" in names and "Workshop" in names and "Work" not in names
+    assert result_of(store.get_mailbox("alice", "Job/2026")).uidvalidity == child.uidvalidity
+    assert result_of(store.get_mailbox("alice", "Job")).uidvalidity == parent.uidvalidity
+    failure_of(store.rename_mailbox("alice", "Job", "Workshop"), MailboxExists)
+
+
+def test_rename_inbox_moves_messages_and_leaves_an_empty_inbox(store):
+    box = inbox(store)
+    result_of(store.append(box.id, MESSAGE))
+    result_of(store.rename_mailbox("alice", "INBOX", "Old"))
+    old = result_of(store.get_mailbox("alice", "Old"))
+    new_inbox = result_of(store.get_mailbox("alice", "INBOX"))
+    assert [r.uid for r in result_of(store.list_messages(old.id))] == [1]
+    assert result_of(store.list_messages(new_inbox.id)) == []
+    assert new_inbox.uidvalidity != box.uidvalidity
+
+
+def test_copy_and_move_keep_flags_and_dates(store):
+    box = inbox(store)
+    trash = result_of(store.get_mailbox("alice", "Trash"))
+    a = result_of(store.append(box.id, MESSAGE, flags={"\\Flagged"}))
+    b = result_of(store.append(box.id, MESSAGE))
+    assert result_of(store.copy(box.id, [a.uid], trash.id)) == [(a.uid, 1)]
+    assert result_of(store.move(box.id, [a.uid, b.uid], trash.id)) == [(a.uid, 2), (b.uid, 3)]
+    assert result_of(store.list_messages(box.id)) == []
+    moved = result_of(store.list_messages(trash.id))
+    assert [(r.uid, r.flags, r.internaldate) for r in moved] == [
+        (1, {"\\Flagged"}, a.internaldate),
+        (2, {"\\Flagged"}, a.internaldate),
+        (3, frozenset(), b.internaldate),
+    ]
+    with result_of(store.open_message(trash.id, 3)) as f:
+        assert f.read() == MESSAGE.replace(b"\n", b"\r\n")
+
+
+def test_recent_is_claimed_by_one_session_only(store):
+    box = inbox(store)
+    result_of(store.append(box.id, MESSAGE))
+    result_of(store.append(box.id, MESSAGE))
+    assert result_of(store.claim_recent(box.id)) == {1, 2}
+    assert result_of(store.claim_recent(box.id)) == frozenset()
+    result_of(store.append(box.id, MESSAGE))
+    assert result_of(store.claim_recent(box.id)) == {3}
+
+
+def test_full_disk_is_a_temporary_failure_and_leaves_nothing(store, monkeypatch):
+    box = inbox(store)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    failure_of(store.append(box.id, MESSAGE), TemporaryFailure)
+    monkeypatch.undo()
+    assert result_of(store.list_messages(box.id)) == []
+    assert list((store.root / "tmp").iterdir()) == []
+    assert result_of(store.append(box.id, MESSAGE)).uid == 1
+
+
+def test_rebuilt_index_keeps_uids_uidvalidity_and_names(tmp_path):
+    store = SQLiteStore(tmp_path / "store")
+    box = inbox(store)
+    for _ in range(4):
+        result_of(store.append(box.id, MESSAGE))
+    result_of(store.expunge(box.id, [4]))
+    before = result_of(store.list_mailboxes("alice"))
+    store.close()
+    os.unlink(tmp_path / "store" / "index.sqlite")
+    rebuilt = SQLiteStore(tmp_path / "store")
+    after = result_of(rebuilt.list_mailboxes("alice"))
+    assert [(m.id, m.name, m.uidvalidity) for m in after] == [(m.id, m.name, m.uidvalidity) for m in before]
+    assert [r.uid for r in result_of(rebuilt.list_messages(box.id))] == [1, 2, 3]
+    # UID 4 was expunged before the index was lost: it is never handed out again.
+    assert result_of(rebuilt.append(box.id, MESSAGE)).uid == 5
+    assert result_of(rebuilt.create_mailbox("alice", "New")).uidvalidity not in {m.uidvalidity for m in before}
+    rebuilt.close()
+
+
+def test_local_changes_are_announced_on_the_next_reactor_turn(tmp_path):
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "store", reactor=clock)
+    box = inbox(store)
+    seen = []
+    unsubscribe = store.changes.subscribe(box.id, lambda mailbox_id, modseq: seen.append((mailbox_id, modseq)))
+    record = result_of(store.append(box.id, MESSAGE))
+    result_of(store.store_flags(box.id, [record.uid], {"\\Seen"}, "add"))
+    assert seen == []
+    clock.advance(0)
+    assert seen == [(box.id, record.modseq + 1)]
+    unsubscribe()
+    result_of(store.append(box.id, MESSAGE))
+    clock.advance(0)
+    assert len(seen) == 1
+    store.close()
+
+
+def test_changes_by_another_process_are_noticed_by_polling(tmp_path):
+    clock = Clock()
+    server_side = SQLiteStore(tmp_path / "store", reactor=clock, poll_interval=0.5)
+    box = inbox(server_side)
+    seen = []
+    server_side.changes.subscribe(box.id, lambda mailbox_id, modseq: seen.append(modseq))
+    server_side.changes.start_polling()
+    clock.advance(0.5)
+    clock.advance(0)
+    seen.clear()
+    other_process = SQLiteStore(tmp_path / "store")
+    record = result_of(other_process.append(box.id, MESSAGE))
+    other_process.close()
+    clock.advance(0.5)
+    clock.advance(0)
+    assert seen == [record.modseq]
+    clock.advance(0.5)
+    clock.advance(0)
+    assert seen == [record.modseq]
+    server_side.close()
