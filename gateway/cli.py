@@ -1,0 +1,196 @@
+"""
+The ``gateway`` command: user administration, local delivery, UIDL and config
+checks.  Every failure is one line on stderr and a non-zero exit, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+EX_USAGE = 64
+EX_SOFTWARE = 70
+
+
+class CommandError(Exception):
+    """A failure to report as one line; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def _read_password(stdin, confirm: bool) -> str:
+    if stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if confirm and getpass.getpass("Again: ") != password:
+            raise CommandError("passwords do not match")
+    else:
+        password = stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CommandError("empty password refused")
+    return password
+
+
+def _users(data_dir: Path):
+    from gateway.auth import UsersFile, UsersFileError
+    from gateway.service import StartupError, prepare_data_dir
+
+    try:
+        prepare_data_dir(data_dir)
+        return UsersFile(data_dir / "users")
+    except StartupError as e:
+        raise CommandError(str(e)) from None
+    except UsersFileError as e:
+        raise CommandError(str(e)) from None
+
+
+def cmd_user(args, stdin, stdout) -> int:
+    from gateway.auth import UsersFileError
+
+    users = _users(args.data)
+    try:
+        if args.action == "list":
+            for name in users.names():
+                print(name, file=stdout)
+        elif args.action == "add":
+            if args.name in users:
+                raise CommandError(f"user {args.name!r} exists already")
+            users.add(args.name, _read_password(stdin, confirm=True))
+        elif args.action == "passwd":
+            if args.name not in users:
+                raise CommandError(f"no such user {args.name!r}", 67)
+            users.set_password(args.name, _read_password(stdin, confirm=True))
+        elif args.action == "del":
+            if args.name not in users:
+                raise CommandError(f"no such user {args.name!r}", 67)
+            users.remove(args.name)
+            if args.purge:
+                _purge_mail(args.data, args.name)
+    except (UsersFileError, ValueError) as e:
+        raise CommandError(str(e)) from None
+    return 0
+
+
+def fired(d):
+    """
+    The result of a Deferred that has already fired: the SQLite store
+    answers synchronously, and the CLI runs without a reactor.
+    """
+    outcome = []
+    d.addBoth(outcome.append)
+    if not outcome:
+        raise CommandError("store did not answer synchronously", EX_SOFTWARE)
+    if hasattr(outcome[0], "raiseException"):
+        outcome[0].raiseException()
+    return outcome[0]
+
+
+def _purge_mail(data_dir: Path, name: str) -> None:
+    from gateway.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(data_dir / "store")
+    try:
+        fired(store.delete_user(name))
+    finally:
+        store.close()
+
+
+def cmd_deliver(args, stdin, stdout) -> int:
+    from gateway.delivery import deliver_main
+
+    return deliver_main(args.data, args.name, args.mailbox, stdin.buffer, sys.stderr)
+
+
+def cmd_uidl(args, stdin, stdout) -> int:
+    from gateway.uidl import UidlFormat, UidlFormatError
+
+    try:
+        fmt = UidlFormat.parse(args.format)
+    except UidlFormatError as e:
+        raise CommandError(f"--format: {e}", EX_USAGE) from None
+    for value, label in ((args.uidvalidity, "UIDVALIDITY"), (args.uid, "UID")):
+        if not 1 <= value <= 0xFFFFFFFF:
+            raise CommandError(f"{label} must be between 1 and 4294967295", EX_USAGE)
+    print(fmt.format(args.uidvalidity, args.uid), file=stdout)
+    return 0
+
+
+def cmd_check_config(args, stdin, stdout) -> int:
+    from gateway.config import ConfigError, load
+
+    path = args.config or args.data / "gateway.toml"
+    try:
+        load(path)
+    except FileNotFoundError:
+        raise CommandError(f"config {path}: no such file") from None
+    except PermissionError:
+        raise CommandError(f"config {path}: permission denied") from None
+    except ConfigError as e:
+        raise CommandError(str(e)) from None
+    print(f"{path}: ok", file=stdout)
+    return 0
+
+
+def _uint32(text: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="POP3 and IMAP over one mail store.")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("GATEWAY_DATA", "data")),
+        help="data directory (default: $GATEWAY_DATA or ./data)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    user = commands.add_parser("user", help="manage users (password read from stdin)")
+    actions = user.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("add", "add a user"), ("passwd", "change a password"), ("del", "remove a user")):
+        sub = actions.add_parser(action, help=text)
+        sub.add_argument("name")
+        if action == "del":
+            sub.add_argument("--purge", action="store_true", help="also delete the user's mail")
+    actions.add_parser("list", help="list users")
+    user.set_defaults(run=cmd_user)
+
+    deliver = commands.add_parser("deliver", help="deliver one message from stdin (MDA; sysexits codes)")
+    deliver.add_argument("name")
+    deliver.add_argument("--mailbox", default="INBOX")
+    deliver.set_defaults(run=cmd_deliver)
+
+    uidl = commands.add_parser("uidl", help="print the POP3 UIDL of a message")
+    uidl.add_argument("--format", default="%08Xu%08Xv", help="Dovecot pop3_uidl_format notation")
+    uidl.add_argument("uidvalidity", type=_uint32)
+    uidl.add_argument("uid", type=_uint32)
+    uidl.set_defaults(run=cmd_uidl)
+
+    check = commands.add_parser("check-config", help="load and validate a config file")
+    check.add_argument("--config", type=Path, default=None)
+    check.set_defaults(run=cmd_check_config)
+    return parser
+
+
+def main(argv=None, stdin=None, stdout=None) -> int:
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args, stdin, stdout)
+    except CommandError as e:
+        print(f"gateway: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""
+Build the running server: store, portal, listeners, from a data dir and config.
+
+This is the one place that picks the store backend (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.mail import imap4, pop3 as twisted_pop3
+
+from gateway import lmtp, pop3
+from gateway.auth import MailRealm, UsersFile, make_portal
+from gateway.config import DEFAULT_TOML, Config, ConfigError, load
+from gateway.imap import account as imap_account, server as imap_server
+from gateway.store.sqlite import SQLiteStore
+
+log = Logger()
+
+
+class StartupError(Exception):
+    """A problem that stops the server from starting; its text is one line."""
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """
+    Create the data dir (0700) and the users file (0600) if missing, and
+    check that it is usable, with one clear line when it is not.
+    """
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        users = data_dir / "users"
+        if not users.exists():
+            fd = os.open(users, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+    except OSError as e:
+        raise StartupError(f"data dir {data_dir}: {e.strerror}") from e
+    if not os.access(data_dir, os.R_OK | os.W_OK | os.X_OK):
+        raise StartupError(f"data dir {data_dir}: not readable and writable by this user")
+
+
+def load_config(data_dir: Path, config_path: Path | None) -> Config:
+    """
+    The config named on the command line, else DATA/gateway.toml, written
+    with every default (commented) when absent.
+    """
+    if config_path is None:
+        config_path = data_dir / "gateway.toml"
+        if not config_path.exists():
+            config_path.write_text(DEFAULT_TOML)
+    try:
+        return load(config_path)
+    except FileNotFoundError:
+        raise StartupError(f"config {config_path}: no such file") from None
+    except PermissionError:
+        raise StartupError(f"config {config_path}: permission denied") from None
+    except ConfigError as e:
+        raise StartupError(str(e)) from None
+
+
+class StoreService(Service):
+    """Polls for other processes' changes while running; closes the index."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def startService(self):
+        super().startService()
+        self.store.changes.start_polling()
+
+    def stopService(self):
+        self.store.close()
+        return super().stopService()
+
+
+class ListeningPorts(Service):
+    """Owns the bound ports so that stopping the service closes them."""
+
+    def __init__(self, ports, ports_file: Path):
+        self.ports = ports
+        self.ports_file = ports_file
+
+    def stopService(self):
+        self.ports_file.unlink(missing_ok=True)
+        super().stopService()
+        return gatherResults([maybeDeferred(port.stopListening) for _, port in self.ports])
+
+
+def _listen(reactor, description: str, factory):
+    """
+    Bind now, before the reactor runs (and before twistd drops privileges),
+    so that a port in use is reported at once as one line.
+    """
+    try:
+        endpoint = serverFromString(reactor, description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise StartupError(f"listener {description!r}: not a valid endpoint ({e})") from None
+    outcome = []
+    endpoint.listen(factory).addBoth(outcome.append)
+    if not outcome:
+        raise StartupError(f"listener {description!r}: cannot listen synchronously on this endpoint type")
+    result = outcome[0]
+    if hasattr(result, "getHost"):
+        return result
+    reason = getattr(result.value, "socketError", None) or result.value
+    text = getattr(reason, "strerror", None) or str(reason)
+    raise StartupError(f"listener {description!r}: {text}")
+
+
+def make_service(data_dir: Path, config: Config, reactor) -> MultiService:
+    prepare_data_dir(data_dir)
+    store = SQLiteStore(data_dir / "store", reactor=reactor)
+    users = UsersFile(data_dir / "users")
+    realm = MailRealm(
+        {
+            twisted_pop3.IMailbox: pop3.avatar_factory(store, config),
+            imap4.IAccount: imap_account.avatar_factory(store, config),
+        }
+    )
+    portal = make_portal(users, realm, reactor)
+    factories = {
+        "pop3": lambda: pop3.build_factory(portal, config, reactor),
+        "imap": lambda: imap_server.build_factory(portal, store, config, reactor),
+        "lmtp": lambda: lmtp.build_factory(store, users, config, reactor),
+    }
+    listeners = {"pop3": config.listeners.pop3, "imap": config.listeners.imap, "lmtp": config.listeners.lmtp}
+    ports = []
+    try:
+        for protocol, descriptions in listeners.items():
+            if not descriptions:
+                continue
+            factory = factories[protocol]()
+            for description in descriptions:
+                ports.append((protocol, _listen(reactor, description, factory)))
+    except StartupError:
+        for _, port in ports:
+            port.stopListening()
+        store.close()
+        raise
+    run_dir = data_dir / "run"
+    run_dir.mkdir(mode=0o700, exist_ok=True)
+    bound: dict[str, list[str]] = {name: [] for name in listeners}
+    for protocol, port in ports:
+        host = port.getHost()
+        bound[protocol].append(f"{host.host}:{host.port}")
+        log.info("{protocol} listening on {host}:{port}", protocol=protocol, host=host.host, port=host.port)
+    ports_file = run_dir / "ports.json"
+    tmp = ports_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(bound))
+    tmp.replace(ports_file)
+
+    top = MultiService()
+    StoreService(store).setServiceParent(top)
+    ListeningPorts(ports, ports_file).setServiceParent(top)
+    top.store = store
+    top.users = users
+    return top
+

@@ -1,0 +1,51 @@
+"""
+twistd entry point: ``twistd -n gateway --data DIR [--config FILE] [--pop3 EP]
+[--imap EP] [--lmtp EP]``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from twisted.python import usage
+
+
+class Options(usage.Options):
+    synopsis = "[--data DIR] [--config FILE] [--pop3 EP] [--imap EP] [--lmtp EP]"
+    longdesc = (
+        "Serve POP3, IMAP and LMTP over one mail store. EP is a Twisted server "
+        "endpoint string such as tcp:1110:interface=127.0.0.1; 'none' disables "
+        "that protocol. Listeners not given come from the config file."
+    )
+    optParameters = [
+        ["data", "d", "data", "Data directory: store, users file, generated gateway.toml."],
+        ["config", "c", None, "Config file (default: DATA/gateway.toml, created when absent)."],
+        ["pop3", None, None, "POP3 listener endpoint, overriding the config."],
+        ["imap", None, None, "IMAP listener endpoint, overriding the config."],
+        ["lmtp", None, None, "LMTP listener endpoint, overriding the config."],
+    ]
+
+    def listener_overrides(self) -> dict[str, list[str]]:
+        return {
+            protocol: ([] if self[protocol].lower() == "none" else [self[protocol]])
+            for protocol in ("pop3", "imap", "lmtp")
+            if self[protocol] is not None
+        }
+
+
+def makeService(options: Options):
+    from twisted.internet import reactor
+
+    from gateway.service import StartupError, load_config, make_service, prepare_data_dir
+
+    data_dir = Path(options["data"])
+    try:
+        prepare_data_dir(data_dir)
+        config_path = Path(options["config"]) if options["config"] else None
+        config = load_config(data_dir, config_path).with_listeners(**options.listener_overrides())
+        return make_service(data_dir, config, reactor)
+    except StartupError as e:
+        # twistd would print a traceback; an operator needs one line.
+        print(f"gateway: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
