@@ -1,0 +1,283 @@
+"""
+The POP3 view of INBOX for one session, as pure code.
+
+RFC 1939 gives a POP3 session a fixed maildrop: the messages present at login,
+numbered from 1, with deletions marked in the session and applied only at
+QUIT.  This module holds that snapshot, the parsing of command arguments and
+the byte transforms of RETR/TOP (dot-stuffing, header plus n lines), so that
+the protocol class in ``gateway/pop3.py`` only moves bytes.
+
+No Twisted import here.  Every error knows the text it answers with.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+import attrs
+
+# RFC 2449 section 6; the protocol may add STLS (RFC 2595) in front of these.
+CAPABILITIES = (
+    b"TOP",
+    b"UIDL",
+    b"USER",
+    b"SASL PLAIN",
+    b"RESP-CODES",
+    b"AUTH-RESP-CODE",
+    b"PIPELINING",
+    b"EXPIRE NEVER",
+    b"IMPLEMENTATION gateway",
+)
+
+# A maildrop never holds 10**10 messages; bounding the digits keeps absurd
+# numbers from becoming big integers and answers them like any other bad number.
+_NUMBER = re.compile(rb"[0-9]{1,10}")
+
+
+class Pop3Error(Exception):
+    """
+    A command failed in a way the client is told about.
+
+    ``text`` is what follows ``-ERR `` on the wire.
+    """
+
+    @property
+    def text(self) -> bytes:
+        raise NotImplementedError
+
+
+class InvalidArgument(Pop3Error):
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+    @property
+    def text(self) -> bytes:
+        return b"Invalid " + self.what.encode("ascii")
+
+
+class NoSuchMessage(Pop3Error):
+    def __init__(self, number: int, count: int):
+        super().__init__(number, count)
+        self.number = number
+        self.count = count
+
+    @property
+    def text(self) -> bytes:
+        return b"No such message, only %d messages in maildrop" % (self.count,)
+
+
+class MessageDeleted(Pop3Error):
+    def __init__(self, number: int):
+        super().__init__(number)
+        self.number = number
+
+    @property
+    def text(self) -> bytes:
+        # RFC 1939 section 5, DELE: "-ERR message 2 already deleted"
+        return b"Message %d already deleted" % (self.number,)
+
+
+class MessageExpunged(Pop3Error):
+    def __init__(self, number: int):
+        super().__init__(number)
+        self.number = number
+
+    @property
+    def text(self) -> bytes:
+        return b"Message %d was expunged by another session" % (self.number,)
+
+
+class MaildropLocked(Pop3Error):
+    """Another session holds this maildrop (RFC 1939 section 8, RFC 3206)."""
+
+    @property
+    def text(self) -> bytes:
+        return b"[IN-USE] Maildrop is locked by another session"
+
+
+def parse_message_number(argument: bytes) -> int:
+    """
+    A message number as RFC 1939 section 3 writes it: decimal digits only.
+
+    Python's int() would also take ``+1``, `` 1``, ``1_0`` and non-ASCII
+    digits; a client that sends those gets an error, not some other message.
+    """
+    if not _NUMBER.fullmatch(argument) or int(argument) == 0:
+        raise InvalidArgument("message number")
+    return int(argument)
+
+
+def parse_line_count(argument: bytes) -> int:
+    """The second argument of TOP: a non-negative number of body lines."""
+    if not _NUMBER.fullmatch(argument):
+        raise InvalidArgument("line count")
+    return int(argument)
+
+
+def parse_sasl_plain(encoded: bytes) -> tuple[str, bytes]:
+    """
+    Decode an AUTH PLAIN response (RFC 4616 section 2) to (user, password).
+
+    ``=`` is the empty initial response (RFC 5034 section 4).  An
+    authorization identity other than the user itself is refused: nobody
+    may act as another user.
+    """
+    if encoded == b"=":
+        encoded = b""
+    try:
+        message = base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise InvalidArgument("BASE64 encoding") from None
+    fields = message.split(b"\0")
+    if len(fields) != 3 or not fields[1]:
+        raise InvalidArgument("PLAIN response")
+    authzid, authcid, password = fields
+    try:
+        user = authcid.decode("utf-8")
+        if authzid and authzid.decode("utf-8") != user:
+            raise InvalidArgument("authorization identity")
+    except UnicodeDecodeError:
+        raise InvalidArgument("PLAIN response") from None
+    return user, password
+
+
+@attrs.frozen
+class SnapshotEntry:
+    """One message as the session saw it at login."""
+
+    uid: int
+    size: int
+    uidl: bytes
+    seen: bool
+
+
+@attrs.define
+class Snapshot:
+    """
+    The maildrop of one session: messages numbered from 1 as at login.
+
+    Deleted messages keep their numbers (RFC 1939 section 5) and leave STAT,
+    LIST and UIDL until RSET.  Messages another session expunged stay listed,
+    since their numbers cannot move, but cannot be read or deleted.
+    """
+
+    entries: tuple[SnapshotEntry, ...]
+    deleted: set[int] = attrs.field(factory=set)
+    expunged: set[int] = attrs.field(factory=set)
+
+    def entry(self, number: int) -> SnapshotEntry:
+        if not 1 <= number <= len(self.entries):
+            raise NoSuchMessage(number, len(self.entries))
+        return self.entries[number - 1]
+
+    def visible(self, number: int) -> SnapshotEntry:
+        """The entry for LIST n / UIDL n: any message not deleted."""
+        entry = self.entry(number)
+        if number in self.deleted:
+            raise MessageDeleted(number)
+        return entry
+
+    def readable(self, number: int) -> SnapshotEntry:
+        """The entry for RETR/TOP/DELE: not deleted, not known expunged."""
+        entry = self.visible(number)
+        if number in self.expunged:
+            raise MessageExpunged(number)
+        return entry
+
+    def mark_expunged(self, number: int) -> None:
+        self.expunged.add(number)
+
+    def delete(self, number: int) -> None:
+        self.readable(number)
+        self.deleted.add(number)
+
+    def reset(self) -> None:
+        self.deleted.clear()
+
+    def listing(self) -> list[tuple[int, SnapshotEntry]]:
+        """(number, entry) of every message not marked deleted."""
+        return [
+            (number, entry)
+            for number, entry in enumerate(self.entries, 1)
+            if number not in self.deleted
+        ]
+
+    def stat(self) -> tuple[int, int]:
+        """RFC 1939 STAT: count and octets, deleted messages excluded."""
+        listing = self.listing()
+        return len(listing), sum(entry.size for _, entry in listing)
+
+    def deleted_uids(self) -> list[int]:
+        return sorted(self.entries[number - 1].uid for number in self.deleted)
+
+
+class DotStuffer:
+    """
+    RFC 1939 section 3 byte-stuffing of a multi-line response, chunk by chunk.
+
+    Keeps whether the next byte starts a line, so a ``.`` at the start of a
+    chunk (or of the message) is stuffed too.
+    """
+
+    def __init__(self) -> None:
+        self._at_line_start = True
+
+    def transform(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return chunk
+        stuffed = chunk.replace(b"\n.", b"\n..")
+        if self._at_line_start and stuffed.startswith(b"."):
+            stuffed = b"." + stuffed
+        self._at_line_start = chunk.endswith(b"\n")
+        return stuffed
+
+    def terminator(self) -> bytes:
+        """The end of the response, completing an unfinished last line."""
+        return b".\r\n" if self._at_line_start else b"\r\n.\r\n"
+
+
+class TopFilter:
+    """
+    RFC 1939 TOP: the header, the blank line after it, then ``lines`` lines
+    of the body, chunk by chunk and without buffering whole lines.
+
+    ``done`` turns true once nothing more will pass, so the sender can stop
+    reading the file.
+    """
+
+    def __init__(self, lines: int) -> None:
+        self._body_lines_left = lines
+        self._in_header = True
+        # The first two bytes of the current line: enough to tell an empty
+        # line (b"" or b"\r" before the LF) when it spans chunks.
+        self._line_start = b""
+        self.done = False
+
+    def transform(self, chunk: bytes) -> bytes:
+        passed = []
+        position = 0
+        while not self.done and position < len(chunk):
+            newline = chunk.find(b"\n", position)
+            if newline == -1:
+                self._line_start = (self._line_start + chunk[position : position + 2])[:2]
+                passed.append(chunk[position:])
+                break
+            line_end = newline + 1
+            self._line_start = (self._line_start + chunk[position : min(newline, position + 2)])[:2]
+            passed.append(chunk[position:line_end])
+            self._end_line()
+            position = line_end
+        return b"".join(passed)
+
+    def _end_line(self) -> None:
+        if self._in_header:
+            if self._line_start in (b"", b"\r"):
+                self._in_header = False
+                self.done = self._body_lines_left == 0
+        else:
+            self._body_lines_left -= 1
+            self.done = self._body_lines_left == 0
+        self._line_start = b""
