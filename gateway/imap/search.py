@@ -1,0 +1,695 @@
+"""
+IMAP SEARCH: parse the criteria into a tree and evaluate it per message.
+
+RFC 3501 6.4.4.  Pure: no Twisted.  The input is the token list Twisted's
+``IMAP4Server.arg_searchkeys`` builds (``parseNestedParens``): atoms, quoted
+strings and literals all arrive as ``bytes``, ``NIL`` as ``None``, and each
+parenthesised group as a nested ``list``.  ``CHARSET`` is taken off by
+Twisted's ``opt_charset`` before we see the tokens; the caller checks it
+against ``SUPPORTED_CHARSETS`` and answers ``NO [BADCHARSET]``.
+
+Neither parsing nor evaluation recurses on the client's nesting: both walk
+explicit stacks, so ``NOT NOT NOT ...`` or ``((((...))))`` ten thousand deep
+is refused with ``SearchSyntaxError`` rather than a ``RecursionError``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import email
+import email.policy
+import email.utils
+import quopri
+import re
+from bisect import bisect_right
+from collections.abc import Callable, Iterable
+from typing import Union
+
+import attrs
+
+from gateway.imap.sequence import (
+    MAX_NUMBER,
+    SequenceSet,
+    SequenceSetError,
+    parse_sequence_set,
+)
+
+SUPPORTED_CHARSETS = frozenset({"US-ASCII", "UTF-8"})
+
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ["JAN", "FEB", "MAR", "APR", "MAY", "JUN",
+         "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"],
+        start=1,
+    )
+}
+
+
+class SearchSyntaxError(ValueError):
+    """
+    The SEARCH criteria are malformed or exceed our limits (tagged BAD).
+    """
+
+
+@attrs.frozen
+class All:
+    """ALL: every message."""
+
+
+@attrs.frozen
+class Flag:
+    """A system flag (``\\Seen``) or keyword is set; case-insensitive."""
+
+    name: str
+
+
+@attrs.frozen
+class Recent:
+    """The message is \\Recent in this session."""
+
+
+@attrs.frozen
+class HeaderContains:
+    """A header field ``field`` whose decoded value contains ``value``."""
+
+    field: str
+    value: str
+
+
+@attrs.frozen
+class BodyContains:
+    """The decoded text of the body contains ``value``."""
+
+    value: str
+
+
+@attrs.frozen
+class TextContains:
+    """The decoded header or body contains ``value``."""
+
+    value: str
+
+
+@attrs.frozen
+class InternalDate:
+    """BEFORE / ON / SINCE: the INTERNALDATE's date in its own zone."""
+
+    comparison: str  # "before", "on" or "since"
+    date: datetime.date
+
+
+@attrs.frozen
+class SentDate:
+    """SENTBEFORE / SENTON / SENTSINCE: the Date: header's date as written."""
+
+    comparison: str
+    date: datetime.date
+
+
+@attrs.frozen
+class Larger:
+    """RFC822.SIZE is larger than ``size``."""
+
+    size: int
+
+
+@attrs.frozen
+class Smaller:
+    """RFC822.SIZE is smaller than ``size``."""
+
+    size: int
+
+
+@attrs.frozen
+class SequenceNumbers:
+    """A bare sequence set: ``*`` is the largest sequence number."""
+
+    numbers: SequenceSet
+
+
+@attrs.frozen
+class Uids:
+    """UID set: ``*`` is the largest UID in the mailbox."""
+
+    uids: SequenceSet
+
+
+@attrs.frozen
+class And:
+    """All of ``keys`` match (a key list, or a parenthesised group)."""
+
+    keys: tuple[SearchKey, ...]
+
+
+@attrs.frozen
+class Or:
+    """Any of ``keys`` matches."""
+
+    keys: tuple[SearchKey, ...]
+
+
+@attrs.frozen
+class Not:
+    """``key`` does not match."""
+
+    key: SearchKey
+
+
+SearchKey = Union[
+    All, Flag, Recent, HeaderContains, BodyContains, TextContains,
+    InternalDate, SentDate, Larger, Smaller, SequenceNumbers, Uids,
+    And, Or, Not,
+]
+
+
+@attrs.frozen
+class SearchMessage:
+    """
+    What evaluation may look at for one message.
+
+    ``header`` is the top-level header block (from the index); ``body``
+    returns the full stored message (CRLF).  Load them only when ``needs``
+    says so.
+    """
+
+    seq: int
+    uid: int
+    flags: frozenset[str]
+    internaldate: datetime.datetime
+    size: int
+    recent: bool
+    header: bytes | None = None
+    body: Callable[[], bytes] | None = None
+
+
+# Keys that take no argument, and what each stands for.
+_SIMPLE_KEYS: dict[str, SearchKey] = {
+    "ALL": All(),
+    "ANSWERED": Flag("\\Answered"),
+    "DELETED": Flag("\\Deleted"),
+    "DRAFT": Flag("\\Draft"),
+    "FLAGGED": Flag("\\Flagged"),
+    "SEEN": Flag("\\Seen"),
+    "RECENT": Recent(),
+    "UNANSWERED": Not(Flag("\\Answered")),
+    "UNDELETED": Not(Flag("\\Deleted")),
+    "UNDRAFT": Not(Flag("\\Draft")),
+    "UNFLAGGED": Not(Flag("\\Flagged")),
+    "UNSEEN": Not(Flag("\\Seen")),
+    # RFC 3501 6.4.4: NEW is (RECENT UNSEEN); OLD is NOT RECENT.
+    "NEW": And((Recent(), Not(Flag("\\Seen")))),
+    "OLD": Not(Recent()),
+}
+
+_ENVELOPE_FIELDS = {
+    "BCC": "Bcc", "CC": "Cc", "FROM": "From", "SUBJECT": "Subject", "TO": "To",
+}
+
+_DATE_KEYS = {
+    "BEFORE": (InternalDate, "before"),
+    "ON": (InternalDate, "on"),
+    "SINCE": (InternalDate, "since"),
+    "SENTBEFORE": (SentDate, "before"),
+    "SENTON": (SentDate, "on"),
+    "SENTSINCE": (SentDate, "since"),
+}
+
+
+class _Tokens:
+    """One token list (the whole query, or one parenthesised group)."""
+
+    def __init__(self, tokens: list) -> None:
+        self.tokens = tokens
+        self.position = 0
+
+    def exhausted(self) -> bool:
+        return self.position >= len(self.tokens)
+
+    def next(self, wanted: str):
+        if self.exhausted():
+            raise SearchSyntaxError(f"missing {wanted}")
+        token = self.tokens[self.position]
+        self.position += 1
+        return token
+
+
+@attrs.define
+class _Pending:
+    """A key still collecting its operands while parsing."""
+
+    kind: str  # "group", "not" or "or"
+    tokens: _Tokens
+    operands: list = attrs.Factory(list)
+
+
+def parse_search(tokens, max_depth: int = 100, max_keys: int = 10_000) -> SearchKey:
+    """
+    Build the key tree for a SEARCH command's criteria.
+
+    ``max_depth`` bounds the nesting of groups, NOT and OR together;
+    ``max_keys`` the number of keys.  Raises ``SearchSyntaxError`` for
+    anything malformed: unknown key, missing or bad argument, empty group.
+    """
+    if not isinstance(tokens, list):
+        raise SearchSyntaxError("search criteria must be a list of tokens")
+    if not tokens:
+        raise SearchSyntaxError("missing search key")
+    stack = [_Pending("group", _Tokens(tokens))]
+    keys = 0
+    while True:
+        pending = stack[-1]
+        if pending.kind == "group" and pending.tokens.exhausted():
+            stack.pop()
+            if not pending.operands:
+                raise SearchSyntaxError("empty parenthesised list")
+            operands = pending.operands
+            key = operands[0] if len(operands) == 1 else And(tuple(operands))
+        elif pending.kind == "not" and len(pending.operands) == 1:
+            stack.pop()
+            key = Not(pending.operands[0])
+        elif pending.kind == "or" and len(pending.operands) == 2:
+            stack.pop()
+            key = Or(tuple(pending.operands))
+        else:
+            token = pending.tokens.next(
+                "search key" if pending.kind == "group"
+                else f"search key after {pending.kind.upper()}"
+            )
+            keys += 1
+            if keys > max_keys:
+                raise SearchSyntaxError(f"more than {max_keys} search keys")
+            if isinstance(token, list):
+                kind, nested = "group", _Tokens(token)
+            else:
+                name = _atom(token).upper()
+                if name in ("NOT", "OR"):
+                    kind, nested = name.lower(), pending.tokens
+                else:
+                    pending.operands.append(_leaf(name, pending.tokens))
+                    continue
+            if len(stack) >= max_depth:
+                raise SearchSyntaxError(
+                    f"search criteria nested deeper than {max_depth}"
+                )
+            stack.append(_Pending(kind, nested))
+            continue
+        if not stack:
+            return key
+        stack[-1].operands.append(key)
+
+
+def _leaf(name: str, tokens: _Tokens) -> SearchKey:
+    if name in _SIMPLE_KEYS:
+        return _SIMPLE_KEYS[name]
+    if name in _ENVELOPE_FIELDS:
+        return HeaderContains(
+            _ENVELOPE_FIELDS[name], _string(tokens.next(f"string after {name}"))
+        )
+    if name == "HEADER":
+        field = _string(tokens.next("field name after HEADER"))
+        return HeaderContains(field, _string(tokens.next("string after HEADER")))
+    if name == "BODY":
+        return BodyContains(_string(tokens.next("string after BODY")))
+    if name == "TEXT":
+        return TextContains(_string(tokens.next("string after TEXT")))
+    if name in ("KEYWORD", "UNKEYWORD"):
+        keyword = _string(tokens.next(f"flag after {name}"))
+        if not keyword:
+            raise SearchSyntaxError(f"empty flag after {name}")
+        return Flag(keyword) if name == "KEYWORD" else Not(Flag(keyword))
+    if name in _DATE_KEYS:
+        key_type, comparison = _DATE_KEYS[name]
+        return key_type(comparison, _date(tokens.next(f"date after {name}")))
+    if name == "LARGER":
+        return Larger(_number(tokens.next("number after LARGER")))
+    if name == "SMALLER":
+        return Smaller(_number(tokens.next("number after SMALLER")))
+    if name == "UID":
+        return Uids(_sequence_set(tokens.next("UID set after UID")))
+    if name[:1] == "*" or name[:1].isdigit():
+        return SequenceNumbers(_sequence_set(name))
+    raise SearchSyntaxError(f"unknown search key {_show(name)}")
+
+
+def _atom(token, refusal: str = "unknown search key") -> str:
+    """A token as text: key names, numbers, dates and sets are ASCII."""
+    if token is None:
+        return "NIL"
+    if isinstance(token, bytes):
+        if not token.isascii():
+            raise SearchSyntaxError(f"{refusal} {_show(token)}")
+        return token.decode("ascii")
+    if isinstance(token, str):
+        if not token.isascii():
+            raise SearchSyntaxError(f"{refusal} {_show(token)}")
+        return token
+    raise SearchSyntaxError("unexpected parenthesised list"
+                            if isinstance(token, list) else
+                            f"unexpected token {_show(token)}")
+
+
+def _string(token) -> str:
+    """An astring argument; the caller has accepted the charset."""
+    if token is None:
+        return "NIL"
+    if isinstance(token, str):
+        return token
+    if isinstance(token, bytes):
+        try:
+            return token.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SearchSyntaxError("search string is not valid UTF-8") from None
+    raise SearchSyntaxError("expected a string, got a parenthesised list"
+                            if isinstance(token, list) else
+                            f"unexpected token {_show(token)}")
+
+
+def _date(token) -> datetime.date:
+    """RFC 3501 9: date-text = date-day "-" date-month "-" date-year."""
+    text = _atom(token, "bad date")
+    parts = text.split("-")
+    if (
+        len(parts) != 3
+        or not (1 <= len(parts[0]) <= 2 and _ascii_digits(parts[0]))
+        or parts[1].upper() not in _MONTHS
+        or not (len(parts[2]) == 4 and _ascii_digits(parts[2]))
+    ):
+        raise SearchSyntaxError(
+            f"bad date {_show(text)}: expected a date like 1-Feb-1994"
+        )
+    try:
+        return datetime.date(int(parts[2]), _MONTHS[parts[1].upper()], int(parts[0]))
+    except ValueError:
+        raise SearchSyntaxError(f"no such date {_show(text)}") from None
+
+
+def _number(token) -> int:
+    """RFC 3501 9: number = 1*DIGIT, an unsigned 32-bit value."""
+    text = _atom(token, "bad number")
+    if not (_ascii_digits(text) and len(text) <= 10 and int(text) <= MAX_NUMBER):
+        raise SearchSyntaxError(f"bad number {_show(text)}")
+    return int(text)
+
+
+def _sequence_set(token) -> SequenceSet:
+    try:
+        return parse_sequence_set(_atom(token, "bad sequence set"))
+    except SequenceSetError as error:
+        raise SearchSyntaxError(str(error)) from None
+
+
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _children(key: SearchKey) -> tuple[SearchKey, ...]:
+    if isinstance(key, (And, Or)):
+        return key.keys
+    if isinstance(key, Not):
+        return (key.key,)
+    return ()
+
+
+def needs(key: SearchKey) -> frozenset[str]:
+    """
+    Which of ``"header"`` and ``"body"`` must be loaded to evaluate ``key``.
+    """
+    wanted: set[str] = set()
+    stack = [key]
+    while stack:
+        key = stack.pop()
+        if isinstance(key, (HeaderContains, SentDate)):
+            wanted.add("header")
+        elif isinstance(key, BodyContains):
+            wanted.add("body")
+        elif isinstance(key, TextContains):
+            wanted.update(("header", "body"))
+        stack.extend(_children(key))
+    return frozenset(wanted)
+
+
+def matches(
+    key: SearchKey, msg: SearchMessage, largest_seq: int, largest_uid: int
+) -> bool:
+    """
+    Whether ``msg`` matches ``key`` when the mailbox's largest sequence
+    number is ``largest_seq`` and its largest UID ``largest_uid``.
+    """
+    return _Evaluator(largest_seq, largest_uid).matches(key, msg)
+
+
+def evaluate(
+    key: SearchKey,
+    messages: Iterable[SearchMessage],
+    largest_seq: int,
+    largest_uid: int,
+) -> list[int]:
+    """
+    The sequence numbers of the matching messages, ascending.
+    """
+    evaluator = _Evaluator(largest_seq, largest_uid)
+    return sorted(msg.seq for msg in messages if evaluator.matches(key, msg))
+
+
+class _Evaluator:
+    """
+    Evaluates keys against messages of one mailbox state; resolves each
+    sequence set once, not once per message.
+    """
+
+    def __init__(self, largest_seq: int, largest_uid: int) -> None:
+        self.largest_seq = largest_seq
+        self.largest_uid = largest_uid
+        self.resolved: dict[SequenceSet, tuple[list[int], list[int]]] = {}
+
+    def matches(self, root: SearchKey, msg: SearchMessage) -> bool:
+        text = _MessageText(msg.header, msg.body)
+        # Each frame is [key, index of the next child to evaluate]; And and
+        # Or stop at the first child that decides them.
+        stack: list[list] = []
+        key = root
+        while True:
+            if isinstance(key, (And, Or, Not)):
+                stack.append([key, 1])
+                key = _children(key)[0] if _children(key) else None
+                if key is not None:
+                    continue
+                result = True  # an empty And; parse_search never builds one
+                stack.pop()
+            else:
+                result = self.leaf(key, msg, text)
+            while stack:
+                frame = stack[-1]
+                parent, index = frame
+                if isinstance(parent, Not):
+                    result = not result
+                elif (
+                    result == isinstance(parent, And)
+                    and index < len(parent.keys)
+                ):
+                    frame[1] = index + 1
+                    key = parent.keys[index]
+                    break
+                stack.pop()
+            else:
+                return result
+
+    def leaf(self, key: SearchKey, msg: SearchMessage, text: _MessageText) -> bool:
+        if isinstance(key, All):
+            return True
+        if isinstance(key, Flag):
+            wanted = key.name.casefold()
+            return any(flag.casefold() == wanted for flag in msg.flags)
+        if isinstance(key, Recent):
+            return msg.recent
+        if isinstance(key, HeaderContains):
+            needle = key.value.casefold()
+            return any(
+                needle in value.casefold() for value in text.header_values(key.field)
+            )
+        if isinstance(key, BodyContains):
+            return text.body_contains(key.value.casefold())
+        if isinstance(key, TextContains):
+            needle = key.value.casefold()
+            return needle in text.header_text() or text.body_contains(needle)
+        if isinstance(key, InternalDate):
+            return _compare(msg.internaldate.date(), key.comparison, key.date)
+        if isinstance(key, SentDate):
+            sent = _sent_date(text.header_values("Date"))
+            if sent is None:
+                # Like Dovecot: no usable Date: header, use INTERNALDATE.
+                sent = msg.internaldate.date()
+            return _compare(sent, key.comparison, key.date)
+        if isinstance(key, Larger):
+            return msg.size > key.size
+        if isinstance(key, Smaller):
+            return msg.size < key.size
+        if isinstance(key, SequenceNumbers):
+            return self.contains(key.numbers, msg.seq, self.largest_seq)
+        if isinstance(key, Uids):
+            return self.contains(key.uids, msg.uid, self.largest_uid)
+        raise TypeError(f"not a search key: {key!r}")
+
+    def contains(self, numbers: SequenceSet, number: int, largest: int) -> bool:
+        if numbers not in self.resolved:
+            ranges = numbers.resolve(largest)
+            self.resolved[numbers] = (
+                [low for low, _ in ranges], [high for _, high in ranges],
+            )
+        lows, highs = self.resolved[numbers]
+        index = bisect_right(lows, number) - 1
+        return index >= 0 and number <= highs[index]
+
+
+def _compare(date: datetime.date, comparison: str, wanted: datetime.date) -> bool:
+    if comparison == "before":
+        return date < wanted
+    if comparison == "on":
+        return date == wanted
+    return date >= wanted
+
+
+def _sent_date(values: list[str]) -> datetime.date | None:
+    """The date of the first Date: header, as written (no zone shift)."""
+    for value in values[:1]:
+        try:
+            parsed = email.utils.parsedate_tz(value)
+            if parsed is None:
+                return None
+            return datetime.date(parsed[0], parsed[1], parsed[2])
+        except (ValueError, TypeError, IndexError, OverflowError):
+            return None
+    return None
+
+
+class _MessageText:
+    """
+    The decoded text of one message, worked out once and only if asked.
+
+    Header values are unfolded and RFC 2047-decoded.  The body text is every
+    text/* part, transfer-decoded and charset-decoded (as Dovecot does;
+    RFC 3501 6.4.4 lets us skip other media types), plus the header of each
+    attached message/rfc822.  All kept casefolded but the header values.
+    """
+
+    def __init__(self, header: bytes | None, body: Callable[[], bytes] | None):
+        self._header = header
+        self._body = body
+        self._message: bytes | None = None
+        self._fields: list[tuple[str, str]] | None = None
+        self._header_text: str | None = None
+        self._body_texts: list[str] | None = None
+
+    def message(self) -> bytes:
+        if self._message is None:
+            if self._body is None:
+                raise ValueError("search needs the message body: see needs()")
+            self._message = self._body()
+        return self._message
+
+    def fields(self) -> list[tuple[str, str]]:
+        if self._fields is None:
+            header = self._header
+            if header is None:
+                if self._body is None:
+                    raise ValueError("search needs the message header: see needs()")
+                header = self.message().partition(b"\r\n\r\n")[0]
+            self._fields = _header_fields(header)
+        return self._fields
+
+    def header_values(self, name: str) -> list[str]:
+        name = name.casefold()
+        return [value for field, value in self.fields() if field.casefold() == name]
+
+    def header_text(self) -> str:
+        if self._header_text is None:
+            self._header_text = "\n".join(
+                f"{field}: {value}" for field, value in self.fields()
+            ).casefold()
+        return self._header_text
+
+    def body_contains(self, needle: str) -> bool:
+        if self._body_texts is None:
+            self._body_texts = [text.casefold() for text in _body_texts(self.message())]
+        return any(needle in text for text in self._body_texts)
+
+
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([BbQq])\?([^?\s]*)\?=")
+
+
+def _header_fields(header: bytes) -> list[tuple[str, str]]:
+    """
+    (name, decoded value) for each field, in order.  Unfolding (RFC 5322
+    2.2.3) turns each fold into one space, so a search for "a, b" finds a
+    value folded after the comma whether the fold indents with tab or spaces.
+    """
+    fields: list[tuple[bytes, list[bytes]]] = []
+    for line in re.split(rb"\r?\n", header):
+        if not line:
+            break
+        if line[:1] in (b" ", b"\t"):
+            if fields:
+                fields[-1][1].append(b" " + line.lstrip(b" \t"))
+            continue
+        name, colon, value = line.partition(b":")
+        if colon:
+            fields.append((name, [value]))
+    return [
+        (name.strip().decode("ascii", "replace"), _decode_header(b"".join(value)))
+        for name, value in fields
+    ]
+
+
+def _decode_header(raw: bytes) -> str:
+    """RFC 2047 decoding; raw 8-bit text is taken as UTF-8 (RFC 6532)."""
+    text = raw.decode("utf-8", "replace").strip()
+    pieces = []
+    position = 0
+    for word in _ENCODED_WORD.finditer(text):
+        between = text[position:word.start()]
+        # RFC 2047 6.2: white space between adjacent encoded words is dropped.
+        if not (position and between.isspace()):
+            pieces.append(between)
+        pieces.append(_decode_word(word))
+        position = word.end()
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
+def _decode_word(word: re.Match) -> str:
+    charset, encoding, payload = word.groups()
+    try:
+        data = payload.encode("ascii")
+        if encoding in "Bb":
+            data = base64.b64decode(data + b"=" * (-len(data) % 4))
+        else:
+            data = quopri.decodestring(data, header=True)
+        # RFC 2231 5: a charset may carry "*language".
+        return data.decode(charset.partition("*")[0], "replace")
+    except (LookupError, ValueError, TypeError):
+        return word.group(0)
+
+
+def _body_texts(message: bytes) -> list[str]:
+    texts = []
+    for part in email.message_from_bytes(message, policy=email.policy.compat32).walk():
+        if part.get_content_type() == "message/rfc822" and part.is_multipart():
+            for attached in part.get_payload():
+                texts.append("\n".join(
+                    f"{name}: {_decode_header(value.encode('utf-8', 'surrogateescape'))}"
+                    for name, value in attached.items()
+                ))
+        elif part.get_content_maintype() == "text" and not part.is_multipart():
+            payload = part.get_payload(decode=True) or b""
+            try:
+                texts.append(payload.decode(part.get_content_charset() or "utf-8", "replace"))
+            except (LookupError, ValueError, TypeError):
+                texts.append(payload.decode("utf-8", "replace"))
+    return texts
