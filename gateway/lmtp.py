@@ -337,7 +337,12 @@ class LMTPServer(smtp.SMTP):
         except (smtp.AddressError, UnicodeDecodeError):
             self.sendCode(501, b"5.1.3 Invalid recipient address")
             return
-        target = resolve_recipient(local_part, self._users)
+        try:
+            target = resolve_recipient(local_part, self._users)
+        except Exception:
+            log.failure("While looking up recipient {address}", address=bytes(address))
+            self.sendCode(451, b"4.3.0 Temporary failure looking up the recipient")
+            return
         if target is None:
             self.sendCode(550, b"5.1.1 <" + bytes(address) + b"> User doesn't exist")
             return

@@ -89,10 +89,10 @@ class TCPStringTransport(StringTransport):
 
 
 class Session:
-    def __init__(self, store=None, users=("alice", "bob", "carol+x"), max_message_size=10_000):
+    def __init__(self, store=None, users=frozenset({"alice", "bob", "carol+x"}), max_message_size=10_000):
         self.store = store or MemoryStore()
         self.clock = Clock()
-        factory = LMTPFactory(self.store, set(users), HOST, self.clock, max_message_size)
+        factory = LMTPFactory(self.store, users, HOST, self.clock, max_message_size)
         self.server = factory.buildProtocol(PEER)
         self.transport = TCPStringTransport(peerAddress=PEER)
         self.server.makeConnection(self.transport)
@@ -440,3 +440,14 @@ def test_connection_lost_mid_data_delivers_nothing():
     assert spool.closed
     assert session.store.messages == {}
     assert not session.clock.getDelayedCalls()
+
+
+def test_unreadable_users_file_is_a_temporary_failure():
+    class BrokenUsers:
+        def __contains__(self, name):
+            raise OSError("users file vanished")
+
+    session = Session(users=BrokenUsers())
+    session.send(b"LHLO c\r\nMAIL FROM:<s@x>\r\n")
+    assert session.send(b"RCPT TO:<alice>\r\n") == [b"451 4.3.0 Temporary failure looking up the recipient"]
+    assert session.send(b"NOOP\r\n") == [b"250 2.0.0 OK"]
