@@ -26,6 +26,7 @@ from gateway.imap.search import (
     matches,
     needs,
     parse_search,
+    tokenize_search,
 )
 
 UTC = datetime.timezone.utc
@@ -84,6 +85,85 @@ def search(line: bytes, msg: SearchMessage, largest_seq=5, largest_uid=50) -> bo
 def test_twisted_token_shapes(line, tokens):
     assert parseNestedParens(line) == tokens
     parse_search(tokens)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"ALL",
+        b'SUBJECT "hello world" FROM foo',
+        b"OR (SEEN FLAGGED) NOT (1:3 UID 5:*)",
+        b'HEADER X-Foo ""',
+        b"SUBJECT {5}\r\nhello FROM x",
+        b"((SEEN))",
+        b'FROM "a \\"quoted\\" name"',
+        b"CHARSET UTF-8 TEXT {5}\r\n\xc3\xa9t\xc3\xa9 SEEN",
+    ],
+)
+def test_tokenize_agrees_with_twisted(line):
+    assert tokenize_search(line) == parseNestedParens(line)
+
+
+@pytest.mark.parametrize(
+    "line, tokens",
+    [
+        (b"", []),
+        (b"  SEEN   FLAGGED ", [b"SEEN", b"FLAGGED"]),
+        (b"SUBJECT NIL", [b"SUBJECT", b"NIL"]),
+        # RFC 7888 LITERAL+, and a literal holding what would be syntax.
+        (b'TEXT {4+}\r\n(")} ALL', [b"TEXT", b'(")}', b"ALL"]),
+        (b"TEXT {0}\r\n", [b"TEXT", b""]),
+        (b"NOT (SEEN)", [b"NOT", [b"SEEN"]]),
+        # Twisted leaves an escaped backslash doubled; RFC 3501 9 unescapes it.
+        (b'FROM "back\\\\slash"', [b"FROM", b"back\\slash"]),
+    ],
+)
+def test_tokenize(line, tokens):
+    assert tokenize_search(line) == tokens
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (b"(SEEN", "unbalanced '\\('"),
+        (b"SEEN)", "unbalanced '\\)'"),
+        (b'SUBJECT "open', "quoted string"),
+        (b'SUBJECT "a\\x"', "quoted string"),  # only \\ and \" may be escaped
+        (b"SUBJECT {-100}\r\nabc", "malformed literal"),
+        (b"SUBJECT {+5}\r\nabcde", "malformed literal"),
+        (b"SUBJECT {5}\r\nabc", "malformed literal"),
+        (b"SUBJECT {5}abcde", "malformed literal"),
+        (b"SUBJECT {99999999999}\r\n", "malformed literal"),
+        (b'SUBJECT x"y"', "separated by spaces"),
+        (b'SUBJECT "x"y', "separated by spaces"),
+        (b"(SEEN)(FLAGGED)", "separated by spaces"),
+        (b"SUBJECT a\x00b", "unexpected character|separated"),
+    ],
+)
+def test_tokenize_refuses(line, message):
+    with pytest.raises(SearchSyntaxError, match=message):
+        tokenize_search(line)
+
+
+def test_tokenize_deep_parentheses_without_recursion():
+    started = time.monotonic()
+    with pytest.raises(SearchSyntaxError, match="nested deeper than 100"):
+        tokenize_search(b"(" * 10_000 + b"SEEN" + b")" * 10_000)
+    assert time.monotonic() - started < 2
+    tokens = tokenize_search(b"(" * 100 + b"SEEN" + b")" * 100)
+    assert parse_search(tokens, max_depth=101) == Flag("\\Seen")
+
+
+@given(st.binary(max_size=40))
+def test_tokenize_random_bytes_only_raise_search_syntax_error(line):
+    try:
+        tokens = tokenize_search(line)
+    except SearchSyntaxError:
+        return
+    try:
+        parse_search(tokens)
+    except SearchSyntaxError:
+        pass
 
 
 def test_nil_is_the_string_nil():

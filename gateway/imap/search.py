@@ -2,9 +2,10 @@
 IMAP SEARCH: parse the criteria into a tree and evaluate it per message.
 
 RFC 3501 6.4.4.  Pure: no Twisted.  The input is the token list Twisted's
-``IMAP4Server.arg_searchkeys`` builds (``parseNestedParens``): atoms, quoted
-strings and literals all arrive as ``bytes``, ``NIL`` as ``None``, and each
-parenthesised group as a nested ``list``.  ``CHARSET`` is taken off by
+``IMAP4Server.arg_searchkeys`` builds (``parseNestedParens``), or
+``tokenize_search`` here: atoms, quoted strings and literals all arrive as
+``bytes`` (from Twisted ``NIL`` as ``None``), and each parenthesised group
+as a nested ``list``.  ``CHARSET`` is taken off by
 Twisted's ``opt_charset`` before we see the tokens; the caller checks it
 against ``SUPPORTED_CHARSETS`` and answers ``NO [BADCHARSET]``.
 
@@ -215,6 +216,67 @@ _DATE_KEYS = {
     "SENTON": (SentDate, "on"),
     "SENTSINCE": (SentDate, "since"),
 }
+
+
+# RFC 3501 9: quoted = DQUOTE *QUOTED-CHAR DQUOTE, escapes only \\ and \".
+_QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\["\\])*)"')
+# A literal (RFC 7888 LITERAL+ too) with its data already in the line.
+_LITERAL = re.compile(rb"\{([0-9]{1,10})\+?\}\r\n")
+_ATOM = re.compile(rb'[^ ()"{\x00-\x1f\x7f]+')
+
+
+def tokenize_search(line: bytes, max_depth: int = 100) -> list:
+    """
+    Split SEARCH criteria into tokens: ``bytes`` for atoms, quoted strings
+    and literals (given inline as ``{n}\\r\\n`` and n octets), a nested
+    ``list`` per parenthesised group: the shapes ``parse_search`` takes.
+
+    A replacement for Twisted's ``parseNestedParens``, which recurses once
+    per parenthesis (so deep nesting ends in ``RecursionError``), accepts
+    ``{-1}`` and reads ``x"y"`` as two tokens.
+    """
+    stack: list[list] = [[]]
+    position = 0
+    while position < len(line):
+        char = line[position:position + 1]
+        if char == b" ":
+            position += 1
+            continue
+        if char == b"(":
+            if len(stack) > max_depth:
+                raise SearchSyntaxError(f"search criteria nested deeper than {max_depth}")
+            stack.append([])
+            stack[-2].append(stack[-1])
+            position += 1
+            continue
+        if char == b")":
+            if len(stack) == 1:
+                raise SearchSyntaxError("unbalanced ')'")
+            stack.pop()
+            position += 1
+        elif char == b'"':
+            match = _QUOTED.match(line, position)
+            if match is None:
+                raise SearchSyntaxError("unterminated or malformed quoted string")
+            stack[-1].append(re.sub(rb'\\(["\\])', rb"\1", match[1]))
+            position = match.end()
+        elif char == b"{":
+            match = _LITERAL.match(line, position)
+            if match is None or match.end() + int(match[1]) > len(line):
+                raise SearchSyntaxError("malformed literal")
+            position = match.end() + int(match[1])
+            stack[-1].append(line[match.end():position])
+        else:
+            match = _ATOM.match(line, position)
+            if match is None:
+                raise SearchSyntaxError(f"unexpected character {_show(char)}")
+            stack[-1].append(match[0])
+            position = match.end()
+        if line[position:position + 1] not in (b"", b" ", b")"):
+            raise SearchSyntaxError("search keys must be separated by spaces")
+    if len(stack) != 1:
+        raise SearchSyntaxError("unbalanced '('")
+    return stack[0]
 
 
 class _Tokens:
