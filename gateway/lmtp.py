@@ -172,8 +172,7 @@ class LMTPServer(smtp.SMTP):
 
     def dataReceived(self, data):
         self._buffer += data
-        if not self._draining:
-            self._drain()
+        self._drain()
 
     def _drain(self):
         """
