@@ -40,7 +40,8 @@ class Pop3Error(Exception):
     """
     A command failed in a way the client is told about.
 
-    ``text`` is what follows ``-ERR `` on the wire.
+    ``text`` is what follows ``-ERR `` on the wire.  Errors about a message
+    number are also ValueErrors, as twisted.mail.pop3.IMailbox asks.
     """
 
     @property
@@ -48,7 +49,7 @@ class Pop3Error(Exception):
         raise NotImplementedError
 
 
-class InvalidArgument(Pop3Error):
+class InvalidArgument(Pop3Error, ValueError):
     def __init__(self, what: str):
         super().__init__(what)
         self.what = what
@@ -58,7 +59,7 @@ class InvalidArgument(Pop3Error):
         return b"Invalid " + self.what.encode("ascii")
 
 
-class NoSuchMessage(Pop3Error):
+class NoSuchMessage(Pop3Error, ValueError):
     def __init__(self, number: int, count: int):
         super().__init__(number, count)
         self.number = number
@@ -69,7 +70,7 @@ class NoSuchMessage(Pop3Error):
         return b"No such message, only %d messages in maildrop" % (self.count,)
 
 
-class MessageDeleted(Pop3Error):
+class MessageDeleted(Pop3Error, ValueError):
     def __init__(self, number: int):
         super().__init__(number)
         self.number = number
@@ -80,7 +81,7 @@ class MessageDeleted(Pop3Error):
         return b"Message %d already deleted" % (self.number,)
 
 
-class MessageExpunged(Pop3Error):
+class MessageExpunged(Pop3Error, ValueError):
     def __init__(self, number: int):
         super().__init__(number)
         self.number = number
