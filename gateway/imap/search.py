@@ -243,7 +243,8 @@ def tokenize_search(line: bytes, max_depth: int = 100) -> list:
             position += 1
             continue
         if char == b"(":
-            if len(stack) > max_depth:
+            # The same count as parse_search: the top level is the first.
+            if len(stack) >= max_depth:
                 raise SearchSyntaxError(f"search criteria nested deeper than {max_depth}")
             stack.append([])
             stack[-2].append(stack[-1])
