@@ -13,7 +13,7 @@ import datetime
 import re
 from collections.abc import Iterable
 
-from gateway.store.model import HIERARCHY_SEPARATOR
+from gateway.store.model import HIERARCHY_SEPARATOR, SYSTEM_FLAGS
 
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
@@ -202,3 +202,29 @@ def list_matches(
 def lsub_matches(subscribed: Iterable[str], reference: str, pattern: str) -> list[str]:
     regex = pattern_regex(reference, pattern)
     return [name for name in sorted(set(subscribed)) if regex.fullmatch(canonical_name(name))]
+
+
+_KEYWORD = re.compile(r"[!#$&'+-Z^-z|~]+")
+
+
+def parse_flags(tokens: Iterable[bytes]) -> frozenset[str]:
+    """
+    Flags a client may store (RFC 3501 2.3.2): the system flags in their
+    canonical case, and keywords (atoms).  \\Recent cannot be stored and is
+    dropped; any other backslash flag raises ValueError.
+    """
+    canonical = {flag.lower(): flag for flag in SYSTEM_FLAGS}
+    flags = set()
+    for token in tokens:
+        text = token.decode("ascii", "replace")
+        if text.startswith("\\"):
+            if text.lower() == "\\recent":
+                continue
+            if text.lower() not in canonical:
+                raise ValueError(f"unknown system flag {text}")
+            flags.add(canonical[text.lower()])
+        elif _KEYWORD.fullmatch(text):
+            flags.add(text)
+        else:
+            raise ValueError(f"bad keyword {text!r}")
+    return frozenset(flags)

@@ -1,0 +1,177 @@
+"""
+Mailbox-level IMAP commands (RFC 3501 6.3): CREATE, DELETE, RENAME,
+SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS, APPEND.
+
+A mixin of ``gateway.imap.server.IMAPServer``: handlers parse their
+arguments with Twisted's parsers and run through ``run_command``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.mail import imap4
+
+from gateway.imap import wire
+from gateway.imap.errors import CommandError, bad
+from gateway.store.interfaces import NoSuchMailbox
+from gateway.store.model import HIERARCHY_SEPARATOR
+
+_STATUS_ITEMS = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN")
+
+
+def _list_line(command: bytes, name: str, attributes) -> bytes:
+    return b"* %s (%s) \"/\" %s" % (
+        command,
+        " ".join(attributes).encode("ascii"),
+        wire.quote(wire.encode_mailbox(name)),
+    )
+
+
+def astring(server, line):
+    """Command-table parser: the server's own astring (escapes, LITERAL+)."""
+    return server.arg_astring(line)
+
+
+def final_astring(server, line):
+    return server.arg_astring(line, final=True)
+
+
+class MailboxCommands:
+    def do_CREATE(self, tag, name):
+        self.run_command(tag, self._create, name)
+
+    async def _create(self, wire_name):
+        name = self.mailbox_name(wire_name).rstrip(HIERARCHY_SEPARATOR)
+        if name == "INBOX":
+            raise CommandError(b"[ALREADYEXISTS] INBOX always exists")
+        await self.account.create(name)
+        return b"CREATE completed"
+
+    def do_DELETE(self, tag, name):
+        self.run_command(tag, self._delete, name)
+
+    async def _delete(self, wire_name):
+        name = self.mailbox_name(wire_name)
+        if name == "INBOX":
+            raise CommandError(b"[CANNOT] INBOX cannot be deleted")
+        await self.account.delete(name)
+        return b"DELETE completed"
+
+    def do_RENAME(self, tag, old, new):
+        self.run_command(tag, self._rename, old, new)
+
+    async def _rename(self, old, new):
+        await self.account.rename(self.mailbox_name(old), self.mailbox_name(new))
+        return b"RENAME completed"
+
+    def do_SUBSCRIBE(self, tag, name):
+        self.run_command(tag, self._subscribe, name, True)
+
+    def do_UNSUBSCRIBE(self, tag, name):
+        self.run_command(tag, self._subscribe, name, False)
+
+    async def _subscribe(self, wire_name, subscribed):
+        name = self.mailbox_name(wire_name)
+        if subscribed:
+            await self.account.subscribe(name)
+            return b"SUBSCRIBE completed"
+        await self.account.unsubscribe(name)
+        return b"UNSUBSCRIBE completed"
+
+    def do_LIST(self, tag, reference, pattern):
+        self.run_command(tag, self._list, reference, pattern, b"LIST")
+
+    def do_LSUB(self, tag, reference, pattern):
+        self.run_command(tag, self._list, reference, pattern, b"LSUB")
+
+    async def _list(self, wire_reference, wire_pattern, command):
+        reference = self.mailbox_name(wire_reference) if wire_reference else ""
+        pattern = self.mailbox_name(wire_pattern) if wire_pattern else ""
+        if command == b"LIST" and not pattern:
+            # RFC 3501 6.3.8: the hierarchy delimiter and root name.
+            self.sendLine(b'* LIST (\\Noselect) "/" ""')
+            return b"LIST completed"
+        mailboxes = await self.store.list_mailboxes(self.account.user)
+        existing = {info.name: info.special_use for info in mailboxes}
+        if command == b"LIST":
+            for name, attributes in wire.list_matches(existing, reference, pattern):
+                self.sendLine(_list_line(b"LIST", name, attributes))
+            return b"LIST completed"
+        subscribed = await self.store.list_subscriptions(self.account.user)
+        for name in wire.lsub_matches(subscribed, reference, pattern):
+            attributes = () if name in existing else ("\\Noselect",)
+            self.sendLine(_list_line(b"LSUB", name, attributes))
+        return b"LSUB completed"
+
+    def do_STATUS(self, tag, name, items):
+        self.run_command(tag, self._status, name, items)
+
+    async def _status(self, wire_name, items):
+        wanted = [item.upper() for item in items]
+        if not wanted or any(item not in _STATUS_ITEMS for item in wanted):
+            raise bad(b"Unknown STATUS item")
+        name = self.mailbox_name(wire_name)
+        info = await self.account.select(name)
+        records = await self.store.list_messages(info.id)
+        view = self.view if self.view is not None and self.view.mailbox_id == info.id else None
+        values = {
+            b"MESSAGES": len(records),
+            # \Recent is claimed per session; only our own view knows ours.
+            b"RECENT": view.recent_count if view is not None else 0,
+            b"UIDNEXT": max(info.uidnext, records[-1].uid + 1 if records else 1),
+            b"UIDVALIDITY": info.uidvalidity,
+            b"UNSEEN": sum(1 for r in records if "\\Seen" not in r.flags),
+        }
+        answer = b" ".join(b"%s %d" % (item, values[item]) for item in wanted)
+        self.sendLine(b"* STATUS %s (%s)" % (wire.quote(wire.encode_mailbox(name)), answer))
+        return b"STATUS completed"
+
+    def arg_append(self, line):
+        """``[flag-list] [date-time] literal`` of APPEND."""
+        line = line.lstrip(b" ")
+        flags = ()
+        if line.startswith(b"("):
+            close = line.find(b")")
+            if close < 0:
+                raise imap4.IllegalClientResponse("Mismatched parenthesis")
+            flags = line[1:close].split()
+            line = line[close + 1:].lstrip(b" ")
+        date = None
+        if line.startswith(b'"'):
+            match = re.match(rb'"([^"]*)" ?', line)
+            if match is None:
+                raise imap4.IllegalClientResponse("Malformed date-time")
+            date = match[1]
+            line = line[match.end():]
+        d = self.arg_literal(line)
+        return d.addCallback(lambda result: ((flags, date, result[0]), result[1]))
+
+    def do_APPEND(self, tag, name, message):
+        self.run_command(tag, self._append, name, *message)
+
+    async def _append(self, wire_name, flag_tokens, date, body):
+        try:
+            try:
+                flags = wire.parse_flags(flag_tokens)
+                internaldate = wire.parse_datetime(date) if date is not None else None
+            except ValueError:
+                raise bad(b"Bad flags or date-time") from None
+            try:
+                info = await self.account.select(self.mailbox_name(wire_name))
+            except NoSuchMailbox:
+                raise CommandError(b"[TRYCREATE] No such mailbox") from None
+            record = await self.store.append(info.id, body, flags, internaldate)
+        finally:
+            body.close()
+        return b"[APPENDUID %d %d] APPEND completed" % (info.uidvalidity, record.uid)
+
+    auth_CREATE = select_CREATE = (do_CREATE, final_astring)
+    auth_DELETE = select_DELETE = (do_DELETE, final_astring)
+    auth_RENAME = select_RENAME = (do_RENAME, astring, final_astring)
+    auth_SUBSCRIBE = select_SUBSCRIBE = (do_SUBSCRIBE, final_astring)
+    auth_UNSUBSCRIBE = select_UNSUBSCRIBE = (do_UNSUBSCRIBE, final_astring)
+    auth_LIST = select_LIST = (do_LIST, astring, final_astring)
+    auth_LSUB = select_LSUB = (do_LSUB, astring, final_astring)
+    auth_STATUS = select_STATUS = (do_STATUS, astring, imap4.IMAP4Server.arg_plist)
+    auth_APPEND = select_APPEND = (do_APPEND, astring, arg_append)

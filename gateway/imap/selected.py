@@ -1,0 +1,422 @@
+"""
+Selected-state IMAP commands (RFC 3501 6.4): CHECK, CLOSE, UNSELECT,
+EXPUNGE, SEARCH, FETCH, STORE, COPY, MOVE (RFC 6851) and their UID forms
+(with UID EXPUNGE, RFC 4315).
+
+A mixin of ``gateway.imap.server.IMAPServer``.  Message numbers go through
+the session's ``SelectedView``; bodies are streamed from the store's file,
+reading only the bytes of the asked-for section.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+
+from twisted.mail import imap4
+from twisted.protocols.basic import FileSender
+
+from gateway import message
+from gateway.imap import fetch, search, wire
+from gateway.imap.errors import CommandError, bad
+from gateway.imap.mailboxes import final_astring
+from gateway.imap.sequence import SequenceSetError, format_sequence_set, parse_sequence_set
+from gateway.imap.view import format_flags
+from gateway.store.interfaces import MessageExpunged, NoSuchMailbox
+
+# Sections up to this size are read and written in one go; bigger ones are
+# streamed with a producer so memory stays flat.
+_INLINE_LIMIT = 64 * 1024
+# Messages whose structures are loaded at once by FETCH and SEARCH.
+_BATCH = 200
+_EXPUNGE_ISSUED = b"[EXPUNGEISSUED] Some messages were expunged meanwhile; completed for the others"
+
+
+def word(server, line):
+    """Command-table parser: one space-delimited token (a sequence set)."""
+    token, _, rest = line.lstrip(b" ").partition(b" ")
+    if not token:
+        raise imap4.IllegalClientResponse("Missing argument")
+    return token, rest
+
+
+class _Range:
+    """A read-only window of a file, for FileSender."""
+
+    def __init__(self, file, start, end):
+        file.seek(start)
+        self._file = file
+        self._left = end - start
+
+    def read(self, size):
+        data = self._file.read(min(size, self._left))
+        self._left -= len(data)
+        return data
+
+
+class SelectedCommands:
+    # -- message numbers -------------------------------------------------
+
+    def targets(self, text: bytes, by_uid: bool) -> list[tuple[int, int]]:
+        """(seq, uid) pairs a sequence set names in the client's view."""
+        try:
+            numbers = parse_sequence_set(text)
+        except SequenceSetError:
+            raise bad(b"Invalid sequence set") from None
+        view = self.view
+        if not by_uid:
+            largest = numbers.largest_number
+            if largest is not None and largest > view.exists:
+                raise bad(b"Invalid message sequence number")
+            return [(seq, view.uid_of(seq)) for seq in numbers.iterate(view.exists)]
+        found = []
+        for low, high in numbers.resolve(view.largest_uid):
+            index = bisect.bisect_left(view.uids, low)
+            while index < len(view.uids) and view.uids[index] <= high:
+                found.append((index + 1, view.uids[index]))
+                index += 1
+        return found
+
+    def _live(self, pairs):
+        live = [(seq, uid) for seq, uid in pairs if not self.view.is_expunged(uid)]
+        return live, len(live) != len(pairs)
+
+    def _writable(self):
+        if self.view.readonly:
+            raise CommandError(b"[READ-ONLY] Mailbox is read-only")
+
+    # -- CHECK, CLOSE, UNSELECT, EXPUNGE ---------------------------------
+
+    def do_CHECK(self, tag):
+        self.run_command(tag, self._done, b"CHECK completed")
+
+    def do_CLOSE(self, tag):
+        self.run_command(tag, self._close, True)
+
+    def do_UNSELECT(self, tag):
+        self.run_command(tag, self._close, False)
+
+    async def _close(self, expunge):
+        view = self.view
+        if expunge and not view.readonly:
+            # RFC 3501 6.4.2: expunge silently, no untagged EXPUNGE.
+            await self._expunge_deleted(None)
+        self._deselect()
+        return b"CLOSE completed" if expunge else b"UNSELECT completed"
+
+    def do_EXPUNGE(self, tag, uid_set=None):
+        self.run_command(tag, self._expunge, uid_set)
+
+    async def _expunge(self, uid_set):
+        self._writable()
+        await self._expunge_deleted(uid_set)
+        return b"EXPUNGE completed"
+
+    async def _expunge_deleted(self, uid_set):
+        view = self.view
+        view.apply(await self.store.changes_since(view.mailbox_id, view.modseq))
+        if uid_set is None:
+            candidates = view.uids
+        else:
+            candidates = [uid for _, uid in self.targets(uid_set, by_uid=True)]
+        deleted = [uid for uid in candidates if not view.is_expunged(uid) and "\\Deleted" in view.flags_of(uid)]
+        if deleted:
+            for uid in await self.store.expunge(view.mailbox_id, deleted):
+                view.mark_expunged(uid)
+
+    # -- SEARCH ----------------------------------------------------------
+
+    def do_SEARCH(self, tag, charset, tokens, uid=0):
+        self.run_command(tag, self._search, charset, tokens, bool(uid), allow_expunge=False)
+
+    async def _search(self, charset, tokens, by_uid):
+        if charset is not None and charset.decode("ascii", "replace").upper() not in search.SUPPORTED_CHARSETS:
+            raise CommandError(b"[BADCHARSET (US-ASCII UTF-8)] Unsupported charset")
+        try:
+            key = search.parse_search(tokens)
+        except search.SearchSyntaxError:
+            raise bad(b"Invalid search criteria") from None
+        needs = search.needs(key)
+        view = self.view
+        records = {record.uid: record for record in await self.store.list_messages(view.mailbox_id)}
+        live = [(seq, uid) for seq, uid in enumerate(view.uids, 1) if uid in records and not view.is_expunged(uid)]
+        found = []
+        for start in range(0, len(live), _BATCH):
+            batch = live[start:start + _BATCH]
+            structures = {}
+            if "header" in needs:
+                structures = await self.store.get_structures(view.mailbox_id, [uid for _, uid in batch])
+            messages = []
+            for seq, uid in batch:
+                if uid not in records or ("header" in needs and uid not in structures):
+                    continue
+                record = records[uid]
+                messages.append(search.SearchMessage(
+                    seq=seq, uid=uid, flags=record.flags, internaldate=record.internaldate,
+                    size=record.size, recent=view.is_recent(uid),
+                    header=structures[uid].header if uid in structures else None,
+                    body=self._body_loader(uid) if "body" in needs else None,
+                ))
+            found.extend(search.evaluate(key, messages, view.exists, view.largest_uid))
+        numbers = [view.uid_of(seq) for seq in found] if by_uid else found
+        self.sendLine(b"* SEARCH" + b"".join(b" %d" % n for n in numbers))
+        return b"SEARCH completed"
+
+    def _body_loader(self, uid):
+        def load():
+            d = self.store.open_message(self.view.mailbox_id, uid)
+            box = []
+            d.addBoth(box.append)
+            if not box or not hasattr(box[0], "read"):
+                # Gone meanwhile, or a backend that cannot answer now.
+                return b""
+            with box[0] as f:
+                return f.read()
+        return load
+
+    # -- FETCH -----------------------------------------------------------
+
+    def do_FETCH(self, tag, text, rest, uid=0):
+        self.run_command(tag, self._fetch, text, rest, bool(uid), allow_expunge=False)
+
+    async def _fetch(self, text, rest, by_uid):
+        try:
+            items = fetch.parse_fetch(rest)
+        except fetch.FetchSyntaxError:
+            raise bad(b"Invalid FETCH attributes") from None
+        if by_uid and "UID" not in items:
+            # RFC 3501 6.4.8: UID FETCH always answers with the UID.
+            items.insert(0, "UID")
+        view = self.view
+        targets, expunged = self._live(self.targets(text, by_uid))
+        if fetch.sets_seen(items) and not view.readonly:
+            unseen = [uid for _, uid in targets if "\\Seen" not in view.flags_of(uid)]
+            if unseen:
+                for record in await self.store.store_flags(view.mailbox_id, unseen, {"\\Seen"}, "add"):
+                    view.note_flags(record.uid, record.flags)
+                if "FLAGS" not in items:
+                    items.append("FLAGS")
+        records = {}
+        if any(item in ("INTERNALDATE", "RFC822.SIZE") or isinstance(item, fetch.Section) or item == "RFC822"
+               for item in items):
+            records = {r.uid: r for r in await self.store.list_messages(view.mailbox_id)}
+        for start in range(0, len(targets), _BATCH):
+            batch = targets[start:start + _BATCH]
+            structures = {}
+            if fetch.needs_structure(items):
+                structures = await self.store.get_structures(view.mailbox_id, [uid for _, uid in batch])
+            for seq, uid in batch:
+                if (records and uid not in records) or (fetch.needs_structure(items) and uid not in structures):
+                    expunged = True
+                    continue
+                if not await self._fetch_one(seq, uid, items, records.get(uid), structures.get(uid)):
+                    expunged = True
+        return _EXPUNGE_ISSUED if expunged else b"FETCH completed"
+
+    async def _fetch_one(self, seq, uid, items, record, structure) -> bool:
+        """
+        Write ``* seq FETCH (...)``, streaming big sections from the file.
+        False when the message vanished before anything was written.
+        """
+        view = self.view
+        sections = [_as_section(item) for item in items]
+        opened = None
+        if any(s is not None and _needs_file(s[1]) for s in sections):
+            try:
+                opened = await self.store.open_message(view.mailbox_id, uid)
+            except MessageExpunged:
+                # RFC 2180 4.1.3: leave it out of the answer.
+                return False
+        out = [b"* %d FETCH (" % seq]
+        try:
+            for index, (item, section) in enumerate(zip(items, sections)):
+                if index:
+                    out.append(b" ")
+                if section is None:
+                    out.append(self._simple_item(item, uid, record, structure))
+                    continue
+                name, section = section
+                content = self._section(section, record, structure, opened)
+                if content is None:
+                    out.append(name + b" NIL")
+                elif isinstance(content, bytes):
+                    out.append(name + b" " + _literal(content))
+                else:
+                    start, end = content
+                    out.append(name + b" {%d}\r\n" % (end - start))
+                    self.transport.write(b"".join(out))
+                    out = []
+                    await FileSender().beginFileTransfer(_Range(opened, start, end), self.transport)
+            out.append(b")\r\n")
+            self.transport.write(b"".join(out))
+        finally:
+            if opened is not None:
+                opened.close()
+        return True
+
+    def _simple_item(self, item, uid, record, structure) -> bytes:
+        if item == "UID":
+            return b"UID %d" % uid
+        if item == "FLAGS":
+            return b"FLAGS " + format_flags(self.view.flags_of(uid))
+        if item == "INTERNALDATE":
+            return b"INTERNALDATE " + wire.format_datetime(record.internaldate)
+        if item == "RFC822.SIZE":
+            return b"RFC822.SIZE %d" % record.size
+        if item == "ENVELOPE":
+            return b"ENVELOPE " + structure.envelope
+        if item == "BODYSTRUCTURE":
+            return b"BODYSTRUCTURE " + structure.bodystructure
+        if item == "BODY":
+            return b"BODY " + structure.body
+        return b"RFC822.HEADER " + _literal(structure.header)
+
+    def _section(self, section, record, structure, opened):
+        """
+        The section's bytes, or (start, end) offsets in the file for big
+        ones, or None when the part does not exist.
+        """
+        if section.part == () and section.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+            content = structure.header
+        else:
+            text = "HEADER" if section.text and section.text.startswith("HEADER") else section.text
+            if section.part == () and text is None:
+                span = (0, record.size)
+            else:
+                span = message.section_range(structure.root, section.part, text)
+            if span is None:
+                return None
+            if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT") or span[1] - span[0] <= _INLINE_LIMIT:
+                opened.seek(span[0])
+                content = opened.read(span[1] - span[0])
+            else:
+                content = None
+        if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+            content = message.header_fields(content, section.fields, section.text.endswith(".NOT"))
+        if section.partial is not None:
+            origin, length = section.partial
+            if content is None:
+                start = min(span[0] + origin, span[1])
+                span = (start, min(start + length, span[1]))
+            else:
+                content = content[origin:origin + length]
+        if content is None:
+            if span[1] - span[0] <= _INLINE_LIMIT:
+                opened.seek(span[0])
+                return opened.read(span[1] - span[0])
+            return span
+        return content
+
+    # -- STORE -----------------------------------------------------------
+
+    def do_STORE(self, tag, text, rest, uid=0):
+        self.run_command(tag, self._store, text, rest, bool(uid), allow_expunge=False)
+
+    async def _store(self, text, rest, by_uid):
+        match = re.fullmatch(rb"([+-]?)FLAGS(\.SILENT)? +(?:\((.*)\)|(.*))", rest.strip(), re.IGNORECASE)
+        if match is None:
+            raise bad(b"Invalid STORE arguments")
+        try:
+            flags = wire.parse_flags((match[3] if match[3] is not None else match[4]).split())
+        except ValueError:
+            raise bad(b"Invalid flag") from None
+        self._writable()
+        mode = {b"": "set", b"+": "add", b"-": "remove"}[match[1]]
+        view = self.view
+        targets, expunged = self._live(self.targets(text, by_uid))
+        if targets:
+            changed = await self.store.store_flags(view.mailbox_id, [uid for _, uid in targets], flags, mode)
+            for record in changed:
+                view.note_flags(record.uid, record.flags)
+        if not match[2]:
+            for seq, uid in targets:
+                self.sendLine(b"* " + view.fetch_flags_line(seq, uid))
+        return _EXPUNGE_ISSUED if expunged else b"STORE completed"
+
+    # -- COPY, MOVE ------------------------------------------------------
+
+    def do_COPY(self, tag, text, name, uid=0):
+        self.run_command(tag, self._copy, text, name, bool(uid), False)
+
+    def do_MOVE(self, tag, text, name, uid=0):
+        self.run_command(tag, self._copy, text, name, bool(uid), True)
+
+    async def _copy(self, text, wire_name, by_uid, move):
+        if move:
+            self._writable()
+        view = self.view
+        targets, expunged = self._live(self.targets(text, by_uid))
+        if expunged:
+            # RFC 2180 4.4.1: refuse rather than copy part of the set.
+            raise CommandError(b"[EXPUNGEISSUED] Some of the messages were expunged")
+        try:
+            destination = await self.account.select(self.mailbox_name(wire_name))
+        except NoSuchMailbox:
+            raise CommandError(b"[TRYCREATE] No such mailbox") from None
+        verb = b"MOVE" if move else b"COPY"
+        if not targets:
+            return verb + b" completed"
+        uids = [uid for _, uid in targets]
+        if move:
+            pairs = await self.store.move(view.mailbox_id, uids, destination.id)
+        else:
+            pairs = await self.store.copy(view.mailbox_id, uids, destination.id)
+        if not pairs:
+            return verb + b" completed"
+        code = b"[COPYUID %d %s %s]" % (
+            destination.uidvalidity,
+            format_sequence_set([s for s, _ in pairs]).encode("ascii"),
+            format_sequence_set([d for _, d in pairs]).encode("ascii"),
+        )
+        if not move:
+            return code + b" COPY completed"
+        # RFC 6851 4.3: COPYUID goes in an untagged OK before the EXPUNGEs.
+        self.sendLine(b"* OK " + code + b" Moved")
+        for source, _ in pairs:
+            view.mark_expunged(source)
+        return b"MOVE completed"
+
+    # -- UID -------------------------------------------------------------
+
+    def do_UID(self, tag, command, line):
+        command = command.upper()
+        if command == b"EXPUNGE":
+            # RFC 4315 2.1
+            uid_set, rest = word(self, line)
+            if rest.strip():
+                raise imap4.IllegalClientResponse("Too many arguments")
+            self.do_EXPUNGE(tag, uid_set)
+        elif command in (b"COPY", b"MOVE", b"FETCH", b"STORE", b"SEARCH"):
+            self.dispatchCommand(tag, command, line, uid=1)
+        else:
+            raise imap4.IllegalClientResponse("Unknown UID command")
+
+    select_CHECK = (do_CHECK,)
+    select_CLOSE = (do_CLOSE,)
+    select_UNSELECT = (do_UNSELECT,)
+    select_EXPUNGE = (do_EXPUNGE,)
+    select_SEARCH = (do_SEARCH, imap4.IMAP4Server.opt_charset, imap4.IMAP4Server.arg_searchkeys)
+    select_FETCH = (do_FETCH, word, imap4.IMAP4Server.arg_line)
+    select_STORE = (do_STORE, word, imap4.IMAP4Server.arg_line)
+    select_COPY = (do_COPY, word, final_astring)
+    select_MOVE = (do_MOVE, word, final_astring)
+    select_UID = (do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line)
+
+
+def _literal(data: bytes) -> bytes:
+    return b"{%d}\r\n" % len(data) + data
+
+
+def _needs_file(section) -> bool:
+    return not (section.part == () and section.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"))
+
+
+def _as_section(item):
+    """(reply name, Section) for items that carry message bytes, else None."""
+    if item == "RFC822":
+        return b"RFC822", fetch.Section(peek=False)
+    if item == "RFC822.TEXT":
+        return b"RFC822.TEXT", fetch.Section(peek=False, text="TEXT")
+    if isinstance(item, fetch.Section):
+        return item.reply_name(), item
+    return None

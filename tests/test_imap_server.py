@@ -1,0 +1,283 @@
+"""
+Byte-level IMAP conversations through the real protocol class on a
+StringTransport, over a real SQLite store (gateway/imap/server.py).
+"""
+
+import re
+
+import pytest
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.cred.portal import Portal
+from twisted.internet.testing import StringTransport
+from twisted.internet.task import Clock
+from twisted.mail import imap4
+from zope.interface.verify import verifyObject
+
+from gateway.auth import MailRealm
+from gateway.config import AuthConfig, Config
+from gateway.imap import account
+from gateway.imap.server import build_factory
+from gateway.store.sqlite import SQLiteStore
+from tests.deferreds import result_of
+
+MESSAGE = (
+    b"From: Alice <alice@example.org>\r\n"
+    b"To: bob@example.org\r\n"
+    b"Subject: hello\r\n"
+    b"Date: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
+    b"\r\n"
+    b"Hello, Bob.\r\n"
+)
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = SQLiteStore(tmp_path / "store")
+    yield store
+    store.close()
+
+
+class Session:
+    def __init__(self, store, config=None):
+        self.clock = Clock()
+        checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret", bob=b"other")
+        realm = MailRealm({imap4.IAccount: account.avatar_factory(store, config or Config())})
+        config = config or Config(auth=AuthConfig(failure_delay=1.0))
+        factory = build_factory(Portal(realm, [checker]), store, config, self.clock)
+        self.server = factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.server.makeConnection(self.transport)
+        self.greeting = self.read()
+
+    def read(self) -> bytes:
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def send(self, data: bytes) -> bytes:
+        self.server.dataReceived(data)
+        return self.read()
+
+    def command(self, line: bytes) -> list[bytes]:
+        return self.send(line + b"\r\n").split(b"\r\n")[:-1]
+
+    def login(self, user=b"alice", password=b"secret"):
+        lines = self.command(b"L LOGIN " + user + b" " + password)
+        assert lines[-1].startswith(b"L OK"), lines
+        return self
+
+
+def test_greeting_and_capability(store):
+    s = Session(store)
+    assert s.greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 ")
+    lines = s.command(b"a CAPABILITY")
+    caps = lines[0].split()
+    for cap in (b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
+                b"UIDPLUS", b"MOVE", b"CHILDREN", b"SPECIAL-USE", b"AUTH=PLAIN"):
+        assert cap in caps
+    assert lines[1] == b"a OK CAPABILITY completed"
+
+
+def test_avatar_provides_iaccount(store):
+    factory = account.avatar_factory(store, Config())
+    avatar, logout = result_of(factory("carol"))
+    assert verifyObject(imap4.IAccount, avatar)
+    names = [name for name, _ in result_of(avatar.listMailboxes("", "*"))]
+    assert names == ["Drafts", "INBOX", "Junk", "Sent", "Trash"]
+
+
+def test_login_failure_is_delayed_and_says_no(store):
+    s = Session(store)
+    assert s.command(b"a LOGIN alice wrong") == []
+    s.clock.advance(1.0)
+    assert s.read() == b"a NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
+
+
+def test_authenticate_plain_with_initial_response(store):
+    # RFC 4959: the response rides on the command line.
+    s = Session(store)
+    lines = s.command(b"a AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==")
+    assert lines[-1].startswith(b"a OK [CAPABILITY ")
+    assert s.command(b"b SELECT INBOX")[-1] == b"b OK [READ-WRITE] SELECT completed"
+
+
+def test_authenticate_plain_with_continuation(store):
+    s = Session(store)
+    assert s.command(b"a AUTHENTICATE PLAIN") == [b"+ "]
+    assert s.command(b"AGFsaWNlAHNlY3JldA==")[-1].startswith(b"a OK")
+
+
+def test_select_sends_every_response_with_text(store):
+    s = Session(store).login()
+    inbox = result_of(store.get_mailbox("alice", "INBOX"))
+    result_of(store.append(inbox.id, MESSAGE))
+    result_of(store.append(inbox.id, MESSAGE, flags={"\\Seen", "work"}))
+    lines = s.command(b"s SELECT inbox")
+    assert lines == [
+        b"* FLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen work)",
+        b"* OK [PERMANENTFLAGS (\\* \\Answered \\Deleted \\Draft \\Flagged \\Seen work)] Flags permitted",
+        b"* 2 EXISTS",
+        b"* 2 RECENT",
+        b"* OK [UNSEEN 1] First unseen message",
+        # Twisted 26.10 sends "* OK [UIDVALIDITY n]" with no text after it.
+        b"* OK [UIDVALIDITY %d] UIDs valid" % inbox.uidvalidity,
+        b"* OK [UIDNEXT 3] Predicted next UID",
+        b"s OK [READ-WRITE] SELECT completed",
+    ]
+    # \Recent belongs to the first session only (RFC 3501 2.3.2).
+    other = Session(store).login()
+    assert b"* 0 RECENT" in other.command(b"e EXAMINE INBOX")
+
+
+def test_list_with_children_and_special_use(store):
+    s = Session(store).login()
+    assert s.command(b'c CREATE "Work/Project &AOk-t&AOk-"') == [b"c OK CREATE completed"]
+    lines = s.command(b'l LIST "" "*"')
+    assert lines == [
+        b'* LIST (\\HasNoChildren) "/" "INBOX"',
+        b'* LIST (\\HasNoChildren \\Drafts) "/" "Drafts"',
+        b'* LIST (\\HasNoChildren \\Junk) "/" "Junk"',
+        b'* LIST (\\HasNoChildren \\Sent) "/" "Sent"',
+        b'* LIST (\\HasNoChildren \\Trash) "/" "Trash"',
+        b'* LIST (\\Noselect \\HasChildren) "/" "Work"',
+        b'* LIST (\\HasNoChildren) "/" "Work/Project &AOk-t&AOk-"',
+        b"l OK LIST completed",
+    ]
+    assert s.command(b'l LIST "" ""') == [b'* LIST (\\Noselect) "/" ""', b"l OK LIST completed"]
+    assert s.command(b'x CREATE "caf\xc3\xa9"')[-1].startswith(b"x BAD")
+
+
+def test_append_without_flag_list_and_with_literal_plus(store):
+    # Twisted 26.10 answers "APPEND INBOX {n}" with BAD (TypeError).
+    s = Session(store).login()
+    inbox = result_of(store.get_mailbox("alice", "INBOX"))
+    assert s.command(b"a APPEND INBOX {%d}" % len(MESSAGE)) == [b"+ Ready for literal data"]
+    lines = s.send(MESSAGE + b"\r\n").split(b"\r\n")[:-1]
+    assert lines == [b"a OK [APPENDUID %d 1] APPEND completed" % inbox.uidvalidity]
+    # LITERAL+: no continuation, and the next command may follow at once.
+    lines = s.send(
+        b'b APPEND INBOX (\\Seen) " 7-Feb-1994 21:52:25 -0800" {%d+}\r\n' % len(MESSAGE)
+        + MESSAGE + b"\r\nc NOOP\r\n"
+    ).split(b"\r\n")[:-1]
+    assert lines == [b"b OK [APPENDUID %d 2] APPEND completed" % inbox.uidvalidity, b"c OK NOOP completed"]
+    records = result_of(store.list_messages(inbox.id))
+    assert [r.flags for r in records] == [frozenset(), {"\\Seen"}]
+    assert records[1].internaldate.isoformat() == "1994-02-07T21:52:25-08:00"
+    assert s.command(b"d APPEND Nowhere {1+}\r\nx")[-1] == b"d NO [TRYCREATE] No such mailbox"
+
+
+def test_fetch_store_expunge_and_uid_forms(store):
+    s = Session(store).login()
+    inbox = result_of(store.get_mailbox("alice", "INBOX"))
+    for _ in range(3):
+        result_of(store.append(inbox.id, MESSAGE))
+    s.command(b"s SELECT INBOX")
+    lines = s.command(b"f FETCH 1:* (UID FLAGS RFC822.SIZE)")
+    assert lines == [
+        b"* %d FETCH (UID %d FLAGS (\\Recent) RFC822.SIZE %d)" % (n, n, len(MESSAGE)) for n in (1, 2, 3)
+    ] + [b"f OK FETCH completed"]
+    assert s.command(b"f FETCH 4 FLAGS")[-1].startswith(b"f BAD")
+    assert s.command(b"t STORE 2 +FLAGS (\\Deleted)") == [
+        b"* 2 FETCH (UID 2 FLAGS (\\Deleted \\Recent))", b"t OK STORE completed"
+    ]
+    assert s.command(b"t UID STORE 3 +FLAGS.SILENT (\\Seen)") == [b"t OK STORE completed"]
+    assert s.command(b"e EXPUNGE") == [b"* 2 EXPUNGE", b"e OK EXPUNGE completed"]
+    assert s.command(b"u UID FETCH 3 (FLAGS)") == [
+        b"* 2 FETCH (UID 3 FLAGS (\\Recent \\Seen))", b"u OK FETCH completed"
+    ]
+    lines = s.command(b"e FETCH 1 ENVELOPE")
+    assert lines[0].startswith(b'* 1 FETCH (ENVELOPE ("Mon, 7 Feb 1994 21:52:25 -0800" "hello" ')
+
+
+def test_other_sessions_changes_wait_for_allowed_moments(store):
+    one = Session(store).login()
+    two = Session(store).login()
+    inbox = result_of(store.get_mailbox("alice", "INBOX"))
+    for _ in range(3):
+        result_of(store.append(inbox.id, MESSAGE))
+    one.command(b"s SELECT INBOX")
+    two.command(b"s SELECT INBOX")
+    two.command(b"a STORE 1 +FLAGS (\\Deleted \\Flagged)")
+    assert two.command(b"b EXPUNGE") == [b"* 1 EXPUNGE", b"b OK EXPUNGE completed"]
+    two.command(b"c STORE 1 +FLAGS.SILENT (\\Answered)")
+    result_of(store.append(inbox.id, MESSAGE))
+    # RFC 3501 7.4.1: no EXPUNGE during FETCH; message 1 keeps its number.
+    lines = one.command(b"f FETCH 2 (UID)")
+    assert lines == [
+        b"* 2 FETCH (UID 2)",
+        b"* 4 EXISTS",
+        # This session SELECTed first: it holds \Recent for all four.
+        b"* 4 RECENT",
+        b"* 2 FETCH (UID 2 FLAGS (\\Answered \\Recent))",
+        b"f OK FETCH completed",
+    ]
+    assert one.command(b"f FETCH 1 (UID)") == [
+        b"f OK [EXPUNGEISSUED] Some messages were expunged meanwhile; completed for the others"
+    ]
+    assert one.command(b"n NOOP") == [b"* 1 EXPUNGE", b"n OK NOOP completed"]
+    assert one.command(b"f FETCH 3 (UID)") == [b"* 3 FETCH (UID 4)", b"f OK FETCH completed"]
+
+
+def test_idle_reports_at_once(store):
+    one = Session(store).login()
+    two = Session(store).login()
+    one.command(b"s SELECT INBOX")
+    two.command(b"s SELECT INBOX")
+    assert one.command(b"i IDLE") == [b"+ idling"]
+    assert two.command(b"a APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE)[-1].startswith(b"a OK")
+    assert one.read() == b"* 1 EXISTS\r\n* 1 RECENT\r\n"
+    two.command(b"b STORE 1 +FLAGS (\\Deleted)")
+    assert one.read() == b"* 1 FETCH (UID 1 FLAGS (\\Deleted \\Recent))\r\n"
+    two.command(b"c EXPUNGE")
+    assert one.read() == b"* 1 EXPUNGE\r\n"
+    assert one.command(b"DONE") == [b"i OK IDLE terminated"]
+
+
+def test_copy_move_and_uidplus(store):
+    s = Session(store).login()
+    inbox = result_of(store.get_mailbox("alice", "INBOX"))
+    trash = result_of(store.get_mailbox("alice", "Trash"))
+    for _ in range(3):
+        result_of(store.append(inbox.id, MESSAGE))
+    s.command(b"s SELECT INBOX")
+    assert s.command(b"c COPY 1:2 Trash") == [
+        b"c OK [COPYUID %d 1:2 1:2] COPY completed" % trash.uidvalidity
+    ]
+    assert s.command(b"c COPY 1 Nowhere") == [b"c NO [TRYCREATE] No such mailbox"]
+    assert s.command(b"m UID MOVE 2:3 Trash") == [
+        b"* OK [COPYUID %d 2:3 3:4] Moved" % trash.uidvalidity,
+        b"* 3 EXPUNGE",
+        b"* 2 EXPUNGE",
+        b"m OK MOVE completed",
+    ]
+    s.command(b"s SELECT Trash")
+    s.command(b"a STORE 1:3 +FLAGS.SILENT (\\Deleted)")
+    # RFC 4315 2.1: only the named UIDs go.
+    assert s.command(b"u UID EXPUNGE 2:3") == [b"* 3 EXPUNGE", b"* 2 EXPUNGE", b"u OK EXPUNGE completed"]
+    assert s.command(b"x STATUS Trash (MESSAGES UIDNEXT UNSEEN)") == [
+        b'* STATUS "Trash" (MESSAGES 2 UIDNEXT 5 UNSEEN 2)', b"x OK STATUS completed"
+    ]
+
+
+def test_rename_delete_subscribe(store):
+    s = Session(store).login()
+    assert s.command(b"c CREATE a/b") == [b"c OK CREATE completed"]
+    assert s.command(b"c CREATE a/b")[-1].startswith(b"c NO [ALREADYEXISTS]")
+    assert s.command(b"r RENAME a/b x") == [b"r OK RENAME completed"]
+    assert s.command(b"u SUBSCRIBE x") == [b"u OK SUBSCRIBE completed"]
+    assert s.command(b'l LSUB "" x') == [b'* LSUB () "/" "x"', b"l OK LSUB completed"]
+    s.command(b"u UNSUBSCRIBE x")
+    assert s.command(b'l LSUB "" x') == [b"l OK LSUB completed"]
+    assert s.command(b"d DELETE x") == [b"d OK DELETE completed"]
+    assert s.command(b"d DELETE INBOX")[-1].startswith(b"d NO")
+    assert s.command(b"d DELETE x")[-1].startswith(b"d NO [NONEXISTENT]")
+
+
+def test_misc_commands(store):
+    s = Session(store).login()
+    assert s.command(b"n NAMESPACE") == [b'* NAMESPACE (("" "/")) NIL NIL', b"n OK NAMESPACE completed"]
+    assert s.command(b'i ID ("name" "test")')[0] == b'* ID ("name" "gateway" "version" "0.1.0")'
+    assert s.command(b"e ENABLE CONDSTORE") == [b"* ENABLED", b"e OK ENABLE completed"]
+    assert s.command(b"b BOGUS")[-1].startswith(b"b BAD")
+    assert s.command(b"f FETCH 1 FLAGS")[-1].startswith(b"f BAD")  # not selected
+    assert s.command(b"o LOGOUT") == [b"* BYE Logging out", b"o OK LOGOUT completed"]
