@@ -511,6 +511,9 @@ def messages(count):
         (b"UID 11:19", []),
         (b"1:4 UID 30:*", [3, 4]),
         (b"NOT 2:4", [1, 5]),
+        # The same set text means different numbers as sequence numbers and UIDs.
+        (b"2:* UID 2:*", [2, 3, 4, 5]),
+        (b"UID 2:* 2:*", [2, 3, 4, 5]),
     ],
 )
 def test_sets(line, expected):
@@ -677,7 +680,7 @@ simple_keys = st.sampled_from([
     [b"SUBJECT", b"a"], [b"FROM", b"b"], [b"BODY", b"c"], [b"TEXT", b"ab"],
     [b"HEADER", b"X-Tag", b""], [b"LARGER", b"60"], [b"SMALLER", b"70"],
     [b"SINCE", b"2-Jan-2024"], [b"SENTBEFORE", b"3-Jan-2024"], [b"ON", b"1-Jan-2024"],
-    [b"UID", b"2:5,9:*"], [b"3:*"], [b"1,4"], [b"*"],
+    [b"UID", b"2:5,9:*"], [b"UID", b"3:*"], [b"3:*"], [b"1,4"], [b"*"],
 ])
 
 

@@ -530,7 +530,8 @@ class _Evaluator:
     def __init__(self, largest_seq: int, largest_uid: int) -> None:
         self.largest_seq = largest_seq
         self.largest_uid = largest_uid
-        self.resolved: dict[SequenceSet, tuple[list[int], list[int]]] = {}
+        # Keyed by set and largest: "2:*" differs as sequence numbers and UIDs.
+        self.resolved: dict[tuple[SequenceSet, int], tuple[list[int], list[int]]] = {}
 
     def matches(self, root: SearchKey, msg: SearchMessage) -> bool:
         text = _MessageText(msg.header, msg.body)
@@ -601,12 +602,12 @@ class _Evaluator:
         raise TypeError(f"not a search key: {key!r}")
 
     def contains(self, numbers: SequenceSet, number: int, largest: int) -> bool:
-        if numbers not in self.resolved:
+        if (numbers, largest) not in self.resolved:
             ranges = numbers.resolve(largest)
-            self.resolved[numbers] = (
+            self.resolved[numbers, largest] = (
                 [low for low, _ in ranges], [high for _, high in ranges],
             )
-        lows, highs = self.resolved[numbers]
+        lows, highs = self.resolved[numbers, largest]
         index = bisect_right(lows, number) - 1
         return index >= 0 and number <= highs[index]
 
