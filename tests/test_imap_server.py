@@ -281,3 +281,80 @@ def test_misc_commands(store):
     assert s.command(b"b BOGUS")[-1].startswith(b"b BAD")
     assert s.command(b"f FETCH 1 FLAGS")[-1].startswith(b"f BAD")  # not selected
     assert s.command(b"o LOGOUT") == [b"* BYE Logging out", b"o OK LOGOUT completed"]
+
+
+NESTED = (
+    b"From: =?UTF-8?B?SsO8cmdlbg==?= <j@example.org>\r\n"
+    b"To: bob@example.org\r\n"
+    b"Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=outer\r\n"
+    b"\r\n"
+    b"preamble\r\n"
+    b"--outer\r\n"
+    b"Content-Type: multipart/alternative; boundary=inner\r\n"
+    b"\r\n"
+    b"--inner\r\n"
+    b"Content-Type: text/plain; charset=us-ascii\r\n"
+    b"\r\n"
+    b"plain body\r\n"
+    b"--inner\r\n"
+    b"Content-Type: text/html\r\n"
+    b"\r\n"
+    b"<p>html body</p>\r\n"
+    b"--inner--\r\n"
+    b"--outer\r\n"
+    b"Content-Type: message/rfc822\r\n"
+    b"\r\n"
+    b"From: carol@example.org\r\n"
+    b"Subject: inner message\r\n"
+    b"\r\n"
+    b"inner text\r\n"
+    b"--outer--\r\n"
+)
+
+
+def test_fetch_sections_of_nested_multipart(store):
+    s = Session(store).login()
+    inbox = result_of(store.get_mailbox("alice", "INBOX"))
+    result_of(store.append(inbox.id, NESTED))
+    s.command(b"s SELECT INBOX")
+
+    def fetch(items):
+        data = s.send(b"f FETCH 1 " + items + b"\r\n")
+        assert data.endswith(b"f OK FETCH completed\r\n"), data
+        return data[: -len(b"f OK FETCH completed\r\n")]
+
+    assert fetch(b"BODY.PEEK[1.1]") == b"* 1 FETCH (BODY[1.1] {10}\r\nplain body)\r\n"
+    assert fetch(b"BODY.PEEK[1.2.MIME]") == b"* 1 FETCH (BODY[1.2.MIME] {27}\r\nContent-Type: text/html\r\n\r\n)\r\n"
+    assert fetch(b"BODY.PEEK[2.HEADER.FIELDS (SUBJECT)]") == (
+        b"* 1 FETCH (BODY[2.HEADER.FIELDS (SUBJECT)] {26}\r\nSubject: inner message\r\n\r\n)\r\n"
+    )
+    # RFC 2046 5.1.1: the CRLF before a boundary belongs to the boundary.
+    assert fetch(b"BODY.PEEK[2.TEXT]") == b"* 1 FETCH (BODY[2.TEXT] {10}\r\ninner text)\r\n"
+    assert fetch(b"BODY.PEEK[2.1]") == b"* 1 FETCH (BODY[2.1] {10}\r\ninner text)\r\n"
+    assert fetch(b"BODY.PEEK[9]") == b"* 1 FETCH (BODY[9] NIL)\r\n"
+    # Twisted 5613: the partial reply names only the origin octet.
+    assert fetch(b"BODY.PEEK[]<6.4>") == b"* 1 FETCH (BODY[]<6> {4}\r\n=?UT)\r\n"
+    whole = fetch(b"(UID RFC822.SIZE BODY.PEEK[])")
+    assert whole == b"* 1 FETCH (UID 1 RFC822.SIZE %d BODY[] {%d}\r\n%s)\r\n" % (len(NESTED), len(NESTED), NESTED)
+    structure = fetch(b"BODYSTRUCTURE")
+    assert structure.startswith(b'* 1 FETCH (BODYSTRUCTURE ((("text" "plain" ("charset" "us-ascii")')
+    assert b'"message" "rfc822"' in structure.lower()
+    # BODY[TEXT] without PEEK sets \Seen and reports it.
+    assert fetch(b"BODY[1.1]") == b"* 1 FETCH (BODY[1.1] {10}\r\nplain body FLAGS (\\Recent \\Seen))\r\n"
+
+
+def test_search(store):
+    s = Session(store).login()
+    inbox = result_of(store.get_mailbox("alice", "INBOX"))
+    result_of(store.append(inbox.id, MESSAGE, flags={"\\Seen"}))
+    result_of(store.append(inbox.id, NESTED))
+    result_of(store.append(inbox.id, MESSAGE, flags={"\\Flagged"}))
+    s.command(b"s SELECT INBOX")
+    assert s.command(b"a SEARCH UNSEEN") == [b"* SEARCH 2 3", b"a OK SEARCH completed"]
+    assert s.command(b"a SEARCH OR FLAGGED SUBJECT hello NOT 1") == [b"* SEARCH 3", b"a OK SEARCH completed"]
+    assert s.command(b'a UID SEARCH SUBJECT "gr\xc3\xbc\xc3\x9fe"') == [b"* SEARCH 2", b"a OK SEARCH completed"]
+    assert s.command(b"a SEARCH BODY inner") == [b"* SEARCH 2", b"a OK SEARCH completed"]
+    assert s.command(b"a SEARCH CHARSET KOI8-R ALL")[-1].startswith(b"a NO [BADCHARSET")
+    assert s.command(b"a SEARCH FOO")[-1].startswith(b"a BAD")

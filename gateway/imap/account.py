@@ -49,10 +49,11 @@ class Account:
             self.user, wire.canonical_name(oldname), wire.canonical_name(newname.rstrip(HIERARCHY_SEPARATOR))
         )
 
-    @defer.inlineCallbacks
     def isSubscribed(self, name):
-        names = yield self.store.list_subscriptions(self.user)
-        return wire.canonical_name(name) in names
+        async def subscribed():
+            return wire.canonical_name(name) in await self.store.list_subscriptions(self.user)
+
+        return defer.Deferred.fromCoroutine(subscribed())
 
     def subscribe(self, name):
         return self.store.set_subscribed(self.user, wire.canonical_name(name), True)
@@ -60,12 +61,15 @@ class Account:
     def unsubscribe(self, name):
         return self.store.set_subscribed(self.user, wire.canonical_name(name), False)
 
-    @defer.inlineCallbacks
     def listMailboxes(self, ref, wildcard):
         """Pairs of (name, L{MailboxInfo}) matching ``ref`` + ``wildcard``."""
-        mailboxes = yield self.store.list_mailboxes(self.user)
-        regex = wire.pattern_regex(ref, wildcard)
-        return [(info.name, info) for info in mailboxes if regex.fullmatch(info.name)]
+
+        async def matching():
+            regex = wire.pattern_regex(ref, wildcard)
+            mailboxes = await self.store.list_mailboxes(self.user)
+            return [(info.name, info) for info in mailboxes if regex.fullmatch(info.name)]
+
+        return defer.Deferred.fromCoroutine(matching())
 
 
 def avatar_factory(store, config):
