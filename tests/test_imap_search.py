@@ -8,6 +8,8 @@ hands to ``ISearchableMailbox.search``), so the token shapes are real.
 
 import base64
 import datetime
+import subprocess
+import sys
 import time
 
 import pytest
@@ -176,6 +178,16 @@ def test_nil_is_the_string_nil():
 
 def test_str_tokens_are_accepted_too():
     assert parse_search(["subject", "hello"]) == parse_search([b"SUBJECT", b"hello"])
+
+
+def test_modules_are_pure():
+    # STYLE.md: protocol logic apart from I/O; these import nothing of Twisted.
+    code = (
+        "import sys, gateway.imap.search, gateway.imap.sequence; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert out.stdout.strip() == b"[]"
 
 
 def test_supported_charsets():

@@ -16,12 +16,10 @@ is refused with ``SearchSyntaxError`` rather than a ``RecursionError``.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import email
 import email.policy
 import email.utils
-import quopri
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
@@ -35,6 +33,7 @@ from gateway.imap.sequence import (
     SequenceSetError,
     parse_sequence_set,
 )
+from gateway.message import header_values
 
 SUPPORTED_CHARSETS = frozenset({"US-ASCII", "UTF-8"})
 
@@ -574,15 +573,16 @@ class _Evaluator:
         if isinstance(key, Recent):
             return msg.recent
         if isinstance(key, HeaderContains):
-            needle = key.value.casefold()
+            needle = _squash(key.value.casefold())
             return any(
-                needle in value.casefold() for value in text.header_values(key.field)
+                needle in _squash(value.casefold())
+                for value in text.header_values(key.field)
             )
         if isinstance(key, BodyContains):
             return text.body_contains(key.value.casefold())
         if isinstance(key, TextContains):
             needle = key.value.casefold()
-            return needle in text.header_text() or text.body_contains(needle)
+            return _squash(needle) in text.header_text() or text.body_contains(needle)
         if isinstance(key, InternalDate):
             return _compare(msg.internaldate.date(), key.comparison, key.date)
         if isinstance(key, SentDate):
@@ -637,17 +637,17 @@ class _MessageText:
     """
     The decoded text of one message, worked out once and only if asked.
 
-    Header values are unfolded and RFC 2047-decoded.  The body text is every
-    text/* part, transfer-decoded and charset-decoded (as Dovecot does;
-    RFC 3501 6.4.4 lets us skip other media types), plus the header of each
-    attached message/rfc822.  All kept casefolded but the header values.
+    Header values come from ``gateway.message.header_values`` (unfolded,
+    RFC 2047-decoded).  The body text is every text/* part, transfer- and
+    charset-decoded (as Dovecot does; RFC 3501 6.4.4 lets us skip other
+    media types), plus the header of each attached message/rfc822.
     """
 
     def __init__(self, header: bytes | None, body: Callable[[], bytes] | None):
         self._header = header
         self._body = body
         self._message: bytes | None = None
-        self._fields: list[tuple[str, str]] | None = None
+        self._values: dict[str, list[str]] = {}
         self._header_text: str | None = None
         self._body_texts: list[str] | None = None
 
@@ -658,25 +658,22 @@ class _MessageText:
             self._message = self._body()
         return self._message
 
-    def fields(self) -> list[tuple[str, str]]:
-        if self._fields is None:
-            header = self._header
-            if header is None:
-                if self._body is None:
-                    raise ValueError("search needs the message header: see needs()")
-                header = self.message().partition(b"\r\n\r\n")[0]
-            self._fields = _header_fields(header)
-        return self._fields
+    def header(self) -> bytes:
+        if self._header is None:
+            if self._body is None:
+                raise ValueError("search needs the message header: see needs()")
+            self._header = self.message().partition(b"\r\n\r\n")[0] + b"\r\n"
+        return self._header
 
     def header_values(self, name: str) -> list[str]:
         name = name.casefold()
-        return [value for field, value in self.fields() if field.casefold() == name]
+        if name not in self._values:
+            self._values[name] = header_values(self.header(), name)
+        return self._values[name]
 
     def header_text(self) -> str:
         if self._header_text is None:
-            self._header_text = "\n".join(
-                f"{field}: {value}" for field, value in self.fields()
-            ).casefold()
+            self._header_text = _squash(_header_text(self.header()).casefold())
         return self._header_text
 
     def body_contains(self, needle: str) -> bool:
@@ -685,60 +682,28 @@ class _MessageText:
         return any(needle in text for text in self._body_texts)
 
 
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([BbQq])\?([^?\s]*)\?=")
+_FIELD_NAME = re.compile(rb"^([^\s:]+)[ \t]*:", re.MULTILINE)
+_WHITESPACE = re.compile(r"\s+")
 
 
-def _header_fields(header: bytes) -> list[tuple[str, str]]:
+def _squash(text: str) -> str:
     """
-    (name, decoded value) for each field, in order.  Unfolding (RFC 5322
-    2.2.3) turns each fold into one space, so a search for "a, b" finds a
-    value folded after the comma whether the fold indents with tab or spaces.
+    Runs of white space as one space: a value folded after "a," with a tab
+    still matches a search for "a, b" (RFC 5322 2.2.3 unfolding keeps the
+    tab).  Applied to the search string and the header text alike.
     """
-    fields: list[tuple[bytes, list[bytes]]] = []
-    for line in re.split(rb"\r?\n", header):
-        if not line:
-            break
-        if line[:1] in (b" ", b"\t"):
-            if fields:
-                fields[-1][1].append(b" " + line.lstrip(b" \t"))
-            continue
-        name, colon, value = line.partition(b":")
-        if colon:
-            fields.append((name, [value]))
-    return [
-        (name.strip().decode("ascii", "replace"), _decode_header(b"".join(value)))
-        for name, value in fields
-    ]
+    return _WHITESPACE.sub(" ", text)
 
 
-def _decode_header(raw: bytes) -> str:
-    """RFC 2047 decoding; raw 8-bit text is taken as UTF-8 (RFC 6532)."""
-    text = raw.decode("utf-8", "replace").strip()
-    pieces = []
-    position = 0
-    for word in _ENCODED_WORD.finditer(text):
-        between = text[position:word.start()]
-        # RFC 2047 6.2: white space between adjacent encoded words is dropped.
-        if not (position and between.isspace()):
-            pieces.append(between)
-        pieces.append(_decode_word(word))
-        position = word.end()
-    pieces.append(text[position:])
-    return "".join(pieces)
-
-
-def _decode_word(word: re.Match) -> str:
-    charset, encoding, payload = word.groups()
-    try:
-        data = payload.encode("ascii")
-        if encoding in "Bb":
-            data = base64.b64decode(data + b"=" * (-len(data) % 4))
-        else:
-            data = quopri.decodestring(data, header=True)
-        # RFC 2231 5: a charset may carry "*language".
-        return data.decode(charset.partition("*")[0], "replace")
-    except (LookupError, ValueError, TypeError):
-        return word.group(0)
+def _header_text(header: bytes) -> str:
+    """Every field as "name: decoded value", a line each, for TEXT."""
+    names = dict.fromkeys(
+        match[1].decode("latin-1").casefold()
+        for match in _FIELD_NAME.finditer(header.partition(b"\r\n\r\n")[0])
+    )
+    return "\n".join(
+        f"{name}: {value}" for name in names for value in header_values(header, name)
+    )
 
 
 def _body_texts(message: bytes) -> list[str]:
@@ -746,10 +711,8 @@ def _body_texts(message: bytes) -> list[str]:
     for part in email.message_from_bytes(message, policy=email.policy.compat32).walk():
         if part.get_content_type() == "message/rfc822" and part.is_multipart():
             for attached in part.get_payload():
-                texts.append("\n".join(
-                    f"{name}: {_decode_header(value.encode('utf-8', 'surrogateescape'))}"
-                    for name, value in attached.items()
-                ))
+                header = "".join(f"{name}: {value}\r\n" for name, value in attached.items())
+                texts.append(_header_text(header.encode("utf-8", "surrogateescape")))
         elif part.get_content_maintype() == "text" and not part.is_multipart():
             payload = part.get_payload(decode=True) or b""
             try:
