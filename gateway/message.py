@@ -132,6 +132,7 @@ class _Reader:
         """
         pos = self._pos
         cand = pos
+        origin = self.offset
         need = 4 + max(map(len, bounds)) if bounds else 0
         while True:
             buf = self._buf
@@ -152,8 +153,10 @@ class _Reader:
                         self.lf += buf.count(b"\n", pos, cand)
                         self._pos = cand
                         closing = buf.startswith(b"--", cand + 2 + len(bounds[index]))
-                        return _Stop(index, closing, self.offset, self.lf,
-                                     self.newline_before())
+                        # On the first line the [CR]LF before it ended a
+                        # header; otherwise it belongs to the delimiter.
+                        newline = self.newline_before() if self.offset != origin else 0
+                        return _Stop(index, closing, self.offset, self.lf, newline)
                 j = buf.find(b"\n--", cand if cand >= pos else pos)
             else:
                 j = buf.find(b"\n--", pos) if bounds else -1
@@ -260,8 +263,9 @@ class _Parser:
                     if index is not None:
                         reader.unread(line)
                         closing = line.startswith(b"--", 2 + len(bounds[index]))
+                        newline = reader.newline_before() if lines else 0
                         return lines, _Stop(index, closing, reader.offset, reader.lf,
-                                            reader.newline_before())
+                                            newline)
             if kept < _MAX_HEADER:
                 kept += len(line)
                 if at_start or not lines:
@@ -469,7 +473,7 @@ def _parameters(parser):
             continue
         star = key.find("*")
         if star >= 0:
-            rest = key[star + 1:]
+            rest = key[star + 1:] or "*"
             digits = len(rest) - len(rest.lstrip("0123456789"))
             index = int(rest[:digits]) if digits else 0
             tail = rest[digits:]
