@@ -33,18 +33,10 @@ from gateway.imap.sequence import (
     SequenceSetError,
     parse_sequence_set,
 )
+from gateway.imap.wire import BadDateTime, parse_date
 from gateway.message import header_values
 
 SUPPORTED_CHARSETS = frozenset({"US-ASCII", "UTF-8"})
-
-_MONTHS = {
-    name: number
-    for number, name in enumerate(
-        ["JAN", "FEB", "MAR", "APR", "MAY", "JUN",
-         "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"],
-        start=1,
-    )
-}
 
 
 class SearchSyntaxError(ValueError):
@@ -429,22 +421,13 @@ def _string(token) -> str:
 
 
 def _date(token) -> datetime.date:
-    """RFC 3501 9: date-text = date-day "-" date-month "-" date-year."""
     text = _atom(token, "bad date")
-    parts = text.split("-")
-    if (
-        len(parts) != 3
-        or not (1 <= len(parts[0]) <= 2 and _ascii_digits(parts[0]))
-        or parts[1].upper() not in _MONTHS
-        or not (len(parts[2]) == 4 and _ascii_digits(parts[2]))
-    ):
+    try:
+        return parse_date(text.encode("ascii"))
+    except BadDateTime:
         raise SearchSyntaxError(
             f"bad date {_show(text)}: expected a date like 1-Feb-1994"
-        )
-    try:
-        return datetime.date(int(parts[2]), _MONTHS[parts[1].upper()], int(parts[0]))
-    except ValueError:
-        raise SearchSyntaxError(f"no such date {_show(text)}") from None
+        ) from None
 
 
 def _number(token) -> int:
