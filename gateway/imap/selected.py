@@ -40,6 +40,10 @@ def word(server, line):
     return token, rest
 
 
+def search_line(server, line):
+    return server.arg_searchline(line)
+
+
 class _Range:
     """A read-only window of a file, for FileSender."""
 
@@ -395,7 +399,7 @@ class SelectedCommands:
     select_CLOSE = (do_CLOSE,)
     select_UNSELECT = (do_UNSELECT,)
     select_EXPUNGE = (do_EXPUNGE,)
-    select_SEARCH = (do_SEARCH, imap4.IMAP4Server.opt_charset, imap4.IMAP4Server.arg_searchkeys)
+    select_SEARCH = (do_SEARCH, imap4.IMAP4Server.opt_charset, search_line)
     select_FETCH = (do_FETCH, word, imap4.IMAP4Server.arg_line)
     select_STORE = (do_STORE, word, imap4.IMAP4Server.arg_line)
     select_COPY = (do_COPY, word, final_astring)

@@ -190,6 +190,42 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
             self.setRawMode()
         return literal.defer
 
+    def arg_searchline(self, line):
+        """
+        The rest of a SEARCH command as ``parseNestedParens`` tokens, with
+        its literals read in (clients send non-ASCII strings as literals;
+        Twisted's ``arg_searchkeys`` sees only the first line).
+        """
+        collected = []
+
+        def step(line):
+            match = _LITERAL.search(line)
+            if match is None:
+                collected.append(line)
+                try:
+                    return imap4.parseNestedParens(b"".join(collected)), b""
+                except (imap4.IllegalClientResponse, ValueError, IndexError):
+                    raise imap4.IllegalClientResponse("Invalid search criteria") from None
+            size = int(match[1])
+            if size > self._literalStringLimit or len(collected) > 200:
+                raise imap4.IllegalClientResponse("Literal too long")
+            collected.append(line[: match.start()] + b"{%d}\r\n" % size)
+            d = self._start_literal(imap4.LiteralString(size, defer.Deferred()), match[2])
+            return d.addCallback(lambda result: (collected.append(result[0]), step(result[1]))[1])
+
+        return step(line)
+
+    def _IMAP4Server__ebDispatch(self, failure, tag):
+        # Replaces IMAP4Server.__ebDispatch, which puts exception text on the
+        # wire for unexpected failures (STYLE.md: fixed responses only).
+        if failure.check(imap4.IllegalClientResponse):
+            self.sendLine(tag + b" BAD " + str(failure.value).encode("ascii", "replace"))
+        elif failure.check(imap4.IllegalMailboxEncoding):
+            self.sendLine(tag + b" BAD Mailbox name is not modified UTF-7")
+        else:
+            log.failure("While parsing IMAP arguments", failure)
+            self.sendLine(tag + b" BAD Internal error")
+
     def rawDataReceived(self, data):
         self.resetTimeout()
         passon = self._pendingLiteral.write(data)
