@@ -46,14 +46,32 @@ def expected_uidls(data_dir):
 def data_dir(tmp_path):
     data = tmp_path / "data"
     run_gateway(data, "user", "add", "alice", input=b"secret\n")
-    for message in MESSAGES:
-        run_gateway(data, "deliver", "alice", input=message)
+    # Straight into the store: one process start per message would be slow.
+    store = SQLiteStore(data / "store")
+    try:
+        result_of(store.ensure_user("alice"))
+        inbox = result_of(store.get_mailbox("alice", "INBOX"))
+        for message in MESSAGES:
+            result_of(store.append(inbox.id, message))
+    finally:
+        store.close()
     return data
 
 
 @pytest.fixture
-def server(data_dir):
-    with GatewayProcess(data_dir, imap=None, lmtp=None) as process:
+def config(tmp_path):
+    path = tmp_path / "gateway.toml"
+    path.write_text("[auth]\nfailure_delay = 0.2\n")
+    return path
+
+
+def start(data_dir, config):
+    return GatewayProcess(data_dir, imap=None, lmtp=None, config=config)
+
+
+@pytest.fixture
+def server(data_dir, config):
+    with start(data_dir, config) as process:
         yield process
 
 
@@ -79,17 +97,17 @@ def connect_when_unlocked(server) -> poplib.POP3:
     raise AssertionError("maildrop still locked after 10 s")
 
 
-def test_stat_list_uidl_match_store_and_survive_restart(data_dir):
+def test_stat_list_uidl_match_store_and_survive_restart(data_dir, config):
     uidls = expected_uidls(data_dir)
     sizes = [len(m) for m in MESSAGES]
-    with GatewayProcess(data_dir, imap=None, lmtp=None) as server:
+    with start(data_dir, config) as server:
         client = connect(server)
         assert client.stat() == (3, sum(sizes))
         assert client.list()[1] == [b"%d %d" % (n, size) for n, size in enumerate(sizes, 1)]
         assert client.uidl()[1] == [b"%d %s" % (n, uidl) for n, uidl in enumerate(uidls, 1)]
         assert client.uidl(2) == b"+OK 2 " + uidls[1]
         client.quit()
-    with GatewayProcess(data_dir, imap=None, lmtp=None) as server:
+    with start(data_dir, config) as server:
         client = connect(server)
         assert client.uidl()[1] == [b"%d %s" % (n, uidl) for n, uidl in enumerate(uidls, 1)]
         client.quit()
