@@ -191,3 +191,46 @@ def test_pipelined_commands_answer_in_order(server):
         )
         tags = [line.split()[0] for line in f.read().split(b"\r\n") if line and not line.startswith(b"*")]
     assert tags == [b"a", b"b", b"c", b"d", b"e"]
+
+
+def peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def big_message(megabytes: int) -> bytes:
+    line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n"
+    body = line * (megabytes * 1024 * 1024 // len(line))
+    return (
+        b"From: big@example.org\r\nSubject: big\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\nsee attachment\r\n"
+        b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + body + b"--b--\r\n"
+    )
+
+
+def test_20_mb_attachment_keeps_server_memory_flat(server):
+    m = imap(server, "carol")
+    m.select("INBOX")
+    # Warm up every code path once so the baseline includes them.
+    m.append("INBOX", None, None, big_message(1))
+    m.fetch("1:*", "(BODY.PEEK[] BODYSTRUCTURE)")
+    before = peak_rss_kib(server.process.pid)
+    message = big_message(20)
+    typ, data = m.append("INBOX", None, None, message)
+    assert typ == "OK"
+    uid = data[0].split()[2].rstrip(b"]").decode()
+    typ, data = m.uid("FETCH", uid, "(RFC822.SIZE BODY.PEEK[] BODY.PEEK[2])")
+    assert typ == "OK"
+    assert data[0][1] == message
+    assert data[1][1] == message[message.index(b"QUJD"):-len(b"\r\n--b--\r\n")]
+    typ, data = m.uid("FETCH", uid, "(BODY.PEEK[]<1000.10>)")
+    assert data[0][1] == message[1000:1010]
+    grown = peak_rss_kib(server.process.pid) - before
+    # Holding the message once would add 20 MiB; streaming adds buffers only.
+    assert grown < 10 * 1024, f"server peak RSS grew by {grown} KiB"
+    m.logout()
