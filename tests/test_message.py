@@ -9,6 +9,8 @@ test-imap-bodystructure.c message and answer.
 import io
 import pathlib
 import re
+import subprocess
+import sys
 import tracemalloc
 
 from hypothesis import given, settings, strategies as st
@@ -575,6 +577,14 @@ def test_large_attachment_is_not_held_in_memory(tmp_path):
         b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 14 0 NIL NIL NIL NIL)'
         b'("application" "octet-stream" NIL NIL NIL "base64" %d NIL' % (lines * len(line) - 2))
     assert attachment.end == size - len(b"\r\n--zz--\r\n")
+
+
+def test_pure_no_twisted_import():
+    # DESIGN.md: message.py imports nothing of Twisted.
+    code = ("import sys, gateway.message; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert result.stdout.strip() == b"[]"
 
 
 def test_parse_reads_a_file_object():
