@@ -61,6 +61,10 @@ SEEN = frozenset({"\\Seen"})
 # RFC 3206 4: SYS/TEMP for failures that may go away if retried.
 _INTERNAL_ERROR = b"[SYS/TEMP] Internal server error, try again later"
 
+# Pipelined lines queued behind a running command before the connection
+# stops being read: input stays bounded whatever the client sends.
+MAX_QUEUED_LINES = 100
+
 
 @implementer(IMailbox)
 class Maildrop:
@@ -226,6 +230,7 @@ class Pop3Server(twisted_pop3.POP3):
         self.timeOut = config.pop3.idle_timeout
         self._connection_gone = False
         self._in_progress: Deferred | None = None
+        self._reading_paused = False
 
     def callLater(self, period, func):
         return self.reactor.callLater(period, func)
@@ -270,6 +275,9 @@ class Pop3Server(twisted_pop3.POP3):
     def lineReceived(self, line):
         if self.blocked is not None:
             self.blocked.append(line)
+            if len(self.blocked) >= MAX_QUEUED_LINES and not self._reading_paused:
+                self._reading_paused = True
+                self.transport.pauseProducing()
             return
         self.resetTimeout()
         getattr(self, "state_" + self.state)(line)
@@ -280,6 +288,9 @@ class Pop3Server(twisted_pop3.POP3):
             self.lineReceived(lines.pop(0))
         if self.blocked is not None:
             self.blocked.extend(lines)
+        if self._reading_paused and (self.blocked is None or len(self.blocked) < MAX_QUEUED_LINES):
+            self._reading_paused = False
+            self.transport.resumeProducing()
 
     def state_COMMAND(self, line):
         self.processCommand(*line.split(b" "))

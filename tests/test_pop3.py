@@ -326,14 +326,12 @@ def test_later_arrivals_appear_at_next_login(server, session):
     assert again.ask(b"STAT").startswith(b"+OK 3 ")
 
 
-@pytest.mark.parametrize(
-    "argument", [b"0", b"+1", b"1_0", b"-1", b"99999999999999999999", b"x", b"\xd9\xa1"]
-)
 @pytest.mark.parametrize("command", [b"LIST", b"UIDL", b"RETR", b"DELE"])
-def test_bad_message_numbers(server, session, command, argument):
+def test_bad_message_numbers(server, session, command):
     # gap: Twisted reads int(), so "+1" and "1_0" name messages, and
     # "DELE 0" deletes index -1, the last message.
-    assert session.ask(command + b" " + argument) == b"-ERR Invalid message number\r\n"
+    for argument in (b"0", b"+1", b"1_0", b"-1", b"99999999999999999999", b"x", b"\xd9\xa1"):
+        assert session.ask(command + b" " + argument) == b"-ERR Invalid message number\r\n", argument
     assert session.ask(b"STAT") == b"+OK 2 %d\r\n" % (len(FIRST) + len(SECOND))
     assert session.ask(b"QUIT").startswith(b"+OK")
     assert len(server.uids()) == 2
@@ -525,6 +523,14 @@ def test_lines_wait_while_a_message_streams(session):
     assert b"+OK\r\n" not in first_chunk[len(b"+OK 00 octets\r\n") :]
     session.pump()
     assert session.read().endswith(b".\r\n+OK\r\n")
+
+
+def test_reading_pauses_while_too_many_lines_queue(session):
+    session.protocol.dataReceived(b"RETR 1\r\n" + b"NOOP\r\n" * pop3.MAX_QUEUED_LINES)
+    assert session.transport.producerState == "paused"
+    session.pump()
+    assert session.transport.producerState == "producing"
+    assert session.read().endswith(b".\r\n" + b"+OK\r\n" * pop3.MAX_QUEUED_LINES)
 
 
 # Locking
