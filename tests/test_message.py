@@ -481,11 +481,24 @@ def test_parse_never_raises_and_offsets_are_monotone(pieces):
     assert structure.body.startswith(b"(") and structure.envelope.startswith(b"(")
     assert structure.root.header_start == 0 and structure.root.end == len(data)
     assert_offsets_sane(structure, len(data))
+    assert parse(TrickleFile(data, 3)) == structure
 
 
 @given(st.binary(max_size=300))
 def test_parse_arbitrary_bytes(data):
     assert_offsets_sane(parse_bytes(data), len(data))
+
+
+def test_header_line_longer_than_a_read_chunk():
+    references = b"References:" + b" <id@example.org>" * 12000 + b"\r\n"
+    message = (b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n"
+               + references + b"\r\n--b\r\n" + b"X-Long: " + b"y" * 150000
+               + b"\r\n\r\npart\r\n--b--\r\n")
+    structure = parse_bytes(message)
+    assert structure.header == message[:structure.root.body_start]
+    assert structure.header.endswith(b"<id@example.org>\r\n\r\n")
+    assert section_bytes(message, (1,)) == b"part"
+    assert section_bytes(message, (1,), "MIME").startswith(b"X-Long: yyy")
 
 
 def test_deep_nesting_is_bounded():
@@ -577,6 +590,34 @@ def test_large_attachment_is_not_held_in_memory(tmp_path):
         b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 14 0 NIL NIL NIL NIL)'
         b'("application" "octet-stream" NIL NIL NIL "base64" %d NIL' % (lines * len(line) - 2))
     assert attachment.end == size - len(b"\r\n--zz--\r\n")
+
+
+class TrickleFile(io.BytesIO):
+    """A file that returns at most ``step`` bytes per read, so that every
+    delimiter and CRLF lands on a buffer boundary somewhere."""
+
+    def __init__(self, data, step):
+        super().__init__(data)
+        self.step = step
+
+    def read(self, size=-1):
+        return super().read(self.step if size < 0 else min(size, self.step))
+
+
+def test_results_do_not_depend_on_read_sizes():
+    messages = [DOVECOT_MESSAGE] + [
+        corpus(name) for name in ("simple", "alternative", "nested", "forward", "encoded")]
+    for data in messages:
+        expected = parse_bytes(data)
+        for step in (1, 2, 3, 7, 64):
+            assert parse(TrickleFile(data, step)) == expected, step
+
+
+@settings(max_examples=100)
+@given(trees(), st.integers(min_value=1, max_value=9))
+def test_generated_trees_do_not_depend_on_read_sizes(tree, step):
+    message = render(("multipart", [tree]), [0], {}, ())
+    assert parse(TrickleFile(message, step)) == parse_bytes(message)
 
 
 def test_pure_no_twisted_import():
