@@ -49,7 +49,7 @@ def test_lmtp_delivery_reaches_idle_and_pop3_uidl_matches_uid(server):
     c.idle()
     lmtp_deliver(server)
     assert (1, b"EXISTS") in idle_until(c, b"EXISTS")
-    uid = c.fetch([1], ["UID"])[1][b"UID"]
+    [uid] = c.search()  # imapclient speaks UIDs
     p = pop3_client(server)
     _, listing, _ = p.uidl()
     assert listing == [b"1 %08x%08x" % (uid, uidvalidity)]
