@@ -17,7 +17,9 @@ L{gateway.message_header}.
 
 from __future__ import annotations
 
+import functools
 import io
+import re
 from collections.abc import Iterable, Iterator
 
 from gateway.message_header import (
@@ -144,7 +146,9 @@ class _Reader:
         pos = self._pos
         cand = pos
         origin = self.offset
-        need = 4 + max(map(len, bounds)) if bounds else 0
+        if bounds:
+            need = 4 + max(map(len, bounds))
+            delimiter = _delimiter_pattern(tuple(bounds))
         while True:
             buf = self._buf
             size = len(buf)
@@ -168,23 +172,30 @@ class _Reader:
                         # header; otherwise it belongs to the delimiter.
                         newline = self.newline_before() if self.offset != origin else 0
                         return _Stop(index, closing, self.offset, self.lf, newline)
-                j = buf.find(b"\n--", cand if cand >= pos else pos)
+                found = delimiter.search(buf, cand)
             else:
-                j = buf.find(b"\n--", pos) if bounds else -1
-            if j >= 0:
-                cand = j + 1
+                found = delimiter.search(buf, pos) if bounds else None
+            if found is not None:
+                cand = found.start() + 1
                 continue
             if self._eof:
                 self.lf += buf.count(b"\n", pos)
                 self._pos = size
                 return None
-            # A "\n-" at the very end may begin a delimiter line: keep it.
-            keep = max(pos, size - 2) if bounds else size
+            # The end of the buffer may hold the start of a delimiter line.
+            keep = max(pos, size - need) if bounds else size
             self.lf += buf.count(b"\n", pos, keep)
             self._pos = keep
             self._more()
             pos = self._pos
             cand = -1
+
+
+@functools.lru_cache(maxsize=256)
+def _delimiter_pattern(bounds):
+    # Finds only lines that begin with a delimiter, so "--" lines of other
+    # text cost nothing per line.
+    return re.compile(b"\n--(?:" + b"|".join(map(re.escape, bounds)) + b")")
 
 
 def _match(buf, at, bounds):
