@@ -1,0 +1,190 @@
+"""
+Delivery end to end: the real server (``twistd -n gateway``) fed by
+Python's ``smtplib.LMTP`` over loopback, the ``gateway deliver`` MDA as a
+subprocess, and a ``kill -9`` in the middle of a burst of deliveries.  What
+arrived is read back from the store on disk, as a client would see it.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import threading
+
+import pytest
+
+from gateway.store.sqlite import SQLiteStore
+from tests.deferreds import result_of
+from tests.serverproc import GatewayProcess, run_gateway
+
+SAVED = re.compile(rb"^2\.0\.0 <[^>]+> Saved as UID (\d+)$")
+
+
+def read_mailbox(data_dir, user="alice", mailbox="INBOX"):
+    """(UID, body) of every message in the mailbox, ascending by UID."""
+    store = SQLiteStore(data_dir / "store")
+    try:
+        info = result_of(store.get_mailbox(user, mailbox))
+        messages = []
+        for record in result_of(store.list_messages(info.id)):
+            with result_of(store.open_message(info.id, record.uid)) as body:
+                messages.append((record.uid, body.read()))
+        return messages
+    finally:
+        store.close()
+
+
+def lmtp_deliver(port: int, sender: str, recipient: str, message: bytes) -> int:
+    """Deliver one message; the UID from the 250 reply."""
+    with smtplib.LMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo_or_helo_if_needed()
+        assert client.mail(sender)[0] == 250
+        assert client.rcpt(recipient)[0] == 250
+        code, reply = client.data(message)
+        assert code == 250, reply
+        return int(SAVED.match(reply).group(1))
+
+
+def trace(sender: bytes, recipient: bytes) -> bytes:
+    return b"Return-Path: <" + sender + b">\r\nDelivered-To: " + recipient + b"\r\n"
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    data = tmp_path / "data"
+    run_gateway(data, "user", "add", "alice", input=b"alice-password\n")
+    return data
+
+
+def test_lmtp_deliveries_land_in_order_and_whole(data_dir):
+    messages = [
+        b"From: bob@example.org\r\nSubject: one\r\n\r\nFirst.\r\n",
+        # smtplib sends these bare LFs as they are (dot-stuffed), then CRLF
+        # before the final dot; the store turns every line end into CRLF.
+        b"From: bob@example.org\nSubject: two\n\n.leading dot\n..two dots\n",
+        b"From: bob@example.org\r\nSubject: three\r\n\r\n" + bytes(range(128, 256)) + b"\r\n",
+    ]
+    with GatewayProcess(data_dir, pop3=None, imap=None) as server:
+        uids = [lmtp_deliver(server.port("lmtp"), "bob@example.org", "alice@example.test", m) for m in messages]
+        with smtplib.LMTP("127.0.0.1", server.port("lmtp"), timeout=30) as client:
+            # RFC 2033 4.1; smtplib.LMTP's own ehlo() sends LHLO.
+            assert client.docmd("HELO", "client")[0] == 500
+            assert client.docmd("EHLO", "client")[0] == 500
+            code, lines = client.ehlo("client")
+            assert code == 250
+            assert lines.split(b"\n")[1:] == [b"PIPELINING", b"ENHANCEDSTATUSCODES", b"8BITMIME", b"SIZE 67108864"]
+            assert client.mail("bob@example.org")[0] == 250
+            assert client.rcpt("nobody@example.test") == (550, b"5.1.1 <nobody@example.test> User doesn't exist")
+    assert uids == [1, 2, 3]
+    prefix = trace(b"bob@example.org", b"alice@example.test")
+    assert read_mailbox(data_dir) == [
+        (1, prefix + messages[0]),
+        (2, prefix + b"From: bob@example.org\r\nSubject: two\r\n\r\n.leading dot\r\n..two dots\r\n\r\n"),
+        (3, prefix + messages[2]),
+    ]
+
+
+def test_gateway_deliver_exit_codes(data_dir):
+    delivered = run_gateway(data_dir, "deliver", "alice", input=b"From bob Mon Jan  1 00:00:00 2024\nSubject: mda\n\nHi.\n")
+    assert (delivered.returncode, delivered.stderr) == (0, b"")
+    unknown = run_gateway(data_dir, "deliver", "mallory", input=b"Subject: x\n\n", check=False)
+    assert (unknown.returncode, unknown.stderr) == (67, b"gateway deliver: unknown user 'mallory'\n")
+    empty = run_gateway(data_dir, "deliver", "alice", input=b"", check=False)
+    assert empty.returncode == 65
+    # A store whose spool directory cannot be created: a temporary failure,
+    # so the MTA keeps the message.
+    tmp = data_dir / "store" / "tmp"
+    tmp.rmdir()
+    tmp.write_bytes(b"")
+    broken = run_gateway(data_dir, "deliver", "alice", input=b"Subject: x\n\n", check=False)
+    assert broken.returncode == 75
+    assert broken.stderr.startswith(b"gateway deliver: ") and broken.stderr.count(b"\n") == 1
+    assert b"Traceback" not in broken.stderr
+    tmp.unlink()
+    assert read_mailbox(data_dir) == [(1, b"Subject: mda\r\n\r\nHi.\r\n")]
+
+
+class Burst:
+    """
+    Client threads delivering numbered messages over LMTP until the server
+    goes away, recording which ones got a 250 and with what UID.
+    """
+
+    def __init__(self, port: int, threads: int, kill_after: int):
+        self.port = port
+        self.kill_after = kill_after
+        self.lock = threading.Condition()
+        self.acknowledged: dict[int, int] = {}  # message number -> UID
+        self.next_number = 0
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+
+    @staticmethod
+    def message(number: int) -> bytes:
+        # Sizes vary so that a kill can land in the middle of a body write.
+        filler = b"".join(b"%d filler line %05d\r\n" % (number, n) for n in range((number * 397) % 2000))
+        return b"Message-ID: <burst-%d@example.org>\r\nSubject: burst %d\r\n\r\n" % (number, number) + filler
+
+    def take_number(self) -> int | None:
+        with self.lock:
+            if len(self.acknowledged) >= self.kill_after + 50:
+                return None  # the kill never came: stop rather than run forever
+            self.next_number += 1
+            return self.next_number
+
+    def run(self):
+        try:
+            with smtplib.LMTP("127.0.0.1", self.port, timeout=30) as client:
+                client.ehlo_or_helo_if_needed()
+                while (number := self.take_number()) is not None:
+                    client.mail("sender@example.org")
+                    client.rcpt("alice@example.test")
+                    code, reply = client.data(self.message(number))
+                    if code != 250:
+                        continue
+                    with self.lock:
+                        self.acknowledged[number] = int(SAVED.match(reply).group(1))
+                        self.lock.notify_all()
+        except (OSError, smtplib.SMTPException):
+            pass  # the server was killed
+
+    def wait_for_acknowledgements(self, timeout: float) -> bool:
+        with self.lock:
+            return self.lock.wait_for(lambda: len(self.acknowledged) >= self.kill_after, timeout)
+
+
+def test_kill_9_mid_burst_loses_no_acknowledged_message_and_reuses_no_uid(data_dir):
+    server = GatewayProcess(data_dir, pop3=None, imap=None).start()
+    try:
+        burst = Burst(server.port("lmtp"), threads=4, kill_after=40)
+        for thread in burst.threads:
+            thread.start()
+        assert burst.wait_for_acknowledgements(timeout=120), "the burst did not get going"
+        server.kill()
+    finally:
+        server.kill()
+    for thread in burst.threads:
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+    acknowledged = dict(burst.acknowledged)
+    assert len(acknowledged) >= 40
+
+    with GatewayProcess(data_dir, pop3=None, imap=None) as server:
+        after_restart = lmtp_deliver(server.port("lmtp"), "sender@example.org", "alice@example.test", b"Subject: after\r\n\r\n")
+
+    messages = read_mailbox(data_dir)
+    uids = [uid for uid, _ in messages]
+    assert uids == sorted(set(uids))
+    prefix = trace(b"sender@example.org", b"alice@example.test")
+    by_uid = dict(messages)
+    # Every acknowledged message is there, under the UID it was given, whole.
+    for number, uid in acknowledged.items():
+        assert by_uid.get(uid) == prefix + Burst.message(number), f"message {number} (UID {uid})"
+    # Whatever else survived (stored, but killed before its 250) is whole too.
+    expected = {prefix + Burst.message(number) for number in range(1, burst.next_number + 1)}
+    for uid, body in messages[:-1]:
+        assert body in expected, f"UID {uid} is not a whole message"
+    assert len({body for _, body in messages[:-1]}) == len(messages) - 1
+    # No UID handed out before the crash is handed out again.
+    assert after_restart > max(acknowledged.values())
+    assert after_restart > max(uids[:-1])
+    assert messages[-1] == (after_restart, prefix + b"Subject: after\r\n\r\n")
