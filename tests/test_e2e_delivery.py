@@ -188,3 +188,30 @@ def test_kill_9_mid_burst_loses_no_acknowledged_message_and_reuses_no_uid(data_d
     assert after_restart > max(acknowledged.values())
     assert after_restart > max(uids[:-1])
     assert messages[-1] == (after_restart, prefix + b"Subject: after\r\n\r\n")
+
+
+def peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def big_message(megabytes: int) -> bytes:
+    line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n"
+    return b"Subject: big\r\n\r\n" + line * (megabytes * 1024 * 1024 // len(line))
+
+
+def test_50_mb_message_keeps_server_memory_flat(data_dir):
+    with GatewayProcess(data_dir, pop3=None, imap=None) as server:
+        port = server.port("lmtp")
+        # Warm up every code path once so that the baseline includes them.
+        lmtp_deliver(port, "bob@example.org", "alice@example.test", big_message(1))
+        before = peak_rss_kib(server.process.pid)
+        message = big_message(50)
+        uid = lmtp_deliver(port, "bob@example.org", "alice@example.test", message)
+        grown = peak_rss_kib(server.process.pid) - before
+    # Holding the message once would add 50 MiB; spooling adds buffers only.
+    assert grown < 10 * 1024, f"server peak RSS grew by {grown} KiB"
+    assert read_mailbox(data_dir)[-1] == (uid, trace(b"bob@example.org", b"alice@example.test") + message)
