@@ -112,10 +112,15 @@ def deliver_main(data_dir, user: str, mailbox: str, stdin_binary, stderr) -> int
     if not user or not mailbox:
         return fail(EX_USAGE, "usage: gateway --data DIR deliver USER [--mailbox MAILBOX]")
     data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        # A wrong path in the MTA's config must not bounce mail as "no such
+        # user": keep it queued until the path is fixed.
+        return fail(EX_TEMPFAIL, f"data dir {data_dir} does not exist")
     try:
         known = user in UsersFile(data_dir / "users")
     except Exception as e:
-        return fail(EX_TEMPFAIL, f"cannot read users file {data_dir / 'users'}: {_describe(e)}")
+        # UsersFileError names the file and line itself.
+        return fail(EX_TEMPFAIL, f"users file: {_describe(e)}")
     if not known:
         return fail(EX_NOUSER, f"unknown user {user!r}")
 
