@@ -144,7 +144,8 @@ def test_mda_malformed_users_file_is_75(data_dir):
     (data_dir / "users").write_text("this is not a users line\n")
     code, err = mda(data_dir, "alice", b"Subject: x\n\n")
     assert code == 75
-    assert err == f"gateway deliver: users file: {data_dir / 'users'}:1: expected name:{{SCHEME}}hash\n"
+    assert err.startswith(f"gateway deliver: users file: {data_dir / 'users'}:1: ")
+    assert err.count("\n") == 1
 
 
 def test_mda_missing_data_dir_is_75_not_unknown_user(tmp_path):
