@@ -234,3 +234,48 @@ def test_20_mb_attachment_keeps_server_memory_flat(server):
     # Holding the message once would add 20 MiB; streaming adds buffers only.
     assert grown < 10 * 1024, f"server peak RSS grew by {grown} KiB"
     m.logout()
+
+
+def test_uidvalidity_changes_on_recreate_and_uids_survive_restart(tmp_path):
+    data = tmp_path / "data"
+    run_gateway(data, "user", "add", "alice", input=b"secret\n")
+    with GatewayProcess(data, pop3=None, lmtp=None) as process:
+        c = client(process)
+        c.create_folder("Box")
+        first = c.folder_status("Box", ["UIDVALIDITY"])[b"UIDVALIDITY"]
+        c.append("Box", PLAIN)
+        c.append("Box", PLAIN)
+        c.select_folder("Box")
+        c.delete_messages([1])
+        c.expunge()
+        c.close_folder()
+        c.delete_folder("Box")
+        c.create_folder("Box")
+        second = c.folder_status("Box", ["UIDVALIDITY"])[b"UIDVALIDITY"]
+        assert second != first
+        c.append("Box", PLAIN)
+        c.append("Box", PLAIN)
+        c.select_folder("Box")
+        c.delete_messages([1])
+        c.expunge()
+        c.logout()
+    with GatewayProcess(data, pop3=None, lmtp=None) as process:
+        c = client(process)
+        folder = c.select_folder("Box")
+        assert folder[b"UIDVALIDITY"] == second
+        assert folder[b"UIDNEXT"] == 3
+        assert c.search() == [2]
+        # UIDs are never reused, even after a restart.
+        assert c.append("Box", PLAIN).endswith(b" 3] APPEND completed")
+        c.logout()
+
+
+def test_rename_inbox_moves_its_messages(server):
+    # RFC 3501 6.3.5: INBOX stays, empty; its messages go to the new name.
+    c = client(server, "dave")
+    c.append("INBOX", PLAIN)
+    count = c.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"]
+    c.rename_folder("INBOX", "Old-Inbox")
+    assert c.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 0
+    assert c.folder_status("Old-Inbox", ["MESSAGES"])[b"MESSAGES"] == count
+    c.logout()
