@@ -358,3 +358,48 @@ def test_search(store):
     assert s.command(b"a SEARCH BODY inner") == [b"* SEARCH 2", b"a OK SEARCH completed"]
     assert s.command(b"a SEARCH CHARSET KOI8-R ALL")[-1].startswith(b"a NO [BADCHARSET")
     assert s.command(b"a SEARCH FOO")[-1].startswith(b"a BAD")
+
+
+class RecordingTransport(StringTransport):
+    no_delay = None
+    tls = None
+
+    def setTcpNoDelay(self, enabled):
+        self.no_delay = enabled
+
+    def startTLS(self, context_factory):
+        self.tls = context_factory
+
+
+def test_tcp_nodelay_and_starttls_drops_pipelined_plaintext(store):
+    from twisted.internet.interfaces import ITLSTransport
+    from zope.interface import directlyProvides
+
+    checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+    realm = MailRealm({imap4.IAccount: account.avatar_factory(store, Config())})
+    context = object()
+    factory = build_factory(Portal(realm, [checker]), store, Config(), Clock(), context_factory=context)
+    server = factory.buildProtocol(None)
+    transport = RecordingTransport()
+    directlyProvides(transport, ITLSTransport)
+    server.makeConnection(transport)
+    assert transport.no_delay is True
+    assert b" STARTTLS" in transport.value()
+    transport.clear()
+    # RFC 3501 6.2.1: what was pipelined in the clear must not be run.
+    server.dataReceived(b"a STARTTLS\r\nb LOGIN alice secret\r\n")
+    assert transport.value() == b"a OK Begin TLS negotiation now\r\n"
+    assert transport.tls is context
+    assert server.state == "unauth"
+
+
+def test_search_with_literal_and_select_errors(store):
+    s = Session(store).login()
+    inbox = result_of(store.get_mailbox("alice", "INBOX"))
+    result_of(store.append(inbox.id, NESTED))
+    assert s.command(b"s SELECT Nowhere") == [b"s NO [NONEXISTENT] No such mailbox"]
+    s.command(b"s SELECT INBOX")
+    assert s.command(b"a SEARCH CHARSET UTF-8 SUBJECT {6}") == [b"+ Ready for literal data"]
+    assert s.command(b"gr\xc3\xbc\xc3\x9f") == [b"* SEARCH 1", b"a OK SEARCH completed"]
+    assert s.command(b"b APPEND INBOX {999999999}")[-1].startswith(b"b BAD [TOOBIG]")
+    assert s.command(b'c LOGIN "x" "y"')[-1].startswith(b"c BAD")  # already logged in

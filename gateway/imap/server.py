@@ -85,8 +85,8 @@ class _SpooledLiteral(imap4.LiteralFile):
 class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
     IDENT = b"gateway IMAP4rev1 ready"
 
-    def __init__(self, store, config, reactor, portal):
-        super().__init__()
+    def __init__(self, store, config, reactor, portal, context_factory=None):
+        super().__init__(contextFactory=context_factory)
         self.store = store
         self.config = config
         self.reactor = reactor
@@ -124,7 +124,12 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
         return {}
 
     def listCapabilities(self):
-        return CAPABILITIES.split()
+        return self.capability_line().split()
+
+    def capability_line(self) -> bytes:
+        if self.state == "unauth" and self.ctx is not None and not self.startedTLS and self.canStartTLS:
+            return CAPABILITIES + b" STARTTLS"
+        return CAPABILITIES
 
     def lineReceived(self, line):
         if self.blocked is not None:
@@ -311,7 +316,7 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
     # -- any state -------------------------------------------------------
 
     def do_CAPABILITY(self, tag):
-        self.sendLine(b"* CAPABILITY " + CAPABILITIES)
+        self.sendLine(b"* CAPABILITY " + self.capability_line())
         self.run_command(tag, self._done, b"CAPABILITY completed")
 
     async def _done(self, text):
@@ -347,7 +352,7 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
 
     async def _login(self, user, password):
         await self._authenticate(user, password)
-        return b"[CAPABILITY " + CAPABILITIES + b"] LOGIN completed"
+        return b"[CAPABILITY " + self.capability_line() + b"] LOGIN completed"
 
     async def _authenticate(self, user: bytes, password: bytes):
         try:
@@ -393,8 +398,20 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
 
     async def _sasl_done(self, user, password):
         await self._authenticate(user, password)
-        return b"[CAPABILITY " + CAPABILITIES + b"] Authenticated"
+        return b"[CAPABILITY " + self.capability_line() + b"] Authenticated"
 
+    def do_STARTTLS(self, tag):
+        if self.ctx is None or self.startedTLS or not self.canStartTLS:
+            self.sendLine(tag + b" NO [CANNOT] TLS not available")
+            return
+        self.sendLine(tag + b" OK Begin TLS negotiation now")
+        # Anything pipelined after STARTTLS came in the clear: drop it
+        # (RFC 3501 6.2.1; the command-injection class of bugs).
+        self.clearLineBuffer()
+        self.transport.startTLS(self.ctx)
+        self.startedTLS = True
+
+    unauth_STARTTLS = (do_STARTTLS,)
     unauth_LOGIN = (do_LOGIN, astring, final_astring)
     unauth_AUTHENTICATE = (do_AUTHENTICATE, imap4.IMAP4Server.arg_line)
 
@@ -490,17 +507,22 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
 
 
 class IMAPFactory(protocol.ServerFactory):
-    def __init__(self, portal, store, config, reactor):
+    def __init__(self, portal, store, config, reactor, context_factory=None):
         self.portal = portal
         self.store = store
         self.config = config
         self.reactor = reactor
+        self.context_factory = context_factory
 
     def buildProtocol(self, addr):
-        server = IMAPServer(self.store, self.config, self.reactor, self.portal)
+        server = IMAPServer(self.store, self.config, self.reactor, self.portal, self.context_factory)
         server.factory = self
         return server
 
 
-def build_factory(portal, store, config, reactor) -> IMAPFactory:
-    return IMAPFactory(portal, store, config, reactor)
+def build_factory(portal, store, config, reactor, context_factory=None) -> IMAPFactory:
+    """
+    The IMAP listener's factory; with ``context_factory`` (a TLS context
+    factory) the session offers STARTTLS.
+    """
+    return IMAPFactory(portal, store, config, reactor, context_factory)
