@@ -8,6 +8,7 @@ instead of silently running with a default.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import tomllib
 from collections.abc import Callable, Iterable
@@ -30,6 +31,9 @@ class ListenersConfig:
     pop3: tuple[str, ...] = ("tcp:1110:interface=127.0.0.1",)
     imap: tuple[str, ...] = ("tcp:1143:interface=127.0.0.1",)
     lmtp: tuple[str, ...] = ("tcp:2424:interface=127.0.0.1",)
+    # RFC 8314: implicit TLS (995, 993); gateway/tls.py wraps these itself.
+    pop3s: tuple[str, ...] = ()
+    imaps: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -58,12 +62,46 @@ class AuthConfig:
 
 
 @attrs.frozen
+class TlsConfig:
+    """Certificate (leaf first, then intermediates) and key, PEM, relative to the data dir."""
+
+    certificate: str = "tls/cert.pem"
+    key: str = "tls/key.pem"
+
+
+@attrs.frozen
+class LimitsConfig:
+    max_connections: int = 1000
+    max_connections_per_ip: int = 50
+    max_connections_per_user: int = 20
+    max_line_length: int = 8192
+    # RFC 7889 APPENDLIMIT: 50 MB.
+    max_literal_size: int = 52428800
+    max_nesting: int = 32
+    max_bad_commands: int = 20
+    # Absolute, from connect to login: a byte-a-second client cannot hold on.
+    prelogin_timeout: int = 60
+    failed_logins_per_ip: int = 10
+    failed_login_window: int = 300
+
+
+@attrs.frozen
+class ProxyConfig:
+    """Networks whose PROXY protocol header (haproxy: listeners) is believed."""
+
+    trusted: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+
+
+@attrs.frozen
 class Config:
     hostname: str = "localhost"
     listeners: ListenersConfig = ListenersConfig()
     pop3: Pop3Config = Pop3Config()
     imap: ImapConfig = ImapConfig()
     auth: AuthConfig = AuthConfig()
+    tls: TlsConfig = TlsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    proxy: ProxyConfig = ProxyConfig()
 
     @property
     def uidl(self) -> UidlFormat:
@@ -74,13 +112,12 @@ class Config:
         pop3: Iterable[str] | None = None,
         imap: Iterable[str] | None = None,
         lmtp: Iterable[str] | None = None,
+        pop3s: Iterable[str] | None = None,
+        imaps: Iterable[str] | None = None,
     ) -> Config:
         """A copy where the given listener lists replace the configured ones."""
-        overrides = {
-            name: tuple(endpoints)
-            for name, endpoints in (("pop3", pop3), ("imap", imap), ("lmtp", lmtp))
-            if endpoints is not None
-        }
+        given = {"pop3": pop3, "imap": imap, "lmtp": lmtp, "pop3s": pop3s, "imaps": imaps}
+        overrides = {name: tuple(endpoints) for name, endpoints in given.items() if endpoints is not None}
         return attrs.evolve(self, listeners=attrs.evolve(self.listeners, **overrides))
 
 
@@ -94,11 +131,21 @@ DEFAULT_TOML = """\
 [listeners]
 # Twisted server endpoint strings, a string or a list of strings; [] disables
 # the protocol.  The default serves loopback only.  Examples:
-#   "tcp:110"                                   every address, plain text
-#   "ssl:995:privateKey=key.pem:certKey=cert.pem"   implicit TLS
+#   "tcp:110"                           every address, plain text
+#   "tcp:143:interface=192.0.2.10"      one address
+#   "haproxy:tcp:143"                   behind a load balancer speaking the
+#                                       PROXY protocol (see [proxy])
+# Implicit TLS (RFC 8314) is pop3s and imaps below, with plain "tcp:"
+# endpoints: the server adds TLS itself with the [tls] certificate, so that
+# a renewed certificate is picked up without a restart.  Twisted's
+# "ssl:995:privateKey=..." endpoints would pin the certificate and are refused.
 # pop3 = ["tcp:1110:interface=127.0.0.1"]
 # imap = ["tcp:1143:interface=127.0.0.1"]
 # lmtp = ["tcp:2424:interface=127.0.0.1"]
+# POP3 over implicit TLS, usually "tcp:995".
+# pop3s = []
+# IMAP over implicit TLS, usually "tcp:993".
+# imaps = []
 
 [pop3]
 # UIDL format in Dovecot's pop3_uidl_format notation (2.3 %08Xu%08Xv or 2.4
@@ -122,6 +169,39 @@ DEFAULT_TOML = """\
 [auth]
 # Seconds to wait before answering a failed login.
 # failure_delay = 2.0
+
+[tls]
+# PEM certificate (leaf first, then intermediates) and its unencrypted key,
+# relative to the data dir.  When both are left at these defaults and neither
+# exists, the first run writes a self-signed pair for the hostname there.
+# Both are reloaded on SIGHUP and when either file changes.
+# certificate = "tls/cert.pem"
+# key = "tls/key.pem"
+
+[limits]
+# Connections at once, in all; from one IP address; logged in as one user.
+# max_connections = 1000
+# max_connections_per_ip = 50
+# max_connections_per_user = 20
+# Longest command line in bytes.
+# max_line_length = 8192
+# Largest IMAP literal in bytes (APPEND message size, APPENDLIMIT), 50 MB.
+# max_literal_size = 52428800
+# Deepest nesting of parentheses in an IMAP command (SEARCH, lists).
+# max_nesting = 32
+# Bad commands in one session before it is closed.
+# max_bad_commands = 20
+# Seconds from connecting to logging in, however busy the client looks.
+# prelogin_timeout = 60
+# Failed logins from one IP address within the window (seconds) before its
+# logins are refused until older failures leave the window.
+# failed_logins_per_ip = 10
+# failed_login_window = 300
+
+[proxy]
+# Networks allowed to send a PROXY protocol header on "haproxy:" listeners;
+# a connection from anywhere else is dropped.
+# trusted = ["127.0.0.1/32", "::1/128"]
 """
 
 
@@ -155,7 +235,13 @@ class _Reader:
         sections: dict[str, tuple[type, dict[str, Callable[[str, Any], Any]]]] = {
             "listeners": (
                 ListenersConfig,
-                {"pop3": self.endpoints, "imap": self.endpoints, "lmtp": self.endpoints},
+                {
+                    "pop3": self.endpoints,
+                    "imap": self.endpoints,
+                    "lmtp": self.endpoints,
+                    "pop3s": self.endpoints,
+                    "imaps": self.endpoints,
+                },
             ),
             "pop3": (
                 Pop3Config,
@@ -168,6 +254,23 @@ class _Reader:
             ),
             "imap": (ImapConfig, {"idle_timeout": self.seconds}),
             "auth": (AuthConfig, {"failure_delay": self.delay}),
+            "tls": (TlsConfig, {"certificate": self.path, "key": self.path}),
+            "limits": (
+                LimitsConfig,
+                {
+                    "max_connections": self.count,
+                    "max_connections_per_ip": self.count,
+                    "max_connections_per_user": self.count,
+                    "max_line_length": self.line_length,
+                    "max_literal_size": self.count,
+                    "max_nesting": self.count,
+                    "max_bad_commands": self.count,
+                    "prelogin_timeout": self.seconds,
+                    "failed_logins_per_ip": self.count,
+                    "failed_login_window": self.seconds,
+                },
+            ),
+            "proxy": (ProxyConfig, {"trusted": self.networks}),
         }
         values: dict[str, Any] = {}
         for key, value in document.items():
@@ -214,7 +317,44 @@ class _Reader:
                 self.fail(where, f"endpoint must be a string, not {_kind(endpoint)}")
             if not endpoint.strip() or any(c.isspace() for c in endpoint):
                 self.fail(where, f"{endpoint!r} is not an endpoint string (e.g. \"tcp:110\")")
+            if endpoint.lower().removeprefix("haproxy:").startswith("ssl:"):
+                self.fail(where, f"{endpoint!r}: use a tcp: endpoint in pop3s/imaps, TLS comes from [tls]")
         return tuple(items)
+
+    def path(self, key: str, value: Any) -> str:
+        if not isinstance(value, str):
+            self.fail(key, f"must be a file path string, not {_kind(value)}")
+        if not value or "\0" in value:
+            self.fail(key, f"{value!r} is not a file path")
+        return value
+
+    def count(self, key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"must be a whole number, not {_kind(value)}")
+        if value <= 0:
+            self.fail(key, f"must be positive, not {value}")
+        return value
+
+    def line_length(self, key: str, value: Any) -> int:
+        value = self.count(key, value)
+        # RFC 2683 3.2.1.5 asks servers to take lines of 8000 octets; POP3
+        # (RFC 2449 4) allows 255.  Below 1000 even ordinary commands fail.
+        if value < 1000:
+            self.fail(key, f"must be at least 1000, not {value}")
+        return value
+
+    def networks(self, key: str, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            self.fail(key, f"must be a list of networks (\"10.0.0.0/8\"), not {_kind(value)}")
+        for index, network in enumerate(value):
+            where = f"{key}[{index}]"
+            if not isinstance(network, str):
+                self.fail(where, f"network must be a string, not {_kind(network)}")
+            try:
+                ipaddress.ip_network(network)
+            except ValueError as error:
+                self.fail(where, f"{network!r} is not a network: {error}")
+        return tuple(value)
 
     def uidl_format(self, key: str, value: Any) -> str:
         if not isinstance(value, str):

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from gateway.config import DEFAULT_TOML, Config, ConfigError, load, loads
+from gateway.config import DEFAULT_TOML, Config, ConfigError, LimitsConfig, TlsConfig, load, loads
 from gateway.uidl import UidlFormat
 
 
@@ -18,6 +18,21 @@ def test_defaults():
     assert config.pop3.idle_timeout == 600
     assert config.imap.idle_timeout == 1800
     assert config.auth.failure_delay == 2.0
+    assert config.listeners.pop3s == ()
+    assert config.listeners.imaps == ()
+    assert config.tls.certificate == "tls/cert.pem"
+    assert config.tls.key == "tls/key.pem"
+    assert config.limits.max_connections == 1000
+    assert config.limits.max_connections_per_ip == 50
+    assert config.limits.max_connections_per_user == 20
+    assert config.limits.max_line_length == 8192
+    assert config.limits.max_literal_size == 50 * 1024 * 1024
+    assert config.limits.max_nesting == 32
+    assert config.limits.max_bad_commands == 20
+    assert config.limits.prelogin_timeout == 60
+    assert config.limits.failed_logins_per_ip == 10
+    assert config.limits.failed_login_window == 300
+    assert config.proxy.trusted == ("127.0.0.1/32", "::1/128")
     assert config.uidl == UidlFormat.parse("%08Xu%08Xv")
     assert config.uidl.format(0x6B086FFD, 1) == "000000016b086ffd"
 
@@ -42,7 +57,11 @@ def test_default_toml_shows_every_option_commented():
     }
     assert shown == {
         "hostname", "pop3", "imap", "lmtp", "uidl_format", "lock_session",
-        "retr_sets_seen", "idle_timeout", "failure_delay",
+        "retr_sets_seen", "idle_timeout", "failure_delay", "pop3s", "imaps",
+        "certificate", "key", "max_connections", "max_connections_per_ip",
+        "max_connections_per_user", "max_line_length", "max_literal_size",
+        "max_nesting", "max_bad_commands", "prelogin_timeout",
+        "failed_logins_per_ip", "failed_login_window", "trusted",
     }
     # With every option uncommented it still gives exactly the defaults.
     assert loads(uncommented) == Config()
@@ -65,6 +84,22 @@ def test_every_option():
         idle_timeout = 3600
         [auth]
         failure_delay = 0
+        [tls]
+        certificate = "/etc/ssl/mail.pem"
+        key = "private/mail.key"
+        [limits]
+        max_connections = 5000
+        max_connections_per_ip = 5
+        max_connections_per_user = 3
+        max_line_length = 65536
+        max_literal_size = 1048576
+        max_nesting = 8
+        max_bad_commands = 3
+        prelogin_timeout = 20
+        failed_logins_per_ip = 4
+        failed_login_window = 600
+        [proxy]
+        trusted = ["10.0.0.0/8", "2001:db8::/32"]
         """
     )
     assert config.hostname == "mail.example.org"
@@ -77,6 +112,19 @@ def test_every_option():
     assert config.imap.idle_timeout == 3600
     assert config.auth.failure_delay == 0.0
     assert config.uidl.format(1795715069, 1) == "1795715069.1"
+    assert config.tls == TlsConfig("/etc/ssl/mail.pem", "private/mail.key")
+    assert config.limits == LimitsConfig(5000, 5, 3, 65536, 1048576, 8, 3, 20, 4, 600)
+    assert config.proxy.trusted == ("10.0.0.0/8", "2001:db8::/32")
+
+
+def test_implicit_tls_listeners():
+    config = loads('[listeners]\npop3s = "tcp:995"\nimaps = ["tcp:993", "haproxy:tcp:10993"]')
+    assert config.listeners.pop3s == ("tcp:995",)
+    assert config.listeners.imaps == ("tcp:993", "haproxy:tcp:10993")
+    changed = config.with_listeners(pop3s=[], imaps=["tcp:0:interface=127.0.0.1"])
+    assert changed.listeners.pop3s == ()
+    assert changed.listeners.imaps == ("tcp:0:interface=127.0.0.1",)
+    assert changed.listeners.pop3 == config.listeners.pop3
 
 
 def test_with_listeners_overrides_only_given():
@@ -155,6 +203,24 @@ def test_not_utf8(tmp_path):
         ("[auth]\nfailure_delay = nan", "auth.failure_delay: must be zero or more seconds, not nan"),
         ("[auth]\nfailure_delay = '2'", "auth.failure_delay: must be a number of seconds, not a string"),
         ("[auth]\nfailure_delay = {}", "auth.failure_delay: must be a number of seconds, not a table"),
+        ("[listeners]\npop3s = 'ssl:995:privateKey=k.pem'", "listeners.pop3s: 'ssl:995:privateKey=k.pem': use a tcp:"),
+        ("[listeners]\nimap = ['haproxy:SSL:993']", "listeners.imap[0]: 'haproxy:SSL:993': use a tcp: endpoint"),
+        ("[listeners]\nimaps = [993]", "listeners.imaps[0]: endpoint must be a string, not an integer"),
+        ("[tls]\ncert = 'x'", "tls.cert: unknown key (known: certificate, key)"),
+        ("[tls]\ncertificate = ''", "tls.certificate: '' is not a file path"),
+        ("[tls]\nkey = 1", "tls.key: must be a file path string, not an integer"),
+        ('[tls]\nkey = "a\\u0000b"', "tls.key: 'a\\x00b' is not a file path"),
+        ("[limits]\nmax_connections = 0", "limits.max_connections: must be positive, not 0"),
+        ("[limits]\nmax_connections_per_ip = -1", "limits.max_connections_per_ip: must be positive, not -1"),
+        ("[limits]\nmax_literal_size = 1.5", "limits.max_literal_size: must be a whole number, not a float"),
+        ("[limits]\nmax_nesting = true", "limits.max_nesting: must be a whole number, not a boolean"),
+        ("[limits]\nmax_line_length = 200", "limits.max_line_length: must be at least 1000, not 200"),
+        ("[limits]\nprelogin_timeout = 0", "limits.prelogin_timeout: must be positive, not 0"),
+        ("[limits]\nmax_conns = 1", "limits.max_conns: unknown key (known: max_connections, "),
+        ("[proxy]\ntrusted = '10.0.0.0/8'", "proxy.trusted: must be a list of networks"),
+        ("[proxy]\ntrusted = ['10.0.0.1/8']", "proxy.trusted[0]: '10.0.0.1/8' is not a network: 10.0.0.1/8 has host bits set"),
+        ("[proxy]\ntrusted = ['example.org']", "proxy.trusted[0]: 'example.org' is not a network"),
+        ("[proxy]\ntrusted = [8]", "proxy.trusted[0]: network must be a string, not an integer"),
     ],
 )
 def test_errors(text, message):
