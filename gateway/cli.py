@@ -13,7 +13,12 @@ import sys
 from pathlib import Path
 
 EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_NOUSER = 67
 EX_SOFTWARE = 70
+EX_CANTCREAT = 73
+EX_TEMPFAIL = 75
 
 
 class CommandError(Exception):
@@ -136,6 +141,47 @@ def cmd_check_config(args, stdin, stdout) -> int:
     return 0
 
 
+def _require_user(data_dir: Path, name: str) -> None:
+    if name not in _users(data_dir):
+        raise CommandError(f"no such user {name!r}", EX_NOUSER)
+
+
+def cmd_import(args, stdin, stdout) -> int:
+    from twisted.internet.defer import Deferred
+
+    from gateway.maildir import NotAMaildir
+    from gateway.mbox import NotAnMbox
+    from gateway.migrate import ImportRecord, import_maildir, import_mbox, record_path
+    from gateway.store.interfaces import StoreError, TemporaryFailure
+    from gateway.store.sqlite import SQLiteStore
+
+    _require_user(args.data, args.name)
+    if not args.path.exists():
+        raise CommandError(f"{args.path}: no such file or directory", EX_NOINPUT)
+    store = SQLiteStore(args.data / "store")
+    record = ImportRecord(record_path(store.root))
+    try:
+        if args.format == "maildir":
+            coroutine = import_maildir(store, record, args.name, args.path, sys.stderr)
+        else:
+            coroutine = import_mbox(store, record, args.name, args.path, args.mailbox, sys.stderr)
+        summary = fired(Deferred.fromCoroutine(coroutine))
+    except (NotAMaildir, NotAnMbox) as e:
+        raise CommandError(str(e), EX_DATAERR) from None
+    except TemporaryFailure as e:
+        raise CommandError(f"store: {e}; run the import again to continue", EX_TEMPFAIL) from None
+    except StoreError as e:
+        raise CommandError(f"store: {type(e).__name__}: {e}") from None
+    except OSError as e:
+        raise CommandError(f"{e.filename or args.path}: {e.strerror}", EX_NOINPUT) from None
+    finally:
+        record.close()
+        store.close()
+    for line in summary.lines():
+        print(line, file=stdout)
+    return 1 if summary.skipped else 0
+
+
 def _uint32(text: str) -> int:
     if not text.isascii() or not text.isdigit():
         raise argparse.ArgumentTypeError(f"not a number: {text!r}")
@@ -172,6 +218,19 @@ def build_parser() -> argparse.ArgumentParser:
     uidl.add_argument("uidvalidity", type=_uint32)
     uidl.add_argument("uid", type=_uint32)
     uidl.set_defaults(run=cmd_uidl)
+
+    imports = commands.add_parser(
+        "import", help="import a user's mail (exit 1 when messages were skipped; running it again adds nothing)"
+    )
+    formats = imports.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    from_maildir = formats.add_parser("maildir", help="a Maildir++ tree; Dovecot's UIDs are kept")
+    from_maildir.add_argument("name")
+    from_maildir.add_argument("path", type=Path, help="the Maildir root (cur/ new/ tmp/ and .Folder/)")
+    from_mbox = formats.add_parser("mbox", help="one mbox file into one mailbox")
+    from_mbox.add_argument("name")
+    from_mbox.add_argument("path", type=Path, metavar="file")
+    from_mbox.add_argument("--mailbox", default="INBOX")
+    imports.set_defaults(run=cmd_import)
 
     check = commands.add_parser("check-config", help="load and validate a config file")
     check.add_argument("--config", type=Path, default=None)

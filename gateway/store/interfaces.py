@@ -220,3 +220,45 @@ class IMailStore(Interface):
 
         @return: Deferred firing with a frozenset of UIDs.
         """
+
+
+class UidNotAvailable(StoreError):
+    """The UID asked for is below the mailbox's UIDNEXT (UIDs never go back)."""
+
+
+class IImportableStore(Interface):
+    """
+    What migration needs beyond L{IMailStore}: keeping the UIDVALIDITY and
+    the UIDs a mailbox had on the server it comes from, so that POP3 UIDLs
+    and IMAP client caches stay valid across the move.
+    """
+
+    def create_mailbox_with_uidvalidity(user, name, uidvalidity):
+        """
+        Create the mailbox with the given UIDVALIDITY, or give that
+        UIDVALIDITY to an existing mailbox that has never held a message
+        (UIDNEXT still 1), such as the INBOX ``ensure_user`` made.  The
+        store never issues that UIDVALIDITY afresh afterwards.
+
+        @return: Deferred firing with the L{MailboxInfo}; fails with
+            L{MailboxExists} when the mailbox has held messages, or
+            L{InvalidMailboxName}.
+        """
+
+    def append_with_uid(mailbox_id, uid, source, flags, internaldate):
+        """
+        As L{IMailStore.append}, with the same durability, but the message
+        gets ``uid``, which must be at least the mailbox's UIDNEXT; UIDNEXT
+        becomes ``uid + 1``.
+
+        @return: Deferred firing with the L{MessageRecord}; fails with
+            L{UidNotAvailable}, L{NoSuchMailbox} or L{TemporaryFailure}.
+        """
+
+    def raise_uidnext(mailbox_id, uidnext):
+        """
+        Make UIDNEXT at least ``uidnext`` (a source server's next UID, or a
+        repair), persisted so that an index rebuild keeps it.
+
+        @return: Deferred firing with the mailbox's UIDNEXT afterwards.
+        """

@@ -34,12 +34,14 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import attrs
 from twisted.internet import defer
 from zope.interface import implementer
 
 from gateway import message
 from gateway.store.changes import ChangeFeed
 from gateway.store.interfaces import (
+    IImportableStore,
     IMailStore,
     InvalidMailboxName,
     MailboxExists,
@@ -47,6 +49,7 @@ from gateway.store.interfaces import (
     NoSuchMailbox,
     NoSuchUser,
     TemporaryFailure,
+    UidNotAvailable,
 )
 from gateway.store.model import (
     DEFAULT_SPECIAL_USE,
@@ -196,7 +199,7 @@ def _source_chunks(source) -> Iterable[bytes]:
         yield chunk
 
 
-@implementer(IMailStore)
+@implementer(IMailStore, IImportableStore)
 class SQLiteStore:
     """
     The embedded default backend.  ``path`` is the store root directory.
@@ -472,6 +475,9 @@ class SQLiteStore:
 
     @_deferred
     def append(self, mailbox_id, source, flags=frozenset(), internaldate=None):
+        return self._append(mailbox_id, source, flags, internaldate, None)
+
+    def _append(self, mailbox_id, source, flags, internaldate, wanted_uid: int | None) -> MessageRecord:
         if internaldate is None:
             internaldate = datetime.datetime.now().astimezone().replace(microsecond=0)
         spooled = self._spool(source)
@@ -482,6 +488,10 @@ class SQLiteStore:
                 structure = message.parse(f)
             with self._write():
                 uidnext, modseq = self._counters(mailbox_id)
+                if wanted_uid is not None:
+                    if wanted_uid < uidnext:
+                        raise UidNotAvailable(f"UID {wanted_uid} is below UIDNEXT {uidnext}")
+                    uidnext = wanted_uid
                 modseq += 1
                 final = self._mailbox_dir(mailbox_id) / str(uidnext)
                 os.replace(spooled, final)
@@ -693,6 +703,53 @@ class SQLiteStore:
                 "SELECT uid FROM messages WHERE mailbox_id = ? AND uid >= ?", (mailbox_id, first)
             ).fetchall()
         return frozenset(row[0] for row in uids)
+
+    # -- migration (IImportableStore) ---------------------------------------
+
+    def _raise_uidvalidity_counter(self, uidvalidity: int) -> None:
+        """Never issue afresh a UIDVALIDITY that came from elsewhere."""
+        counter = self.root / "uidvalidity"
+        try:
+            last = int(counter.read_text().strip() or 0)
+        except FileNotFoundError:
+            last = 0
+        if uidvalidity > last:
+            _write_atomic(counter, b"%d\n" % uidvalidity)
+
+    @_deferred
+    def create_mailbox_with_uidvalidity(self, user, name, uidvalidity):
+        name = check_name(name)
+        if not 1 <= uidvalidity <= _UID_MAX:
+            raise ValueError(f"UIDVALIDITY out of range: {uidvalidity}")
+        with self._write():
+            info = self._mailbox_row("user = ? AND name = ?", (user, name))
+            if info is None:
+                info = self._create(user, name, None)
+            elif info.uidnext != 1:
+                raise MailboxExists(f"{name} has held messages; its UIDVALIDITY cannot change")
+            self._db.execute("UPDATE mailboxes SET uidvalidity = ? WHERE id = ?", (uidvalidity, info.id))
+            self._write_mailbox_meta(info.id, uidvalidity=uidvalidity)
+            self._raise_uidvalidity_counter(uidvalidity)
+        return attrs.evolve(info, uidvalidity=uidvalidity)
+
+    @_deferred
+    def append_with_uid(self, mailbox_id, uid, source, flags, internaldate):
+        if not 1 <= uid <= _UID_MAX:
+            raise UidNotAvailable(f"UID out of range: {uid}")
+        return self._append(mailbox_id, source, flags, internaldate, uid)
+
+    @_deferred
+    def raise_uidnext(self, mailbox_id, uidnext):
+        with self._write():
+            current, _ = self._counters(mailbox_id)
+            if uidnext <= current:
+                return current
+            if uidnext > _UID_MAX + 1:
+                raise UidNotAvailable(f"UIDNEXT out of range: {uidnext}")
+            self._db.execute("UPDATE mailboxes SET uidnext = ? WHERE id = ?", (uidnext, mailbox_id))
+            # rebuild_index takes UIDNEXT from the highest body file or this.
+            self._write_mailbox_meta(mailbox_id, uid_floor=uidnext - 1)
+        return uidnext
 
     # -- changes by other processes ----------------------------------------
 
