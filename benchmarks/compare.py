@@ -1,0 +1,207 @@
+"""
+``python -m benchmarks.compare [--quick]``: Dovecot and the gateway side by
+side in one run.
+
+Starts both under a temp dir on loopback ports picked free, gives them the
+same users (same password hashes) and delivers the same seeded corpus to
+both over LMTP, then runs every scenario against one and the other in turn,
+``--runs`` times, and prints the medians and the ratio gateway/Dovecot.
+A scenario that fails on a server is recorded in the table with its error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import attrs
+
+from benchmarks import corpus
+from benchmarks.report import Outcomes, table
+from benchmarks.scenarios import SCENARIOS, Settings, Target, Users, run_scenario
+from benchmarks.servers import Dovecot, Gateway, Server, ServerError
+from benchmarks.wire import Lmtp, dot_stuffed
+from gateway.auth import hash_password
+
+PASSWORD = "bench-password"
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+@attrs.frozen
+class Plan:
+    settings: Settings
+    messages: int  # corpus size in each bulk mailbox
+    bulk_users: int = 8
+    poll_messages: int = 10
+
+
+FULL = Plan(Settings(), messages=1_000)
+QUICK = Plan(Settings(duration=1.0, storm_clients=20, storm_seconds=2.0, idle_sessions=300,
+                      push_sessions=200, push_rounds=2, cap=120.0), messages=200)
+
+
+def make_users(plan: Plan) -> Users:
+    return Users(
+        bulk=tuple(f"bulk{i}" for i in range(1, plan.bulk_users + 1)),
+        poll=tuple(f"poll{i:03d}" for i in range(1, max(plan.settings.storm_clients, plan.settings.login_clients) + 1)),
+        idle="idler", sink="sink", big="big", password=PASSWORD)
+
+
+def password_hashes(users: Users) -> dict[str, str]:
+    """
+    ``{ARGON2ID}`` for everyone, as ``gateway user add`` makes them, except
+    the user that opens thousands of idle sessions: its logins are set-up,
+    not what is measured, so it gets ``{SHA512-CRYPT}`` (also on both sides).
+    One hash per scheme: salts shared between users change no measurement.
+    """
+    argon2id = hash_password(users.password)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    sha512 = "{SHA512-CRYPT}" + crypt.crypt(users.password, crypt.mksalt(crypt.METHOD_SHA512))
+    names = [*users.bulk, *users.poll, users.sink, users.big]
+    return {**{name: argon2id for name in names}, users.idle: sha512}
+
+
+async def populate(server: Server, users: Users, plan: Plan) -> None:
+    """Deliver the corpus to every bulk user and a few small messages to each
+    poll user and the idle user, over LMTP, one transaction per message."""
+    jobs = [([*users.bulk], message) for message in corpus.corpus(plan.messages)]
+    jobs += [([*users.poll, users.idle], message) for message in corpus.corpus(plan.poll_messages, seed=3)
+             if len(message) < 20_000]
+    pending = iter(jobs)
+
+    async def worker() -> None:
+        lmtp = await Lmtp.open("127.0.0.1", server.ports["lmtp"])
+        for recipients, message in pending:
+            await lmtp.deliver(recipients, dot_stuffed(message))
+        await lmtp.quit()
+
+    await asyncio.gather(*(worker() for _ in range(4)))
+
+
+def raise_limits(sessions: int) -> list[str]:
+    """Room for every session's socket, here and in the servers we start; and
+    for Dovecot's one inotify instance per IDLE process (128 by default, after
+    which it polls every 30 s and IDLE latency means nothing)."""
+    notes = []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = sessions * 2 + 1_000
+    if soft < wanted:
+        new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+        notes.append(f"open files limit raised from {soft} to {new_soft}")
+        if new_soft < wanted:
+            notes.append(f"open files hard limit {hard} is below the {wanted} wanted")
+    try:
+        instances = int(INOTIFY_INSTANCES.read_text())
+        if instances < sessions + 200:
+            try:
+                INOTIFY_INSTANCES.write_text(str(sessions + 200))
+                notes.append(f"fs.inotify.max_user_instances raised from {instances} to {sessions + 200}")
+            except OSError:
+                notes.append(f"fs.inotify.max_user_instances is {instances}: Dovecot IDLE will poll")
+    except OSError:
+        pass
+    return notes
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def run_all(servers: list[Server], users: Users, plan: Plan, runs: int, only: list[str]) -> Outcomes:
+    outcomes = Outcomes()
+    targets = {server.name: Target("127.0.0.1", server.ports["pop3"], server.ports["imap"], server.ports["lmtp"],
+                                   users, pid=server.pid) for server in servers}
+    scenarios = [scenario for scenario in SCENARIOS if not only or scenario.name in only]
+    for run in range(1, runs + 1):
+        for scenario in scenarios:
+            for server in servers:
+                started = time.monotonic()
+                try:
+                    metrics = await run_scenario(scenario, targets[server.name], plan.settings)
+                except Exception as error:
+                    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                    outcomes.fail(scenario.name, server.name, text)
+                    log(f"run {run} {scenario.name} {server.name}: FAILED {text}")
+                    if not isinstance(error, (OSError, asyncio.TimeoutError)):
+                        log(traceback.format_exc(limit=3))
+                else:
+                    outcomes.add(scenario.name, server.name, metrics)
+                    shown = ", ".join(f"{name} {value:,.2f}" for name, value in metrics.items())
+                    log(f"run {run} {scenario.name} {server.name}: {shown} ({time.monotonic() - started:.1f}s)")
+                # Closed sessions leave the server work (Dovecot reaps one process each).
+                await asyncio.sleep(0.5)
+    return outcomes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller corpus, shorter runs, fewer sessions")
+    parser.add_argument("--runs", type=int, default=3, help="runs of every scenario (default 3)")
+    parser.add_argument("--messages", type=int, help="messages in each bulk mailbox (default 1000, quick 200)")
+    parser.add_argument("--idle-sessions", type=int, help="idle IMAP sessions (default 2000; target 10000)")
+    parser.add_argument("--push-sessions", type=int, help="sessions idling for the push latency (default 1000)")
+    parser.add_argument("--scenario", action="append", default=[], choices=[s.name for s in SCENARIOS],
+                        help="run only this scenario (repeatable)")
+    parser.add_argument("--only", choices=["dovecot", "gateway"], help="run against one server only")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, mail) afterwards")
+    args = parser.parse_args(argv)
+
+    plan = QUICK if args.quick else FULL
+    settings = plan.settings
+    if args.idle_sessions:
+        settings = attrs.evolve(settings, idle_sessions=args.idle_sessions)
+    if args.push_sessions:
+        settings = attrs.evolve(settings, push_sessions=args.push_sessions)
+    plan = attrs.evolve(plan, settings=settings, messages=args.messages or plan.messages)
+    users = make_users(plan)
+    sessions = max(settings.idle_sessions, settings.push_sessions)
+    for note in raise_limits(sessions):
+        log(note)
+
+    root = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    root.chmod(0o755)  # Dovecot's mail processes run as "mail" and must reach their mail dir
+    servers: list[Server] = []
+    try:
+        hashes = password_hashes(users)
+        if args.only != "gateway":
+            servers.append(Dovecot(root / "dovecot", hashes, sessions))
+        if args.only != "dovecot":
+            servers.append(Gateway(root / "gateway", hashes))
+        for server in servers:
+            server.start()
+            started = time.monotonic()
+            asyncio.run(populate(server, users, plan))
+            log(f"{server.name}: pid {server.pid}, ports {server.ports}, "
+                f"{plan.messages} messages x {len(users.bulk)} users delivered in {time.monotonic() - started:.1f}s")
+        outcomes = asyncio.run(run_all(servers, users, plan, args.runs, args.scenario))
+        scenarios = tuple(s for s in SCENARIOS if not args.scenario or s.name in args.scenario)
+        print(f"\nMedians of {args.runs} runs; corpus {plan.messages} messages "
+              f"(~{plan.messages * 45 // 1000} MB) per bulk user; {settings}\n")
+        print(table(outcomes, scenarios, [server.name for server in servers]))
+    except ServerError as error:
+        log(f"benchmarks: {error}")
+        return 1
+    finally:
+        for server in servers:
+            server.stop()
+        if args.keep:
+            log(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
