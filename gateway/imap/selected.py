@@ -150,33 +150,32 @@ class SelectedCommands:
             structures = {}
             if "header" in needs:
                 structures = await self.store.get_structures(view.mailbox_id, [uid for _, uid in batch])
-            messages = []
             for seq, uid in batch:
-                if uid not in records or ("header" in needs and uid not in structures):
+                if "header" in needs and uid not in structures:
                     continue
                 record = records[uid]
-                messages.append(search.SearchMessage(
-                    seq=seq, uid=uid, flags=record.flags, internaldate=record.internaldate,
-                    size=record.size, recent=view.is_recent(uid),
-                    header=structures[uid].header if uid in structures else None,
-                    body=self._body_loader(uid) if "body" in needs else None,
-                ))
-            found.extend(search.evaluate(key, messages, view.exists, view.largest_uid))
+                opened = None
+                if "body" in needs:
+                    try:
+                        opened = await self.store.open_message(view.mailbox_id, uid)
+                    except MessageExpunged:
+                        continue
+                try:
+                    candidate = search.SearchMessage(
+                        seq=seq, uid=uid, flags=record.flags, internaldate=record.internaldate,
+                        size=record.size, recent=view.is_recent(uid),
+                        header=structures[uid].header if uid in structures else None,
+                        # Read only if the evaluation gets that far.
+                        body=opened.read if opened is not None else None,
+                    )
+                    if search.matches(key, candidate, view.exists, view.largest_uid):
+                        found.append(seq)
+                finally:
+                    if opened is not None:
+                        opened.close()
         numbers = [view.uid_of(seq) for seq in found] if by_uid else found
         self.sendLine(b"* SEARCH" + b"".join(b" %d" % n for n in numbers))
         return b"SEARCH completed"
-
-    def _body_loader(self, uid):
-        def load():
-            d = self.store.open_message(self.view.mailbox_id, uid)
-            box = []
-            d.addBoth(box.append)
-            if not box or not hasattr(box[0], "read"):
-                # Gone meanwhile, or a backend that cannot answer now.
-                return b""
-            with box[0] as f:
-                return f.read()
-        return load
 
     # -- FETCH -----------------------------------------------------------
 

@@ -132,9 +132,6 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
         return CAPABILITIES
 
     def lineReceived(self, line):
-        if self.blocked is not None:
-            self.blocked.append(line)
-            return
         self.resetTimeout()
         try:
             getattr(self, "parse_" + self.parseState)(line)
