@@ -103,6 +103,9 @@ def test_authenticate_plain_with_initial_response(store):
 
 def test_authenticate_plain_with_continuation(store):
     s = Session(store)
+    assert s.command(b"x AUTHENTICATE")[-1] == b"x NO [CANNOT] Unsupported authentication mechanism"
+    assert s.command(b"y AUTHENTICATE PLAIN") == [b"+ "]
+    assert s.command(b"*") == [b"y BAD AUTHENTICATE cancelled"]
     assert s.command(b"a AUTHENTICATE PLAIN") == [b"+ "]
     assert s.command(b"AGFsaWNlAHNlY3JldA==")[-1].startswith(b"a OK")
 
@@ -278,6 +281,8 @@ def test_misc_commands(store):
     assert s.command(b"n NAMESPACE") == [b'* NAMESPACE (("" "/")) NIL NIL', b"n OK NAMESPACE completed"]
     assert s.command(b'i ID ("name" "test")')[0] == b'* ID ("name" "gateway" "version" "0.1.0")'
     assert s.command(b"e ENABLE CONDSTORE") == [b"* ENABLED", b"e OK ENABLE completed"]
+    assert s.command(b"e ENABLE")[-1].startswith(b"e BAD")
+    assert s.command(b"i ID")[-1].startswith(b"i BAD")
     assert s.command(b"b BOGUS")[-1].startswith(b"b BAD")
     assert s.command(b"f FETCH 1 FLAGS")[-1].startswith(b"f BAD")  # not selected
     assert s.command(b"o LOGOUT") == [b"* BYE Logging out", b"o OK LOGOUT completed"]

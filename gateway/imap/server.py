@@ -330,6 +330,7 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
         self.transport.loseConnection()
 
     def do_ID(self, tag, rest):
+        rest = rest or b""
         # RFC 2971: we answer whatever the client sent (or NIL).
         if not re.fullmatch(rb"(?i:NIL)|\(.*\)", rest.strip()):
             self.sendLine(tag + b" BAD ID takes a parenthesised list or NIL")
@@ -365,6 +366,7 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
         self.setTimeout(self.POSTAUTH_TIMEOUT)
 
     def do_AUTHENTICATE(self, tag, rest):
+        rest = rest or b""
         mechanism, _, initial = rest.strip().partition(b" ")
         if mechanism.upper() != b"PLAIN":
             self.sendLine(tag + b" NO [CANNOT] Unsupported authentication mechanism")
@@ -419,6 +421,7 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
         self.run_command(tag, self._done, b"NAMESPACE completed")
 
     def do_ENABLE(self, tag, rest):
+        rest = rest or b""
         # RFC 5161: we have no extension that needs enabling.
         if not rest.strip():
             self.sendLine(tag + b" BAD ENABLE needs a capability")
