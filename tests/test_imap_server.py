@@ -408,3 +408,19 @@ def test_search_with_literal_and_select_errors(store):
     assert s.command(b"gr\xc3\xbc\xc3\x9f") == [b"* SEARCH 1", b"a OK SEARCH completed"]
     assert s.command(b"b APPEND INBOX {999999999}")[-1].startswith(b"b BAD [TOOBIG]")
     assert s.command(b'c LOGIN "x" "y"')[-1].startswith(b"c BAD")  # already logged in
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"a FETCH", b"a FETCH 1", b"a STORE 1 FLAGS", b"a UID", b"a UID FOO 1", b"a SELECT", b"a COPY 1",
+     b"a SEARCH", b"a SEARCH (", b"a LIST", b'a LIST ""', b"a STATUS INBOX ()", b"a APPEND", b"a APPEND INBOX",
+     b"a FETCH 1 (BODY[", b"a UID EXPUNGE", b"a CREATE", b"a FETCH 0 FLAGS", b"a STORE 1 +FLAGS (\\Bogus)",
+     b'a EXAMINE "unterminated', b"a CREATE &&"],
+)
+def test_malformed_commands_get_bad_with_fixed_text(store, line):
+    s = Session(store).login()
+    result_of(store.append(result_of(store.get_mailbox("alice", "INBOX")).id, MESSAGE))
+    s.command(b"s SELECT INBOX")
+    [answer] = s.command(line)
+    assert answer.startswith(b"a BAD ") and b"Internal error" not in answer
+    assert s.command(b"n NOOP") == [b"n OK NOOP completed"]

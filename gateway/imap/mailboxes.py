@@ -129,7 +129,7 @@ class MailboxCommands:
 
     def arg_append(self, line):
         """``[flag-list] [date-time] literal`` of APPEND."""
-        line = line.lstrip(b" ")
+        line = (line or b"").lstrip(b" ")
         flags = ()
         if line.startswith(b"("):
             close = line.find(b")")

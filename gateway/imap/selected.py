@@ -34,7 +34,7 @@ _EXPUNGE_ISSUED = b"[EXPUNGEISSUED] Some messages were expunged meanwhile; compl
 
 def word(server, line):
     """Command-table parser: one space-delimited token (a sequence set)."""
-    token, _, rest = line.lstrip(b" ").partition(b" ")
+    token, _, rest = (line or b"").lstrip(b" ").partition(b" ")
     if not token:
         raise imap4.IllegalClientResponse("Missing argument")
     return token, rest
@@ -42,6 +42,10 @@ def word(server, line):
 
 def search_line(server, line):
     return server.arg_searchline(line)
+
+
+def search_charset(server, line):
+    return imap4.IMAP4Server.opt_charset(server, line or b"")
 
 
 class _Range:
@@ -398,7 +402,7 @@ class SelectedCommands:
     select_CLOSE = (do_CLOSE,)
     select_UNSELECT = (do_UNSELECT,)
     select_EXPUNGE = (do_EXPUNGE,)
-    select_SEARCH = (do_SEARCH, imap4.IMAP4Server.opt_charset, search_line)
+    select_SEARCH = (do_SEARCH, search_charset, search_line)
     select_FETCH = (do_FETCH, word, imap4.IMAP4Server.arg_line)
     select_STORE = (do_STORE, word, imap4.IMAP4Server.arg_line)
     select_COPY = (do_COPY, word, final_astring)

@@ -147,7 +147,7 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
     # -- argument parsing: quoted strings with escapes, LITERAL+ ----------
 
     def arg_astring(self, line, final=False):
-        line = line.lstrip(b" ")
+        line = (line or b"").lstrip(b" ")
         if not line:
             raise imap4.IllegalClientResponse("Missing argument")
         if line[:1] == b'"':
@@ -169,7 +169,7 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
         return arg, rest
 
     def arg_literal(self, line):
-        match = _LITERAL.match(line.strip())
+        match = _LITERAL.match((line or b"").strip())
         if match is None:
             raise imap4.IllegalClientResponse("Missing literal")
         size = int(match[1])
@@ -199,6 +199,7 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
         Twisted's ``arg_searchkeys`` sees only the first line).
         """
         collected = []
+        line = line or b""
 
         def step(line):
             match = _LITERAL.search(line)
@@ -206,7 +207,7 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
                 collected.append(line)
                 try:
                     return imap4.parseNestedParens(b"".join(collected)), b""
-                except (imap4.IllegalClientResponse, ValueError, IndexError):
+                except (imap4.IMAP4Exception, ValueError, IndexError):
                     raise imap4.IllegalClientResponse("Invalid search criteria") from None
             size = int(match[1])
             if size > self._literalStringLimit or len(collected) > 200:
