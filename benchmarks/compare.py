@@ -13,23 +13,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import shutil
 import sys
 import tempfile
 import time
-import traceback
 import warnings
 from pathlib import Path
 
 import attrs
 
-from benchmarks import corpus
-from benchmarks.report import Outcomes, table
-from benchmarks.scenarios import SCENARIOS, Settings, Target, Users, run_scenario
+from benchmarks.load import apply_settings, populate, run_scenarios, settings_arguments
+from benchmarks.report import table
+from benchmarks.scenarios import SCENARIOS, Settings, Target, Users
 from benchmarks.servers import Dovecot, Gateway, Server, ServerError
-from benchmarks.wire import Lmtp, dot_stuffed
 from gateway.auth import hash_password
 
 PASSWORD = "bench-password"
@@ -64,29 +61,15 @@ def password_hashes(users: Users) -> dict[str, str]:
     One hash per scheme: salts shared between users change no measurement.
     """
     argon2id = hash_password(users.password)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
+    try:
+        import crypt_r as crypt  # Python 3.13+, where the stdlib crypt is gone
+    except ImportError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt
     sha512 = "{SHA512-CRYPT}" + crypt.crypt(users.password, crypt.mksalt(crypt.METHOD_SHA512))
     names = [*users.bulk, *users.poll, users.sink, users.big]
     return {**{name: argon2id for name in names}, users.idle: sha512}
-
-
-async def populate(server: Server, users: Users, plan: Plan) -> None:
-    """Deliver the corpus to every bulk user and a few small messages to each
-    poll user and the idle user, over LMTP, one transaction per message."""
-    jobs = [([*users.bulk], message) for message in corpus.corpus(plan.messages)]
-    jobs += [([*users.poll, users.idle], message) for message in corpus.corpus(plan.poll_messages, seed=3)
-             if len(message) < 20_000]
-    pending = iter(jobs)
-
-    async def worker() -> None:
-        lmtp = await Lmtp.open("127.0.0.1", server.ports["lmtp"])
-        for recipients, message in pending:
-            await lmtp.deliver(recipients, dot_stuffed(message))
-        await lmtp.quit()
-
-    await asyncio.gather(*(worker() for _ in range(4)))
 
 
 def raise_limits(sessions: int) -> list[str]:
@@ -119,51 +102,17 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def run_all(servers: list[Server], users: Users, plan: Plan, runs: int, only: list[str]) -> Outcomes:
-    outcomes = Outcomes()
-    targets = {server.name: Target("127.0.0.1", server.ports["pop3"], server.ports["imap"], server.ports["lmtp"],
-                                   users, pid=server.pid) for server in servers}
-    scenarios = [scenario for scenario in SCENARIOS if not only or scenario.name in only]
-    for run in range(1, runs + 1):
-        for scenario in scenarios:
-            for server in servers:
-                started = time.monotonic()
-                try:
-                    metrics = await run_scenario(scenario, targets[server.name], plan.settings)
-                except Exception as error:
-                    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-                    outcomes.fail(scenario.name, server.name, text)
-                    log(f"run {run} {scenario.name} {server.name}: FAILED {text}")
-                    if not isinstance(error, (OSError, asyncio.TimeoutError)):
-                        log(traceback.format_exc(limit=3))
-                else:
-                    outcomes.add(scenario.name, server.name, metrics)
-                    shown = ", ".join(f"{name} {value:,.2f}" for name, value in metrics.items())
-                    log(f"run {run} {scenario.name} {server.name}: {shown} ({time.monotonic() - started:.1f}s)")
-                # Closed sessions leave the server work (Dovecot reaps one process each).
-                await asyncio.sleep(0.5)
-    return outcomes
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller corpus, shorter runs, fewer sessions")
-    parser.add_argument("--runs", type=int, default=3, help="runs of every scenario (default 3)")
     parser.add_argument("--messages", type=int, help="messages in each bulk mailbox (default 1000, quick 200)")
-    parser.add_argument("--idle-sessions", type=int, help="idle IMAP sessions (default 2000; target 10000)")
-    parser.add_argument("--push-sessions", type=int, help="sessions idling for the push latency (default 1000)")
-    parser.add_argument("--scenario", action="append", default=[], choices=[s.name for s in SCENARIOS],
-                        help="run only this scenario (repeatable)")
+    settings_arguments(parser)
     parser.add_argument("--only", choices=["dovecot", "gateway"], help="run against one server only")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, mail) afterwards")
     args = parser.parse_args(argv)
 
     plan = QUICK if args.quick else FULL
-    settings = plan.settings
-    if args.idle_sessions:
-        settings = attrs.evolve(settings, idle_sessions=args.idle_sessions)
-    if args.push_sessions:
-        settings = attrs.evolve(settings, push_sessions=args.push_sessions)
+    settings = apply_settings(plan.settings, args)
     plan = attrs.evolve(plan, settings=settings, messages=args.messages or plan.messages)
     users = make_users(plan)
     sessions = max(settings.idle_sessions, settings.push_sessions)
@@ -182,10 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers:
             server.start()
             started = time.monotonic()
-            asyncio.run(populate(server, users, plan))
+            asyncio.run(populate("127.0.0.1", server.ports["lmtp"], users, plan.messages, plan.poll_messages))
             log(f"{server.name}: pid {server.pid}, ports {server.ports}, "
                 f"{plan.messages} messages x {len(users.bulk)} users delivered in {time.monotonic() - started:.1f}s")
-        outcomes = asyncio.run(run_all(servers, users, plan, args.runs, args.scenario))
+        targets = {server.name: Target("127.0.0.1", server.ports["pop3"], server.ports["imap"],
+                                       server.ports["lmtp"], users, pid=server.pid) for server in servers}
+        outcomes = asyncio.run(run_scenarios(targets, settings, args.runs, args.scenario, log))
         scenarios = tuple(s for s in SCENARIOS if not args.scenario or s.name in args.scenario)
         print(f"\nMedians of {args.runs} runs; corpus {plan.messages} messages "
               f"(~{plan.messages * 45 // 1000} MB) per bulk user; {settings}\n")
