@@ -19,8 +19,11 @@ from twisted.mail import imap4, pop3 as twisted_pop3
 from gateway import lmtp, pop3
 from gateway.auth import MailRealm, UsersFile, make_portal
 from gateway.config import DEFAULT_TOML, Config, ConfigError, load
+from gateway.connlimit import ConnectionLimitFactory
 from gateway.imap import account as imap_account, server as imap_server
+from gateway.limits import ConnectionLimiter
 from gateway.store.sqlite import SQLiteStore
+from gateway.tls import CertificateError, CertificateReloader, CertificateStore, ensure_certificate, implicit_tls_factory
 
 log = Logger()
 
@@ -114,8 +117,29 @@ def _listen(reactor, description: str, factory):
     raise StartupError(f"listener {description!r}: {text}")
 
 
+def load_certificate(data_dir: Path, config: Config) -> CertificateStore:
+    """The [tls] pair, generated on the first run when left at its defaults."""
+    try:
+        paths = ensure_certificate(data_dir, config.tls.certificate, config.tls.key, config.hostname)
+        return CertificateStore(*paths)
+    except CertificateError as e:
+        raise StartupError(f"tls: {e}") from None
+
+
+# Which application protocol each listener serves, and whether it wraps it in
+# implicit TLS (RFC 8314).
+LISTENERS = {
+    "pop3": ("pop3", False),
+    "imap": ("imap", False),
+    "lmtp": ("lmtp", False),
+    "pop3s": ("pop3", True),
+    "imaps": ("imap", True),
+}
+
+
 def make_service(data_dir: Path, config: Config, reactor) -> MultiService:
     prepare_data_dir(data_dir)
+    certificates = load_certificate(data_dir, config)
     store = SQLiteStore(data_dir / "store", reactor=reactor)
     users = UsersFile(data_dir / "users")
     realm = MailRealm(
@@ -127,18 +151,35 @@ def make_service(data_dir: Path, config: Config, reactor) -> MultiService:
     portal = make_portal(users, realm, reactor)
     factories = {
         "pop3": lambda: pop3.build_factory(portal, config, reactor),
-        "imap": lambda: imap_server.build_factory(portal, store, config, reactor),
+        "imap": lambda: imap_server.build_factory(
+            portal, store, config, reactor, context_factory=certificates.context_factory()
+        ),
         "lmtp": lambda: lmtp.build_factory(store, users, config, reactor),
     }
-    listeners = {"pop3": config.listeners.pop3, "imap": config.listeners.imap, "lmtp": config.listeners.lmtp}
+    limits = config.limits
+    client_connections = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
+    # LMTP gets a budget of its own: a flood of client connections from
+    # loopback must not stop the MTA from delivering.
+    delivery_connections = ConnectionLimiter(limits.max_connections, limits.max_connections)
+    listeners = {name: getattr(config.listeners, name) for name in LISTENERS}
+    # One application factory per protocol, shared by its plain and TLS
+    # listeners, so that a session is the same whichever port it came in on.
+    built = {}
     ports = []
     try:
-        for protocol, descriptions in listeners.items():
+        for listener, descriptions in listeners.items():
             if not descriptions:
                 continue
-            factory = factories[protocol]()
+            protocol, implicit_tls = LISTENERS[listener]
+            if protocol not in built:
+                built[protocol] = factories[protocol]()
+            factory = built[protocol]
+            if implicit_tls:
+                factory = implicit_tls_factory(factory, certificates, reactor)
+            limiter = delivery_connections if protocol == "lmtp" else client_connections
+            factory = ConnectionLimitFactory(factory, limiter, listener)
             for description in descriptions:
-                ports.append((protocol, _listen(reactor, description, factory)))
+                ports.append((listener, _listen(reactor, description, factory)))
     except StartupError:
         for _, port in ports:
             port.stopListening()
@@ -158,8 +199,10 @@ def make_service(data_dir: Path, config: Config, reactor) -> MultiService:
 
     top = MultiService()
     StoreService(store).setServiceParent(top)
+    CertificateReloader(certificates, reactor).setServiceParent(top)
     ListeningPorts(ports, ports_file).setServiceParent(top)
     top.store = store
+    top.certificates = certificates
     top.users = users
     return top
 

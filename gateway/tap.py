@@ -1,6 +1,6 @@
 """
 twistd entry point: ``twistd -n gateway --data DIR [--config FILE] [--pop3 EP]
-[--imap EP] [--lmtp EP]``.
+[--imap EP] [--lmtp EP] [--pop3s EP] [--imaps EP]``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from twisted.python import usage
 
 
 class Options(usage.Options):
-    synopsis = "[--data DIR] [--config FILE] [--pop3 EP] [--imap EP] [--lmtp EP]"
+    synopsis = "[--data DIR] [--config FILE] [--pop3 EP] [--imap EP] [--lmtp EP] [--pop3s EP] [--imaps EP]"
     longdesc = (
         "Serve POP3, IMAP and LMTP over one mail store. EP is a Twisted server "
         "endpoint string such as tcp:1110:interface=127.0.0.1; 'none' disables "
@@ -24,12 +24,14 @@ class Options(usage.Options):
         ["pop3", None, None, "POP3 listener endpoint, overriding the config."],
         ["imap", None, None, "IMAP listener endpoint, overriding the config."],
         ["lmtp", None, None, "LMTP listener endpoint, overriding the config."],
+        ["pop3s", None, None, "POP3 over implicit TLS: a plain tcp: endpoint, overriding the config."],
+        ["imaps", None, None, "IMAP over implicit TLS: a plain tcp: endpoint, overriding the config."],
     ]
 
     def listener_overrides(self) -> dict[str, list[str]]:
         return {
             protocol: ([] if self[protocol].lower() == "none" else [self[protocol]])
-            for protocol in ("pop3", "imap", "lmtp")
+            for protocol in ("pop3", "imap", "lmtp", "pop3s", "imaps")
             if self[protocol] is not None
         }
 

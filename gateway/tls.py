@@ -28,12 +28,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.application.service import Service
-from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator, ISSLTransport
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
-from zope.interface import implementer
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from zope.interface import alsoProvides, implementer
 
 log = Logger()
 
@@ -195,23 +195,24 @@ class CertificateStore:
         """For ``transport.startTLS`` and ``IMAP4Server.ctx``: always the current pair."""
         return CurrentCertificate(self)
 
-    def reload(self) -> bool:
+    def reload(self, reason: str = "asked") -> bool:
         """Re-read the files; True when the new pair is now in use."""
         self._signature = _signature((self.cert_path, self.key_path))
         try:
             options = load_options(self.cert_path, self.key_path)
         except CertificateError as e:
-            log.error("TLS certificate not reloaded, keeping the previous one: {reason}", reason=str(e))
+            log.error("TLS certificate not reloaded ({why}), keeping the previous one: {reason}", why=reason,
+                      reason=str(e))
             return False
         self._options = options
-        log.info("TLS certificate reloaded from {path}", path=self.cert_path)
+        log.info("TLS certificate reloaded from {path} ({why})", path=self.cert_path, why=reason)
         return True
 
     def reload_if_changed(self) -> bool:
         """Reload when either file changed since the last (attempted) load."""
         if _signature((self.cert_path, self.key_path)) == self._signature:
             return False
-        return self.reload()
+        return self.reload("files changed")
 
 
 @implementer(IOpenSSLServerConnectionCreator, IOpenSSLContextFactory)
@@ -228,12 +229,29 @@ class CurrentCertificate:
         return self._store.options().getContext()
 
 
+class _ImplicitTLSConnection(BufferingTLSTransport):
+    """
+    TLSMemoryBIOProtocol does not say it is an ISSLTransport (it copies the
+    interfaces of the TCP transport under it); the protocols ask exactly
+    that to decide whether a plain-text password may be sent.
+    """
+
+    def makeConnection(self, transport):
+        super().makeConnection(transport)
+        alsoProvides(self, ISSLTransport)
+
+
+class _ImplicitTLSFactory(TLSMemoryBIOFactory):
+    protocol = _ImplicitTLSConnection
+
+
 def implicit_tls_factory(wrapped_factory, store: CertificateStore, reactor) -> TLSMemoryBIOFactory:
     """
     Wrap a protocol factory so its connections speak TLS from the first byte
-    (RFC 8314 3.3: POP3S on 995, IMAPS on 993), with the store's current pair.
+    (RFC 8314 3.3: POP3S on 995, IMAPS on 993), with the store's current
+    pair; the protocol's transport provides ISSLTransport.
     """
-    return TLSMemoryBIOFactory(store.context_factory(), False, wrapped_factory, clock=reactor)
+    return _ImplicitTLSFactory(store.context_factory(), False, wrapped_factory, clock=reactor)
 
 
 class CertificateReloader(Service):
@@ -268,7 +286,7 @@ class CertificateReloader(Service):
         return super().stopService()
 
     def _on_hangup(self, signum, frame) -> None:
-        self.reactor.callFromThread(self.store.reload)
+        self.reactor.callFromThread(self.store.reload, "SIGHUP")
         if callable(self._previous_handler):
             self._previous_handler(signum, frame)
 

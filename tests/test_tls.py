@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 from zope.interface import implementer
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import ITLSTransport
+from twisted.internet.interfaces import ISSLTransport, ITLSTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -210,6 +210,8 @@ def test_implicit_tls_handshake_with_python_ssl(pair):
     client.ssl.write(b"hello")
     pump(client, protocol.dataReceived, transport, clock)
     assert client.received == b"echo hello"
+    # What a protocol asks before accepting a plain-text password.
+    assert ISSLTransport.providedBy(protocol.wrappedProtocol.transport)
 
 
 def test_tls_1_1_is_refused_by_the_server(pair):
@@ -265,7 +267,7 @@ def test_bad_new_pair_keeps_the_old_one_and_says_why(tmp_path, pair, log_lines):
     assert store.reload() is False
     assert store.options() is before
     assert any(
-        "not reloaded, keeping the previous one" in line and "does not match the certificate" in line
+        "not reloaded (asked), keeping the previous one" in line and "does not match the certificate" in line
         for line in log_lines
     )
     protocol, transport, clock = implicit_connection(store)
@@ -275,7 +277,7 @@ def test_bad_new_pair_keeps_the_old_one_and_says_why(tmp_path, pair, log_lines):
         pump(client, protocol.dataReceived, transport, clock)
 
 
-def test_reload_if_changed_follows_the_files(pair):
+def test_reload_if_changed_follows_the_files(pair, log_lines):
     cert_path, key_path = pair
     store = CertificateStore(*pair)
     assert store.reload_if_changed() is False
@@ -284,6 +286,7 @@ def test_reload_if_changed_follows_the_files(pair):
     assert store.reload_if_changed() is True
     assert store.options() is not before
     assert store.reload_if_changed() is False
+    assert any(line.endswith("(files changed)") for line in log_lines)
 
 
 class FakeReactor(Clock):
@@ -336,6 +339,7 @@ def test_sighup_reloads_in_the_reactor_and_chains_the_previous_handler(pair):
         assert earlier_calls == [signal.SIGHUP]
         assert len(reactor.from_thread) == 1
         f, args, kwargs = reactor.from_thread[0]
+        assert args == ("SIGHUP",)
         f(*args, **kwargs)
         assert store.options() is not before
         reloader.stopService()
