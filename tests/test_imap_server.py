@@ -343,11 +343,17 @@ def test_fetch_sections_of_nested_multipart(store):
     assert fetch(b"BODY.PEEK[]<6.4>") == b"* 1 FETCH (BODY[]<6> {4}\r\n=?UT)\r\n"
     whole = fetch(b"(UID RFC822.SIZE BODY.PEEK[])")
     assert whole == b"* 1 FETCH (UID 1 RFC822.SIZE %d BODY[] {%d}\r\n%s)\r\n" % (len(NESTED), len(NESTED), NESTED)
+    assert fetch(b"RFC822.HEADER") == b"* 1 FETCH (RFC822.HEADER {%d}\r\n%s)\r\n" % (
+        NESTED.index(b"\r\n\r\n") + 4, NESTED[: NESTED.index(b"\r\n\r\n") + 4]
+    )
     structure = fetch(b"BODYSTRUCTURE")
     assert structure.startswith(b'* 1 FETCH (BODYSTRUCTURE ((("text" "plain" ("charset" "us-ascii")')
     assert b'"message" "rfc822"' in structure.lower()
-    # BODY[TEXT] without PEEK sets \Seen and reports it.
+    # BODY[...] without PEEK sets \Seen and reports it.
     assert fetch(b"BODY[1.1]") == b"* 1 FETCH (BODY[1.1] {10}\r\nplain body FLAGS (\\Recent \\Seen))\r\n"
+    assert fetch(b"RFC822") == b"* 1 FETCH (RFC822 {%d}\r\n%s)\r\n" % (len(NESTED), NESTED)
+    text = NESTED[NESTED.index(b"\r\n\r\n") + 4:]
+    assert fetch(b"RFC822.TEXT") == b"* 1 FETCH (RFC822.TEXT {%d}\r\n%s)\r\n" % (len(text), text)
 
 
 def test_search(store):

@@ -71,7 +71,7 @@ def needs_file(items) -> bool:
 
 def needs_structure(items) -> bool:
     return any(
-        isinstance(i, Section) or i in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822.HEADER", "RFC822.TEXT")
+        isinstance(i, Section) or i in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT")
         for i in items
     )
 

@@ -204,8 +204,7 @@ class SelectedCommands:
                 if "FLAGS" not in items:
                     items.append("FLAGS")
         records = {}
-        if any(item in ("INTERNALDATE", "RFC822.SIZE") or isinstance(item, fetch.Section) or item == "RFC822"
-               for item in items):
+        if "INTERNALDATE" in items or "RFC822.SIZE" in items:
             records = {r.uid: r for r in await self.store.list_messages(view.mailbox_id)}
         for start in range(0, len(targets), _BATCH):
             batch = targets[start:start + _BATCH]
@@ -287,10 +286,7 @@ class SelectedCommands:
             content = structure.header
         else:
             text = "HEADER" if section.text and section.text.startswith("HEADER") else section.text
-            if section.part == () and text is None:
-                span = (0, record.size)
-            else:
-                span = message.section_range(structure.root, section.part, text)
+            span = message.section_range(structure.root, section.part, text)
             if span is None:
                 return None
             if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT") or span[1] - span[0] <= _INLINE_LIMIT:
