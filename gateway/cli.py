@@ -182,6 +182,27 @@ def cmd_import(args, stdin, stdout) -> int:
     return 1 if summary.skipped else 0
 
 
+def cmd_export(args, stdin, stdout) -> int:
+    from twisted.internet.defer import Deferred
+
+    from gateway.export import ExportTargetError, export_user
+    from gateway.store.sqlite import SQLiteStore
+
+    _require_user(args.data, args.name)
+    store = SQLiteStore(args.data / "store")
+    try:
+        summary = fired(Deferred.fromCoroutine(export_user(store, args.name, args.path)))
+    except ExportTargetError as e:
+        raise CommandError(str(e), EX_CANTCREAT) from None
+    except OSError as e:
+        raise CommandError(f"{e.filename or args.path}: {e.strerror}", EX_CANTCREAT) from None
+    finally:
+        store.close()
+    for line in summary.lines():
+        print(line, file=stdout)
+    return 1 if summary.skipped else 0
+
+
 def _uint32(text: str) -> int:
     if not text.isascii() or not text.isdigit():
         raise argparse.ArgumentTypeError(f"not a number: {text!r}")
@@ -231,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     from_mbox.add_argument("path", type=Path, metavar="file")
     from_mbox.add_argument("--mailbox", default="INBOX")
     imports.set_defaults(run=cmd_import)
+
+    export = commands.add_parser(
+        "export", help="write a user's mail as a Maildir++ tree with dovecot-uidlist (same UIDs for Dovecot)"
+    )
+    export.add_argument("name")
+    export.add_argument("path", type=Path, help="a new or empty directory")
+    export.set_defaults(run=cmd_export)
 
     check = commands.add_parser("check-config", help="load and validate a config file")
     check.add_argument("--config", type=Path, default=None)

@@ -41,7 +41,8 @@ FLAG_LETTERS = {
     "S": "\\Seen",
     "T": "\\Deleted",
 }
-LETTER_OF_FLAG = {flag: letter for letter, flag in FLAG_LETTERS.items()}
+# Dovecot ignores P and keeps $Forwarded as a keyword, so export does too.
+LETTER_OF_FLAG = {flag: letter for letter, flag in FLAG_LETTERS.items() if letter != "P"}
 KEYWORD_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 UIDLIST = "dovecot-uidlist"
