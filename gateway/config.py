@@ -59,6 +59,7 @@ class ImapConfig:
 @attrs.frozen
 class AuthConfig:
     failure_delay: float = 2.0
+    plaintext_without_tls: bool = False
 
 
 @attrs.frozen
@@ -169,6 +170,10 @@ DEFAULT_TOML = """\
 [auth]
 # Seconds to wait before answering a failed login.
 # failure_delay = 2.0
+# Accept LOGIN, USER/PASS and AUTH PLAIN before TLS on listeners that are not
+# loopback.  Off, such a listener advertises LOGINDISABLED (IMAP), leaves USER
+# out of CAPA (POP3) and refuses plain-text logins until STARTTLS/STLS.
+# plaintext_without_tls = false
 
 [tls]
 # PEM certificate (leaf first, then intermediates) and its unencrypted key,
@@ -253,7 +258,7 @@ class _Reader:
                 },
             ),
             "imap": (ImapConfig, {"idle_timeout": self.seconds}),
-            "auth": (AuthConfig, {"failure_delay": self.delay}),
+            "auth": (AuthConfig, {"failure_delay": self.delay, "plaintext_without_tls": self.boolean}),
             "tls": (TlsConfig, {"certificate": self.path, "key": self.path}),
             "limits": (
                 LimitsConfig,

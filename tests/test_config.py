@@ -57,7 +57,7 @@ def test_default_toml_shows_every_option_commented():
     }
     assert shown == {
         "hostname", "pop3", "imap", "lmtp", "uidl_format", "lock_session",
-        "retr_sets_seen", "idle_timeout", "failure_delay", "pop3s", "imaps",
+        "retr_sets_seen", "idle_timeout", "failure_delay", "plaintext_without_tls", "pop3s", "imaps",
         "certificate", "key", "max_connections", "max_connections_per_ip",
         "max_connections_per_user", "max_line_length", "max_literal_size",
         "max_nesting", "max_bad_commands", "prelogin_timeout",
@@ -235,3 +235,10 @@ def test_errors(text, message):
 def test_source_defaults_to_string_marker():
     with pytest.raises(ConfigError, match=r"^<string>: hostnme: "):
         loads("hostnme = 'x'")
+
+
+def test_plaintext_without_tls_defaults_off_and_reads_a_boolean():
+    assert Config().auth.plaintext_without_tls is False
+    assert loads("[auth]\nplaintext_without_tls = true\n").auth.plaintext_without_tls is True
+    with pytest.raises(ConfigError, match="plaintext_without_tls"):
+        loads('[auth]\nplaintext_without_tls = "yes"\n')
