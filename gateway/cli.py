@@ -203,6 +203,31 @@ def cmd_export(args, stdin, stdout) -> int:
     return 1 if summary.skipped else 0
 
 
+def cmd_check(args, stdin, stdout) -> int:
+    from twisted.internet.defer import Deferred
+
+    from gateway.check import find_problems, repair
+    from gateway.store.sqlite import SQLiteStore
+
+    store_root = args.data / "store"
+    if not store_root.is_dir():
+        raise CommandError(f"{store_root}: no store here", EX_NOINPUT)
+    problems = find_problems(store_root)
+    if args.repair and any(problem.repair for problem in problems):
+        store = SQLiteStore(store_root)
+        try:
+            for line in fired(Deferred.fromCoroutine(repair(store, problems))):
+                print(f"repaired: {line}", file=stdout)
+        finally:
+            store.close()
+        problems = find_problems(store_root)
+    for problem in problems:
+        print(problem.text, file=stdout)
+    if not problems:
+        print("store is consistent", file=stdout)
+    return 1 if problems else 0
+
+
 def _uint32(text: str) -> int:
     if not text.isascii() or not text.isdigit():
         raise argparse.ArgumentTypeError(f"not a number: {text!r}")
@@ -259,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("name")
     export.add_argument("path", type=Path, help="a new or empty directory")
     export.set_defaults(run=cmd_export)
+
+    store_check = commands.add_parser(
+        "check", help="check the store's index against its files (exit 1 and one line per problem)"
+    )
+    store_check.add_argument("--repair", action="store_true", help="do the safe repairs and say each one")
+    store_check.set_defaults(run=cmd_check)
 
     check = commands.add_parser("check-config", help="load and validate a config file")
     check.add_argument("--config", type=Path, default=None)
