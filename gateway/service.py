@@ -22,6 +22,7 @@ from gateway.config import DEFAULT_TOML, Config, ConfigError, load
 from gateway.connlimit import ConnectionLimitFactory
 from gateway.imap import account as imap_account, server as imap_server
 from gateway.limits import ConnectionLimiter
+from gateway.proxy import TrustedProxyFactory, split_description
 from gateway.store.sqlite import SQLiteStore
 from gateway.tls import CertificateError, CertificateReloader, CertificateStore, ensure_certificate, implicit_tls_factory
 
@@ -179,7 +180,13 @@ def make_service(data_dir: Path, config: Config, reactor) -> MultiService:
             limiter = delivery_connections if protocol == "lmtp" else client_connections
             factory = ConnectionLimitFactory(factory, limiter, listener)
             for description in descriptions:
-                ports.append((listener, _listen(reactor, description, factory)))
+                behind_proxy, endpoint = split_description(description)
+                if behind_proxy:
+                    # Outermost, so that the limits count the real client.
+                    proxied = TrustedProxyFactory(factory, config.proxy.trusted, reactor)
+                    ports.append((listener, _listen(reactor, endpoint, proxied)))
+                else:
+                    ports.append((listener, _listen(reactor, description, factory)))
     except StartupError:
         for _, port in ports:
             port.stopListening()
