@@ -263,3 +263,31 @@ def test_dovecot_maildir_migrates_with_same_uidls_uids_and_flags(dovecot, tmp_pa
     for name, folder in dovecot_state.items():
         assert gateway_state[name] == folder, name
     assert gateway_state["INBOX"]["messages"][1][0] == {b"\\Seen", b"\\Answered", b"$Forwarded", b"Junk"}
+
+
+def test_gateway_export_is_served_by_dovecot_with_same_uidls_uids_and_flags(dovecot, tmp_path):
+    data = tmp_path / "data"
+    run_gateway(data, "user", "add", "alice", input=b"secret\n")
+    with GatewayProcess(data) as gateway:
+        with imapclient.IMAPClient("127.0.0.1", port=gateway.port("imap"), ssl=False) as client:
+            client.login("alice", "secret")
+            client.create_folder("Work/2026")
+            for number in range(1, 5):
+                client.append("INBOX", message(number, f"inbox {number}"), msg_time=_when(number))
+            client.append("Work/2026", message(10, "work"), flags=[b"\\Seen", b"$Label1"], msg_time=_when(10))
+            client.select_folder("INBOX")
+            client.add_flags([1], [b"\\Seen", b"\\Answered", b"$Forwarded"])
+            client.add_flags([2], [b"\\Deleted"])
+            client.expunge()
+        gateway_uidls = pop3_uidls(gateway.port("pop3"))
+        gateway_state = imap_state(gateway.port("imap"))
+    assert [line.split()[0] for line in gateway_uidls] == [b"1", b"2", b"3"]
+
+    exported = run_gateway(data, "export", "alice", str(dovecot.maildir), check=False)
+    assert exported.returncode == 0, exported.stdout.decode() + exported.stderr.decode()
+    if os.geteuid() == 0:
+        for path in [dovecot.maildir.parent, dovecot.maildir, *dovecot.maildir.rglob("*")]:
+            shutil.chown(path, "mail", "mail")
+    dovecot.start()
+    assert pop3_uidls(dovecot.pop3_port) == gateway_uidls
+    assert imap_state(dovecot.imap_port) == gateway_state
