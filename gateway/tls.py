@@ -33,7 +33,7 @@ from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
-from zope.interface import alsoProvides, implementer
+from zope.interface import implementer
 
 log = Logger()
 
@@ -229,16 +229,14 @@ class CurrentCertificate:
         return self._store.options().getContext()
 
 
+@implementer(ISSLTransport)
 class _ImplicitTLSConnection(BufferingTLSTransport):
     """
     TLSMemoryBIOProtocol does not say it is an ISSLTransport (it copies the
     interfaces of the TCP transport under it); the protocols ask exactly
-    that to decide whether a plain-text password may be sent.
+    that, already in connectionMade, to decide whether to offer STARTTLS and
+    accept a plain-text password.
     """
-
-    def makeConnection(self, transport):
-        super().makeConnection(transport)
-        alsoProvides(self, ISSLTransport)
 
 
 class _ImplicitTLSFactory(TLSMemoryBIOFactory):

@@ -87,6 +87,20 @@ def test_imaps_with_imaplib(server):
         imap.logout()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="gateway/imap/server.py capability_line and do_STARTTLS check canStartTLS (ITLSTransport, "
+    "copied through the TLS layer) but not ISSLTransport, as Twisted's own capabilities() does",
+)
+def test_imaps_does_not_offer_starttls(server):
+    imap = imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=client_context(server.data_dir), timeout=10)
+    try:
+        # RFC 8314 / RFC 3501 6.2.1: STARTTLS only on a session not yet in TLS.
+        assert "STARTTLS" not in imap.capabilities
+    finally:
+        imap.logout()
+
+
 def test_generated_certificate_names_the_host_and_the_key_is_private(server):
     assert served_common_name(server, "pop3s") == "localhost"
     assert oct(os.stat(server.data_dir / "tls" / "key.pem").st_mode & 0o777) == "0o600"
@@ -204,3 +218,13 @@ def test_connection_limit_per_ip_refuses_the_next_one(tmp_path):
         assert line.startswith(b"* OK")
         for sock in held:
             sock.close()
+
+
+def test_an_unusable_configured_certificate_stops_the_start_with_one_line(tmp_path):
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[tls]\ncertificate = "{tmp_path}/absent.pem"\nkey = "{tmp_path}/absent.key"\n')
+    with pytest.raises(RuntimeError) as raised:
+        GatewayProcess(tmp_path / "data", config=config, extra_args=TLS_LISTENERS).start()
+    assert f"gateway: tls: {tmp_path}/absent.pem: cannot read: No such file or directory\n" in str(raised.value)
+    assert "Traceback" not in str(raised.value)
+    assert not (tmp_path / "absent.pem").exists()

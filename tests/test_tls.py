@@ -115,6 +115,11 @@ def pump(client, deliver, transport, clock):
 
 
 class Echo(Protocol):
+    secure_at_connect = None
+
+    def connectionMade(self):
+        self.secure_at_connect = ISSLTransport.providedBy(self.transport)
+
     def dataReceived(self, data):
         self.transport.write(b"echo " + data)
 
@@ -212,6 +217,7 @@ def test_implicit_tls_handshake_with_python_ssl(pair):
     assert client.received == b"echo hello"
     # What a protocol asks before accepting a plain-text password.
     assert ISSLTransport.providedBy(protocol.wrappedProtocol.transport)
+    assert protocol.wrappedProtocol.secure_at_connect is True
 
 
 def test_tls_1_1_is_refused_by_the_server(pair):
