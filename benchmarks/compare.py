@@ -42,7 +42,7 @@ class Plan:
 
 
 FULL = Plan(Settings(), messages=1_000)
-QUICK = Plan(Settings(duration=1.0, storm_clients=20, storm_seconds=2.0, idle_sessions=300,
+QUICK = Plan(Settings(duration=1.0, storm_clients=20, storm_seconds=2.0, idle_sessions=1_000,
                       push_sessions=200, push_rounds=2, cap=120.0), messages=200)
 
 
@@ -127,16 +127,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.only != "gateway":
             servers.append(Dovecot(root / "dovecot", hashes, sessions))
         if args.only != "dovecot":
-            servers.append(Gateway(root / "gateway", hashes))
+            servers.append(Gateway(root / "gateway", hashes, sessions))
         for server in servers:
             server.start()
             started = time.monotonic()
             asyncio.run(populate("127.0.0.1", server.ports["lmtp"], users, plan.messages, plan.poll_messages))
             log(f"{server.name}: pid {server.pid}, ports {server.ports}, "
                 f"{plan.messages} messages x {len(users.bulk)} users delivered in {time.monotonic() - started:.1f}s")
-        targets = {server.name: Target("127.0.0.1", server.ports["pop3"], server.ports["imap"],
-                                       server.ports["lmtp"], users, pid=server.pid) for server in servers}
-        outcomes = asyncio.run(run_scenarios(targets, settings, args.runs, args.scenario, log))
+        by_name = {server.name: server for server in servers}
+
+        def target(server: Server) -> Target:
+            return Target("127.0.0.1", server.ports["pop3"], server.ports["imap"], server.ports["lmtp"],
+                          users, pid=server.pid)
+
+        def restart(name: str) -> Target:
+            server = by_name[name]
+            server.stop()
+            return target(server.start())
+
+        targets = {server.name: target(server) for server in servers}
+        outcomes = asyncio.run(run_scenarios(targets, settings, args.runs, args.scenario, log, restart))
         scenarios = tuple(s for s in SCENARIOS if not args.scenario or s.name in args.scenario)
         print(f"\nMedians of {args.runs} runs; corpus {plan.messages} messages "
               f"(~{plan.messages * 45 // 1000} MB) per bulk user; {settings}\n")

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 
 import attrs
 
@@ -46,17 +47,24 @@ async def populate(host: str, lmtp_port: int, users: Users, messages: int, poll_
 
 
 async def run_scenarios(targets: dict[str, Target], settings: Settings, runs: int, names: list[str],
-                        log=lambda text: print(text, file=sys.stderr, flush=True)) -> Outcomes:
-    """Every chosen scenario against each target in turn, ``runs`` times;
-    failures are recorded, never raised."""
+                        log=lambda text: print(text, file=sys.stderr, flush=True),
+                        restart: Callable[[str], Target] | None = None) -> Outcomes:
+    """
+    Every chosen scenario against each target in turn, ``runs`` times;
+    failures are recorded, never raised.  ``restart(name)``, if given,
+    restarts that server before a scenario that wants a fresh one and
+    returns its new Target.
+    """
     outcomes = Outcomes()
     scenarios = [scenario for scenario in SCENARIOS if not names or scenario.name in names]
     for run in range(1, runs + 1):
         for scenario in scenarios:
-            for name, target in targets.items():
+            for name in targets:
                 started = time.monotonic()
                 try:
-                    metrics = await run_scenario(scenario, target, settings)
+                    if scenario.fresh_server and restart is not None:
+                        targets[name] = await asyncio.to_thread(restart, name)
+                    metrics = await run_scenario(scenario, targets[name], settings)
                 except Exception as error:
                     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
                     outcomes.fail(scenario.name, name, text)

@@ -251,13 +251,19 @@ class Gateway(Server):
 
     name = "gateway"
 
-    def __init__(self, root: Path, users: dict[str, str]):
+    def __init__(self, root: Path, users: dict[str, str], sessions: int):
         self.root = Path(root)
         self.data = self.root / "data"
         self.data.mkdir(parents=True, exist_ok=True, mode=0o700)
         users_path = self.data / "users"
         users_path.write_text(users_file_text(users))
         users_path.chmod(0o600)
+        # The same room as Dovecot gets: every session of the run from one
+        # address, many of them for one user.
+        connections = sessions + 100
+        (self.data / "gateway.toml").write_text(
+            f"[limits]\nmax_connections = {connections}\nmax_connections_per_ip = {connections}\n"
+            f"max_connections_per_user = {connections}\n")
         self.log_path = self.root / "twistd.log"
         self.ports = {}
 
@@ -281,7 +287,8 @@ class Gateway(Server):
                 raise ServerError(f"gateway did not start within {timeout}s: {self.log_tail()}")
             time.sleep(0.05)
         bound = json.loads(ports_file.read_text())
-        self.ports = {protocol: int(addresses[0].rsplit(":", 1)[1]) for protocol, addresses in bound.items()}
+        self.ports = {protocol: int(addresses[0].rsplit(":", 1)[1])
+                      for protocol, addresses in bound.items() if addresses}
         return self
 
     def log_tail(self) -> str:
