@@ -57,6 +57,14 @@ class ImapConfig:
 
 
 @attrs.frozen
+class LmtpConfig:
+    # Advertised in LHLO as SIZE (RFC 1870); the same 50 MB as APPENDLIMIT.
+    max_message_size: int = 52428800
+    # RFC 5321 4.5.3.1.8: at least 100 recipients per transaction.
+    max_recipients: int = 100
+
+
+@attrs.frozen
 class AuthConfig:
     failure_delay: float = 2.0
     plaintext_without_tls: bool = False
@@ -99,6 +107,7 @@ class Config:
     listeners: ListenersConfig = ListenersConfig()
     pop3: Pop3Config = Pop3Config()
     imap: ImapConfig = ImapConfig()
+    lmtp: LmtpConfig = LmtpConfig()
     auth: AuthConfig = AuthConfig()
     tls: TlsConfig = TlsConfig()
     limits: LimitsConfig = LimitsConfig()
@@ -166,6 +175,14 @@ DEFAULT_TOML = """\
 # Seconds of inactivity before the session is closed; RFC 3501 5.4 asks for
 # at least 30 minutes.
 # idle_timeout = 1800
+
+[lmtp]
+# Largest message in bytes, advertised in LHLO as SIZE (50 MB); a bigger one
+# is refused with 552.
+# max_message_size = 52428800
+# Recipients in one transaction; RCPTs beyond get 452 4.5.3 and the MTA sends
+# them in another transaction.  RFC 5321 asks for at least 100.
+# max_recipients = 100
 
 [auth]
 # Seconds to wait before answering a failed login.
@@ -258,6 +275,7 @@ class _Reader:
                 },
             ),
             "imap": (ImapConfig, {"idle_timeout": self.seconds}),
+            "lmtp": (LmtpConfig, {"max_message_size": self.count, "max_recipients": self.recipients}),
             "auth": (AuthConfig, {"failure_delay": self.delay, "plaintext_without_tls": self.boolean}),
             "tls": (TlsConfig, {"certificate": self.path, "key": self.path}),
             "limits": (
@@ -338,6 +356,13 @@ class _Reader:
             self.fail(key, f"must be a whole number, not {_kind(value)}")
         if value <= 0:
             self.fail(key, f"must be positive, not {value}")
+        return value
+
+    def recipients(self, key: str, value: Any) -> int:
+        value = self.count(key, value)
+        # RFC 5321 4.5.3.1.8: a server must take at least 100.
+        if value < 100:
+            self.fail(key, f"must be at least 100, not {value}")
         return value
 
     def line_length(self, key: str, value: Any) -> int:

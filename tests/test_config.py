@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from gateway.config import DEFAULT_TOML, Config, ConfigError, LimitsConfig, TlsConfig, load, loads
+from gateway.config import DEFAULT_TOML, Config, ConfigError, LimitsConfig, LmtpConfig, TlsConfig, load, loads
 from gateway.uidl import UidlFormat
 
 
@@ -17,6 +17,8 @@ def test_defaults():
     assert config.pop3.retr_sets_seen is True
     assert config.pop3.idle_timeout == 600
     assert config.imap.idle_timeout == 1800
+    assert config.lmtp.max_message_size == 50 * 1024 * 1024
+    assert config.lmtp.max_recipients == 100
     assert config.auth.failure_delay == 2.0
     assert config.listeners.pop3s == ()
     assert config.listeners.imaps == ()
@@ -62,6 +64,7 @@ def test_default_toml_shows_every_option_commented():
         "max_connections_per_user", "max_line_length", "max_literal_size",
         "max_nesting", "max_bad_commands", "prelogin_timeout",
         "failed_logins_per_ip", "failed_login_window", "trusted",
+        "max_message_size", "max_recipients",
     }
     # With every option uncommented it still gives exactly the defaults.
     assert loads(uncommented) == Config()
@@ -82,6 +85,9 @@ def test_every_option():
         idle_timeout = 900
         [imap]
         idle_timeout = 3600
+        [lmtp]
+        max_message_size = 1048576
+        max_recipients = 500
         [auth]
         failure_delay = 0
         [tls]
@@ -110,6 +116,7 @@ def test_every_option():
     assert config.pop3.retr_sets_seen is False
     assert config.pop3.idle_timeout == 900
     assert config.imap.idle_timeout == 3600
+    assert config.lmtp == LmtpConfig(1048576, 500)
     assert config.auth.failure_delay == 0.0
     assert config.uidl.format(1795715069, 1) == "1795715069.1"
     assert config.tls == TlsConfig("/etc/ssl/mail.pem", "private/mail.key")
@@ -210,6 +217,10 @@ def test_not_utf8(tmp_path):
         ("[tls]\ncertificate = ''", "tls.certificate: '' is not a file path"),
         ("[tls]\nkey = 1", "tls.key: must be a file path string, not an integer"),
         ('[tls]\nkey = "a\\u0000b"', "tls.key: 'a\\x00b' is not a file path"),
+        ("[lmtp]\nmax_message_size = 0", "lmtp.max_message_size: must be positive, not 0"),
+        ("[lmtp]\nmax_message_size = '50M'", "lmtp.max_message_size: must be a whole number, not a string"),
+        ("[lmtp]\nmax_recipients = 99", "lmtp.max_recipients: must be at least 100, not 99"),
+        ("[lmtp]\nmax_rcpt = 1", "lmtp.max_rcpt: unknown key (known: max_message_size, max_recipients)"),
         ("[limits]\nmax_connections = 0", "limits.max_connections: must be positive, not 0"),
         ("[limits]\nmax_connections_per_ip = -1", "limits.max_connections_per_ip: must be positive, not -1"),
         ("[limits]\nmax_literal_size = 1.5", "limits.max_literal_size: must be a whole number, not a float"),
