@@ -1,0 +1,258 @@
+"""
+Prometheus metrics: what the server counts, and the resource that serves them.
+
+Every metric lives in a ``Metrics`` object over a registry it is given, so
+that tests (and two servers in one process) never share counts.  The parts of
+the server that only see one connection or one login (the protocols,
+``authlog``, LMTP) report through the module functions below, which go to the
+``Metrics`` the running service activated and do nothing when none is (the
+``gateway`` CLI, unit tests of a protocol).
+
+Exported names (the Grafana dashboard in deploy/ uses only these):
+
+- ``gateway_connections_open{protocol}``: sessions connected now
+- ``gateway_connections_total{protocol}``: connections accepted
+- ``gateway_received_bytes_total{protocol}``, ``gateway_sent_bytes_total{protocol}``:
+  application bytes (the protocol's own text, after TLS is taken off)
+- ``gateway_logins_total{protocol,result}``: result ``ok`` or ``failed``
+- ``gateway_command_duration_seconds{protocol,command}``: a histogram; its
+  ``_count`` is the number of commands
+- ``gateway_deliveries_total{result}``: LMTP recipients, ``ok``,
+  ``tempfail`` (4xx from the store) or ``error`` (an unexpected failure)
+- ``gateway_store_errors_total{operation}``
+- ``gateway_config_last_reload_successful``: 1, or 0 after a refused reload
+
+``protocol`` is the listener's name (``pop3``, ``pop3s``, ``imap``,
+``imaps``, ``lmtp``) for connections and bytes, and ``pop3``/``imap`` for
+logins.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from zope.interface import directlyProvides, providedBy
+
+# Command names are client input: only these become label values, anything
+# else is counted as OTHER, so a client cannot grow the label set at will.
+KNOWN_COMMANDS = {
+    "pop3": frozenset(
+        "USER PASS APOP AUTH STAT LIST RETR DELE NOOP RSET QUIT TOP UIDL CAPA STLS".split()
+    ),
+    "imap": frozenset(
+        "CAPABILITY NOOP LOGOUT STARTTLS AUTHENTICATE LOGIN SELECT EXAMINE CREATE DELETE RENAME "
+        "SUBSCRIBE UNSUBSCRIBE LIST LSUB STATUS APPEND CHECK CLOSE EXPUNGE SEARCH FETCH STORE COPY "
+        "MOVE UID IDLE NAMESPACE ID ENABLE UNSELECT GETQUOTA GETQUOTAROOT"
+        .split()
+    ),
+    "lmtp": frozenset("LHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY".split()),
+}
+# RFC 3501 6.4.8: UID prefixes these; they are timed as "UID FETCH" etc.
+_UID_COMMANDS = frozenset("FETCH STORE COPY MOVE SEARCH EXPUNGE".split())
+
+LOGIN_PROTOCOLS = ("pop3", "imap")
+DELIVERY_RESULTS = ("ok", "tempfail", "error")
+
+# Seconds; a command answered from the index takes about a millisecond, a
+# failed login waits for [auth] failure_delay (2 s by default).
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def command_label(protocol: str, command: str | bytes) -> str:
+    """The label a command is counted under: its upper-case name, or OTHER."""
+    if isinstance(command, bytes):
+        command = command.decode("ascii", "replace")
+    words = command.upper().split()
+    known = KNOWN_COMMANDS.get(protocol, frozenset())
+    if not words or words[0] not in known:
+        return "OTHER"
+    if words[0] == "UID" and protocol == "imap":
+        return f"UID {words[1]}" if len(words) > 1 and words[1] in _UID_COMMANDS else "OTHER"
+    return words[0]
+
+
+class Metrics:
+    """Every metric the server exports, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry, listeners=()) -> None:
+        self.registry = registry
+        self.connections_open = Gauge(
+            "gateway_connections_open", "Connections open now", ["protocol"], registry=registry
+        )
+        self.connections = Counter(
+            "gateway_connections", "Connections accepted", ["protocol"], registry=registry
+        )
+        self.received_bytes = Counter(
+            "gateway_received_bytes", "Bytes received from clients, after TLS", ["protocol"], registry=registry
+        )
+        self.sent_bytes = Counter(
+            "gateway_sent_bytes", "Bytes sent to clients, before TLS", ["protocol"], registry=registry
+        )
+        self.logins = Counter("gateway_logins", "Login attempts", ["protocol", "result"], registry=registry)
+        self.commands = Histogram(
+            "gateway_command_duration_seconds",
+            "Time from a command to its final answer",
+            ["protocol", "command"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "gateway_deliveries", "LMTP deliveries per recipient", ["result"], registry=registry
+        )
+        self.store_errors = Counter(
+            "gateway_store_errors", "Store operations that failed", ["operation"], registry=registry
+        )
+        self.config_reload_ok = Gauge(
+            "gateway_config_last_reload_successful",
+            "1 when the last SIGHUP reload was applied, 0 when it was refused",
+            registry=registry,
+        )
+        self.config_reload_ok.set(1)
+        # Series that exist from the start read 0, not "no data", on a
+        # dashboard and in `gateway status`.
+        for listener in listeners:
+            for metric in (self.connections_open, self.connections, self.received_bytes, self.sent_bytes):
+                metric.labels(listener)
+        for protocol in LOGIN_PROTOCOLS:
+            for result in ("ok", "failed"):
+                self.logins.labels(protocol, result)
+        for result in DELIVERY_RESULTS:
+            self.deliveries.labels(result)
+        self.store_errors.labels("deliver")
+
+    def observe_command(self, protocol: str, command: str | bytes, seconds: float) -> None:
+        self.commands.labels(protocol, command_label(protocol, command)).observe(seconds)
+
+    def count_login(self, protocol: str, ok: bool) -> None:
+        self.logins.labels(protocol, "ok" if ok else "failed").inc()
+
+    def count_delivery(self, result: str) -> None:
+        if result not in DELIVERY_RESULTS:
+            raise ValueError(f"delivery result {result!r} is not one of {DELIVERY_RESULTS}")
+        self.deliveries.labels(result).inc()
+
+    def count_store_error(self, operation: str) -> None:
+        self.store_errors.labels(operation).inc()
+
+
+_active: Metrics | None = None
+
+
+def activate(metrics: Metrics | None) -> Metrics | None:
+    """Send the module functions' counts to ``metrics``; returns the previous one."""
+    global _active
+    previous, _active = _active, metrics
+    return previous
+
+
+def observe_command(protocol: str, command: str | bytes, seconds: float) -> None:
+    """
+    A command of ``protocol`` ("pop3", "imap", "lmtp") took ``seconds`` from
+    its line arriving to its final (tagged, +OK/-ERR, or reply code) answer.
+    """
+    if _active is not None:
+        _active.observe_command(protocol, command, seconds)
+
+
+def count_login(protocol: str, ok: bool) -> None:
+    if _active is not None:
+        _active.count_login(protocol, ok)
+
+
+def count_delivery(result: str) -> None:
+    if _active is not None:
+        _active.count_delivery(result)
+
+
+def count_store_error(operation: str) -> None:
+    if _active is not None:
+        _active.count_store_error(operation)
+
+
+class _CountedConnection(ProtocolWrapper):
+    """One connection: open while it lives; every byte each way counted."""
+
+    def makeConnection(self, transport):
+        self.factory.connections.inc()
+        self.factory.connections_open.inc()
+        super().makeConnection(transport)
+
+    def write(self, data):
+        self.factory.sent_bytes.inc(len(data))
+        super().write(data)
+
+    def writeSequence(self, data):
+        self.factory.sent_bytes.inc(sum(len(chunk) for chunk in data))
+        super().writeSequence(data)
+
+    def dataReceived(self, data):
+        self.factory.received_bytes.inc(len(data))
+        super().dataReceived(data)
+
+    def startTLS(self, context_factory, normal=True):
+        # STARTTLS/STLS through this wrapper: the protocol asks its transport
+        # (this wrapper) whether it is an ISSLTransport now.
+        self.transport.startTLS(context_factory, normal)
+        directlyProvides(self, providedBy(self.transport))
+
+    def connectionLost(self, reason):
+        self.factory.connections_open.dec()
+        super().connectionLost(reason)
+
+
+class MetricsFactory(WrappingFactory):
+    """
+    Wrap a listener's application factory to count its connections and
+    bytes under ``listener``.  It sits right around the application
+    protocol, inside implicit TLS and the connection limits, so it counts
+    accepted sessions and the protocol's own bytes.
+    """
+
+    protocol = _CountedConnection
+
+    def __init__(self, wrapped_factory, metrics: Metrics, listener: str) -> None:
+        super().__init__(wrapped_factory)
+        self.connections = metrics.connections.labels(listener)
+        self.connections_open = metrics.connections_open.labels(listener)
+        self.received_bytes = metrics.received_bytes.labels(listener)
+        self.sent_bytes = metrics.sent_bytes.labels(listener)
+
+
+class MetricsPage(Resource):
+    """
+    ``GET /metrics`` in Prometheus' text format.  Rendered in the reactor
+    thread: ``prometheus_client.twisted.MetricsResource`` would import the
+    global reactor and use its thread pool, for an answer that takes well
+    under a millisecond for the few hundred series here.
+    """
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request):
+        if request.postpath not in ([b"metrics"], [b"metrics", b""]):
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"Not found: the metrics are at /metrics\n"
+        # What the scraper asks for: Prometheus' text format, or OpenMetrics.
+        accept = request.getHeader(b"accept")
+        encoder, content_type = choose_encoder(accept.decode("latin-1") if accept else None)
+        request.setHeader(b"content-type", content_type.encode("ascii"))
+        return encoder(self.metrics.registry)
+
+
+class _QuietSite(Site):
+    # One access-log line per scrape, every 15 s, would bury the mail log.
+    def log(self, request):
+        pass
+
+
+def metrics_site(metrics: Metrics) -> Site:
+    """The ``twisted.web`` site for the metrics listener."""
+    return _QuietSite(MetricsPage(metrics))
