@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import tomllib
 from collections.abc import Callable, Iterable
 from os import PathLike
@@ -18,6 +19,13 @@ from typing import Any, NoReturn
 import attrs
 
 from gateway.uidl import DEFAULT_FORMAT, UidlFormat, UidlFormatError
+
+
+# What POP3 DELE does at QUIT (issue 6).
+DELETE_POLICIES = ("expunge", "trash", "hide")
+
+# RFC 3501 9: ATOM-CHAR, less the list, quoted and resp specials.
+_KEYWORD = re.compile(r"[!#$&'+-Z^-z|~]{1,64}")
 
 
 class ConfigError(Exception):
@@ -44,6 +52,10 @@ class Pop3Config:
     retr_sets_seen: bool = True
     # RFC 1939 3: an autologout timer "of at least 10 minutes".
     idle_timeout: int = 600
+    # What DELE then QUIT does (RFC 1939 says expunge); see DEFAULT_TOML.
+    delete_policy: str = "expunge"
+    # Like Dovecot's pop3_deleted_flag: an IMAP keyword.
+    hidden_flag: str = "$POP3Deleted"
     uidl: UidlFormat = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -170,6 +182,15 @@ DEFAULT_TOML = """\
 # Seconds of inactivity before the session is closed; RFC 1939 asks for at
 # least 10 minutes.
 # idle_timeout = 600
+# What DELE does once QUIT ends the session: "expunge" removes the message
+# (RFC 1939); "trash" moves it to the Trash folder (special-use \\Trash, else
+# the folder named Trash, created if missing); "hide" sets hidden_flag on it,
+# so POP3 never lists it again while IMAP still shows it.  UIDLs of the other
+# messages never change.
+# delete_policy = "expunge"
+# The IMAP keyword "hide" sets.  Messages carrying it are left out of POP3
+# under every policy, so leaving "hide" does not bring them back.
+# hidden_flag = "$POP3Deleted"
 
 [imap]
 # Seconds of inactivity before the session is closed; RFC 3501 5.4 asks for
@@ -272,6 +293,8 @@ class _Reader:
                     "lock_session": self.boolean,
                     "retr_sets_seen": self.boolean,
                     "idle_timeout": self.seconds,
+                    "delete_policy": self.delete_policy,
+                    "hidden_flag": self.keyword,
                 },
             ),
             "imap": (ImapConfig, {"idle_timeout": self.seconds}),
@@ -393,6 +416,19 @@ class _Reader:
             UidlFormat.parse(value)
         except UidlFormatError as error:
             self.fail(key, str(error))
+        return value
+
+    def delete_policy(self, key: str, value: Any) -> str:
+        if value not in DELETE_POLICIES:
+            self.fail(key, f"must be one of {', '.join(map(repr, DELETE_POLICIES))}, not {_kind(value)}")
+        return value
+
+    def keyword(self, key: str, value: Any) -> str:
+        if not isinstance(value, str):
+            self.fail(key, f"must be a string, not {_kind(value)}")
+        # RFC 3501 9: flag-keyword = atom; system flags (\Deleted...) are not ours to reuse.
+        if not _KEYWORD.fullmatch(value):
+            self.fail(key, f"{value!r} is not an IMAP keyword (an atom such as \"$POP3Deleted\")")
         return value
 
     def boolean(self, key: str, value: Any) -> bool:

@@ -16,6 +16,8 @@ def test_defaults():
     assert config.pop3.lock_session is True
     assert config.pop3.retr_sets_seen is True
     assert config.pop3.idle_timeout == 600
+    assert config.pop3.delete_policy == "expunge"
+    assert config.pop3.hidden_flag == "$POP3Deleted"
     assert config.imap.idle_timeout == 1800
     assert config.lmtp.max_message_size == 50 * 1024 * 1024
     assert config.lmtp.max_recipients == 100
@@ -59,7 +61,7 @@ def test_default_toml_shows_every_option_commented():
     }
     assert shown == {
         "hostname", "pop3", "imap", "lmtp", "uidl_format", "lock_session",
-        "retr_sets_seen", "idle_timeout", "failure_delay", "plaintext_without_tls", "pop3s", "imaps",
+        "retr_sets_seen", "idle_timeout", "delete_policy", "hidden_flag", "failure_delay", "plaintext_without_tls", "pop3s", "imaps",
         "certificate", "key", "max_connections", "max_connections_per_ip",
         "max_connections_per_user", "max_line_length", "max_literal_size",
         "max_nesting", "max_bad_commands", "prelogin_timeout",
@@ -83,6 +85,8 @@ def test_every_option():
         lock_session = false
         retr_sets_seen = false
         idle_timeout = 900
+        delete_policy = "hide"
+        hidden_flag = "$Hidden"
         [imap]
         idle_timeout = 3600
         [lmtp]
@@ -115,6 +119,8 @@ def test_every_option():
     assert config.pop3.lock_session is False
     assert config.pop3.retr_sets_seen is False
     assert config.pop3.idle_timeout == 900
+    assert config.pop3.delete_policy == "hide"
+    assert config.pop3.hidden_flag == "$Hidden"
     assert config.imap.idle_timeout == 3600
     assert config.lmtp == LmtpConfig(1048576, 500)
     assert config.auth.failure_delay == 0.0
@@ -202,6 +208,13 @@ def test_not_utf8(tmp_path):
         ("[pop3]\nidle_timeout = 1.5", "pop3.idle_timeout: must be a whole number of seconds, not a float"),
         ("[pop3]\nidle_timeout = true", "pop3.idle_timeout: must be a whole number of seconds, not a boolean"),
         ("[pop3]\nidle_timeout = -1", "pop3.idle_timeout: must be positive, not -1"),
+        ("[pop3]\ndelete_policy = 'delete'", "pop3.delete_policy: must be one of 'expunge', 'trash', 'hide', not a string"),
+        ("[pop3]\ndelete_policy = true", "pop3.delete_policy: must be one of 'expunge', 'trash', 'hide', not a boolean"),
+        ("[pop3]\nhidden_flag = '\\Deleted'", "pop3.hidden_flag: '\\\\Deleted' is not an IMAP keyword"),
+        ("[pop3]\nhidden_flag = 'two words'", "pop3.hidden_flag: 'two words' is not an IMAP keyword"),
+        ("[pop3]\nhidden_flag = ''", "pop3.hidden_flag: '' is not an IMAP keyword"),
+        ("[pop3]\nhidden_flag = 'a]'", "pop3.hidden_flag: 'a]' is not an IMAP keyword"),
+        ("[pop3]\nhidden_flag = 1", "pop3.hidden_flag: must be a string, not an integer"),
         ("[imap]\nidle_timeout = 0", "imap.idle_timeout: must be positive, not 0"),
         ("[imap]\nidle_timeout = 1979-05-27", "imap.idle_timeout: must be a whole number of seconds, not a date/time"),
         ("[imap]\nidle_timeout = [1]", "imap.idle_timeout: must be a whole number of seconds, not an array"),
