@@ -85,11 +85,29 @@ class StoreService(Service):
 
 
 class ListeningPorts(Service):
-    """Owns the bound ports so that stopping the service closes them."""
+    """
+    Owns the bound ports: publishes their addresses in run/ports.json once
+    running, and closes them on stop.  The file is written in startService,
+    after the services before this one (the SIGHUP handler among them) have
+    started, so whoever waits for the file may signal the process at once.
+    """
 
-    def __init__(self, ports, ports_file: Path):
+    def __init__(self, ports, protocols, ports_file: Path):
         self.ports = ports
+        self.protocols = protocols
         self.ports_file = ports_file
+
+    def startService(self):
+        super().startService()
+        bound: dict[str, list[str]] = {name: [] for name in self.protocols}
+        for protocol, port in self.ports:
+            host = port.getHost()
+            bound[protocol].append(f"{host.host}:{host.port}")
+            log.info("{protocol} listening on {host}:{port}", protocol=protocol, host=host.host, port=host.port)
+        self.ports_file.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp = self.ports_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(bound))
+        tmp.replace(self.ports_file)
 
     def stopService(self):
         self.ports_file.unlink(missing_ok=True)
@@ -192,22 +210,10 @@ def make_service(data_dir: Path, config: Config, reactor) -> MultiService:
             port.stopListening()
         store.close()
         raise
-    run_dir = data_dir / "run"
-    run_dir.mkdir(mode=0o700, exist_ok=True)
-    bound: dict[str, list[str]] = {name: [] for name in listeners}
-    for protocol, port in ports:
-        host = port.getHost()
-        bound[protocol].append(f"{host.host}:{host.port}")
-        log.info("{protocol} listening on {host}:{port}", protocol=protocol, host=host.host, port=host.port)
-    ports_file = run_dir / "ports.json"
-    tmp = ports_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(bound))
-    tmp.replace(ports_file)
-
     top = MultiService()
     StoreService(store).setServiceParent(top)
     CertificateReloader(certificates, reactor).setServiceParent(top)
-    ListeningPorts(ports, ports_file).setServiceParent(top)
+    ListeningPorts(ports, list(listeners), data_dir / "run" / "ports.json").setServiceParent(top)
     top.store = store
     top.certificates = certificates
     top.users = users
