@@ -7,18 +7,31 @@ keeps its engine: command dispatch (``lineReceived`` -> ``state_COMMAND`` ->
 parsing (``Address``, ``mail_re``, ``rcpt_re``).  Where the stock server does
 not fit LMTP it is replaced, each in one place:
 
-- line framing (``dataReceived``): ``LineOnlyReceiver`` splits on CRLF only,
-  so a client ending lines with a bare LF never ends DATA; and its over-long
-  line handler drops an open DATA back to command mode, after which the rest
-  of the message body is read as commands.  Ours accepts LF or CRLF, passes
-  message data to the spool in bulk (no per-line call for a 50 MB message)
-  and has no line-length limit inside DATA, only the message size limit.
+- line framing (``dataReceived``): ``LineOnlyReceiver``'s over-long line
+  handler drops an open DATA back to command mode, after which the rest of
+  the message body is read as commands.  Ours passes message data to the
+  spool in bulk (no per-line call for a 50 MB message) and has no
+  line-length limit inside DATA, only the message size limit.  Commands may
+  end in LF or CRLF; message lines too (a stuffed dot is removed after
+  either), but only ``<CRLF>.<CRLF>`` ends DATA (RFC 5321 4.1.1.4): a lone
+  dot after a bare LF, or followed by one, is kept as message data, so that
+  an upstream MTA that passes bare LFs through cannot be made to end one
+  message early and start a forged one ("SMTP smuggling").
 - DATA: the stock server fans every line out to one ``IMessage`` per
   recipient and answers once; LMTP spools once and answers once per accepted
   recipient, in RCPT order (RFC 2033 4.2).
 - replies: every 2xx/4xx/5xx reply carries an RFC 3463 enhanced status code,
   as advertising ENHANCEDSTATUSCODES requires (RFC 2034 3); the stock texts
   have none.
+
+Limits (``SessionLimits``, from ``[lmtp]`` and ``[limits]``): message size
+(552), recipients per transaction (452 4.5.3), command line length, bad
+commands per session (then 421 and close), and an absolute deadline from
+connecting, or from the end of the last transaction, to DATA: a client that
+trickles commands a byte at a time cannot hold a session open.  Inside DATA
+the idle timeout applies.  The DATA spool is an anonymous file in the store's
+own ``tmp/`` (same filesystem: a full disk shows during DATA, and a killed
+server leaves no file behind).
 
 Recipients are users of the users file: ``user``, ``user@any.domain``, and
 ``user+folder@any.domain``, which delivers into ``folder`` when it exists and
@@ -29,6 +42,7 @@ from __future__ import annotations
 
 import errno
 import tempfile
+from pathlib import Path
 
 import attrs
 from twisted.internet import defer, protocol
@@ -41,15 +55,36 @@ from gateway.store.interfaces import TemporaryFailure
 
 log = Logger()
 
-# What SIZE advertises (RFC 1870) and DATA enforces.
-DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
-# RFC 5321 4.5.3.1.8 asks for at least 100 recipients per transaction.
-MAX_RECIPIENTS = 1000
-# RFC 5321 4.5.3.1.2 advises that a server not time out in under 5 minutes.
-IDLE_TIMEOUT = 600
+# RFC 5321 4.5.3.1.1: a local part has at most 64 octets; so do our users.
+MAX_LOCAL_PART = 64
 
 _COMMAND = smtp.COMMAND
 _DATA = smtp.DATA
+
+
+@attrs.frozen
+class SessionLimits:
+    """What one LMTP session may use; defaults are the config's."""
+
+    # What SIZE advertises (RFC 1870) and DATA enforces.
+    max_message_size: int = 52428800
+    max_recipients: int = 100
+    max_line_length: int = 8192
+    max_bad_commands: int = 20
+    # Seconds from connecting, or from the end of a transaction, to DATA.
+    transaction_deadline: int = 60
+    # RFC 5321 4.5.3.2.7 advises that a server not time out in under 5 minutes.
+    idle_timeout: int = 600
+
+    @classmethod
+    def from_config(cls, config) -> SessionLimits:
+        return cls(
+            max_message_size=config.lmtp.max_message_size,
+            max_recipients=config.lmtp.max_recipients,
+            max_line_length=config.limits.max_line_length,
+            max_bad_commands=config.limits.max_bad_commands,
+            transaction_deadline=config.limits.prelogin_timeout,
+        )
 
 
 @attrs.frozen
@@ -101,10 +136,18 @@ def _check_header_safe(address: bytes) -> None:
         raise smtp.AddressError("control character in address")
 
 
-def _temporary_failure(error_number: int | None) -> tuple[int, bytes, bytes]:
+def _disk_full(cause: BaseException | None) -> bool:
+    if isinstance(cause, OSError):
+        return cause.errno in (errno.ENOSPC, errno.EDQUOT)
+    # The index's own "database or disk is full" (sqlite3.OperationalError).
+    return getattr(cause, "sqlite_errorname", None) == "SQLITE_FULL"
+
+
+def _temporary_failure(cause: BaseException | None) -> tuple[int, bytes, bytes]:
     """The reply to a delivery the store could not take now."""
-    # Dovecot answers a full disk or quota as a full mailbox (4.2.2).
-    if error_number in (errno.ENOSPC, errno.EDQUOT):
+    # Dovecot answers a full disk or quota as a full mailbox (4.2.2); either
+    # way the MTA keeps the message and retries.
+    if _disk_full(cause):
         return 452, b"4.2.2", b"Mailbox is full, try again later"
     return 451, b"4.3.0", b"Temporary failure, try again later"
 
@@ -117,18 +160,16 @@ class LMTPServer(smtp.SMTP):
     held, so that pipelined commands are answered after the DATA replies.
     """
 
-    # RFC 5321 4.5.3.1.4 allows 512 octets per command line; ESMTP parameters
-    # can make a real one longer, so leave room but stay bounded.
-    MAX_LENGTH = 4096
-    timeout = IDLE_TIMEOUT
-
-    def __init__(self, store, users, hostname: str, reactor, max_message_size: int):
+    def __init__(self, store, users, hostname: str, reactor, limits: SessionLimits, spool_dir: Path | None):
         super().__init__()
         self.host = hostname
         self._store = store
         self._users = users
         self._reactor = reactor
-        self._max_message_size = max_message_size
+        self._limits = limits
+        self._spool_dir = spool_dir
+        self.MAX_LENGTH = limits.max_line_length
+        self.timeout = limits.idle_timeout
         self._buffer = b""
         self._greeted = False
         self._sender: bytes | None = None
@@ -136,10 +177,13 @@ class LMTPServer(smtp.SMTP):
         self._spool = None
         self._spooled = 0
         self._spool_error: OSError | None = None
-        self._mid_line = False
+        # The last two bytes of message data seen: where the lines end.
+        self._tail = b""
         self._delivering = False
         self._draining = False
         self._open = False
+        self._bad_commands = 0
+        self._deadline = None
 
     # -- connection ---------------------------------------------------------
 
@@ -153,6 +197,7 @@ class LMTPServer(smtp.SMTP):
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
         super().connectionMade()
+        self._arm_deadline()
 
     def connectionLost(self, reason):
         self._open = False
@@ -160,12 +205,30 @@ class LMTPServer(smtp.SMTP):
         if self.mode == _DATA:
             self._close_spool()
         self.setTimeout(None)
+        self._disarm_deadline()
 
     def greeting(self):
         return self.host + b" LMTP ready"
 
     def timeoutConnection(self):
-        self.sendCode(421, b"4.4.2 " + self.host + b" Idle timeout, closing connection")
+        self._close_with(421, b"4.4.2 " + self.host + b" Idle timeout, closing connection")
+
+    def _arm_deadline(self):
+        """Absolute: unlike the idle timeout, traffic does not push it back."""
+        self._disarm_deadline()
+        self._deadline = self._reactor.callLater(self._limits.transaction_deadline, self._deadline_passed)
+
+    def _disarm_deadline(self):
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _deadline_passed(self):
+        self._deadline = None
+        self._close_with(421, b"4.4.2 " + self.host + b" No message within the time allowed, closing connection")
+
+    def _close_with(self, code: int, text: bytes):
+        self.sendCode(code, text)
         self.transport.loseConnection()
 
     # -- framing ------------------------------------------------------------
@@ -194,7 +257,7 @@ class LMTPServer(smtp.SMTP):
                     break
                 line, pos = buffer[pos:end], end + 1
                 if len(line) > self.MAX_LENGTH:
-                    self.sendCode(500, b"5.5.2 Line too long")
+                    self._bad_command(500, b"5.5.2 Line too long")
                     continue
                 self.lineReceived(line.removesuffix(b"\r"))
         finally:
@@ -204,8 +267,7 @@ class LMTPServer(smtp.SMTP):
         if idle and len(self._buffer) > self.MAX_LENGTH:
             # No line end in sight: no way to find the next command.
             self._buffer = b""
-            self.sendCode(500, b"5.5.2 Line too long, closing connection")
-            self.transport.loseConnection()
+            self._close_with(500, b"5.5.2 Line too long, closing connection")
 
     def _receive_message_data(self, buffer: bytes, pos: int) -> int:
         """
@@ -214,26 +276,27 @@ class LMTPServer(smtp.SMTP):
         what was consumed; leaves DATA mode when the final dot was seen.
         """
         while pos < len(buffer):
-            if not self._mid_line and buffer[pos] == ord("."):
-                for terminator in (b".\r\n", b".\n"):
-                    if buffer.startswith(terminator, pos):
-                        self._end_of_data()
-                        return pos + len(terminator)
-                if b".\r\n".startswith(buffer[pos:]):
+            if buffer[pos] == ord(".") and self._tail[-1:] in (b"", b"\n"):
+                line = buffer[pos:pos + 3]
+                if line == b".\r\n" and self._tail in (b"", b"\r\n"):
+                    self._end_of_data()
+                    return pos + 3
+                if len(line) < 3 and b".\r\n".startswith(line):
                     return pos  # "." or ".\r": wait for the rest of the line
-                pos += 1  # a stuffed dot; the rest of the line is data
-                self._mid_line = True
+                if not (line == b".\r\n" or line.startswith(b".\n")):
+                    pos += 1  # a stuffed dot; the rest of the line is data
+                # else a lone dot next to a bare LF: data, not the end.
             # Everything up to the next line that starts with a dot is data.
             next_dot = buffer.find(b"\n.", pos)
             end = len(buffer) if next_dot < 0 else next_dot + 1
             self._spool_write(buffer[pos:end])
-            self._mid_line = buffer[end - 1] != ord("\n")
             pos = end
         return pos
 
     def _spool_write(self, chunk: bytes):
+        self._tail = (self._tail + chunk)[-2:]
         self._spooled += len(chunk)
-        if self._spool_error is not None or self._spooled > self._max_message_size:
+        if self._spool_error is not None or self._spooled > self._limits.max_message_size:
             return
         try:
             self._spool.write(chunk)
@@ -248,6 +311,13 @@ class LMTPServer(smtp.SMTP):
 
     # -- replies ------------------------------------------------------------
 
+    def _bad_command(self, code: int, text: bytes):
+        """Refuse a command the client should not have sent, and count it."""
+        self.sendCode(code, text)
+        self._bad_commands += 1
+        if self._bad_commands >= self._limits.max_bad_commands:
+            self._close_with(421, b"4.7.0 " + self.host + b" Too many bad commands, closing connection")
+
     def lookupMethod(self, command):
         # The stock lookup decodes the verb as ASCII and raises on other bytes.
         if not (command.isascii() and command.isalpha()):
@@ -255,22 +325,22 @@ class LMTPServer(smtp.SMTP):
         return super().lookupMethod(command)
 
     def sendSyntaxError(self):
-        self.sendCode(500, b"5.5.2 Syntax error")
+        self._bad_command(500, b"5.5.2 Syntax error")
 
     def do_UNKNOWN(self, rest):
-        self.sendCode(500, b"5.5.1 Command unrecognized")
+        self._bad_command(500, b"5.5.1 Command unrecognized")
 
     # -- commands -----------------------------------------------------------
 
     def do_HELO(self, rest):
         # RFC 2033 4.1: HELO and EHLO must not succeed on LMTP.
-        self.sendCode(500, b"5.5.1 This is an LMTP server: use LHLO")
+        self._bad_command(500, b"5.5.1 This is an LMTP server: use LHLO")
 
     do_EHLO = do_HELO
 
     def do_LHLO(self, rest):
         if not rest:
-            self.sendCode(501, b"5.5.4 Syntax: LHLO hostname")
+            self._bad_command(501, b"5.5.4 Syntax: LHLO hostname")
             return
         self._greeted = True
         self._reset_transaction()
@@ -278,55 +348,56 @@ class LMTPServer(smtp.SMTP):
             b"PIPELINING",
             b"ENHANCEDSTATUSCODES",
             b"8BITMIME",
-            b"SIZE %d" % self._max_message_size,
+            b"SIZE %d" % self._limits.max_message_size,
         ]
         self.sendCode(250, b"\n".join([self.host, *extensions]))
 
     def do_MAIL(self, rest):
         if not self._greeted:
-            self.sendCode(503, b"5.5.1 Send LHLO first")
+            self._bad_command(503, b"5.5.1 Send LHLO first")
             return
         if self._sender is not None:
-            self.sendCode(503, b"5.5.1 Sender already given")
+            self._bad_command(503, b"5.5.1 Sender already given")
             return
         match = self.mail_re.match(rest)
         if not match:
-            self.sendCode(501, b"5.5.4 Syntax: MAIL FROM:<address>")
+            self._bad_command(501, b"5.5.4 Syntax: MAIL FROM:<address>")
             return
         try:
             sender = bytes(smtp.Address(match.group("path"), self.host))
             _check_header_safe(sender)
         except smtp.AddressError:
-            self.sendCode(553, b"5.1.7 Invalid sender address")
+            self._bad_command(553, b"5.1.7 Invalid sender address")
             return
         for parameter in (match.group("opts") or b"").split():
             keyword, _, value = parameter.partition(b"=")
             keyword = keyword.upper()
             if keyword == b"SIZE" and value.isdigit():
                 # RFC 1870 6: refuse at once what DATA would refuse later.
-                if int(value) > self._max_message_size:
+                if int(value) > self._limits.max_message_size:
                     self.sendCode(552, b"5.3.4 Message size exceeds fixed maximum message size")
                     return
             elif keyword == b"BODY" and value.upper() in (b"7BIT", b"8BITMIME"):
                 pass
             else:
-                self.sendCode(555, b"5.5.4 Unsupported parameter " + keyword)
+                self._bad_command(555, b"5.5.4 Unsupported parameter " + keyword[:64])
                 return
         self._sender = sender
         self.sendCode(250, b"2.1.0 Sender OK")
 
     def do_RCPT(self, rest):
         if self._sender is None:
-            self.sendCode(503, b"5.5.1 MAIL first")
+            self._bad_command(503, b"5.5.1 MAIL first")
             return
         match = self.rcpt_re.match(rest)
         if not match:
-            self.sendCode(501, b"5.5.4 Syntax: RCPT TO:<address>")
+            self._bad_command(501, b"5.5.4 Syntax: RCPT TO:<address>")
             return
         if match.group("opts"):
-            self.sendCode(555, b"5.5.4 Unsupported parameter")
+            self._bad_command(555, b"5.5.4 Unsupported parameter")
             return
-        if len(self._recipients) >= MAX_RECIPIENTS:
+        if len(self._recipients) >= self._limits.max_recipients:
+            # RFC 5321 4.5.3.1.10: the client sends the rest in a new transaction.
             self.sendCode(452, b"4.5.3 Too many recipients")
             return
         try:
@@ -334,7 +405,11 @@ class LMTPServer(smtp.SMTP):
             _check_header_safe(bytes(address))
             local_part = address.local.decode("utf-8")
         except (smtp.AddressError, UnicodeDecodeError):
-            self.sendCode(501, b"5.1.3 Invalid recipient address")
+            self._bad_command(501, b"5.1.3 Invalid recipient address")
+            return
+        if len(address.local) > MAX_LOCAL_PART:
+            # No user has such a name, and a reply naming it would be too long.
+            self.sendCode(550, b"5.1.1 Local part longer than %d octets: no such user" % MAX_LOCAL_PART)
             return
         try:
             target = resolve_recipient(local_part, self._users)
@@ -350,23 +425,28 @@ class LMTPServer(smtp.SMTP):
 
     def do_DATA(self, rest):
         if self._sender is None:
-            self.sendCode(503, b"5.5.1 MAIL first")
+            self._bad_command(503, b"5.5.1 MAIL first")
         elif not self._recipients:
             # RFC 2033 4.2: no successful RCPT, DATA must fail with 503.
-            self.sendCode(503, b"5.5.1 No valid recipients")
+            self._bad_command(503, b"5.5.1 No valid recipients")
         elif rest:
-            self.sendCode(501, b"5.5.4 Syntax: DATA")
+            self._bad_command(501, b"5.5.4 Syntax: DATA")
         else:
             try:
-                self._spool = tempfile.TemporaryFile()
+                # Anonymous (O_TMPFILE where the OS has it): nothing is left
+                # behind whatever happens to this process.
+                self._spool = tempfile.TemporaryFile(dir=self._spool_dir, prefix="lmtp.")
             except OSError as e:
                 log.warn("Cannot create an LMTP spool file: {error}", error=e.strerror)
-                self.sendCode(451, b"4.3.0 Temporary failure, try again later")
+                code, status, text = _temporary_failure(e)
+                self.sendCode(code, b"%s %s" % (status, text))
                 return
             self._spooled = 0
             self._spool_error = None
-            self._mid_line = False
+            self._tail = b""
             self.mode = _DATA
+            # The idle timeout covers DATA; the message size bounds it.
+            self._disarm_deadline()
             self.sendCode(354, b"Start mail input; end with <CRLF>.<CRLF>")
 
     def do_RSET(self, rest):
@@ -380,8 +460,7 @@ class LMTPServer(smtp.SMTP):
         self.sendCode(252, b"2.3.3 Try RCPT instead")
 
     def do_QUIT(self, rest):
-        self.sendCode(221, b"2.0.0 " + self.host + b" closing connection")
-        self.transport.loseConnection()
+        self._close_with(221, b"2.0.0 " + self.host + b" closing connection")
 
     def _reset_transaction(self):
         self._sender = None
@@ -394,12 +473,16 @@ class LMTPServer(smtp.SMTP):
         spool, self._spool = self._spool, None
         sender, recipients = self._sender, self._recipients
         self._reset_transaction()
-        if self._spooled > self._max_message_size:
+        if self._spooled > self._limits.max_message_size:
             refusal = (552, b"5.3.4", b"Message size exceeds fixed maximum message size")
-        elif self._spool_error is not None:
-            refusal = _temporary_failure(self._spool_error.errno)
         else:
-            refusal = None
+            if self._spool_error is None:
+                try:
+                    # A full disk can surface only when the buffer is written.
+                    spool.flush()
+                except OSError as e:
+                    self._spool_error = e
+            refusal = None if self._spool_error is None else _temporary_failure(self._spool_error)
         self._delivering = True
         self.transport.pauseProducing()
         defer.Deferred.fromCoroutine(self._deliver_message(spool, sender, recipients, refusal))
@@ -422,8 +505,7 @@ class LMTPServer(smtp.SMTP):
             record = await deliver(self._store, recipient.user, _PrefixedMessage(trace, spool), recipient.mailbox)
         except TemporaryFailure as e:
             log.warn("Delivery to {user} deferred: {error}", user=recipient.user, error=str(e))
-            cause = e.__cause__
-            return _temporary_failure(cause.errno if isinstance(cause, OSError) else None)
+            return _temporary_failure(e.__cause__)
         except Exception:
             log.failure("While delivering to {user}", user=recipient.user)
             return 451, b"4.3.0", b"Temporary internal error"
@@ -433,27 +515,38 @@ class LMTPServer(smtp.SMTP):
         self._delivering = False
         if not self._open:
             return
+        self._arm_deadline()
         self.transport.resumeProducing()
         if not self._draining:
             self._drain()
 
 
 class LMTPFactory(protocol.ServerFactory):
-    """Builds L{LMTPServer} sessions over one store and users file."""
+    """
+    Builds L{LMTPServer} sessions over one store and users file.  DATA is
+    spooled in ``spool_dir`` (the system's temporary directory when None).
+    """
 
-    def __init__(self, store, users, hostname: str, reactor, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
+    def __init__(self, store, users, hostname: str, reactor, limits: SessionLimits = SessionLimits(),
+                 spool_dir: Path | None = None):
         self.store = store
         self.users = users
         self.hostname = hostname
         self.reactor = reactor
-        self.max_message_size = max_message_size
+        self.limits = limits
+        self.spool_dir = spool_dir
 
     def buildProtocol(self, addr):
-        server = LMTPServer(self.store, self.users, self.hostname, self.reactor, self.max_message_size)
+        server = LMTPServer(self.store, self.users, self.hostname, self.reactor, self.limits, self.spool_dir)
         server.factory = self
         return server
 
 
 def build_factory(store, users, config, reactor) -> LMTPFactory:
-    """The LMTP listener's factory for ``service.py``."""
-    return LMTPFactory(store, users, config.hostname, reactor)
+    """
+    The LMTP listener's factory for ``service.py``.  A store with a ``root``
+    on disk (the SQLite store) gets the DATA spool in its own ``tmp/``.
+    """
+    root = getattr(store, "root", None)
+    spool_dir = None if root is None else Path(root) / "tmp"
+    return LMTPFactory(store, users, config.hostname, reactor, SessionLimits.from_config(config), spool_dir)

@@ -20,7 +20,7 @@ from twisted.internet.testing import StringTransport
 from twisted.mail import smtp
 from zope.interface import implementer
 
-from gateway.lmtp import LMTPFactory, resolve_recipient
+from gateway.lmtp import LMTPFactory, SessionLimits, resolve_recipient
 from gateway.store.interfaces import NoSuchMailbox, TemporaryFailure
 from gateway.store.model import MailboxInfo, MessageRecord
 
@@ -89,10 +89,11 @@ class TCPStringTransport(StringTransport):
 
 
 class Session:
-    def __init__(self, store=None, users=frozenset({"alice", "bob", "carol+x"}), max_message_size=10_000):
+    def __init__(self, store=None, users=frozenset({"alice", "bob", "carol+x"}), max_message_size=10_000, **limits):
         self.store = store or MemoryStore()
         self.clock = Clock()
-        factory = LMTPFactory(self.store, users, HOST, self.clock, max_message_size)
+        limits = SessionLimits(max_message_size=max_message_size, **limits)
+        factory = LMTPFactory(self.store, users, HOST, self.clock, limits)
         self.server = factory.buildProtocol(PEER)
         self.transport = TCPStringTransport(peerAddress=PEER)
         self.server.makeConnection(self.transport)
@@ -209,13 +210,17 @@ def test_dot_unstuffing():
     assert session.store.inbox("alice") == [trace() + b"Subject: dots\r\n\r\n.\r\n..leading\r\nx\r\nmid.dle\r\n"]
 
 
-def test_bare_lf_line_endings_are_accepted():
-    # Commands and the end-of-data line may end in LF alone; the data is
-    # passed on as sent and the store normalises it to CRLF.
+def test_bare_lf_line_endings_are_accepted_but_only_crlf_dot_crlf_ends_data():
+    # Commands and message lines may end in LF alone (the data is passed on
+    # as sent and the store normalises it to CRLF), but a dot line next to a
+    # bare LF is data: RFC 5321 4.1.1.4, and no "SMTP smuggling".
     session = Session()
     assert session.send(b"LHLO c\nMAIL FROM:<s@example.org>\nRCPT TO:<alice>\nDATA\n")[-1].startswith(b"354")
-    assert session.send(b"Subject: lf\n\n..body\n.\n") == [b"250 2.0.0 <alice@mx.example.test> Saved as UID 1"]
-    assert session.store.inbox("alice") == [trace(b"alice@mx.example.test", b"s@example.org") + b"Subject: lf\n\n.body\n"]
+    assert session.send(b"Subject: lf\n\n..body\n.\nMAIL FROM:<forged@x>\n.\r\n") == []
+    assert session.send(b"\r\n.\r\n") == [b"250 2.0.0 <alice@mx.example.test> Saved as UID 1"]
+    assert session.store.inbox("alice") == [
+        trace(b"alice@mx.example.test", b"s@example.org") + b"Subject: lf\n\n.body\n.\nMAIL FROM:<forged@x>\n.\r\n\r\n"
+    ]
 
 
 MESSAGE = b"Subject: split\r\n\r\n.\r\n..\r\n.x.\r\nline.\r\n" + b"y" * 300 + b"\r\n"
@@ -416,19 +421,51 @@ def test_stock_smtp_reads_message_body_as_commands_after_a_long_line():
 def test_long_command_line_is_refused():
     session = Session()
     session.replies()
-    assert session.send(b"NOOP " + b"x" * 5000 + b"\r\nNOOP\r\n") == [b"500 5.5.2 Line too long", b"250 2.0.0 OK"]
-    assert session.send(b"y" * 5000) == [b"500 5.5.2 Line too long, closing connection"]
+    assert session.send(b"NOOP " + b"x" * 9000 + b"\r\nNOOP\r\n") == [b"500 5.5.2 Line too long", b"250 2.0.0 OK"]
+    assert session.send(b"y" * 9000) == [b"500 5.5.2 Line too long, closing connection"]
     assert session.transport.disconnecting
 
 
-def test_idle_timeout():
+def test_idle_timeout_inside_data():
+    # In DATA only the idle timeout applies (the size limit bounds the rest).
     session = Session()
-    session.replies()
+    session.start()
+    session.send(b"Subject: slow\r\n")
     session.clock.advance(599)
     assert not session.transport.disconnecting
     session.clock.advance(1)
     assert session.replies() == [b"421 4.4.2 mx.example.test Idle timeout, closing connection"]
     assert session.transport.disconnecting
+    assert session.store.messages == {}
+
+
+def test_busy_client_without_a_message_meets_the_absolute_deadline():
+    # A command every few seconds resets the idle timer, not the deadline:
+    # from connecting (or the last message) to DATA takes at most 60 s.
+    session = Session()
+    session.replies()
+    for _ in range(11):
+        assert session.send(b"NOOP\r\n") == [b"250 2.0.0 OK"]
+        session.clock.advance(5)
+    session.clock.advance(4)
+    assert not session.transport.disconnecting
+    session.clock.advance(1)
+    assert session.replies() == [b"421 4.4.2 mx.example.test No message within the time allowed, closing connection"]
+    assert session.transport.disconnecting
+
+
+def test_each_delivered_message_restarts_the_deadline():
+    session = Session(transaction_deadline=30)
+    for uid in (1, 2, 3):
+        session.clock.advance(29)
+        session.start()
+        session.clock.advance(100)  # inside DATA: the idle timeout only
+        assert session.send(b"m\r\n.\r\n") == [b"250 2.0.0 <alice@example.test> Saved as UID %d" % uid]
+    session.clock.advance(30)
+    assert session.replies()[-1].startswith(b"421 4.4.2 ")
+    assert session.transport.disconnecting
+    session.server.connectionLost(None)
+    assert not session.clock.getDelayedCalls()
 
 
 def test_connection_lost_mid_data_delivers_nothing():
