@@ -209,7 +209,7 @@ async def _import_folder(store, record, user, plan: _FolderPlan, summary: Summar
     uidnext = info.uidnext
     before = summary.messages
     for uid, message in listed:
-        if uid in present:
+        if uid in present or record.seen(info, _maildir_source(message)):
             summary.already += 1
         elif uid < uidnext:
             summary.skipped.append(f"{name}: {message.path.name}: UID {uid} is below UIDNEXT {uidnext} (expunged)")
@@ -229,8 +229,12 @@ async def _import_folder(store, record, user, plan: _FolderPlan, summary: Summar
     summary.folders.append(text)
 
 
+def _maildir_source(message: maildir.MaildirMessage) -> str:
+    return "maildir:" + message.base
+
+
 async def _import_file(store, record, info, uid, message: maildir.MaildirMessage, summary: Summary) -> bool:
-    source = "maildir:" + message.base
+    source = _maildir_source(message)
     if record.seen(info, source):
         summary.already += 1
         return False

@@ -297,6 +297,23 @@ def test_import_twice_adds_nothing(data, tmp_path, with_uidlist):
     assert mailboxes(data) == before
 
 
+@pytest.mark.parametrize("with_uidlist", [True, False])
+def test_message_expunged_after_import_does_not_come_back(data, tmp_path, with_uidlist):
+    root = make_maildir(tmp_path / "Maildir")
+    put(root, "cur", "1700000000.a:2,S", msg("one"))
+    put(root, "cur", "1700000001.b:2,S", msg("two"))
+    if with_uidlist:
+        (root / "dovecot-uidlist").write_text(f"3 V{V} N3\n1 :1700000000.a\n2 :1700000001.b\n")
+    assert run(data, "import", "maildir", "alice", str(root))[0] == 0
+    store = SQLiteStore(data / "store")
+    result_of(store.expunge(result_of(store.get_mailbox("alice", "INBOX")).id, [1]))
+    store.close()
+    code, out = run(data, "import", "maildir", "alice", str(root))
+    assert code == 0, out
+    assert "0 messages imported (0 bytes), 2 already imported, 0 skipped" in out
+    assert [uid for uid, *_ in mailboxes(data)["INBOX"][1]] == [2]
+
+
 def test_folder_with_messages_under_another_uidvalidity_is_skipped(data, tmp_path):
     assert main(["--data", str(data), "deliver", "alice"], stdin=_Stdin(msg("local"))) == 0
     root = make_maildir(tmp_path / "Maildir")
