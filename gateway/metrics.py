@@ -172,6 +172,11 @@ def count_store_error(operation: str) -> None:
         _active.count_store_error(operation)
 
 
+def record_config_reload(ok: bool) -> None:
+    if _active is not None:
+        _active.config_reload_ok.set(1 if ok else 0)
+
+
 class _CountedConnection(ProtocolWrapper):
     """One connection: open while it lives; every byte each way counted."""
 

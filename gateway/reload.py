@@ -1,0 +1,173 @@
+"""
+SIGHUP: read the config and the users file again without dropping a session.
+
+What a reload can change, and when it is seen:
+
+- ``[auth]``, ``[pop3]`` (but ``uidl_format``), ``[imap]`` and ``[limits]``:
+  the running server reads them through one ``LiveConfig``, so the next
+  login, connection or session sees the new values; sessions already open
+  keep the timeouts they started with.
+- ``pop3.uidl_format`` is refused: every UIDL would change under the POP3
+  clients, which then download every message again.  That must be a
+  deliberate restart, never the side effect of a reload.
+- ``hostname``, ``[listeners]``, ``[tls]`` (file names; the certificate
+  itself reloads on SIGHUP in ``gateway/tls.py``) and ``[proxy]`` need a
+  restart: they are logged as such and the running values stay.
+
+A config that does not load is logged with its reason and the running one
+stays, whole.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.logger import Logger
+
+from gateway import metrics
+from gateway.auth import UsersFileError
+from gateway.config import Config, ConfigError
+
+log = Logger()
+
+# Top-level config fields only a restart applies.
+RESTART_ONLY = ("hostname", "listeners", "tls", "proxy")
+
+
+class LiveConfig:
+    """
+    The config in force, for the long-lived parts of the server (factories,
+    realm): every attribute read goes to the current ``Config``, which a
+    reload swaps whole, so one reader never mixes two versions of a section.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.current = config
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.current, name)
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the options that differ between two config values."""
+    if not attrs.has(type(old)):
+        return [prefix] if old != new else []
+    names = []
+    for field in attrs.fields(type(old)):
+        if not field.init:
+            continue
+        dotted = f"{prefix}.{field.name}" if prefix else field.name
+        names += _differences(getattr(old, field.name), getattr(new, field.name), dotted)
+    return names
+
+
+@attrs.frozen
+class ReloadPlan:
+    """What a reload does: the config to run, and what it applied or not."""
+
+    config: Config
+    applied: tuple[str, ...]
+    needs_restart: tuple[str, ...]
+    refused: tuple[str, ...]
+
+
+def plan_reload(running: Config, loaded: Config) -> ReloadPlan:
+    """
+    The config to run after ``loaded`` was read while ``running`` is in
+    force: restart-only options and a changed UIDL format keep their running
+    values; everything else is taken.
+    """
+    changed = _differences(running, loaded)
+    needs_restart = [name for name in changed if name.split(".")[0] in RESTART_ONLY]
+    refused = [name for name in changed if name == "pop3.uidl_format"]
+    applied = [name for name in changed if name not in needs_restart and name not in refused]
+    config = attrs.evolve(
+        loaded,
+        pop3=attrs.evolve(loaded.pop3, uidl_format=running.pop3.uidl_format),
+        **{name: getattr(running, name) for name in RESTART_ONLY},
+    )
+    return ReloadPlan(config, tuple(applied), tuple(needs_restart), tuple(refused))
+
+
+class ConfigReloader(Service):
+    """
+    Reload on SIGHUP: ``read_config()`` gives the config as the file says now
+    (or raises ConfigError), ``apply(config)`` puts it in force where
+    ``LiveConfig`` does not reach (connection limiters).  The users file is
+    read again too.
+
+    Like ``tls.CertificateReloader``, the handler only schedules the work in
+    the reactor thread and calls the handler installed before it, so both
+    reload on one signal, in whichever order they started.
+    """
+
+    def __init__(
+        self,
+        live: LiveConfig,
+        read_config: Callable[[], Config],
+        apply: Callable[[Config], None],
+        users,
+        reactor,
+    ) -> None:
+        self.live = live
+        self.read_config = read_config
+        self.apply = apply
+        self.users = users
+        self.reactor = reactor
+        self._previous_handler = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._previous_handler = signal.signal(signal.SIGHUP, self._on_hangup)
+
+    def stopService(self):
+        if signal.getsignal(signal.SIGHUP) == self._on_hangup:
+            signal.signal(signal.SIGHUP, self._previous_handler)
+        return super().stopService()
+
+    def _on_hangup(self, signum, frame) -> None:
+        self.reactor.callFromThread(self.reload, "SIGHUP")
+        if callable(self._previous_handler):
+            self._previous_handler(signum, frame)
+
+    def reload(self, why: str = "asked") -> bool:
+        """Reload config and users; True when the config file was usable."""
+        self._reload_users(why)
+        try:
+            loaded = self.read_config()
+        except ConfigError as e:
+            log.error("Config not reloaded ({why}), keeping the running one: {error}", why=why, error=str(e))
+            metrics.record_config_reload(False)
+            return False
+        plan = plan_reload(self.live.current, loaded)
+        for name in plan.refused:
+            log.error(
+                "Config reload ({why}): {option} not changed: a new UIDL format changes every UIDL and POP3 "
+                "clients would download every message again; change it with a restart if that is intended",
+                why=why,
+                option=name,
+            )
+        for name in plan.needs_restart:
+            log.warn("Config reload ({why}): {option} changed, needs a restart to take effect", why=why, option=name)
+        self.apply(plan.config)
+        self.live.current = plan.config
+        metrics.record_config_reload(True)
+        log.info(
+            "Config reloaded ({why}): {changes}",
+            why=why,
+            changes=", ".join(plan.applied) if plan.applied else "nothing changed that applies live",
+            applied=list(plan.applied),
+        )
+        return True
+
+    def _reload_users(self, why: str) -> None:
+        try:
+            self.users.load()
+        except UsersFileError as e:
+            log.error("Users file not reloaded ({why}), keeping the previous users: {error}", why=why, error=str(e))
+        else:
+            log.info("Users file reloaded ({why})", why=why)

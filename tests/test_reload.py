@@ -1,0 +1,175 @@
+import os
+import signal
+
+import pytest
+from prometheus_client import CollectorRegistry
+from twisted.logger import formatEvent, globalLogPublisher
+
+from gateway import metrics
+from gateway.auth import UsersFile
+from gateway.config import Config, load, loads
+from gateway.reload import ConfigReloader, LiveConfig, plan_reload
+
+
+@pytest.fixture
+def logged():
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def texts(events):
+    return [formatEvent(event) for event in events if event.get("log_namespace") == "gateway.reload"]
+
+
+def test_plan_takes_live_options():
+    running = Config()
+    loaded = loads("[auth]\nfailure_delay = 0.5\n[limits]\nmax_connections_per_ip = 3\n[pop3]\nidle_timeout = 900\n")
+    plan = plan_reload(running, loaded)
+    assert plan.config == loaded
+    assert plan.applied == ("pop3.idle_timeout", "auth.failure_delay", "limits.max_connections_per_ip")
+    assert plan.needs_restart == () and plan.refused == ()
+
+
+def test_plan_keeps_restart_only_options():
+    running = Config()
+    loaded = loads(
+        'hostname = "mail.example.org"\n[listeners]\nimap = "tcp:143"\n[tls]\nkey = "k.pem"\n'
+        '[proxy]\ntrusted = ["10.0.0.0/8"]\n[imap]\nidle_timeout = 3600\n'
+    )
+    plan = plan_reload(running, loaded)
+    assert plan.needs_restart == ("hostname", "listeners.imap", "tls.key", "proxy.trusted")
+    assert plan.applied == ("imap.idle_timeout",)
+    assert plan.config.hostname == "localhost"
+    assert plan.config.listeners == running.listeners
+    assert plan.config.tls == running.tls
+    assert plan.config.proxy == running.proxy
+    assert plan.config.imap.idle_timeout == 3600
+
+
+def test_plan_refuses_a_new_uidl_format():
+    running = Config()
+    loaded = loads('[pop3]\nuidl_format = "%v.%u"\nretr_sets_seen = false\n')
+    plan = plan_reload(running, loaded)
+    assert plan.refused == ("pop3.uidl_format",)
+    assert plan.applied == ("pop3.retr_sets_seen",)
+    assert plan.config.pop3.uidl_format == "%08Xu%08Xv"
+    # The derived formatter follows the kept format, not the refused one.
+    assert plan.config.uidl.format(0x6B086FFD, 1) == "000000016b086ffd"
+    assert plan.config.pop3.retr_sets_seen is False
+
+
+def test_plan_of_the_same_config_changes_nothing():
+    plan = plan_reload(Config(), Config())
+    assert (plan.applied, plan.needs_restart, plan.refused) == ((), (), ())
+
+
+def test_live_config_reads_the_current_config():
+    live = LiveConfig(Config())
+    assert live.auth.failure_delay == 2.0
+    live.current = loads("[auth]\nfailure_delay = 0\n")
+    assert live.auth.failure_delay == 0.0
+    assert live.uidl.format(1, 2) == "0000000200000001"
+
+
+class FakeReactor:
+    def __init__(self):
+        self.calls = []
+
+    def callFromThread(self, f, *args):
+        self.calls.append((f, args))
+
+
+def make_reloader(tmp_path, text, applied):
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    users = UsersFile(tmp_path / "users")
+    live = LiveConfig(loads(text))
+    reloader = ConfigReloader(live, lambda: load(path), applied.append, users, FakeReactor())
+    return reloader, live, path, users
+
+
+def test_reload_applies_and_logs_what_changed(tmp_path, logged):
+    applied = []
+    reloader, live, path, _ = make_reloader(tmp_path, "", applied)
+    path.write_text("[auth]\nfailure_delay = 0.25\n[listeners]\npop3 = 'tcp:110'\n")
+    assert reloader.reload("test") is True
+    assert live.auth.failure_delay == 0.25
+    assert live.listeners.pop3 == ("tcp:1110:interface=127.0.0.1",)
+    assert applied == [live.current]
+    lines = texts(logged)
+    assert "Config reload (test): listeners.pop3 changed, needs a restart to take effect" in lines
+    assert "Config reloaded (test): auth.failure_delay" in lines
+
+
+def test_broken_config_keeps_the_running_one_and_says_why(tmp_path, logged):
+    applied = []
+    registry_metrics = metrics.Metrics(CollectorRegistry())
+    previous = metrics.activate(registry_metrics)
+    try:
+        reloader, live, path, _ = make_reloader(tmp_path, "[auth]\nfailure_delay = 0.5\n", applied)
+        running = live.current
+        path.write_text("[auth]\nfailure_delay = -1\n")
+        assert reloader.reload("SIGHUP") is False
+        assert live.current is running
+        assert applied == []
+        assert registry_metrics.registry.get_sample_value("gateway_config_last_reload_successful") == 0
+        path.write_text("[auth]\nfailure_delay = 1\n")
+        assert reloader.reload("SIGHUP") is True
+        assert registry_metrics.registry.get_sample_value("gateway_config_last_reload_successful") == 1
+    finally:
+        metrics.activate(previous)
+    assert (
+        f"Config not reloaded (SIGHUP), keeping the running one: {path}: auth.failure_delay: "
+        "must be zero or more seconds, not -1" in texts(logged)
+    )
+
+
+def test_refused_uidl_format_is_logged(tmp_path, logged):
+    reloader, live, path, _ = make_reloader(tmp_path, "", [])
+    path.write_text('[pop3]\nuidl_format = "%v-%u"\n')
+    assert reloader.reload("SIGHUP") is True
+    assert live.pop3.uidl_format == "%08Xu%08Xv"
+    assert any(line.startswith("Config reload (SIGHUP): pop3.uidl_format not changed: a new UIDL format")
+               for line in texts(logged))
+
+
+def test_reload_reads_the_users_file(tmp_path, logged):
+    reloader, _, _, users = make_reloader(tmp_path, "", [])
+    writer = UsersFile(tmp_path / "users")
+    writer.add("alice", "secret")
+    # Same inode, size and mtime would hide the change from the stat check;
+    # SIGHUP reads the file whatever its stamp.
+    stat = os.stat(tmp_path / "users")
+    users._stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    reloader.reload("SIGHUP")
+    assert "alice" in users
+
+
+def test_bad_users_file_keeps_the_previous_users(tmp_path, logged):
+    reloader, _, _, users = make_reloader(tmp_path, "", [])
+    UsersFile(tmp_path / "users").add("alice", "secret")
+    users.load()
+    (tmp_path / "users").write_bytes(b"\xff\n")
+    reloader.reload("SIGHUP")
+    assert "alice" in users
+    assert any(line.startswith("Users file not reloaded (SIGHUP), keeping the previous users:")
+               for line in texts(logged))
+
+
+def test_sighup_schedules_a_reload_and_chains_the_previous_handler(tmp_path):
+    called = []
+    original = signal.signal(signal.SIGHUP, lambda signum, frame: called.append(signum))
+    try:
+        reloader, _, _, _ = make_reloader(tmp_path, "", [])
+        reloader.startService()
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert reloader.reactor.calls == [(reloader.reload, ("SIGHUP",))]
+        assert called == [signal.SIGHUP]
+        reloader.stopService()
+        assert signal.getsignal(signal.SIGHUP) is not reloader._on_hangup
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert called == [signal.SIGHUP, signal.SIGHUP]
+    finally:
+        signal.signal(signal.SIGHUP, original)
