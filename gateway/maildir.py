@@ -21,7 +21,6 @@ flags after ``:2,`` do.  Dovecot matches uidlist entries by the base name.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 

@@ -10,6 +10,7 @@ CI=true.
 
 from __future__ import annotations
 
+import datetime
 import getpass
 import grp
 import os
@@ -228,9 +229,7 @@ def fill_dovecot(port: int) -> None:
         client.add_flags([5], [b"\\Deleted"])
 
 
-def _when(number: int):
-    import datetime
-
+def _when(number: int) -> datetime.datetime:
     return datetime.datetime(2023, 11, 14, 22, 0, number, tzinfo=datetime.timezone.utc)
 
 

@@ -321,7 +321,7 @@ def test_folder_with_messages_under_another_uidvalidity_is_skipped(data, tmp_pat
     (root / "dovecot-uidlist").write_text(f"3 V{V} N5\n3 :1700000000.a\n")
     code, out = run(data, "import", "maildir", "alice", str(root))
     assert code == 1
-    assert f"skipped: INBOX: holds messages under UIDVALIDITY" in out
+    assert "skipped: INBOX: holds messages under UIDVALIDITY" in out
     assert f"so UIDVALIDITY {V} of dovecot-uidlist cannot be kept; 1 messages skipped" in out
     assert [body for _, _, body, _ in mailboxes(data)["INBOX"][1]] == [crlf(msg("local"))]
 
