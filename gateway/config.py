@@ -42,6 +42,9 @@ class ListenersConfig:
     # RFC 8314: implicit TLS (995, 993); gateway/tls.py wraps these itself.
     pop3s: tuple[str, ...] = ()
     imaps: tuple[str, ...] = ()
+    # Prometheus scrapes; off by default so that two servers on one host (or
+    # a test suite) never fight over a fixed port.
+    metrics: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -136,9 +139,10 @@ class Config:
         lmtp: Iterable[str] | None = None,
         pop3s: Iterable[str] | None = None,
         imaps: Iterable[str] | None = None,
+        metrics: Iterable[str] | None = None,
     ) -> Config:
         """A copy where the given listener lists replace the configured ones."""
-        given = {"pop3": pop3, "imap": imap, "lmtp": lmtp, "pop3s": pop3s, "imaps": imaps}
+        given = {"pop3": pop3, "imap": imap, "lmtp": lmtp, "pop3s": pop3s, "imaps": imaps, "metrics": metrics}
         overrides = {name: tuple(endpoints) for name, endpoints in given.items() if endpoints is not None}
         return attrs.evolve(self, listeners=attrs.evolve(self.listeners, **overrides))
 
@@ -168,6 +172,10 @@ DEFAULT_TOML = """\
 # pop3s = []
 # IMAP over implicit TLS, usually "tcp:993".
 # imaps = []
+# Prometheus metrics over HTTP at /metrics, also read by `gateway status`.
+# Off by default; anyone who reaches it sees the server's counters, so keep it
+# on loopback or a monitoring network, e.g. "tcp:9154:interface=127.0.0.1".
+# metrics = []
 
 [pop3]
 # UIDL format in Dovecot's pop3_uidl_format notation (2.3 %08Xu%08Xv or 2.4
@@ -284,6 +292,7 @@ class _Reader:
                     "lmtp": self.endpoints,
                     "pop3s": self.endpoints,
                     "imaps": self.endpoints,
+                    "metrics": self.metrics_endpoints,
                 },
             ),
             "pop3": (
@@ -366,6 +375,14 @@ class _Reader:
             if endpoint.lower().removeprefix("haproxy:").startswith("ssl:"):
                 self.fail(where, f"{endpoint!r}: use a tcp: endpoint in pop3s/imaps, TLS comes from [tls]")
         return tuple(items)
+
+    def metrics_endpoints(self, key: str, value: Any) -> tuple[str, ...]:
+        endpoints = self.endpoints(key, value)
+        for index, endpoint in enumerate(endpoints):
+            if endpoint.lower().startswith("haproxy:"):
+                where = key if isinstance(value, str) else f"{key}[{index}]"
+                self.fail(where, f"{endpoint!r}: the metrics listener does not take the PROXY protocol")
+        return endpoints
 
     def path(self, key: str, value: Any) -> str:
         if not isinstance(value, str):

@@ -24,6 +24,7 @@ def test_defaults():
     assert config.auth.failure_delay == 2.0
     assert config.listeners.pop3s == ()
     assert config.listeners.imaps == ()
+    assert config.listeners.metrics == ()
     assert config.tls.certificate == "tls/cert.pem"
     assert config.tls.key == "tls/key.pem"
     assert config.limits.max_connections == 1000
@@ -62,6 +63,7 @@ def test_default_toml_shows_every_option_commented():
     assert shown == {
         "hostname", "pop3", "imap", "lmtp", "uidl_format", "lock_session",
         "retr_sets_seen", "idle_timeout", "delete_policy", "hidden_flag", "failure_delay", "plaintext_without_tls", "pop3s", "imaps",
+        "metrics",
         "certificate", "key", "max_connections", "max_connections_per_ip",
         "max_connections_per_user", "max_line_length", "max_literal_size",
         "max_nesting", "max_bad_commands", "prelogin_timeout",
@@ -80,6 +82,7 @@ def test_every_option():
         pop3 = "tcp:110"
         imap = ["tcp:143", "tcp:1430:interface=::1"]
         lmtp = []
+        metrics = "tcp:9154:interface=127.0.0.1"
         [pop3]
         uidl_format = "%v.%u"
         lock_session = false
@@ -116,6 +119,7 @@ def test_every_option():
     assert config.listeners.pop3 == ("tcp:110",)
     assert config.listeners.imap == ("tcp:143", "tcp:1430:interface=::1")
     assert config.listeners.lmtp == ()
+    assert config.listeners.metrics == ("tcp:9154:interface=127.0.0.1",)
     assert config.pop3.lock_session is False
     assert config.pop3.retr_sets_seen is False
     assert config.pop3.idle_timeout == 900
@@ -225,6 +229,9 @@ def test_not_utf8(tmp_path):
         ("[auth]\nfailure_delay = {}", "auth.failure_delay: must be a number of seconds, not a table"),
         ("[listeners]\npop3s = 'ssl:995:privateKey=k.pem'", "listeners.pop3s: 'ssl:995:privateKey=k.pem': use a tcp:"),
         ("[listeners]\nimap = ['haproxy:SSL:993']", "listeners.imap[0]: 'haproxy:SSL:993': use a tcp: endpoint"),
+        ("[listeners]\nmetrics = 9154", "listeners.metrics: must be an endpoint string or a list"),
+        ("[listeners]\nmetrics = ['haproxy:tcp:9154']", "listeners.metrics[0]: 'haproxy:tcp:9154': the metrics listener"),
+        ("[listeners]\nmetrics = 'ssl:9154'", "listeners.metrics: 'ssl:9154': use a tcp:"),
         ("[listeners]\nimaps = [993]", "listeners.imaps[0]: endpoint must be a string, not an integer"),
         ("[tls]\ncert = 'x'", "tls.cert: unknown key (known: certificate, key)"),
         ("[tls]\ncertificate = ''", "tls.certificate: '' is not a file path"),
