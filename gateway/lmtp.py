@@ -41,6 +41,7 @@ into INBOX otherwise (Dovecot's ``recipient_delimiter``).
 from __future__ import annotations
 
 import errno
+import re
 import tempfile
 from pathlib import Path
 
@@ -57,6 +58,10 @@ log = Logger()
 
 # RFC 5321 4.5.3.1.1: a local part has at most 64 octets; so do our users.
 MAX_LOCAL_PART = 64
+# RFC 5321 4.5.3.1.3: a path has at most 256 octets, brackets included; so
+# every reply that names an accepted recipient stays under 512 (4.5.3.1.5).
+MAX_ADDRESS = 254
+_ESMTP_KEYWORD = re.compile(rb"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 
 _COMMAND = smtp.COMMAND
 _DATA = smtp.DATA
@@ -380,7 +385,9 @@ class LMTPServer(smtp.SMTP):
             elif keyword == b"BODY" and value.upper() in (b"7BIT", b"8BITMIME"):
                 pass
             else:
-                self._bad_command(555, b"5.5.4 Unsupported parameter " + keyword[:64])
+                # Named only when it is a keyword: no client bytes echoed raw.
+                named = b" " + keyword if _ESMTP_KEYWORD.fullmatch(keyword) else b""
+                self._bad_command(555, b"5.5.4 Unsupported parameter" + named)
                 return
         self._sender = sender
         self.sendCode(250, b"2.1.0 Sender OK")
@@ -411,6 +418,9 @@ class LMTPServer(smtp.SMTP):
             # No user has such a name, and a reply naming it would be too long.
             self.sendCode(550, b"5.1.1 Local part longer than %d octets: no such user" % MAX_LOCAL_PART)
             return
+        if len(bytes(address)) > MAX_ADDRESS:
+            self._bad_command(501, b"5.1.3 Recipient address longer than %d octets" % MAX_ADDRESS)
+            return
         try:
             target = resolve_recipient(local_part, self._users)
         except Exception:
@@ -418,7 +428,9 @@ class LMTPServer(smtp.SMTP):
             self.sendCode(451, b"4.3.0 Temporary failure looking up the recipient")
             return
         if target is None:
-            self.sendCode(550, b"5.1.1 <" + bytes(address) + b"> User doesn't exist")
+            # Quoted local parts may carry 8-bit bytes: echoed only if ASCII.
+            named = b"<" + bytes(address) + b"> " if bytes(address).isascii() else b""
+            self.sendCode(550, b"5.1.1 " + named + b"User doesn't exist")
             return
         self._recipients.append(Recipient(bytes(address), *target))
         self.sendCode(250, b"2.1.5 OK")
