@@ -17,10 +17,21 @@ each, the places where Twisted falls short of the RFCs or of DESIGN.md:
 - dot-stuffing keeps state across file chunks, so a ``.`` at the start of a
   chunk or of the message is stuffed too;
 - the idle timer comes from the config (RFC 1939 3: at least 10 minutes);
-- TCP_NODELAY on every connection (DESIGN.md, performance rules).
+- TCP_NODELAY on every connection (DESIGN.md, performance rules);
+- STLS (RFC 2595 4) through ``gateway.tls.start_tls_discarding_buffer``, so
+  nothing pipelined behind it in plain text runs;
+- off loopback and outside TLS, USER/PASS and AUTH PLAIN are refused and
+  left out of CAPA unless ``auth.plaintext_without_tls`` (DESIGN.md);
+- limits (``[limits]``): an over-long line is answered and discarded, not
+  buffered, and the session goes on; too many bad commands close it; an
+  absolute deadline from connect to login (``resetTimeout`` on every line
+  would let a client trickling bytes stay for ever); failed logins per IP
+  with a growing delay, then a block; sessions per user;
+- every login attempt goes to ``gateway.authlog``;
 
 The session snapshot and the byte transforms are pure code in
-``gateway/pop3_view.py``.
+``gateway/pop3_view.py``; the avatar over the store, with the delete
+policy, is ``gateway/pop3_maildrop.py``.
 """
 
 from __future__ import annotations
@@ -30,162 +41,62 @@ import inspect
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import LoginFailed
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.mail import pop3 as twisted_pop3
 from twisted.protocols.basic import FileSender
-from zope.interface import implementer
 
-from gateway import pop3_view
+from gateway import authlog
+from gateway.limits import FailedLoginTracker, LoginLimiter
+# service.py builds the realm from pop3.avatar_factory; the avatar lives apart.
+from gateway.pop3_maildrop import IMailbox, MaildropLocked, avatar_factory  # noqa: F401
 from gateway.pop3_view import (
-    CAPABILITIES,
+    AuthenticationCancelled,
+    AuthenticationFailed,
+    BadCommand,
     DotStuffer,
-    MaildropLocked,
+    InvalidSyntax,
+    LineTooLong,
+    LoginsBlocked,
+    PlaintextDisallowed,
     Pop3Error,
-    Snapshot,
-    SnapshotEntry,
+    TlsActive,
+    TooManyBadCommands,
+    TooManySessions,
     TopFilter,
+    UnknownCommand,
+    UnsupportedMechanism,
+    UserRequired,
+    WrongState,
+    capabilities,
+    is_loopback,
     parse_line_count,
     parse_message_number,
     parse_sasl_plain,
+    sasl_mechanisms,
 )
-from gateway.store import interfaces as store_interfaces
+from gateway.tls import start_tls_discarding_buffer
 
 log = Logger()
 
-IMailbox = twisted_pop3.IMailbox
-
-SEEN = frozenset({"\\Seen"})
-
 # RFC 3206 4: SYS/TEMP for failures that may go away if retried.
 _INTERNAL_ERROR = b"[SYS/TEMP] Internal server error, try again later"
+
+# Dovecot's text at its login timeout, which is absolute from connect, too.
+_PRELOGIN_TIMEOUT = b"[SYS/TEMP] Disconnected for inactivity"
 
 # Pipelined lines queued behind a running command before the connection
 # stops being read: input stays bounded whatever the client sends.
 MAX_QUEUED_LINES = 100
 
+# The growing delay after failed logins from one IP stops growing here.
+MAX_FAILURE_DELAY = 30.0
 
-@implementer(IMailbox)
-class Maildrop:
-    """
-    The avatar of one POP3 session: the INBOX snapshot taken at login plus
-    the store calls RETR, DELE and QUIT need.
-
-    The ``IMailbox`` methods (0-based, for Twisted's contract) sit on top of
-    the 1-based ones the protocol uses.
-    """
-
-    def __init__(self, store, mailbox, view: Snapshot, retr_sets_seen: bool):
-        self.store = store
-        self.mailbox = mailbox
-        self.view = view
-        self.retr_sets_seen = retr_sets_seen
-
-    async def open_message(self, number: int):
-        """The stored message file for RETR/TOP; the caller closes it."""
-        entry = self.view.readable(number)
-        try:
-            return await self.store.open_message(self.mailbox.id, entry.uid)
-        except store_interfaces.MessageExpunged:
-            self.view.mark_expunged(number)
-            raise pop3_view.MessageExpunged(number) from None
-
-    async def mark_seen(self, number: int) -> None:
-        entry = self.view.entries[number - 1]
-        if self.retr_sets_seen and not entry.seen:
-            await self.store.store_flags(self.mailbox.id, [entry.uid], SEEN, "add")
-
-    async def delete(self, number: int) -> None:
-        """DELE: mark in the session, if no other session expunged it."""
-        entry = self.view.readable(number)
-        present = await self.store.get_structures(self.mailbox.id, [entry.uid])
-        if entry.uid not in present:
-            self.view.mark_expunged(number)
-        self.view.delete(number)
-
-    async def expunge_deleted(self) -> int:
-        """QUIT (RFC 1939 6, UPDATE state): remove what DELE marked."""
-        uids = self.view.deleted_uids()
-        if not uids:
-            return 0
-        removed = await self.store.expunge(self.mailbox.id, uids)
-        return len(removed)
-
-    # twisted.mail.pop3.IMailbox, 0-based.
-
-    def listMessages(self, i=None):
-        if i is None:
-            return [
-                0 if number in self.view.deleted else entry.size
-                for number, entry in enumerate(self.view.entries, 1)
-            ]
-        number = i + 1
-        entry = self.view.entry(number)
-        return 0 if number in self.view.deleted else entry.size
-
-    def getMessage(self, i):
-        return Deferred.fromCoroutine(self.open_message(i + 1))
-
-    def getUidl(self, i):
-        return self.view.visible(i + 1).uidl
-
-    def deleteMessage(self, i):
-        self.view.delete(i + 1)
-
-    def undeleteMessages(self):
-        self.view.reset()
-
-    def sync(self):
-        return Deferred.fromCoroutine(self.expunge_deleted())
-
-
-def avatar_factory(store, config):
-    """
-    The realm's POP3 avatar factory: user name -> Deferred (Maildrop, logout).
-
-    Holds the maildrop locks of this process (RFC 1939 8: one session per
-    maildrop); logout releases the session's lock.
-    """
-    locked: set[str] = set()
-
-    async def open_maildrop(user: str):
-        lock = config.pop3.lock_session
-        if lock:
-            if user in locked:
-                raise MaildropLocked()
-            locked.add(user)
-        released = False
-
-        def logout():
-            nonlocal released
-            if lock and not released:
-                released = True
-                locked.discard(user)
-
-        try:
-            await store.ensure_user(user)
-            inbox = await store.get_mailbox(user, "INBOX")
-            records = await store.list_messages(inbox.id)
-        except BaseException:
-            logout()
-            raise
-        entries = tuple(
-            SnapshotEntry(
-                uid=record.uid,
-                size=record.size,
-                uidl=config.uidl.format(inbox.uidvalidity, record.uid).encode("ascii"),
-                seen="\\Seen" in record.flags,
-            )
-            for record in records
-        )
-        maildrop = Maildrop(store, inbox, Snapshot(entries), config.pop3.retr_sets_seen)
-        return maildrop, logout
-
-    def factory(user: str):
-        return Deferred.fromCoroutine(open_maildrop(user))
-
-    return factory
+# Stands in the line stream for a line longer than the limit, so that its
+# answer keeps its place among pipelined commands; never equal to real input.
+_LINE_TOO_LONG = object()
 
 
 class _WireReader:
@@ -214,29 +125,42 @@ class _WireReader:
 class Pop3Server(twisted_pop3.POP3):
     """One POP3 connection; see the module docstring for what differs."""
 
-    AUTH_CMDS = [b"CAPA", b"USER", b"PASS", b"AUTH", b"QUIT"]
-    # RFC 1939 3 allows 40 octets of argument; AUTH continuation lines may be
-    # longer (RFC 5034 4), so keep room for long passwords.
-    MAX_LENGTH = 4096
+    AUTH_CMDS = [b"CAPA", b"USER", b"PASS", b"AUTH", b"STLS", b"QUIT"]
 
     do_APOP = None  # no timestamp in the greeting, so no APOP (RFC 1939 7)
     do_RPOP = None
     do_LAST = None  # removed from POP3 by RFC 1725
 
-    def __init__(self, portal, config, reactor):
+    def __init__(
+        self,
+        portal,
+        config,
+        reactor,
+        *,
+        login_limiter: LoginLimiter,
+        failed_logins: FailedLoginTracker,
+        context_factory=None,
+    ):
         self.portal = portal
         self.config = config
         self.reactor = reactor
+        self.login_limiter = login_limiter
+        self.failed_logins = failed_logins
+        self.context_factory = context_factory
         self.timeOut = config.pop3.idle_timeout
+        # RFC 1939 3 allows 40 octets of argument, but AUTH continuation
+        # lines (RFC 5034 4) carry long passwords.
+        self.MAX_LENGTH = config.limits.max_line_length
         self._connection_gone = False
         self._in_progress: Deferred | None = None
         self._reading_paused = False
+        self._discarding_line = False
+        self._bad_commands = 0
+        self._tls_started = False
+        self._prelogin_deadline = None
 
     def callLater(self, period, func):
         return self.reactor.callLater(period, func)
-
-    def capabilities(self) -> list[bytes]:
-        return list(CAPABILITIES)
 
     # Connection
 
@@ -248,10 +172,12 @@ class Pop3Server(twisted_pop3.POP3):
             set_no_delay(True)
         self.successResponse(self.config.hostname.encode("ascii", "replace") + b" POP3 gateway ready")
         self.setTimeout(self.timeOut)
+        self._prelogin_deadline = self.reactor.callLater(self.config.limits.prelogin_timeout, self._prelogin_expired)
 
     def connectionLost(self, reason):
         self._connection_gone = True
         self.setTimeout(None)
+        self._end_prelogin_deadline()
         logout, self._onLogout = self._onLogout, None
         if logout is None:
             return
@@ -261,16 +187,67 @@ class Pop3Server(twisted_pop3.POP3):
             # A QUIT may still be expunging: the lock stays until it is done.
             self._in_progress.addBoth(lambda result: logout())
 
-    def lineLengthExceeded(self, line):
-        self.failResponse(b"Line too long")
+    def _prelogin_expired(self):
+        self._prelogin_deadline = None
+        self.failResponse(_PRELOGIN_TIMEOUT)
         self.transport.loseConnection()
+
+    def _end_prelogin_deadline(self):
+        deadline, self._prelogin_deadline = self._prelogin_deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
 
     def successResponse(self, message=b""):
         if not isinstance(message, bytes):
             message = str(message).encode("utf-8")
         self.sendLine(b"+OK " + message if message else b"+OK")
 
-    # Command dispatch
+    def _peer_ip(self) -> str:
+        host = getattr(self.transport.getPeer(), "host", None)
+        return host if isinstance(host, str) else "local"
+
+    def _secure(self) -> bool:
+        return self._tls_started or ISSLTransport.providedBy(self.transport)
+
+    def _plaintext_allowed(self) -> bool:
+        if self.config.auth.plaintext_without_tls or self._secure():
+            return True
+        host = getattr(self.transport.getHost(), "host", None)
+        return is_loopback(host if isinstance(host, str) else None)
+
+    def capabilities(self) -> list[bytes]:
+        stls = self.context_factory is not None and self.mbox is None and not self._secure()
+        return capabilities(stls, self._plaintext_allowed())
+
+    # Framing and command dispatch
+
+    def dataReceived(self, data):
+        """
+        LineOnlyReceiver's framing, but an over-long line is answered and
+        skipped up to its end: never buffered past the limit, and the
+        session goes on (its own drops the connection and the rest of the
+        packet).  ``self.lineReceived`` is looked up per line, and the rest
+        is kept in ``_buffer`` first, because STLS replaces both.
+        """
+        lines = (self._buffer + data).split(self.delimiter)
+        self._buffer = lines.pop()
+        for line in lines:
+            if self.transport.disconnecting:
+                return
+            if self._discarding_line:
+                self._discarding_line = False
+            elif len(line) > self.MAX_LENGTH:
+                self.lineReceived(_LINE_TOO_LONG)
+            else:
+                self.lineReceived(line)
+        if self.transport.disconnecting:
+            return
+        if not self._discarding_line and len(self._buffer) > self.MAX_LENGTH:
+            self._discarding_line = True
+            self.lineReceived(_LINE_TOO_LONG)
+        if self._discarding_line:
+            # Keep a CR: it may be half of the CRLF that ends the line.
+            self._buffer = self._buffer[-1:] if self._buffer.endswith(b"\r") else b""
 
     def lineReceived(self, line):
         if self.blocked is not None:
@@ -293,33 +270,43 @@ class Pop3Server(twisted_pop3.POP3):
             self.transport.resumeProducing()
 
     def state_COMMAND(self, line):
+        if line is _LINE_TOO_LONG:
+            self._refuse(LineTooLong())
+            return
         self.processCommand(*line.split(b" "))
 
     def processCommand(self, command, *args):
-        command = command.upper()
-        handler = getattr(self, "do_" + command.decode("ascii", "replace"), None)
-        if handler is None:
-            self.failResponse(b"Unknown command")
-            return
-        authenticated = self.mbox is not None
-        if authenticated == (command in self.AUTH_CMDS) and command not in (b"CAPA", b"QUIT"):
-            self.failResponse(b"Command not valid in this state")
-            return
         try:
-            inspect.signature(handler).bind(*args)
-        except TypeError:
-            self.failResponse(b"Syntax error")
-            return
-        try:
-            result = handler(*args)
+            result = self._dispatch(command.upper(), args)
         except Pop3Error as e:
-            self.failResponse(e.text)
+            self._refuse(e)
         except Exception:
             log.failure("POP3 command {command} failed", command=command)
             self.failResponse(_INTERNAL_ERROR)
         else:
             if inspect.iscoroutine(result):
                 self._run(result)
+
+    def _dispatch(self, command: bytes, args):
+        handler = getattr(self, "do_" + command.decode("ascii", "replace"), None)
+        if handler is None:
+            raise UnknownCommand()
+        authenticated = self.mbox is not None
+        if authenticated == (command in self.AUTH_CMDS) and command not in (b"CAPA", b"QUIT"):
+            raise WrongState()
+        try:
+            inspect.signature(handler).bind(*args)
+        except TypeError:
+            raise InvalidSyntax() from None
+        return handler(*args)
+
+    def _refuse(self, error: Pop3Error):
+        self.failResponse(error.text)
+        if isinstance(error, BadCommand):
+            self._bad_commands += 1
+            if self._bad_commands >= self.config.limits.max_bad_commands:
+                self.failResponse(TooManyBadCommands.text)
+                self.transport.loseConnection()
 
     def _run(self, coroutine):
         """Run a command that waits on the store; later lines queue meanwhile."""
@@ -341,7 +328,7 @@ class Pop3Server(twisted_pop3.POP3):
         try:
             await coroutine
         except Pop3Error as e:
-            self.failResponse(e.text)
+            self._refuse(e)
         except Exception:
             log.failure("POP3 command failed")
             self.failResponse(_INTERNAL_ERROR)
@@ -352,14 +339,32 @@ class Pop3Server(twisted_pop3.POP3):
         self.successResponse(b"Capability list follows")
         self.transport.writeSequence([line + b"\r\n" for line in self.capabilities()] + [b".\r\n"])
 
+    def do_STLS(self):
+        if self.context_factory is None:
+            raise UnknownCommand()
+        if self._secure():
+            raise TlsActive()
+        self.successResponse(b"Begin TLS negotiation")
+        self._tls_started = True
+        # RFC 2595 4: forget what the client said before TLS.
+        self._userIs = None
+        start_tls_discarding_buffer(self, self.context_factory)
+
+    def _check_plaintext(self):
+        if not self._plaintext_allowed():
+            authlog.login_failed("pop3", None, self._peer_ip(), "plaintext-disallowed")
+            raise PlaintextDisallowed()
+
     def do_USER(self, user):
+        if not self._plaintext_allowed():
+            raise PlaintextDisallowed()
         self._userIs = user
         self.successResponse(b"Send PASS")
 
     def do_PASS(self, password, *words):
+        self._check_plaintext()
         if self._userIs is None:
-            self.failResponse(b"USER required before PASS")
-            return None
+            raise UserRequired()
         user, self._userIs = self._userIs, None
         try:
             name = user.decode("utf-8")
@@ -371,11 +376,12 @@ class Pop3Server(twisted_pop3.POP3):
         if mechanism is None:
             # Not in RFC 5034, but clients of RFC 1734 list mechanisms so.
             self.successResponse(b"Supported mechanisms follow")
-            self.transport.write(b"PLAIN\r\n.\r\n")
+            mechanisms = sasl_mechanisms(self._plaintext_allowed())
+            self.transport.writeSequence([m + b"\r\n" for m in mechanisms] + [b".\r\n"])
             return None
         if mechanism.upper() != b"PLAIN":
-            self.failResponse(b"Unsupported authentication mechanism")
-            return None
+            raise UnsupportedMechanism()
+        self._check_plaintext()
         if initial_response is None:
             self.state = "AUTH"
             self.sendLine(b"+ ")
@@ -384,18 +390,24 @@ class Pop3Server(twisted_pop3.POP3):
 
     def state_AUTH(self, line):
         self.state = "COMMAND"
-        if line == b"*":
-            # RFC 5034 4: the client cancelled the exchange.
-            self.failResponse(b"Authentication cancelled")
-            return
         try:
+            if line is _LINE_TOO_LONG:
+                raise LineTooLong()
+            if line == b"*":
+                raise AuthenticationCancelled()
             user, password = parse_sasl_plain(line)
         except Pop3Error as e:
-            self.failResponse(e.text)
+            self._refuse(e)
             return
         self._run(self._login(user, password))
 
     async def _login(self, user: str | None, password: bytes):
+        ip = self._peer_ip()
+        if self.failed_logins.blocked(ip):
+            # Not a password check, so not a failure that extends the block.
+            authlog.login_failed("pop3", user, ip, "blocked")
+            await deferLater(self.reactor, self.config.auth.failure_delay)
+            raise LoginsBlocked()
         try:
             if user is None:
                 raise LoginFailed("user name is not UTF-8")
@@ -403,19 +415,30 @@ class Pop3Server(twisted_pop3.POP3):
                 UsernamePassword(user.encode("utf-8"), password), None, IMailbox
             )
         except LoginFailed:
+            delay = max(self.config.auth.failure_delay, self.failed_logins.record_failure(ip))
+            authlog.login_failed("pop3", user, ip, "bad-credentials")
             # Slow down password guessing; later commands wait in the queue.
-            await deferLater(self.reactor, self.config.auth.failure_delay)
-            self.failResponse(b"[AUTH] Authentication failed")
-            return
-        except MaildropLocked as e:
-            self.failResponse(e.text)
-            return
-        if self._connection_gone:
+            await deferLater(self.reactor, delay)
+            raise AuthenticationFailed() from None
+        except MaildropLocked:
+            authlog.login_failed("pop3", user, ip, "in-use")
+            raise
+        if self._connection_gone or self.transport.disconnecting:
             logout()
             return
+        if not self.login_limiter.try_acquire(user):
+            logout()
+            authlog.login_failed("pop3", user, ip, "too-many-sessions")
+            raise TooManySessions()
+
+        def end_session():
+            logout()
+            self.login_limiter.release(user)
+
         self.mbox = maildrop
-        self._onLogout = logout
-        log.info("POP3 login {user}", user=user)
+        self._onLogout = end_session
+        self._end_prelogin_deadline()
+        authlog.login_succeeded("pop3", user, ip)
         count, octets = maildrop.view.stat()
         self.successResponse(b"Maildrop has %d messages (%d octets)" % (count, octets))
 
@@ -493,7 +516,7 @@ class Pop3Server(twisted_pop3.POP3):
             self.transport.loseConnection()
             return
         try:
-            removed = await self.mbox.expunge_deleted()
+            removed = await self.mbox.apply_deletions()
         except Exception:
             log.failure("POP3 QUIT could not expunge")
             # RFC 1939 6: "-ERR some deleted messages not removed"
@@ -504,16 +527,52 @@ class Pop3Server(twisted_pop3.POP3):
 
 
 class Pop3Factory(ServerFactory):
-    def __init__(self, portal, config, reactor):
+    def __init__(self, portal, config, reactor, context_factory, login_limiter, failed_logins):
         self.portal = portal
         self.config = config
         self.reactor = reactor
+        self.context_factory = context_factory
+        self.login_limiter = login_limiter
+        self.failed_logins = failed_logins
 
     def buildProtocol(self, addr):
-        protocol = Pop3Server(self.portal, self.config, self.reactor)
+        protocol = Pop3Server(
+            self.portal,
+            self.config,
+            self.reactor,
+            login_limiter=self.login_limiter,
+            failed_logins=self.failed_logins,
+            context_factory=self.context_factory,
+        )
         protocol.factory = self
         return protocol
 
 
-def build_factory(portal, config, reactor) -> ServerFactory:
-    return Pop3Factory(portal, config, reactor)
+def build_factory(
+    portal,
+    config,
+    reactor,
+    *,
+    context_factory=None,
+    login_limiter: LoginLimiter | None = None,
+    failed_logins: FailedLoginTracker | None = None,
+) -> ServerFactory:
+    """
+    The POP3 listener's factory.  With ``context_factory`` (TLS, from
+    ``CertificateStore.context_factory()``) sessions offer STLS.  Pass the
+    ``login_limiter`` IMAP uses so that ``limits.max_connections_per_user``
+    counts both protocols; without one, POP3 counts alone.  Failed logins
+    are counted per factory unless a tracker is shared in.
+    """
+    limits = config.limits
+    if login_limiter is None:
+        login_limiter = LoginLimiter(limits.max_connections_per_user)
+    if failed_logins is None:
+        failed_logins = FailedLoginTracker(
+            limits.failed_logins_per_ip,
+            limits.failed_login_window,
+            config.auth.failure_delay,
+            MAX_FAILURE_DELAY,
+            reactor.seconds,
+        )
+    return Pop3Factory(portal, config, reactor, context_factory, login_limiter, failed_logins)

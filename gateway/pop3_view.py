@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
+from collections.abc import Callable, Iterable
 
 import attrs
 
-# RFC 2449 section 6; the protocol may add STLS (RFC 2595) in front of these.
+# RFC 2449 section 6.
 CAPABILITIES = (
     b"TOP",
     b"UIDL",
@@ -30,6 +32,8 @@ CAPABILITIES = (
     b"EXPIRE NEVER",
     b"IMPLEMENTATION gateway",
 )
+# What a client may not use while passwords would cross the network in clear.
+_PLAINTEXT_CAPABILITIES = (b"USER", b"SASL PLAIN")
 
 # A maildrop never holds 10**10 messages; bounding the digits keeps absurd
 # numbers from becoming big integers and answers them like any other bad number.
@@ -40,8 +44,9 @@ class Pop3Error(Exception):
     """
     A command failed in a way the client is told about.
 
-    ``text`` is what follows ``-ERR `` on the wire.  Errors about a message
-    number are also ValueErrors, as twisted.mail.pop3.IMailbox asks.
+    ``text`` is what follows ``-ERR `` on the wire: a class attribute for
+    fixed texts, a property where it names the message.  Errors about a
+    message number are also ValueErrors, as twisted.mail.pop3.IMailbox asks.
     """
 
     @property
@@ -49,7 +54,72 @@ class Pop3Error(Exception):
         raise NotImplementedError
 
 
-class InvalidArgument(Pop3Error, ValueError):
+class BadCommand(Pop3Error):
+    """A command that is not POP3 as we speak it; counts to limits.max_bad_commands."""
+
+
+class UnknownCommand(BadCommand):
+    text = b"Unknown command"
+
+
+class WrongState(BadCommand):
+    text = b"Command not valid in this state"
+
+
+class InvalidSyntax(BadCommand):
+    text = b"Syntax error"
+
+
+class LineTooLong(BadCommand):
+    text = b"Line too long"
+
+
+class UnsupportedMechanism(BadCommand):
+    text = b"Unsupported authentication mechanism"
+
+
+class UserRequired(BadCommand):
+    text = b"USER required before PASS"
+
+
+class TooManyBadCommands(Pop3Error):
+    text = b"Too many bad commands"
+
+
+class AuthenticationCancelled(Pop3Error):
+    # RFC 5034 4: the client answered the challenge with "*".
+    text = b"Authentication cancelled"
+
+
+class AuthenticationFailed(Pop3Error):
+    # RFC 3206 5: the credentials are the problem.
+    text = b"[AUTH] Authentication failed"
+
+
+class PlaintextDisallowed(Pop3Error):
+    # Dovecot's text.  RFC 3206 5 counts "an attempt to authenticate in
+    # violation of policy" as AUTH; the same answer for every user name, so
+    # it reveals none (the RFC's worry about AUTH on USER).
+    text = b"[AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
+
+
+class LoginsBlocked(Pop3Error):
+    # Not AUTH: the credentials were not even checked, and RFC 3206 5 makes a
+    # client with AUTH-RESP-CODE treat AUTH as "the password is wrong".  The
+    # block lifts as old failures leave the window: RFC 3206 4's SYS/TEMP.
+    text = b"[SYS/TEMP] Too many failed logins, try again later"
+
+
+class TooManySessions(Pop3Error):
+    # RFC 2449 8.1.2: the credentials were right, the maildrop is busy.
+    text = b"[IN-USE] Too many sessions for this user"
+
+
+class TlsActive(Pop3Error):
+    text = b"TLS is already active"
+
+
+class InvalidArgument(BadCommand, ValueError):
     def __init__(self, what: str):
         super().__init__(what)
         self.what = what
@@ -97,6 +167,37 @@ class MaildropLocked(Pop3Error):
     @property
     def text(self) -> bytes:
         return b"[IN-USE] Maildrop is locked by another session"
+
+
+def capabilities(stls: bool, plaintext: bool) -> list[bytes]:
+    """
+    The CAPA list (RFC 2449 6): STLS while TLS can still start (RFC 2595 4),
+    USER and SASL PLAIN only where a password may be sent.
+    """
+    listed = [b"STLS"] if stls else []
+    listed.extend(c for c in CAPABILITIES if plaintext or c not in _PLAINTEXT_CAPABILITIES)
+    return listed
+
+
+def sasl_mechanisms(plaintext: bool) -> list[bytes]:
+    return [b"PLAIN"] if plaintext else []
+
+
+def is_loopback(host: str | None) -> bool:
+    """
+    Whether a connection to local address ``host`` stays on this machine,
+    where a plain-text password crosses no network.  ``None`` stands for a
+    UNIX socket; IPv4 addresses mapped into IPv6 count as IPv4.  Anything
+    else that is not an IP address is not trusted.
+    """
+    if host is None:
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 def parse_message_number(argument: bytes) -> int:
@@ -213,6 +314,41 @@ class Snapshot:
 
     def deleted_uids(self) -> list[int]:
         return sorted(self.entries[number - 1].uid for number in self.deleted)
+
+
+def build_snapshot(records: Iterable, uidl: Callable[[int], bytes], hidden_flag: str) -> Snapshot:
+    """
+    The maildrop of a session from INBOX's message records (ascending UID):
+    each message not flagged ``hidden_flag`` (the "hide" delete policy; IMAP
+    keywords compare case-insensitively, RFC 3501 2.3.2), with its UIDL.
+    """
+    hidden = hidden_flag.lower()
+    return Snapshot(
+        tuple(
+            SnapshotEntry(uid=record.uid, size=record.size, uidl=uidl(record.uid), seen="\\Seen" in record.flags)
+            for record in records
+            if not any(flag.lower() == hidden for flag in record.flags)
+        )
+    )
+
+
+TRASH = "Trash"
+
+
+def find_trash(mailboxes: Iterable):
+    """
+    Where the "trash" delete policy puts messages: the mailbox marked
+    special-use ``\\Trash`` (RFC 6154), else the one named ``Trash``; None
+    if the user has neither.
+    """
+    mailboxes = list(mailboxes)
+    for mailbox in mailboxes:
+        if mailbox.special_use == "\\Trash":
+            return mailbox
+    for mailbox in mailboxes:
+        if mailbox.name == TRASH:
+            return mailbox
+    return None
 
 
 class DotStuffer:

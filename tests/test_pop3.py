@@ -24,12 +24,16 @@ from zope.interface.verify import verifyObject
 
 from gateway import pop3
 from gateway.auth import MailRealm
-from gateway.config import AuthConfig, Config, Pop3Config
+from gateway.config import AuthConfig, Config, LimitsConfig, Pop3Config
 from gateway.store.sqlite import SQLiteStore
 from tests.deferreds import failure_of, result_of
 
 FIRST = b"From: a@example.org\r\nSubject: one\r\n\r\nline 1\r\n.dot line\r\nline 3\r\n"
 SECOND = b"From: b@example.org\r\nSubject: two\r\n\r\n.\r\n..\r\nend\r\n"
+
+
+LOOPBACK = IPv4Address("TCP", "127.0.0.1", 110)
+CLIENT = IPv4Address("TCP", "127.0.0.1", 40000)
 
 
 class Transport(StringTransport):
@@ -65,14 +69,14 @@ class Server:
     def uids(self, user="alice"):
         return [record.uid for record in result_of(self.store.list_messages(self.inbox(user).id))]
 
-    def connect(self):
-        return Session(self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000)))
+    def connect(self, host=LOOPBACK, peer=CLIENT):
+        return Session(self.factory.buildProtocol(peer), host, peer)
 
 
 class Session:
-    def __init__(self, protocol):
+    def __init__(self, protocol, host=LOOPBACK, peer=CLIENT):
         self.protocol = protocol
-        self.transport = Transport()
+        self.transport = Transport(hostAddress=host, peerAddress=peer)
         protocol.makeConnection(self.transport)
 
     def send(self, data):
@@ -109,16 +113,17 @@ class Session:
         self.protocol.connectionLost(None)
 
 
-def make_server(tmp_path, **pop3_options):
+def make_server(tmp_path, limits=LimitsConfig(), auth=AuthConfig(failure_delay=2.0), context_factory=None,
+                **pop3_options):
     store = SQLiteStore(tmp_path / "store")
-    config = Config(hostname="mail.example.org", pop3=Pop3Config(**pop3_options), auth=AuthConfig(failure_delay=2.0))
+    config = Config(hostname="mail.example.org", pop3=Pop3Config(**pop3_options), auth=auth, limits=limits)
     checker = Checker()
     checker.addUser(b"alice", b"secret")
     checker.addUser(b"bob", b"hunter2")
     checker.addUser(b"carol", b"two  spaces ")
     portal = Portal(MailRealm({twisted_pop3.IMailbox: pop3.avatar_factory(store, config)}), [checker])
     clock = Clock()
-    return Server(store, config, clock, pop3.build_factory(portal, config, clock))
+    return Server(store, config, clock, pop3.build_factory(portal, config, clock, context_factory=context_factory))
 
 
 @pytest.fixture
@@ -692,6 +697,7 @@ def test_idle_timeout_comes_from_config(tmp_path):
     # gap: Twisted's POP3 closes after 300 s; RFC 1939 3 asks at least 10 min.
     server = make_server(tmp_path, idle_timeout=600)
     s = server.connect()
+    s.login()
     server.clock.advance(599)
     assert not s.transport.disconnecting
     s.ask(b"NOOP")
@@ -710,9 +716,23 @@ def test_idle_timeout_does_not_apply_deletions(server, session):
     assert len(server.uids()) == 2
 
 
-def test_overlong_line_closes_connection(server):
+def test_overlong_line_is_answered_discarded_and_the_session_goes_on(server):
+    # gap: LineOnlyReceiver drops the connection, and the rest of the packet.
     s = server.connect()
     s.read()
-    s.send(b"USER " + b"a" * 5000 + b"\r\n")
+    limit = server.config.limits.max_line_length
+    s.send(b"USER " + b"a" * limit + b"\r\nCAPA\r\n")
+    assert s.read().startswith(b"-ERR Line too long\r\n+OK Capability list follows\r\n")
+    # Without an end of line, answered as soon as the limit is passed, and
+    # nothing of it is kept.
+    s.send(b"x" * (limit + 1))
     assert s.read() == b"-ERR Line too long\r\n"
-    assert s.transport.disconnecting
+    assert s.protocol._buffer == b""
+    s.send(b"y" * 100_000 + b"\r")
+    s.send(b"\nUSER alice\r\n")
+    assert s.read() == b"+OK Send PASS\r\n"
+    assert not s.transport.disconnecting
+    # A line of exactly the limit is a line.
+    assert s.ask(b"PASS " + b"p" * (limit - 5)) == b""
+    server.clock.advance(2)
+    assert s.read() == b"-ERR [AUTH] Authentication failed\r\n"
