@@ -347,7 +347,9 @@ def test_real_server_forgets_a_client_that_drops_mid_data(tmp_path):
                 pass
             client.sendall(b"Subject: dropped\r\n\r\n" + b"partial line\r\n" * 10_000)
             wait_for(server_spools, "the server to spool the message")
+            # Drop the connection at once (RST), as a crashed MTA would.
             client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            reader.close()
         wait_for(lambda: not server_spools(), "the spool to be closed")
         assert list(spool_dir.iterdir()) == []
         with smtplib.LMTP("127.0.0.1", server.port("lmtp"), timeout=30) as lmtp:
