@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import resource
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     for note in raise_limits(sessions):
         log(note)
 
+    # Stop the servers on SIGTERM too (a background job ignores SIGINT).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     root = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     root.chmod(0o755)  # Dovecot's mail processes run as "mail" and must reach their mail dir
     servers: list[Server] = []

@@ -60,7 +60,7 @@ async def run_scenarios(targets: dict[str, Target], settings: Settings, runs: in
     for run in range(1, runs + 1):
         for scenario in scenarios:
             for name in targets:
-                started = time.monotonic()
+                started, cpu = time.monotonic(), time.process_time()
                 try:
                     if scenario.fresh_server and restart is not None:
                         targets[name] = await asyncio.to_thread(restart, name)
@@ -72,7 +72,10 @@ async def run_scenarios(targets: dict[str, Target], settings: Settings, runs: in
                 else:
                     outcomes.add(scenario.name, name, metrics)
                     shown = ", ".join(f"{metric} {value:,.2f}" for metric, value in metrics.items())
-                    log(f"run {run} {scenario.name} {name}: {shown} ({time.monotonic() - started:.1f}s)")
+                    # Our own CPU share: near 100% would mean the client, not the server, set the pace.
+                    elapsed = time.monotonic() - started
+                    log(f"run {run} {scenario.name} {name}: {shown} ({elapsed:.1f}s, "
+                        f"client CPU {100 * (time.process_time() - cpu) / elapsed:.0f}%)")
                 # Let the server finish with closed sessions (Dovecot reaps a process for each).
                 await asyncio.sleep(0.5)
     return outcomes

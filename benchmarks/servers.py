@@ -115,14 +115,21 @@ class Server:
     process: subprocess.Popen | None = None
 
     def stop(self) -> None:
+        """SIGTERM and wait; then SIGKILL whatever of its tree outlived it."""
         if self.process is None or self.process.poll() is not None:
             return
+        tree = process_tree(self.process.pid)
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=60)
+        for member in tree[1:]:
+            try:
+                os.kill(member, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def __enter__(self):
         return self
