@@ -3,11 +3,11 @@ Byte-level IMAP conversations through the real protocol class on a
 StringTransport, over a real SQLite store (gateway/imap/server.py).
 """
 
-import re
 
 import pytest
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.internet.task import Clock
 from twisted.mail import imap4
@@ -37,15 +37,19 @@ def store(tmp_path):
     store.close()
 
 
+LOOPBACK = IPv4Address("TCP", "127.0.0.1", 143)
+CLIENT = IPv4Address("TCP", "127.0.0.1", 50000)
+
+
 class Session:
-    def __init__(self, store, config=None):
-        self.clock = Clock()
+    def __init__(self, store, config=None, factory=None, host=LOOPBACK, peer=CLIENT, clock=None):
+        self.clock = clock or Clock()
         checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret", bob=b"other")
         realm = MailRealm({imap4.IAccount: account.avatar_factory(store, config or Config())})
         config = config or Config(auth=AuthConfig(failure_delay=1.0))
-        factory = build_factory(Portal(realm, [checker]), store, config, self.clock)
-        self.server = factory.buildProtocol(None)
-        self.transport = StringTransport()
+        self.factory = factory or build_factory(Portal(realm, [checker]), store, config, self.clock)
+        self.server = self.factory.buildProtocol(None)
+        self.transport = StringTransport(hostAddress=host, peerAddress=peer)
         self.server.makeConnection(self.transport)
         self.greeting = self.read()
 
@@ -72,10 +76,14 @@ def test_greeting_and_capability(store):
     assert s.greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 ")
     lines = s.command(b"a CAPABILITY")
     caps = lines[0].split()
-    for cap in (b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
+    for cap in (b"IMAP4rev1", b"LITERAL-", b"APPENDLIMIT=52428800", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
                 b"UIDPLUS", b"MOVE", b"CHILDREN", b"SPECIAL-USE", b"AUTH=PLAIN"):
         assert cap in caps
     assert lines[1] == b"a OK CAPABILITY completed"
+    assert b"LITERAL+" not in caps and b"LOGINDISABLED" not in caps
+    # RFC 7888 5: after login non-synchronizing literals may be big.
+    caps = s.login().command(b"b CAPABILITY")[0].split()
+    assert b"LITERAL+" in caps and b"LITERAL-" not in caps and b"AUTH=PLAIN" not in caps
 
 
 def test_avatar_provides_iaccount(store):
@@ -412,7 +420,8 @@ def test_search_with_literal_and_select_errors(store):
     s.command(b"s SELECT INBOX")
     assert s.command(b"a SEARCH CHARSET UTF-8 SUBJECT {6}") == [b"+ Ready for literal data"]
     assert s.command(b"gr\xc3\xbc\xc3\x9f") == [b"* SEARCH 1", b"a OK SEARCH completed"]
-    assert s.command(b"b APPEND INBOX {999999999}")[-1].startswith(b"b BAD [TOOBIG]")
+    # RFC 7889: refused before the client sends a byte of it.
+    assert s.command(b"b APPEND INBOX {999999999}") == [b"b NO [TOOBIG] Message exceeds APPENDLIMIT"]
     assert s.command(b'c LOGIN "x" "y"')[-1].startswith(b"c BAD")  # already logged in
 
 

@@ -141,7 +141,7 @@ class SelectedCommands:
         if charset is not None and charset.decode("ascii", "replace").upper() not in search.SUPPORTED_CHARSETS:
             raise CommandError(b"[BADCHARSET (US-ASCII UTF-8)] Unsupported charset")
         try:
-            key = search.parse_search(tokens)
+            key = search.parse_search(tokens, max_depth=self.config.limits.max_nesting)
         except search.SearchSyntaxError:
             raise bad(b"Invalid search criteria") from None
         needs = search.needs(key)

@@ -2,9 +2,9 @@
 The IMAP4rev1 protocol: Twisted's ``IMAP4Server`` with the pieces that fall
 short of RFC 3501 replaced, over the shared store.
 
-What we keep from Twisted: line and literal framing, argument parsers, the
-command tables (``<state>_<COMMAND>``) and STARTTLS.  What we replace, each
-in one place here or in the two command mixins:
+What we keep from Twisted: line framing, some argument parsers and the
+command tables (``<state>_<COMMAND>``).  What we replace, each in one place
+here or in the command mixins (``login``, ``mailboxes``, ``selected``):
 
 - commands run one at a time: input is paused while a command runs, so a
   pipelined command never overtakes one still waiting for the store, and
@@ -15,29 +15,35 @@ in one place here or in the two command mixins:
 - error paths send fixed bytes (Twisted sends ``str`` or exception text in
   places, its issue 12262);
 - SELECT answers ``OK [UIDVALIDITY n] text`` (Twisted 26.10 sends no text);
-- capabilities: LITERAL+, SASL-IR, ID, ENABLE, UIDPLUS, MOVE, CHILDREN,
-  SPECIAL-USE, UNSELECT, none of which Twisted has.
+- capabilities: LITERAL+/LITERAL-, APPENDLIMIT, SASL-IR, ID, ENABLE,
+  UIDPLUS, MOVE, CHILDREN, SPECIAL-USE, UNSELECT, none of which Twisted has;
+- the limits of ``[limits]`` (issue 4): a command line longer than
+  ``max_line_length`` is answered ``BAD [TOOBIG]`` and skipped without being
+  buffered; literal sizes are ASCII digits only (Twisted used ``int()``),
+  checked before a byte is read, and a non-synchronizing literal that no
+  parser takes is read and thrown away, never run as commands;
+  ``max_bad_commands`` BADs in a row end the session; the time before login
+  is an absolute deadline (Twisted's timeout restarts with every byte), the
+  time after it an idle timeout that IDLE does not extend.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import socket
-import tempfile
 
-from twisted.cred import credentials
-from twisted.cred.error import UnauthorizedLogin
-from twisted.internet import defer, protocol, task
+from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.mail import imap4
 
 from gateway.imap import wire
+from gateway.imap.framing import Framing
 from gateway.imap.errors import CommandError, bad
-from gateway.imap.mailboxes import MailboxCommands, astring, final_astring
+from gateway.imap.login import LoginCommands
+from gateway.imap.mailboxes import MailboxCommands, final_astring
 from gateway.imap.selected import SelectedCommands
 from gateway.imap.view import SelectedView, format_flags
+from gateway.limits import FailedLoginTracker, LoginLimiter
 from gateway.store.interfaces import (
     InvalidMailboxName,
     MailboxExists,
@@ -50,19 +56,13 @@ from gateway.store.model import SYSTEM_FLAGS
 
 log = Logger()
 
-CAPABILITIES = (
-    b"IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE CHILDREN "
-    b"SPECIAL-USE UNSELECT AUTH=PLAIN"
-)
+# Dovecot's imap_idle_notify_interval: keeps NAT and firewall state alive.
+IDLE_KEEPALIVE = 120.0
+# The failed-login delay grows from [auth] failure_delay up to this.
+MAX_FAILURE_DELAY = 30.0
 
-# Bigger APPEND literals are refused (RFC 7888 4: then close the connection
-# when the literal was non-synchronizing).
-MAX_LITERAL = 64 * 1024 * 1024
-# APPEND literals above this size go to a temporary file, not memory.
-SPOOL_IN_MEMORY = 256 * 1024
-
-_LITERAL = re.compile(rb"\{(\d{1,10})(\+?)\}$")
-
+INACTIVE = b"* BYE Disconnected for inactivity."
+TOO_MANY_BAD = b"* BYE Too many invalid IMAP commands."
 
 _STORE_ERRORS = (
     (NoSuchMailbox, b"[NONEXISTENT] No such mailbox"),
@@ -73,16 +73,7 @@ _STORE_ERRORS = (
 )
 
 
-class _SpooledLiteral(imap4.LiteralFile):
-    """A literal that goes to a temporary file once it is not small."""
-
-    def __init__(self, size, deferred):
-        self.size = size
-        self.defer = deferred
-        self.data = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
-
-
-class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
+class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap4.IMAP4Server):
     IDENT = b"gateway IMAP4rev1 ready"
 
     def __init__(self, store, config, reactor, portal, context_factory=None):
@@ -91,6 +82,11 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
         self.config = config
         self.reactor = reactor
         self.portal = portal
+        # TimeoutMixin would take the global reactor.
+        self.callLater = reactor.callLater
+        self.MAX_LENGTH = config.limits.max_line_length
+        # Before login the absolute deadline alone applies.
+        self.timeOut = None
         self.POSTAUTH_TIMEOUT = config.imap.idle_timeout
         self.view: SelectedView | None = None
         self._unsubscribe = None
@@ -98,6 +94,16 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
         self._syncing = False
         self._resync = False
         self._gone = False
+        self._closing = False
+        self._bad_commands = 0
+        self._command_tag = None
+        self._literal_started = False
+        self._overlong_tag = None
+        self._overlong_tail = None
+        self._leftover = None
+        self._prelogin = None
+        self._keepalive = None
+        self._counted_user = None
 
     # -- connection ------------------------------------------------------
 
@@ -107,133 +113,67 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
             self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError, socket.error):
             pass
+        self._prelogin = self.reactor.callLater(
+            self.config.limits.prelogin_timeout, self.close_with, INACTIVE
+        )
         super().connectionMade()
 
     def connectionLost(self, reason):
         self._gone = True
+        self._cancel_timers()
+        if self._counted_user is not None:
+            self.factory.login_limiter.release(self._counted_user)
+            self._counted_user = None
         self._deselect()
         super().connectionLost(reason)
 
+    def _cancel_timers(self):
+        for call in (self._prelogin, self._keepalive):
+            if call is not None and call.active():
+                call.cancel()
+        self._prelogin = self._keepalive = None
+
+    def logged_in(self):
+        """Called by the login commands once the session is authenticated."""
+        if self._prelogin is not None and self._prelogin.active():
+            self._prelogin.cancel()
+        self._prelogin = None
+        self.setTimeout(self.POSTAUTH_TIMEOUT)
+
     def timeoutConnection(self):
-        self.sendLine(b"* BYE Autologout; idle for too long")
+        self.close_with(INACTIVE)
+
+    def close_with(self, line: bytes):
+        """Send an untagged BYE and close; nothing is written after it."""
+        if self._closing or self._gone:
+            return
+        super().sendLine(line)
+        self._closing = True
+        self._cancel_timers()
+        self.setTimeout(None)
         self._deselect()
         self.state = "logout"
         self.transport.loseConnection()
+
+    def sendLine(self, line):
+        if self._closing:
+            return
+        super().sendLine(line)
+        # Every BAD, tagged or not, counts; a tagged OK starts the count
+        # again, so that a long session with the odd unknown command lives.
+        tag, _, rest = line.partition(b" ")
+        if rest.startswith(b"BAD"):
+            self._bad_commands += 1
+            if self._bad_commands >= self.config.limits.max_bad_commands:
+                self.close_with(TOO_MANY_BAD)
+        elif rest.startswith(b"OK") and tag != b"*":
+            self._bad_commands = 0
 
     def capabilities(self):
         return {}
 
     def listCapabilities(self):
         return self.capability_line().split()
-
-    def capability_line(self) -> bytes:
-        if self.state == "unauth" and self.ctx is not None and not self.startedTLS and self.canStartTLS:
-            return CAPABILITIES + b" STARTTLS"
-        return CAPABILITIES
-
-    def lineReceived(self, line):
-        self.resetTimeout()
-        try:
-            getattr(self, "parse_" + self.parseState)(line)
-        except Exception:
-            # Never exception text on the wire (STYLE.md).
-            log.failure("While handling an IMAP line")
-            self.sendLine(b"* BAD Internal error")
-
-    def lineLengthExceeded(self, line):
-        self.sendLine(b"* BAD [TOOBIG] Line too long")
-        self.transport.loseConnection()
-
-    # -- argument parsing: quoted strings with escapes, LITERAL+ ----------
-
-    def arg_astring(self, line, final=False):
-        line = (line or b"").lstrip(b" ")
-        if not line:
-            raise imap4.IllegalClientResponse("Missing argument")
-        if line[:1] == b'"':
-            match = re.match(rb'"((?:[^"\\]|\\.)*)"(?: |$)', line)
-            if match is None:
-                raise imap4.IllegalClientResponse("Unmatched quotes")
-            return re.sub(rb"\\(.)", rb"\1", match[1]), line[match.end():]
-        if line[:1] == b"{":
-            match = _LITERAL.match(line)
-            if match is None:
-                raise imap4.IllegalClientResponse("Malformed literal")
-            size = int(match[1])
-            if final and not size:
-                return b"", b""
-            if size > self._literalStringLimit:
-                raise imap4.IllegalClientResponse("Literal too long")
-            return self._start_literal(imap4.LiteralString(size, defer.Deferred()), match[2])
-        arg, _, rest = line.partition(b" ")
-        return arg, rest
-
-    def arg_literal(self, line):
-        match = _LITERAL.match((line or b"").strip())
-        if match is None:
-            raise imap4.IllegalClientResponse("Missing literal")
-        size = int(match[1])
-        if size > MAX_LITERAL:
-            if match[2]:
-                self.sendLine(b"* BYE [TOOBIG] Literal too big")
-                self.transport.loseConnection()
-            raise imap4.IllegalClientResponse("[TOOBIG] Literal too big")
-        return self._start_literal(_SpooledLiteral(size, defer.Deferred()), match[2])
-
-    def _start_literal(self, literal, non_synchronizing):
-        self.parseState = "pending"
-        self._pendingLiteral = literal
-        if not non_synchronizing:
-            self.sendContinuationRequest(b"Ready for literal data")
-        if literal.size == 0:
-            # Nothing to read; the rest of the command is the next line.
-            literal.write(b"")
-        else:
-            self.setRawMode()
-        return literal.defer
-
-    def arg_searchline(self, line):
-        """
-        The rest of a SEARCH command as ``parseNestedParens`` tokens, with
-        its literals read in (clients send non-ASCII strings as literals;
-        Twisted's ``arg_searchkeys`` sees only the first line).
-        """
-        collected = []
-        line = line or b""
-
-        def step(line):
-            match = _LITERAL.search(line)
-            if match is None:
-                collected.append(line)
-                try:
-                    return imap4.parseNestedParens(b"".join(collected)), b""
-                except (imap4.IMAP4Exception, ValueError, IndexError):
-                    raise imap4.IllegalClientResponse("Invalid search criteria") from None
-            size = int(match[1])
-            if size > self._literalStringLimit or len(collected) > 200:
-                raise imap4.IllegalClientResponse("Literal too long")
-            collected.append(line[: match.start()] + b"{%d}\r\n" % size)
-            d = self._start_literal(imap4.LiteralString(size, defer.Deferred()), match[2])
-            return d.addCallback(lambda result: (collected.append(result[0]), step(result[1]))[1])
-
-        return step(line)
-
-    def _IMAP4Server__ebDispatch(self, failure, tag):
-        # Replaces IMAP4Server.__ebDispatch, which puts exception text on the
-        # wire for unexpected failures (STYLE.md: fixed responses only).
-        if failure.check(imap4.IllegalClientResponse):
-            self.sendLine(tag + b" BAD " + str(failure.value).encode("ascii", "replace"))
-        elif failure.check(imap4.IllegalMailboxEncoding):
-            self.sendLine(tag + b" BAD Mailbox name is not modified UTF-7")
-        else:
-            log.failure("While parsing IMAP arguments", failure)
-            self.sendLine(tag + b" BAD Internal error")
-
-    def rawDataReceived(self, data):
-        self.resetTimeout()
-        passon = self._pendingLiteral.write(data)
-        if passon is not None:
-            self.setLineMode(passon)
 
     # -- running commands ------------------------------------------------
 
@@ -262,7 +202,7 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
         except Exception:
             log.failure("IMAP command failed")
             status, text = b"NO", b"[SERVERBUG] Internal error"
-        if self._gone:
+        if self._gone or self._closing:
             return
         if self.view is not None and self._idle_tag is None:
             await self.sync(allow_expunge)
@@ -344,77 +284,6 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
     unauth_LOGOUT = auth_LOGOUT = select_LOGOUT = (do_LOGOUT,)
     unauth_ID = auth_ID = select_ID = (do_ID, imap4.IMAP4Server.arg_line)
 
-    # -- not authenticated -----------------------------------------------
-
-    def do_LOGIN(self, tag, user, password):
-        self.run_command(tag, self._login, user, password)
-
-    async def _login(self, user, password):
-        await self._authenticate(user, password)
-        return b"[CAPABILITY " + self.capability_line() + b"] LOGIN completed"
-
-    async def _authenticate(self, user: bytes, password: bytes):
-        try:
-            interface, avatar, logout = await self.portal.login(
-                credentials.UsernamePassword(user, password), None, imap4.IAccount
-            )
-        except UnauthorizedLogin:
-            await task.deferLater(self.reactor, self.config.auth.failure_delay, lambda: None)
-            raise CommandError(b"[AUTHENTICATIONFAILED] Authentication failed") from None
-        self.account = avatar
-        self._onLogout = logout
-        self.state = "auth"
-        self.setTimeout(self.POSTAUTH_TIMEOUT)
-
-    def do_AUTHENTICATE(self, tag, rest):
-        rest = rest or b""
-        mechanism, _, initial = rest.strip().partition(b" ")
-        if mechanism.upper() != b"PLAIN":
-            self.sendLine(tag + b" NO [CANNOT] Unsupported authentication mechanism")
-            return
-        if initial:
-            # RFC 4959: SASL-IR; "=" is an empty initial response.
-            self._plain_response(tag, b"" if initial == b"=" else initial)
-            return
-        self.sendLine(b"+ ")
-        self.parseState = "pending"
-        self._pendingLiteral = defer.Deferred()
-        self._pendingLiteral.addCallback(lambda line: self._plain_response(tag, line))
-
-    def _plain_response(self, tag, encoded: bytes):
-        if encoded.strip() == b"*":
-            self.sendLine(tag + b" BAD AUTHENTICATE cancelled")
-            return
-        try:
-            message = base64.b64decode(encoded.strip(), validate=True)
-            authzid, authcid, password = message.split(b"\0")
-        except (binascii.Error, ValueError):
-            self.sendLine(tag + b" BAD Malformed PLAIN response")
-            return
-        if authzid and authzid != authcid:
-            self.sendLine(tag + b" NO [AUTHORIZATIONFAILED] Cannot act as another user")
-            return
-        self.run_command(tag, self._sasl_done, authcid, password)
-
-    async def _sasl_done(self, user, password):
-        await self._authenticate(user, password)
-        return b"[CAPABILITY " + self.capability_line() + b"] Authenticated"
-
-    def do_STARTTLS(self, tag):
-        if self.ctx is None or self.startedTLS or not self.canStartTLS:
-            self.sendLine(tag + b" NO [CANNOT] TLS not available")
-            return
-        self.sendLine(tag + b" OK Begin TLS negotiation now")
-        # Anything pipelined after STARTTLS came in the clear: drop it
-        # (RFC 3501 6.2.1; the command-injection class of bugs).
-        self.clearLineBuffer()
-        self.transport.startTLS(self.ctx)
-        self.startedTLS = True
-
-    unauth_STARTTLS = (do_STARTTLS,)
-    unauth_LOGIN = (do_LOGIN, astring, final_astring)
-    unauth_AUTHENTICATE = (do_AUTHENTICATE, imap4.IMAP4Server.arg_line)
-
     # -- authenticated ---------------------------------------------------
 
     def do_NAMESPACE(self, tag):
@@ -480,12 +349,27 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
         self.sendLine(b"+ idling")
         self._idle_tag = tag
         self.parseState = "idle"
+        # RFC 2177: IDLE is activity only until the idle timeout (the client
+        # re-issues it within 29 minutes); meanwhile an untagged OK every
+        # few minutes keeps NAT and firewall state open, as Dovecot does.
+        self._keepalive = self.reactor.callLater(IDLE_KEEPALIVE, self._still_here)
         if self.view is not None:
             # RFC 2177: report at once what is pending.
             self._on_change(self.view.mailbox_id, self.view.modseq + 1)
 
+    def _still_here(self):
+        self.sendLine(b"* OK Still here")
+        self._keepalive = self.reactor.callLater(IDLE_KEEPALIVE, self._still_here)
+
+    def _end_idle(self):
+        self._idle_tag = None
+        if self._keepalive is not None and self._keepalive.active():
+            self._keepalive.cancel()
+        self._keepalive = None
+
     def parse_idle(self, line):
-        tag, self._idle_tag = self._idle_tag, None
+        tag = self._idle_tag
+        self._end_idle()
         self.parseState = "command"
         if line.strip().upper() != b"DONE":
             self.sendLine(tag + b" BAD Expected DONE")
@@ -508,12 +392,33 @@ class IMAPServer(MailboxCommands, SelectedCommands, imap4.IMAP4Server):
 
 
 class IMAPFactory(protocol.ServerFactory):
-    def __init__(self, portal, store, config, reactor, context_factory=None):
+    """
+    Sessions of one IMAP listener (or of several that share a budget).
+    ``failed_logins`` and ``login_limiter`` are shared by all its sessions;
+    pass the same objects to the POP3 factory to count both protocols
+    together.
+    """
+
+    def __init__(self, portal, store, config, reactor, context_factory=None, *, login_limiter=None,
+                 failed_logins=None):
         self.portal = portal
         self.store = store
         self.config = config
         self.reactor = reactor
         self.context_factory = context_factory
+        limits = config.limits
+        if login_limiter is None:
+            login_limiter = LoginLimiter(limits.max_connections_per_user)
+        if failed_logins is None:
+            failed_logins = FailedLoginTracker(
+                limits.failed_logins_per_ip,
+                limits.failed_login_window,
+                config.auth.failure_delay,
+                max(MAX_FAILURE_DELAY, config.auth.failure_delay),
+                reactor.seconds,
+            )
+        self.login_limiter = login_limiter
+        self.failed_logins = failed_logins
 
     def buildProtocol(self, addr):
         server = IMAPServer(self.store, self.config, self.reactor, self.portal, self.context_factory)
@@ -521,9 +426,14 @@ class IMAPFactory(protocol.ServerFactory):
         return server
 
 
-def build_factory(portal, store, config, reactor, context_factory=None) -> IMAPFactory:
+def build_factory(portal, store, config, reactor, context_factory=None, *, login_limiter=None,
+                  failed_logins=None) -> IMAPFactory:
     """
     The IMAP listener's factory; with ``context_factory`` (a TLS context
-    factory) the session offers STARTTLS.
+    factory, ``CertificateStore.context_factory()``) the session offers
+    STARTTLS.  ``login_limiter`` (``gateway.limits.LoginLimiter``) and
+    ``failed_logins`` (``FailedLoginTracker``) default to ones of its own,
+    sized from ``config``.
     """
-    return IMAPFactory(portal, store, config, reactor, context_factory)
+    return IMAPFactory(portal, store, config, reactor, context_factory, login_limiter=login_limiter,
+                       failed_logins=failed_logins)
