@@ -65,9 +65,9 @@ class Account:
         """Pairs of (name, L{MailboxInfo}) matching ``ref`` + ``wildcard``."""
 
         async def matching():
-            regex = wire.pattern_regex(ref, wildcard)
+            matcher = wire.compile_pattern(ref, wildcard)
             mailboxes = await self.store.list_mailboxes(self.user)
-            return [(info.name, info) for info in mailboxes if regex.fullmatch(info.name)]
+            return [(info.name, info) for info in mailboxes if matcher.fullmatch(info.name)]
 
         return defer.Deferred.fromCoroutine(matching())
 

@@ -13,6 +13,8 @@ import re
 
 import attrs
 
+from gateway.imap.sequence import MAX_NUMBER
+
 SIMPLE = frozenset({
     "FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE",
     "BODY", "RFC822", "RFC822.HEADER", "RFC822.TEXT",
@@ -145,9 +147,9 @@ def _parse_item(text: bytes, position: int):
     body = _BODY.fullmatch(spec)
     if body is None:
         raise FetchSyntaxError("bad section")
-    part = tuple(int(n) for n in body[2].split(".") if n) if body[2] else ()
-    if any(n == 0 for n in part) or (body[2] and not re.fullmatch(r"[1-9]\d*(\.[1-9]\d*)*", body[2])):
+    if body[2] and not re.fullmatch(r"[1-9][0-9]{0,9}(\.[1-9][0-9]{0,9})*", body[2]):
         raise FetchSyntaxError("bad part number")
+    part = tuple(_nz_number(n) for n in body[2].split(".")) if body[2] else ()
     section_text = body[3]
     if bool(fields) != (section_text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT")):
         raise FetchSyntaxError("header field list goes with HEADER.FIELDS")
@@ -155,12 +157,26 @@ def _parse_item(text: bytes, position: int):
         raise FetchSyntaxError("MIME needs a part number")
     length = None
     if body[4] is not None:
-        length = (int(body[4]), int(body[5]))
+        length = (_number(body[4]), _number(body[5]))
         if length[1] == 0:
             raise FetchSyntaxError("partial length must be non-zero")
     return Section(
         peek=body[1] == "BODY.PEEK", part=part, text=section_text, fields=fields, partial=length
     ), end
+
+
+def _number(text: str) -> int:
+    """RFC 3501 9: ``number`` is an unsigned 32-bit value."""
+    if len(text) > 10 or int(text) > MAX_NUMBER:
+        raise FetchSyntaxError("number out of range")
+    return int(text)
+
+
+def _nz_number(text: str) -> int:
+    number = _number(text)
+    if number == 0:
+        raise FetchSyntaxError("bad part number")
+    return number
 
 
 def _header_names(text: bytes) -> list[str]:

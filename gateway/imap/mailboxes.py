@@ -19,6 +19,10 @@ from gateway.store.model import HIERARCHY_SEPARATOR
 
 _STATUS_ITEMS = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN")
 
+# Characters in a mailbox name a client may create (Dovecot allows 255 per
+# level); it is shown in every LIST answer, so it is kept short.
+MAX_NAME_LENGTH = 1000
+
 
 def _list_line(command: bytes, name: str, attributes) -> bytes:
     return b"* %s (%s) \"/\" %s" % (
@@ -26,6 +30,12 @@ def _list_line(command: bytes, name: str, attributes) -> bytes:
         " ".join(attributes).encode("ascii"),
         wire.quote(wire.encode_mailbox(name)),
     )
+
+
+def _creatable(name: str) -> str:
+    if len(name) > MAX_NAME_LENGTH:
+        raise CommandError(b"[CANNOT] Mailbox name too long")
+    return name
 
 
 def astring(server, line):
@@ -42,7 +52,7 @@ class MailboxCommands:
         self.run_command(tag, self._create, name)
 
     async def _create(self, wire_name):
-        name = self.mailbox_name(wire_name).rstrip(HIERARCHY_SEPARATOR)
+        name = _creatable(self.mailbox_name(wire_name).rstrip(HIERARCHY_SEPARATOR))
         if name == "INBOX":
             raise CommandError(b"[ALREADYEXISTS] INBOX always exists")
         await self.account.create(name)
@@ -62,7 +72,7 @@ class MailboxCommands:
         self.run_command(tag, self._rename, old, new)
 
     async def _rename(self, old, new):
-        await self.account.rename(self.mailbox_name(old), self.mailbox_name(new))
+        await self.account.rename(self.mailbox_name(old), _creatable(self.mailbox_name(new)))
         return b"RENAME completed"
 
     def do_SUBSCRIBE(self, tag, name):

@@ -151,21 +151,59 @@ def canonical_name(name: str) -> str:
     return name
 
 
-def pattern_regex(reference: str, pattern: str) -> re.Pattern[str]:
+class MailboxPattern:
     """
-    RFC 3501 6.3.8: ``*`` matches anything, ``%`` anything but the
-    hierarchy separator.  The reference is prefixed to the pattern.
+    An RFC 3501 6.3.8 LIST pattern: ``*`` matches anything, ``%`` anything
+    but the hierarchy separator.
+
+    Matched by a bit-parallel NFA, one bit per pattern position, so a name
+    costs a few integer operations per character whatever the pattern:
+    translated to a regular expression, ``%*%*%*...x`` backtracks
+    exponentially.  Store names never hold ``*`` or ``%``, so every one in
+    the pattern is a wildcard.
     """
-    full = canonical_name(reference + pattern)
-    parts = []
-    for char in full:
-        if char == "*":
-            parts.append(".*")
-        elif char == "%":
-            parts.append("[^" + re.escape(HIERARCHY_SEPARATOR) + "]*")
-        else:
-            parts.append(re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
+
+    def __init__(self, pattern: str) -> None:
+        tokens: list[str] = []
+        for char in pattern:
+            if char in "*%" and tokens and tokens[-1] in "*%":
+                # A run of wildcards matches what its widest member does.
+                tokens[-1] = "*" if "*" in (char, tokens[-1]) else "%"
+            else:
+                tokens.append(char)
+        self._accept = 1 << len(tokens)
+        self._star = self._percent = 0
+        self._chars: dict[str, int] = {}
+        for position, token in enumerate(tokens):
+            bit = 1 << position
+            if token == "*":
+                self._star |= bit
+            elif token == "%":
+                self._percent |= bit
+            else:
+                self._chars[token] = self._chars.get(token, 0) | bit
+        self._wild = self._star | self._percent
+        self._start = self._closure(1)
+
+    def _closure(self, states: int) -> int:
+        # A wildcard may match nothing; runs were merged, so one step does.
+        return states | ((states & self._wild) << 1)
+
+    def fullmatch(self, name: str) -> bool:
+        states = self._start
+        for char in name:
+            stay = states & self._star
+            if char != HIERARCHY_SEPARATOR:
+                stay |= states & self._percent
+            states = self._closure(stay | ((states & self._chars.get(char, 0)) << 1))
+            if not states:
+                return False
+        return bool(states & self._accept)
+
+
+def compile_pattern(reference: str, pattern: str) -> MailboxPattern:
+    """The reference prefixed to the pattern, INBOX in any case as INBOX."""
+    return MailboxPattern(canonical_name(reference + pattern))
 
 
 def list_matches(
@@ -176,7 +214,7 @@ def list_matches(
     attribute.  Levels that do not exist but have children are listed as
     ``\\Noselect`` so that ``%`` walks reach them (RFC 3501 6.3.8).
     """
-    regex = pattern_regex(reference, pattern)
+    matcher = compile_pattern(reference, pattern)
     candidates = set(existing)
     for name in existing:
         levels = name.split(HIERARCHY_SEPARATOR)
@@ -188,7 +226,7 @@ def list_matches(
             parents.add(name.rsplit(HIERARCHY_SEPARATOR, 1)[0])
     answers = []
     for name in sorted(candidates, key=lambda n: (n != "INBOX", n)):
-        if not regex.fullmatch(name):
+        if not matcher.fullmatch(name):
             continue
         attributes = ["\\HasChildren" if name in parents else "\\HasNoChildren"]
         if name not in existing:
@@ -200,8 +238,8 @@ def list_matches(
 
 
 def lsub_matches(subscribed: Iterable[str], reference: str, pattern: str) -> list[str]:
-    regex = pattern_regex(reference, pattern)
-    return [name for name in sorted(set(subscribed)) if regex.fullmatch(canonical_name(name))]
+    matcher = compile_pattern(reference, pattern)
+    return [name for name in sorted(set(subscribed)) if matcher.fullmatch(canonical_name(name))]
 
 
 _KEYWORD = re.compile(r"[!#$&'+-Z^-z|~]+")
