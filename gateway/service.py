@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+from prometheus_client import CollectorRegistry
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import gatherResults, maybeDeferred
@@ -16,13 +19,15 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.mail import imap4, pop3 as twisted_pop3
 
-from gateway import lmtp, pop3
+from gateway import lmtp, metrics, pop3
 from gateway.auth import MailRealm, UsersFile, make_portal
 from gateway.config import DEFAULT_TOML, Config, ConfigError, load
 from gateway.connlimit import ConnectionLimitFactory
 from gateway.imap import account as imap_account, server as imap_server
 from gateway.limits import ConnectionLimiter
+from gateway.metrics import Metrics, MetricsFactory, metrics_site
 from gateway.proxy import TrustedProxyFactory, split_description
+from gateway.reload import ConfigReloader, LiveConfig
 from gateway.store.sqlite import SQLiteStore
 from gateway.tls import CertificateError, CertificateReloader, CertificateStore, ensure_certificate, implicit_tls_factory
 
@@ -81,6 +86,22 @@ class StoreService(Service):
 
     def stopService(self):
         self.store.close()
+        return super().stopService()
+
+
+class MetricsService(Service):
+    """Makes this server's metrics the ones the protocols' counts go to."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+        self._previous = None
+
+    def startService(self):
+        super().startService()
+        self._previous = metrics.activate(self.metrics)
+
+    def stopService(self):
+        metrics.activate(self._previous)
         return super().stopService()
 
 
@@ -156,22 +177,30 @@ LISTENERS = {
 }
 
 
-def make_service(data_dir: Path, config: Config, reactor) -> MultiService:
+def make_service(
+    data_dir: Path, config: Config, reactor, read_config: Callable[[], Config] | None = None
+) -> MultiService:
+    """
+    ``read_config``, when given, is how SIGHUP reads the config again (it
+    raises ConfigError): see ``gateway/reload.py`` for what changes live.
+    """
     prepare_data_dir(data_dir)
     certificates = load_certificate(data_dir, config)
     store = SQLiteStore(data_dir / "store", reactor=reactor)
     users = UsersFile(data_dir / "users")
+    # What a reload may change is read through this, at each use.
+    live = LiveConfig(config)
     realm = MailRealm(
         {
-            twisted_pop3.IMailbox: pop3.avatar_factory(store, config),
-            imap4.IAccount: imap_account.avatar_factory(store, config),
+            twisted_pop3.IMailbox: pop3.avatar_factory(store, live),
+            imap4.IAccount: imap_account.avatar_factory(store, live),
         }
     )
     portal = make_portal(users, realm, reactor)
     factories = {
-        "pop3": lambda: pop3.build_factory(portal, config, reactor),
+        "pop3": lambda: pop3.build_factory(portal, live, reactor),
         "imap": lambda: imap_server.build_factory(
-            portal, store, config, reactor, context_factory=certificates.context_factory()
+            portal, store, live, reactor, context_factory=certificates.context_factory()
         ),
         "lmtp": lambda: lmtp.build_factory(store, users, config, reactor),
     }
@@ -181,6 +210,7 @@ def make_service(data_dir: Path, config: Config, reactor) -> MultiService:
     # loopback must not stop the MTA from delivering.
     delivery_connections = ConnectionLimiter(limits.max_connections, limits.max_connections)
     listeners = {name: getattr(config.listeners, name) for name in LISTENERS}
+    counted = Metrics(CollectorRegistry(), listeners=[name for name, given in listeners.items() if given])
     # One application factory per protocol, shared by its plain and TLS
     # listeners, so that a session is the same whichever port it came in on.
     built = {}
@@ -192,7 +222,8 @@ def make_service(data_dir: Path, config: Config, reactor) -> MultiService:
             protocol, implicit_tls = LISTENERS[listener]
             if protocol not in built:
                 built[protocol] = factories[protocol]()
-            factory = built[protocol]
+            # Innermost: counts accepted sessions and the protocol's own bytes.
+            factory = MetricsFactory(built[protocol], counted, listener)
             if implicit_tls:
                 factory = implicit_tls_factory(factory, certificates, reactor)
             limiter = delivery_connections if protocol == "lmtp" else client_connections
@@ -205,6 +236,8 @@ def make_service(data_dir: Path, config: Config, reactor) -> MultiService:
                     ports.append((listener, _listen(reactor, endpoint, proxied)))
                 else:
                     ports.append((listener, _listen(reactor, description, factory)))
+        for description in config.listeners.metrics:
+            ports.append(("metrics", _listen(reactor, description, metrics_site(counted))))
     except StartupError:
         for _, port in ports:
             port.stopListening()
@@ -213,9 +246,19 @@ def make_service(data_dir: Path, config: Config, reactor) -> MultiService:
     top = MultiService()
     StoreService(store).setServiceParent(top)
     CertificateReloader(certificates, reactor).setServiceParent(top)
-    ListeningPorts(ports, list(listeners), data_dir / "run" / "ports.json").setServiceParent(top)
+    MetricsService(counted).setServiceParent(top)
+    if read_config is not None:
+
+        def apply(new: Config) -> None:
+            client_connections.max_total = new.limits.max_connections
+            client_connections.max_per_ip = new.limits.max_connections_per_ip
+            delivery_connections.max_total = delivery_connections.max_per_ip = new.limits.max_connections
+
+        ConfigReloader(live, read_config, apply, users, reactor).setServiceParent(top)
+    ListeningPorts(ports, [*listeners, "metrics"], data_dir / "run" / "ports.json").setServiceParent(top)
     top.store = store
     top.certificates = certificates
     top.users = users
+    top.metrics = counted
     return top
 
