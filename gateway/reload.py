@@ -3,16 +3,21 @@ SIGHUP: read the config and the users file again without dropping a session.
 
 What a reload can change, and when it is seen:
 
-- ``[auth]``, ``[pop3]`` (but ``uidl_format``), ``[imap]`` and ``[limits]``:
-  the running server reads them through one ``LiveConfig``, so the next
-  login, connection or session sees the new values; sessions already open
-  keep the timeouts they started with.
+- ``[auth]``, ``[pop3]`` (but ``uidl_format``) and ``[imap]``: the POP3 and
+  IMAP factories and the realm read the config through one ``LiveConfig``,
+  so the next connection or login sees the new values; sessions already
+  open keep the timeouts they started with.
+- ``[limits]``: the connection counts (total, per IP) at once, for new
+  connections; what a POP3/IMAP session reads from the config when it starts
+  (prelogin timeout, line and literal sizes) for new sessions.  Limiters a
+  factory builds once at start-up keep their numbers until a restart.
 - ``pop3.uidl_format`` is refused: every UIDL would change under the POP3
   clients, which then download every message again.  That must be a
   deliberate restart, never the side effect of a reload.
 - ``hostname``, ``[listeners]``, ``[tls]`` (file names; the certificate
-  itself reloads on SIGHUP in ``gateway/tls.py``) and ``[proxy]`` need a
-  restart: they are logged as such and the running values stay.
+  itself reloads on SIGHUP in ``gateway/tls.py``), ``[proxy]`` and ``[lmtp]``
+  (the LMTP factory copies its settings at start) need a restart: they are
+  logged as such and the running values stay.
 
 A config that does not load is logged with its reason and the running one
 stays, whole.
@@ -35,7 +40,7 @@ from gateway.config import Config, ConfigError
 log = Logger()
 
 # Top-level config fields only a restart applies.
-RESTART_ONLY = ("hostname", "listeners", "tls", "proxy")
+RESTART_ONLY = ("hostname", "listeners", "tls", "proxy", "lmtp")
 
 
 class LiveConfig:
