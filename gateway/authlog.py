@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
+from gateway import metrics
+
 log = Logger(namespace="gateway.auth")
 
 _MAX_USER = 64
@@ -28,6 +30,7 @@ def printable(text: str | bytes | None) -> str:
 
 
 def login_succeeded(protocol: str, user, ip: str) -> None:
+    metrics.count_login(protocol, ok=True)
     log.info(
         "login ok: protocol={protocol} user={user} ip={ip}",
         protocol=protocol,
@@ -38,6 +41,7 @@ def login_succeeded(protocol: str, user, ip: str) -> None:
 
 
 def login_failed(protocol: str, user, ip: str, reason: str) -> None:
+    metrics.count_login(protocol, ok=False)
     log.warn(
         "login failed: protocol={protocol} user={user} ip={ip} reason={reason}",
         protocol=protocol,

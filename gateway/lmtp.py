@@ -51,6 +51,7 @@ from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
 from twisted.mail import smtp
 
+from gateway import metrics
 from gateway.delivery import deliver
 from gateway.store.interfaces import TemporaryFailure
 
@@ -517,10 +518,15 @@ class LMTPServer(smtp.SMTP):
             record = await deliver(self._store, recipient.user, _PrefixedMessage(trace, spool), recipient.mailbox)
         except TemporaryFailure as e:
             log.warn("Delivery to {user} deferred: {error}", user=recipient.user, error=str(e))
+            metrics.count_delivery("tempfail")
+            metrics.count_store_error("deliver")
             return _temporary_failure(e.__cause__)
         except Exception:
             log.failure("While delivering to {user}", user=recipient.user)
+            metrics.count_delivery("error")
+            metrics.count_store_error("deliver")
             return 451, b"4.3.0", b"Temporary internal error"
+        metrics.count_delivery("ok")
         return 250, b"2.0.0", b"Saved as UID %d" % record.uid
 
     def _delivered(self):

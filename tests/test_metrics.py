@@ -217,3 +217,14 @@ def test_metrics_page_speaks_openmetrics_when_asked():
     body = MetricsPage(m).render_GET(request)
     assert request.responseHeaders.getRawHeaders(b"content-type")[0].startswith(b"application/openmetrics-text")
     assert body.endswith(b"# EOF\n")
+
+
+def test_authlog_lines_count_logins(active):
+    from gateway import authlog
+
+    authlog.login_failed("pop3", b"alice", "192.0.2.7", "bad-credentials")
+    authlog.login_succeeded("imap", "alice", "::1")
+    values = samples(active)
+    assert values[("gateway_logins_total", (("protocol", "pop3"), ("result", "failed")))] == 1
+    assert values[("gateway_logins_total", (("protocol", "imap"), ("result", "ok")))] == 1
+    assert values[("gateway_logins_total", (("protocol", "pop3"), ("result", "ok")))] == 0
