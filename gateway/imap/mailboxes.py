@@ -33,9 +33,24 @@ def _list_line(command: bytes, name: str, attributes) -> bytes:
 
 
 def _creatable(name: str) -> str:
+    """
+    Names we let a client create.  Names never become paths here, but an
+    export to Maildir++ or a migration to Dovecot may make them so: refuse
+    what Dovecot refuses, ``.`` and ``..`` levels and a leading ``~``.
+    """
     if len(name) > MAX_NAME_LENGTH:
         raise CommandError(b"[CANNOT] Mailbox name too long")
+    if name.startswith("~") or any(level in (".", "..") for level in name.split(HIERARCHY_SEPARATOR)):
+        raise CommandError(b"[CANNOT] Not an acceptable mailbox name")
     return name
+
+
+def status_items(server, line):
+    """Command-table parser: STATUS's flat ``(item ...)`` list."""
+    match = re.match(rb" *\(([A-Za-z ]*)\)", line or b"")
+    if match is None:
+        raise imap4.IllegalClientResponse("Expected a list of status items")
+    return match[1].split(), line[match.end():]
 
 
 def astring(server, line):
@@ -183,5 +198,5 @@ class MailboxCommands:
     auth_UNSUBSCRIBE = select_UNSUBSCRIBE = (do_UNSUBSCRIBE, final_astring)
     auth_LIST = select_LIST = (do_LIST, astring, final_astring)
     auth_LSUB = select_LSUB = (do_LSUB, astring, final_astring)
-    auth_STATUS = select_STATUS = (do_STATUS, astring, imap4.IMAP4Server.arg_plist)
+    auth_STATUS = select_STATUS = (do_STATUS, astring, status_items)
     auth_APPEND = select_APPEND = (do_APPEND, astring, arg_append)
