@@ -16,6 +16,7 @@ EX_USAGE = 64
 EX_DATAERR = 65
 EX_NOINPUT = 66
 EX_NOUSER = 67
+EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_CANTCREAT = 73
 EX_TEMPFAIL = 75
@@ -138,6 +139,18 @@ def cmd_check_config(args, stdin, stdout) -> int:
     except ConfigError as e:
         raise CommandError(str(e)) from None
     print(f"{path}: ok", file=stdout)
+    return 0
+
+
+def cmd_status(args, stdin, stdout) -> int:
+    from gateway.status import StatusError, metrics_address, render, scrape
+
+    try:
+        samples = scrape(metrics_address(args.data))
+    except StatusError as e:
+        raise CommandError(str(e), EX_UNAVAILABLE) from None
+    for line in render(samples):
+        print(line, file=stdout)
     return 0
 
 
@@ -290,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     store_check.add_argument("--repair", action="store_true", help="do the safe repairs and say each one")
     store_check.set_defaults(run=cmd_check)
+
+    status = commands.add_parser(
+        "status", help="live sessions per protocol, logins and deliveries, from the running server's metrics"
+    )
+    status.set_defaults(run=cmd_status)
 
     check = commands.add_parser("check-config", help="load and validate a config file")
     check.add_argument("--config", type=Path, default=None)
