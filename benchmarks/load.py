@@ -33,8 +33,11 @@ async def populate(host: str, lmtp_port: int, users: Users, messages: int, poll_
     messages to each poll user and the idle user, over LMTP (4 connections,
     one transaction per message for all its recipients)."""
     jobs = [([*users.bulk], message) for message in corpus.corpus(messages)]
-    jobs += [([*users.poll, users.idle], message) for message in corpus.corpus(poll_messages, seed=3)
-             if len(message) < 20_000]
+    small_users = [*users.poll, users.idle]
+    # RFC 5321 4.5.3.1.8: a server need take no more than 100 recipients at once.
+    jobs += [(small_users[start:start + 100], message)
+             for message in corpus.corpus(poll_messages, seed=3) if len(message) < 20_000
+             for start in range(0, len(small_users), 100)]
     pending = iter(jobs)
 
     async def worker() -> None:
