@@ -1,5 +1,9 @@
+import imaplib
 import os
+import poplib
 import signal
+import socket
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -9,6 +13,7 @@ from gateway import metrics
 from gateway.auth import UsersFile
 from gateway.config import Config, load, loads
 from gateway.reload import ConfigReloader, LiveConfig, plan_reload
+from tests.serverproc import LOOPBACK, GatewayProcess, run_gateway
 
 
 @pytest.fixture
@@ -173,3 +178,71 @@ def test_sighup_schedules_a_reload_and_chains_the_previous_handler(tmp_path):
         assert called == [signal.SIGHUP, signal.SIGHUP]
     finally:
         signal.signal(signal.SIGHUP, original)
+
+
+# -- end to end: a real twistd, a real SIGHUP --------------------------------
+
+
+def wait_for_log(server, text, count=1):
+    """Bounded wait until ``text`` appears ``count`` times in the server log."""
+    for _ in range(600):
+        if server.log().count(text) >= count:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{text!r} not logged {count} time(s); log:\n{server.log()[-3000:]}")
+
+
+def imap_greeting(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        return sock.makefile("rb").readline()
+
+
+def test_sighup_applies_a_new_limit_without_dropping_sessions(tmp_path):
+    config = tmp_path / "gateway.toml"
+    config.write_text("[auth]\nfailure_delay = 0\n[limits]\nmax_connections_per_ip = 50\n")
+    data = tmp_path / "data"
+    run_gateway(data, "user", "add", "alice", input=b"secret\n")
+    with GatewayProcess(data, config=config, extra_args=["--metrics", LOOPBACK]) as server:
+        server.deliver("alice", b"Subject: one\r\n\r\nbody\r\n")
+        pop = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=10)
+        pop.user("alice")
+        pop.pass_("secret")
+        uidls = pop.uidl()[1]
+        pop.quit()
+        session = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=10)
+        session.login("alice", "secret")
+        session.select("INBOX")
+
+        config.write_text("[auth]\nfailure_delay = 0\n[limits]\nmax_connections_per_ip = 2\n")
+        server.process.send_signal(signal.SIGHUP)
+        wait_for_log(server, "Config reloaded (SIGHUP): limits.max_connections_per_ip")
+        # The open session goes on; one more connection fits, the next not.
+        assert session.noop()[0] == "OK"
+        assert session.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[0] == "OK"
+        second = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=10)
+        assert imap_greeting(server.port("imap")) == b"* BYE Too many connections\r\n"
+        second.logout()
+
+        # A broken config changes nothing, and the log says why.
+        config.write_text("[limits]\nmax_connections_per_ip = 0\n")
+        server.process.send_signal(signal.SIGHUP)
+        wait_for_log(server, "Config not reloaded (SIGHUP), keeping the running one: ")
+        assert f"{config}: limits.max_connections_per_ip: must be positive, not 0" in server.log()
+        second = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=10)
+        assert imap_greeting(server.port("imap")) == b"* BYE Too many connections\r\n"
+        second.logout()
+        status = run_gateway(data, "status").stdout.decode()
+        assert "config: the last reload was refused" in status
+
+        # A new UIDL format is refused: POP3 clients see the same UIDLs.
+        config.write_text('[auth]\nfailure_delay = 0\n[pop3]\nuidl_format = "%v.%u"\n')
+        server.process.send_signal(signal.SIGHUP)
+        wait_for_log(server, "Config reload (SIGHUP): pop3.uidl_format not changed")
+        wait_for_log(server, "Config reloaded (SIGHUP): limits.max_connections_per_ip", count=2)
+        pop = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=10)
+        pop.user("alice")
+        pop.pass_("secret")
+        assert pop.uidl()[1] == uidls
+        pop.quit()
+        assert session.noop()[0] == "OK"
+        session.logout()
