@@ -11,9 +11,10 @@ What a reload can change, and when it is seen:
   connections; what a POP3/IMAP session reads from the config when it starts
   (prelogin timeout, line and literal sizes) for new sessions.  Limiters a
   factory builds once at start-up keep their numbers until a restart.
-- ``pop3.uidl_format`` is refused: every UIDL would change under the POP3
-  clients, which then download every message again.  That must be a
-  deliberate restart, never the side effect of a reload.
+- ``pop3.uidl_format`` and ``pop3.hidden_flag`` are refused: the first
+  changes every UIDL, the second which messages POP3 lists, and either way
+  POP3 clients download old mail again.  That must be a deliberate restart,
+  never the side effect of a reload.
 - ``hostname``, ``[listeners]``, ``[tls]`` (file names; the certificate
   itself reloads on SIGHUP in ``gateway/tls.py``), ``[proxy]`` and ``[lmtp]``
   (the LMTP factory copies its settings at start) need a restart: they are
@@ -41,6 +42,11 @@ log = Logger()
 
 # Top-level config fields only a restart applies.
 RESTART_ONLY = ("hostname", "listeners", "tls", "proxy", "lmtp")
+# Options a reload never changes, and what would go wrong if it did.
+REFUSED = {
+    "pop3.uidl_format": "a new UIDL format changes every UIDL",
+    "pop3.hidden_flag": "a new hidden flag changes which messages POP3 lists",
+}
 
 
 class LiveConfig:
@@ -83,16 +89,17 @@ class ReloadPlan:
 def plan_reload(running: Config, loaded: Config) -> ReloadPlan:
     """
     The config to run after ``loaded`` was read while ``running`` is in
-    force: restart-only options and a changed UIDL format keep their running
-    values; everything else is taken.
+    force: restart-only and refused options keep their running values;
+    everything else is taken.
     """
     changed = _differences(running, loaded)
     needs_restart = [name for name in changed if name.split(".")[0] in RESTART_ONLY]
-    refused = [name for name in changed if name == "pop3.uidl_format"]
+    refused = [name for name in changed if name in REFUSED]
     applied = [name for name in changed if name not in needs_restart and name not in refused]
+    kept_pop3 = {name.split(".", 1)[1]: getattr(running.pop3, name.split(".", 1)[1]) for name in REFUSED}
     config = attrs.evolve(
         loaded,
-        pop3=attrs.evolve(loaded.pop3, uidl_format=running.pop3.uidl_format),
+        pop3=attrs.evolve(loaded.pop3, **kept_pop3),
         **{name: getattr(running, name) for name in RESTART_ONLY},
     )
     return ReloadPlan(config, tuple(applied), tuple(needs_restart), tuple(refused))
@@ -151,10 +158,11 @@ class ConfigReloader(Service):
         plan = plan_reload(self.live.current, loaded)
         for name in plan.refused:
             log.error(
-                "Config reload ({why}): {option} not changed: a new UIDL format changes every UIDL and POP3 "
-                "clients would download every message again; change it with a restart if that is intended",
+                "Config reload ({why}): {option} not changed: {danger}, and POP3 clients would download "
+                "old mail again; change it with a restart if that is intended",
                 why=why,
                 option=name,
+                danger=REFUSED[name],
             )
         for name in plan.needs_restart:
             log.warn("Config reload ({why}): {option} changed, needs a restart to take effect", why=why, option=name)

@@ -65,6 +65,14 @@ def test_plan_refuses_a_new_uidl_format():
     assert plan.config.pop3.retr_sets_seen is False
 
 
+def test_plan_refuses_a_new_hidden_flag():
+    plan = plan_reload(Config(), loads('[pop3]\nhidden_flag = "$Gone"\ndelete_policy = "hide"\n'))
+    assert plan.refused == ("pop3.hidden_flag",)
+    assert plan.applied == ("pop3.delete_policy",)
+    assert plan.config.pop3.hidden_flag == Config().pop3.hidden_flag
+    assert plan.config.pop3.delete_policy == "hide"
+
+
 def test_plan_of_the_same_config_changes_nothing():
     plan = plan_reload(Config(), Config())
     assert (plan.applied, plan.needs_restart, plan.refused) == ((), (), ())
