@@ -158,6 +158,16 @@ def _temporary_failure(cause: BaseException | None) -> tuple[int, bytes, bytes]:
     return 451, b"4.3.0", b"Temporary failure, try again later"
 
 
+def _discard(spool):
+    """Close a spool file whose data is no longer wanted."""
+    try:
+        spool.close()
+    except OSError:
+        # On a full disk closing flushes what is still buffered and fails
+        # again; the file is anonymous, so closing it frees it all the same.
+        pass
+
+
 class LMTPServer(smtp.SMTP):
     """
     One LMTP session.  Transaction state is ``_sender`` (the reverse-path
@@ -312,7 +322,7 @@ class LMTPServer(smtp.SMTP):
 
     def _close_spool(self):
         if self._spool is not None:
-            self._spool.close()
+            _discard(self._spool)
             self._spool = None
 
     # -- replies ------------------------------------------------------------
@@ -507,7 +517,7 @@ class LMTPServer(smtp.SMTP):
                 code, status, text = refusal or await self._deliver_one(spool, sender, recipient)
                 self.sendCode(code, b"%s <%s> %s" % (status, recipient.address, text))
         finally:
-            spool.close()
+            _discard(spool)
             self._delivered()
 
     async def _deliver_one(self, spool, sender: bytes, recipient: Recipient) -> tuple[int, bytes, bytes]:

@@ -249,6 +249,22 @@ def test_disconnect_mid_data(store):
     assert still_serving(store, b"after a drop") == [b"250 2.0.0 <alice@example.test> Saved as UID 1"]
 
 
+@pytest.mark.parametrize("size", [10, 100_000])
+def test_full_disk_while_spooling(store, monkeypatch, size):
+    # /dev/full fails every write with ENOSPC: a small message fails when the
+    # spool is flushed at the final dot, a big one while it arrives, and the
+    # close fails again; either way a 452 and the session goes on.
+    monkeypatch.setattr("gateway.lmtp.tempfile.TemporaryFile", lambda **kwargs: open("/dev/full", "w+b"))
+    session = Session(store)
+    session.start(b"<alice>", b"<bob>")
+    assert session.send(b"Subject: full\r\n\r\n" + b"x" * size + b"\r\n.\r\n") == [
+        b"452 4.2.2 <alice@mx.example.test> Mailbox is full, try again later",
+        b"452 4.2.2 <bob@mx.example.test> Mailbox is full, try again later",
+    ]
+    assert session.send(b"NOOP\r\n") == [b"250 2.0.0 OK"]
+    assert bodies(store, "alice") == bodies(store, "bob") == []
+
+
 @pytest.mark.parametrize(
     ("recipient", "reply"),
     [
