@@ -127,8 +127,27 @@ class Framing:
             self._discard_literal(marker[0])
 
     def parse_command(self, line):
-        self._command_tag = line.split(None, 1)[0] if line.strip() else None
-        return super().parse_command(line)
+        # Replaces IMAP4Server.parse_command, which answers with the text of
+        # the exception, client input included.
+        words = line.split(None, 2)
+        self._command_tag = words[0] if words else None
+        if len(words) < 2:
+            tag = words[0] if words and policy.looks_like_tag(words[0]) else b"*"
+            self.sendLine(tag + (b" BAD Missing command" if words else b" BAD Null command"))
+            return
+        tag, command = words[:2]
+        try:
+            self.dispatchCommand(tag, command.upper(), words[2] if len(words) == 3 else None)
+        except imap4.IllegalClientResponse as e:
+            self.sendLine(tag + b" BAD " + _fixed_text(e))
+        except imap4.IllegalMailboxEncoding:
+            self.sendLine(tag + b" BAD Mailbox name is not modified UTF-7")
+
+    def lookupCommand(self, command):
+        # Twisted's nativeString() raises on a non-ASCII command name.
+        if not re.fullmatch(rb"[A-Za-z]{1,20}", command):
+            return None
+        return super().lookupCommand(command)
 
     def _discard_literal(self, size):
         """
@@ -240,7 +259,7 @@ class Framing:
         if failure.check(CommandError):
             self.sendLine(tag + b" " + failure.value.status + b" " + failure.value.text)
         elif failure.check(imap4.IllegalClientResponse):
-            self.sendLine(tag + b" BAD " + str(failure.value).encode("ascii", "replace"))
+            self.sendLine(tag + b" BAD " + _fixed_text(failure.value))
         elif failure.check(imap4.IllegalMailboxEncoding):
             self.sendLine(tag + b" BAD Mailbox name is not modified UTF-7")
         else:
@@ -252,3 +271,14 @@ class Framing:
         passon = self._pendingLiteral.write(data)
         if passon is not None:
             self.setLineMode(passon)
+
+
+def _fixed_text(error: Exception) -> bytes:
+    """
+    The text of a BAD: our parsers raise fixed strings; Twisted's "Too many
+    arguments" carries the client's bytes, which are not echoed.
+    """
+    text = str(error)
+    if text.startswith("Too many arguments"):
+        return b"Too many arguments"
+    return text.encode("ascii", "replace")[:200]
