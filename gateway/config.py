@@ -242,7 +242,8 @@ DEFAULT_TOML = """\
 # max_nesting = 32
 # Bad commands in one session before it is closed.
 # max_bad_commands = 20
-# Seconds from connecting to logging in, however busy the client looks.
+# Seconds from connecting to logging in, however busy the client looks
+# (LMTP: from connecting, or from the last message, to DATA).
 # prelogin_timeout = 60
 # Failed logins from one IP address within the window (seconds) before its
 # logins are refused until older failures leave the window.

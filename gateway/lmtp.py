@@ -102,16 +102,19 @@ class Recipient:
     mailbox: str
 
 
-def resolve_recipient(local_part: str, users) -> tuple[str, str] | None:
+def resolve_recipient(local_part: str, users, domain: str | None = None) -> tuple[str, str] | None:
     """
-    The (user, mailbox) a recipient local part delivers to, or None when it
-    names no user.  A user whose name contains ``+`` is matched whole first.
+    The (user, mailbox) a recipient delivers to, or None when it names no
+    user.  A user named by the whole address (``alice@example.org``, as in a
+    Dovecot passwd-file of virtual users) is matched before one named by the
+    local part alone, and a user whose name contains ``+`` before a detail.
     """
-    if local_part in users:
-        return local_part, "INBOX"
-    user, delimiter, detail = local_part.partition("+")
-    if delimiter and detail and user in users:
-        return user, detail
+    for suffix in ([f"@{domain}"] if domain else []) + [""]:
+        if local_part + suffix in users:
+            return local_part + suffix, "INBOX"
+        user, delimiter, detail = local_part.partition("+")
+        if delimiter and detail and user + suffix in users:
+            return user + suffix, detail
     return None
 
 
@@ -422,6 +425,7 @@ class LMTPServer(smtp.SMTP):
             address = smtp.Address(match.group("path"), self.host)
             _check_header_safe(bytes(address))
             local_part = address.local.decode("utf-8")
+            domain = address.domain.decode("utf-8")
         except (smtp.AddressError, UnicodeDecodeError):
             self._bad_command(501, b"5.1.3 Invalid recipient address")
             return
@@ -433,7 +437,7 @@ class LMTPServer(smtp.SMTP):
             self._bad_command(501, b"5.1.3 Recipient address longer than %d octets" % MAX_ADDRESS)
             return
         try:
-            target = resolve_recipient(local_part, self._users)
+            target = resolve_recipient(local_part, self._users, domain)
         except Exception:
             log.failure("While looking up recipient {address}", address=bytes(address))
             self.sendCode(451, b"4.3.0 Temporary failure looking up the recipient")

@@ -314,6 +314,24 @@ def test_resolve_recipient():
     assert resolve_recipient("alice+", users) is None
     assert resolve_recipient("bob+alice", users) is None
     assert resolve_recipient("Alice", users) is None
+    # Virtual users named by their whole address come first.
+    virtual = {"alice", "alice@example.org", "b+c@example.org"}
+    assert resolve_recipient("alice", virtual, "example.org") == ("alice@example.org", "INBOX")
+    assert resolve_recipient("alice+Lists", virtual, "example.org") == ("alice@example.org", "Lists")
+    assert resolve_recipient("b+c", virtual, "example.org") == ("b+c@example.org", "INBOX")
+    assert resolve_recipient("alice", virtual, "example.net") == ("alice", "INBOX")
+    assert resolve_recipient("bob", virtual, "example.org") is None
+
+
+def test_virtual_user_named_by_the_whole_address():
+    session = Session(users=frozenset({"alice", "alice@example.org"}))
+    session.start(recipients=[b"<alice@example.org>", b"<alice@example.net>"])
+    assert session.send(b"m\r\n.\r\n") == [
+        b"250 2.0.0 <alice@example.org> Saved as UID 1",
+        b"250 2.0.0 <alice@example.net> Saved as UID 1",
+    ]
+    assert session.store.inbox("alice@example.org") == [trace(b"alice@example.org") + b"m\r\n"]
+    assert session.store.inbox("alice") == [trace(b"alice@example.net") + b"m\r\n"]
 
 
 def test_null_sender_and_bounce_trace():
