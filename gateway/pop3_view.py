@@ -3,11 +3,14 @@ The POP3 view of INBOX for one session, as pure code.
 
 RFC 1939 gives a POP3 session a fixed maildrop: the messages present at login,
 numbered from 1, with deletions marked in the session and applied only at
-QUIT.  This module holds that snapshot, the parsing of command arguments and
-the byte transforms of RETR/TOP (dot-stuffing, header plus n lines), so that
-the protocol class in ``gateway/pop3.py`` only moves bytes.
+QUIT.  This module holds that snapshot (and which messages the "hide" delete
+policy keeps out of it), the parsing of command arguments, the byte
+transforms of RETR/TOP (dot-stuffing, header plus n lines), the CAPA list and
+the rule for where a plain-text password may be sent, so that the protocol
+class in ``gateway/pop3.py`` only moves bytes.
 
-No Twisted import here.  Every error knows the text it answers with.
+No Twisted import here.  Every error knows the text it answers with, and the
+ones that count towards ``limits.max_bad_commands`` are ``BadCommand``s.
 """
 
 from __future__ import annotations

@@ -10,11 +10,24 @@ import pytest
 from hypothesis import given, strategies as st
 
 from gateway.pop3_view import (
+    CAPABILITIES,
+    AuthenticationFailed,
+    BadCommand,
     DotStuffer,
     InvalidArgument,
+    InvalidSyntax,
+    LineTooLong,
+    LoginsBlocked,
+    MaildropLocked,
     MessageDeleted,
     MessageExpunged,
     NoSuchMessage,
+    PlaintextDisallowed,
+    TooManySessions,
+    UnknownCommand,
+    WrongState,
+    capabilities,
+    sasl_mechanisms,
     Snapshot,
     SnapshotEntry,
     TopFilter,
@@ -195,3 +208,24 @@ def test_top_without_blank_line_is_all_header():
     top = TopFilter(0)
     assert top.transform(b"Subject: x\r\nFrom: y\r\n") == b"Subject: x\r\nFrom: y\r\n"
     assert not top.done
+
+
+def test_capabilities_follow_tls_and_the_plaintext_rule():
+    assert capabilities(stls=False, plaintext=True) == list(CAPABILITIES)
+    assert capabilities(stls=True, plaintext=True) == [b"STLS", *CAPABILITIES]
+    # RFC 2595 4 and DESIGN.md: no USER, no PLAIN where passwords would be sent in clear.
+    listed = capabilities(stls=True, plaintext=False)
+    assert listed[0] == b"STLS" and b"USER" not in listed and b"SASL PLAIN" not in listed
+    assert b"UIDL" in listed and b"RESP-CODES" in listed
+    assert sasl_mechanisms(True) == [b"PLAIN"] and sasl_mechanisms(False) == []
+
+
+def test_bad_commands_are_the_errors_that_count():
+    counted = (UnknownCommand(), WrongState(), InvalidSyntax(), LineTooLong(), InvalidArgument("message number"))
+    assert all(isinstance(error, BadCommand) for error in counted)
+    not_counted = (NoSuchMessage(3, 2), MessageDeleted(1), MessageExpunged(1), AuthenticationFailed(),
+                   PlaintextDisallowed(), LoginsBlocked(), TooManySessions(), MaildropLocked())
+    assert not any(isinstance(error, BadCommand) for error in not_counted)
+    # Every error answers with a fixed, single-line text.
+    for error in counted + not_counted:
+        assert error.text and b"\r" not in error.text and b"\n" not in error.text
