@@ -23,7 +23,7 @@ import pytest
 
 from gateway.store.sqlite import SQLiteStore
 from tests.deferreds import result_of
-from tests.serverproc import GatewayProcess
+from tests.serverproc import LOOPBACK, GatewayProcess
 
 MESSAGE = b"From: a@example.org\r\nSubject: over STLS\r\n\r\nsecret body\r\n"
 
@@ -34,7 +34,7 @@ def server(tmp_path_factory):
     config = base / "gateway.toml"
     config.write_text("[auth]\nfailure_delay = 0.1\n")
     data = base / "data"
-    with GatewayProcess(data, imap=None, lmtp=None, config=config) as running:
+    with GatewayProcess(data, imap=None, lmtp=None, config=config, extra_args=["--pop3s", LOOPBACK]) as running:
         running.add_user("alice", "secret")
         store = SQLiteStore(data / "store")
         try:
@@ -93,6 +93,20 @@ def test_login_pipelined_behind_stls_never_runs(server, stls_offered):
             assert tls_reader.readline().startswith(b"+OK Maildrop has 1 messages")
             assert tls_reader.readline() == b"+OK 1 %d\r\n" % len(MESSAGE)
             assert tls_reader.readline() == b"+OK Bye, 0 messages deleted\r\n"
+
+
+def test_pop3s_session_offers_no_stls(server, stls_offered):
+    # RFC 2595 4 / RFC 8314: implicit TLS is already secure; STLS again is an error.
+    client = poplib.POP3_SSL("127.0.0.1", server.port("pop3s"), context=client_context(server), timeout=10)
+    try:
+        assert "STLS" not in client.capa()
+        with pytest.raises(poplib.error_proto, match="TLS is already active"):
+            client._shortcmd("STLS")
+        client.user("alice")
+        client.pass_("secret")
+        assert client.stat() == (1, len(MESSAGE))
+    finally:
+        client.quit()
 
 
 def openssl_binary() -> str:
