@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import sqlite3
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -187,6 +188,20 @@ def test_disk_full_is_452_mailbox_full():
     store = MemoryStore()
     try:
         raise TemporaryFailure("cannot write message") from OSError(errno.ENOSPC, "No space left on device")
+    except TemporaryFailure as e:
+        store.failures["alice"] = e
+    session = Session(store)
+    session.start()
+    assert session.send(b"x\r\n.\r\n") == [b"452 4.2.2 <alice@example.test> Mailbox is full, try again later"]
+
+
+def test_full_index_is_452_mailbox_full_too():
+    # SQLite says "database or disk is full" with its own error, not ENOSPC.
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorname = "SQLITE_FULL"
+    store = MemoryStore()
+    try:
+        raise TemporaryFailure("index write failed") from full
     except TemporaryFailure as e:
         store.failures["alice"] = e
     session = Session(store)
