@@ -368,6 +368,23 @@ def test_sequence_sets_on_an_empty_mailbox(store):
     assert s.command(b"c UID SEARCH UID 1:4294967295") == [b"* SEARCH", b"c OK SEARCH completed"]
 
 
+@pytest.mark.parametrize(
+    "criteria, answer",
+    [
+        # {-100} hung the reactor in older Twisted releases.
+        (b"SUBJECT {-100}", b"a BAD Malformed literal"),
+        (b"SUBJECT {1_0}", b"a BAD Malformed literal"),
+        (b"SUBJECT {99999999999}", b"a BAD [TOOBIG] Literal too big"),
+    ],
+)
+def test_search_literals(full, criteria, answer):
+    s = Session(full).login()
+    s.command(b"s SELECT INBOX")
+    assert s.command(b"a SEARCH " + criteria) == [answer]
+    assert s.command(b"b SEARCH SUBJECT {5+}\r\nhello") == [b"* SEARCH 1 2 3" + b"".join(
+        b" %d" % n for n in range(4, 51)), b"b OK SEARCH completed"]
+
+
 def test_deep_search_nesting(full):
     s = Session(full, config=config(max_line_length=200_000, max_nesting=32)).login()
     s.command(b"s SELECT INBOX")
