@@ -43,6 +43,7 @@ def makeService(options: Options):
     from twisted.internet import reactor
 
     from gateway.config import load
+    from gateway.privileges import PrivilegeError, hand_over_data_dir
     from gateway.service import StartupError, load_config, make_service, prepare_data_dir
 
     data_dir = Path(options["data"])
@@ -56,8 +57,12 @@ def makeService(options: Options):
             # SIGHUP: the same file, the same command-line listeners.
             return load(config_path or data_dir / "gateway.toml").with_listeners(**overrides)
 
-        return make_service(data_dir, config, reactor, read_config)
-    except StartupError as e:
+        service = make_service(data_dir, config, reactor, read_config)
+        # twistd switches to --uid/--gid after this returns: hand it the files.
+        twistd_options = getattr(options, "parent", None) or {}
+        hand_over_data_dir(data_dir, twistd_options.get("uid"), twistd_options.get("gid"))
+        return service
+    except (StartupError, PrivilegeError) as e:
         # twistd would print a traceback; an operator needs one line.
         print(f"gateway: {e}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import grp
-import inspect
 import os
 import poplib
 import pwd
@@ -22,18 +21,12 @@ from pathlib import Path
 
 import pytest
 
-import gateway.tap
 from tests.serverproc import LOOPBACK, GatewayProcess, run_gateway
 from tests.test_e2e_delivery import lmtp_deliver
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="binding a port below 1024 and switching users needs root"),
-    pytest.mark.xfail(
-        "hand_over_data_dir" not in inspect.getsource(gateway.tap),
-        reason="tap.makeService does not call gateway.privileges.hand_over_data_dir yet",
-        strict=True,
-    ),
-]
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="binding a port below 1024 and switching users needs root"
+)
 
 
 def free_privileged_port() -> int:
