@@ -208,6 +208,20 @@ def test_over_long_line_is_answered_and_skipped_without_buffering(store):
     assert s.command(b"(" * 300) == [b"* BAD [TOOBIG] Command line too long"]
 
 
+def test_over_long_line_in_the_middle_of_a_command(store):
+    s = Session(store, config=config(max_line_length=100))
+    # The rest of a command after its literal: the answer carries its tag.
+    assert s.command(b"a LOGIN {5}") == [b"+ Ready for literal data"]
+    assert s.command(b"alice " + b"x" * 200) == [b"a BAD [TOOBIG] Command line too long"]
+    assert s.command(b"b NOOP") == [b"b OK NOOP completed"]
+    s.login()
+    assert s.command(b"i IDLE") == [b"+ idling"]
+    assert s.command(b"x" * 200) == [b"i BAD [TOOBIG] Command line too long"]
+    assert s.command(b"c NOOP") == [b"c OK NOOP completed"]
+    s.clock.advance(600)
+    assert b"Still here" not in s.read()
+
+
 def test_over_long_line_ending_in_a_non_synchronizing_literal_closes(store):
     s = Session(store, config=config(max_line_length=100))
     s.login()

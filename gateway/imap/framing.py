@@ -105,8 +105,10 @@ class Framing:
         if self.parseState == "idle":
             tag = self._idle_tag
             self._end_idle()
-        elif self.parseState in ("pending", "discard"):
+        elif self.parseState == "pending":
             tag = self._command_tag
+        elif self.parseState == "discard":
+            tag = b"*"  # its command was answered already
         else:
             return None
         self.parseState = "command"
@@ -170,9 +172,10 @@ class Framing:
     def _literal_size(self, line, limit, refusal, alone=True):
         """
         The size of the literal ending ``line`` (``alone``: that is all the
-        line holds), checked before a byte of it is read.  A synchronizing literal over ``limit`` is refused with
-        ``refusal``; a non-synchronizing one cannot be (the client sends it
-        at once) and closes the session (RFC 7888 4, option 2, as Dovecot).
+        line holds), checked before a byte of it is read.  A synchronizing
+        literal over ``limit`` is refused with ``refusal``; a
+        non-synchronizing one cannot be (the client sends it at once) and
+        closes the session (RFC 7888 4, option 2, as Dovecot).
         """
         line = line or b""
         marker = policy.literal_marker(line)
