@@ -634,3 +634,17 @@ def test_e2e_other_user_and_garbage_bytes(server):
     assert b"b NO [NONEXISTENT] No such mailbox\r\n" in data
     assert b"Traceback" not in data and b"rror" not in data
     still_serves(server)
+
+
+def test_a_session_keeps_the_limits_it_started_with(store):
+    from gateway.reload import LiveConfig
+
+    live = LiveConfig(config(max_bad_commands=2))
+    first = Session(store, config=live)
+    # A SIGHUP reload swaps the config: new sessions see it, running ones not.
+    live.current = config(max_bad_commands=100)
+    second = Session(store, factory=first.factory, clock=first.clock)
+    first.command(b"a BOGUS")
+    assert first.command(b"b BOGUS")[-1] == b"* BYE Too many invalid IMAP commands."
+    second.command(b"a BOGUS")
+    assert second.command(b"b BOGUS") == [b"b BAD Unsupported command"]

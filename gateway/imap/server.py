@@ -421,7 +421,10 @@ class IMAPFactory(protocol.ServerFactory):
         self.failed_logins = failed_logins
 
     def buildProtocol(self, addr):
-        server = IMAPServer(self.store, self.config, self.reactor, self.portal, self.context_factory)
+        # A session keeps the config it started with (gateway/reload.py's
+        # LiveConfig swaps ``current`` on SIGHUP; new sessions see that).
+        config = getattr(self.config, "current", self.config)
+        server = IMAPServer(self.store, config, self.reactor, self.portal, self.context_factory)
         server.factory = self
         return server
 
