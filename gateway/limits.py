@@ -185,3 +185,25 @@ class FailedLoginTracker:
 
     def tracked(self) -> int:
         return len(self._failures)
+
+
+# The longest a failed login is made to wait, however many came before it.
+MAX_FAILURE_DELAY = 30.0
+
+
+def login_guards(limits, failure_delay: float, clock: Callable[[], float]) -> tuple[LoginLimiter, FailedLoginTracker]:
+    """
+    The per-user session limiter and per-IP failed-login tracker that every
+    login-taking protocol shares, from the ``[limits]`` config section, so a
+    guesser cannot double its attempts by switching from POP3 to IMAP.
+    """
+    return (
+        LoginLimiter(limits.max_connections_per_user),
+        FailedLoginTracker(
+            limits.failed_logins_per_ip,
+            limits.failed_login_window,
+            failure_delay,
+            max(MAX_FAILURE_DELAY, failure_delay),
+            clock,
+        ),
+    )

@@ -49,7 +49,7 @@ from twisted.mail import pop3 as twisted_pop3
 from twisted.protocols.basic import FileSender
 
 from gateway import authlog
-from gateway.limits import FailedLoginTracker, LoginLimiter
+from gateway.limits import FailedLoginTracker, LoginLimiter, login_guards
 # service.py builds the realm from pop3.avatar_factory; the avatar lives apart.
 from gateway.pop3_maildrop import IMailbox, MaildropLocked, avatar_factory  # noqa: F401
 from gateway.pop3_view import (
@@ -90,9 +90,6 @@ _PRELOGIN_TIMEOUT = b"[SYS/TEMP] Disconnected for inactivity"
 # Pipelined lines queued behind a running command before the connection
 # stops being read: input stays bounded whatever the client sends.
 MAX_QUEUED_LINES = 100
-
-# The growing delay after failed logins from one IP stops growing here.
-MAX_FAILURE_DELAY = 30.0
 
 # Stands in the line stream for a line longer than the limit, so that its
 # answer keeps its place among pipelined commands; never equal to real input.
@@ -564,15 +561,8 @@ def build_factory(
     counts both protocols; without one, POP3 counts alone.  Failed logins
     are counted per factory unless a tracker is shared in.
     """
-    limits = config.limits
-    if login_limiter is None:
-        login_limiter = LoginLimiter(limits.max_connections_per_user)
-    if failed_logins is None:
-        failed_logins = FailedLoginTracker(
-            limits.failed_logins_per_ip,
-            limits.failed_login_window,
-            config.auth.failure_delay,
-            MAX_FAILURE_DELAY,
-            reactor.seconds,
-        )
+    if login_limiter is None or failed_logins is None:
+        own_limiter, own_tracker = login_guards(config.limits, config.auth.failure_delay, reactor.seconds)
+        login_limiter = own_limiter if login_limiter is None else login_limiter
+        failed_logins = own_tracker if failed_logins is None else failed_logins
     return Pop3Factory(portal, config, reactor, context_factory, login_limiter, failed_logins)

@@ -24,7 +24,7 @@ from gateway.auth import MailRealm, UsersFile, make_portal
 from gateway.config import DEFAULT_TOML, Config, ConfigError, load
 from gateway.connlimit import ConnectionLimitFactory
 from gateway.imap import account as imap_account, server as imap_server
-from gateway.limits import ConnectionLimiter
+from gateway.limits import ConnectionLimiter, login_guards
 from gateway.metrics import Metrics, MetricsFactory, metrics_site
 from gateway.proxy import TrustedProxyFactory, split_description
 from gateway.reload import ConfigReloader, LiveConfig
@@ -197,10 +197,14 @@ def make_service(
         }
     )
     portal = make_portal(users, realm, reactor)
+    login_limiter, failed_logins = login_guards(config.limits, config.auth.failure_delay, reactor.seconds)
+    guards = {"login_limiter": login_limiter, "failed_logins": failed_logins}
     factories = {
-        "pop3": lambda: pop3.build_factory(portal, live, reactor),
+        "pop3": lambda: pop3.build_factory(
+            portal, live, reactor, context_factory=certificates.context_factory(), **guards
+        ),
         "imap": lambda: imap_server.build_factory(
-            portal, store, live, reactor, context_factory=certificates.context_factory()
+            portal, store, live, reactor, context_factory=certificates.context_factory(), **guards
         ),
         "lmtp": lambda: lmtp.build_factory(store, users, config, reactor),
     }

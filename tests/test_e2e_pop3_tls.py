@@ -4,10 +4,6 @@ poplib's ``stls()`` and by ``openssl s_client -starttls pop3``, each trusting
 only the self-signed certificate the first run generated
 (``DATA/tls/cert.pem``), and a raw socket that pipelines a login behind STLS
 in plain text (it must not run).
-
-STLS needs ``gateway/service.py`` to hand the certificate's context factory
-to ``pop3.build_factory(..., context_factory=...)``; while it does not, the
-server offers no STLS and these tests xfail rather than pass vacuously.
 """
 
 from __future__ import annotations
@@ -53,8 +49,7 @@ def stls_offered(server):
         capabilities = client.capa()
     finally:
         client.quit()
-    if "STLS" not in capabilities:
-        pytest.xfail("service.py does not pass context_factory to pop3.build_factory: no STLS offered")
+    assert "STLS" in capabilities
 
 
 def client_context(server) -> ssl.SSLContext:
