@@ -20,7 +20,6 @@ changes the store.
 
 from __future__ import annotations
 
-import datetime
 import json
 import sqlite3
 import time
@@ -28,7 +27,6 @@ from pathlib import Path
 
 import attrs
 
-from gateway.store.interfaces import UidNotAvailable
 
 # A temporary file younger than this may belong to a delivery in progress.
 TMP_GRACE_SECONDS = 3600
@@ -141,8 +139,8 @@ def _check_mailbox(mailbox: _Mailbox, directory: Path, sizes: dict[int, int], ex
             problems.append(Problem(f"{mailbox.label}: body file {uid} of an expunged message is left",
                                     "remove_expunged", mailbox.id, uid, files[uid]))
         elif uid >= mailbox.uidnext:
-            problems.append(Problem(f"{mailbox.label}: body file {uid} has no index row", "reindex",
-                                    mailbox.id, uid, files[uid]))
+            problems.append(Problem(f"{mailbox.label}: body file {uid} has no index row and was never committed",
+                                    "discard_uncommitted", mailbox.id, uid, files[uid]))
         else:
             problems.append(Problem(
                 f"{mailbox.label}: body file {uid} has no index row and its UID is below UIDNEXT"
@@ -152,7 +150,8 @@ def _check_mailbox(mailbox: _Mailbox, directory: Path, sizes: dict[int, int], ex
         actual = files[uid].stat().st_size
         if actual != sizes[uid]:
             problems.append(Problem(f"{mailbox.label}: UID {uid} is {sizes[uid]} bytes in the index, {actual} on disk"))
-    highest = max([uid_floor, *sizes, *files])
+    # Body files at or above UIDNEXT were never committed: discarded, not counted.
+    highest = max([uid_floor, *sizes])
     if highest >= mailbox.uidnext:
         problems.append(Problem(f"{mailbox.label}: UIDNEXT {mailbox.uidnext} is not above UID {highest}",
                                 "raise_uidnext", mailbox.id, uidnext=highest + 1))
@@ -165,7 +164,7 @@ async def repair(store, problems: list[Problem]) -> list[str]:
     L{SQLiteStore} on the same root); returns one line per thing done.
     """
     done = []
-    order = ("remove_tmp", "remove_expunged", "reindex", "drop_row", "raise_uidnext")
+    order = ("remove_tmp", "remove_expunged", "discard_uncommitted", "drop_row", "raise_uidnext")
     for kind in order:
         for problem in (p for p in problems if p.repair == kind):
             done.append(await _repair_one(store, problem))
@@ -176,16 +175,13 @@ async def _repair_one(store, problem: Problem) -> str:
     if problem.repair in ("remove_tmp", "remove_expunged"):
         problem.path.unlink(missing_ok=True)
         return f"removed {problem.path}"
-    if problem.repair == "reindex":
-        mtime = problem.path.stat().st_mtime
-        internaldate = datetime.datetime.fromtimestamp(int(mtime)).astimezone()
-        try:
-            with open(problem.path, "rb") as body:
-                await store.append_with_uid(problem.mailbox_id, problem.uid, body, frozenset(), internaldate)
-        except UidNotAvailable:
-            # A delivery was committing this very file while we looked.
-            return f"left {problem.path}: its UID was handed out meanwhile"
-        return f"indexed body file {problem.path} as UID {problem.uid} (no flags)"
+    if problem.repair == "discard_uncommitted":
+        # Never index it: an append that crashed before its commit was not
+        # acknowledged (the sender delivers again), and a copy or move that
+        # did still has the message at its source.
+        if await store.discard_uncommitted(problem.mailbox_id, problem.uid):
+            return f"removed {problem.path}, a body no commit ever took (crash before the index commit)"
+        return f"left {problem.path}: a delivery committed it meanwhile"
     if problem.repair == "drop_row":
         await store.expunge(problem.mailbox_id, [problem.uid])
         return f"expunged UID {problem.uid} of mail/{problem.mailbox_id}, whose body file is gone"

@@ -116,23 +116,13 @@ def check_mailboxes(data, policy):
     return inbox, in_inbox, applied
 
 
-# Known defect outside POP3 (store + check): SQLiteStore.move links each body
-# into the destination before its commit, and a kill there leaves a file that
-# ``gateway check --repair`` takes for an unindexed delivery and indexes, so
-# the message ends up in INBOX and in Trash.  Whether the kill lands in that
-# window is up to the scheduler, hence not strict.
-MOVE_REPAIR_DUPLICATES = pytest.mark.xfail(
-    strict=False, reason="check --repair indexes a body linked into Trash by a move that never committed"
-)
-
-
 @pytest.mark.parametrize(
     ("policy", "moment"),
     [
         ("expunge", "at-once"),
         ("expunge", "mid-apply"),
         ("trash", "at-once"),
-        pytest.param("trash", "mid-apply", marks=MOVE_REPAIR_DUPLICATES),
+        ("trash", "mid-apply"),
     ],
 )
 def test_kill_during_quit_leaves_a_consistent_mailbox(tmp_path, policy, moment):

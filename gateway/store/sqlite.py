@@ -751,6 +751,28 @@ class SQLiteStore:
             self._write_mailbox_meta(mailbox_id, uid_floor=uidnext - 1)
         return uidnext
 
+    @_deferred
+    def discard_uncommitted(self, mailbox_id, uid):
+        """
+        Remove the body file of a UID that no commit ever gave out: what a
+        crash leaves between the rename into mail/ and the index commit of an
+        append, copy or move.  Such a message was never acknowledged (the
+        sender retries) or still exists at its source, so indexing it would
+        only duplicate it.  Decided under the write lock, so a delivery
+        committing that very UID right now is never touched.
+
+        @return: Deferred firing with True if the file was removed.
+        """
+        with self._write():
+            uidnext, _ = self._counters(mailbox_id)
+            committed = self._db.execute(
+                "SELECT 1 FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
+            ).fetchone()
+            if uid < uidnext or committed:
+                return False
+            (self._mailbox_dir(mailbox_id) / str(uid)).unlink(missing_ok=True)
+        return True
+
     # -- changes by other processes ----------------------------------------
 
     def _poll_highestmodseq(self, mailbox_ids) -> dict[int, int] | None:
