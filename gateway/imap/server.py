@@ -43,7 +43,7 @@ from gateway.imap.login import LoginCommands
 from gateway.imap.mailboxes import MailboxCommands, final_astring
 from gateway.imap.selected import SelectedCommands
 from gateway.imap.view import SelectedView, format_flags
-from gateway.limits import FailedLoginTracker, LoginLimiter
+from gateway.limits import login_guards
 from gateway.store.interfaces import (
     InvalidMailboxName,
     MailboxExists,
@@ -58,8 +58,6 @@ log = Logger()
 
 # Dovecot's imap_idle_notify_interval: keeps NAT and firewall state alive.
 IDLE_KEEPALIVE = 120.0
-# The failed-login delay grows from [auth] failure_delay up to this.
-MAX_FAILURE_DELAY = 30.0
 
 INACTIVE = b"* BYE Disconnected for inactivity."
 TOO_MANY_BAD = b"* BYE Too many invalid IMAP commands."
@@ -406,17 +404,10 @@ class IMAPFactory(protocol.ServerFactory):
         self.config = config
         self.reactor = reactor
         self.context_factory = context_factory
-        limits = config.limits
-        if login_limiter is None:
-            login_limiter = LoginLimiter(limits.max_connections_per_user)
-        if failed_logins is None:
-            failed_logins = FailedLoginTracker(
-                limits.failed_logins_per_ip,
-                limits.failed_login_window,
-                config.auth.failure_delay,
-                max(MAX_FAILURE_DELAY, config.auth.failure_delay),
-                reactor.seconds,
-            )
+        if login_limiter is None or failed_logins is None:
+            own_limiter, own_tracker = login_guards(config.limits, config.auth.failure_delay, reactor.seconds)
+            login_limiter = own_limiter if login_limiter is None else login_limiter
+            failed_logins = own_tracker if failed_logins is None else failed_logins
         self.login_limiter = login_limiter
         self.failed_logins = failed_logins
 
@@ -435,8 +426,9 @@ def build_factory(portal, store, config, reactor, context_factory=None, *, login
     The IMAP listener's factory; with ``context_factory`` (a TLS context
     factory, ``CertificateStore.context_factory()``) the session offers
     STARTTLS.  ``login_limiter`` (``gateway.limits.LoginLimiter``) and
-    ``failed_logins`` (``FailedLoginTracker``) default to ones of its own,
-    sized from ``config``.
+    ``failed_logins`` (``FailedLoginTracker``) default to ones of its own
+    (``gateway.limits.login_guards``); the service passes the ones POP3
+    shares, so a guesser gains nothing by switching protocol.
     """
     return IMAPFactory(portal, store, config, reactor, context_factory, login_limiter=login_limiter,
                        failed_logins=failed_logins)
