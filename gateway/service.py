@@ -24,7 +24,7 @@ from gateway.auth import MailRealm, UsersFile, make_portal
 from gateway.config import DEFAULT_TOML, Config, ConfigError, load
 from gateway.connlimit import ConnectionLimitFactory
 from gateway.imap import account as imap_account, server as imap_server
-from gateway.limits import ConnectionLimiter, login_guards
+from gateway.limits import MAX_FAILURE_DELAY, ConnectionLimiter, login_guards
 from gateway.metrics import Metrics, MetricsFactory, metrics_site
 from gateway.proxy import TrustedProxyFactory, split_description
 from gateway.reload import ConfigReloader, LiveConfig
@@ -257,6 +257,13 @@ def make_service(
             client_connections.max_total = new.limits.max_connections
             client_connections.max_per_ip = new.limits.max_connections_per_ip
             delivery_connections.max_total = delivery_connections.max_per_ip = new.limits.max_connections
+            login_limiter.max_per_user = new.limits.max_connections_per_user
+            # An address already tracked keeps its old history length until
+            # its failures leave the window; a lower limit applies at once.
+            failed_logins.max_failures = new.limits.failed_logins_per_ip
+            failed_logins.window = new.limits.failed_login_window
+            failed_logins.base_delay = new.auth.failure_delay
+            failed_logins.max_delay = max(MAX_FAILURE_DELAY, new.auth.failure_delay)
 
         ConfigReloader(live, read_config, apply, users, reactor).setServiceParent(top)
     ListeningPorts(ports, [*listeners, "metrics"], data_dir / "run" / "ports.json").setServiceParent(top)

@@ -242,11 +242,24 @@ def test_sighup_applies_a_new_limit_without_dropping_sessions(tmp_path):
         status = run_gateway(data, "status").stdout.decode()
         assert "config: the last reload was refused" in status
 
+        # A longer failure delay holds the next failed login at least that long.
+        config.write_text("[auth]\nfailure_delay = 1.5\n[limits]\nmax_connections_per_ip = 2\n")
+        server.process.send_signal(signal.SIGHUP)
+        wait_for_log(server, "Config reloaded (SIGHUP): auth.failure_delay")
+        pop = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=10)
+        pop.user("alice")
+        started = time.monotonic()
+        with pytest.raises(poplib.error_proto):
+            pop.pass_("wrong")
+        assert time.monotonic() - started >= 1.5
+        pop.quit()
+        assert session.noop()[0] == "OK"
+
         # A new UIDL format is refused: POP3 clients see the same UIDLs.
         config.write_text('[auth]\nfailure_delay = 0\n[pop3]\nuidl_format = "%v.%u"\n')
         server.process.send_signal(signal.SIGHUP)
         wait_for_log(server, "Config reload (SIGHUP): pop3.uidl_format not changed")
-        wait_for_log(server, "Config reloaded (SIGHUP): limits.max_connections_per_ip", count=2)
+        wait_for_log(server, "Config reloaded (SIGHUP): auth.failure_delay, limits.max_connections_per_ip")
         pop = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=10)
         pop.user("alice")
         pop.pass_("secret")
