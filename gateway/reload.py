@@ -7,10 +7,11 @@ What a reload can change, and when it is seen:
   IMAP factories and the realm read the config through one ``LiveConfig``,
   so the next connection or login sees the new values; sessions already
   open keep the timeouts they started with.
-- ``[limits]``: the connection counts (total, per IP) at once, for new
-  connections; what a POP3/IMAP session reads from the config when it starts
-  (prelogin timeout, line and literal sizes) for new sessions.  Limiters a
-  factory builds once at start-up keep their numbers until a restart.
+- ``[limits]`` and ``auth.failure_delay``: ``apply`` in ``service.py``
+  re-tunes the shared limiters (connections in all and per IP, sessions per
+  user, failed logins per IP and their delay) for the next connection or
+  login; what a POP3/IMAP session reads from the config when it starts
+  (prelogin timeout, line and literal sizes) applies to new sessions.
 - ``pop3.uidl_format`` and ``pop3.hidden_flag`` are refused: the first
   changes every UIDL, the second which messages POP3 lists, and either way
   POP3 clients download old mail again.  That must be a deliberate restart,
@@ -109,7 +110,7 @@ class ConfigReloader(Service):
     """
     Reload on SIGHUP: ``read_config()`` gives the config as the file says now
     (or raises ConfigError), ``apply(config)`` puts it in force where
-    ``LiveConfig`` does not reach (connection limiters).  The users file is
+    ``LiveConfig`` does not reach (the limiters).  The users file is
     read again too.
 
     Like ``tls.CertificateReloader``, the handler only schedules the work in
