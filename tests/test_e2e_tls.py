@@ -87,11 +87,6 @@ def test_imaps_with_imaplib(server):
         imap.logout()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/imap/server.py capability_line and do_STARTTLS check canStartTLS (ITLSTransport, "
-    "copied through the TLS layer) but not ISSLTransport, as Twisted's own capabilities() does",
-)
 def test_imaps_does_not_offer_starttls(server):
     imap = imaplib.IMAP4_SSL("127.0.0.1", server.port("imaps"), ssl_context=client_context(server.data_dir), timeout=10)
     try:
