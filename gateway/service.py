@@ -66,10 +66,6 @@ def load_config(data_dir: Path, config_path: Path | None) -> Config:
             config_path.write_text(DEFAULT_TOML)
     try:
         return load(config_path)
-    except FileNotFoundError:
-        raise StartupError(f"config {config_path}: no such file") from None
-    except PermissionError:
-        raise StartupError(f"config {config_path}: permission denied") from None
     except ConfigError as e:
         raise StartupError(str(e)) from None
 

@@ -130,3 +130,9 @@ def test_server_writes_default_config_and_serves_loopback(tmp_path):
         for address in server.ports["pop3"] + server.ports["imap"]:
             assert address.startswith("127.0.0.1:")
     assert LOOPBACK.endswith("127.0.0.1")
+
+
+def test_check_config_missing_file_is_one_line(tmp_path):
+    out = run_gateway(tmp_path, "check-config", "--config", str(tmp_path / "absent.toml"), check=False)
+    assert out.returncode != 0
+    assert b"absent.toml: cannot read" in out.stderr and b"Traceback" not in out.stderr
