@@ -59,7 +59,15 @@ class Pop3Config:
     delete_policy: str = "expunge"
     # Like Dovecot's pop3_deleted_flag: an IMAP keyword.
     hidden_flag: str = "$POP3Deleted"
+    # Per-user exceptions to delete_policy, as sorted (user, policy) pairs.
+    delete_policy_users: tuple[tuple[str, str], ...] = ()
     uidl: UidlFormat = attrs.field(init=False, repr=False, eq=False)
+
+    def delete_policy_for(self, user: str) -> str:
+        for name, policy in self.delete_policy_users:
+            if name == user:
+                return policy
+        return self.delete_policy
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "uidl", UidlFormat.parse(self.uidl_format))
@@ -199,6 +207,10 @@ DEFAULT_TOML = """\
 # The IMAP keyword "hide" sets.  Messages carrying it are left out of POP3
 # under every policy, so leaving "hide" does not bring them back.
 # hidden_flag = "$POP3Deleted"
+# Exceptions for some users, as a table of user name to policy: {alice="hide"}
+# keeps the mail alice's phone deletes over POP3 in the INBOX her desktop
+# reads over IMAP, whatever delete_policy says for everyone else.
+# delete_policy_users = {}
 
 [imap]
 # Seconds of inactivity before the session is closed; RFC 3501 5.4 asks for
@@ -305,6 +317,7 @@ class _Reader:
                     "idle_timeout": self.seconds,
                     "delete_policy": self.delete_policy,
                     "hidden_flag": self.keyword,
+                    "delete_policy_users": self.delete_policy_users,
                 },
             ),
             "imap": (ImapConfig, {"idle_timeout": self.seconds}),
@@ -440,6 +453,11 @@ class _Reader:
         if value not in DELETE_POLICIES:
             self.fail(key, f"must be one of {', '.join(map(repr, DELETE_POLICIES))}, not {_kind(value)}")
         return value
+
+    def delete_policy_users(self, key: str, value: Any) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, dict):
+            self.fail(key, f"must be a table of user = policy, not {_kind(value)}")
+        return tuple(sorted((user, self.delete_policy(f"{key}.{user}", policy)) for user, policy in value.items()))
 
     def keyword(self, key: str, value: Any) -> str:
         if not isinstance(value, str):

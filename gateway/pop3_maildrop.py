@@ -72,7 +72,7 @@ class Maildrop:
         uids = self.view.deleted_uids()
         if not uids:
             return 0
-        policy = self.config.delete_policy
+        policy = self.config.delete_policy_for(self.mailbox.user)
         if policy == "trash":
             trash = await self._trash()
             return len(await self.store.move(self.mailbox.id, uids, trash.id))

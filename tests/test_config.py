@@ -62,7 +62,7 @@ def test_default_toml_shows_every_option_commented():
     }
     assert shown == {
         "hostname", "pop3", "imap", "lmtp", "uidl_format", "lock_session",
-        "retr_sets_seen", "idle_timeout", "delete_policy", "hidden_flag", "failure_delay", "plaintext_without_tls", "pop3s", "imaps",
+        "retr_sets_seen", "idle_timeout", "delete_policy", "hidden_flag", "delete_policy_users", "failure_delay", "plaintext_without_tls", "pop3s", "imaps",
         "metrics",
         "certificate", "key", "max_connections", "max_connections_per_ip",
         "max_connections_per_user", "max_line_length", "max_literal_size",
@@ -273,3 +273,14 @@ def test_plaintext_without_tls_defaults_off_and_reads_a_boolean():
     assert loads("[auth]\nplaintext_without_tls = true\n").auth.plaintext_without_tls is True
     with pytest.raises(ConfigError, match="plaintext_without_tls"):
         loads('[auth]\nplaintext_without_tls = "yes"\n')
+
+
+def test_delete_policy_per_user():
+    config = loads('[pop3]\ndelete_policy = "trash"\ndelete_policy_users = { alice = "hide", bob = "expunge" }\n')
+    assert config.pop3.delete_policy_for("alice") == "hide"
+    assert config.pop3.delete_policy_for("bob") == "expunge"
+    assert config.pop3.delete_policy_for("carol") == "trash"
+    with pytest.raises(ConfigError, match=r"pop3\.delete_policy_users\.alice"):
+        loads('[pop3]\ndelete_policy_users = { alice = "shred" }\n')
+    with pytest.raises(ConfigError, match="delete_policy_users"):
+        loads('[pop3]\ndelete_policy_users = "hide"\n')

@@ -96,6 +96,16 @@ def test_hide_flags_the_message_and_later_snapshots_leave_it_out(store):
     assert next_uidls(store) == [uidls[0], uidls[2]]
 
 
+def test_a_per_user_policy_overrides_the_default(store):
+    uidls, removed = quit_after_deleting(
+        store, [2], delete_policy="expunge", delete_policy_users=(("alice", "hide"),)
+    )
+    assert removed == 1
+    assert [r.uid for r in records(store, "INBOX")] == [1, 2, 3]
+    assert records(store, "INBOX")[1].flags == frozenset({"$POP3Deleted"})
+    assert next_uidls(store) == [uidls[0], uidls[2]]
+
+
 def test_hide_with_a_configured_flag(store):
     quit_after_deleting(store, [1], delete_policy="hide", hidden_flag="$Gone")
     assert records(store, "INBOX")[0].flags == frozenset({"$Gone"})
