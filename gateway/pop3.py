@@ -41,12 +41,12 @@ import inspect
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import LoginFailed
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.mail import pop3 as twisted_pop3
-from twisted.protocols.basic import FileSender
+from zope.interface import implementer
 
 from gateway import authlog
 from gateway.limits import FailedLoginTracker, LoginLimiter, login_guards
@@ -95,28 +95,43 @@ MAX_QUEUED_LINES = 100
 # answer keeps its place among pipelined commands; never equal to real input.
 _LINE_TOO_LONG = object()
 
+# Bytes of a message read and written at once: most messages go out in one
+# write; a big one in pieces, so a session's memory stays flat.
+SEND_CHUNK = 256 * 1024
 
-class _WireReader:
+
+@implementer(IPushProducer)
+class _SendWindow:
     """
-    A file for FileSender: reads the stored message (already CRLF) and hands
-    out wire bytes, TOP-limited and dot-stuffed; empty once TOP is done so
-    the rest of the file is never read.
+    Registered on the transport while a message is sent: the transport
+    pauses it when its buffer holds more than it wants (64 KB for TCP), and
+    resumes it when the buffer has gone to the socket.  The sender writes a
+    chunk, and waits only when paused, so a session holds at most one chunk
+    beyond the transport's buffer, whatever the message size or the number
+    of pipelined RETRs.
     """
 
-    def __init__(self, file, stuffer: DotStuffer, top: TopFilter | None, on_read):
-        self._file = file
-        self._stuffer = stuffer
-        self._top = top
-        self._on_read = on_read
+    def __init__(self):
+        self.paused = False
+        self.stopped = False
+        self._waiting: Deferred | None = None
 
-    def read(self, size: int) -> bytes:
-        if self._top is not None and self._top.done:
-            return b""
-        chunk = self._file.read(size)
-        if self._top is not None:
-            chunk = self._top.transform(chunk)
-        self._on_read()
-        return self._stuffer.transform(chunk)
+    def pauseProducing(self):
+        self.paused = True
+
+    def resumeProducing(self):
+        self.paused = False
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.callback(None)
+
+    def stopProducing(self):
+        self.stopped = True
+        self.resumeProducing()
+
+    def drained(self) -> Deferred:
+        self._waiting = Deferred()
+        return self._waiting
 
 
 class Pop3Server(twisted_pop3.POP3):
@@ -479,23 +494,41 @@ class Pop3Server(twisted_pop3.POP3):
         await self._send_message(number, b"Top of message follows", top)
 
     async def _send_message(self, number: int, status: bytes, top: TopFilter | None) -> bool:
-        """Stream the message; False if the connection went away meanwhile."""
+        """
+        Stream the message; False if the connection went away meanwhile.
+
+        A message up to SEND_CHUNK goes out in one write with its status
+        line and terminator.  Reading stops at the first short read, which
+        for a regular file is its end: no extra read() to see EOF.
+        """
         file = await self.mbox.open_message(number)
+        window = _SendWindow()
+        self.transport.registerProducer(window, True)
         try:
             stuffer = DotStuffer()
-            self.successResponse(status)
-            sender = FileSender()
-            reader = _WireReader(file, stuffer, top, self.resetTimeout)
-            try:
-                await sender.beginFileTransfer(reader, self.transport)
-            except Exception:
-                # The transport stopped the transfer: the connection is
-                # going, and after "+OK" there is nothing to tell the client.
-                self.transport.loseConnection()
-                return False
-            self.transport.write(stuffer.terminator())
-            return True
+            pieces = [b"+OK " + status + b"\r\n"]
+            while not window.stopped:
+                chunk = file.read(SEND_CHUNK)
+                last = len(chunk) < SEND_CHUNK
+                if top is not None:
+                    chunk = top.transform(chunk)
+                    last = last or top.done
+                pieces.append(stuffer.transform(chunk))
+                if last:
+                    pieces.append(stuffer.terminator())
+                self.transport.writeSequence(pieces)
+                pieces = []
+                self.resetTimeout()
+                if window.paused:
+                    await window.drained()
+                if last:
+                    return not window.stopped
+            # The transport stopped the transfer: the connection is going,
+            # and after "+OK" there is nothing to tell the client.
+            return False
         finally:
+            if not window.stopped:
+                self.transport.unregisterProducer()
             file.close()
 
     async def do_DELE(self, number):

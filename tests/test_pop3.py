@@ -19,7 +19,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.mail import pop3 as twisted_pop3
-from twisted.protocols.basic import FileSender
 from zope.interface.verify import verifyObject
 
 from gateway import pop3
@@ -37,12 +36,25 @@ CLIENT = IPv4Address("TCP", "127.0.0.1", 40000)
 
 
 class Transport(StringTransport):
-    """A StringTransport that remembers TCP_NODELAY."""
+    """
+    A StringTransport that remembers TCP_NODELAY and, while ``full``, pauses
+    a streaming producer after every write, as a TCP transport does once its
+    buffer is over its size.
+    """
 
     no_delay = False
+    full = False
 
     def setTcpNoDelay(self, enabled):
         self.no_delay = enabled
+
+    def write(self, data):
+        super().write(data)
+        if self.full and self.producer is not None and self.streaming:
+            self.producer.pauseProducing()
+
+    def writeSequence(self, data):
+        self.write(b"".join(data))
 
 
 class Checker(InMemoryUsernamePasswordDatabaseDontUse):
@@ -84,7 +96,7 @@ class Session:
         self.pump()
 
     def pump(self):
-        # FileSender is a pull producer: play the socket asking for more.
+        # Play the socket draining the buffer: resume a paused sender.
         for _ in range(10_000):
             producer = self.transport.producer
             if producer is None:
@@ -431,9 +443,10 @@ def test_retr_stuffs_dots_at_chunk_boundaries(server, monkeypatch):
     # gap: Twisted's transformChunk only sees "\r\n." inside one chunk.
     message = b"Subject: x\r\n\r\n" + b"".join(b".%d\r\n" % i for i in range(50))
     server.deliver(message)
-    monkeypatch.setattr(FileSender, "CHUNK_SIZE", 5)
+    monkeypatch.setattr(pop3, "SEND_CHUNK", 5)
     s = server.connect()
     s.login()
+    s.transport.full = True
     wire = s.ask(b"RETR 1")
     body = wire.split(b"\r\n", 1)[1]
     assert body == b"Subject: x\r\n\r\n" + b"".join(b"..%d\r\n" % i for i in range(50)) + b".\r\n"
@@ -516,16 +529,52 @@ def test_pipelined_commands_answer_in_order(server):
     assert server.uids() == []
 
 
-def test_lines_wait_while_a_message_streams(session):
-    session.protocol.dataReceived(b"RETR 1\r\nNOOP\r\n")
-    first_chunk = session.read()
-    assert first_chunk.startswith(b"+OK %d octets\r\n" % len(FIRST))
-    assert b"+OK\r\n" not in first_chunk[len(b"+OK 00 octets\r\n") :]
+def test_lines_wait_while_a_message_streams(server, monkeypatch):
+    server.deliver(FIRST)
+    monkeypatch.setattr(pop3, "SEND_CHUNK", 16)
+    s = server.connect()
+    s.login()
+    s.transport.full = True
+    s.protocol.dataReceived(b"RETR 1\r\nNOOP\r\n")
+    # The status line and the first chunk, then nothing until the socket drains.
+    assert s.read() == b"+OK %d octets\r\n" % len(FIRST) + FIRST[:16]
+    s.pump()
+    assert s.read() == FIRST[16:].replace(b"\r\n.", b"\r\n..") + b".\r\n+OK\r\n"
+
+
+def test_small_message_goes_out_in_one_write(session):
+    writes = []
+    session.transport.write = writes.append
+    session.protocol.dataReceived(b"RETR 1\r\n")
+    assert writes == [b"+OK %d octets\r\n" % len(FIRST) + FIRST.replace(b"\r\n.", b"\r\n..") + b".\r\n"]
+
+
+def test_next_command_waits_for_a_full_buffer_to_drain(session):
+    # The whole message is written, but a full transport buffer holds the
+    # next RETR back: memory stays at one message per session.
+    session.transport.full = True
+    session.protocol.dataReceived(b"RETR 1\r\nRETR 2\r\n")
+    assert session.read().endswith(b"line 3\r\n.\r\n")
     session.pump()
-    assert session.read().endswith(b".\r\n+OK\r\n")
+    assert session.read().startswith(b"+OK %d octets\r\n" % len(SECOND))
+
+
+def test_connection_lost_while_a_message_waits(server):
+    server.deliver(FIRST)
+    s = server.connect()
+    s.login()
+    s.transport.full = True
+    s.protocol.dataReceived(b"RETR 1\r\n")
+    s.transport.producer.stopProducing()
+    s.drop()
+    # Not sent whole, so not \Seen; the maildrop lock is released.
+    assert not seen(server, 1)
+    other = server.connect()
+    other.login()
 
 
 def test_reading_pauses_while_too_many_lines_queue(session):
+    session.transport.full = True
     session.protocol.dataReceived(b"RETR 1\r\n" + b"NOOP\r\n" * pop3.MAX_QUEUED_LINES)
     assert session.transport.producerState == "paused"
     session.pump()
