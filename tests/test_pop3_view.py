@@ -179,6 +179,24 @@ def test_dot_at_message_start_and_chunk_start_is_stuffed():
     assert wire == b"..first\r\n..second\r\nx\r\n.\r\n"
 
 
+@pytest.mark.parametrize("dots", [0, 1, 31, 32, 33, 200])
+def test_dot_line_found_after_many_dots(dots):
+    # Past _DOT_PROBES dots in the chunk the search changes method; the
+    # answer must not.
+    prose = b"a." * dots + b"\r\n"
+    assert DotStuffer().transform(prose + b".x\r\n") == prose + b"..x\r\n"
+    assert DotStuffer().transform(prose + b"x.\r\n") == prose + b"x.\r\n"
+
+
+dotty_text = st.lists(st.sampled_from([b".", b"a.", b"\r\n", b"\r\n."]), max_size=200).map(b"".join)
+
+
+@given(dotty_text)
+def test_dot_stuffing_of_text_with_many_dots(message):
+    stuffer = DotStuffer()
+    assert stuffer.transform(message) + stuffer.terminator() == stuff_whole(message)
+
+
 message_text = st.lists(st.sampled_from([b"H: v", b"\r\n", b"x", b"\r", b"\n", b"."]), max_size=40).map(b"".join)
 
 
