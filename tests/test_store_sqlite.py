@@ -119,6 +119,37 @@ def test_changes_since_reports_new_changed_and_expunged(store):
     assert changes.highestmodseq > mark
 
 
+def test_changes_since_asked_again_sees_later_commits(store, tmp_path):
+    # Sessions share one answer per (mailbox, modseq) until something commits.
+    box = inbox(store)
+    a = result_of(store.append(box.id, MESSAGE))
+    mark = result_of(store.get_mailbox("alice", "INBOX")).highestmodseq
+    assert result_of(store.changes_since(box.id, mark)).updated == ()
+    assert result_of(store.changes_since(box.id, mark)).updated == ()
+    result_of(store.store_flags(box.id, [a.uid], {"\\Seen"}, "add"))
+    assert [r.flags for r in result_of(store.changes_since(box.id, mark)).updated] == [{"\\Seen"}]
+    other_process = SQLiteStore(tmp_path / "store")
+    try:
+        result_of(other_process.expunge(box.id, [a.uid]))
+    finally:
+        other_process.close()
+    changes = result_of(store.changes_since(box.id, mark))
+    assert (changes.updated, changes.expunged) == ((), (a.uid,))
+    assert changes.highestmodseq == mark + 2
+
+
+def test_list_flags_and_get_records(store):
+    box = inbox(store)
+    a = result_of(store.append(box.id, MESSAGE, flags={"\\Seen", "$Label1"}))
+    b = result_of(store.append(box.id, MESSAGE))
+    c = result_of(store.append(box.id, MESSAGE, flags={"\\Seen", "$Label1"}))
+    result_of(store.expunge(box.id, [b.uid]))
+    assert result_of(store.list_flags(box.id)) == [(a.uid, {"\\Seen", "$Label1"}), (c.uid, {"\\Seen", "$Label1"})]
+    assert result_of(store.get_records(box.id, [c.uid, b.uid, a.uid])) == [a, c]
+    assert result_of(store.get_records(box.id, [])) == []
+    assert result_of(store.list_messages(box.id)) == [a, c]
+
+
 def test_uidvalidity_differs_when_a_mailbox_is_recreated(store):
     result_of(store.ensure_user("alice"))
     first = result_of(store.create_mailbox("alice", "Projects"))

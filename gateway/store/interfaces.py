@@ -162,6 +162,20 @@ class IMailStore(Interface):
             by UID.
         """
 
+    def list_flags(mailbox_id):
+        """
+        What a session selecting the mailbox needs, and no more.
+
+        @return: Deferred firing with a list of (UID, flags) pairs, ascending
+            by UID.
+        """
+
+    def get_records(mailbox_id, uids):
+        """
+        @return: Deferred firing with the list of L{MessageRecord} of those
+            of ``uids`` that still exist, ascending by UID.
+        """
+
     def get_structures(mailbox_id, uids):
         """
         @return: Deferred firing with a dict UID -> L{MessageStructure} for

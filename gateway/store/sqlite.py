@@ -95,6 +95,7 @@ CREATE TABLE IF NOT EXISTS expunged (
     modseq INTEGER NOT NULL,
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox_id, modseq);
 CREATE TABLE IF NOT EXISTS subscriptions (
     user TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -105,6 +106,8 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 _RECORD_COLUMNS = "uid, flags, internaldate, tzoffset, size, modseq"
 _CHUNK = 256 * 1024
 _UID_MAX = 0xFFFFFFFF
+# Bounds of the memos below; past them a memo starts again empty.
+_MEMO_LIMIT = 4096
 
 
 def _deferred(method):
@@ -140,16 +143,27 @@ def _flags_text(flags: Iterable[str]) -> str:
     return " ".join(sorted(set(flags)))
 
 
+# A mailbox holds few distinct flag lists and time zones: a SELECT of
+# thousands of messages parses each once.
+_flag_sets: dict[str, frozenset[str]] = {}
+_zones: dict[int, datetime.timezone] = {}
+
+
+def _flag_set(text: str) -> frozenset[str]:
+    flags = _flag_sets.get(text)
+    if flags is None:
+        if len(_flag_sets) >= _MEMO_LIMIT:
+            _flag_sets.clear()
+        flags = _flag_sets[text] = frozenset(text.split())
+    return flags
+
+
 def _record(row) -> MessageRecord:
     uid, flags, internaldate, tzoffset, size, modseq = row
-    zone = datetime.timezone(datetime.timedelta(minutes=tzoffset))
-    return MessageRecord(
-        uid=uid,
-        flags=frozenset(flags.split()),
-        internaldate=datetime.datetime.fromtimestamp(internaldate, zone),
-        size=size,
-        modseq=modseq,
-    )
+    zone = _zones.get(tzoffset)
+    if zone is None:
+        zone = _zones[tzoffset] = datetime.timezone(datetime.timedelta(minutes=tzoffset))
+    return MessageRecord(uid, _flag_set(flags), datetime.datetime.fromtimestamp(internaldate, zone), size, modseq)
 
 
 def _part_to_json(part: Part):
@@ -164,13 +178,7 @@ def _part_to_json(part: Part):
 
 def _part_from_json(value) -> Part:
     header_start, body_start, end, content_type, children = value
-    return Part(
-        header_start=header_start,
-        body_start=body_start,
-        end=end,
-        content_type=content_type,
-        children=tuple(_part_from_json(child) for child in children),
-    )
+    return Part(header_start, body_start, end, content_type, tuple(map(_part_from_json, children)) if children else ())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -218,6 +226,13 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._data_version = None
+        # What changes_since answered, per (mailbox id, modseq): one delivery
+        # wakes every session idling on the mailbox with the same question.
+        # Valid until a commit: ours (``_write``) or another process's
+        # (``PRAGMA data_version`` moves).
+        self._changes_memo: dict[tuple[int, int], ChangeSet] = {}
+        self._memo_version = None
+        self._mail_path = str(self._mail)
         self.changes = ChangeFeed(reactor, self._poll_highestmodseq, poll_interval)
         if fresh and any(self._mail.iterdir()):
             self.rebuild_index()
@@ -229,7 +244,13 @@ class SQLiteStore:
     # -- transactions -------------------------------------------------------
 
     def _write(self):
-        return _WriteTransaction(self._db)
+        return _WriteTransaction(self._db, self._changes_memo.clear)
+
+    def _check_memo(self) -> None:
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._memo_version or len(self._changes_memo) >= _MEMO_LIMIT:
+            self._changes_memo.clear()
+            self._memo_version = version
 
     # -- UIDVALIDITY --------------------------------------------------------
 
@@ -547,9 +568,23 @@ class SQLiteStore:
         }
 
     @_deferred
+    def get_records(self, mailbox_id, uids):
+        return [_record(row) for row in self._select_uids(_RECORD_COLUMNS, mailbox_id, uids)]
+
+    @_deferred
+    def list_flags(self, mailbox_id):
+        return [
+            (uid, _flag_set(flags))
+            for uid, flags in self._db.execute(
+                "SELECT uid, flags FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
+            )
+        ]
+
+    @_deferred
     def open_message(self, mailbox_id, uid):
         try:
-            return open(self._mailbox_dir(mailbox_id) / str(uid), "rb")
+            # A plain string path: FETCH opens thousands of these a second.
+            return open(f"{self._mail_path}/{mailbox_id}/{uid}", "rb")
         except FileNotFoundError:
             raise MessageExpunged(uid) from None
 
@@ -671,21 +706,37 @@ class SQLiteStore:
 
     @_deferred
     def changes_since(self, mailbox_id, modseq):
+        self._check_memo()
+        key = (mailbox_id, modseq)
+        changes = self._changes_memo.get(key)
+        if changes is not None:
+            return changes
         uidnext, highestmodseq = self._counters(mailbox_id)
-        updated = self._db.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
-            (mailbox_id, modseq),
-        ).fetchall()
-        expunged = self._db.execute(
-            "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid", (mailbox_id, modseq)
-        ).fetchall()
-        return ChangeSet(
-            mailbox_id=mailbox_id,
-            highestmodseq=highestmodseq,
-            uidnext=uidnext,
-            updated=tuple(_record(row) for row in updated),
-            expunged=tuple(row[0] for row in expunged),
+        if modseq >= highestmodseq:
+            updated = expunged = ()
+        else:
+            # INDEXED BY: left to itself SQLite walks the primary key for the
+            # ORDER BY, reading every row (and its structure) of the mailbox.
+            updated = tuple(
+                _record(row)
+                for row in self._db.execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM messages INDEXED BY messages_modseq"
+                    " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                    (mailbox_id, modseq),
+                )
+            )
+            expunged = tuple(
+                row[0]
+                for row in self._db.execute(
+                    "SELECT uid FROM expunged INDEXED BY expunged_modseq"
+                    " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                    (mailbox_id, modseq),
+                )
+            )
+        changes = self._changes_memo[key] = ChangeSet(
+            mailbox_id=mailbox_id, highestmodseq=highestmodseq, uidnext=uidnext, updated=updated, expunged=expunged
         )
+        return changes
 
     @_deferred
     def claim_recent(self, mailbox_id):
@@ -842,8 +893,9 @@ class _WriteTransaction:
     reads that decide a UID or modseq cannot race another process.
     """
 
-    def __init__(self, db: sqlite3.Connection):
+    def __init__(self, db: sqlite3.Connection, on_end):
         self._db = db
+        self._on_end = on_end
 
     def __enter__(self):
         try:
@@ -853,6 +905,7 @@ class _WriteTransaction:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        self._on_end()
         if exc_type is None:
             try:
                 self._db.execute("COMMIT")
