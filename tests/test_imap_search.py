@@ -419,9 +419,11 @@ def test_missing_body_is_a_caller_error():
     "line, expected",
     [
         (b"ALL", frozenset()),
-        (b"SEEN UID 1:* LARGER 5 BEFORE 1-Jan-2020", frozenset()),
+        (b"SEEN UID 1:* NOT RECENT", frozenset()),
+        (b"SEEN UID 1:* LARGER 5", frozenset({"record"})),
+        (b"OR SMALLER 5 BEFORE 1-Jan-2020", frozenset({"record"})),
         (b"SUBJECT x", frozenset({"header"})),
-        (b"SENTON 1-Jan-2020", frozenset({"header"})),
+        (b"SENTON 1-Jan-2020", frozenset({"header", "record"})),
         (b"NOT (OR SEEN BODY x)", frozenset({"body"})),
         (b"TEXT x", frozenset({"header", "body"})),
         (b"OR FROM a BODY b", frozenset({"header", "body"})),

@@ -43,8 +43,8 @@ class ModelStore:
         flags, modseq = self.messages[uid]
         return MessageRecord(uid, flags, DATE, 10, modseq)
 
-    def records(self):
-        return [self.record(uid) for uid in sorted(self.messages)]
+    def flag_pairs(self):
+        return [(uid, self.messages[uid][0]) for uid in sorted(self.messages)]
 
     def changes_since(self, modseq):
         updated = tuple(
@@ -90,7 +90,7 @@ def test_format_flags_puts_system_flags_first():
 def test_new_message_gives_exists_and_recent():
     store = ModelStore()
     store.deliver()
-    view = SelectedView(1, 7, store.records(), store.modseq)
+    view = SelectedView(1, 7, store.flag_pairs(), store.modseq)
     uid = store.deliver({"\\Seen"})
     view.apply(store.changes_since(view.modseq))
     view.add_recent([uid])
@@ -102,7 +102,7 @@ def test_new_message_gives_exists_and_recent():
 def test_expunge_waits_for_an_allowed_moment():
     store = ModelStore()
     uids = [store.deliver() for _ in range(3)]
-    view = SelectedView(1, 7, store.records(), store.modseq)
+    view = SelectedView(1, 7, store.flag_pairs(), store.modseq)
     store.expunge(uids[1])
     store.deliver()
     view.apply(store.changes_since(view.modseq))
@@ -117,7 +117,7 @@ def test_expunge_waits_for_an_allowed_moment():
 def test_several_expunges_are_sent_highest_first():
     store = ModelStore()
     uids = [store.deliver() for _ in range(5)]
-    view = SelectedView(1, 7, store.records(), store.modseq)
+    view = SelectedView(1, 7, store.flag_pairs(), store.modseq)
     for uid in (uids[0], uids[2], uids[4]):
         store.expunge(uid)
     view.apply(store.changes_since(view.modseq))
@@ -127,7 +127,7 @@ def test_several_expunges_are_sent_highest_first():
 def test_flag_change_by_others_is_reported_with_uid():
     store = ModelStore()
     uid = store.deliver()
-    view = SelectedView(1, 7, store.records(), store.modseq)
+    view = SelectedView(1, 7, store.flag_pairs(), store.modseq)
     store.set_flags(uid, frozenset({"\\Flagged"}))
     view.apply(store.changes_since(view.modseq))
     assert view.flush(allow_expunge=False) == [b"1 FETCH (UID 1 FLAGS (\\Flagged))"]
@@ -139,7 +139,7 @@ def test_flag_change_by_others_is_reported_with_uid():
 def test_own_flag_change_is_not_repeated():
     store = ModelStore()
     uid = store.deliver()
-    view = SelectedView(1, 7, store.records(), store.modseq)
+    view = SelectedView(1, 7, store.flag_pairs(), store.modseq)
     store.set_flags(uid, frozenset({"\\Seen"}))
     view.note_flags(uid, frozenset({"\\Seen"}))
     view.apply(store.changes_since(view.modseq))
@@ -148,7 +148,7 @@ def test_own_flag_change_is_not_repeated():
 
 def test_message_delivered_and_expunged_unseen_is_never_announced():
     store = ModelStore()
-    view = SelectedView(1, 7, store.records(), store.modseq)
+    view = SelectedView(1, 7, store.flag_pairs(), store.modseq)
     uid = store.deliver()
     view.apply(store.changes_since(view.modseq))
     store.expunge(uid)
@@ -171,8 +171,8 @@ def test_random_interleavings_keep_the_map_consistent(initial, operations):
     store = ModelStore()
     for _ in initial:
         store.deliver()
-    view = SelectedView(1, 7, store.records(), store.modseq)
-    client = Client(view.uids, {r.uid: r.flags for r in store.records()})
+    view = SelectedView(1, 7, store.flag_pairs(), store.modseq)
+    client = Client(view.uids, dict(store.flag_pairs()))
     for op in operations:
         if op[0] == "deliver":
             store.deliver(op[1])

@@ -72,8 +72,10 @@ def needs_file(items) -> bool:
 
 
 def needs_structure(items) -> bool:
+    # The whole message (BODY[], RFC822) is the file itself.
     return any(
-        isinstance(i, Section) or i in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822", "RFC822.HEADER", "RFC822.TEXT")
+        (isinstance(i, Section) and (i.part or i.text))
+        or i in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822.HEADER", "RFC822.TEXT")
         for i in items
     )
 

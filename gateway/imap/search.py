@@ -162,15 +162,15 @@ class SearchMessage:
     What evaluation may look at for one message.
 
     ``header`` is the top-level header block (from the index); ``body``
-    returns the full stored message (CRLF).  Load them only when ``needs``
-    says so.
+    returns the full stored message (CRLF).  Load them, and ``internaldate``
+    and ``size``, only when ``needs`` says so.
     """
 
     seq: int
     uid: int
     flags: frozenset[str]
-    internaldate: datetime.datetime
-    size: int
+    internaldate: datetime.datetime | None
+    size: int | None
     recent: bool
     header: bytes | None = None
     body: Callable[[], bytes] | None = None
@@ -464,13 +464,19 @@ def _children(key: SearchKey) -> tuple[SearchKey, ...]:
 
 def needs(key: SearchKey) -> frozenset[str]:
     """
-    Which of ``"header"`` and ``"body"`` must be loaded to evaluate ``key``.
+    Which of ``"record"`` (INTERNALDATE and size), ``"header"`` and ``"body"``
+    must be loaded to evaluate ``key``.
     """
     wanted: set[str] = set()
     stack = [key]
     while stack:
         key = stack.pop()
-        if isinstance(key, (HeaderContains, SentDate)):
+        if isinstance(key, (InternalDate, Larger, Smaller)):
+            wanted.add("record")
+        elif isinstance(key, SentDate):
+            # Without a usable Date: header it falls back to INTERNALDATE.
+            wanted.update(("header", "record"))
+        elif isinstance(key, HeaderContains):
             wanted.add("header")
         elif isinstance(key, BodyContains):
             wanted.add("body")
@@ -488,6 +494,15 @@ def matches(
     number is ``largest_seq`` and its largest UID ``largest_uid``.
     """
     return _Evaluator(largest_seq, largest_uid).matches(key, msg)
+
+
+def matcher(key: SearchKey, largest_seq: int, largest_uid: int) -> Callable[[SearchMessage], bool]:
+    """
+    L{matches} for many messages of one mailbox state: sequence sets are
+    resolved once, not once per message.
+    """
+    evaluator = _Evaluator(largest_seq, largest_uid)
+    return lambda msg: evaluator.matches(key, msg)
 
 
 def evaluate(

@@ -11,22 +11,20 @@ reading only the bytes of the asked-for section.
 from __future__ import annotations
 
 import bisect
+import os
 import re
 
 from twisted.mail import imap4
-from twisted.protocols.basic import FileSender
 
 from gateway import message
 from gateway.imap import fetch, search, wire
 from gateway.imap.errors import CommandError, bad
 from gateway.imap.mailboxes import final_astring
+from gateway.imap.output import CHUNK, Output
 from gateway.imap.sequence import SequenceSetError, format_sequence_set, parse_sequence_set
 from gateway.imap.view import format_flags
 from gateway.store.interfaces import MessageExpunged, NoSuchMailbox
 
-# Sections up to this size are read and written in one go; bigger ones are
-# streamed with a producer so memory stays flat.
-_INLINE_LIMIT = 64 * 1024
 # Messages whose structures are loaded at once by FETCH and SEARCH.
 _BATCH = 200
 _EXPUNGE_ISSUED = b"[EXPUNGEISSUED] Some messages were expunged meanwhile; completed for the others"
@@ -46,20 +44,6 @@ def search_line(server, line):
 
 def search_charset(server, line):
     return imap4.IMAP4Server.opt_charset(server, line or b"")
-
-
-class _Range:
-    """A read-only window of a file, for FileSender."""
-
-    def __init__(self, file, start, end):
-        file.seek(start)
-        self._file = file
-        self._left = end - start
-
-    def read(self, size):
-        data = self._file.read(min(size, self._left))
-        self._left -= len(data)
-        return data
 
 
 class SelectedCommands:
@@ -146,18 +130,29 @@ class SelectedCommands:
             raise bad(b"Invalid search criteria") from None
         needs = search.needs(key)
         view = self.view
-        records = {record.uid: record for record in await self.store.list_messages(view.mailbox_id)}
-        live = [(seq, uid) for seq, uid in enumerate(view.uids, 1) if uid in records and not view.is_expunged(uid)]
+        # The flags the store has now: what a concurrent STORE elsewhere did
+        # counts (its FETCH FLAGS follows the SEARCH answer).
+        view.apply(await self.store.changes_since(view.mailbox_id, view.modseq))
+        live = [(seq, uid) for seq, uid in enumerate(view.uids, 1) if not view.is_expunged(uid)]
+        matches = search.matcher(key, view.exists, view.largest_uid)
         found = []
         for start in range(0, len(live), _BATCH):
             batch = live[start:start + _BATCH]
-            structures = {}
+            records = structures = None
+            if "record" in needs:
+                records = {r.uid: r for r in await self.store.get_records(view.mailbox_id, [uid for _, uid in batch])}
             if "header" in needs:
                 structures = await self.store.get_structures(view.mailbox_id, [uid for _, uid in batch])
             for seq, uid in batch:
-                if "header" in needs and uid not in structures:
-                    continue
-                record = records[uid]
+                record = structure = None
+                if records is not None:
+                    record = records.get(uid)
+                    if record is None:
+                        continue
+                if structures is not None:
+                    structure = structures.get(uid)
+                    if structure is None:
+                        continue
                 opened = None
                 if "body" in needs:
                     try:
@@ -166,13 +161,15 @@ class SelectedCommands:
                         continue
                 try:
                     candidate = search.SearchMessage(
-                        seq=seq, uid=uid, flags=record.flags, internaldate=record.internaldate,
-                        size=record.size, recent=view.is_recent(uid),
-                        header=structures[uid].header if uid in structures else None,
+                        seq=seq, uid=uid, flags=view.stored_flags(uid),
+                        internaldate=record.internaldate if record is not None else None,
+                        size=record.size if record is not None else None,
+                        recent=view.is_recent(uid),
+                        header=structure.header if structure is not None else None,
                         # Read only if the evaluation gets that far.
                         body=opened.read if opened is not None else None,
                     )
-                    if search.matches(key, candidate, view.exists, view.largest_uid):
+                    if matches(candidate):
                         found.append(seq)
                 finally:
                     if opened is not None:
@@ -203,62 +200,80 @@ class SelectedCommands:
                     view.note_flags(record.uid, record.flags)
                 if "FLAGS" not in items:
                     items.append("FLAGS")
-        records = {}
-        if "INTERNALDATE" in items or "RFC822.SIZE" in items:
-            records = {r.uid: r for r in await self.store.list_messages(view.mailbox_id)}
-        for start in range(0, len(targets), _BATCH):
-            batch = targets[start:start + _BATCH]
-            structures = {}
-            if fetch.needs_structure(items):
-                structures = await self.store.get_structures(view.mailbox_id, [uid for _, uid in batch])
-            for seq, uid in batch:
-                if (records and uid not in records) or (fetch.needs_structure(items) and uid not in structures):
-                    expunged = True
-                    continue
-                if not await self._fetch_one(seq, uid, items, records.get(uid), structures.get(uid)):
-                    expunged = True
+        plan = [(item, _as_section(item)) for item in items]
+        wants_record = "INTERNALDATE" in items or "RFC822.SIZE" in items
+        wants_structure = fetch.needs_structure(items)
+        wants_file = any(section is not None and _needs_file(section[1]) for _, section in plan)
+        out = Output(self.transport, lambda: self._closing or self._gone)
+        try:
+            for start in range(0, len(targets), _BATCH):
+                batch = targets[start:start + _BATCH]
+                uids = [uid for _, uid in batch]
+                records = structures = None
+                if wants_record:
+                    records = {r.uid: r for r in await self.store.get_records(view.mailbox_id, uids)}
+                if wants_structure:
+                    structures = await self.store.get_structures(view.mailbox_id, uids)
+                for seq, uid in batch:
+                    if out.stopped:
+                        return b"FETCH completed"
+                    record = records.get(uid) if records is not None else None
+                    structure = structures.get(uid) if structures is not None else None
+                    if (records is not None and record is None) or (structures is not None and structure is None):
+                        # RFC 2180 4.1.3: leave it out of the answer.
+                        expunged = True
+                        continue
+                    opened = None
+                    if wants_file:
+                        try:
+                            opened = await self.store.open_message(view.mailbox_id, uid)
+                        except MessageExpunged:
+                            expunged = True
+                            continue
+                    try:
+                        pieces = self._fetch_response(seq, uid, plan, record, structure, opened)
+                        for piece in pieces:
+                            if isinstance(piece, bytes):
+                                out.write(piece)
+                            else:
+                                await out.write_file(opened, *piece)
+                    finally:
+                        if opened is not None:
+                            opened.close()
+                    await out.drain()
+        finally:
+            out.finish()
         return _EXPUNGE_ISSUED if expunged else b"FETCH completed"
 
-    async def _fetch_one(self, seq, uid, items, record, structure) -> bool:
+    def _fetch_response(self, seq, uid, plan, record, structure, opened) -> list:
         """
-        Write ``* seq FETCH (...)``, streaming big sections from the file.
-        False when the message vanished before anything was written.
+        ``* seq FETCH (...)`` as bytes, with (start, end) ranges of the file
+        in between where a section is too big to hold in memory.
         """
-        view = self.view
-        sections = [_as_section(item) for item in items]
-        opened = None
-        if any(s is not None and _needs_file(s[1]) for s in sections):
-            try:
-                opened = await self.store.open_message(view.mailbox_id, uid)
-            except MessageExpunged:
-                # RFC 2180 4.1.3: leave it out of the answer.
-                return False
+        pieces = []
         out = [b"* %d FETCH (" % seq]
-        try:
-            for index, (item, section) in enumerate(zip(items, sections)):
-                if index:
-                    out.append(b" ")
-                if section is None:
-                    out.append(self._simple_item(item, uid, record, structure))
-                    continue
-                name, section = section
-                content = self._section(section, record, structure, opened)
-                if content is None:
-                    out.append(name + b" NIL")
-                elif isinstance(content, bytes):
-                    out.append(name + b" " + _literal(content))
-                else:
-                    start, end = content
-                    out.append(name + b" {%d}\r\n" % (end - start))
-                    self.transport.write(b"".join(out))
-                    out = []
-                    await FileSender().beginFileTransfer(_Range(opened, start, end), self.transport)
-            out.append(b")\r\n")
-            self.transport.write(b"".join(out))
-        finally:
-            if opened is not None:
-                opened.close()
-        return True
+        for index, (item, section) in enumerate(plan):
+            if index:
+                out.append(b" ")
+            if section is None:
+                out.append(self._simple_item(item, uid, record, structure))
+                continue
+            name, section = section
+            content = self._section(section, structure, opened)
+            if content is None:
+                out.append(name + b" NIL")
+            elif isinstance(content, bytes):
+                out.append(name + b" {%d}\r\n" % len(content))
+                out.append(content)
+            else:
+                start, end = content
+                out.append(name + b" {%d}\r\n" % (end - start))
+                pieces.append(b"".join(out))
+                pieces.append(content)
+                out = []
+        out.append(b")\r\n")
+        pieces.append(b"".join(out))
+        return pieces
 
     def _simple_item(self, item, uid, record, structure) -> bytes:
         if item == "UID":
@@ -277,19 +292,23 @@ class SelectedCommands:
             return b"BODY " + structure.body
         return b"RFC822.HEADER " + _literal(structure.header)
 
-    def _section(self, section, record, structure, opened):
+    def _section(self, section, structure, opened):
         """
         The section's bytes, or (start, end) offsets in the file for big
         ones, or None when the part does not exist.
         """
-        if section.part == () and section.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        if section.part == () and section.text is None:
+            # The whole message: no structure needed.
+            span = (0, os.fstat(opened.fileno()).st_size)
+            content = None
+        elif section.part == () and section.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
             content = structure.header
         else:
             text = "HEADER" if section.text and section.text.startswith("HEADER") else section.text
             span = message.section_range(structure.root, section.part, text)
             if span is None:
                 return None
-            if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT") or span[1] - span[0] <= _INLINE_LIMIT:
+            if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
                 opened.seek(span[0])
                 content = opened.read(span[1] - span[0])
             else:
@@ -304,7 +323,7 @@ class SelectedCommands:
             else:
                 content = content[origin:origin + length]
         if content is None:
-            if span[1] - span[0] <= _INLINE_LIMIT:
+            if span[1] - span[0] <= CHUNK:
                 opened.seek(span[0])
                 return opened.read(span[1] - span[0])
             return span

@@ -307,15 +307,15 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         self._deselect()
         name = self.mailbox_name(wire_name)
         info = await self.account.select(name)
-        records = await self.store.list_messages(info.id)
-        view = SelectedView(info.id, info.uidvalidity, records, info.highestmodseq, readonly)
+        messages = await self.store.list_flags(info.id)
+        view = SelectedView(info.id, info.uidvalidity, messages, info.highestmodseq, readonly)
         view.apply(await self.store.changes_since(info.id, info.highestmodseq))
         view.flush(allow_expunge=True)  # the client has seen nothing yet
         if not readonly:
             view.add_recent(await self.store.claim_recent(info.id))
         keywords = set()
-        for record in records:
-            keywords.update(f for f in record.flags if not f.startswith("\\"))
+        for flag_set in {flags for _, flags in messages}:
+            keywords.update(f for f in flag_set if not f.startswith("\\"))
         flags = SYSTEM_FLAGS | keywords
         self.sendLine(b"* FLAGS " + format_flags(flags))
         if readonly:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 
-from gateway.store.model import ChangeSet, MessageRecord
+from gateway.store.model import ChangeSet
 
 RECENT = "\\Recent"
 
@@ -38,7 +38,7 @@ class SelectedView:
         self,
         mailbox_id: int,
         uidvalidity: int,
-        records: Iterable[MessageRecord],
+        messages: Iterable[tuple[int, frozenset[str]]],
         modseq: int,
         readonly: bool = False,
         recent: Iterable[int] = (),
@@ -47,11 +47,9 @@ class SelectedView:
         self.uidvalidity = uidvalidity
         self.readonly = readonly
         self.modseq = modseq
-        self.uids: list[int] = []
-        self._flags: dict[int, frozenset[str]] = {}
-        for record in records:
-            self.uids.append(record.uid)
-            self._flags[record.uid] = record.flags
+        # ``messages``: (UID, flags) pairs, ascending by UID.
+        self._flags: dict[int, frozenset[str]] = dict(messages)
+        self.uids: list[int] = list(self._flags)
         self._recent: set[int] = set(recent) & set(self._flags)
         self._expunged: set[int] = set()
         self._new: list[int] = []
@@ -93,6 +91,10 @@ class SelectedView:
         if uid in self._recent:
             flags = flags | {RECENT}
         return flags
+
+    def stored_flags(self, uid: int) -> frozenset[str]:
+        """The flags as the store last reported them, without \\Recent."""
+        return self._flags[uid]
 
     def first_unseen(self) -> int | None:
         for seq, uid in enumerate(self.uids, 1):
