@@ -37,6 +37,7 @@ policy, is ``gateway/pop3_maildrop.py``.
 from __future__ import annotations
 
 import inspect
+from time import monotonic
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import LoginFailed
@@ -48,7 +49,7 @@ from twisted.logger import Logger
 from twisted.mail import pop3 as twisted_pop3
 from zope.interface import implementer
 
-from gateway import authlog
+from gateway import authlog, metrics
 from gateway.limits import FailedLoginTracker, LoginLimiter, login_guards
 # service.py builds the realm from pop3.avatar_factory; the avatar lives apart.
 from gateway.pop3_maildrop import IMailbox, MaildropLocked, avatar_factory  # noqa: F401
@@ -132,6 +133,22 @@ class _SendWindow:
     def drained(self) -> Deferred:
         self._waiting = Deferred()
         return self._waiting
+
+
+_ARITIES: dict = {}
+
+
+def _arity(handler) -> tuple[int, float]:
+    """How many arguments a ``do_`` method takes: (fewest, most)."""
+    function = getattr(handler, "__func__", handler)
+    arity = _ARITIES.get(function)
+    if arity is None:
+        parameters = inspect.signature(handler).parameters.values()
+        positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        fewest = sum(p.default is p.empty for p in positional)
+        spread = any(p.kind == p.VAR_POSITIONAL for p in parameters)
+        arity = _ARITIES[function] = (fewest, float("inf") if spread else len(positional))
+    return arity
 
 
 class Pop3Server(twisted_pop3.POP3):
@@ -288,8 +305,10 @@ class Pop3Server(twisted_pop3.POP3):
         self.processCommand(*line.split(b" "))
 
     def processCommand(self, command, *args):
+        started = monotonic()
+        command = command.upper()
         try:
-            result = self._dispatch(command.upper(), args)
+            result = self._dispatch(command, args)
         except Pop3Error as e:
             self._refuse(e)
         except Exception:
@@ -297,7 +316,12 @@ class Pop3Server(twisted_pop3.POP3):
             self.failResponse(_INTERNAL_ERROR)
         else:
             if inspect.iscoroutine(result):
-                self._run(result)
+                self._run(result, command, started)
+                return
+            if self.state == "AUTH":
+                # Only the challenge went out; state_AUTH times the login.
+                return
+        metrics.observe_command("pop3", command, monotonic() - started)
 
     def _dispatch(self, command: bytes, args):
         handler = getattr(self, "do_" + command.decode("ascii", "replace"), None)
@@ -306,10 +330,9 @@ class Pop3Server(twisted_pop3.POP3):
         authenticated = self.mbox is not None
         if authenticated == (command in self.AUTH_CMDS) and command not in (b"CAPA", b"QUIT"):
             raise WrongState()
-        try:
-            inspect.signature(handler).bind(*args)
-        except TypeError:
-            raise InvalidSyntax() from None
+        fewest, most = _arity(handler)
+        if not fewest <= len(args) <= most:
+            raise InvalidSyntax()
         return handler(*args)
 
     def _refuse(self, error: Pop3Error):
@@ -320,29 +343,30 @@ class Pop3Server(twisted_pop3.POP3):
                 self.failResponse(TooManyBadCommands.text)
                 self.transport.loseConnection()
 
-    def _run(self, coroutine):
+    def _run(self, coroutine, command: bytes, started: float):
         """Run a command that waits on the store; later lines queue meanwhile."""
         self.blocked = []
-        done = Deferred.fromCoroutine(self._answer_errors(coroutine))
+        done = Deferred.fromCoroutine(coroutine)
+        done.addErrback(self._answer_failure)
         if done.called:
+            metrics.observe_command("pop3", command, monotonic() - started)
             self._unblock()
             return
         self._in_progress = done
 
         def finished(result):
             self._in_progress = None
+            metrics.observe_command("pop3", command, monotonic() - started)
             self._unblock()
             return result
 
         done.addCallback(finished)
 
-    async def _answer_errors(self, coroutine):
-        try:
-            await coroutine
-        except Pop3Error as e:
-            self._refuse(e)
-        except Exception:
-            log.failure("POP3 command failed")
+    def _answer_failure(self, failure):
+        if failure.check(Pop3Error):
+            self._refuse(failure.value)
+        else:
+            log.failure("POP3 command failed", failure)
             self.failResponse(_INTERNAL_ERROR)
 
     # AUTHORIZATION state
@@ -411,7 +435,7 @@ class Pop3Server(twisted_pop3.POP3):
         except Pop3Error as e:
             self._refuse(e)
             return
-        self._run(self._login(user, password))
+        self._run(self._login(user, password), b"AUTH", monotonic())
 
     async def _login(self, user: str | None, password: bytes):
         ip = self._peer_ip()

@@ -11,6 +11,8 @@ import base64
 
 import attrs
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address
@@ -21,9 +23,10 @@ from twisted.logger import capturedLogs
 from twisted.mail import pop3 as twisted_pop3
 from zope.interface.verify import verifyObject
 
-from gateway import pop3
+from gateway import metrics, pop3
 from gateway.auth import MailRealm
 from gateway.config import AuthConfig, Config, LimitsConfig, Pop3Config
+from gateway.metrics import Metrics
 from gateway.store.sqlite import SQLiteStore
 from tests.deferreds import failure_of, result_of
 
@@ -785,3 +788,55 @@ def test_overlong_line_is_answered_discarded_and_the_session_goes_on(server):
     assert s.ask(b"PASS " + b"p" * (limit - 5)) == b""
     server.clock.advance(2)
     assert s.read() == b"-ERR [AUTH] Authentication failed\r\n"
+
+
+# Metrics
+
+
+@pytest.fixture
+def counted():
+    m = Metrics(CollectorRegistry())
+    previous = metrics.activate(m)
+    yield m
+    metrics.activate(previous)
+
+
+def command_counts(m):
+    text = generate_latest(m.registry).decode()
+    return {
+        sample.labels["command"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "gateway_command_duration_seconds_count" and sample.labels["protocol"] == "pop3"
+    }
+
+
+def test_every_command_is_timed(server, counted):
+    server.deliver(FIRST)
+    s = server.connect()
+    s.login()
+    s.ask(b"STAT")
+    s.ask(b"retr 1")
+    s.ask(b"BOGUS")
+    s.ask(b"QUIT")
+    assert command_counts(counted) == {"USER": 1, "PASS": 1, "STAT": 1, "RETR": 1, "OTHER": 1, "QUIT": 1}
+
+
+def test_auth_with_continuation_is_timed_once(server, counted):
+    s = server.connect()
+    s.read()
+    assert s.ask(b"AUTH PLAIN") == b"+ \r\n"
+    assert command_counts(counted) == {}
+    assert s.ask(auth_plain(b"", b"alice", b"secret")).startswith(b"+OK")
+    assert command_counts(counted) == {"AUTH": 1}
+
+
+def test_a_waiting_retr_is_timed_when_its_answer_is_complete(server, counted):
+    server.deliver(FIRST)
+    s = server.connect()
+    s.login()
+    s.transport.full = True
+    s.protocol.dataReceived(b"RETR 1\r\n")
+    assert "RETR" not in command_counts(counted)
+    s.pump()
+    assert command_counts(counted)["RETR"] == 1
