@@ -39,6 +39,8 @@ class Maildrop:
         self.mailbox = mailbox
         self.view = view
         self.config = config
+        # Numbers this session flagged \Seen, so a second RETR writes nothing.
+        self._marked_seen: set[int] = set()
 
     async def open_message(self, number: int):
         """The stored message file for RETR/TOP; the caller closes it."""
@@ -51,8 +53,9 @@ class Maildrop:
 
     async def mark_seen(self, number: int) -> None:
         entry = self.view.entries[number - 1]
-        if self.config.retr_sets_seen and not entry.seen:
+        if self.config.retr_sets_seen and not entry.seen and number not in self._marked_seen:
             await self.store.store_flags(self.mailbox.id, [entry.uid], SEEN, "add")
+            self._marked_seen.add(number)
 
     async def delete(self, number: int) -> None:
         """DELE: mark in the session, if no other session expunged it."""

@@ -146,3 +146,15 @@ def test_find_trash():
     assert find_trash([mailbox("INBOX"), mailbox("Trash"), mailbox("Bin", "\\Trash")]).name == "Bin"
     assert find_trash([mailbox("INBOX"), mailbox("Trash")]).name == "Trash"
     assert find_trash([mailbox("INBOX"), mailbox("trash")]) is None
+
+
+def test_retr_again_writes_no_flags(store):
+    maildrop, logout = session(store)
+    calls = []
+    store_flags = store.store_flags
+    store.store_flags = lambda *args: calls.append(args) or store_flags(*args)
+    for _ in range(3):
+        result_of(Deferred.fromCoroutine(maildrop.mark_seen(1)))
+    logout()
+    assert len(calls) == 1
+    assert "\\Seen" in records(store, "INBOX")[0].flags
