@@ -499,10 +499,31 @@ def matches(
 def matcher(key: SearchKey, largest_seq: int, largest_uid: int) -> Callable[[SearchMessage], bool]:
     """
     L{matches} for many messages of one mailbox state: sequence sets are
-    resolved once, not once per message.
+    resolved once, not once per message, and a key that looks at flags
+    alone is evaluated once per distinct flag list.
     """
     evaluator = _Evaluator(largest_seq, largest_uid)
-    return lambda msg: evaluator.matches(key, msg)
+    if not _flags_only(key):
+        return lambda msg: evaluator.matches(key, msg)
+    answers: dict[tuple[frozenset[str], bool], bool] = {}
+
+    def match(msg: SearchMessage) -> bool:
+        answer = answers.get((msg.flags, msg.recent))
+        if answer is None:
+            answer = answers[msg.flags, msg.recent] = evaluator.matches(key, msg)
+        return answer
+
+    return match
+
+
+def _flags_only(key: SearchKey) -> bool:
+    stack = [key]
+    while stack:
+        key = stack.pop()
+        if not isinstance(key, (All, Flag, Recent, And, Or, Not)):
+            return False
+        stack.extend(_children(key))
+    return True
 
 
 def evaluate(
