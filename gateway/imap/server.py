@@ -224,9 +224,11 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
             self._deselect()
             self.transport.loseConnection()
             return
-        if view is self.view and not self._gone:
-            for line in view.flush(allow_expunge):
-                self.sendLine(b"* " + line)
+        if view is self.view and not self._gone and not self._closing:
+            lines = view.flush(allow_expunge)
+            if lines:
+                # One write: a delivery wakes every idling session at once.
+                self.transport.write(b"".join(b"* %s\r\n" % line for line in lines))
 
     def _on_change(self, mailbox_id, modseq):
         if self._idle_tag is None or self.view is None or modseq <= self.view.modseq:

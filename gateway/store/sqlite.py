@@ -573,12 +573,9 @@ class SQLiteStore:
 
     @_deferred
     def list_flags(self, mailbox_id):
-        return [
-            (uid, _flag_set(flags))
-            for uid, flags in self._db.execute(
-                "SELECT uid, flags FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
-            )
-        ]
+        rows = self._db.execute("SELECT uid, flags FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,))
+        known = _flag_sets
+        return [(uid, known.get(flags) or _flag_set(flags)) for uid, flags in rows]
 
     @_deferred
     def open_message(self, mailbox_id, uid):
@@ -740,6 +737,11 @@ class SQLiteStore:
 
     @_deferred
     def claim_recent(self, mailbox_id):
+        # Every session idling on a mailbox asks after each delivery; only
+        # the first has anything to claim, and the others need no write lock.
+        row = self._db.execute("SELECT first_recent_uid, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+        if row is not None and row[0] >= row[1]:
+            return frozenset()
         with self._write():
             row = self._db.execute(
                 "SELECT first_recent_uid, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)
@@ -893,9 +895,10 @@ class _WriteTransaction:
     reads that decide a UID or modseq cannot race another process.
     """
 
-    def __init__(self, db: sqlite3.Connection, on_end):
+    def __init__(self, db: sqlite3.Connection, on_change):
         self._db = db
-        self._on_end = on_end
+        self._on_change = on_change
+        self._changes_before = db.total_changes
 
     def __enter__(self):
         try:
@@ -905,7 +908,8 @@ class _WriteTransaction:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        self._on_end()
+        if self._db.total_changes != self._changes_before:
+            self._on_change()
         if exc_type is None:
             try:
                 self._db.execute("COMMIT")
