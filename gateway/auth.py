@@ -62,7 +62,11 @@ _SHA_CRYPT = {
 # the bcrypt package refuses longer input instead).
 _BCRYPT_MAX_PASSWORD = 72
 
-CACHE_TTL = 60.0
+# A verified login is remembered CACHE_TTL seconds after its last use, so a
+# client polling every minute or two keeps hitting the cache, but never more
+# than CACHE_MAX_AGE after the password was last checked in full.
+CACHE_TTL = 150.0
+CACHE_MAX_AGE = 900.0
 CACHE_SIZE = 1024
 
 
@@ -389,10 +393,11 @@ def _checked_password(password: str) -> str:
 class PasswordChecker:
     """Checks IUsernamePassword against a UsersFile; the avatar id is the name.
 
-    Successful verifications are remembered for CACHE_TTL seconds so that a
-    client polling every minute does not pay argon2 each time.  The cache key
-    is a keyed hash of (name, password, stored hash): the password is never
-    kept, and a password change misses the cache.
+    Successful verifications are remembered so that a client polling every
+    minute does not pay argon2 each time: each hit keeps the entry CACHE_TTL
+    seconds longer, up to CACHE_MAX_AGE after the full verification.  The
+    cache key is a keyed hash of (name, password, stored hash): the password
+    is never kept, and a password change misses the cache.
     """
 
     credentialInterfaces = (IUsernamePassword,)
@@ -401,7 +406,9 @@ class PasswordChecker:
         self._users = users
         self._reactor = reactor
         self._cache_key = secrets.token_bytes(32)
-        self._verified: OrderedDict[bytes, float] = OrderedDict()
+        # key -> (expires, verified): when the entry lapses unless used
+        # again, and when the password was last verified in full.
+        self._verified: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
         return Deferred.fromCoroutine(self._check(credentials))
@@ -435,17 +442,23 @@ class PasswordChecker:
         return digest.digest()
 
     def _remembered(self, key: bytes) -> bool:
-        expires = self._verified.get(key)
-        if expires is None:
+        entry = self._verified.get(key)
+        if entry is None:
             return False
-        if expires <= self._reactor.seconds():
+        expires, verified = entry
+        now = self._reactor.seconds()
+        if expires <= now:
             del self._verified[key]
             return False
+        # Sliding: a hit keeps the entry, within the absolute bound.
+        self._verified[key] = (min(now + CACHE_TTL, verified + CACHE_MAX_AGE), verified)
+        self._verified.move_to_end(key)
         return True
 
     def _remember(self, key: bytes) -> None:
+        now = self._reactor.seconds()
         self._verified.pop(key, None)
-        self._verified[key] = self._reactor.seconds() + CACHE_TTL
+        self._verified[key] = (now + min(CACHE_TTL, CACHE_MAX_AGE), now)
         while len(self._verified) > CACHE_SIZE:
             self._verified.popitem(last=False)
 

@@ -578,6 +578,53 @@ def test_cache_expires(portal, reactor):
     assert reactor.pool.calls == 2
 
 
+def test_cache_hit_extends_expiry(portal, reactor):
+    fired(portal.login(UsernamePassword(b"alice", b"pw"), None, IMailbox))
+    for _ in range(3):
+        reactor.advance(auth.CACHE_TTL - 1)
+        fired(portal.login(UsernamePassword(b"alice", b"pw"), None, IMailbox))
+    assert reactor.pool.calls == 1
+    reactor.advance(auth.CACHE_TTL)
+    fired(portal.login(UsernamePassword(b"alice", b"pw"), None, IMailbox))
+    assert reactor.pool.calls == 2
+
+
+def test_client_polling_every_minute_is_verified_again_after_max_age(portal, reactor):
+    minutes = int(auth.CACHE_MAX_AGE // 60)
+    for _ in range(minutes):
+        fired(portal.login(UsernamePassword(b"alice", b"pw"), None, IMailbox))
+        reactor.advance(60)
+    # Every poll within CACHE_MAX_AGE of the first came from the cache.
+    assert reactor.pool.calls == 1
+    fired(portal.login(UsernamePassword(b"alice", b"pw"), None, IMailbox))
+    assert reactor.pool.calls == 2
+    # The new verification starts a new period.
+    reactor.advance(60)
+    fired(portal.login(UsernamePassword(b"alice", b"pw"), None, IMailbox))
+    assert reactor.pool.calls == 2
+
+
+def test_password_change_invalidates_a_sliding_entry(portal, reactor, path):
+    fired(portal.login(UsernamePassword(b"alice", b"pw"), None, IMailbox))
+    reactor.advance(60)
+    fired(portal.login(UsernamePassword(b"alice", b"pw"), None, IMailbox))
+    UsersFile(path).set_password("alice", "new")
+    login_failure(portal.login(UsernamePassword(b"alice", b"pw"), None, IMailbox), UnauthorizedLogin)
+    assert reactor.pool.calls == 2
+
+
+def test_cache_hit_keeps_an_entry_from_eviction(portal, reactor, path, monkeypatch):
+    monkeypatch.setattr(auth, "CACHE_SIZE", 2)
+    UsersFile(path).add("carol", "pw")
+    for name in (b"alice", b"bob", b"alice", b"carol"):
+        fired(portal.login(UsernamePassword(name, b"pw"), None, IMailbox))
+    assert reactor.pool.calls == 3
+    fired(portal.login(UsernamePassword(b"alice", b"pw"), None, IMailbox))
+    assert reactor.pool.calls == 3
+    fired(portal.login(UsernamePassword(b"bob", b"pw"), None, IMailbox))  # evicted
+    assert reactor.pool.calls == 4
+
+
 def test_password_change_invalidates_cache(portal, reactor, path):
     fired(portal.login(UsernamePassword(b"alice", b"pw"), None, IMailbox))
     UsersFile(path).set_password("alice", "new")
