@@ -138,6 +138,40 @@ def test_changes_since_asked_again_sees_later_commits(store, tmp_path):
     assert changes.highestmodseq == mark + 2
 
 
+def test_claim_recent_sees_deliveries_by_another_process(store, tmp_path):
+    box = inbox(store)
+    a = result_of(store.append(box.id, MESSAGE))
+    assert result_of(store.claim_recent(box.id)) == {a.uid}
+    assert result_of(store.claim_recent(box.id)) == frozenset()
+    other_process = SQLiteStore(tmp_path / "store")
+    try:
+        b = result_of(other_process.append(box.id, MESSAGE))
+    finally:
+        other_process.close()
+    assert result_of(store.claim_recent(box.id)) == {b.uid}
+    assert result_of(store.claim_recent(box.id)) == frozenset()
+
+
+def test_with_a_reactor_another_process_is_heard_from_the_next_turn(tmp_path):
+    # data_version is read once per reactor turn, not once per session.
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "store", reactor=clock)
+    try:
+        box = inbox(store)
+        mark = result_of(store.get_mailbox("alice", "INBOX")).highestmodseq
+        assert result_of(store.changes_since(box.id, mark)).updated == ()
+        other_process = SQLiteStore(tmp_path / "store")
+        try:
+            b = result_of(other_process.append(box.id, MESSAGE))
+        finally:
+            other_process.close()
+        clock.advance(0)
+        assert [r.uid for r in result_of(store.changes_since(box.id, mark)).updated] == [b.uid]
+        assert result_of(store.claim_recent(box.id)) == {b.uid}
+    finally:
+        store.close()
+
+
 def test_list_flags_and_get_records(store):
     box = inbox(store)
     a = result_of(store.append(box.id, MESSAGE, flags={"\\Seen", "$Label1"}))

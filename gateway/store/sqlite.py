@@ -231,7 +231,13 @@ class SQLiteStore:
         # Valid until a commit: ours (``_write``) or another process's
         # (``PRAGMA data_version`` moves).
         self._changes_memo: dict[tuple[int, int], ChangeSet] = {}
+        # Mailboxes with no \\Recent message left to claim, under the same rule.
+        self._nothing_recent: set[int] = set()
         self._memo_version = None
+        # With a reactor, data_version is read once per reactor turn: a
+        # delivery wakes a thousand sessions in one turn.
+        self._reactor = reactor
+        self._version_fresh = False
         self._mail_path = str(self._mail)
         self.changes = ChangeFeed(reactor, self._poll_highestmodseq, poll_interval)
         if fresh and any(self._mail.iterdir()):
@@ -244,12 +250,24 @@ class SQLiteStore:
     # -- transactions -------------------------------------------------------
 
     def _write(self):
-        return _WriteTransaction(self._db, self._changes_memo.clear)
+        return _WriteTransaction(self._db, self._forget)
+
+    def _version_stale(self) -> None:
+        self._version_fresh = False
+
+    def _forget(self) -> None:
+        self._changes_memo.clear()
+        self._nothing_recent.clear()
 
     def _check_memo(self) -> None:
+        if self._version_fresh:
+            return
+        if self._reactor is not None:
+            self._version_fresh = True
+            self._reactor.callLater(0, self._version_stale)
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
         if version != self._memo_version or len(self._changes_memo) >= _MEMO_LIMIT:
-            self._changes_memo.clear()
+            self._forget()
             self._memo_version = version
 
     # -- UIDVALIDITY --------------------------------------------------------
@@ -739,8 +757,12 @@ class SQLiteStore:
     def claim_recent(self, mailbox_id):
         # Every session idling on a mailbox asks after each delivery; only
         # the first has anything to claim, and the others need no write lock.
+        self._check_memo()
+        if mailbox_id in self._nothing_recent:
+            return frozenset()
         row = self._db.execute("SELECT first_recent_uid, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
         if row is not None and row[0] >= row[1]:
+            self._nothing_recent.add(mailbox_id)
             return frozenset()
         with self._write():
             row = self._db.execute(
