@@ -172,6 +172,26 @@ def test_with_a_reactor_another_process_is_heard_from_the_next_turn(tmp_path):
         store.close()
 
 
+def test_a_gap_in_the_uids_asked_for_never_takes_in_a_message_between(store):
+    box = inbox(store)
+    a, b, c = (result_of(store.append(box.id, MESSAGE)) for _ in range(3))
+    result_of(store.expunge(box.id, [c.uid]))
+    # Two UIDs asked for, two messages in the range a..c: still only a.
+    assert [r.uid for r in result_of(store.store_flags(box.id, [a.uid, c.uid], {"\\Deleted"}, "add"))] == [a.uid]
+    assert list(result_of(store.get_structures(box.id, [a.uid, c.uid]))) == [a.uid]
+    assert result_of(store.expunge(box.id, [a.uid, c.uid])) == [a.uid]
+    assert [r.uid for r in result_of(store.list_messages(box.id))] == [b.uid]
+
+
+def test_get_messages_gives_records_with_structures(store):
+    box = inbox(store)
+    a, b = (result_of(store.append(box.id, MESSAGE)) for _ in range(2))
+    structures = result_of(store.get_structures(box.id, [a.uid, b.uid]))
+    assert result_of(store.get_messages(box.id, [b.uid, a.uid, b.uid + 1])) == [
+        (a, structures[a.uid]), (b, structures[b.uid])
+    ]
+
+
 def test_list_flags_and_get_records(store):
     box = inbox(store)
     a = result_of(store.append(box.id, MESSAGE, flags={"\\Seen", "$Label1"}))

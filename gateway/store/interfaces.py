@@ -176,6 +176,16 @@ class IMailStore(Interface):
             of ``uids`` that still exist, ascending by UID.
         """
 
+    def get_messages(mailbox_id, uids):
+        """
+        Records and structures together, in one look-up (FETCH of
+        INTERNALDATE or RFC822.SIZE with ENVELOPE or BODYSTRUCTURE).
+
+        @return: Deferred firing with a list of (L{MessageRecord},
+            L{MessageStructure}) pairs for those of ``uids`` that still exist,
+            ascending by UID.
+        """
+
     def get_structures(mailbox_id, uids):
         """
         @return: Deferred firing with a dict UID -> L{MessageStructure} for

@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 """
 
 _RECORD_COLUMNS = "uid, flags, internaldate, tzoffset, size, modseq"
+_STRUCTURE_COLUMNS = "envelope, body, bodystructure, header, parts"
 _CHUNK = 256 * 1024
 _UID_MAX = 0xFFFFFFFF
 # Bounds of the memos below; past them a memo starts again empty.
@@ -164,6 +165,10 @@ def _record(row) -> MessageRecord:
     if zone is None:
         zone = _zones[tzoffset] = datetime.timezone(datetime.timedelta(minutes=tzoffset))
     return MessageRecord(uid, _flag_set(flags), datetime.datetime.fromtimestamp(internaldate, zone), size, modseq)
+
+
+def _structure(envelope, body, bodystructure, header, parts) -> MessageStructure:
+    return MessageStructure(envelope, body, bodystructure, header, _part_from_json(json.loads(parts)))
 
 
 def _part_to_json(part: Part):
@@ -566,24 +571,22 @@ class SQLiteStore:
             f"SELECT {columns} FROM messages WHERE mailbox_id = ? AND uid BETWEEN ? AND ? ORDER BY uid",
             (mailbox_id, uids[0], uids[-1]),
         ).fetchall()
-        if len(rows) == len(uids):
-            return rows
+        if len(uids) == uids[-1] - uids[0] + 1:
+            return rows  # every UID of the range was asked for
         wanted = set(uids)
         return [row for row in rows if row[0] in wanted]
 
     @_deferred
+    def get_messages(self, mailbox_id, uids):
+        return [
+            (_record(row[:6]), _structure(*row[6:]))
+            for row in self._select_uids(f"{_RECORD_COLUMNS}, {_STRUCTURE_COLUMNS}", mailbox_id, uids)
+        ]
+
+    @_deferred
     def get_structures(self, mailbox_id, uids):
-        rows = self._select_uids("uid, envelope, body, bodystructure, header, parts", mailbox_id, uids)
-        return {
-            uid: MessageStructure(
-                envelope=envelope,
-                body=body,
-                bodystructure=bodystructure,
-                header=header,
-                root=_part_from_json(json.loads(parts)),
-            )
-            for uid, envelope, body, bodystructure, header, parts in rows
-        }
+        rows = self._select_uids(f"uid, {_STRUCTURE_COLUMNS}", mailbox_id, uids)
+        return {row[0]: _structure(*row[1:]) for row in rows}
 
     @_deferred
     def get_records(self, mailbox_id, uids):
@@ -687,7 +690,7 @@ class SQLiteStore:
             except OSError:
                 shutil.copyfile(source_dir / str(record.uid), staged)
             os.replace(staged, dest_dir / str(new_uid))
-            structure = MessageStructure(envelope, body, bodystructure, header, _part_from_json(json.loads(parts)))
+            structure = _structure(envelope, body, bodystructure, header, parts)
             self._insert_message(
                 dest_mailbox_id, new_uid, record.flags, record.internaldate, record.size, modseq, structure
             )
