@@ -11,8 +11,11 @@ import datetime
 import errno
 import sqlite3
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ITCPTransport
@@ -21,7 +24,9 @@ from twisted.internet.testing import StringTransport
 from twisted.mail import smtp
 from zope.interface import implementer
 
-from gateway.lmtp import LMTPFactory, SessionLimits, resolve_recipient
+from gateway import metrics
+from gateway.lmtp import LMTPFactory, SessionLimits, _find_dot_line, resolve_recipient
+from gateway.metrics import Metrics
 from gateway.store.interfaces import NoSuchMailbox, TemporaryFailure
 from gateway.store.model import MailboxInfo, MessageRecord
 
@@ -521,3 +526,67 @@ def test_unreadable_users_file_is_a_temporary_failure():
     session.send(b"LHLO c\r\nMAIL FROM:<s@x>\r\n")
     assert session.send(b"RCPT TO:<alice>\r\n") == [b"451 4.3.0 Temporary failure looking up the recipient"]
     assert session.send(b"NOOP\r\n") == [b"250 2.0.0 OK"]
+
+
+# -- finding the end of data fast ------------------------------------------------
+
+
+@given(st.lists(st.sampled_from([b".", b"x", b"\r\n", b"\n", b"a."]), max_size=120).map(b"".join), st.integers(0, 50))
+def test_find_dot_line_is_find(buffer, start):
+    assert _find_dot_line(buffer, start) == buffer.find(b"\n.", start)
+
+
+def test_find_dot_line_past_many_dots():
+    # Past _DOT_PROBES dots the search changes method; the answer must not.
+    prose = b"a." * 100 + b"\r\n"
+    assert _find_dot_line(prose + b".\r\n", 0) == len(prose) - 1
+    assert _find_dot_line(prose + b"x.\r\n", 0) == -1
+
+
+def test_many_dots_before_the_final_dot():
+    session = Session()
+    session.start()
+    body = b"Subject: dots\r\n\r\n" + b"a. " * 200 + b"\r\n..stuffed\r\n"
+    assert session.send(body + b".\r\n") == [b"250 2.0.0 <alice@example.test> Saved as UID 1"]
+    assert session.store.inbox("alice") == [trace() + body.replace(b"\r\n..", b"\r\n.")]
+
+
+# -- metrics ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def counted():
+    m = Metrics(CollectorRegistry())
+    previous = metrics.activate(m)
+    yield m
+    metrics.activate(previous)
+
+
+def command_counts(m):
+    text = generate_latest(m.registry).decode()
+    return {
+        sample.labels["command"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "gateway_command_duration_seconds_count" and sample.labels["protocol"] == "lmtp"
+    }
+
+
+def test_every_command_is_timed(counted):
+    session = Session()
+    session.send(b"LHLO c\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<alice@a.test>\r\nRCPT TO:<bob@a.test>\r\n")
+    session.send(b"XYZZY\r\nNOOP\r\n")
+    assert command_counts(counted) == {"LHLO": 1, "MAIL": 1, "RCPT": 2, "OTHER": 1, "NOOP": 1}
+
+
+def test_data_is_timed_once_when_its_last_reply_is_sent(counted):
+    store = MemoryStore()
+    store.hold = True
+    session = Session(store)
+    session.start(recipients=[b"<alice@a.test>", b"<bob@b.test>"])
+    assert "DATA" not in command_counts(counted)  # 354 is not the final answer
+    session.send(b"x\r\n.\r\n")
+    store.held.pop(0).callback(None)
+    assert "DATA" not in command_counts(counted)
+    store.held.pop(0).callback(None)
+    assert command_counts(counted)["DATA"] == 1
