@@ -209,20 +209,18 @@ class SelectedCommands:
             for start in range(0, len(targets), _BATCH):
                 batch = targets[start:start + _BATCH]
                 uids = [uid for _, uid in batch]
-                records = structures = None
-                if wants_record:
-                    records = {r.uid: r for r in await self.store.get_records(view.mailbox_id, uids)}
-                if wants_structure:
-                    structures = await self.store.get_structures(view.mailbox_id, uids)
+                loaded = await self._fetch_load(view.mailbox_id, uids, wants_record, wants_structure)
                 for seq, uid in batch:
                     if out.stopped:
                         return b"FETCH completed"
-                    record = records.get(uid) if records is not None else None
-                    structure = structures.get(uid) if structures is not None else None
-                    if (records is not None and record is None) or (structures is not None and structure is None):
-                        # RFC 2180 4.1.3: leave it out of the answer.
-                        expunged = True
-                        continue
+                    record = structure = None
+                    if loaded is not None:
+                        found = loaded.get(uid)
+                        if found is None:
+                            # RFC 2180 4.1.3: leave it out of the answer.
+                            expunged = True
+                            continue
+                        record, structure = found
                     opened = None
                     if wants_file:
                         try:
@@ -244,6 +242,18 @@ class SelectedCommands:
         finally:
             out.finish()
         return _EXPUNGE_ISSUED if expunged else b"FETCH completed"
+
+    async def _fetch_load(self, mailbox_id, uids, wants_record, wants_structure):
+        """UID -> (record, structure) of those still there, or None if FETCH needs neither."""
+        if wants_record and wants_structure:
+            return {record.uid: (record, structure) for record, structure in
+                    await self.store.get_messages(mailbox_id, uids)}
+        if wants_record:
+            return {record.uid: (record, None) for record in await self.store.get_records(mailbox_id, uids)}
+        if wants_structure:
+            return {uid: (None, structure) for uid, structure in
+                    (await self.store.get_structures(mailbox_id, uids)).items()}
+        return None
 
     def _fetch_response(self, seq, uid, plan, record, structure, opened) -> list:
         """

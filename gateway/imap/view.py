@@ -18,8 +18,23 @@ from gateway.store.model import ChangeSet
 RECENT = "\\Recent"
 
 
+# FETCH FLAGS of a thousand messages formats a handful of distinct lists.
+_formatted: dict[frozenset[str], bytes] = {}
+
+
 def format_flags(flags: Iterable[str]) -> bytes:
     """The parenthesised flag list of FLAGS responses and FETCH FLAGS."""
+    if isinstance(flags, frozenset):
+        text = _formatted.get(flags)
+        if text is None:
+            if len(_formatted) >= 4096:
+                _formatted.clear()
+            text = _formatted[flags] = _format_flags(flags)
+        return text
+    return _format_flags(flags)
+
+
+def _format_flags(flags: Iterable[str]) -> bytes:
     ordered = sorted(flags, key=lambda flag: (not flag.startswith("\\"), flag))
     return b"(" + " ".join(ordered).encode("ascii") + b")"
 
