@@ -47,6 +47,7 @@ from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.mail import pop3 as twisted_pop3
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gateway import authlog, metrics
@@ -344,7 +345,24 @@ class Pop3Server(twisted_pop3.POP3):
                 self.transport.loseConnection()
 
     def _run(self, coroutine, command: bytes, started: float):
-        """Run a command that waits on the store; later lines queue meanwhile."""
+        """
+        Run a command that may wait on the store or the socket.
+
+        Its first step runs here: a Deferred that has already fired (every
+        one the SQLite store returns) does not suspend an ``await``, so most
+        commands end in that step, with no Deferred of their own.  One that
+        waits goes on under ``Deferred.fromCoroutine``, which resumes it at
+        the same ``await``, and later lines queue meanwhile.
+        """
+        try:
+            coroutine.send(None)
+        except StopIteration:
+            metrics.observe_command("pop3", command, monotonic() - started)
+            return
+        except Exception:
+            self._answer_failure(Failure())
+            metrics.observe_command("pop3", command, monotonic() - started)
+            return
         self.blocked = []
         done = Deferred.fromCoroutine(coroutine)
         done.addErrback(self._answer_failure)
