@@ -12,7 +12,7 @@ from twisted.internet import defer
 
 from gateway.auth import UsersFile
 from gateway.delivery import deliver, deliver_main, spool_stdin
-from gateway.store.interfaces import TemporaryFailure
+from gateway.store.interfaces import NoSuchMailbox, TemporaryFailure
 from gateway.store.sqlite import SQLiteStore
 from tests.deferreds import result_of
 
@@ -151,3 +151,57 @@ def test_mda_malformed_users_file_is_75(data_dir):
 def test_mda_missing_data_dir_is_75_not_unknown_user(tmp_path):
     code, err = mda(tmp_path / "nowhere", "alice", b"Subject: x\n\n")
     assert (code, err) == (75, f"gateway deliver: data dir {tmp_path / 'nowhere'} does not exist\n")
+
+
+# -- SQLiteStore.append_many: group commit for LMTP ------------------------------
+
+
+def test_append_many_stores_each_in_order_with_one_directory_fsync(store, monkeypatch):
+    from gateway.store import sqlite
+
+    run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
+    run(deliver(store, "bob", b"Subject: warm\r\n\r\nx\r\n"))
+    alice = result_of(store.get_mailbox("alice", "INBOX"))
+    bob = result_of(store.get_mailbox("bob", "INBOX"))
+    synced_dirs = []
+    fsync_dir = sqlite._fsync_dir
+    monkeypatch.setattr(sqlite, "_fsync_dir", lambda path: synced_dirs.append(path) or fsync_dir(path))
+    messages = [b"Subject: %d\r\n\r\nbody %d\r\n" % (n, n) for n in range(3)]
+    records = result_of(store.append_many([(alice.id, messages[0]), (bob.id, io.BytesIO(messages[1])),
+                                           (alice.id, messages[2])]))
+    assert [record.uid for record in records] == [2, 2, 3]
+    assert sorted(synced_dirs) == sorted({store.root / "mail" / str(alice.id), store.root / "mail" / str(bob.id)})
+    assert stored(store, "alice")[1:] == [(2, messages[0]), (3, messages[2])]
+    assert stored(store, "bob")[1:] == [(2, messages[1])]
+    assert list((store.root / "tmp").iterdir()) == []
+
+
+def test_append_many_refuses_one_and_stores_the_others(store):
+    run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
+    alice = result_of(store.get_mailbox("alice", "INBOX"))
+    outcomes = result_of(store.append_many([(alice.id, b"Subject: a\r\n\r\n"), (9999, b"Subject: b\r\n\r\n")]))
+    assert outcomes[0].uid == 2
+    assert isinstance(outcomes[1], NoSuchMailbox)
+    assert [uid for uid, _ in stored(store, "alice")] == [1, 2]
+
+
+def test_append_many_failing_commit_leaves_nothing(store, monkeypatch):
+    import errno
+
+    from gateway.store import sqlite
+
+    run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
+    alice = result_of(store.get_mailbox("alice", "INBOX"))
+
+    def full(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sqlite, "_fsync_dir", full)
+    outcomes = result_of(store.append_many([(alice.id, b"Subject: a\r\n\r\n"), (alice.id, b"Subject: b\r\n\r\n")]))
+    assert all(isinstance(outcome, TemporaryFailure) for outcome in outcomes)
+    assert outcomes[0].__cause__.errno == errno.ENOSPC
+    monkeypatch.undo()
+    # Rolled back: no row, no body, and the next UID is still free.
+    assert [uid for uid, _ in stored(store, "alice")] == [1]
+    assert sorted(p.name for p in (store.root / "mail" / str(alice.id)).iterdir()) == ["1", "mailbox.json"]
+    assert result_of(store.append_many([(alice.id, b"Subject: c\r\n\r\n")]))[0].uid == 2

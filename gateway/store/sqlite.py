@@ -914,6 +914,90 @@ class SQLiteStore:
         return counts
 
 
+    # -- group commit (LMTP) ------------------------------------------------
+
+    @_deferred
+    def append_many(self, deliveries):
+        """
+        Several appends under one write transaction: ``deliveries`` is a list
+        of (mailbox_id, source) as ``append`` takes them.  Each body is
+        spooled and fsynced as ``append`` does, each directory that got one
+        is fsynced once, and one COMMIT (one WAL fsync) indexes them all;
+        nothing is acknowledged before that commit, as DESIGN.md asks.
+
+        @return: Deferred firing with one item per delivery, in order: its
+            L{MessageRecord}, or the exception that refused it
+            (L{TemporaryFailure}, L{NoSuchMailbox}); one refused delivery
+            does not stop the others.
+        """
+        outcomes: list = [None] * len(deliveries)
+        internaldate = datetime.datetime.now().astimezone().replace(microsecond=0)
+        prepared = []
+        try:
+            for index, (mailbox_id, source) in enumerate(deliveries):
+                try:
+                    spooled = self._spool(source)
+                except TemporaryFailure as e:
+                    outcomes[index] = e
+                    continue
+                try:
+                    size = spooled.stat().st_size
+                    with open(spooled, "rb") as f:
+                        structure = message.parse(f)
+                except OSError as e:
+                    spooled.unlink(missing_ok=True)
+                    outcomes[index] = TemporaryFailure(f"cannot store message: {os.strerror(e.errno or errno.EIO)}")
+                    continue
+                prepared.append((index, mailbox_id, spooled, size, structure))
+            placed, notify = [], {}
+            try:
+                with self._write():
+                    for index, mailbox_id, spooled, size, structure in prepared:
+                        try:
+                            uidnext, modseq = self._counters(mailbox_id)
+                        except NoSuchMailbox as e:
+                            outcomes[index] = e
+                            continue
+                        modseq += 1
+                        final = self._mailbox_dir(mailbox_id) / str(uidnext)
+                        os.replace(spooled, final)
+                        placed.append((index, final))
+                        self._insert_message(mailbox_id, uidnext, (), internaldate, size, modseq, structure)
+                        self._db.execute(
+                            "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
+                            (uidnext + 1, modseq, mailbox_id),
+                        )
+                        notify[mailbox_id] = modseq
+                        outcomes[index] = MessageRecord(
+                            uid=uidnext, flags=frozenset(), internaldate=internaldate, size=size, modseq=modseq
+                        )
+                    for directory in {final.parent for _, final in placed}:
+                        _fsync_dir(directory)
+            except (OSError, TemporaryFailure) as e:
+                if isinstance(e, OSError):
+                    failure = TemporaryFailure(f"cannot store message: {os.strerror(e.errno or errno.EIO)}")
+                    failure.__cause__ = e
+                else:
+                    failure = e
+                # Rolled back: no body stays without its row.
+                for _, final in placed:
+                    final.unlink(missing_ok=True)
+                for index, *_ in prepared:
+                    if not isinstance(outcomes[index], NoSuchMailbox):
+                        outcomes[index] = failure
+                return outcomes
+            except BaseException:
+                for _, final in placed:
+                    final.unlink(missing_ok=True)
+                raise
+        finally:
+            for _, _, spooled, _, _ in prepared:
+                spooled.unlink(missing_ok=True)
+        for mailbox_id, modseq in notify.items():
+            self.changes.notify(mailbox_id, modseq)
+        return outcomes
+
+
 class _WriteTransaction:
     """
     BEGIN IMMEDIATE ... COMMIT: takes SQLite's write lock up front, so the
