@@ -439,3 +439,34 @@ def test_malformed_commands_get_bad_with_fixed_text(store, line):
     [answer] = s.command(line)
     assert answer.startswith(b"a BAD ") and b"Internal error" not in answer
     assert s.command(b"n NOOP") == [b"n OK NOOP completed"]
+
+
+# Metrics
+
+
+def test_every_command_is_timed_until_its_tagged_answer(store):
+    from prometheus_client import CollectorRegistry
+
+    from gateway import metrics
+
+    counted = metrics.Metrics(CollectorRegistry())
+    previous = metrics.activate(counted)
+    try:
+        s = Session(store)
+        s.login()
+        s.command(b"a SELECT INBOX")
+        s.command(b"b UID FETCH 1:* (FLAGS)")
+        s.command(b"c uid search all")
+        s.command(b"d BOGUS")
+        assert s.send(b"e IDLE\r\n") == b"+ idling\r\n"
+        s.command(b"DONE")
+    finally:
+        metrics.activate(previous)
+
+    def count(command):
+        return counted.registry.get_sample_value(
+            "gateway_command_duration_seconds_count", {"protocol": "imap", "command": command}
+        )
+
+    assert [count(c) for c in ("LOGIN", "SELECT", "UID FETCH", "UID SEARCH", "OTHER", "IDLE")] == [1, 1, 1, 1, 1, 1]
+    assert count("FETCH") is None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from time import monotonic
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -133,6 +134,9 @@ class Framing:
         # the exception, client input included.
         words = line.split(None, 2)
         self._command_tag = words[0] if words else None
+        # Timed until its tagged answer (sendLine).  The name is what
+        # metrics.command_label reads: the command and, for UID, the next word.
+        self._command_timer = (self._command_tag, b" ".join(word[:20] for word in words[1:3]), monotonic())
         if len(words) < 2:
             tag = words[0] if words and policy.looks_like_tag(words[0]) else b"*"
             self.sendLine(tag + (b" BAD Missing command" if words else b" BAD Null command"))

@@ -27,7 +27,8 @@ class Output:
     """
     Gathers the pieces of one answer for ``transport``; registered as its
     producer from creation to ``finish``.  ``closing()`` says whether the
-    session said BYE or lost its connection: then nothing more is written.
+    session said BYE or lost its connection; then, or once the transport
+    stopped its producer, nothing more is written.
     """
 
     def __init__(self, transport, closing):
@@ -48,7 +49,7 @@ class Output:
 
     def flush(self) -> None:
         pieces, self._pieces, self._size = self._pieces, [], 0
-        if pieces and not self._closing():
+        if pieces and not self.stopped and not self._closing():
             # The transport joins its buffer anyway: no copy of our own.
             self._transport.writeSequence(pieces)
 

@@ -210,9 +210,11 @@ class SelectedCommands:
                 batch = targets[start:start + _BATCH]
                 uids = [uid for _, uid in batch]
                 loaded = await self._fetch_load(view.mailbox_id, uids, wants_record, wants_structure)
+                if out.stopped:
+                    break
                 for seq, uid in batch:
                     if out.stopped:
-                        return b"FETCH completed"
+                        break
                     record = structure = None
                     if loaded is not None:
                         found = loaded.get(uid)
@@ -241,6 +243,10 @@ class SelectedCommands:
                     await out.drain()
         finally:
             out.finish()
+        if out.stopped:
+            # The connection is going (its transport stopped us): nothing
+            # more goes out.
+            self._closing = True
         return _EXPUNGE_ISSUED if expunged else b"FETCH completed"
 
     async def _fetch_load(self, mailbox_id, uids, wants_record, wants_structure):

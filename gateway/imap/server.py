@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import re
 import socket
+from time import monotonic
 
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.mail import imap4
 
+from gateway import metrics
 from gateway.imap import wire
 from gateway.imap.framing import Framing
 from gateway.imap.errors import CommandError, bad
@@ -95,6 +97,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         self._closing = False
         self._bad_commands = 0
         self._command_tag = None
+        self._command_timer = None
         self._literal_started = False
         self._overlong_tag = None
         self._overlong_tail = None
@@ -157,9 +160,13 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         if self._closing:
             return
         super().sendLine(line)
+        tag, _, rest = line.partition(b" ")
+        timer = self._command_timer
+        if timer is not None and tag == timer[0] and tag != b"*":
+            self._command_timer = None
+            metrics.observe_command("imap", timer[1], monotonic() - timer[2])
         # Every BAD, tagged or not, counts; a tagged OK starts the count
         # again, so that a long session with the odd unknown command lives.
-        tag, _, rest = line.partition(b" ")
         if rest.startswith(b"BAD"):
             self._bad_commands += 1
             if self._bad_commands >= self.config.limits.max_bad_commands:
