@@ -89,6 +89,9 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_modseq ON messages (mailbox_id, modseq);
+-- Covers the record columns: SELECT, SEARCH and a POP3 login read these for a
+-- whole mailbox, and rows carry ENVELOPE, BODYSTRUCTURE and the header too.
+CREATE INDEX IF NOT EXISTS messages_records ON messages (mailbox_id, uid, flags, internaldate, tzoffset, size, modseq);
 CREATE TABLE IF NOT EXISTS expunged (
     mailbox_id INTEGER NOT NULL,
     uid INTEGER NOT NULL,
