@@ -19,7 +19,9 @@ not fit LMTP it is replaced, each in one place:
   message early and start a forged one ("SMTP smuggling").
 - DATA: the stock server fans every line out to one ``IMessage`` per
   recipient and answers once; LMTP spools once and answers once per accepted
-  recipient, in RCPT order (RFC 2033 4.2).
+  recipient, in RCPT order (RFC 2033 4.2).  Every recipient, and what other
+  sessions deliver in the same reactor turn, is stored under one index
+  commit (``gateway.delivery.GroupCommit``); no reply goes out before it.
 - replies: every 2xx/4xx/5xx reply carries an RFC 3463 enhanced status code,
   as advertising ENHANCEDSTATUSCODES requires (RFC 2034 3); the stock texts
   have none.
@@ -53,7 +55,7 @@ from twisted.logger import Logger
 from twisted.mail import smtp
 
 from gateway import metrics
-from gateway.delivery import deliver
+from gateway.delivery import GroupCommit
 from gateway.store.interfaces import TemporaryFailure
 
 log = Logger()
@@ -145,15 +147,20 @@ def resolve_recipient(local_part: str, users, domain: str | None = None) -> tupl
 class _PrefixedMessage:
     """
     The per-recipient trace headers followed by the spooled message, read by
-    the store in chunks; nothing is copied per recipient.
+    the store in chunks; nothing is copied per recipient.  The recipients of
+    one message share the spool, so each rewinds it when it starts reading:
+    the store reads them one after the other.
     """
 
     def __init__(self, prefix: bytes, spool):
         self._prefix = prefix
         self._spool = spool
-        spool.seek(0)
+        self._started = False
 
     def read(self, size: int = -1) -> bytes:
+        if not self._started:
+            self._started = True
+            self._spool.seek(0)
         if self._prefix:
             if size < 0:
                 chunk, self._prefix = self._prefix + self._spool.read(), b""
@@ -203,10 +210,11 @@ class LMTPServer(smtp.SMTP):
     held, so that pipelined commands are answered after the DATA replies.
     """
 
-    def __init__(self, store, users, hostname: str, reactor, limits: SessionLimits, spool_dir: Path | None):
+    def __init__(self, deliveries: GroupCommit, users, hostname: str, reactor, limits: SessionLimits,
+                 spool_dir: Path | None):
         super().__init__()
         self.host = hostname
-        self._store = store
+        self._deliveries = deliveries
         self._users = users
         self._reactor = reactor
         self._limits = limits
@@ -554,20 +562,36 @@ class LMTPServer(smtp.SMTP):
         not how fast the client sent the message.
         """
         try:
-            for recipient in recipients:
-                code, status, text = refusal or await self._deliver_one(spool, sender, recipient)
+            started_together = None
+            if refusal is None and self._deliveries.batching:
+                # Every recipient at once: one index commit for them all.
+                started_together = [self._start_delivery(spool, sender, r) for r in recipients]
+            for index, recipient in enumerate(recipients):
+                if refusal is not None:
+                    code, status, text = refusal
+                else:
+                    delivery = (
+                        started_together[index]
+                        if started_together is not None
+                        else self._start_delivery(spool, sender, recipient)
+                    )
+                    code, status, text = await self._reply_for(recipient, delivery)
                 self.sendCode(code, b"%s <%s> %s" % (status, recipient.address, text))
         finally:
             _discard(spool)
             metrics.observe_command("lmtp", b"DATA", monotonic() - started)
             self._delivered()
 
-    async def _deliver_one(self, spool, sender: bytes, recipient: Recipient) -> tuple[int, bytes, bytes]:
-        """Store the message for one recipient; the reply it gets."""
+    def _start_delivery(self, spool, sender: bytes, recipient: Recipient) -> defer.Deferred:
         # Trace headers as Dovecot's LMTP writes them.
         trace = b"Return-Path: <%s>\r\nDelivered-To: %s\r\n" % (sender, recipient.address)
+        message = _PrefixedMessage(trace, spool)
+        return defer.Deferred.fromCoroutine(self._deliveries.deliver(recipient.user, message, recipient.mailbox))
+
+    async def _reply_for(self, recipient: Recipient, delivery: defer.Deferred) -> tuple[int, bytes, bytes]:
+        """The reply a recipient gets once its delivery is stored or refused."""
         try:
-            record = await deliver(self._store, recipient.user, _PrefixedMessage(trace, spool), recipient.mailbox)
+            record = await delivery
         except TemporaryFailure as e:
             log.warn("Delivery to {user} deferred: {error}", user=recipient.user, error=str(e))
             metrics.count_delivery("tempfail")
@@ -605,9 +629,11 @@ class LMTPFactory(protocol.ServerFactory):
         self.reactor = reactor
         self.limits = limits
         self.spool_dir = spool_dir
+        # One for every session: concurrent deliveries share a commit.
+        self.deliveries = GroupCommit(store, reactor)
 
     def buildProtocol(self, addr):
-        server = LMTPServer(self.store, self.users, self.hostname, self.reactor, self.limits, self.spool_dir)
+        server = LMTPServer(self.deliveries, self.users, self.hostname, self.reactor, self.limits, self.spool_dir)
         server.factory = self
         return server
 

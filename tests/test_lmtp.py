@@ -29,6 +29,8 @@ from gateway.lmtp import LMTPFactory, SessionLimits, _find_dot_line, resolve_rec
 from gateway.metrics import Metrics
 from gateway.store.interfaces import NoSuchMailbox, TemporaryFailure
 from gateway.store.model import MailboxInfo, MessageRecord
+from gateway.store.sqlite import SQLiteStore
+from tests.deferreds import result_of
 
 HOST = "mx.example.test"
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -590,3 +592,99 @@ def test_data_is_timed_once_when_its_last_reply_is_sent(counted):
     assert "DATA" not in command_counts(counted)
     store.held.pop(0).callback(None)
     assert command_counts(counted)["DATA"] == 1
+
+
+# -- group commit over the real store ------------------------------------------
+
+
+class StoreSession(Session):
+    """A session of a factory shared with others, over the SQLite store."""
+
+    def __init__(self, factory):
+        self.store = factory.store
+        self.clock = factory.reactor
+        self.server = factory.buildProtocol(PEER)
+        self.transport = TCPStringTransport(peerAddress=PEER)
+        self.server.makeConnection(self.transport)
+        self.replies()
+
+
+@pytest.fixture
+def sqlite_factory(tmp_path):
+    store = SQLiteStore(tmp_path / "store")
+    calls = []
+    append_many = store.append_many
+    store.append_many = lambda deliveries: calls.append(len(deliveries)) or append_many(deliveries)
+    factory = LMTPFactory(store, frozenset({"alice", "bob"}), HOST, Clock(), SessionLimits())
+    factory.append_many_calls = calls
+    yield factory
+    store.close()
+
+
+def inbox_bodies(store, user):
+    info = result_of(store.get_mailbox(user, "INBOX"))
+    bodies = []
+    for record in result_of(store.list_messages(info.id)):
+        with result_of(store.open_message(info.id, record.uid)) as body:
+            bodies.append(body.read())
+    return bodies
+
+
+def test_sessions_ending_data_in_one_turn_share_one_commit(sqlite_factory):
+    first, second = StoreSession(sqlite_factory), StoreSession(sqlite_factory)
+    first.start(recipients=[b"<alice@a.test>"])
+    second.start(recipients=[b"<bob@b.test>"])
+    assert first.send(b"Subject: 1\r\n\r\none\r\n.\r\n") == []
+    assert second.send(b"Subject: 2\r\n\r\ntwo\r\n.\r\n") == []
+    # Nothing is acknowledged before the commit at the end of the turn.
+    sqlite_factory.reactor.advance(0)
+    assert first.replies() == [b"250 2.0.0 <alice@a.test> Saved as UID 1"]
+    assert second.replies() == [b"250 2.0.0 <bob@b.test> Saved as UID 1"]
+    assert sqlite_factory.append_many_calls == [2]
+    assert inbox_bodies(sqlite_factory.store, "alice") == [trace(b"alice@a.test") + b"Subject: 1\r\n\r\none\r\n"]
+    assert inbox_bodies(sqlite_factory.store, "bob") == [trace(b"bob@b.test") + b"Subject: 2\r\n\r\ntwo\r\n"]
+
+
+def test_all_recipients_of_a_message_share_one_commit(sqlite_factory):
+    session = StoreSession(sqlite_factory)
+    session.start(recipients=[b"<alice@a.test>", b"<bob@b.test>", b"<alice+x@a.test>"])
+    session.send(b"Subject: all\r\n\r\nbody\r\n.\r\n")
+    sqlite_factory.reactor.advance(0)
+    assert session.replies() == [
+        b"250 2.0.0 <alice@a.test> Saved as UID 1",
+        b"250 2.0.0 <bob@b.test> Saved as UID 1",
+        b"250 2.0.0 <alice+x@a.test> Saved as UID 2",
+    ]
+    assert sqlite_factory.append_many_calls == [3]
+    # Each copy whole, with its own trace headers: the shared spool is
+    # rewound for each.
+    assert inbox_bodies(sqlite_factory.store, "alice") == [
+        trace(b"alice@a.test") + b"Subject: all\r\n\r\nbody\r\n",
+        trace(b"alice+x@a.test") + b"Subject: all\r\n\r\nbody\r\n",
+    ]
+
+
+def test_failed_group_commit_answers_every_recipient(sqlite_factory):
+    def full(deliveries):
+        cause = OSError(errno.ENOSPC, "No space left on device")
+        failure = TemporaryFailure("cannot store message")
+        failure.__cause__ = cause
+        return defer.succeed([failure] * len(deliveries))
+
+    sqlite_factory.store.append_many = full
+    session = StoreSession(sqlite_factory)
+    session.start(recipients=[b"<alice@a.test>", b"<bob@b.test>"])
+    session.send(b"x\r\n.\r\n")
+    sqlite_factory.reactor.advance(0)
+    assert session.replies() == [
+        b"452 4.2.2 <alice@a.test> Mailbox is full, try again later",
+        b"452 4.2.2 <bob@b.test> Mailbox is full, try again later",
+    ]
+
+
+def test_pipelined_transaction_waits_for_the_group_commit(sqlite_factory):
+    session = StoreSession(sqlite_factory)
+    session.start(recipients=[b"<alice@a.test>"])
+    assert session.send(b"x\r\n.\r\nNOOP\r\n") == []
+    sqlite_factory.reactor.advance(0)
+    assert session.replies() == [b"250 2.0.0 <alice@a.test> Saved as UID 1", b"250 2.0.0 OK"]

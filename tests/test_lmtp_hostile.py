@@ -87,6 +87,8 @@ class Session:
 
     def send(self, data: bytes) -> list[bytes]:
         self.server.dataReceived(data)
+        # The end of the reactor turn: group commit stores what it gathered.
+        self.clock.advance(0)
         return self.replies()
 
     def replies(self) -> list[bytes]:
