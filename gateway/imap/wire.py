@@ -96,17 +96,23 @@ def nstring(value: bytes | None) -> bytes:
     return quote(value)
 
 
+_MONTH_BYTES = [month.encode("ascii") for month in _MONTHS]
+# FETCH INTERNALDATE of a thousand messages meets a handful of zones.
+_zone_texts: dict[datetime.timedelta | None, bytes] = {}
+
+
 def format_datetime(when: datetime.datetime) -> bytes:
     """RFC 3501 date-time, e.g. ``"17-Jul-1996 02:44:25 -0700"``."""
-    offset = when.utcoffset() or datetime.timedelta(0)
-    minutes = int(offset.total_seconds()) // 60
-    sign = "-" if minutes < 0 else "+"
-    minutes = abs(minutes)
-    text = "%02d-%s-%04d %02d:%02d:%02d %s%02d%02d" % (
-        when.day, _MONTHS[when.month - 1], when.year,
-        when.hour, when.minute, when.second, sign, minutes // 60, minutes % 60,
-    )
-    return b'"' + text.encode("ascii") + b'"'
+    offset = when.utcoffset()
+    zone = _zone_texts.get(offset)
+    if zone is None:
+        minutes = int(offset.total_seconds()) // 60 if offset else 0
+        sign = b"-" if minutes < 0 else b"+"
+        minutes = abs(minutes)
+        zone = _zone_texts[offset] = b'%s%02d%02d"' % (sign, minutes // 60, minutes % 60)
+    return b'"%02d-%s-%04d %02d:%02d:%02d ' % (
+        when.day, _MONTH_BYTES[when.month - 1], when.year, when.hour, when.minute, when.second,
+    ) + zone
 
 
 _DATE_TIME = re.compile(

@@ -170,8 +170,20 @@ def _record(row) -> MessageRecord:
     return MessageRecord(uid, _flag_set(flags), datetime.datetime.fromtimestamp(internaldate, zone), size, modseq)
 
 
+# Part trees by their JSON: parsing one costs more than the rest of a FETCH
+# of ENVELOPE and BODYSTRUCTURE, and clients ask for the same messages again
+# (the list, then the parts of the one opened).  Bodies never change, so an
+# entry never goes stale.
+_part_trees: dict[str, Part] = {}
+
+
 def _structure(envelope, body, bodystructure, header, parts) -> MessageStructure:
-    return MessageStructure(envelope, body, bodystructure, header, _part_from_json(json.loads(parts)))
+    root = _part_trees.get(parts)
+    if root is None:
+        if len(_part_trees) >= 4 * _MEMO_LIMIT:
+            _part_trees.clear()
+        root = _part_trees[parts] = _part_from_json(json.loads(parts))
+    return MessageStructure(envelope, body, bodystructure, header, root)
 
 
 def _part_to_json(part: Part):
