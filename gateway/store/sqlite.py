@@ -616,8 +616,9 @@ class SQLiteStore:
     @_deferred
     def open_message(self, mailbox_id, uid):
         try:
-            # A plain string path: FETCH opens thousands of these a second.
-            return open(f"{self._mail_path}/{mailbox_id}/{uid}", "rb")
+            # A plain string path and no read buffer: FETCH opens thousands of
+            # these a second, and every reader takes big reads.
+            return open(f"{self._mail_path}/{mailbox_id}/{uid}", "rb", buffering=0)
         except FileNotFoundError:
             raise MessageExpunged(uid) from None
 
