@@ -28,6 +28,10 @@ each, the places where Twisted falls short of the RFCs or of DESIGN.md:
   would let a client trickling bytes stay for ever); failed logins per IP
   with a growing delay, then a block; sessions per user;
 - every login attempt goes to ``gateway.authlog``;
+- RETR writes a message in one write (big ones in SEND_CHUNK pieces) and
+  waits only while the transport's buffer is full; the \\Seen flags RETR
+  sets are saved in one index write once the pipelined commands are all
+  answered (or at QUIT, or when the connection drops);
 
 The session snapshot and the byte transforms are pure code in
 ``gateway/pop3_view.py``; the avatar over the store, with the delete
@@ -278,6 +282,8 @@ class Pop3Server(twisted_pop3.POP3):
         if self._discarding_line:
             # Keep a CR: it may be half of the CRLF that ends the line.
             self._buffer = self._buffer[-1:] if self._buffer.endswith(b"\r") else b""
+        if self.blocked is None:
+            self._save_seen()
 
     def lineReceived(self, line):
         if self.blocked is not None:
@@ -295,9 +301,21 @@ class Pop3Server(twisted_pop3.POP3):
             self.lineReceived(lines.pop(0))
         if self.blocked is not None:
             self.blocked.extend(lines)
+        else:
+            self._save_seen()
         if self._reading_paused and (self.blocked is None or len(self.blocked) < MAX_QUEUED_LINES):
             self._reading_paused = False
             self.transport.resumeProducing()
+
+    def _save_seen(self):
+        """
+        The client's pipelined commands are all answered: flag \\Seen, in one
+        index write, what RETR sent meanwhile (``Maildrop.mark_seen``).
+        """
+        if self.mbox is None or not self.mbox.seen_unsaved:
+            return
+        saved = Deferred.fromCoroutine(self.mbox.save_seen())
+        saved.addErrback(lambda failure: log.failure("POP3 could not flag messages \\Seen", failure))
 
     def state_COMMAND(self, line):
         if line is _LINE_TOO_LONG:
@@ -486,6 +504,7 @@ class Pop3Server(twisted_pop3.POP3):
             raise TooManySessions()
 
         def end_session():
+            self._save_seen()
             logout()
             self.login_limiter.release(user)
 
@@ -527,7 +546,7 @@ class Pop3Server(twisted_pop3.POP3):
         number = parse_message_number(number)
         size = self.mbox.view.readable(number).size
         if await self._send_message(number, b"%d octets" % (size,), None):
-            await self.mbox.mark_seen(number)
+            self.mbox.mark_seen(number)
 
     async def do_TOP(self, number, lines):
         number = parse_message_number(number)

@@ -39,8 +39,9 @@ class Maildrop:
         self.mailbox = mailbox
         self.view = view
         self.config = config
-        # Numbers this session flagged \Seen, so a second RETR writes nothing.
+        # Numbers RETR flagged \Seen, and the UIDs not yet saved so.
         self._marked_seen: set[int] = set()
+        self._unsaved_seen: list[int] = []
 
     async def open_message(self, number: int):
         """The stored message file for RETR/TOP; the caller closes it."""
@@ -51,11 +52,26 @@ class Maildrop:
             self.view.mark_expunged(number)
             raise pop3_view.MessageExpunged(number) from None
 
-    async def mark_seen(self, number: int) -> None:
+    def mark_seen(self, number: int) -> None:
+        """
+        RETR sent the message whole: it is to be flagged \\Seen at the next
+        ``save_seen``, so that a burst of pipelined RETRs costs one index
+        write, not one each.
+        """
         entry = self.view.entries[number - 1]
         if self.config.retr_sets_seen and not entry.seen and number not in self._marked_seen:
-            await self.store.store_flags(self.mailbox.id, [entry.uid], SEEN, "add")
             self._marked_seen.add(number)
+            self._unsaved_seen.append(entry.uid)
+
+    @property
+    def seen_unsaved(self) -> bool:
+        return bool(self._unsaved_seen)
+
+    async def save_seen(self) -> None:
+        """Flag \\Seen what RETR sent since the last call, in one store call."""
+        uids, self._unsaved_seen = self._unsaved_seen, []
+        if uids:
+            await self.store.store_flags(self.mailbox.id, uids, SEEN, "add")
 
     async def delete(self, number: int) -> None:
         """DELE: mark in the session, if no other session expunged it."""
@@ -72,6 +88,8 @@ class Maildrop:
         a crash leaves all or none of it done; the other messages keep their
         UIDs, hence their UIDLs.
         """
+        # A message read and deleted goes to Trash (or stays hidden) \Seen.
+        await self.save_seen()
         uids = self.view.deleted_uids()
         if not uids:
             return 0

@@ -483,6 +483,30 @@ def test_retr_sets_seen_top_does_not(server, session):
     assert not seen(server, 2)
 
 
+def test_pipelined_retrs_flag_seen_in_one_index_write(server, session, monkeypatch):
+    writes = []
+    store_flags = server.store.store_flags
+    monkeypatch.setattr(server.store, "store_flags", lambda *args: writes.append(args[1]) or store_flags(*args))
+    session.send(b"RETR 1\r\nRETR 2\r\nRETR 1\r\n")
+    assert seen(server, 1) and seen(server, 2)
+    assert writes == [server.uids()]
+    session.ask(b"RETR 2")
+    assert len(writes) == 1
+
+
+def test_seen_is_saved_when_the_connection_drops_mid_pipeline(server, session):
+    session.transport.full = True
+    session.protocol.dataReceived(b"RETR 1\r\nRETR 2\r\nNOOP\r\n")
+    # The socket drains once: RETR 1 is done, RETR 2 waits in turn.
+    session.transport.producer.resumeProducing()
+    assert not seen(server, 1)  # saved when the pipeline is answered
+    session.transport.producer.stopProducing()
+    session.drop()
+    # RETR 1 was sent whole; RETR 2 never was.
+    assert seen(server, 1)
+    assert not seen(server, 2)
+
+
 def test_retr_sets_seen_can_be_turned_off(tmp_path):
     server = make_server(tmp_path, retr_sets_seen=False)
     server.deliver(FIRST)

@@ -154,7 +154,32 @@ def test_retr_again_writes_no_flags(store):
     store_flags = store.store_flags
     store.store_flags = lambda *args: calls.append(args) or store_flags(*args)
     for _ in range(3):
-        result_of(Deferred.fromCoroutine(maildrop.mark_seen(1)))
+        maildrop.mark_seen(1)
+        result_of(Deferred.fromCoroutine(maildrop.save_seen()))
     logout()
     assert len(calls) == 1
     assert "\\Seen" in records(store, "INBOX")[0].flags
+
+
+def test_seen_flags_are_saved_in_one_store_call(store):
+    maildrop, logout = session(store)
+    calls = []
+    store_flags = store.store_flags
+    store.store_flags = lambda *args: calls.append(args) or store_flags(*args)
+    maildrop.mark_seen(1)
+    maildrop.mark_seen(3)
+    assert not any("\\Seen" in record.flags for record in records(store, "INBOX"))
+    result_of(Deferred.fromCoroutine(maildrop.save_seen()))
+    result_of(Deferred.fromCoroutine(maildrop.save_seen()))
+    logout()
+    assert [sorted(call[1]) for call in calls] == [[1, 3]]
+    assert ["\\Seen" in record.flags for record in records(store, "INBOX")] == [True, False, True]
+
+
+def test_deleted_after_retr_goes_to_trash_seen(store):
+    maildrop, logout = session(store, delete_policy="trash")
+    maildrop.mark_seen(2)
+    result_of(Deferred.fromCoroutine(maildrop.delete(2)))
+    result_of(Deferred.fromCoroutine(maildrop.apply_deletions()))
+    logout()
+    assert [("\\Seen" in record.flags) for record in records(store, "Trash")] == [True]
