@@ -25,6 +25,7 @@ from gateway.imap.search import (
     SearchMessage,
     SearchSyntaxError,
     evaluate,
+    flag_matcher,
     matches,
     needs,
     parse_search,
@@ -806,3 +807,17 @@ def test_arbitrary_mime_never_breaks_body_search(raw):
         body=lambda: raw,
     )
     matches(criteria(b"BODY a"), msg, 1, 1)
+
+
+@pytest.mark.parametrize("line", [b"UNSEEN FLAGGED", b"OR RECENT NOT (DELETED DRAFT)", b"ALL", b"KEYWORD $label1"])
+def test_flag_matcher_agrees_with_matches(line):
+    by_flags = flag_matcher(criteria(line))
+    for flags in [(), ("\\Flagged",), ("\\Seen", "\\Flagged"), ("\\Deleted",), ("$Label1", "\\Draft")]:
+        for recent in (False, True):
+            msg = make_message(flags=flags, recent=recent)
+            assert by_flags(msg.flags, recent) is search(line, msg), (flags, recent)
+
+
+@pytest.mark.parametrize("line", [b"UNSEEN 1:3", b"SEEN UID 5", b"LARGER 5", b"SUBJECT x", b"NOT BODY x"])
+def test_flag_matcher_leaves_other_keys_alone(line):
+    assert flag_matcher(criteria(line)) is None

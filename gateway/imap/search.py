@@ -499,18 +499,30 @@ def matches(
 def matcher(key: SearchKey, largest_seq: int, largest_uid: int) -> Callable[[SearchMessage], bool]:
     """
     L{matches} for many messages of one mailbox state: sequence sets are
-    resolved once, not once per message, and a key that looks at flags
-    alone is evaluated once per distinct flag list.
+    resolved once, not once per message.
     """
     evaluator = _Evaluator(largest_seq, largest_uid)
+    return lambda msg: evaluator.matches(key, msg)
+
+
+def flag_matcher(key: SearchKey) -> Callable[[frozenset[str], bool], bool] | None:
+    """
+    For a key that looks at flags and \\Recent alone (``SEARCH UNSEEN
+    FLAGGED``), a predicate on (flags, recent) that evaluates the key once
+    per distinct pair, so that a mailbox of thousands of messages with a
+    handful of flag lists costs a handful of evaluations; None for any other
+    key.
+    """
     if not _flags_only(key):
-        return lambda msg: evaluator.matches(key, msg)
+        return None
+    evaluator = _Evaluator(0, 0)
     answers: dict[tuple[frozenset[str], bool], bool] = {}
 
-    def match(msg: SearchMessage) -> bool:
-        answer = answers.get((msg.flags, msg.recent))
+    def match(flags: frozenset[str], recent: bool) -> bool:
+        answer = answers.get((flags, recent))
         if answer is None:
-            answer = answers[msg.flags, msg.recent] = evaluator.matches(key, msg)
+            msg = SearchMessage(seq=0, uid=0, flags=flags, internaldate=None, size=None, recent=recent)
+            answer = answers[flags, recent] = evaluator.matches(key, msg)
         return answer
 
     return match

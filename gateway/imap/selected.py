@@ -128,12 +128,23 @@ class SelectedCommands:
             key = search.parse_search(tokens, max_depth=self.config.limits.max_nesting)
         except search.SearchSyntaxError:
             raise bad(b"Invalid search criteria") from None
-        needs = search.needs(key)
         view = self.view
         # The flags the store has now: what a concurrent STORE elsewhere did
         # counts (its FETCH FLAGS follows the SEARCH answer).
         view.apply(await self.store.changes_since(view.mailbox_id, view.modseq))
         live = [(seq, uid) for seq, uid in enumerate(view.uids, 1) if not view.is_expunged(uid)]
+        by_flags = search.flag_matcher(key)
+        if by_flags is not None:
+            found = [seq for seq, uid in live if by_flags(view.stored_flags(uid), view.is_recent(uid))]
+        else:
+            found = await self._search_messages(key, search.needs(key), live)
+        numbers = [view.uid_of(seq) for seq in found] if by_uid else found
+        self.sendLine(b"* SEARCH" + b"".join(b" %d" % n for n in numbers))
+        return b"SEARCH completed"
+
+    async def _search_messages(self, key, needs, live) -> list[int]:
+        """Sequence numbers of the (seq, UID) pairs ``live`` that match ``key``."""
+        view = self.view
         matches = search.matcher(key, view.exists, view.largest_uid)
         found = []
         for start in range(0, len(live), _BATCH):
@@ -174,9 +185,7 @@ class SelectedCommands:
                 finally:
                     if opened is not None:
                         opened.close()
-        numbers = [view.uid_of(seq) for seq in found] if by_uid else found
-        self.sendLine(b"* SEARCH" + b"".join(b" %d" % n for n in numbers))
-        return b"SEARCH completed"
+        return found
 
     # -- FETCH -----------------------------------------------------------
 
