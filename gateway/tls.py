@@ -35,6 +35,8 @@ from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from gateway.durable import write_atomic
+
 log = Logger()
 
 # Where the first run puts its self-signed pair, relative to the data dir.
@@ -82,19 +84,8 @@ def generate_self_signed(cert_path: Path, key_path: Path, hostname: str, now: da
     )
     for path in (cert_path, key_path):
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _write_atomically(key_path, key_pem, 0o600)
-    _write_atomically(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
-
-
-def _write_atomically(path: Path, content: bytes, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as file:
-        file.write(content)
-        file.flush()
-        os.fsync(file.fileno())
-    tmp.replace(path)
+    write_atomic(key_path, key_pem, 0o600)
+    write_atomic(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def ensure_certificate(data_dir: Path, certificate: str, key: str, hostname: str) -> tuple[Path, Path]:

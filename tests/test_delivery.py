@@ -164,8 +164,8 @@ def test_append_many_stores_each_in_order_with_one_directory_fsync(store, monkey
     alice = result_of(store.get_mailbox("alice", "INBOX"))
     bob = result_of(store.get_mailbox("bob", "INBOX"))
     synced_dirs = []
-    fsync_dir = sqlite._fsync_dir
-    monkeypatch.setattr(sqlite, "_fsync_dir", lambda path: synced_dirs.append(path) or fsync_dir(path))
+    fsync_dir = sqlite.fsync_dir
+    monkeypatch.setattr(sqlite, "fsync_dir", lambda path: synced_dirs.append(path) or fsync_dir(path))
     messages = [b"Subject: %d\r\n\r\nbody %d\r\n" % (n, n) for n in range(3)]
     records = result_of(store.append_many([(alice.id, messages[0]), (bob.id, io.BytesIO(messages[1])),
                                            (alice.id, messages[2])]))
@@ -196,7 +196,7 @@ def test_append_many_failing_commit_leaves_nothing(store, monkeypatch):
     def full(path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(sqlite, "_fsync_dir", full)
+    monkeypatch.setattr(sqlite, "fsync_dir", full)
     outcomes = result_of(store.append_many([(alice.id, b"Subject: a\r\n\r\n"), (alice.id, b"Subject: b\r\n\r\n")]))
     assert all(isinstance(outcome, TemporaryFailure) for outcome in outcomes)
     assert outcomes[0].__cause__.errno == errno.ENOSPC

@@ -25,6 +25,9 @@ DEFAULT_SPECIAL_USE = (
 
 HIERARCHY_SEPARATOR = "/"
 
+# RFC 3501 2.3.1.1: UIDs and UIDVALIDITY are 32-bit.
+UID_MAX = 0xFFFFFFFF
+
 
 @attrs.frozen
 class MailboxInfo:

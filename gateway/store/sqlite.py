@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime
 import errno
-import functools
 import json
 import os
 import shutil
@@ -34,11 +33,10 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-import attrs
-from twisted.internet import defer
 from zope.interface import implementer
 
 from gateway import message
+from gateway.durable import fsync_dir, write_atomic
 from gateway.store.changes import ChangeFeed
 from gateway.store.interfaces import (
     IImportableStore,
@@ -54,169 +52,27 @@ from gateway.store.interfaces import (
 from gateway.store.model import (
     DEFAULT_SPECIAL_USE,
     HIERARCHY_SEPARATOR,
+    UID_MAX,
     ChangeSet,
     MailboxInfo,
     MessageRecord,
-    MessageStructure,
-    Part,
 )
+from gateway.store.names import canonical_name, check_name
+from gateway.store.sqlite_maintenance import MaintenanceMixin
+from gateway.store.sqlite_rows import (
+    MEMO_LIMIT,
+    RECORD_COLUMNS,
+    SCHEMA,
+    STRUCTURE_COLUMNS,
+    flag_set,
+    flags_text,
+    part_to_json,
+    record_from_row,
+    structure_from_row,
+)
+from gateway.store.synchronous import deferred
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS mailboxes (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user TEXT NOT NULL,
-    name TEXT NOT NULL,
-    uidvalidity INTEGER NOT NULL,
-    uidnext INTEGER NOT NULL,
-    highestmodseq INTEGER NOT NULL,
-    first_recent_uid INTEGER NOT NULL,
-    special_use TEXT,
-    UNIQUE (user, name)
-);
-CREATE TABLE IF NOT EXISTS messages (
-    mailbox_id INTEGER NOT NULL,
-    uid INTEGER NOT NULL,
-    flags TEXT NOT NULL,
-    internaldate INTEGER NOT NULL,
-    tzoffset INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    modseq INTEGER NOT NULL,
-    envelope BLOB NOT NULL,
-    body BLOB NOT NULL,
-    bodystructure BLOB NOT NULL,
-    header BLOB NOT NULL,
-    parts TEXT NOT NULL,
-    PRIMARY KEY (mailbox_id, uid)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS messages_modseq ON messages (mailbox_id, modseq);
--- Covers the record columns: SELECT, SEARCH and a POP3 login read these for a
--- whole mailbox, and rows carry ENVELOPE, BODYSTRUCTURE and the header too.
-CREATE INDEX IF NOT EXISTS messages_records ON messages (mailbox_id, uid, flags, internaldate, tzoffset, size, modseq);
-CREATE TABLE IF NOT EXISTS expunged (
-    mailbox_id INTEGER NOT NULL,
-    uid INTEGER NOT NULL,
-    modseq INTEGER NOT NULL,
-    PRIMARY KEY (mailbox_id, uid)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox_id, modseq);
-CREATE TABLE IF NOT EXISTS subscriptions (
-    user TEXT NOT NULL,
-    name TEXT NOT NULL,
-    PRIMARY KEY (user, name)
-) WITHOUT ROWID;
-"""
-
-_RECORD_COLUMNS = "uid, flags, internaldate, tzoffset, size, modseq"
-_STRUCTURE_COLUMNS = "envelope, body, bodystructure, header, parts"
 _CHUNK = 256 * 1024
-_UID_MAX = 0xFFFFFFFF
-# Bounds of the memos below; past them a memo starts again empty.
-_MEMO_LIMIT = 4096
-
-
-def _deferred(method):
-    """Run a synchronous store method and hand back a fired Deferred."""
-
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        return defer.execute(method, *args, **kwargs)
-
-    return wrapper
-
-
-def canonical_name(name: str) -> str:
-    """RFC 3501 5.1: INBOX is case-insensitive; nothing else is."""
-    if name.upper() == "INBOX":
-        return "INBOX"
-    return name
-
-
-def check_name(name: str) -> str:
-    name = canonical_name(name)
-    levels = name.split(HIERARCHY_SEPARATOR)
-    if not name or any(level == "" for level in levels):
-        raise InvalidMailboxName("Mailbox name has an empty hierarchy level")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        raise InvalidMailboxName("Mailbox name contains control characters")
-    if any(c in name for c in "*%"):
-        raise InvalidMailboxName("Mailbox name contains a wildcard character")
-    return name
-
-
-def _flags_text(flags: Iterable[str]) -> str:
-    return " ".join(sorted(set(flags)))
-
-
-# A mailbox holds few distinct flag lists and time zones: a SELECT of
-# thousands of messages parses each once.
-_flag_sets: dict[str, frozenset[str]] = {}
-_zones: dict[int, datetime.timezone] = {}
-
-
-def _flag_set(text: str) -> frozenset[str]:
-    flags = _flag_sets.get(text)
-    if flags is None:
-        if len(_flag_sets) >= _MEMO_LIMIT:
-            _flag_sets.clear()
-        flags = _flag_sets[text] = frozenset(text.split())
-    return flags
-
-
-def _record(row) -> MessageRecord:
-    uid, flags, internaldate, tzoffset, size, modseq = row
-    zone = _zones.get(tzoffset)
-    if zone is None:
-        zone = _zones[tzoffset] = datetime.timezone(datetime.timedelta(minutes=tzoffset))
-    return MessageRecord(uid, _flag_set(flags), datetime.datetime.fromtimestamp(internaldate, zone), size, modseq)
-
-
-# Part trees by their JSON: parsing one costs more than the rest of a FETCH
-# of ENVELOPE and BODYSTRUCTURE, and clients ask for the same messages again
-# (the list, then the parts of the one opened).  Bodies never change, so an
-# entry never goes stale.
-_part_trees: dict[str, Part] = {}
-
-
-def _structure(envelope, body, bodystructure, header, parts) -> MessageStructure:
-    root = _part_trees.get(parts)
-    if root is None:
-        if len(_part_trees) >= 4 * _MEMO_LIMIT:
-            _part_trees.clear()
-        root = _part_trees[parts] = _part_from_json(json.loads(parts))
-    return MessageStructure(envelope, body, bodystructure, header, root)
-
-
-def _part_to_json(part: Part):
-    return [
-        part.header_start,
-        part.body_start,
-        part.end,
-        part.content_type,
-        [_part_to_json(child) for child in part.children],
-    ]
-
-
-def _part_from_json(value) -> Part:
-    header_start, body_start, end, content_type, children = value
-    return Part(header_start, body_start, end, content_type, tuple(map(_part_from_json, children)) if children else ())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _source_chunks(source) -> Iterable[bytes]:
@@ -228,7 +84,7 @@ def _source_chunks(source) -> Iterable[bytes]:
 
 
 @implementer(IMailStore, IImportableStore)
-class SQLiteStore:
+class SQLiteStore(MaintenanceMixin):
     """
     The embedded default backend.  ``path`` is the store root directory.
     """
@@ -244,7 +100,7 @@ class SQLiteStore:
         self._db = sqlite3.connect(index, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(SCHEMA)
         self._data_version = None
         # What changes_since answered, per (mailbox id, modseq): one delivery
         # wakes every session idling on the mailbox with the same question.
@@ -286,7 +142,7 @@ class SQLiteStore:
             self._version_fresh = True
             self._reactor.callLater(0, self._version_stale)
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._memo_version or len(self._changes_memo) >= _MEMO_LIMIT:
+        if version != self._memo_version or len(self._changes_memo) >= MEMO_LIMIT:
             self._forget()
             self._memo_version = version
 
@@ -305,9 +161,9 @@ class SQLiteStore:
         except FileNotFoundError:
             last = 0
         value = max(last + 1, int(time.time()))
-        if value > _UID_MAX:
+        if value > UID_MAX:
             value = last + 1
-        _write_atomic(counter, b"%d\n" % value)
+        write_atomic(counter, b"%d\n" % value)
         return value
 
     # -- mailbox metadata files ---------------------------------------------
@@ -323,7 +179,7 @@ class SQLiteStore:
         except FileNotFoundError:
             meta = {}
         meta.update(fields)
-        _write_atomic(meta_path, json.dumps(meta, sort_keys=True).encode())
+        write_atomic(meta_path, json.dumps(meta, sort_keys=True).encode())
 
     # -- users and mailboxes ------------------------------------------------
 
@@ -365,10 +221,10 @@ class SQLiteStore:
             uid_floor=0,
             special_use=special_use,
         )
-        _fsync_dir(self._mail)
+        fsync_dir(self._mail)
         return MailboxInfo(mailbox_id, user, name, uidvalidity, 1, 1, special_use)
 
-    @_deferred
+    @deferred
     def ensure_user(self, user):
         if self._mailbox_row("user = ? AND name = 'INBOX'", (user,)) is not None:
             return None
@@ -382,7 +238,7 @@ class SQLiteStore:
                         self._subscribe(user, name)
         return None
 
-    @_deferred
+    @deferred
     def delete_user(self, user):
         ids = [row[0] for row in self._db.execute("SELECT id FROM mailboxes WHERE user = ?", (user,))]
         with self._write():
@@ -393,7 +249,7 @@ class SQLiteStore:
             shutil.rmtree(self._mailbox_dir(mailbox_id), ignore_errors=True)
         return None
 
-    @_deferred
+    @deferred
     def list_mailboxes(self, user):
         rows = self._db.execute(
             "SELECT id, user, name, uidvalidity, uidnext, highestmodseq, special_use"
@@ -404,11 +260,11 @@ class SQLiteStore:
             raise NoSuchUser(user)
         return [MailboxInfo(*row) for row in rows]
 
-    @_deferred
+    @deferred
     def get_mailbox(self, user, name):
         return self._require_mailbox(user, name)
 
-    @_deferred
+    @deferred
     def create_mailbox(self, user, name, special_use=None):
         name = check_name(name)
         with self._write():
@@ -418,7 +274,7 @@ class SQLiteStore:
         for table, column in (("messages", "mailbox_id"), ("expunged", "mailbox_id"), ("mailboxes", "id")):
             self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (mailbox_id,))
 
-    @_deferred
+    @deferred
     def delete_mailbox(self, user, name):
         name = canonical_name(name)
         if name == "INBOX":
@@ -430,7 +286,7 @@ class SQLiteStore:
         self.changes.notify(info.id, info.highestmodseq + 1)
         return None
 
-    @_deferred
+    @deferred
     def rename_mailbox(self, user, old_name, new_name):
         old_name = canonical_name(old_name)
         new_name = check_name(new_name)
@@ -471,7 +327,7 @@ class SQLiteStore:
     def _subscribe(self, user: str, name: str) -> None:
         self._db.execute("INSERT OR IGNORE INTO subscriptions (user, name) VALUES (?, ?)", (user, name))
 
-    @_deferred
+    @deferred
     def set_subscribed(self, user, name, subscribed):
         name = canonical_name(name)
         with self._write():
@@ -481,7 +337,7 @@ class SQLiteStore:
                 self._db.execute("DELETE FROM subscriptions WHERE user = ? AND name = ?", (user, name))
         return None
 
-    @_deferred
+    @deferred
     def list_subscriptions(self, user):
         return [row[0] for row in self._db.execute("SELECT name FROM subscriptions WHERE user = ? ORDER BY name", (user,))]
 
@@ -513,7 +369,7 @@ class SQLiteStore:
             (
                 mailbox_id,
                 uid,
-                _flags_text(flags),
+                flags_text(flags),
                 int(internaldate.timestamp()),
                 int(offset.total_seconds() // 60),
                 size,
@@ -522,7 +378,7 @@ class SQLiteStore:
                 structure.body,
                 structure.bodystructure,
                 structure.header,
-                json.dumps(_part_to_json(structure.root)),
+                json.dumps(part_to_json(structure.root)),
             ),
         )
 
@@ -532,7 +388,7 @@ class SQLiteStore:
             raise NoSuchMailbox(str(mailbox_id))
         return row
 
-    @_deferred
+    @deferred
     def append(self, mailbox_id, source, flags=frozenset(), internaldate=None):
         return self._append(mailbox_id, source, flags, internaldate, None)
 
@@ -554,7 +410,7 @@ class SQLiteStore:
                 modseq += 1
                 final = self._mailbox_dir(mailbox_id) / str(uidnext)
                 os.replace(spooled, final)
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
                 self._insert_message(mailbox_id, uidnext, flags, internaldate, size, modseq, structure)
                 self._db.execute(
                     "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
@@ -571,12 +427,12 @@ class SQLiteStore:
         self.changes.notify(mailbox_id, modseq)
         return MessageRecord(uid=uidnext, flags=frozenset(flags), internaldate=internaldate, size=size, modseq=modseq)
 
-    @_deferred
+    @deferred
     def list_messages(self, mailbox_id):
         rows = self._db.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
+            f"SELECT {RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
         ).fetchall()
-        return [_record(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     def _select_uids(self, columns: str, mailbox_id: int, uids) -> list:
         uids = sorted(set(uids))
@@ -591,29 +447,28 @@ class SQLiteStore:
         wanted = set(uids)
         return [row for row in rows if row[0] in wanted]
 
-    @_deferred
+    @deferred
     def get_messages(self, mailbox_id, uids):
         return [
-            (_record(row[:6]), _structure(*row[6:]))
-            for row in self._select_uids(f"{_RECORD_COLUMNS}, {_STRUCTURE_COLUMNS}", mailbox_id, uids)
+            (record_from_row(row[:6]), structure_from_row(*row[6:]))
+            for row in self._select_uids(f"{RECORD_COLUMNS}, {STRUCTURE_COLUMNS}", mailbox_id, uids)
         ]
 
-    @_deferred
+    @deferred
     def get_structures(self, mailbox_id, uids):
-        rows = self._select_uids(f"uid, {_STRUCTURE_COLUMNS}", mailbox_id, uids)
-        return {row[0]: _structure(*row[1:]) for row in rows}
+        rows = self._select_uids(f"uid, {STRUCTURE_COLUMNS}", mailbox_id, uids)
+        return {row[0]: structure_from_row(*row[1:]) for row in rows}
 
-    @_deferred
+    @deferred
     def get_records(self, mailbox_id, uids):
-        return [_record(row) for row in self._select_uids(_RECORD_COLUMNS, mailbox_id, uids)]
+        return [record_from_row(row) for row in self._select_uids(RECORD_COLUMNS, mailbox_id, uids)]
 
-    @_deferred
+    @deferred
     def list_flags(self, mailbox_id):
         rows = self._db.execute("SELECT uid, flags FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,))
-        known = _flag_sets
-        return [(uid, known.get(flags) or _flag_set(flags)) for uid, flags in rows]
+        return [(uid, flag_set(flags)) for uid, flags in rows]
 
-    @_deferred
+    @deferred
     def open_message(self, mailbox_id, uid):
         try:
             # A plain string path and no read buffer: FETCH opens thousands of
@@ -622,7 +477,7 @@ class SQLiteStore:
         except FileNotFoundError:
             raise MessageExpunged(uid) from None
 
-    @_deferred
+    @deferred
     def store_flags(self, mailbox_id, uids, flags, mode):
         flags = frozenset(flags)
         if mode not in ("set", "add", "remove"):
@@ -631,8 +486,8 @@ class SQLiteStore:
             _, modseq = self._counters(mailbox_id)
             modseq += 1
             changed = []
-            for row in self._select_uids(_RECORD_COLUMNS, mailbox_id, uids):
-                record = _record(row)
+            for row in self._select_uids(RECORD_COLUMNS, mailbox_id, uids):
+                record = record_from_row(row)
                 if mode == "set":
                     new = flags
                 elif mode == "add":
@@ -645,7 +500,7 @@ class SQLiteStore:
                 return []
             self._db.executemany(
                 "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
-                [(_flags_text(r.flags), modseq, mailbox_id, r.uid) for r in changed],
+                [(flags_text(r.flags), modseq, mailbox_id, r.uid) for r in changed],
             )
             self._db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id))
         self.changes.notify(mailbox_id, modseq)
@@ -674,7 +529,7 @@ class SQLiteStore:
         for uid in uids:
             (directory / str(uid)).unlink(missing_ok=True)
 
-    @_deferred
+    @deferred
     def expunge(self, mailbox_id, uids):
         with self._write():
             removed, modseq = self._expunge(mailbox_id, uids)
@@ -685,14 +540,14 @@ class SQLiteStore:
 
     def _copy(self, mailbox_id: int, uids, dest_mailbox_id: int) -> tuple[list[tuple[int, int]], int]:
         rows = self._select_uids(
-            f"{_RECORD_COLUMNS}, envelope, body, bodystructure, header, parts", mailbox_id, uids
+            f"{RECORD_COLUMNS}, envelope, body, bodystructure, header, parts", mailbox_id, uids
         )
         uidnext, modseq = self._counters(dest_mailbox_id)
         modseq += 1
         pairs = []
         source_dir, dest_dir = self._mailbox_dir(mailbox_id), self._mailbox_dir(dest_mailbox_id)
         for row in rows:
-            record = _record(row[:6])
+            record = record_from_row(row[:6])
             envelope, body, bodystructure, header, parts = row[6:]
             new_uid = uidnext
             uidnext += 1
@@ -706,20 +561,20 @@ class SQLiteStore:
             except OSError:
                 shutil.copyfile(source_dir / str(record.uid), staged)
             os.replace(staged, dest_dir / str(new_uid))
-            structure = _structure(envelope, body, bodystructure, header, parts)
+            structure = structure_from_row(envelope, body, bodystructure, header, parts)
             self._insert_message(
                 dest_mailbox_id, new_uid, record.flags, record.internaldate, record.size, modseq, structure
             )
             pairs.append((record.uid, new_uid))
         if pairs:
-            _fsync_dir(dest_dir)
+            fsync_dir(dest_dir)
             self._db.execute(
                 "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
                 (uidnext, modseq, dest_mailbox_id),
             )
         return pairs, modseq
 
-    @_deferred
+    @deferred
     def copy(self, mailbox_id, uids, dest_mailbox_id):
         with self._write():
             pairs, modseq = self._copy(mailbox_id, uids, dest_mailbox_id)
@@ -727,7 +582,7 @@ class SQLiteStore:
             self.changes.notify(dest_mailbox_id, modseq)
         return pairs
 
-    @_deferred
+    @deferred
     def move(self, mailbox_id, uids, dest_mailbox_id):
         with self._write():
             pairs, dest_modseq = self._copy(mailbox_id, uids, dest_mailbox_id)
@@ -738,7 +593,7 @@ class SQLiteStore:
             self.changes.notify(mailbox_id, source_modseq)
         return pairs
 
-    @_deferred
+    @deferred
     def changes_since(self, mailbox_id, modseq):
         self._check_memo()
         key = (mailbox_id, modseq)
@@ -752,9 +607,9 @@ class SQLiteStore:
             # INDEXED BY: left to itself SQLite walks the primary key for the
             # ORDER BY, reading every row (and its structure) of the mailbox.
             updated = tuple(
-                _record(row)
+                record_from_row(row)
                 for row in self._db.execute(
-                    f"SELECT {_RECORD_COLUMNS} FROM messages INDEXED BY messages_modseq"
+                    f"SELECT {RECORD_COLUMNS} FROM messages INDEXED BY messages_modseq"
                     " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
                     (mailbox_id, modseq),
                 )
@@ -772,7 +627,7 @@ class SQLiteStore:
         )
         return changes
 
-    @_deferred
+    @deferred
     def claim_recent(self, mailbox_id):
         # Every session idling on a mailbox asks after each delivery; only
         # the first has anything to claim, and the others need no write lock.
@@ -798,75 +653,6 @@ class SQLiteStore:
             ).fetchall()
         return frozenset(row[0] for row in uids)
 
-    # -- migration (IImportableStore) ---------------------------------------
-
-    def _raise_uidvalidity_counter(self, uidvalidity: int) -> None:
-        """Never issue afresh a UIDVALIDITY that came from elsewhere."""
-        counter = self.root / "uidvalidity"
-        try:
-            last = int(counter.read_text().strip() or 0)
-        except FileNotFoundError:
-            last = 0
-        if uidvalidity > last:
-            _write_atomic(counter, b"%d\n" % uidvalidity)
-
-    @_deferred
-    def create_mailbox_with_uidvalidity(self, user, name, uidvalidity):
-        name = check_name(name)
-        if not 1 <= uidvalidity <= _UID_MAX:
-            raise ValueError(f"UIDVALIDITY out of range: {uidvalidity}")
-        with self._write():
-            info = self._mailbox_row("user = ? AND name = ?", (user, name))
-            if info is None:
-                info = self._create(user, name, None)
-            elif info.uidnext != 1:
-                raise MailboxExists(f"{name} has held messages; its UIDVALIDITY cannot change")
-            self._db.execute("UPDATE mailboxes SET uidvalidity = ? WHERE id = ?", (uidvalidity, info.id))
-            self._write_mailbox_meta(info.id, uidvalidity=uidvalidity)
-            self._raise_uidvalidity_counter(uidvalidity)
-        return attrs.evolve(info, uidvalidity=uidvalidity)
-
-    @_deferred
-    def append_with_uid(self, mailbox_id, uid, source, flags, internaldate):
-        if not 1 <= uid <= _UID_MAX:
-            raise UidNotAvailable(f"UID out of range: {uid}")
-        return self._append(mailbox_id, source, flags, internaldate, uid)
-
-    @_deferred
-    def raise_uidnext(self, mailbox_id, uidnext):
-        with self._write():
-            current, _ = self._counters(mailbox_id)
-            if uidnext <= current:
-                return current
-            if uidnext > _UID_MAX + 1:
-                raise UidNotAvailable(f"UIDNEXT out of range: {uidnext}")
-            self._db.execute("UPDATE mailboxes SET uidnext = ? WHERE id = ?", (uidnext, mailbox_id))
-            # rebuild_index takes UIDNEXT from the highest body file or this.
-            self._write_mailbox_meta(mailbox_id, uid_floor=uidnext - 1)
-        return uidnext
-
-    @_deferred
-    def discard_uncommitted(self, mailbox_id, uid):
-        """
-        Remove the body file of a UID that no commit ever gave out: what a
-        crash leaves between the rename into mail/ and the index commit of an
-        append, copy or move.  Such a message was never acknowledged (the
-        sender retries) or still exists at its source, so indexing it would
-        only duplicate it.  Decided under the write lock, so a delivery
-        committing that very UID right now is never touched.
-
-        @return: Deferred firing with True if the file was removed.
-        """
-        with self._write():
-            uidnext, _ = self._counters(mailbox_id)
-            committed = self._db.execute(
-                "SELECT 1 FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
-            ).fetchone()
-            if uid < uidnext or committed:
-                return False
-            (self._mailbox_dir(mailbox_id) / str(uid)).unlink(missing_ok=True)
-        return True
-
     # -- changes by other processes ----------------------------------------
 
     def _poll_highestmodseq(self, mailbox_ids) -> dict[int, int] | None:
@@ -884,55 +670,9 @@ class SQLiteStore:
             )
         }
 
-    # -- rebuilding the index from the files --------------------------------
-
-    def rebuild_index(self) -> dict[str, int]:
-        """
-        Recreate every mailbox and message row from mail/.  UIDs, UIDVALIDITY
-        and names come from the files, so POP3 UIDLs stay the same; flags and
-        modseqs, which live only in the index, start afresh.
-        """
-        counts = {"mailboxes": 0, "messages": 0}
-        highest_uidvalidity = 0
-        with self._write():
-            for directory in sorted(self._mail.iterdir(), key=lambda p: p.name):
-                meta_path = directory / "mailbox.json"
-                if not directory.name.isdigit() or not meta_path.exists():
-                    continue
-                meta = json.loads(meta_path.read_text())
-                mailbox_id = int(directory.name)
-                self._drop_mailbox_rows(mailbox_id)
-                uids = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
-                uidnext = max(uids[-1] if uids else 0, meta.get("uid_floor", 0)) + 1
-                self._db.execute(
-                    "INSERT INTO mailboxes (id, user, name, uidvalidity, uidnext, highestmodseq,"
-                    " first_recent_uid, special_use) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
-                    (mailbox_id, meta["user"], meta["name"], meta["uidvalidity"], uidnext, uidnext,
-                     meta.get("special_use")),
-                )
-                highest_uidvalidity = max(highest_uidvalidity, meta["uidvalidity"])
-                for uid in uids:
-                    body_path = directory / str(uid)
-                    with open(body_path, "rb") as f:
-                        structure = message.parse(f)
-                    stat = body_path.stat()
-                    internaldate = datetime.datetime.fromtimestamp(int(stat.st_mtime)).astimezone()
-                    self._insert_message(mailbox_id, uid, (), internaldate, stat.st_size, 1, structure)
-                    counts["messages"] += 1
-                counts["mailboxes"] += 1
-            counter = self.root / "uidvalidity"
-            try:
-                last = int(counter.read_text().strip() or 0)
-            except FileNotFoundError:
-                last = 0
-            if highest_uidvalidity > last:
-                _write_atomic(counter, b"%d\n" % highest_uidvalidity)
-        return counts
-
-
     # -- group commit (LMTP) ------------------------------------------------
 
-    @_deferred
+    @deferred
     def append_many(self, deliveries):
         """
         Several appends under one write transaction: ``deliveries`` is a list
@@ -988,7 +728,7 @@ class SQLiteStore:
                             uid=uidnext, flags=frozenset(), internaldate=internaldate, size=size, modseq=modseq
                         )
                     for directory in {final.parent for _, final in placed}:
-                        _fsync_dir(directory)
+                        fsync_dir(directory)
             except (OSError, TemporaryFailure) as e:
                 if isinstance(e, OSError):
                     failure = TemporaryFailure(f"cannot store message: {os.strerror(e.errno or errno.EIO)}")

@@ -1,0 +1,122 @@
+"""
+How the SQLite index stores things: its schema, and records, flag lists and
+part trees to and from rows.  No I/O here beyond what sqlite3 hands over.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Iterable
+
+from gateway.store.model import MessageRecord, MessageStructure, Part
+
+# Bounds of the memos of this module and the store's; past them a memo
+# starts again empty.
+MEMO_LIMIT = 4096
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS mailboxes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user TEXT NOT NULL,
+    name TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL,
+    highestmodseq INTEGER NOT NULL,
+    first_recent_uid INTEGER NOT NULL,
+    special_use TEXT,
+    UNIQUE (user, name)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    mailbox_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    flags TEXT NOT NULL,
+    internaldate INTEGER NOT NULL,
+    tzoffset INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    envelope BLOB NOT NULL,
+    body BLOB NOT NULL,
+    bodystructure BLOB NOT NULL,
+    header BLOB NOT NULL,
+    parts TEXT NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_modseq ON messages (mailbox_id, modseq);
+-- Covers the record columns: SELECT, SEARCH and a POP3 login read these for a
+-- whole mailbox, and rows carry ENVELOPE, BODYSTRUCTURE and the header too.
+CREATE INDEX IF NOT EXISTS messages_records ON messages (mailbox_id, uid, flags, internaldate, tzoffset, size, modseq);
+CREATE TABLE IF NOT EXISTS expunged (
+    mailbox_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox_id, modseq);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    user TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (user, name)
+) WITHOUT ROWID;
+"""
+
+RECORD_COLUMNS = "uid, flags, internaldate, tzoffset, size, modseq"
+STRUCTURE_COLUMNS = "envelope, body, bodystructure, header, parts"
+
+
+def flags_text(flags: Iterable[str]) -> str:
+    return " ".join(sorted(set(flags)))
+
+
+# A mailbox holds few distinct flag lists and time zones: a SELECT of
+# thousands of messages parses each once.
+_flag_sets: dict[str, frozenset[str]] = {}
+_zones: dict[int, datetime.timezone] = {}
+
+
+def flag_set(text: str) -> frozenset[str]:
+    flags = _flag_sets.get(text)
+    if flags is None:
+        if len(_flag_sets) >= MEMO_LIMIT:
+            _flag_sets.clear()
+        flags = _flag_sets[text] = frozenset(text.split())
+    return flags
+
+
+def record_from_row(row) -> MessageRecord:
+    uid, flags, internaldate, tzoffset, size, modseq = row
+    zone = _zones.get(tzoffset)
+    if zone is None:
+        zone = _zones[tzoffset] = datetime.timezone(datetime.timedelta(minutes=tzoffset))
+    return MessageRecord(uid, flag_set(flags), datetime.datetime.fromtimestamp(internaldate, zone), size, modseq)
+
+
+# Part trees by their JSON: parsing one costs more than the rest of a FETCH
+# of ENVELOPE and BODYSTRUCTURE, and clients ask for the same messages again
+# (the list, then the parts of the one opened).  Bodies never change, so an
+# entry never goes stale.
+_part_trees: dict[str, Part] = {}
+
+
+def structure_from_row(envelope, body, bodystructure, header, parts) -> MessageStructure:
+    root = _part_trees.get(parts)
+    if root is None:
+        if len(_part_trees) >= 4 * MEMO_LIMIT:
+            _part_trees.clear()
+        root = _part_trees[parts] = part_from_json(json.loads(parts))
+    return MessageStructure(envelope, body, bodystructure, header, root)
+
+
+def part_to_json(part: Part):
+    return [
+        part.header_start,
+        part.body_start,
+        part.end,
+        part.content_type,
+        [part_to_json(child) for child in part.children],
+    ]
+
+
+def part_from_json(value) -> Part:
+    header_start, body_start, end, content_type, children = value
+    return Part(header_start, body_start, end, content_type, tuple(map(part_from_json, children)) if children else ())
