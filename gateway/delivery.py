@@ -18,7 +18,12 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from gateway.store.interfaces import InvalidMailboxName, NoSuchMailbox, TemporaryFailure
+from gateway.store.interfaces import (
+    IGroupCommitStore,
+    InvalidMailboxName,
+    NoSuchMailbox,
+    TemporaryFailure,
+)
 
 # sysexits.h
 EX_OK = 0
@@ -69,15 +74,15 @@ class GroupCommit:
     WAL fsync) and one fsync per mailbox directory, and none is answered
     before that commit (DESIGN.md, durability).
 
-    A store without ``append_many`` gets one ``append`` per delivery, at
-    once; ``batching`` says which, since only batched deliveries may be
+    A store that does not provide ``IGroupCommitStore`` gets one ``append``
+    per delivery, at once; ``batching`` says which, since only batched deliveries may be
     started together (their sources are read one after the other).
     """
 
     def __init__(self, store, reactor):
         self._store = store
         self._reactor = reactor
-        self.batching = hasattr(store, "append_many")
+        self.batching = IGroupCommitStore.providedBy(store)
         self._pending: list[tuple[int, object, defer.Deferred]] = []
         self._flush_call = None
 

@@ -11,6 +11,8 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from gateway.store.interfaces import (
+    IGroupCommitStore,
+    IImportableStore,
     IChangeFeed,
     IMailStore,
     InvalidMailboxName,
@@ -41,6 +43,8 @@ def inbox(store, user="alice"):
 def test_provides_contracts(store):
     assert verifyObject(IMailStore, store)
     assert verifyObject(IChangeFeed, store.changes)
+    assert verifyObject(IGroupCommitStore, store)
+    assert verifyObject(IImportableStore, store)
 
 
 def test_new_user_gets_inbox_and_special_use_folders(store):

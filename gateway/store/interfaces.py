@@ -286,3 +286,21 @@ class IImportableStore(Interface):
 
         @return: Deferred firing with the mailbox's UIDNEXT afterwards.
         """
+
+
+class IGroupCommitStore(Interface):
+    """
+    A store that can index several deliveries under one commit, so that an
+    LMTP burst pays one index fsync for many messages.
+    """
+
+    def append_many(deliveries):
+        """
+        Several L{IMailStore.append}s, each with the same durability, under
+        one commit: ``deliveries`` is a list of (mailbox_id, source).
+
+        @return: Deferred firing with one item per delivery, in order: its
+            L{MessageRecord}, or the exception that refused it
+            (L{TemporaryFailure}, L{NoSuchMailbox}); one refused delivery
+            does not stop the others.
+        """

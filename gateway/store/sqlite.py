@@ -39,6 +39,7 @@ from gateway import message
 from gateway.durable import fsync_dir, write_atomic
 from gateway.store.changes import ChangeFeed
 from gateway.store.interfaces import (
+    IGroupCommitStore,
     IImportableStore,
     IMailStore,
     InvalidMailboxName,
@@ -83,7 +84,7 @@ def _source_chunks(source) -> Iterable[bytes]:
         yield chunk
 
 
-@implementer(IMailStore, IImportableStore)
+@implementer(IMailStore, IImportableStore, IGroupCommitStore)
 class SQLiteStore(MaintenanceMixin):
     """
     The embedded default backend.  ``path`` is the store root directory.
