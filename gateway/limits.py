@@ -33,6 +33,22 @@ def normalise_ip(host: str) -> str:
     return str(address)
 
 
+def is_loopback(host: str | None) -> bool:
+    """
+    Whether a connection to local address ``host`` never left the machine,
+    so a plain-text password crosses no network: 127.0.0.0/8, ::1 and
+    IPv4-mapped loopback, or ``None`` for a UNIX socket (no host).  Anything
+    else that is not an IP address is not trusted.
+    """
+    if host is None:
+        return True
+    try:
+        address = ipaddress.ip_address(normalise_ip(host))
+    except ValueError:
+        return False
+    return address.is_loopback
+
+
 class _Counter:
     """Live counts per key, present only while non-zero."""
 

@@ -55,7 +55,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gateway import authlog, metrics
-from gateway.limits import FailedLoginTracker, LoginLimiter, login_guards
+from gateway.limits import FailedLoginTracker, LoginLimiter, is_loopback, login_guards
 # service.py builds the realm from pop3.avatar_factory; the avatar lives apart.
 from gateway.pop3_maildrop import IMailbox, MaildropLocked, avatar_factory  # noqa: F401
 from gateway.pop3_view import (
@@ -77,7 +77,6 @@ from gateway.pop3_view import (
     UserRequired,
     WrongState,
     capabilities,
-    is_loopback,
     parse_line_count,
     parse_message_number,
     parse_sasl_plain,

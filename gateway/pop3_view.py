@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import re
 from collections.abc import Callable, Iterable
 
@@ -184,23 +183,6 @@ def capabilities(stls: bool, plaintext: bool) -> list[bytes]:
 
 def sasl_mechanisms(plaintext: bool) -> list[bytes]:
     return [b"PLAIN"] if plaintext else []
-
-
-def is_loopback(host: str | None) -> bool:
-    """
-    Whether a connection to local address ``host`` stays on this machine,
-    where a plain-text password crosses no network.  ``None`` stands for a
-    UNIX socket; IPv4 addresses mapped into IPv6 count as IPv4.  Anything
-    else that is not an IP address is not trusted.
-    """
-    if host is None:
-        return True
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return (mapped or address).is_loopback
 
 
 def parse_message_number(argument: bytes) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import signal
 from pathlib import Path
 

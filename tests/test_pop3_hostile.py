@@ -24,7 +24,7 @@ from twisted.logger import capturedLogs
 from zope.interface import alsoProvides
 
 from gateway.config import AuthConfig, LimitsConfig
-from gateway.pop3_view import is_loopback
+from gateway.limits import is_loopback
 from gateway.store.sqlite import SQLiteStore
 from tests.deferreds import result_of
 from tests.serverproc import GatewayProcess

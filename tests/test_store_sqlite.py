@@ -353,3 +353,11 @@ def test_changes_by_another_process_are_noticed_by_polling(tmp_path):
     clock.advance(0)
     assert seen == [record.modseq]
     server_side.close()
+
+
+def test_inbox_level_of_children_is_case_insensitive(store):
+    inbox(store)
+    child = result_of(store.create_mailbox("alice", "inbox/Work"))
+    assert child.name == "INBOX/Work"
+    assert result_of(store.get_mailbox("alice", "Inbox/Work")).id == child.id
+    failure_of(store.get_mailbox("alice", "INBOX/work"), NoSuchMailbox)

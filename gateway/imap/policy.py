@@ -9,8 +9,9 @@ Pure: no Twisted.
 
 from __future__ import annotations
 
-import ipaddress
 import re
+
+from gateway.limits import is_loopback
 
 # RFC 7888 5: under LITERAL-, a non-synchronizing literal is at most this.
 LITERAL_MINUS_MAX = 4096
@@ -20,23 +21,6 @@ LITERAL_MINUS_MAX = 4096
 HUGE = 2**64
 
 _MARKER = re.compile(rb"\{([^{}\r\n]*)\}\Z")
-
-
-def is_loopback(host: str | None) -> bool:
-    """
-    True for a connection that never left the machine: a loopback address
-    (127.0.0.0/8, ::1, ::ffff:127.x.x.x) or no IP at all (a UNIX socket,
-    whose address has no host).  Anything unparsable is not loopback.
-    """
-    if host is None:
-        return True
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
 
 
 def plaintext_allowed(local_host: str | None, secure: bool, configured: bool) -> bool:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 
 from gateway.store.model import HIERARCHY_SEPARATOR, SYSTEM_FLAGS
+from gateway.store.names import canonical_name
 
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
@@ -147,14 +148,6 @@ def parse_date(text: bytes) -> datetime.date:
         return datetime.date(int(match[3]), month, int(match[1]))
     except ValueError as e:
         raise BadDateTime(text) from e
-
-
-def canonical_name(name: str) -> str:
-    """INBOX in any case is INBOX (RFC 3501 5.1)."""
-    head, sep, rest = name.partition(HIERARCHY_SEPARATOR)
-    if head.upper() == "INBOX":
-        return "INBOX" + sep + rest
-    return name
 
 
 class MailboxPattern:

@@ -9,9 +9,13 @@ from gateway.store.model import HIERARCHY_SEPARATOR
 
 
 def canonical_name(name: str) -> str:
-    """RFC 3501 5.1: INBOX is case-insensitive; nothing else is."""
-    if name.upper() == "INBOX":
-        return "INBOX"
+    """
+    RFC 3501 5.1: INBOX is case-insensitive, and so is the INBOX level of its
+    inferiors ("inbox/Work" is "INBOX/Work", as in Dovecot); nothing else is.
+    """
+    head, sep, rest = name.partition(HIERARCHY_SEPARATOR)
+    if head.upper() == "INBOX":
+        return "INBOX" + sep + rest
     return name
 
 
