@@ -595,6 +595,13 @@ def crlf_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
         held_cr = chunk.endswith(b"\r")
         if held_cr:
             chunk = chunk[:-1]
+        line_feeds = chunk.count(b"\n")
+        if line_feeds == chunk.count(b"\r") == chunk.count(b"\r\n"):
+            # Already CRLF throughout, as from LMTP and most MUAs: counting is
+            # far cheaper than three copying replaces.
+            if chunk:
+                yield chunk
+            continue
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         chunk = chunk.replace(b"\n", b"\r\n")

@@ -79,6 +79,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry, listeners=()) -> None:
         self.registry = registry
+        self._command_children: dict[tuple[str, str], object] = {}
         self.connections_open = Gauge(
             "gateway_connections_open", "Connections open now", ["protocol"], registry=registry
         )
@@ -124,7 +125,14 @@ class Metrics:
         self.store_errors.labels("deliver")
 
     def observe_command(self, protocol: str, command: str | bytes, seconds: float) -> None:
-        self.commands.labels(protocol, command_label(protocol, command)).observe(seconds)
+        # labels() takes a lock and rebuilds the key each call, a large share
+        # of a pipelined RETR's cost; the labelled children are cached by
+        # label, which command_label bounds to known commands plus OTHER.
+        key = (protocol, command_label(protocol, command))
+        child = self._command_children.get(key)
+        if child is None:
+            child = self._command_children[key] = self.commands.labels(*key)
+        child.observe(seconds)
 
     def count_login(self, protocol: str, ok: bool) -> None:
         self.logins.labels(protocol, "ok" if ok else "failed").inc()
