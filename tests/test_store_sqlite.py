@@ -1,6 +1,6 @@
 """
-The SQLite backend against the IMailStore contract, plus what only it does:
-files on disk, index rebuild, cross-process change polling.
+The SQLite backend: the IMailStore contract (tests/store_contract.py), plus
+what only it does: files on disk, index rebuild, cross-process polling.
 """
 
 import errno
@@ -15,17 +15,11 @@ from gateway.store.interfaces import (
     IImportableStore,
     IChangeFeed,
     IMailStore,
-    InvalidMailboxName,
-    MailboxExists,
-    MessageExpunged,
-    NoSuchMailbox,
-    NoSuchUser,
     TemporaryFailure,
 )
 from gateway.store.sqlite import SQLiteStore
 from tests.deferreds import failure_of, result_of
-
-MESSAGE = b"From: a@example.org\nTo: b@example.org\nSubject: hello\n\nline one\nline two\n"
+from tests.store_contract import MESSAGE, MailStoreContract, inbox
 
 
 @pytest.fixture
@@ -35,92 +29,11 @@ def store(tmp_path):
     s.close()
 
 
-def inbox(store, user="alice"):
-    result_of(store.ensure_user(user))
-    return result_of(store.get_mailbox(user, "INBOX"))
-
-
 def test_provides_contracts(store):
     assert verifyObject(IMailStore, store)
     assert verifyObject(IChangeFeed, store.changes)
     assert verifyObject(IGroupCommitStore, store)
     assert verifyObject(IImportableStore, store)
-
-
-def test_new_user_gets_inbox_and_special_use_folders(store):
-    result_of(store.ensure_user("alice"))
-    result_of(store.ensure_user("alice"))
-    boxes = {m.name: m.special_use for m in result_of(store.list_mailboxes("alice"))}
-    assert boxes == {"INBOX": None, "Drafts": "\\Drafts", "Sent": "\\Sent", "Trash": "\\Trash", "Junk": "\\Junk"}
-    assert result_of(store.list_subscriptions("alice")) == sorted(boxes)
-    failure_of(store.list_mailboxes("nobody"), NoSuchUser)
-
-
-def test_inbox_is_case_insensitive(store):
-    box = inbox(store)
-    assert result_of(store.get_mailbox("alice", "iNbOx")).id == box.id
-    failure_of(store.get_mailbox("alice", "drafts"), NoSuchMailbox)
-
-
-def test_append_normalises_line_endings_and_assigns_ascending_uids(store):
-    box = inbox(store)
-    first = result_of(store.append(box.id, MESSAGE))
-    second = result_of(store.append(box.id, MESSAGE.replace(b"\n", b"\r\n"), flags={"\\Seen"}))
-    assert (first.uid, second.uid) == (1, 2)
-    assert second.flags == {"\\Seen"}
-    expected = MESSAGE.replace(b"\n", b"\r\n")
-    for record in (first, second):
-        with result_of(store.open_message(box.id, record.uid)) as f:
-            assert f.read() == expected
-        assert record.size == len(expected)
-    assert [r.uid for r in result_of(store.list_messages(box.id))] == [1, 2]
-    assert result_of(store.get_mailbox("alice", "INBOX")).uidnext == 3
-
-
-def test_structure_is_parsed_at_delivery(store):
-    box = inbox(store)
-    record = result_of(store.append(box.id, MESSAGE))
-    structure = result_of(store.get_structures(box.id, [record.uid, 99]))[record.uid]
-    assert b'"hello"' in structure.envelope
-    assert structure.header.startswith(b"From: a@example.org\r\n")
-    assert structure.root.end == record.size
-
-
-def test_uids_are_never_reused_after_expunge(store):
-    box = inbox(store)
-    for _ in range(3):
-        result_of(store.append(box.id, MESSAGE))
-    assert result_of(store.expunge(box.id, [3, 2, 42])) == [2, 3]
-    failure_of(store.open_message(box.id, 3), MessageExpunged)
-    assert result_of(store.append(box.id, MESSAGE)).uid == 4
-
-
-def test_flags_change_and_bump_modseq_only_when_changed(store):
-    box = inbox(store)
-    record = result_of(store.append(box.id, MESSAGE))
-    changed = result_of(store.store_flags(box.id, [record.uid], {"\\Seen", "$Label1"}, "add"))
-    assert [r.flags for r in changed] == [{"\\Seen", "$Label1"}]
-    assert changed[0].modseq > record.modseq
-    assert result_of(store.store_flags(box.id, [record.uid], {"\\Seen"}, "add")) == []
-    changed = result_of(store.store_flags(box.id, [record.uid], {"\\Seen"}, "remove"))
-    assert changed[0].flags == {"$Label1"}
-    changed = result_of(store.store_flags(box.id, [record.uid], {"\\Flagged"}, "set"))
-    assert changed[0].flags == {"\\Flagged"}
-
-
-def test_changes_since_reports_new_changed_and_expunged(store):
-    box = inbox(store)
-    a = result_of(store.append(box.id, MESSAGE))
-    b = result_of(store.append(box.id, MESSAGE))
-    mark = result_of(store.get_mailbox("alice", "INBOX")).highestmodseq
-    result_of(store.store_flags(box.id, [a.uid], {"\\Seen"}, "add"))
-    result_of(store.expunge(box.id, [b.uid]))
-    c = result_of(store.append(box.id, MESSAGE))
-    changes = result_of(store.changes_since(box.id, mark))
-    assert [r.uid for r in changes.updated] == [a.uid, c.uid]
-    assert changes.expunged == (b.uid,)
-    assert changes.uidnext == c.uid + 1
-    assert changes.highestmodseq > mark
 
 
 def test_changes_since_asked_again_sees_later_commits(store, tmp_path):
@@ -174,112 +87,6 @@ def test_with_a_reactor_another_process_is_heard_from_the_next_turn(tmp_path):
         assert result_of(store.claim_recent(box.id)) == {b.uid}
     finally:
         store.close()
-
-
-def test_a_gap_in_the_uids_asked_for_never_takes_in_a_message_between(store):
-    box = inbox(store)
-    a, b, c = (result_of(store.append(box.id, MESSAGE)) for _ in range(3))
-    result_of(store.expunge(box.id, [c.uid]))
-    # Two UIDs asked for, two messages in the range a..c: still only a.
-    assert [r.uid for r in result_of(store.store_flags(box.id, [a.uid, c.uid], {"\\Deleted"}, "add"))] == [a.uid]
-    assert list(result_of(store.get_structures(box.id, [a.uid, c.uid]))) == [a.uid]
-    assert result_of(store.expunge(box.id, [a.uid, c.uid])) == [a.uid]
-    assert [r.uid for r in result_of(store.list_messages(box.id))] == [b.uid]
-
-
-def test_get_messages_gives_records_with_structures(store):
-    box = inbox(store)
-    a, b = (result_of(store.append(box.id, MESSAGE)) for _ in range(2))
-    structures = result_of(store.get_structures(box.id, [a.uid, b.uid]))
-    assert result_of(store.get_messages(box.id, [b.uid, a.uid, b.uid + 1])) == [
-        (a, structures[a.uid]), (b, structures[b.uid])
-    ]
-
-
-def test_list_flags_and_get_records(store):
-    box = inbox(store)
-    a = result_of(store.append(box.id, MESSAGE, flags={"\\Seen", "$Label1"}))
-    b = result_of(store.append(box.id, MESSAGE))
-    c = result_of(store.append(box.id, MESSAGE, flags={"\\Seen", "$Label1"}))
-    result_of(store.expunge(box.id, [b.uid]))
-    assert result_of(store.list_flags(box.id)) == [(a.uid, {"\\Seen", "$Label1"}), (c.uid, {"\\Seen", "$Label1"})]
-    assert result_of(store.get_records(box.id, [c.uid, b.uid, a.uid])) == [a, c]
-    assert result_of(store.get_records(box.id, [])) == []
-    assert result_of(store.list_messages(box.id)) == [a, c]
-
-
-def test_uidvalidity_differs_when_a_mailbox_is_recreated(store):
-    result_of(store.ensure_user("alice"))
-    first = result_of(store.create_mailbox("alice", "Projects"))
-    failure_of(store.create_mailbox("alice", "Projects"), MailboxExists)
-    result_of(store.delete_mailbox("alice", "Projects"))
-    second = result_of(store.create_mailbox("alice", "Projects"))
-    assert first.uidvalidity != second.uidvalidity
-    assert second.id != first.id
-    assert 0 < first.uidvalidity < 2**32
-
-
-@pytest.mark.parametrize("name", ["", "a//b", "/a", "a/", "a\x00b", "a\x07", "a*", "b%"])
-def test_bad_mailbox_names_are_refused(store, name):
-    result_of(store.ensure_user("alice"))
-    failure_of(store.create_mailbox("alice", name), InvalidMailboxName)
-
-
-def test_inbox_cannot_be_deleted(store):
-    inbox(store)
-    failure_of(store.delete_mailbox("alice", "inbox"), InvalidMailboxName)
-
-
-def test_rename_moves_children_and_keeps_uidvalidity(store):
-    result_of(store.ensure_user("alice"))
-    parent = result_of(store.create_mailbox("alice", "Work"))
-    child = result_of(store.create_mailbox("alice", "Work/2026"))
-    result_of(store.create_mailbox("alice", "Workshop"))
-    result_of(store.rename_mailbox("alice", "Work", "Job"))
-    names = [m.name for m in result_of(store.list_mailboxes("alice"))]
-    assert "Job" in names and "Job/2026" in names and "Workshop" in names and "Work" not in names
-    assert result_of(store.get_mailbox("alice", "Job/2026")).uidvalidity == child.uidvalidity
-    assert result_of(store.get_mailbox("alice", "Job")).uidvalidity == parent.uidvalidity
-    failure_of(store.rename_mailbox("alice", "Job", "Workshop"), MailboxExists)
-
-
-def test_rename_inbox_moves_messages_and_leaves_an_empty_inbox(store):
-    box = inbox(store)
-    result_of(store.append(box.id, MESSAGE))
-    result_of(store.rename_mailbox("alice", "INBOX", "Old"))
-    old = result_of(store.get_mailbox("alice", "Old"))
-    new_inbox = result_of(store.get_mailbox("alice", "INBOX"))
-    assert [r.uid for r in result_of(store.list_messages(old.id))] == [1]
-    assert result_of(store.list_messages(new_inbox.id)) == []
-    assert new_inbox.uidvalidity != box.uidvalidity
-
-
-def test_copy_and_move_keep_flags_and_dates(store):
-    box = inbox(store)
-    trash = result_of(store.get_mailbox("alice", "Trash"))
-    a = result_of(store.append(box.id, MESSAGE, flags={"\\Flagged"}))
-    b = result_of(store.append(box.id, MESSAGE))
-    assert result_of(store.copy(box.id, [a.uid], trash.id)) == [(a.uid, 1)]
-    assert result_of(store.move(box.id, [a.uid, b.uid], trash.id)) == [(a.uid, 2), (b.uid, 3)]
-    assert result_of(store.list_messages(box.id)) == []
-    moved = result_of(store.list_messages(trash.id))
-    assert [(r.uid, r.flags, r.internaldate) for r in moved] == [
-        (1, {"\\Flagged"}, a.internaldate),
-        (2, {"\\Flagged"}, a.internaldate),
-        (3, frozenset(), b.internaldate),
-    ]
-    with result_of(store.open_message(trash.id, 3)) as f:
-        assert f.read() == MESSAGE.replace(b"\n", b"\r\n")
-
-
-def test_recent_is_claimed_by_one_session_only(store):
-    box = inbox(store)
-    result_of(store.append(box.id, MESSAGE))
-    result_of(store.append(box.id, MESSAGE))
-    assert result_of(store.claim_recent(box.id)) == {1, 2}
-    assert result_of(store.claim_recent(box.id)) == frozenset()
-    result_of(store.append(box.id, MESSAGE))
-    assert result_of(store.claim_recent(box.id)) == {3}
 
 
 def test_full_disk_is_a_temporary_failure_and_leaves_nothing(store, monkeypatch):
@@ -355,9 +162,5 @@ def test_changes_by_another_process_are_noticed_by_polling(tmp_path):
     server_side.close()
 
 
-def test_inbox_level_of_children_is_case_insensitive(store):
-    inbox(store)
-    child = result_of(store.create_mailbox("alice", "inbox/Work"))
-    assert child.name == "INBOX/Work"
-    assert result_of(store.get_mailbox("alice", "Inbox/Work")).id == child.id
-    failure_of(store.get_mailbox("alice", "INBOX/work"), NoSuchMailbox)
+class TestSQLiteStore(MailStoreContract):
+    """The contract, against the SQLite backend (the ``store`` fixture above)."""
