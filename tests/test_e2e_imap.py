@@ -146,7 +146,7 @@ def test_imapclient_every_extension(server):
     c.subscribe_folder("Archiv/Done")
     assert "Archiv/Done" in [name for _, _, name in c.list_sub_folders()]
     c.delete_folder("Archiv/Done")
-    assert c.enable("CONDSTORE") == []
+    assert c.enable("CONDSTORE") == [b"CONDSTORE"]
     c.logout()
 
 

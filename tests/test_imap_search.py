@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import attrs
 import pytest
 from hypothesis import given, settings, strategies as st
 from twisted.mail.imap4 import parseNestedParens
@@ -20,6 +21,7 @@ from gateway.imap.search import (
     SUPPORTED_CHARSETS,
     And,
     Flag,
+    ModSeq,
     Not,
     Or,
     SearchMessage,
@@ -30,6 +32,7 @@ from gateway.imap.search import (
     needs,
     parse_search,
     tokenize_search,
+    uses_modseq,
 )
 
 UTC = datetime.timezone.utc
@@ -821,3 +824,39 @@ def test_flag_matcher_agrees_with_matches(line):
 @pytest.mark.parametrize("line", [b"UNSEEN 1:3", b"SEEN UID 5", b"LARGER 5", b"SUBJECT x", b"NOT BODY x"])
 def test_flag_matcher_leaves_other_keys_alone(line):
     assert flag_matcher(criteria(line)) is None
+
+
+# --- MODSEQ (RFC 7162 3.1.5) --------------------------------------------------
+
+
+def test_modseq_key_compares_at_least():
+    msg = attrs.evolve(make_message(), modseq=620162338)
+    assert search(b"MODSEQ 620162338", msg)
+    assert search(b"MODSEQ 1", msg)
+    assert not search(b"MODSEQ 620162339", msg)
+    # Example 15: one modseq per message, so the entry is ignored.
+    assert search(b'MODSEQ "/flags/\\\\draft" all 620162338', msg)
+    assert search(b'MODSEQ "/flags/$Junk" PRIV 620162000', msg)
+    assert not search(b"NOT MODSEQ 5", msg)
+
+
+def test_modseq_key_needs_the_record_and_is_not_flags_only():
+    key = criteria(b"MODSEQ 5 SEEN")
+    assert needs(key) == {"record"}
+    assert flag_matcher(key) is None
+    assert uses_modseq(key) and uses_modseq(criteria(b"OR NOT MODSEQ 5 LARGER 50000"))
+    assert not uses_modseq(criteria(b"SEEN LARGER 5"))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"MODSEQ", b"MODSEQ x", b"MODSEQ /flags/x bogus 5", b"MODSEQ /flags/x all", b"MODSEQ 9223372036854775808",
+     b"MODSEQ (5)", b"MODSEQ -1"],
+)
+def test_modseq_key_refuses(line):
+    with pytest.raises(SearchSyntaxError):
+        criteria(line)
+
+
+def test_modseq_key_accepts_the_largest_value():
+    assert criteria(b"MODSEQ 9223372036854775807") == ModSeq(2**63 - 1)

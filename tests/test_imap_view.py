@@ -60,6 +60,7 @@ class Client:
     def __init__(self, uids, flags):
         self.uids = list(uids)
         self.flags = dict(flags)
+        self.keywords = {flag for value in self.flags.values() for flag in value if not flag.startswith("\\")}
 
     def take(self, lines):
         for line in lines:
@@ -76,6 +77,12 @@ class Client:
                 assert self.uids[seq - 1] in (None, uid)
                 self.uids[seq - 1] = uid
                 self.flags[uid] = frozenset(m[3].decode().split())
+                # RFC 3501 7.2.6: FLAGS named every keyword first.
+                assert {f for f in self.flags[uid] if not f.startswith("\\")} <= self.keywords
+            elif m := re.fullmatch(rb"FLAGS \((.*)\)", line):
+                self.keywords = {f for f in m[1].decode().split() if not f.startswith("\\")}
+            elif line.startswith(b"OK [PERMANENTFLAGS "):
+                pass
             elif not re.fullmatch(rb"\d+ RECENT", line):
                 raise AssertionError(line)
 
@@ -134,6 +141,24 @@ def test_flag_change_by_others_is_reported_with_uid():
     # Telling twice is noise.
     view.apply(store.changes_since(view.modseq))
     assert view.flush(allow_expunge=True) == []
+
+
+def test_unknown_keyword_is_announced_before_the_fetch_with_modseq():
+    store = ModelStore()
+    uid = store.deliver({"known"})
+    view = SelectedView(1, 7, store.flag_pairs(), store.modseq)
+    assert view.flags_lines() == [
+        b"FLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen known)",
+        b"OK [PERMANENTFLAGS (\\* \\Answered \\Deleted \\Draft \\Flagged \\Seen known)] Flags permitted",
+    ]
+    store.set_flags(uid, frozenset({"known", "$New"}))
+    view.apply(store.changes_since(view.modseq))
+    assert view.flush(allow_expunge=False, condstore=True) == [
+        b"FLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen $New known)",
+        b"OK [PERMANENTFLAGS (\\* \\Answered \\Deleted \\Draft \\Flagged \\Seen $New known)] Flags permitted",
+        b"1 FETCH (UID 1 FLAGS ($New known) MODSEQ (3))",
+    ]
+    assert view.announce_keywords([uid]) == []
 
 
 def test_own_flag_change_is_not_repeated():

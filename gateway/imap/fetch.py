@@ -17,7 +17,7 @@ from gateway.imap.sequence import MAX_NUMBER
 
 SIMPLE = frozenset({
     "FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE",
-    "BODY", "RFC822", "RFC822.HEADER", "RFC822.TEXT",
+    "BODY", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ",
 })
 
 MACROS = {

@@ -17,7 +17,7 @@ from gateway.imap.errors import CommandError, bad
 from gateway.store.interfaces import NoSuchMailbox
 from gateway.store.model import HIERARCHY_SEPARATOR
 
-_STATUS_ITEMS = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN")
+_STATUS_ITEMS = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"HIGHESTMODSEQ")
 
 # Characters in a mailbox name a client may create (Dovecot allows 255 per
 # level); it is shown in every LIST answer, so it is kept short.
@@ -140,10 +140,20 @@ class MailboxCommands:
         info = await self.account.select(name)
         records = await self.store.list_messages(info.id)
         view = self.view if self.view is not None and self.view.mailbox_id == info.id else None
+        if view is not None:
+            # \Recent is claimed per session; only our own view knows ours.
+            recent = view.recent_count
+        elif b"RECENT" in wanted:
+            # Those the next session to select it will claim.
+            recent = await self.store.count_recent(info.id)
+        else:
+            recent = 0
+        if b"HIGHESTMODSEQ" in wanted:
+            self.enable_condstore()
         values = {
             b"MESSAGES": len(records),
-            # \Recent is claimed per session; only our own view knows ours.
-            b"RECENT": view.recent_count if view is not None else 0,
+            b"RECENT": recent,
+            b"HIGHESTMODSEQ": info.highestmodseq,
             b"UIDNEXT": max(info.uidnext, records[-1].uid + 1 if records else 1),
             b"UIDVALIDITY": info.uidvalidity,
             b"UNSEEN": sum(1 for r in records if "\\Seen" not in r.flags),

@@ -115,6 +115,13 @@ class Smaller:
 
 
 @attrs.frozen
+class ModSeq:
+    """MODSEQ (RFC 7162 3.1.5): the message's mod-sequence is at least ``modseq``."""
+
+    modseq: int
+
+
+@attrs.frozen
 class SequenceNumbers:
     """A bare sequence set: ``*`` is the largest sequence number."""
 
@@ -151,7 +158,7 @@ class Not:
 
 SearchKey = Union[
     All, Flag, Recent, HeaderContains, BodyContains, TextContains,
-    InternalDate, SentDate, Larger, Smaller, SequenceNumbers, Uids,
+    InternalDate, SentDate, Larger, Smaller, ModSeq, SequenceNumbers, Uids,
     And, Or, Not,
 ]
 
@@ -174,6 +181,7 @@ class SearchMessage:
     recent: bool
     header: bytes | None = None
     body: Callable[[], bytes] | None = None
+    modseq: int | None = None
 
 
 # Keys that take no argument, and what each stands for.
@@ -382,9 +390,44 @@ def _leaf(name: str, tokens: _Tokens) -> SearchKey:
         return Smaller(_number(tokens.next("number after SMALLER")))
     if name == "UID":
         return Uids(_sequence_set(tokens.next("UID set after UID")))
+    if name == "MODSEQ":
+        return _modseq_key(tokens)
     if name[:1] == "*" or name[:1].isdigit():
         return SequenceNumbers(_sequence_set(name))
     raise SearchSyntaxError(f"unknown search key {_show(name)}")
+
+
+# RFC 7162 7: mod-sequence-valzer is 0 to 2^63 - 1.
+_MAX_MODSEQ = 2**63 - 1
+
+
+def _modseq_key(tokens: _Tokens) -> ModSeq:
+    """
+    ``MODSEQ [entry-name entry-type-req] mod-sequence-valzer``: we keep one
+    mod-sequence per message, so RFC 7162 3.1.5 has us ignore the entry.
+    """
+    token = tokens.next("mod-sequence after MODSEQ")
+    if not (isinstance(token, (bytes, str)) and _ascii_digits(_atom(token, "bad mod-sequence"))):
+        _string(token)
+        entry_type = _atom(tokens.next("entry type after MODSEQ entry name"), "bad entry type")
+        if entry_type.lower() not in ("priv", "shared", "all"):
+            raise SearchSyntaxError(f"bad entry type {_show(entry_type)}")
+        token = tokens.next("mod-sequence after MODSEQ entry type")
+    text = _atom(token, "bad mod-sequence")
+    if not (_ascii_digits(text) and len(text) <= 19 and int(text) <= _MAX_MODSEQ):
+        raise SearchSyntaxError(f"bad mod-sequence {_show(text)}")
+    return ModSeq(int(text))
+
+
+def uses_modseq(key: SearchKey) -> bool:
+    """RFC 7162 3.1.5: a SEARCH with MODSEQ answers the highest mod-sequence found."""
+    stack = [key]
+    while stack:
+        key = stack.pop()
+        if isinstance(key, ModSeq):
+            return True
+        stack.extend(_children(key))
+    return False
 
 
 def _atom(token, refusal: str = "unknown search key") -> str:
@@ -464,14 +507,14 @@ def _children(key: SearchKey) -> tuple[SearchKey, ...]:
 
 def needs(key: SearchKey) -> frozenset[str]:
     """
-    Which of ``"record"`` (INTERNALDATE and size), ``"header"`` and ``"body"``
+    Which of ``"record"`` (INTERNALDATE, size, modseq), ``"header"`` and ``"body"``
     must be loaded to evaluate ``key``.
     """
     wanted: set[str] = set()
     stack = [key]
     while stack:
         key = stack.pop()
-        if isinstance(key, (InternalDate, Larger, Smaller)):
+        if isinstance(key, (InternalDate, Larger, Smaller, ModSeq)):
             wanted.add("record")
         elif isinstance(key, SentDate):
             # Without a usable Date: header it falls back to INTERNALDATE.
@@ -626,6 +669,8 @@ class _Evaluator:
             return msg.size > key.size
         if isinstance(key, Smaller):
             return msg.size < key.size
+        if isinstance(key, ModSeq):
+            return msg.modseq >= key.modseq
         if isinstance(key, SequenceNumbers):
             return self.contains(key.numbers, msg.seq, self.largest_seq)
         if isinstance(key, Uids):

@@ -1,7 +1,8 @@
 """
 Selected-state IMAP commands (RFC 3501 6.4): CHECK, CLOSE, UNSELECT,
 EXPUNGE, SEARCH, FETCH, STORE, COPY, MOVE (RFC 6851) and their UID forms
-(with UID EXPUNGE, RFC 4315).
+(with UID EXPUNGE, RFC 4315), with CONDSTORE's MODSEQ search key, FETCH
+MODSEQ and CHANGEDSINCE, STORE UNCHANGEDSINCE (RFC 7162 3.1).
 
 A mixin of ``gateway.imap.server.IMAPServer``.  Message numbers go through
 the session's ``SelectedView``; bodies are streamed from the store's file,
@@ -28,6 +29,15 @@ from gateway.store.interfaces import MessageExpunged, NoSuchMailbox
 # Messages whose structures are loaded at once by FETCH and SEARCH.
 _BATCH = 200
 _EXPUNGE_ISSUED = b"[EXPUNGEISSUED] Some messages were expunged meanwhile; completed for the others"
+
+# RFC 7162 3.1.4 and 3.1.3: the modifiers after the FETCH items and before
+# the STORE item (mod-sequence values are up to 2^63 - 1).
+_CHANGEDSINCE = re.compile(rb"(.*?) *\( *CHANGEDSINCE +([0-9]{1,19}) *\) *", re.IGNORECASE | re.DOTALL)
+_STORE = re.compile(
+    rb"(?:\( *UNCHANGEDSINCE +([0-9]{1,19}) *\) +)?([+-]?)FLAGS(\.SILENT)? +(?:\((.*)\)|(.*))",
+    re.IGNORECASE,
+)
+_MAX_MODSEQ = 2**63 - 1
 
 
 def word(server, line):
@@ -129,24 +139,36 @@ class SelectedCommands:
         except search.SearchSyntaxError:
             raise bad(b"Invalid search criteria") from None
         view = self.view
+        with_modseq = search.uses_modseq(key)
+        if with_modseq:
+            self.enable_condstore()
         # The flags the store has now: what a concurrent STORE elsewhere did
         # counts (its FETCH FLAGS follows the SEARCH answer).
         view.apply(await self.store.changes_since(view.mailbox_id, view.modseq))
         live = [(seq, uid) for seq, uid in enumerate(view.uids, 1) if not view.is_expunged(uid)]
         by_flags = search.flag_matcher(key)
+        highest = 0
         if by_flags is not None:
             found = [seq for seq, uid in live if by_flags(view.stored_flags(uid), view.is_recent(uid))]
         else:
-            found = await self._search_messages(key, search.needs(key), live)
+            found, highest = await self._search_messages(key, search.needs(key), live)
         numbers = [view.uid_of(seq) for seq in found] if by_uid else found
-        self.sendLine(b"* SEARCH" + b"".join(b" %d" % n for n in numbers))
+        answer = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+        if with_modseq and found:
+            # RFC 7162 3.1.6
+            answer += b" (MODSEQ %d)" % highest
+        self.sendLine(answer)
         return b"SEARCH completed"
 
-    async def _search_messages(self, key, needs, live) -> list[int]:
-        """Sequence numbers of the (seq, UID) pairs ``live`` that match ``key``."""
+    async def _search_messages(self, key, needs, live) -> tuple[list[int], int]:
+        """
+        Sequence numbers of the (seq, UID) pairs ``live`` that match ``key``,
+        and the highest modseq among them (0 unless ``needs`` has "record").
+        """
         view = self.view
         matches = search.matcher(key, view.exists, view.largest_uid)
         found = []
+        highest = 0
         for start in range(0, len(live), _BATCH):
             batch = live[start:start + _BATCH]
             records = structures = None
@@ -179,13 +201,16 @@ class SelectedCommands:
                         header=structure.header if structure is not None else None,
                         # Read only if the evaluation gets that far.
                         body=opened.read if opened is not None else None,
+                        modseq=record.modseq if record is not None else None,
                     )
                     if matches(candidate):
                         found.append(seq)
+                        if record is not None:
+                            highest = max(highest, record.modseq)
                 finally:
                     if opened is not None:
                         opened.close()
-        return found
+        return found, highest
 
     # -- FETCH -----------------------------------------------------------
 
@@ -193,6 +218,12 @@ class SelectedCommands:
         self.run_command(tag, self._fetch, text, rest, bool(uid), allow_expunge=False)
 
     async def _fetch(self, text, rest, by_uid):
+        changedsince = None
+        modifier = _CHANGEDSINCE.fullmatch(rest or b"")
+        if modifier is not None:
+            rest, changedsince = modifier[1], int(modifier[2])
+            if changedsince > _MAX_MODSEQ:
+                raise bad(b"Invalid CHANGEDSINCE value")
         try:
             items = fetch.parse_fetch(rest)
         except fetch.FetchSyntaxError:
@@ -200,7 +231,16 @@ class SelectedCommands:
         if by_uid and "UID" not in items:
             # RFC 3501 6.4.8: UID FETCH always answers with the UID.
             items.insert(0, "UID")
+        if changedsince is not None or "MODSEQ" in items:
+            self.enable_condstore()
+        if self.condstore and "MODSEQ" not in items and (changedsince is not None or "FLAGS" in items):
+            # RFC 7162 3.1.4.1: CHANGEDSINCE implies MODSEQ; and once
+            # enabled, flags go with their mod-sequence (as Dovecot does).
+            items.append("MODSEQ")
         view = self.view
+        if "MODSEQ" in items:
+            # FLAGS from the view must be as new as the MODSEQ beside them.
+            view.apply(await self.store.changes_since(view.mailbox_id, view.modseq))
         targets, expunged = self._live(self.targets(text, by_uid))
         if fetch.sets_seen(items) and not view.readonly:
             unseen = [uid for _, uid in targets if "\\Seen" not in view.flags_of(uid)]
@@ -209,8 +249,10 @@ class SelectedCommands:
                     view.note_flags(record.uid, record.flags)
                 if "FLAGS" not in items:
                     items.append("FLAGS")
+                    if self.condstore and "MODSEQ" not in items:
+                        items.append("MODSEQ")
         plan = [(item, _as_section(item)) for item in items]
-        wants_record = "INTERNALDATE" in items or "RFC822.SIZE" in items
+        wants_record = "INTERNALDATE" in items or "RFC822.SIZE" in items or "MODSEQ" in items
         wants_structure = fetch.needs_structure(items)
         wants_file = any(section is not None and _needs_file(section[1]) for _, section in plan)
         out = Output(self.transport, lambda: self._closing or self._gone)
@@ -232,6 +274,8 @@ class SelectedCommands:
                             expunged = True
                             continue
                         record, structure = found
+                        if changedsince is not None and record.modseq <= changedsince:
+                            continue
                     opened = None
                     if wants_file:
                         try:
@@ -309,6 +353,8 @@ class SelectedCommands:
             return b"INTERNALDATE " + wire.format_datetime(record.internaldate)
         if item == "RFC822.SIZE":
             return b"RFC822.SIZE %d" % record.size
+        if item == "MODSEQ":
+            return b"MODSEQ (%d)" % record.modseq
         if item == "ENVELOPE":
             return b"ENVELOPE " + structure.envelope
         if item == "BODYSTRUCTURE":
@@ -360,25 +406,73 @@ class SelectedCommands:
         self.run_command(tag, self._store, text, rest, bool(uid), allow_expunge=False)
 
     async def _store(self, text, rest, by_uid):
-        match = re.fullmatch(rb"([+-]?)FLAGS(\.SILENT)? +(?:\((.*)\)|(.*))", rest.strip(), re.IGNORECASE)
+        match = _STORE.fullmatch(rest.strip())
         if match is None:
             raise bad(b"Invalid STORE arguments")
         try:
-            flags = wire.parse_flags((match[3] if match[3] is not None else match[4]).split())
+            flags = wire.parse_flags((match[4] if match[4] is not None else match[5]).split())
         except ValueError:
             raise bad(b"Invalid flag") from None
+        unchangedsince = int(match[1]) if match[1] is not None else None
+        if unchangedsince is not None and unchangedsince > _MAX_MODSEQ:
+            raise bad(b"Invalid UNCHANGEDSINCE value")
         self._writable()
-        mode = {b"": "set", b"+": "add", b"-": "remove"}[match[1]]
+        if unchangedsince is not None:
+            self.enable_condstore()
+        mode = {b"": "set", b"+": "add", b"-": "remove"}[match[2]]
+        silent = bool(match[3])
         view = self.view
         targets, expunged = self._live(self.targets(text, by_uid))
+        changed, modified = [], []
         if targets:
-            changed = await self.store.store_flags(view.mailbox_id, [uid for _, uid in targets], flags, mode)
+            uids = [uid for _, uid in targets]
+            if unchangedsince is None:
+                changed = await self.store.store_flags(view.mailbox_id, uids, flags, mode)
+            else:
+                changed, modified = await self.store.store_flags_unchanged_since(
+                    view.mailbox_id, uids, flags, mode, unchangedsince
+                )
             for record in changed:
                 view.note_flags(record.uid, record.flags)
-        if not match[2]:
+            for line in view.announce_keywords(record.uid for record in changed):
+                self.sendLine(b"* " + line)
+        if self.condstore:
+            await self._report_modseqs(targets, changed, modified, silent and unchangedsince is None, silent)
+        elif not silent:
             for seq, uid in targets:
                 self.sendLine(b"* " + view.fetch_flags_line(seq, uid))
+        if modified:
+            failed = set(modified)
+            numbers = modified if by_uid else [seq for seq, uid in targets if uid in failed]
+            return b"[MODIFIED %s] Conditional STORE failed" % format_sequence_set(numbers).encode("ascii")
         return _EXPUNGE_ISSUED if expunged else b"STORE completed"
+
+    async def _report_modseqs(self, targets, changed, modified, changed_only, silent):
+        """
+        RFC 7162 3.1.3: a CONDSTORE-aware client hears each stored message's
+        new MODSEQ, .SILENT or not; of a plain .SILENT STORE only the
+        messages that changed.  Those that failed UNCHANGEDSINCE get no
+        answer here: the sync before the tagged answer sends their flags.
+        """
+        view = self.view
+        modseqs = {record.uid: record.modseq for record in changed}
+        failed = set(modified)
+        report = [
+            (seq, uid) for seq, uid in targets
+            if uid not in failed and (uid in modseqs or not changed_only)
+        ]
+        unknown = [uid for _, uid in report if uid not in modseqs]
+        if unknown:
+            for record in await self.store.get_records(view.mailbox_id, unknown):
+                modseqs[record.uid] = record.modseq
+        for seq, uid in report:
+            modseq = modseqs.get(uid)
+            if modseq is None:
+                continue  # expunged meanwhile
+            if silent:
+                self.sendLine(b"* %d FETCH (UID %d MODSEQ (%d))" % (seq, uid, modseq))
+            else:
+                self.sendLine(b"* " + view.fetch_flags_line(seq, uid, modseq))
 
     # -- COPY, MOVE ------------------------------------------------------
 

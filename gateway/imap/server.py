@@ -16,7 +16,8 @@ here or in the command mixins (``login``, ``mailboxes``, ``selected``):
   places, its issue 12262);
 - SELECT answers ``OK [UIDVALIDITY n] text`` (Twisted 26.10 sends no text);
 - capabilities: LITERAL+/LITERAL-, APPENDLIMIT, SASL-IR, ID, ENABLE,
-  UIDPLUS, MOVE, CHILDREN, SPECIAL-USE, UNSELECT, none of which Twisted has;
+  UIDPLUS, MOVE, CHILDREN, SPECIAL-USE, UNSELECT, CONDSTORE (RFC 7162 3.1),
+  none of which Twisted has;
 - the limits of ``[limits]`` (issue 4): a command line longer than
   ``max_line_length`` is answered ``BAD [TOOBIG]`` and skipped without being
   buffered; literal sizes are ASCII digits only (Twisted used ``int()``),
@@ -42,9 +43,9 @@ from gateway.imap import wire
 from gateway.imap.framing import Framing
 from gateway.imap.errors import CommandError, bad
 from gateway.imap.login import LoginCommands
-from gateway.imap.mailboxes import MailboxCommands, final_astring
+from gateway.imap.mailboxes import MailboxCommands, astring
 from gateway.imap.selected import SelectedCommands
-from gateway.imap.view import SelectedView, format_flags
+from gateway.imap.view import SelectedView
 from gateway.limits import login_guards
 from gateway.store.interfaces import (
     InvalidMailboxName,
@@ -54,7 +55,6 @@ from gateway.store.interfaces import (
     StoreError,
     TemporaryFailure,
 )
-from gateway.store.model import SYSTEM_FLAGS
 
 log = Logger()
 
@@ -71,6 +71,21 @@ _STORE_ERRORS = (
     (MessageExpunged, b"[EXPUNGEISSUED] Message was expunged"),
     (TemporaryFailure, b"[UNAVAILABLE] Temporary failure, try again later"),
 )
+
+
+def select_parameters(server, line):
+    """
+    Command-table parser: SELECT/EXAMINE's optional parameter list (RFC 4466
+    2.1); CONDSTORE (RFC 7162 3.1.8) is the one we know, any other is BAD.
+    """
+    line = (line or b"").strip()
+    if not line:
+        return frozenset(), b""
+    match = re.fullmatch(rb"\(([A-Za-z0-9 ]*)\)", line)
+    parameters = frozenset(match[1].decode("ascii").upper().split()) if match is not None else None
+    if not parameters or not parameters <= {"CONDSTORE"}:
+        raise imap4.IllegalClientResponse("Unknown SELECT parameter")
+    return parameters, b""
 
 
 class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap4.IMAP4Server):
@@ -105,6 +120,8 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         self._prelogin = None
         self._keepalive = None
         self._counted_user = None
+        # RFC 7162 3.1: once on, every untagged FETCH carries MODSEQ.
+        self.condstore = False
 
     # -- connection ------------------------------------------------------
 
@@ -232,7 +249,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
             self.transport.loseConnection()
             return
         if view is self.view and not self._gone and not self._closing:
-            lines = view.flush(allow_expunge)
+            lines = view.flush(allow_expunge, self.condstore)
             if lines:
                 # One write: a delivery wakes every idling session at once.
                 self.transport.write(b"".join(b"* %s\r\n" % line for line in lines))
@@ -299,21 +316,44 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
 
     def do_ENABLE(self, tag, rest):
         rest = rest or b""
-        # RFC 5161: we have no extension that needs enabling.
         if not rest.strip():
             self.sendLine(tag + b" BAD ENABLE needs a capability")
             return
-        self.sendLine(b"* ENABLED")
+        # RFC 5161 3.1: ENABLED names what this command enabled; unknown
+        # names are ignored.
+        enabled = b""
+        if b"CONDSTORE" in rest.upper().split() and not self.condstore:
+            self.condstore = True
+            enabled = b" CONDSTORE"
+        self.sendLine(b"* ENABLED" + enabled)
         self.run_command(tag, self._done, b"ENABLE completed")
 
-    def do_SELECT(self, tag, name, readonly=False):
-        self.run_command(tag, self._select, name, readonly)
+    def enable_condstore(self):
+        """
+        A CONDSTORE enabling command (RFC 7162 3.1): the first one with a
+        mailbox selected reports the mailbox's HIGHESTMODSEQ.
+        """
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.view is not None:
+            self.sendLine(b"* OK [HIGHESTMODSEQ %d] Highest" % self.view.modseq)
 
-    def do_EXAMINE(self, tag, name):
-        self.do_SELECT(tag, name, readonly=True)
+    def do_SELECT(self, tag, name, parameters=frozenset(), readonly=False):
+        self.run_command(tag, self._select, name, parameters, readonly)
 
-    async def _select(self, wire_name, readonly):
+    def do_EXAMINE(self, tag, name, parameters=frozenset()):
+        self.do_SELECT(tag, name, parameters, readonly=True)
+
+    async def _select(self, wire_name, parameters, readonly):
+        if self.view is not None:
+            # RFC 7162 3.2.11: what follows is about the new mailbox (owed
+            # by any server that advertises CONDSTORE).
+            self.sendLine(b"* OK [CLOSED] Previous mailbox closed")
         self._deselect()
+        if "CONDSTORE" in parameters:
+            # Its HIGHESTMODSEQ comes with the SELECT answer below.
+            self.condstore = True
         name = self.mailbox_name(wire_name)
         info = await self.account.select(name)
         messages = await self.store.list_flags(info.id)
@@ -322,15 +362,8 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         view.flush(allow_expunge=True)  # the client has seen nothing yet
         if not readonly:
             view.add_recent(await self.store.claim_recent(info.id))
-        keywords = set()
-        for flag_set in {flags for _, flags in messages}:
-            keywords.update(f for f in flag_set if not f.startswith("\\"))
-        flags = SYSTEM_FLAGS | keywords
-        self.sendLine(b"* FLAGS " + format_flags(flags))
-        if readonly:
-            self.sendLine(b"* OK [PERMANENTFLAGS ()] Read-only mailbox")
-        else:
-            self.sendLine(b"* OK [PERMANENTFLAGS " + format_flags(flags | {"\\*"}) + b"] Flags permitted")
+        for line in view.flags_lines():
+            self.sendLine(b"* " + line)
         self.sendLine(b"* %d EXISTS" % view.exists)
         self.sendLine(b"* %d RECENT" % view.recent_count)
         unseen = view.first_unseen()
@@ -339,6 +372,9 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         self.sendLine(b"* OK [UIDVALIDITY %d] UIDs valid" % info.uidvalidity)
         uidnext = max(info.uidnext, view.largest_uid + 1)
         self.sendLine(b"* OK [UIDNEXT %d] Predicted next UID" % uidnext)
+        if self.condstore:
+            # RFC 7162 3.1.2.1
+            self.sendLine(b"* OK [HIGHESTMODSEQ %d] Highest" % view.modseq)
         self.view = view
         self.state = "select"
         self._unsubscribe = self.store.changes.subscribe(info.id, self._on_change)
@@ -385,8 +421,8 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
 
     auth_NAMESPACE = select_NAMESPACE = (do_NAMESPACE,)
     auth_ENABLE = (do_ENABLE, imap4.IMAP4Server.arg_line)
-    auth_SELECT = select_SELECT = (do_SELECT, final_astring)
-    auth_EXAMINE = select_EXAMINE = (do_EXAMINE, final_astring)
+    auth_SELECT = select_SELECT = (do_SELECT, astring, select_parameters)
+    auth_EXAMINE = select_EXAMINE = (do_EXAMINE, astring, select_parameters)
     auth_IDLE = select_IDLE = (do_IDLE,)
 
     # -- helpers for the command mixins ----------------------------------

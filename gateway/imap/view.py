@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 
-from gateway.store.model import ChangeSet
+from gateway.store.model import SYSTEM_FLAGS, ChangeSet
 
 RECENT = "\\Recent"
 
@@ -69,6 +69,12 @@ class SelectedView:
         self._expunged: set[int] = set()
         self._new: list[int] = []
         self._flag_changed: set[int] = set()
+        # The modseq of each flag change not told yet (FETCH MODSEQ, RFC 7162).
+        self._changed_modseq: dict[int, int] = {}
+        # Keywords the client was told of in FLAGS (RFC 3501 7.2.6).
+        self._keywords: set[str] = {
+            flag for flags in set(self._flags.values()) for flag in flags if not flag.startswith("\\")
+        }
 
     # -- questions the session asks -------------------------------------
 
@@ -140,6 +146,7 @@ class SelectedView:
                     self._flags[uid] = record.flags
                     if self.seq_of(uid) is not None:
                         self._flag_changed.add(uid)
+                        self._changed_modseq[uid] = record.modseq
             elif uid > known_top:
                 self._flags[uid] = record.flags
                 self._new.append(uid)
@@ -157,6 +164,7 @@ class SelectedView:
         elif self.seq_of(uid) is not None:
             self._expunged.add(uid)
             self._flag_changed.discard(uid)
+            self._changed_modseq.pop(uid, None)
 
     def add_recent(self, uids: Iterable[int]) -> None:
         """\\Recent claimed by this session (RFC 3501 2.3.2)."""
@@ -167,19 +175,45 @@ class SelectedView:
         if uid in self._flags and uid not in self._expunged:
             self._flags[uid] = flags
             self._flag_changed.discard(uid)
+            self._changed_modseq.pop(uid, None)
 
     # -- telling the client ---------------------------------------------
 
-    def flush(self, allow_expunge: bool) -> list[bytes]:
+    def flags_lines(self) -> list[bytes]:
+        """FLAGS and PERMANENTFLAGS of SELECT (without the leading ``* ``)."""
+        flags = SYSTEM_FLAGS | self._keywords
+        if self.readonly:
+            permanent = b"OK [PERMANENTFLAGS ()] Read-only mailbox"
+        else:
+            permanent = b"OK [PERMANENTFLAGS " + format_flags(flags | {"\\*"}) + b"] Flags permitted"
+        return [b"FLAGS " + format_flags(flags), permanent]
+
+    def announce_keywords(self, uids: Iterable[int]) -> list[bytes]:
+        """
+        RFC 3501 7.2.6: FLAGS again (and PERMANENTFLAGS) when messages of
+        ``uids`` carry a keyword the client was not told of; send them
+        before the FETCH that shows it.
+        """
+        new = {
+            flag for uid in uids for flag in self._flags.get(uid, ())
+            if not flag.startswith("\\") and flag not in self._keywords
+        }
+        if not new:
+            return []
+        self._keywords |= new
+        return self.flags_lines()
+
+    def flush(self, allow_expunge: bool, condstore: bool = False) -> list[bytes]:
         """
         Untagged responses (without the leading ``* ``) that bring the client
-        up to date, and the map updated to match.
+        up to date, and the map updated to match; with ``condstore`` (RFC
+        7162 3.1) FETCH responses carry MODSEQ.
 
         RFC 3501 7.4.1: no EXPUNGE while the command is FETCH, STORE or
         SEARCH; then the expunged messages stay in the map, EXISTS counts
         them, and they get EXPUNGE at the next allowed moment.
         """
-        lines: list[bytes] = []
+        lines: list[bytes] = self.announce_keywords([*self._new, *self._flag_changed])
         if allow_expunge and self._expunged:
             for index in range(len(self.uids) - 1, -1, -1):
                 uid = self.uids[index]
@@ -198,10 +232,15 @@ class SelectedView:
             for uid in sorted(self._flag_changed):
                 seq = self.seq_of(uid)
                 if seq is not None and uid not in self._expunged:
-                    lines.append(self.fetch_flags_line(seq, uid))
+                    modseq = self._changed_modseq.get(uid) if condstore else None
+                    lines.append(self.fetch_flags_line(seq, uid, modseq))
             self._flag_changed.clear()
+            self._changed_modseq.clear()
         return lines
 
-    def fetch_flags_line(self, seq: int, uid: int) -> bytes:
+    def fetch_flags_line(self, seq: int, uid: int, modseq: int | None = None) -> bytes:
         # The UID lets clients match unsolicited FETCH even mid-UID-command.
-        return b"%d FETCH (UID %d FLAGS %s)" % (seq, uid, format_flags(self.flags_of(uid)))
+        line = b"%d FETCH (UID %d FLAGS %s" % (seq, uid, format_flags(self.flags_of(uid)))
+        if modseq is not None:
+            line += b" MODSEQ (%d)" % modseq
+        return line + b")"

@@ -245,6 +245,24 @@ class IMailStore(Interface):
         @return: Deferred firing with a frozenset of UIDs.
         """
 
+    def count_recent(mailbox_id):
+        """
+        How many messages no session has claimed as \\Recent yet, without
+        claiming them (STATUS RECENT of a mailbox not selected).
+
+        @return: Deferred firing with an int; fails with L{NoSuchMailbox}.
+        """
+
+    def store_flags_unchanged_since(mailbox_id, uids, flags, mode, unchangedsince):
+        """
+        L{store_flags} for the messages whose modseq is at most
+        ``unchangedsince``; the others are left alone (RFC 7162 3.1.3).  The
+        test and the change are one atomic step.
+
+        @return: Deferred firing with (the L{MessageRecord}s that changed,
+            ascending by UID; the UIDs that failed the test, ascending).
+        """
+
 
 class UidNotAvailable(StoreError):
     """The UID asked for is below the mailbox's UIDNEXT (UIDs never go back)."""

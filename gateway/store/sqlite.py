@@ -754,6 +754,51 @@ class SQLiteStore(MaintenanceMixin):
             self.changes.notify(mailbox_id, modseq)
         return outcomes
 
+    # -- IMAP extensions ----------------------------------------------------
+
+    @deferred
+    def count_recent(self, mailbox_id):
+        row = self._db.execute("SELECT first_recent_uid FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+        if row is None:
+            raise NoSuchMailbox(str(mailbox_id))
+        return self._db.execute(
+            "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid >= ?", (mailbox_id, row[0])
+        ).fetchone()[0]
+
+    @deferred
+    def store_flags_unchanged_since(self, mailbox_id, uids, flags, mode, unchangedsince):
+        flags = frozenset(flags)
+        if mode not in ("set", "add", "remove"):
+            raise ValueError(mode)
+        # The test and the write under one write lock: nobody changes a
+        # message between our reading its modseq and our update.
+        with self._write():
+            _, modseq = self._counters(mailbox_id)
+            modseq += 1
+            changed, modified = [], []
+            for row in self._select_uids(RECORD_COLUMNS, mailbox_id, uids):
+                record = record_from_row(row)
+                if record.modseq > unchangedsince:
+                    modified.append(record.uid)
+                    continue
+                if mode == "set":
+                    new = flags
+                elif mode == "add":
+                    new = record.flags | flags
+                else:
+                    new = record.flags - flags
+                if new != record.flags:
+                    changed.append(MessageRecord(record.uid, new, record.internaldate, record.size, modseq))
+            if not changed:
+                return [], modified
+            self._db.executemany(
+                "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
+                [(flags_text(r.flags), modseq, mailbox_id, r.uid) for r in changed],
+            )
+            self._db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id))
+        self.changes.notify(mailbox_id, modseq)
+        return changed, modified
+
 
 class _WriteTransaction:
     """
