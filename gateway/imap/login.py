@@ -38,7 +38,7 @@ from gateway.imap.mailboxes import astring, final_astring
 from gateway.limits import normalise_ip
 from gateway.tls import start_tls_discarding_buffer
 
-CAPABILITIES = b"IMAP4rev1 SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE CHILDREN SPECIAL-USE UNSELECT CONDSTORE"
+CAPABILITIES = b"IMAP4rev1 SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE CHILDREN SPECIAL-USE UNSELECT CONDSTORE QRESYNC"
 
 PRIVACY_REQUIRED = b"[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
 _AUTHENTICATION_FAILED = b"[AUTHENTICATIONFAILED] Authentication failed"

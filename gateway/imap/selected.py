@@ -2,7 +2,8 @@
 Selected-state IMAP commands (RFC 3501 6.4): CHECK, CLOSE, UNSELECT,
 EXPUNGE, SEARCH, FETCH, STORE, COPY, MOVE (RFC 6851) and their UID forms
 (with UID EXPUNGE, RFC 4315), with CONDSTORE's MODSEQ search key, FETCH
-MODSEQ and CHANGEDSINCE, STORE UNCHANGEDSINCE (RFC 7162 3.1).
+MODSEQ and CHANGEDSINCE, STORE UNCHANGEDSINCE (RFC 7162 3.1) and QRESYNC's
+UID FETCH VANISHED (3.2.6).
 
 A mixin of ``gateway.imap.server.IMAPServer``.  Message numbers go through
 the session's ``SelectedView``; bodies are streamed from the store's file,
@@ -18,7 +19,7 @@ import re
 from twisted.mail import imap4
 
 from gateway import message
-from gateway.imap import fetch, search, wire
+from gateway.imap import fetch, resync, search, wire
 from gateway.imap.errors import CommandError, bad
 from gateway.imap.mailboxes import final_astring
 from gateway.imap.output import CHUNK, Output
@@ -30,15 +31,11 @@ from gateway.store.interfaces import MessageExpunged, NoSuchMailbox
 _BATCH = 200
 _EXPUNGE_ISSUED = b"[EXPUNGEISSUED] Some messages were expunged meanwhile; completed for the others"
 
-# RFC 7162 3.1.4 and 3.1.3: the modifiers after the FETCH items and before
-# the STORE item (mod-sequence values are up to 2^63 - 1).
-_CHANGEDSINCE = re.compile(rb"(.*?) *\( *CHANGEDSINCE +([0-9]{1,19}) *\) *", re.IGNORECASE | re.DOTALL)
+# RFC 7162 3.1.3: the modifier before the STORE item.
 _STORE = re.compile(
     rb"(?:\( *UNCHANGEDSINCE +([0-9]{1,19}) *\) +)?([+-]?)FLAGS(\.SILENT)? +(?:\((.*)\)|(.*))",
     re.IGNORECASE,
 )
-_MAX_MODSEQ = 2**63 - 1
-
 
 def word(server, line):
     """Command-table parser: one space-delimited token (a sequence set)."""
@@ -218,12 +215,14 @@ class SelectedCommands:
         self.run_command(tag, self._fetch, text, rest, bool(uid), allow_expunge=False)
 
     async def _fetch(self, text, rest, by_uid):
-        changedsince = None
-        modifier = _CHANGEDSINCE.fullmatch(rest or b"")
-        if modifier is not None:
-            rest, changedsince = modifier[1], int(modifier[2])
-            if changedsince > _MAX_MODSEQ:
-                raise bad(b"Invalid CHANGEDSINCE value")
+        try:
+            rest, modifiers = resync.split_fetch_modifiers(rest or b"")
+        except resync.ParameterError:
+            raise bad(b"Invalid FETCH modifiers") from None
+        changedsince = modifiers.changedsince
+        if modifiers.vanished and not (by_uid and self.qresync):
+            # RFC 7162 3.2.6
+            raise bad(b"VANISHED needs UID FETCH and ENABLE QRESYNC")
         try:
             items = fetch.parse_fetch(rest)
         except fetch.FetchSyntaxError:
@@ -242,6 +241,9 @@ class SelectedCommands:
             # FLAGS from the view must be as new as the MODSEQ beside them.
             view.apply(await self.store.changes_since(view.mailbox_id, view.modseq))
         targets, expunged = self._live(self.targets(text, by_uid))
+        if modifiers.vanished:
+            # RFC 7162 3.2.6: before any FETCH.
+            await self.report_changes(view, changedsince, parse_sequence_set(text), flags=False)
         if fetch.sets_seen(items) and not view.readonly:
             unseen = [uid for _, uid in targets if "\\Seen" not in view.flags_of(uid)]
             if unseen:
@@ -251,6 +253,9 @@ class SelectedCommands:
                     items.append("FLAGS")
                     if self.condstore and "MODSEQ" not in items:
                         items.append("MODSEQ")
+        if self.qresync and "MODSEQ" in items and "UID" not in items:
+            # RFC 7162 3.2.4
+            items.insert(0, "UID")
         plan = [(item, _as_section(item)) for item in items]
         wants_record = "INTERNALDATE" in items or "RFC822.SIZE" in items or "MODSEQ" in items
         wants_structure = fetch.needs_structure(items)
@@ -414,7 +419,7 @@ class SelectedCommands:
         except ValueError:
             raise bad(b"Invalid flag") from None
         unchangedsince = int(match[1]) if match[1] is not None else None
-        if unchangedsince is not None and unchangedsince > _MAX_MODSEQ:
+        if unchangedsince is not None and unchangedsince > resync.MAX_MODSEQ:
             raise bad(b"Invalid UNCHANGEDSINCE value")
         self._writable()
         if unchangedsince is not None:
@@ -473,6 +478,34 @@ class SelectedCommands:
                 self.sendLine(b"* %d FETCH (UID %d MODSEQ (%d))" % (seq, uid, modseq))
             else:
                 self.sendLine(b"* " + view.fetch_flags_line(seq, uid, modseq))
+
+    async def report_changes(self, view, modseq, uid_set, flags):
+        """
+        RFC 7162 3.2.5.1 and 3.2.6: ``VANISHED (EARLIER)`` for the UIDs of
+        ``uid_set`` (a SequenceSet, or None for all) expunged after
+        ``modseq``, then, with ``flags``, FETCH FLAGS of those changed since.
+        A message still in the client's numbering is left to the EXPUNGE or
+        VANISHED that will renumber it.
+        """
+        changes = await self.store.changes_since(view.mailbox_id, modseq)
+        ranges = None if uid_set is None else uid_set.resolve(max(view.largest_uid, changes.uidnext - 1))
+        lows = [low for low, _ in ranges or ()]
+
+        def known(uid):
+            if ranges is None:
+                return True
+            index = bisect.bisect_right(lows, uid) - 1
+            return index >= 0 and uid <= ranges[index][1]
+
+        gone = [uid for uid in changes.expunged if view.seq_of(uid) is None and known(uid)]
+        if gone:
+            self.sendLine(b"* VANISHED (EARLIER) " + format_sequence_set(gone).encode("ascii"))
+        if not flags:
+            return
+        for record in changes.updated:
+            seq = view.seq_of(record.uid)
+            if seq is not None and not view.is_expunged(record.uid) and known(record.uid):
+                self.sendLine(b"* " + view.fetch_flags_line(seq, record.uid, record.modseq))
 
     # -- COPY, MOVE ------------------------------------------------------
 

@@ -16,8 +16,8 @@ here or in the command mixins (``login``, ``mailboxes``, ``selected``):
   places, its issue 12262);
 - SELECT answers ``OK [UIDVALIDITY n] text`` (Twisted 26.10 sends no text);
 - capabilities: LITERAL+/LITERAL-, APPENDLIMIT, SASL-IR, ID, ENABLE,
-  UIDPLUS, MOVE, CHILDREN, SPECIAL-USE, UNSELECT, CONDSTORE (RFC 7162 3.1),
-  none of which Twisted has;
+  UIDPLUS, MOVE, CHILDREN, SPECIAL-USE, UNSELECT, CONDSTORE and QRESYNC
+  (RFC 7162), none of which Twisted has;
 - the limits of ``[limits]`` (issue 4): a command line longer than
   ``max_line_length`` is answered ``BAD [TOOBIG]`` and skipped without being
   buffered; literal sizes are ASCII digits only (Twisted used ``int()``),
@@ -39,7 +39,7 @@ from twisted.logger import Logger
 from twisted.mail import imap4
 
 from gateway import metrics
-from gateway.imap import wire
+from gateway.imap import resync, wire
 from gateway.imap.framing import Framing
 from gateway.imap.errors import CommandError, bad
 from gateway.imap.login import LoginCommands
@@ -76,16 +76,12 @@ _STORE_ERRORS = (
 def select_parameters(server, line):
     """
     Command-table parser: SELECT/EXAMINE's optional parameter list (RFC 4466
-    2.1); CONDSTORE (RFC 7162 3.1.8) is the one we know, any other is BAD.
+    2.1): CONDSTORE and QRESYNC (RFC 7162 3.1.8, 3.2.5); any other is BAD.
     """
-    line = (line or b"").strip()
-    if not line:
-        return frozenset(), b""
-    match = re.fullmatch(rb"\(([A-Za-z0-9 ]*)\)", line)
-    parameters = frozenset(match[1].decode("ascii").upper().split()) if match is not None else None
-    if not parameters or not parameters <= {"CONDSTORE"}:
-        raise imap4.IllegalClientResponse("Unknown SELECT parameter")
-    return parameters, b""
+    try:
+        return resync.parse_select_parameters(line or b""), b""
+    except resync.ParameterError:
+        raise imap4.IllegalClientResponse("Unknown or malformed SELECT parameter") from None
 
 
 class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap4.IMAP4Server):
@@ -122,6 +118,8 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         self._counted_user = None
         # RFC 7162 3.1: once on, every untagged FETCH carries MODSEQ.
         self.condstore = False
+        # RFC 7162 3.2: once on, VANISHED replaces EXPUNGE.
+        self.qresync = False
 
     # -- connection ------------------------------------------------------
 
@@ -249,7 +247,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
             self.transport.loseConnection()
             return
         if view is self.view and not self._gone and not self._closing:
-            lines = view.flush(allow_expunge, self.condstore)
+            lines = view.flush(allow_expunge, self.condstore, self.qresync)
             if lines:
                 # One write: a delivery wakes every idling session at once.
                 self.transport.write(b"".join(b"* %s\r\n" % line for line in lines))
@@ -320,12 +318,15 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
             self.sendLine(tag + b" BAD ENABLE needs a capability")
             return
         # RFC 5161 3.1: ENABLED names what this command enabled; unknown
-        # names are ignored.
-        enabled = b""
-        if b"CONDSTORE" in rest.upper().split() and not self.condstore:
+        # names are ignored.  QRESYNC brings CONDSTORE (RFC 7162 3.2.3).
+        before = {b"CONDSTORE": self.condstore, b"QRESYNC": self.qresync}
+        wanted = [name for name in dict.fromkeys(rest.upper().split()) if name in before]
+        if b"QRESYNC" in wanted:
+            self.qresync = True
+        if wanted:
             self.condstore = True
-            enabled = b" CONDSTORE"
-        self.sendLine(b"* ENABLED" + enabled)
+        enabled = [name for name in wanted if not before[name]]
+        self.sendLine(b"* ENABLED" + b"".join(b" " + name for name in enabled))
         self.run_command(tag, self._done, b"ENABLE completed")
 
     def enable_condstore(self):
@@ -339,19 +340,22 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         if self.view is not None:
             self.sendLine(b"* OK [HIGHESTMODSEQ %d] Highest" % self.view.modseq)
 
-    def do_SELECT(self, tag, name, parameters=frozenset(), readonly=False):
+    def do_SELECT(self, tag, name, parameters=resync.SelectParameters(), readonly=False):
         self.run_command(tag, self._select, name, parameters, readonly)
 
-    def do_EXAMINE(self, tag, name, parameters=frozenset()):
+    def do_EXAMINE(self, tag, name, parameters=resync.SelectParameters()):
         self.do_SELECT(tag, name, parameters, readonly=True)
 
     async def _select(self, wire_name, parameters, readonly):
+        if parameters.qresync is not None and not self.qresync:
+            # RFC 7162 3.2.5
+            raise bad(b"QRESYNC parameter without ENABLE QRESYNC")
         if self.view is not None:
             # RFC 7162 3.2.11: what follows is about the new mailbox (owed
             # by any server that advertises CONDSTORE).
             self.sendLine(b"* OK [CLOSED] Previous mailbox closed")
         self._deselect()
-        if "CONDSTORE" in parameters:
+        if parameters.condstore:
             # Its HIGHESTMODSEQ comes with the SELECT answer below.
             self.condstore = True
         name = self.mailbox_name(wire_name)
@@ -375,6 +379,12 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         if self.condstore:
             # RFC 7162 3.1.2.1
             self.sendLine(b"* OK [HIGHESTMODSEQ %d] Highest" % view.modseq)
+        known = parameters.qresync
+        if known is not None and known.uidvalidity == info.uidvalidity:
+            # RFC 7162 3.2.5.1: as UID FETCH known-uids (FLAGS)
+            # (CHANGEDSINCE modseq VANISHED); another UIDVALIDITY means the
+            # client starts over, and nothing more is said.
+            await self.report_changes(view, known.modseq, known.known_uids, flags=True)
         self.view = view
         self.state = "select"
         self._unsubscribe = self.store.changes.subscribe(info.id, self._on_change)

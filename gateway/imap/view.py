@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 
+from gateway.imap.sequence import format_sequence_set
 from gateway.store.model import SYSTEM_FLAGS, ChangeSet
 
 RECENT = "\\Recent"
@@ -203,11 +204,12 @@ class SelectedView:
         self._keywords |= new
         return self.flags_lines()
 
-    def flush(self, allow_expunge: bool, condstore: bool = False) -> list[bytes]:
+    def flush(self, allow_expunge: bool, condstore: bool = False, vanished: bool = False) -> list[bytes]:
         """
         Untagged responses (without the leading ``* ``) that bring the client
         up to date, and the map updated to match; with ``condstore`` (RFC
-        7162 3.1) FETCH responses carry MODSEQ.
+        7162 3.1) FETCH responses carry MODSEQ, with ``vanished`` (QRESYNC,
+        RFC 7162 3.2.10.2) one VANISHED replaces the EXPUNGEs.
 
         RFC 3501 7.4.1: no EXPUNGE while the command is FETCH, STORE or
         SEARCH; then the expunged messages stay in the map, EXISTS counts
@@ -215,14 +217,19 @@ class SelectedView:
         """
         lines: list[bytes] = self.announce_keywords([*self._new, *self._flag_changed])
         if allow_expunge and self._expunged:
+            gone = []
             for index in range(len(self.uids) - 1, -1, -1):
                 uid = self.uids[index]
                 if uid in self._expunged:
-                    lines.append(b"%d EXPUNGE" % (index + 1,))
+                    gone.append(uid)
+                    if not vanished:
+                        lines.append(b"%d EXPUNGE" % (index + 1,))
                     del self.uids[index]
                     del self._flags[uid]
                     self._recent.discard(uid)
             self._expunged.clear()
+            if vanished and gone:
+                lines.append(b"VANISHED " + format_sequence_set(reversed(gone)).encode("ascii"))
         if self._new:
             self.uids.extend(self._new)
             self._new.clear()
