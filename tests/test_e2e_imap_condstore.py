@@ -1,9 +1,12 @@
 """
-CONDSTORE end to end (RFC 7162 3.1): the real server (``twistd -n gateway``)
-on a loopback port the OS picks, two imapclient sessions.
+CONDSTORE and QRESYNC end to end (RFC 7162): the real server (``twistd -n
+gateway``) on a loopback port the OS picks, driven by imapclient and, where
+imapclient has no words for it (QRESYNC), imaplib.
 """
 
 from __future__ import annotations
+
+import imaplib
 
 import imapclient
 import pytest
@@ -58,4 +61,39 @@ def test_changedsince_finds_another_sessions_store(server):
         assert watcher.get_flags(uids[2])[uids[2]] == (b"\\Flagged",)
     finally:
         watcher.logout()
+        writer.logout()
+
+
+def test_qresync_select_catches_up_with_another_sessions_changes(server):
+    writer = client(server)
+    resyncing = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=30)
+    try:
+        resyncing.login("alice", "secret")
+        assert resyncing.enable("QRESYNC")[0] == "OK"
+        assert resyncing.untagged_responses.pop("ENABLED") == [b"QRESYNC"]
+        writer.create_folder("Resync")
+        for _ in range(3):
+            writer.append("Resync", MESSAGE)
+        known = writer.folder_status("Resync", ["UIDVALIDITY", "HIGHESTMODSEQ"])
+        writer.select_folder("Resync")
+        writer.delete_messages([2])
+        writer.expunge()
+        writer.add_flags([3], [b"$Later"])
+        highest = writer.folder_status("Resync", ["HIGHESTMODSEQ"])[b"HIGHESTMODSEQ"]
+
+        typ, _ = resyncing._simple_command(
+            "SELECT", "Resync (QRESYNC (%d %d))" % (known[b"UIDVALIDITY"], known[b"HIGHESTMODSEQ"])
+        )
+        assert typ == "OK"
+        assert resyncing.untagged_responses.pop("VANISHED") == [b"(EARLIER) 2"]
+        assert resyncing.untagged_responses.pop("FETCH") == [b"2 (UID 3 FLAGS ($Later) MODSEQ (%d))" % highest]
+
+        # Once selected, expunges come as VANISHED, not EXPUNGE.
+        writer.delete_messages([1])
+        writer.expunge()
+        assert resyncing.noop()[0] == "OK"
+        assert resyncing.untagged_responses.pop("VANISHED") == [b"1"]
+        assert "EXPUNGE" not in resyncing.untagged_responses
+    finally:
+        resyncing.logout()
         writer.logout()
