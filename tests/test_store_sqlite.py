@@ -117,6 +117,11 @@ def test_rebuilt_index_keeps_uids_uidvalidity_and_names(tmp_path):
     after = result_of(rebuilt.list_mailboxes("alice"))
     assert [(m.id, m.name, m.uidvalidity) for m in after] == [(m.id, m.name, m.uidvalidity) for m in before]
     assert [r.uid for r in result_of(rebuilt.list_messages(box.id))] == [1, 2, 3]
+    # RFC 7162 3.1.1: mod-sequences never go down, even across a rebuild.
+    highest_before = {m.id: m.highestmodseq for m in before}
+    for m in after:
+        assert m.highestmodseq > highest_before[m.id]
+    assert all(r.modseq > highest_before[box.id] for r in result_of(rebuilt.list_messages(box.id)))
     # UID 4 was expunged before the index was lost: it is never handed out again.
     assert result_of(rebuilt.append(box.id, MESSAGE)).uid == 5
     assert result_of(rebuilt.create_mailbox("alice", "New")).uidvalidity not in {m.uidvalidity for m in before}

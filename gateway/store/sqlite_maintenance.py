@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 
 import attrs
 
@@ -18,6 +19,10 @@ from gateway.store.interfaces import MailboxExists, UidNotAvailable
 from gateway.store.model import UID_MAX
 from gateway.store.names import check_name
 from gateway.store.synchronous import deferred
+
+
+def rebuilt_modseq() -> int:
+    return int(time.time() * 1_000_000)
 
 
 class MaintenanceMixin:
@@ -95,11 +100,18 @@ class MaintenanceMixin:
     def rebuild_index(self) -> dict[str, int]:
         """
         Recreate every mailbox and message row from mail/.  UIDs, UIDVALIDITY
-        and names come from the files, so POP3 UIDLs stay the same; flags and
-        modseqs, which live only in the index, start afresh.
+        and names come from the files, so POP3 UIDLs stay the same; flags,
+        which live only in the index, start afresh.
+
+        RFC 7162 3.1.1: a mailbox's mod-sequence never goes down, or a
+        CONDSTORE/QRESYNC client would miss changes.  The old values are lost
+        with the index, so the rebuilt ones start from the clock in
+        microseconds, above any count of changes one index can have made
+        (and above an earlier rebuild's start).
         """
         counts = {"mailboxes": 0, "messages": 0}
         highest_uidvalidity = 0
+        modseq = rebuilt_modseq()
         with self._write():
             for directory in sorted(self._mail.iterdir(), key=lambda p: p.name):
                 meta_path = directory / "mailbox.json"
@@ -112,8 +124,8 @@ class MaintenanceMixin:
                 uidnext = max(uids[-1] if uids else 0, meta.get("uid_floor", 0)) + 1
                 self._db.execute(
                     "INSERT INTO mailboxes (id, user, name, uidvalidity, uidnext, highestmodseq,"
-                    " first_recent_uid, special_use) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
-                    (mailbox_id, meta["user"], meta["name"], meta["uidvalidity"], uidnext, uidnext,
+                    " first_recent_uid, special_use) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (mailbox_id, meta["user"], meta["name"], meta["uidvalidity"], uidnext, modseq, uidnext,
                      meta.get("special_use")),
                 )
                 highest_uidvalidity = max(highest_uidvalidity, meta["uidvalidity"])
@@ -123,7 +135,7 @@ class MaintenanceMixin:
                         structure = message.parse(f)
                     stat = body_path.stat()
                     internaldate = datetime.datetime.fromtimestamp(int(stat.st_mtime)).astimezone()
-                    self._insert_message(mailbox_id, uid, (), internaldate, stat.st_size, 1, structure)
+                    self._insert_message(mailbox_id, uid, (), internaldate, stat.st_size, modseq, structure)
                     counts["messages"] += 1
                 counts["mailboxes"] += 1
             self._raise_uidvalidity_counter(highest_uidvalidity)
