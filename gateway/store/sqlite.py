@@ -480,15 +480,28 @@ class SQLiteStore(MaintenanceMixin):
 
     @deferred
     def store_flags(self, mailbox_id, uids, flags, mode):
+        changed, _ = self._store_flags(mailbox_id, uids, flags, mode, None)
+        return changed
+
+    def _store_flags(self, mailbox_id, uids, flags, mode, unchangedsince):
+        """
+        Change flags, all under one write lock, so that with
+        ``unchangedsince`` (RFC 7162 3.1.3) nobody changes a message between
+        our reading its modseq and our update.  Returns (changed records,
+        UIDs refused because they changed after ``unchangedsince``).
+        """
         flags = frozenset(flags)
         if mode not in ("set", "add", "remove"):
             raise ValueError(mode)
         with self._write():
             _, modseq = self._counters(mailbox_id)
             modseq += 1
-            changed = []
+            changed, modified = [], []
             for row in self._select_uids(RECORD_COLUMNS, mailbox_id, uids):
                 record = record_from_row(row)
+                if unchangedsince is not None and record.modseq > unchangedsince:
+                    modified.append(record.uid)
+                    continue
                 if mode == "set":
                     new = flags
                 elif mode == "add":
@@ -496,16 +509,16 @@ class SQLiteStore(MaintenanceMixin):
                 else:
                     new = record.flags - flags
                 if new != record.flags:
-                    changed.append(record.__class__(record.uid, new, record.internaldate, record.size, modseq))
+                    changed.append(MessageRecord(record.uid, new, record.internaldate, record.size, modseq))
             if not changed:
-                return []
+                return [], modified
             self._db.executemany(
                 "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
                 [(flags_text(r.flags), modseq, mailbox_id, r.uid) for r in changed],
             )
             self._db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id))
         self.changes.notify(mailbox_id, modseq)
-        return changed
+        return changed, modified
 
     def _expunge(self, mailbox_id: int, uids) -> tuple[list[int], int]:
         uidnext, modseq = self._counters(mailbox_id)
@@ -767,37 +780,7 @@ class SQLiteStore(MaintenanceMixin):
 
     @deferred
     def store_flags_unchanged_since(self, mailbox_id, uids, flags, mode, unchangedsince):
-        flags = frozenset(flags)
-        if mode not in ("set", "add", "remove"):
-            raise ValueError(mode)
-        # The test and the write under one write lock: nobody changes a
-        # message between our reading its modseq and our update.
-        with self._write():
-            _, modseq = self._counters(mailbox_id)
-            modseq += 1
-            changed, modified = [], []
-            for row in self._select_uids(RECORD_COLUMNS, mailbox_id, uids):
-                record = record_from_row(row)
-                if record.modseq > unchangedsince:
-                    modified.append(record.uid)
-                    continue
-                if mode == "set":
-                    new = flags
-                elif mode == "add":
-                    new = record.flags | flags
-                else:
-                    new = record.flags - flags
-                if new != record.flags:
-                    changed.append(MessageRecord(record.uid, new, record.internaldate, record.size, modseq))
-            if not changed:
-                return [], modified
-            self._db.executemany(
-                "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
-                [(flags_text(r.flags), modseq, mailbox_id, r.uid) for r in changed],
-            )
-            self._db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id))
-        self.changes.notify(mailbox_id, modseq)
-        return changed, modified
+        return self._store_flags(mailbox_id, uids, flags, mode, unchangedsince)
 
 
 class _WriteTransaction:
