@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 import smtplib
-import threading
 
 import pytest
 
 from gateway.store.sqlite import SQLiteStore
 from tests.deferreds import result_of
+import tests.burst
 from tests.serverproc import GatewayProcess, run_gateway
 
 SAVED = re.compile(rb"^2\.0\.0 <[^>]+> Saved as UID (\d+)$")
@@ -104,52 +104,21 @@ def test_gateway_deliver_exit_codes(data_dir):
     assert read_mailbox(data_dir) == [(1, b"Subject: mda\r\n\r\nHi.\r\n")]
 
 
-class Burst:
-    """
-    Client threads delivering numbered messages over LMTP until the server
-    goes away, recording which ones got a 250 and with what UID.
-    """
+class Burst(tests.burst.Burst):
+    """LMTP clients delivering numbered messages until the server goes away."""
 
-    def __init__(self, port: int, threads: int, kill_after: int):
-        self.port = port
-        self.kill_after = kill_after
-        self.lock = threading.Condition()
-        self.acknowledged: dict[int, int] = {}  # message number -> UID
-        self.next_number = 0
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+    gone = (OSError, smtplib.SMTPException)
 
-    @staticmethod
-    def message(number: int) -> bytes:
-        # Sizes vary so that a kill can land in the middle of a body write.
-        filler = b"".join(b"%d filler line %05d\r\n" % (number, n) for n in range((number * 397) % 2000))
-        return b"Message-ID: <burst-%d@example.org>\r\nSubject: burst %d\r\n\r\n" % (number, number) + filler
+    def connect(self):
+        client = smtplib.LMTP("127.0.0.1", self.port, timeout=30)
+        client.ehlo_or_helo_if_needed()
+        return client
 
-    def take_number(self) -> int | None:
-        with self.lock:
-            if len(self.acknowledged) >= self.kill_after + 50:
-                return None  # the kill never came: stop rather than run forever
-            self.next_number += 1
-            return self.next_number
-
-    def run(self):
-        try:
-            with smtplib.LMTP("127.0.0.1", self.port, timeout=30) as client:
-                client.ehlo_or_helo_if_needed()
-                while (number := self.take_number()) is not None:
-                    client.mail("sender@example.org")
-                    client.rcpt("alice@example.test")
-                    code, reply = client.data(self.message(number))
-                    if code != 250:
-                        continue
-                    with self.lock:
-                        self.acknowledged[number] = int(SAVED.match(reply).group(1))
-                        self.lock.notify_all()
-        except (OSError, smtplib.SMTPException):
-            pass  # the server was killed
-
-    def wait_for_acknowledgements(self, timeout: float) -> bool:
-        with self.lock:
-            return self.lock.wait_for(lambda: len(self.acknowledged) >= self.kill_after, timeout)
+    def send(self, client, number):
+        client.mail("sender@example.org")
+        client.rcpt("alice@example.test")
+        code, reply = client.data(self.message(number))
+        return int(SAVED.match(reply).group(1)) if code == 250 else None
 
 
 def test_kill_9_mid_burst_loses_no_acknowledged_message_and_reuses_no_uid(data_dir):

@@ -13,10 +13,10 @@ import imaplib
 import os
 import re
 import socket
-import threading
 import time
 from pathlib import Path
 
+import tests.burst
 from tests.serverproc import GatewayProcess, run_gateway
 
 APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]")
@@ -110,47 +110,21 @@ def test_kill_9_in_the_middle_of_a_big_append(tmp_path):
     assert_consistent(data_dir)
 
 
-class Burst:
-    """Threads APPENDing numbered messages until the server goes away."""
+class Burst(tests.burst.Burst):
+    """IMAP clients APPENDing numbered messages until the server goes away."""
 
-    def __init__(self, port: int, threads: int, kill_after: int):
-        self.port = port
-        self.kill_after = kill_after
-        self.lock = threading.Condition()
-        self.acknowledged: dict[int, int] = {}  # message number -> UID
-        self.next_number = 0
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+    label = b"append"
+    spread = 3000
+    gone = (OSError, imaplib.IMAP4.abort, imaplib.IMAP4.error)
 
-    @staticmethod
-    def message(number: int) -> bytes:
-        # Sizes vary so that a kill can land in the middle of a body write.
-        filler = b"".join(b"%d filler line %05d\r\n" % (number, n) for n in range((number * 397) % 3000))
-        return b"Message-ID: <append-%d@example.org>\r\nSubject: append %d\r\n\r\n" % (number, number) + filler
+    def connect(self):
+        imap = imaplib.IMAP4("127.0.0.1", self.port, timeout=30)
+        imap.login("alice", "secret")
+        return imap
 
-    def take_number(self) -> int | None:
-        with self.lock:
-            if len(self.acknowledged) >= self.kill_after + 50:
-                return None  # the kill never came: stop rather than run forever
-            self.next_number += 1
-            return self.next_number
-
-    def run(self):
-        try:
-            imap = imaplib.IMAP4("127.0.0.1", self.port, timeout=30)
-            imap.login("alice", "secret")
-            while (number := self.take_number()) is not None:
-                typ, data = imap.append("INBOX", None, None, self.message(number))
-                if typ != "OK":
-                    continue
-                with self.lock:
-                    self.acknowledged[number] = int(APPENDUID.search(data[0]).group(2))
-                    self.lock.notify_all()
-        except (OSError, imaplib.IMAP4.abort, imaplib.IMAP4.error):
-            pass  # the server was killed
-
-    def wait_for_acknowledgements(self, timeout: float) -> bool:
-        with self.lock:
-            return self.lock.wait_for(lambda: len(self.acknowledged) >= self.kill_after, timeout)
+    def send(self, client, number):
+        typ, data = client.append("INBOX", None, None, self.message(number))
+        return int(APPENDUID.search(data[0]).group(2)) if typ == "OK" else None
 
 
 def test_kill_9_during_a_burst_of_appends(tmp_path):
