@@ -61,3 +61,21 @@ class Burst:
     def wait_for_acknowledgements(self, timeout: float) -> bool:
         with self.lock:
             return self.lock.wait_for(lambda: len(self.acknowledged) >= self.kill_after, timeout)
+
+    def run_until_killed(self, server) -> dict[int, int]:
+        """
+        Start the threads, kill -9 ``server`` once ``kill_after`` messages
+        were acknowledged, wait for the threads; the acknowledged messages.
+        """
+        try:
+            for thread in self.threads:
+                thread.start()
+            assert self.wait_for_acknowledgements(timeout=120), "the burst did not get going"
+        finally:
+            server.kill()
+        for thread in self.threads:
+            thread.join(timeout=60)
+            assert not thread.is_alive()
+        acknowledged = dict(self.acknowledged)
+        assert len(acknowledged) >= self.kill_after
+        return acknowledged

@@ -123,19 +123,8 @@ class Burst(tests.burst.Burst):
 
 def test_kill_9_mid_burst_loses_no_acknowledged_message_and_reuses_no_uid(data_dir):
     server = GatewayProcess(data_dir, pop3=None, imap=None).start()
-    try:
-        burst = Burst(server.port("lmtp"), threads=4, kill_after=40)
-        for thread in burst.threads:
-            thread.start()
-        assert burst.wait_for_acknowledgements(timeout=120), "the burst did not get going"
-        server.kill()
-    finally:
-        server.kill()
-    for thread in burst.threads:
-        thread.join(timeout=60)
-        assert not thread.is_alive()
-    acknowledged = dict(burst.acknowledged)
-    assert len(acknowledged) >= 40
+    burst = Burst(server.port("lmtp"), threads=4, kill_after=40)
+    acknowledged = burst.run_until_killed(server)
 
     with GatewayProcess(data_dir, pop3=None, imap=None) as server:
         after_restart = lmtp_deliver(server.port("lmtp"), "sender@example.org", "alice@example.test", b"Subject: after\r\n\r\n")
