@@ -97,7 +97,7 @@ def fired(d):
 
 
 def _purge_mail(data_dir: Path, name: str) -> None:
-    from gateway.store.sqlite import SQLiteStore
+    from gateway.store.sqlite.store import SQLiteStore
 
     store = SQLiteStore(data_dir / "store")
     try:
@@ -107,13 +107,13 @@ def _purge_mail(data_dir: Path, name: str) -> None:
 
 
 def cmd_deliver(args, stdin, stdout) -> int:
-    from gateway.delivery import deliver_main
+    from gateway.ops.mda import deliver_main
 
     return deliver_main(args.data, args.name, args.mailbox, stdin.buffer, sys.stderr)
 
 
 def cmd_uidl(args, stdin, stdout) -> int:
-    from gateway.uidl import UidlFormat, UidlFormatError
+    from gateway.pop3.uidl import UidlFormat, UidlFormatError
 
     try:
         fmt = UidlFormat.parse(args.format)
@@ -139,7 +139,7 @@ def cmd_check_config(args, stdin, stdout) -> int:
 
 
 def cmd_status(args, stdin, stdout) -> int:
-    from gateway.status import StatusError, metrics_address, render, scrape
+    from gateway.ops.status import StatusError, metrics_address, render, scrape
 
     try:
         samples = scrape(metrics_address(args.data))
@@ -158,11 +158,11 @@ def _require_user(data_dir: Path, name: str) -> None:
 def cmd_import(args, stdin, stdout) -> int:
     from twisted.internet.defer import Deferred
 
-    from gateway.maildir import NotAMaildir
-    from gateway.mbox import NotAnMbox
-    from gateway.migrate import ImportRecord, import_maildir, import_mbox, record_path
+    from gateway.mail.maildir import NotAMaildir
+    from gateway.mail.mbox import NotAnMbox
+    from gateway.ops.migrate import ImportRecord, import_maildir, import_mbox, record_path
     from gateway.store.interfaces import StoreError, TemporaryFailure
-    from gateway.store.sqlite import SQLiteStore
+    from gateway.store.sqlite.store import SQLiteStore
 
     _require_user(args.data, args.name)
     if not args.path.exists():
@@ -194,8 +194,8 @@ def cmd_import(args, stdin, stdout) -> int:
 def cmd_export(args, stdin, stdout) -> int:
     from twisted.internet.defer import Deferred
 
-    from gateway.export import ExportTargetError, export_user
-    from gateway.store.sqlite import SQLiteStore
+    from gateway.ops.export import ExportTargetError, export_user
+    from gateway.store.sqlite.store import SQLiteStore
 
     _require_user(args.data, args.name)
     store = SQLiteStore(args.data / "store")
@@ -215,8 +215,8 @@ def cmd_export(args, stdin, stdout) -> int:
 def cmd_check(args, stdin, stdout) -> int:
     from twisted.internet.defer import Deferred
 
-    from gateway.check import find_problems, repair
-    from gateway.store.sqlite import SQLiteStore
+    from gateway.ops.check import find_problems, repair
+    from gateway.store.sqlite.store import SQLiteStore
 
     store_root = args.data / "store"
     if not store_root.is_dir():

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import attrs
 
-from gateway.uidl import DEFAULT_FORMAT, UidlFormat, UidlFormatError
+from gateway.pop3.uidl import DEFAULT_FORMAT, UidlFormat, UidlFormatError
 
 
 # What POP3 DELE does at QUIT (issue 6).
@@ -39,7 +39,7 @@ class ListenersConfig:
     pop3: tuple[str, ...] = ("tcp:1110:interface=127.0.0.1",)
     imap: tuple[str, ...] = ("tcp:1143:interface=127.0.0.1",)
     lmtp: tuple[str, ...] = ("tcp:2424:interface=127.0.0.1",)
-    # RFC 8314: implicit TLS (995, 993); gateway/tls.py wraps these itself.
+    # RFC 8314: implicit TLS (995, 993); gateway/net/tls.py wraps these itself.
     pop3s: tuple[str, ...] = ()
     imaps: tuple[str, ...] = ()
     # Prometheus scrapes; off by default so that two servers on one host (or

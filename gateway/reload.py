@@ -17,7 +17,7 @@ What a reload can change, and when it is seen:
   POP3 clients download old mail again.  That must be a deliberate restart,
   never the side effect of a reload.
 - ``hostname``, ``[listeners]``, ``[tls]`` (file names; the certificate
-  itself reloads on SIGHUP in ``gateway/tls.py``), ``[proxy]`` and ``[lmtp]``
+  itself reloads on SIGHUP in ``gateway/net/tls.py``), ``[proxy]`` and ``[lmtp]``
   (the LMTP factory copies its settings at start) need a restart: they are
   logged as such and the running values stay.
 
@@ -35,7 +35,7 @@ import attrs
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from gateway import metrics
+from gateway.net import metrics
 from gateway.auth import UsersFileError
 from gateway.config import Config, ConfigError
 

@@ -19,17 +19,19 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.mail import imap4, pop3 as twisted_pop3
 
-from gateway import lmtp, metrics, pop3
+from gateway.lmtp import server as lmtp
+from gateway.net import metrics
+from gateway.pop3 import server as pop3
 from gateway.auth import MailRealm, UsersFile, make_portal
 from gateway.config import DEFAULT_TOML, Config, ConfigError, load
-from gateway.connlimit import ConnectionLimitFactory
+from gateway.net.connlimit import ConnectionLimitFactory
 from gateway.imap import account as imap_account, server as imap_server
-from gateway.limits import MAX_FAILURE_DELAY, ConnectionLimiter, login_guards
-from gateway.metrics import Metrics, MetricsFactory, metrics_site
-from gateway.proxy import TrustedProxyFactory, split_description
+from gateway.policy.limits import MAX_FAILURE_DELAY, ConnectionLimiter, login_guards
+from gateway.net.metrics import Metrics, MetricsFactory, metrics_site
+from gateway.net.proxy import TrustedProxyFactory, split_description
 from gateway.reload import ConfigReloader, LiveConfig
-from gateway.store.sqlite import SQLiteStore
-from gateway.tls import CertificateError, CertificateReloader, CertificateStore, ensure_certificate, implicit_tls_factory
+from gateway.store.sqlite.store import SQLiteStore
+from gateway.net.tls import CertificateError, CertificateReloader, CertificateStore, ensure_certificate, implicit_tls_factory
 
 log = Logger()
 

@@ -3,7 +3,7 @@ import re
 import pytest
 
 from gateway.config import DEFAULT_TOML, Config, ConfigError, LimitsConfig, LmtpConfig, TlsConfig, load, loads
-from gateway.uidl import UidlFormat
+from gateway.pop3.uidl import UidlFormat
 
 
 def test_defaults():
@@ -145,11 +145,11 @@ def test_implicit_tls_listeners():
 
 
 def test_with_listeners_overrides_only_given():
-    config = loads('[listeners]\nlmtp = "unix:/run/gateway.lmtp"')
+    config = loads('[listeners]\nlmtp = "unix:/run/gateway.lmtp.server"')
     changed = config.with_listeners(pop3=["tcp:0:interface=127.0.0.1"], imap=[])
     assert changed.listeners.pop3 == ("tcp:0:interface=127.0.0.1",)
     assert changed.listeners.imap == ()
-    assert changed.listeners.lmtp == ("unix:/run/gateway.lmtp",)
+    assert changed.listeners.lmtp == ("unix:/run/gateway.lmtp.server",)
     assert config.listeners.pop3 == ("tcp:1110:interface=127.0.0.1",)
     assert changed.pop3 == config.pop3
 

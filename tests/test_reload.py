@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from twisted.logger import formatEvent, globalLogPublisher
 
-from gateway import metrics
+from gateway.net import metrics
 from gateway.auth import UsersFile
 from gateway.config import Config, load, loads
 from gateway.reload import ConfigReloader, LiveConfig, plan_reload

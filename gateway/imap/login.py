@@ -15,7 +15,7 @@ the login policy of issue 4:
   gets ``NO [LIMIT]`` (RFC 5530 3: "an implementation limit"; UNAVAILABLE
   would say a subsystem is down and invite a quick retry, which cannot help
   until the user closes a session);
-- every attempt is logged by ``gateway.authlog`` (never the password).
+- every attempt is logged by ``gateway.policy.authlog`` (never the password).
 
 A mixin of ``gateway.imap.server.IMAPServer``.
 """
@@ -31,12 +31,12 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import ISSLTransport
 from twisted.mail import imap4
 
-from gateway import authlog
+from gateway.policy import authlog
 from gateway.imap import policy
 from gateway.imap.errors import CommandError
 from gateway.imap.mailboxes import astring, final_astring
-from gateway.limits import normalise_ip
-from gateway.tls import start_tls_discarding_buffer
+from gateway.policy.limits import normalise_ip
+from gateway.net.tls import start_tls_discarding_buffer
 
 CAPABILITIES = b"IMAP4rev1 SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE CHILDREN SPECIAL-USE UNSELECT CONDSTORE QRESYNC"
 
@@ -84,7 +84,7 @@ class LoginCommands:
             return
         self.sendLine(tag + b" OK Begin TLS negotiation now")
         # RFC 3501 6.2.1: what the client pipelined in the clear behind
-        # STARTTLS is never run (gateway/tls.py).
+        # STARTTLS is never run (gateway/net/tls.py).
         start_tls_discarding_buffer(self, self.ctx)
         self.startedTLS = True
 

@@ -13,6 +13,7 @@ import re
 from twisted.mail import imap4
 
 from gateway.imap import wire
+from gateway.mail import mutf7
 from gateway.imap.errors import CommandError, bad
 from gateway.store.interfaces import NoSuchMailbox
 from gateway.store.model import HIERARCHY_SEPARATOR
@@ -28,7 +29,7 @@ def _list_line(command: bytes, name: str, attributes) -> bytes:
     return b"* %s (%s) \"/\" %s" % (
         command,
         " ".join(attributes).encode("ascii"),
-        wire.quote(wire.encode_mailbox(name)),
+        wire.quote(mutf7.encode_mailbox(name)),
     )
 
 
@@ -159,7 +160,7 @@ class MailboxCommands:
             b"UNSEEN": sum(1 for r in records if "\\Seen" not in r.flags),
         }
         answer = b" ".join(b"%s %d" % (item, values[item]) for item in wanted)
-        self.sendLine(b"* STATUS %s (%s)" % (wire.quote(wire.encode_mailbox(name)), answer))
+        self.sendLine(b"* STATUS %s (%s)" % (wire.quote(mutf7.encode_mailbox(name)), answer))
         return b"STATUS completed"
 
     def arg_append(self, line):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.limits import is_loopback
+from gateway.policy.limits import is_loopback
 
 # RFC 7888 5: under LITERAL-, a non-synchronizing literal is at most this.
 LITERAL_MINUS_MAX = 4096

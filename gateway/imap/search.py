@@ -42,7 +42,7 @@ from gateway.imap.search_keys import (  # noqa: F401  (re-exported)
     tokenize_search,
 )
 from gateway.imap.sequence import SequenceSet
-from gateway.message import header_values
+from gateway.mail.message import header_values
 
 
 @attrs.frozen
@@ -293,7 +293,7 @@ class _MessageText:
     """
     The decoded text of one message, worked out once and only if asked.
 
-    Header values come from ``gateway.message.header_values`` (unfolded,
+    Header values come from ``gateway.mail.message.header_values`` (unfolded,
     RFC 2047-decoded).  The body text is every text/* part, transfer- and
     charset-decoded (as Dovecot does; RFC 3501 6.4.4 lets us skip other
     media types), plus the header of each attached message/rfc822.

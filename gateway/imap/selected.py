@@ -18,7 +18,7 @@ import re
 
 from twisted.mail import imap4
 
-from gateway import message
+from gateway.mail import message
 from gateway.imap import fetch, resync, search, wire
 from gateway.imap.errors import CommandError, bad
 from gateway.imap.mailboxes import final_astring

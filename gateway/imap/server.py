@@ -38,15 +38,16 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.mail import imap4
 
-from gateway import metrics
+from gateway.net import metrics
 from gateway.imap import resync, wire
+from gateway.mail import mutf7
 from gateway.imap.framing import Framing
 from gateway.imap.errors import CommandError, bad
 from gateway.imap.login import LoginCommands
 from gateway.imap.mailboxes import MailboxCommands, astring
 from gateway.imap.selected import SelectedCommands
 from gateway.imap.view import SelectedView
-from gateway.limits import login_guards
+from gateway.policy.limits import login_guards
 from gateway.store.interfaces import (
     InvalidMailboxName,
     MailboxExists,
@@ -439,8 +440,8 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
 
     def mailbox_name(self, wire_name: bytes) -> str:
         try:
-            return wire.canonical_name(wire.decode_mailbox(wire_name))
-        except wire.BadMailboxName:
+            return wire.canonical_name(mutf7.decode_mailbox(wire_name))
+        except mutf7.BadMailboxName:
             raise bad(b"Mailbox name is not modified UTF-7") from None
 
 
@@ -480,9 +481,9 @@ def build_factory(portal, store, config, reactor, context_factory=None, *, login
     """
     The IMAP listener's factory; with ``context_factory`` (a TLS context
     factory, ``CertificateStore.context_factory()``) the session offers
-    STARTTLS.  ``login_limiter`` (``gateway.limits.LoginLimiter``) and
+    STARTTLS.  ``login_limiter`` (``gateway.policy.limits.LoginLimiter``) and
     ``failed_logins`` (``FailedLoginTracker``) default to ones of its own
-    (``gateway.limits.login_guards``); the service passes the ones POP3
+    (``gateway.policy.limits.login_guards``); the service passes the ones POP3
     shares, so a guesser gains nothing by switching protocol.
     """
     return IMAPFactory(portal, store, config, reactor, context_factory, login_limiter=login_limiter,

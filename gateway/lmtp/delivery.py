@@ -1,0 +1,94 @@
+"""
+Local delivery: one message into one user's mailbox.
+
+``deliver`` is shared by the LMTP listener and the ``gateway deliver`` MDA
+(``gateway.ops.mda``).  ``GroupCommit`` is ``deliver`` for the LMTP listener:
+what its sessions deliver in one reactor turn shares one index commit.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from gateway.store.interfaces import (
+    IGroupCommitStore,
+    InvalidMailboxName,
+    NoSuchMailbox,
+)
+
+
+async def deliver(store, user: str, source, mailbox: str = "INBOX"):
+    """
+    Store ``source`` (bytes or a binary file at the message start) in the
+    user's ``mailbox``, creating the user's mailboxes on first delivery.
+
+    A mailbox that does not exist (or whose name the store refuses) means
+    INBOX, as Dovecot's LDA does without ``lda_mailbox_autocreate``: a typo in
+    a sieve or a ``+detail`` must never bounce mail.
+
+    @return: the L{MessageRecord} of the stored message; fails with
+        L{TemporaryFailure} when the store cannot take it now.
+    """
+    info = await _mailbox_for(store, user, mailbox)
+    return await store.append(info.id, source)
+
+
+async def _mailbox_for(store, user: str, mailbox: str):
+    await store.ensure_user(user)
+    try:
+        return await store.get_mailbox(user, mailbox)
+    except (NoSuchMailbox, InvalidMailboxName):
+        return await store.get_mailbox(user, "INBOX")
+
+
+class GroupCommit:
+    """
+    ``deliver`` for the LMTP listener, with group commit: the deliveries
+    asked for in one reactor turn, by one session (all recipients of a
+    message) or several, go to the store in one ``append_many`` call.  Each
+    body is still fsynced on its own, but they share one index commit (one
+    WAL fsync) and one fsync per mailbox directory, and none is answered
+    before that commit (DESIGN.md, durability).
+
+    A store that does not provide ``IGroupCommitStore`` gets one ``append``
+    per delivery, at once; ``batching`` says which, since only batched deliveries may be
+    started together (their sources are read one after the other).
+    """
+
+    def __init__(self, store, reactor):
+        self._store = store
+        self._reactor = reactor
+        self.batching = IGroupCommitStore.providedBy(store)
+        self._pending: list[tuple[int, object, defer.Deferred]] = []
+        self._flush_call = None
+
+    async def deliver(self, user: str, source, mailbox: str = "INBOX"):
+        """As ``deliver``: the stored message's L{MessageRecord}."""
+        if not self.batching:
+            return await deliver(self._store, user, source, mailbox)
+        info = await _mailbox_for(self._store, user, mailbox)
+        stored = defer.Deferred()
+        self._pending.append((info.id, source, stored))
+        if self._flush_call is None:
+            # After every session's input of this reactor turn is handled.
+            self._flush_call = self._reactor.callLater(0, self._flush)
+        return await stored
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        batch, self._pending = self._pending, []
+
+        def answer(outcomes):
+            for (_, _, stored), outcome in zip(batch, outcomes):
+                if isinstance(outcome, BaseException):
+                    stored.errback(Failure(outcome))
+                else:
+                    stored.callback(outcome)
+
+        def fail(failure):
+            for _, _, stored in batch:
+                stored.errback(failure)
+
+        appended = defer.maybeDeferred(self._store.append_many, [(box, source) for box, source, _ in batch])
+        appended.addCallbacks(answer, fail)

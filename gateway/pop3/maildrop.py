@@ -1,0 +1,182 @@
+"""
+The store side of a POP3 session: the ``Maildrop`` avatar, a static view of
+INBOX taken at login (RFC 1939), and the realm's factory for it, which holds
+this process's maildrop locks (RFC 1939 8).
+
+QUIT applies the session's deletions as ``pop3.delete_policy`` says
+(issue 6): expunge (RFC 1939), move to the user's Trash, or flag
+``pop3.hidden_flag``, which keeps a message out of every later snapshot
+while IMAP still shows it.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.mail import pop3 as twisted_pop3
+from zope.interface import implementer
+
+from gateway.pop3.session import TRASH, MaildropLocked, MessageExpunged, Snapshot, build_snapshot, find_trash
+from gateway.store import interfaces as store_interfaces
+
+IMailbox = twisted_pop3.IMailbox
+
+SEEN = frozenset({"\\Seen"})
+
+
+@implementer(IMailbox)
+class Maildrop:
+    """
+    The avatar of one POP3 session: the INBOX snapshot taken at login plus
+    the store calls RETR, DELE and QUIT need.
+
+    The ``IMailbox`` methods (0-based, for Twisted's contract) sit on top of
+    the 1-based ones the protocol uses.
+    """
+
+    def __init__(self, store, mailbox, view: Snapshot, config):
+        self.store = store
+        self.mailbox = mailbox
+        self.view = view
+        self.config = config
+        # Numbers RETR flagged \Seen, and the UIDs not yet saved so.
+        self._marked_seen: set[int] = set()
+        self._unsaved_seen: list[int] = []
+
+    async def open_message(self, number: int):
+        """The stored message file for RETR/TOP; the caller closes it."""
+        entry = self.view.readable(number)
+        try:
+            return await self.store.open_message(self.mailbox.id, entry.uid)
+        except store_interfaces.MessageExpunged:
+            self.view.mark_expunged(number)
+            raise MessageExpunged(number) from None
+
+    def mark_seen(self, number: int) -> None:
+        """
+        RETR sent the message whole: it is to be flagged \\Seen at the next
+        ``save_seen``, so that a burst of pipelined RETRs costs one index
+        write, not one each.
+        """
+        entry = self.view.entries[number - 1]
+        if self.config.retr_sets_seen and not entry.seen and number not in self._marked_seen:
+            self._marked_seen.add(number)
+            self._unsaved_seen.append(entry.uid)
+
+    @property
+    def seen_unsaved(self) -> bool:
+        return bool(self._unsaved_seen)
+
+    async def save_seen(self) -> None:
+        """Flag \\Seen what RETR sent since the last call, in one store call."""
+        uids, self._unsaved_seen = self._unsaved_seen, []
+        if uids:
+            await self.store.store_flags(self.mailbox.id, uids, SEEN, "add")
+
+    async def delete(self, number: int) -> None:
+        """DELE: mark in the session, if no other session expunged it."""
+        entry = self.view.readable(number)
+        present = await self.store.get_structures(self.mailbox.id, [entry.uid])
+        if entry.uid not in present:
+            self.view.mark_expunged(number)
+        self.view.delete(number)
+
+    async def apply_deletions(self) -> int:
+        """
+        QUIT (RFC 1939 6, UPDATE state): what DELE marked leaves the
+        maildrop as ``pop3.delete_policy`` says.  Each is one store call, so
+        a crash leaves all or none of it done; the other messages keep their
+        UIDs, hence their UIDLs.
+        """
+        # A message read and deleted goes to Trash (or stays hidden) \Seen.
+        await self.save_seen()
+        uids = self.view.deleted_uids()
+        if not uids:
+            return 0
+        policy = self.config.delete_policy_for(self.mailbox.user)
+        if policy == "trash":
+            trash = await self._trash()
+            return len(await self.store.move(self.mailbox.id, uids, trash.id))
+        if policy == "hide":
+            return len(await self.store.store_flags(self.mailbox.id, uids, {self.config.hidden_flag}, "add"))
+        return len(await self.store.expunge(self.mailbox.id, uids))
+
+    async def _trash(self):
+        user = self.mailbox.user
+        trash = find_trash(await self.store.list_mailboxes(user))
+        if trash is not None:
+            return trash
+        try:
+            return await self.store.create_mailbox(user, TRASH, special_use="\\Trash")
+        except store_interfaces.MailboxExists:
+            # Another session made it meanwhile.
+            return await self.store.get_mailbox(user, TRASH)
+
+    # twisted.mail.pop3.IMailbox, 0-based.
+
+    def listMessages(self, i=None):
+        if i is None:
+            return [
+                0 if number in self.view.deleted else entry.size
+                for number, entry in enumerate(self.view.entries, 1)
+            ]
+        number = i + 1
+        entry = self.view.entry(number)
+        return 0 if number in self.view.deleted else entry.size
+
+    def getMessage(self, i):
+        return Deferred.fromCoroutine(self.open_message(i + 1))
+
+    def getUidl(self, i):
+        return self.view.visible(i + 1).uidl
+
+    def deleteMessage(self, i):
+        self.view.delete(i + 1)
+
+    def undeleteMessages(self):
+        self.view.reset()
+
+    def sync(self):
+        return Deferred.fromCoroutine(self.apply_deletions())
+
+
+def avatar_factory(store, config):
+    """
+    The realm's POP3 avatar factory: user name -> Deferred (Maildrop, logout).
+
+    Holds the maildrop locks of this process (RFC 1939 8: one session per
+    maildrop); logout releases the session's lock.
+    """
+    locked: set[str] = set()
+
+    async def open_maildrop(user: str):
+        lock = config.pop3.lock_session
+        if lock:
+            if user in locked:
+                raise MaildropLocked()
+            locked.add(user)
+        released = False
+
+        def logout():
+            nonlocal released
+            if lock and not released:
+                released = True
+                locked.discard(user)
+
+        try:
+            await store.ensure_user(user)
+            inbox = await store.get_mailbox(user, "INBOX")
+            records = await store.list_messages(inbox.id)
+        except BaseException:
+            logout()
+            raise
+        view = build_snapshot(
+            records,
+            lambda uid: config.uidl.format(inbox.uidvalidity, uid).encode("ascii"),
+            config.pop3.hidden_flag,
+        )
+        return Maildrop(store, inbox, view, config.pop3), logout
+
+    def factory(user: str):
+        return Deferred.fromCoroutine(open_maildrop(user))
+
+    return factory

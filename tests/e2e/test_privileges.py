@@ -1,0 +1,108 @@
+"""
+Privileges end to end (issue 4): started as root, ``twistd --uid nobody
+--gid nogroup gateway`` binds a port below 1024, then runs as nobody, with
+the data dir handed over so that the store still takes deliveries, and the
+data dir 0700 and the users file 0600.  Needs root (CI runs as root); skips
+otherwise.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import poplib
+import pwd
+import shutil
+import socket
+import stat
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.serverproc import LOOPBACK, GatewayProcess, run_gateway
+from tests.e2e.test_delivery import lmtp_deliver
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="binding a port below 1024 and switching users needs root"
+)
+
+
+def free_privileged_port() -> int:
+    """A port in 600-1000 nothing listens on now (bound and released)."""
+    for port in range(600, 1001):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    continue
+                raise
+            return port
+    pytest.skip("no free port in 600-1000")
+
+
+class PrivilegedGateway(GatewayProcess):
+    """``twistd -n --uid nobody --gid nogroup gateway ...``"""
+
+    def command(self) -> list[str]:
+        command = super().command()
+        at = command.index("gateway")
+        return command[:at] + ["--uid", "nobody", "--gid", "nogroup"] + command[at:]
+
+
+@pytest.fixture
+def data_dir():
+    # Not under pytest's tmp_path: its parents are 0700 root, which nobody
+    # cannot traverse.  The data dir itself is created by the server.
+    parent = Path(tempfile.mkdtemp(prefix="gateway-privileges-"))
+    parent.chmod(0o755)
+    try:
+        yield parent / "data"
+    finally:
+        shutil.rmtree(parent)
+
+
+def process_ids(pid: int) -> dict[str, list[int]]:
+    ids = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(("Uid:", "Gid:")):
+                name, *values = line.split()
+                ids[name] = [int(v) for v in values]
+    return ids
+
+
+def test_runs_as_nobody_on_a_privileged_port_with_a_usable_data_dir(data_dir):
+    nobody = pwd.getpwnam("nobody")
+    try:
+        nogroup = grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        pytest.skip("no group named nogroup here")
+    # Created as root, as an admin's first command would do it.
+    run_gateway(data_dir, "user", "add", "alice", input=b"alice-password\n")
+    port = free_privileged_port()
+    server = PrivilegedGateway(data_dir, pop3=f"tcp:{port}:interface=127.0.0.1", imap=None, lmtp=LOOPBACK)
+    with server:
+        pid = server.process.pid
+        assert process_ids(pid) == {"Uid:": [nobody.pw_uid] * 4, "Gid:": [nogroup] * 4}
+        # The store takes a delivery as nobody...
+        uid = lmtp_deliver(server.port("lmtp"), "bob@example.org", "alice@example.test", b"Subject: hi\r\n\r\nHi.\r\n")
+        assert uid == 1
+        # ...and POP3 serves it on the privileged port.
+        client = poplib.POP3("127.0.0.1", port, timeout=30)
+        try:
+            assert client.getwelcome().startswith(b"+OK")
+            client.user("alice")
+            client.pass_("alice-password")
+            assert client.stat()[0] == 1
+            assert b"Subject: hi" in client.retr(1)[1]
+        finally:
+            client.quit()
+    data_status = data_dir.stat()
+    users_status = (data_dir / "users").stat()
+    assert stat.S_IMODE(data_status.st_mode) == 0o700
+    assert stat.S_IMODE(users_status.st_mode) == 0o600
+    assert (data_status.st_uid, users_status.st_uid) == (nobody.pw_uid, nobody.pw_uid)
+    assert all(path.lstat().st_uid == nobody.pw_uid for path in (data_dir / "store").rglob("*"))

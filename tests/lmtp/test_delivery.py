@@ -1,0 +1,208 @@
+"""
+Local delivery against the real SQLite store: ``deliver`` (shared with LMTP)
+and ``deliver_main`` (the ``gateway deliver`` MDA) with its sysexits codes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from twisted.internet import defer
+
+from gateway.auth import UsersFile
+from gateway.lmtp.delivery import deliver
+from gateway.ops.mda import deliver_main, spool_stdin
+from gateway.store.interfaces import NoSuchMailbox, TemporaryFailure
+from gateway.store.sqlite.store import SQLiteStore
+from tests.deferreds import result_of
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = SQLiteStore(tmp_path / "store")
+    yield store
+    store.close()
+
+
+def stored(store, user, mailbox="INBOX"):
+    """The bodies in a mailbox, ascending by UID, as a client reads them."""
+    info = result_of(store.get_mailbox(user, mailbox))
+    bodies = []
+    for record in result_of(store.list_messages(info.id)):
+        with result_of(store.open_message(info.id, record.uid)) as body:
+            bodies.append((record.uid, body.read()))
+    return bodies
+
+
+def run(coroutine):
+    return result_of(defer.Deferred.fromCoroutine(coroutine))
+
+
+def test_deliver_creates_the_user_and_stores_in_inbox(store):
+    record = run(deliver(store, "alice", b"Subject: one\n\nbody\n"))
+    assert record.uid == 1
+    assert stored(store, "alice") == [(1, b"Subject: one\r\n\r\nbody\r\n")]
+
+
+def test_deliver_into_a_folder_or_inbox_when_it_does_not_exist(store):
+    run(deliver(store, "alice", b"Subject: first\r\n\r\n"))
+    result_of(store.create_mailbox("alice", "Lists/python"))
+    run(deliver(store, "alice", io.BytesIO(b"Subject: list\r\n\r\n"), "Lists/python"))
+    run(deliver(store, "alice", b"Subject: typo\r\n\r\n", "Lists/pyhton"))
+    run(deliver(store, "alice", b"Subject: odd\r\n\r\n", ""))
+    assert [body for _, body in stored(store, "alice", "Lists/python")] == [b"Subject: list\r\n\r\n"]
+    assert [body for _, body in stored(store, "alice")] == [
+        b"Subject: first\r\n\r\n",
+        b"Subject: typo\r\n\r\n",
+        b"Subject: odd\r\n\r\n",
+    ]
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        (b"From bob@example.org Mon Jan  1 00:00:00 2024\nSubject: x\n\nFrom here on\n", b"Subject: x\n\nFrom here on\n"),
+        (b"From: bob@example.org\n\nbody\n", b"From: bob@example.org\n\nbody\n"),
+        (b"Subject: x\n\nFrom the start\n", b"Subject: x\n\nFrom the start\n"),
+        (b"From no newline", b"From no newline"),
+        (b"", b""),
+    ],
+)
+def test_spool_drops_only_a_leading_mbox_postmark(given, expected):
+    assert spool_stdin(io.BytesIO(given)).read() == expected
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    UsersFile(data / "users").add("alice", "secret-password")
+    return data
+
+
+def mda(data_dir, user, message: bytes, mailbox="INBOX"):
+    stderr = io.StringIO()
+    code = deliver_main(data_dir, user, mailbox, io.BytesIO(message), stderr)
+    return code, stderr.getvalue()
+
+
+def inbox_of(data_dir, user="alice", mailbox="INBOX"):
+    store = SQLiteStore(data_dir / "store")
+    try:
+        return [body for _, body in stored(store, user, mailbox)]
+    finally:
+        store.close()
+
+
+def test_mda_delivers_and_exits_0(data_dir):
+    assert mda(data_dir, "alice", b"From bob@x Mon Jan  1 00:00:00 2024\nSubject: a\n\nA.\n") == (0, "")
+    assert mda(data_dir, "alice", b"Subject: b\r\n\r\nB.\r\n") == (0, "")
+    assert inbox_of(data_dir) == [b"Subject: a\r\n\r\nA.\r\n", b"Subject: b\r\n\r\nB.\r\n"]
+
+
+def test_mda_streams_a_big_message(data_dir):
+    body = b"".join(b"line %07d of a big message\n" % n for n in range(100_000))
+    assert mda(data_dir, "alice", b"Subject: big\n\n" + body) == (0, "")
+    assert inbox_of(data_dir) == [b"Subject: big\r\n\r\n" + body.replace(b"\n", b"\r\n")]
+
+
+def test_mda_unknown_user_is_67(data_dir):
+    code, err = mda(data_dir, "mallory", b"Subject: x\n\n")
+    assert code == 67
+    assert err == "gateway deliver: unknown user 'mallory'\n"
+    assert not (data_dir / "store").exists()
+
+
+def test_mda_empty_message_is_65(data_dir):
+    assert mda(data_dir, "alice", b"") == (65, "gateway deliver: empty message on standard input\n")
+    assert mda(data_dir, "alice", b"From bob@x Mon Jan  1 00:00:00 2024\n")[0] == 65
+
+
+def test_mda_usage_is_64(data_dir):
+    assert mda(data_dir, "", b"x")[0] == 64
+    assert mda(data_dir, "alice", b"x", mailbox="")[0] == 64
+
+
+def test_mda_unusable_store_is_75(data_dir):
+    (data_dir / "store").write_bytes(b"not a directory")
+    code, err = mda(data_dir, "alice", b"Subject: x\n\n")
+    assert code == 75
+    assert err.startswith("gateway deliver: cannot open the store: ")
+    assert err.count("\n") == 1
+
+
+def test_mda_store_temporary_failure_is_75(data_dir, monkeypatch):
+    def refuse(self, mailbox_id, source, flags=frozenset(), internaldate=None):
+        return defer.fail(TemporaryFailure("cannot write message: No space left on device"))
+
+    monkeypatch.setattr(SQLiteStore, "append", refuse)
+    code, err = mda(data_dir, "alice", b"Subject: x\n\n")
+    assert (code, err) == (75, "gateway deliver: temporary failure: cannot write message: No space left on device\n")
+
+
+def test_mda_malformed_users_file_is_75(data_dir):
+    (data_dir / "users").write_text("this is not a users line\n")
+    code, err = mda(data_dir, "alice", b"Subject: x\n\n")
+    assert code == 75
+    assert err.startswith(f"gateway deliver: users file: {data_dir / 'users'}:1: ")
+    assert err.count("\n") == 1
+
+
+def test_mda_missing_data_dir_is_75_not_unknown_user(tmp_path):
+    code, err = mda(tmp_path / "nowhere", "alice", b"Subject: x\n\n")
+    assert (code, err) == (75, f"gateway deliver: data dir {tmp_path / 'nowhere'} does not exist\n")
+
+
+# -- SQLiteStore.append_many: group commit for LMTP ------------------------------
+
+
+def test_append_many_stores_each_in_order_with_one_directory_fsync(store, monkeypatch):
+    from gateway.store.sqlite import store as sqlite
+
+    run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
+    run(deliver(store, "bob", b"Subject: warm\r\n\r\nx\r\n"))
+    alice = result_of(store.get_mailbox("alice", "INBOX"))
+    bob = result_of(store.get_mailbox("bob", "INBOX"))
+    synced_dirs = []
+    fsync_dir = sqlite.fsync_dir
+    monkeypatch.setattr(sqlite, "fsync_dir", lambda path: synced_dirs.append(path) or fsync_dir(path))
+    messages = [b"Subject: %d\r\n\r\nbody %d\r\n" % (n, n) for n in range(3)]
+    records = result_of(store.append_many([(alice.id, messages[0]), (bob.id, io.BytesIO(messages[1])),
+                                           (alice.id, messages[2])]))
+    assert [record.uid for record in records] == [2, 2, 3]
+    assert sorted(synced_dirs) == sorted({store.root / "mail" / str(alice.id), store.root / "mail" / str(bob.id)})
+    assert stored(store, "alice")[1:] == [(2, messages[0]), (3, messages[2])]
+    assert stored(store, "bob")[1:] == [(2, messages[1])]
+    assert list((store.root / "tmp").iterdir()) == []
+
+
+def test_append_many_refuses_one_and_stores_the_others(store):
+    run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
+    alice = result_of(store.get_mailbox("alice", "INBOX"))
+    outcomes = result_of(store.append_many([(alice.id, b"Subject: a\r\n\r\n"), (9999, b"Subject: b\r\n\r\n")]))
+    assert outcomes[0].uid == 2
+    assert isinstance(outcomes[1], NoSuchMailbox)
+    assert [uid for uid, _ in stored(store, "alice")] == [1, 2]
+
+
+def test_append_many_failing_commit_leaves_nothing(store, monkeypatch):
+    import errno
+
+    from gateway.store.sqlite import store as sqlite
+
+    run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
+    alice = result_of(store.get_mailbox("alice", "INBOX"))
+
+    def full(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sqlite, "fsync_dir", full)
+    outcomes = result_of(store.append_many([(alice.id, b"Subject: a\r\n\r\n"), (alice.id, b"Subject: b\r\n\r\n")]))
+    assert all(isinstance(outcome, TemporaryFailure) for outcome in outcomes)
+    assert outcomes[0].__cause__.errno == errno.ENOSPC
+    monkeypatch.undo()
+    # Rolled back: no row, no body, and the next UID is still free.
+    assert [uid for uid, _ in stored(store, "alice")] == [1]
+    assert sorted(p.name for p in (store.root / "mail" / str(alice.id)).iterdir()) == ["1", "mailbox.json"]
+    assert result_of(store.append_many([(alice.id, b"Subject: c\r\n\r\n")]))[0].uid == 2

@@ -1,0 +1,202 @@
+"""
+The SQLite backend: the IMailStore contract (tests/store_contract.py), plus
+what only it does: files on disk, index rebuild, cross-process polling.
+"""
+
+import errno
+import os
+
+import pytest
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
+
+from gateway.store.interfaces import (
+    IGroupCommitStore,
+    IImportableStore,
+    IChangeFeed,
+    IMailStore,
+    NoSuchMailbox,
+    TemporaryFailure,
+)
+from gateway.store.sqlite.store import SQLiteStore
+from tests.deferreds import failure_of, result_of
+from tests.store.contract import MESSAGE, MailStoreContract, inbox
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SQLiteStore(tmp_path / "store")
+    yield s
+    s.close()
+
+
+def test_provides_contracts(store):
+    assert verifyObject(IMailStore, store)
+    assert verifyObject(IChangeFeed, store.changes)
+    assert verifyObject(IGroupCommitStore, store)
+    assert verifyObject(IImportableStore, store)
+
+
+def test_changes_since_asked_again_sees_later_commits(store, tmp_path):
+    # Sessions share one answer per (mailbox, modseq) until something commits.
+    box = inbox(store)
+    a = result_of(store.append(box.id, MESSAGE))
+    mark = result_of(store.get_mailbox("alice", "INBOX")).highestmodseq
+    assert result_of(store.changes_since(box.id, mark)).updated == ()
+    assert result_of(store.changes_since(box.id, mark)).updated == ()
+    result_of(store.store_flags(box.id, [a.uid], {"\\Seen"}, "add"))
+    assert [r.flags for r in result_of(store.changes_since(box.id, mark)).updated] == [{"\\Seen"}]
+    other_process = SQLiteStore(tmp_path / "store")
+    try:
+        result_of(other_process.expunge(box.id, [a.uid]))
+    finally:
+        other_process.close()
+    changes = result_of(store.changes_since(box.id, mark))
+    assert (changes.updated, changes.expunged) == ((), (a.uid,))
+    assert changes.highestmodseq == mark + 2
+
+
+def test_claim_recent_sees_deliveries_by_another_process(store, tmp_path):
+    box = inbox(store)
+    a = result_of(store.append(box.id, MESSAGE))
+    assert result_of(store.claim_recent(box.id)) == {a.uid}
+    assert result_of(store.claim_recent(box.id)) == frozenset()
+    other_process = SQLiteStore(tmp_path / "store")
+    try:
+        b = result_of(other_process.append(box.id, MESSAGE))
+    finally:
+        other_process.close()
+    assert result_of(store.claim_recent(box.id)) == {b.uid}
+    assert result_of(store.claim_recent(box.id)) == frozenset()
+
+
+def test_with_a_reactor_another_process_is_heard_from_the_next_turn(tmp_path):
+    # data_version is read once per reactor turn, not once per session.
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "store", reactor=clock)
+    try:
+        box = inbox(store)
+        mark = result_of(store.get_mailbox("alice", "INBOX")).highestmodseq
+        assert result_of(store.changes_since(box.id, mark)).updated == ()
+        other_process = SQLiteStore(tmp_path / "store")
+        try:
+            b = result_of(other_process.append(box.id, MESSAGE))
+        finally:
+            other_process.close()
+        clock.advance(0)
+        assert [r.uid for r in result_of(store.changes_since(box.id, mark)).updated] == [b.uid]
+        assert result_of(store.claim_recent(box.id)) == {b.uid}
+    finally:
+        store.close()
+
+
+def test_full_disk_is_a_temporary_failure_and_leaves_nothing(store, monkeypatch):
+    box = inbox(store)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    failure_of(store.append(box.id, MESSAGE), TemporaryFailure)
+    monkeypatch.undo()
+    assert result_of(store.list_messages(box.id)) == []
+    assert list((store.root / "tmp").iterdir()) == []
+    assert result_of(store.append(box.id, MESSAGE)).uid == 1
+
+
+def test_rebuilt_index_keeps_uids_uidvalidity_and_names(tmp_path):
+    store = SQLiteStore(tmp_path / "store")
+    box = inbox(store)
+    for _ in range(4):
+        result_of(store.append(box.id, MESSAGE))
+    result_of(store.expunge(box.id, [4]))
+    before = result_of(store.list_mailboxes("alice"))
+    store.close()
+    os.unlink(tmp_path / "store" / "index.sqlite")
+    rebuilt = SQLiteStore(tmp_path / "store")
+    after = result_of(rebuilt.list_mailboxes("alice"))
+    assert [(m.id, m.name, m.uidvalidity) for m in after] == [(m.id, m.name, m.uidvalidity) for m in before]
+    assert [r.uid for r in result_of(rebuilt.list_messages(box.id))] == [1, 2, 3]
+    # RFC 7162 3.1.1: mod-sequences never go down, even across a rebuild.
+    highest_before = {m.id: m.highestmodseq for m in before}
+    for m in after:
+        assert m.highestmodseq > highest_before[m.id]
+    assert all(r.modseq > highest_before[box.id] for r in result_of(rebuilt.list_messages(box.id)))
+    # UID 4 was expunged before the index was lost: it is never handed out again.
+    assert result_of(rebuilt.append(box.id, MESSAGE)).uid == 5
+    assert result_of(rebuilt.create_mailbox("alice", "New")).uidvalidity not in {m.uidvalidity for m in before}
+    rebuilt.close()
+
+
+def test_local_changes_are_announced_on_the_next_reactor_turn(tmp_path):
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "store", reactor=clock)
+    box = inbox(store)
+    seen = []
+    unsubscribe = store.changes.subscribe(box.id, lambda mailbox_id, modseq: seen.append((mailbox_id, modseq)))
+    record = result_of(store.append(box.id, MESSAGE))
+    result_of(store.store_flags(box.id, [record.uid], {"\\Seen"}, "add"))
+    assert seen == []
+    clock.advance(0)
+    assert seen == [(box.id, record.modseq + 1)]
+    unsubscribe()
+    result_of(store.append(box.id, MESSAGE))
+    clock.advance(0)
+    assert len(seen) == 1
+    store.close()
+
+
+def test_changes_by_another_process_are_noticed_by_polling(tmp_path):
+    clock = Clock()
+    server_side = SQLiteStore(tmp_path / "store", reactor=clock, poll_interval=0.5)
+    box = inbox(server_side)
+    seen = []
+    server_side.changes.subscribe(box.id, lambda mailbox_id, modseq: seen.append(modseq))
+    server_side.changes.start_polling()
+    clock.advance(0.5)
+    clock.advance(0)
+    seen.clear()
+    other_process = SQLiteStore(tmp_path / "store")
+    record = result_of(other_process.append(box.id, MESSAGE))
+    other_process.close()
+    clock.advance(0.5)
+    clock.advance(0)
+    assert seen == [record.modseq]
+    clock.advance(0.5)
+    clock.advance(0)
+    assert seen == [record.modseq]
+    server_side.close()
+
+
+class TestSQLiteStore(MailStoreContract):
+    """The contract, against the SQLite backend (the ``store`` fixture above)."""
+
+
+def test_count_recent_counts_unclaimed_and_claims_nothing(store):
+    box = inbox(store)
+    result_of(store.append(box.id, MESSAGE))
+    result_of(store.append(box.id, MESSAGE))
+    assert result_of(store.count_recent(box.id)) == 2
+    assert result_of(store.count_recent(box.id)) == 2
+    assert result_of(store.claim_recent(box.id)) == {1, 2}
+    assert result_of(store.count_recent(box.id)) == 0
+    result_of(store.append(box.id, MESSAGE))
+    assert result_of(store.count_recent(box.id)) == 1
+    failure_of(store.count_recent(box.id + 100), NoSuchMailbox)
+
+
+def test_store_flags_unchanged_since_leaves_newer_messages_alone(store):
+    box = inbox(store)
+    for _ in range(3):
+        result_of(store.append(box.id, MESSAGE))  # modseqs 2, 3, 4
+    result_of(store.store_flags(box.id, [2], {"\\Answered"}, "add"))  # modseq 5
+    changed, modified = result_of(store.store_flags_unchanged_since(box.id, [3, 1, 2, 9], {"\\Deleted"}, "add", 4))
+    assert modified == [2]
+    assert [(r.uid, r.flags, r.modseq) for r in changed] == [(1, {"\\Deleted"}, 6), (3, {"\\Deleted"}, 6)]
+    records = {r.uid: r for r in result_of(store.get_records(box.id, [1, 2, 3]))}
+    assert records[2].flags == {"\\Answered"} and records[2].modseq == 5
+    assert result_of(store.get_mailbox("alice", "INBOX")).highestmodseq == 6
+    # Passing the test without changing anything takes no new modseq.
+    assert result_of(store.store_flags_unchanged_since(box.id, [1], {"\\Deleted"}, "add", 6)) == ([], [])
+    assert result_of(store.store_flags_unchanged_since(box.id, [1, 3], set(), "set", 0)) == ([], [1, 3])
+    assert result_of(store.get_mailbox("alice", "INBOX")).highestmodseq == 6
