@@ -1,21 +1,28 @@
 """
-The IMailStore contract: what every store backend must do, whatever it keeps
+The store contracts: what every store backend must do, whatever it keeps
 its data in (STYLE.md: one test mixin per interface, run against every
-backend).  A backend's test module subclasses ``MailStoreContract`` and
-provides a ``store`` fixture: a fresh, empty store.
+backend).  A backend's test module subclasses ``MailStoreContract`` (and
+``ImportableStoreContract``, ``GroupCommitContract`` for what it offers)
+and provides a ``store`` fixture: a fresh, empty store.
 """
+
+import datetime
+import io
 
 import pytest
 from zope.interface.verify import verifyObject
 
 from gateway.store.interfaces import (
     IChangeFeed,
+    IGroupCommitStore,
+    IImportableStore,
     IMailStore,
     InvalidMailboxName,
     MailboxExists,
     MessageExpunged,
     NoSuchMailbox,
     NoSuchUser,
+    UidNotAvailable,
 )
 from tests.deferreds import failure_of, result_of
 
@@ -203,3 +210,90 @@ class MailStoreContract:
         assert child.name == "INBOX/Work"
         assert result_of(store.get_mailbox("alice", "Inbox/Work")).id == child.id
         failure_of(store.get_mailbox("alice", "INBOX/work"), NoSuchMailbox)
+
+
+def crlf(data: bytes) -> bytes:
+    return data.replace(b"\n", b"\r\n")
+
+
+class ImportableStoreContract:
+    """IImportableStore: migration keeps a source server's UIDVALIDITY and UIDs."""
+
+    V = 1795715069
+
+    def test_provides_importable(self, store):
+        assert verifyObject(IImportableStore, store)
+
+    def test_create_with_uidvalidity_new_and_empty_existing(self, store):
+        result_of(store.ensure_user("alice"))
+        box = result_of(store.create_mailbox_with_uidvalidity("alice", "INBOX", self.V))
+        assert box.uidvalidity == self.V
+        assert result_of(store.get_mailbox("alice", "INBOX")).uidvalidity == self.V
+        work = result_of(store.create_mailbox_with_uidvalidity("alice", "Work/2026", 7))
+        assert (work.name, work.uidvalidity, work.uidnext) == ("Work/2026", 7, 1)
+
+    def test_create_with_uidvalidity_refused_once_messages_were_held(self, store):
+        box = inbox(store)
+        record = result_of(store.append(box.id, MESSAGE))
+        result_of(store.expunge(box.id, [record.uid]))
+        failure_of(store.create_mailbox_with_uidvalidity("alice", "INBOX", self.V), MailboxExists)
+        assert result_of(store.get_mailbox("alice", "INBOX")).uidvalidity == box.uidvalidity
+
+    def test_imported_uidvalidity_is_never_issued_afresh(self, store):
+        result_of(store.create_mailbox_with_uidvalidity("alice", "INBOX", 0xFFFFFFF0))
+        assert result_of(store.create_mailbox("alice", "Other")).uidvalidity > 0xFFFFFFF0
+
+    def test_append_with_uid_keeps_uid_flags_and_date(self, store):
+        box = result_of(store.create_mailbox_with_uidvalidity("alice", "INBOX", self.V))
+        when = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc)
+        record = result_of(store.append_with_uid(box.id, 5, MESSAGE, {"\\Seen"}, when))
+        assert (record.uid, record.flags, record.internaldate) == (5, {"\\Seen"}, when)
+        assert result_of(store.get_mailbox("alice", "INBOX")).uidnext == 6
+        with result_of(store.open_message(box.id, 5)) as f:
+            assert f.read() == crlf(MESSAGE)
+        failure_of(store.append_with_uid(box.id, 5, MESSAGE, (), when), UidNotAvailable)
+        failure_of(store.append_with_uid(box.id, 2, MESSAGE, (), when), UidNotAvailable)
+        failure_of(store.append_with_uid(box.id, 2**32, MESSAGE, (), when), UidNotAvailable)
+        assert result_of(store.append(box.id, MESSAGE)).uid == 6
+
+    def test_raise_uidnext_only_raises(self, store):
+        box = result_of(store.create_mailbox_with_uidvalidity("alice", "INBOX", self.V))
+        result_of(store.append_with_uid(box.id, 3, MESSAGE, (), None))
+        assert result_of(store.raise_uidnext(box.id, 43)) == 43
+        assert result_of(store.raise_uidnext(box.id, 10)) == 43
+        assert result_of(store.append(box.id, MESSAGE)).uid == 43
+
+
+class GroupCommitContract:
+    """IGroupCommitStore: several deliveries, one commit, each outcome its own."""
+
+    def test_provides_group_commit(self, store):
+        assert verifyObject(IGroupCommitStore, store)
+
+    def test_append_many_stores_each_in_order(self, store):
+        alice, bob = inbox(store, "alice"), inbox(store, "bob")
+        result_of(store.append(alice.id, MESSAGE))
+        messages = [b"Subject: %d\r\n\r\nbody %d\r\n" % (n, n) for n in range(3)]
+        records = result_of(store.append_many(
+            [(alice.id, messages[0]), (bob.id, io.BytesIO(messages[1])), (alice.id, messages[2])]
+        ))
+        assert [record.uid for record in records] == [2, 1, 3]
+        for box, uid, expected in ((alice, 2, messages[0]), (bob, 1, messages[1]), (alice, 3, messages[2])):
+            with result_of(store.open_message(box.id, uid)) as f:
+                assert f.read() == expected
+        assert result_of(store.list_messages(alice.id))[1:] == [records[0], records[2]]
+
+    def test_append_many_refuses_one_and_stores_the_others(self, store):
+        box = inbox(store)
+        outcomes = result_of(store.append_many([(box.id, MESSAGE), (box.id + 9999, MESSAGE)]))
+        assert outcomes[0].uid == 1
+        assert isinstance(outcomes[1], NoSuchMailbox)
+        assert [r.uid for r in result_of(store.list_messages(box.id))] == [1]
+
+    def test_the_same_body_to_many_mailboxes(self, store):
+        boxes = [inbox(store, f"user{n}") for n in range(5)]
+        outcomes = result_of(store.append_many([(box.id, MESSAGE) for box in boxes]))
+        assert [record.uid for record in outcomes] == [1] * 5
+        for box in boxes:
+            with result_of(store.open_message(box.id, 1)) as f:
+                assert f.read() == crlf(MESSAGE)

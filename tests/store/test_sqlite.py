@@ -20,7 +20,7 @@ from gateway.store.interfaces import (
 )
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import failure_of, result_of
-from tests.store.contract import MESSAGE, MailStoreContract, inbox
+from tests.store.contract import MESSAGE, GroupCommitContract, ImportableStoreContract, MailStoreContract, inbox
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_changes_by_another_process_are_noticed_by_polling(tmp_path):
     server_side.close()
 
 
-class TestSQLiteStore(MailStoreContract):
+class TestSQLiteStore(MailStoreContract, ImportableStoreContract, GroupCommitContract):
     """The contract, against the SQLite backend (the ``store`` fixture above)."""
 
 
