@@ -6,16 +6,27 @@ PostgreSQL, plus what only a shared store must do.
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from twisted.internet import reactor
 from zope.interface.verify import verifyObject
 
 from gateway.store.blobs.s3 import S3Blobs
-from gateway.store.interfaces import IChangeFeed, IGroupCommitStore, IImportableStore, IMailStore, MailboxExists
+from gateway.store.interfaces import (
+    IChangeFeed,
+    IGroupCommitStore,
+    IImportableStore,
+    IMailStore,
+    MailboxExists,
+    MessageExpunged,
+    TemporaryFailure,
+)
 from gateway.store.postgresql.chunks import ChunkedBlobs
+from gateway.store.postgresql.maintenance import Collected
 from gateway.store.postgresql.store import PostgreSQLStore
 from tests.deferreds import failure_of, result_of
-from tests.store.contract import MESSAGE, GroupCommitContract, ImportableStoreContract, MailStoreContract, inbox
+from tests.store.contract import MESSAGE, crlf, GroupCommitContract, ImportableStoreContract, MailStoreContract, inbox
 
 
 def s3_blobs(seaweed, bucket):
@@ -139,3 +150,247 @@ def test_moves_crossing_between_two_mailboxes_both_finish(two_nodes):
         moves.append(b.move(other.id, [n], box.id))
     wait_all(moves)
     assert len(result_of(a.list_messages(box.id))) + len(result_of(a.list_messages(other.id))) == 20
+
+
+# -- bodies -------------------------------------------------------------------
+
+
+class S3Outside:
+    """Looks at, and damages, the bodies in a bucket, from outside the gateway."""
+
+    def __init__(self, client, bucket):
+        self.client, self.bucket = client, bucket
+
+    def keys(self):
+        return sorted(o["Key"] for o in self.client.list_objects_v2(Bucket=self.bucket).get("Contents", ()))
+
+    def put(self, key, data):
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def remove(self, key):
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+
+class ChunksOutside:
+    """The same for bodies in PostgreSQL."""
+
+    def __init__(self, dsn):
+        self.dsn = dsn
+
+    def _run(self, sql, params=()):
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall() if cursor.description else None
+
+    def keys(self):
+        return sorted(row[0] for row in self._run("SELECT DISTINCT key FROM blob_chunks"))
+
+    def put(self, key, data):
+        self._run("DELETE FROM blob_chunks WHERE key = %s", (key,))
+        self._run("INSERT INTO blob_chunks (key, seq, data) VALUES (%s, 0, %s)", (key, data))
+
+    def remove(self, key):
+        self._run("DELETE FROM blob_chunks WHERE key = %s", (key,))
+
+
+@pytest.fixture
+def outside(request, blobs, postgres_dsn):
+    if isinstance(blobs, S3Blobs):
+        return S3Outside(request.getfixturevalue("seaweed").client(), blobs.bucket)
+    return ChunksOutside(postgres_dsn)
+
+
+def key_of(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data.replace(b"\n", b"\r\n")).hexdigest()
+
+
+def test_one_body_is_stored_once_however_many_messages_name_it(store, outside):
+    box = inbox(store)
+    trash = result_of(store.get_mailbox("alice", "Trash"))
+    for _ in range(3):
+        result_of(store.append(box.id, MESSAGE))
+    result_of(store.copy(box.id, [1, 2], trash.id))
+    result_of(store.append(box.id, MESSAGE + b"other\n"))
+    assert outside.keys() == sorted([key_of(MESSAGE), key_of(MESSAGE + b"other\n")])
+
+
+def test_a_large_body_is_streamed_both_ways(store, tmp_path):
+    # 40 MB in and out, never whole in memory.
+    import hashlib
+    import tracemalloc
+
+    size = 40 * 1024 * 1024
+    line = b"0123456789abcdef" * 4 + b"\r\n"
+    source = tmp_path / "big.eml"
+    with open(source, "wb") as f:
+        f.write(b"Subject: big\r\n\r\n")
+        for _ in range(size // len(line)):
+            f.write(line)
+    expected = hashlib.sha256(source.read_bytes()).hexdigest()
+    box = inbox(store)
+    tracemalloc.start()
+    try:
+        with open(source, "rb") as f:
+            record = result_of(store.append(box.id, f))
+        with result_of(store.open_message(box.id, record.uid)) as f:
+            digest = hashlib.sha256()
+            while chunk := f.read(1024 * 1024):
+                digest.update(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert record.size == source.stat().st_size
+    assert digest.hexdigest() == expected
+    # S3 parts are 8 MB; PostgreSQL chunks 256 KB.
+    assert peak < 16 * 1024 * 1024, f"peak {peak} bytes of Python memory for a {size}-byte body"
+
+
+def test_bodies_no_message_names_are_collected_and_shared_ones_kept(store, outside):
+    box = inbox(store)
+    trash = result_of(store.get_mailbox("alice", "Trash"))
+    gone, shared = MESSAGE + b"gone\n", MESSAGE + b"shared\n"
+    result_of(store.append(box.id, gone))
+    result_of(store.append(box.id, shared))
+    result_of(store.copy(box.id, [2], trash.id))
+    result_of(store.expunge(box.id, [1, 2]))
+    # Within the grace period nothing goes: a delivery may be about to name it.
+    assert result_of(store.collect_orphans()).unreferenced == ()
+    collected = result_of(store.collect_orphans(datetime.timedelta(0)))
+    assert collected.unreferenced == (key_of(gone),)
+    assert outside.keys() == [key_of(shared)]
+    with result_of(store.open_message(trash.id, 1)) as f:
+        assert f.read() == crlf(shared)
+    # Delivered again after its collection, the body is written again.
+    record = result_of(store.append(box.id, gone))
+    with result_of(store.open_message(box.id, record.uid)) as f:
+        assert f.read() == crlf(gone)
+    result_of(store.delete_user("alice"))
+    assert sorted(result_of(store.collect_orphans(datetime.timedelta(0))).unreferenced) == sorted(
+        [key_of(gone), key_of(shared)]
+    )
+    assert outside.keys() == []
+
+
+def test_a_body_whose_delivery_never_committed_is_collected(store, outside, postgres_dsn, blobs):
+    # What a node dying between writing a body and committing its row
+    # leaves: bytes under a key that no blobs row names.
+    box = inbox(store)
+    kept = result_of(store.append(box.id, MESSAGE))
+    stray = MESSAGE + b"stray\n"
+    outside.put(key_of(stray), crlf(stray))
+    collected = result_of(store.collect_orphans(datetime.timedelta(0)))
+    assert collected == Collected(unreferenced=(), uncommitted=(key_of(stray),))
+    assert outside.keys() == [key_of(MESSAGE)]
+    with result_of(store.open_message(box.id, kept.uid)) as f:
+        assert f.read() == crlf(MESSAGE)
+
+
+def test_an_object_younger_than_the_grace_period_is_left_alone(postgres_dsn, seaweed):
+    # It may belong to a delivery still between its write and its commit.
+    bucket = seaweed.create_bucket()
+    store = PostgreSQLStore(reactor, postgres_dsn, s3_blobs(seaweed, bucket), pool_size=2)
+    try:
+        outside = S3Outside(seaweed.client(), bucket)
+        outside.put(key_of(MESSAGE), crlf(MESSAGE))
+        assert result_of(store.collect_orphans()) == Collected(unreferenced=(), uncommitted=())
+        assert outside.keys() == [key_of(MESSAGE)]
+    finally:
+        store.close()
+
+
+def test_a_body_changed_behind_the_store_is_refused_not_served(store, outside):
+    box = inbox(store)
+    record = result_of(store.append(box.id, MESSAGE))
+    outside.put(key_of(MESSAGE), crlf(MESSAGE).replace(b"hello", b"HELLO"))
+    failure_of(store.open_message(box.id, record.uid), TemporaryFailure)
+    outside.remove(key_of(MESSAGE))
+    failure_of(store.open_message(box.id, record.uid), TemporaryFailure)
+    result_of(store.expunge(box.id, [record.uid]))
+    failure_of(store.open_message(box.id, record.uid), MessageExpunged)
+
+
+def test_an_unreachable_object_store_fails_the_delivery_and_leaves_nothing(postgres_dsn):
+    from tests.store.engines import free_port
+
+    blobs = S3Blobs("mail", endpoint=f"http://127.0.0.1:{free_port()}", access_key="k", secret_key="s")
+    store = PostgreSQLStore(reactor, postgres_dsn, blobs, pool_size=2)
+    try:
+        box = inbox(store)
+        failure_of(store.append(box.id, MESSAGE), TemporaryFailure)
+        outcomes = result_of(store.append_many([(box.id, MESSAGE)]))
+        assert isinstance(outcomes[0], TemporaryFailure)
+        assert result_of(store.list_messages(box.id)) == []
+        assert result_of(store.get_mailbox("alice", "INBOX")).uidnext == 1
+    finally:
+        store.close()
+
+
+# -- the database -------------------------------------------------------------
+
+
+def sql(dsn, query, params=()):
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cursor = conn.execute(query, params)
+        return cursor.fetchall() if cursor.description else None
+
+
+def test_nodes_starting_at_once_migrate_the_schema_once(postgres_dsn):
+    import threading
+
+    from gateway.store.postgresql.schema import MIGRATIONS
+
+    stores, errors = [], []
+
+    def start():
+        try:
+            stores.append(PostgreSQLStore(reactor, postgres_dsn, ChunkedBlobs(), pool_size=1))
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    try:
+        assert errors == [] and len(stores) == 3
+        assert sql(postgres_dsn, "SELECT version FROM schema_migrations ORDER BY version") == [
+            (n,) for n in range(1, len(MIGRATIONS) + 1)
+        ]
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_schema_newer_than_the_code_is_refused(postgres_dsn):
+    from gateway.store.postgresql.schema import MIGRATIONS, SchemaTooNew
+
+    PostgreSQLStore(reactor, postgres_dsn, ChunkedBlobs(), pool_size=1).close()
+    sql(postgres_dsn, "INSERT INTO schema_migrations (version) VALUES (%s)", (len(MIGRATIONS) + 1,))
+    with pytest.raises(SchemaTooNew, match=f"version {len(MIGRATIONS) + 1}; this gateway knows up to"):
+        PostgreSQLStore(reactor, postgres_dsn, ChunkedBlobs(), pool_size=1)
+
+
+def test_an_unreachable_database_is_a_temporary_failure(postgres_cluster):
+    from tests.store.engines import free_port
+
+    dsn = postgres_cluster.dsn().replace(f"port={postgres_cluster.port}", f"port={free_port()}")
+    with pytest.raises(TemporaryFailure, match="no database connection"):
+        PostgreSQLStore(reactor, dsn, ChunkedBlobs(), pool_size=1, connect_timeout=1)
+
+
+def test_connections_the_server_dropped_are_replaced(store, postgres_dsn):
+    # What a PostgreSQL restart does to every pooled connection.
+    box = inbox(store)
+    result_of(store.append(box.id, MESSAGE))
+    dropped = sql(postgres_dsn, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                  " WHERE application_name = 'gateway'")
+    assert dropped[0][0] >= 1
+    assert [r.uid for r in result_of(store.list_messages(box.id))] == [1]
+    assert result_of(store.append(box.id, MESSAGE)).uid == 2

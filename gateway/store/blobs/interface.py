@@ -44,8 +44,10 @@ class IBlobStore(Interface):
 
     def keys(transaction, written_before):
         """
-        Every key stored whose bytes were written before ``written_before``
-        (an aware datetime): candidates for orphan collection.
+        The keys that may be orphans of a transaction that never committed:
+        those whose bytes were written before ``written_before`` (an aware
+        datetime).  A store that writes within the index transaction never
+        holds an uncommitted body, and may give every key it holds.
 
         @return: an iterable of keys.
         """

@@ -70,7 +70,7 @@ class Database:
         self.size = size
         self._pool = ConnectionPool(
             dsn, min_size=min_connections, max_size=size, open=False, timeout=connect_timeout,
-            kwargs={"autocommit": True}, name="gateway",
+            kwargs={"autocommit": True, "application_name": "gateway"}, name="gateway",
         )
         self._threads = ThreadPool(minthreads=0, maxthreads=size, name="gateway-postgresql")
 
