@@ -46,7 +46,7 @@ def blobs(request):
 def store(postgres_dsn, blobs):
     s = PostgreSQLStore(reactor, postgres_dsn, blobs, pool_size=4)
     yield s
-    s.close()
+    result_of(s.close())
 
 
 class TestPostgreSQLStore(MailStoreContract, ImportableStoreContract, GroupCommitContract):
@@ -75,7 +75,7 @@ def two_nodes(postgres_dsn):
     nodes = [PostgreSQLStore(reactor, postgres_dsn, ChunkedBlobs(), pool_size=4) for _ in range(2)]
     yield nodes
     for node in nodes:
-        node.close()
+        result_of(node.close())
 
 
 def test_uids_from_two_nodes_are_unique_and_commit_in_order(two_nodes, postgres_dsn):
@@ -299,7 +299,7 @@ def test_an_object_younger_than_the_grace_period_is_left_alone(postgres_dsn, sea
         assert result_of(store.collect_orphans()) == Collected(unreferenced=(), uncommitted=())
         assert outside.keys() == [key_of(MESSAGE)]
     finally:
-        store.close()
+        result_of(store.close())
 
 
 def test_a_body_changed_behind_the_store_is_refused_not_served(store, outside):
@@ -326,7 +326,7 @@ def test_an_unreachable_object_store_fails_the_delivery_and_leaves_nothing(postg
         assert result_of(store.list_messages(box.id)) == []
         assert result_of(store.get_mailbox("alice", "INBOX")).uidnext == 1
     finally:
-        store.close()
+        result_of(store.close())
 
 
 # -- the database -------------------------------------------------------------
@@ -365,13 +365,13 @@ def test_nodes_starting_at_once_migrate_the_schema_once(postgres_dsn):
         ]
     finally:
         for store in stores:
-            store.close()
+            result_of(store.close())
 
 
 def test_a_schema_newer_than_the_code_is_refused(postgres_dsn):
     from gateway.store.postgresql.schema import MIGRATIONS, SchemaTooNew
 
-    PostgreSQLStore(reactor, postgres_dsn, ChunkedBlobs(), pool_size=1).close()
+    result_of(PostgreSQLStore(reactor, postgres_dsn, ChunkedBlobs(), pool_size=1).close())
     sql(postgres_dsn, "INSERT INTO schema_migrations (version) VALUES (%s)", (len(MIGRATIONS) + 1,))
     with pytest.raises(SchemaTooNew, match=f"version {len(MIGRATIONS) + 1}; this gateway knows up to"):
         PostgreSQLStore(reactor, postgres_dsn, ChunkedBlobs(), pool_size=1)
@@ -394,3 +394,83 @@ def test_connections_the_server_dropped_are_replaced(store, postgres_dsn):
     assert dropped[0][0] >= 1
     assert [r.uid for r in result_of(store.list_messages(box.id))] == [1]
     assert result_of(store.append(box.id, MESSAGE)).uid == 2
+
+
+# -- one live view across nodes -------------------------------------------------
+
+
+def turn_until(condition, seconds: float) -> bool:
+    """Turn the reactor until ``condition()`` holds or ``seconds`` pass."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        reactor.iterate(0.01)
+    return condition()
+
+
+@pytest.fixture
+def listening_nodes(postgres_database):
+    """Two nodes on a database of their own (NOTIFY channels are per database), listening."""
+    nodes = [PostgreSQLStore(reactor, postgres_database, ChunkedBlobs(), pool_size=2) for _ in range(2)]
+    for node in nodes:
+        node.changes.start_polling()
+    yield nodes
+    for node in nodes:
+        result_of(node.close())
+
+
+def listening(node) -> bool:
+    return node.changes._listener._listened
+
+
+def test_a_change_on_one_node_wakes_sessions_on_the_other(listening_nodes):
+    a, b = listening_nodes
+    box = inbox(a)
+    heard = []
+    a.changes.subscribe(box.id, lambda mailbox_id, modseq: heard.append(modseq))
+    assert turn_until(lambda: listening(a) and listening(b), 10)
+    record = result_of(b.append(box.id, MESSAGE))
+    assert turn_until(lambda: heard, 1.0), "node A heard nothing of node B's delivery within 1 s"
+    assert heard == [record.modseq]
+    changes = result_of(a.changes_since(box.id, record.modseq - 1))
+    assert [r.uid for r in changes.updated] == [record.uid]
+    result_of(b.store_flags(box.id, [record.uid], {"\\Seen"}, "add"))
+    result_of(b.expunge(box.id, [record.uid]))
+    assert turn_until(lambda: len(heard) == 3 or heard[-1] == record.modseq + 2, 1.0)
+    assert heard[-1] == record.modseq + 2
+
+
+def test_a_node_hears_its_own_change_once(listening_nodes):
+    a, _ = listening_nodes
+    box = inbox(a)
+    heard = []
+    a.changes.subscribe(box.id, lambda mailbox_id, modseq: heard.append(modseq))
+    assert turn_until(lambda: listening(a), 10)
+    record = result_of(a.append(box.id, MESSAGE))
+    turn_until(lambda: False, 0.3)  # its own NOTIFY comes back meanwhile
+    assert heard == [record.modseq]
+
+
+def test_a_node_that_lost_its_listening_connection_catches_up(listening_nodes, postgres_database):
+    a, b = listening_nodes
+    box = inbox(a)
+    heard = []
+    a.changes.subscribe(box.id, lambda mailbox_id, modseq: heard.append(modseq))
+    assert turn_until(lambda: listening(a), 10)
+    listener = a.changes._listener
+    # The server drops A's listening connection, and A cannot listen again
+    # until B has delivered: A never gets that NOTIFY.
+    from tests.store.engines import free_port
+
+    good_dsn = listener._dsn
+    listener._dsn = good_dsn + f" port={free_port()}"  # the last port= wins
+    sql(postgres_database, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = 'gateway-listen' AND datname = current_database()")
+    assert turn_until(lambda: not listener._listened, 5)
+    record = result_of(b.append(box.id, MESSAGE))
+    turn_until(lambda: False, 0.3)
+    assert heard == []
+    listener._dsn = good_dsn
+    assert turn_until(lambda: heard, 10), "A never caught up"
+    assert heard == [record.modseq]

@@ -28,7 +28,6 @@ from zope.interface import implementer
 from gateway.mail import message
 from gateway.store.blobs.interface import BlobMissing, IBlobStore
 from gateway.store.blobs.spool import Spooled, spool
-from gateway.store.changes import ChangeFeed
 from gateway.store.encoding import (
     date_columns,
     flag_set,
@@ -59,6 +58,7 @@ from gateway.store.model import (
 )
 from gateway.store.names import canonical_name, check_name
 from gateway.store.postgresql.database import Database, Transaction
+from gateway.store.postgresql.feed import ClusterChangeFeed
 from gateway.store.postgresql.maintenance import MaintenanceMixin
 from gateway.store.postgresql.schema import migrate
 
@@ -94,7 +94,7 @@ class PostgreSQLStore(MaintenanceMixin):
         self._reactor = reactor
         self._blobs = blobs
         self._spool_dir = spool_dir
-        self.changes = ChangeFeed(reactor)
+        self.changes = ClusterChangeFeed(reactor, dsn, self._highest_modseqs)
         self._db = Database(reactor, dsn, pool_size, min_connections, connect_timeout, on_commit=self._committed)
         self._db.open()
         try:
@@ -103,13 +103,26 @@ class PostgreSQLStore(MaintenanceMixin):
             self._db.close()
             raise
 
-    def close(self) -> None:
-        self.changes.stop_polling()
-        self._db.close()
+    def close(self):
+        """
+        Stop listening, finish the work asked for and close every
+        connection.
+
+        @return: Deferred firing with None once done.
+        """
+        d = self.changes.stop_polling()
+        d.addCallback(lambda _: self._db.close())
+        return d
 
     def _committed(self, changed: dict[int, int]) -> None:
         for mailbox_id, modseq in changed.items():
             self.changes.notify(mailbox_id, modseq)
+
+    def _highest_modseqs(self, mailbox_ids: list[int]):
+        def work(tx):
+            return dict(tx.all("SELECT id, highestmodseq FROM mailboxes WHERE id = ANY(%s)", (mailbox_ids,)))
+
+        return self._db.read(work)
 
     # -- users and mailboxes ------------------------------------------------
 
