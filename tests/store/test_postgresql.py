@@ -404,9 +404,11 @@ def turn_until(condition, seconds: float) -> bool:
     import time
 
     deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
         reactor.iterate(0.01)
-    return condition()
+    return True
 
 
 @pytest.fixture
@@ -474,3 +476,35 @@ def test_a_node_that_lost_its_listening_connection_catches_up(listening_nodes, p
     listener._dsn = good_dsn
     assert turn_until(lambda: heard, 10), "A never caught up"
     assert heard == [record.modseq]
+
+
+# -- POP3 maildrop locks across nodes --------------------------------------------
+
+
+def test_a_maildrop_is_held_by_one_session_across_nodes(two_nodes):
+    a, b = two_nodes
+    release = result_of(a.lock_maildrop("alice"))
+    assert callable(release)
+    assert result_of(b.lock_maildrop("alice")) is None
+    assert result_of(a.lock_maildrop("alice")) is None  # a second session on the same node
+    other = result_of(b.lock_maildrop("bob"))
+    assert callable(other)
+    release()
+    release()  # twice is once
+    assert turn_until(lambda: a._maildrops._held == set(), 5)
+    again = result_of(b.lock_maildrop("alice"))
+    assert callable(again)
+    assert result_of(a.lock_maildrop("alice")) is None
+    again()
+    other()
+
+
+def test_a_dead_node_releases_its_maildrops(two_nodes, postgres_dsn):
+    # What the server does when a node's connection goes: kill -9 of the
+    # node, or a network cut long enough for its connection to drop.
+    a, b = two_nodes
+    assert callable(result_of(a.lock_maildrop("alice")))
+    assert result_of(b.lock_maildrop("alice")) is None
+    sql(postgres_dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = 'gateway-maildrops' AND pid = %s", (a._maildrops._connection.info.backend_pid,))
+    assert turn_until(lambda: callable(result_of(b.lock_maildrop("alice"))), 5)

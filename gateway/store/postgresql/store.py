@@ -59,6 +59,7 @@ from gateway.store.model import (
 from gateway.store.names import canonical_name, check_name
 from gateway.store.postgresql.database import Database, Transaction
 from gateway.store.postgresql.feed import ClusterChangeFeed
+from gateway.store.postgresql.maildrops import MaildropLocks
 from gateway.store.postgresql.maintenance import MaintenanceMixin
 from gateway.store.postgresql.schema import migrate
 
@@ -102,6 +103,7 @@ class PostgreSQLStore(MaintenanceMixin):
         except BaseException:
             self._db.close()
             raise
+        self._maildrops = MaildropLocks(reactor, dsn, connect_timeout)
 
     def close(self):
         """
@@ -111,8 +113,19 @@ class PostgreSQLStore(MaintenanceMixin):
         @return: Deferred firing with None once done.
         """
         d = self.changes.stop_polling()
+        d.addCallback(lambda _: self._maildrops.close())
         d.addCallback(lambda _: self._db.close())
         return d
+
+    def lock_maildrop(self, user):
+        """
+        Hold the user's POP3 maildrop for one session against every session
+        on every node (RFC 1939 8).
+
+        @return: Deferred firing with a no-argument callable that releases
+            it, or with None when another session holds it.
+        """
+        return self._maildrops.lock(user)
 
     def _committed(self, changed: dict[int, int]) -> None:
         for mailbox_id, modseq in changed.items():
