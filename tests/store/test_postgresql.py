@@ -508,3 +508,43 @@ def test_a_dead_node_releases_its_maildrops(two_nodes, postgres_dsn):
     sql(postgres_dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
         " WHERE application_name = 'gateway-maildrops' AND pid = %s", (a._maildrops._connection.info.backend_pid,))
     assert turn_until(lambda: callable(result_of(b.lock_maildrop("alice"))), 5)
+
+
+# -- gateway check ----------------------------------------------------------------
+
+
+def test_a_consistent_store_checks_clean(store):
+    box = inbox(store)
+    result_of(store.append(box.id, MESSAGE))
+    assert result_of(store.check_store(repair=False)) == ([], [])
+    assert result_of(store.check_store(repair=True)) == ([], [])
+
+
+def test_check_finds_and_repair_mends_what_it_safely_can(store, outside, postgres_dsn):
+    box = inbox(store)
+    lost, kept, gone = (result_of(store.append(box.id, MESSAGE + b"%d\n" % n)) for n in range(3))
+    result_of(store.expunge(box.id, [gone.uid]))
+    lost_key = key_of(MESSAGE + b"0\n")
+    outside.remove(lost_key)
+    sql(postgres_dsn, "UPDATE mailboxes SET uidnext = 2, highestmodseq = 3 WHERE id = %s", (box.id,))
+    problems, repairs = result_of(store.check_store(repair=False, grace=datetime.timedelta(0)))
+    assert problems == [
+        "alice/INBOX: UIDNEXT 2 is not above UID 2",
+        f"alice/INBOX: HIGHESTMODSEQ 3 is below modseq {gone.modseq + 1} of a change",
+        f"alice/INBOX: UID 1 has no body (key {lost_key} is not in the body store)",
+        "1 stored bodies named by no message",
+    ]
+    assert repairs == []
+    assert result_of(store.check_store(repair=False, grace=datetime.timedelta(0)))[0] == problems
+    problems, repairs = result_of(store.check_store(repair=True, grace=datetime.timedelta(0)))
+    assert problems == []
+    assert repairs == [
+        "alice/INBOX: UIDNEXT raised to 3",
+        f"alice/INBOX: HIGHESTMODSEQ raised to {gone.modseq + 1}",
+        "alice/INBOX: UID 1, whose body is gone, expunged",
+        # UID 1's row went with its expunge: its key is named by no message now.
+        "2 bodies named by no message removed",
+    ]
+    assert [r.uid for r in result_of(store.list_messages(box.id))] == [kept.uid]
+    assert outside.keys() == [key_of(MESSAGE + b"1\n")]
+    assert result_of(store.append(box.id, MESSAGE)).uid == 4

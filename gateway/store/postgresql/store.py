@@ -57,6 +57,7 @@ from gateway.store.model import (
     MessageRecord,
 )
 from gateway.store.names import canonical_name, check_name
+from gateway.store.postgresql.check import CheckMixin
 from gateway.store.postgresql.database import Database, Transaction
 from gateway.store.postgresql.feed import ClusterChangeFeed
 from gateway.store.postgresql.maildrops import MaildropLocks
@@ -83,7 +84,7 @@ def now() -> datetime.datetime:
 
 
 @implementer(IMailStore, IImportableStore, IGroupCommitStore)
-class PostgreSQLStore(MaintenanceMixin):
+class PostgreSQLStore(MaintenanceMixin, CheckMixin):
     """
     ``dsn`` is a libpq connection string; ``blobs`` where bodies go.  The
     schema is migrated before the constructor returns (a node cannot serve
