@@ -529,7 +529,7 @@ def test_check_finds_and_repair_mends_what_it_safely_can(store, outside, postgre
     sql(postgres_dsn, "UPDATE mailboxes SET uidnext = 2, highestmodseq = 3 WHERE id = %s", (box.id,))
     problems, repairs = result_of(store.check_store(repair=False, grace=datetime.timedelta(0)))
     assert problems == [
-        "alice/INBOX: UIDNEXT 2 is not above UID 2",
+        "alice/INBOX: UIDNEXT 2 is not above UID 3",
         f"alice/INBOX: HIGHESTMODSEQ 3 is below modseq {gone.modseq + 1} of a change",
         f"alice/INBOX: UID 1 has no body (key {lost_key} is not in the body store)",
         "1 stored bodies named by no message",
@@ -539,7 +539,7 @@ def test_check_finds_and_repair_mends_what_it_safely_can(store, outside, postgre
     problems, repairs = result_of(store.check_store(repair=True, grace=datetime.timedelta(0)))
     assert problems == []
     assert repairs == [
-        "alice/INBOX: UIDNEXT raised to 3",
+        "alice/INBOX: UIDNEXT raised to 4",
         f"alice/INBOX: HIGHESTMODSEQ raised to {gone.modseq + 1}",
         "alice/INBOX: UID 1, whose body is gone, expunged",
         # UID 1's row went with its expunge: its key is named by no message now.

@@ -4,8 +4,8 @@ index against its body store.
 
 Found: messages whose body is gone from the body store, bodies no message
 names (left by expunges, deleted mailboxes and users, or deliveries that
-never committed), a UIDNEXT not above every UID, a HIGHESTMODSEQ below a
-message's or an expunge's modseq.
+never committed), a UIDNEXT not above every UID given out (expunged ones
+included), a HIGHESTMODSEQ below a message's or an expunge's modseq.
 
 ``--repair`` does only what cannot lose or invent mail, each step through
 the store so that live sessions on every node hear of it: raise UIDNEXT and
@@ -57,9 +57,13 @@ class CheckMixin:
                       for mailbox_id, owner, name in tx.all("SELECT id, owner, name FROM mailboxes")}
             uidnext_low = tuple(
                 (mailbox_id, labels[mailbox_id], uidnext, highest)
+                # An expunged UID counts: UIDs are never handed out twice.
                 for mailbox_id, uidnext, highest in tx.all(
-                    "SELECT m.id, m.uidnext, max(g.uid) FROM mailboxes AS m JOIN messages AS g ON g.mailbox_id = m.id"
-                    " GROUP BY m.id HAVING m.uidnext <= max(g.uid) ORDER BY m.id"
+                    "SELECT m.id, m.uidnext, u.uid FROM mailboxes AS m JOIN"
+                    " (SELECT mailbox_id, max(uid) AS uid FROM"
+                    "  (SELECT mailbox_id, uid FROM messages UNION ALL SELECT mailbox_id, uid FROM expunged) AS a"
+                    "  GROUP BY mailbox_id) AS u ON u.mailbox_id = m.id"
+                    " WHERE m.uidnext <= u.uid ORDER BY m.id"
                 )
             )
             modseq_low = tuple(
