@@ -7,6 +7,7 @@ store contract's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -26,6 +27,21 @@ T = TypeVar("T")
 
 # A deadlock victim or a serialization failure did nothing; run it again.
 _RETRIES = 3
+
+
+def connection_settings(connect_timeout: float) -> dict:
+    """
+    libpq settings of every connection: a bounded wait to connect, and TCP
+    keepalives, so that a server gone silent (a dead network path rather
+    than a closed connection) is noticed within about half a minute.
+    """
+    return {
+        "connect_timeout": max(2, math.ceil(connect_timeout)),
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+    }
 
 
 class Transaction:
@@ -70,7 +86,8 @@ class Database:
         self.size = size
         self._pool = ConnectionPool(
             dsn, min_size=min_connections, max_size=size, open=False, timeout=connect_timeout,
-            kwargs={"autocommit": True, "application_name": "gateway"}, name="gateway",
+            kwargs={"autocommit": True, "application_name": "gateway", **connection_settings(connect_timeout)},
+            name="gateway",
         )
         self._threads = ThreadPool(minthreads=0, maxthreads=size, name="gateway-postgresql")
 

@@ -23,12 +23,9 @@ from zope.interface import implementer
 from gateway.store.changes import ChangeFeed
 from gateway.store.interfaces import IChangeFeed
 from gateway.store.postgresql import notices
+from gateway.store.postgresql.database import connection_settings
 
 log = Logger()
-
-# A connection that stops answering without closing (a dead network path)
-# is found by TCP keepalives within about half a minute.
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
 
 @implementer(IChangeFeed)
@@ -39,13 +36,14 @@ class ClusterChangeFeed:
     {mailbox id: highest modseq}: how a node catches up.
     """
 
-    def __init__(self, reactor, dsn: str, highest: Callable[[list[int]], Deferred], retry_limit: float = 10.0):
+    def __init__(self, reactor, dsn: str, highest: Callable[[list[int]], Deferred], retry_limit: float = 10.0,
+                 connect_timeout: float = 10.0):
         self._reactor = reactor
         self._fanout = ChangeFeed(reactor)
         self._known: dict[int, int] = {}
         self._watched: dict[int, int] = {}
         self._highest = highest
-        self._listener = Listener(reactor, dsn, self.heard, self.catch_up, retry_limit)
+        self._listener = Listener(reactor, dsn, self.heard, self.catch_up, retry_limit, connect_timeout)
 
     def subscribe(self, mailbox_id, callback):
         self._watched[mailbox_id] = self._watched.get(mailbox_id, 0) + 1
@@ -110,8 +108,9 @@ class Listener:
     # it was asked to stop.
     WAKE = 0.25
 
-    def __init__(self, reactor, dsn: str, on_changes, on_listening, retry_limit: float):
+    def __init__(self, reactor, dsn: str, on_changes, on_listening, retry_limit: float, connect_timeout: float):
         self._reactor = reactor
+        self._connect_timeout = connect_timeout
         self._dsn = dsn
         self._on_changes = on_changes
         self._on_listening = on_listening
@@ -159,8 +158,8 @@ class Listener:
             self._reactor.callFromThread(self._finished)
 
     def _listen(self) -> None:
-        with psycopg.connect(self._dsn, autocommit=True, application_name="gateway-listen", connect_timeout=10,
-                             **KEEPALIVES) as connection:
+        with psycopg.connect(self._dsn, autocommit=True, application_name="gateway-listen",
+                             **connection_settings(self._connect_timeout)) as connection:
             connection.execute(f"LISTEN {notices.CHANNEL}")
             self._listened = True
             self._reactor.callFromThread(self._on_listening)

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from gateway.store.interfaces import TemporaryFailure
-from gateway.store.postgresql.feed import KEEPALIVES
+from gateway.store.postgresql.database import connection_settings
 
 log = Logger()
 
@@ -86,7 +86,7 @@ class MaildropLocks:
         try:
             self._connection = psycopg.connect(
                 self._dsn, autocommit=True, application_name="gateway-maildrops",
-                connect_timeout=max(1, int(self._connect_timeout)), **KEEPALIVES,
+                **connection_settings(self._connect_timeout),
             )
         except psycopg.OperationalError as e:
             self._connection = None

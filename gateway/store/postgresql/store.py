@@ -96,7 +96,7 @@ class PostgreSQLStore(MaintenanceMixin, CheckMixin):
         self._reactor = reactor
         self._blobs = blobs
         self._spool_dir = spool_dir
-        self.changes = ClusterChangeFeed(reactor, dsn, self._highest_modseqs)
+        self.changes = ClusterChangeFeed(reactor, dsn, self._highest_modseqs, connect_timeout=connect_timeout)
         self._db = Database(reactor, dsn, pool_size, min_connections, connect_timeout, on_commit=self._committed)
         self._db.open()
         try:
