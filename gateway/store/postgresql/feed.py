@@ -64,14 +64,13 @@ class ClusterChangeFeed:
 
     def notify(self, mailbox_id, highestmodseq):
         """A change committed by this node."""
-        if mailbox_id in self._watched:
-            self._known[mailbox_id] = max(highestmodseq, self._known.get(mailbox_id, 0))
-        self._fanout.notify(mailbox_id, highestmodseq)
+        self.heard({mailbox_id: highestmodseq})
 
     def heard(self, changed: dict[int, int]) -> None:
         """
-        Changes announced by any node, this one included: those not known
-        here yet wake the sessions watching.
+        Changes committed by any node, this one included (its own commit is
+        told twice: when it returns and by its NOTIFY, in either order):
+        those not known here yet wake the sessions watching.
         """
         for mailbox_id, modseq in changed.items():
             if mailbox_id in self._watched and modseq > self._known.get(mailbox_id, 0):
