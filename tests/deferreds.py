@@ -20,8 +20,12 @@ def _outcome(d):
         from twisted.internet import reactor
 
         deadline = time.monotonic() + WAIT
-        while not box and time.monotonic() < deadline:
-            reactor.iterate(0.01)
+        while time.monotonic() < deadline:
+            # reactor.iterate() would wait once more after the Deferred fired.
+            reactor.runUntilCurrent()
+            if box:
+                break
+            reactor.doIteration(0.01)
     assert box, "Deferred has not fired"
     return box[0]
 
