@@ -85,6 +85,8 @@ class LmtpConfig:
     max_message_size: int = 52428800
     # RFC 5321 4.5.3.1.8: at least 100 recipients per transaction.
     max_recipients: int = 100
+    # Dovecot's lmtp_save_to_detail_mailbox: user+folder@ delivers into folder.
+    save_to_detail_mailbox: bool = False
 
 
 @attrs.frozen
@@ -224,6 +226,11 @@ DEFAULT_TOML = """\
 # Recipients in one transaction; RCPTs beyond get 452 4.5.3 and the MTA sends
 # them in another transaction.  RFC 5321 asks for at least 100.
 # max_recipients = 100
+# Deliver user+folder@domain into the folder "folder" when it exists, as
+# Dovecot's lmtp_save_to_detail_mailbox.  Off, such mail goes to INBOX.  On,
+# a folder with a special use (Sent, Drafts, Trash, Junk...) is never chosen
+# this way: the sender picks the address, and must not plant "sent" mail.
+# save_to_detail_mailbox = false
 
 [auth]
 # Seconds to wait before answering a failed login.
@@ -321,7 +328,14 @@ class _Reader:
                 },
             ),
             "imap": (ImapConfig, {"idle_timeout": self.seconds}),
-            "lmtp": (LmtpConfig, {"max_message_size": self.count, "max_recipients": self.recipients}),
+            "lmtp": (
+                LmtpConfig,
+                {
+                    "max_message_size": self.count,
+                    "max_recipients": self.recipients,
+                    "save_to_detail_mailbox": self.boolean,
+                },
+            ),
             "auth": (AuthConfig, {"failure_delay": self.delay, "plaintext_without_tls": self.boolean}),
             "tls": (TlsConfig, {"certificate": self.path, "key": self.path}),
             "limits": (
