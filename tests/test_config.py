@@ -68,7 +68,7 @@ def test_default_toml_shows_every_option_commented():
         "max_connections_per_user", "max_line_length", "max_literal_size",
         "max_nesting", "max_bad_commands", "prelogin_timeout",
         "failed_logins_per_ip", "failed_login_window", "trusted",
-        "max_message_size", "max_recipients",
+        "max_message_size", "max_recipients", "save_to_detail_mailbox",
     }
     # With every option uncommented it still gives exactly the defaults.
     assert loads(uncommented) == Config()
@@ -240,7 +240,7 @@ def test_not_utf8(tmp_path):
         ("[lmtp]\nmax_message_size = 0", "lmtp.max_message_size: must be positive, not 0"),
         ("[lmtp]\nmax_message_size = '50M'", "lmtp.max_message_size: must be a whole number, not a string"),
         ("[lmtp]\nmax_recipients = 99", "lmtp.max_recipients: must be at least 100, not 99"),
-        ("[lmtp]\nmax_rcpt = 1", "lmtp.max_rcpt: unknown key (known: max_message_size, max_recipients)"),
+        ("[lmtp]\nmax_rcpt = 1", "lmtp.max_rcpt: unknown key (known: max_message_size, max_recipients, save_to_detail_mailbox)"),
         ("[limits]\nmax_connections = 0", "limits.max_connections: must be positive, not 0"),
         ("[limits]\nmax_connections_per_ip = -1", "limits.max_connections_per_ip: must be positive, not -1"),
         ("[limits]\nmax_literal_size = 1.5", "limits.max_literal_size: must be a whole number, not a float"),
