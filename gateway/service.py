@@ -122,9 +122,13 @@ class ListeningPorts(Service):
         super().startService()
         bound: dict[str, list[str]] = {name: [] for name in self.protocols}
         for protocol, port in self.ports:
-            address = address_text(port.getHost())
+            host = port.getHost()
+            address = address_text(host)
             bound[protocol].append(address)
-            log.info("{protocol} listening on {address}", protocol=protocol, address=address)
+            # JSON logs get the address's parts as fields of their own.
+            parts = {"path": address[len(unix.PREFIX):]} if isinstance(host, UNIXAddress) else {
+                "host": host.host, "port": host.port}
+            log.info("{protocol} listening on {address}", protocol=protocol, address=address, **parts)
         self.ports_file.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = self.ports_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(bound))
