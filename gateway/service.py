@@ -140,6 +140,18 @@ class ListeningPorts(Service):
         return gatherResults([maybeDeferred(port.stopListening) for _, port in self.ports])
 
 
+def _close_now(ports) -> None:
+    """
+    Close bound ports when the start fails: the reactor that would finish
+    ``stopListening`` never runs, so a socket file goes now.
+    """
+    for _, port in ports:
+        if isinstance(port, unix.UnixPort):
+            port.close_now()
+        else:
+            port.stopListening()
+
+
 def address_text(address) -> str:
     """How ports.json and the log name a bound address: ``host:port`` or ``unix:/path``."""
     if isinstance(address, UNIXAddress):
@@ -259,13 +271,7 @@ def make_service(
         for description in config.listeners.metrics:
             ports.append(("metrics", _listen(reactor, description, metrics_site(counted))))
     except StartupError:
-        # Nothing left behind: the reactor that would finish stopListening
-        # never runs, so a socket file goes now.
-        for _, port in ports:
-            if isinstance(port, unix.UnixPort):
-                port.close_now()
-            else:
-                port.stopListening()
+        _close_now(ports)
         store.close()
         raise
     top = MultiService()
@@ -289,6 +295,8 @@ def make_service(
         ConfigReloader(live, read_config, apply, users, reactor).setServiceParent(top)
     ListeningPorts(ports, [*listeners, "metrics"], data_dir / "run" / "ports.json").setServiceParent(top)
     top.store = store
+    # For a start that fails after this returns (twistd's privilege drop).
+    top.close_listeners = lambda: _close_now(ports)
     top.certificates = certificates
     top.users = users
     top.metrics = counted

@@ -60,7 +60,11 @@ def makeService(options: Options):
         service = make_service(data_dir, config, reactor, read_config)
         # twistd switches to --uid/--gid after this returns: hand it the files.
         twistd_options = getattr(options, "parent", None) or {}
-        hand_over_data_dir(data_dir, twistd_options.get("uid"), twistd_options.get("gid"))
+        try:
+            hand_over_data_dir(data_dir, twistd_options.get("uid"), twistd_options.get("gid"))
+        except PrivilegeError:
+            service.close_listeners()
+            raise
         return service
     except (StartupError, PrivilegeError, ConfigError) as e:
         # twistd would print a traceback; an operator needs one line.

@@ -136,3 +136,18 @@ def test_unix_socket_bound_as_root_and_given_to_its_owner(data_dir):
     assert "Traceback" not in server.log()
     with PrivilegedGateway(data_dir, pop3=None, imap=None, lmtp=listener) as again:
         assert again.ports["lmtp"] == [f"unix:{path}"]
+
+
+def test_a_refused_hand_over_leaves_no_socket(data_dir):
+    # The data dir is a third user's: twistd --uid nobody must not take it,
+    # and the socket bound before that was found out goes again.
+    run_gateway(data_dir, "user", "add", "alice", input=b"alice-password\n")
+    os.chown(data_dir, 12345, 12345)
+    sockets = data_dir.parent / "run"
+    sockets.mkdir(mode=0o755)
+    server = PrivilegedGateway(data_dir, pop3=None, imap=None, lmtp=f"unix:{sockets}/lmtp.sock")
+    with pytest.raises(RuntimeError) as excinfo:
+        server.start()
+    assert f"gateway: data dir {data_dir} belongs to uid 12345" in str(excinfo.value)
+    assert "Traceback" not in str(excinfo.value)
+    assert list(sockets.iterdir()) == []
