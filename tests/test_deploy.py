@@ -57,7 +57,7 @@ def test_systemd_unit_is_hardened():
     assert directives["AmbientCapabilities"] == "CAP_NET_BIND_SERVICE"
     assert directives["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
     assert directives["ProtectSystem"] == "strict"
-    assert directives["ReadWritePaths"] == "/var/lib/gateway /run/gateway"
+    assert directives["ReadWritePaths"] == "/var/lib/gateway -/run/gateway"
     for flag in ("NoNewPrivileges", "PrivateTmp", "ProtectHome"):
         assert directives[flag] == "yes"
     assert directives["RestrictAddressFamilies"] == "AF_INET AF_INET6 AF_UNIX"

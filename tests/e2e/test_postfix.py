@@ -42,7 +42,7 @@ GATEWAY_TRACE = (
     rb"\t\(envelope-from <(?P=sender)>\)\r\n"
     rb"\tfor <(?P=recipient)>; [A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9:]{8} [+-][0-9]{4}\r\n"
     # Postfix's smtpd names the recipient only of a one-recipient transaction.
-    rb"Received: from client\.example\.net \(localhost \[127\.0\.0\.1\]\)\r\n"
+    rb"Received: from client\.example\.net \([^ \[]+ \[127\.0\.0\.1\]\)\r\n"
     rb"\tby mx\.example\.test \(Postfix\) with ESMTP id [0-9A-F]+(?:\r\n\tfor <(?P<postfix_for>[^>]+)>)?;"
 )
 
