@@ -150,7 +150,7 @@ def test_authenticate_plain_authzid_base64_and_cancel(store, logged):
 # -- failed logins per address, sessions per user --------------------------
 
 
-def test_failed_logins_grow_the_delay_then_block_the_address(store, logged):
+def test_failures_wait_a_doubling_capped_delay_and_lock_out_only_that_user(store, logged):
     s = Session(store, config=config(failed_logins_per_ip=3))
     assert s.command(b"a LOGIN alice wrong") == []
     s.clock.advance(1.0)
@@ -164,18 +164,28 @@ def test_failed_logins_grow_the_delay_then_block_the_address(store, logged):
     s.command(b"c LOGIN alice wrong")
     s.clock.advance(4.0)
     assert s.read() == b"c NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
-    # Blocked: even the right password is not checked.
+    # Alice is locked out here: even her right password is not checked.
     s.command(b"d LOGIN alice secret")
-    s.clock.advance(1.0)
+    s.clock.advance(4.0)
     assert s.read() == b"d NO [UNAVAILABLE] Too many failed logins from your address; try again later\r\n"
-    # Another address, same factory, is not affected.
+    # Bob behind the same address logs in at once: never refused, never delayed.
+    bob = Session(store, factory=s.factory, clock=s.clock)
+    assert bob.command(b"e LOGIN bob other")[-1].startswith(b"e OK [CAPABILITY ")
+    # Failures of any user from the address keep doubling the delay, up to 15 s.
+    for tag, delay in ((b"f", 8.0), (b"g", 15.0), (b"h", 15.0)):
+        s.command(tag + b" LOGIN " + tag + b"nobody wrong")
+        s.clock.advance(delay - 0.01)
+        assert s.read() == b""
+        s.clock.advance(0.01)
+        assert s.read() == tag + b" NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
+    # Alice at another address is not affected.
     other = Session(store, factory=s.factory, peer=IPv4Address("TCP", "127.0.0.2", 5000), clock=s.clock)
     other.login()
     # The window slides: after failed_login_window the address may try again.
     s.clock.advance(300)
     Session(store, factory=s.factory, clock=s.clock).login()
     reasons = [line.rsplit("reason=", 1)[-1] for line in login_lines(logged) if "failed" in line]
-    assert reasons == ["bad-credentials"] * 3 + ["blocked"]
+    assert reasons == ["bad-credentials"] * 3 + ["blocked"] + ["bad-credentials"] * 3
 
 
 def test_sessions_per_user_are_limited(store):
