@@ -102,7 +102,7 @@ class LoginCommands:
             return
         claimed = fields.get("x-originating-ip")
         if self.state == "unauth" and claimed:
-            self._originating_ip = self.factory.logins.originating_ip(self.peer_ip, claimed)
+            self._originating_ip = self.factory.logins.originating_ip(self.peer_ip, claimed) or self._originating_ip
         self.sendLine(_ID_ANSWER)
         self.run_command(tag, self._done, b"ID completed")
 

@@ -200,9 +200,12 @@ class LoginPolicy:
 
     def _leave(self, address: str) -> None:
         places = self._places[address]
-        places.release()
-        if places.tokens == places.limit:
+        if places.tokens + 1 == places.limit and not places.waiting:
+            # The last place comes back.  Forget the address first: a
+            # release that wakes a waiter runs its check at once, and that
+            # check may end (and leave) before release returns.
             del self._places[address]
+        places.release()
 
     def addresses_checking(self) -> int:
         """Addresses with a check under way or queued (memory grows with these only)."""

@@ -21,7 +21,7 @@ from twisted.internet.interfaces import ISSLTransport, ITLSTransport
 from twisted.logger import globalLogPublisher
 from zope.interface import directlyProvides
 
-from gateway.config import AuthConfig, Config, ImapConfig, LimitsConfig
+from gateway.config import AuthConfig, Config, ImapConfig, LimitsConfig, ProxyConfig
 from gateway.imap import server as imap_server
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import result_of
@@ -186,6 +186,61 @@ def test_failures_wait_a_doubling_capped_delay_and_lock_out_only_that_user(store
     Session(store, factory=s.factory, clock=s.clock).login()
     reasons = [line.rsplit("reason=", 1)[-1] for line in login_lines(logged) if "failed" in line]
     assert reasons == ["bad-credentials"] * 3 + ["blocked"] + ["bad-credentials"] * 3
+
+
+def test_a_login_queued_for_its_check_leaves_the_queue_with_its_connection(store, logged):
+    s = Session(store, config=config(password_checks_per_ip=1))
+    # Alice's wrong password holds the address's one place through its delay.
+    assert s.command(b"a LOGIN alice wrong") == []
+    gone = Session(store, factory=s.factory, clock=s.clock)
+    assert gone.command(b"a LOGIN bob wrong") == []
+    waiting = Session(store, factory=s.factory, clock=s.clock)
+    assert waiting.command(b"a LOGIN bob other") == []
+    gone.server.connectionLost(None)
+    s.clock.advance(1.0)
+    assert s.read() == b"a NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
+    assert waiting.read().startswith(b"a OK [CAPABILITY ")
+    # The dropped login was never checked.
+    assert login_lines(logged) == [
+        "login failed: protocol=imap user=alice ip=127.0.0.1 reason=bad-credentials",
+        "login ok: protocol=imap user=bob ip=127.0.0.1",
+    ]
+    assert s.factory.logins.addresses_checking() == 0
+
+
+def test_id_names_the_client_only_from_a_trusted_front_end_and_before_login(store, logged):
+    trusted = Config(auth=AuthConfig(failure_delay=1.0), proxy=ProxyConfig(login_trusted_networks=("127.0.0.1/32",)))
+    s = Session(store, config=trusted)
+    assert s.command(b'a ID ("name" "webmail" "x-originating-ip" "::ffff:192.0.2.9")') == [
+        b'* ID ("name" "gateway" "version" "0.1.0")', b"a OK ID completed"]
+    s.command(b"b LOGIN alice wrong")
+    s.clock.advance(1.0)
+    # Not an address: the claim is ignored, and the one before it stands.
+    s.command(b'c ID ("x-originating-ip" "192.0.2.300")')
+    s.command(b"d LOGIN alice wrong")
+    s.clock.advance(2.0)
+    s.login()
+    # Once logged in, ID names nobody.
+    s.command(b'e ID ("x-originating-ip" "192.0.2.10")')
+    assert s.server.client_ip == "192.0.2.9"
+    # From a peer outside login_trusted_networks the claim is ignored.
+    other = Session(store, factory=s.factory, peer=IPv4Address("TCP", "127.0.0.2", 5000), clock=s.clock)
+    other.command(b'a ID ("x-originating-ip" "192.0.2.11")')
+    other.command(b"b LOGIN bob wrong")
+    s.clock.advance(4.0)
+    assert login_lines(logged) == [
+        "login failed: protocol=imap user=alice ip=192.0.2.9 reason=bad-credentials",
+        "login failed: protocol=imap user=alice ip=192.0.2.9 reason=bad-credentials",
+        "login ok: protocol=imap user=alice ip=192.0.2.9",
+        "login failed: protocol=imap user=bob ip=127.0.0.2 reason=bad-credentials",
+    ]
+
+
+def test_id_arguments_that_are_not_a_list_of_strings(store):
+    s = Session(store)
+    for argument in (b"", b" (name)", b' ("name")', b' ("a" "b"', b" NIL NIL"):
+        assert s.command(b"a ID" + argument) == [b"a BAD ID takes a parenthesised list of strings or NIL"]
+    assert s.command(b"b ID NIL")[-1] == b"b OK ID completed"
 
 
 def test_sessions_per_user_are_limited(store):

@@ -6,7 +6,7 @@ caller is told.
 
 import attrs
 import pytest
-from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.checkers import ICredentialsChecker, InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
@@ -176,6 +176,7 @@ def test_a_client_leaving_during_its_check_frees_nothing_early():
     policy, portal, checker, realm, clock = setup(password_checks_per_ip=1)
     wrong = attempt(policy, portal)
     wrong.cancel()
+    assert failure_of(wrong, CancelledError)
     queued = attempt(policy, portal, user=b"bob", password=b"other")
     checker.answer()
     # The check ran on and its delay holds the place.
@@ -188,6 +189,7 @@ def test_a_client_leaving_during_its_check_frees_nothing_early():
     right = attempt(policy, portal, password=b"secret")
     assert checker.asked == 3
     right.cancel()
+    assert failure_of(right, CancelledError)
     checker.answer()
     # The session the cancelled check opened was ended at once.
     assert realm.logouts == 1
@@ -262,3 +264,18 @@ def test_odd_user_names_fail_like_any_other(user):
     checker.answer()
     clock.advance(2.0)
     assert failure_of(failed, BadCredentials)
+
+
+def test_a_checker_that_answers_at_once_hands_places_on_in_order():
+    """A synchronous checker runs the next check inside the release of the place before it."""
+    clock = Clock()
+    checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret", bob=b"other")
+    policy = LoginPolicy(Config(auth=AuthConfig(failure_delay=1.0), limits=LimitsConfig(password_checks_per_ip=1)), clock)
+    portal = Portal(Realm(), [checker])
+    first = attempt(policy, portal)
+    then = [attempt(policy, portal, user=b"bob", password=b"other") for _ in range(3)]
+    assert not any(d.called for d in then)
+    clock.advance(1.0)
+    assert failure_of(first, BadCredentials)
+    assert [result_of(d).avatar for d in then] == [b"bob"] * 3
+    assert policy.addresses_checking() == 0

@@ -272,6 +272,29 @@ def test_failures_wait_a_doubling_capped_delay_and_lock_out_only_that_user(tmp_p
     server.store.close()
 
 
+def test_a_login_queued_for_its_check_leaves_the_queue_with_its_connection(tmp_path):
+    server = make_server(tmp_path, limits=LimitsConfig(password_checks_per_ip=1), auth=AuthConfig(failure_delay=1.0))
+    first, gone, waiting = server.connect(), server.connect(), server.connect()
+    with capturedLogs() as events:
+        for session, user, password in ((first, b"alice", b"guess"), (gone, b"bob", b"guess"),
+                                        (waiting, b"bob", b"hunter2")):
+            session.read()
+            session.send(b"USER " + user + b"\r\nPASS " + password + b"\r\n")
+            assert session.read() == b"+OK Send PASS\r\n"
+        gone.drop()
+        server.clock.advance(1.0)
+    assert first.read() == b"-ERR [AUTH] Authentication failed\r\n"
+    assert waiting.read().startswith(b"+OK Maildrop has")
+    # The dropped login was never checked.
+    lines = [event["log_format"].format(**event) for event in events if event.get("log_namespace") == "gateway.auth"]
+    assert lines == [
+        "login failed: protocol=pop3 user=alice ip=127.0.0.1 reason=bad-credentials",
+        "login ok: protocol=pop3 user=bob ip=127.0.0.1",
+    ]
+    assert not any("log_failure" in event for event in events)
+    server.store.close()
+
+
 def test_sessions_per_user_are_limited(tmp_path):
     server = make_server(tmp_path, limits=LimitsConfig(max_connections_per_user=1), lock_session=False)
     first = server.connect()
