@@ -634,4 +634,6 @@ def build_factory(portal, config, reactor, *, context_factory=None, logins: Logi
     ``limits.max_connections_per_user`` count both protocols; without one,
     POP3 counts alone.
     """
-    return Pop3Factory(portal, config, reactor, context_factory, LoginPolicy(config, reactor) if logins is None else logins)
+    if logins is None:
+        logins = LoginPolicy(config, reactor)
+    return Pop3Factory(portal, config, reactor, context_factory, logins)

@@ -191,7 +191,8 @@ def test_one_users_failures_lock_out_that_user_at_the_address_and_nobody_else(ga
     with pytest.raises(poplib.error_proto, match=r"-ERR \[SYS/TEMP\] Too many failed logins"):
         pop3_login(gateway, stale, PASSWORD)
     lines = auth_lines(gateway, stale)
-    assert lines[:10] == [f"login failed: protocol={protocol} user={stale} ip={gateway.host} reason=bad-credentials"] * 10
+    failed = f"login failed: protocol={protocol} user={stale} ip={gateway.host} reason=bad-credentials"
+    assert lines[:10] == [failed] * 10
     assert all(line.endswith("reason=blocked") for line in lines[10:]) and len(lines) == 22
     assert f"login ok: protocol=pop3 user=bea ip={gateway.host}" in auth_lines(gateway, "bea")
 

@@ -270,7 +270,8 @@ def test_a_checker_that_answers_at_once_hands_places_on_in_order():
     """A synchronous checker runs the next check inside the release of the place before it."""
     clock = Clock()
     checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret", bob=b"other")
-    policy = LoginPolicy(Config(auth=AuthConfig(failure_delay=1.0), limits=LimitsConfig(password_checks_per_ip=1)), clock)
+    config = Config(auth=AuthConfig(failure_delay=1.0), limits=LimitsConfig(password_checks_per_ip=1))
+    policy = LoginPolicy(config, clock)
     portal = Portal(Realm(), [checker])
     first = attempt(policy, portal)
     then = [attempt(policy, portal, user=b"bob", password=b"other") for _ in range(3)]

@@ -3,7 +3,6 @@ Failed logins (gateway/policy/throttle.py): a delay per address, a lockout
 per user at an address, attempts in flight counted as failures.
 """
 
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from gateway.policy.addresses import Networks
