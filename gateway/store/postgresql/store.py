@@ -16,26 +16,13 @@ Every call runs in a bounded thread pool, never on the reactor thread.
 
 from __future__ import annotations
 
-import datetime
-
-import attrs
 from psycopg import errors
 from twisted.internet import defer
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gateway.mail import message
 from gateway.store.blobs.interface import BlobMissing, IBlobStore
-from gateway.store.blobs.spool import Spooled, spool
-from gateway.store.encoding import (
-    date_columns,
-    flag_set,
-    flags_text,
-    record_from_row,
-    structure_columns,
-    structure_from_row,
-)
+from gateway.store.encoding import flag_set, flags_text, record_from_row, structure_from_row
 from gateway.store.interfaces import (
     IGroupCommitStore,
     IImportableStore,
@@ -46,7 +33,6 @@ from gateway.store.interfaces import (
     NoSuchMailbox,
     NoSuchUser,
     TemporaryFailure,
-    UidNotAvailable,
 )
 from gateway.store.model import (
     DEFAULT_SPECIAL_USE,
@@ -58,6 +44,7 @@ from gateway.store.model import (
 )
 from gateway.store.names import canonical_name, check_name
 from gateway.store.postgresql.check import CheckMixin
+from gateway.store.postgresql.delivery import STRUCTURE_COLUMNS, DeliveryMixin
 from gateway.store.postgresql.database import Database, Transaction
 from gateway.store.postgresql.feed import ClusterChangeFeed
 from gateway.store.postgresql.maildrops import MaildropLocks
@@ -68,23 +55,10 @@ log = Logger()
 
 MAILBOX_COLUMNS = "id, owner, name, uidvalidity, uidnext, highestmodseq, special_use"
 RECORD_COLUMNS = "uid, flags, internaldate, tzoffset, size, modseq"
-STRUCTURE_COLUMNS = "envelope, body, bodystructure, header, parts"
-
-
-@attrs.frozen
-class Prepared:
-    """A body spooled and parsed, before any transaction."""
-
-    body: Spooled
-    structure: object
-
-
-def now() -> datetime.datetime:
-    return datetime.datetime.now().astimezone().replace(microsecond=0)
 
 
 @implementer(IMailStore, IImportableStore, IGroupCommitStore)
-class PostgreSQLStore(MaintenanceMixin, CheckMixin):
+class PostgreSQLStore(DeliveryMixin, MaintenanceMixin, CheckMixin):
     """
     ``dsn`` is a libpq connection string; ``blobs`` where bodies go.  The
     schema is migrated before the constructor returns (a node cannot serve
@@ -291,31 +265,6 @@ class PostgreSQLStore(MaintenanceMixin, CheckMixin):
 
         return self._db.read(work)
 
-    # -- delivery -----------------------------------------------------------
-
-    def _prepare(self, source) -> Prepared:
-        body = spool(source, self._spool_dir)
-        try:
-            structure = message.parse(body.file)
-        except BaseException:
-            body.file.close()
-            raise
-        return Prepared(body, structure)
-
-    def _store_body(self, tx: Transaction, body: Spooled) -> None:
-        """
-        Lock the body's ``blobs`` row (made if new) and write the bytes: the
-        lock keeps orphan collection off this key until the commit, and
-        ``last_used`` (the clock now, not the transaction's start) tells
-        collection the key is in use again.
-        """
-        tx.execute(
-            "INSERT INTO blobs (key, size, last_used) VALUES (%s, %s, clock_timestamp())"
-            " ON CONFLICT (key) DO UPDATE SET last_used = clock_timestamp()",
-            (body.key, body.size),
-        )
-        self._blobs.put(tx, body.key, body.file)
-
     @staticmethod
     def _lock_mailboxes(tx: Transaction, mailbox_ids) -> dict[int, list[int]]:
         """
@@ -330,14 +279,6 @@ class PostgreSQLStore(MaintenanceMixin, CheckMixin):
         )
         return {mailbox_id: [uidnext, modseq] for mailbox_id, uidnext, modseq in rows}
 
-    @staticmethod
-    def _insert_message(tx, mailbox_id, uid, flags, internaldate, size, modseq, key, structure) -> None:
-        tx.execute(
-            "INSERT INTO messages (mailbox_id, uid, flags, internaldate, tzoffset, size, modseq, blob,"
-            f" {STRUCTURE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (mailbox_id, uid, flags_text(flags), *date_columns(internaldate), size, modseq, key,
-             *structure_columns(structure)),
-        )
 
     @staticmethod
     def _set_counters(tx: Transaction, counters: dict[int, list[int]], mailbox_ids) -> None:
@@ -346,97 +287,6 @@ class PostgreSQLStore(MaintenanceMixin, CheckMixin):
             [(counters[m][0], counters[m][1], m) for m in sorted(set(mailbox_ids))],
         )
 
-    def _append_work(self, tx, mailbox_id, prepared: Prepared, flags, internaldate, wanted_uid):
-        if tx.one("SELECT 1 FROM mailboxes WHERE id = %s", (mailbox_id,)) is None:
-            raise NoSuchMailbox(str(mailbox_id))
-        self._store_body(tx, prepared.body)
-        counters = self._lock_mailboxes(tx, [mailbox_id])
-        if mailbox_id not in counters:
-            raise NoSuchMailbox(str(mailbox_id))
-        uid, modseq = counters[mailbox_id]
-        if wanted_uid is not None:
-            if wanted_uid < uid:
-                raise UidNotAvailable(f"UID {wanted_uid} is below UIDNEXT {uid}")
-            uid = wanted_uid
-        modseq += 1
-        self._insert_message(tx, mailbox_id, uid, flags, internaldate, prepared.body.size, modseq,
-                             prepared.body.key, prepared.structure)
-        counters[mailbox_id] = [uid + 1, modseq]
-        self._set_counters(tx, counters, [mailbox_id])
-        tx.changed_mailbox(mailbox_id, modseq)
-        return MessageRecord(uid=uid, flags=frozenset(flags), internaldate=internaldate,
-                             size=prepared.body.size, modseq=modseq)
-
-    async def _append(self, mailbox_id, source, flags, internaldate, wanted_uid):
-        prepared = await self._db.in_thread(self._prepare, source)
-        try:
-            return await self._db.write(
-                self._append_work, mailbox_id, prepared, frozenset(flags), internaldate or now(), wanted_uid
-            )
-        finally:
-            prepared.body.file.close()
-
-    def append(self, mailbox_id, source, flags=frozenset(), internaldate=None):
-        return Deferred.fromCoroutine(self._append(mailbox_id, source, flags, internaldate, None))
-
-    def append_many(self, deliveries):
-        """
-        Several appends in one transaction: one commit for the lot, and one
-        write of each distinct body (a message to many recipients is stored
-        once).  Each delivery's outcome is its record or the exception that
-        refused it; one refused delivery does not stop the others.
-        """
-        return Deferred.fromCoroutine(self._append_many(deliveries))
-
-    async def _append_many(self, deliveries):
-        outcomes: list = [None] * len(deliveries)
-
-        def prepare_all():
-            prepared = {}
-            for index, (_, source) in enumerate(deliveries):
-                try:
-                    prepared[index] = self._prepare(source)
-                except TemporaryFailure as e:
-                    outcomes[index] = e
-            return prepared
-
-        prepared = await self._db.in_thread(prepare_all)
-        internaldate = now()
-
-        def work(tx):
-            bodies = {p.body.key: p.body for p in prepared.values()}
-            for key in sorted(bodies):
-                self._store_body(tx, bodies[key])
-            counters = self._lock_mailboxes(tx, [deliveries[i][0] for i in prepared])
-            results = {}
-            for index, item in prepared.items():
-                mailbox_id = deliveries[index][0]
-                if mailbox_id not in counters:
-                    results[index] = NoSuchMailbox(str(mailbox_id))
-                    continue
-                uid, modseq = counters[mailbox_id]
-                modseq += 1
-                self._insert_message(tx, mailbox_id, uid, (), internaldate, item.body.size, modseq,
-                                     item.body.key, item.structure)
-                counters[mailbox_id] = [uid + 1, modseq]
-                tx.changed_mailbox(mailbox_id, modseq)
-                results[index] = MessageRecord(uid=uid, flags=frozenset(), internaldate=internaldate,
-                                               size=item.body.size, modseq=modseq)
-            self._set_counters(tx, counters, counters)
-            return results
-
-        try:
-            if prepared:
-                results = await self._db.write(work)
-                for index, outcome in results.items():
-                    outcomes[index] = outcome
-        except TemporaryFailure as e:
-            for index in prepared:
-                outcomes[index] = e
-        finally:
-            for item in prepared.values():
-                item.body.file.close()
-        return outcomes
 
     # -- reading ------------------------------------------------------------
 
