@@ -220,8 +220,6 @@ def cmd_export(args, stdin, stdout) -> int:
 
 
 def cmd_check(args, stdin, stdout) -> int:
-    from twisted.internet.defer import Deferred
-
     from gateway.ops.check import find_problems, repair
     from gateway.store.sqlite.store import SQLiteStore
 
@@ -232,7 +230,7 @@ def cmd_check(args, stdin, stdout) -> int:
     if args.repair and any(problem.repair for problem in problems):
         store = SQLiteStore(store_root)
         try:
-            for line in fired(Deferred.fromCoroutine(repair(store, problems))):
+            for line in repair(store):
                 print(f"repaired: {line}", file=stdout)
         finally:
             store.close()
