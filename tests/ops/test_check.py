@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from gateway.durable import read_slot_file, write_slot_file
 from gateway.ops.check import TMP_GRACE_SECONDS, find_problems
 from gateway.cli import main
 from gateway.store.sqlite.store import SQLiteStore
@@ -195,3 +196,45 @@ def test_missing_index_and_missing_store(data, tmp_path, capsys):
         f"{data / 'store' / 'index.sqlite'} is missing; the server rebuilds it from the files when it starts"]
     assert main(["--data", str(tmp_path / "nothing"), "check"]) == 66
     assert "no store here" in capsys.readouterr().err
+
+
+def test_uidnext_file_missing_or_unreadable_is_made_again_on_repair(data):
+    label = f"alice/INBOX (mail/{inbox_dir(data).name})"
+    slot = inbox_dir(data) / "uidnext"
+    slot.unlink()
+    assert check(data) == (1, [f"{label}: uidnext file missing, so a rebuild could give out an expunged UID again"])
+    assert check(data, "--repair") == (
+        0, [f"repaired: made mail/{inbox_dir(data).name}/uidnext", "store is consistent"])
+    slot.write_bytes(b"\0" * 1024)
+    assert check(data) == (1, [f"{label}: uidnext file unreadable (no valid slot)"])
+    assert check(data, "--repair")[0] == 0
+    assert read_slot_file(slot) == b"4"
+
+
+def test_recorded_uidnext_above_the_index_is_raised_on_repair(data):
+    write_slot_file(inbox_dir(data) / "uidnext", b"9")
+    label = f"alice/INBOX (mail/{inbox_dir(data).name})"
+    assert check(data) == (1, [f"{label}: UIDNEXT 4 is not above UID 8"])
+    assert check(data, "--repair") == (
+        0, [f"repaired: raised UIDNEXT of mail/{inbox_dir(data).name} to 9", "store is consistent"])
+    assert inbox_state(data)[0] == 9
+
+
+def test_interrupted_expunge_is_reported_and_finished(data):
+    # (Reached before the crash: opening the store would finish it.)
+    directory = inbox_dir(data)
+    store = SQLiteStore(data / "store")
+    with store._write():
+        store._mark_expunging(int(directory.name), [1, 3])
+    store.close()
+    (directory / "1").unlink()
+    label = f"alice/INBOX (mail/{directory.name})"
+    assert check(data) == (1, [
+        f"{label}: the expunge of UID 1 3 is under way or was interrupted (opening the store finishes it)",
+        f"{label}: UID 1 has no body file",
+    ])
+    assert check(data, "--repair") == (0, [
+        f"repaired: finished the expunge of UID 1 3 of mail/{directory.name}, which a crash interrupted",
+        "store is consistent",
+    ])
+    assert inbox_state(data)[1] == [(2, {"\\Seen"})]
