@@ -85,6 +85,8 @@ class LmtpConfig:
     max_message_size: int = 52428800
     # RFC 5321 4.5.3.1.8: at least 100 recipients per transaction.
     max_recipients: int = 100
+    # Dovecot's lmtp_save_to_detail_mailbox: user+folder@ delivers into folder.
+    save_to_detail_mailbox: bool = False
 
 
 @attrs.frozen
@@ -169,6 +171,12 @@ DEFAULT_TOML = """\
 #   "tcp:143:interface=192.0.2.10"      one address
 #   "haproxy:tcp:143"                   behind a load balancer speaking the
 #                                       PROXY protocol (see [proxy])
+#   "unix:/run/gateway/lmtp.sock:mode=0660:group=postfix"
+#                                       a UNIX socket (the usual way to take
+#                                       mail from a local MTA, or to serve a
+#                                       local webmail): mode (octal, default
+#                                       0600), user and group own it.  A
+#                                       socket left by a crash is replaced.
 # Implicit TLS (RFC 8314) is pop3s and imaps below, with plain "tcp:"
 # endpoints: the server adds TLS itself with the [tls] certificate, so that
 # a renewed certificate is picked up without a restart.  Twisted's
@@ -224,6 +232,11 @@ DEFAULT_TOML = """\
 # Recipients in one transaction; RCPTs beyond get 452 4.5.3 and the MTA sends
 # them in another transaction.  RFC 5321 asks for at least 100.
 # max_recipients = 100
+# Deliver user+folder@domain into the folder "folder" when it exists, as
+# Dovecot's lmtp_save_to_detail_mailbox.  Off, such mail goes to INBOX.  On,
+# a folder with a special use (Sent, Drafts, Trash, Junk...) is never chosen
+# this way: the sender picks the address, and must not plant "sent" mail.
+# save_to_detail_mailbox = false
 
 [auth]
 # Seconds to wait before answering a failed login.
@@ -267,6 +280,18 @@ DEFAULT_TOML = """\
 # a connection from anywhere else is dropped.
 # trusted = ["127.0.0.1/32", "::1/128"]
 """
+
+
+def command_line_listeners(overrides: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:
+    """The ``--pop3``/``--lmtp``/... listener options, checked as ``[listeners]`` is."""
+    reader = _Reader("command line")
+    return {
+        # One endpoint is read as a string, so that a problem names "--lmtp", not "--lmtp[0]".
+        name: (reader.metrics_endpoints if name == "metrics" else reader.endpoints)(
+            f"--{name}", endpoints[0] if len(endpoints) == 1 else list(endpoints)
+        )
+        for name, endpoints in overrides.items()
+    }
 
 
 def load(path: str | PathLike[str]) -> Config:
@@ -321,7 +346,14 @@ class _Reader:
                 },
             ),
             "imap": (ImapConfig, {"idle_timeout": self.seconds}),
-            "lmtp": (LmtpConfig, {"max_message_size": self.count, "max_recipients": self.recipients}),
+            "lmtp": (
+                LmtpConfig,
+                {
+                    "max_message_size": self.count,
+                    "max_recipients": self.recipients,
+                    "save_to_detail_mailbox": self.boolean,
+                },
+            ),
             "auth": (AuthConfig, {"failure_delay": self.delay, "plaintext_without_tls": self.boolean}),
             "tls": (TlsConfig, {"certificate": self.path, "key": self.path}),
             "limits": (
@@ -374,6 +406,9 @@ class _Reader:
             self.fail(key, f"must be a string, not {_kind(value)}")
         if not value or not value.isascii() or not all(c.isalnum() or c in ".-_" for c in value):
             self.fail(key, f"{value!r} is not a host name (letters, digits, '.', '-', '_')")
+        # RFC 1035 2.3.4; it goes into every LMTP reply and Received field.
+        if len(value) > 253:
+            self.fail(key, f"a host name has at most 253 characters, not {len(value)}")
         return value
 
     def endpoints(self, key: str, value: Any) -> tuple[str, ...]:
@@ -386,9 +421,26 @@ class _Reader:
                 self.fail(where, f"endpoint must be a string, not {_kind(endpoint)}")
             if not endpoint.strip() or any(c.isspace() for c in endpoint):
                 self.fail(where, f"{endpoint!r} is not an endpoint string (e.g. \"tcp:110\")")
-            if endpoint.lower().removeprefix("haproxy:").startswith("ssl:"):
+            behind_proxy = endpoint.lower().startswith("haproxy:")
+            inner = endpoint[len("haproxy:"):] if behind_proxy else endpoint
+            if inner.lower().startswith("ssl:"):
                 self.fail(where, f"{endpoint!r}: use a tcp: endpoint in pop3s/imaps, TLS comes from [tls]")
+            if inner.lower().startswith("unix:"):
+                if behind_proxy:
+                    # [proxy] trusted names networks; a UNIX-socket peer has
+                    # no address to check against them.
+                    self.fail(where, f"{endpoint!r}: the PROXY protocol is taken on TCP listeners only")
+                self.unix_endpoint(where, inner)
         return tuple(items)
+
+    def unix_endpoint(self, key: str, endpoint: str) -> None:
+        # Only configs that name a UNIX socket pay for Twisted's endpoint parser.
+        from gateway.net.unix import UnixListener, UnixListenerError
+
+        try:
+            UnixListener.parse(endpoint)
+        except UnixListenerError as error:
+            self.fail(key, f"{endpoint!r}: {error}")
 
     def metrics_endpoints(self, key: str, value: Any) -> tuple[str, ...]:
         endpoints = self.endpoints(key, value)

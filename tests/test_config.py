@@ -2,7 +2,17 @@ import re
 
 import pytest
 
-from gateway.config import DEFAULT_TOML, Config, ConfigError, LimitsConfig, LmtpConfig, TlsConfig, load, loads
+from gateway.config import (
+    DEFAULT_TOML,
+    Config,
+    ConfigError,
+    LimitsConfig,
+    LmtpConfig,
+    TlsConfig,
+    command_line_listeners,
+    load,
+    loads,
+)
 from gateway.pop3.uidl import UidlFormat
 
 
@@ -68,7 +78,7 @@ def test_default_toml_shows_every_option_commented():
         "max_connections_per_user", "max_line_length", "max_literal_size",
         "max_nesting", "max_bad_commands", "prelogin_timeout",
         "failed_logins_per_ip", "failed_login_window", "trusted",
-        "max_message_size", "max_recipients",
+        "max_message_size", "max_recipients", "save_to_detail_mailbox",
     }
     # With every option uncommented it still gives exactly the defaults.
     assert loads(uncommented) == Config()
@@ -154,6 +164,28 @@ def test_with_listeners_overrides_only_given():
     assert changed.pop3 == config.pop3
 
 
+def test_unix_socket_listeners_and_detail_mailboxes():
+    config = loads(
+        '[listeners]\nlmtp = "unix:/run/gateway/lmtp.sock:mode=0660:group=postfix"\n'
+        'imap = ["tcp:143", "unix:/run/gateway/imap.sock"]\nmetrics = "unix:/run/gateway/metrics.sock"\n'
+        "[lmtp]\nsave_to_detail_mailbox = true\n"
+    )
+    assert config.listeners.lmtp == ("unix:/run/gateway/lmtp.sock:mode=0660:group=postfix",)
+    assert config.listeners.imap == ("tcp:143", "unix:/run/gateway/imap.sock")
+    assert config.lmtp.save_to_detail_mailbox is True
+    assert loads("").lmtp.save_to_detail_mailbox is False
+
+
+def test_command_line_listeners_are_checked_as_the_file_is():
+    assert command_line_listeners({"lmtp": ["unix:/run/l.sock"], "pop3": []}) == {
+        "lmtp": ("unix:/run/l.sock",), "pop3": (),
+    }
+    with pytest.raises(ConfigError, match=r"^command line: --lmtp: 'unix:l.sock': socket path 'l.sock' must be "):
+        command_line_listeners({"lmtp": ["unix:l.sock"]})
+    with pytest.raises(ConfigError, match=r"^command line: --metrics: 'haproxy:tcp:9154': the metrics listener"):
+        command_line_listeners({"metrics": ["haproxy:tcp:9154"]})
+
+
 def test_load_reads_file(tmp_path):
     path = tmp_path / "gateway.toml"
     path.write_text('[pop3]\nuidl_format = "%v-%u"\n')
@@ -233,6 +265,15 @@ def test_not_utf8(tmp_path):
         ("[listeners]\nmetrics = ['haproxy:tcp:9154']", "listeners.metrics[0]: 'haproxy:tcp:9154': the metrics listener"),
         ("[listeners]\nmetrics = 'ssl:9154'", "listeners.metrics: 'ssl:9154': use a tcp:"),
         ("[listeners]\nimaps = [993]", "listeners.imaps[0]: endpoint must be a string, not an integer"),
+        ("[listeners]\nlmtp = 'haproxy:unix:/run/l.sock'",
+         "listeners.lmtp: 'haproxy:unix:/run/l.sock': the PROXY protocol is taken on TCP listeners only"),
+        ("[listeners]\nlmtp = ['tcp:24', 'unix:l.sock']",
+         "listeners.lmtp[1]: 'unix:l.sock': socket path 'l.sock' must be absolute"),
+        ("[listeners]\nimap = 'unix:/run/i.sock:mode=0x'", "listeners.imap: 'unix:/run/i.sock:mode=0x': mode=0x: give"),
+        ("[listeners]\npop3 = 'unix:/run/p.sock:lockfile=0'", "lockfile= is not used: a stale socket is replaced"),
+        ("[listeners]\nmetrics = 'unix:/run/m.sock:perms=1'", "unknown option perms= (known: mode, user, group"),
+        ("[lmtp]\nsave_to_detail_mailbox = 'yes'", "lmtp.save_to_detail_mailbox: must be true or false, not a string"),
+        ("hostname = '" + "a" * 254 + "'", "hostname: a host name has at most 253 characters, not 254"),
         ("[tls]\ncert = 'x'", "tls.cert: unknown key (known: certificate, key)"),
         ("[tls]\ncertificate = ''", "tls.certificate: '' is not a file path"),
         ("[tls]\nkey = 1", "tls.key: must be a file path string, not an integer"),
@@ -240,7 +281,7 @@ def test_not_utf8(tmp_path):
         ("[lmtp]\nmax_message_size = 0", "lmtp.max_message_size: must be positive, not 0"),
         ("[lmtp]\nmax_message_size = '50M'", "lmtp.max_message_size: must be a whole number, not a string"),
         ("[lmtp]\nmax_recipients = 99", "lmtp.max_recipients: must be at least 100, not 99"),
-        ("[lmtp]\nmax_rcpt = 1", "lmtp.max_rcpt: unknown key (known: max_message_size, max_recipients)"),
+        ("[lmtp]\nmax_rcpt = 1", "lmtp.max_rcpt: unknown key (known: max_message_size, max_recipients, save_to_detail_mailbox)"),
         ("[limits]\nmax_connections = 0", "limits.max_connections: must be positive, not 0"),
         ("[limits]\nmax_connections_per_ip = -1", "limits.max_connections_per_ip: must be positive, not -1"),
         ("[limits]\nmax_literal_size = 1.5", "limits.max_literal_size: must be a whole number, not a float"),

@@ -81,16 +81,29 @@ class ConnectionLimiter:
         self.max_per_ip = max_per_ip
         self.total = 0
         self._per_ip = _Counter()
+        self._addressless = 0
 
-    def try_acquire(self, ip: str) -> bool:
-        key = normalise_ip(ip)
-        if self.total >= self.max_total or self._per_ip.get(key) >= self.max_per_ip:
+    def try_acquire(self, ip: str | None) -> bool:
+        """``ip`` None is a peer without an address (a UNIX socket): only the total applies."""
+        if self.total >= self.max_total:
             return False
+        if ip is None:
+            self._addressless += 1
+        else:
+            key = normalise_ip(ip)
+            if self._per_ip.get(key) >= self.max_per_ip:
+                return False
+            self._per_ip.add(key)
         self.total += 1
-        self._per_ip.add(key)
         return True
 
-    def release(self, ip: str) -> None:
+    def release(self, ip: str | None) -> None:
+        if ip is None:
+            if self._addressless == 0:
+                raise ValueError("release of a peer without an address, without a matching acquire")
+            self._addressless -= 1
+            self.total -= 1
+            return
         key = normalise_ip(ip)
         if self._per_ip.get(key) == 0:
             raise ValueError(f"release of {ip!r} without a matching acquire")

@@ -55,6 +55,22 @@ def test_total_limit_across_addresses():
     assert limiter.try_acquire("192.0.2.99")
 
 
+def test_peers_without_an_address_count_in_the_total_only():
+    # UNIX-socket clients have no IP: no per-IP limit, the total still holds.
+    limiter = ConnectionLimiter(max_total=3, max_per_ip=1)
+    assert limiter.try_acquire(None) and limiter.try_acquire(None)
+    assert limiter.try_acquire("192.0.2.1")
+    assert not limiter.try_acquire(None)
+    limiter.release(None)
+    assert limiter.try_acquire(None)
+    assert limiter.tracked() == 1
+    limiter.release(None)
+    limiter.release(None)
+    with pytest.raises(ValueError, match="without a matching acquire"):
+        limiter.release(None)
+    assert limiter.total == 1
+
+
 def test_refused_acquire_counts_nothing():
     limiter = ConnectionLimiter(max_total=1, max_per_ip=1)
     assert limiter.try_acquire("192.0.2.1")
@@ -70,14 +86,15 @@ def test_release_without_acquire_is_an_error():
 
 
 @settings(max_examples=200)
-@given(st.lists(st.tuples(st.booleans(), st.sampled_from(["10.0.0.1", "::ffff:10.0.0.1", "10.0.0.2", "::1"]))))
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from(["10.0.0.1", "::ffff:10.0.0.1", "10.0.0.2", "::1", None]))))
 def test_counts_match_a_model_and_memory_empties(operations):
     limiter = ConnectionLimiter(max_total=5, max_per_ip=2)
     held = []
     for acquire, ip in operations:
         if acquire:
-            key = normalise_ip(ip)
-            expected = len(held) < 5 and sum(1 for h in held if normalise_ip(h) == key) < 2
+            key = None if ip is None else normalise_ip(ip)
+            same = sum(1 for h in held if h is not None and normalise_ip(h) == key)
+            expected = len(held) < 5 and (ip is None or same < 2)
             assert limiter.try_acquire(ip) == expected
             if expected:
                 held.append(ip)
