@@ -115,15 +115,22 @@ class LimitsConfig:
     max_bad_commands: int = 20
     # Absolute, from connect to login: a byte-a-second client cannot hold on.
     prelogin_timeout: int = 60
+    # Per user at an address (gateway/policy/throttle.py).
     failed_logins_per_ip: int = 10
     failed_login_window: int = 300
+    password_checks_per_ip: int = 4
+    lockout_exempt_networks: tuple[str, ...] = ()
+    # RFC 6177: a subscriber holds a /64 at the least.
+    ipv6_prefix: int = 64
 
 
 @attrs.frozen
 class ProxyConfig:
-    """Networks whose PROXY protocol header (haproxy: listeners) is believed."""
+    """Who may name the client's address: PROXY headers, IMAP ID x-originating-ip."""
 
     trusted: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    # Like Dovecot's login_trusted_networks; none by default.
+    login_trusted_networks: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -270,15 +277,35 @@ DEFAULT_TOML = """\
 # Seconds from connecting to logging in, however busy the client looks
 # (LMTP: from connecting, or from the last message, to DATA).
 # prelogin_timeout = 60
-# Failed logins from one IP address within the window (seconds) before its
-# logins are refused until older failures leave the window.
+# Failed logins for one user from one address within the window (seconds)
+# before that user's logins from there are refused, unchecked, until older
+# failures leave the window.  Other users at that address log in as ever:
+# behind a NAT or a webmail front end one stale password must not lock out
+# everyone.  Every failure from an address is answered after [auth]
+# failure_delay, doubled for each earlier failure from there in the window,
+# up to 15 seconds; a correct password is never delayed.
 # failed_logins_per_ip = 10
 # failed_login_window = 300
+# Password checks from one address at once; more wait their turn, so that
+# parallel connections cannot multiply the guessing rate the delay allows.
+# password_checks_per_ip = 4
+# Networks whose users are never locked out, e.g. ["192.0.2.0/24"] for an
+# office, or a webmail front end that does not name its clients (see
+# [proxy] login_trusted_networks); their failures are still delayed.
+# lockout_exempt_networks = []
+# IPv6 clients count by network, this prefix long, for every limit per
+# address (connections, failed logins): a subscriber holds a /64 or more and
+# may pick any address in it.  32 to 128.
+# ipv6_prefix = 64
 
 [proxy]
 # Networks allowed to send a PROXY protocol header on "haproxy:" listeners;
 # a connection from anywhere else is dropped.
 # trusted = ["127.0.0.1/32", "::1/128"]
+# Front ends (webmail, IMAP proxies) allowed to name their client's address
+# before login with IMAP ID ("x-originating-ip" "192.0.2.7"), as Dovecot's
+# login_trusted_networks: the limits and the auth log then use that address.
+# login_trusted_networks = []
 """
 
 
@@ -369,9 +396,12 @@ class _Reader:
                     "prelogin_timeout": self.seconds,
                     "failed_logins_per_ip": self.count,
                     "failed_login_window": self.seconds,
+                    "password_checks_per_ip": self.count,
+                    "lockout_exempt_networks": self.networks,
+                    "ipv6_prefix": self.ipv6_prefix,
                 },
             ),
-            "proxy": (ProxyConfig, {"trusted": self.networks}),
+            "proxy": (ProxyConfig, {"trusted": self.networks, "login_trusted_networks": self.networks}),
         }
         values: dict[str, Any] = {}
         for key, value in document.items():
@@ -477,6 +507,15 @@ class _Reader:
         # (RFC 2449 4) allows 255.  Below 1000 even ordinary commands fail.
         if value < 1000:
             self.fail(key, f"must be at least 1000, not {value}")
+        return value
+
+    def ipv6_prefix(self, key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"must be a prefix length (64), not {_kind(value)}")
+        # Shorter than an ISP's allocation (RIRs hand out /32s), a prefix
+        # would count unrelated networks as one client.
+        if not 32 <= value <= 128:
+            self.fail(key, f"must be from 32 to 128, not {value}")
         return value
 
     def networks(self, key: str, value: Any) -> tuple[str, ...]:

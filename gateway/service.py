@@ -27,7 +27,8 @@ from gateway.auth import MailRealm, UsersFile, make_portal
 from gateway.config import DEFAULT_TOML, Config, ConfigError, load
 from gateway.net.connlimit import ConnectionLimitFactory
 from gateway.imap import account as imap_account, server as imap_server
-from gateway.policy.limits import MAX_FAILURE_DELAY, ConnectionLimiter, login_guards
+from gateway.policy.limits import ConnectionLimiter
+from gateway.policy.login import LoginPolicy
 from gateway.net.metrics import Metrics, MetricsFactory, metrics_site
 from gateway.net import unix
 from gateway.net.proxy import TrustedProxyFactory, split_description
@@ -225,22 +226,21 @@ def make_service(
         }
     )
     portal = make_portal(users, realm, reactor)
-    login_limiter, failed_logins = login_guards(config.limits, config.auth.failure_delay, reactor.seconds)
-    guards = {"login_limiter": login_limiter, "failed_logins": failed_logins}
+    logins = LoginPolicy(config, reactor)
     factories = {
         "pop3": lambda: pop3.build_factory(
-            portal, live, reactor, context_factory=certificates.context_factory(), **guards
+            portal, live, reactor, context_factory=certificates.context_factory(), logins=logins
         ),
         "imap": lambda: imap_server.build_factory(
-            portal, store, live, reactor, context_factory=certificates.context_factory(), **guards
+            portal, store, live, reactor, context_factory=certificates.context_factory(), logins=logins
         ),
         "lmtp": lambda: lmtp.build_factory(store, users, config, reactor),
     }
     limits = config.limits
-    client_connections = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
+    client_connections = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, limits.ipv6_prefix)
     # LMTP gets a budget of its own: a flood of client connections from
     # loopback must not stop the MTA from delivering.
-    delivery_connections = ConnectionLimiter(limits.max_connections, limits.max_connections)
+    delivery_connections = ConnectionLimiter(limits.max_connections, limits.max_connections, limits.ipv6_prefix)
     listeners = {name: getattr(config.listeners, name) for name in LISTENERS}
     counted = Metrics(CollectorRegistry(), listeners=[name for name, given in listeners.items() if given])
     # One application factory per protocol, shared by its plain and TLS
@@ -284,13 +284,8 @@ def make_service(
             client_connections.max_total = new.limits.max_connections
             client_connections.max_per_ip = new.limits.max_connections_per_ip
             delivery_connections.max_total = delivery_connections.max_per_ip = new.limits.max_connections
-            login_limiter.max_per_user = new.limits.max_connections_per_user
-            # An address already tracked keeps its old history length until
-            # its failures leave the window; a lower limit applies at once.
-            failed_logins.max_failures = new.limits.failed_logins_per_ip
-            failed_logins.window = new.limits.failed_login_window
-            failed_logins.base_delay = new.auth.failure_delay
-            failed_logins.max_delay = max(MAX_FAILURE_DELAY, new.auth.failure_delay)
+            client_connections.ipv6_prefix = delivery_connections.ipv6_prefix = new.limits.ipv6_prefix
+            logins.retune(new)
 
         ConfigReloader(live, read_config, apply, users, reactor).setServiceParent(top)
     ListeningPorts(ports, [*listeners, "metrics"], data_dir / "run" / "ports.json").setServiceParent(top)

@@ -47,7 +47,11 @@ def test_defaults():
     assert config.limits.prelogin_timeout == 60
     assert config.limits.failed_logins_per_ip == 10
     assert config.limits.failed_login_window == 300
+    assert config.limits.password_checks_per_ip == 4
+    assert config.limits.lockout_exempt_networks == ()
+    assert config.limits.ipv6_prefix == 64
     assert config.proxy.trusted == ("127.0.0.1/32", "::1/128")
+    assert config.proxy.login_trusted_networks == ()
     assert config.uidl == UidlFormat.parse("%08Xu%08Xv")
     assert config.uidl.format(0x6B086FFD, 1) == "000000016b086ffd"
 
@@ -77,7 +81,8 @@ def test_default_toml_shows_every_option_commented():
         "certificate", "key", "max_connections", "max_connections_per_ip",
         "max_connections_per_user", "max_line_length", "max_literal_size",
         "max_nesting", "max_bad_commands", "prelogin_timeout",
-        "failed_logins_per_ip", "failed_login_window", "trusted",
+        "failed_logins_per_ip", "failed_login_window", "password_checks_per_ip",
+        "lockout_exempt_networks", "ipv6_prefix", "trusted", "login_trusted_networks",
         "max_message_size", "max_recipients", "save_to_detail_mailbox",
     }
     # With every option uncommented it still gives exactly the defaults.
@@ -121,8 +126,12 @@ def test_every_option():
         prelogin_timeout = 20
         failed_logins_per_ip = 4
         failed_login_window = 600
+        password_checks_per_ip = 2
+        lockout_exempt_networks = ["192.0.2.0/24"]
+        ipv6_prefix = 56
         [proxy]
         trusted = ["10.0.0.0/8", "2001:db8::/32"]
+        login_trusted_networks = ["10.0.0.5/32"]
         """
     )
     assert config.hostname == "mail.example.org"
@@ -140,8 +149,16 @@ def test_every_option():
     assert config.auth.failure_delay == 0.0
     assert config.uidl.format(1795715069, 1) == "1795715069.1"
     assert config.tls == TlsConfig("/etc/ssl/mail.pem", "private/mail.key")
-    assert config.limits == LimitsConfig(5000, 5, 3, 65536, 1048576, 8, 3, 20, 4, 600)
+    assert config.limits == LimitsConfig(5000, 5, 3, 65536, 1048576, 8, 3, 20, 4, 600, 2, ("192.0.2.0/24",), 56)
     assert config.proxy.trusted == ("10.0.0.0/8", "2001:db8::/32")
+    assert config.proxy.login_trusted_networks == ("10.0.0.5/32",)
+
+
+def test_a_bare_address_is_a_network_of_one():
+    config = loads("[limits]\nlockout_exempt_networks = ['192.0.2.7', '2001:db8::7']\n"
+                   "[proxy]\nlogin_trusted_networks = ['10.0.0.5']")
+    assert config.limits.lockout_exempt_networks == ("192.0.2.7", "2001:db8::7")
+    assert config.proxy.login_trusted_networks == ("10.0.0.5",)
 
 
 def test_implicit_tls_listeners():
@@ -293,6 +310,14 @@ def test_not_utf8(tmp_path):
         ("[proxy]\ntrusted = ['10.0.0.1/8']", "proxy.trusted[0]: '10.0.0.1/8' is not a network: 10.0.0.1/8 has host bits set"),
         ("[proxy]\ntrusted = ['example.org']", "proxy.trusted[0]: 'example.org' is not a network"),
         ("[proxy]\ntrusted = [8]", "proxy.trusted[0]: network must be a string, not an integer"),
+        ("[limits]\nipv6_prefix = 16", "limits.ipv6_prefix: must be from 32 to 128, not 16"),
+        ("[limits]\nipv6_prefix = 129", "limits.ipv6_prefix: must be from 32 to 128, not 129"),
+        ("[limits]\nipv6_prefix = '64'", "limits.ipv6_prefix: must be a prefix length (64), not a string"),
+        ("[limits]\nipv6_prefix = true", "limits.ipv6_prefix: must be a prefix length (64), not a boolean"),
+        ("[limits]\npassword_checks_per_ip = 0", "limits.password_checks_per_ip: must be positive, not 0"),
+        ("[limits]\nlockout_exempt_networks = ['office']", "limits.lockout_exempt_networks[0]: 'office' is not a network"),
+        ("[limits]\nlockout_exempt_networks = '10.0.0.0/8'", "limits.lockout_exempt_networks: must be a list of networks"),
+        ("[proxy]\nlogin_trusted_networks = ['10.0.0.5/24']", "proxy.login_trusted_networks[0]: '10.0.0.5/24' is not a network"),
     ],
 )
 def test_errors(text, message):

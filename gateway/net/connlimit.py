@@ -51,14 +51,15 @@ def peer_host(address) -> str | None:
 
 
 class _LimitedConnection(ProtocolWrapper):
-    """One connection: counted while it lives, or refused and closed."""
+    """One connection: counted while it lives (under its limit key), or refused and closed."""
 
     _counted = False
     _counted_as: str | None = None
 
     def makeConnection(self, transport):
         host = peer_host(transport.getPeer())
-        if not self.factory.limiter.try_acquire(host):
+        counted_as = self.factory.limiter.try_acquire(host)
+        if counted_as is None:
             Protocol.makeConnection(self, transport)
             log.info(
                 "Refused a {listener} connection from {host}: too many connections",
@@ -69,7 +70,7 @@ class _LimitedConnection(ProtocolWrapper):
                 transport.write(self.factory.refusal)
             transport.loseConnection()
             return
-        self._counted, self._counted_as = True, host
+        self._counted, self._counted_as = True, counted_as
         super().makeConnection(transport)
 
     def startTLS(self, context_factory, normal=True):
