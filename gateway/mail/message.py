@@ -9,10 +9,17 @@ prefix match) ends a part, Content-* headers count only in MIME parts, header
 values go out raw (RFC 2047 words not decoded), and broken input gives a
 structure, never an exception.
 
-The message is read in chunks: only headers are held in memory, bodies are
-only searched for boundary lines, so a 50 MB attachment costs a few chunks.
-Header syntax (addresses, parameters, IMAP strings) is in
-L{gateway.mail.header}.
+Hostile mail is bounded as in Dovecot's message-parser: at most 100 levels of
+nesting (a deeper multipart or message/rfc822 is an opaque leaf) and 10,000
+parts; the part that reaches the budget runs to the end of the message, its
+boundaries unread, so BODYSTRUCTURE stays small and every byte still belongs
+to some part.
+
+The message is read in chunks: only headers (the first megabyte of each) are
+held in memory, bodies are only searched for boundary lines, and lines are
+found by regular expressions over whole chunks, so the work per chunk is C
+work, whatever the number of lines.  Header syntax (addresses, parameters,
+IMAP strings) is in L{gateway.mail.header}.
 """
 
 from __future__ import annotations
@@ -23,41 +30,94 @@ import re
 from collections.abc import Iterable, Iterator
 
 from gateway.mail.header import (
+    MESSAGE_FIELDS,
+    MIME_FIELDS,
     Rfc822Parser,
     envelope,
-    envelope_fields,
+    first_fields,
     header_fields,
     header_values,
     languages,
     nstring,
     param,
     parameters,
-    parse_fields,
 )
 from gateway.store.model import MessageStructure, Part
 
 __all__ = [
-    "crlf_chunks", "find_part", "header_fields", "header_values", "parse",
-    "parse_bytes", "section_range",
+    "MAX_DEPTH", "MAX_PARTS", "content_coding", "crlf_chunks", "find_part",
+    "header_fields", "header_values", "parse", "parse_bytes", "section_range",
 ]
 
 _CHUNK = 1 << 16
-# A header line longer than this is read in pieces (and joined, up to
-# _MAX_HEADER); a part keeps at most _MAX_HEADER header bytes for parsing.
-_MAX_LINE = 1 << 16
+# A part keeps at most this many header bytes (whole lines) for parsing; the
+# rest of a longer header is skipped.
 _MAX_HEADER = 1 << 20
-# Dovecot's message_parser limits: deeper or further parts are leaves.
-_MAX_DEPTH = 100
-_MAX_PARTS = 10000
+# Dovecot's message_parser limits (max_nested_mime_parts,
+# max_total_mime_parts), counting the message itself as a part.
+MAX_DEPTH = 100
+MAX_PARTS = 10000
+
+
+class _Bounds:
+    """
+    The boundaries in effect, outermost first, as one regular expression.
+    Dovecot: any of them ends a part; the longest that prefixes the line
+    wins, and of equal ones the innermost.
+    """
+
+    __slots__ = ("need", "search", "_index")
+
+    def __init__(self, bounds: tuple[bytes, ...]) -> None:
+        # Longest first, so the alternative that matches is the longest.
+        alternatives = sorted(set(bounds), key=len, reverse=True)
+        # Finds only lines that begin with a delimiter, so "--" lines of
+        # other text cost nothing per line.
+        self.search = re.compile(b"\n--(?:" + b"|".join(map(re.escape, alternatives)) + b")")
+        # Bytes that decide a delimiter line: "--", the longest boundary, "--".
+        self.need = 4 + len(alternatives[0])
+        self._index = {bound: index for index, bound in enumerate(bounds)}
+
+    def at(self, buf: bytes, line_start: int):
+        """The delimiter match for the line at ``line_start`` (after an LF), or None."""
+        if line_start and buf[line_start - 1] == 10:
+            return self.search.match(buf, line_start - 1)
+        return None
+
+    def index(self, match) -> int:
+        """Which boundary (index in the list) a match found."""
+        return self._index[match[0][3:]]
+
+
+@functools.lru_cache(maxsize=256)
+def _bounds(bounds: tuple[bytes, ...]) -> _Bounds:
+    return _Bounds(bounds)
+
+
+_BLANK_LINE = re.compile(b"\n(\r?\n)")
+
+
+class _Stop:
+    """A delimiter line that ended a part: whose, and where."""
+
+    __slots__ = ("index", "closing", "line_start", "lf", "newline")
+
+    def __init__(self, index, closing, line_start, lf, newline):
+        self.index = index
+        self.closing = closing
+        self.line_start = line_start
+        self.lf = lf
+        self.newline = newline
 
 
 class _Reader:
     """
     Buffered reads over the message with a running count of LF bytes, so a
-    part's line count is the difference of two counts.
+    part's line count is the difference of two counts.  Parts begin at line
+    starts: after an LF, or at offset 0.
     """
 
-    __slots__ = ("_file", "_buf", "_pos", "_base", "_eof", "_mid", "lf")
+    __slots__ = ("_file", "_buf", "_pos", "_base", "_eof", "lf")
 
     def __init__(self, fileobj):
         self._file = fileobj
@@ -65,7 +125,6 @@ class _Reader:
         self._pos = 0
         self._base = 0
         self._eof = False
-        self._mid = False
         self.lf = 0
 
     @property
@@ -89,6 +148,10 @@ class _Reader:
             self._buf += chunk
         return True
 
+    def _consume(self, end):
+        self.lf += self._buf.count(b"\n", self._pos, end)
+        self._pos = end
+
     def newline_before(self):
         """Length of the [CR]LF just before the current position (0-2)."""
         buf, pos = self._buf, self._pos
@@ -96,43 +159,98 @@ class _Reader:
             return 2 if pos >= 2 and buf[pos - 2] == 13 else 1
         return 0
 
-    def read_line(self):
+    def _undecided(self, line_start, need):
+        """Whether a line that may be a delimiter needs more bytes to tell."""
+        buf = self._buf
+        avail = len(buf) - line_start
+        return (avail < need and not self._eof
+                and (avail < 2 or buf.startswith(b"--", line_start))
+                and buf.find(b"\n", line_start) < 0)
+
+    def _stop(self, patterns, match, newline):
+        closing = self._buf.startswith(b"--", match.end())
+        return _Stop(patterns.index(match), closing, self.offset, self.lf, newline)
+
+    def read_header(self, bounds):
         """
-        Return (line, starts_a_line): the next line through its LF, a piece
-        of at most _MAX_LINE bytes of a longer one, or b"" at the end.
+        Read a header from a line start: through the blank line that ends it
+        (consumed), up to a delimiter line of ``bounds`` (not consumed:
+        returned as a _Stop) or to the end.  Returns (the header bytes kept,
+        the _Stop or None): whole lines up to _MAX_HEADER bytes, then the
+        blank line.
         """
-        at_start = not self._mid
-        searched = 0
+        patterns = _bounds(tuple(bounds)) if bounds else None
+        need = patterns.need if patterns else 3
+        kept = []
+        kept_size = 0
+        start = self.offset
+        blank = delimiter = None
         while True:
             buf, pos = self._buf, self._pos
-            j = buf.find(b"\n", pos + searched)
-            if j >= 0:
-                self._pos = j + 1
-                self._mid = False
-                self.lf += 1
-                return buf[pos:j + 1], at_start
-            searched = len(buf) - pos
-            if searched >= _MAX_LINE or not self._more():
-                self._pos = len(buf)
-                self._mid = searched > 0
-                return buf[pos:], at_start
-
-    def unread(self, line):
-        """Step back over ``line``, just returned by read_line at a line start."""
-        self._pos -= len(line)
-        self._mid = False
-        if line.endswith(b"\n"):
-            self.lf -= 1
+            if pos == 0 and self._base == 0:
+                # The message's own first line has no LF before it.
+                if len(buf) < 2 and self._more():
+                    continue
+                size = 2 if buf.startswith(b"\r\n") else 1 if buf.startswith(b"\n") else 0
+                if size:
+                    self._consume(size)
+                    return buf[:size], None
+                origin = 0
+            else:
+                origin = pos - 1
+            # Look in a growing window: which comes first, a blank line or
+            # a delimiter, is decided near the start of a short header,
+            # and neither search may run to the end of the buffer each time
+            # (a thousand empty parts would cost a thousand buffers).
+            window = 512
+            while True:
+                limit = min(len(buf), origin + window)
+                blank = _BLANK_LINE.search(buf, origin, limit)
+                if patterns is not None:
+                    delimiter = patterns.search.search(
+                        buf, origin, limit if blank is None else blank.start() + 1)
+                if blank is not None or delimiter is not None or limit == len(buf):
+                    break
+                window *= 16
+            if delimiter is not None and self._undecided(delimiter.start() + 1, need):
+                # Perhaps the start of a longer boundary: read on first.
+                blank = delimiter = None
+            if delimiter is not None:
+                end = cut = delimiter.start() + 1
+            elif blank is not None:
+                cut, end = blank.start() + 1, blank.end()
+            elif self._eof:
+                cut = end = len(buf)
+            else:
+                # The end of the buffer may hold the start of a blank or
+                # delimiter line.
+                cut = end = max(pos, len(buf) - need)
+            if kept_size < _MAX_HEADER and cut > pos:
+                kept.append(buf[pos:cut])
+                kept_size += cut - pos
+            self._consume(end)
+            if delimiter is not None or blank is not None or self._eof:
+                break
+            self._more()
+        header = b"".join(kept)
+        if kept_size > _MAX_HEADER:
+            cut = header.rfind(b"\n", 0, _MAX_HEADER) + 1
+            header = header[:cut or _MAX_HEADER]
+        if delimiter is not None:
+            newline = self.newline_before() if self.offset != start else 0
+            return header, self._stop(patterns, delimiter, newline)
+        if blank is not None:
+            return header + blank[1], None
+        return header, None
 
     def skip_line(self):
         """Skip the rest of the current line, however long, through its LF."""
         while True:
             j = self._buf.find(b"\n", self._pos)
             if j >= 0:
-                self._pos = j + 1
-                self.lf += 1
+                self._consume(j + 1)
                 return
-            self._pos = len(self._buf)
+            self._consume(len(self._buf))
             if not self._more():
                 return
 
@@ -143,83 +261,45 @@ class _Reader:
         Return that delimiter's _Stop, positioned at its line start, or None
         at the end of the message.
         """
-        pos = self._pos
-        cand = pos
+        if not bounds:
+            while True:
+                self._consume(len(self._buf))
+                if not self._more():
+                    return None
+        patterns = _bounds(tuple(bounds))
+        need = patterns.need
         origin = self.offset
-        if bounds:
-            need = 4 + max(map(len, bounds))
-            delimiter = _delimiter_pattern(tuple(bounds))
+        # A candidate line start to look at, or -1 when the current position
+        # is inside a line.
+        cand = self._pos
         while True:
             buf = self._buf
-            size = len(buf)
-            if cand >= 0 and bounds:
-                avail = size - cand
-                if (avail < need and not self._eof
-                        and (avail < 2 or buf.startswith(b"--", cand))
-                        and buf.find(b"\n", cand) < 0):
-                    self.lf += buf.count(b"\n", pos, cand)
-                    self._pos = cand
+            if cand >= 0:
+                if self._undecided(cand, need):
+                    self._consume(cand)
                     self._more()
-                    pos = cand = self._pos
+                    cand = self._pos
                     continue
-                if buf.startswith(b"--", cand):
-                    index = _match(buf, cand + 2, bounds)
-                    if index is not None:
-                        self.lf += buf.count(b"\n", pos, cand)
-                        self._pos = cand
-                        closing = buf.startswith(b"--", cand + 2 + len(bounds[index]))
-                        # On the first line the [CR]LF before it ended a
-                        # header; otherwise it belongs to the delimiter.
-                        newline = self.newline_before() if self.offset != origin else 0
-                        return _Stop(index, closing, self.offset, self.lf, newline)
-                found = delimiter.search(buf, cand)
+                match = patterns.at(buf, cand)
+                if match is not None:
+                    self._consume(cand)
+                    # On the first line the [CR]LF before it ended a
+                    # header; otherwise it belongs to the delimiter.
+                    newline = self.newline_before() if self.offset != origin else 0
+                    return self._stop(patterns, match, newline)
+                found = patterns.search.search(buf, cand)
             else:
-                found = delimiter.search(buf, pos) if bounds else None
+                found = patterns.search.search(buf, self._pos)
             if found is not None:
                 cand = found.start() + 1
                 continue
             if self._eof:
-                self.lf += buf.count(b"\n", pos)
-                self._pos = size
+                self._consume(len(buf))
                 return None
             # The end of the buffer may hold the start of a delimiter line.
-            keep = max(pos, size - need) if bounds else size
-            self.lf += buf.count(b"\n", pos, keep)
-            self._pos = keep
+            self._consume(max(self._pos, len(buf) - need))
             self._more()
-            pos = self._pos
             cand = -1
-
-
-@functools.lru_cache(maxsize=256)
-def _delimiter_pattern(bounds):
-    # Finds only lines that begin with a delimiter, so "--" lines of other
-    # text cost nothing per line.
-    return re.compile(b"\n--(?:" + b"|".join(map(re.escape, bounds)) + b")")
-
-
-def _match(buf, at, bounds):
-    # Dovecot: innermost first; a longer boundary beats a shorter prefix.
-    best = None
-    best_len = -1
-    for index in range(len(bounds) - 1, -1, -1):
-        boundary = bounds[index]
-        if len(boundary) > best_len and buf.startswith(boundary, at):
-            best, best_len = index, len(boundary)
-    return best
-
-
-class _Stop:
-    """A delimiter line that ended a part: whose, and where."""
-
-    __slots__ = ("index", "closing", "line_start", "lf", "newline")
-
-    def __init__(self, index, closing, line_start, lf, newline):
-        self.index = index
-        self.closing = closing
-        self.line_start = line_start
-        self.lf = lf
-        self.newline = newline
 
 
 class _Node:
@@ -247,14 +327,25 @@ class _Node:
             return "text/plain"
         return f"{self.type}/{self.subtype}".lower()
 
-    def to_part(self):
-        return Part(
-            header_start=self.header_start,
-            body_start=self.body_start,
-            end=self.end,
-            content_type=self.content_type(),
-            children=tuple(child.to_part() for child in self.children),
+
+def _to_part(root):
+    """The Part tree of ``root``, built bottom-up without recursion."""
+    built = {}
+    stack = [(root, False)]
+    while stack:
+        node, ready = stack.pop()
+        if not ready:
+            stack.append((node, True))
+            stack.extend((child, False) for child in node.children)
+            continue
+        built[id(node)] = Part(
+            header_start=node.header_start,
+            body_start=node.body_start,
+            end=node.end,
+            content_type=node.content_type(),
+            children=tuple(built.pop(id(child)) for child in node.children),
         )
+    return built[id(root)]
 
 
 class _Parser:
@@ -266,67 +357,47 @@ class _Parser:
         root, _ = self._entity(0, [], 0, message=True, mime=False, digest=False)
         return root
 
-    def _read_header(self, bounds):
-        """Header lines up to the blank line (consumed), a delimiter line
-        (not consumed: returned as a _Stop) or the end."""
-        reader = self._reader
-        lines = []
-        kept = 0
-        while True:
-            line, at_start = reader.read_line()
-            if not line:
-                return lines, None
-            if at_start:
-                if line == b"\r\n" or line == b"\n":
-                    lines.append(line)
-                    return lines, None
-                if bounds and line.startswith(b"--"):
-                    index = _match(line, 2, bounds)
-                    if index is not None:
-                        reader.unread(line)
-                        closing = line.startswith(b"--", 2 + len(bounds[index]))
-                        newline = reader.newline_before() if lines else 0
-                        return lines, _Stop(index, closing, reader.offset, reader.lf,
-                                            newline)
-            if kept < _MAX_HEADER:
-                kept += len(line)
-                if at_start or not lines:
-                    lines.append(line)
-                else:
-                    lines[-1] += line
-
     def _entity(self, start, bounds, depth, message, mime, digest):
         """Parse one entity (header and body) that begins at ``start``."""
         reader = self._reader
         self._parts += 1
+        # Dovecot: once the budget is spent no boundary is recognised, so
+        # this part's header and body run on to the end of the message.
+        overflow = self._parts >= MAX_PARTS
+        if overflow:
+            bounds = []
         node = _Node(start)
-        lines, stop = self._read_header(bounds)
-        node.header = b"".join(lines)
-        fields = parse_fields(lines)
+        node.header, stop = reader.read_header(bounds)
+        fields = first_fields(node.header, MESSAGE_FIELDS if message else MIME_FIELDS)
         _content(node, fields, mime)
         if message:
-            node.envelope = envelope_fields(fields)
+            node.envelope = fields
         if node.type is None and digest:
             # RFC 2046 5.1.5: in a digest the default is message/rfc822.
             node.type, node.subtype = "message", "rfc822"
-        container = depth < _MAX_DEPTH and self._parts < _MAX_PARTS
+        container = depth + 1 < MAX_DEPTH and not overflow
         ctype = node.content_type()
         if stop is not None:
             # The header was cut by a delimiter line; the [CR]LF before it
             # belongs to the delimiter (RFC 2046 5.1.1).
             node.body_start = max(start, stop.line_start - stop.newline)
-            body_lf = reader.lf
         else:
             node.body_start = reader.offset
-            body_lf = reader.lf
+        body_lf = reader.lf
         if ctype.startswith("multipart/"):
-            node.kind = "multipart"
             boundary = param(node.params, "boundary")
             if stop is None and boundary and container:
+                node.kind = "multipart"
                 stop = self._multipart(node, boundary.encode("latin-1"), bounds, depth,
                                        ctype == "multipart/digest")
-            elif stop is None:
-                stop = reader.scan(bounds)
+            else:
+                # Dovecot: too deep to open, it is a leaf of its own type;
+                # without a boundary (or over the budget) a multipart with
+                # no parts.
+                if not (boundary and stop is None and not overflow):
+                    node.kind = "multipart"
+                if stop is None:
+                    stop = reader.scan(bounds)
         elif ctype == "message/rfc822" and container:
             node.kind = "message"
             child, stop = self._entity(node.body_start, bounds, depth + 1,
@@ -362,40 +433,34 @@ class _Parser:
 
 
 def _content(node, fields, mime):
-    """Fill the Content-* data of ``node``, first occurrence of each."""
-    seen = set()
-    for name, value in fields:
-        if name == "mime-version":
-            mime = True
-            continue
-        if not name.startswith("content-") or name in seen:
-            continue
-        seen.add(name)
-        key = name[8:]
-        if key == "type":
-            mime = True
-            _content_type(node, value)
-        elif key == "transfer-encoding":
-            parser = Rfc822Parser(value)
-            parser.skip_lwsp()
-            node.encoding = parser.mime_token()[1] or None
-        elif key == "id":
-            node.id = value
-        elif key == "md5":
-            node.md5 = value
-        elif key == "description":
-            node.description = value
-        elif key == "location":
-            node.location = value
-        elif key == "language":
-            node.language = languages(value)
-        elif key == "disposition":
-            parser = Rfc822Parser(value)
-            parser.skip_lwsp()
-            ret, token = parser.mime_token()
-            if ret >= 0 and token:
-                node.disposition = token
-                node.disposition_params = parameters(parser)
+    """Fill the Content-* data of ``node`` from its first fields."""
+    get = fields.get
+    if "mime-version" in fields:
+        mime = True
+    value = get("content-type")
+    if value is not None:
+        mime = True
+        _content_type(node, value)
+    value = get("content-transfer-encoding")
+    if value is not None:
+        parser = Rfc822Parser(value)
+        parser.skip_lwsp()
+        node.encoding = parser.mime_token()[1] or None
+    node.id = get("content-id")
+    node.md5 = get("content-md5")
+    node.description = get("content-description")
+    node.location = get("content-location")
+    value = get("content-language")
+    if value is not None:
+        node.language = languages(value)
+    value = get("content-disposition")
+    if value is not None:
+        parser = Rfc822Parser(value)
+        parser.skip_lwsp()
+        ret, token = parser.mime_token()
+        if ret >= 0 and token:
+            node.disposition = token
+            node.disposition_params = parameters(parser)
     if not mime:
         # Dovecot: without Mime-Version (or Content-Type) the Content-*
         # headers are not MIME and are ignored.
@@ -423,6 +488,7 @@ def _content_type(node, value):
 
 _DEFAULT_PARAMS = '("charset" "us-ascii")'
 _EMPTY_BODY = '("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0'
+_EMPTY_ENVELOPE = "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
 
 
 def _params(params, text):
@@ -462,7 +528,9 @@ def _write(node, extended, out):
             out.append(" %s %s" % (_params(node.params, False), _extension(node)))
         out.append(")")
         return
-    if node.kind == "message":
+    # A message/rfc822 left unparsed (too deep, or over the part budget).
+    unopened = node.kind == "leaf" and node.content_type() == "message/rfc822"
+    if node.kind == "message" or unopened:
         text = False
         out.append('"message" "rfc822"')
     elif node.type is None:
@@ -470,11 +538,7 @@ def _write(node, extended, out):
         out.append('"text" "plain"')
     else:
         text = node.type.lower() == "text"
-        if node.content_type() == "message/rfc822":
-            # Too deep to parse as a message: show it as opaque data.
-            out.append('"application" "octet-stream"')
-        else:
-            out.append(f"{nstring(node.type)} {nstring(node.subtype)}")
+        out.append(f"{nstring(node.type)} {nstring(node.subtype)}")
     out.append(" %s %s %s %s %d" % (
         _params(node.params, text), nstring(node.id), nstring(node.description),
         nstring(node.encoding or "7bit"), node.end - node.body_start))
@@ -485,6 +549,12 @@ def _write(node, extended, out):
         out.append(" " + envelope(message.envelope) + " ")
         _write(message, extended, out)
         out.append(" %d" % node.lines)
+    elif unopened:
+        # Dovecot 2.3: RFC 3501 7.4.2 wants an ENVELOPE and a body here;
+        # both are empty stand-ins.
+        out.append(" %s %s %d" % (
+            _EMPTY_ENVELOPE, _EMPTY_BODY + (" NIL NIL NIL NIL)" if extended else ")"),
+            node.lines))
     if extended:
         out.append(" %s %s" % (nstring(node.md5), _extension(node)))
     out.append(")")
@@ -494,6 +564,18 @@ def _wire(node, extended):
     out = []
     _write(node, extended, out)
     return "".join(out).encode("latin-1")
+
+
+def content_coding(header: bytes, mime: bool) -> tuple[str | None, str | None]:
+    """
+    (Content-Transfer-Encoding, charset) of a leaf part, from its header
+    block, by the rules of its BODYSTRUCTURE: ``mime`` says whether it is a
+    part of a multipart (else a message header, MIME only with MIME-Version
+    or Content-Type).
+    """
+    node = _Node(0)
+    _content(node, first_fields(header, MIME_FIELDS), mime)
+    return node.encoding, param(node.params, "charset")
 
 
 def parse(fileobj) -> MessageStructure:
@@ -508,7 +590,7 @@ def parse(fileobj) -> MessageStructure:
         body=_wire(root, False),
         bodystructure=_wire(root, True),
         header=root.header,
-        root=root.to_part(),
+        root=_to_part(root),
     )
 
 
