@@ -488,7 +488,6 @@ def _content_type(node, value):
 
 _DEFAULT_PARAMS = '("charset" "us-ascii")'
 _EMPTY_BODY = '("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0'
-_EMPTY_ENVELOPE = "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
 
 
 def _params(params, text):
@@ -528,14 +527,17 @@ def _write(node, extended, out):
             out.append(" %s %s" % (_params(node.params, False), _extension(node)))
         out.append(")")
         return
-    # A message/rfc822 left unparsed (too deep, or over the part budget).
-    unopened = node.kind == "leaf" and node.content_type() == "message/rfc822"
-    if node.kind == "message" or unopened:
+    if node.kind == "message":
         text = False
         out.append('"message" "rfc822"')
     elif node.type is None:
         text = True
         out.append('"text" "plain"')
+    elif node.content_type().startswith("multipart/") or node.content_type() == "message/rfc822":
+        # Dovecot 2.3.19: a multipart or message left unopened (too deep,
+        # or past the part budget) is opaque data that keeps its parameters.
+        text = False
+        out.append('"application" "octet-stream"')
     else:
         text = node.type.lower() == "text"
         out.append(f"{nstring(node.type)} {nstring(node.subtype)}")
@@ -549,12 +551,6 @@ def _write(node, extended, out):
         out.append(" " + envelope(message.envelope) + " ")
         _write(message, extended, out)
         out.append(" %d" % node.lines)
-    elif unopened:
-        # Dovecot 2.3: RFC 3501 7.4.2 wants an ENVELOPE and a body here;
-        # both are empty stand-ins.
-        out.append(" %s %s %d" % (
-            _EMPTY_ENVELOPE, _EMPTY_BODY + (" NIL NIL NIL NIL)" if extended else ")"),
-            node.lines))
     if extended:
         out.append(" %s %s" % (nstring(node.md5), _extension(node)))
     out.append(")")
