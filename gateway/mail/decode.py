@@ -34,10 +34,10 @@ def text_codec(charset: str) -> str | None:
     try:
         codec = codecs.lookup(name).name
         # bytes.decode refuses codecs that do not make text (base64, rot13).
-        b"".decode(codec)
+        b"a".decode(codec, "replace")
     except (LookupError, ValueError):
         return None
-    if codec in _NOT_CHARSETS:
+    if codec.replace("-", "_") in _NOT_CHARSETS:
         return None
     return "utf-8" if codec == "ascii" else codec
 

@@ -562,15 +562,15 @@ def _wire(node, extended):
     return "".join(out).encode("latin-1")
 
 
-def content_coding(header: bytes, mime: bool) -> tuple[str | None, str | None]:
+def content_coding(header: bytes) -> tuple[str | None, str | None]:
     """
     (Content-Transfer-Encoding, charset) of a leaf part, from its header
-    block, by the rules of its BODYSTRUCTURE: ``mime`` says whether it is a
-    part of a multipart (else a message header, MIME only with MIME-Version
-    or Content-Type).
+    block, to decode its body for SEARCH.  As Dovecot's message decoder
+    (and unlike BODYSTRUCTURE), the transfer encoding counts even without
+    MIME-Version: mail that says it is base64 is searched decoded.
     """
     node = _Node(0)
-    _content(node, first_fields(header, MIME_FIELDS), mime)
+    _content(node, first_fields(header, MIME_FIELDS), True)
     return node.encoding, param(node.params, "charset")
 
 
