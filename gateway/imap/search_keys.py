@@ -373,7 +373,7 @@ def _leaf(name: str, tokens: _Tokens) -> SearchKey:
     if name == "TEXT":
         return TextContains(tokens.string("string after TEXT"))
     if name in ("KEYWORD", "UNKEYWORD"):
-        keyword = tokens.string(f"flag after {name}")
+        keyword = _string(tokens.next(f"flag after {name}"))
         if not keyword:
             raise SearchSyntaxError(f"empty flag after {name}")
         return Flag(keyword) if name == "KEYWORD" else Not(Flag(keyword))

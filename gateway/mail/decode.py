@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import codecs
 import functools
+import re
 
 # Names Python decodes that are no MIME charset: asking for them in a
 # message must not run them.
@@ -50,7 +51,7 @@ class _Base64:
     """
     RFC 2045 6.8 leniently, as ``base64.b64decode`` without validation:
     characters outside the alphabet are skipped, and padding that completes
-    a quantum ends the data.
+    a quantum ("xx==", "xxx=") ends the data; other "=" are skipped.
     """
 
     __slots__ = ("_held", "_done")
@@ -63,27 +64,41 @@ class _Base64:
         if self._done:
             return b""
         data = self._held + data.translate(None, _NOT_BASE64)
-        if b"=" in data:
-            kept = 0
-            pieces = data.split(b"=")
-            for index, piece in enumerate(pieces[:-1]):
-                kept += len(piece)
-                if kept % 4 >= 2:
-                    # "xx=" or "xxx=": the data ends with this quantum.
-                    self._done = True
-                    self._held = b""
-                    return binascii.a2b_base64(b"".join(pieces[:index + 1]) + b"==")
-            # Padding where none can be is skipped.
-            data = b"".join(pieces)
-        usable = len(data) - len(data) % 4
-        self._held = data[usable:]
-        return binascii.a2b_base64(data[:usable])
+        kept = []
+        count = 0
+        position = 0
+        for run in _PADDING.finditer(data):
+            kept.append(data[position:run.start()])
+            count += run.start() - position
+            position = run.end()
+            quantum = count % 4
+            if quantum < 2:
+                continue
+            if quantum + len(run[0]) >= 4:
+                self._done = True
+                self._held = b""
+                return binascii.a2b_base64(b"".join(kept) + b"==")
+            if position == len(data):
+                # "xx=" at the end: the next piece may complete it.
+                whole = b"".join(kept)
+                self._held = whole[len(whole) - quantum:] + run[0]
+                return binascii.a2b_base64(whole[:len(whole) - quantum])
+        kept.append(data[position:])
+        whole = b"".join(kept)
+        usable = len(whole) - len(whole) % 4
+        self._held = whole[usable:]
+        return binascii.a2b_base64(whole[:usable])
 
     def finish(self) -> bytes:
-        held, self._held = self._held, b""
+        held = self._held.rstrip(b"=")
+        self._held = b""
+        # One character of a quantum makes no byte.
         if len(held) < 2:
             return b""
         return binascii.a2b_base64(held + b"==")
+
+
+_PADDING = re.compile(b"=+")
 
 
 class _QuotedPrintable:
