@@ -70,6 +70,8 @@ def first_fields(header, names):
     expression over the block, so a header of a million small fields costs
     a scan, not a million Python steps.
     """
+    if len(header) <= 2:
+        return {}  # a blank line: no fields
     fields = _fields_part(header)
     found = {}
     for match in _named(names).finditer(fields):

@@ -179,6 +179,13 @@ class _Reader:
         the _Stop or None): whole lines up to _MAX_HEADER bytes, then the
         blank line.
         """
+        buf, pos = self._buf, self._pos
+        if pos and buf.startswith(b"\r\n", pos):
+            # No header at all, as in a part that is only "--b" and a blank
+            # line: no search needed.
+            self._pos = pos + 2
+            self.lf += 1
+            return b"\r\n", None
         patterns = _bounds(tuple(bounds)) if bounds else None
         need = patterns.need if patterns else 3
         kept = []
@@ -307,7 +314,7 @@ class _Node:
         "header_start", "body_start", "end", "lines", "kind", "children",
         "header", "envelope", "type", "subtype", "params", "id", "description",
         "encoding", "md5", "disposition", "disposition_params", "language",
-        "location",
+        "location", "part",
     )
 
     def __init__(self, header_start):
@@ -326,26 +333,6 @@ class _Node:
         if self.type is None:
             return "text/plain"
         return f"{self.type}/{self.subtype}".lower()
-
-
-def _to_part(root):
-    """The Part tree of ``root``, built bottom-up without recursion."""
-    built = {}
-    stack = [(root, False)]
-    while stack:
-        node, ready = stack.pop()
-        if not ready:
-            stack.append((node, True))
-            stack.extend((child, False) for child in node.children)
-            continue
-        built[id(node)] = Part(
-            header_start=node.header_start,
-            body_start=node.body_start,
-            end=node.end,
-            content_type=node.content_type(),
-            children=tuple(built.pop(id(child)) for child in node.children),
-        )
-    return built[id(root)]
 
 
 class _Parser:
@@ -369,7 +356,8 @@ class _Parser:
         node = _Node(start)
         node.header, stop = reader.read_header(bounds)
         fields = first_fields(node.header, MESSAGE_FIELDS if message else MIME_FIELDS)
-        _content(node, fields, mime)
+        if fields:
+            _content(node, fields, mime)
         if message:
             node.envelope = fields
         if node.type is None and digest:
@@ -413,6 +401,8 @@ class _Parser:
         if node.end <= node.body_start:
             node.end, end_lf = node.body_start, body_lf
         node.lines = end_lf - body_lf
+        node.part = Part(node.header_start, node.body_start, node.end, ctype,
+                         tuple(child.part for child in node.children))
         return node, stop
 
     def _multipart(self, node, boundary, bounds, depth, digest):
@@ -512,54 +502,58 @@ def _extension(node):
     return f"{disposition} {language} {nstring(node.location)}"
 
 
-def _write(node, extended, out):
-    """Append the RFC 3501 7.4.2 body structure of ``node`` to ``out``."""
-    out.append("(")
+def _write(node, body, structure):
+    """
+    Append the RFC 3501 7.4.2 BODY of ``node`` to the list ``body`` and its
+    BODYSTRUCTURE to ``structure``: one walk, as the two share all but the
+    extension data.
+    """
+    body.append("(")
+    structure.append("(")
     if node.kind == "multipart":
         if node.children:
             for child in node.children:
-                _write(child, extended, out)
+                _write(child, body, structure)
         else:
             # No parts at all is not MIME; Dovecot shows one empty text part.
-            out.append(_EMPTY_BODY + (" NIL NIL NIL NIL)" if extended else ")"))
-        out.append(" " + nstring(node.subtype))
-        if extended:
-            out.append(" %s %s" % (_params(node.params, False), _extension(node)))
-        out.append(")")
+            body.append(_EMPTY_BODY + ")")
+            structure.append(_EMPTY_BODY + " NIL NIL NIL NIL)")
+        subtype = " " + nstring(node.subtype)
+        body.append(subtype + ")")
+        structure.append("%s %s %s)" % (subtype, _params(node.params, False), _extension(node)))
         return
     if node.kind == "message":
         text = False
-        out.append('"message" "rfc822"')
+        head = '"message" "rfc822"'
     elif node.type is None:
         text = True
-        out.append('"text" "plain"')
+        head = '"text" "plain"'
     elif node.content_type().startswith("multipart/") or node.content_type() == "message/rfc822":
         # Dovecot 2.3.19: a multipart or message left unopened (too deep,
         # or past the part budget) is opaque data that keeps its parameters.
         text = False
-        out.append('"application" "octet-stream"')
+        head = '"application" "octet-stream"'
     else:
         text = node.type.lower() == "text"
-        out.append(f"{nstring(node.type)} {nstring(node.subtype)}")
-    out.append(" %s %s %s %s %d" % (
-        _params(node.params, text), nstring(node.id), nstring(node.description),
-        nstring(node.encoding or "7bit"), node.end - node.body_start))
+        head = f"{nstring(node.type)} {nstring(node.subtype)}"
+    head = "%s %s %s %s %s %d" % (
+        head, _params(node.params, text), nstring(node.id), nstring(node.description),
+        nstring(node.encoding or "7bit"), node.end - node.body_start)
     if text:
-        out.append(" %d" % node.lines)
-    elif node.kind == "message":
+        head += " %d" % node.lines
+    body.append(head)
+    structure.append(head)
+    if node.kind == "message":
         message = node.children[0]
-        out.append(" " + envelope(message.envelope) + " ")
-        _write(message, extended, out)
-        out.append(" %d" % node.lines)
-    if extended:
-        out.append(" %s %s" % (nstring(node.md5), _extension(node)))
-    out.append(")")
-
-
-def _wire(node, extended):
-    out = []
-    _write(node, extended, out)
-    return "".join(out).encode("latin-1")
+        inner = " " + envelope(message.envelope) + " "
+        body.append(inner)
+        structure.append(inner)
+        _write(message, body, structure)
+        lines = " %d" % node.lines
+        body.append(lines)
+        structure.append(lines)
+    body.append(")")
+    structure.append(" %s %s)" % (nstring(node.md5), _extension(node)))
 
 
 def content_coding(header: bytes) -> tuple[str | None, str | None]:
@@ -581,12 +575,14 @@ def parse(fileobj) -> MessageStructure:
     malformed input; reads the file once, in chunks.
     """
     root = _Parser(fileobj).parse()
+    body, structure = [], []
+    _write(root, body, structure)
     return MessageStructure(
         envelope=envelope(root.envelope).encode("latin-1"),
-        body=_wire(root, False),
-        bodystructure=_wire(root, True),
+        body="".join(body).encode("latin-1"),
+        bodystructure="".join(structure).encode("latin-1"),
         header=root.header,
-        root=_to_part(root),
+        root=root.part,
     )
 
 
