@@ -48,13 +48,12 @@ from gateway.imap.search_keys import (  # noqa: F401  (re-exported)
 )
 from gateway.imap.sequence import SequenceSet
 from gateway.mail.bodytext import Kind, body_text
-from gateway.mail.header import header_text, header_values
+from gateway.mail.fields import header_text, header_values
+from gateway.mail.mimescan import MAX_HEADER
 from gateway.store.model import Part
 
 # A step of TEXT's header matching decodes about this much of the header.
 _HEADER_SLICE = 1 << 16
-# As much of a header as the index keeps (gateway.mail.message).
-_MAX_HEADER = 1 << 20
 
 
 @attrs.frozen
@@ -373,7 +372,7 @@ class _MessageText:
             if msg.body is None or msg.parts is None:
                 raise ValueError("search needs the message header: see needs()")
             msg.body.seek(0)
-            self._header = msg.body.read(min(msg.parts.body_start, _MAX_HEADER))
+            self._header = msg.body.read(min(msg.parts.body_start, MAX_HEADER))
         return self._header
 
     def header_values(self, name: str) -> list[str]:

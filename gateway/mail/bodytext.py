@@ -18,17 +18,15 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from gateway.mail.decode import BodyDecoder
-from gateway.mail.header import header_text
+from gateway.mail.fields import header_text
 from gateway.mail.message import content_coding
+from gateway.mail.mimescan import MAX_HEADER
 from gateway.store.model import Part
 
 # Bytes read per step; a step decodes and searches one piece.
 PIECE = 1 << 16
 # The most of one message a search reads: past this its text is not searched.
 MAX_TEXT = 16 << 20
-# A part header longer than this is not read past (the delivery parser
-# keeps as much).
-_MAX_HEADER = 1 << 20
 
 
 class Kind(enum.Enum):
@@ -57,7 +55,8 @@ class _Reader:
         return data
 
     def header(self, part: Part) -> bytes:
-        return self.read(part.header_start, min(part.body_start, part.header_start + _MAX_HEADER))
+        # No further than the parser read for the part's Content-* fields.
+        return self.read(part.header_start, min(part.body_start, part.header_start + MAX_HEADER))
 
 
 def _is_text(part: Part) -> bool:

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gateway.mail import message as message_module
+from gateway.mail.mimescan import MAX_HEADER
 from gateway.mail.message import (
     crlf_chunks,
     find_part,
@@ -731,7 +732,7 @@ def test_seven_megabyte_header_line():
     structure, spent, peak = timed_parse(data)
     # The first megabyte is kept for the index; the rest is skipped unread.
     assert structure.header.startswith(b"Subject: xxx") and structure.header.endswith(b"x\r\n")
-    assert len(structure.header) == message_module._MAX_HEADER + 2
+    assert len(structure.header) == MAX_HEADER + 2
     assert structure.root.body_start == len(data) - 6
     assert section_bytes(data, (1,)) == b"body\r\n"
     assert spent < 1.0 and peak < 16_000_000, (spent, peak)
@@ -744,7 +745,7 @@ def test_a_million_header_fields():
     assert structure.envelope.startswith(b'(NIL "first" ((NIL NIL "first" "example.org"))')
     # Whole lines up to a megabyte, then the blank line.
     assert structure.header.endswith(b"X-A: b\r\n\r\n")
-    assert len(structure.header) <= message_module._MAX_HEADER + 2
+    assert len(structure.header) <= MAX_HEADER + 2
     assert structure.root.body_start == len(data) - 6
     assert spent < 1.0, spent
 
