@@ -433,7 +433,12 @@ class _Addresses(Rfc822Parser):
         return ret
 
 
-def _addresses(value):
+def addresses(value):
+    """
+    The address list of a header value (From, To, ...) as Dovecot reads it:
+    (name, route, mailbox, domain) tuples, groups opened and closed by
+    marker tuples (RFC 3501 7.4.2); None for an absent or empty value.
+    """
     if value is None:
         return None
     return _Addresses(value).parse() or None
@@ -495,17 +500,17 @@ def _address_list(addresses):
 def envelope(fields):
     """RFC 3501 7.4.2 ENVELOPE; Sender and Reply-To default to From."""
     get = fields.get
-    sender = _addresses(get("from"))
+    sender = addresses(get("from"))
     subject = get("subject")
     return "(%s %s %s %s %s %s %s %s %s %s)" % (
         nstring(get("date")),
         "NIL" if subject is None else human_string(subject),
         _address_list(sender),
-        _address_list(_addresses(get("sender")) or sender),
-        _address_list(_addresses(get("reply-to")) or sender),
-        _address_list(_addresses(get("to"))),
-        _address_list(_addresses(get("cc"))),
-        _address_list(_addresses(get("bcc"))),
+        _address_list(addresses(get("sender")) or sender),
+        _address_list(addresses(get("reply-to")) or sender),
+        _address_list(addresses(get("to"))),
+        _address_list(addresses(get("cc"))),
+        _address_list(addresses(get("bcc"))),
         nstring(get("in-reply-to")),
         nstring(get("message-id")),
     )
