@@ -63,11 +63,12 @@ def _fields_part(header):
     return header if blank is None else header[:blank.start()]
 
 
-def first_fields(header, names):
+def first_fields(header, names, folded=()):
     """
     The first value of each field of ``names`` (lower-case names) in the
     header block ``header``: unfolded, leading blanks dropped, as latin-1
-    text so that every byte survives to the wire unchanged.
+    text so that every byte survives to the wire unchanged.  The values of
+    the names in ``folded`` keep their line breaks (but not the last).
 
     A line that begins with a blank continues the field before it (RFC 5322
     2.2.3), as in Dovecot's header parser.  Fields are found by one regular
@@ -81,7 +82,9 @@ def first_fields(header, names):
     for match in _named(names).finditer(fields):
         name = names[match.lastindex - 1]
         if name not in found:
-            found[name] = unfold(_VALUE.match(fields, match.end())[1]).decode("latin-1")
+            value = _VALUE.match(fields, match.end())[1]
+            value = value.rstrip(b"\r\n") if name in folded else unfold(value)
+            found[name] = value.decode("latin-1")
             if len(found) == len(names):
                 break
     return found

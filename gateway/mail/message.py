@@ -103,7 +103,10 @@ class _Parser:
             bounds = []
         node = _Node(start)
         node.header, stop = reader.read_header(bounds)
-        fields = first_fields(node.header, MESSAGE_FIELDS if message else MIME_FIELDS)
+        # Dovecot writes the Subject as it came: a folded one goes out as a
+        # literal, its line breaks removed (imap_append_string_for_humans).
+        fields = first_fields(node.header, MESSAGE_FIELDS if message else MIME_FIELDS,
+                              folded=("subject",))
         if fields:
             _content(node, fields, mime)
         if message:

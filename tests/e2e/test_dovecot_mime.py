@@ -2,8 +2,8 @@
 Hostile MIME structures against a real Dovecot 2.3: the same messages
 appended to Dovecot, and its BODYSTRUCTURE, BODY and ENVELOPE compared byte
 for byte with what ``gateway.mail.message`` parses at delivery: a million
-sibling parts, ten thousand levels of multipart and of message/rfc822, and
-every way the part budget can run out.  Then SEARCH BODY and TEXT over
+sibling parts, ten thousand levels of multipart and of message/rfc822,
+every way the part budget can run out, and the ordinary corpus.  Then SEARCH BODY and TEXT over
 ordinary and hostile mail: the same answers as Dovecot's.
 
 Needs Debian's dovecot-imapd; skipped without it unless CI=true.
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from gateway.imap.search import SearchMessage, matches, parse_search, tokenize_search
-from gateway.mail.message import MAX_PARTS, parse_bytes
+from gateway.mail.message import MAX_PARTS, crlf_chunks, parse_bytes
 # Importing it skips this module where Dovecot is not installed (unless CI).
 from tests.e2e.test_dovecot_migration import Dovecot
 
@@ -58,10 +58,21 @@ HOSTILE = {
         b"--b\r\n\r\nafter\r\n--b--\r\n"),
     "the last part's header full of delimiters": FILLER + (
         b"--b\r\nX-A: 1\r\n--b\r\nX-B: 2\r\n\r\nafter\r\n--b--\r\nepilogue\r\n"),
+    "a folded subject": (
+        b"Subject: a long subject that was\r\n folded by the sender\r\nFrom: Alice\r\n"
+        b" Example <alice@example.org>\r\nDate: Mon, 1 Jan 2024\r\n 00:00:00 +0000\r\n\r\nbody\r\n"),
     "a digest past the budget": (
         b"MIME-Version: 1.0\r\nContent-Type: multipart/digest; boundary=b\r\n\r\n"
         + b"--b\r\n\r\nSubject: s\r\n\r\nx\r\n" * 6000 + b"--b--\r\n"),
 }
+
+
+# Ordinary mail too: the corpus of tests/mail, byte for byte as Dovecot.
+CORPUS = Path(__file__).resolve().parent.parent / "mail" / "corpus"
+HOSTILE.update({
+    f"corpus {path.stem}": b"".join(crlf_chunks([path.read_bytes()]))
+    for path in sorted(CORPUS.glob("*.eml"))
+})
 
 
 def fetched(response) -> bytes:

@@ -245,8 +245,10 @@ def test_message_rfc822_attachment_with_multipart_inside():
 def test_encoded_words_stay_raw_in_envelope_and_decode_for_search():
     structure = parse_bytes(corpus("encoded"))
     assert structure.envelope == (
-        b'(NIL "=?ISO-8859-1?B?SWYgeW91IGNhbiByZWFkIHRoaXMgeW8=?= '
-        b'=?ISO-8859-2?B?dSB1bmRlcnN0YW5kIHRoZSBleGFtcGxlLg==?=" '
+        # The Subject is folded: a literal, its line break removed (a real
+        # Dovecot 2.3.19 sends these bytes).
+        b'(NIL {103}\r\n=?ISO-8859-1?B?SWYgeW91IGNhbiByZWFkIHRoaXMgeW8=?= '
+        b'=?ISO-8859-2?B?dSB1bmRlcnN0YW5kIHRoZSBleGFtcGxlLg==?= '
         b'(("=?UTF-8?Q?Andr=C3=A9?= Pirard" NIL "PIRARD" "vm1.ulg.ac.be")) '
         b'(("=?UTF-8?Q?Andr=C3=A9?= Pirard" NIL "PIRARD" "vm1.ulg.ac.be")) '
         b'(("=?UTF-8?Q?Andr=C3=A9?= Pirard" NIL "PIRARD" "vm1.ulg.ac.be")) '
@@ -266,6 +268,16 @@ def test_encoded_words_stay_raw_in_envelope_and_decode_for_search():
     assert header_values(header, "FROM") == [
         "André Pirard <PIRARD@vm1.ulg.ac.be>"]
     assert header_values(header, "X-Missing") == []
+
+
+def test_a_folded_subject_goes_out_as_dovecot_sends_it():
+    # Dovecot keeps the Subject as it came and removes its line breaks for
+    # the ENVELOPE: the string changed, so it is sent as a literal.
+    structure = parse_bytes(crlf(
+        b"Subject: a long subject that was\n folded by the sender\nFrom: Alice\n"
+        b" Example <alice@example.org>\n\nbody\n"))
+    subject = b"a long subject that was folded by the sender"
+    assert structure.envelope.startswith(b"(NIL {%d}\r\n%s ((\"Alice Example\" NIL " % (len(subject), subject))
 
 
 def test_missing_date_and_from_give_nil():
