@@ -177,12 +177,19 @@ def cmd_import(args, stdin, stdout) -> int:
     from gateway.mail.maildir import NotAMaildir
     from gateway.mail.mbox import NotAnMbox
     from gateway.ops.migrate import ImportRecord, import_maildir, import_mbox, record_path
-    from gateway.store.interfaces import StoreError, TemporaryFailure
+    from gateway.store.interfaces import InvalidMailboxName, StoreError, TemporaryFailure
+    from gateway.store.names import check_name
     from gateway.store.sqlite.store import SQLiteStore
 
     _require_user(args.data, args.name)
-    if not args.path.exists():
+    # lexists: a dangling link is refused as a link, not reported missing.
+    if not os.path.lexists(args.path):
         raise CommandError(f"{args.path}: no such file or directory", EX_NOINPUT)
+    if args.format == "mbox":
+        try:
+            check_name(args.mailbox)
+        except InvalidMailboxName as e:
+            raise CommandError(f"--mailbox {args.mailbox!r}: {e}", EX_USAGE) from None
     store = SQLiteStore(args.data / "store")
     record = ImportRecord(record_path(store.root))
     try:
@@ -229,8 +236,6 @@ def cmd_export(args, stdin, stdout) -> int:
 
 
 def cmd_check(args, stdin, stdout) -> int:
-    from twisted.internet.defer import Deferred
-
     from gateway.ops.check import find_problems, repair
     from gateway.store.sqlite.store import SQLiteStore
 
@@ -241,7 +246,7 @@ def cmd_check(args, stdin, stdout) -> int:
     if args.repair and any(problem.repair for problem in problems):
         store = SQLiteStore(store_root)
         try:
-            for line in fired(Deferred.fromCoroutine(repair(store, problems))):
+            for line in repair(store):
                 print(f"repaired: {line}", file=stdout)
         finally:
             store.close()
@@ -291,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     uidl.set_defaults(run=cmd_uidl)
 
     imports = commands.add_parser(
-        "import", help="import a user's mail (exit 1 when messages were skipped; running it again adds nothing)"
+        "import",
+        help="import a user's mail (exit 1 when messages or folders were skipped, links and special files among"
+        " them; running it again adds nothing)",
     )
     formats = imports.add_subparsers(dest="format", required=True, metavar="FORMAT")
     from_maildir = formats.add_parser("maildir", help="a Maildir++ tree; Dovecot's UIDs are kept")

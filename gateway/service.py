@@ -215,7 +215,7 @@ def make_service(
     """
     prepare_data_dir(data_dir)
     certificates = load_certificate(data_dir, config)
-    store = SQLiteStore(data_dir / "store", reactor=reactor)
+    store = SQLiteStore(data_dir / "store", reactor=reactor, serving=True)
     users = UsersFile(data_dir / "users")
     # What a reload may change is read through this, at each use.
     live = LiveConfig(config)
