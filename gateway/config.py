@@ -21,8 +21,13 @@ import attrs
 from gateway.pop3.uidl import DEFAULT_FORMAT, UidlFormat, UidlFormatError
 
 
-# What POP3 DELE does at QUIT (issue 6).
+# What POP3 DELE does at QUIT.
 DELETE_POLICIES = ("expunge", "trash", "hide")
+
+# Where the mail lives; gateway/store/opening.py opens each.
+STORE_BACKENDS = ("sqlite",)
+# When a flag change is fsynced (README "Storage and durability").
+FLAG_DURABILITIES = ("batched", "immediate")
 
 # RFC 3501 9: ATOM-CHAR, less the list, quoted and resp specials.
 _KEYWORD = re.compile(r"[!#$&'+-Z^-z|~]{1,64}")
@@ -125,6 +130,14 @@ class ProxyConfig:
 
 
 @attrs.frozen
+class StoreConfig:
+    backend: str = "sqlite"
+    # "batched": flag changes are durable within a second, as Dovecot's
+    # fsync_mode = optimized; "immediate": before they are answered.
+    flag_durability: str = "batched"
+
+
+@attrs.frozen
 class Config:
     hostname: str = "localhost"
     listeners: ListenersConfig = ListenersConfig()
@@ -135,6 +148,7 @@ class Config:
     tls: TlsConfig = TlsConfig()
     limits: LimitsConfig = LimitsConfig()
     proxy: ProxyConfig = ProxyConfig()
+    store: StoreConfig = StoreConfig()
 
     @property
     def uidl(self) -> UidlFormat:
@@ -266,6 +280,20 @@ DEFAULT_TOML = """\
 # Networks allowed to send a PROXY protocol header on "haproxy:" listeners;
 # a connection from anywhere else is dropped.
 # trusted = ["127.0.0.1/32", "::1/128"]
+
+[store]
+# Where the mail lives: "sqlite" keeps an index in DIR/store/index.sqlite
+# and one file per message beside it, for one server.
+# backend = "sqlite"
+# When a flag change (IMAP STORE, the \\Seen a POP3 RETR sets, the POP3
+# "hide" policy) reaches the disk.  Every session sees it at once either
+# way.  "batched" writes it with the next delivery, APPEND or expunge, or
+# within a second, whichever comes first (Dovecot's fsync_mode = optimized):
+# a power cut may forget the last second of flag changes, never a message.
+# "immediate" fsyncs each before answering, at the cost of one disk flush
+# per change.  Deliveries, APPEND, COPY, MOVE and expunges are always
+# durable before they are answered.
+# flag_durability = "batched"
 """
 
 
@@ -340,6 +368,7 @@ class _Reader:
                 },
             ),
             "proxy": (ProxyConfig, {"trusted": self.networks}),
+            "store": (StoreConfig, {"backend": self.store_backend, "flag_durability": self.flag_durability}),
         }
         values: dict[str, Any] = {}
         for key, value in document.items():
@@ -452,6 +481,17 @@ class _Reader:
     def delete_policy(self, key: str, value: Any) -> str:
         if value not in DELETE_POLICIES:
             self.fail(key, f"must be one of {', '.join(map(repr, DELETE_POLICIES))}, not {_kind(value)}")
+        return value
+
+    def store_backend(self, key: str, value: Any) -> str:
+        return self.choice(key, value, STORE_BACKENDS)
+
+    def flag_durability(self, key: str, value: Any) -> str:
+        return self.choice(key, value, FLAG_DURABILITIES)
+
+    def choice(self, key: str, value: Any, choices: tuple[str, ...]) -> str:
+        if value not in choices:
+            self.fail(key, f"must be one of {', '.join(map(repr, choices))}, not {_kind(value)}")
         return value
 
     def delete_policy_users(self, key: str, value: Any) -> tuple[tuple[str, str], ...]:

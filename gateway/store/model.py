@@ -113,3 +113,14 @@ class ChangeSet:
     uidnext: int
     updated: tuple[MessageRecord, ...]
     expunged: tuple[int, ...]
+
+
+@attrs.frozen
+class CheckReport:
+    """
+    What a store's consistency check found: one line per problem still
+    there, one per repair done (``IStoreMaintenance.check``).
+    """
+
+    problems: tuple[str, ...] = ()
+    repairs: tuple[str, ...] = ()

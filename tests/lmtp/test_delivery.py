@@ -158,7 +158,8 @@ def test_mda_missing_data_dir_is_75_not_unknown_user(tmp_path):
 
 
 def test_append_many_stores_each_in_order_with_one_directory_fsync(store, monkeypatch):
-    from gateway.store.sqlite import store as sqlite
+    # The writer fsyncs each directory that got a body once, before the commit.
+    from gateway.store.sqlite import writer as sqlite
 
     run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
     run(deliver(store, "bob", b"Subject: warm\r\n\r\nx\r\n"))
@@ -189,7 +190,7 @@ def test_append_many_refuses_one_and_stores_the_others(store):
 def test_append_many_failing_commit_leaves_nothing(store, monkeypatch):
     import errno
 
-    from gateway.store.sqlite import store as sqlite
+    from gateway.store.sqlite import writer as sqlite
 
     run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
     alice = result_of(store.get_mailbox("alice", "INBOX"))

@@ -1,8 +1,8 @@
 """
 What the SQLite store does besides serving sessions: migration with given
 UIDVALIDITY and UIDs (IImportableStore), repairs after a crash, and
-rebuilding the index from the body files.  A mixin of L{SQLiteStore}: it
-works through the same connection, write transaction and file layout.
+rebuilding the index from the body files.  A mixin of L{SQLiteStore}: its
+writes are requests to the same writer, over the same file layout.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import time
 
 import attrs
+from twisted.internet import defer
 
 from gateway.mail import message
 from gateway.durable import write_atomic
@@ -43,26 +44,30 @@ class MaintenanceMixin:
         name = check_name(name)
         if not 1 <= uidvalidity <= UID_MAX:
             raise ValueError(f"UIDVALIDITY out of range: {uidvalidity}")
-        with self._write():
+
+        def run(step):
             info = self._mailbox_row("user = ? AND name = ?", (user, name))
             if info is None:
                 info = self._create(user, name, None)
             elif info.uidnext != 1:
                 raise MailboxExists(f"{name} has held messages; its UIDVALIDITY cannot change")
             self._db.execute("UPDATE mailboxes SET uidvalidity = ? WHERE id = ?", (uidvalidity, info.id))
+            step.on_rollback(lambda: self._write_mailbox_meta(info.id, uidvalidity=info.uidvalidity))
             self._write_mailbox_meta(info.id, uidvalidity=uidvalidity)
             self._raise_uidvalidity_counter(uidvalidity)
-        return attrs.evolve(info, uidvalidity=uidvalidity)
+            return attrs.evolve(info, uidvalidity=uidvalidity)
+
+        return self._writer.submit(run)
 
     @deferred
     def append_with_uid(self, mailbox_id, uid, source, flags, internaldate):
         if not 1 <= uid <= UID_MAX:
             raise UidNotAvailable(f"UID out of range: {uid}")
-        return self._append(mailbox_id, source, flags, internaldate, uid)
+        return defer.Deferred.fromCoroutine(self._append(mailbox_id, source, flags, internaldate, uid))
 
     @deferred
     def raise_uidnext(self, mailbox_id, uidnext):
-        with self._write():
+        def run(step):
             current, _ = self._counters(mailbox_id)
             if uidnext <= current:
                 return current
@@ -71,7 +76,9 @@ class MaintenanceMixin:
             self._db.execute("UPDATE mailboxes SET uidnext = ? WHERE id = ?", (uidnext, mailbox_id))
             # rebuild_index takes UIDNEXT from the highest body file or this.
             self._write_mailbox_meta(mailbox_id, uid_floor=uidnext - 1)
-        return uidnext
+            return uidnext
+
+        return self._writer.submit(run)
 
     @deferred
     def discard_uncommitted(self, mailbox_id, uid):
@@ -85,7 +92,8 @@ class MaintenanceMixin:
 
         @return: Deferred firing with True if the file was removed.
         """
-        with self._write():
+
+        def run(step):
             uidnext, _ = self._counters(mailbox_id)
             committed = self._db.execute(
                 "SELECT 1 FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
@@ -93,11 +101,17 @@ class MaintenanceMixin:
             if uid < uidnext or committed:
                 return False
             (self._mailbox_dir(mailbox_id) / str(uid)).unlink(missing_ok=True)
-        return True
+            return True
+
+        return self._writer.submit(run, frees_space=True)
 
     # -- rebuilding the index from the files --------------------------------
 
     def rebuild_index(self) -> dict[str, int]:
+        """Run at start-up, before any other write: see ``_rebuild``."""
+        return self._writer.run_now(self._rebuild)
+
+    def _rebuild(self, step) -> dict[str, int]:
         """
         Recreate every mailbox and message row from mail/.  UIDs, UIDVALIDITY
         and names come from the files, so POP3 UIDLs stay the same; flags,
@@ -112,31 +126,30 @@ class MaintenanceMixin:
         counts = {"mailboxes": 0, "messages": 0}
         highest_uidvalidity = 0
         modseq = rebuilt_modseq()
-        with self._write():
-            for directory in sorted(self._mail.iterdir(), key=lambda p: p.name):
-                meta_path = directory / "mailbox.json"
-                if not directory.name.isdigit() or not meta_path.exists():
-                    continue
-                meta = json.loads(meta_path.read_text())
-                mailbox_id = int(directory.name)
-                self._drop_mailbox_rows(mailbox_id)
-                uids = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
-                uidnext = max(uids[-1] if uids else 0, meta.get("uid_floor", 0)) + 1
-                self._db.execute(
-                    "INSERT INTO mailboxes (id, user, name, uidvalidity, uidnext, highestmodseq,"
-                    " first_recent_uid, special_use) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (mailbox_id, meta["user"], meta["name"], meta["uidvalidity"], uidnext, modseq, uidnext,
-                     meta.get("special_use")),
-                )
-                highest_uidvalidity = max(highest_uidvalidity, meta["uidvalidity"])
-                for uid in uids:
-                    body_path = directory / str(uid)
-                    with open(body_path, "rb") as f:
-                        structure = message.parse(f)
-                    stat = body_path.stat()
-                    internaldate = datetime.datetime.fromtimestamp(int(stat.st_mtime)).astimezone()
-                    self._insert_message(mailbox_id, uid, (), internaldate, stat.st_size, modseq, structure)
-                    counts["messages"] += 1
-                counts["mailboxes"] += 1
-            self._raise_uidvalidity_counter(highest_uidvalidity)
+        for directory in sorted(self._mail.iterdir(), key=lambda p: p.name):
+            meta_path = directory / "mailbox.json"
+            if not directory.name.isdigit() or not meta_path.exists():
+                continue
+            meta = json.loads(meta_path.read_text())
+            mailbox_id = int(directory.name)
+            self._drop_mailbox_rows(mailbox_id)
+            uids = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+            uidnext = max(uids[-1] if uids else 0, meta.get("uid_floor", 0)) + 1
+            self._db.execute(
+                "INSERT INTO mailboxes (id, user, name, uidvalidity, uidnext, highestmodseq,"
+                " first_recent_uid, special_use) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (mailbox_id, meta["user"], meta["name"], meta["uidvalidity"], uidnext, modseq, uidnext,
+                 meta.get("special_use")),
+            )
+            highest_uidvalidity = max(highest_uidvalidity, meta["uidvalidity"])
+            for uid in uids:
+                body_path = directory / str(uid)
+                with open(body_path, "rb") as f:
+                    structure = message.parse(f)
+                stat = body_path.stat()
+                internaldate = datetime.datetime.fromtimestamp(int(stat.st_mtime)).astimezone()
+                self._insert_message(mailbox_id, uid, (), internaldate, stat.st_size, modseq, structure)
+                counts["messages"] += 1
+            counts["mailboxes"] += 1
+        self._raise_uidvalidity_counter(highest_uidvalidity)
         return counts
