@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable
@@ -288,7 +289,7 @@ DEFAULT_TOML = """\
 # When a flag change (IMAP STORE, the \\Seen a POP3 RETR sets, the POP3
 # "hide" policy) reaches the disk.  Every session sees it at once either
 # way.  "batched" writes it with the next delivery, APPEND or expunge, or
-# within a second, whichever comes first (Dovecot's fsync_mode = optimized):
+# within a second, whichever comes first (as Dovecot's fsync_mode optimized):
 # a power cut may forget the last second of flag changes, never a message.
 # "immediate" fsyncs each before answering, at the cost of one disk flush
 # per change.  Deliveries, APPEND, COPY, MOVE and expunges are always
@@ -307,6 +308,19 @@ def load(path: str | PathLike[str]) -> Config:
     except UnicodeDecodeError as error:
         raise ConfigError(f"{source}: not UTF-8: {error.reason} at byte {error.start}") from None
     return loads(text, source)
+
+
+def load_for_tool(data_dir: str | PathLike[str], path: str | PathLike[str] | None = None) -> Config:
+    """
+    The config a ``gateway`` tool runs with: ``path``, else DATA/gateway.toml
+    where it exists, else the defaults.  Unlike the server, a tool never
+    writes the file.
+    """
+    if path is None:
+        path = os.path.join(data_dir, "gateway.toml")
+        if not os.path.exists(path):
+            return Config()
+    return load(path)
 
 
 def loads(text: str, source: str = "<string>") -> Config:

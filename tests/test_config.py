@@ -2,7 +2,18 @@ import re
 
 import pytest
 
-from gateway.config import DEFAULT_TOML, Config, ConfigError, LimitsConfig, LmtpConfig, TlsConfig, load, loads
+from gateway.config import (
+    DEFAULT_TOML,
+    Config,
+    ConfigError,
+    LimitsConfig,
+    LmtpConfig,
+    StoreConfig,
+    TlsConfig,
+    load,
+    load_for_tool,
+    loads,
+)
 from gateway.pop3.uidl import UidlFormat
 
 
@@ -68,7 +79,7 @@ def test_default_toml_shows_every_option_commented():
         "max_connections_per_user", "max_line_length", "max_literal_size",
         "max_nesting", "max_bad_commands", "prelogin_timeout",
         "failed_logins_per_ip", "failed_login_window", "trusted",
-        "max_message_size", "max_recipients",
+        "max_message_size", "max_recipients", "backend", "flag_durability",
     }
     # With every option uncommented it still gives exactly the defaults.
     assert loads(uncommented) == Config()
@@ -113,6 +124,9 @@ def test_every_option():
         failed_login_window = 600
         [proxy]
         trusted = ["10.0.0.0/8", "2001:db8::/32"]
+        [store]
+        backend = "sqlite"
+        flag_durability = "immediate"
         """
     )
     assert config.hostname == "mail.example.org"
@@ -132,6 +146,7 @@ def test_every_option():
     assert config.tls == TlsConfig("/etc/ssl/mail.pem", "private/mail.key")
     assert config.limits == LimitsConfig(5000, 5, 3, 65536, 1048576, 8, 3, 20, 4, 600)
     assert config.proxy.trusted == ("10.0.0.0/8", "2001:db8::/32")
+    assert config.store == StoreConfig("sqlite", "immediate")
 
 
 def test_implicit_tls_listeners():
@@ -252,6 +267,10 @@ def test_not_utf8(tmp_path):
         ("[proxy]\ntrusted = ['10.0.0.1/8']", "proxy.trusted[0]: '10.0.0.1/8' is not a network: 10.0.0.1/8 has host bits set"),
         ("[proxy]\ntrusted = ['example.org']", "proxy.trusted[0]: 'example.org' is not a network"),
         ("[proxy]\ntrusted = [8]", "proxy.trusted[0]: network must be a string, not an integer"),
+        ("[store]\nbackend = 'maildir'", "store.backend: must be one of 'sqlite', not a string ('maildir')"),
+        ("[store]\nflag_durability = 'lazy'", "store.flag_durability: must be one of 'batched', 'immediate', not a string"),
+        ("[store]\nflag_durability = true", "store.flag_durability: must be one of 'batched', 'immediate', not a boolean"),
+        ("[store]\npath = '/srv'", "store.path: unknown key (known: backend, flag_durability)"),
     ],
 )
 def test_errors(text, message):
@@ -284,3 +303,19 @@ def test_delete_policy_per_user():
         loads('[pop3]\ndelete_policy_users = { alice = "shred" }\n')
     with pytest.raises(ConfigError, match="delete_policy_users"):
         loads('[pop3]\ndelete_policy_users = "hide"\n')
+
+
+def test_store_defaults_to_sqlite_with_batched_flags():
+    assert Config().store == StoreConfig("sqlite", "batched")
+
+
+def test_a_tool_reads_the_given_file_else_the_data_dirs_else_the_defaults(tmp_path):
+    assert load_for_tool(tmp_path) == Config()
+    assert not (tmp_path / "gateway.toml").exists()
+    (tmp_path / "gateway.toml").write_text("[store]\nflag_durability = 'immediate'\n")
+    assert load_for_tool(tmp_path).store.flag_durability == "immediate"
+    other = tmp_path / "other.toml"
+    other.write_text("hostname = 'mx.example.org'\n")
+    assert load_for_tool(tmp_path, other).hostname == "mx.example.org"
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_for_tool(tmp_path, tmp_path / "absent.toml")

@@ -56,7 +56,7 @@ from twisted.mail import smtp
 
 from gateway.net import metrics
 from gateway.lmtp.delivery import GroupCommit
-from gateway.store.interfaces import TemporaryFailure
+from gateway.store.interfaces import StoreFull, TemporaryFailure
 
 log = Logger()
 
@@ -176,19 +176,20 @@ def _check_header_safe(address: bytes) -> None:
         raise smtp.AddressError("control character in address")
 
 
-def _disk_full(cause: BaseException | None) -> bool:
-    if isinstance(cause, OSError):
-        return cause.errno in (errno.ENOSPC, errno.EDQUOT)
-    # The index's own "database or disk is full" (sqlite3.OperationalError).
-    return getattr(cause, "sqlite_errorname", None) == "SQLITE_FULL"
+def _disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError):
+        # The DATA spool's own disk.
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(error, StoreFull)
 
 
-def _temporary_failure(cause: BaseException | None) -> tuple[int, bytes, bytes]:
+def _temporary_failure(error: BaseException) -> tuple[int, bytes, bytes]:
     """The reply to a delivery the store could not take now."""
-    # Dovecot answers a full disk or quota as a full mailbox (4.2.2); either
-    # way the MTA keeps the message and retries.
-    if _disk_full(cause):
-        return 452, b"4.2.2", b"Mailbox is full, try again later"
+    # RFC 3463 3.4: X.3.1 "Mail system full", not X.2.2 (a user's quota):
+    # the store's disk is full for every recipient.  The MTA keeps the
+    # message and retries.
+    if _disk_full(error):
+        return 452, b"4.3.1", b"Mail system full, try again later"
     return 451, b"4.3.0", b"Temporary failure, try again later"
 
 
@@ -596,7 +597,7 @@ class LMTPServer(smtp.SMTP):
             log.warn("Delivery to {user} deferred: {error}", user=recipient.user, error=str(e))
             metrics.count_delivery("tempfail")
             metrics.count_store_error("deliver")
-            return _temporary_failure(e.__cause__)
+            return _temporary_failure(e)
         except Exception:
             log.failure("While delivering to {user}", user=recipient.user)
             metrics.count_delivery("error")
@@ -640,9 +641,9 @@ class LMTPFactory(protocol.ServerFactory):
 
 def build_factory(store, users, config, reactor) -> LMTPFactory:
     """
-    The LMTP listener's factory for ``service.py``.  A store with a ``root``
-    on disk (the SQLite store) gets the DATA spool in its own ``tmp/``.
+    The LMTP listener's factory for ``service.py``.  DATA is spooled in the
+    store's ``spool_directory`` (its own disk, where it has one).
     """
-    root = getattr(store, "root", None)
-    spool_dir = None if root is None else Path(root) / "tmp"
-    return LMTPFactory(store, users, config.hostname, reactor, SessionLimits.from_config(config), spool_dir)
+    return LMTPFactory(
+        store, users, config.hostname, reactor, SessionLimits.from_config(config), store.spool_directory
+    )

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from gateway.ops.check import TMP_GRACE_SECONDS, find_problems
+from gateway.store.sqlite.check import TMP_GRACE_SECONDS, find_problems
 from gateway.cli import main
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import result_of
