@@ -22,6 +22,7 @@ not fit LMTP it is replaced, each in one place:
   recipient, in RCPT order (RFC 2033 4.2).  Every recipient, and what other
   sessions deliver in the same reactor turn, is stored under one index
   commit (``gateway.lmtp.delivery.GroupCommit``); no reply goes out before it.
+  The recipients of one message share one body, stored (and parsed) once.
 - replies: every 2xx/4xx/5xx reply carries an RFC 3463 enhanced status code,
   as advertising ENHANCEDSTATUSCODES requires (RFC 2034 3); the stock texts
   have none.
@@ -146,10 +147,11 @@ def resolve_recipient(local_part: str, users, domain: str | None = None) -> tupl
 
 class _PrefixedMessage:
     """
-    The per-recipient trace headers followed by the spooled message, read by
-    the store in chunks; nothing is copied per recipient.  The recipients of
-    one message share the spool, so each rewinds it when it starts reading:
-    the store reads them one after the other.
+    The trace headers followed by the spooled message, read by the store in
+    chunks (on a thread of its own); nothing is copied per recipient.  With
+    group commit the recipients of one message share one such object, which
+    the store reads once; otherwise each has its own, and each rewinds the
+    spool when it starts reading: the store reads them one after the other.
     """
 
     def __init__(self, prefix: bytes, spool):
@@ -565,8 +567,10 @@ class LMTPServer(smtp.SMTP):
         try:
             started_together = None
             if refusal is None and self._deliveries.batching:
-                # Every recipient at once: one index commit for them all.
-                started_together = [self._start_delivery(spool, sender, r) for r in recipients]
+                # Every recipient at once, with one message object: one body
+                # spooled, fsynced and parsed, one index commit for them all.
+                message = self._message(spool, sender, recipients)
+                started_together = [self._start_delivery(message, r) for r in recipients]
             for index, recipient in enumerate(recipients):
                 if refusal is not None:
                     code, status, text = refusal
@@ -574,7 +578,7 @@ class LMTPServer(smtp.SMTP):
                     delivery = (
                         started_together[index]
                         if started_together is not None
-                        else self._start_delivery(spool, sender, recipient)
+                        else self._start_delivery(self._message(spool, sender, recipients), recipient)
                     )
                     code, status, text = await self._reply_for(recipient, delivery)
                 self.sendCode(code, b"%s <%s> %s" % (status, recipient.address, text))
@@ -583,10 +587,17 @@ class LMTPServer(smtp.SMTP):
             metrics.observe_command("lmtp", b"DATA", monotonic() - started)
             self._delivered()
 
-    def _start_delivery(self, spool, sender: bytes, recipient: Recipient) -> defer.Deferred:
-        # Trace headers as Dovecot's LMTP writes them.
-        trace = b"Return-Path: <%s>\r\nDelivered-To: %s\r\n" % (sender, recipient.address)
-        message = _PrefixedMessage(trace, spool)
+    @staticmethod
+    def _message(spool, sender: bytes, recipients) -> _PrefixedMessage:
+        # Trace headers as Dovecot's LMTP writes them: Delivered-To only for
+        # a single recipient (Dovecot's lmtp_hdr_delivery_address is "none"
+        # with several), so that every recipient gets the same body.
+        trace = b"Return-Path: <%s>\r\n" % sender
+        if len(recipients) == 1:
+            trace += b"Delivered-To: %s\r\n" % recipients[0].address
+        return _PrefixedMessage(trace, spool)
+
+    def _start_delivery(self, message: _PrefixedMessage, recipient: Recipient) -> defer.Deferred:
         return defer.Deferred.fromCoroutine(self._deliveries.deliver(recipient.user, message, recipient.mailbox))
 
     async def _reply_for(self, recipient: Recipient, delivery: defer.Deferred) -> tuple[int, bytes, bytes]:
