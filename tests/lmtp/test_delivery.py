@@ -6,6 +6,7 @@ and ``deliver_main`` (the ``gateway deliver`` MDA) with its sysexits codes.
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 from twisted.internet import defer
@@ -207,3 +208,25 @@ def test_append_many_failing_commit_leaves_nothing(store, monkeypatch):
     assert [uid for uid, _ in stored(store, "alice")] == [1]
     assert sorted(p.name for p in (store.root / "mail" / str(alice.id)).iterdir()) == ["1", "mailbox.json"]
     assert result_of(store.append_many([(alice.id, b"Subject: c\r\n\r\n")]))[0].uid == 2
+
+
+def test_append_many_spools_and_parses_one_source_once_for_every_mailbox(store, monkeypatch):
+    # One LMTP message for several recipients: one body file written,
+    # fsynced and parsed, linked into each mailbox.
+    from gateway.store.sqlite import delivery
+
+    run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
+    run(deliver(store, "bob", b"Subject: warm\r\n\r\nx\r\n"))
+    alice = result_of(store.get_mailbox("alice", "INBOX"))
+    bob = result_of(store.get_mailbox("bob", "INBOX"))
+    parsed = []
+    parse = delivery.message.parse
+    monkeypatch.setattr(delivery.message, "parse", lambda f: parsed.append(f) or parse(f))
+    source = io.BytesIO(b"Subject: to all\r\n\r\nbody\r\n")
+    records = result_of(store.append_many([(alice.id, source), (bob.id, source), (alice.id, source)]))
+    assert [record.uid for record in records] == [2, 2, 3]
+    assert len(parsed) == 1
+    assert stored(store, "alice")[1:] == [(2, b"Subject: to all\r\n\r\nbody\r\n"), (3, b"Subject: to all\r\n\r\nbody\r\n")]
+    assert stored(store, "bob")[1:] == [(2, b"Subject: to all\r\n\r\nbody\r\n")]
+    assert os.stat(store.root / "mail" / str(bob.id) / "2").st_nlink == 3
+    assert list((store.root / "tmp").iterdir()) == []

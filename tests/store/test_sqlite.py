@@ -20,6 +20,7 @@ from gateway.store.interfaces import (
 )
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import failure_of, result_of
+from tests.reactorthread import OnReactorThread
 from tests.store.contract import MESSAGE, MailStoreContract, inbox
 
 
@@ -170,6 +171,31 @@ def test_changes_by_another_process_are_noticed_by_polling(tmp_path):
 
 class TestSQLiteStore(MailStoreContract):
     """The contract, against the SQLite backend (the ``store`` fixture above)."""
+
+
+class TestSQLiteStoreWithItsWriterThread(MailStoreContract):
+    """
+    The contract again as the server runs the store: on a real reactor,
+    writes committed by the writer thread and answered on a later turn.
+    """
+
+    @pytest.fixture
+    def store(self, tmp_path, reactor_thread):
+        store = reactor_thread.call(SQLiteStore, tmp_path / "store", reactor=reactor_thread.reactor)
+        yield OnReactorThread(store, reactor_thread)
+        reactor_thread.call(store.close)
+
+    def test_writes_answer_on_a_later_turn_and_reads_at_once(self, store, reactor_thread):
+        box = inbox(store)
+
+        def ask():
+            write = store.target.append(box.id, MESSAGE)
+            read = store.target.list_mailboxes("alice")
+            return write.called, read.called, write
+
+        write_fired, read_fired, write = reactor_thread.call(ask)
+        assert (write_fired, read_fired) == (False, True)
+        assert reactor_thread.call(lambda: write).uid == 1
 
 
 def test_count_recent_counts_unclaimed_and_claims_nothing(store):

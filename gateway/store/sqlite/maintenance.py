@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import time
 
 import attrs
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from gateway.mail import message
 from gateway.durable import write_atomic
@@ -20,6 +22,9 @@ from gateway.store.interfaces import MailboxExists, UidNotAvailable
 from gateway.store.model import UID_MAX
 from gateway.store.names import check_name
 from gateway.store.sqlite.synchronous import deferred
+from gateway.store.sqlite.unsynced import MARGIN, left_behind, mailboxes_of
+
+log = Logger()
 
 
 def rebuilt_modseq() -> int:
@@ -104,6 +109,45 @@ class MaintenanceMixin:
             return True
 
         return self._writer.submit(run, frees_space=True)
+
+    # -- after a crash -------------------------------------------------------
+
+    def recover_unsynced(self) -> None:
+        """
+        At start-up: for each record of unsynced flag changes a crashed
+        process left (``unsynced.py``), give its mailboxes mod-sequences
+        above any the lost changes took, then remove the record.
+        """
+        for path, fd in left_behind(self.root):
+            try:
+                mailbox_ids = mailboxes_of(fd)
+                if mailbox_ids != []:
+                    raised = self._writer.run_now(lambda step: self._raise_modseqs(mailbox_ids))
+                    log.info("Flag changes may have been lost in a crash: mod-sequences of {count}"
+                             " mailboxes raised, clients fetch their flags again", count=raised)
+                path.unlink()
+            finally:
+                os.close(fd)
+
+    def _raise_modseqs(self, mailbox_ids: list[int] | None) -> int:
+        """
+        RFC 7162 3.1.1: every message of the mailboxes (all when None) gets
+        one new mod-sequence, above the clock in microseconds (as a rebuild)
+        and ``MARGIN`` above the mailbox's, so a message whose lost change
+        took it back to its old flags is reported changed to every client.
+        """
+        if mailbox_ids is None:
+            mailbox_ids = [row[0] for row in self._db.execute("SELECT id FROM mailboxes")]
+        raised = 0
+        for mailbox_id in mailbox_ids:
+            row = self._db.execute("SELECT highestmodseq FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+            if row is None:
+                continue
+            modseq = max(rebuilt_modseq(), row[0] + MARGIN)
+            self._db.execute("UPDATE messages SET modseq = ? WHERE mailbox_id = ?", (modseq, mailbox_id))
+            self._db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id))
+            raised += 1
+        return raised
 
     # -- rebuilding the index from the files --------------------------------
 

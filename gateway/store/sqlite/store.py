@@ -74,6 +74,7 @@ from gateway.store.sqlite.rows import (
     structure_from_row,
 )
 from gateway.store.sqlite.synchronous import deferred
+from gateway.store.sqlite.unsynced import UnsyncedRecord
 from gateway.store.sqlite.writer import Writer
 
 
@@ -107,8 +108,8 @@ class SQLiteStore(DeliveryMixin, MaintenanceMixin):
         self._write_db = _connect(index)
         self._write_db.execute("PRAGMA journal_mode=WAL")
         self._write_db.executescript(SCHEMA)
-        self._writer = Writer(self._write_db, self._sync_wal, self._written, reactor if threads else None,
-                              flag_durability)
+        self._writer = Writer(self._write_db, self._sync_wal, UnsyncedRecord(self.root), self._written,
+                              reactor if threads else None, flag_durability)
         self._read_db = _connect(index)
         # The reactor thread's connection never writes, so never waits for a
         # lock or a disk flush.
@@ -134,6 +135,7 @@ class SQLiteStore(DeliveryMixin, MaintenanceMixin):
         self.changes = ChangeFeed(reactor, self._poll_highestmodseq, poll_interval)
         if fresh and any(self._mail.iterdir()):
             self.rebuild_index()
+        self.recover_unsynced()
 
     def close(self):
         self.changes.stop_polling()

@@ -15,8 +15,10 @@ durable (a delivery, APPEND, COPY, MOVE, an expunge, a mailbox change)
 commits with ``synchronous=FULL``; a group of flag changes only commits with
 ``synchronous=NORMAL``, visible to every reader at once, and the WAL is
 fsynced within ``FLAG_SYNC_DELAY`` unless a FULL commit (which syncs the
-whole WAL, earlier frames included) comes first.  ``immediate`` makes every
-group FULL.
+whole WAL, earlier frames included) comes first.  Before such a commit the
+mailboxes it changes are recorded durably (``unsynced.py``), so that a crash
+that loses it cannot make their mod-sequences go down.  ``immediate`` makes
+every group FULL.
 
 Each request runs inside a savepoint, so a refusal (no such mailbox, a name
 taken) undoes that request alone and the group goes on.  Any other failure
@@ -55,7 +57,7 @@ log = Logger()
 # A flag change committed with synchronous=NORMAL reaches the disk at most
 # this long after (well inside the second DESIGN.md promises, however slow
 # the fsync itself).
-FLAG_SYNC_DELAY = 0.5
+FLAG_SYNC_DELAY = 0.25
 
 # Requests in one transaction at most: a group holds the write lock, and a
 # process outside (the CLI) waits for it.
@@ -140,20 +142,22 @@ class Request:
 class Writer:
     """
     The write side of one SQLite store.  ``connection`` is its own write
-    connection; ``sync_wal`` fsyncs the WAL file; ``on_done(requests,
-    changed)`` runs on the reactor thread after each group, before any of
-    its Deferreds fires (the store forgets its memos and announces changes
-    there).
+    connection; ``sync_wal`` fsyncs the WAL file; ``unsynced`` is the
+    L{UnsyncedRecord} of this process; ``on_done(requests, changed)`` runs
+    on the reactor thread after each group, before any of its Deferreds
+    fires (the store forgets its memos and announces changes there).
     """
 
-    def __init__(self, connection: sqlite3.Connection, sync_wal: Callable[[], None],
+    def __init__(self, connection: sqlite3.Connection, sync_wal: Callable[[], None], unsynced,
                  on_done: Callable[[list[Request], bool], None], reactor=None,
                  flag_durability: str = "batched"):
         self._db = connection
         self._sync_wal = sync_wal
+        self._unsynced = unsynced
         self._on_done = on_done
         self._reactor = reactor
-        self._immediate = flag_durability == "immediate"
+        # Without a thread nothing would sync a NORMAL commit later.
+        self._immediate = flag_durability == "immediate" or reactor is None
         self._local = threading.local()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -283,6 +287,8 @@ class Writer:
 
     def _shut(self) -> None:
         self._sync_flags()
+        if self._unsynced_since is None:
+            self._unsynced.close()
         self._db.close()
 
     def _sync_flags(self) -> None:
@@ -295,7 +301,14 @@ class Writer:
             log.failure("Cannot fsync the index's write-ahead log")
             self._unsynced_since = monotonic()
             return
+        self._synced()
+
+    def _synced(self) -> None:
         self._unsynced_since = None
+        try:
+            self._unsynced.synced()
+        except OSError:
+            log.failure("Cannot empty the record of unsynced flag changes")
 
     def _set_synchronous(self, level: str) -> None:
         if self._synchronous != level:
@@ -352,6 +365,8 @@ class Writer:
         try:
             for directory in set().union(*(r.step.directories for r in requests)):
                 fsync_dir(directory)
+            if not durable:
+                self._unsynced.mark(set().union(*(r.step.notices for r in requests)))
             self._db.execute("COMMIT")
         except (OSError, sqlite3.Error) as e:
             error = store_error(e)
@@ -366,7 +381,7 @@ class Writer:
             if self._unsynced_since is None:
                 self._unsynced_since = monotonic()
         elif durable:
-            self._unsynced_since = None
+            self._synced()
         for request in requests:
             for action in request.step.committed:
                 try:
