@@ -185,3 +185,23 @@ def test_missing_index_and_missing_store(data, tmp_path, capsys):
         f"{data / 'store' / 'index.sqlite'} is missing; the server rebuilds it from the files when it starts"]
     assert main(["--data", str(tmp_path / "nothing"), "check"]) == 66
     assert "no store here" in capsys.readouterr().err
+
+
+def test_the_check_is_the_backends_maintenance_interface(data):
+    from twisted.internet.task import Clock
+    from zope.interface.verify import verifyObject
+
+    from gateway.config import Config
+    from gateway.store.interfaces import IStoreMaintenance, NoStore
+    from gateway.store.model import CheckReport
+    from gateway.store.opening import open_maintenance
+    from tests.deferreds import failure_of
+
+    maintenance = open_maintenance(Config(), data, Clock())
+    assert verifyObject(IStoreMaintenance, maintenance)
+    assert result_of(maintenance.check(False)) == CheckReport()
+    (inbox_dir(data) / "2").unlink()
+    report = result_of(maintenance.check(True))
+    assert report.problems == ()
+    assert report.repairs == (f"expunged UID 2 of mail/{inbox_dir(data).name}, whose body file is gone",)
+    failure_of(open_maintenance(Config(), data.parent / "elsewhere", Clock()).check(False), NoStore)
