@@ -8,7 +8,6 @@ outcome is read back from SQLite itself.
 from __future__ import annotations
 
 import errno
-import os
 import sqlite3
 import threading
 import time

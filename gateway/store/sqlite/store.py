@@ -5,6 +5,7 @@ Layout under the store root::
 
     index.sqlite            the index (WAL); can be rebuilt from the rest
     uidvalidity             last UIDVALIDITY issued (a counter, not the clock)
+    unsynced.<pid>.<n>      mailboxes with flag changes not yet fsynced (unsynced.py)
     tmp/                    bodies being written
     mail/<id>/mailbox.json  owner, name, UIDVALIDITY and the UID floor
     mail/<id>/<uid>         one body per file, CRLF, never changed
@@ -17,7 +18,7 @@ gets is decided inside the write transaction, so two processes delivering at
 once never share one.
 
 Two connections: reads run on the calling (reactor) thread on a read-only
-connection and answer at once; writes go to the store's one writer
+connection and answer at once (``reads.py``); writes go to the store's one writer
 (``writer.py``), which commits them in groups on its own thread and answers
 later.  Bodies are spooled, fsynced and parsed by worker threads before
 their write is queued (``delivery.py``), so neither a big message nor a
@@ -63,12 +64,10 @@ from gateway.store.model import (
 from gateway.store.names import canonical_name, check_name
 from gateway.store.sqlite.delivery import DeliveryMixin
 from gateway.store.sqlite.maintenance import MaintenanceMixin
+from gateway.store.sqlite.reads import ReadsMixin
 from gateway.store.sqlite.rows import (
-    MEMO_LIMIT,
     RECORD_COLUMNS,
     SCHEMA,
-    STRUCTURE_COLUMNS,
-    flag_set,
     flags_text,
     record_from_row,
     structure_from_row,
@@ -83,7 +82,7 @@ def _connect(index: Path) -> sqlite3.Connection:
 
 
 @implementer(IMailStore, IImportableStore, IGroupCommitStore)
-class SQLiteStore(DeliveryMixin, MaintenanceMixin):
+class SQLiteStore(ReadsMixin, DeliveryMixin, MaintenanceMixin):
     """
     The embedded default backend.  ``path`` is the store root directory.
 
@@ -117,10 +116,7 @@ class SQLiteStore(DeliveryMixin, MaintenanceMixin):
         # Spooling, fsyncing and parsing arriving messages.
         self._workers = ThreadPool(0, 2, "store-spool") if threads else None
         self._data_version = None
-        # What changes_since answered, per (mailbox id, modseq): one delivery
-        # wakes every session idling on the mailbox with the same question.
-        # Valid until a commit: ours (``_written``) or another process's
-        # (``PRAGMA data_version`` moves).
+        # What changes_since answered, per (mailbox id, modseq) (reads.py).
         self._changes_memo: dict[tuple[int, int], ChangeSet] = {}
         # Mailboxes with no \\Recent message left to claim, under the same rule.
         self._nothing_recent: set[int] = set()
@@ -176,24 +172,6 @@ class SQLiteStore(DeliveryMixin, MaintenanceMixin):
             os.fsync(fd)
         finally:
             os.close(fd)
-
-    def _version_stale(self) -> None:
-        self._version_fresh = False
-
-    def _forget(self) -> None:
-        self._changes_memo.clear()
-        self._nothing_recent.clear()
-
-    def _check_memo(self) -> None:
-        if self._version_fresh:
-            return
-        if self._reactor is not None:
-            self._version_fresh = True
-            self._reactor.callLater(0, self._version_stale)
-        version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._memo_version or len(self._changes_memo) >= MEMO_LIMIT:
-            self._forget()
-            self._memo_version = version
 
     # -- UIDVALIDITY --------------------------------------------------------
 
@@ -411,56 +389,6 @@ class SQLiteStore(DeliveryMixin, MaintenanceMixin):
         return row
 
     @deferred
-    def list_messages(self, mailbox_id):
-        rows = self._db.execute(
-            f"SELECT {RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
-        ).fetchall()
-        return [record_from_row(row) for row in rows]
-
-    def _select_uids(self, columns: str, mailbox_id: int, uids) -> list:
-        uids = sorted(set(uids))
-        if not uids:
-            return []
-        rows = self._db.execute(
-            f"SELECT {columns} FROM messages WHERE mailbox_id = ? AND uid BETWEEN ? AND ? ORDER BY uid",
-            (mailbox_id, uids[0], uids[-1]),
-        ).fetchall()
-        if len(uids) == uids[-1] - uids[0] + 1:
-            return rows  # every UID of the range was asked for
-        wanted = set(uids)
-        return [row for row in rows if row[0] in wanted]
-
-    @deferred
-    def get_messages(self, mailbox_id, uids):
-        return [
-            (record_from_row(row[:6]), structure_from_row(*row[6:]))
-            for row in self._select_uids(f"{RECORD_COLUMNS}, {STRUCTURE_COLUMNS}", mailbox_id, uids)
-        ]
-
-    @deferred
-    def get_structures(self, mailbox_id, uids):
-        rows = self._select_uids(f"uid, {STRUCTURE_COLUMNS}", mailbox_id, uids)
-        return {row[0]: structure_from_row(*row[1:]) for row in rows}
-
-    @deferred
-    def get_records(self, mailbox_id, uids):
-        return [record_from_row(row) for row in self._select_uids(RECORD_COLUMNS, mailbox_id, uids)]
-
-    @deferred
-    def list_flags(self, mailbox_id):
-        rows = self._db.execute("SELECT uid, flags FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,))
-        return [(uid, flag_set(flags)) for uid, flags in rows]
-
-    @deferred
-    def open_message(self, mailbox_id, uid):
-        try:
-            # A plain string path and no read buffer: FETCH opens thousands of
-            # these a second, and every reader takes big reads.
-            return open(f"{self._mail_path}/{mailbox_id}/{uid}", "rb", buffering=0)
-        except FileNotFoundError:
-            raise MessageExpunged(uid) from None
-
-    @deferred
     def store_flags(self, mailbox_id, uids, flags, mode):
         return self._store_flags(mailbox_id, uids, flags, mode, None).addCallback(lambda outcome: outcome[0])
 
@@ -600,40 +528,6 @@ class SQLiteStore(DeliveryMixin, MaintenanceMixin):
         return self._writer.submit(run)
 
     @deferred
-    def changes_since(self, mailbox_id, modseq):
-        self._check_memo()
-        key = (mailbox_id, modseq)
-        changes = self._changes_memo.get(key)
-        if changes is not None:
-            return changes
-        uidnext, highestmodseq = self._counters(mailbox_id)
-        if modseq >= highestmodseq:
-            updated = expunged = ()
-        else:
-            # INDEXED BY: left to itself SQLite walks the primary key for the
-            # ORDER BY, reading every row (and its structure) of the mailbox.
-            updated = tuple(
-                record_from_row(row)
-                for row in self._db.execute(
-                    f"SELECT {RECORD_COLUMNS} FROM messages INDEXED BY messages_modseq"
-                    " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
-                    (mailbox_id, modseq),
-                )
-            )
-            expunged = tuple(
-                row[0]
-                for row in self._db.execute(
-                    "SELECT uid FROM expunged INDEXED BY expunged_modseq"
-                    " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
-                    (mailbox_id, modseq),
-                )
-            )
-        changes = self._changes_memo[key] = ChangeSet(
-            mailbox_id=mailbox_id, highestmodseq=highestmodseq, uidnext=uidnext, updated=updated, expunged=expunged
-        )
-        return changes
-
-    @deferred
     def claim_recent(self, mailbox_id):
         # Every session idling on a mailbox asks after each delivery; only
         # the first has anything to claim, and the others need no write lock.
@@ -669,33 +563,7 @@ class SQLiteStore(DeliveryMixin, MaintenanceMixin):
         self._claiming.add(mailbox_id)
         return self._writer.submit(run, durable=False).addBoth(claimed)
 
-    # -- changes by other processes ----------------------------------------
-
-    def _poll_highestmodseq(self, mailbox_ids) -> dict[int, int] | None:
-        # PRAGMA data_version moves only when another connection commits, so
-        # an idle poll costs one cheap statement.
-        version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        if version == self._data_version:
-            return None
-        self._data_version = version
-        ids = list(mailbox_ids)
-        return {
-            mailbox_id: modseq
-            for mailbox_id, modseq in self._db.execute(
-                "SELECT id, highestmodseq FROM mailboxes WHERE id IN (%s)" % ",".join("?" * len(ids)), ids
-            )
-        }
-
     # -- IMAP extensions ----------------------------------------------------
-
-    @deferred
-    def count_recent(self, mailbox_id):
-        row = self._db.execute("SELECT first_recent_uid FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
-        if row is None:
-            raise NoSuchMailbox(str(mailbox_id))
-        return self._db.execute(
-            "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid >= ?", (mailbox_id, row[0])
-        ).fetchone()[0]
 
     @deferred
     def store_flags_unchanged_since(self, mailbox_id, uids, flags, mode, unchangedsince):
