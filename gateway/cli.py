@@ -144,11 +144,27 @@ def cmd_check_config(args, stdin, stdout) -> int:
 
     path = args.config or args.config_file or args.data / "gateway.toml"
     try:
-        load(path)
+        config = load(path)
     except ConfigError as e:
         raise CommandError(str(e)) from None
+    _check_unix_listeners(path, config)
     print(f"{path}: ok", file=stdout)
     return 0
+
+
+def _check_unix_listeners(path: Path, config) -> None:
+    """What the start would find wrong with a UNIX socket, said the same way now."""
+    import attrs
+
+    from gateway.net.unix import UnixListener, UnixListenerError, is_unix
+
+    for name, endpoints in attrs.asdict(config.listeners).items():
+        for endpoint in endpoints:
+            if is_unix(endpoint):
+                try:
+                    UnixListener.parse(endpoint).check()
+                except UnixListenerError as e:
+                    raise CommandError(f"{path}: listeners.{name}: {endpoint!r}: {e}") from None
 
 
 def cmd_status(args, stdin, stdout) -> int:

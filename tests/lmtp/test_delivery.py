@@ -46,6 +46,16 @@ def test_deliver_creates_the_user_and_stores_in_inbox(store):
     assert stored(store, "alice") == [(1, b"Subject: one\r\n\r\nbody\r\n")]
 
 
+def test_deliver_refuses_special_use_folders_when_asked(store):
+    # LMTP's +detail (special_use=False): the sender named the folder, so
+    # Sent and its kind mean INBOX; the MDA's --mailbox is the operator's.
+    run(deliver(store, "alice", b"Subject: to Sent\r\n\r\n", "Sent", special_use=False))
+    run(deliver(store, "alice", b"Subject: to sent\r\n\r\n", "sent", special_use=False))
+    run(deliver(store, "alice", b"Subject: by the operator\r\n\r\n", "Sent"))
+    assert [body for _, body in stored(store, "alice")] == [b"Subject: to Sent\r\n\r\n", b"Subject: to sent\r\n\r\n"]
+    assert [body for _, body in stored(store, "alice", "Sent")] == [b"Subject: by the operator\r\n\r\n"]
+
+
 def test_deliver_into_a_folder_or_inbox_when_it_does_not_exist(store):
     run(deliver(store, "alice", b"Subject: first\r\n\r\n"))
     result_of(store.create_mailbox("alice", "Lists/python"))
@@ -229,4 +239,32 @@ def test_append_many_spools_and_parses_one_source_once_for_every_mailbox(store, 
     assert stored(store, "alice")[1:] == [(2, b"Subject: to all\r\n\r\nbody\r\n"), (3, b"Subject: to all\r\n\r\nbody\r\n")]
     assert stored(store, "bob")[1:] == [(2, b"Subject: to all\r\n\r\nbody\r\n")]
     assert os.stat(store.root / "mail" / str(bob.id) / "2").st_nlink == 3
+    assert list((store.root / "tmp").iterdir()) == []
+
+
+def test_append_many_parses_a_shared_message_once_and_tops_each_copy_with_its_fields(store, monkeypatch):
+    # The copies of one LMTP message: each its own trace fields, one spool.
+    from gateway.store.sqlite import delivery
+    from gateway.store.traced import TracedMessage
+
+    run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
+    run(deliver(store, "bob", b"Subject: warm\r\n\r\nx\r\n"))
+    alice = result_of(store.get_mailbox("alice", "INBOX"))
+    bob = result_of(store.get_mailbox("bob", "INBOX"))
+    parsed = []
+    parse = delivery.message.parse
+    monkeypatch.setattr(delivery.message, "parse", lambda f: parsed.append(f) or parse(f))
+    spool = io.BytesIO(b"Subject: to all\n\nbody\n")
+    spool.seek(5)  # the listener left it anywhere
+    copies = [TracedMessage(b"Delivered-To: %s\r\n" % name, spool) for name in (b"alice", b"bob", b"alice+x")]
+    records = result_of(store.append_many([(alice.id, copies[0]), (bob.id, copies[1]), (alice.id, copies[2])]))
+    assert [record.uid for record in records] == [2, 2, 3]
+    assert len(parsed) == 1
+    body = b"Subject: to all\r\n\r\nbody\r\n"
+    assert stored(store, "alice")[1:] == [(2, b"Delivered-To: alice\r\n" + body), (3, b"Delivered-To: alice+x\r\n" + body)]
+    assert stored(store, "bob")[1:] == [(2, b"Delivered-To: bob\r\n" + body)]
+    # Each copy's structure is its own: FETCH BODY[HEADER] and sizes agree with the file.
+    structures = result_of(store.get_structures(alice.id, [3]))
+    assert structures[3].header == b"Delivered-To: alice+x\r\nSubject: to all\r\n\r\n"
+    assert structures[3].root.end == records[2].size == len(b"Delivered-To: alice+x\r\n" + body)
     assert list((store.root / "tmp").iterdir()) == []

@@ -8,8 +8,12 @@ parsed: that is where the time of a big or hostile message goes, and no
 write waits for it.  Then one write request links the body into
 mail/<id>/<uid>, inserts the index row and raises UIDNEXT, in the writer's
 group transaction; the directory is fsynced once per group, before the
-commit.  The caller is answered after that commit.  One body may be linked
-into several mailboxes (the recipients of one LMTP message).
+commit.  The caller is answered after that commit.
+
+The copies of one LMTP message (``TracedMessage``s sharing their message)
+are read and parsed once: each copy's body is its own trace fields on top of
+that one spool (copied in the kernel's page cache, not through a parser),
+and its structure the shared one with the fields on top.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from gateway.store.model import MessageRecord, MessageStructure
 from gateway.store.sqlite.rows import flags_text, part_to_json
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.writer import store_error
+from gateway.store.traced import TracedMessage
 
 _CHUNK = 256 * 1024
 
@@ -82,14 +87,39 @@ class DeliveryMixin:
             raise
         return Spooled(path, size, structure)
 
-    def _prepare(self, source) -> defer.Deferred:
-        """A Deferred firing with the L{Spooled} body of ``source``."""
+    def _spool_shared(self, message) -> Spooled:
+        """The message several copies share, from its start."""
+        message.seek(0)
+        return self._spool(message)
+
+    def _with_fields(self, shared: Spooled, fields: bytes) -> Spooled:
+        """One copy's body: its own fields on top of the shared spool, fsynced."""
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="msg.")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f, open(shared.path, "rb") as body:
+                f.write(b"".join(message.crlf_chunks([fields])))
+                shutil.copyfileobj(body, f, _CHUNK)
+                f.flush()
+                os.fsync(f.fileno())
+                size = f.tell()
+        except OSError as e:
+            path.unlink(missing_ok=True)
+            raise store_error(e) from e
+        return Spooled(path, size, shared.structure.with_fields_on_top(fields))
+
+    def _off_reactor(self, work, *args) -> defer.Deferred:
+        """``work(*args)`` on a worker thread (at once without threads), as a Deferred."""
         if self._workers is None:
-            return defer.maybeDeferred(self._spool, source)
+            return defer.maybeDeferred(work, *args)
         if not self._workers.started:
             # Started on first use, as the writer: twistd forks after building.
             self._workers.start()
-        return deferToThreadPool(self._reactor, self._workers, self._spool, source)
+        return deferToThreadPool(self._reactor, self._workers, work, *args)
+
+    def _prepare(self, source) -> defer.Deferred:
+        """A Deferred firing with the L{Spooled} body of ``source``."""
+        return self._off_reactor(self._spool, source)
 
     # -- in a write request -------------------------------------------------
 
@@ -194,15 +224,11 @@ class DeliveryMixin:
 
     async def _append_many(self, deliveries) -> list:
         internaldate = _now()
-        sources = {id(source): source for _, source in deliveries}
-        prepared = await defer.DeferredList([self._prepare(source) for source in sources.values()],
-                                            consumeErrors=True)
-        spooled = {key: value if ok else value.value for key, (ok, value) in zip(sources, prepared)}
+        bodies, spooled = await self._spool_all([source for _, source in deliveries])
         try:
             outcomes: list = [None] * len(deliveries)
             runs, indexes = [], []
-            for index, (mailbox_id, source) in enumerate(deliveries):
-                body = spooled[id(source)]
+            for index, ((mailbox_id, _), body) in enumerate(zip(deliveries, bodies)):
                 if isinstance(body, Exception):
                     outcomes[index] = body if isinstance(body, TemporaryFailure) else store_error(body)
                     continue
@@ -215,6 +241,52 @@ class DeliveryMixin:
                 outcomes[index] = value if ok else value.value
             return outcomes
         finally:
-            for body in spooled.values():
-                if isinstance(body, Spooled):
-                    body.path.unlink(missing_ok=True)
+            for body in spooled:
+                body.path.unlink(missing_ok=True)
+
+    async def _spool_all(self, sources) -> tuple[list, list[Spooled]]:
+        """
+        The body of each source (a L{Spooled}, or the exception that stopped
+        it), each shared message spooled and parsed once; and every file
+        spooled, to remove once they are indexed.
+        """
+        def shared_by(source):
+            return id(source.message) if isinstance(source, TracedMessage) else id(source)
+
+        copies: dict[int, list[int]] = {}
+        for index, source in enumerate(sources):
+            copies.setdefault(shared_by(source), []).append(index)
+        first = {key: sources[indexes[0]] for key, indexes in copies.items()}
+        # A source alone is spooled as it reads; a message several copies
+        # share is spooled once, then each copy gets its fields on top.
+        shared = await defer.DeferredList(
+            [
+                self._off_reactor(self._spool_shared, source.message)
+                if isinstance(source, TracedMessage) and len(copies[key]) > 1
+                else self._prepare(source)
+                for key, source in first.items()
+            ],
+            consumeErrors=True,
+        )
+        spooled: list[Spooled] = []
+        bodies: list = [None] * len(sources)
+        per_copy, waiting = [], []
+        for (key, indexes), (ok, value) in zip(copies.items(), shared):
+            body = value if ok else value.value
+            if isinstance(body, Spooled):
+                spooled.append(body)
+            source = first[key]
+            if isinstance(body, Spooled) and isinstance(source, TracedMessage) and len(indexes) > 1:
+                for index in indexes:
+                    per_copy.append(self._off_reactor(self._with_fields, body, sources[index].fields))
+                    waiting.append(index)
+            else:
+                # The same source object more than once: one body, linked
+                # into each mailbox.
+                for index in indexes:
+                    bodies[index] = body
+        for index, (ok, value) in zip(waiting, await defer.DeferredList(per_copy, consumeErrors=True)):
+            bodies[index] = value if ok else value.value
+            if ok:
+                spooled.append(value)
+        return bodies, spooled
