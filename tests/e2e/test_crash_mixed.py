@@ -1,6 +1,6 @@
 """
 kill -9 of the real server during a mixed burst (DESIGN.md, durability
-tiers): LMTP deliveries to two users (one body for both), IMAP STOREs with
+tiers): LMTP deliveries to two users (one message, two copies), IMAP STOREs with
 CONDSTORE on alice's INBOX, and POP3 RETRs one at a time on bob's unseen
 mail.  After a restart: every acknowledged message is whole at the UID its
 250 named, no UID is handed out again, UIDVALIDITY is unchanged and
@@ -182,9 +182,10 @@ def test_kill_9_mid_mixed_burst(tmp_path, flag_durability):
 
     # Every acknowledged message whole, at the UID its 250 named, for both.
     for number, (alice_uid, bob_uid) in clients.delivered.items():
-        expected = b"Return-Path: <sender@example.org>\r\n" + message(number)
-        assert alice[alice_uid][1] == expected, f"message {number} (alice UID {alice_uid})"
-        assert bob[bob_uid][1] == expected, f"message {number} (bob UID {bob_uid})"
+        for uid, body, recipient in ((alice_uid, alice[alice_uid][1], b"alice"), (bob_uid, bob[bob_uid][1], b"bob")):
+            # Each copy: its own trace fields, then the whole message.
+            top = b"Return-Path: <sender@example.org>\r\nDelivered-To: %s@example.test\r\nReceived: " % recipient
+            assert body.startswith(top) and body.endswith(b"\r\n" + message(number)), f"message {number} ({uid})"
     # No identity reused or gone down.
     assert uidvalidity == clients.uidvalidity
     after = max(alice)
