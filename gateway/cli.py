@@ -188,11 +188,18 @@ def cmd_import(args, stdin, stdout) -> int:
     from gateway.mail.maildir import NotAMaildir
     from gateway.mail.mbox import NotAnMbox
     from gateway.ops.migrate import ImportRecord, import_maildir, import_mbox, record_path
-    from gateway.store.interfaces import StoreError, TemporaryFailure
+    from gateway.store.interfaces import InvalidMailboxName, StoreError, TemporaryFailure
+    from gateway.store.names import check_name
 
     _require_user(args.data, args.name)
-    if not args.path.exists():
+    # lexists: a dangling link is refused as a link, not reported missing.
+    if not os.path.lexists(args.path):
         raise CommandError(f"{args.path}: no such file or directory", EX_NOINPUT)
+    if args.format == "mbox":
+        try:
+            check_name(args.mailbox)
+        except InvalidMailboxName as e:
+            raise CommandError(f"--mailbox {args.mailbox!r}: {e}", EX_USAGE) from None
 
     async def run(store):
         # What was imported is remembered beside the store, whatever its backend.
@@ -297,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     uidl.set_defaults(run=cmd_uidl)
 
     imports = commands.add_parser(
-        "import", help="import a user's mail (exit 1 when messages were skipped; running it again adds nothing)"
+        "import",
+        help="import a user's mail (exit 1 when messages or folders were skipped, links and special files among"
+        " them; running it again adds nothing)",
     )
     formats = imports.add_subparsers(dest="format", required=True, metavar="FORMAT")
     from_maildir = formats.add_parser("maildir", help="a Maildir++ tree; Dovecot's UIDs are kept")

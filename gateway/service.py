@@ -218,7 +218,8 @@ def make_service(
     """
     prepare_data_dir(data_dir)
     certificates = load_certificate(data_dir, config)
-    store = open_store(config, data_dir, reactor)
+    # The server's own store: opening it puts right what a crash left.
+    store = open_store(config, data_dir, reactor, serving=True)
     users = UsersFile(data_dir / "users")
     # What a reload may change is read through this, at each use.
     live = LiveConfig(config)

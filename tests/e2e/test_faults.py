@@ -66,9 +66,10 @@ if _flag and _root:
 
 
 class TmpfsDisk:
-    """A 2 MB tmpfs mounted on the store directory, filled by a ballast file."""
+    """A tmpfs (2 MB unless said) mounted on the store directory, filled by a ballast file."""
 
     kind = "tmpfs"
+    size = "2m"
 
     def __init__(self, store_dir):
         self.store_dir = store_dir
@@ -79,7 +80,7 @@ class TmpfsDisk:
             pytest.skip("mounting a tmpfs needs root (the injected-ENOSPC variant runs instead)")
         self.store_dir.mkdir(mode=0o700, parents=True)
         mounted = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(self.store_dir)],
+            ["mount", "-t", "tmpfs", "-o", f"size={self.size},mode=0700", "tmpfs", str(self.store_dir)],
             capture_output=True,
         )
         if mounted.returncode != 0:
@@ -93,7 +94,7 @@ class TmpfsDisk:
         fd = os.open(self.ballast, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         chunk = b"\0" * 65536
         try:
-            for _ in range(1000):  # 2 MB / 64 kB: ends far earlier
+            for _ in range(100_000):  # the tmpfs / 64 kB: ends far earlier
                 os.write(fd, chunk)
             raise AssertionError("the tmpfs never filled")
         except OSError as e:

@@ -216,7 +216,7 @@ def test_append_many_failing_commit_leaves_nothing(store, monkeypatch):
     monkeypatch.undo()
     # Rolled back: no row, no body, and the next UID is still free.
     assert [uid for uid, _ in stored(store, "alice")] == [1]
-    assert sorted(p.name for p in (store.root / "mail" / str(alice.id)).iterdir()) == ["1", "mailbox.json"]
+    assert sorted(p.name for p in (store.root / "mail" / str(alice.id)).iterdir()) == ["1", "mailbox.json", "uidnext"]
     assert result_of(store.append_many([(alice.id, b"Subject: c\r\n\r\n")]))[0].uid == 2
 
 

@@ -32,8 +32,9 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 
 from gateway.mail import message
-from gateway.store.interfaces import TemporaryFailure, UidNotAvailable
+from gateway.store.interfaces import StoreFull, TemporaryFailure, UidNotAvailable
 from gateway.store.model import MessageRecord, MessageStructure
+from gateway.store.sqlite.reserve import DiskFull
 from gateway.store.sqlite.rows import flags_text, part_to_json
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.writer import store_error
@@ -68,6 +69,10 @@ class DeliveryMixin:
 
     def _spool(self, source) -> Spooled:
         """Write the message, CRLF-normalised, to tmp/, fsync and parse it."""
+        try:
+            self._reserve.before_delivery()
+        except DiskFull as e:
+            raise StoreFull(str(e)) from None
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="msg.")
         path = Path(name)
         try:

@@ -5,9 +5,12 @@ Layout under the store root::
 
     index.sqlite            the index (WAL); can be rebuilt from the rest
     uidvalidity             last UIDVALIDITY issued (a counter, not the clock)
+    reserve                 room kept for index writes on a full disk (reserve.py)
     unsynced.<pid>.<n>      mailboxes with flag changes not yet fsynced (unsynced.py)
     tmp/                    bodies being written
-    mail/<id>/mailbox.json  owner, name, UIDVALIDITY and the UID floor
+    mail/<id>/mailbox.json  owner, name, UIDVALIDITY, special use
+    mail/<id>/uidnext       a UIDNEXT a rebuild must not go below, in a slot
+                            file (durable.py) rewritten in place
     mail/<id>/<uid>         one body per file, CRLF, never changed
 
 Mailbox names never become paths: directories are named by the index's id.
@@ -16,6 +19,15 @@ place, and only then is the index row committed; the caller is answered after
 that commit.  A crash leaves no message or a whole one.  The UID a message
 gets is decided inside the write transaction, so two processes delivering at
 once never share one.
+
+Which body files count: those the index names.  A crash can leave others (a
+body renamed in before a commit that never came, the source of a committed
+move before its unlink); the serving process sweeps them at start, under the
+write lock (maintenance.py), so the files say what the index committed and a
+rebuild from them gives the same mailboxes back.  An expunge commits its
+UIDs as under way, unlinks their bodies (freeing the room its commit needs on
+a full disk, as Maildir's unlink does), then drops the rows; whatever a crash
+interrupts is finished when the store is next opened.
 
 Two connections: reads run on the calling (reactor) thread on a read-only
 connection and answer at once (``reads.py``); writes go to the store's one writer
@@ -36,12 +48,14 @@ import sqlite3
 import time
 from pathlib import Path
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorThreads
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from gateway.durable import fsync_dir, write_atomic
+from gateway.durable import create_slot_file, fsync_dir, read_slot_file, write_atomic, write_slot_file
 from gateway.store.changes import ChangeFeed
 from gateway.store.interfaces import (
     IGroupCommitStore,
@@ -65,6 +79,7 @@ from gateway.store.names import canonical_name, check_name
 from gateway.store.sqlite.delivery import DeliveryMixin
 from gateway.store.sqlite.maintenance import MaintenanceMixin
 from gateway.store.sqlite.reads import ReadsMixin
+from gateway.store.sqlite.reserve import Reserve
 from gateway.store.sqlite.rows import (
     RECORD_COLUMNS,
     SCHEMA,
@@ -75,6 +90,8 @@ from gateway.store.sqlite.rows import (
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.unsynced import UnsyncedRecord
 from gateway.store.sqlite.writer import Writer
+
+log = Logger()
 
 
 def _connect(index: Path) -> sqlite3.Connection:
@@ -90,14 +107,20 @@ class SQLiteStore(ReadsMixin, DeliveryMixin, MaintenanceMixin):
     their Deferreds fire later; without one (no reactor, a test clock) each
     write runs at once on the calling thread, committed with
     ``synchronous=FULL``, and its Deferred has fired on return.
-    ``flag_durability`` is ``[store] flag_durability``.
+    ``flag_durability`` is ``[store] flag_durability``.  ``serving`` is for
+    the server's own long-lived store: opening it sweeps what a crash left
+    (L{sweep}) and keeps the disk reserve.
     """
 
-    def __init__(self, path, reactor=None, poll_interval: float = 0.5, flag_durability: str = "batched"):
+    def __init__(self, path, reactor=None, poll_interval: float = 0.5, flag_durability: str = "batched",
+                 serving: bool = False):
         self.root = Path(path)
         self._mail = self.root / "mail"
         self._tmp = self.root / "tmp"
         self.spool_directory = self._tmp
+        self._reserve = Reserve(self.root / "reserve")
+        # What opening the store put right, until a sweep reports it.
+        self._recovered: list[str] = []
         for directory in (self.root, self._mail, self._tmp):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         index = self.root / "index.sqlite"
@@ -108,7 +131,8 @@ class SQLiteStore(ReadsMixin, DeliveryMixin, MaintenanceMixin):
         self._write_db.execute("PRAGMA journal_mode=WAL")
         self._write_db.executescript(SCHEMA)
         self._writer = Writer(self._write_db, self._sync_wal, UnsyncedRecord(self.root), self._written,
-                              reactor if threads else None, flag_durability)
+                              reactor if threads else None, flag_durability,
+                              before_write=lambda: self._reserve.before_index_write())
         self._read_db = _connect(index)
         # The reactor thread's connection never writes, so never waits for a
         # lock or a disk flush.
@@ -129,8 +153,15 @@ class SQLiteStore(ReadsMixin, DeliveryMixin, MaintenanceMixin):
         self._version_fresh = False
         self._mail_path = str(self._mail)
         self.changes = ChangeFeed(reactor, self._poll_highestmodseq, poll_interval)
+        if serving:
+            self._reserve.keep()
         if fresh and any(self._mail.iterdir()):
             self.rebuild_index()
+        else:
+            # Cheap when there is nothing to finish: every process does it.
+            self._recovered = self._finish_interrupted_expunges()
+            if serving:
+                self.sweep()
         self.recover_unsynced()
 
     def close(self):
@@ -144,6 +175,10 @@ class SQLiteStore(ReadsMixin, DeliveryMixin, MaintenanceMixin):
             return result
 
         return closed.addBoth(release)
+
+    def _write(self):
+        """A write transaction on the opening thread, before the writer starts (``Writer.transaction``)."""
+        return self._writer.transaction()
 
     # -- connections and the writer -----------------------------------------
 
@@ -199,6 +234,7 @@ class SQLiteStore(ReadsMixin, DeliveryMixin, MaintenanceMixin):
         return self._mail / str(mailbox_id)
 
     def _write_mailbox_meta(self, mailbox_id: int, **fields) -> None:
+        """Identity fields of mailbox.json, rewritten whole (new blocks: not for deleting)."""
         directory = self._mailbox_dir(mailbox_id)
         meta_path = directory / "mailbox.json"
         try:
@@ -207,6 +243,36 @@ class SQLiteStore(ReadsMixin, DeliveryMixin, MaintenanceMixin):
             meta = {}
         meta.update(fields)
         write_atomic(meta_path, json.dumps(meta, sort_keys=True).encode())
+
+    def _recorded_uidnext(self, mailbox_id: int) -> int:
+        """
+        The UIDNEXT a rebuild will not go below: from the uidnext slot file,
+        or from the ``uid_floor`` of an older store's mailbox.json.
+        """
+        directory = self._mailbox_dir(mailbox_id)
+        try:
+            recorded = int(read_slot_file(directory / "uidnext") or 1)
+        except FileNotFoundError:
+            recorded = 1
+        try:
+            floor = json.loads((directory / "mailbox.json").read_text()).get("uid_floor", 0)
+        except (FileNotFoundError, ValueError):
+            floor = 0
+        return max(recorded, floor + 1)
+
+    def _record_uidnext(self, mailbox_id: int, uidnext: int) -> None:
+        """
+        Make sure no rebuild hands out a UID below ``uidnext`` again, even
+        once the bodies of the highest UIDs are gone: rewritten in place, so
+        this works on a full disk; made only where an older store has none.
+        """
+        if self._recorded_uidnext(mailbox_id) >= uidnext:
+            return
+        path = self._mailbox_dir(mailbox_id) / "uidnext"
+        try:
+            write_slot_file(path, b"%d" % uidnext)
+        except FileNotFoundError:
+            create_slot_file(path, b"%d" % uidnext)
 
     # -- users and mailboxes ------------------------------------------------
 
@@ -240,12 +306,12 @@ class SQLiteStore(ReadsMixin, DeliveryMixin, MaintenanceMixin):
         if directory.exists():
             shutil.rmtree(directory)
         directory.mkdir(mode=0o700)
+        create_slot_file(directory / "uidnext", b"1")
         self._write_mailbox_meta(
             mailbox_id,
             user=user,
             name=name,
             uidvalidity=uidvalidity,
-            uid_floor=0,
             special_use=special_use,
         )
         fsync_dir(self._mail)
@@ -300,7 +366,9 @@ class SQLiteStore(ReadsMixin, DeliveryMixin, MaintenanceMixin):
         return self._writer.submit(lambda step: self._create(user, name, special_use))
 
     def _drop_mailbox_rows(self, mailbox_id: int) -> None:
-        for table, column in (("messages", "mailbox_id"), ("expunged", "mailbox_id"), ("mailboxes", "id")):
+        for table, column in (
+            ("messages", "mailbox_id"), ("expunged", "mailbox_id"), ("expunging", "mailbox_id"), ("mailboxes", "id")
+        ):
             self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (mailbox_id,))
 
     @deferred
@@ -435,6 +503,19 @@ class SQLiteStore(ReadsMixin, DeliveryMixin, MaintenanceMixin):
 
         return self._writer.submit(run, durable=False)
 
+    def _keep_uidnext(self, mailbox_id: int, uidnext: int, going=()) -> None:
+        """
+        A rebuild takes UIDNEXT from the highest body file: unless the body
+        of UID ``uidnext - 1`` stays, record ``uidnext``, so that losing the
+        index never hands an expunged UID out again.
+        """
+        last = uidnext - 1
+        stays = last not in going and self._db.execute(
+            "SELECT 1 FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, last)
+        ).fetchone()
+        if not stays:
+            self._record_uidnext(mailbox_id, uidnext)
+
     def _expunge(self, mailbox_id: int, uids) -> tuple[list[int], int]:
         uidnext, modseq = self._counters(mailbox_id)
         present = [row[0] for row in self._select_uids("uid", mailbox_id, uids)]
@@ -449,8 +530,7 @@ class SQLiteStore(ReadsMixin, DeliveryMixin, MaintenanceMixin):
             [(mailbox_id, uid, modseq) for uid in present],
         )
         self._db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id))
-        # Losing the index must not let a rebuild hand out these UIDs again.
-        self._write_mailbox_meta(mailbox_id, uid_floor=uidnext - 1)
+        self._keep_uidnext(mailbox_id, uidnext)
         return present, modseq
 
     def _unlink_bodies(self, mailbox_id: int, uids) -> None:
@@ -458,18 +538,74 @@ class SQLiteStore(ReadsMixin, DeliveryMixin, MaintenanceMixin):
         for uid in uids:
             (directory / str(uid)).unlink(missing_ok=True)
 
+    def _mark_expunging(self, mailbox_id: int, uids) -> None:
+        """
+        An expunge's first step, inside a write transaction: the UIDs it
+        takes, committed before any body goes, and the UIDNEXT a rebuild
+        needs if the highest goes.  Small, so it commits on a full disk
+        (with the reserve's room).
+        """
+        present = [row[0] for row in self._select_uids("uid", mailbox_id, uids)]
+        if present:
+            self._keep_uidnext(mailbox_id, self._counters(mailbox_id)[0], set(present))
+            self._db.executemany(
+                "INSERT OR IGNORE INTO expunging (mailbox_id, uid) VALUES (?, ?)", [(mailbox_id, uid) for uid in present]
+            )
+
+    def _marked_expunging(self, mailbox_id: int) -> list[int]:
+        return [uid for (uid,) in self._db.execute(
+            "SELECT uid FROM expunging WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
+        )]
+
+    def _finish_expunging(self, mailbox_id: int) -> tuple[list[int], int | None]:
+        """
+        An expunge's second step, for whatever is marked in the mailbox: the
+        bodies are unlinked, as Maildir does, and only then are the rows
+        dropped, so on a full disk the room they free is what this commit
+        needs.  A crash between the two steps is finished at the next open
+        (L{_finish_interrupted_expunges}): all of an expunge or none of it.
+        Runs inside a write request (or transaction).
+        """
+        marked = self._marked_expunging(mailbox_id)
+        if not marked:
+            return [], None
+        self._unlink_bodies(mailbox_id, marked)
+        removed, modseq = self._expunge(mailbox_id, marked)
+        self._db.execute("DELETE FROM expunging WHERE mailbox_id = ?", (mailbox_id,))
+        return removed, modseq
+
+    def _finish_interrupted_expunges(self) -> list[str]:
+        done = []
+        for (mailbox_id,) in self._db.execute("SELECT DISTINCT mailbox_id FROM expunging").fetchall():
+            with self._write():
+                removed, _ = self._finish_expunging(mailbox_id)
+            done.append(f"finished the expunge of UID {' '.join(map(str, removed))} of mail/{mailbox_id},"
+                        " which a crash interrupted")
+        for line in done:
+            log.info("store: {line}", line=line)
+        return done
+
     @deferred
     def expunge(self, mailbox_id, uids):
-        uids = list(uids)
+        return defer.Deferred.fromCoroutine(self._expunge_in_two_steps(mailbox_id, list(uids)))
 
-        def run(step):
-            removed, modseq = self._expunge(mailbox_id, uids)
+    async def _expunge_in_two_steps(self, mailbox_id: int, uids: list[int]) -> list[int]:
+        # Two requests, two commits: the UIDs marked as taken, then (bodies
+        # unlinked first) the rows dropped.  Both free room, so both go
+        # through on a full disk.
+        await self._writer.submit(lambda step: self._mark_expunging(mailbox_id, uids), frees_space=True)
+
+        def finish(step):
+            removed, modseq = self._finish_expunging(mailbox_id)
             if removed:
-                step.after_commit(lambda: self._unlink_bodies(mailbox_id, removed))
                 step.notify(mailbox_id, modseq)
             return removed
 
-        return self._writer.submit(run, frees_space=True)
+        removed = await self._writer.submit(finish, frees_space=True)
+        # What else was marked (an expunge a crash or a failure interrupted)
+        # is told to sessions by the change feed; the caller hears of its own.
+        asked = set(uids)
+        return [uid for uid in removed if uid in asked]
 
     def _copy(self, step, mailbox_id: int, uids, dest_mailbox_id: int) -> tuple[list[tuple[int, int]], int]:
         rows = self._select_uids(
@@ -514,6 +650,10 @@ class SQLiteStore(ReadsMixin, DeliveryMixin, MaintenanceMixin):
 
     @deferred
     def move(self, mailbox_id, uids, dest_mailbox_id):
+        # Linked into the destination, committed, and only then unlinked at
+        # the source: a crash at any point leaves the message where the
+        # index says it is (a source body the index no longer names is
+        # swept at start).
         uids = list(uids)
 
         def run(step):

@@ -35,6 +35,7 @@ with ``synchronous=FULL``, and its Deferred has fired on return.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import queue
@@ -150,10 +151,12 @@ class Writer:
 
     def __init__(self, connection: sqlite3.Connection, sync_wal: Callable[[], None], unsynced,
                  on_done: Callable[[list[Request], bool], None], reactor=None,
-                 flag_durability: str = "batched"):
+                 flag_durability: str = "batched", before_write: Callable[[], None] = lambda: None):
         self._db = connection
         self._sync_wal = sync_wal
         self._unsynced = unsynced
+        # Called before each transaction (the store's disk reserve).
+        self._before_write = before_write
         self._on_done = on_done
         self._reactor = reactor
         # Without a thread nothing would sync a NORMAL commit later.
@@ -205,22 +208,42 @@ class Writer:
             self._queue.put(requests)
         return [request.deferred for request in requests]
 
-    def run_now(self, run: Callable[[Step], object]):
+    @contextlib.contextmanager
+    def transaction(self):
         """
-        Run one request on the calling thread before the writer thread has
-        started (the store's own start-up: schema, rebuild); its result, or
-        its error raised.
+        A write transaction on the calling thread, committed with
+        ``synchronous=FULL``, for what the store does while it opens (the
+        sweep, a rebuild, a recovery) before the writer thread starts.
+        Yields the L{Step}; a backend failure is raised as the contract's
+        error, with the step's file changes undone.
         """
-        assert self._thread is None
-        request = Request(run, durable=True, frees_space=False)
+        assert self._thread is None, "the writer thread owns the write connection"
         self._local.writing = True
+        step = Step(self._db)
         try:
-            self._run_groups([request])
+            self._before_write()
+            self._set_synchronous("FULL")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise TemporaryFailure(f"index is busy: {e}") from e
+            try:
+                yield step
+                for directory in step.directories:
+                    fsync_dir(directory)
+                self._db.execute("COMMIT")
+            except BaseException as e:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                step.roll_back()
+                if isinstance(e, (OSError, sqlite3.Error)):
+                    raise store_error(e) from e
+                raise
+            self._synced()
+            for action in step.committed:
+                action()
         finally:
             self._local.writing = False
-        if isinstance(request.outcome, Failure):
-            request.outcome.raiseException()
-        return request.outcome
 
     def close(self) -> defer.Deferred:
         """Finish what is queued, sync, close the write connection."""
@@ -334,6 +357,7 @@ class Writer:
         commit changed anything.
         """
         durable = self._immediate or any(r.durable for r in requests)
+        self._before_write()
         try:
             self._set_synchronous("FULL" if durable else "NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
