@@ -169,10 +169,6 @@ class Writer:
         # monotonic() of the first NORMAL commit the disk may not have yet.
         self._unsynced_since: float | None = None
 
-    @property
-    def threaded(self) -> bool:
-        return self._reactor is not None
-
     def writing(self) -> bool:
         """Whether this thread is running a write request now."""
         return getattr(self._local, "writing", False)
