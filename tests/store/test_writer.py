@@ -8,6 +8,7 @@ outcome is read back from SQLite itself.
 from __future__ import annotations
 
 import errno
+import shutil
 import sqlite3
 import threading
 import time
@@ -345,3 +346,39 @@ def test_a_live_process_record_is_left_alone(tmp_path, reactor_thread):
     assert records[0].exists()
     reactor_thread.call(store.close)
     assert not records[0].exists()
+
+
+def test_a_flag_change_a_power_cut_loses_never_takes_a_modseq_down(tmp_path, reactor_thread, monkeypatch):
+    # What a power cut leaves, made by hand: the index files as the last
+    # FULL commit synced them, and the record the writer made (durably)
+    # before its NORMAL commit of a flag change that never reached the disk.
+    monkeypatch.setattr(writer_module, "FLAG_SYNC_DELAY", 60.0)
+    root = tmp_path / "store"
+    store = reactor_thread.call(SQLiteStore, root, reactor=reactor_thread.reactor)
+    try:
+        box = reactor_thread.call(lambda: store.ensure_user("alice").addCallback(
+            lambda _: store.get_mailbox("alice", "INBOX")))
+        record = reactor_thread.call(store.append, box.id, MESSAGE)
+        synced = {name: (root / name).read_bytes() for name in ("index.sqlite", "index.sqlite-wal")}
+        told = reactor_thread.call(store.store_flags, box.id, [record.uid], {"\\Seen"}, "add")[0].modseq
+        crashed = tmp_path / "crashed"
+        shutil.copytree(root, crashed)
+    finally:
+        reactor_thread.call(store.close)
+    for name, data in synced.items():
+        (crashed / name).write_bytes(data)
+    (crashed / "index.sqlite-shm").unlink(missing_ok=True)
+    assert len(list(crashed.glob("unsynced.*"))) == 1
+
+    reopened = SQLiteStore(crashed)
+    try:
+        after = result_of(reopened.get_records(box.id, [record.uid]))[0]
+        assert after.flags == frozenset()  # the change is lost...
+        # ...but no mod-sequence went down: a client that saw the change
+        # hears of the message again, with its flags as they are now.
+        assert after.modseq > told
+        assert result_of(reopened.get_mailbox("alice", "INBOX")).highestmodseq >= after.modseq
+        assert result_of(reopened.changes_since(box.id, told)).updated == (after,)
+        assert list(crashed.glob("unsynced.*")) == []
+    finally:
+        reopened.close()
