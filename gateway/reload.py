@@ -39,16 +39,12 @@ from twisted.logger import Logger
 from gateway.net import metrics
 from gateway.auth import UsersFileError
 from gateway.config import Config, ConfigError
+from gateway.options import LIVE, RESTART, reload_rules
 
 log = Logger()
 
-# Top-level config fields only a restart applies.
-RESTART_ONLY = ("hostname", "listeners", "tls", "proxy", "lmtp", "store")
-# Options a reload never changes, and what would go wrong if it did.
-REFUSED = {
-    "pop3.uidl_format": "a new UIDL format changes every UIDL",
-    "pop3.hidden_flag": "a new hidden flag changes which messages POP3 lists",
-}
+# What a reload does to each option, from the declarations in gateway/config.py.
+RULES = reload_rules(Config)
 
 
 class LiveConfig:
@@ -78,6 +74,20 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return names
 
 
+def _with_option(config: Any, dotted: str, value: Any) -> Any:
+    """``config`` with the option at ``dotted`` set to ``value``."""
+    name, _, rest = dotted.partition(".")
+    if not rest:
+        return attrs.evolve(config, **{name: value})
+    return attrs.evolve(config, **{name: _with_option(getattr(config, name), rest, value)})
+
+
+def _option(config: Any, dotted: str) -> Any:
+    for name in dotted.split("."):
+        config = getattr(config, name)
+    return config
+
+
 @attrs.frozen
 class ReloadPlan:
     """What a reload does: the config to run, and what it applied or not."""
@@ -95,16 +105,13 @@ def plan_reload(running: Config, loaded: Config) -> ReloadPlan:
     everything else is taken.
     """
     changed = _differences(running, loaded)
-    needs_restart = [name for name in changed if name.split(".")[0] in RESTART_ONLY]
-    refused = [name for name in changed if name in REFUSED]
-    applied = [name for name in changed if name not in needs_restart and name not in refused]
-    kept_pop3 = {name.split(".", 1)[1]: getattr(running.pop3, name.split(".", 1)[1]) for name in REFUSED}
-    config = attrs.evolve(
-        loaded,
-        pop3=attrs.evolve(loaded.pop3, **kept_pop3),
-        **{name: getattr(running, name) for name in RESTART_ONLY},
-    )
-    return ReloadPlan(config, tuple(applied), tuple(needs_restart), tuple(refused))
+    applied = tuple(name for name in changed if RULES[name] == LIVE)
+    needs_restart = tuple(name for name in changed if RULES[name] == RESTART)
+    refused = tuple(name for name in changed if RULES[name] not in (LIVE, RESTART))
+    config = loaded
+    for name in (*needs_restart, *refused):
+        config = _with_option(config, name, _option(running, name))
+    return ReloadPlan(config, applied, needs_restart, refused)
 
 
 class ConfigReloader(Service):
@@ -164,7 +171,7 @@ class ConfigReloader(Service):
                 "old mail again; change it with a restart if that is intended",
                 why=why,
                 option=name,
-                danger=REFUSED[name],
+                danger=RULES[name],
             )
         for name in plan.needs_restart:
             log.warn("Config reload ({why}): {option} changed, needs a restart to take effect", why=why, option=name)
