@@ -139,8 +139,9 @@ def toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        # A TOML basic string takes JSON's escapes.
-        return json.dumps(value, ensure_ascii=False)
+        # A TOML basic string takes JSON's escapes; JSON leaves DEL bare,
+        # which TOML refuses.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
     raise TypeError(f"no TOML form for {value!r}; give the option shown=")
