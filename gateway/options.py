@@ -8,8 +8,8 @@ Pure: no Twisted.
 
 from __future__ import annotations
 
-import json
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -20,6 +20,9 @@ import attrs
 # reason).
 LIVE = "live"
 RESTART = "restart"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class OptionError(Exception):
@@ -139,9 +142,9 @@ def toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        # A TOML basic string takes JSON's escapes; JSON leaves DEL bare,
-        # which TOML refuses.
-        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+        # A TOML basic string: control characters (and DEL) only as escapes.
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + _CONTROL.sub(lambda m: "\\u%04x" % ord(m[0]), escaped) + '"'
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
     raise TypeError(f"no TOML form for {value!r}; give the option shown=")
