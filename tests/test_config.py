@@ -8,9 +8,11 @@ from gateway.config import (
     ConfigError,
     LimitsConfig,
     LmtpConfig,
+    StoreConfig,
     TlsConfig,
     command_line_listeners,
     load,
+    load_for_tool,
     loads,
 )
 from gateway.pop3.uidl import UidlFormat
@@ -83,7 +85,7 @@ def test_default_toml_shows_every_option_commented():
         "max_nesting", "max_bad_commands", "prelogin_timeout",
         "failed_logins_per_ip", "failed_login_window", "password_checks_per_ip",
         "lockout_exempt_networks", "ipv6_prefix", "trusted", "login_trusted_networks",
-        "max_message_size", "max_recipients", "save_to_detail_mailbox",
+        "max_message_size", "max_recipients", "save_to_detail_mailbox", "backend", "flag_durability",
     }
     # With every option uncommented it still gives exactly the defaults.
     assert loads(uncommented) == Config()
@@ -132,6 +134,9 @@ def test_every_option():
         [proxy]
         trusted = ["10.0.0.0/8", "2001:db8::/32"]
         login_trusted_networks = ["10.0.0.5/32"]
+        [store]
+        backend = "sqlite"
+        flag_durability = "immediate"
         """
     )
     assert config.hostname == "mail.example.org"
@@ -152,6 +157,7 @@ def test_every_option():
     assert config.limits == LimitsConfig(5000, 5, 3, 65536, 1048576, 8, 3, 20, 4, 600, 2, ("192.0.2.0/24",), 56)
     assert config.proxy.trusted == ("10.0.0.0/8", "2001:db8::/32")
     assert config.proxy.login_trusted_networks == ("10.0.0.5/32",)
+    assert config.store == StoreConfig("sqlite", "immediate")
 
 
 def test_a_bare_address_is_a_network_of_one():
@@ -318,6 +324,10 @@ def test_not_utf8(tmp_path):
         ("[limits]\nlockout_exempt_networks = ['office']", "limits.lockout_exempt_networks[0]: 'office' is not a network"),
         ("[limits]\nlockout_exempt_networks = '10.0.0.0/8'", "limits.lockout_exempt_networks: must be a list of networks"),
         ("[proxy]\nlogin_trusted_networks = ['10.0.0.5/24']", "proxy.login_trusted_networks[0]: '10.0.0.5/24' is not a network"),
+        ("[store]\nbackend = 'maildir'", "store.backend: must be one of 'sqlite', not a string ('maildir')"),
+        ("[store]\nflag_durability = 'lazy'", "store.flag_durability: must be one of 'batched', 'immediate', not a string"),
+        ("[store]\nflag_durability = true", "store.flag_durability: must be one of 'batched', 'immediate', not a boolean"),
+        ("[store]\npath = '/srv'", "store.path: unknown key (known: backend, flag_durability)"),
     ],
 )
 def test_errors(text, message):
@@ -350,3 +360,19 @@ def test_delete_policy_per_user():
         loads('[pop3]\ndelete_policy_users = { alice = "shred" }\n')
     with pytest.raises(ConfigError, match="delete_policy_users"):
         loads('[pop3]\ndelete_policy_users = "hide"\n')
+
+
+def test_store_defaults_to_sqlite_with_batched_flags():
+    assert Config().store == StoreConfig("sqlite", "batched")
+
+
+def test_a_tool_reads_the_given_file_else_the_data_dirs_else_the_defaults(tmp_path):
+    assert load_for_tool(tmp_path) == Config()
+    assert not (tmp_path / "gateway.toml").exists()
+    (tmp_path / "gateway.toml").write_text("[store]\nflag_durability = 'immediate'\n")
+    assert load_for_tool(tmp_path).store.flag_durability == "immediate"
+    other = tmp_path / "other.toml"
+    other.write_text("hostname = 'mx.example.org'\n")
+    assert load_for_tool(tmp_path, other).hostname == "mx.example.org"
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_for_tool(tmp_path, tmp_path / "absent.toml")
