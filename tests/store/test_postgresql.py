@@ -18,6 +18,7 @@ from gateway.store.interfaces import (
     IGroupCommitStore,
     IImportableStore,
     IMailStore,
+    IStoreMaintenance,
     MailboxExists,
     MessageExpunged,
     TemporaryFailure,
@@ -58,6 +59,7 @@ def test_provides_contracts(store):
     assert verifyObject(IChangeFeed, store.changes)
     assert verifyObject(IGroupCommitStore, store)
     assert verifyObject(IImportableStore, store)
+    assert verifyObject(IStoreMaintenance, store)
 
 
 # -- several nodes on one database ---------------------------------------------

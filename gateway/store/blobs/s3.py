@@ -23,9 +23,12 @@ from zope.interface import implementer
 
 from gateway.store.blobs.interface import BlobMissing, IBlobStore
 from gateway.store.blobs.spool import CHUNK, fetched
-from gateway.store.interfaces import TemporaryFailure
+from gateway.store.interfaces import StoreFull, TemporaryFailure
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+# What S3 servers answer when they have no room (507 from MinIO and
+# SeaweedFS, quota errors from Ceph RGW).
+_FULL = {"507", "InsufficientStorage", "QuotaExceeded", "XMinioStorageFull"}
 
 
 class S3Unavailable(TemporaryFailure):
@@ -83,8 +86,13 @@ class S3Blobs:
         file.seek(0)
         try:
             self._client.upload_fileobj(file, self.bucket, self._name(key), Config=self._transfer)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
-                boto3.exceptions.S3UploadFailedError) as e:
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in _FULL:
+                raise StoreFull(f"the object store is full: {e}") from e
+            raise S3Unavailable(f"cannot store body {key}: {e}") from e
+        except (botocore.exceptions.BotoCoreError, boto3.exceptions.S3UploadFailedError) as e:
+            if any(code in str(e) for code in _FULL):
+                raise StoreFull(f"the object store is full: {e}") from e
             raise S3Unavailable(f"cannot store body {key}: {e}") from e
 
     def open(self, transaction, key):

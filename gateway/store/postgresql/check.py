@@ -21,6 +21,7 @@ import datetime
 import attrs
 from twisted.internet import defer
 
+from gateway.store.model import CheckReport
 from gateway.store.postgresql.maintenance import ORPHAN_GRACE
 
 _ALL_TIME = datetime.datetime(9999, 12, 31, tzinfo=datetime.timezone.utc)
@@ -92,6 +93,10 @@ class CheckMixin:
             return Findings(uidnext_low, modseq_low, bodies_missing, unreferenced + len(old - known))
 
         return self._db.transact(indexed, (), "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")[0]
+
+    def check(self, repair):
+        """L{IStoreMaintenance.check}."""
+        return self.check_store(repair).addCallback(lambda found: CheckReport(tuple(found[0]), tuple(found[1])))
 
     def check_store(self, repair: bool, grace: datetime.timedelta = ORPHAN_GRACE):
         """

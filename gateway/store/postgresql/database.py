@@ -18,7 +18,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from gateway.store.interfaces import TemporaryFailure
+from gateway.store.interfaces import StoreFull, TemporaryFailure
 from gateway.store.postgresql import notices
 
 log = Logger()
@@ -182,6 +182,9 @@ class Database:
                 raise TemporaryFailure("the index is busy; try again") from None
             except PoolTimeout as e:
                 raise TemporaryFailure(f"no database connection: {e}") from e
+            except errors.DiskFull as e:
+                log.error("PostgreSQL: {error}", error=e)
+                raise StoreFull(f"the database is full: {e}".strip()) from e
             except psycopg.OperationalError as e:
                 # Connection lost, disk full, statement timeout, shutdown.
                 log.error("PostgreSQL: {error}", error=e)

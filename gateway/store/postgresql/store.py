@@ -27,6 +27,7 @@ from gateway.store.interfaces import (
     IGroupCommitStore,
     IImportableStore,
     IMailStore,
+    IStoreMaintenance,
     InvalidMailboxName,
     MailboxExists,
     MessageExpunged,
@@ -57,7 +58,7 @@ MAILBOX_COLUMNS = "id, owner, name, uidvalidity, uidnext, highestmodseq, special
 RECORD_COLUMNS = "uid, flags, internaldate, tzoffset, size, modseq"
 
 
-@implementer(IMailStore, IImportableStore, IGroupCommitStore)
+@implementer(IMailStore, IImportableStore, IGroupCommitStore, IStoreMaintenance)
 class PostgreSQLStore(DeliveryMixin, MaintenanceMixin, CheckMixin):
     """
     ``dsn`` is a libpq connection string; ``blobs`` where bodies go.  The
@@ -70,6 +71,10 @@ class PostgreSQLStore(DeliveryMixin, MaintenanceMixin, CheckMixin):
         self._reactor = reactor
         self._blobs = blobs
         self._spool_dir = spool_dir
+        # Bodies are spooled where the caller says, else in the system's
+        # temporary directory: the store has no disk of its own.
+        self.spool_directory = spool_dir
+        self._closed = None
         self.changes = ClusterChangeFeed(reactor, dsn, self._highest_modseqs, connect_timeout=connect_timeout)
         self._db = Database(reactor, dsn, pool_size, min_connections, connect_timeout, on_commit=self._committed)
         self._db.open()
@@ -87,9 +92,12 @@ class PostgreSQLStore(DeliveryMixin, MaintenanceMixin, CheckMixin):
 
         @return: Deferred firing with None once done.
         """
-        d = self.changes.stop_polling()
-        d.addCallback(lambda _: self._maildrops.close())
-        d.addCallback(lambda _: self._db.close())
+        if self._closed is None:
+            self._closed = self.changes.stop_polling()
+            self._closed.addCallback(lambda _: self._maildrops.close())
+            self._closed.addCallback(lambda _: self._db.close())
+        d = defer.Deferred()
+        self._closed.addBoth(lambda result: d.callback(None) or result)
         return d
 
     def lock_maildrop(self, user):
