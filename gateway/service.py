@@ -33,6 +33,7 @@ from gateway.net.metrics import Metrics, MetricsFactory, metrics_site
 from gateway.net import unix
 from gateway.net.proxy import TrustedProxyFactory, split_description
 from gateway.reload import ConfigReloader, LiveConfig
+from gateway.store.interfaces import StoreError
 from gateway.store.opening import open_store
 from gateway.net.tls import CertificateError, CertificateReloader, CertificateStore, ensure_certificate, implicit_tls_factory
 
@@ -219,7 +220,10 @@ def make_service(
     prepare_data_dir(data_dir)
     certificates = load_certificate(data_dir, config)
     # The server's own store: opening it puts right what a crash left.
-    store = open_store(config, data_dir, reactor, serving=True)
+    try:
+        store = open_store(config, data_dir, reactor, serving=True)
+    except StoreError as e:
+        raise StartupError(f"store: {e}") from e
     users = UsersFile(data_dir / "users")
     # What a reload may change is read through this, at each use.
     live = LiveConfig(config)

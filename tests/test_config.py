@@ -86,6 +86,7 @@ def test_default_toml_shows_every_option_commented():
         "failed_logins_per_ip", "failed_login_window", "password_checks_per_ip",
         "lockout_exempt_networks", "ipv6_prefix", "trusted", "login_trusted_networks",
         "max_message_size", "max_recipients", "save_to_detail_mailbox", "backend", "flag_durability",
+        "dsn", "pool_size", "kind", "bucket", "endpoint", "region", "access_key", "secret_key", "prefix",
     }
     # With every option uncommented it still gives exactly the defaults.
     assert loads(uncommented) == Config()
@@ -324,10 +325,12 @@ def test_not_utf8(tmp_path):
         ("[limits]\nlockout_exempt_networks = ['office']", "limits.lockout_exempt_networks[0]: 'office' is not a network"),
         ("[limits]\nlockout_exempt_networks = '10.0.0.0/8'", "limits.lockout_exempt_networks: must be a list of networks"),
         ("[proxy]\nlogin_trusted_networks = ['10.0.0.5/24']", "proxy.login_trusted_networks[0]: '10.0.0.5/24' is not a network"),
-        ("[store]\nbackend = 'maildir'", "store.backend: must be one of 'sqlite', not a string ('maildir')"),
+        ("[store]\nbackend = 'maildir'", "store.backend: must be one of 'sqlite', 'postgresql', not a string ('maildir')"),
         ("[store]\nflag_durability = 'lazy'", "store.flag_durability: must be one of 'batched', 'immediate', not a string"),
         ("[store]\nflag_durability = true", "store.flag_durability: must be one of 'batched', 'immediate', not a boolean"),
-        ("[store]\npath = '/srv'", "store.path: unknown key (known: backend, flag_durability)"),
+        ("[store.blobs]\nkind = 'ftp'", "store.blobs.kind: must be one of 's3', 'postgresql', not a string ('ftp')"),
+        ("[store]\npool_size = 0", "store.pool_size: must be from 1 to 1000, not 0"),
+        ("[store]\npath = '/srv'", "store.path: unknown key (known: backend, flag_durability, dsn, pool_size, [blobs])"),
     ],
 )
 def test_errors(text, message):

@@ -157,24 +157,21 @@ def avatar_factory(store, config):
     """
     The realm's POP3 avatar factory: user name -> Deferred (Maildrop, logout).
 
-    Holds the maildrop locks of this process (RFC 1939 8: one session per
-    maildrop); logout releases the session's lock.
+    The store holds the maildrop locks (RFC 1939 8: one session per
+    maildrop), for every process or node that shares it; logout releases
+    the session's lock.
     """
-    locked: set[str] = set()
 
     async def open_maildrop(user: str):
-        lock = config.pop3.lock_session
-        if lock:
-            if user in locked:
+        release = None
+        if config.pop3.lock_session:
+            release = await store.lock_maildrop(user)
+            if release is None:
                 raise MaildropLocked()
-            locked.add(user)
-        released = False
 
         def logout():
-            nonlocal released
-            if lock and not released:
-                released = True
-                locked.discard(user)
+            if release is not None:
+                release()
 
         try:
             await store.ensure_user(user)

@@ -287,6 +287,17 @@ class IMailStore(Interface):
         @return: Deferred firing with an int; fails with L{NoSuchMailbox}.
         """
 
+    def lock_maildrop(user):
+        """
+        Hold the user's POP3 maildrop for one session against every other
+        session on this store, in any process or node that shares it (RFC
+        1939 8).  A holder that dies releases it.
+
+        @return: Deferred firing with a no-argument callable that releases
+            it (calling it again does nothing), or with None when another
+            session holds it.
+        """
+
     def store_flags_unchanged_since(mailbox_id, uids, flags, mode, unchangedsince):
         """
         L{store_flags} for the messages whose modseq is at most

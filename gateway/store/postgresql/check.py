@@ -20,7 +20,9 @@ import datetime
 
 import attrs
 from twisted.internet import defer
+from zope.interface import implementer
 
+from gateway.store.interfaces import IStoreMaintenance
 from gateway.store.model import CheckReport
 from gateway.store.postgresql.maintenance import ORPHAN_GRACE
 
@@ -134,3 +136,24 @@ class CheckMixin:
         )
         if row is not None:
             tx.changed_mailbox(mailbox_id, modseq)
+
+
+@implementer(IStoreMaintenance)
+class PostgreSQLMaintenance:
+    """
+    ``gateway check`` on the shared store: opens it (``opener``), checks
+    through its connections, and closes it again.
+    """
+
+    def __init__(self, opener):
+        self._opener = opener
+
+    def check(self, repair):
+        async def run():
+            store = self._opener()
+            try:
+                return await store.check(repair)
+            finally:
+                await store.close()
+
+        return defer.Deferred.fromCoroutine(run())

@@ -101,6 +101,9 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, MaintenanceMixin):
         self._mail = self.root / "mail"
         self._tmp = self.root / "tmp"
         self.spool_directory = self._tmp
+        # POP3 maildrops held by sessions of this process: one process
+        # serves an SQLite store.
+        self._maildrops: set[str] = set()
         self._reserve = Reserve(self.root / "reserve")
         # What opening the store put right, until a sweep reports it.
         self._recovered: list[str] = []
@@ -455,6 +458,19 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, MaintenanceMixin):
             return pairs
 
         return self._writer.submit(run)
+
+    def lock_maildrop(self, user):
+        if user in self._maildrops:
+            return defer.succeed(None)
+        self._maildrops.add(user)
+        released = []
+
+        def release():
+            if not released:
+                released.append(True)
+                self._maildrops.discard(user)
+
+        return defer.succeed(release)
 
     @deferred
     def claim_recent(self, mailbox_id):

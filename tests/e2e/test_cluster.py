@@ -1,0 +1,148 @@
+"""
+Two gateway nodes, two ``twistd -n gateway`` processes, sharing one store in
+a private PostgreSQL with bodies in a private SeaweedFS over S3
+(tests/store/engines.py), driven over real sockets by imapclient, smtplib
+and poplib: what a client of one node sees of what was done through the
+other, as behind a load balancer.
+"""
+
+from __future__ import annotations
+
+import poplib
+import smtplib
+import time
+
+import imapclient
+import pytest
+
+from tests.serverproc import GatewayProcess
+
+PASSWORD = "cluster-secret"
+
+
+def node_config(path, dsn: str, seaweed, bucket: str):
+    path.write_text(
+        "[store]\n"
+        'backend = "postgresql"\n'
+        f"dsn = {dsn!r}\n"
+        "pool_size = 4\n"
+        "\n[store.blobs]\n"
+        'kind = "s3"\n'
+        f'bucket = "{bucket}"\n'
+        f'endpoint = "{seaweed.endpoint}"\n'
+        f'region = "{seaweed.REGION}"\n'
+        f'access_key = "{seaweed.ACCESS_KEY}"\n'
+        f'secret_key = "{seaweed.SECRET_KEY}"\n'
+    )
+    return path
+
+
+@pytest.fixture
+def nodes(tmp_path, postgres_database, seaweed):
+    bucket = seaweed.create_bucket()
+    started = []
+    try:
+        for name in ("a", "b"):
+            config = node_config(tmp_path / f"{name}.toml", postgres_database, seaweed, bucket)
+            node = GatewayProcess(tmp_path / name, config=config)
+            # The passwd-file is each node's own; a cluster ships the same
+            # file to every node.
+            node.start()
+            node.add_user("alice", PASSWORD)
+            started.append(node)
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+
+
+def lmtp_deliver(node, subject: str) -> None:
+    with smtplib.LMTP("127.0.0.1", node.port("lmtp")) as lmtp:
+        lmtp.sendmail("bob@example.org", ["alice@example.org"], f"Subject: {subject}\r\n\r\nbody\r\n".encode())
+
+
+def imap(node):
+    client = imapclient.IMAPClient("127.0.0.1", port=node.port("imap"), ssl=False, timeout=10)
+    client.login("alice", PASSWORD)
+    return client
+
+
+def test_idle_on_one_node_sees_a_delivery_through_the_other_within_a_second(nodes):
+    a, b = nodes
+    lmtp_deliver(b, "first")  # makes the user's mailboxes
+    client = imap(a)
+    try:
+        assert client.select_folder("INBOX")[b"EXISTS"] == 1
+        client.idle()
+        started = time.monotonic()
+        lmtp_deliver(b, "second")
+        events = []
+        while time.monotonic() - started < 1.0 and (2, b"EXISTS") not in events:
+            events += client.idle_check(timeout=max(0.05, 1.0 - (time.monotonic() - started)))
+        client.idle_done()
+        assert (2, b"EXISTS") in events, f"node A said {events} in the second after node B's delivery"
+        fetched = client.fetch([2], ["BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])
+        assert fetched[2][b"BODY[HEADER.FIELDS (SUBJECT)]"].strip() == b"Subject: second"
+    finally:
+        client.logout()
+
+
+def test_flags_and_expunges_on_one_node_reach_sessions_on_the_other(nodes):
+    a, b = nodes
+    for n in range(3):
+        lmtp_deliver(b, f"m{n}")
+    watcher, actor = imap(a), imap(b)
+    try:
+        watcher.select_folder("INBOX")
+        actor.select_folder("INBOX")
+        watcher.idle()
+        actor.add_flags([1], [imapclient.SEEN])
+        actor.delete_messages([2])
+        actor.expunge()
+        deadline = time.monotonic() + 1.0
+        events = []
+        while time.monotonic() < deadline and not any(e[1] == b"EXPUNGE" for e in events):
+            events += watcher.idle_check(timeout=0.2)
+        watcher.idle_done()
+        assert (2, b"EXPUNGE") in events
+        assert any(e[0] == 1 and e[1] == b"FETCH" and imapclient.SEEN in e[2][e[2].index(b"FLAGS") + 1]
+                   for e in events), events
+    finally:
+        watcher.logout()
+        actor.logout()
+
+
+def test_pop3_on_one_node_holds_the_maildrop_against_the_other(nodes):
+    a, b = nodes
+    lmtp_deliver(a, "hello")
+    watcher = imap(b)
+    watcher.select_folder("INBOX")
+    watcher.idle()
+    first = poplib.POP3("127.0.0.1", a.port("pop3"), timeout=10)
+    first.user("alice")
+    first.pass_(PASSWORD)
+    try:
+        second = poplib.POP3("127.0.0.1", b.port("pop3"), timeout=10)
+        second.user("alice")
+        with pytest.raises(poplib.error_proto) as caught:
+            second.pass_(PASSWORD)
+        assert caught.value.args[0].startswith(b"-ERR [IN-USE]")
+        second.quit()
+    finally:
+        first.dele(1)
+        first.quit()
+    # The POP3 QUIT on node A expunged: node B's IMAP session is told.
+    deadline = time.monotonic() + 1.0
+    events = []
+    while time.monotonic() < deadline and (1, b"EXPUNGE") not in events:
+        events += watcher.idle_check(timeout=0.2)
+    watcher.idle_done()
+    watcher.logout()
+    assert (1, b"EXPUNGE") in events, events
+    # QUIT released it: node B's session now gets the maildrop, without
+    # the message node A's session deleted.
+    third = poplib.POP3("127.0.0.1", b.port("pop3"), timeout=10)
+    third.user("alice")
+    third.pass_(PASSWORD)
+    assert third.stat()[0] == 0
+    third.quit()
