@@ -15,7 +15,7 @@ import time
 import imapclient
 import pytest
 
-from tests.serverproc import GatewayProcess
+from tests.serverproc import GatewayProcess, run_gateway
 
 PASSWORD = "cluster-secret"
 
@@ -146,3 +146,19 @@ def test_pop3_on_one_node_holds_the_maildrop_against_the_other(nodes):
     third.pass_(PASSWORD)
     assert third.stat()[0] == 0
     third.quit()
+
+
+def test_gateway_check_reads_the_shared_store(nodes, tmp_path):
+    a, _ = nodes
+    lmtp_deliver(a, "checked")
+    result = run_gateway(a.data_dir, "--config", str(tmp_path / "a.toml"), "check", check=False)
+    assert (result.returncode, result.stdout) == (0, b"store is consistent\n"), result.stderr
+
+
+def test_a_node_without_a_database_says_so_in_one_line(tmp_path):
+    config = tmp_path / "broken.toml"
+    config.write_text('[store]\nbackend = "postgresql"\n')
+    server = GatewayProcess(tmp_path / "data", config=config)
+    with pytest.raises(RuntimeError) as caught:
+        server.start(timeout=30)
+    assert 'store: [store] backend = "postgresql" needs store.dsn, the database to use' in str(caught.value)
