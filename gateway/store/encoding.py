@@ -53,16 +53,21 @@ def record_from_row(row) -> MessageRecord:
 # Part trees by their JSON: parsing one costs more than the rest of a FETCH
 # of ENVELOPE and BODYSTRUCTURE, and clients ask for the same messages again
 # (the list, then the parts of the one opened).  Bodies never change, so an
-# entry never goes stale.
+# entry never goes stale.  Only trees of ordinary size are kept: a message
+# of ten thousand parts has half a megabyte of JSON, and a mailbox of them
+# must not fill the memory.
 _part_trees: dict[str, Part] = {}
+_LARGEST_MEMO_TREE = 16 << 10
 
 
 def structure_from_row(envelope, body, bodystructure, header, parts) -> MessageStructure:
     root = _part_trees.get(parts)
     if root is None:
-        if len(_part_trees) >= 4 * MEMO_LIMIT:
-            _part_trees.clear()
-        root = _part_trees[parts] = part_from_json(json.loads(parts))
+        root = part_from_json(json.loads(parts))
+        if len(parts) <= _LARGEST_MEMO_TREE:
+            if len(_part_trees) >= 4 * MEMO_LIMIT:
+                _part_trees.clear()
+            _part_trees[parts] = root
     return MessageStructure(envelope, body, bodystructure, header, root)
 
 

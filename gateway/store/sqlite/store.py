@@ -63,13 +63,8 @@ from gateway.store.sqlite.mailboxes import MailboxesMixin
 from gateway.store.sqlite.maintenance import MaintenanceMixin
 from gateway.store.sqlite.reads import ReadsMixin
 from gateway.store.sqlite.reserve import Reserve
-from gateway.store.sqlite.rows import (
-    RECORD_COLUMNS,
-    SCHEMA,
-    flags_text,
-    record_from_row,
-    structure_from_row,
-)
+from gateway.store.encoding import flags_text, record_from_row, structure_from_row
+from gateway.store.sqlite.rows import RECORD_COLUMNS, SCHEMA
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.unsynced import UnsyncedRecord
 from gateway.store.sqlite.writer import Writer
