@@ -65,26 +65,27 @@ def test_default_toml_loads_to_defaults():
 
 
 def test_default_toml_shows_every_option_commented():
+    # An option is "# name = value"; indented lines are examples (the
+    # entries of [networks], the options of a [listeners.NAME] table).
+    option_line = re.compile(r"# (\w+) = ")
     uncommented = "\n".join(
-        line[2:] if line.startswith("# ") and " = " in line else line
+        line[2:] if option_line.match(line) else line
         for line in DEFAULT_TOML.splitlines()
     )
-    shown = {
-        re.sub(r"\s.*", "", line)
-        for line in uncommented.splitlines()
-        if " = " in line and not line.startswith("#")
-    }
+    shown = {option_line.match(line)[1] for line in DEFAULT_TOML.splitlines() if option_line.match(line)}
     assert shown == {
         "hostname", "pop3", "imap", "lmtp", "uidl_format", "lock_session",
         "retr_sets_seen", "idle_timeout", "delete_policy", "hidden_flag", "delete_policy_users", "failure_delay", "plaintext_without_tls", "pop3s", "imaps",
-        "metrics",
-        "certificate", "key", "max_connections", "max_connections_per_ip",
+        "metrics", "networks",
+        "certificate", "key", "rsa_certificate", "rsa_key", "max_connections", "max_connections_per_ip",
         "max_connections_per_user", "max_line_length", "max_literal_size",
         "max_nesting", "max_bad_commands", "prelogin_timeout",
         "failed_logins_per_ip", "failed_login_window", "password_checks_per_ip",
-        "lockout_exempt_networks", "ipv6_prefix", "trusted", "login_trusted_networks",
+        "lockout_exempt_networks", "ipv6_prefix", "per_ip_exempt_networks", "trusted", "login_trusted_networks",
         "max_message_size", "max_recipients", "save_to_detail_mailbox",
     }
+    examples = {re.match(r"#   (\w+) = ", line)[1] for line in DEFAULT_TOML.splitlines() if re.match(r"#   \w+ = ", line)}
+    assert examples == {"lan", "scanners", "protocol", "endpoints", "tls_min_version", "networks"}
     # With every option uncommented it still gives exactly the defaults.
     assert loads(uncommented) == Config()
 
@@ -234,7 +235,7 @@ def test_not_utf8(tmp_path):
     ("text", "message"),
     [
         ("hostname = ", "invalid TOML: "),
-        ("hostnme = 'x'", "hostnme: unknown key (known: hostname, [listeners], [pop3]"),
+        ("hostnme = 'x'", "hostnme: unknown key (known: hostname, [networks], [listeners], [pop3]"),
         ("[smtp]\nport = 25", "smtp: unknown key"),
         ("[pop3]\nuidl = 'x'", "pop3.uidl: unknown key (known: uidl_format, lock_session"),
         ("[listeners]\npop = 'tcp:110'", "listeners.pop: unknown key"),
@@ -291,7 +292,7 @@ def test_not_utf8(tmp_path):
         ("[listeners]\nmetrics = 'unix:/run/m.sock:perms=1'", "unknown option perms= (known: mode, user, group"),
         ("[lmtp]\nsave_to_detail_mailbox = 'yes'", "lmtp.save_to_detail_mailbox: must be true or false, not a string"),
         ("hostname = '" + "a" * 254 + "'", "hostname: a host name has at most 253 characters, not 254"),
-        ("[tls]\ncert = 'x'", "tls.cert: unknown key (known: certificate, key)"),
+        ("[tls]\ncert = 'x'", "tls.cert: unknown key (known: certificate, key, rsa_certificate, rsa_key)"),
         ("[tls]\ncertificate = ''", "tls.certificate: '' is not a file path"),
         ("[tls]\nkey = 1", "tls.key: must be a file path string, not an integer"),
         ('[tls]\nkey = "a\\u0000b"', "tls.key: 'a\\x00b' is not a file path"),
@@ -315,7 +316,9 @@ def test_not_utf8(tmp_path):
         ("[limits]\nipv6_prefix = '64'", "limits.ipv6_prefix: must be a prefix length (64), not a string"),
         ("[limits]\nipv6_prefix = true", "limits.ipv6_prefix: must be a prefix length (64), not a boolean"),
         ("[limits]\npassword_checks_per_ip = 0", "limits.password_checks_per_ip: must be positive, not 0"),
-        ("[limits]\nlockout_exempt_networks = ['office']", "limits.lockout_exempt_networks[0]: 'office' is not a network"),
+        ("[limits]\nlockout_exempt_networks = ['office']",
+         "limits.lockout_exempt_networks[0]: unknown network 'office' (known: local)"),
+        ("[limits]\nlockout_exempt_networks = ['office.example']", "limits.lockout_exempt_networks[0]: 'office.example' is not a network"),
         ("[limits]\nlockout_exempt_networks = '10.0.0.0/8'", "limits.lockout_exempt_networks: must be a list of networks"),
         ("[proxy]\nlogin_trusted_networks = ['10.0.0.5/24']", "proxy.login_trusted_networks[0]: '10.0.0.5/24' is not a network"),
     ],

@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.policy import authlog
-from gateway.policy.addresses import Networks, is_ip, normalise_ip
+from gateway.policy.addresses import is_ip, normalise_ip
 from gateway.policy.limits import LoginLimiter
 from gateway.policy.throttle import MAX_FAILURE_DELAY, Attempt, LoginThrottle
 
@@ -88,12 +88,12 @@ class LoginPolicy:
             clock.seconds,
             max_delay=MAX_FAILURE_DELAY,
             ipv6_prefix=limits.ipv6_prefix,
-            exempt=Networks.parse(limits.lockout_exempt_networks),
+            exempt=config.resolve(limits.lockout_exempt_networks),
         )
         self.sessions = LoginLimiter(limits.max_connections_per_user)
         self.checks_per_address = limits.password_checks_per_ip
         # [proxy] takes a restart, so this is read once.
-        self.front_ends = Networks.parse(config.proxy.login_trusted_networks)
+        self.front_ends = config.resolve(config.proxy.login_trusted_networks)
         # Only addresses with a check under way or queued have an entry.
         self._places: dict[str, DeferredSemaphore] = {}
 
@@ -106,7 +106,7 @@ class LoginPolicy:
             config.auth.failure_delay,
             MAX_FAILURE_DELAY,
             limits.ipv6_prefix,
-            Networks.parse(limits.lockout_exempt_networks),
+            config.resolve(limits.lockout_exempt_networks),
         )
         self.sessions.max_per_user = limits.max_connections_per_user
         # An address with checks under way keeps its old number until idle.

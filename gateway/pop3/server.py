@@ -20,9 +20,9 @@ each, the places where Twisted falls short of the RFCs or of DESIGN.md:
 - TCP_NODELAY on every connection (DESIGN.md, performance rules);
 - STLS (RFC 2595 4) through ``gateway.net.tls.start_tls_discarding_buffer``, so
   nothing pipelined behind it in plain text runs;
-- off loopback and outside TLS, USER/PASS and AUTH PLAIN are refused and
-  left out of CAPA unless ``auth.plaintext_without_tls`` (DESIGN.md;
-  ``gateway.policy.plaintext``);
+- outside TLS, USER/PASS and AUTH PLAIN are refused and left out of CAPA
+  but from the networks ``auth.plaintext_without_tls`` names (this machine
+  by default; DESIGN.md; ``gateway.policy.plaintext``);
 - limits (``[limits]``): an over-long line is answered and discarded, not
   buffered, and the session goes on; too many bad commands close it; an
   absolute deadline from connect to login (``resetTimeout`` on every line
@@ -254,7 +254,7 @@ class Pop3Server(twisted_pop3.POP3):
         return self._tls_started or ISSLTransport.providedBy(self.transport)
 
     def _plaintext_allowed(self) -> bool:
-        return plaintext_allowed(self.transport.getHost(), self._secure(), self.config.auth.plaintext_without_tls)
+        return plaintext_allowed(self._peer_ip(), self._secure(), self.config.plaintext_networks)
 
     def capabilities(self) -> list[bytes]:
         stls = self.context_factory is not None and self.mbox is None and not self._secure()

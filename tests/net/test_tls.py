@@ -29,16 +29,18 @@ from twisted.mail import imap4
 from twisted.protocols.basic import LineOnlyReceiver, LineReceiver
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from gateway.net.tls import (
+from gateway.net.certificates import (
     GENERATED_CERTIFICATE,
     GENERATED_KEY,
     CertificateError,
-    CertificateReloader,
-    CertificateStore,
     ensure_certificate,
     generate_self_signed,
+    load_pair,
+)
+from gateway.net.tls import (
+    CertificateReloader,
+    CertificateStore,
     implicit_tls_factory,
-    load_options,
     start_tls_discarding_buffer,
 )
 
@@ -172,7 +174,7 @@ def test_configured_pair_is_never_generated(tmp_path):
     cert_path, key_path = ensure_certificate(tmp_path, "/nonexistent/cert.pem", "/nonexistent/key.pem", "h")
     assert not cert_path.exists()
     with pytest.raises(CertificateError, match=r"^/nonexistent/cert.pem: cannot read: No such file"):
-        CertificateStore(cert_path, key_path)
+        CertificateStore([(cert_path, key_path)])
 
 
 def test_half_a_default_pair_is_not_overwritten(tmp_path, pair):
@@ -199,14 +201,14 @@ def test_load_errors_are_one_line(tmp_path, pair):
     ]
     for cert, key, message in cases:
         with pytest.raises(CertificateError) as raised:
-            load_options(cert, key)
+            load_pair(cert, key)
         assert str(raised.value) == message
         assert "\n" not in str(raised.value)
 
 
 def test_implicit_tls_handshake_with_python_ssl(pair):
     cert_path, _ = pair
-    store = CertificateStore(*pair)
+    store = CertificateStore([pair])
     protocol, transport, clock = implicit_connection(store)
     client = TLSClient(cert_path)
     pump(client, protocol.dataReceived, transport, clock)
@@ -222,7 +224,7 @@ def test_implicit_tls_handshake_with_python_ssl(pair):
 
 def test_tls_1_1_is_refused_by_the_server(pair):
     cert_path, _ = pair
-    store = CertificateStore(*pair)
+    store = CertificateStore([pair])
     protocol, transport, clock = implicit_connection(store)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(cafile=str(cert_path))
@@ -243,7 +245,7 @@ def test_tls_1_1_is_refused_by_the_server(pair):
 
 def test_reload_serves_the_new_pair_to_new_handshakes_only(tmp_path, pair):
     cert_path, key_path = pair
-    store = CertificateStore(*pair)
+    store = CertificateStore([pair])
     old_protocol, old_transport, old_clock = implicit_connection(store)
     old_client = TLSClient(cert_path)
     pump(old_client, old_protocol.dataReceived, old_transport, old_clock)
@@ -264,14 +266,14 @@ def test_reload_serves_the_new_pair_to_new_handshakes_only(tmp_path, pair):
 
 def test_bad_new_pair_keeps_the_old_one_and_says_why(tmp_path, pair, log_lines):
     cert_path, key_path = pair
-    store = CertificateStore(*pair)
-    before = store.options()
+    store = CertificateStore([pair])
+    before = store.context()
     other_cert, other_key = tmp_path / "other.pem", tmp_path / "other.key"
     generate_self_signed(other_cert, other_key, "other")
     # A renewal caught half way: new certificate, old key.
     cert_path.write_bytes(other_cert.read_bytes())
     assert store.reload() is False
-    assert store.options() is before
+    assert store.context() is before
     assert any(
         "not reloaded (asked), keeping the previous one" in line and "does not match the certificate" in line
         for line in log_lines
@@ -285,12 +287,12 @@ def test_bad_new_pair_keeps_the_old_one_and_says_why(tmp_path, pair, log_lines):
 
 def test_reload_if_changed_follows_the_files(pair, log_lines):
     cert_path, key_path = pair
-    store = CertificateStore(*pair)
+    store = CertificateStore([pair])
     assert store.reload_if_changed() is False
-    before = store.options()
+    before = store.context()
     replace_pair(cert_path, key_path, "renewed.example.org", 2_000_000_000_000_000_000)
     assert store.reload_if_changed() is True
-    assert store.options() is not before
+    assert store.context() is not before
     assert store.reload_if_changed() is False
     assert any(line.endswith("(files changed)") for line in log_lines)
 
@@ -306,18 +308,18 @@ class FakeReactor(Clock):
 
 def test_reloader_polls_for_changed_files(pair):
     cert_path, key_path = pair
-    store = CertificateStore(*pair)
+    store = CertificateStore([pair])
     reactor = FakeReactor()
     reloader = CertificateReloader(store, reactor, interval=5)
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         reloader.startService()
-        before = store.options()
+        before = store.context()
         reactor.advance(5)
-        assert store.options() is before
+        assert store.context() is before
         replace_pair(cert_path, key_path, "renewed.example.org", 2_000_000_000_000_000_000)
         reactor.advance(5)
-        assert store.options() is not before
+        assert store.context() is not before
         reloader.stopService()
         assert not reactor.getDelayedCalls()
     finally:
@@ -326,7 +328,7 @@ def test_reloader_polls_for_changed_files(pair):
 
 def test_sighup_reloads_in_the_reactor_and_chains_the_previous_handler(pair):
     cert_path, key_path = pair
-    store = CertificateStore(*pair)
+    store = CertificateStore([pair])
     reactor = FakeReactor()
     reloader = CertificateReloader(store, reactor)
     earlier_calls = []
@@ -337,17 +339,17 @@ def test_sighup_reloads_in_the_reactor_and_chains_the_previous_handler(pair):
     previous = signal.signal(signal.SIGHUP, earlier)
     try:
         reloader.startService()
-        before = store.options()
+        before = store.context()
         replace_pair(cert_path, key_path, "renewed.example.org", 2_000_000_000_000_000_000)
         os.kill(os.getpid(), signal.SIGHUP)
         # The handler only schedules; the reload runs in the reactor thread.
-        assert store.options() is before
+        assert store.context() is before
         assert earlier_calls == [signal.SIGHUP]
         assert len(reactor.from_thread) == 1
         f, args, kwargs = reactor.from_thread[0]
         assert args == ("SIGHUP",)
         f(*args, **kwargs)
-        assert store.options() is not before
+        assert store.context() is not before
         reloader.stopService()
         assert signal.getsignal(signal.SIGHUP) is earlier
     finally:
@@ -432,7 +434,7 @@ class ToyOnly(LineOnlyReceiver):
 
 
 def starttls_session(cls, pair):
-    store = CertificateStore(*pair)
+    store = CertificateStore([pair])
     clock = Clock()
     toy = cls(store.context_factory())
     transport = StartTLSTransport(toy, clock)
@@ -475,7 +477,7 @@ def test_lines_queued_behind_starttls_are_not_executed(cls, pair):
 
 def test_twisted_imap4server_executes_lines_pipelined_after_starttls(pair):
     """The weakness issue 4 names, confirmed: stock STARTTLS keeps dispatching."""
-    store = CertificateStore(*pair)
+    store = CertificateStore([pair])
     clock = Clock()
     server = imap4.IMAP4Server(contextFactory=store.context_factory())
     transport = StartTLSTransport(server, clock)
