@@ -271,6 +271,14 @@ table [listeners.NAME] (NAME is yours; the log, the metrics and
 run/ports.json call the listener so), for a TLS or network rule of its own,
 e.g. a pop3s for old clients on the office LAN:""")
 
+    def endpoint_lists(self) -> Iterable[tuple[str, tuple[str, ...]]]:
+        """Every list of endpoints, with its key under [listeners] ("pop3", "legacy.endpoints")."""
+        for field in attrs.fields(ListenersConfig):
+            if field.name != "named":
+                yield field.name, getattr(self, field.name)
+        for name, listener in self.named:
+            yield f"{name}.endpoints", listener.endpoints
+
 
 @attrs.frozen
 class Pop3Config:
@@ -381,6 +389,10 @@ certificate and key at theirs, the first run writes a self-signed RSA 2048
 pair here; at these defaults beside another certificate, it is used when
 present.  "" for none (when certificate is RSA itself).""")
     rsa_key: str = option("tls/rsa-key.pem", _optional_path)
+
+    def __attrs_post_init__(self) -> None:
+        if bool(self.rsa_certificate) != bool(self.rsa_key):
+            raise OptionError('rsa_certificate and rsa_key are a pair: give both, or both ""')
 
 
 @attrs.frozen

@@ -7,6 +7,7 @@ from gateway.config import (
     Config,
     ConfigError,
     LimitsConfig,
+    ListenerConfig,
     LmtpConfig,
     TlsConfig,
     command_line_listeners,
@@ -321,6 +322,39 @@ def test_not_utf8(tmp_path):
         ("[limits]\nlockout_exempt_networks = ['office.example']", "limits.lockout_exempt_networks[0]: 'office.example' is not a network"),
         ("[limits]\nlockout_exempt_networks = '10.0.0.0/8'", "limits.lockout_exempt_networks: must be a list of networks"),
         ("[proxy]\nlogin_trusted_networks = ['10.0.0.5/24']", "proxy.login_trusted_networks[0]: '10.0.0.5/24' is not a network"),
+        ("[auth]\nplaintext_without_tls = ['lan']", "auth.plaintext_without_tls[0]: unknown network 'lan' (known: local)"),
+        ("[networks]\nlan = ['10.0.0.0/8']\n[pop3]\nnetworks = ['lan', 'wan']",
+         "pop3.networks[1]: unknown network 'wan' (known: lan, local)"),
+        ("[imap]\nnetworks = 'lan'", "imap.networks: must be a list of networks"),
+        ("[limits]\nper_ip_exempt_networks = ['office']", "limits.per_ip_exempt_networks[0]: unknown network 'office'"),
+        ("[proxy]\ntrusted = ['balancers']", "proxy.trusted[0]: unknown network 'balancers' (known: local)"),
+        ("[networks]\nlan = ['192.168.0.0/33']", "networks.lan[0]: '192.168.0.0/33' is not a network"),
+        ("[networks]\nlan = ['192.168.1.0/16']", "networks.lan[0]: '192.168.1.0/16' is not a network: 192.168.1.0/16 has host bits set"),
+        ("[networks]\nlan = ['office']", "networks.lan[0]: 'office' is not a network"),
+        ("[networks]\nlan = '10.0.0.0/8'", "networks.lan: must be a list of networks"),
+        ("networks = 1", "networks: must be a table of name = networks, not an integer"),
+        ("[networks]\nlocal = ['10.0.0.0/8']", "networks: 'local' is built in (loopback addresses and UNIX sockets)"),
+        ("[networks]\n'2nd' = ['10.0.0.0/8']", "networks: '2nd' is not a network name"),
+        ("[auth]\nplaintext_without_tls = 'yes'", "auth.plaintext_without_tls: must be true, false or a list of networks, not a string"),
+        ("[auth]\nplaintext_without_tls = ['10.0.0.1/8']", "auth.plaintext_without_tls[0]: '10.0.0.1/8' is not a network"),
+        ("[listeners.legacy]\nprotocol = 'pop3s'", "listeners.legacy: endpoints is missing"),
+        ("[listeners.legacy]\nendpoints = 'tcp:995'", "listeners.legacy: protocol is missing (one of 'pop3', 'imap', 'pop3s', 'imaps')"),
+        ("[listeners.legacy]\nprotocol = 'lmtp'\nendpoints = 'tcp:24'",
+         "listeners.legacy.protocol: must be one of 'pop3', 'imap', 'pop3s', 'imaps', not a string ('lmtp')"),
+        ("[listeners.legacy]\nprotocol = 'pop3s'\nendpoints = 'tcp:995'\ntls_min_version = 1.0",
+         "listeners.legacy.tls_min_version: must be one of '1.0', '1.1', '1.2', '1.3', not a float (1.0)"),
+        ("[listeners.legacy]\nprotocol = 'pop3s'\nendpoints = 'tcp:995'\ntls_min_version = 'SSLv3'",
+         "listeners.legacy.tls_min_version: must be one of '1.0', '1.1', '1.2', '1.3', not a string ('SSLv3')"),
+        ("[listeners.legacy]\nprotocol = 'pop3s'\nendpoints = 'ssl:995'", "listeners.legacy.endpoints: 'ssl:995': use a tcp:"),
+        ("[listeners.legacy]\nprotocol = 'pop3s'\nendpoints = 'tcp:995'\nnetworks = ['lan']",
+         "listeners.legacy.networks[0]: unknown network 'lan' (known: local)"),
+        ("[listeners.legacy]\nprotocol = 'pop3s'\nendpoints = 'tcp:995'\nport = 995",
+         "listeners.legacy.port: unknown key (known: protocol, endpoints, tls_min_version, networks)"),
+        ("[listeners.'old pop']\nprotocol = 'pop3s'\nendpoints = 'tcp:995'",
+         "listeners.old pop: a name is letters, digits, '-' and '_', at most 64"),
+        ("[listeners]\nlegacy = 'tcp:995'", "listeners.legacy: unknown key (known: pop3, imap, lmtp, pop3s, imaps, metrics, [listeners.NAME])"),
+        ("[tls]\nrsa_certificate = ''", "tls: rsa_certificate and rsa_key are a pair: give both, or both \"\""),
+        ("[tls]\nrsa_key = 1", "tls.rsa_key: must be a file path string, not an integer"),
     ],
 )
 def test_errors(text, message):
@@ -353,3 +387,77 @@ def test_delete_policy_per_user():
         loads('[pop3]\ndelete_policy_users = { alice = "shred" }\n')
     with pytest.raises(ConfigError, match="delete_policy_users"):
         loads('[pop3]\ndelete_policy_users = "hide"\n')
+
+
+def test_networks_by_name_everywhere_a_list_of_networks_is_asked():
+    config = loads(
+        """
+        [networks]
+        lan = ["192.168.0.0/16", "fd00::/8"]
+        scanners = ["192.168.50.0/24"]
+        balancers = ["10.0.0.2"]
+        [auth]
+        plaintext_without_tls = ["local", "scanners"]
+        [pop3]
+        networks = ["lan"]
+        [imap]
+        networks = ["lan", "203.0.113.0/24"]
+        [limits]
+        lockout_exempt_networks = ["lan"]
+        per_ip_exempt_networks = ["lan"]
+        [proxy]
+        trusted = ["balancers", "127.0.0.1/32"]
+        login_trusted_networks = ["balancers"]
+        """
+    )
+    assert config.networks == (("balancers", ("10.0.0.2",)), ("lan", ("192.168.0.0/16", "fd00::/8")),
+                                ("scanners", ("192.168.50.0/24",)))
+    plaintext = config.plaintext_networks
+    assert "192.168.50.9" in plaintext and "127.0.0.1" in plaintext and "local" in plaintext
+    assert "192.168.51.9" not in plaintext
+    assert "fd00::1" in config.resolve(config.pop3.networks) and "203.0.113.5" not in config.resolve(config.pop3.networks)
+    assert "203.0.113.5" in config.resolve(config.imap.networks)
+    assert "10.0.0.2" in config.resolve(config.proxy.trusted) and "127.0.0.1" in config.resolve(config.proxy.trusted)
+    # Resolved once per list, as the protocols ask at each connection.
+    assert config.resolve(config.pop3.networks) is config.resolve(config.pop3.networks)
+
+
+def test_old_configs_keep_loading():
+    config = loads('[auth]\nplaintext_without_tls = true\n[limits]\nlockout_exempt_networks = ["192.0.2.0/24"]\n')
+    assert "198.51.100.1" in config.plaintext_networks and "local" in config.plaintext_networks
+    assert "192.0.2.9" in config.resolve(config.limits.lockout_exempt_networks)
+    default = Config().plaintext_networks
+    assert "127.0.0.1" in default and "::1" in default and "local" in default and "192.0.2.1" not in default
+
+
+def test_listeners_of_their_own():
+    config = loads(
+        """
+        [networks]
+        lan = ["192.168.0.0/16"]
+        [listeners.legacy]
+        protocol = "pop3s"
+        endpoints = ["tcp:995:interface=192.168.1.10", 'tcp6:995:interface=fd00\\:\\:10']
+        tls_min_version = "1.0"
+        networks = ["lan"]
+        [listeners.scanner-pop3]
+        protocol = "pop3"
+        endpoints = "tcp:110:interface=192.168.50.1"
+        """
+    )
+    (legacy_name, legacy), (scanner_name, scanner) = config.listeners.named
+    assert (legacy_name, scanner_name) == ("legacy", "scanner-pop3")
+    assert legacy == ListenerConfig("pop3s", ("tcp:995:interface=192.168.1.10", "tcp6:995:interface=fd00\\:\\:10"),
+                                    "1.0", ("lan",))
+    assert legacy.legacy_tls and not scanner.legacy_tls
+    assert scanner.tls_min_version == "1.2" and scanner.networks == ()
+    assert dict(config.listeners.endpoint_lists())["legacy.endpoints"] == legacy.endpoints
+    # The built-in lists stay as they were.
+    assert config.listeners.pop3s == () and config.listeners.pop3 == ("tcp:1110:interface=127.0.0.1",)
+
+
+def test_a_second_tls_pair():
+    assert Config().tls.rsa_certificate == "tls/rsa-cert.pem" and Config().tls.rsa_key == "tls/rsa-key.pem"
+    config = loads('[tls]\nrsa_certificate = "/etc/ssl/rsa.pem"\nrsa_key = "/etc/ssl/private/rsa.key"\n')
+    assert (config.tls.rsa_certificate, config.tls.rsa_key) == ("/etc/ssl/rsa.pem", "/etc/ssl/private/rsa.key")
+    assert loads('[tls]\nrsa_certificate = ""\nrsa_key = ""\n').tls.rsa_certificate == ""

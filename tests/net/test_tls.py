@@ -16,12 +16,14 @@ import warnings
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from zope.interface import implementer
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ISSLTransport, ITLSTransport
 from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
@@ -32,14 +34,20 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from gateway.net.certificates import (
     GENERATED_CERTIFICATE,
     GENERATED_KEY,
+    GENERATED_RSA_CERTIFICATE,
+    GENERATED_RSA_KEY,
     CertificateError,
     ensure_certificate,
     generate_self_signed,
     load_pair,
 )
 from gateway.net.tls import (
+    CIPHERS,
+    MODERN,
     CertificateReloader,
     CertificateStore,
+    NoRsaCertificate,
+    TlsPolicy,
     implicit_tls_factory,
     start_tls_discarding_buffer,
 )
@@ -491,3 +499,140 @@ def test_twisted_imap4server_executes_lines_pipelined_after_starttls(pair):
     # "b" came in plain text, yet its answer arrives inside the TLS session.
     assert b"b OK CAPABILITY completed" in client.received
     server.connectionLost(None)
+
+
+# Policies: a context per listener's oldest TLS version, and two pairs
+
+
+def old_client(cafile, version=ssl.TLSVersion.TLSv1, ciphers="DEFAULT:@SECLEVEL=0"):
+    """A client speaking ``version`` and nothing newer (its own security level lowered, as old clients have none)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile=str(cafile))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = version
+        context.maximum_version = version
+    context.set_ciphers(ciphers)
+    client = TLSClient(cafile)
+    client.ssl = context.wrap_bio(client.incoming, client.outgoing, server_hostname="localhost")
+    return client
+
+
+@pytest.fixture
+def two_pairs(tmp_path, pair):
+    rsa_pair = ensure_certificate(tmp_path, GENERATED_RSA_CERTIFICATE, GENERATED_RSA_KEY, "mail.example.org",
+                                  key_type="RSA")
+    bundle = tmp_path / "both.pem"
+    bundle.write_bytes(pair[0].read_bytes() + rsa_pair[0].read_bytes())
+    return [pair, rsa_pair], bundle
+
+
+def handshake(store, client, policy=MODERN):
+    clock = Clock()
+    factory = implicit_tls_factory(ServerFactory.forProtocol(Echo), store, clock, policy)
+    protocol = factory.buildProtocol(PEER)
+    transport = StringTransport(peerAddress=PEER)
+    protocol.makeConnection(transport)
+    pump(client, protocol.dataReceived, transport, clock)
+    return client
+
+
+LEGACY = TlsPolicy("1.0")
+
+
+def test_twisted_certificate_options_cannot_serve_tls_1_0_under_openssl_3(two_pairs):
+    """
+    The gap net/tls.py fills: CertificateOptions expands its cipher string
+    into cipher names, so the security level OpenSSL 3 needs for TLS 1.0
+    never reaches OpenSSL, and the handshake fails however low the minimum.
+    """
+    pairs, _ = two_pairs
+    pair = pairs[1]
+    cert_path = pair[0]
+    loaded = load_pair(*pair)
+    options = CertificateOptions(
+        privateKey=loaded.key,
+        certificate=loaded.chain[0],
+        insecurelyLowerMinimumTo=TLSVersion.TLSv1_0,
+        acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(CIPHERS + ":@SECLEVEL=0"),
+    )
+    clock = Clock()
+    protocol = TLSMemoryBIOFactory(options, False, ServerFactory.forProtocol(Echo), clock=clock).buildProtocol(PEER)
+    transport = StringTransport(peerAddress=PEER)
+    protocol.makeConnection(transport)
+    with pytest.raises(ssl.SSLError):
+        pump(old_client(cert_path), protocol.dataReceived, transport, clock)
+    # Ours, from the same pair, takes it.
+    client = handshake(CertificateStore([pair], [LEGACY]), old_client(cert_path), LEGACY)
+    assert client.ssl.version() == "TLSv1"
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1])
+def test_a_legacy_policy_takes_tls_1_0_and_1_1_and_the_default_one_does_not(two_pairs, version):
+    pairs, bundle = two_pairs
+    store = CertificateStore(pairs, [TlsPolicy("1.0")])
+    assert handshake(store, old_client(bundle, version), TlsPolicy("1.0")).ssl.version() == version.name.replace(
+        "_", ".").replace("TLSv1.0", "TLSv1")
+    with pytest.raises(ssl.SSLError, match="ALERT_PROTOCOL_VERSION"):
+        handshake(store, old_client(bundle, version))
+    # A TLS 1.1 policy refuses 1.0.
+    if version is ssl.TLSVersion.TLSv1:
+        store = CertificateStore(pairs, [TlsPolicy("1.1")])
+        with pytest.raises(ssl.SSLError, match="ALERT_PROTOCOL_VERSION"):
+            handshake(store, old_client(bundle, version), TlsPolicy("1.1"))
+
+
+def test_each_client_gets_the_pair_it_can_use(two_pairs):
+    pairs, bundle = two_pairs
+    store = CertificateStore(pairs, [LEGACY])
+    modern = handshake(store, TLSClient(bundle))
+    assert isinstance(modern.certificate().public_key(), ec.EllipticCurvePublicKey)
+    for policy, version in ((MODERN, ssl.TLSVersion.TLSv1_2), (LEGACY, ssl.TLSVersion.TLSv1)):
+        rsa_only = handshake(store, old_client(bundle, version, "aRSA:@SECLEVEL=0"), policy)
+        assert isinstance(rsa_only.certificate().public_key(), rsa.RSAPublicKey)
+
+
+def test_legacy_ciphers_are_what_old_clients_offer(two_pairs):
+    pairs, bundle = two_pairs
+    store = CertificateStore(pairs, [LEGACY])
+    for cipher in ("ECDHE-RSA-AES128-SHA", "AES128-SHA", "ECDHE-RSA-AES256-SHA", "AES256-SHA"):
+        client = handshake(store, old_client(bundle, ciphers=cipher + ":@SECLEVEL=0"), LEGACY)
+        assert client.ssl.cipher()[0] == cipher
+    for cipher in ("DES-CBC3-SHA", "RC4-SHA", "NULL-SHA"):
+        with pytest.raises(ssl.SSLError):
+            handshake(store, old_client(bundle, ciphers=cipher + ":@SECLEVEL=0"), LEGACY)
+
+
+def test_a_legacy_policy_needs_an_rsa_pair(pair):
+    with pytest.raises(NoRsaCertificate) as raised:
+        CertificateStore([pair], [TlsPolicy("1.1")])
+    assert raised.value.policy == TlsPolicy("1.1")
+    assert str(raised.value) == f"TLS 1.1 needs an RSA certificate, and there is none: {pair[0]} (ECDSA)"
+    CertificateStore([pair], [TlsPolicy("1.3")])
+
+
+def test_one_pair_per_key_type(tmp_path, pair):
+    other = (tmp_path / "other.pem", tmp_path / "other.key")
+    generate_self_signed(*other, "other")
+    with pytest.raises(CertificateError) as raised:
+        CertificateStore([pair, other])
+    assert str(raised.value) == (f"{other[0]}: a second ECDSA certificate, beside {pair[0]}: "
+                                 "serve one of each key type")
+
+
+def test_a_reload_renews_every_policys_context_or_none(tmp_path, two_pairs, log_lines):
+    pairs, bundle = two_pairs
+    store = CertificateStore(pairs, [LEGACY])
+    before = {policy: store.context(policy) for policy in (MODERN, LEGACY)}
+    (rsa_cert, rsa_key) = pairs[1]
+    replace_pair(rsa_cert, rsa_key, "renewed.example.org", 2_000_000_000_000_000_000)
+    generate_self_signed(rsa_cert, rsa_key, "renewed.example.org", key_type="RSA")
+    assert store.reload_if_changed() is True
+    assert all(store.context(policy) is not before[policy] for policy in before)
+    renewed = handshake(store, old_client(rsa_cert, ciphers="aRSA:@SECLEVEL=0"), LEGACY)
+    assert renewed.common_name() == "renewed.example.org"
+    # An RSA pair gone bad: nothing is swapped, for any policy.
+    current = {policy: store.context(policy) for policy in before}
+    rsa_key.write_text("half written\n")
+    assert store.reload() is False
+    assert all(store.context(policy) is current[policy] for policy in before)
