@@ -47,6 +47,8 @@ from gateway.pop3.uidl import DEFAULT_FORMAT, UidlFormat, UidlFormatError
 
 # What POP3 DELE does at QUIT.
 DELETE_POLICIES = ("expunge", "trash", "hide")
+# When what devices deleted leaves INBOX (gateway/pop3/devices.py).
+DEVICE_DELETES = ("last", "never")
 
 # RFC 3501 9: ATOM-CHAR, less the list, quoted and resp specials.
 _KEYWORD = re.compile(r"[!#$&'+-Z^-z|~]{1,64}")
@@ -311,6 +313,25 @@ under every policy, so leaving "hide" does not bring them back.""",
 Exceptions for some users, as a table of user name to policy: {alice="hide"}
 keeps the mail alice's phone deletes over POP3 in the INBOX her desktop
 reads over IMAP, whatever delete_policy says for everyone else.""", shown="{}")
+    device_views: bool = option(True, boolean, """
+Views per device: USER alice#phone (or AUTH PLAIN as alice#phone) logs in
+as alice, with her password, to a view of INBOX of the device's own, where
+DELE hides a message from that device alone; so a phone and a desktop both
+set to delete mail from the server each get every message once.  The
+device's name is letters, digits, '.', '-' and '_', up to 64.  UIDLs are the
+same in every view; one session per device at a time (lock_session).""")
+    device_delete: str = option("last", choice(*DEVICE_DELETES), """
+When a message devices deleted leaves INBOX: "last", once every device of
+the user has deleted it, as delete_policy says; "never", devices only hide
+it from themselves, and it stays until IMAP or the plain login (alice)
+deletes it.  A device logging in for the first time sees what is still
+there, and is counted in from then on.""")
+    max_devices: int = option(10, count, """
+Devices per user; a new one beyond is refused (-ERR [SYS/PERM]) until one
+is forgotten.""")
+    forget_devices_after: int = option(90, whole(1, what="a whole number of days"), """
+Days after its last login that a device is forgotten: its deletions hold
+no message back any more, and if it comes back it is a new device.""")
     networks: tuple[str, ...] = option((), _networks, """
 Networks POP3 is served to (names from [networks], CIDRs, or "local":
 loopback and UNIX sockets), on every POP3 listener; a client elsewhere is

@@ -306,7 +306,7 @@ def make_service(
     live = LiveConfig(config)
     realm = MailRealm(
         {
-            twisted_pop3.IMailbox: pop3.avatar_factory(store, live),
+            twisted_pop3.IMailbox: pop3.avatar_factory(store, live, reactor),
             imap4.IAccount: imap_account.avatar_factory(store, live),
         }
     )

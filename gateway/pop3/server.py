@@ -59,11 +59,13 @@ from gateway.policy.addresses import normalise_ip
 from gateway.policy.login import LoginPolicy
 from gateway.policy.plaintext import plaintext_allowed
 # service.py builds the realm from pop3.avatar_factory; the avatar lives apart.
-from gateway.pop3.maildrop import IMailbox, MaildropLocked, avatar_factory  # noqa: F401
+from gateway.pop3.devices import InvalidDevice, split_login
+from gateway.pop3.maildrop import IMailbox, MaildropLocked, Pop3Mind, avatar_factory  # noqa: F401
 from gateway.pop3.session import (
     AuthenticationCancelled,
     AuthenticationFailed,
     BadCommand,
+    BadDeviceName,
     DotStuffer,
     InvalidSyntax,
     LineTooLong,
@@ -72,6 +74,7 @@ from gateway.pop3.session import (
     Pop3Error,
     TlsActive,
     TooManyBadCommands,
+    TooManyDevices,
     TooManySessions,
     TopFilter,
     UnknownCommand,
@@ -108,6 +111,9 @@ _LOGIN_REFUSALS = {
     login_policy.LockedOut: LoginsBlocked,
     login_policy.TooManySessions: TooManySessions,
 }
+
+# The realm's own refusals, as the auth log names them.
+_REALM_REFUSALS = {MaildropLocked: "in-use", TooManyDevices: "too-many-devices"}
 
 # Bytes of a message read and written at once: most messages go out in one
 # write; a big one in pieces, so a session's memory stays flat.
@@ -479,11 +485,19 @@ class Pop3Server(twisted_pop3.POP3):
     def _login_plain(self, response: sasl.PlainResponse):
         return self._login(response.user.encode("utf-8"), response.password)
 
-    async def _login(self, user: bytes, password: bytes):
+    async def _login(self, name: bytes, password: bytes):
+        # alice#phone: alice's password, locked out and counted as alice, so
+        # that device names cannot multiply a guesser's tries.
+        try:
+            login = split_login(name, self.config.pop3.device_views)
+        except InvalidDevice:
+            authlog.login_failed("pop3", name, self._peer_ip(), "bad-device")
+            raise BadDeviceName() from None
         # A failure's delay keeps the command running: later commands wait
         # in the queue.
         attempt = self.logins.login(
-            self.portal, "pop3", self._peer_ip(), user, password, IMailbox, refusals={MaildropLocked: "in-use"}
+            self.portal, "pop3", self._peer_ip(), login.user, password, IMailbox,
+            refusals=_REALM_REFUSALS, mind=Pop3Mind(login.device),
         )
         self._login_attempt = attempt
         try:
