@@ -12,6 +12,7 @@ key and the problem instead of silently running with a default.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Iterable
@@ -49,6 +50,11 @@ from gateway.pop3.uidl import DEFAULT_FORMAT, UidlFormat, UidlFormatError
 DELETE_POLICIES = ("expunge", "trash", "hide")
 # When what devices deleted leaves INBOX (gateway/pop3/devices.py).
 DEVICE_DELETES = ("last", "never")
+
+# Where the mail lives; gateway/store/opening.py opens each.
+STORE_BACKENDS = ("sqlite",)
+# When a flag change is fsynced (README "Storage and durability").
+FLAG_DURABILITIES = ("batched", "immediate")
 
 # RFC 3501 9: ATOM-CHAR, less the list, quoted and resp specials.
 _KEYWORD = re.compile(r"[!#$&'+-Z^-z|~]{1,64}")
@@ -476,6 +482,23 @@ login_trusted_networks: the limits and the auth log then use that address.""")
 
 
 @attrs.frozen
+class StoreConfig:
+    backend: str = option("sqlite", choice(*STORE_BACKENDS), """
+Where the mail lives: "sqlite" keeps an index in DIR/store/index.sqlite
+and one file per message beside it, for one server.""")
+    # "batched": as Dovecot's fsync_mode = optimized.
+    flag_durability: str = option("batched", choice(*FLAG_DURABILITIES), """
+When a flag change (IMAP STORE, the \\Seen a POP3 RETR sets, the POP3
+"hide" policy) reaches the disk.  Every session sees it at once either
+way.  "batched" writes it with the next delivery, APPEND or expunge, or
+within a second, whichever comes first (as Dovecot's fsync_mode optimized):
+a power cut may forget the last second of flag changes, never a message.
+"immediate" fsyncs each before answering, at the cost of one disk flush
+per change.  Deliveries, APPEND, COPY, MOVE and expunges are always
+durable before they are answered.""")
+
+
+@attrs.frozen
 class Config:
     hostname: str = option("localhost", _hostname, "Name used in greetings and in LMTP replies.", reload=RESTART)
     # Sorted (name, CIDRs) pairs.
@@ -495,6 +518,8 @@ A change applies at a reload, but to [listeners] and [proxy] at a restart.""",
     tls: TlsConfig = section(TlsConfig, reload=RESTART)
     limits: LimitsConfig = section(LimitsConfig)
     proxy: ProxyConfig = section(ProxyConfig, reload=RESTART)
+    # The store is opened once, at the start.
+    store: StoreConfig = section(StoreConfig, reload=RESTART)
 
     # [networks] parsed, and the lists resolved so far (read per connection).
     _named: dict = attrs.field(init=False, repr=False, eq=False)
@@ -577,6 +602,19 @@ def load(path: str | PathLike[str]) -> Config:
     except UnicodeDecodeError as error:
         raise ConfigError(f"{source}: not UTF-8: {error.reason} at byte {error.start}") from None
     return loads(text, source)
+
+
+def load_for_tool(data_dir: str | PathLike[str], path: str | PathLike[str] | None = None) -> Config:
+    """
+    The config a ``gateway`` tool runs with: ``path``, else DATA/gateway.toml
+    where it exists, else the defaults.  Unlike the server, a tool never
+    writes the file.
+    """
+    if path is None:
+        path = os.path.join(data_dir, "gateway.toml")
+        if not os.path.exists(path):
+            return Config()
+    return load(path)
 
 
 def loads(text: str, source: str = "<string>") -> Config:

@@ -17,9 +17,10 @@ What a reload can change, and when it is seen:
   POP3 clients download old mail again.  That must be a deliberate restart,
   never the side effect of a reload.
 - ``hostname``, ``[listeners]``, ``[tls]`` (file names; the certificate
-  itself reloads on SIGHUP in ``gateway/net/tls.py``), ``[proxy]`` and ``[lmtp]``
-  (the LMTP factory copies its settings at start) need a restart: they are
-  logged as such and the running values stay.
+  itself reloads on SIGHUP in ``gateway/net/tls.py``), ``[proxy]``, ``[lmtp]``
+  (the LMTP factory copies its settings at start) and ``[store]`` (the store
+  is opened once) need a restart: they are logged as such and the running
+  values stay.
 - ``[networks]`` applies where the names are read at each connection or
   login (``[auth]``, ``[pop3]``/``[imap] networks``, ``[limits]``);
   listeners and ``[proxy]`` keep the networks they started with.  A file

@@ -1,7 +1,7 @@
 """
 Build the running server: store, portal, listeners, from a data dir and config.
 
-This is the one place that picks the store backend (DESIGN.md).
+The store is the one ``open_store`` opens from the config (DESIGN.md).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from gateway.net.metrics import Metrics, MetricsFactory, metrics_site
 from gateway.net import unix
 from gateway.net.proxy import TrustedProxyFactory, split_description
 from gateway.reload import ConfigReloader, LiveConfig
-from gateway.store.sqlite.store import SQLiteStore
+from gateway.store.opening import open_store
 from gateway.net.tls import (
     MODERN,
     CertificateReloader,
@@ -88,7 +88,10 @@ def load_config(data_dir: Path, config_path: Path | None) -> Config:
 
 
 class StoreService(Service):
-    """Polls for other processes' changes while running; closes the index."""
+    """
+    Polls for other processes' changes while running; on stop, waits until
+    the store has written what it was asked to and closed.
+    """
 
     def __init__(self, store):
         self.store = store
@@ -98,8 +101,8 @@ class StoreService(Service):
         self.store.changes.start_polling()
 
     def stopService(self):
-        self.store.close()
-        return super().stopService()
+        super().stopService()
+        return self.store.close()
 
 
 class MetricsService(Service):
@@ -300,7 +303,8 @@ def make_service(
     listeners = planned_listeners(config)
     certificates = load_certificate(data_dir, config, [listener.policy for listener in listeners])
     _warn_legacy_tls(listeners)
-    store = SQLiteStore(data_dir / "store", reactor=reactor, serving=True)
+    # The server's own store: opening it puts right what a crash left.
+    store = open_store(config, data_dir, reactor, serving=True)
     users = UsersFile(data_dir / "users")
     # What a reload may change is read through this, at each use.
     live = LiveConfig(config)

@@ -9,9 +9,11 @@ from gateway.config import (
     LimitsConfig,
     ListenerConfig,
     LmtpConfig,
+    StoreConfig,
     TlsConfig,
     command_line_listeners,
     load,
+    load_for_tool,
     loads,
 )
 from gateway.pop3.uidl import UidlFormat
@@ -83,7 +85,7 @@ def test_default_toml_shows_every_option_commented():
         "max_nesting", "max_bad_commands", "prelogin_timeout",
         "failed_logins_per_ip", "failed_login_window", "password_checks_per_ip",
         "lockout_exempt_networks", "ipv6_prefix", "per_ip_exempt_networks", "trusted", "login_trusted_networks",
-        "max_message_size", "max_recipients", "save_to_detail_mailbox",
+        "max_message_size", "max_recipients", "save_to_detail_mailbox", "backend", "flag_durability",
     }
     examples = {re.match(r"#   (\w+) = ", line)[1] for line in DEFAULT_TOML.splitlines() if re.match(r"#   \w+ = ", line)}
     assert examples == {"lan", "scanners", "protocol", "endpoints", "tls_min_version", "networks"}
@@ -134,6 +136,9 @@ def test_every_option():
         [proxy]
         trusted = ["10.0.0.0/8", "2001:db8::/32"]
         login_trusted_networks = ["10.0.0.5/32"]
+        [store]
+        backend = "sqlite"
+        flag_durability = "immediate"
         """
     )
     assert config.hostname == "mail.example.org"
@@ -154,6 +159,7 @@ def test_every_option():
     assert config.limits == LimitsConfig(5000, 5, 3, 65536, 1048576, 8, 3, 20, 4, 600, 2, ("192.0.2.0/24",), 56)
     assert config.proxy.trusted == ("10.0.0.0/8", "2001:db8::/32")
     assert config.proxy.login_trusted_networks == ("10.0.0.5/32",)
+    assert config.store == StoreConfig("sqlite", "immediate")
 
 
 def test_a_bare_address_is_a_network_of_one():
@@ -355,6 +361,10 @@ def test_not_utf8(tmp_path):
         ("[listeners]\nlegacy = 'tcp:995'", "listeners.legacy: unknown key (known: pop3, imap, lmtp, pop3s, imaps, metrics, [listeners.NAME])"),
         ("[tls]\nrsa_certificate = ''", "tls: rsa_certificate and rsa_key are a pair: give both, or both \"\""),
         ("[tls]\nrsa_key = 1", "tls.rsa_key: must be a file path string, not an integer"),
+        ("[store]\nbackend = 'maildir'", "store.backend: must be one of 'sqlite', not a string ('maildir')"),
+        ("[store]\nflag_durability = 'lazy'", "store.flag_durability: must be one of 'batched', 'immediate', not a string"),
+        ("[store]\nflag_durability = true", "store.flag_durability: must be one of 'batched', 'immediate', not a boolean"),
+        ("[store]\npath = '/srv'", "store.path: unknown key (known: backend, flag_durability)"),
     ],
 )
 def test_errors(text, message):
@@ -461,3 +471,19 @@ def test_a_second_tls_pair():
     config = loads('[tls]\nrsa_certificate = "/etc/ssl/rsa.pem"\nrsa_key = "/etc/ssl/private/rsa.key"\n')
     assert (config.tls.rsa_certificate, config.tls.rsa_key) == ("/etc/ssl/rsa.pem", "/etc/ssl/private/rsa.key")
     assert loads('[tls]\nrsa_certificate = ""\nrsa_key = ""\n').tls.rsa_certificate == ""
+
+
+def test_store_defaults_to_sqlite_with_batched_flags():
+    assert Config().store == StoreConfig("sqlite", "batched")
+
+
+def test_a_tool_reads_the_given_file_else_the_data_dirs_else_the_defaults(tmp_path):
+    assert load_for_tool(tmp_path) == Config()
+    assert not (tmp_path / "gateway.toml").exists()
+    (tmp_path / "gateway.toml").write_text("[store]\nflag_durability = 'immediate'\n")
+    assert load_for_tool(tmp_path).store.flag_durability == "immediate"
+    other = tmp_path / "other.toml"
+    other.write_text("hostname = 'mx.example.org'\n")
+    assert load_for_tool(tmp_path, other).hostname == "mx.example.org"
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_for_tool(tmp_path, tmp_path / "absent.toml")

@@ -14,7 +14,7 @@ device has deleted.
 from __future__ import annotations
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.mail import pop3 as twisted_pop3
 from zope.interface import implementer
 
@@ -62,6 +62,10 @@ class Maildrop:
         # Numbers RETR flagged \Seen, and the UIDs not yet saved so.
         self._marked_seen: set[int] = set()
         self._unsaved_seen: list[int] = []
+        # Saves run one at a time, in RETR order, and whatever waits for a
+        # save (QUIT's deletions, the end of the session) waits for every
+        # save before it too, whichever backend answers them.
+        self._saving = DeferredLock()
 
     async def open_message(self, number: int):
         """The stored message file for RETR/TOP; the caller closes it."""
@@ -88,10 +92,19 @@ class Maildrop:
         return bool(self._unsaved_seen)
 
     async def save_seen(self) -> None:
-        """Flag \\Seen what RETR sent since the last call, in one store call."""
+        """
+        Flag \\Seen what RETR sent since the last call, in one store call;
+        returns once that and every earlier save is done.  The session need
+        not wait: a flag change is visible to every session once saved and
+        durable within a second (README, "Storage and durability").
+        """
         uids, self._unsaved_seen = self._unsaved_seen, []
+        await self._saving.run(self._store_seen, uids)
+
+    def _store_seen(self, uids: list[int]):
         if uids:
-            await self.store.store_flags(self.mailbox.id, uids, SEEN, "add")
+            return self.store.store_flags(self.mailbox.id, uids, SEEN, "add")
+        return None
 
     async def delete(self, number: int) -> None:
         """DELE: mark in the session, if no other session expunged it."""
@@ -110,7 +123,8 @@ class Maildrop:
         leaves all or none of it done; the other messages keep their UIDs,
         hence their UIDLs.
         """
-        # A message read and deleted goes to Trash (or stays hidden) \Seen.
+        # A message read and deleted goes to Trash (or stays hidden) \Seen,
+        # and no deletion overtakes a save RETR started.
         await self.save_seen()
         uids = self.view.deleted_uids()
         if not uids:

@@ -323,7 +323,9 @@ class Pop3Server(twisted_pop3.POP3):
     def _save_seen(self):
         """
         The client's pipelined commands are all answered: flag \\Seen, in one
-        index write, what RETR sent meanwhile (``Maildrop.mark_seen``).
+        index write, what RETR sent meanwhile (``Maildrop.mark_seen``).  The
+        write is queued, not waited for: the next command is answered at
+        once, and QUIT's deletions come after it (``Maildrop.save_seen``).
         """
         if self.mbox is None or not self.mbox.seen_unsaved:
             return
@@ -379,8 +381,8 @@ class Pop3Server(twisted_pop3.POP3):
         """
         Run a command that may wait on the store or the socket.
 
-        Its first step runs here: a Deferred that has already fired (every
-        one the SQLite store returns) does not suspend an ``await``, so most
+        Its first step runs here: a Deferred that has already fired (a
+        store read answers at once) does not suspend an ``await``, so most
         commands end in that step, with no Deferred of their own.  One that
         waits goes on under ``Deferred.fromCoroutine``, which resumes it at
         the same ``await``, and later lines queue meanwhile.
@@ -513,8 +515,11 @@ class Pop3Server(twisted_pop3.POP3):
             return
 
         def end_session():
-            self._save_seen()
-            granted.end()
+            # The maildrop stays locked until its \Seen flags are saved, so
+            # the next session's snapshot shows them.
+            saved = Deferred.fromCoroutine(maildrop.save_seen())
+            saved.addErrback(lambda failure: log.failure("POP3 could not flag messages \\Seen", failure))
+            saved.addBoth(lambda _: granted.end())
 
         maildrop = self.mbox = granted.avatar
         self._onLogout = end_session

@@ -3,8 +3,15 @@ Contracts every store backend provides.
 
 Every method that may block returns a Deferred, so that a networked backend
 (PostgreSQL, for several gateway nodes) fits the same contract as the embedded
-SQLite one.  The store knows nothing of sessions: live views subscribe to the
-change feed and ask ``changes_since`` for what they missed.
+SQLite one.  A Deferred may fire at once or on a later reactor turn (a write
+waits for its commit); it always fires on the reactor thread.  The store
+knows nothing of sessions: live views subscribe to the change feed and ask
+``changes_since`` for what they missed.
+
+Durability (DESIGN.md): what is acknowledged (``append``, ``copy``,
+``move``, ``expunge``, mailbox changes) is durable when its Deferred fires.
+A flag change (``store_flags``, ``claim_recent``) is visible to every
+session when its Deferred fires and durable within a second.
 
 Mailbox names are text (already decoded from modified UTF-7), with ``/`` as
 hierarchy separator.  ``INBOX`` is matched case-insensitively (RFC 3501 5.1);
@@ -48,6 +55,18 @@ class TemporaryFailure(StoreError):
     """
 
 
+class StoreFull(TemporaryFailure):
+    """
+    The store has no room left (disk full, quota of the store's filesystem):
+    a temporary failure that more space cures.  LMTP answers it 452 4.3.1
+    (RFC 3463: mail system full); IMAP and POP3 as any temporary failure.
+    """
+
+
+class NoStore(StoreError):
+    """There is no store where the configuration says (``open_maintenance``)."""
+
+
 class IChangeFeed(Interface):
     """
     Tells live sessions that a mailbox changed, whoever changed it.
@@ -75,6 +94,21 @@ class IMailStore(Interface):
     """
 
     changes = Attribute("The L{IChangeFeed} of this store.")
+
+    spool_directory = Attribute(
+        "A directory on the store's own disk where a listener may spool a"
+        " message while it arrives, so that a full disk shows then; None"
+        " where the store has no disk of its own (the system's temporary"
+        " directory is used)."
+    )
+
+    def close():
+        """
+        Finish the writes already asked for, make every change durable and
+        release the store.  Nothing may be asked of it afterwards.
+
+        @return: Deferred firing with None once done.
+        """
 
     def ensure_user(user):
         """
@@ -315,10 +349,30 @@ class IGroupCommitStore(Interface):
     def append_many(deliveries):
         """
         Several L{IMailStore.append}s, each with the same durability, under
-        one commit: ``deliveries`` is a list of (mailbox_id, source).
+        one commit: ``deliveries`` is a list of (mailbox_id, source).  A
+        source object named by several deliveries (one message for several
+        recipients) is read, spooled and parsed once, and every mailbox
+        gets the same body.
 
         @return: Deferred firing with one item per delivery, in order: its
             L{MessageRecord}, or the exception that refused it
             (L{TemporaryFailure}, L{NoSuchMailbox}); one refused delivery
             does not stop the others.
+        """
+
+
+class IStoreMaintenance(Interface):
+    """
+    What ``gateway check`` asks of a backend: its own consistency, read
+    without changing anything, and the repairs that cannot lose or invent
+    mail.
+    """
+
+    def check(repair):
+        """
+        Look for inconsistencies; with ``repair``, do the safe repairs, each
+        through the store so that live sessions hear of it, then look again.
+
+        @return: Deferred firing with a L{CheckReport}; fails with L{NoStore}
+            when there is no store to check.
         """

@@ -164,7 +164,6 @@ def uids(server, user: str) -> dict[bytes, int]:
         session.close()
 
 
-@pytest.mark.xfail(strict=True, reason="parsing runs on the reactor until the writer thread lands")
 def test_a_million_parts_delivered_over_lmtp_while_another_session_works(server):
     # To a list of three, as a mail bomb sent to a mailing list arrives.
     with NoopTimer(server.port("imap"), "dave") as timer:

@@ -2,7 +2,9 @@
 The IMailStore contract: what every store backend must do, whatever it keeps
 its data in (STYLE.md: one test mixin per interface, run against every
 backend).  A backend's test module subclasses ``MailStoreContract`` and
-provides a ``store`` fixture: a fresh, empty store.
+provides a ``store`` fixture: a fresh, empty store.  A store whose Deferreds
+fire on a later reactor turn is given as ``tests.reactorthread.OnReactorThread``
+over it: each call runs on a real reactor's thread and is waited for.
 """
 
 import pytest
@@ -18,6 +20,7 @@ from gateway.store.interfaces import (
     NoSuchUser,
 )
 from tests.deferreds import failure_of, result_of
+from tests.reactorthread import unwrapped
 
 MESSAGE = b"From: a@example.org\nTo: b@example.org\nSubject: hello\n\nline one\nline two\n"
 
@@ -29,7 +32,7 @@ def inbox(store, user="alice"):
 
 class MailStoreContract:
     def test_provides_the_contracts(self, store):
-        assert verifyObject(IMailStore, store)
+        assert verifyObject(IMailStore, unwrapped(store))
         assert verifyObject(IChangeFeed, store.changes)
 
     def test_new_user_gets_inbox_and_special_use_folders(self, store):
@@ -203,3 +206,20 @@ class MailStoreContract:
         assert child.name == "INBOX/Work"
         assert result_of(store.get_mailbox("alice", "Inbox/Work")).id == child.id
         failure_of(store.get_mailbox("alice", "INBOX/work"), NoSuchMailbox)
+
+    def test_an_answered_write_is_seen_by_every_read_after_it(self, store):
+        box = inbox(store)
+        record = result_of(store.append(box.id, MESSAGE))
+        assert [r.uid for r in result_of(store.list_messages(box.id))] == [record.uid]
+        changed = result_of(store.store_flags(box.id, [record.uid], {"\\Seen"}, "add"))
+        assert result_of(store.get_records(box.id, [record.uid])) == changed
+        changes = result_of(store.changes_since(box.id, record.modseq))
+        assert [r.flags for r in changes.updated] == [{"\\Seen"}]
+        assert result_of(store.expunge(box.id, [record.uid])) == [record.uid]
+        assert result_of(store.list_flags(box.id)) == []
+        failure_of(store.open_message(box.id, record.uid), MessageExpunged)
+
+    def test_close_finishes_and_is_answered(self, store):
+        box = inbox(store)
+        result_of(store.append(box.id, MESSAGE))
+        assert result_of(store.close()) is None
