@@ -79,6 +79,7 @@ def test_default_toml_shows_every_option_commented():
     assert shown == {
         "hostname", "pop3", "imap", "lmtp", "uidl_format", "lock_session",
         "retr_sets_seen", "idle_timeout", "delete_policy", "hidden_flag", "delete_policy_users", "failure_delay", "plaintext_without_tls", "pop3s", "imaps",
+        "device_views", "device_delete", "max_devices", "forget_devices_after",
         "metrics", "networks",
         "certificate", "key", "rsa_certificate", "rsa_key", "max_connections", "max_connections_per_ip",
         "max_connections_per_user", "max_line_length", "max_literal_size",

@@ -29,7 +29,8 @@ each, the places where Twisted falls short of the RFCs or of DESIGN.md:
   would let a client trickling bytes stay for ever);
 - logins run ``gateway.policy.login``'s sequence, shared with IMAP: the
   failure delay per address, the lockout per user at an address, the
-  sessions per user, and the auth log;
+  sessions per user, and the auth log; ``alice#phone`` is alice there, on
+  a view of the device's own (``gateway/pop3/devices.py``);
 - RETR writes a message in one write (big ones in SEND_CHUNK pieces) and
   waits only while the transport's buffer is full; the \\Seen flags RETR
   sets are saved in one index write once the pipelined commands are all
