@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 from prometheus_client import CollectorRegistry
 
 from twisted.application.service import MultiService, Service
@@ -19,8 +20,6 @@ from twisted.internet.address import UNIXAddress
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.mail import imap4, pop3 as twisted_pop3
-
-import attrs
 
 from gateway.lmtp import server as lmtp
 from gateway.net import metrics
