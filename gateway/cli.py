@@ -13,13 +13,6 @@ import os
 import sys
 from pathlib import Path
 
-EX_USAGE = 64
-EX_DATAERR = 65
-EX_NOINPUT = 66
-EX_NOUSER = 67
-EX_UNAVAILABLE = 69
-EX_CANTCREAT = 73
-EX_TEMPFAIL = 75
 
 
 class CommandError(Exception):
@@ -69,11 +62,11 @@ def cmd_user(args, stdin, stdout) -> int:
             users.add(args.name, _read_password(stdin, confirm=True))
         elif args.action == "passwd":
             if args.name not in users:
-                raise CommandError(f"no such user {args.name!r}", 67)
+                raise CommandError(f"no such user {args.name!r}", os.EX_NOUSER)
             users.set_password(args.name, _read_password(stdin, confirm=True))
         elif args.action == "del":
             if args.name not in users:
-                raise CommandError(f"no such user {args.name!r}", 67)
+                raise CommandError(f"no such user {args.name!r}", os.EX_NOUSER)
             users.remove(args.name)
             if args.purge:
                 _purge_mail(args, args.name)
@@ -131,10 +124,10 @@ def cmd_uidl(args, stdin, stdout) -> int:
     try:
         fmt = UidlFormat.parse(args.format)
     except UidlFormatError as e:
-        raise CommandError(f"--format: {e}", EX_USAGE) from None
+        raise CommandError(f"--format: {e}", os.EX_USAGE) from None
     for value, label in ((args.uidvalidity, "UIDVALIDITY"), (args.uid, "UID")):
         if not 1 <= value <= 0xFFFFFFFF:
-            raise CommandError(f"{label} must be between 1 and 4294967295", EX_USAGE)
+            raise CommandError(f"{label} must be between 1 and 4294967295", os.EX_USAGE)
     print(fmt.format(args.uidvalidity, args.uid), file=stdout)
     return 0
 
@@ -171,7 +164,7 @@ def cmd_status(args, stdin, stdout) -> int:
     try:
         samples = scrape(metrics_address(args.data))
     except StatusError as e:
-        raise CommandError(str(e), EX_UNAVAILABLE) from None
+        raise CommandError(str(e), os.EX_UNAVAILABLE) from None
     for line in render(samples):
         print(line, file=stdout)
     return 0
@@ -179,7 +172,7 @@ def cmd_status(args, stdin, stdout) -> int:
 
 def _require_user(data_dir: Path, name: str) -> None:
     if name not in _users(data_dir):
-        raise CommandError(f"no such user {name!r}", EX_NOUSER)
+        raise CommandError(f"no such user {name!r}", os.EX_NOUSER)
 
 
 def cmd_import(args, stdin, stdout) -> int:
@@ -192,12 +185,12 @@ def cmd_import(args, stdin, stdout) -> int:
     _require_user(args.data, args.name)
     # lexists: a dangling link is refused as a link, not reported missing.
     if not os.path.lexists(args.path):
-        raise CommandError(f"{args.path}: no such file or directory", EX_NOINPUT)
+        raise CommandError(f"{args.path}: no such file or directory", os.EX_NOINPUT)
     if args.format == "mbox":
         try:
             check_name(args.mailbox)
         except InvalidMailboxName as e:
-            raise CommandError(f"--mailbox {args.mailbox!r}: {e}", EX_USAGE) from None
+            raise CommandError(f"--mailbox {args.mailbox!r}: {e}", os.EX_USAGE) from None
 
     async def run(store):
         # What was imported is remembered beside the store, whatever its backend.
@@ -213,13 +206,13 @@ def cmd_import(args, stdin, stdout) -> int:
     try:
         summary = with_store(args, run)
     except (NotAMaildir, NotAnMbox) as e:
-        raise CommandError(str(e), EX_DATAERR) from None
+        raise CommandError(str(e), os.EX_DATAERR) from None
     except TemporaryFailure as e:
-        raise CommandError(f"store: {e}; run the import again to continue", EX_TEMPFAIL) from None
+        raise CommandError(f"store: {e}; run the import again to continue", os.EX_TEMPFAIL) from None
     except StoreError as e:
         raise CommandError(f"store: {type(e).__name__}: {e}") from None
     except OSError as e:
-        raise CommandError(f"{e.filename or args.path}: {e.strerror}", EX_NOINPUT) from None
+        raise CommandError(f"{e.filename or args.path}: {e.strerror}", os.EX_NOINPUT) from None
     for line in summary.lines():
         print(line, file=stdout)
     return 1 if summary.skipped else 0
@@ -232,9 +225,9 @@ def cmd_export(args, stdin, stdout) -> int:
     try:
         summary = with_store(args, lambda store: export_user(store, args.name, args.path))
     except ExportTargetError as e:
-        raise CommandError(str(e), EX_CANTCREAT) from None
+        raise CommandError(str(e), os.EX_CANTCREAT) from None
     except OSError as e:
-        raise CommandError(f"{e.filename or args.path}: {e.strerror}", EX_CANTCREAT) from None
+        raise CommandError(f"{e.filename or args.path}: {e.strerror}", os.EX_CANTCREAT) from None
     for line in summary.lines():
         print(line, file=stdout)
     return 1 if summary.skipped else 0
@@ -254,7 +247,7 @@ def cmd_check(args, stdin, stdout) -> int:
     try:
         return oneshot.run(run)
     except NoStore as e:
-        raise CommandError(str(e), EX_NOINPUT) from None
+        raise CommandError(str(e), os.EX_NOINPUT) from None
 
 
 def _uint32(text: str) -> int:

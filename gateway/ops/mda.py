@@ -18,12 +18,6 @@ from gateway.lmtp.delivery import deliver
 from gateway.store.interfaces import TemporaryFailure
 from gateway.store.opening import open_store
 
-# sysexits.h
-EX_OK = 0
-EX_USAGE = 64
-EX_DATAERR = 65
-EX_NOUSER = 67
-EX_TEMPFAIL = 75
 
 # Messages up to this size stay in memory while spooling; bigger ones go to a
 # temporary file, so memory stays flat whatever the message size.
@@ -89,43 +83,43 @@ def deliver_main(data_dir, user: str, mailbox: str, stdin_binary, stderr, config
         return code
 
     if not user or not mailbox:
-        return fail(EX_USAGE, "usage: gateway --data DIR deliver USER [--mailbox MAILBOX]")
+        return fail(os.EX_USAGE, "usage: gateway --data DIR deliver USER [--mailbox MAILBOX]")
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         # A wrong path in the MTA's config must not bounce mail as "no such
         # user": keep it queued until the path is fixed.
-        return fail(EX_TEMPFAIL, f"data dir {data_dir} does not exist")
+        return fail(os.EX_TEMPFAIL, f"data dir {data_dir} does not exist")
     try:
         known = user in UsersFile(data_dir / "users")
     except Exception as e:
         # UsersFileError names the file and line itself.
-        return fail(EX_TEMPFAIL, f"users file: {_describe(e)}")
+        return fail(os.EX_TEMPFAIL, f"users file: {_describe(e)}")
     if not known:
-        return fail(EX_NOUSER, f"unknown user {user!r}")
+        return fail(os.EX_NOUSER, f"unknown user {user!r}")
     try:
         config = load_for_tool(data_dir, config_path)
     except Exception as e:
         # ConfigError names the file and key itself.
-        return fail(EX_TEMPFAIL, f"config: {_describe(e)}")
+        return fail(os.EX_TEMPFAIL, f"config: {_describe(e)}")
 
     try:
         spool = spool_stdin(stdin_binary)
     except OSError as e:
-        return fail(EX_TEMPFAIL, f"cannot read the message: {_describe(e)}")
+        return fail(os.EX_TEMPFAIL, f"cannot read the message: {_describe(e)}")
     with spool:
         spool.seek(0, os.SEEK_END)
         if spool.tell() == 0:
-            return fail(EX_DATAERR, "empty message on standard input")
+            return fail(os.EX_DATAERR, "empty message on standard input")
         spool.seek(0)
         try:
             oneshot.run(_deliver, config, data_dir, user, spool, mailbox)
         except _Unopened as e:
-            return fail(EX_TEMPFAIL, f"cannot open the store: {_describe(e.__cause__)}")
+            return fail(os.EX_TEMPFAIL, f"cannot open the store: {_describe(e.__cause__)}")
         except TemporaryFailure as e:
-            return fail(EX_TEMPFAIL, f"temporary failure: {e}")
+            return fail(os.EX_TEMPFAIL, f"temporary failure: {e}")
         except Exception as e:
-            return fail(EX_TEMPFAIL, f"temporary failure: {_describe(e)}")
-    return EX_OK
+            return fail(os.EX_TEMPFAIL, f"temporary failure: {_describe(e)}")
+    return os.EX_OK
 
 
 def _describe(error: Exception) -> str:
