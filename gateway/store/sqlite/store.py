@@ -59,6 +59,7 @@ from gateway.store.changes import ChangeFeed
 from gateway.store.interfaces import IGroupCommitStore, IImportableStore, IMailStore, MessageExpunged, NoSuchMailbox
 from gateway.store.model import ChangeSet, MessageRecord
 from gateway.store.sqlite.delivery import DeliveryMixin
+from gateway.store.sqlite.devices import DevicesMixin
 from gateway.store.sqlite.mailboxes import MailboxesMixin
 from gateway.store.sqlite.maintenance import MaintenanceMixin
 from gateway.store.sqlite.reads import ReadsMixin
@@ -82,7 +83,7 @@ def _connect(index: Path) -> sqlite3.Connection:
 
 
 @implementer(IMailStore, IImportableStore, IGroupCommitStore)
-class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, MaintenanceMixin):
+class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, MaintenanceMixin):
     """
     The embedded default backend.  ``path`` is the store root directory.
 
