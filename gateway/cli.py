@@ -147,11 +147,9 @@ def cmd_check_config(args, stdin, stdout) -> int:
 
 def _check_unix_listeners(path: Path, config) -> None:
     """What the start would find wrong with a UNIX socket, said the same way now."""
-    import attrs
-
     from gateway.net.unix import UnixListener, UnixListenerError, is_unix
 
-    for name, endpoints in attrs.asdict(config.listeners).items():
+    for name, endpoints in config.listeners.endpoint_lists():
         for endpoint in endpoints:
             if is_unix(endpoint):
                 try:

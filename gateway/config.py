@@ -31,20 +31,25 @@ from gateway.options import (
     delay,
     each,
     kind_of,
+    named_sections,
     option,
     read,
     render_defaults,
     section,
     seconds,
+    table,
     table_of,
     text,
     then,
     whole,
 )
+from gateway.policy.addresses import EVERYWHERE, LOCAL, NETWORK_NAME, Networks, UnknownNetwork, network_entry
 from gateway.pop3.uidl import DEFAULT_FORMAT, UidlFormat, UidlFormatError
 
 # What POP3 DELE does at QUIT.
 DELETE_POLICIES = ("expunge", "trash", "hide")
+# When what devices deleted leaves INBOX (gateway/pop3/devices.py).
+DEVICE_DELETES = ("last", "never")
 
 # Where the mail lives; gateway/store/opening.py opens each.
 STORE_BACKENDS = ("sqlite", "postgresql")
@@ -111,6 +116,7 @@ _metrics_endpoints = each(_metrics_endpoint, "an endpoint string or a list of th
 
 
 def _network(value: Any) -> str:
+    """A CIDR or a bare address, as [networks] lists them."""
     if not isinstance(value, str):
         raise OptionError(f"network must be a string, not {kind_of(value)}")
     try:
@@ -120,7 +126,35 @@ def _network(value: Any) -> str:
     return value
 
 
-_networks = each(_network, "a list of networks (\"10.0.0.0/8\")")
+def _network_ref(value: Any) -> str:
+    """A CIDR, a bare address, or a network's name (resolved once the whole file is read)."""
+    if not isinstance(value, str):
+        raise OptionError(f"network must be a string, not {kind_of(value)}")
+    try:
+        return network_entry(value)
+    except ValueError as error:
+        raise OptionError(str(error)) from None
+
+
+_networks = each(_network_ref, "a list of networks (\"10.0.0.0/8\", or a name from [networks])")
+
+
+def _network_table(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    pairs = table_of(each(_network, "a list of networks (\"192.168.0.0/16\")"), "a table of name = networks")(value)
+    for name, _ in pairs:
+        if name == LOCAL:
+            raise OptionError(f"{LOCAL!r} is built in (loopback addresses and UNIX sockets): pick another name")
+        if not NETWORK_NAME.fullmatch(name):
+            raise OptionError(f"{name!r} is not a network name (a letter, then letters, digits, '-' or '_')")
+    return pairs
+
+
+def _plaintext_networks(value: Any) -> bool | tuple[str, ...]:
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, list):
+        raise OptionError(f"must be true, false or a list of networks, not {kind_of(value)}")
+    return _networks(value)
 
 
 def _path(value: Any) -> str:
@@ -129,6 +163,11 @@ def _path(value: Any) -> str:
     if not value or "\0" in value:
         raise OptionError(f"{value!r} is not a file path")
     return value
+
+
+def _optional_path(value: Any) -> str:
+    """A file path, or "" for none."""
+    return value if value == "" else _path(value)
 
 
 def _uidl_format(value: Any) -> str:
@@ -160,6 +199,47 @@ def _at_least(minimum: int):
 
 
 # -- the options --------------------------------------------------------------
+
+# What a named listener serves: the application protocol, in implicit TLS
+# (RFC 8314) for the "s" forms.
+LISTENER_PROTOCOLS = ("pop3", "imap", "pop3s", "imaps")
+TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+# RFC 8996 deprecates TLS 1.0 and 1.1; RFC 8314 4.1 asks for 1.2 at the least.
+TLS_MIN_VERSION = "1.2"
+
+
+@attrs.frozen
+class ListenerConfig:
+    """One [listeners.NAME] table: a listener with TLS and network rules of its own."""
+
+    protocol: str = option("", choice(*LISTENER_PROTOCOLS), """
+What it serves: "pop3" or "imap" (offering STLS/STARTTLS), "pop3s" or
+"imaps" (implicit TLS).""", shown='"pop3s"')
+    endpoints: tuple[str, ...] = option((), _endpoints, "Endpoint strings, as for the lists above.",
+                                        shown='["tcp:995:interface=192.168.1.10"]')
+    tls_min_version: str = option(TLS_MIN_VERSION, choice(*TLS_VERSIONS), """
+The oldest TLS this listener speaks, implicit or after STLS/STARTTLS:
+"1.2" as everywhere else, "1.3", or for clients that know nothing newer
+(Outlook on Windows 7, old Android, scanners) "1.1" or "1.0".  Below 1.2
+the listener also takes the CBC ciphers those clients need
+(ECDHE-RSA-AES128-SHA, AES128-SHA...) at OpenSSL security level 0, needs
+an RSA certificate ([tls]), and every start logs a warning naming it.
+Those versions and ciphers have known weaknesses (RFC 8996): keep such a
+listener on the LAN with networks below.""")
+    networks: tuple[str, ...] = option((), _networks, """
+Networks that may connect (names from [networks], CIDRs, or "local":
+loopback and UNIX sockets); a client elsewhere is disconnected at once.
+[] takes anyone who reaches the endpoints.""")
+
+    def __attrs_post_init__(self) -> None:
+        if not self.protocol:
+            raise OptionError(f"protocol is missing (one of {', '.join(map(repr, LISTENER_PROTOCOLS))})")
+        if not self.endpoints:
+            raise OptionError("endpoints is missing (an endpoint string or a list of them)")
+
+    @property
+    def legacy_tls(self) -> bool:
+        return self.tls_min_version < TLS_MIN_VERSION
 
 
 @attrs.frozen
@@ -194,6 +274,20 @@ a renewed certificate is picked up without a restart.  Twisted's
 Prometheus metrics over HTTP at /metrics, also read by `gateway status`.
 Off by default; anyone who reaches it sees the server's counters, so keep it
 on loopback or a monitoring network, e.g. "tcp:9154:interface=127.0.0.1".""")
+    # Sorted (name, listener) pairs.
+    named: tuple[tuple[str, ListenerConfig], ...] = named_sections(ListenerConfig, """
+Listeners with a name of their own, served beside the lists above, each a
+table [listeners.NAME] (NAME is yours; the log, the metrics and
+run/ports.json call the listener so), for a TLS or network rule of its own,
+e.g. a pop3s for old clients on the office LAN:""")
+
+    def endpoint_lists(self) -> Iterable[tuple[str, tuple[str, ...]]]:
+        """Every list of endpoints, with its key under [listeners] ("pop3", "legacy.endpoints")."""
+        for field in attrs.fields(ListenersConfig):
+            if field.name != "named":
+                yield field.name, getattr(self, field.name)
+        for name, listener in self.named:
+            yield f"{name}.endpoints", listener.endpoints
 
 
 @attrs.frozen
@@ -227,6 +321,30 @@ under every policy, so leaving "hide" does not bring them back.""",
 Exceptions for some users, as a table of user name to policy: {alice="hide"}
 keeps the mail alice's phone deletes over POP3 in the INBOX her desktop
 reads over IMAP, whatever delete_policy says for everyone else.""", shown="{}")
+    device_views: bool = option(True, boolean, """
+Views per device: USER alice#phone (or AUTH PLAIN as alice#phone) logs in
+as alice, with her password, to a view of INBOX of the device's own, where
+DELE hides a message from that device alone; so a phone and a desktop both
+set to delete mail from the server each get every message once.  The
+device's name is letters, digits, '.', '-' and '_', up to 64.  UIDLs are the
+same in every view; one session per device at a time (lock_session).""")
+    device_delete: str = option("last", choice(*DEVICE_DELETES), """
+When a message devices deleted leaves INBOX: "last", once every device of
+the user has deleted it, as delete_policy says; "never", devices only hide
+it from themselves, and it stays until IMAP or the plain login (alice)
+deletes it.  A device logging in for the first time sees what is still
+there, and is counted in from then on.""")
+    max_devices: int = option(10, count, """
+Devices per user; a new one beyond is refused (-ERR [SYS/PERM]) until one
+is forgotten.""")
+    forget_devices_after: int = option(90, whole(1, what="a whole number of days"), """
+Days after its last login that a device is forgotten: its deletions hold
+no message back any more, and if it comes back it is a new device.""")
+    networks: tuple[str, ...] = option((), _networks, """
+Networks POP3 is served to (names from [networks], CIDRs, or "local":
+loopback and UNIX sockets), on every POP3 listener; a client elsewhere is
+answered -ERR [SYS/PERM] and disconnected before it can send a password.
+[] serves everyone a listener takes.""")
     uidl: UidlFormat = attrs.field(init=False, repr=False, eq=False)
 
     def delete_policy_for(self, user: str) -> str:
@@ -245,6 +363,9 @@ class ImapConfig:
     idle_timeout: int = option(1800, seconds, """
 Seconds of inactivity before the session is closed; RFC 3501 5.4 asks for
 at least 30 minutes.""")
+    networks: tuple[str, ...] = option((), _networks, """
+Networks IMAP is served to, as [pop3] networks; a client elsewhere is
+greeted * BYE and disconnected.""")
 
 
 @attrs.frozen
@@ -268,10 +389,15 @@ this way: the sender picks the address, and must not plant "sent" mail.""")
 @attrs.frozen
 class AuthConfig:
     failure_delay: float = option(2.0, delay, "Seconds to wait before answering a failed login.")
-    plaintext_without_tls: bool = option(False, boolean, """
-Accept LOGIN, USER/PASS and AUTH PLAIN before TLS on listeners that are not
-loopback.  Off, such a listener advertises LOGINDISABLED (IMAP), leaves USER
-out of CAPA (POP3) and refuses plain-text logins until STARTTLS/STLS.""")
+    # Like Dovecot's disable_plaintext_auth with login_trusted_networks.
+    plaintext_without_tls: bool | tuple[str, ...] = option(False, _plaintext_networks, """
+Where LOGIN, USER/PASS and AUTH PLAIN are taken before TLS: false, from
+this machine only (loopback and UNIX sockets); true, from everywhere; or a
+list of networks (names from [networks], CIDRs, "local" for this machine),
+e.g. ["local", "scanners"] for a scanner VLAN that cannot speak TLS.  Any
+client elsewhere gets LOGINDISABLED (IMAP), no USER in CAPA (POP3), and
+its plain-text logins refused until STARTTLS/STLS.  Behind a trusted PROXY
+balancer the client's own address counts.""")
 
 
 @attrs.frozen
@@ -281,9 +407,21 @@ class TlsConfig:
     certificate: str = option("tls/cert.pem", _path, """
 PEM certificate (leaf first, then intermediates) and its unencrypted key,
 relative to the data dir.  When both are left at these defaults and neither
-exists, the first run writes a self-signed pair for the hostname there.
-Both are reloaded on SIGHUP and when either file changes.""")
+exists, the first run writes a self-signed ECDSA pair for the hostname
+there.  Every pair is reloaded on SIGHUP and when a file changes.""")
     key: str = option("tls/key.pem", _path)
+    rsa_certificate: str = option("tls/rsa-cert.pem", _optional_path, """
+A second pair, with an RSA key, for clients that know no ECDSA (old
+Windows, Android, appliances): each client gets the pair it can use, and a
+listener below TLS 1.2 needs an RSA pair.  At these defaults, with
+certificate and key at theirs, the first run writes a self-signed RSA 2048
+pair here; at these defaults beside another certificate, it is used when
+present.  "" for none (when certificate is RSA itself).""")
+    rsa_key: str = option("tls/rsa-key.pem", _optional_path)
+
+    def __attrs_post_init__(self) -> None:
+        if bool(self.rsa_certificate) != bool(self.rsa_key):
+            raise OptionError('rsa_certificate and rsa_key are a pair: give both, or both ""')
 
 
 @attrs.frozen
@@ -316,8 +454,8 @@ up to 15 seconds; a correct password is never delayed.""")
 Password checks from one address at once; more wait their turn, so that
 parallel connections cannot multiply the guessing rate the delay allows.""")
     lockout_exempt_networks: tuple[str, ...] = option((), _networks, """
-Networks whose users are never locked out, e.g. ["192.0.2.0/24"] for an
-office, or a webmail front end that does not name its clients (see
+Networks whose users are never locked out, e.g. ["lan"] or ["192.0.2.0/24"]
+for an office, or a webmail front end that does not name its clients (see
 [proxy] login_trusted_networks); their failures are still delayed.""")
     # RFC 6177: a subscriber holds a /64 at the least.  Shorter than an ISP's
     # allocation (RIRs hand out /32s), a prefix would count unrelated
@@ -326,6 +464,9 @@ office, or a webmail front end that does not name its clients (see
 IPv6 clients count by network, this prefix long, for every limit per
 address (connections, failed logins): a subscriber holds a /64 or more and
 may pick any address in it.  32 to 128.""")
+    per_ip_exempt_networks: tuple[str, ...] = option((), _networks, """
+Networks max_connections_per_ip does not hold, e.g. ["lan"] for an office
+whose clients all poll at once; max_connections still counts them.""")
 
 
 @attrs.frozen
@@ -389,6 +530,14 @@ Connections to PostgreSQL per node, each with a thread running its queries.""")
 @attrs.frozen
 class Config:
     hostname: str = option("localhost", _hostname, "Name used in greetings and in LMTP replies.", reload=RESTART)
+    # Sorted (name, CIDRs) pairs.
+    networks: tuple[tuple[str, tuple[str, ...]], ...] = table(_network_table, """
+Networks by name, for every option below that takes a list of networks
+(where "local", this machine's loopback and UNIX sockets, is built in).
+A change applies at a reload, but to [listeners] and [proxy] at a restart.""",
+        """\
+  lan = ["192.168.0.0/16", "fd00::/8"]
+  scanners = ["192.168.50.0/24"]""")
     listeners: ListenersConfig = section(ListenersConfig, reload=RESTART)
     pop3: Pop3Config = section(Pop3Config)
     imap: ImapConfig = section(ImapConfig)
@@ -400,6 +549,50 @@ class Config:
     proxy: ProxyConfig = section(ProxyConfig, reload=RESTART)
     # The store is opened once, at the start.
     store: StoreConfig = section(StoreConfig, reload=RESTART)
+
+    # [networks] parsed, and the lists resolved so far (read per connection).
+    _named: dict = attrs.field(init=False, repr=False, eq=False)
+    _resolved: dict = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        named = {name: Networks.parse(cidrs) for name, cidrs in self.networks}
+        object.__setattr__(self, "_resolved", {})
+        for key, entries in self._network_lists():
+            for index, entry in enumerate(entries):
+                try:
+                    Networks.parse([entry], named)
+                except UnknownNetwork as error:
+                    raise ConfigProblem(f"{key}[{index}]", str(error)) from None
+        object.__setattr__(self, "_named", named)
+
+    def _network_lists(self) -> Iterable[tuple[str, tuple[str, ...]]]:
+        plaintext = self.auth.plaintext_without_tls
+        yield "auth.plaintext_without_tls", plaintext if isinstance(plaintext, tuple) else ()
+        yield "pop3.networks", self.pop3.networks
+        yield "imap.networks", self.imap.networks
+        yield "limits.lockout_exempt_networks", self.limits.lockout_exempt_networks
+        yield "limits.per_ip_exempt_networks", self.limits.per_ip_exempt_networks
+        yield "proxy.trusted", self.proxy.trusted
+        yield "proxy.login_trusted_networks", self.proxy.login_trusted_networks
+        for name, listener in self.listeners.named:
+            yield f"listeners.{name}.networks", listener.networks
+
+    def resolve(self, entries: tuple[str, ...]) -> Networks:
+        """A list of networks from this config, its names looked up in [networks]."""
+        networks = self._resolved.get(entries)
+        if networks is None:
+            networks = self._resolved[entries] = Networks.parse(entries, self._named)
+        return networks
+
+    @property
+    def plaintext_networks(self) -> Networks:
+        """Where a plain-text password is taken before TLS ([auth] plaintext_without_tls)."""
+        allowed = self.auth.plaintext_without_tls
+        if allowed is True:
+            return EVERYWHERE
+        if allowed is False:
+            return Networks(local=True)
+        return self.resolve(allowed)
 
     @property
     def uidl(self) -> UidlFormat:

@@ -60,9 +60,35 @@ def section(kind: type, help: str = "", *, reload: str = LIVE):
     return attrs.field(factory=kind, metadata={"section": kind, "help": help, "reload": reload})
 
 
+def table(check: Check, help: str, example: str, *, reload: str | None = None):
+    """
+    An option whose value is a table of entries the user names
+    (``[networks]`` with ``lan = [...]``): ``check`` reads the whole table,
+    into a tuple that is empty by default.  The default file shows it as a
+    section of its own, with ``help`` and then ``example`` commented.
+    """
+    return attrs.field(
+        default=(),
+        metadata={"check": check, "help": help, "reload": reload, "shown": None, "example": example},
+    )
+
+
+def named_sections(kind: type, help: str, *, reload: str | None = None):
+    """
+    Tables of ``kind``'s options under names the user picks, beside the
+    options of the section that declares this (``[listeners.legacy]`` in
+    ``[listeners]``): read into sorted (name, kind) pairs, empty by
+    default.  Names are letters, digits, ``-`` and ``_``.  A kind whose
+    options cannot all default checks them in ``__attrs_post_init__``,
+    raising OptionError.  The default file shows one under the name NAME,
+    each option as an example.
+    """
+    return attrs.field(default=(), metadata={"named": kind, "help": help, "reload": reload})
+
+
 def _declared(kind: type) -> Iterator[attrs.Attribute]:
     for field in attrs.fields(kind):
-        if field.init and ("check" in field.metadata or "section" in field.metadata):
+        if field.init and ("check" in field.metadata or "section" in field.metadata or "named" in field.metadata):
             yield field
 
 
@@ -76,11 +102,18 @@ def read(kind: type, table: Any, where: str = "") -> Any:
     """
     values = {}
     fields = {field.name: field for field in _declared(kind)}
+    named_field = next((field for field in fields.values() if "named" in field.metadata), None)
+    named = []
     for key, value in table.items():
         dotted = f"{where}.{key}" if where else key
         field = fields.get(key)
-        if field is None:
-            known = ", ".join(f"[{name}]" if "section" in f.metadata else name for name, f in fields.items())
+        if (field is None or field is named_field) and named_field is not None and isinstance(value, dict):
+            if not _NAME.fullmatch(key):
+                raise ConfigProblem(dotted, "a name is letters, digits, '-' and '_', at most 64")
+            named.append((key, read(named_field.metadata["named"], value, dotted)))
+            continue
+        if field is None or field is named_field:
+            known = ", ".join(_known(where, name, f) for name, f in fields.items())
             raise ConfigProblem(dotted, f"unknown key (known: {known})")
         if "section" in field.metadata:
             if not isinstance(value, dict):
@@ -93,7 +126,23 @@ def read(kind: type, table: Any, where: str = "") -> Any:
             raise ConfigProblem(dotted, str(error)) from None
         except _ItemProblem as error:
             raise ConfigProblem(f"{dotted}{error.where}", error.problem) from None
-    return kind(**values)
+    if named_field is not None:
+        values[named_field.name] = tuple(sorted(named))
+    try:
+        return kind(**values)
+    except OptionError as error:
+        raise ConfigProblem(where, str(error)) from None
+
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _known(where: str, name: str, field: attrs.Attribute) -> str:
+    if "section" in field.metadata or "example" in field.metadata:
+        return f"[{name}]"
+    if "named" in field.metadata:
+        return f"[{where}.NAME]" if where else "[NAME]"
+    return name
 
 
 class _ItemProblem(Exception):
@@ -119,17 +168,38 @@ def _render_table(kind: type, where: str) -> list[str]:
     lines: list[str] = []
     subsections = []
     for field in _declared(kind):
-        if "section" in field.metadata:
+        if "section" in field.metadata or "example" in field.metadata:
             subsections.append(field)
-            continue
-        lines += _comment(field.metadata["help"])
-        shown = field.metadata["shown"]
-        lines.append(f"# {field.name} = {shown if shown is not None else toml_value(field.default)}")
+        elif "named" in field.metadata:
+            lines += _render_named(field, f"{where}.NAME" if where else "NAME")
+        else:
+            lines += _comment(field.metadata["help"])
+            lines.append(f"# {field.name} = {_shown(field)}")
     for field in subsections:
         dotted = f"{where}.{field.name}" if where else field.name
         lines += ["", f"[{dotted}]", *_comment(field.metadata["help"])]
-        lines += _render_table(field.metadata["section"], dotted)
+        if "example" in field.metadata:
+            lines += _comment(field.metadata["example"])
+        else:
+            lines += _render_table(field.metadata["section"], dotted)
     return lines
+
+
+def _render_named(field: attrs.Attribute, dotted: str) -> list[str]:
+    """
+    The named tables' options, as an example: indented, so that they are not
+    read as the enclosing section's options when uncommented.
+    """
+    lines = ["#", f"# [{dotted}]", *_comment(field.metadata["help"])]
+    for option_field in _declared(field.metadata["named"]):
+        lines += _comment(option_field.metadata["help"])
+        lines.append(f"#   {option_field.name} = {_shown(option_field)}")
+    return lines
+
+
+def _shown(field: attrs.Attribute) -> str:
+    shown = field.metadata["shown"]
+    return shown if shown is not None else toml_value(field.default)
 
 
 def _comment(text: str) -> list[str]:
@@ -158,7 +228,10 @@ def reload_rules(kind: type, where: str = "", inherited: str = LIVE) -> dict[str
     rules = {}
     for field in _declared(kind):
         dotted = f"{where}.{field.name}" if where else field.name
-        if "section" in field.metadata:
+        if "named" in field.metadata:
+            # Named tables are compared whole: one rule for all of them.
+            rules[dotted] = field.metadata["reload"] or inherited
+        elif "section" in field.metadata:
             rules.update(reload_rules(field.metadata["section"], dotted, field.metadata["reload"]))
         else:
             rules[dotted] = field.metadata["reload"] or inherited
@@ -275,6 +348,8 @@ def table_of(item: Check, what: str) -> Check:
                 pairs.append((name, item(entry)))
             except OptionError as error:
                 raise _ItemProblem(f".{name}", str(error)) from None
+            except _ItemProblem as error:
+                raise _ItemProblem(f".{name}{error.where}", error.problem) from None
         return tuple(sorted(pairs))
 
     return check

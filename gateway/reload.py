@@ -21,6 +21,11 @@ What a reload can change, and when it is seen:
   (the LMTP factory copies its settings at start) and ``[store]`` (the store
   is opened once) need a restart: they are logged as such and the running
   values stay.
+- ``[networks]`` applies where the names are read at each connection or
+  login (``[auth]``, ``[pop3]``/``[imap] networks``, ``[limits]``);
+  listeners and ``[proxy]`` keep the networks they started with.  A file
+  whose ``[networks]`` no longer names what a running restart-only option
+  uses is not taken: a restart it is.
 
 A config that does not load is logged with its reason and the running one
 stays, whole.
@@ -39,7 +44,7 @@ from twisted.logger import Logger
 from gateway.net import metrics
 from gateway.auth import UsersFileError
 from gateway.config import Config, ConfigError
-from gateway.options import LIVE, RESTART, reload_rules
+from gateway.options import LIVE, RESTART, ConfigProblem, reload_rules
 
 log = Logger()
 
@@ -160,11 +165,13 @@ class ConfigReloader(Service):
         self._reload_users(why)
         try:
             loaded = self.read_config()
-        except ConfigError as e:
+            # A new file may name a network that an option a restart
+            # changes still needs from the running [networks].
+            plan = plan_reload(self.live.current, loaded)
+        except (ConfigError, ConfigProblem) as e:
             log.error("Config not reloaded ({why}), keeping the running one: {error}", why=why, error=str(e))
             metrics.record_config_reload(False)
             return False
-        plan = plan_reload(self.live.current, loaded)
         for name in plan.refused:
             log.error(
                 "Config reload ({why}): {option} not changed: {danger}, and POP3 clients would download "

@@ -63,6 +63,10 @@ class StoreFull(TemporaryFailure):
     """
 
 
+class TooManyDevices(StoreError):
+    """A new POP3 device for a mailbox that has as many as it may."""
+
+
 class NoStore(StoreError):
     """There is no store where the configuration says (``open_maintenance``)."""
 
@@ -287,11 +291,13 @@ class IMailStore(Interface):
         @return: Deferred firing with an int; fails with L{NoSuchMailbox}.
         """
 
-    def lock_maildrop(user):
+    def lock_maildrop(user, device=None):
         """
-        Hold the user's POP3 maildrop for one session against every other
+        Hold the user's POP3 maildrop, or the view of it of ``device``
+        (gateway/pop3/devices.py), for one session against every other
         session on this store, in any process or node that shares it (RFC
-        1939 8).  A holder that dies releases it.
+        1939 8).  Each device's view is a maildrop of its own, and the
+        user's plain login another.  A holder that dies releases it.
 
         @return: Deferred firing with a no-argument callable that releases
             it (calling it again does nothing), or with None when another
@@ -306,6 +312,41 @@ class IMailStore(Interface):
 
         @return: Deferred firing with (the L{MessageRecord}s that changed,
             ascending by UID; the UIDs that failed the test, ascending).
+        """
+
+    # POP3 views per device (gateway/pop3/devices.py): which of a mailbox's
+    # messages each device has deleted.  Like the flags, a backend whose
+    # index is rebuilt from the message files starts them afresh.
+
+    def open_device(mailbox_id, device, now, max_devices, forget_before):
+        """
+        A POP3 device's view of the mailbox opens: first every device whose
+        last login was before ``forget_before`` is forgotten, its marks with
+        it (``device`` too, which then comes back as new); then ``device``
+        is registered, or its login noted, at ``now`` (seconds since the
+        epoch).  One step: nothing of it is done when it fails.
+
+        @return: Deferred firing with the frozenset of UIDs ``device`` has
+            deleted; fails with L{TooManyDevices} when ``device`` is new and
+            the mailbox has ``max_devices`` already, or L{NoSuchMailbox}.
+        """
+
+    def delete_for_device(mailbox_id, device, uids):
+        """
+        Mark ``uids`` deleted by ``device`` (registered by L{open_device}),
+        durably: a POP3 QUIT was answered on it.  Marks of messages no longer
+        in the mailbox go in the same step.
+
+        @return: Deferred firing with the ascending list of the mailbox's
+            UIDs that every device registered on it has deleted.
+        """
+
+    def forget_device_deletions(mailbox_id, uids):
+        """
+        Drop every device's mark on ``uids``, once the delete policy has
+        taken them.
+
+        @return: Deferred firing with None.
         """
 
 

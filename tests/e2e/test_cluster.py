@@ -148,6 +148,47 @@ def test_pop3_on_one_node_holds_the_maildrop_against_the_other(nodes):
     third.quit()
 
 
+def pop3_login(node, user: str) -> poplib.POP3:
+    client = poplib.POP3("127.0.0.1", node.port("pop3"), timeout=10)
+    client.user(user)
+    client.pass_(PASSWORD)
+    return client
+
+
+def test_device_views_across_nodes(nodes):
+    # Each device's view is a maildrop of its own on every node: the phone
+    # on A and the desktop on B at once; the phone again on B is refused.
+    a, b = nodes
+    lmtp_deliver(a, "one")
+    lmtp_deliver(a, "two")
+    for device in ("phone", "desktop"):
+        pop3_login(a, f"alice#{device}").quit()
+    phone = pop3_login(a, "alice#phone")
+    desktop = pop3_login(b, "alice#desktop")
+    try:
+        second = poplib.POP3("127.0.0.1", b.port("pop3"), timeout=10)
+        second.user("alice#phone")
+        with pytest.raises(poplib.error_proto) as caught:
+            second.pass_(PASSWORD)
+        assert caught.value.args[0].startswith(b"-ERR [IN-USE]")
+        second.quit()
+        uidls = phone.uidl()[1]
+        assert desktop.uidl()[1] == uidls and len(uidls) == 2
+        phone.dele(1)
+        desktop.dele(1)
+        desktop.dele(2)
+    finally:
+        phone.quit()
+        desktop.quit()
+    # Both devices deleted message 1: it left INBOX; 2 only the desktop did.
+    phone = pop3_login(b, "alice#phone")
+    assert [line.split()[1] for line in phone.uidl()[1]] == [uidls[1].split()[1]]
+    phone.quit()
+    plain = pop3_login(a, "alice")
+    assert plain.stat()[0] == 1
+    plain.quit()
+
+
 def test_gateway_check_reads_the_shared_store(nodes, tmp_path):
     a, _ = nodes
     lmtp_deliver(a, "checked")

@@ -25,6 +25,7 @@ from gateway.store.interfaces import (
     MessageExpunged,
     NoSuchMailbox,
     NoSuchUser,
+    TooManyDevices,
     UidNotAvailable,
 )
 from tests.deferreds import failure_of, result_of
@@ -36,6 +37,10 @@ MESSAGE = b"From: a@example.org\nTo: b@example.org\nSubject: hello\n\nline one\n
 def inbox(store, user="alice"):
     result_of(store.ensure_user(user))
     return result_of(store.get_mailbox(user, "INBOX"))
+
+
+def deliver(store, box, count):
+    return [result_of(store.append(box.id, MESSAGE)).uid for _ in range(count)]
 
 
 class MailStoreContract:
@@ -260,6 +265,115 @@ class MailStoreContract:
         assert result_of(store.store_flags_unchanged_since(box.id, [1], {"\\Deleted"}, "add", 6)) == ([], [])
         assert result_of(store.store_flags_unchanged_since(box.id, [1, 3], set(), "set", 0)) == ([], [1, 3])
         assert result_of(store.get_mailbox("alice", "INBOX")).highestmodseq == 6
+
+    def test_a_maildrop_and_each_device_view_are_held_by_one_session(self, store):
+        # RFC 1939 8: one session per maildrop; a device's view is one of
+        # its own, and the plain login another.
+        plain = result_of(store.lock_maildrop("alice"))
+        phone = result_of(store.lock_maildrop("alice", "phone"))
+        desktop = result_of(store.lock_maildrop("alice", "desktop"))
+        bob_phone = result_of(store.lock_maildrop("bob", "phone"))
+        assert all(callable(release) for release in (plain, phone, desktop, bob_phone))
+        assert result_of(store.lock_maildrop("alice")) is None
+        assert result_of(store.lock_maildrop("alice", "phone")) is None
+        phone()
+        phone()  # twice is once
+        # Free at once: a client that QUITs and logs in again is let in.
+        again = result_of(store.lock_maildrop("alice", "phone"))
+        assert callable(again)
+        assert result_of(store.lock_maildrop("alice", "phone")) is None
+        assert result_of(store.lock_maildrop("alice", "desktop")) is None
+        for release in (plain, again, desktop, bob_phone):
+            release()
+
+    # POP3 views per device: the marks each device's deletions leave
+    # (gateway/pop3/devices.py).
+
+    def test_a_device_sees_its_own_deletions_only(self, store):
+        box = inbox(store)
+        deliver(store, box, 3)
+        assert result_of(store.open_device(box.id, "phone", 1000.0, 10, 0.0)) == frozenset()
+        assert result_of(store.open_device(box.id, "desktop", 1000.0, 10, 0.0)) == frozenset()
+        assert result_of(store.delete_for_device(box.id, "phone", [1, 3])) == []
+        assert result_of(store.open_device(box.id, "phone", 1001.0, 10, 0.0)) == {1, 3}
+        assert result_of(store.open_device(box.id, "desktop", 1001.0, 10, 0.0)) == frozenset()
+        # The messages are all still there.
+        assert [r.uid for r in result_of(store.list_messages(box.id))] == [1, 2, 3]
+
+    def test_what_every_device_deleted_is_answered_until_forgotten(self, store):
+        box = inbox(store)
+        deliver(store, box, 3)
+        for device in ("phone", "desktop"):
+            result_of(store.open_device(box.id, device, 1000.0, 10, 0.0))
+        assert result_of(store.delete_for_device(box.id, "phone", [1, 2])) == []
+        assert result_of(store.delete_for_device(box.id, "desktop", [2, 3])) == [2]
+        assert result_of(store.delete_for_device(box.id, "desktop", [1])) == [1, 2]
+        result_of(store.forget_device_deletions(box.id, [1, 2]))
+        assert result_of(store.open_device(box.id, "phone", 1001.0, 10, 0.0)) == frozenset()
+        assert result_of(store.open_device(box.id, "desktop", 1001.0, 10, 0.0)) == {3}
+        assert result_of(store.delete_for_device(box.id, "phone", [])) == []
+
+    def test_a_new_device_is_counted_in_from_its_first_login(self, store):
+        box = inbox(store)
+        deliver(store, box, 2)
+        result_of(store.open_device(box.id, "phone", 1000.0, 10, 0.0))
+        assert result_of(store.delete_for_device(box.id, "phone", [1])) == [1]
+        # Before the policy took 1, a tablet logs in: from now on its
+        # deletions count too, and it sees 1.
+        assert result_of(store.open_device(box.id, "tablet", 1000.0, 10, 0.0)) == frozenset()
+        assert result_of(store.delete_for_device(box.id, "phone", [2])) == []
+        assert result_of(store.delete_for_device(box.id, "tablet", [1, 2])) == [1, 2]
+
+    def test_marks_of_messages_gone_go_too(self, store):
+        box = inbox(store)
+        deliver(store, box, 3)
+        for device in ("phone", "desktop"):
+            result_of(store.open_device(box.id, device, 1000.0, 10, 0.0))
+        result_of(store.delete_for_device(box.id, "phone", [1, 2]))
+        assert result_of(store.expunge(box.id, [1])) == [1]
+        # Marks for gone and never-present UIDs are not kept.
+        assert result_of(store.delete_for_device(box.id, "desktop", [1, 2, 99])) == [2]
+        assert result_of(store.open_device(box.id, "phone", 1001.0, 10, 0.0)) == {2}
+        assert result_of(store.open_device(box.id, "desktop", 1001.0, 10, 0.0)) == {2}
+
+    def test_devices_are_bounded_and_the_unused_forgotten(self, store):
+        box = inbox(store)
+        deliver(store, box, 2)
+        for n in range(3):
+            result_of(store.open_device(box.id, f"d{n}", 1000.0 + n, 3, 0.0))
+        failure_of(store.open_device(box.id, "d3", 2000.0, 3, 0.0), TooManyDevices)
+        # A known device still logs in.
+        assert result_of(store.open_device(box.id, "d2", 2000.0, 3, 0.0)) == frozenset()
+        result_of(store.delete_for_device(box.id, "d0", [1]))
+        # d0 and d1 last logged in before 1500: forgotten, d0's marks too,
+        # and the place is d3's.
+        assert result_of(store.open_device(box.id, "d3", 2000.0, 3, 1500.0)) == frozenset()
+        assert result_of(store.delete_for_device(box.id, "d2", [2])) == []
+        assert result_of(store.delete_for_device(box.id, "d3", [2])) == [2]
+        # d0 comes back as new: what it deleted before is back in its view.
+        assert result_of(store.open_device(box.id, "d0", 2001.0, 3, 1500.0)) == frozenset()
+
+    def test_a_refused_new_device_changes_nothing(self, store):
+        box = inbox(store)
+        result_of(store.open_device(box.id, "old", 1000.0, 1, 0.0))
+        failure_of(store.open_device(box.id, "new", 2000.0, 1, 0.0), TooManyDevices)
+        # "old" was not forgotten by the refused step, nor "new" registered.
+        failure_of(store.open_device(box.id, "new", 2000.0, 1, 0.0), TooManyDevices)
+        assert result_of(store.open_device(box.id, "old", 2000.0, 1, 0.0)) == frozenset()
+        failure_of(store.open_device(999999, "phone", 1000.0, 10, 0.0), NoSuchMailbox)
+
+    def test_devices_belong_to_their_mailbox_and_go_with_their_user(self, store):
+        box, other = inbox(store), inbox(store, "bob")
+        deliver(store, box, 1)
+        deliver(store, other, 1)
+        for mailbox in (box, other):
+            result_of(store.open_device(mailbox.id, "phone", 1000.0, 1, 0.0))
+        assert result_of(store.delete_for_device(box.id, "phone", [1])) == [1]
+        assert result_of(store.open_device(other.id, "phone", 1000.0, 1, 0.0)) == frozenset()
+        result_of(store.delete_user("alice"))
+        box = inbox(store)
+        deliver(store, box, 1)
+        assert result_of(store.open_device(box.id, "desktop", 1000.0, 1, 0.0)) == frozenset()
 
 
 def crlf(data: bytes) -> bytes:

@@ -22,6 +22,7 @@ from gateway.store.interfaces import (
     MailboxExists,
     MessageExpunged,
     TemporaryFailure,
+    TooManyDevices,
 )
 from gateway.store.postgresql.chunks import ChunkedBlobs
 from gateway.store.postgresql.maintenance import Collected
@@ -505,12 +506,58 @@ def test_a_maildrop_is_held_by_one_session_across_nodes(two_nodes):
     assert callable(other)
     release()
     release()  # twice is once
-    assert turn_until(lambda: a._maildrops._held == set(), 5)
-    again = result_of(b.lock_maildrop("alice"))
-    assert callable(again)
+    # Free on the other node once node A's server-side unlock is done.
+    tries = []
+    assert turn_until(lambda: tries.append(result_of(b.lock_maildrop("alice"))) or callable(tries[-1]), 5)
     assert result_of(a.lock_maildrop("alice")) is None
-    again()
+    tries[-1]()
     other()
+
+
+def test_device_views_are_maildrops_of_their_own_across_nodes(two_nodes):
+    a, b = two_nodes
+    phone = result_of(a.lock_maildrop("alice", "phone"))
+    assert callable(phone)
+    assert result_of(b.lock_maildrop("alice", "phone")) is None
+    desktop = result_of(b.lock_maildrop("alice", "desktop"))
+    plain = result_of(b.lock_maildrop("alice"))
+    assert callable(desktop) and callable(plain)
+    phone()
+    tries = []
+    assert turn_until(lambda: tries.append(result_of(b.lock_maildrop("alice", "phone"))) or callable(tries[-1]), 5)
+    for release in (tries[-1], desktop, plain):
+        release()
+
+
+def test_devices_quitting_on_two_nodes_at_once_each_count_the_others_marks(two_nodes):
+    # Each round, a phone on node A and a desktop on node B delete the same
+    # message at the same moment: one of the two must learn that every
+    # device has deleted it, or it would stay in INBOX for ever.
+    a, b = two_nodes
+    box = inbox(a)
+    rounds = 25
+    wait_all([a.append(box.id, MESSAGE) for _ in range(rounds)])
+    for device, node in (("phone", a), ("desktop", b)):
+        result_of(node.open_device(box.id, device, 1000.0, 10, 0.0))
+    for uid in range(1, rounds + 1):
+        answers = wait_all([a.delete_for_device(box.id, "phone", [uid]),
+                            b.delete_for_device(box.id, "desktop", [uid])])
+        assert [uid] in answers, (uid, answers)
+        result_of(a.forget_device_deletions(box.id, [uid]))
+
+
+def test_new_devices_on_two_nodes_at_once_never_pass_the_limit(two_nodes, postgres_dsn):
+    from twisted.internet.defer import DeferredList
+
+    a, b = two_nodes
+    box = inbox(a)
+    outcomes = result_of(DeferredList(
+        [node.open_device(box.id, f"{name}{n}", 1000.0, 3, 0.0) for n in range(6) for name, node in (("a", a), ("b", b))],
+        consumeErrors=True,
+    ))
+    assert sum(ok for ok, _ in outcomes) == 3
+    assert all(f.check(TooManyDevices) for ok, f in outcomes if not ok)
+    assert sql(postgres_dsn, "SELECT count(*) FROM pop3_devices WHERE mailbox_id = %s", (box.id,)) == [(3,)]
 
 
 def test_a_dead_node_releases_its_maildrops(two_nodes, postgres_dsn):

@@ -24,9 +24,20 @@ from gateway.store.postgresql.database import connection_settings
 
 log = Logger()
 
-# The key of a user's maildrop: a 64-bit hash of the name, computed by the
-# server so every node agrees.
-_KEY = "hashtextextended('gateway maildrop ' || %s, 0)"
+# The key of a maildrop: a 64-bit hash of its name, computed by the server
+# so every node agrees.
+_KEY = "hashtextextended(%s, 0)"
+
+
+def maildrop_name(user: str, device: str | None) -> str:
+    """
+    The lock's name for a user's maildrop, or for a device's view of it:
+    each device's view is a maildrop of its own.  A device name never holds
+    '#', so no two (user, device) pairs share a name.
+    """
+    if device is None:
+        return f"gateway maildrop {user}"
+    return f"gateway device {user}#{device}"
 
 
 class MaildropLocks:
@@ -44,34 +55,40 @@ class MaildropLocks:
         if self._connection is not None:
             self._connection.close()
 
-    def lock(self, user: str):
+    def lock(self, user: str, device: str | None = None):
         """
         @return: Deferred firing with a no-argument callable that releases
             the lock, or with None when another session, on any node, holds
             it.
         """
-        if user in self._held:
+        name = maildrop_name(user, device)
+        if name in self._held:
             return succeed(None)
-        self._held.add(user)
-        d = self._run(self._try_lock, user, sorted(self._held - {user}))
+        self._held.add(name)
+        d = self._run(self._try_lock, name, sorted(self._held - {name}))
 
         def locked(granted):
             if not granted:
-                self._held.discard(user)
+                self._held.discard(name)
                 return None
             released = []
 
             def release():
+                # The one lock thread takes work in order: a session asking
+                # for this maildrop next has its lock taken after this
+                # unlock, so the node may count it free now (a client that
+                # QUITs and at once logs in again is not refused).
                 if not released:
                     released.append(True)
-                    self._run(self._unlock, user).addErrback(
-                        lambda failure: log.failure("Releasing the maildrop lock of {user}", failure, user=user)
-                    ).addBoth(lambda _: self._held.discard(user))
+                    self._held.discard(name)
+                    self._run(self._unlock, name).addErrback(
+                        lambda failure: log.failure("Releasing the lock {name}", failure, name=name)
+                    )
 
             return release
 
         def failed(failure):
-            self._held.discard(user)
+            self._held.discard(name)
             return failure
 
         return d.addCallbacks(locked, failed)
@@ -94,28 +111,27 @@ class MaildropLocks:
         if lost:
             # The locks went with the old connection: take back those that
             # sessions of this node still hold.
-            for user in others:
-                if not self._connection.execute(f"SELECT pg_try_advisory_lock({_KEY})", (user,)).fetchone()[0]:
-                    log.warn("The POP3 maildrop lock of {user} was lost with its connection and is held elsewhere now",
-                             user=user)
+            for name in others:
+                if not self._connection.execute(f"SELECT pg_try_advisory_lock({_KEY})", (name,)).fetchone()[0]:
+                    log.warn("The lock {name} was lost with its connection and is held elsewhere now", name=name)
         return self._connection
 
-    def _try_lock(self, user: str, others: list[str]) -> bool:
+    def _try_lock(self, name: str, others: list[str]) -> bool:
         for attempt in range(2):
             connection = self._connect(others)
             try:
-                return connection.execute(f"SELECT pg_try_advisory_lock({_KEY})", (user,)).fetchone()[0]
+                return connection.execute(f"SELECT pg_try_advisory_lock({_KEY})", (name,)).fetchone()[0]
             except psycopg.OperationalError as e:
                 if attempt or not connection.broken:
                     raise TemporaryFailure(f"database unavailable: {e}".strip()) from e
         raise AssertionError("unreachable")
 
-    def _unlock(self, user: str) -> None:
+    def _unlock(self, name: str) -> None:
         connection = self._connection
         if connection is None or connection.broken or connection.closed:
             return  # gone with the connection
         try:
-            connection.execute(f"SELECT pg_advisory_unlock({_KEY})", (user,))
+            connection.execute(f"SELECT pg_advisory_unlock({_KEY})", (name,))
         except psycopg.OperationalError:
             pass  # gone with the connection
 

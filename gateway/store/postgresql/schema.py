@@ -77,6 +77,24 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (owner, name)
     );
     """,
+    # 2: POP3 views per device (devices.py): a mailbox's devices, and the
+    # messages each has deleted; a device's marks go with it.
+    """
+    CREATE TABLE pop3_devices (
+        mailbox_id bigint NOT NULL REFERENCES mailboxes ON DELETE CASCADE,
+        name text COLLATE "C" NOT NULL,
+        last_login double precision NOT NULL,
+        PRIMARY KEY (mailbox_id, name)
+    );
+    CREATE TABLE pop3_device_deletions (
+        mailbox_id bigint NOT NULL,
+        uid bigint NOT NULL,
+        device text COLLATE "C" NOT NULL,
+        PRIMARY KEY (mailbox_id, uid, device),
+        FOREIGN KEY (mailbox_id, device) REFERENCES pop3_devices ON DELETE CASCADE
+    );
+    CREATE INDEX pop3_device_deletions_device ON pop3_device_deletions (mailbox_id, device);
+    """,
 )
 
 # pg_advisory_xact_lock key of the migration: "gateway" in ASCII.

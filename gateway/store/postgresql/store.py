@@ -45,8 +45,9 @@ from gateway.store.model import (
 )
 from gateway.store.names import canonical_name, check_name
 from gateway.store.postgresql.check import CheckMixin
-from gateway.store.postgresql.delivery import STRUCTURE_COLUMNS, DeliveryMixin
 from gateway.store.postgresql.database import Database, Transaction
+from gateway.store.postgresql.delivery import STRUCTURE_COLUMNS, DeliveryMixin
+from gateway.store.postgresql.devices import DevicesMixin
 from gateway.store.postgresql.feed import ClusterChangeFeed
 from gateway.store.postgresql.maildrops import MaildropLocks
 from gateway.store.postgresql.maintenance import MaintenanceMixin
@@ -59,7 +60,7 @@ RECORD_COLUMNS = "uid, flags, internaldate, tzoffset, size, modseq"
 
 
 @implementer(IMailStore, IImportableStore, IGroupCommitStore, IStoreMaintenance)
-class PostgreSQLStore(DeliveryMixin, MaintenanceMixin, CheckMixin):
+class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin):
     """
     ``dsn`` is a libpq connection string; ``blobs`` where bodies go.  The
     schema is migrated before the constructor returns (a node cannot serve
@@ -100,15 +101,15 @@ class PostgreSQLStore(DeliveryMixin, MaintenanceMixin, CheckMixin):
         self._closed.addBoth(lambda result: d.callback(None) or result)
         return d
 
-    def lock_maildrop(self, user):
+    def lock_maildrop(self, user, device=None):
         """
-        Hold the user's POP3 maildrop for one session against every session
-        on every node (RFC 1939 8).
+        Hold the user's POP3 maildrop, or a device's view of it, for one
+        session against every session on every node (RFC 1939 8).
 
         @return: Deferred firing with a no-argument callable that releases
             it, or with None when another session holds it.
         """
-        return self._maildrops.lock(user)
+        return self._maildrops.lock(user, device)
 
     def _committed(self, changed: dict[int, int]) -> None:
         for mailbox_id, modseq in changed.items():

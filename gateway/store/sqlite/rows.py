@@ -57,6 +57,20 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     name TEXT NOT NULL,
     PRIMARY KEY (user, name)
 ) WITHOUT ROWID;
+-- POP3 views per device (devices.py): the devices of a mailbox, and the
+-- messages each has deleted.
+CREATE TABLE IF NOT EXISTS pop3_devices (
+    mailbox_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    last_login REAL NOT NULL,
+    PRIMARY KEY (mailbox_id, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pop3_device_deletions (
+    mailbox_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    PRIMARY KEY (mailbox_id, uid, device)
+) WITHOUT ROWID;
 """
 
 RECORD_COLUMNS = "uid, flags, internaldate, tzoffset, size, modseq"

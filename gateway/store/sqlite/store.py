@@ -59,6 +59,7 @@ from gateway.store.changes import ChangeFeed
 from gateway.store.interfaces import IGroupCommitStore, IImportableStore, IMailStore, MessageExpunged, NoSuchMailbox
 from gateway.store.model import ChangeSet, MessageRecord
 from gateway.store.sqlite.delivery import DeliveryMixin
+from gateway.store.sqlite.devices import DevicesMixin
 from gateway.store.sqlite.mailboxes import MailboxesMixin
 from gateway.store.sqlite.maintenance import MaintenanceMixin
 from gateway.store.sqlite.reads import ReadsMixin
@@ -77,7 +78,7 @@ def _connect(index: Path) -> sqlite3.Connection:
 
 
 @implementer(IMailStore, IImportableStore, IGroupCommitStore)
-class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, MaintenanceMixin):
+class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, MaintenanceMixin):
     """
     The embedded default backend.  ``path`` is the store root directory.
 
@@ -96,9 +97,9 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, MaintenanceMixin):
         self._mail = self.root / "mail"
         self._tmp = self.root / "tmp"
         self.spool_directory = self._tmp
-        # POP3 maildrops held by sessions of this process: one process
-        # serves an SQLite store.
-        self._maildrops: set[str] = set()
+        # POP3 maildrops (user, device or None) held by sessions of this
+        # process: one process serves an SQLite store.
+        self._maildrops: set[tuple[str, str | None]] = set()
         self._reserve = Reserve(self.root / "reserve")
         # What opening the store put right, until a sweep reports it.
         self._recovered: list[str] = []
@@ -454,16 +455,17 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, MaintenanceMixin):
 
         return self._writer.submit(run)
 
-    def lock_maildrop(self, user):
-        if user in self._maildrops:
+    def lock_maildrop(self, user, device=None):
+        key = (user, device)
+        if key in self._maildrops:
             return defer.succeed(None)
-        self._maildrops.add(user)
+        self._maildrops.add(key)
         released = []
 
         def release():
             if not released:
                 released.append(True)
-                self._maildrops.discard(user)
+                self._maildrops.discard(key)
 
         return defer.succeed(release)
 
