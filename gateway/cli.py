@@ -236,7 +236,7 @@ def cmd_export(args, stdin, stdout) -> int:
 def cmd_check(args, stdin, stdout) -> int:
     from gateway import oneshot
     from gateway.ops.check import check
-    from gateway.store.interfaces import NoStore
+    from gateway.store.interfaces import NoStore, StoreError, TemporaryFailure
     from gateway.store.opening import open_maintenance
 
     config = _config(args)
@@ -248,6 +248,10 @@ def cmd_check(args, stdin, stdout) -> int:
         return oneshot.run(run)
     except NoStore as e:
         raise CommandError(str(e), os.EX_NOINPUT) from None
+    except TemporaryFailure as e:
+        raise CommandError(f"store: {e}", os.EX_TEMPFAIL) from None
+    except StoreError as e:
+        raise CommandError(f"store: {e}") from None
 
 
 def _uint32(text: str) -> int:

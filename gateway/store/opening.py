@@ -28,7 +28,7 @@ def open_store(config, data_dir: Path, reactor, serving: bool = False):
     raise ValueError(f"unknown store backend {settings.backend!r}")
 
 
-def _open_postgresql(settings, reactor):
+def _open_postgresql(settings, reactor, migrate_schema: bool = True):
     """
     The shared store of a cluster.  Its modules load only here: a
     single-node server never imports psycopg or boto3.
@@ -56,7 +56,7 @@ def _open_postgresql(settings, reactor):
         blobs.check()
     else:
         blobs = ChunkedBlobs()
-    return PostgreSQLStore(reactor, settings.dsn, blobs, pool_size=settings.pool_size)
+    return PostgreSQLStore(reactor, settings.dsn, blobs, pool_size=settings.pool_size, migrate_schema=migrate_schema)
 
 
 def open_maintenance(config, data_dir: Path, reactor):
@@ -70,6 +70,7 @@ def open_maintenance(config, data_dir: Path, reactor):
     if settings.backend == "postgresql":
         from gateway.store.postgresql.check import PostgreSQLMaintenance
 
-        # The check reads in one read-only snapshot; only --repair writes.
-        return PostgreSQLMaintenance(lambda: _open_postgresql(settings, reactor))
+        # The check reads in one read-only snapshot; only --repair writes,
+        # and neither migrates the schema (the nodes do).
+        return PostgreSQLMaintenance(lambda: _open_postgresql(settings, reactor, migrate_schema=False))
     raise ValueError(f"unknown store backend {settings.backend!r}")

@@ -203,3 +203,15 @@ def test_a_node_without_a_database_says_so_in_one_line(tmp_path):
     with pytest.raises(RuntimeError) as caught:
         server.start(timeout=30)
     assert 'store: [store] backend = "postgresql" needs store.dsn, the database to use' in str(caught.value)
+
+
+def test_gateway_check_never_migrates_the_schema(tmp_path, postgres_database, seaweed):
+    import psycopg
+
+    config = node_config(tmp_path / "node.toml", postgres_database, seaweed, seaweed.create_bucket())
+    result = run_gateway(tmp_path / "data", "--config", str(config), "check", check=False)
+    assert result.returncode == 1
+    assert result.stderr == (b"gateway: store: the database has no gateway schema:"
+                             b" a node creates it when it first starts\n")
+    with psycopg.connect(postgres_database) as connection:
+        assert connection.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,)

@@ -380,6 +380,27 @@ def test_a_schema_newer_than_the_code_is_refused(postgres_dsn):
         PostgreSQLStore(reactor, postgres_dsn, ChunkedBlobs(), pool_size=1)
 
 
+def test_a_store_opened_without_migrating_leaves_an_older_schema_alone(postgres_dsn):
+    # What ``gateway check`` opens: it reads and repairs, but the schema is
+    # the nodes' to migrate.
+    from gateway.store.postgresql.schema import MIGRATIONS, SchemaNotCurrent
+
+    with pytest.raises(SchemaNotCurrent, match="no gateway schema: a node creates it"):
+        PostgreSQLStore(reactor, postgres_dsn, ChunkedBlobs(), pool_size=1, migrate_schema=False)
+    assert sql(postgres_dsn, "SELECT to_regclass('schema_migrations') IS NULL") == [(True,)]
+    sql(postgres_dsn, "CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+        " applied timestamptz NOT NULL DEFAULT now()); INSERT INTO schema_migrations VALUES (1)")
+    sql(postgres_dsn, MIGRATIONS[0])
+    with pytest.raises(SchemaNotCurrent, match=f"version 1, older than this gateway's {len(MIGRATIONS)}"):
+        PostgreSQLStore(reactor, postgres_dsn, ChunkedBlobs(), pool_size=1, migrate_schema=False)
+    assert sql(postgres_dsn, "SELECT max(version) FROM schema_migrations") == [(1,)]
+    # A node migrates it; then the check opens it.
+    result_of(PostgreSQLStore(reactor, postgres_dsn, ChunkedBlobs(), pool_size=1).close())
+    checked = PostgreSQLStore(reactor, postgres_dsn, ChunkedBlobs(), pool_size=1, migrate_schema=False)
+    assert result_of(checked.check_store(repair=False)) == ([], [])
+    result_of(checked.close())
+
+
 def test_an_unreachable_database_is_a_temporary_failure(postgres_cluster):
     from tests.store.engines import free_port
 

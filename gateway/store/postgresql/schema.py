@@ -105,6 +105,43 @@ class SchemaTooNew(StoreError):
     """The database was migrated by a newer gateway than this one."""
 
 
+class SchemaNotCurrent(StoreError):
+    """The database has no gateway schema yet, or an older one, and was not to be changed."""
+
+
+def _version(transaction) -> int | None:
+    """The schema version, or None for a database the gateway never set up."""
+    if transaction.one("SELECT to_regclass('schema_migrations')")[0] is None:
+        return None
+    return transaction.one("SELECT coalesce(max(version), 0) FROM schema_migrations")[0]
+
+
+def _refuse_newer(current: int) -> None:
+    if current > len(MIGRATIONS):
+        raise SchemaTooNew(
+            f"the database schema is version {current}; this gateway knows up to {len(MIGRATIONS)}"
+        )
+
+
+def require_current(transaction) -> int:
+    """
+    Check, changing nothing, that the schema is the one this code knows
+    (for tools that must not migrate, such as ``gateway check``).
+
+    @return: the schema version.
+    """
+    current = _version(transaction)
+    if not current:
+        raise SchemaNotCurrent("the database has no gateway schema: a node creates it when it first starts")
+    _refuse_newer(current)
+    if current < len(MIGRATIONS):
+        raise SchemaNotCurrent(
+            f"the database schema is version {current}, older than this gateway's {len(MIGRATIONS)}:"
+            " a node of this version migrates it when it starts; left unchanged"
+        )
+    return current
+
+
 def migrate(transaction) -> int:
     """
     Bring the schema up to date inside ``transaction``.
@@ -116,11 +153,8 @@ def migrate(transaction) -> int:
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version integer PRIMARY KEY, applied timestamptz NOT NULL DEFAULT now())"
     )
-    current = transaction.one("SELECT coalesce(max(version), 0) FROM schema_migrations")[0]
-    if current > len(MIGRATIONS):
-        raise SchemaTooNew(
-            f"the database schema is version {current}; this gateway knows up to {len(MIGRATIONS)}"
-        )
+    current = _version(transaction)
+    _refuse_newer(current)
     for version in range(current + 1, len(MIGRATIONS) + 1):
         transaction.execute(MIGRATIONS[version - 1])
         transaction.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))

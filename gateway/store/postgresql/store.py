@@ -51,7 +51,7 @@ from gateway.store.postgresql.devices import DevicesMixin
 from gateway.store.postgresql.feed import ClusterChangeFeed
 from gateway.store.postgresql.maildrops import MaildropLocks
 from gateway.store.postgresql.maintenance import MaintenanceMixin
-from gateway.store.postgresql.schema import migrate
+from gateway.store.postgresql.schema import migrate, require_current
 
 log = Logger()
 
@@ -64,11 +64,12 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin)
     """
     ``dsn`` is a libpq connection string; ``blobs`` where bodies go.  The
     schema is migrated before the constructor returns (a node cannot serve
-    on an older one).
+    on an older one); with ``migrate_schema`` false it must be current
+    already, and is left as it is.
     """
 
     def __init__(self, reactor, dsn: str, blobs: IBlobStore, pool_size: int = 10, min_connections: int = 1,
-                 spool_dir: str | None = None, connect_timeout: float = 10.0):
+                 spool_dir: str | None = None, connect_timeout: float = 10.0, migrate_schema: bool = True):
         self._reactor = reactor
         self._blobs = blobs
         self._spool_dir = spool_dir
@@ -80,7 +81,10 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin)
         self._db = Database(reactor, dsn, pool_size, min_connections, connect_timeout, on_commit=self._committed)
         self._db.open()
         try:
-            self._db.transact(migrate)
+            if migrate_schema:
+                self._db.transact(migrate)
+            else:
+                self._db.transact(require_current, (), None)
         except BaseException:
             self._db.close()
             raise
