@@ -5,6 +5,7 @@ backend (DESIGN.md).  Everything else holds the store by its interfaces.
 
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
 
 from gateway.store.interfaces import NoStore
@@ -74,3 +75,71 @@ def open_maintenance(config, data_dir: Path, reactor):
         # and neither migrates the schema (the nodes do).
         return PostgreSQLMaintenance(lambda: _open_postgresql(settings, reactor, migrate_schema=False))
     raise ValueError(f"unknown store backend {settings.backend!r}")
+
+
+def open_copy_source(data_dir: Path, reactor):
+    """
+    The SQLite store of the data dir ``data_dir``, whatever the config now
+    says, for ``gateway migrate`` to copy; it may be serving meanwhile.
+    """
+    root = Path(data_dir) / "store"
+    if not (root / "index.sqlite").is_file():
+        raise NoStore(f"{root}: no SQLite store to copy (no index.sqlite)")
+    return SQLiteStore(root, reactor=reactor)
+
+
+def open_copy_target(to: str, blobs: str | None, reactor, connections: int):
+    """
+    The PostgreSQL store at ``to`` (a ``postgresql://`` URL or a libpq
+    connection string) with bodies where ``blobs`` says (L{parse_blobs}),
+    its schema created or migrated: what ``gateway migrate`` copies into.
+
+    @raise ValueError: ``to`` or ``blobs`` is not one of those.
+    """
+    from gateway.store.postgresql.chunks import ChunkedBlobs
+    from gateway.store.postgresql.store import PostgreSQLStore
+
+    if "://" in to and not to.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"--to {to!r}: give a postgresql:// URL or a libpq connection string")
+    where = parse_blobs(blobs)
+    if where is None:
+        store_blobs = ChunkedBlobs()
+    else:
+        from gateway.store.blobs.s3 import S3Blobs
+
+        store_blobs = S3Blobs(connections=connections, **where)
+        store_blobs.check()
+    return PostgreSQLStore(reactor, to, store_blobs, pool_size=connections)
+
+
+def parse_blobs(url: str | None) -> dict | None:
+    """
+    Where ``gateway migrate --blobs`` puts bodies: None (or "postgresql")
+    for PostgreSQL itself, else ``s3://BUCKET[/PREFIX][?endpoint=URL&region=NAME]``
+    as L{S3Blobs} arguments; credentials come the usual boto3 way
+    (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an instance role).
+
+    @raise ValueError: with the one line to show.
+    """
+    if url is None or url == "postgresql":
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ValueError(f"--blobs {url!r}: give s3://BUCKET[/PREFIX][?endpoint=URL&region=NAME] or postgresql")
+    try:
+        query = urllib.parse.parse_qs(parts.query, strict_parsing=bool(parts.query), max_num_fields=2)
+    except ValueError as e:
+        raise ValueError(f"--blobs {url!r}: {e}") from None
+    unknown = sorted(set(query) - {"endpoint", "region"})
+    if unknown:
+        raise ValueError(f"--blobs {url!r}: unknown parameter {unknown[0]!r} (known: endpoint, region)")
+    if any(len(values) > 1 for values in query.values()):
+        raise ValueError(f"--blobs {url!r}: each parameter once")
+    return {
+        "bucket": parts.netloc,
+        # As store.blobs.prefix: verbatim, so "s3://mail/gw/" names "gw/...".
+        "prefix": parts.path[1:],
+        "endpoint": query.get("endpoint", [None])[0],
+        "region": query.get("region", ["us-east-1"])[0],
+    }
+

@@ -20,6 +20,7 @@ from gateway.store.interfaces import (
     IGroupCommitStore,
     IImportableStore,
     IMailStore,
+    IStoreDump,
     InvalidMailboxName,
     MailboxExists,
     MessageExpunged,
@@ -28,6 +29,7 @@ from gateway.store.interfaces import (
     TooManyDevices,
     UidNotAvailable,
 )
+from gateway.store.model import DeviceState, MailboxState
 from tests.deferreds import failure_of, result_of
 from tests.reactorthread import unwrapped
 
@@ -461,3 +463,40 @@ class GroupCommitContract:
         for box in boxes:
             with result_of(store.open_message(box.id, 1)) as f:
                 assert f.read() == crlf(MESSAGE)
+
+
+class StoreDumpContract:
+    """IStoreDump: what copying a whole store reads beside IMailStore."""
+
+    def test_provides_dump(self, store):
+        assert verifyObject(IStoreDump, store)
+
+    def test_users_are_those_with_mailboxes_or_subscriptions(self, store):
+        assert result_of(store.list_users()) == []
+        inbox(store, "bob")
+        inbox(store, "alice")
+        result_of(store.set_subscribed("carol", "Lists", True))
+        assert result_of(store.list_users()) == ["alice", "bob", "carol"]
+
+    def test_mailbox_state_has_recent_and_the_expunged_history(self, store):
+        box = inbox(store)
+        deliver(store, box, 4)  # modseqs 2..5
+        assert result_of(store.mailbox_state(box.id)) == MailboxState(1, ())
+        assert result_of(store.claim_recent(box.id)) == {1, 2, 3, 4}
+        result_of(store.expunge(box.id, [3, 1]))  # modseq 6
+        result_of(store.expunge(box.id, [4]))  # modseq 7
+        assert result_of(store.mailbox_state(box.id)) == MailboxState(5, ((1, 6), (3, 6), (4, 7)))
+        failure_of(store.mailbox_state(box.id + 100), NoSuchMailbox)
+
+    def test_devices_with_their_logins_and_deletions(self, store):
+        box = inbox(store)
+        deliver(store, box, 3)
+        assert result_of(store.list_devices(box.id)) == ()
+        result_of(store.open_device(box.id, "phone", 1000.5, 10, 0.0))
+        result_of(store.open_device(box.id, "desktop", 1001.0, 10, 0.0))
+        result_of(store.delete_for_device(box.id, "phone", [1, 3]))
+        assert result_of(store.list_devices(box.id)) == (
+            DeviceState("desktop", 1001.0, frozenset()),
+            DeviceState("phone", 1000.5, frozenset({1, 3})),
+        )
+

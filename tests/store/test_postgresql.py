@@ -28,7 +28,15 @@ from gateway.store.postgresql.chunks import ChunkedBlobs
 from gateway.store.postgresql.maintenance import Collected
 from gateway.store.postgresql.store import PostgreSQLStore
 from tests.deferreds import failure_of, result_of
-from tests.store.contract import MESSAGE, crlf, GroupCommitContract, ImportableStoreContract, MailStoreContract, inbox
+from tests.store.contract import (
+    MESSAGE,
+    crlf,
+    GroupCommitContract,
+    ImportableStoreContract,
+    MailStoreContract,
+    StoreDumpContract,
+    inbox,
+)
 
 
 def s3_blobs(seaweed, bucket):
@@ -51,7 +59,7 @@ def store(postgres_dsn, blobs):
     result_of(s.close())
 
 
-class TestPostgreSQLStore(MailStoreContract, ImportableStoreContract, GroupCommitContract):
+class TestPostgreSQLStore(MailStoreContract, ImportableStoreContract, GroupCommitContract, StoreDumpContract):
     """The contract, with each kind of body store."""
 
 

@@ -21,7 +21,14 @@ from gateway.store.interfaces import (
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import failure_of, result_of
 from tests.reactorthread import OnReactorThread
-from tests.store.contract import MESSAGE, GroupCommitContract, ImportableStoreContract, MailStoreContract, inbox
+from tests.store.contract import (
+    MESSAGE,
+    GroupCommitContract,
+    ImportableStoreContract,
+    MailStoreContract,
+    StoreDumpContract,
+    inbox,
+)
 
 
 @pytest.fixture
@@ -169,7 +176,7 @@ def test_changes_by_another_process_are_noticed_by_polling(tmp_path):
     server_side.close()
 
 
-class TestSQLiteStore(MailStoreContract, ImportableStoreContract, GroupCommitContract):
+class TestSQLiteStore(MailStoreContract, ImportableStoreContract, GroupCommitContract, StoreDumpContract):
     """The contract, against the SQLite backend (the ``store`` fixture above)."""
 
 

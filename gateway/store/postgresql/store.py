@@ -27,6 +27,8 @@ from gateway.store.interfaces import (
     IGroupCommitStore,
     IImportableStore,
     IMailStore,
+    IStoreDump,
+    IStoreLoad,
     IStoreMaintenance,
     InvalidMailboxName,
     MailboxExists,
@@ -45,6 +47,7 @@ from gateway.store.model import (
 )
 from gateway.store.names import canonical_name, check_name
 from gateway.store.postgresql.check import CheckMixin
+from gateway.store.postgresql.copying import CopyingMixin
 from gateway.store.postgresql.database import Database, Transaction
 from gateway.store.postgresql.delivery import STRUCTURE_COLUMNS, DeliveryMixin
 from gateway.store.postgresql.devices import DevicesMixin
@@ -59,8 +62,8 @@ MAILBOX_COLUMNS = "id, owner, name, uidvalidity, uidnext, highestmodseq, special
 RECORD_COLUMNS = "uid, flags, internaldate, tzoffset, size, modseq"
 
 
-@implementer(IMailStore, IImportableStore, IGroupCommitStore, IStoreMaintenance)
-class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin):
+@implementer(IMailStore, IImportableStore, IGroupCommitStore, IStoreMaintenance, IStoreDump, IStoreLoad)
+class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin, CopyingMixin):
     """
     ``dsn`` is a libpq connection string; ``blobs`` where bodies go.  The
     schema is migrated before the constructor returns (a node cannot serve

@@ -56,10 +56,18 @@ from zope.interface import implementer
 
 from gateway.durable import create_slot_file, read_slot_file, write_atomic, write_slot_file
 from gateway.store.changes import ChangeFeed
-from gateway.store.interfaces import IGroupCommitStore, IImportableStore, IMailStore, MessageExpunged, NoSuchMailbox
+from gateway.store.interfaces import (
+    IGroupCommitStore,
+    IImportableStore,
+    IMailStore,
+    IStoreDump,
+    MessageExpunged,
+    NoSuchMailbox,
+)
 from gateway.store.model import ChangeSet, MessageRecord
 from gateway.store.sqlite.delivery import DeliveryMixin
 from gateway.store.sqlite.devices import DevicesMixin
+from gateway.store.sqlite.dump import DumpMixin
 from gateway.store.sqlite.mailboxes import MailboxesMixin
 from gateway.store.sqlite.maintenance import MaintenanceMixin
 from gateway.store.sqlite.reads import ReadsMixin
@@ -77,8 +85,8 @@ def _connect(index: Path) -> sqlite3.Connection:
     return sqlite3.connect(index, timeout=30, isolation_level=None, check_same_thread=False)
 
 
-@implementer(IMailStore, IImportableStore, IGroupCommitStore)
-class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, MaintenanceMixin):
+@implementer(IMailStore, IImportableStore, IGroupCommitStore, IStoreDump)
+class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpMixin, MaintenanceMixin):
     """
     The embedded default backend.  ``path`` is the store root directory.
 
