@@ -524,6 +524,10 @@ The "postgresql" backend's database, as a libpq connection string, e.g.
 gateway user's ~/.pgpass.  The gateway creates and migrates its tables.""")
     pool_size: int = option(10, whole(1, 1000), """
 Connections to PostgreSQL per node, each with a thread running its queries.""")
+    connect_timeout: int = option(10, whole(1, 300, what="a whole number of seconds"), """
+Seconds a session waits for a PostgreSQL connection (the database
+restarting, or every connection busy) before its client gets a temporary
+error: LMTP 451, IMAP NO [UNAVAILABLE], POP3 -ERR [SYS/TEMP].""")
     blobs: BlobsConfig = section(BlobsConfig)
 
 

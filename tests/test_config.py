@@ -87,7 +87,7 @@ def test_default_toml_shows_every_option_commented():
         "failed_logins_per_ip", "failed_login_window", "password_checks_per_ip",
         "lockout_exempt_networks", "ipv6_prefix", "per_ip_exempt_networks", "trusted", "login_trusted_networks",
         "max_message_size", "max_recipients", "save_to_detail_mailbox", "backend", "flag_durability",
-        "dsn", "pool_size", "kind", "bucket", "endpoint", "region", "access_key", "secret_key", "prefix",
+        "dsn", "pool_size", "connect_timeout", "kind", "bucket", "endpoint", "region", "access_key", "secret_key", "prefix",
     }
     examples = {re.match(r"#   (\w+) = ", line)[1] for line in DEFAULT_TOML.splitlines() if re.match(r"#   \w+ = ", line)}
     assert examples == {"lan", "scanners", "protocol", "endpoints", "tls_min_version", "networks"}
@@ -368,7 +368,7 @@ def test_not_utf8(tmp_path):
         ("[store]\nflag_durability = true", "store.flag_durability: must be one of 'batched', 'immediate', not a boolean"),
         ("[store.blobs]\nkind = 'ftp'", "store.blobs.kind: must be one of 's3', 'postgresql', not a string ('ftp')"),
         ("[store]\npool_size = 0", "store.pool_size: must be from 1 to 1000, not 0"),
-        ("[store]\npath = '/srv'", "store.path: unknown key (known: backend, flag_durability, dsn, pool_size, [blobs])"),
+        ("[store]\npath = '/srv'", "store.path: unknown key (known: backend, flag_durability, dsn, pool_size, connect_timeout, [blobs])"),
     ],
 )
 def test_errors(text, message):

@@ -242,6 +242,11 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
             self._deselect()
             self.transport.loseConnection()
             return
+        except TemporaryFailure as e:
+            # The command's own answer still goes out; what changed is told
+            # after a later command, once the store answers again.
+            log.warn("Selected mailbox not brought up to date: {error}", error=str(e))
+            return
         if view is self.view and not self._gone and not self._closing:
             lines = view.flush(allow_expunge, self.condstore, self.qresync)
             if lines:

@@ -57,7 +57,8 @@ def _open_postgresql(settings, reactor, migrate_schema: bool = True):
         blobs.check()
     else:
         blobs = ChunkedBlobs()
-    return PostgreSQLStore(reactor, settings.dsn, blobs, pool_size=settings.pool_size, migrate_schema=migrate_schema)
+    return PostgreSQLStore(reactor, settings.dsn, blobs, pool_size=settings.pool_size,
+                           connect_timeout=settings.connect_timeout, migrate_schema=migrate_schema)
 
 
 def open_maintenance(config, data_dir: Path, reactor):

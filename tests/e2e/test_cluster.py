@@ -20,12 +20,13 @@ from tests.serverproc import GatewayProcess, run_gateway
 PASSWORD = "cluster-secret"
 
 
-def node_config(path, dsn: str, seaweed, bucket: str):
+def node_config(path, dsn: str, seaweed, bucket: str, store_options: str = ""):
     path.write_text(
         "[store]\n"
         'backend = "postgresql"\n'
         f"dsn = {dsn!r}\n"
         "pool_size = 4\n"
+        f"{store_options}"
         "\n[store.blobs]\n"
         'kind = "s3"\n'
         f'bucket = "{bucket}"\n'
@@ -39,11 +40,16 @@ def node_config(path, dsn: str, seaweed, bucket: str):
 
 @pytest.fixture
 def nodes(tmp_path, postgres_database, seaweed):
+    yield from start_nodes(tmp_path, postgres_database, seaweed)
+
+
+def start_nodes(tmp_path, postgres_database, seaweed, store_options: str = ""):
+    """Two nodes on one database and bucket, alice a user of each; stopped when the generator ends."""
     bucket = seaweed.create_bucket()
     started = []
     try:
         for name in ("a", "b"):
-            config = node_config(tmp_path / f"{name}.toml", postgres_database, seaweed, bucket)
+            config = node_config(tmp_path / f"{name}.toml", postgres_database, seaweed, bucket, store_options)
             node = GatewayProcess(tmp_path / name, config=config)
             # The passwd-file is each node's own; a cluster ships the same
             # file to every node.

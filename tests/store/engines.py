@@ -134,6 +134,9 @@ class PostgresCluster:
             self.bindir / "initdb", "-D", self.data, "-U", self.USER, f"--pwfile={password_file}",
             "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync",
         )
+        self._start_server()
+
+    def _start_server(self) -> None:
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets}"
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
@@ -142,6 +145,20 @@ class PostgresCluster:
             self.bindir / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", str(int(START_TIMEOUT)),
             "-o", options, "start",
         )
+
+    def restart(self, down: float) -> None:
+        """
+        Stop the server as an administrator's restart does (``-m fast``:
+        every connection is closed), keep it down ``down`` seconds, start it
+        again on the same port.
+        """
+        if self._admin_connection is not None:
+            self._admin_connection.close()
+            self._admin_connection = None
+        self._run(self.bindir / "pg_ctl", "-D", self.data, "-m", "fast", "-w",
+                  "-t", str(int(STOP_TIMEOUT)), "stop", timeout=STOP_TIMEOUT + 5)
+        time.sleep(down)
+        self._start_server()
 
     def stop(self) -> None:
         if self._admin_connection is not None:
@@ -208,6 +225,10 @@ def weed_binary() -> Path | None:
     return Path(found) if found else None
 
 
+class PortTaken(RuntimeError):
+    """weed could not listen on a port picked for it."""
+
+
 class SeaweedS3:
     """
     ``weed server -s3``: master, volume server, filer and the S3 gateway in
@@ -233,6 +254,22 @@ class SeaweedS3:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        # Ports are picked free, then bound by weed a moment later: one of
+        # its own components' outgoing connections may take one meanwhile
+        # (they are in the ephemeral range).  Then it exits at once; start
+        # again on other ports.
+        for attempt in range(3):
+            try:
+                self._start()
+                return
+            except PortTaken:
+                if attempt == 2:
+                    raise
+                self.port = free_port(below=55535)
+                self._client = None
+                shutil.rmtree(self.root / "data", ignore_errors=True)
+
+    def _start(self) -> None:
         identities = (
             '{"identities": [{"name": "gateway", "credentials": [{"accessKey": "%s", "secretKey": "%s"}],'
             ' "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}' % (self.ACCESS_KEY, self.SECRET_KEY)
@@ -266,7 +303,10 @@ class SeaweedS3:
         last = None
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"weed server exited ({self.process.returncode}):\n{self.log.read_text()[-4000:]}")
+                log = self.log.read_text()
+                if "bind: address already in use" in log:
+                    raise PortTaken(log[-4000:])
+                raise RuntimeError(f"weed server exited ({self.process.returncode}):\n{log[-4000:]}")
             try:
                 urllib.request.urlopen(self.endpoint, timeout=2)
             except urllib.error.HTTPError:
