@@ -487,6 +487,42 @@ def test_a_change_on_one_node_wakes_sessions_on_the_other(listening_nodes):
     assert heard[-1] == record.modseq + 2
 
 
+def test_sessions_asking_the_same_changes_share_one_query_until_a_change_is_heard(listening_nodes, monkeypatch):
+    # A delivery wakes every session idling on the mailbox, and each asks
+    # changes_since with the modseq it knows.
+    a, b = listening_nodes
+    box = inbox(a)
+    other = result_of(a.create_mailbox("alice", "Other"))
+    first = result_of(a.append(box.id, MESSAGE))
+    heard = []
+    a.changes.subscribe(box.id, lambda mailbox_id, modseq: heard.append(modseq))
+    assert turn_until(lambda: listening(b), 10)
+    settle(a, heard)
+    queries = []
+    snapshot = a._db.snapshot
+    monkeypatch.setattr(a._db, "snapshot", lambda *args: queries.append(args) or snapshot(*args))
+
+    answers = wait_all([a.changes_since(box.id, 0) for _ in range(50)])
+    assert len(queries) == 1 and all(answer == answers[0] for answer in answers)
+    assert [r.uid for r in answers[0].updated] == [first.uid]
+    assert result_of(a.changes_since(box.id, 0)) == answers[0] and len(queries) == 1
+    # Another node's delivery: once heard, the question is asked again.
+    second = result_of(b.append(box.id, MESSAGE))
+    assert turn_until(lambda: heard, 1.0)
+    again = wait_all([a.changes_since(box.id, 0) for _ in range(10)])
+    assert len(queries) == 2 and [r.uid for r in again[0].updated] == [first.uid, second.uid]
+    # This node's own change forgets it at once, before its caller goes on.
+    result_of(a.store_flags(box.id, [first.uid], {"\\Seen"}, "add"))
+    assert "\\Seen" in result_of(a.changes_since(box.id, 0)).updated[0].flags and len(queries) == 3
+    # A mailbox no session here watches is asked each time.
+    wait_all([a.changes_since(other.id, 0) for _ in range(3)])
+    assert len(queries) == 6
+    # Not listening, the node might miss a change: no memo.
+    a.changes._listener._listened = False
+    wait_all([a.changes_since(box.id, 0) for _ in range(2)])
+    assert len(queries) == 8
+
+
 def test_a_node_hears_its_own_change_once(listening_nodes):
     a, _ = listening_nodes
     box = inbox(a)

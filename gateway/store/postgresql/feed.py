@@ -44,6 +44,20 @@ class ClusterChangeFeed:
         self._watched: dict[int, int] = {}
         self._highest = highest
         self._listener = Listener(reactor, dsn, self.heard, self.catch_up, retry_limit, connect_timeout)
+        # What learns that a mailbox moved on (the store's ``ChangesMemo``),
+        # or that anything may have, when listening starts again.
+        self.memo = None
+
+    def fresh(self, mailbox_id: int) -> bool:
+        """
+        Whether every change of the mailbox reaches this feed now: it is
+        watched, and the node listens.
+        """
+        return self._listener.listening and mailbox_id in self._watched
+
+    def known(self, mailbox_id: int) -> int:
+        """The highest modseq of the mailbox this feed has heard of."""
+        return self._known.get(mailbox_id, 0)
 
     def subscribe(self, mailbox_id, callback):
         self._watched[mailbox_id] = self._watched.get(mailbox_id, 0) + 1
@@ -59,6 +73,8 @@ class ClusterChangeFeed:
             if not self._watched[mailbox_id]:
                 del self._watched[mailbox_id]
                 self._known.pop(mailbox_id, None)
+                if self.memo is not None:
+                    self.memo.forget(mailbox_id)
 
         return end
 
@@ -75,10 +91,14 @@ class ClusterChangeFeed:
         for mailbox_id, modseq in changed.items():
             if mailbox_id in self._watched and modseq > self._known.get(mailbox_id, 0):
                 self._known[mailbox_id] = modseq
+                if self.memo is not None:
+                    self.memo.forget(mailbox_id)
                 self._fanout.notify(mailbox_id, modseq)
 
     def catch_up(self) -> Deferred:
         """Listening (again): wake whatever moved while nobody listened."""
+        if self.memo is not None:
+            self.memo.clear()
         ids = sorted(self._watched)
         if not ids:
             return succeed(None)
@@ -118,6 +138,10 @@ class Listener:
         self._thread: threading.Thread | None = None
         self._stopped: list[Deferred] = []
         self._listened = False
+
+    @property
+    def listening(self) -> bool:
+        return self._listened
 
     def start(self) -> None:
         if self._thread is not None:

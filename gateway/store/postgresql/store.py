@@ -54,6 +54,7 @@ from gateway.store.postgresql.devices import DevicesMixin
 from gateway.store.postgresql.feed import ClusterChangeFeed
 from gateway.store.postgresql.maildrops import MaildropLocks
 from gateway.store.postgresql.maintenance import MaintenanceMixin
+from gateway.store.postgresql.memo import ChangesMemo
 from gateway.store.postgresql.schema import migrate, require_current
 
 log = Logger()
@@ -81,6 +82,7 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
         self.spool_directory = spool_dir
         self._closed = None
         self.changes = ClusterChangeFeed(reactor, dsn, self._highest_modseqs, connect_timeout=connect_timeout)
+        self._changes_memo = self.changes.memo = ChangesMemo(self.changes)
         self._db = Database(reactor, dsn, pool_size, min_connections, connect_timeout, on_commit=self._committed)
         self._db.open()
         try:
@@ -492,27 +494,29 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
         return self._db.write(work)
 
     def changes_since(self, mailbox_id, modseq):
-        def work(tx):
-            uidnext, highestmodseq = self._counters(tx, mailbox_id)
-            if modseq >= highestmodseq:
-                updated = expunged = ()
-            else:
-                updated = tuple(
-                    record_from_row(row) for row in tx.all(
-                        f"SELECT {RECORD_COLUMNS} FROM messages WHERE mailbox_id = %s AND modseq > %s ORDER BY uid",
-                        (mailbox_id, modseq),
-                    )
-                )
-                expunged = tuple(
-                    row[0] for row in tx.all(
-                        "SELECT uid FROM expunged WHERE mailbox_id = %s AND modseq > %s ORDER BY uid",
-                        (mailbox_id, modseq),
-                    )
-                )
-            return ChangeSet(mailbox_id=mailbox_id, highestmodseq=highestmodseq, uidnext=uidnext,
-                             updated=updated, expunged=expunged)
+        return self._changes_memo.ask(
+            mailbox_id, modseq, lambda: self._db.snapshot(self._changes_work, mailbox_id, modseq)
+        )
 
-        return self._db.snapshot(work)
+    def _changes_work(self, tx, mailbox_id, modseq):
+        uidnext, highestmodseq = self._counters(tx, mailbox_id)
+        if modseq >= highestmodseq:
+            updated = expunged = ()
+        else:
+            updated = tuple(
+                record_from_row(row) for row in tx.all(
+                    f"SELECT {RECORD_COLUMNS} FROM messages WHERE mailbox_id = %s AND modseq > %s ORDER BY uid",
+                    (mailbox_id, modseq),
+                )
+            )
+            expunged = tuple(
+                row[0] for row in tx.all(
+                    "SELECT uid FROM expunged WHERE mailbox_id = %s AND modseq > %s ORDER BY uid",
+                    (mailbox_id, modseq),
+                )
+            )
+        return ChangeSet(mailbox_id=mailbox_id, highestmodseq=highestmodseq, uidnext=uidnext,
+                         updated=updated, expunged=expunged)
 
     def claim_recent(self, mailbox_id):
         def work(tx):
