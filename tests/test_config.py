@@ -87,7 +87,8 @@ def test_default_toml_shows_every_option_commented():
         "failed_logins_per_ip", "failed_login_window", "password_checks_per_ip",
         "lockout_exempt_networks", "ipv6_prefix", "per_ip_exempt_networks", "trusted", "login_trusted_networks",
         "max_message_size", "max_recipients", "save_to_detail_mailbox", "backend", "flag_durability",
-        "dsn", "pool_size", "connect_timeout", "kind", "bucket", "endpoint", "region", "access_key", "secret_key", "prefix",
+        "dsn", "pool_size", "connect_timeout", "kind", "bucket", "endpoint", "region", "access_key", "secret_key",
+        "prefix", "cache_size",
     }
     examples = {re.match(r"#   (\w+) = ", line)[1] for line in DEFAULT_TOML.splitlines() if re.match(r"#   \w+ = ", line)}
     assert examples == {"lan", "scanners", "protocol", "endpoints", "tls_min_version", "networks"}

@@ -25,11 +25,14 @@ def open_store(config, data_dir: Path, reactor, serving: bool = False):
         return SQLiteStore(Path(data_dir) / "store", reactor=reactor, flag_durability=settings.flag_durability,
                            serving=serving)
     if settings.backend == "postgresql":
-        return _open_postgresql(settings, reactor)
+        # Only the server keeps copies of bodies: a tool running beside it
+        # must not empty its cache.
+        cache = Path(data_dir) / "cache" / "bodies" if serving else None
+        return _open_postgresql(settings, reactor, cache=cache)
     raise ValueError(f"unknown store backend {settings.backend!r}")
 
 
-def _open_postgresql(settings, reactor, migrate_schema: bool = True):
+def _open_postgresql(settings, reactor, migrate_schema: bool = True, cache: Path | None = None):
     """
     The shared store of a cluster.  Its modules load only here: a
     single-node server never imports psycopg or boto3.
@@ -57,6 +60,10 @@ def _open_postgresql(settings, reactor, migrate_schema: bool = True):
         blobs.check()
     else:
         blobs = ChunkedBlobs()
+    if cache is not None and blobs_settings.cache_size:
+        from gateway.store.blobs.cache import CachedBlobs
+
+        blobs = CachedBlobs(blobs, cache, blobs_settings.cache_size << 20)
     return PostgreSQLStore(reactor, settings.dsn, blobs, pool_size=settings.pool_size,
                            connect_timeout=settings.connect_timeout, migrate_schema=migrate_schema)
 
