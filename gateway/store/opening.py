@@ -13,6 +13,11 @@ from gateway.store.sqlite.check import SQLiteMaintenance
 from gateway.store.sqlite.store import SQLiteStore
 
 
+# How often each node of a cluster looks for bodies no message names any
+# more; one at a time collects.
+COLLECTION_INTERVAL = 3600.0
+
+
 def open_store(config, data_dir: Path, reactor, serving: bool = False):
     """
     The L{IMailStore} of ``config.store`` for the data dir ``data_dir``.
@@ -28,7 +33,10 @@ def open_store(config, data_dir: Path, reactor, serving: bool = False):
         # Only the server keeps copies of bodies: a tool running beside it
         # must not empty its cache.
         cache = Path(data_dir) / "cache" / "bodies" if serving else None
-        return _open_postgresql(settings, reactor, cache=cache)
+        store = _open_postgresql(settings, reactor, cache=cache)
+        if serving:
+            store.collect_orphans_every(COLLECTION_INTERVAL)
+        return store
     raise ValueError(f"unknown store backend {settings.backend!r}")
 
 

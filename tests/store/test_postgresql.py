@@ -286,6 +286,24 @@ def test_bodies_no_message_names_are_collected_and_shared_ones_kept(store, outsi
     assert outside.keys() == []
 
 
+def test_the_scheduled_collection_runs_on_one_node_at_a_time(store, outside, postgres_dsn):
+    import psycopg
+
+    from gateway.store.postgresql.maintenance import _COLLECTION_LOCK
+
+    box = inbox(store)
+    result_of(store.append(box.id, MESSAGE + b"gone\n"))
+    result_of(store.expunge(box.id, [1]))
+    with psycopg.connect(postgres_dsn, autocommit=True) as other_node:
+        other_node.execute("SELECT pg_advisory_lock(%s)", (_COLLECTION_LOCK,))
+        assert result_of(store.collect_orphans_if_free(datetime.timedelta(0))) is None
+        assert outside.keys() == [key_of(MESSAGE + b"gone\n")]
+    # The other node is done (or died): the next turn collects, with
+    # nobody asking.
+    store.collect_orphans_every(0.1, datetime.timedelta(0))
+    assert turn_until(lambda: outside.keys() == [], 10)
+
+
 def test_a_body_whose_delivery_never_committed_is_collected(store, outside, postgres_dsn, blobs):
     # What a node dying between writing a body and committing its row
     # leaves: bytes under a key that no blobs row names.

@@ -1,8 +1,9 @@
 """
 What the PostgreSQL store does besides serving sessions: migration with
 given UIDVALIDITY and UIDs (IImportableStore), and collecting the bodies no
-message names any more.  A mixin of L{PostgreSQLStore}: it works through the
-same database and body store.
+message names any more, on ``gateway check --repair`` and on a schedule on
+every node, one at a time.  A mixin of L{PostgreSQLStore}: it works through
+the same database and body store.
 """
 
 from __future__ import annotations
@@ -10,17 +11,26 @@ from __future__ import annotations
 import datetime
 
 import attrs
+import psycopg
 from psycopg import errors
-from twisted.internet import defer
+from twisted.internet import defer, task
+from twisted.logger import Logger
 
 from gateway.store.interfaces import MailboxExists, NoSuchMailbox, UidNotAvailable
 from gateway.store.model import UID_MAX
 from gateway.store.names import check_name
+from gateway.store.postgresql.database import connection_settings
+
+log = Logger()
 
 # A body written for a transaction that never committed (a node died
 # between the write and the commit) is collected once it is this old: no
 # transaction stays open that long.
 ORPHAN_GRACE = datetime.timedelta(hours=1)
+
+# pg_try_advisory_lock key of the scheduled collection: "collect" in ASCII.
+# One node at a time collects; the others find it taken and skip their turn.
+_COLLECTION_LOCK = 0x636F6C6C656374
 
 
 @attrs.frozen
@@ -92,6 +102,51 @@ class MaintenanceMixin:
         @return: Deferred firing with a L{Collected}.
         """
         return self._db.in_thread(self._collect_orphans, grace)
+
+    def collect_orphans_every(self, interval: float, grace: datetime.timedelta = ORPHAN_GRACE) -> None:
+        """
+        Collect the orphan bodies every ``interval`` seconds from now on
+        (the server's store; a tool's never does), while another node is
+        not at it; ``close`` stops it.
+        """
+        def collect():
+            d = self.collect_orphans_if_free(grace)
+            d.addCallback(collected)
+            # A failure (the database away) waits for the next turn.
+            d.addErrback(lambda failure: log.failure("Collecting orphan bodies", failure))
+            return d
+
+        def collected(outcome):
+            if outcome is not None and (outcome.unreferenced or outcome.uncommitted):
+                log.info("Collected {count} bodies no message names",
+                         count=len(outcome.unreferenced) + len(outcome.uncommitted))
+
+        self._collector = task.LoopingCall(collect)
+        self._collector.clock = self._reactor
+        self._collector.start(interval, now=False)
+
+    def collect_orphans_if_free(self, grace: datetime.timedelta = ORPHAN_GRACE):
+        """
+        L{collect_orphans}, unless another node is collecting now: the
+        scheduled collection every node runs, done by one at a time.
+
+        @return: Deferred firing with a L{Collected}, or None when another
+            node holds the collection's lock.
+        """
+        return self._db.in_thread(self._collect_orphans_if_free, grace)
+
+    def _collect_orphans_if_free(self, grace: datetime.timedelta) -> Collected | None:
+        # A session-level lock on a connection of its own, held while the
+        # collection runs its transactions through the pool; a node that
+        # dies lets it go with its connection.
+        with psycopg.connect(self._db.dsn, autocommit=True, application_name="gateway-collect",
+                             **connection_settings(10)) as connection:
+            if not connection.execute("SELECT pg_try_advisory_lock(%s)", (_COLLECTION_LOCK,)).fetchone()[0]:
+                return None
+            try:
+                return self._collect_orphans(grace)
+            finally:
+                connection.execute("SELECT pg_advisory_unlock(%s)", (_COLLECTION_LOCK,))
 
     def _collect_orphans(self, grace: datetime.timedelta) -> Collected:
         def candidates(tx):

@@ -81,6 +81,7 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
         # temporary directory: the store has no disk of its own.
         self.spool_directory = spool_dir
         self._closed = None
+        self._collector = None  # collect_orphans_every's
         self.changes = ClusterChangeFeed(reactor, dsn, self._highest_modseqs, connect_timeout=connect_timeout)
         self._changes_memo = self.changes.memo = ChangesMemo(self.changes)
         self._db = Database(reactor, dsn, pool_size, min_connections, connect_timeout, on_commit=self._committed)
@@ -103,6 +104,8 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
         @return: Deferred firing with None once done.
         """
         if self._closed is None:
+            if self._collector is not None and self._collector.running:
+                self._collector.stop()
             self._closed = self.changes.stop_polling()
             self._closed.addCallback(lambda _: self._maildrops.close())
             self._closed.addCallback(lambda _: self._db.close())
