@@ -192,20 +192,6 @@ def test_grafana_dashboard_parses():
             assert target["expr"].count("(") == target["expr"].count(")"), target["expr"]
 
 
-def test_cluster_node_config_loads(tmp_path):
-    """deploy/cluster/gateway.toml, a node of several over one PostgreSQL store, is a valid config."""
-    copy = tmp_path / "gateway.toml"
-    node = (DEPLOY / "cluster" / "gateway.toml").read_text()
-    assert 'backend = "postgresql"' in node and 'kind = "s3"' in node
-    copy.write_text(node)
-    result = subprocess.run(
-        gateway_command("--data", str(tmp_path), "check-config", "--config", str(copy)),
-        capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == f"{copy}: ok\n"
-
-
 def test_legacy_clients_example_loads_and_is_the_readmes(tmp_path):
     require_group("postfix")
     (tmp_path / "run").mkdir()
