@@ -22,6 +22,7 @@ from array import array
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Sequence as SequenceABC
 from itertools import chain
+from operator import itemgetter
 
 # Messages per block: 4 KB of UIDs and 1 KB of flag numbers.
 BLOCK = 1024
@@ -102,14 +103,13 @@ class Snapshot:
     def build(cls, messages: Iterable[tuple[int, frozenset[str]]], table: FlagTable | None = None) -> Snapshot:
         """From (UID, flags) pairs, ascending by UID."""
         table = FlagTable() if table is None else table
-        number = table.number
-        uids = array("I")
-        numbers = []
-        for uid, flags in messages:
-            uids.append(uid)
-            numbers.append(number(flags))
-        largest = len(table) - 1
-        return cls([(uids[start:start + BLOCK], _packed(numbers[start:start + BLOCK], largest))
+        messages = messages if isinstance(messages, list) else list(messages)
+        # Column at a time, so that the loops over messages run in C.
+        uids = array("I", map(itemgetter(0), messages))
+        lists = list(map(itemgetter(1), messages))
+        numbers = {flags: table.number(flags) for flags in dict.fromkeys(lists)}
+        packed = _packed(map(numbers.__getitem__, lists), len(table) - 1)
+        return cls([(uids[start:start + BLOCK], packed[start:start + BLOCK])
                     for start in range(0, len(uids), BLOCK)], table)
 
     # -- reading ----------------------------------------------------------
