@@ -48,7 +48,7 @@ class Plan:
 
 FULL = Plan(Settings(), messages=1_000)
 QUICK = Plan(Settings(duration=1.0, storm_clients=20, storm_seconds=2.0, idle_sessions=1_000,
-                      mailbox_idle_sessions=100, push_sessions=200, push_rounds=2, cap=120.0), messages=200)
+                      mailbox_idle_sessions=400, push_sessions=200, push_rounds=2, cap=120.0), messages=200)
 
 
 def make_users(plan: Plan) -> Users:

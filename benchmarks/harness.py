@@ -48,7 +48,7 @@ class Settings:
     idle_sessions: int = 2_000
     # Sessions SELECTed on the 1,000 and 20,000-message INBOXes: Dovecot
     # runs a process of a few MB for each.
-    mailbox_idle_sessions: int = 400
+    mailbox_idle_sessions: int = 1_000
     push_sessions: int = 1_000
     push_rounds: int = 3
     # 50 MB, below the gateway's default APPEND limit of 50 MiB (RFC 7889 APPENDLIMIT).

@@ -122,7 +122,7 @@ def settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storm-seconds", type=float, help="POP3 poll storm length (default 10)")
     parser.add_argument("--idle-sessions", type=int, help="idle IMAP sessions (default 2000; target 10000)")
     parser.add_argument("--mailbox-idle-sessions", type=int,
-                        help="sessions SELECTed on the 1,000 and 20,000-message INBOXes (default 400)")
+                        help="sessions SELECTed on the 1,000 and 20,000-message INBOXes (default 1000)")
     parser.add_argument("--push-sessions", type=int, help="sessions idling for the push latency (default 1000)")
     parser.add_argument("--only", action="append", default=[], metavar="KEYS",
                         help="run only these scenarios: keys, comma-separated (repeatable); a key's prefix "
