@@ -299,6 +299,64 @@ class UidSequence(SequenceABC):
         return self._snapshot.iter_uids()
 
 
+class UidRuns:
+    """
+    A set of UIDs kept as runs of consecutive numbers: a session's
+    \\Recent messages, often every message delivered since the last
+    session looked (thousands, after an import), in a few bytes.
+    """
+
+    __slots__ = ("_lows", "_highs")
+
+    def __init__(self, uids: Iterable[int] = ()):
+        self._lows = array("I")
+        self._highs = array("I")
+        self.update(uids)
+
+    def __len__(self) -> int:
+        return sum(self._highs) - sum(self._lows) + len(self._lows)
+
+    def __bool__(self) -> bool:
+        return bool(self._lows)
+
+    def __contains__(self, uid: int) -> bool:
+        run = bisect.bisect_right(self._lows, uid) - 1
+        return run >= 0 and uid <= self._highs[run]
+
+    def __iter__(self) -> Iterator[int]:
+        return chain.from_iterable(range(low, high + 1) for low, high in zip(self._lows, self._highs))
+
+    def runs(self) -> Iterator[tuple[int, int]]:
+        """(first, last) of each run, ascending."""
+        return zip(self._lows, self._highs)
+
+    def update(self, uids: Iterable[int]) -> None:
+        merged: list[list[int]] = []
+        for low, high in sorted([*zip(self._lows, self._highs), *((uid, uid) for uid in set(uids))]):
+            if merged and low <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], high)
+            else:
+                merged.append([low, high])
+        self._lows = array("I", [low for low, _ in merged])
+        self._highs = array("I", [high for _, high in merged])
+
+    def discard(self, uid: int) -> None:
+        run = bisect.bisect_right(self._lows, uid) - 1
+        if run < 0 or uid > self._highs[run]:
+            return
+        low, high = self._lows[run], self._highs[run]
+        if low == high:
+            del self._lows[run], self._highs[run]
+        elif uid == low:
+            self._lows[run] = uid + 1
+        elif uid == high:
+            self._highs[run] = uid - 1
+        else:
+            self._highs[run] = uid - 1
+            self._lows.insert(run + 1, uid + 1)
+            self._highs.insert(run + 1, high)
+
+
 class SnapshotRegistry:
     """
     The newest snapshot known to match each mailbox at a modseq, so that a

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import compress
 
 from gateway.imap.sequence import SequenceSet, format_sequence_set
-from gateway.imap.snapshot import Snapshot, SnapshotRegistry, UidSequence
+from gateway.imap.snapshot import Snapshot, SnapshotRegistry, UidRuns, UidSequence
 from gateway.store.model import SYSTEM_FLAGS, ChangeSet
 
 RECENT = "\\Recent"
@@ -111,7 +111,7 @@ class SelectedView:
         # Flags that differ from the snapshot's, by UID.
         self._flags: dict[int, frozenset[str]] | None = None
         self._pending: _Pending | None = None
-        self._recent: set[int] | None = None
+        self._recent: UidRuns | None = None
         # Keywords the client was told of in FLAGS (RFC 3501 7.2.6).
         self._keywords: frozenset[str] = self._snapshot.keywords
         self._registry = registry
@@ -154,7 +154,7 @@ class SelectedView:
         return self._pending is not None and uid in self._pending.expunged
 
     def is_recent(self, uid: int) -> bool:
-        return self._recent is not None and uid in self._recent
+        return bool(self._recent) and uid in self._recent
 
     def flags_of(self, uid: int) -> frozenset[str]:
         """Stored flags plus this session's \\Recent."""
@@ -190,7 +190,15 @@ class SelectedView:
         distinct flag list, not once per message.
         """
         snapshot = self._snapshot
-        mask = snapshot.matching([match(flags, False) for flags in snapshot.table.sets])
+        plain = [match(flags, False) for flags in snapshot.table.sets]
+        mask = snapshot.matching(plain)
+        if self._recent:
+            recent = [match(flags, True) for flags in snapshot.table.sets]
+            if recent != plain:
+                recent_mask = snapshot.matching(recent)
+                mask = bytearray(mask)
+                for start, end in self._recent_ranges():
+                    mask[start:end] = recent_mask[start:end]
         own = self._own_uids()
         if own:
             mask = bytearray(mask)
@@ -217,13 +225,21 @@ class SelectedView:
         return False
 
     def _own_uids(self) -> set[int]:
-        """UIDs whose answer may differ from what the snapshot alone says."""
+        """UIDs whose flags or presence differ from what the snapshot says."""
         own = set(self._flags or ())
-        if self._recent:
-            own |= self._recent
         if self._pending is not None:
             own |= self._pending.expunged
         return own
+
+    def _recent_ranges(self) -> list[tuple[int, int]]:
+        """Half-open index ranges of this session's \\Recent messages."""
+        snapshot = self._snapshot
+        ranges = []
+        for low, high in self._recent.runs():
+            start, end = snapshot.bisect_left(low), snapshot.bisect_left(high + 1)
+            if start < end:
+                ranges.append((start, end))
+        return ranges
 
     def index_ranges(self, numbers: SequenceSet, by_uid: bool) -> list[tuple[int, int]]:
         """
@@ -263,10 +279,19 @@ class SelectedView:
             b"UID %d" if item == "UID" else b"FLAGS %s" for item in items
         ) + b")\r\n"
         own = self._own_uids()
+        recent = self._recent_ranges() if self._recent and "FLAGS" in items else []
+        if recent:
+            with_recent = [format_flags(flags | {RECENT}) for flags in snapshot.table.sets]
         for start, end in ranges:
             for first, uids, numbers in snapshot.spans(start, end):
-                columns = {"UID": uids, "FLAGS": map(formatted.__getitem__, numbers)}
-                rows = zip(range(first + 1, first + 1 + len(uids)), *(columns[item] for item in items))
+                last = first + len(uids)
+                flags = list(map(formatted.__getitem__, numbers))
+                for low, high in recent:
+                    low, high = max(low, first) - first, min(high, last) - first
+                    if low < high:
+                        flags[low:high] = map(with_recent.__getitem__, numbers[low:high])
+                columns = {"UID": uids, "FLAGS": flags}
+                rows = zip(range(first + 1, last + 1), *(columns[item] for item in items))
                 if own and any(uids[0] <= uid <= uids[-1] for uid in own):
                     rows = self._own_rows(rows, own, items)
                 yield [template % row for row in rows]
@@ -351,15 +376,21 @@ class SelectedView:
             pending.flag_changed.pop(uid, None)
 
     def add_recent(self, uids: Iterable[int]) -> None:
-        """\\Recent claimed by this session (RFC 3501 2.3.2)."""
-        pending = self._pending
-        mine = [
-            uid for uid in uids
-            if self._snapshot.index_of(uid) is not None or (pending is not None and uid in pending.new_flags)
-        ]
+        """\\Recent claimed by this session (RFC 3501 2.3.2), of the
+        messages it knows."""
+        claimed = set(uids)
+        if not claimed:
+            return
+        snapshot = self._snapshot
+        if len(claimed) > 64:
+            mine = claimed & set(snapshot.iter_uids())
+        else:
+            mine = {uid for uid in claimed if snapshot.index_of(uid) is not None}
+        if self._pending is not None:
+            mine |= claimed & self._pending.new_flags.keys()
         if mine:
             if self._recent is None:
-                self._recent = set()
+                self._recent = UidRuns()
             self._recent.update(mine)
 
     def note_flags(self, uid: int, flags: frozenset[str]) -> None:

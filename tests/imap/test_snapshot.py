@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.imap import snapshot as snapshot_module
-from gateway.imap.snapshot import FlagTable, Snapshot, SnapshotRegistry
+from gateway.imap.snapshot import FlagTable, Snapshot, SnapshotRegistry, UidRuns
 
 SEEN = frozenset({"\\Seen"})
 FLAGGED = frozenset({"\\Flagged", "\\Seen"})
@@ -140,3 +140,26 @@ def test_successors_match_a_list(gaps, moves):
             if len(model) > 2:
                 assert [u for _, uids, _ in snapshot.spans(1, len(model) - 1) for u in uids] == \
                     [u for u, _ in model[1:-1]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("add"), st.sets(st.integers(1, 40))),
+                          st.tuples(st.just("discard"), st.integers(0, 42))), max_size=20))
+def test_uid_runs_are_a_set(steps):
+    runs, model = UidRuns(), set()
+    for op, value in steps:
+        if op == "add":
+            runs.update(value)
+            model |= value
+        else:
+            runs.discard(value)
+            model.discard(value)
+        assert list(runs) == sorted(model) and len(runs) == len(model) and bool(runs) == bool(model)
+        assert all((uid in runs) == (uid in model) for uid in range(0, 43))
+        pairs = list(runs.runs())
+        assert all(high + 1 < low for (_, high), (low, _) in zip(pairs, pairs[1:]))
+
+
+def test_twenty_thousand_recent_messages_are_one_run():
+    runs = UidRuns(range(1, 20_001))
+    assert list(runs.runs()) == [(1, 20_000)] and len(runs) == 20_000
