@@ -19,7 +19,7 @@ import re
 from twisted.mail import imap4
 
 from gateway.mail import message
-from gateway.imap import fetch, resync, search, wire
+from gateway.imap import fetch, resync, search, view_search, wire
 from gateway.imap.errors import CommandError, bad
 from gateway.imap.mailboxes import final_astring
 from gateway.imap.output import CHUNK, Output
@@ -145,6 +145,9 @@ class SelectedCommands:
         if by_flags is not None:
             # From the view alone: one evaluation per distinct flag list.
             found = numbers = view.search_flags(by_flags, uids=by_uid)
+        elif view_search.answerable(key):
+            # Flags with sequence numbers or UIDs: still the view's alone.
+            found = numbers = view_search.search(view, key, uids=by_uid)
         else:
             live = [(seq, uid) for seq, uid in enumerate(view.uids, 1) if not view.is_expunged(uid)]
             found, highest = await self._search_messages(key, search.needs(key), live)

@@ -189,6 +189,21 @@ class SelectedView:
         (only the first with ``first``).  ``match`` is asked once per
         distinct flag list, not once per message.
         """
+        mask = self.flag_mask(match)
+        if self._pending is not None and self._pending.expunged:
+            live = self.live_mask()
+            mask = (int.from_bytes(mask, "big") & int.from_bytes(live, "big")).to_bytes(len(mask), "big")
+        snapshot = self._snapshot
+        if first:
+            index = mask.find(1)
+            return [] if index < 0 else [snapshot.uid_at(index) if uids else index + 1]
+        return list(compress(snapshot.iter_uids() if uids else range(1, len(mask) + 1), mask))
+
+    def flag_mask(self, match: Callable[[frozenset[str], bool], bool]) -> bytes:
+        """
+        One byte per message of the client's numbering (those expunged but
+        not told too), 1 where ``match(stored flags, \\Recent)`` says yes.
+        """
         snapshot = self._snapshot
         plain = [match(flags, False) for flags in snapshot.table.sets]
         mask = snapshot.matching(plain)
@@ -199,18 +214,20 @@ class SelectedView:
                 mask = bytearray(mask)
                 for start, end in self._recent_ranges():
                     mask[start:end] = recent_mask[start:end]
-        own = self._own_uids()
-        if own:
+        if self._flags:
             mask = bytearray(mask)
-            for uid in own:
-                index = snapshot.index_of(uid)
-                if index is not None:
-                    wanted = not self.is_expunged(uid) and match(self.stored_flags(uid), self.is_recent(uid))
-                    mask[index] = 1 if wanted else 0
-        if first:
-            index = mask.find(1)
-            return [] if index < 0 else [snapshot.uid_at(index) if uids else index + 1]
-        return list(compress(snapshot.iter_uids() if uids else range(1, len(mask) + 1), mask))
+            for uid, flags in self._flags.items():
+                mask[snapshot.index_of(uid)] = 1 if match(flags, self.is_recent(uid)) else 0
+        return bytes(mask)
+
+    def live_mask(self) -> bytes:
+        """One byte per message of the client's numbering: 0 for those
+        expunged but not yet told, 1 for the others."""
+        mask = bytearray(b"\x01" * len(self._snapshot))
+        if self._pending is not None:
+            for uid in self._pending.expunged:
+                mask[self._snapshot.index_of(uid)] = 0
+        return bytes(mask)
 
     def expunged_within(self, ranges: list[tuple[int, int]]) -> bool:
         """Whether ``ranges`` (from ``index_ranges``) hold a message expunged

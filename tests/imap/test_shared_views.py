@@ -209,3 +209,19 @@ def test_view_index_ranges_follow_uid_gaps(store):
     assert view.index_ranges(parse_sequence_set(b"7:9"), by_uid=True) == []
     assert view.index_ranges(parse_sequence_set(b"2,3"), by_uid=True) == []
     assert view.pairs(view.index_ranges(parse_sequence_set(b"3:*,1"), by_uid=False)) == [(1, 1), (3, 6)]
+
+
+def test_search_on_flags_with_numbers_is_answered_from_the_view(store, monkeypatch):
+    inbox = inbox_of(store)
+    deliver(store, inbox, 3, flags={"\\Seen"})
+    deliver(store, inbox, 3)
+    s = Session(store).login()
+    s.command(b"s SELECT INBOX")
+    s.command(b"t STORE 2 +FLAGS.SILENT (\\Deleted)")
+    # Nothing of the store but the flags the view holds is asked.
+    for name in ("get_records", "get_structures", "open_message"):
+        monkeypatch.setattr(store, name, None)
+    assert s.command(b"a UID SEARCH 1:* NOT DELETED") == [b"* SEARCH 1 3 4 5 6", b"a OK SEARCH completed"]
+    assert s.command(b"a SEARCH UID 3:* UNSEEN") == [b"* SEARCH 4 5 6", b"a OK SEARCH completed"]
+    assert s.command(b"a SEARCH OR 1:2 UID 6 NOT SEEN") == [b"* SEARCH 6", b"a OK SEARCH completed"]
+    assert s.command(b"a SEARCH OR 1:2 UID 6") == [b"* SEARCH 1 2 6", b"a OK SEARCH completed"]
