@@ -257,6 +257,12 @@ class SelectedCommands:
                         items.append("MODSEQ")
         if changedsince is None and fetch.from_view(items):
             return await self._fetch_from_view(text, by_uid, tuple(items))
+        if changedsince is not None:
+            # RFC 7162 3.1.4.1: only what changed after it; the store's log
+            # of changes says which, rather than every message's record.
+            changes = await self.store.changes_since(view.mailbox_id, changedsince)
+            changed = {record.uid for record in changes.updated}
+            targets = [(seq, uid) for seq, uid in targets if uid in changed]
         if self.qresync and "MODSEQ" in items and "UID" not in items:
             # RFC 7162 3.2.4
             items.insert(0, "UID")

@@ -225,3 +225,26 @@ def test_search_on_flags_with_numbers_is_answered_from_the_view(store, monkeypat
     assert s.command(b"a SEARCH UID 3:* UNSEEN") == [b"* SEARCH 4 5 6", b"a OK SEARCH completed"]
     assert s.command(b"a SEARCH OR 1:2 UID 6 NOT SEEN") == [b"* SEARCH 6", b"a OK SEARCH completed"]
     assert s.command(b"a SEARCH OR 1:2 UID 6") == [b"* SEARCH 1 2 6", b"a OK SEARCH completed"]
+
+
+def test_fetch_changedsince_reads_only_the_changed_records(store, monkeypatch):
+    inbox = inbox_of(store)
+    deliver(store, inbox, 50)
+    s = Session(store).login()
+    lines = s.command(b"s SELECT INBOX (CONDSTORE)")
+    modseq = int(next(line for line in lines if b"HIGHESTMODSEQ" in line).split()[3].rstrip(b"]"))
+    result_of(store.store_flags(inbox.id, [7, 30], {"\\Flagged"}, "add"))
+    asked = []
+    original = store.get_records
+
+    def get_records(mailbox_id, uids):
+        asked.extend(uids)
+        return original(mailbox_id, uids)
+
+    monkeypatch.setattr(store, "get_records", get_records)
+    lines = s.command(b"f UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d)" % modseq)
+    answer = [b"* 7 FETCH (UID 7 FLAGS (\\Flagged \\Recent) MODSEQ (%d))" % (modseq + 1),
+              b"* 30 FETCH (UID 30 FLAGS (\\Flagged \\Recent) MODSEQ (%d))" % (modseq + 1)]
+    # Then the same again as news of another session's change.
+    assert lines == answer + answer + [b"f OK FETCH completed"]
+    assert sorted(asked) == [7, 30]
