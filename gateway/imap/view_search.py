@@ -13,8 +13,6 @@ never becomes Python recursion.
 
 from __future__ import annotations
 
-from itertools import compress
-
 from gateway.imap.search_keys import All, And, Flag, Not, Or, Recent, SearchKey, SequenceNumbers, Uids
 from gateway.imap.search import flag_matcher
 from gateway.imap.view import SelectedView
@@ -50,8 +48,7 @@ def search(view: SelectedView, key: SearchKey, uids: bool = False) -> list[int]:
     count = view.exists
     ones = int.from_bytes(b"\x01" * count, "big")
     matched = _evaluate(view, key, count, ones) & int.from_bytes(view.live_mask(), "big")
-    mask = matched.to_bytes(count, "big")
-    return list(compress(view.uids if uids else range(1, count + 1), mask))
+    return view.chosen(matched.to_bytes(count, "big"), uids)
 
 
 def _evaluate(view: SelectedView, root: SearchKey, count: int, ones: int) -> int:
