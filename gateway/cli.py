@@ -131,11 +131,27 @@ def cmd_check_config(args, stdin, stdout) -> int:
 
     path = args.config or args.data / "gateway.toml"
     try:
-        load(path)
+        config = load(path)
     except ConfigError as e:
         raise CommandError(str(e)) from None
+    _check_unix_listeners(path, config)
     print(f"{path}: ok", file=stdout)
     return 0
+
+
+def _check_unix_listeners(path: Path, config) -> None:
+    """What the start would find wrong with a UNIX socket, said the same way now."""
+    import attrs
+
+    from gateway.net.unix import UnixListener, UnixListenerError, is_unix
+
+    for name, endpoints in attrs.asdict(config.listeners).items():
+        for endpoint in endpoints:
+            if is_unix(endpoint):
+                try:
+                    UnixListener.parse(endpoint).check()
+                except UnixListenerError as e:
+                    raise CommandError(f"{path}: listeners.{name}: {endpoint!r}: {e}") from None
 
 
 def cmd_status(args, stdin, stdout) -> int:
@@ -161,12 +177,19 @@ def cmd_import(args, stdin, stdout) -> int:
     from gateway.mail.maildir import NotAMaildir
     from gateway.mail.mbox import NotAnMbox
     from gateway.ops.migrate import ImportRecord, import_maildir, import_mbox, record_path
-    from gateway.store.interfaces import StoreError, TemporaryFailure
+    from gateway.store.interfaces import InvalidMailboxName, StoreError, TemporaryFailure
+    from gateway.store.names import check_name
     from gateway.store.sqlite.store import SQLiteStore
 
     _require_user(args.data, args.name)
-    if not args.path.exists():
+    # lexists: a dangling link is refused as a link, not reported missing.
+    if not os.path.lexists(args.path):
         raise CommandError(f"{args.path}: no such file or directory", EX_NOINPUT)
+    if args.format == "mbox":
+        try:
+            check_name(args.mailbox)
+        except InvalidMailboxName as e:
+            raise CommandError(f"--mailbox {args.mailbox!r}: {e}", EX_USAGE) from None
     store = SQLiteStore(args.data / "store")
     record = ImportRecord(record_path(store.root))
     try:
@@ -213,8 +236,6 @@ def cmd_export(args, stdin, stdout) -> int:
 
 
 def cmd_check(args, stdin, stdout) -> int:
-    from twisted.internet.defer import Deferred
-
     from gateway.ops.check import find_problems, repair
     from gateway.store.sqlite.store import SQLiteStore
 
@@ -225,7 +246,7 @@ def cmd_check(args, stdin, stdout) -> int:
     if args.repair and any(problem.repair for problem in problems):
         store = SQLiteStore(store_root)
         try:
-            for line in fired(Deferred.fromCoroutine(repair(store, problems))):
+            for line in repair(store):
                 print(f"repaired: {line}", file=stdout)
         finally:
             store.close()
@@ -275,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     uidl.set_defaults(run=cmd_uidl)
 
     imports = commands.add_parser(
-        "import", help="import a user's mail (exit 1 when messages were skipped; running it again adds nothing)"
+        "import",
+        help="import a user's mail (exit 1 when messages or folders were skipped, links and special files among"
+        " them; running it again adds nothing)",
     )
     formats = imports.add_subparsers(dest="format", required=True, metavar="FORMAT")
     from_maildir = formats.add_parser("maildir", help="a Maildir++ tree; Dovecot's UIDs are kept")

@@ -85,6 +85,8 @@ class LmtpConfig:
     max_message_size: int = 52428800
     # RFC 5321 4.5.3.1.8: at least 100 recipients per transaction.
     max_recipients: int = 100
+    # Dovecot's lmtp_save_to_detail_mailbox: user+folder@ delivers into folder.
+    save_to_detail_mailbox: bool = False
 
 
 @attrs.frozen
@@ -113,15 +115,22 @@ class LimitsConfig:
     max_bad_commands: int = 20
     # Absolute, from connect to login: a byte-a-second client cannot hold on.
     prelogin_timeout: int = 60
+    # Per user at an address (gateway/policy/throttle.py).
     failed_logins_per_ip: int = 10
     failed_login_window: int = 300
+    password_checks_per_ip: int = 4
+    lockout_exempt_networks: tuple[str, ...] = ()
+    # RFC 6177: a subscriber holds a /64 at the least.
+    ipv6_prefix: int = 64
 
 
 @attrs.frozen
 class ProxyConfig:
-    """Networks whose PROXY protocol header (haproxy: listeners) is believed."""
+    """Who may name the client's address: PROXY headers, IMAP ID x-originating-ip."""
 
     trusted: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    # Like Dovecot's login_trusted_networks; none by default.
+    login_trusted_networks: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -169,6 +178,12 @@ DEFAULT_TOML = """\
 #   "tcp:143:interface=192.0.2.10"      one address
 #   "haproxy:tcp:143"                   behind a load balancer speaking the
 #                                       PROXY protocol (see [proxy])
+#   "unix:/run/gateway/lmtp.sock:mode=0660:group=postfix"
+#                                       a UNIX socket (the usual way to take
+#                                       mail from a local MTA, or to serve a
+#                                       local webmail): mode (octal, default
+#                                       0600), user and group own it.  A
+#                                       socket left by a crash is replaced.
 # Implicit TLS (RFC 8314) is pop3s and imaps below, with plain "tcp:"
 # endpoints: the server adds TLS itself with the [tls] certificate, so that
 # a renewed certificate is picked up without a restart.  Twisted's
@@ -224,6 +239,11 @@ DEFAULT_TOML = """\
 # Recipients in one transaction; RCPTs beyond get 452 4.5.3 and the MTA sends
 # them in another transaction.  RFC 5321 asks for at least 100.
 # max_recipients = 100
+# Deliver user+folder@domain into the folder "folder" when it exists, as
+# Dovecot's lmtp_save_to_detail_mailbox.  Off, such mail goes to INBOX.  On,
+# a folder with a special use (Sent, Drafts, Trash, Junk...) is never chosen
+# this way: the sender picks the address, and must not plant "sent" mail.
+# save_to_detail_mailbox = false
 
 [auth]
 # Seconds to wait before answering a failed login.
@@ -257,16 +277,48 @@ DEFAULT_TOML = """\
 # Seconds from connecting to logging in, however busy the client looks
 # (LMTP: from connecting, or from the last message, to DATA).
 # prelogin_timeout = 60
-# Failed logins from one IP address within the window (seconds) before its
-# logins are refused until older failures leave the window.
+# Failed logins for one user from one address within the window (seconds)
+# before that user's logins from there are refused, unchecked, until older
+# failures leave the window.  Other users at that address log in as ever:
+# behind a NAT or a webmail front end one stale password must not lock out
+# everyone.  Every failure from an address is answered after [auth]
+# failure_delay, doubled for each earlier failure from there in the window,
+# up to 15 seconds; a correct password is never delayed.
 # failed_logins_per_ip = 10
 # failed_login_window = 300
+# Password checks from one address at once; more wait their turn, so that
+# parallel connections cannot multiply the guessing rate the delay allows.
+# password_checks_per_ip = 4
+# Networks whose users are never locked out, e.g. ["192.0.2.0/24"] for an
+# office, or a webmail front end that does not name its clients (see
+# [proxy] login_trusted_networks); their failures are still delayed.
+# lockout_exempt_networks = []
+# IPv6 clients count by network, this prefix long, for every limit per
+# address (connections, failed logins): a subscriber holds a /64 or more and
+# may pick any address in it.  32 to 128.
+# ipv6_prefix = 64
 
 [proxy]
 # Networks allowed to send a PROXY protocol header on "haproxy:" listeners;
 # a connection from anywhere else is dropped.
 # trusted = ["127.0.0.1/32", "::1/128"]
+# Front ends (webmail, IMAP proxies) allowed to name their client's address
+# before login with IMAP ID ("x-originating-ip" "192.0.2.7"), as Dovecot's
+# login_trusted_networks: the limits and the auth log then use that address.
+# login_trusted_networks = []
 """
+
+
+def command_line_listeners(overrides: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:
+    """The ``--pop3``/``--lmtp``/... listener options, checked as ``[listeners]`` is."""
+    reader = _Reader("command line")
+    return {
+        # One endpoint is read as a string, so that a problem names "--lmtp", not "--lmtp[0]".
+        name: (reader.metrics_endpoints if name == "metrics" else reader.endpoints)(
+            f"--{name}", endpoints[0] if len(endpoints) == 1 else list(endpoints)
+        )
+        for name, endpoints in overrides.items()
+    }
 
 
 def load(path: str | PathLike[str]) -> Config:
@@ -321,7 +373,14 @@ class _Reader:
                 },
             ),
             "imap": (ImapConfig, {"idle_timeout": self.seconds}),
-            "lmtp": (LmtpConfig, {"max_message_size": self.count, "max_recipients": self.recipients}),
+            "lmtp": (
+                LmtpConfig,
+                {
+                    "max_message_size": self.count,
+                    "max_recipients": self.recipients,
+                    "save_to_detail_mailbox": self.boolean,
+                },
+            ),
             "auth": (AuthConfig, {"failure_delay": self.delay, "plaintext_without_tls": self.boolean}),
             "tls": (TlsConfig, {"certificate": self.path, "key": self.path}),
             "limits": (
@@ -337,9 +396,12 @@ class _Reader:
                     "prelogin_timeout": self.seconds,
                     "failed_logins_per_ip": self.count,
                     "failed_login_window": self.seconds,
+                    "password_checks_per_ip": self.count,
+                    "lockout_exempt_networks": self.networks,
+                    "ipv6_prefix": self.ipv6_prefix,
                 },
             ),
-            "proxy": (ProxyConfig, {"trusted": self.networks}),
+            "proxy": (ProxyConfig, {"trusted": self.networks, "login_trusted_networks": self.networks}),
         }
         values: dict[str, Any] = {}
         for key, value in document.items():
@@ -374,6 +436,9 @@ class _Reader:
             self.fail(key, f"must be a string, not {_kind(value)}")
         if not value or not value.isascii() or not all(c.isalnum() or c in ".-_" for c in value):
             self.fail(key, f"{value!r} is not a host name (letters, digits, '.', '-', '_')")
+        # RFC 1035 2.3.4; it goes into every LMTP reply and Received field.
+        if len(value) > 253:
+            self.fail(key, f"a host name has at most 253 characters, not {len(value)}")
         return value
 
     def endpoints(self, key: str, value: Any) -> tuple[str, ...]:
@@ -386,9 +451,26 @@ class _Reader:
                 self.fail(where, f"endpoint must be a string, not {_kind(endpoint)}")
             if not endpoint.strip() or any(c.isspace() for c in endpoint):
                 self.fail(where, f"{endpoint!r} is not an endpoint string (e.g. \"tcp:110\")")
-            if endpoint.lower().removeprefix("haproxy:").startswith("ssl:"):
+            behind_proxy = endpoint.lower().startswith("haproxy:")
+            inner = endpoint[len("haproxy:"):] if behind_proxy else endpoint
+            if inner.lower().startswith("ssl:"):
                 self.fail(where, f"{endpoint!r}: use a tcp: endpoint in pop3s/imaps, TLS comes from [tls]")
+            if inner.lower().startswith("unix:"):
+                if behind_proxy:
+                    # [proxy] trusted names networks; a UNIX-socket peer has
+                    # no address to check against them.
+                    self.fail(where, f"{endpoint!r}: the PROXY protocol is taken on TCP listeners only")
+                self.unix_endpoint(where, inner)
         return tuple(items)
+
+    def unix_endpoint(self, key: str, endpoint: str) -> None:
+        # Only configs that name a UNIX socket pay for Twisted's endpoint parser.
+        from gateway.net.unix import UnixListener, UnixListenerError
+
+        try:
+            UnixListener.parse(endpoint)
+        except UnixListenerError as error:
+            self.fail(key, f"{endpoint!r}: {error}")
 
     def metrics_endpoints(self, key: str, value: Any) -> tuple[str, ...]:
         endpoints = self.endpoints(key, value)
@@ -425,6 +507,15 @@ class _Reader:
         # (RFC 2449 4) allows 255.  Below 1000 even ordinary commands fail.
         if value < 1000:
             self.fail(key, f"must be at least 1000, not {value}")
+        return value
+
+    def ipv6_prefix(self, key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"must be a prefix length (64), not {_kind(value)}")
+        # Shorter than an ISP's allocation (RIRs hand out /32s), a prefix
+        # would count unrelated networks as one client.
+        if not 32 <= value <= 128:
+            self.fail(key, f"must be from 32 to 128, not {value}")
         return value
 
     def networks(self, key: str, value: Any) -> tuple[str, ...]:

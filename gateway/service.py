@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.address import UNIXAddress
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.mail import imap4, pop3 as twisted_pop3
@@ -26,8 +27,10 @@ from gateway.auth import MailRealm, UsersFile, make_portal
 from gateway.config import DEFAULT_TOML, Config, ConfigError, load
 from gateway.net.connlimit import ConnectionLimitFactory
 from gateway.imap import account as imap_account, server as imap_server
-from gateway.policy.limits import MAX_FAILURE_DELAY, ConnectionLimiter, login_guards
+from gateway.policy.limits import ConnectionLimiter
+from gateway.policy.login import LoginPolicy
 from gateway.net.metrics import Metrics, MetricsFactory, metrics_site
+from gateway.net import unix
 from gateway.net.proxy import TrustedProxyFactory, split_description
 from gateway.reload import ConfigReloader, LiveConfig
 from gateway.store.sqlite.store import SQLiteStore
@@ -121,8 +124,12 @@ class ListeningPorts(Service):
         bound: dict[str, list[str]] = {name: [] for name in self.protocols}
         for protocol, port in self.ports:
             host = port.getHost()
-            bound[protocol].append(f"{host.host}:{host.port}")
-            log.info("{protocol} listening on {host}:{port}", protocol=protocol, host=host.host, port=host.port)
+            address = address_text(host)
+            bound[protocol].append(address)
+            # JSON logs get the address's parts as fields of their own.
+            parts = {"path": address[len(unix.PREFIX):]} if isinstance(host, UNIXAddress) else {
+                "host": host.host, "port": host.port}
+            log.info("{protocol} listening on {address}", protocol=protocol, address=address, **parts)
         self.ports_file.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = self.ports_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(bound))
@@ -134,11 +141,35 @@ class ListeningPorts(Service):
         return gatherResults([maybeDeferred(port.stopListening) for _, port in self.ports])
 
 
+def _close_now(ports) -> None:
+    """
+    Close bound ports when the start fails: the reactor that would finish
+    ``stopListening`` never runs, so a socket file goes now.
+    """
+    for _, port in ports:
+        if isinstance(port, unix.UnixPort):
+            port.close_now()
+        else:
+            port.stopListening()
+
+
+def address_text(address) -> str:
+    """How ports.json and the log name a bound address: ``host:port`` or ``unix:/path``."""
+    if isinstance(address, UNIXAddress):
+        return unix.PREFIX + os.fsdecode(address.name)
+    return f"{address.host}:{address.port}"
+
+
 def _listen(reactor, description: str, factory):
     """
     Bind now, before the reactor runs (and before twistd drops privileges),
     so that a port in use is reported at once as one line.
     """
+    if unix.is_unix(description):
+        try:
+            return unix.listen(reactor, unix.UnixListener.parse(description), factory)
+        except unix.UnixListenerError as e:
+            raise StartupError(f"listener {description!r}: {e}") from None
     try:
         endpoint = serverFromString(reactor, description)
     except (ValueError, TypeError, KeyError) as e:
@@ -184,7 +215,7 @@ def make_service(
     """
     prepare_data_dir(data_dir)
     certificates = load_certificate(data_dir, config)
-    store = SQLiteStore(data_dir / "store", reactor=reactor)
+    store = SQLiteStore(data_dir / "store", reactor=reactor, serving=True)
     users = UsersFile(data_dir / "users")
     # What a reload may change is read through this, at each use.
     live = LiveConfig(config)
@@ -195,22 +226,21 @@ def make_service(
         }
     )
     portal = make_portal(users, realm, reactor)
-    login_limiter, failed_logins = login_guards(config.limits, config.auth.failure_delay, reactor.seconds)
-    guards = {"login_limiter": login_limiter, "failed_logins": failed_logins}
+    logins = LoginPolicy(config, reactor)
     factories = {
         "pop3": lambda: pop3.build_factory(
-            portal, live, reactor, context_factory=certificates.context_factory(), **guards
+            portal, live, reactor, context_factory=certificates.context_factory(), logins=logins
         ),
         "imap": lambda: imap_server.build_factory(
-            portal, store, live, reactor, context_factory=certificates.context_factory(), **guards
+            portal, store, live, reactor, context_factory=certificates.context_factory(), logins=logins
         ),
         "lmtp": lambda: lmtp.build_factory(store, users, config, reactor),
     }
     limits = config.limits
-    client_connections = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip)
+    client_connections = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, limits.ipv6_prefix)
     # LMTP gets a budget of its own: a flood of client connections from
     # loopback must not stop the MTA from delivering.
-    delivery_connections = ConnectionLimiter(limits.max_connections, limits.max_connections)
+    delivery_connections = ConnectionLimiter(limits.max_connections, limits.max_connections, limits.ipv6_prefix)
     listeners = {name: getattr(config.listeners, name) for name in LISTENERS}
     counted = Metrics(CollectorRegistry(), listeners=[name for name, given in listeners.items() if given])
     # One application factory per protocol, shared by its plain and TLS
@@ -241,8 +271,7 @@ def make_service(
         for description in config.listeners.metrics:
             ports.append(("metrics", _listen(reactor, description, metrics_site(counted))))
     except StartupError:
-        for _, port in ports:
-            port.stopListening()
+        _close_now(ports)
         store.close()
         raise
     top = MultiService()
@@ -255,17 +284,14 @@ def make_service(
             client_connections.max_total = new.limits.max_connections
             client_connections.max_per_ip = new.limits.max_connections_per_ip
             delivery_connections.max_total = delivery_connections.max_per_ip = new.limits.max_connections
-            login_limiter.max_per_user = new.limits.max_connections_per_user
-            # An address already tracked keeps its old history length until
-            # its failures leave the window; a lower limit applies at once.
-            failed_logins.max_failures = new.limits.failed_logins_per_ip
-            failed_logins.window = new.limits.failed_login_window
-            failed_logins.base_delay = new.auth.failure_delay
-            failed_logins.max_delay = max(MAX_FAILURE_DELAY, new.auth.failure_delay)
+            client_connections.ipv6_prefix = delivery_connections.ipv6_prefix = new.limits.ipv6_prefix
+            logins.retune(new)
 
         ConfigReloader(live, read_config, apply, users, reactor).setServiceParent(top)
     ListeningPorts(ports, [*listeners, "metrics"], data_dir / "run" / "ports.json").setServiceParent(top)
     top.store = store
+    # For a start that fails after this returns (twistd's privilege drop).
+    top.close_listeners = lambda: _close_now(ports)
     top.certificates = certificates
     top.users = users
     top.metrics = counted

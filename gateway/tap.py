@@ -42,7 +42,7 @@ class Options(usage.Options):
 def makeService(options: Options):
     from twisted.internet import reactor
 
-    from gateway.config import load
+    from gateway.config import ConfigError, command_line_listeners, load
     from gateway.privileges import PrivilegeError, hand_over_data_dir
     from gateway.service import StartupError, load_config, make_service, prepare_data_dir
 
@@ -50,7 +50,7 @@ def makeService(options: Options):
     try:
         prepare_data_dir(data_dir)
         config_path = Path(options["config"]) if options["config"] else None
-        overrides = options.listener_overrides()
+        overrides = command_line_listeners(options.listener_overrides())
         config = load_config(data_dir, config_path).with_listeners(**overrides)
 
         def read_config():
@@ -60,9 +60,13 @@ def makeService(options: Options):
         service = make_service(data_dir, config, reactor, read_config)
         # twistd switches to --uid/--gid after this returns: hand it the files.
         twistd_options = getattr(options, "parent", None) or {}
-        hand_over_data_dir(data_dir, twistd_options.get("uid"), twistd_options.get("gid"))
+        try:
+            hand_over_data_dir(data_dir, twistd_options.get("uid"), twistd_options.get("gid"))
+        except PrivilegeError:
+            service.close_listeners()
+            raise
         return service
-    except (StartupError, PrivilegeError) as e:
+    except (StartupError, PrivilegeError, ConfigError) as e:
         # twistd would print a traceback; an operator needs one line.
         print(f"gateway: {e}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -6,6 +6,8 @@ every problem, never a traceback.
 import os
 import socket
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +83,56 @@ def test_check_config(tmp_path):
     assert out.returncode != 0 and b"uidl_format" in out.stderr and b"Traceback" not in out.stderr
 
 
+
+
+@pytest.mark.parametrize(
+    ("listener", "problem"),
+    [
+        ("unix:{d}/missing/lmtp.sock", "directory {d}/missing does not exist"),
+        ("unix:{d}/good.toml", "{d}/good.toml exists and is not a socket"),
+        ("unix:{d}/lmtp.sock:group=no-such-group", "group=no-such-group: no such group"),
+        ("unix:lmtp.sock", "socket path 'lmtp.sock' must be absolute"),
+        ("haproxy:unix:{d}/lmtp.sock", "the PROXY protocol is taken on TCP listeners only"),
+    ],
+)
+def test_check_config_finds_what_a_unix_listener_would_fail_on(tmp_path, listener, problem):
+    # The same line the server start would print, before it is started.
+    (tmp_path / "good.toml").write_text("")
+    config = tmp_path / "gateway.toml"
+    listener = listener.format(d=tmp_path)
+    config.write_text(f'[listeners]\nlmtp = ["tcp:2424", "{listener}"]\n')
+    out = run_gateway(tmp_path, "check-config", "--config", str(config), check=False)
+    assert out.returncode == 1, out.stdout
+    assert out.stderr.decode().startswith(f"gateway: {config}: listeners.lmtp")
+    assert out.stderr.decode().endswith(f"'{listener}': {problem.format(d=tmp_path)}\n")
+    assert out.stderr.count(b"\n") == 1
+    config.write_text(f'[listeners]\nlmtp = "unix:{tmp_path}/lmtp.sock:mode=0660"\n')
+    assert run_gateway(tmp_path, "check-config", "--config", str(config)).stdout.decode() == f"{config}: ok\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run check-config as another user")
+def test_check_config_finds_a_socket_directory_the_user_cannot_write():
+    # Under /tmp itself: pytest's own directories are closed to other users.
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:
+        check_as_nobody(Path(name))
+
+
+def check_as_nobody(tmp_path):
+    tmp_path.chmod(0o755)
+    (tmp_path / "run").mkdir(mode=0o755)
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[listeners]\nlmtp = "unix:{tmp_path}/run/lmtp.sock"\n')
+    config.chmod(0o644)
+    out = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         *gateway_command("--data", str(tmp_path / "data"), "check-config", "--config", str(config))],
+        capture_output=True, timeout=60,
+    )
+    assert out.returncode == 1
+    assert out.stderr.decode() == (
+        f"gateway: {config}: listeners.lmtp: 'unix:{tmp_path}/run/lmtp.sock': "
+        f"directory {tmp_path}/run is not writable by user nobody\n"
+    )
 
 
 def test_server_port_in_use_is_one_line(tmp_path):

@@ -2,7 +2,17 @@ import re
 
 import pytest
 
-from gateway.config import DEFAULT_TOML, Config, ConfigError, LimitsConfig, LmtpConfig, TlsConfig, load, loads
+from gateway.config import (
+    DEFAULT_TOML,
+    Config,
+    ConfigError,
+    LimitsConfig,
+    LmtpConfig,
+    TlsConfig,
+    command_line_listeners,
+    load,
+    loads,
+)
 from gateway.pop3.uidl import UidlFormat
 
 
@@ -37,7 +47,11 @@ def test_defaults():
     assert config.limits.prelogin_timeout == 60
     assert config.limits.failed_logins_per_ip == 10
     assert config.limits.failed_login_window == 300
+    assert config.limits.password_checks_per_ip == 4
+    assert config.limits.lockout_exempt_networks == ()
+    assert config.limits.ipv6_prefix == 64
     assert config.proxy.trusted == ("127.0.0.1/32", "::1/128")
+    assert config.proxy.login_trusted_networks == ()
     assert config.uidl == UidlFormat.parse("%08Xu%08Xv")
     assert config.uidl.format(0x6B086FFD, 1) == "000000016b086ffd"
 
@@ -67,8 +81,9 @@ def test_default_toml_shows_every_option_commented():
         "certificate", "key", "max_connections", "max_connections_per_ip",
         "max_connections_per_user", "max_line_length", "max_literal_size",
         "max_nesting", "max_bad_commands", "prelogin_timeout",
-        "failed_logins_per_ip", "failed_login_window", "trusted",
-        "max_message_size", "max_recipients",
+        "failed_logins_per_ip", "failed_login_window", "password_checks_per_ip",
+        "lockout_exempt_networks", "ipv6_prefix", "trusted", "login_trusted_networks",
+        "max_message_size", "max_recipients", "save_to_detail_mailbox",
     }
     # With every option uncommented it still gives exactly the defaults.
     assert loads(uncommented) == Config()
@@ -111,8 +126,12 @@ def test_every_option():
         prelogin_timeout = 20
         failed_logins_per_ip = 4
         failed_login_window = 600
+        password_checks_per_ip = 2
+        lockout_exempt_networks = ["192.0.2.0/24"]
+        ipv6_prefix = 56
         [proxy]
         trusted = ["10.0.0.0/8", "2001:db8::/32"]
+        login_trusted_networks = ["10.0.0.5/32"]
         """
     )
     assert config.hostname == "mail.example.org"
@@ -130,8 +149,16 @@ def test_every_option():
     assert config.auth.failure_delay == 0.0
     assert config.uidl.format(1795715069, 1) == "1795715069.1"
     assert config.tls == TlsConfig("/etc/ssl/mail.pem", "private/mail.key")
-    assert config.limits == LimitsConfig(5000, 5, 3, 65536, 1048576, 8, 3, 20, 4, 600)
+    assert config.limits == LimitsConfig(5000, 5, 3, 65536, 1048576, 8, 3, 20, 4, 600, 2, ("192.0.2.0/24",), 56)
     assert config.proxy.trusted == ("10.0.0.0/8", "2001:db8::/32")
+    assert config.proxy.login_trusted_networks == ("10.0.0.5/32",)
+
+
+def test_a_bare_address_is_a_network_of_one():
+    config = loads("[limits]\nlockout_exempt_networks = ['192.0.2.7', '2001:db8::7']\n"
+                   "[proxy]\nlogin_trusted_networks = ['10.0.0.5']")
+    assert config.limits.lockout_exempt_networks == ("192.0.2.7", "2001:db8::7")
+    assert config.proxy.login_trusted_networks == ("10.0.0.5",)
 
 
 def test_implicit_tls_listeners():
@@ -152,6 +179,28 @@ def test_with_listeners_overrides_only_given():
     assert changed.listeners.lmtp == ("unix:/run/gateway.lmtp.server",)
     assert config.listeners.pop3 == ("tcp:1110:interface=127.0.0.1",)
     assert changed.pop3 == config.pop3
+
+
+def test_unix_socket_listeners_and_detail_mailboxes():
+    config = loads(
+        '[listeners]\nlmtp = "unix:/run/gateway/lmtp.sock:mode=0660:group=postfix"\n'
+        'imap = ["tcp:143", "unix:/run/gateway/imap.sock"]\nmetrics = "unix:/run/gateway/metrics.sock"\n'
+        "[lmtp]\nsave_to_detail_mailbox = true\n"
+    )
+    assert config.listeners.lmtp == ("unix:/run/gateway/lmtp.sock:mode=0660:group=postfix",)
+    assert config.listeners.imap == ("tcp:143", "unix:/run/gateway/imap.sock")
+    assert config.lmtp.save_to_detail_mailbox is True
+    assert loads("").lmtp.save_to_detail_mailbox is False
+
+
+def test_command_line_listeners_are_checked_as_the_file_is():
+    assert command_line_listeners({"lmtp": ["unix:/run/l.sock"], "pop3": []}) == {
+        "lmtp": ("unix:/run/l.sock",), "pop3": (),
+    }
+    with pytest.raises(ConfigError, match=r"^command line: --lmtp: 'unix:l.sock': socket path 'l.sock' must be "):
+        command_line_listeners({"lmtp": ["unix:l.sock"]})
+    with pytest.raises(ConfigError, match=r"^command line: --metrics: 'haproxy:tcp:9154': the metrics listener"):
+        command_line_listeners({"metrics": ["haproxy:tcp:9154"]})
 
 
 def test_load_reads_file(tmp_path):
@@ -233,6 +282,15 @@ def test_not_utf8(tmp_path):
         ("[listeners]\nmetrics = ['haproxy:tcp:9154']", "listeners.metrics[0]: 'haproxy:tcp:9154': the metrics listener"),
         ("[listeners]\nmetrics = 'ssl:9154'", "listeners.metrics: 'ssl:9154': use a tcp:"),
         ("[listeners]\nimaps = [993]", "listeners.imaps[0]: endpoint must be a string, not an integer"),
+        ("[listeners]\nlmtp = 'haproxy:unix:/run/l.sock'",
+         "listeners.lmtp: 'haproxy:unix:/run/l.sock': the PROXY protocol is taken on TCP listeners only"),
+        ("[listeners]\nlmtp = ['tcp:24', 'unix:l.sock']",
+         "listeners.lmtp[1]: 'unix:l.sock': socket path 'l.sock' must be absolute"),
+        ("[listeners]\nimap = 'unix:/run/i.sock:mode=0x'", "listeners.imap: 'unix:/run/i.sock:mode=0x': mode=0x: give"),
+        ("[listeners]\npop3 = 'unix:/run/p.sock:lockfile=0'", "lockfile= is not used: a stale socket is replaced"),
+        ("[listeners]\nmetrics = 'unix:/run/m.sock:perms=1'", "unknown option perms= (known: mode, user, group"),
+        ("[lmtp]\nsave_to_detail_mailbox = 'yes'", "lmtp.save_to_detail_mailbox: must be true or false, not a string"),
+        ("hostname = '" + "a" * 254 + "'", "hostname: a host name has at most 253 characters, not 254"),
         ("[tls]\ncert = 'x'", "tls.cert: unknown key (known: certificate, key)"),
         ("[tls]\ncertificate = ''", "tls.certificate: '' is not a file path"),
         ("[tls]\nkey = 1", "tls.key: must be a file path string, not an integer"),
@@ -240,7 +298,7 @@ def test_not_utf8(tmp_path):
         ("[lmtp]\nmax_message_size = 0", "lmtp.max_message_size: must be positive, not 0"),
         ("[lmtp]\nmax_message_size = '50M'", "lmtp.max_message_size: must be a whole number, not a string"),
         ("[lmtp]\nmax_recipients = 99", "lmtp.max_recipients: must be at least 100, not 99"),
-        ("[lmtp]\nmax_rcpt = 1", "lmtp.max_rcpt: unknown key (known: max_message_size, max_recipients)"),
+        ("[lmtp]\nmax_rcpt = 1", "lmtp.max_rcpt: unknown key (known: max_message_size, max_recipients, save_to_detail_mailbox)"),
         ("[limits]\nmax_connections = 0", "limits.max_connections: must be positive, not 0"),
         ("[limits]\nmax_connections_per_ip = -1", "limits.max_connections_per_ip: must be positive, not -1"),
         ("[limits]\nmax_literal_size = 1.5", "limits.max_literal_size: must be a whole number, not a float"),
@@ -252,6 +310,14 @@ def test_not_utf8(tmp_path):
         ("[proxy]\ntrusted = ['10.0.0.1/8']", "proxy.trusted[0]: '10.0.0.1/8' is not a network: 10.0.0.1/8 has host bits set"),
         ("[proxy]\ntrusted = ['example.org']", "proxy.trusted[0]: 'example.org' is not a network"),
         ("[proxy]\ntrusted = [8]", "proxy.trusted[0]: network must be a string, not an integer"),
+        ("[limits]\nipv6_prefix = 16", "limits.ipv6_prefix: must be from 32 to 128, not 16"),
+        ("[limits]\nipv6_prefix = 129", "limits.ipv6_prefix: must be from 32 to 128, not 129"),
+        ("[limits]\nipv6_prefix = '64'", "limits.ipv6_prefix: must be a prefix length (64), not a string"),
+        ("[limits]\nipv6_prefix = true", "limits.ipv6_prefix: must be a prefix length (64), not a boolean"),
+        ("[limits]\npassword_checks_per_ip = 0", "limits.password_checks_per_ip: must be positive, not 0"),
+        ("[limits]\nlockout_exempt_networks = ['office']", "limits.lockout_exempt_networks[0]: 'office' is not a network"),
+        ("[limits]\nlockout_exempt_networks = '10.0.0.0/8'", "limits.lockout_exempt_networks: must be a list of networks"),
+        ("[proxy]\nlogin_trusted_networks = ['10.0.0.5/24']", "proxy.login_trusted_networks[0]: '10.0.0.5/24' is not a network"),
     ],
 )
 def test_errors(text, message):

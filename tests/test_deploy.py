@@ -6,6 +6,7 @@ examples pass their own tools' checks.  A missing tool skips, unless CI=true.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import re
@@ -56,7 +57,7 @@ def test_systemd_unit_is_hardened():
     assert directives["AmbientCapabilities"] == "CAP_NET_BIND_SERVICE"
     assert directives["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
     assert directives["ProtectSystem"] == "strict"
-    assert directives["ReadWritePaths"] == "/var/lib/gateway"
+    assert directives["ReadWritePaths"] == "/var/lib/gateway -/run/gateway"
     for flag in ("NoNewPrivileges", "PrivateTmp", "ProtectHome"):
         assert directives[flag] == "yes"
     assert directives["RestrictAddressFamilies"] == "AF_INET AF_INET6 AF_UNIX"
@@ -65,14 +66,28 @@ def test_systemd_unit_is_hardened():
     assert "--data /var/lib/gateway --config /etc/gateway/gateway.toml" in directives["ExecStart"]
 
 
-@pytest.mark.parametrize("example", ["gateway.toml.example"])
-def test_example_config_loads(example, tmp_path):
+def require_group(name: str) -> None:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"group {name} is missing (apt package {name} makes it)")
+        pytest.skip(f"group {name} is missing (apt package {name} makes it)")
+
+
+def test_example_config_loads(tmp_path):
+    # check-config also checks the socket directory, which gateway.tmpfiles
+    # makes on a real host: here it is a temporary one.
+    require_group("postfix")
+    (tmp_path / "run").mkdir()
+    copy = tmp_path / "gateway.toml"
+    copy.write_text((DEPLOY / "gateway.toml.example").read_text().replace("/run/gateway/", f"{tmp_path}/run/"))
     result = subprocess.run(
-        gateway_command("--data", str(tmp_path), "check-config", "--config", str(DEPLOY / example)),
+        gateway_command("--data", str(tmp_path), "check-config", "--config", str(copy)),
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"{DEPLOY / example}: ok\n"
+    assert result.stdout == f"{copy}: ok\n"
 
 
 def test_example_config_shows_every_option():
@@ -81,7 +96,7 @@ def test_example_config_shows_every_option():
     # Production, not the embedded default: TLS ports, metrics on loopback only.
     assert 'imaps = ["tcp:993"]' in example and 'pop3s = ["tcp:995"]' in example
     assert 'metrics = ["tcp:9154:interface=127.0.0.1"]' in example
-    assert 'lmtp = ["tcp:2424:interface=127.0.0.1"]' in example
+    assert 'lmtp = ["unix:/run/gateway/lmtp.sock:mode=0660:group=postfix", "tcp:2424:interface=127.0.0.1"]' in example
 
 
 def test_haproxy_example_in_the_config_loads(tmp_path):
@@ -131,14 +146,40 @@ def test_mta_snippets_name_the_real_lmtp_listener_and_cli():
     master = (DEPLOY / "postfix" / "master.cf").read_text()
     exim = (DEPLOY / "exim" / "gateway.conf").read_text()
     example = (DEPLOY / "gateway.toml.example").read_text()
-    assert "virtual_transport = lmtp:inet:127.0.0.1:2424" in postfix
-    assert 'lmtp = ["tcp:2424:interface=127.0.0.1"]' in example
+    tmpfiles = (DEPLOY / "gateway.tmpfiles").read_text()
+    unit = (DEPLOY / "gateway.service").read_text()
+    # Postfix over the UNIX socket the example config listens on, in the
+    # directory gateway.tmpfiles makes and the unit may write to, with an
+    # LMTP client that is not chrooted away from it.
+    assert "virtual_transport = lmtp:unix:/run/gateway/lmtp.sock" in postfix
+    assert '"unix:/run/gateway/lmtp.sock:mode=0660:group=postfix"' in example
+    assert re.search(r"^d /run/gateway 0755 gateway gateway -$", tmpfiles, re.M)
+    assert "cp deploy/gateway.tmpfiles /etc/tmpfiles.d/gateway.conf" in unit
+    assert re.search(r"^lmtp\s+unix\s+-\s+-\s+n\s+-\s+-\s+lmtp$", master, re.M)
+    # Exim over TCP on loopback.
+    assert '"tcp:2424:interface=127.0.0.1"' in example
     for text in (master, exim):
         assert "/opt/gateway/bin/gateway --data /var/lib/gateway deliver " in text
     assert re.search(r"protocol = lmtp\n\s+hosts = 127.0.0.1\n\s+hosts_override\n\s+port = 2424", exim)
     # The CLI really has the deliver command those snippets call.
     result = subprocess.run(gateway_command("deliver", "--help"), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--mailbox" in result.stdout
+
+
+def test_postfix_snippets_pass_postconf(tmp_path):
+    """main.cf names only parameters Postfix knows; master.cf's lines parse."""
+    postconf = tool("postconf")
+    (tmp_path / "main.cf").write_text((DEPLOY / "postfix" / "main.cf").read_text())
+    (tmp_path / "master.cf").write_text((DEPLOY / "postfix" / "master.cf").read_text())
+    result = subprocess.run([postconf, "-c", str(tmp_path), "-n"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "virtual_transport = lmtp:unix:/run/gateway/lmtp.sock" in result.stdout.splitlines()
+    services = subprocess.run([postconf, "-c", str(tmp_path), "-M"], capture_output=True, text=True, timeout=60)
+    assert services.returncode == 0 and services.stderr == "", services.stderr
+    assert [line.split()[:8] for line in services.stdout.splitlines()] == [
+        ["lmtp", "unix", "-", "-", "n", "-", "-", "lmtp"],
+        ["gateway", "unix", "-", "n", "n", "-", "-", "pipe"],
+    ]
 
 
 def test_grafana_dashboard_parses():

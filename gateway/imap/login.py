@@ -1,52 +1,58 @@
 """
 Not-authenticated IMAP commands (RFC 3501 6.2): CAPABILITY's list,
-STARTTLS, LOGIN and AUTHENTICATE PLAIN (RFC 4616, SASL-IR RFC 4959), with
-the login policy of issue 4:
+STARTTLS, LOGIN and AUTHENTICATE PLAIN (RFC 4616, SASL-IR RFC 4959), and
+ID (RFC 2971), over the shared login policy (``gateway.policy``):
 
 - plain-text passwords only under TLS, on loopback, or when
-  ``[auth] plaintext_without_tls`` says so; otherwise CAPABILITY shows
-  LOGINDISABLED and no AUTH=PLAIN, and both commands answer
-  ``NO [PRIVACYREQUIRED]`` (RFC 3501 6.2.3, RFC 5530 3);
-- failed logins per client address: the answer to a failure waits the
-  larger of ``[auth] failure_delay`` and the tracker's growing delay, and an
-  address with ``failed_logins_per_ip`` failures in the window gets
-  ``NO [UNAVAILABLE]`` without its password being checked;
-- at most ``max_connections_per_user`` sessions per user: the next login
-  gets ``NO [LIMIT]`` (RFC 5530 3: "an implementation limit"; UNAVAILABLE
-  would say a subsystem is down and invite a quick retry, which cannot help
-  until the user closes a session);
-- every attempt is logged by ``gateway.policy.authlog`` (never the password).
+  ``[auth] plaintext_without_tls`` says so (``policy.plaintext``);
+  otherwise CAPABILITY shows LOGINDISABLED and no AUTH=PLAIN, and both
+  commands answer ``NO [PRIVACYREQUIRED]`` (RFC 3501 6.2.3, RFC 5530 3);
+- the PLAIN response is read by ``policy.sasl``;
+- the login itself is ``policy.login``'s sequence: a user locked out at
+  this address gets ``NO [UNAVAILABLE]`` without a password check, a wrong
+  password ``NO [AUTHENTICATIONFAILED]`` after the delay, and one session
+  too many for the user ``NO [LIMIT]`` (RFC 5530 3: "an implementation
+  limit"; UNAVAILABLE would say a subsystem is down and invite a quick
+  retry, which cannot help until the user closes a session);
+- ``ID ("x-originating-ip" ...)`` from a trusted front end (``[proxy]
+  login_trusted_networks``) before login names the client address the
+  limits and the auth log use, as Dovecot does for webmail and proxies.
 
 A mixin of ``gateway.imap.server.IMAPServer``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-
-from twisted.cred import credentials
-from twisted.cred.error import UnauthorizedLogin
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.interfaces import ISSLTransport
 from twisted.mail import imap4
 
-from gateway.policy import authlog
-from gateway.imap import policy
 from gateway.imap.errors import CommandError
+from gateway.imap.id_params import IdSyntaxError, parse_id_params
 from gateway.imap.mailboxes import astring, final_astring
-from gateway.policy.limits import normalise_ip
 from gateway.net.tls import start_tls_discarding_buffer
+from gateway.policy import authlog, sasl
+from gateway.policy.addresses import normalise_ip
+from gateway.policy.login import BadCredentials, LockedOut, TooManySessions
+from gateway.policy.plaintext import plaintext_allowed
 
 CAPABILITIES = b"IMAP4rev1 SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE CHILDREN SPECIAL-USE UNSELECT CONDSTORE QRESYNC"
 
 PRIVACY_REQUIRED = b"[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
-_AUTHENTICATION_FAILED = b"[AUTHENTICATIONFAILED] Authentication failed"
-_BLOCKED = b"[UNAVAILABLE] Too many failed logins from your address; try again later"
-_USER_LIMIT = b"[LIMIT] Too many connections for this user"
+
+_REFUSALS = {
+    BadCredentials: b"[AUTHENTICATIONFAILED] Authentication failed",
+    LockedOut: b"[UNAVAILABLE] Too many failed logins from your address; try again later",
+    TooManySessions: b"[LIMIT] Too many connections for this user",
+}
+
+_ID_ANSWER = b'* ID ("name" "gateway" "version" "0.1.0")'
 
 
 class LoginCommands:
+    _originating_ip: str | None = None
+    _login_attempt: defer.Deferred | None = None
+
     # -- what the session may do -----------------------------------------
 
     @property
@@ -55,13 +61,17 @@ class LoginCommands:
         return self.startedTLS or ISSLTransport.providedBy(self.transport)
 
     @property
-    def client_ip(self) -> str:
+    def peer_ip(self) -> str:
         host = getattr(self.transport.getPeer(), "host", None)
         return normalise_ip(host) if isinstance(host, str) else "local"
 
+    @property
+    def client_ip(self) -> str:
+        """The address limits count and the auth log names."""
+        return self._originating_ip or self.peer_ip
+
     def plaintext_allowed(self) -> bool:
-        host = getattr(self.transport.getHost(), "host", None)
-        return policy.plaintext_allowed(host, self.secure, self.config.auth.plaintext_without_tls)
+        return plaintext_allowed(self.transport.getHost(), self.secure, self.config.auth.plaintext_without_tls)
 
     def capability_line(self) -> bytes:
         """
@@ -75,6 +85,26 @@ class LoginCommands:
         if self.ctx is not None and self.canStartTLS and not self.secure:
             line += b" STARTTLS"
         return line + (b" AUTH=PLAIN" if self.plaintext_allowed() else b" LOGINDISABLED")
+
+    def connectionLost(self, reason):
+        # A login queued for its password check leaves the queue.
+        if self._login_attempt is not None:
+            self._login_attempt.cancel()
+        super().connectionLost(reason)
+
+    # -- ID (RFC 2971) ---------------------------------------------------
+
+    def do_ID(self, tag, rest):
+        try:
+            fields = parse_id_params(rest or b"")
+        except IdSyntaxError:
+            self.sendLine(tag + b" BAD ID takes a parenthesised list of strings or NIL")
+            return
+        claimed = fields.get("x-originating-ip")
+        if self.state == "unauth" and claimed:
+            self._originating_ip = self.factory.logins.originating_ip(self.peer_ip, claimed) or self._originating_ip
+        self.sendLine(_ID_ANSWER)
+        self.run_command(tag, self._done, b"ID completed")
 
     # -- STARTTLS --------------------------------------------------------
 
@@ -98,32 +128,21 @@ class LoginCommands:
         self.run_command(tag, self._login, user, password, b"LOGIN completed")
 
     async def _login(self, user: bytes, password: bytes, done: bytes):
-        ip = self.client_ip
-        tracker = self.factory.failed_logins
-        if tracker.blocked(ip):
-            authlog.login_failed("imap", user, ip, "blocked")
-            await task.deferLater(self.reactor, self.config.auth.failure_delay, lambda: None)
-            raise CommandError(_BLOCKED)
+        attempt = self.factory.logins.login(self.portal, "imap", self.client_ip, user, password, imap4.IAccount)
+        self._login_attempt = attempt
         try:
-            _, avatar, logout = await self.portal.login(
-                credentials.UsernamePassword(user, password), None, imap4.IAccount
-            )
-        except UnauthorizedLogin:
-            delay = max(self.config.auth.failure_delay, tracker.record_failure(ip))
-            authlog.login_failed("imap", user, ip, "bad-credentials")
-            await task.deferLater(self.reactor, delay, lambda: None)
-            raise CommandError(_AUTHENTICATION_FAILED) from None
+            granted = await attempt
+        except defer.CancelledError:
+            return done  # the connection is gone; nobody reads the answer
+        except tuple(_REFUSALS) as refusal:
+            raise CommandError(_REFUSALS[type(refusal)]) from None
+        finally:
+            self._login_attempt = None
         if self._gone:
-            logout()
+            granted.end()
             return done
-        if not self.factory.login_limiter.try_acquire(avatar.user):
-            logout()
-            authlog.login_failed("imap", user, ip, "too-many-sessions")
-            raise CommandError(_USER_LIMIT)
-        self._counted_user = avatar.user
-        authlog.login_succeeded("imap", user, ip)
-        self.account = avatar
-        self._onLogout = logout
+        self.account = granted.avatar
+        self._onLogout = granted.end
         self.state = "auth"
         self.logged_in()
         return b"[CAPABILITY " + self.capability_line() + b"] " + done
@@ -141,8 +160,8 @@ class LoginCommands:
             self.sendLine(tag + b" NO " + PRIVACY_REQUIRED)
             return
         if initial:
-            # RFC 4959: SASL-IR; "=" is an empty initial response.
-            self._plain_response(tag, b"" if initial == b"=" else initial)
+            # RFC 4959: SASL-IR.
+            self._plain_response(tag, initial)
             return
         self.sendLine(b"+ ")
         self.parseState = "pending"
@@ -150,26 +169,24 @@ class LoginCommands:
         self._pendingLiteral.addCallback(lambda line: self._plain_response(tag, line))
 
     def _plain_response(self, tag, encoded: bytes):
-        if encoded.strip() == b"*":
+        if encoded == sasl.CANCEL:
             # RFC 3501 6.2.2: the client cancelled; BAD says so.
             authlog.login_failed("imap", None, self.client_ip, "cancelled")
             self.sendLine(tag + b" BAD AUTHENTICATE cancelled")
             return
         try:
-            message = base64.b64decode(encoded.strip(), validate=True)
-            authzid, authcid, password = message.split(b"\0")
-        except (binascii.Error, ValueError):
+            response = sasl.decode_plain(encoded)
+        except sasl.AuthzidMismatch as mismatch:
+            authlog.login_failed("imap", mismatch.user, self.client_ip, "authzid-mismatch")
+            self.sendLine(tag + b" NO [AUTHORIZATIONFAILED] Cannot act as another user")
+            return
+        except sasl.SaslError:
             authlog.login_failed("imap", None, self.client_ip, "malformed")
             self.sendLine(tag + b" BAD Malformed PLAIN response")
             return
-        if authzid and authzid != authcid:
-            # PLAINCredentials would drop the authzid and log in as authcid;
-            # acting as another user is not something we offer.
-            authlog.login_failed("imap", authcid, self.client_ip, "authzid-mismatch")
-            self.sendLine(tag + b" NO [AUTHORIZATIONFAILED] Cannot act as another user")
-            return
-        self.run_command(tag, self._login, authcid, password, b"Authenticated")
+        self.run_command(tag, self._login, response.user.encode("utf-8"), response.password, b"Authenticated")
 
+    unauth_ID = auth_ID = select_ID = (do_ID, imap4.IMAP4Server.arg_line)
     unauth_STARTTLS = (do_STARTTLS,)
     unauth_LOGIN = (do_LOGIN, astring, final_astring)
     unauth_AUTHENTICATE = (do_AUTHENTICATE, imap4.IMAP4Server.arg_line)

@@ -1,8 +1,8 @@
 """
-Decisions the IMAP protocol takes about untrusted input and its peer, kept
-apart from I/O so each is tested directly: is the connection local, may a
-password travel in plain text, and what a literal marker ``{n}``/``{n+}``
-at the end of a command line says.
+Decisions the IMAP protocol takes about untrusted input, kept apart from
+I/O so each is tested directly: what a literal marker ``{n}``/``{n+}`` at
+the end of a command line says, and what a tag may be.  (Where a password
+may travel in plain text is ``gateway.policy.plaintext``, shared with POP3.)
 
 Pure: no Twisted.
 """
@@ -10,8 +10,6 @@ Pure: no Twisted.
 from __future__ import annotations
 
 import re
-
-from gateway.policy.limits import is_loopback
 
 # RFC 7888 5: under LITERAL-, a non-synchronizing literal is at most this.
 LITERAL_MINUS_MAX = 4096
@@ -21,14 +19,6 @@ LITERAL_MINUS_MAX = 4096
 HUGE = 2**64
 
 _MARKER = re.compile(rb"\{([^{}\r\n]*)\}\Z")
-
-
-def plaintext_allowed(local_host: str | None, secure: bool, configured: bool) -> bool:
-    """
-    May LOGIN and AUTHENTICATE PLAIN be used (RFC 3501 6.2.3, DESIGN.md
-    security rules): under TLS, on loopback, or when the config says so.
-    """
-    return secure or configured or is_loopback(local_host)
 
 
 def literal_marker(line: bytes) -> tuple[int | None, bool] | None:

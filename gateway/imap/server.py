@@ -30,7 +30,6 @@ here or in the command mixins (``login``, ``mailboxes``, ``selected``):
 
 from __future__ import annotations
 
-import re
 import socket
 from time import monotonic
 
@@ -48,7 +47,7 @@ from gateway.imap.mailboxes import MailboxCommands, astring
 from gateway.imap.selected import SelectedCommands
 from gateway.imap.snapshot import Snapshot, SnapshotRegistry
 from gateway.imap.view import SelectedView
-from gateway.policy.limits import login_guards
+from gateway.policy.login import LoginPolicy
 from gateway.store.interfaces import (
     InvalidMailboxName,
     MailboxExists,
@@ -117,7 +116,6 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         self._leftover = None
         self._prelogin = None
         self._keepalive = None
-        self._counted_user = None
         # RFC 7162 3.1: once on, every untagged FETCH carries MODSEQ.
         self.condstore = False
         # RFC 7162 3.2: once on, VANISHED replaces EXPUNGE.
@@ -139,9 +137,6 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
     def connectionLost(self, reason):
         self._gone = True
         self._cancel_timers()
-        if self._counted_user is not None:
-            self.factory.login_limiter.release(self._counted_user)
-            self._counted_user = None
         self._deselect()
         super().connectionLost(reason)
 
@@ -294,19 +289,9 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         self.state = "logout"
         self.transport.loseConnection()
 
-    def do_ID(self, tag, rest):
-        rest = rest or b""
-        # RFC 2971: we answer whatever the client sent (or NIL).
-        if not re.fullmatch(rb"(?i:NIL)|\(.*\)", rest.strip()):
-            self.sendLine(tag + b" BAD ID takes a parenthesised list or NIL")
-            return
-        self.sendLine(b'* ID ("name" "gateway" "version" "0.1.0")')
-        self.run_command(tag, self._done, b"ID completed")
-
     unauth_CAPABILITY = auth_CAPABILITY = select_CAPABILITY = (do_CAPABILITY,)
     unauth_NOOP = auth_NOOP = select_NOOP = (do_NOOP,)
     unauth_LOGOUT = auth_LOGOUT = select_LOGOUT = (do_LOGOUT,)
-    unauth_ID = auth_ID = select_ID = (do_ID, imap4.IMAP4Server.arg_line)
 
     # -- authenticated ---------------------------------------------------
 
@@ -459,24 +444,17 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
 class IMAPFactory(protocol.ServerFactory):
     """
     Sessions of one IMAP listener (or of several that share a budget).
-    ``failed_logins`` and ``login_limiter`` are shared by all its sessions;
-    pass the same objects to the POP3 factory to count both protocols
-    together.
+    ``logins`` (``gateway.policy.login.LoginPolicy``) is shared by all its
+    sessions; pass the POP3 factory's to count both protocols together.
     """
 
-    def __init__(self, portal, store, config, reactor, context_factory=None, *, login_limiter=None,
-                 failed_logins=None):
+    def __init__(self, portal, store, config, reactor, context_factory=None, *, logins=None):
         self.portal = portal
         self.store = store
         self.config = config
         self.reactor = reactor
         self.context_factory = context_factory
-        if login_limiter is None or failed_logins is None:
-            own_limiter, own_tracker = login_guards(config.limits, config.auth.failure_delay, reactor.seconds)
-            login_limiter = own_limiter if login_limiter is None else login_limiter
-            failed_logins = own_tracker if failed_logins is None else failed_logins
-        self.login_limiter = login_limiter
-        self.failed_logins = failed_logins
+        self.logins = LoginPolicy(config, reactor) if logins is None else logins
         # Sessions selecting one mailbox share one picture of it.
         self.snapshots = SnapshotRegistry()
 
@@ -489,15 +467,12 @@ class IMAPFactory(protocol.ServerFactory):
         return server
 
 
-def build_factory(portal, store, config, reactor, context_factory=None, *, login_limiter=None,
-                  failed_logins=None) -> IMAPFactory:
+def build_factory(portal, store, config, reactor, context_factory=None, *, logins=None) -> IMAPFactory:
     """
     The IMAP listener's factory; with ``context_factory`` (a TLS context
     factory, ``CertificateStore.context_factory()``) the session offers
-    STARTTLS.  ``login_limiter`` (``gateway.policy.limits.LoginLimiter``) and
-    ``failed_logins`` (``FailedLoginTracker``) default to ones of its own
-    (``gateway.policy.limits.login_guards``); the service passes the ones POP3
-    shares, so a guesser gains nothing by switching protocol.
+    STARTTLS.  ``logins`` defaults to a ``LoginPolicy`` of its own; the
+    service passes the one POP3 shares, so a guesser gains nothing by
+    switching protocol.
     """
-    return IMAPFactory(portal, store, config, reactor, context_factory, login_limiter=login_limiter,
-                       failed_logins=failed_logins)
+    return IMAPFactory(portal, store, config, reactor, context_factory, logins=logins)

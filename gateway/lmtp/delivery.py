@@ -18,28 +18,33 @@ from gateway.store.interfaces import (
 )
 
 
-async def deliver(store, user: str, source, mailbox: str = "INBOX"):
+async def deliver(store, user: str, source, mailbox: str = "INBOX", special_use: bool = True):
     """
     Store ``source`` (bytes or a binary file at the message start) in the
     user's ``mailbox``, creating the user's mailboxes on first delivery.
 
     A mailbox that does not exist (or whose name the store refuses) means
     INBOX, as Dovecot's LDA does without ``lda_mailbox_autocreate``: a typo in
-    a sieve or a ``+detail`` must never bounce mail.
+    a sieve or a ``+detail`` must never bounce mail.  With ``special_use``
+    false, so does a mailbox with a special use (RFC 6154: Sent, Drafts,
+    Trash, Junk...): the mailbox was named by the sender, not the user.
 
     @return: the L{MessageRecord} of the stored message; fails with
         L{TemporaryFailure} when the store cannot take it now.
     """
-    info = await _mailbox_for(store, user, mailbox)
+    info = await _mailbox_for(store, user, mailbox, special_use)
     return await store.append(info.id, source)
 
 
-async def _mailbox_for(store, user: str, mailbox: str):
+async def _mailbox_for(store, user: str, mailbox: str, special_use: bool):
     await store.ensure_user(user)
     try:
-        return await store.get_mailbox(user, mailbox)
+        info = await store.get_mailbox(user, mailbox)
     except (NoSuchMailbox, InvalidMailboxName):
         return await store.get_mailbox(user, "INBOX")
+    if info.special_use is not None and not special_use:
+        return await store.get_mailbox(user, "INBOX")
+    return info
 
 
 class GroupCommit:
@@ -63,11 +68,11 @@ class GroupCommit:
         self._pending: list[tuple[int, object, defer.Deferred]] = []
         self._flush_call = None
 
-    async def deliver(self, user: str, source, mailbox: str = "INBOX"):
+    async def deliver(self, user: str, source, mailbox: str = "INBOX", special_use: bool = True):
         """As ``deliver``: the stored message's L{MessageRecord}."""
         if not self.batching:
-            return await deliver(self._store, user, source, mailbox)
-        info = await _mailbox_for(self._store, user, mailbox)
+            return await deliver(self._store, user, source, mailbox, special_use)
+        info = await _mailbox_for(self._store, user, mailbox, special_use)
         stored = defer.Deferred()
         self._pending.append((info.id, source, stored))
         if self._flush_call is None:

@@ -24,7 +24,10 @@ not fit LMTP it is replaced, each in one place:
   commit (``gateway.lmtp.delivery.GroupCommit``); no reply goes out before it.
 - replies: every 2xx/4xx/5xx reply carries an RFC 3463 enhanced status code,
   as advertising ENHANCEDSTATUSCODES requires (RFC 2034 3); the stock texts
-  have none.
+  have none.  Refusals are the classes of ``gateway.lmtp.replies``, raised
+  by the commands and written by ``_refuse`` alone.
+- trace: each copy gets ``Return-Path``, ``Delivered-To`` and ``Received``
+  (``gateway.lmtp.trace``), as Dovecot's LMTP writes them.
 
 Limits (``SessionLimits``, from ``[lmtp]`` and ``[limits]``): message size
 (552), recipients per transaction (452 4.5.3), command line length, bad
@@ -35,14 +38,14 @@ the idle timeout applies.  The DATA spool is an anonymous file in the store's
 own ``tmp/`` (same filesystem: a full disk shows during DATA, and a killed
 server leaves no file behind).
 
-Recipients are users of the users file: ``user``, ``user@any.domain``, and
-``user+folder@any.domain``, which delivers into ``folder`` when it exists and
-into INBOX otherwise (Dovecot's ``recipient_delimiter``).
+Recipients are resolved by ``gateway.lmtp.recipients``; a ``+detail``
+selects a folder only under ``[lmtp] save_to_detail_mailbox``.
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import re
 import tempfile
 from time import monotonic
@@ -54,17 +57,15 @@ from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
 from twisted.mail import smtp
 
-from gateway.net import metrics
+from gateway.lmtp import replies
 from gateway.lmtp.delivery import GroupCommit
+from gateway.lmtp.recipients import MAX_ADDRESS, MAX_LOCAL_PART, Recipient, header_safe, resolve_recipient
+from gateway.lmtp.trace import PrefixedMessage, Transaction, helo_domain, trace_fields, transaction_id
+from gateway.net import metrics
 from gateway.store.interfaces import TemporaryFailure
 
 log = Logger()
 
-# RFC 5321 4.5.3.1.1: a local part has at most 64 octets; so do our users.
-MAX_LOCAL_PART = 64
-# RFC 5321 4.5.3.1.3: a path has at most 256 octets, brackets included; so
-# every reply that names an accepted recipient stays under 512 (4.5.3.1.5).
-MAX_ADDRESS = 254
 _ESMTP_KEYWORD = re.compile(rb"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 
 _COMMAND = smtp.COMMAND
@@ -77,7 +78,7 @@ _DOT_PROBES = 32
 
 def _find_dot_line(buffer: bytes, start: int) -> int:
     """
-    ``buffer.find(b"\n.", start)``, faster: a one-byte find is a memchr,
+    ``buffer.find(b"\\n.", start)``, faster: a one-byte find is a memchr,
     while CPython runs a byte loop for a two-byte needle, and most message
     bytes (base64 attachments) hold no dot at all.  After a few dots that
     start no line, the plain search takes over, so text full of dots costs
@@ -119,61 +120,13 @@ class SessionLimits:
         )
 
 
-@attrs.frozen
-class Recipient:
-    """One accepted RCPT: the address as given, and where it delivers."""
-
-    address: bytes
-    user: str
-    mailbox: str
-
-
-def resolve_recipient(local_part: str, users, domain: str | None = None) -> tuple[str, str] | None:
-    """
-    The (user, mailbox) a recipient delivers to, or None when it names no
-    user.  A user named by the whole address (``alice@example.org``, as in a
-    Dovecot passwd-file of virtual users) is matched before one named by the
-    local part alone, and a user whose name contains ``+`` before a detail.
-    """
-    for suffix in ([f"@{domain}"] if domain else []) + [""]:
-        if local_part + suffix in users:
-            return local_part + suffix, "INBOX"
-        user, delimiter, detail = local_part.partition("+")
-        if delimiter and detail and user + suffix in users:
-            return user + suffix, detail
-    return None
-
-
-class _PrefixedMessage:
-    """
-    The per-recipient trace headers followed by the spooled message, read by
-    the store in chunks; nothing is copied per recipient.  The recipients of
-    one message share the spool, so each rewinds it when it starts reading:
-    the store reads them one after the other.
-    """
-
-    def __init__(self, prefix: bytes, spool):
-        self._prefix = prefix
-        self._spool = spool
-        self._started = False
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._started:
-            self._started = True
-            self._spool.seek(0)
-        if self._prefix:
-            if size < 0:
-                chunk, self._prefix = self._prefix + self._spool.read(), b""
-                return chunk
-            chunk, self._prefix = self._prefix[:size], self._prefix[size:]
-            return chunk
-        return self._spool.read(size)
-
-
-def _check_header_safe(address: bytes) -> None:
-    """Addresses go into trace headers: no control characters (no CR)."""
-    if any(byte < 0x20 or byte == 0x7F for byte in address):
-        raise smtp.AddressError("control character in address")
+def _peer_ip(address) -> str | None:
+    """The peer's IP address, or None for a peer that has none (a UNIX socket)."""
+    host = getattr(address, "host", None)
+    try:
+        return str(ipaddress.ip_address(host)) if isinstance(host, str) else None
+    except ValueError:
+        return None
 
 
 def _disk_full(cause: BaseException | None) -> bool:
@@ -183,13 +136,11 @@ def _disk_full(cause: BaseException | None) -> bool:
     return getattr(cause, "sqlite_errorname", None) == "SQLITE_FULL"
 
 
-def _temporary_failure(cause: BaseException | None) -> tuple[int, bytes, bytes]:
+def _temporary_failure(cause: BaseException | None) -> replies.LmtpError:
     """The reply to a delivery the store could not take now."""
-    # Dovecot answers a full disk or quota as a full mailbox (4.2.2); either
-    # way the MTA keeps the message and retries.
     if _disk_full(cause):
-        return 452, b"4.2.2", b"Mailbox is full, try again later"
-    return 451, b"4.3.0", b"Temporary failure, try again later"
+        return replies.MailboxFull()
+    return replies.TryLater()
 
 
 def _discard(spool):
@@ -204,14 +155,14 @@ def _discard(spool):
 
 class LMTPServer(smtp.SMTP):
     """
-    One LMTP session.  Transaction state is ``_sender`` (the reverse-path
-    bytes, None before MAIL) and ``_recipients``; during DATA the message goes
-    to ``_spool``; while it is being stored (``_delivering``) further input is
-    held, so that pipelined commands are answered after the DATA replies.
+    One LMTP session.  Transaction state is ``_transaction`` (None before
+    MAIL) and ``_recipients``; during DATA the message goes to ``_spool``;
+    while it is being stored (``_delivering``) further input is held, so that
+    pipelined commands are answered after the DATA replies.
     """
 
     def __init__(self, deliveries: GroupCommit, users, hostname: str, reactor, limits: SessionLimits,
-                 spool_dir: Path | None):
+                 spool_dir: Path | None, save_to_detail_mailbox: bool = False, new_transaction_id=transaction_id):
         super().__init__()
         self.host = hostname
         self._deliveries = deliveries
@@ -219,11 +170,15 @@ class LMTPServer(smtp.SMTP):
         self._reactor = reactor
         self._limits = limits
         self._spool_dir = spool_dir
+        self._save_to_detail_mailbox = save_to_detail_mailbox
+        self._new_transaction_id = new_transaction_id
         self.MAX_LENGTH = limits.max_line_length
         self.timeout = limits.idle_timeout
         self._buffer = b""
         self._greeted = False
-        self._sender: bytes | None = None
+        self._helo: bytes | None = None
+        self._peer: str | None = None
+        self._transaction: Transaction | None = None
         self._recipients: list[Recipient] = []
         self._spool = None
         self._spooled = 0
@@ -243,6 +198,7 @@ class LMTPServer(smtp.SMTP):
 
     def connectionMade(self):
         self._open = True
+        self._peer = _peer_ip(self.transport.getPeer())
         # DESIGN.md: with Nagle's algorithm each reply waits for the client's
         # delayed ACK of the previous one.
         if ITCPTransport.providedBy(self.transport):
@@ -262,7 +218,7 @@ class LMTPServer(smtp.SMTP):
         return self.host + b" LMTP ready"
 
     def timeoutConnection(self):
-        self._close_with(421, b"4.4.2 " + self.host + b" Idle timeout, closing connection")
+        self._refuse(replies.IdleTimeout(self.host))
 
     def _arm_deadline(self):
         """Absolute: unlike the idle timeout, traffic does not push it back."""
@@ -276,11 +232,7 @@ class LMTPServer(smtp.SMTP):
 
     def _deadline_passed(self):
         self._deadline = None
-        self._close_with(421, b"4.4.2 " + self.host + b" No message within the time allowed, closing connection")
-
-    def _close_with(self, code: int, text: bytes):
-        self.sendCode(code, text)
-        self.transport.loseConnection()
+        self._refuse(replies.NoMessageInTime(self.host))
 
     # -- framing ------------------------------------------------------------
 
@@ -308,7 +260,7 @@ class LMTPServer(smtp.SMTP):
                     break
                 line, pos = buffer[pos:end], end + 1
                 if len(line) > self.MAX_LENGTH:
-                    self._bad_command(500, b"5.5.2 Line too long")
+                    self._refuse(replies.LineTooLong())
                     continue
                 self.lineReceived(line.removesuffix(b"\r"))
         finally:
@@ -316,9 +268,8 @@ class LMTPServer(smtp.SMTP):
             self._draining = False
         idle = self.mode == _COMMAND and not self._delivering and not self.transport.disconnecting
         if idle and len(self._buffer) > self.MAX_LENGTH:
-            # No line end in sight: no way to find the next command.
             self._buffer = b""
-            self._close_with(500, b"5.5.2 Line too long, closing connection")
+            self._refuse(replies.UnendingLine())
 
     def _receive_message_data(self, buffer: bytes, pos: int) -> int:
         """
@@ -362,12 +313,18 @@ class LMTPServer(smtp.SMTP):
 
     # -- replies ------------------------------------------------------------
 
-    def _bad_command(self, code: int, text: bytes):
-        """Refuse a command the client should not have sent, and count it."""
-        self.sendCode(code, text)
-        self._bad_commands += 1
-        if self._bad_commands >= self._limits.max_bad_commands:
-            self._close_with(421, b"4.7.0 " + self.host + b" Too many bad commands, closing connection")
+    def _refuse(self, error: replies.LmtpError, recipient: bytes | None = None):
+        """
+        The one place a refusal is written.  A bad command is counted, and
+        the one that reaches the limit ends the session.
+        """
+        self.sendCode(error.code, error.reply(recipient))
+        if error.closes:
+            self.transport.loseConnection()
+        elif isinstance(error, replies.BadCommand):
+            self._bad_commands += 1
+            if self._bad_commands >= self._limits.max_bad_commands:
+                self._refuse(replies.TooManyBadCommands(self.host))
 
     def lookupMethod(self, command):
         # The stock lookup decodes the verb as ASCII and raises on other bytes.
@@ -377,7 +334,10 @@ class LMTPServer(smtp.SMTP):
 
     def state_COMMAND(self, line):
         started = monotonic()
-        super().state_COMMAND(line)
+        try:
+            super().state_COMMAND(line)
+        except replies.LmtpError as error:
+            self._refuse(error)
         if self.mode == _DATA:
             # 354 is not DATA's final answer; _deliver_message times it.
             return
@@ -385,24 +345,25 @@ class LMTPServer(smtp.SMTP):
         metrics.observe_command("lmtp", line, monotonic() - started)
 
     def sendSyntaxError(self):
-        self._bad_command(500, b"5.5.2 Syntax error")
+        raise replies.CommandSyntax()
 
     def do_UNKNOWN(self, rest):
-        self._bad_command(500, b"5.5.1 Command unrecognized")
+        raise replies.UnknownCommand()
 
     # -- commands -----------------------------------------------------------
 
     def do_HELO(self, rest):
-        # RFC 2033 4.1: HELO and EHLO must not succeed on LMTP.
-        self._bad_command(500, b"5.5.1 This is an LMTP server: use LHLO")
+        raise replies.UseLHLO()
 
     do_EHLO = do_HELO
 
     def do_LHLO(self, rest):
         if not rest:
-            self._bad_command(501, b"5.5.4 Syntax: LHLO hostname")
-            return
+            raise replies.LhloSyntax()
         self._greeted = True
+        # What the Received field will call the client (Dovecot: "unknown"
+        # when the name is not a domain or address literal).
+        self._helo = helo_domain(rest)
         self._reset_transaction()
         extensions = [
             b"PIPELINING",
@@ -414,108 +375,96 @@ class LMTPServer(smtp.SMTP):
 
     def do_MAIL(self, rest):
         if not self._greeted:
-            self._bad_command(503, b"5.5.1 Send LHLO first")
-            return
-        if self._sender is not None:
-            self._bad_command(503, b"5.5.1 Sender already given")
-            return
+            raise replies.LhloFirst()
+        if self._transaction is not None:
+            raise replies.SenderGiven()
         match = self.mail_re.match(rest)
         if not match:
-            self._bad_command(501, b"5.5.4 Syntax: MAIL FROM:<address>")
-            return
+            raise replies.MailSyntax()
         try:
             sender = bytes(smtp.Address(match.group("path"), self.host))
-            _check_header_safe(sender)
         except smtp.AddressError:
-            self._bad_command(553, b"5.1.7 Invalid sender address")
-            return
+            raise replies.InvalidSender() from None
+        if not header_safe(sender):
+            raise replies.InvalidSender()
+        if len(sender) > MAX_ADDRESS:
+            raise replies.SenderTooLong(MAX_ADDRESS)
         for parameter in (match.group("opts") or b"").split():
             keyword, _, value = parameter.partition(b"=")
             keyword = keyword.upper()
             if keyword == b"SIZE" and value.isdigit():
                 # RFC 1870 6: refuse at once what DATA would refuse later.
                 if int(value) > self._limits.max_message_size:
-                    self.sendCode(552, b"5.3.4 Message size exceeds fixed maximum message size")
-                    return
+                    raise replies.MessageTooBig()
             elif keyword == b"BODY" and value.upper() in (b"7BIT", b"8BITMIME"):
                 pass
             else:
-                # Named only when it is a keyword: no client bytes echoed raw.
-                named = b" " + keyword if _ESMTP_KEYWORD.fullmatch(keyword) else b""
-                self._bad_command(555, b"5.5.4 Unsupported parameter" + named)
-                return
-        self._sender = sender
+                raise replies.UnsupportedParameter(keyword if _ESMTP_KEYWORD.fullmatch(keyword) else None)
+        self._transaction = Transaction(
+            helo=self._helo,
+            peer_ip=self._peer,
+            hostname=self.host,
+            id=self._new_transaction_id(),
+            sender=sender,
+            started=self._reactor.seconds(),
+        )
         self.sendCode(250, b"2.1.0 Sender OK")
 
     def do_RCPT(self, rest):
-        if self._sender is None:
-            self._bad_command(503, b"5.5.1 MAIL first")
-            return
+        if self._transaction is None:
+            raise replies.MailFirst()
         match = self.rcpt_re.match(rest)
         if not match:
-            self._bad_command(501, b"5.5.4 Syntax: RCPT TO:<address>")
-            return
+            raise replies.RcptSyntax()
         if match.group("opts"):
-            self._bad_command(555, b"5.5.4 Unsupported parameter")
-            return
+            raise replies.UnsupportedParameter()
         if len(self._recipients) >= self._limits.max_recipients:
-            # RFC 5321 4.5.3.1.10: the client sends the rest in a new transaction.
-            self.sendCode(452, b"4.5.3 Too many recipients")
-            return
+            raise replies.TooManyRecipients()
         try:
             address = smtp.Address(match.group("path"), self.host)
-            _check_header_safe(bytes(address))
             local_part = address.local.decode("utf-8")
             domain = address.domain.decode("utf-8")
         except (smtp.AddressError, UnicodeDecodeError):
-            self._bad_command(501, b"5.1.3 Invalid recipient address")
-            return
+            raise replies.InvalidRecipient() from None
+        if not header_safe(bytes(address)):
+            raise replies.InvalidRecipient()
         if len(address.local) > MAX_LOCAL_PART:
-            # No user has such a name, and a reply naming it would be too long.
-            self.sendCode(550, b"5.1.1 Local part longer than %d octets: no such user" % MAX_LOCAL_PART)
-            return
+            raise replies.LocalPartTooLong(MAX_LOCAL_PART)
         if len(bytes(address)) > MAX_ADDRESS:
-            self._bad_command(501, b"5.1.3 Recipient address longer than %d octets" % MAX_ADDRESS)
-            return
+            raise replies.RecipientTooLong(MAX_ADDRESS)
         try:
             target = resolve_recipient(local_part, self._users, domain)
         except Exception:
             log.failure("While looking up recipient {address}", address=bytes(address))
-            self.sendCode(451, b"4.3.0 Temporary failure looking up the recipient")
-            return
+            raise replies.LookupFailed() from None
         if target is None:
-            # Quoted local parts may carry 8-bit bytes: echoed only if ASCII.
-            named = b"<" + bytes(address) + b"> " if bytes(address).isascii() else b""
-            self.sendCode(550, b"5.1.1 " + named + b"User doesn't exist")
-            return
-        self._recipients.append(Recipient(bytes(address), *target))
+            raise replies.NoSuchUser(bytes(address))
+        user, mailbox = target
+        detail = self._save_to_detail_mailbox and mailbox != "INBOX"
+        self._recipients.append(Recipient(bytes(address), user, mailbox if detail else "INBOX", detail))
         self.sendCode(250, b"2.1.5 OK")
 
     def do_DATA(self, rest):
-        if self._sender is None:
-            self._bad_command(503, b"5.5.1 MAIL first")
-        elif not self._recipients:
-            # RFC 2033 4.2: no successful RCPT, DATA must fail with 503.
-            self._bad_command(503, b"5.5.1 No valid recipients")
-        elif rest:
-            self._bad_command(501, b"5.5.4 Syntax: DATA")
-        else:
-            try:
-                # Anonymous (O_TMPFILE where the OS has it): nothing is left
-                # behind whatever happens to this process.
-                self._spool = tempfile.TemporaryFile(dir=self._spool_dir, prefix="lmtp.")
-            except OSError as e:
-                log.warn("Cannot create an LMTP spool file: {error}", error=e.strerror)
-                code, status, text = _temporary_failure(e)
-                self.sendCode(code, b"%s %s" % (status, text))
-                return
-            self._spooled = 0
-            self._spool_error = None
-            self._tail = b""
-            self.mode = _DATA
-            # The idle timeout covers DATA; the message size bounds it.
-            self._disarm_deadline()
-            self.sendCode(354, b"Start mail input; end with <CRLF>.<CRLF>")
+        if self._transaction is None:
+            raise replies.MailFirst()
+        if not self._recipients:
+            raise replies.NoValidRecipients()
+        if rest:
+            raise replies.DataSyntax()
+        try:
+            # Anonymous (O_TMPFILE where the OS has it): nothing is left
+            # behind whatever happens to this process.
+            self._spool = tempfile.TemporaryFile(dir=self._spool_dir, prefix="lmtp.")
+        except OSError as e:
+            log.warn("Cannot create an LMTP spool file: {error}", error=e.strerror)
+            raise _temporary_failure(e) from None
+        self._spooled = 0
+        self._spool_error = None
+        self._tail = b""
+        self.mode = _DATA
+        # The idle timeout covers DATA; the message size bounds it.
+        self._disarm_deadline()
+        self.sendCode(354, b"Start mail input; end with <CRLF>.<CRLF>")
 
     def do_RSET(self, rest):
         self._reset_transaction()
@@ -528,10 +477,11 @@ class LMTPServer(smtp.SMTP):
         self.sendCode(252, b"2.3.3 Try RCPT instead")
 
     def do_QUIT(self, rest):
-        self._close_with(221, b"2.0.0 " + self.host + b" closing connection")
+        self.sendCode(221, b"2.0.0 " + self.host + b" closing connection")
+        self.transport.loseConnection()
 
     def _reset_transaction(self):
-        self._sender = None
+        self._transaction = None
         self._recipients = []
 
     # -- delivery -----------------------------------------------------------
@@ -539,10 +489,10 @@ class LMTPServer(smtp.SMTP):
     def _end_of_data(self):
         self.mode = _COMMAND
         spool, self._spool = self._spool, None
-        sender, recipients = self._sender, self._recipients
+        transaction, recipients = self._transaction, self._recipients
         self._reset_transaction()
         if self._spooled > self._limits.max_message_size:
-            refusal = (552, b"5.3.4", b"Message size exceeds fixed maximum message size")
+            refusal = replies.MessageTooBig()
         else:
             if self._spool_error is None:
                 try:
@@ -553,9 +503,9 @@ class LMTPServer(smtp.SMTP):
             refusal = None if self._spool_error is None else _temporary_failure(self._spool_error)
         self._delivering = True
         self.transport.pauseProducing()
-        defer.Deferred.fromCoroutine(self._deliver_message(spool, sender, recipients, refusal, monotonic()))
+        defer.Deferred.fromCoroutine(self._deliver_message(spool, transaction, recipients, refusal, monotonic()))
 
-    async def _deliver_message(self, spool, sender: bytes, recipients, refusal, started: float):
+    async def _deliver_message(self, spool, transaction: Transaction, recipients, refusal, started: float):
         """
         RFC 2033 4.2: one reply per accepted recipient, in RCPT order.  DATA
         is timed from the final dot to the last of them: the store's work,
@@ -565,31 +515,34 @@ class LMTPServer(smtp.SMTP):
             started_together = None
             if refusal is None and self._deliveries.batching:
                 # Every recipient at once: one index commit for them all.
-                started_together = [self._start_delivery(spool, sender, r) for r in recipients]
+                started_together = [self._start_delivery(spool, transaction, r) for r in recipients]
             for index, recipient in enumerate(recipients):
                 if refusal is not None:
-                    code, status, text = refusal
+                    self._refuse(refusal, recipient.address)
+                    continue
+                delivery = (
+                    started_together[index]
+                    if started_together is not None
+                    else self._start_delivery(spool, transaction, recipient)
+                )
+                outcome = await self._outcome_of(recipient, delivery)
+                if isinstance(outcome, replies.LmtpError):
+                    self._refuse(outcome, recipient.address)
                 else:
-                    delivery = (
-                        started_together[index]
-                        if started_together is not None
-                        else self._start_delivery(spool, sender, recipient)
-                    )
-                    code, status, text = await self._reply_for(recipient, delivery)
-                self.sendCode(code, b"%s <%s> %s" % (status, recipient.address, text))
+                    self.sendCode(250, b"2.0.0 <%s> Saved as UID %d" % (recipient.address, outcome))
         finally:
             _discard(spool)
             metrics.observe_command("lmtp", b"DATA", monotonic() - started)
             self._delivered()
 
-    def _start_delivery(self, spool, sender: bytes, recipient: Recipient) -> defer.Deferred:
-        # Trace headers as Dovecot's LMTP writes them.
-        trace = b"Return-Path: <%s>\r\nDelivered-To: %s\r\n" % (sender, recipient.address)
-        message = _PrefixedMessage(trace, spool)
-        return defer.Deferred.fromCoroutine(self._deliveries.deliver(recipient.user, message, recipient.mailbox))
+    def _start_delivery(self, spool, transaction: Transaction, recipient: Recipient) -> defer.Deferred:
+        message = PrefixedMessage(trace_fields(transaction, recipient.address), spool)
+        return defer.Deferred.fromCoroutine(
+            self._deliveries.deliver(recipient.user, message, recipient.mailbox, special_use=not recipient.detail)
+        )
 
-    async def _reply_for(self, recipient: Recipient, delivery: defer.Deferred) -> tuple[int, bytes, bytes]:
-        """The reply a recipient gets once its delivery is stored or refused."""
+    async def _outcome_of(self, recipient: Recipient, delivery: defer.Deferred) -> int | replies.LmtpError:
+        """The UID a recipient's copy was stored under, or why it was not."""
         try:
             record = await delivery
         except TemporaryFailure as e:
@@ -601,9 +554,9 @@ class LMTPServer(smtp.SMTP):
             log.failure("While delivering to {user}", user=recipient.user)
             metrics.count_delivery("error")
             metrics.count_store_error("deliver")
-            return 451, b"4.3.0", b"Temporary internal error"
+            return replies.InternalError()
         metrics.count_delivery("ok")
-        return 250, b"2.0.0", b"Saved as UID %d" % record.uid
+        return record.uid
 
     def _delivered(self):
         self._delivering = False
@@ -619,21 +572,26 @@ class LMTPFactory(protocol.ServerFactory):
     """
     Builds L{LMTPServer} sessions over one store and users file.  DATA is
     spooled in ``spool_dir`` (the system's temporary directory when None).
+    ``new_transaction_id`` makes the id each MAIL gets in ``Received``.
     """
 
     def __init__(self, store, users, hostname: str, reactor, limits: SessionLimits = SessionLimits(),
-                 spool_dir: Path | None = None):
+                 spool_dir: Path | None = None, save_to_detail_mailbox: bool = False,
+                 new_transaction_id=transaction_id):
         self.store = store
         self.users = users
         self.hostname = hostname
         self.reactor = reactor
         self.limits = limits
         self.spool_dir = spool_dir
+        self.save_to_detail_mailbox = save_to_detail_mailbox
+        self.new_transaction_id = new_transaction_id
         # One for every session: concurrent deliveries share a commit.
         self.deliveries = GroupCommit(store, reactor)
 
     def buildProtocol(self, addr):
-        server = LMTPServer(self.deliveries, self.users, self.hostname, self.reactor, self.limits, self.spool_dir)
+        server = LMTPServer(self.deliveries, self.users, self.hostname, self.reactor, self.limits, self.spool_dir,
+                            self.save_to_detail_mailbox, self.new_transaction_id)
         server.factory = self
         return server
 
@@ -645,4 +603,5 @@ def build_factory(store, users, config, reactor) -> LMTPFactory:
     """
     root = getattr(store, "root", None)
     spool_dir = None if root is None else Path(root) / "tmp"
-    return LMTPFactory(store, users, config.hostname, reactor, SessionLimits.from_config(config), spool_dir)
+    return LMTPFactory(store, users, config.hostname, reactor, SessionLimits.from_config(config), spool_dir,
+                       config.lmtp.save_to_detail_mailbox)

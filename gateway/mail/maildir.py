@@ -21,11 +21,14 @@ flags after ``:2,`` do.  Dovecot matches uidlist entries by the base name.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import attrs
 
+from gateway.mail import nofollow
 from gateway.mail.mutf7 import BadMailboxName, decode_mailbox, encode_mailbox
 from gateway.store.model import HIERARCHY_SEPARATOR
 
@@ -72,10 +75,19 @@ class Uidlist:
 
 @attrs.frozen
 class Folder:
-    """A mail folder: its mailbox name in the store and its directory."""
+    """
+    A mail folder: its mailbox name in the store, its directory, and the
+    Maildir++ root it lies in (files are reached from there, link-free).
+    """
 
     name: str
     path: Path
+    root: Path
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The folder's directory relative to the root: () for INBOX."""
+        return self.path.relative_to(self.root).parts
 
 
 @attrs.frozen
@@ -224,61 +236,105 @@ def folder_dirname(name: str) -> str:
     return "." + ".".join(encode_mailbox(level).decode("ascii") for level in levels)
 
 
-def _is_maildir(path: Path) -> bool:
-    return (path / "cur").is_dir() and (path / "new").is_dir()
+def _maildir_refusal(root: Path, parts: tuple[str, ...]) -> str | None:
+    """Why ``root/parts...`` is not a Maildir folder to read, or None."""
+    for subdir in ("cur", "new"):
+        try:
+            os.close(nofollow.directory_beneath(root, (*parts, subdir)))
+        except FileNotFoundError:
+            return "no cur/ and new/"
+        except nofollow.Refused as e:
+            return f"{subdir}/ is {e}"
+    return None
 
 
 def list_folders(root: Path) -> tuple[list[Folder], list[str]]:
     """
-    The folders of a Maildir++ root, INBOX first, and the directories
-    skipped (with reasons).  Raises L{NotAMaildir}.
+    The folders of a Maildir++ root, INBOX first, and the entries skipped
+    (with reasons).  A folder, or its cur/ or new/, that is a symbolic link
+    is skipped, never followed.  Raises L{NotAMaildir}, also when ``root``
+    itself is a link.
     """
-    if not _is_maildir(root):
-        raise NotAMaildir(f"{root}: not a Maildir (no cur/ and new/)")
-    folders = [Folder("INBOX", root)]
+    try:
+        os.close(nofollow.open_directory(root))
+    except nofollow.Refused as e:
+        raise NotAMaildir(f"{root}: {e}") from None
+    refusal = _maildir_refusal(root, ())
+    if refusal is not None:
+        raise NotAMaildir(f"{root}: not a Maildir ({refusal})")
+    folders = [Folder("INBOX", root, root)]
     seen = {"INBOX"}
     problems = []
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if not entry.name.startswith(".") or entry.name in (".", "..") or not entry.is_dir():
+    for dirname, what in sorted(nofollow.list_beneath(root, ()), key=lambda entry: entry[0]):
+        if not dirname.startswith("."):
             continue
-        path = Path(entry.path)
-        if not _is_maildir(path):
-            problems.append(f"{entry.name}: no cur/ and new/; folder skipped")
+        if isinstance(what, OSError):
+            problems.append(f"{dirname}: cannot read: {what.strerror}; folder skipped")
+            continue
+        if stat.S_ISLNK(what.st_mode):
+            problems.append(f"{dirname}: {nofollow.kind(what.st_mode)}; folder skipped")
+            continue
+        if not stat.S_ISDIR(what.st_mode):
+            continue  # .customflags, .subscriptions and the like
+        refusal = _maildir_refusal(root, (dirname,))
+        if refusal is not None:
+            problems.append(f"{dirname}: {refusal}; folder skipped")
             continue
         try:
-            name = folder_name(entry.name)
+            name = folder_name(dirname)
         except (BadMailboxName, UnicodeEncodeError):
-            problems.append(f"{entry.name}: not a valid Maildir++ folder name; folder skipped")
+            problems.append(f"{dirname}: not a valid Maildir++ folder name; folder skipped")
             continue
         if name.upper() == "INBOX":
             name = "INBOX"
         if name in seen:
-            problems.append(f"{entry.name}: a second folder named {name}; folder skipped")
+            problems.append(f"{dirname}: a second folder named {name}; folder skipped")
             continue
         seen.add(name)
-        folders.append(Folder(name, path))
+        folders.append(Folder(name, root / dirname, root))
     return folders, problems
 
 
-def list_messages(folder: Path, keyword_letters: Mapping[str, str]) -> tuple[list[MaildirMessage], list[str]]:
+def list_messages(folder: Folder, keyword_letters: Mapping[str, str]) -> tuple[list[MaildirMessage], list[str]]:
     """
     The message files of a folder (new/ and cur/; tmp/ holds unfinished
-    deliveries), in delivery order, and the files skipped (with reasons).
+    deliveries), in delivery order, and the entries skipped (with reasons):
+    only regular files are messages, and a link is never followed.
     """
     found = []
     problems = []
     for subdir in ("new", "cur"):
-        for entry in os.scandir(folder / subdir):
-            if entry.name.startswith("."):
+        for filename, what in nofollow.list_beneath(folder.root, (*folder.parts, subdir)):
+            if filename.startswith("."):
                 continue
-            try:
-                if entry.is_dir():
-                    continue
-                stat = entry.stat()
-            except OSError as e:
-                problems.append(f"{subdir}/{entry.name}: cannot read: {e.strerror}; message skipped")
+            if isinstance(what, OSError):
+                problems.append(f"{subdir}/{filename}: cannot read: {what.strerror}; message skipped")
                 continue
-            flags = flags_of(entry.name, keyword_letters) if subdir == "cur" else frozenset()
-            found.append(MaildirMessage(Path(entry.path), base_name(entry.name), flags, stat.st_mtime))
+            if not stat.S_ISREG(what.st_mode):
+                problems.append(f"{subdir}/{filename}: {nofollow.kind(what.st_mode)}; message skipped")
+                continue
+            flags = flags_of(filename, keyword_letters) if subdir == "cur" else frozenset()
+            found.append(MaildirMessage(folder.path / subdir / filename, base_name(filename), flags, what.st_mtime))
     found.sort(key=lambda m: m.delivery_key)
     return found, problems
+
+
+def open_message(folder: Folder, message: MaildirMessage) -> BinaryIO:
+    """
+    The message file opened for reading, refusing (L{nofollow.Refused}) a
+    link anywhere from the Maildir root down and anything not a regular
+    file, whatever was swapped in since it was listed.
+    """
+    return nofollow.open_beneath(folder.root, (*folder.parts, message.path.parent.name, message.path.name))
+
+
+def read_folder_file(folder: Folder, name: str) -> str | None:
+    """
+    A folder's ``dovecot-uidlist`` or ``dovecot-keywords`` as text, None when
+    absent; raises L{nofollow.Refused} for a link or a special file.
+    """
+    try:
+        with nofollow.open_beneath(folder.root, (*folder.parts, name)) as f:
+            return f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return None

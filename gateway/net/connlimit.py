@@ -40,33 +40,37 @@ REFUSALS = {
 }
 
 
-def peer_host(address) -> str:
-    """The text a limit counts a peer under: its IP, or its kind (UNIX sockets)."""
+def peer_host(address) -> str | None:
+    """
+    The IP a limit counts a peer under, or None for a peer without one (a
+    UNIX socket): what may connect there is the socket's permissions' call,
+    and all its clients share one "address", so only the total applies.
+    """
     host = getattr(address, "host", None)
-    if isinstance(host, str):
-        return host
-    return type(address).__name__
+    return host if isinstance(host, str) else None
 
 
 class _LimitedConnection(ProtocolWrapper):
-    """One connection: counted while it lives, or refused and closed."""
+    """One connection: counted while it lives (under its limit key), or refused and closed."""
 
+    _counted = False
     _counted_as: str | None = None
 
     def makeConnection(self, transport):
         host = peer_host(transport.getPeer())
-        if not self.factory.limiter.try_acquire(host):
+        counted_as = self.factory.limiter.try_acquire(host)
+        if counted_as is None:
             Protocol.makeConnection(self, transport)
             log.info(
                 "Refused a {listener} connection from {host}: too many connections",
                 listener=self.factory.listener,
-                host=host,
+                host=host or "local",
             )
             if self.factory.refusal is not None:
                 transport.write(self.factory.refusal)
             transport.loseConnection()
             return
-        self._counted_as = host
+        self._counted, self._counted_as = True, counted_as
         super().makeConnection(transport)
 
     def startTLS(self, context_factory, normal=True):
@@ -76,14 +80,14 @@ class _LimitedConnection(ProtocolWrapper):
         directlyProvides(self, providedBy(self.transport))
 
     def dataReceived(self, data):
-        if self._counted_as is not None:
+        if self._counted:
             super().dataReceived(data)
 
     def connectionLost(self, reason):
-        if self._counted_as is None:
+        if not self._counted:
             return
         self.factory.limiter.release(self._counted_as)
-        self._counted_as = None
+        self._counted = False
         super().connectionLost(reason)
 
 

@@ -13,7 +13,10 @@ parsers and address handling, and instead:
 - drops at once a connection whose peer is not trusted;
 - buffers the header whatever its fragmentation, with a deadline;
 - connects the application only once the header is parsed, so everything
-  it does, limits included, sees the real client.
+  it does, limits included, sees the real client;
+- takes a v2 header naming UNIX socket addresses (a client of a balancer
+  on its own host) as LOCAL: the connection's own addresses stand, since
+  there is no IP address to count or log.
 """
 
 from __future__ import annotations
@@ -21,18 +24,19 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from twisted.internet.address import IPv6Address
+from twisted.internet.address import IPv6Address, UNIXAddress
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 # Twisted exports only proxyEndpoint; its parsers and wrapper are what we
 # build on, from their private modules (tests/test_proxy.py pins behaviour).
 from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+from twisted.protocols.haproxy._info import ProxyInfo
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
 from zope.interface import directlyProvides, providedBy
 
-from gateway.policy.limits import normalise_ip
+from gateway.policy.addresses import Networks
 
 log = Logger()
 
@@ -104,8 +108,7 @@ class _TrustedProxyConnection(HAProxyProtocolWrapper):
         info, remaining = self._parser.feed(data)
         if info is None:
             return
-        _check_addresses(info)
-        self._proxyInfo = info
+        self._proxyInfo = _checked(info)
         self._cancel_deadline()
         self._connected_wrapped = True
         self.wrappedProtocol.makeConnection(self)
@@ -130,12 +133,18 @@ class _TrustedProxyConnection(HAProxyProtocolWrapper):
         self.wrappedProtocol = None
 
 
-def _check_addresses(info) -> None:
+def _checked(info: ProxyInfo) -> ProxyInfo:
     """
-    Twisted's v1 parser takes any word for an address ("PROXY TCP4 x y 1 2"),
-    and such a word would become a per-IP limit key and a log entry.
+    The addresses to believe.  Twisted's v1 parser takes any word for an
+    address ("PROXY TCP4 x y 1 2"), and such a word would become a per-IP
+    limit key and a log entry: refused.  UNIX socket addresses (v2 AF_UNIX)
+    have no host: the header counts as LOCAL (HAProxy's proxy-protocol.txt
+    2.2: the receiver then uses the connection's real endpoints).
     """
-    for address in (info.source, info.destination):
+    addresses = (info.source, info.destination)
+    if any(isinstance(address, UNIXAddress) for address in addresses):
+        return ProxyInfo(info.header, None, None)
+    for address in addresses:
         if address is None:
             continue
         try:
@@ -144,6 +153,7 @@ def _check_addresses(info) -> None:
             raise InvalidProxyHeader() from None
         if ip.version != (6 if isinstance(address, IPv6Address) else 4) or not 0 <= address.port <= 65535:
             raise InvalidProxyHeader()
+    return info
 
 
 class TrustedProxyFactory(HAProxyWrappingFactory):
@@ -153,15 +163,8 @@ class TrustedProxyFactory(HAProxyWrappingFactory):
 
     def __init__(self, wrapped_factory, trusted: Iterable[str], clock) -> None:
         super().__init__(wrapped_factory)
-        self.trusted = tuple(ipaddress.ip_network(network) for network in trusted)
+        self.trusted = Networks.parse(trusted)
         self.clock = clock
 
     def trusts(self, address) -> bool:
-        host = getattr(address, "host", None)
-        if not isinstance(host, str):
-            return False
-        try:
-            ip = ipaddress.ip_address(normalise_ip(host))
-        except ValueError:
-            return False
-        return any(ip in network for network in self.trusted)
+        return getattr(address, "host", None) in self.trusted

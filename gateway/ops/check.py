@@ -3,16 +3,16 @@
 described in ``gateway/store/sqlite/store.py``).
 
 Found: index rows without a body file, body files without a row, sizes that
-disagree, a UIDNEXT not above every UID, a ``mailbox.json`` missing or
-disagreeing with the index, mailbox directories the index does not know, and
-temporary files a crash left behind.
+disagree, a UIDNEXT not above every UID or below the recorded one, a
+``mailbox.json`` or ``uidnext`` file missing or disagreeing with the index,
+mailbox directories the index does not know, and temporary files a crash
+left behind.
 
-``--repair`` does only what cannot lose or invent mail, each step through
-the store so live sessions hear of it: remove old temporary files, raise
-UIDNEXT, index a body file whose UID was never handed out (a crash between
-the file's rename and the index commit), remove a body file whose UID the
-index records as expunged (a crash before the unlink), and expunge rows
-whose body file is gone.  Everything else is reported for a human.
+``--repair`` runs the store's sweep, what the server does at each start
+(``SQLiteStore.sweep``), so there is one set of safe repairs: each one puts
+back what the index committed and none can lose or invent a message.  The
+problems it does not touch (marked here without ``repair``) are reported for
+a human.
 
 Reading is done on a read-only connection to the index, so a check never
 changes the store.
@@ -27,21 +27,16 @@ from pathlib import Path
 
 import attrs
 
-
-# A temporary file younger than this may belong to a delivery in progress.
-TMP_GRACE_SECONDS = 3600
+from gateway.durable import read_slot_file
+from gateway.store.sqlite.maintenance import TMP_GRACE_SECONDS, body_uids
 
 
 @attrs.frozen
 class Problem:
-    """One inconsistency; ``repair`` names what ``--repair`` may do about it."""
+    """One inconsistency; ``repair`` says whether the sweep puts it right."""
 
     text: str
-    repair: str | None = None
-    mailbox_id: int | None = None
-    uid: int | None = None
-    path: Path | None = None
-    uidnext: int | None = None
+    repair: bool = False
 
 
 @attrs.frozen
@@ -58,7 +53,8 @@ class _Mailbox:
         return f"{self.user}/{self.name} (mail/{self.id})"
 
 
-def _read_index(index: Path) -> tuple[list[_Mailbox], dict[int, dict[int, int]], dict[int, set[int]]]:
+def _read_index(index: Path) -> tuple[list[_Mailbox], dict[int, dict[int, int]], dict[int, set[int]],
+                                       dict[int, list[int]]]:
     db = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
     try:
         mailboxes = [
@@ -71,14 +67,17 @@ def _read_index(index: Path) -> tuple[list[_Mailbox], dict[int, dict[int, int]],
         expunged: dict[int, set[int]] = {}
         for mailbox_id, uid in db.execute("SELECT mailbox_id, uid FROM expunged"):
             expunged.setdefault(mailbox_id, set()).add(uid)
+        expunging: dict[int, list[int]] = {}
+        for mailbox_id, uid in db.execute("SELECT mailbox_id, uid FROM expunging ORDER BY mailbox_id, uid"):
+            expunging.setdefault(mailbox_id, []).append(uid)
     finally:
         db.close()
-    return mailboxes, sizes, expunged
+    return mailboxes, sizes, expunged, expunging
 
 
 def _stale_tmp_files(paths, now: float) -> list[Problem]:
     return [
-        Problem(f"orphaned temporary file {path}", "remove_tmp", path=path)
+        Problem(f"orphaned temporary file {path}", repair=True)
         for path in sorted(paths)
         if path.is_file() and now - path.stat().st_mtime > TMP_GRACE_SECONDS
     ]
@@ -92,17 +91,34 @@ def find_problems(store_root: Path, now: float | None = None) -> list[Problem]:
     index = store_root / "index.sqlite"
     if not index.exists():
         return [Problem(f"{index} is missing; the server rebuilds it from the files when it starts")]
-    mailboxes, sizes, expunged = _read_index(index)
+    mailboxes, sizes, expunged, expunging = _read_index(index)
     problems = _stale_tmp_files((store_root / "tmp").glob("*"), now)
     problems += _stale_tmp_files(store_root.glob("*.tmp"), now)
     for mailbox in mailboxes:
+        if mailbox.id in expunging:
+            problems.append(Problem(
+                f"{mailbox.label}: the expunge of UID {' '.join(map(str, expunging[mailbox.id]))} is under way or"
+                " was interrupted (opening the store finishes it)", repair=True))
         problems += _check_mailbox(mailbox, mail / str(mailbox.id), sizes.get(mailbox.id, {}),
                                    expunged.get(mailbox.id, set()), now)
     known = {str(m.id) for m in mailboxes}
     for directory in sorted(mail.iterdir()) if mail.is_dir() else ():
-        if directory.name.isdigit() and directory.name not in known and (directory / "mailbox.json").exists():
-            problems.append(Problem(f"mail/{directory.name} has a mailbox.json but no index row"))
+        if directory.name.isdigit() and directory.name not in known:
+            problems.append(Problem(f"mail/{directory.name} is a mailbox directory the index does not know"
+                                    " (a deleted mailbox, or one never committed)", repair=True))
     return problems
+
+
+def _recorded_uidnext(mailbox: _Mailbox, directory: Path, uid_floor: int) -> tuple[int, list[Problem]]:
+    """The UIDNEXT a rebuild keeps (uidnext slot file, or an older store's uid_floor) and its problems."""
+    try:
+        payload = read_slot_file(directory / "uidnext")
+    except FileNotFoundError:
+        return uid_floor + 1, [Problem(f"{mailbox.label}: uidnext file missing, so a rebuild could give out an"
+                                       " expunged UID again", repair=True)]
+    if payload is None:
+        return uid_floor + 1, [Problem(f"{mailbox.label}: uidnext file unreadable (no valid slot)", repair=True)]
+    return max(int(payload), uid_floor + 1), []
 
 
 def _check_mailbox(mailbox: _Mailbox, directory: Path, sizes: dict[int, int], expunged: set[int],
@@ -126,21 +142,21 @@ def _check_mailbox(mailbox: _Mailbox, directory: Path, sizes: dict[int, int], ex
                     f" {getattr(mailbox, field)!r}"
                 ))
         uid_floor = meta.get("uid_floor", 0)
+    recorded, slot_problems = _recorded_uidnext(mailbox, directory, uid_floor)
+    problems += slot_problems
 
-    files = {}
-    for path in directory.iterdir():
-        if path.name.isdigit():
-            files[int(path.name)] = path
+    files = body_uids(directory)
     problems += _stale_tmp_files(directory.glob("*.tmp"), now)
     for uid in sorted(sizes.keys() - files.keys()):
-        problems.append(Problem(f"{mailbox.label}: UID {uid} has no body file", "drop_row", mailbox.id, uid))
+        problems.append(Problem(f"{mailbox.label}: UID {uid} has no body file", repair=True))
+    # UIDNEXT as the sweep raises it before it judges the files.
+    uidnext = max(mailbox.uidnext, recorded, max(sizes, default=0) + 1)
     for uid in sorted(files.keys() - sizes.keys()):
         if uid in expunged:
-            problems.append(Problem(f"{mailbox.label}: body file {uid} of an expunged message is left",
-                                    "remove_expunged", mailbox.id, uid, files[uid]))
-        elif uid >= mailbox.uidnext:
+            problems.append(Problem(f"{mailbox.label}: body file {uid} of an expunged message is left", repair=True))
+        elif uid >= uidnext:
             problems.append(Problem(f"{mailbox.label}: body file {uid} has no index row and was never committed",
-                                    "discard_uncommitted", mailbox.id, uid, files[uid]))
+                                    repair=True))
         else:
             problems.append(Problem(
                 f"{mailbox.label}: body file {uid} has no index row and its UID is below UIDNEXT"
@@ -150,40 +166,15 @@ def _check_mailbox(mailbox: _Mailbox, directory: Path, sizes: dict[int, int], ex
         actual = files[uid].stat().st_size
         if actual != sizes[uid]:
             problems.append(Problem(f"{mailbox.label}: UID {uid} is {sizes[uid]} bytes in the index, {actual} on disk"))
-    # Body files at or above UIDNEXT were never committed: discarded, not counted.
-    highest = max([uid_floor, *sizes])
-    if highest >= mailbox.uidnext:
-        problems.append(Problem(f"{mailbox.label}: UIDNEXT {mailbox.uidnext} is not above UID {highest}",
-                                "raise_uidnext", mailbox.id, uidnext=highest + 1))
+    if uidnext > mailbox.uidnext:
+        problems.append(Problem(f"{mailbox.label}: UIDNEXT {mailbox.uidnext} is not above UID {uidnext - 1}",
+                                repair=True))
     return problems
 
 
-async def repair(store, problems: list[Problem]) -> list[str]:
+def repair(store) -> list[str]:
     """
-    Do the safe repairs among ``problems`` through ``store`` (an
-    L{SQLiteStore} on the same root); returns one line per thing done.
+    Do the safe repairs through ``store`` (an L{SQLiteStore} on the same
+    root): its sweep, under its write lock; one line per thing done.
     """
-    done = []
-    order = ("remove_tmp", "remove_expunged", "discard_uncommitted", "drop_row", "raise_uidnext")
-    for kind in order:
-        for problem in (p for p in problems if p.repair == kind):
-            done.append(await _repair_one(store, problem))
-    return done
-
-
-async def _repair_one(store, problem: Problem) -> str:
-    if problem.repair in ("remove_tmp", "remove_expunged"):
-        problem.path.unlink(missing_ok=True)
-        return f"removed {problem.path}"
-    if problem.repair == "discard_uncommitted":
-        # Never index it: an append that crashed before its commit was not
-        # acknowledged (the sender delivers again), and a copy or move that
-        # did still has the message at its source.
-        if await store.discard_uncommitted(problem.mailbox_id, problem.uid):
-            return f"removed {problem.path}, a body no commit ever took (crash before the index commit)"
-        return f"left {problem.path}: a delivery committed it meanwhile"
-    if problem.repair == "drop_row":
-        await store.expunge(problem.mailbox_id, [problem.uid])
-        return f"expunged UID {problem.uid} of mail/{problem.mailbox_id}, whose body file is gone"
-    uidnext = await store.raise_uidnext(problem.mailbox_id, problem.uidnext)
-    return f"raised UIDNEXT of mail/{problem.mailbox_id} to {uidnext}"
+    return store.sweep()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import os
 import sqlite3
 from pathlib import Path
 from typing import TextIO
@@ -22,6 +23,7 @@ import attrs
 
 from gateway.mail import maildir
 from gateway.mail import mbox
+from gateway.mail import nofollow
 from gateway.store.interfaces import MailboxExists, NoSuchMailbox
 from gateway.store.model import MailboxInfo
 
@@ -126,30 +128,32 @@ class _FolderPlan:
     messages: list[maildir.MaildirMessage]
 
 
-def _read_text(path: Path) -> str | None:
+def _read_folder_file(folder: maildir.Folder, name: str, fallback: str, summary: Summary) -> str | None:
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return None
+        return maildir.read_folder_file(folder, name)
+    except nofollow.Refused as e:
+        summary.skipped.append(f"{folder.name}: {name}: {e}; {fallback}")
+    except OSError as e:
+        summary.warnings.append(f"{folder.name}: cannot read {name}: {e.strerror}; {fallback}")
+    return None
 
 
 def _plan(folder: maildir.Folder, summary: Summary) -> _FolderPlan:
     letters = {}
     uidlist = None
-    try:
-        keywords_text = _read_text(folder.path / maildir.KEYWORDS)
-        if keywords_text is not None:
-            letters, problems = maildir.parse_keywords(keywords_text)
-            summary.warnings += [f"{folder.name}: {problem}" for problem in problems]
-        uidlist_text = _read_text(folder.path / maildir.UIDLIST)
-        if uidlist_text is not None:
+    keywords_text = _read_folder_file(folder, maildir.KEYWORDS, "keywords not read", summary)
+    if keywords_text is not None:
+        letters, problems = maildir.parse_keywords(keywords_text)
+        summary.warnings += [f"{folder.name}: {problem}" for problem in problems]
+    uidlist_text = _read_folder_file(folder, maildir.UIDLIST, "UIDs assigned in delivery order", summary)
+    if uidlist_text is not None:
+        try:
             uidlist = maildir.parse_uidlist(uidlist_text)
+        except maildir.UidlistError as e:
+            summary.warnings.append(f"{folder.name}: {e}; UIDs assigned in delivery order")
+        else:
             summary.warnings += [f"{folder.name}: {problem}" for problem in uidlist.problems]
-    except maildir.UidlistError as e:
-        summary.warnings.append(f"{folder.name}: {e}; UIDs assigned in delivery order")
-    except OSError as e:
-        summary.warnings.append(f"{folder.name}: cannot read {Path(e.filename).name}: {e.strerror}")
-    messages, problems = maildir.list_messages(folder.path, letters)
+    messages, problems = maildir.list_messages(folder, letters)
     summary.skipped += [f"{folder.name}: {problem}" for problem in problems]
     return _FolderPlan(folder, uidlist, messages)
 
@@ -181,7 +185,7 @@ async def _import_folder(store, record, user, plan: _FolderPlan, summary: Summar
         info = await _mailbox(store, user, name)
         before = summary.messages
         for message in plan.messages:
-            await _import_file(store, record, info, None, message, summary)
+            await _import_file(store, record, info, None, plan.folder, message, summary)
             progress.advance()
         summary.folders.append(
             f"{name}: {summary.messages - before} messages; no dovecot-uidlist, UIDs assigned in delivery order"
@@ -214,7 +218,7 @@ async def _import_folder(store, record, user, plan: _FolderPlan, summary: Summar
             summary.already += 1
         elif uid < uidnext:
             summary.skipped.append(f"{name}: {message.path.name}: UID {uid} is below UIDNEXT {uidnext} (expunged)")
-        elif await _import_file(store, record, info, uid, message, summary):
+        elif await _import_file(store, record, info, uid, plan.folder, message, summary):
             uidnext = uid + 1
         progress.advance()
     kept = summary.messages - before
@@ -222,7 +226,7 @@ async def _import_folder(store, record, user, plan: _FolderPlan, summary: Summar
     # the messages above the last one were expunged.
     await store.raise_uidnext(info.id, uidlist.next_uid)
     for message in unlisted:
-        await _import_file(store, record, info, None, message, summary)
+        await _import_file(store, record, info, None, plan.folder, message, summary)
         progress.advance()
     text = f"{name}: {summary.messages - before} messages; UIDVALIDITY {uidlist.uidvalidity} and {kept} UIDs kept"
     if unlisted:
@@ -234,20 +238,26 @@ def _maildir_source(message: maildir.MaildirMessage) -> str:
     return "maildir:" + message.base
 
 
-async def _import_file(store, record, info, uid, message: maildir.MaildirMessage, summary: Summary) -> bool:
+async def _import_file(store, record, info, uid, folder: maildir.Folder, message: maildir.MaildirMessage,
+                       summary: Summary) -> bool:
     source = _maildir_source(message)
     if record.seen(info, source):
         summary.already += 1
         return False
     internaldate = _local_time(message.mtime)
+    where = f"{message.path.parent.name}/{message.path.name}"
     try:
-        with open(message.path, "rb") as f:
+        with maildir.open_message(folder, message) as f:
             if uid is None:
                 stored = await store.append(info.id, f, message.flags, internaldate)
             else:
                 stored = await store.append_with_uid(info.id, uid, f, message.flags, internaldate)
+    except nofollow.Refused as e:
+        # Swapped for a link or a special file since it was listed.
+        summary.skipped.append(f"{info.name}: {where}: {e}; message skipped")
+        return False
     except OSError as e:
-        summary.skipped.append(f"{info.name}: {message.path.name}: cannot read: {e.strerror}")
+        summary.skipped.append(f"{info.name}: {where}: cannot read: {e.strerror}; message skipped")
         return False
     record.add(info, source, stored.uid)
     summary.messages += 1
@@ -269,32 +279,41 @@ async def import_mbox(store, record: ImportRecord, user: str, path: Path, mailbo
     when missing), in file order.  Raises L{mbox.NotAnMbox} and OSError.
     """
     summary = Summary(user)
+    try:
+        f = nofollow.open_file(path)
+    except nofollow.Refused as e:
+        raise mbox.NotAnMbox(f"{path}: {e}") from None
+    with f:
+        return await _import_mbox_file(store, record, user, f, mailbox, progress_stream, summary)
+
+
+async def _import_mbox_file(store, record: ImportRecord, user: str, f, mailbox: str, progress_stream: TextIO,
+                            summary: Summary) -> Summary:
     await store.ensure_user(user)
     info = await _mailbox(store, user, mailbox)
-    fallback_date = _local_time(path.stat().st_mtime)
+    fallback_date = _local_time(os.fstat(f.fileno()).st_mtime)
     occurrences: collections.Counter[str] = collections.Counter()
     progress = Progress(progress_stream, None)
     undated = 0
     try:
-        with open(path, "rb") as f:
-            for message in mbox.read_mbox(f):
-                progress.advance()
-                if _is_folder_data(message):
-                    summary.warnings.append(f"line {message.line}: folder data pseudo-message (X-IMAP) not imported")
-                    continue
-                digest = message.digest
-                occurrences[digest] += 1
-                source = f"mbox:{digest}#{occurrences[digest]}"
-                if record.seen(info, source):
-                    summary.already += 1
-                    continue
-                if message.internaldate is None:
-                    undated += 1
-                stored = await store.append(info.id, message.source, message.flags,
-                                            message.internaldate or fallback_date)
-                record.add(info, source, stored.uid)
-                summary.messages += 1
-                summary.bytes += stored.size
+        for message in mbox.read_mbox(f):
+            progress.advance()
+            if _is_folder_data(message):
+                summary.warnings.append(f"line {message.line}: folder data pseudo-message (X-IMAP) not imported")
+                continue
+            digest = message.digest
+            occurrences[digest] += 1
+            source = f"mbox:{digest}#{occurrences[digest]}"
+            if record.seen(info, source):
+                summary.already += 1
+                continue
+            if message.internaldate is None:
+                undated += 1
+            stored = await store.append(info.id, message.source, message.flags,
+                                        message.internaldate or fallback_date)
+            record.add(info, source, stored.uid)
+            summary.messages += 1
+            summary.bytes += stored.size
     finally:
         progress.finish()
     summary.folders.append(f"{info.name}: {summary.messages} messages; UIDs assigned in file order")

@@ -6,7 +6,9 @@ No Twisted here: it runs in the CLI, against another process.
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,7 +23,7 @@ class StatusError(Exception):
 
 
 def metrics_address(data_dir: Path) -> str:
-    """``host:port`` of the server's metrics listener, from its ports file."""
+    """``host:port`` or ``unix:/path`` of the server's metrics listener, from its ports file."""
     ports_file = data_dir / "run" / "ports.json"
     try:
         ports = json.loads(ports_file.read_text())
@@ -38,6 +40,19 @@ def metrics_address(data_dir: Path) -> str:
     return addresses[0]
 
 
+def _get_tcp(address: str, timeout: float) -> str:
+    url = _url(address)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.read().decode("utf-8")
+    except urllib.error.HTTPError as e:
+        raise StatusError(f"{url}: HTTP {e.code}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        text_reason = getattr(reason, "strerror", None) or str(reason)
+        raise StatusError(f"server not running? {url}: {text_reason} (stale ports file?)") from None
+
+
 def _url(address: str) -> str:
     host, port = address.rsplit(":", 1)
     # A listener on every address is reached on loopback.
@@ -47,18 +62,40 @@ def _url(address: str) -> str:
     return f"http://{host}:{port}/metrics"
 
 
-def scrape(address: str, timeout: float = 5.0) -> dict[tuple[str, tuple], float]:
-    """Every sample at ``address`` as {(name, sorted label pairs): value}."""
-    url = _url(address)
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a UNIX socket: http.client's connection, connected to a path."""
+
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def _get_unix(path: str, timeout: float) -> str:
+    connection = _UnixHTTPConnection(path, timeout)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            text = response.read().decode("utf-8")
-    except urllib.error.HTTPError as e:
-        raise StatusError(f"{url}: HTTP {e.code}") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        text_reason = getattr(reason, "strerror", None) or str(reason)
-        raise StatusError(f"server not running? {url}: {text_reason} (stale ports file?)") from None
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        if response.status != 200:
+            raise StatusError(f"unix:{path}: HTTP {response.status}")
+        return response.read().decode("utf-8")
+    except (OSError, http.client.HTTPException) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise StatusError(f"server not running? unix:{path}: {reason} (stale ports file?)") from None
+    finally:
+        connection.close()
+
+
+def scrape(address: str, timeout: float = 5.0) -> dict[tuple[str, tuple], float]:
+    """Every sample at ``address`` (``host:port`` or ``unix:/path``) as {(name, sorted label pairs): value}."""
+    if address.startswith("unix:"):
+        text = _get_unix(address[len("unix:"):], timeout)
+    else:
+        text = _get_tcp(address, timeout)
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)

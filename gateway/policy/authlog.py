@@ -31,22 +31,18 @@ def printable(text: str | bytes | None) -> str:
 
 def login_succeeded(protocol: str, user, ip: str) -> None:
     metrics.count_login(protocol, ok=True)
-    log.info(
-        "login ok: protocol={protocol} user={user} ip={ip}",
-        protocol=protocol,
-        user=printable(user),
-        ip=printable(ip),
-        login_result="ok",
-    )
+    log.info("login ok: protocol={protocol} user={user} ip={ip}", login_result="ok", **_fields(protocol, user, ip))
 
 
 def login_failed(protocol: str, user, ip: str, reason: str) -> None:
     metrics.count_login(protocol, ok=False)
     log.warn(
         "login failed: protocol={protocol} user={user} ip={ip} reason={reason}",
-        protocol=protocol,
-        user=printable(user),
-        ip=printable(ip),
         reason=reason,
         login_result="failed",
+        **_fields(protocol, user, ip),
     )
+
+
+def _fields(protocol: str, user, ip: str) -> dict[str, str]:
+    return {"protocol": protocol, "user": printable(user), "ip": printable(ip)}

@@ -1,55 +1,25 @@
 """
 Counting limits on connections and logins: pure bookkeeping, no I/O.
 
-The Twisted side (``gateway/net/connlimit.py``, the protocols) asks these objects
-whether to accept a connection or a login and tells them when one ends or
-fails.  Every structure here is bounded: per-IP and per-user counters exist
-only while their count is non-zero, and failed-login history keeps at most
-``max_tracked`` addresses, least recently failed first out.
+The Twisted side (``gateway/net/connlimit.py``, ``gateway/policy/login.py``)
+asks these objects whether to accept a connection or a login and tells them
+when one ends or fails.  Every structure here is bounded: live counters
+exist only while their count is non-zero, and failure history keeps at most
+``max_tracked`` keys, least recently failed first out.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 
+from gateway.policy.addresses import DEFAULT_IPV6_PREFIX, limit_key
 
-def normalise_ip(host: str) -> str:
-    """
-    The address a limit is counted under.
-
-    A dual-stack listener reports IPv4 clients as ``::ffff:a.b.c.d``; counting
-    those apart from ``a.b.c.d`` would double the per-IP allowance.  Anything
-    that is not an IP address (a UNIX socket path, a test's fake peer) is
-    counted under its own text.
-    """
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
+# The key of a peer without an address (a UNIX socket); no IP looks like it.
+ADDRESSLESS = "local"
 
 
-def is_loopback(host: str | None) -> bool:
-    """
-    Whether a connection to local address ``host`` never left the machine,
-    so a plain-text password crosses no network: 127.0.0.0/8, ::1 and
-    IPv4-mapped loopback, or ``None`` for a UNIX socket (no host).  Anything
-    else that is not an IP address is not trusted.
-    """
-    if host is None:
-        return True
-    try:
-        address = ipaddress.ip_address(normalise_ip(host))
-    except ValueError:
-        return False
-    return address.is_loopback
-
-
-class _Counter:
+class Counter:
     """Live counts per key, present only while non-zero."""
 
     def __init__(self) -> None:
@@ -72,33 +42,53 @@ class _Counter:
 class ConnectionLimiter:
     """
     At most ``max_total`` connections at once, and ``max_per_ip`` from any one
-    address.  ``try_acquire`` and ``release`` are O(1); every successful
-    acquire must be matched by exactly one release.
+    address (an IPv6 address counts with its ``/ipv6_prefix`` network:
+    ``gateway.policy.addresses.limit_key``).  ``try_acquire`` returns the key
+    the connection was counted under, to hand back to ``release`` once, so a
+    reload that changes the prefix cannot unbalance the counts.
     """
 
-    def __init__(self, max_total: int, max_per_ip: int) -> None:
+    def __init__(self, max_total: int, max_per_ip: int, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> None:
         self.max_total = max_total
         self.max_per_ip = max_per_ip
+        self.ipv6_prefix = ipv6_prefix
         self.total = 0
-        self._per_ip = _Counter()
+        self._per_ip = Counter()
+        self._addressless = 0
 
-    def try_acquire(self, ip: str) -> bool:
-        key = normalise_ip(ip)
-        if self.total >= self.max_total or self._per_ip.get(key) >= self.max_per_ip:
-            return False
+    def try_acquire(self, ip: str | None) -> str | None:
+        """
+        The key the connection is counted under, or None when it is refused.
+        ``ip`` None is a peer without an address (a UNIX socket): only the
+        total applies to it, and it is counted under ``ADDRESSLESS``.
+        """
+        if self.total >= self.max_total:
+            return None
+        if ip is None:
+            self._addressless += 1
+            key = ADDRESSLESS
+        else:
+            key = limit_key(ip, self.ipv6_prefix)
+            if self._per_ip.get(key) >= self.max_per_ip:
+                return None
+            self._per_ip.add(key)
         self.total += 1
-        self._per_ip.add(key)
-        return True
+        return key
 
-    def release(self, ip: str) -> None:
-        key = normalise_ip(ip)
+    def release(self, key: str) -> None:
+        if key == ADDRESSLESS:
+            if self._addressless == 0:
+                raise ValueError("release of a peer without an address, without a matching acquire")
+            self._addressless -= 1
+            self.total -= 1
+            return
         if self._per_ip.get(key) == 0:
-            raise ValueError(f"release of {ip!r} without a matching acquire")
+            raise ValueError(f"release of {key!r} without a matching acquire")
         self.total -= 1
         self._per_ip.remove(key)
 
     def count(self, ip: str) -> int:
-        return self._per_ip.get(normalise_ip(ip))
+        return self._per_ip.get(limit_key(ip, self.ipv6_prefix))
 
     def tracked(self) -> int:
         """How many addresses hold a connection (memory grows with this only)."""
@@ -110,7 +100,7 @@ class LoginLimiter:
 
     def __init__(self, max_per_user: int) -> None:
         self.max_per_user = max_per_user
-        self._per_user = _Counter()
+        self._per_user = Counter()
 
     def try_acquire(self, user: str) -> bool:
         if self._per_user.get(user) >= self.max_per_user:
@@ -127,56 +117,39 @@ class LoginLimiter:
         return self._per_user.get(user)
 
 
-class FailedLoginTracker:
+class FailureWindow:
     """
-    Failed logins per address in a sliding window of ``window`` seconds.
+    Failures per key in a sliding window of ``window`` seconds.
 
-    After n failures in the window the next answer waits
-    ``min(max_delay, base_delay * 2 ** (n - 1))`` seconds, and once n reaches
-    ``max_failures`` the address is ``blocked`` until old failures slide out
-    of the window.  A success does not wipe the record: behind a NAT the
-    guesser and the legitimate user share an address.
-
-    Memory is bounded twice: per address only the latest ``max_failures``
-    timestamps are kept (more could not change the answer), and at most
-    ``max_tracked`` addresses are remembered, the least recently failed
-    forgotten first.  ``clock`` returns seconds (pass ``reactor.seconds``).
+    Memory is bounded twice: per key only the latest ``depth`` timestamps
+    are kept (the caller asks no more of a count than that), and at most
+    ``max_tracked`` keys are remembered, the least recently failed forgotten
+    first.  ``clock`` returns seconds (``reactor.seconds``).
     """
 
-    def __init__(
-        self,
-        max_failures: int,
-        window: float,
-        base_delay: float,
-        max_delay: float,
-        clock: Callable[[], float],
-        max_tracked: int = 65536,
-    ) -> None:
-        if max_failures < 1 or max_tracked < 1:
-            raise ValueError("max_failures and max_tracked must be at least 1")
-        self.max_failures = max_failures
+    def __init__(self, depth: int, window: float, clock: Callable[[], float], max_tracked: int = 65536) -> None:
+        if depth < 1 or max_tracked < 1:
+            raise ValueError("depth and max_tracked must be at least 1")
+        self.depth = depth
         self.window = window
-        self.base_delay = base_delay
-        self.max_delay = max_delay
         self.max_tracked = max_tracked
         self._clock = clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._failures: OrderedDict[Hashable, deque[float]] = OrderedDict()
 
-    def record_failure(self, ip: str) -> float:
-        """Note a failed login; returns the delay to apply before answering it."""
-        key = normalise_ip(ip)
+    def record(self, key: Hashable) -> int:
+        """Note a failure now; returns the failures of ``key`` in the window."""
         times = self._failures.pop(key, None)
-        if times is None:
-            times = deque(maxlen=self.max_failures)
+        if times is None or times.maxlen != self.depth:
+            # A new depth (a reload) takes effect at the key's next failure.
+            times = deque(times or (), maxlen=self.depth)
         times.append(self._clock())
         self._failures[key] = times
         while len(self._failures) > self.max_tracked:
             self._failures.popitem(last=False)
-        return self.delay(ip)
+        return self.count(key)
 
-    def failures(self, ip: str) -> int:
-        """Failures from ``ip`` still inside the window."""
-        key = normalise_ip(ip)
+    def count(self, key: Hashable) -> int:
+        """Failures of ``key`` still inside the window (at most ``depth``)."""
         times = self._failures.get(key)
         if times is None:
             return 0
@@ -188,38 +161,5 @@ class FailedLoginTracker:
             return 0
         return len(times)
 
-    def delay(self, ip: str) -> float:
-        """Seconds to wait before answering the next failure from ``ip``."""
-        count = self.failures(ip)
-        if count == 0:
-            return 0.0
-        # Cap the exponent too: 2 ** 10000 as a float overflows.
-        return min(self.max_delay, self.base_delay * 2 ** min(count - 1, 64))
-
-    def blocked(self, ip: str) -> bool:
-        return self.failures(ip) >= self.max_failures
-
     def tracked(self) -> int:
         return len(self._failures)
-
-
-# The longest a failed login is made to wait, however many came before it.
-MAX_FAILURE_DELAY = 30.0
-
-
-def login_guards(limits, failure_delay: float, clock: Callable[[], float]) -> tuple[LoginLimiter, FailedLoginTracker]:
-    """
-    The per-user session limiter and per-IP failed-login tracker that every
-    login-taking protocol shares, from the ``[limits]`` config section, so a
-    guesser cannot double its attempts by switching from POP3 to IMAP.
-    """
-    return (
-        LoginLimiter(limits.max_connections_per_user),
-        FailedLoginTracker(
-            limits.failed_logins_per_ip,
-            limits.failed_login_window,
-            failure_delay,
-            max(MAX_FAILURE_DELAY, failure_delay),
-            clock,
-        ),
-    )

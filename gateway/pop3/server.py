@@ -21,13 +21,15 @@ each, the places where Twisted falls short of the RFCs or of DESIGN.md:
 - STLS (RFC 2595 4) through ``gateway.net.tls.start_tls_discarding_buffer``, so
   nothing pipelined behind it in plain text runs;
 - off loopback and outside TLS, USER/PASS and AUTH PLAIN are refused and
-  left out of CAPA unless ``auth.plaintext_without_tls`` (DESIGN.md);
+  left out of CAPA unless ``auth.plaintext_without_tls`` (DESIGN.md;
+  ``gateway.policy.plaintext``);
 - limits (``[limits]``): an over-long line is answered and discarded, not
   buffered, and the session goes on; too many bad commands close it; an
   absolute deadline from connect to login (``resetTimeout`` on every line
-  would let a client trickling bytes stay for ever); failed logins per IP
-  with a growing delay, then a block; sessions per user;
-- every login attempt goes to ``gateway.policy.authlog``;
+  would let a client trickling bytes stay for ever);
+- logins run ``gateway.policy.login``'s sequence, shared with IMAP: the
+  failure delay per address, the lockout per user at an address, the
+  sessions per user, and the auth log;
 - RETR writes a message in one write (big ones in SEND_CHUNK pieces) and
   waits only while the transport's buffer is full; the \\Seen flags RETR
   sets are saved in one index write once the pipelined commands are all
@@ -43,20 +45,19 @@ from __future__ import annotations
 import inspect
 from time import monotonic
 
-from twisted.cred.credentials import UsernamePassword
-from twisted.cred.error import LoginFailed
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import ServerFactory
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.mail import pop3 as twisted_pop3
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gateway.policy import authlog
 from gateway.net import metrics
-from gateway.policy.limits import FailedLoginTracker, LoginLimiter, is_loopback, login_guards
+from gateway.policy import authlog, login as login_policy, sasl
+from gateway.policy.addresses import normalise_ip
+from gateway.policy.login import LoginPolicy
+from gateway.policy.plaintext import plaintext_allowed
 # service.py builds the realm from pop3.avatar_factory; the avatar lives apart.
 from gateway.pop3.maildrop import IMailbox, MaildropLocked, avatar_factory  # noqa: F401
 from gateway.pop3.session import (
@@ -100,6 +101,13 @@ MAX_QUEUED_LINES = 100
 # Stands in the line stream for a line longer than the limit, so that its
 # answer keeps its place among pipelined commands; never equal to real input.
 _LINE_TOO_LONG = object()
+
+# The shared login sequence's refusals, as POP3 answers them.
+_LOGIN_REFUSALS = {
+    login_policy.BadCredentials: AuthenticationFailed,
+    login_policy.LockedOut: LoginsBlocked,
+    login_policy.TooManySessions: TooManySessions,
+}
 
 # Bytes of a message read and written at once: most messages go out in one
 # write; a big one in pieces, so a session's memory stays flat.
@@ -171,15 +179,13 @@ class Pop3Server(twisted_pop3.POP3):
         config,
         reactor,
         *,
-        login_limiter: LoginLimiter,
-        failed_logins: FailedLoginTracker,
+        logins: LoginPolicy,
         context_factory=None,
     ):
         self.portal = portal
         self.config = config
         self.reactor = reactor
-        self.login_limiter = login_limiter
-        self.failed_logins = failed_logins
+        self.logins = logins
         self.context_factory = context_factory
         self.timeOut = config.pop3.idle_timeout
         # RFC 1939 3 allows 40 octets of argument, but AUTH continuation
@@ -192,6 +198,7 @@ class Pop3Server(twisted_pop3.POP3):
         self._bad_commands = 0
         self._tls_started = False
         self._prelogin_deadline = None
+        self._login_attempt: Deferred | None = None
 
     def callLater(self, period, func):
         return self.reactor.callLater(period, func)
@@ -212,6 +219,9 @@ class Pop3Server(twisted_pop3.POP3):
         self._connection_gone = True
         self.setTimeout(None)
         self._end_prelogin_deadline()
+        if self._login_attempt is not None:
+            # A login queued for its password check leaves the queue.
+            self._login_attempt.cancel()
         logout, self._onLogout = self._onLogout, None
         if logout is None:
             return
@@ -238,16 +248,13 @@ class Pop3Server(twisted_pop3.POP3):
 
     def _peer_ip(self) -> str:
         host = getattr(self.transport.getPeer(), "host", None)
-        return host if isinstance(host, str) else "local"
+        return normalise_ip(host) if isinstance(host, str) else "local"
 
     def _secure(self) -> bool:
         return self._tls_started or ISSLTransport.providedBy(self.transport)
 
     def _plaintext_allowed(self) -> bool:
-        if self.config.auth.plaintext_without_tls or self._secure():
-            return True
-        host = getattr(self.transport.getHost(), "host", None)
-        return is_loopback(host if isinstance(host, str) else None)
+        return plaintext_allowed(self.transport.getHost(), self._secure(), self.config.auth.plaintext_without_tls)
 
     def capabilities(self) -> list[bytes]:
         stls = self.context_factory is not None and self.mbox is None and not self._secure()
@@ -438,11 +445,7 @@ class Pop3Server(twisted_pop3.POP3):
         if self._userIs is None:
             raise UserRequired()
         user, self._userIs = self._userIs, None
-        try:
-            name = user.decode("utf-8")
-        except UnicodeDecodeError:
-            name = None
-        return self._login(name, b" ".join((password,) + words))
+        return self._login(user, b" ".join((password,) + words))
 
     def do_AUTH(self, mechanism=None, initial_response=None):
         if mechanism is None:
@@ -458,60 +461,50 @@ class Pop3Server(twisted_pop3.POP3):
             self.state = "AUTH"
             self.sendLine(b"+ ")
             return None
-        return self._login(*parse_sasl_plain(initial_response))
+        return self._login_plain(parse_sasl_plain(initial_response))
 
     def state_AUTH(self, line):
         self.state = "COMMAND"
         try:
             if line is _LINE_TOO_LONG:
                 raise LineTooLong()
-            if line == b"*":
+            if line == sasl.CANCEL:
                 raise AuthenticationCancelled()
-            user, password = parse_sasl_plain(line)
+            response = parse_sasl_plain(line)
         except Pop3Error as e:
             self._refuse(e)
             return
-        self._run(self._login(user, password), b"AUTH", monotonic())
+        self._run(self._login_plain(response), b"AUTH", monotonic())
 
-    async def _login(self, user: str | None, password: bytes):
-        ip = self._peer_ip()
-        if self.failed_logins.blocked(ip):
-            # Not a password check, so not a failure that extends the block.
-            authlog.login_failed("pop3", user, ip, "blocked")
-            await deferLater(self.reactor, self.config.auth.failure_delay)
-            raise LoginsBlocked()
+    def _login_plain(self, response: sasl.PlainResponse):
+        return self._login(response.user.encode("utf-8"), response.password)
+
+    async def _login(self, user: bytes, password: bytes):
+        # A failure's delay keeps the command running: later commands wait
+        # in the queue.
+        attempt = self.logins.login(
+            self.portal, "pop3", self._peer_ip(), user, password, IMailbox, refusals={MaildropLocked: "in-use"}
+        )
+        self._login_attempt = attempt
         try:
-            if user is None:
-                raise LoginFailed("user name is not UTF-8")
-            _, maildrop, logout = await self.portal.login(
-                UsernamePassword(user.encode("utf-8"), password), None, IMailbox
-            )
-        except LoginFailed:
-            delay = max(self.config.auth.failure_delay, self.failed_logins.record_failure(ip))
-            authlog.login_failed("pop3", user, ip, "bad-credentials")
-            # Slow down password guessing; later commands wait in the queue.
-            await deferLater(self.reactor, delay)
-            raise AuthenticationFailed() from None
-        except MaildropLocked:
-            authlog.login_failed("pop3", user, ip, "in-use")
-            raise
+            granted = await attempt
+        except CancelledError:
+            return  # the connection is gone; nobody reads the answer
+        except tuple(_LOGIN_REFUSALS) as refusal:
+            raise _LOGIN_REFUSALS[type(refusal)]() from None
+        finally:
+            self._login_attempt = None
         if self._connection_gone or self.transport.disconnecting:
-            logout()
+            granted.end()
             return
-        if not self.login_limiter.try_acquire(user):
-            logout()
-            authlog.login_failed("pop3", user, ip, "too-many-sessions")
-            raise TooManySessions()
 
         def end_session():
             self._save_seen()
-            logout()
-            self.login_limiter.release(user)
+            granted.end()
 
-        self.mbox = maildrop
+        maildrop = self.mbox = granted.avatar
         self._onLogout = end_session
         self._end_prelogin_deadline()
-        authlog.login_succeeded("pop3", user, ip)
         count, octets = maildrop.view.stat()
         self.successResponse(b"Maildrop has %d messages (%d octets)" % (count, octets))
 
@@ -618,45 +611,29 @@ class Pop3Server(twisted_pop3.POP3):
 
 
 class Pop3Factory(ServerFactory):
-    def __init__(self, portal, config, reactor, context_factory, login_limiter, failed_logins):
+    def __init__(self, portal, config, reactor, context_factory, logins: LoginPolicy):
         self.portal = portal
         self.config = config
         self.reactor = reactor
         self.context_factory = context_factory
-        self.login_limiter = login_limiter
-        self.failed_logins = failed_logins
+        self.logins = logins
 
     def buildProtocol(self, addr):
         protocol = Pop3Server(
-            self.portal,
-            self.config,
-            self.reactor,
-            login_limiter=self.login_limiter,
-            failed_logins=self.failed_logins,
-            context_factory=self.context_factory,
+            self.portal, self.config, self.reactor, logins=self.logins, context_factory=self.context_factory
         )
         protocol.factory = self
         return protocol
 
 
-def build_factory(
-    portal,
-    config,
-    reactor,
-    *,
-    context_factory=None,
-    login_limiter: LoginLimiter | None = None,
-    failed_logins: FailedLoginTracker | None = None,
-) -> ServerFactory:
+def build_factory(portal, config, reactor, *, context_factory=None, logins: LoginPolicy | None = None) -> ServerFactory:
     """
     The POP3 listener's factory.  With ``context_factory`` (TLS, from
     ``CertificateStore.context_factory()``) sessions offer STLS.  Pass the
-    ``login_limiter`` IMAP uses so that ``limits.max_connections_per_user``
-    counts both protocols; without one, POP3 counts alone.  Failed logins
-    are counted per factory unless a tracker is shared in.
+    ``logins`` IMAP uses so that failed logins and
+    ``limits.max_connections_per_user`` count both protocols; without one,
+    POP3 counts alone.
     """
-    if login_limiter is None or failed_logins is None:
-        own_limiter, own_tracker = login_guards(config.limits, config.auth.failure_delay, reactor.seconds)
-        login_limiter = own_limiter if login_limiter is None else login_limiter
-        failed_logins = own_tracker if failed_logins is None else failed_logins
-    return Pop3Factory(portal, config, reactor, context_factory, login_limiter, failed_logins)
+    if logins is None:
+        logins = LoginPolicy(config, reactor)
+    return Pop3Factory(portal, config, reactor, context_factory, logins)

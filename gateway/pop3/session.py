@@ -5,9 +5,10 @@ RFC 1939 gives a POP3 session a fixed maildrop: the messages present at login,
 numbered from 1, with deletions marked in the session and applied only at
 QUIT.  This module holds that snapshot (and which messages the "hide" delete
 policy keeps out of it), the parsing of command arguments, the byte
-transforms of RETR/TOP (dot-stuffing, header plus n lines), the CAPA list and
-the rule for where a plain-text password may be sent, so that the protocol
-class in ``gateway/pop3/server.py`` only moves bytes.
+transforms of RETR/TOP (dot-stuffing, header plus n lines) and the CAPA list,
+so that the protocol class in ``gateway/pop3/server.py`` only moves bytes.
+Where a plain-text password may be sent and how AUTH PLAIN reads are the
+shared rules of ``gateway/policy/``.
 
 No Twisted import here.  Every error knows the text it answers with, and the
 ones that count towards ``limits.max_bad_commands`` are ``BadCommand``s.
@@ -15,12 +16,12 @@ ones that count towards ``limits.max_bad_commands`` are ``BadCommand``s.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Callable, Iterable
 
 import attrs
+
+from gateway.policy import sasl
 
 # RFC 2449 section 6.
 CAPABILITIES = (
@@ -106,9 +107,10 @@ class PlaintextDisallowed(Pop3Error):
 
 
 class LoginsBlocked(Pop3Error):
-    # Not AUTH: the credentials were not even checked, and RFC 3206 5 makes a
-    # client with AUTH-RESP-CODE treat AUTH as "the password is wrong".  The
-    # block lifts as old failures leave the window: RFC 3206 4's SYS/TEMP.
+    # The user is locked out at this address.  Not AUTH: the credentials
+    # were not even checked, and RFC 3206 5 makes a client with
+    # AUTH-RESP-CODE treat AUTH as "the password is wrong".  The block lifts
+    # as old failures leave the window: RFC 3206 4's SYS/TEMP.
     text = b"[SYS/TEMP] Too many failed logins, try again later"
 
 
@@ -204,31 +206,20 @@ def parse_line_count(argument: bytes) -> int:
     return int(argument)
 
 
-def parse_sasl_plain(encoded: bytes) -> tuple[str, bytes]:
-    """
-    Decode an AUTH PLAIN response (RFC 4616 section 2) to (user, password).
+# What ``-ERR Invalid ...`` names for each way a PLAIN response is refused.
+_SASL_ERRORS = {
+    sasl.NotBase64: "BASE64 encoding",
+    sasl.MalformedPlain: "PLAIN response",
+    sasl.AuthzidMismatch: "authorization identity",
+}
 
-    ``=`` is the empty initial response (RFC 5034 section 4).  An
-    authorization identity other than the user itself is refused: nobody
-    may act as another user.
-    """
-    if encoded == b"=":
-        encoded = b""
+
+def parse_sasl_plain(encoded: bytes) -> sasl.PlainResponse:
+    """An AUTH PLAIN response (RFC 5034 4, ``gateway.policy.sasl``), or InvalidArgument."""
     try:
-        message = base64.b64decode(encoded, validate=True)
-    except binascii.Error:
-        raise InvalidArgument("BASE64 encoding") from None
-    fields = message.split(b"\0")
-    if len(fields) != 3 or not fields[1]:
-        raise InvalidArgument("PLAIN response")
-    authzid, authcid, password = fields
-    try:
-        user = authcid.decode("utf-8")
-        if authzid and authzid.decode("utf-8") != user:
-            raise InvalidArgument("authorization identity")
-    except UnicodeDecodeError:
-        raise InvalidArgument("PLAIN response") from None
-    return user, password
+        return sasl.decode_plain(encoded)
+    except sasl.SaslError as error:
+        raise InvalidArgument(_SASL_ERRORS[type(error)]) from None
 
 
 @attrs.frozen

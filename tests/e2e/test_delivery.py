@@ -7,6 +7,7 @@ arrived is read back from the store on disk, as a client would see it.
 
 from __future__ import annotations
 
+import imaplib
 import re
 import smtplib
 
@@ -45,8 +46,28 @@ def lmtp_deliver(port: int, sender: str, recipient: str, message: bytes) -> int:
         return int(SAVED.match(reply).group(1))
 
 
-def trace(sender: bytes, recipient: bytes) -> bytes:
-    return b"Return-Path: <" + sender + b">\r\nDelivered-To: " + recipient + b"\r\n"
+def untraced(messages, sender: bytes, recipient: bytes):
+    """
+    (UID, body) pairs with the LMTP trace fields taken off each body, after
+    checking them: Return-Path, Delivered-To, then Received in Dovecot's
+    shape (RFC 5321 4.4), from the LHLO name and the loopback address.
+    """
+    trace = re.compile(
+        rb"Return-Path: <" + re.escape(sender) + rb">\r\n"
+        rb"Delivered-To: " + re.escape(recipient) + rb"\r\n"
+        rb"Received: from \S+ \(\[127\.0\.0\.1\]\)\r\n"
+        rb"\tby localhost with LMTP\r\n"
+        rb"\tid [A-Za-z0-9+/]{22}\r\n"
+        rb"\t\(envelope-from <" + re.escape(sender) + rb">\)\r\n"
+        rb"\tfor <" + re.escape(recipient) + rb">; [A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9:]{8} "
+        rb"[+-][0-9]{4}\r\n"
+    )
+    stripped = []
+    for uid, body in messages:
+        match = trace.match(body)
+        assert match, f"UID {uid}: {body[:400]!r}"
+        stripped.append((uid, body[match.end():]))
+    return stripped
 
 
 @pytest.fixture
@@ -76,11 +97,10 @@ def test_lmtp_deliveries_land_in_order_and_whole(data_dir):
             assert client.mail("bob@example.org")[0] == 250
             assert client.rcpt("nobody@example.test") == (550, b"5.1.1 <nobody@example.test> User doesn't exist")
     assert uids == [1, 2, 3]
-    prefix = trace(b"bob@example.org", b"alice@example.test")
-    assert read_mailbox(data_dir) == [
-        (1, prefix + messages[0]),
-        (2, prefix + b"From: bob@example.org\r\nSubject: two\r\n\r\n.leading dot\r\n..two dots\r\n\r\n"),
-        (3, prefix + messages[2]),
+    assert untraced(read_mailbox(data_dir), b"bob@example.org", b"alice@example.test") == [
+        (1, messages[0]),
+        (2, b"From: bob@example.org\r\nSubject: two\r\n\r\n.leading dot\r\n..two dots\r\n\r\n"),
+        (3, messages[2]),
     ]
 
 
@@ -129,23 +149,22 @@ def test_kill_9_mid_burst_loses_no_acknowledged_message_and_reuses_no_uid(data_d
     with GatewayProcess(data_dir, pop3=None, imap=None) as server:
         after_restart = lmtp_deliver(server.port("lmtp"), "sender@example.org", "alice@example.test", b"Subject: after\r\n\r\n")
 
-    messages = read_mailbox(data_dir)
+    messages = untraced(read_mailbox(data_dir), b"sender@example.org", b"alice@example.test")
     uids = [uid for uid, _ in messages]
     assert uids == sorted(set(uids))
-    prefix = trace(b"sender@example.org", b"alice@example.test")
     by_uid = dict(messages)
     # Every acknowledged message is there, under the UID it was given, whole.
     for number, uid in acknowledged.items():
-        assert by_uid.get(uid) == prefix + Burst.message(number), f"message {number} (UID {uid})"
+        assert by_uid.get(uid) == Burst.message(number), f"message {number} (UID {uid})"
     # Whatever else survived (stored, but killed before its 250) is whole too.
-    expected = {prefix + Burst.message(number) for number in range(1, burst.next_number + 1)}
+    expected = {Burst.message(number) for number in range(1, burst.next_number + 1)}
     for uid, body in messages[:-1]:
         assert body in expected, f"UID {uid} is not a whole message"
     assert len({body for _, body in messages[:-1]}) == len(messages) - 1
     # No UID handed out before the crash is handed out again.
     assert after_restart > max(acknowledged.values())
     assert after_restart > max(uids[:-1])
-    assert messages[-1] == (after_restart, prefix + b"Subject: after\r\n\r\n")
+    assert messages[-1] == (after_restart, b"Subject: after\r\n\r\n")
 
 
 def peak_rss_kib(pid: int) -> int:
@@ -174,4 +193,33 @@ def test_50_mb_message_keeps_server_memory_flat(data_dir):
         grown = peak_rss_kib(server.process.pid) - before
     # Holding the message once would add 50 MiB; spooling adds buffers only.
     assert grown < 10 * 1024, f"server peak RSS grew by {grown} KiB"
-    assert read_mailbox(data_dir)[-1] == (uid, trace(b"bob@example.org", b"alice@example.test") + message)
+    assert untraced(read_mailbox(data_dir)[-1:], b"bob@example.org", b"alice@example.test") == [(uid, message)]
+
+
+@pytest.mark.parametrize("save_to_detail_mailbox", [False, True])
+def test_plus_detail_never_plants_mail_in_a_special_use_folder(data_dir, tmp_path, save_to_detail_mailbox):
+    # An outside sender picks the address: alice+Sent@ must not put "sent"
+    # mail in her Sent folder.  The detail chooses a folder only when the
+    # config says so (Dovecot's lmtp_save_to_detail_mailbox), and never one
+    # with a special use (RFC 6154).
+    config = tmp_path / "gateway.toml"
+    config.write_text(f"[lmtp]\nsave_to_detail_mailbox = {str(save_to_detail_mailbox).lower()}\n")
+    with GatewayProcess(data_dir, pop3=None, config=config) as server:
+        client = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=30)
+        client.login("alice", "alice-password")
+        assert client.create("Work")[0] == "OK"
+        for detail in ("Work", "Sent", "Drafts"):
+            message = f"From: outsider@example.net\r\nSubject: to +{detail}\r\n\r\nHi.\r\n".encode()
+            lmtp_deliver(server.port("lmtp"), "outsider@example.net", f"alice+{detail}@example.org", message)
+        subjects = {}
+        for folder in ("INBOX", "Work", "Sent", "Drafts"):
+            client.select(folder, readonly=True)
+            _, data = client.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            subjects[folder] = sorted(part[1].strip().decode() for part in data if isinstance(part, tuple))
+        client.logout()
+    if save_to_detail_mailbox:
+        assert subjects == {"INBOX": ["Subject: to +Drafts", "Subject: to +Sent"], "Work": ["Subject: to +Work"],
+                            "Sent": [], "Drafts": []}
+    else:
+        assert subjects == {"INBOX": ["Subject: to +Drafts", "Subject: to +Sent", "Subject: to +Work"], "Work": [],
+                            "Sent": [], "Drafts": []}

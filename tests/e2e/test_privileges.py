@@ -14,6 +14,7 @@ import os
 import poplib
 import pwd
 import shutil
+import smtplib
 import socket
 import stat
 import tempfile
@@ -106,3 +107,47 @@ def test_runs_as_nobody_on_a_privileged_port_with_a_usable_data_dir(data_dir):
     assert stat.S_IMODE(users_status.st_mode) == 0o600
     assert (data_status.st_uid, users_status.st_uid) == (nobody.pw_uid, nobody.pw_uid)
     assert all(path.lstat().st_uid == nobody.pw_uid for path in (data_dir / "store").rglob("*"))
+
+
+def test_unix_socket_bound_as_root_and_given_to_its_owner(data_dir):
+    try:
+        nogroup = grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        pytest.skip("no group named nogroup here")
+    run_gateway(data_dir, "user", "add", "alice", input=b"alice-password\n")
+    # A root-owned directory, as /run is: root binds there before twistd
+    # drops to nobody, who then may not remove the socket at stop.
+    sockets = data_dir.parent / "run"
+    sockets.mkdir(mode=0o755)
+    path = sockets / "lmtp.sock"
+    listener = f"unix:{path}:mode=0660:user=nobody:group=nogroup"
+    server = PrivilegedGateway(data_dir, pop3=None, imap=None, lmtp=listener)
+    with server:
+        info = os.stat(path)
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (pwd.getpwnam("nobody").pw_uid, nogroup,
+                                                                         0o660)
+        with smtplib.LMTP(str(path), timeout=30) as client:
+            client.ehlo("client.example.org")
+            client.mail("bob@example.org")
+            client.rcpt("alice")
+            assert client.data(b"Subject: hi\r\n\r\n")[0] == 250
+    # Left behind, and said so in one line: the next start replaces it.
+    assert f"Cannot remove the socket {path}: Permission denied" in server.log()
+    assert "Traceback" not in server.log()
+    with PrivilegedGateway(data_dir, pop3=None, imap=None, lmtp=listener) as again:
+        assert again.ports["lmtp"] == [f"unix:{path}"]
+
+
+def test_a_refused_hand_over_leaves_no_socket(data_dir):
+    # The data dir is a third user's: twistd --uid nobody must not take it,
+    # and the socket bound before that was found out goes again.
+    run_gateway(data_dir, "user", "add", "alice", input=b"alice-password\n")
+    os.chown(data_dir, 12345, 12345)
+    sockets = data_dir.parent / "run"
+    sockets.mkdir(mode=0o755)
+    server = PrivilegedGateway(data_dir, pop3=None, imap=None, lmtp=f"unix:{sockets}/lmtp.sock")
+    with pytest.raises(RuntimeError) as excinfo:
+        server.start()
+    assert f"gateway: data dir {data_dir} belongs to uid 12345" in str(excinfo.value)
+    assert "Traceback" not in str(excinfo.value)
+    assert list(sockets.iterdir()) == []

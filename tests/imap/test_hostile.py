@@ -21,7 +21,7 @@ from twisted.internet.interfaces import ISSLTransport, ITLSTransport
 from twisted.logger import globalLogPublisher
 from zope.interface import directlyProvides
 
-from gateway.config import AuthConfig, Config, ImapConfig, LimitsConfig
+from gateway.config import AuthConfig, Config, ImapConfig, LimitsConfig, ProxyConfig
 from gateway.imap import server as imap_server
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import result_of
@@ -150,7 +150,7 @@ def test_authenticate_plain_authzid_base64_and_cancel(store, logged):
 # -- failed logins per address, sessions per user --------------------------
 
 
-def test_failed_logins_grow_the_delay_then_block_the_address(store, logged):
+def test_failures_wait_a_doubling_capped_delay_and_lock_out_only_that_user(store, logged):
     s = Session(store, config=config(failed_logins_per_ip=3))
     assert s.command(b"a LOGIN alice wrong") == []
     s.clock.advance(1.0)
@@ -164,18 +164,83 @@ def test_failed_logins_grow_the_delay_then_block_the_address(store, logged):
     s.command(b"c LOGIN alice wrong")
     s.clock.advance(4.0)
     assert s.read() == b"c NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
-    # Blocked: even the right password is not checked.
+    # Alice is locked out here: even her right password is not checked.
     s.command(b"d LOGIN alice secret")
-    s.clock.advance(1.0)
+    s.clock.advance(4.0)
     assert s.read() == b"d NO [UNAVAILABLE] Too many failed logins from your address; try again later\r\n"
-    # Another address, same factory, is not affected.
+    # Bob behind the same address logs in at once: never refused, never delayed.
+    bob = Session(store, factory=s.factory, clock=s.clock)
+    assert bob.command(b"e LOGIN bob other")[-1].startswith(b"e OK [CAPABILITY ")
+    # Failures of any user from the address keep doubling the delay, up to 15 s.
+    for tag, delay in ((b"f", 8.0), (b"g", 15.0), (b"h", 15.0)):
+        s.command(tag + b" LOGIN " + tag + b"nobody wrong")
+        s.clock.advance(delay - 0.01)
+        assert s.read() == b""
+        s.clock.advance(0.01)
+        assert s.read() == tag + b" NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
+    # Alice at another address is not affected.
     other = Session(store, factory=s.factory, peer=IPv4Address("TCP", "127.0.0.2", 5000), clock=s.clock)
     other.login()
     # The window slides: after failed_login_window the address may try again.
     s.clock.advance(300)
     Session(store, factory=s.factory, clock=s.clock).login()
     reasons = [line.rsplit("reason=", 1)[-1] for line in login_lines(logged) if "failed" in line]
-    assert reasons == ["bad-credentials"] * 3 + ["blocked"]
+    assert reasons == ["bad-credentials"] * 3 + ["blocked"] + ["bad-credentials"] * 3
+
+
+def test_a_login_queued_for_its_check_leaves_the_queue_with_its_connection(store, logged):
+    s = Session(store, config=config(password_checks_per_ip=1))
+    # Alice's wrong password holds the address's one place through its delay.
+    assert s.command(b"a LOGIN alice wrong") == []
+    gone = Session(store, factory=s.factory, clock=s.clock)
+    assert gone.command(b"a LOGIN bob wrong") == []
+    waiting = Session(store, factory=s.factory, clock=s.clock)
+    assert waiting.command(b"a LOGIN bob other") == []
+    gone.server.connectionLost(None)
+    s.clock.advance(1.0)
+    assert s.read() == b"a NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
+    assert waiting.read().startswith(b"a OK [CAPABILITY ")
+    # The dropped login was never checked.
+    assert login_lines(logged) == [
+        "login failed: protocol=imap user=alice ip=127.0.0.1 reason=bad-credentials",
+        "login ok: protocol=imap user=bob ip=127.0.0.1",
+    ]
+    assert s.factory.logins.addresses_checking() == 0
+
+
+def test_id_names_the_client_only_from_a_trusted_front_end_and_before_login(store, logged):
+    trusted = Config(auth=AuthConfig(failure_delay=1.0), proxy=ProxyConfig(login_trusted_networks=("127.0.0.1/32",)))
+    s = Session(store, config=trusted)
+    assert s.command(b'a ID ("name" "webmail" "x-originating-ip" "::ffff:192.0.2.9")') == [
+        b'* ID ("name" "gateway" "version" "0.1.0")', b"a OK ID completed"]
+    s.command(b"b LOGIN alice wrong")
+    s.clock.advance(1.0)
+    # Not an address: the claim is ignored, and the one before it stands.
+    s.command(b'c ID ("x-originating-ip" "192.0.2.300")')
+    s.command(b"d LOGIN alice wrong")
+    s.clock.advance(2.0)
+    s.login()
+    # Once logged in, ID names nobody.
+    s.command(b'e ID ("x-originating-ip" "192.0.2.10")')
+    assert s.server.client_ip == "192.0.2.9"
+    # From a peer outside login_trusted_networks the claim is ignored.
+    other = Session(store, factory=s.factory, peer=IPv4Address("TCP", "127.0.0.2", 5000), clock=s.clock)
+    other.command(b'a ID ("x-originating-ip" "192.0.2.11")')
+    other.command(b"b LOGIN bob wrong")
+    s.clock.advance(4.0)
+    assert login_lines(logged) == [
+        "login failed: protocol=imap user=alice ip=192.0.2.9 reason=bad-credentials",
+        "login failed: protocol=imap user=alice ip=192.0.2.9 reason=bad-credentials",
+        "login ok: protocol=imap user=alice ip=192.0.2.9",
+        "login failed: protocol=imap user=bob ip=127.0.0.2 reason=bad-credentials",
+    ]
+
+
+def test_id_arguments_that_are_not_a_list_of_strings(store):
+    s = Session(store)
+    for argument in (b"", b" (name)", b' ("name")', b' ("a" "b"', b" NIL NIL"):
+        assert s.command(b"a ID" + argument) == [b"a BAD ID takes a parenthesised list of strings or NIL"]
+    assert s.command(b"b ID NIL")[-1] == b"b OK ID completed"
 
 
 def test_sessions_per_user_are_limited(store):

@@ -1,5 +1,5 @@
 """
-The pure decisions behind the IMAP limits (gateway/imap/policy.py) and the
+The pure decisions behind the IMAP framing (gateway/imap/policy.py) and the
 LIST pattern matcher (gateway/imap/wire.py MailboxPattern).
 """
 
@@ -10,33 +10,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gateway.imap import policy, wire
-
-
-@pytest.mark.parametrize(
-    "host, loopback",
-    [
-        ("127.0.0.1", True),
-        ("127.8.9.10", True),
-        ("::1", True),
-        ("::ffff:127.0.0.1", True),
-        (None, True),  # a UNIX socket: no host at all
-        ("192.0.2.1", False),
-        ("10.0.0.1", False),
-        ("::ffff:192.0.2.1", False),
-        ("fe80::1%eth0", False),
-        ("localhost", False),  # a name is not an address we were given
-        ("", False),
-    ],
-)
-def test_is_loopback(host, loopback):
-    assert policy.is_loopback(host) is loopback
-
-
-def test_plaintext_allowed_needs_tls_loopback_or_the_config():
-    assert policy.plaintext_allowed("127.0.0.1", secure=False, configured=False)
-    assert not policy.plaintext_allowed("192.0.2.1", secure=False, configured=False)
-    assert policy.plaintext_allowed("192.0.2.1", secure=True, configured=False)
-    assert policy.plaintext_allowed("192.0.2.1", secure=False, configured=True)
 
 
 @pytest.mark.parametrize(

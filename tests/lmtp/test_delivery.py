@@ -45,6 +45,16 @@ def test_deliver_creates_the_user_and_stores_in_inbox(store):
     assert stored(store, "alice") == [(1, b"Subject: one\r\n\r\nbody\r\n")]
 
 
+def test_deliver_refuses_special_use_folders_when_asked(store):
+    # LMTP's +detail (special_use=False): the sender named the folder, so
+    # Sent and its kind mean INBOX; the MDA's --mailbox is the operator's.
+    run(deliver(store, "alice", b"Subject: to Sent\r\n\r\n", "Sent", special_use=False))
+    run(deliver(store, "alice", b"Subject: to sent\r\n\r\n", "sent", special_use=False))
+    run(deliver(store, "alice", b"Subject: by the operator\r\n\r\n", "Sent"))
+    assert [body for _, body in stored(store, "alice")] == [b"Subject: to Sent\r\n\r\n", b"Subject: to sent\r\n\r\n"]
+    assert [body for _, body in stored(store, "alice", "Sent")] == [b"Subject: by the operator\r\n\r\n"]
+
+
 def test_deliver_into_a_folder_or_inbox_when_it_does_not_exist(store):
     run(deliver(store, "alice", b"Subject: first\r\n\r\n"))
     result_of(store.create_mailbox("alice", "Lists/python"))
@@ -204,5 +214,5 @@ def test_append_many_failing_commit_leaves_nothing(store, monkeypatch):
     monkeypatch.undo()
     # Rolled back: no row, no body, and the next UID is still free.
     assert [uid for uid, _ in stored(store, "alice")] == [1]
-    assert sorted(p.name for p in (store.root / "mail" / str(alice.id)).iterdir()) == ["1", "mailbox.json"]
+    assert sorted(p.name for p in (store.root / "mail" / str(alice.id)).iterdir()) == ["1", "mailbox.json", "uidnext"]
     assert result_of(store.append_many([(alice.id, b"Subject: c\r\n\r\n")]))[0].uid == 2

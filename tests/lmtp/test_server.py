@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime
 import errno
+import re
 import sqlite3
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -25,7 +27,9 @@ from twisted.mail import smtp
 from zope.interface import implementer
 
 from gateway.net import metrics
-from gateway.lmtp.server import LMTPFactory, SessionLimits, _find_dot_line, resolve_recipient
+from gateway.lmtp.recipients import resolve_recipient
+from gateway.lmtp.server import LMTPFactory, SessionLimits, _find_dot_line
+from gateway.lmtp.trace import transaction_id
 from gateway.net.metrics import Metrics
 from gateway.store.interfaces import NoSuchMailbox, TemporaryFailure
 from gateway.store.model import MailboxInfo, MessageRecord
@@ -34,6 +38,19 @@ from tests.deferreds import result_of
 
 HOST = "mx.example.test"
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+TRANSACTION_ID = b"3ZqkGrbd9mWzHgAAZ4D0yA"
+# 2024-03-05 11:00:00 UTC.
+MARCH_5 = 1709636400
+
+
+@pytest.fixture(autouse=True)
+def local_time_is_utc(monkeypatch):
+    """Received dates are local time: pin the zone so that the bytes are known."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 class MemoryStore:
@@ -44,14 +61,16 @@ class MemoryStore:
 
     def __init__(self):
         self.mailboxes: dict[tuple[str, str], int] = {}
+        self.special_use: dict[int, str | None] = {}
         self.messages: dict[int, list[bytes]] = {}
         self.failures: dict[str, Exception] = {}
         self.hold = False
         self.held: list[defer.Deferred] = []
 
-    def create(self, user, name):
+    def create(self, user, name, special_use=None):
         mailbox_id = len(self.mailboxes) + 1
         self.mailboxes[(user, name)] = mailbox_id
+        self.special_use[mailbox_id] = special_use
         self.messages[mailbox_id] = []
         return mailbox_id
 
@@ -65,7 +84,7 @@ class MemoryStore:
         mailbox_id = self.mailboxes.get((user, name))
         if mailbox_id is None:
             return defer.fail(NoSuchMailbox(name))
-        return defer.succeed(MailboxInfo(mailbox_id, user, name, 1, 1, 1))
+        return defer.succeed(MailboxInfo(mailbox_id, user, name, 1, 1, 1, self.special_use[mailbox_id]))
 
     def append(self, mailbox_id, source, flags=frozenset(), internaldate=None):
         user = next(user for (user, _), known in self.mailboxes.items() if known == mailbox_id)
@@ -97,13 +116,17 @@ class TCPStringTransport(StringTransport):
 
 
 class Session:
-    def __init__(self, store=None, users=frozenset({"alice", "bob", "carol+x"}), max_message_size=10_000, **limits):
+    def __init__(self, store=None, users=frozenset({"alice", "bob", "carol+x"}), max_message_size=10_000,
+                 save_to_detail_mailbox=False, peer=PEER, new_transaction_id=lambda: TRANSACTION_ID, now=0, **limits):
         self.store = store or MemoryStore()
         self.clock = Clock()
+        self.clock.rightNow = now
         limits = SessionLimits(max_message_size=max_message_size, **limits)
-        factory = LMTPFactory(self.store, users, HOST, self.clock, limits)
-        self.server = factory.buildProtocol(PEER)
-        self.transport = TCPStringTransport(peerAddress=PEER)
+        factory = LMTPFactory(self.store, users, HOST, self.clock, limits,
+                              save_to_detail_mailbox=save_to_detail_mailbox, new_transaction_id=new_transaction_id)
+        self.server = factory.buildProtocol(peer)
+        transport = StringTransport if isinstance(peer, UNIXAddress) else TCPStringTransport
+        self.transport = transport(peerAddress=peer)
         self.server.makeConnection(self.transport)
 
     def send(self, data: bytes) -> list[bytes]:
@@ -125,8 +148,21 @@ class Session:
         assert self.send(b"DATA\r\n") == [b"354 Start mail input; end with <CRLF>.<CRLF>"]
 
 
-def trace(recipient=b"alice@example.test", sender=b"sender@example.org"):
-    return b"Return-Path: <" + sender + b">\r\nDelivered-To: " + recipient + b"\r\n"
+def trace(recipient=b"alice@example.test", sender=b"sender@example.org", helo=b"client.example.test"):
+    """
+    The fields put on top of each copy, Dovecot's way: Return-Path,
+    Delivered-To, then Received (RFC 5321 4.4), one clause per folded line,
+    dated at MAIL in local time (here the Clock's epoch, in UTC).
+    """
+    return (
+        b"Return-Path: <" + sender + b">\r\n"
+        + b"Delivered-To: " + recipient + b"\r\n"
+        + b"Received: from " + helo + b" ([127.0.0.1])\r\n"
+        + b"\tby mx.example.test with LMTP\r\n"
+        + b"\tid " + TRANSACTION_ID + b"\r\n"
+        + b"\t(envelope-from <" + sender + b">)\r\n"
+        + b"\tfor <" + recipient + b">; Thu, 01 Jan 1970 00:00:00 +0000\r\n"
+    )
 
 
 def test_greeting_and_lhlo_reply():
@@ -241,7 +277,7 @@ def test_bare_lf_line_endings_are_accepted_but_only_crlf_dot_crlf_ends_data():
     assert session.send(b"Subject: lf\n\n..body\n.\nMAIL FROM:<forged@x>\n.\r\n") == []
     assert session.send(b"\r\n.\r\n") == [b"250 2.0.0 <alice@mx.example.test> Saved as UID 1"]
     assert session.store.inbox("alice") == [
-        trace(b"alice@mx.example.test", b"s@example.org") + b"Subject: lf\n\n.body\n.\nMAIL FROM:<forged@x>\n.\r\n\r\n"
+        trace(b"alice@mx.example.test", b"s@example.org", b"c") + b"Subject: lf\n\n.body\n.\nMAIL FROM:<forged@x>\n.\r\n\r\n"
     ]
 
 
@@ -278,7 +314,7 @@ def test_any_split_of_the_input_gives_the_same_conversation(cuts):
         b"250 2.0.0 OK",
         b"221 2.0.0 mx.example.test closing connection",
     ]
-    assert session.store.inbox("bob") == [trace(b"bob@mx.example.test", b"s@example.org") + MESSAGE]
+    assert session.store.inbox("bob") == [trace(b"bob@mx.example.test", b"s@example.org", b"c") + MESSAGE]
 
 
 def test_pipelined_commands_wait_for_the_data_replies():
@@ -312,20 +348,49 @@ def test_pipelined_commands_wait_for_the_data_replies():
     assert session.transport.producerState == "producing"
 
 
-def test_plus_detail_delivers_into_existing_folder_else_inbox():
+def test_plus_detail_delivers_into_inbox_by_default():
+    # As Dovecot without lmtp_save_to_detail_mailbox: the detail chooses no
+    # folder, so an outside sender cannot plant mail in Sent.
     store = MemoryStore()
     store.ensure_user("alice")
     store.create("alice", "Lists")
+    store.create("alice", "Sent", "\\Sent")
     session = Session(store)
-    session.start(recipients=[b"<alice+Lists@a.test>", b"<alice+nosuch@a.test>", b"<carol+x@a.test>"])
+    session.start(recipients=[b"<alice+Lists@a.test>", b"<alice+Sent@a.test>", b"<carol+x@a.test>"])
     assert session.send(b"m\r\n.\r\n") == [
         b"250 2.0.0 <alice+Lists@a.test> Saved as UID 1",
-        b"250 2.0.0 <alice+nosuch@a.test> Saved as UID 1",
+        b"250 2.0.0 <alice+Sent@a.test> Saved as UID 2",
         b"250 2.0.0 <carol+x@a.test> Saved as UID 1",
     ]
-    assert store.inbox("alice", "Lists") == [trace(b"alice+Lists@a.test") + b"m\r\n"]
-    assert store.inbox("alice") == [trace(b"alice+nosuch@a.test") + b"m\r\n"]
+    assert store.inbox("alice", "Lists") == store.inbox("alice", "Sent") == []
+    assert store.inbox("alice") == [trace(b"alice+Lists@a.test") + b"m\r\n", trace(b"alice+Sent@a.test") + b"m\r\n"]
     assert store.inbox("carol+x") == [trace(b"carol+x@a.test") + b"m\r\n"]
+
+
+def test_save_to_detail_mailbox_never_chooses_a_special_use_folder():
+    store = MemoryStore()
+    store.ensure_user("alice")
+    store.create("alice", "Work")
+    store.create("alice", "Sent", "\\Sent")
+    store.create("alice", "Drafts", "\\Drafts")
+    store.create("alice", "Sent/Old")
+    session = Session(store, save_to_detail_mailbox=True)
+    recipients = [b"alice+Work", b"alice+Sent", b"alice+Drafts", b"alice+nosuch", b"alice+Sent/Old"]
+    session.start(recipients=[b"<" + r + b"@a.test>" for r in recipients])
+    assert session.send(b"m\r\n.\r\n") == [
+        b"250 2.0.0 <alice+Work@a.test> Saved as UID 1",
+        b"250 2.0.0 <alice+Sent@a.test> Saved as UID 1",
+        b"250 2.0.0 <alice+Drafts@a.test> Saved as UID 2",
+        b"250 2.0.0 <alice+nosuch@a.test> Saved as UID 3",
+        b"250 2.0.0 <alice+Sent/Old@a.test> Saved as UID 1",
+    ]
+    assert store.inbox("alice", "Work") == [trace(b"alice+Work@a.test") + b"m\r\n"]
+    assert store.inbox("alice", "Sent") == store.inbox("alice", "Drafts") == []
+    assert store.inbox("alice") == [
+        trace(b"alice+" + name + b"@a.test") + b"m\r\n" for name in (b"Sent", b"Drafts", b"nosuch")
+    ]
+    # A folder under Sent has no special use of its own.
+    assert store.inbox("alice", "Sent/Old") == [trace(b"alice+Sent/Old@a.test") + b"m\r\n"]
 
 
 def test_resolve_recipient():
@@ -360,7 +425,84 @@ def test_null_sender_and_bounce_trace():
     session = Session()
     session.start(sender=b"<>")
     session.send(b"bounce\r\n.\r\n")
-    assert session.store.inbox("alice") == [b"Return-Path: <>\r\nDelivered-To: alice@example.test\r\nbounce\r\n"]
+    assert session.store.inbox("alice") == [trace(sender=b"") + b"bounce\r\n"]
+    assert session.store.inbox("alice")[0].startswith(b"Return-Path: <>\r\n")
+
+
+def received_fields(message: bytes) -> list[bytes]:
+    """Each Received field of a stored copy, with its folding."""
+    header = message.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    return re.findall(rb"^Received: .*?\r\n(?:\t.*?\r\n)*", header, re.M)
+
+
+def test_received_per_copy_with_one_id_per_transaction():
+    ids = iter([b"FirstTransactionIdAAAA", b"SecondTransactionIdAAA"])
+    session = Session(new_transaction_id=lambda: next(ids), now=MARCH_5)
+    session.start(recipients=[b"<alice@a.test>", b"<bob@b.test>"])
+    # Dated at MAIL (Dovecot's transaction timestamp), not at the final dot.
+    session.clock.advance(30)
+    session.send(b"Subject: one\r\n\r\nbody\r\n.\r\n")
+    session.start(recipients=[b"<alice@a.test>"])
+    session.send(b"Subject: two\r\n\r\nbody\r\n.\r\n")
+    first, second = session.store.inbox("alice")
+    # RFC 5321 4.4: one Received field, added on top (after Dovecot's
+    # Return-Path and Delivered-To), naming the copy's own recipient.
+    assert received_fields(first) == [
+        b"Received: from client.example.test ([127.0.0.1])\r\n"
+        b"\tby mx.example.test with LMTP\r\n"
+        b"\tid FirstTransactionIdAAAA\r\n"
+        b"\t(envelope-from <sender@example.org>)\r\n"
+        b"\tfor <alice@a.test>; Tue, 05 Mar 2024 11:00:00 +0000\r\n"
+    ]
+    assert received_fields(session.store.inbox("bob")[0]) == [
+        received_fields(first)[0].replace(b"<alice@a.test>", b"<bob@b.test>")
+    ]
+    assert b"\tid SecondTransactionIdAAA\r\n" in received_fields(second)[0]
+    assert first.index(b"Received: ") < first.index(b"Subject: one")
+
+
+@pytest.mark.parametrize(
+    ("peer", "origin"),
+    [
+        (IPv6Address("TCP", "::1", 40000), b"from client.example.test ([IPv6:::1])\r\n"),
+        (IPv6Address("TCP", "::ffff:192.0.2.7", 40000), b"from client.example.test ([192.0.2.7])\r\n"),
+        # A UNIX-socket peer has no IP address: Dovecot then writes none.
+        (UNIXAddress(None), b"from client.example.test\r\n"),
+    ],
+)
+def test_received_names_the_peer_it_has(peer, origin):
+    session = Session(peer=peer)
+    session.start()
+    assert session.send(b"m\r\n.\r\n") == [b"250 2.0.0 <alice@example.test> Saved as UID 1"]
+    assert received_fields(session.store.inbox("alice")[0])[0].startswith(b"Received: " + origin + b"\tby ")
+
+
+@pytest.mark.parametrize("name", [b"not_a.domain", b"host name", b"[300.1.1.1]", b"x" * 300])
+def test_received_calls_a_client_with_a_bad_lhlo_name_unknown(name):
+    session = Session()
+    session.send(b"LHLO " + name + b"\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<alice>\r\nDATA\r\n")
+    session.send(b"m\r\n.\r\n")
+    assert received_fields(session.store.inbox("alice")[0])[0].startswith(b"Received: from unknown ([127.0.0.1])\r\n")
+
+
+def test_default_transaction_ids_differ():
+    session = Session(new_transaction_id=transaction_id)
+    for _ in range(2):
+        session.start()
+        session.send(b"m\r\n.\r\n")
+    ids = [re.search(rb"\tid (\S+)\r\n", message).group(1) for message in session.store.inbox("alice")]
+    assert ids[0] != ids[1] and all(re.fullmatch(rb"[A-Za-z0-9+/]{22}", i) for i in ids)
+
+
+def test_long_sender_is_refused():
+    # RFC 5321 4.5.3.1.3: 256 octets with the brackets; the Return-Path and
+    # Received lines stay within RFC 5322's 998.
+    session = Session()
+    session.send(b"LHLO c\r\n")
+    assert session.send(b"MAIL FROM:<" + b"s" * 243 + b"@example.org>\r\n") == [
+        b"501 5.1.7 Sender address longer than 254 octets"
+    ]
+    assert session.send(b"MAIL FROM:<" + b"s" * 242 + b"@example.org>\r\n") == [b"250 2.1.0 Sender OK"]
 
 
 def test_command_sequence_errors():
@@ -615,7 +757,8 @@ def sqlite_factory(tmp_path):
     calls = []
     append_many = store.append_many
     store.append_many = lambda deliveries: calls.append(len(deliveries)) or append_many(deliveries)
-    factory = LMTPFactory(store, frozenset({"alice", "bob"}), HOST, Clock(), SessionLimits())
+    factory = LMTPFactory(store, frozenset({"alice", "bob"}), HOST, Clock(), SessionLimits(),
+                          new_transaction_id=lambda: TRANSACTION_ID)
     factory.append_many_calls = calls
     yield factory
     store.close()

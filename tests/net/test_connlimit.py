@@ -3,6 +3,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import ISSLTransport, ITLSTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.policies import LimitConnectionsByPeer
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer
@@ -127,7 +128,9 @@ def test_ipv4_mapped_peers_count_with_ipv4():
 def test_peer_host():
     assert peer_host(v4("192.0.2.1")) == "192.0.2.1"
     assert peer_host(IPv6Address("TCP", "::1", 1)) == "::1"
-    assert peer_host(UNIXAddress(None)) == "UNIXAddress"
+    # A UNIX-socket peer has no address to count under.
+    assert peer_host(UNIXAddress(None)) is None
+    assert peer_host(UNIXAddress(b"/run/client.sock")) is None
 
 
 @implementer(ITLSTransport)
@@ -147,3 +150,16 @@ def test_starttls_through_the_wrapper_makes_it_look_secure():
     inner.transport.startTLS("context")
     assert transport.tls_context == "context"
     assert ISSLTransport.providedBy(inner.transport)
+
+
+def test_unix_socket_peers_skip_the_per_ip_limit_but_not_the_total():
+    factory = ConnectionLimitFactory(ServerFactory.forProtocol(Greeter), ConnectionLimiter(3, 1), "imap")
+    unix_peers = [connect(factory, UNIXAddress(None)) for _ in range(3)]
+    assert [transport.value() for _, transport in unix_peers] == [b"+OK hello\r\n"] * 3
+    with capturedLogs() as events:
+        protocol, transport = connect(factory, UNIXAddress(None))
+    assert transport.value() == b"* BYE Too many connections\r\n"
+    assert [formatEvent(e) for e in events] == ["Refused a imap connection from local: too many connections"]
+    close(protocol)
+    close(unix_peers[0][0])
+    assert connect(factory, UNIXAddress(None))[1].value() == b"+OK hello\r\n"

@@ -30,10 +30,18 @@ def v1_header(source="192.0.2.7", port=5555):
 
 
 def v2_header(source="192.0.2.8", port=6666):
-    addresses = ipaddress.ip_address(source).packed + ipaddress.ip_address("127.0.0.1").packed
-    addresses += struct.pack("!HH", port, 110)
-    # Version 2, command PROXY; TCP over IPv4.
-    return V2_SIGNATURE + b"\x21\x11" + struct.pack("!H", len(addresses)) + addresses
+    source = ipaddress.ip_address(source)
+    destination = ipaddress.ip_address("127.0.0.1" if source.version == 4 else "::1")
+    addresses = source.packed + destination.packed + struct.pack("!HH", port, 110)
+    # Version 2, command PROXY; TCP over IPv4 or IPv6.
+    family = b"\x11" if source.version == 4 else b"\x21"
+    return V2_SIGNATURE + b"\x21" + family + struct.pack("!H", len(addresses)) + addresses
+
+
+def v2_unix_header(source=b"/run/haproxy/client.sock", destination=b"/run/haproxy/imap.sock"):
+    # Version 2, command PROXY; AF_UNIX, stream: two 108-byte paths.
+    addresses = source.ljust(108, b"\0") + destination.ljust(108, b"\0")
+    return V2_SIGNATURE + b"\x21\x31" + struct.pack("!H", len(addresses)) + addresses
 
 
 class Greeter(Protocol):
@@ -148,6 +156,26 @@ def test_no_header_in_time_drops_the_connection():
     assert wrapper.wrappedProtocol.peer is None
 
 
+def test_v2_ipv6_header_names_the_ipv6_client():
+    wrapper, transport, clock = connect(LOCAL)
+    wrapper.dataReceived(v2_header("2001:db8:1:2::7", 7777))
+    peer = wrapper.wrappedProtocol.peer
+    assert isinstance(peer, IPv6Address) and peer.port == 7777
+    # Twisted writes it uncompressed ("2001:db8:1:2:0:0:0:7"); the limits and logs normalise.
+    assert ipaddress.ip_address(peer.host) == ipaddress.ip_address("2001:db8:1:2::7")
+
+
+def test_v2_unix_socket_addresses_count_as_local():
+    """HAProxy relaying a client of a UNIX socket: the balancer's own address stands."""
+    wrapper, transport, clock = connect(LOCAL)
+    wrapper.dataReceived(v2_unix_header() + b"CAPA\r\n")
+    assert not transport.disconnecting
+    assert transport.value() == b"+OK hello\r\n"
+    assert wrapper.wrappedProtocol.peer == LOCAL
+    assert wrapper.getHost() == transport.getHost()
+    assert wrapper.wrappedProtocol.received == b"CAPA\r\n"
+
+
 def test_ipv4_mapped_peer_matches_an_ipv4_network():
     wrapper, transport, clock = connect(IPv6Address("TCP", "::ffff:10.1.2.3", 40000), trusted=["10.0.0.0/8"])
     assert not transport.disconnecting
@@ -193,6 +221,31 @@ def test_v1_and_v2_headers_from_a_trusted_source(server):
     finally:
         first.close()
         second.close()
+
+
+def test_ipv6_clients_of_one_64_count_as_one_address(server):
+    """max_connections_per_ip (1) holds for a /64, whatever address in it the client picks."""
+    first = connect_from("127.0.0.1", server.port("pop3"))
+    try:
+        first.sendall(v2_header("2001:db8:1:2::1"))
+        assert first.makefile("rb").readline().startswith(b"+OK")
+        for source, answer in (("2001:db8:1:2:ffff::9", b"-ERR [SYS/TEMP] Too many connections\r\n"),
+                               ("2001:db8:1:3::1", b"+OK")):
+            with connect_from("127.0.0.1", server.port("pop3")) as other:
+                other.sendall(v2_header(source))
+                assert other.makefile("rb").readline().startswith(answer)
+    finally:
+        first.close()
+
+
+def test_v2_unix_socket_header_from_a_trusted_source_is_served(server):
+    with connect_from("127.0.0.1", server.port("pop3")) as sock:
+        sock.sendall(v2_unix_header())
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"+OK")
+        sock.sendall(b"CAPA\r\n")
+        assert reader.readline() == b"+OK Capability list follows\r\n"
+    assert "AttributeError" not in server.log() and "Traceback" not in server.log()
 
 
 @pytest.mark.parametrize("header", [v1_header("192.0.2.50"), v2_header("192.0.2.51")])

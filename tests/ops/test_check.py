@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from gateway.durable import read_slot_file, write_slot_file
 from gateway.ops.check import TMP_GRACE_SECONDS, find_problems
 from gateway.cli import main
 from gateway.store.sqlite.store import SQLiteStore
@@ -71,7 +72,7 @@ def test_row_without_body_file_is_expunged_on_repair(data):
     assert code == 1
     assert lines == [f"alice/INBOX (mail/{inbox_dir(data).name}): UID 2 has no body file"]
     code, lines = check(data, "--repair")
-    assert (code, lines) == (0, [f"repaired: expunged UID 2 of mail/{inbox_dir(data).name}, whose body file is gone",
+    assert (code, lines) == (0, [f"repaired: expunged UID 2 of mail/{inbox_dir(data).name}, whose body files are gone",
                                  "store is consistent"])
     assert inbox_state(data) == (4, [(1, {"\\Seen"}), (3, {"\\Seen"})])
 
@@ -87,20 +88,23 @@ def test_body_file_no_commit_took_is_removed_not_indexed_on_repair(data):
     assert lines == [f"{label}: body file 4 has no index row and was never committed"]
     code, lines = check(data, "--repair")
     assert code == 0, lines
-    assert lines == [
-        f"repaired: removed {inbox_dir(data) / '4'}, a body no commit ever took (crash before the index commit)",
-        "store is consistent",
-    ]
+    assert lines == [f"repaired: removed mail/{inbox_dir(data).name}/4, a body no commit took", "store is consistent"]
     assert inbox_state(data) == (4, [(1, {"\\Seen"}), (2, {"\\Seen"}), (3, {"\\Seen"})])
     assert not (inbox_dir(data) / "4").exists()
 
 
-def test_discard_uncommitted_never_touches_a_committed_uid(data):
+def test_the_sweep_never_touches_a_committed_body(data):
     store = SQLiteStore(data / "store")
-    info = result_of(store.get_mailbox("alice", "INBOX"))
-    assert result_of(store.discard_uncommitted(info.id, 3)) is False
-    assert (inbox_dir(data) / "3").exists()
-    store.close()
+    try:
+        assert store.sweep() == []
+        info = result_of(store.get_mailbox("alice", "INBOX"))
+        # What another process commits between two sweeps is committed too.
+        result_of(store.append(info.id, MESSAGE))
+        assert store.sweep() == []
+    finally:
+        store.close()
+    assert sorted(p.name for p in inbox_dir(data).iterdir() if p.name.isdigit()) == ["1", "2", "3", "4"]
+    assert check(data) == (0, ["store is consistent"])
 
 
 def test_body_file_of_an_expunged_message_is_removed_on_repair(data):
@@ -144,7 +148,6 @@ def test_uidnext_below_a_uid_is_raised_on_repair(data):
     assert check(data, "--repair") == (
         0, [f"repaired: raised UIDNEXT of mail/{inbox_dir(data).name} to 4", "store is consistent"])
     assert inbox_state(data)[0] == 4
-    assert json.loads((inbox_dir(data) / "mailbox.json").read_text())["uid_floor"] == 3
 
 
 def test_uid_floor_above_uidnext_is_a_problem(data):
@@ -165,8 +168,11 @@ def test_only_old_temporary_files_are_orphans(data):
     os.utime(stale_meta, (stamp, stamp))
     (data / "store" / "tmp" / "msg.in-progress").write_bytes(b"being written now")
     assert check(data) == (1, [f"orphaned temporary file {old}", f"orphaned temporary file {stale_meta}"])
-    assert check(data, "--repair") == (
-        0, [f"repaired: removed {old}", f"repaired: removed {stale_meta}", "store is consistent"])
+    assert check(data, "--repair") == (0, [
+        f"repaired: removed {old}, a temporary file a crash left",
+        f"repaired: removed {stale_meta}, a temporary file a crash left",
+        "store is consistent",
+    ])
     assert (data / "store" / "tmp" / "msg.in-progress").exists()
 
 
@@ -174,7 +180,12 @@ def test_mailbox_directory_unknown_to_the_index(data):
     stray = data / "store" / "mail" / "99"
     stray.mkdir()
     (stray / "mailbox.json").write_text(json.dumps({"user": "bob", "name": "INBOX"}))
-    assert check(data) == (1, ["mail/99 has a mailbox.json but no index row"])
+    assert check(data) == (1, ["mail/99 is a mailbox directory the index does not know (a deleted mailbox, or one"
+                               " never committed)"])
+    # A rebuild would bring it back: the repair (the sweep) removes it.
+    assert check(data, "--repair") == (
+        0, ["repaired: removed mail/99, a mailbox directory the index does not know", "store is consistent"])
+    assert not stray.exists()
 
 
 def test_missing_index_and_missing_store(data, tmp_path, capsys):
@@ -185,3 +196,45 @@ def test_missing_index_and_missing_store(data, tmp_path, capsys):
         f"{data / 'store' / 'index.sqlite'} is missing; the server rebuilds it from the files when it starts"]
     assert main(["--data", str(tmp_path / "nothing"), "check"]) == 66
     assert "no store here" in capsys.readouterr().err
+
+
+def test_uidnext_file_missing_or_unreadable_is_made_again_on_repair(data):
+    label = f"alice/INBOX (mail/{inbox_dir(data).name})"
+    slot = inbox_dir(data) / "uidnext"
+    slot.unlink()
+    assert check(data) == (1, [f"{label}: uidnext file missing, so a rebuild could give out an expunged UID again"])
+    assert check(data, "--repair") == (
+        0, [f"repaired: made mail/{inbox_dir(data).name}/uidnext", "store is consistent"])
+    slot.write_bytes(b"\0" * 1024)
+    assert check(data) == (1, [f"{label}: uidnext file unreadable (no valid slot)"])
+    assert check(data, "--repair")[0] == 0
+    assert read_slot_file(slot) == b"4"
+
+
+def test_recorded_uidnext_above_the_index_is_raised_on_repair(data):
+    write_slot_file(inbox_dir(data) / "uidnext", b"9")
+    label = f"alice/INBOX (mail/{inbox_dir(data).name})"
+    assert check(data) == (1, [f"{label}: UIDNEXT 4 is not above UID 8"])
+    assert check(data, "--repair") == (
+        0, [f"repaired: raised UIDNEXT of mail/{inbox_dir(data).name} to 9", "store is consistent"])
+    assert inbox_state(data)[0] == 9
+
+
+def test_interrupted_expunge_is_reported_and_finished(data):
+    # (Reached before the crash: opening the store would finish it.)
+    directory = inbox_dir(data)
+    store = SQLiteStore(data / "store")
+    with store._write():
+        store._mark_expunging(int(directory.name), [1, 3])
+    store.close()
+    (directory / "1").unlink()
+    label = f"alice/INBOX (mail/{directory.name})"
+    assert check(data) == (1, [
+        f"{label}: the expunge of UID 1 3 is under way or was interrupted (opening the store finishes it)",
+        f"{label}: UID 1 has no body file",
+    ])
+    assert check(data, "--repair") == (0, [
+        f"repaired: finished the expunge of UID 1 3 of mail/{directory.name}, which a crash interrupted",
+        "store is consistent",
+    ])
+    assert inbox_state(data)[1] == [(2, {"\\Seen"})]

@@ -357,9 +357,10 @@ def test_unreadable_message_file_is_skipped_with_reason(data, tmp_path):
     can_lock = os.geteuid() != 0
     code, out = run(data, "import", "maildir", "alice", str(root))
     assert code == 1
-    assert "skipped: INBOX: cur/1700000001.gone:2,: cannot read: No such file or directory; message skipped" in out
+    # A link is refused as such, whether or not it leads anywhere.
+    assert "skipped: INBOX: cur/1700000001.gone:2,: a symbolic link, not followed; message skipped" in out
     if can_lock:
-        assert "skipped: INBOX: 1700000002.locked:2,: cannot read: Permission denied" in out
+        assert "skipped: INBOX: cur/1700000002.locked:2,: cannot read: Permission denied; message skipped" in out
     assert len(mailboxes(data)["INBOX"][1]) == (1 if can_lock else 2)
 
 

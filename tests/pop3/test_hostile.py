@@ -24,7 +24,6 @@ from twisted.logger import capturedLogs
 from zope.interface import alsoProvides
 
 from gateway.config import AuthConfig, LimitsConfig
-from gateway.policy.limits import is_loopback
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import result_of
 from tests.serverproc import GatewayProcess
@@ -138,26 +137,6 @@ def test_implicit_tls_session_is_secure(tls_server):
 # Plain-text logins off loopback
 
 
-@pytest.mark.parametrize(
-    ("host", "expected"),
-    [
-        ("127.0.0.1", True),
-        ("127.0.0.2", True),
-        ("::1", True),
-        ("::ffff:127.0.0.1", True),
-        (None, True),  # a UNIX socket
-        ("192.0.2.1", False),
-        ("::ffff:192.0.2.1", False),
-        ("2001:db8::1", False),
-        ("0.0.0.0", False),
-        ("fe80::1%eth0", False),
-        ("localhost", False),  # not an address: not trusted
-    ],
-)
-def test_is_loopback(host, expected):
-    assert is_loopback(host) is expected
-
-
 def test_plaintext_refused_off_loopback_before_tls(tls_server):
     s = connect(tls_server, REMOTE_HOST, REMOTE_PEER)
     s.read()
@@ -254,7 +233,7 @@ def test_prelogin_deadline_ends_at_login(tmp_path):
     server.store.close()
 
 
-def test_failed_logins_grow_the_delay_then_block_the_address(tmp_path):
+def test_failures_wait_a_doubling_capped_delay_and_lock_out_only_that_user(tmp_path):
     limits = LimitsConfig(failed_logins_per_ip=3, failed_login_window=300)
     server = make_server(tmp_path, limits=limits, auth=AuthConfig(failure_delay=1.0))
     s = server.connect()
@@ -266,11 +245,23 @@ def test_failed_logins_grow_the_delay_then_block_the_address(tmp_path):
         assert s.read() == b""
         server.clock.advance(0.01)
         assert s.read() == b"-ERR [AUTH] Authentication failed\r\n"
-    # Blocked: even the right password is not checked.
+    # Alice is locked out here: even her right password is not checked.
     s.send(b"USER alice\r\nPASS secret\r\n")
-    server.clock.advance(1.0)
+    server.clock.advance(4.0)
     assert s.read() == b"+OK Send PASS\r\n-ERR [SYS/TEMP] Too many failed logins, try again later\r\n"
-    # Another address is not blocked.
+    # Bob behind the same address logs in at once: never refused, never delayed.
+    bob = server.connect()
+    bob.login(b"bob", b"hunter2")
+    bob.ask(b"QUIT")
+    bob.drop()
+    # Failures of any user from the address keep doubling the delay, up to 15 s.
+    for delay in (8.0, 15.0, 15.0):
+        s.send(b"AUTH PLAIN " + auth_plain(b"", b"nobody", b"guess") + b"\r\n")
+        server.clock.advance(delay - 0.01)
+        assert s.read() == b""
+        server.clock.advance(0.01)
+        assert s.read() == b"-ERR [AUTH] Authentication failed\r\n"
+    # Alice at another address is not affected.
     other = server.connect(peer=IPv4Address("TCP", "127.0.0.9", 40001))
     other.login()
     other.ask(b"QUIT")
@@ -278,6 +269,29 @@ def test_failed_logins_grow_the_delay_then_block_the_address(tmp_path):
     # Once the failures leave the window, the first address may log in again.
     server.clock.advance(300)
     server.connect().login()
+    server.store.close()
+
+
+def test_a_login_queued_for_its_check_leaves_the_queue_with_its_connection(tmp_path):
+    server = make_server(tmp_path, limits=LimitsConfig(password_checks_per_ip=1), auth=AuthConfig(failure_delay=1.0))
+    first, gone, waiting = server.connect(), server.connect(), server.connect()
+    with capturedLogs() as events:
+        for session, user, password in ((first, b"alice", b"guess"), (gone, b"bob", b"guess"),
+                                        (waiting, b"bob", b"hunter2")):
+            session.read()
+            session.send(b"USER " + user + b"\r\nPASS " + password + b"\r\n")
+            assert session.read() == b"+OK Send PASS\r\n"
+        gone.drop()
+        server.clock.advance(1.0)
+    assert first.read() == b"-ERR [AUTH] Authentication failed\r\n"
+    assert waiting.read().startswith(b"+OK Maildrop has")
+    # The dropped login was never checked.
+    lines = [event["log_format"].format(**event) for event in events if event.get("log_namespace") == "gateway.auth"]
+    assert lines == [
+        "login failed: protocol=pop3 user=alice ip=127.0.0.1 reason=bad-credentials",
+        "login ok: protocol=pop3 user=bob ip=127.0.0.1",
+    ]
+    assert not any("log_failure" in event for event in events)
     server.store.close()
 
 

@@ -9,6 +9,7 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
+from gateway.policy.sasl import PlainResponse
 from gateway.pop3.session import (
     CAPABILITIES,
     AuthenticationFailed,
@@ -75,8 +76,8 @@ def plain(*fields):
 
 
 def test_sasl_plain_gives_user_and_password():
-    assert parse_sasl_plain(plain(b"", b"alice", b"pass word")) == ("alice", b"pass word")
-    assert parse_sasl_plain(plain(b"alice", b"alice", b"x")) == ("alice", b"x")
+    assert parse_sasl_plain(plain(b"", b"alice", b"pass word")) == PlainResponse("alice", b"pass word")
+    assert parse_sasl_plain(plain(b"alice", b"alice", b"x")) == PlainResponse("alice", b"x")
 
 
 @pytest.mark.parametrize(

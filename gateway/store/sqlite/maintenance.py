@@ -1,28 +1,50 @@
 """
 What the SQLite store does besides serving sessions: migration with given
-UIDVALIDITY and UIDs (IImportableStore), repairs after a crash, and
-rebuilding the index from the body files.  A mixin of L{SQLiteStore}: it
-works through the same connection, write transaction and file layout.
+UIDVALIDITY and UIDs (IImportableStore), the sweep at start that puts right
+what a crash left, and rebuilding the index from the body files.  A mixin of
+L{SQLiteStore}: it works through the same connection, write transaction and
+file layout.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import shutil
 import time
+from pathlib import Path
 
 import attrs
+from twisted.logger import Logger
 
 from gateway.mail import message
-from gateway.durable import write_atomic
+from gateway.durable import create_slot_file, read_slot_file, write_atomic
 from gateway.store.interfaces import MailboxExists, UidNotAvailable
 from gateway.store.model import UID_MAX
 from gateway.store.names import check_name
 from gateway.store.sqlite.synchronous import deferred
 
+log = Logger()
+
+# A temporary file younger than this may belong to a delivery in progress
+# in another process (bodies are spooled before the write lock is taken).
+TMP_GRACE_SECONDS = 3600
+
 
 def rebuilt_modseq() -> int:
     return int(time.time() * 1_000_000)
+
+
+def body_uids(directory: Path) -> dict[int, Path]:
+    """UID -> path of the body files of a mailbox directory."""
+    return {int(path.name): path for path in directory.iterdir() if path.name.isdigit()}
+
+
+def _remove_if_stale(path: Path, now: float) -> list[str]:
+    if path.is_file() and now - path.stat().st_mtime > TMP_GRACE_SECONDS:
+        path.unlink(missing_ok=True)
+        return [f"removed {path}, a temporary file a crash left"]
+    return []
 
 
 class MaintenanceMixin:
@@ -70,30 +92,103 @@ class MaintenanceMixin:
                 raise UidNotAvailable(f"UIDNEXT out of range: {uidnext}")
             self._db.execute("UPDATE mailboxes SET uidnext = ? WHERE id = ?", (uidnext, mailbox_id))
             # rebuild_index takes UIDNEXT from the highest body file or this.
-            self._write_mailbox_meta(mailbox_id, uid_floor=uidnext - 1)
+            self._record_uidnext(mailbox_id, uidnext)
         return uidnext
 
-    @deferred
-    def discard_uncommitted(self, mailbox_id, uid):
-        """
-        Remove the body file of a UID that no commit ever gave out: what a
-        crash leaves between the rename into mail/ and the index commit of an
-        append, copy or move.  Such a message was never acknowledged (the
-        sender retries) or still exists at its source, so indexing it would
-        only duplicate it.  Decided under the write lock, so a delivery
-        committing that very UID right now is never touched.
+    # -- the sweep at start ---------------------------------------------------
 
-        @return: Deferred firing with True if the file was removed.
+    def sweep(self) -> list[str]:
         """
+        Make the files say what the index committed, after a crash; one
+        mailbox per write transaction, so a concurrent ``gateway deliver``
+        waits for at most one, and never finds its own uncommitted body
+        taken (it renames and commits under that same lock).  Each thing done
+        (and the interrupted expunges finished when the store was opened) is
+        logged and returned as a line:
+
+          - UIDNEXT is raised above every row and to the recorded one;
+          - a body whose UID the index records as expunged is removed (a
+            crash between the commit of an expunge or a move and the unlink
+            of its source: the message is at its destination or was deleted);
+          - a body at or above UIDNEXT is removed: no commit ever took it (a
+            crash between its rename into place and the commit of an append,
+            copy or move), so it was never acknowledged, or it is still at
+            its source;
+          - a row whose body file is gone is expunged (no crash leaves
+            one, so the file was lost; the message cannot be served);
+          - a mailbox directory the index does not know is removed (a crash
+            between DELETE's commit and the removal, or during a CREATE that
+            never committed);
+          - a missing or unreadable ``uidnext`` slot file is made again, and
+            temporary files older than an hour are removed.
+
+        A body the index knows nothing of below UIDNEXT is left alone and
+        logged: ``gateway check`` reports it for a human.  A mailbox whose
+        directory or mailbox.json is missing is left alone too (a file
+        system not mounted must not empty the index).
+        """
+        now = time.time()
+        recovered, self._recovered = self._recovered, []
+        recovered += self._finish_interrupted_expunges()
+        done = []
+        for path in sorted([*self._tmp.iterdir(), *self.root.glob("*.tmp")]):
+            done += _remove_if_stale(path, now)
+        for (mailbox_id,) in self._db.execute("SELECT id FROM mailboxes ORDER BY id").fetchall():
+            done += self._sweep_mailbox(mailbox_id, now)
         with self._write():
-            uidnext, _ = self._counters(mailbox_id)
-            committed = self._db.execute(
-                "SELECT 1 FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
-            ).fetchone()
-            if uid < uidnext or committed:
-                return False
-            (self._mailbox_dir(mailbox_id) / str(uid)).unlink(missing_ok=True)
-        return True
+            known = {str(row[0]) for row in self._db.execute("SELECT id FROM mailboxes")}
+            for directory in sorted(self._mail.iterdir()):
+                if directory.name.isdigit() and directory.name not in known:
+                    shutil.rmtree(directory)
+                    done.append(f"removed mail/{directory.name}, a mailbox directory the index does not know")
+        for line in done:
+            log.info("store sweep: {line}", line=line)
+        return recovered + done
+
+    def _sweep_mailbox(self, mailbox_id: int, now: float) -> list[str]:
+        directory = self._mailbox_dir(mailbox_id)
+        label = f"mail/{mailbox_id}"
+        if not (directory / "mailbox.json").is_file():
+            log.warn("store sweep: {label} has no mailbox.json; left alone", label=label)
+            return []
+        done = []
+        modseq = None
+        with self._write():
+            row = self._db.execute("SELECT uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+            if row is None:
+                return []  # deleted meanwhile
+            rows = {uid for (uid,) in self._db.execute("SELECT uid FROM messages WHERE mailbox_id = ?", (mailbox_id,))}
+            uidnext = max(row[0], max(rows, default=0) + 1, self._recorded_uidnext(mailbox_id))
+            if uidnext > row[0]:
+                self._db.execute("UPDATE mailboxes SET uidnext = ? WHERE id = ?", (uidnext, mailbox_id))
+                done.append(f"raised UIDNEXT of {label} to {uidnext}")
+            slot = directory / "uidnext"
+            if not slot.exists() or read_slot_file(slot) is None:
+                create_slot_file(slot, b"%d" % uidnext)
+                done.append(f"made {label}/uidnext")
+            files = body_uids(directory)
+            for uid in sorted(files.keys() - rows):
+                expunged = self._db.execute(
+                    "SELECT 1 FROM expunged WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
+                ).fetchone()
+                if expunged:
+                    files[uid].unlink(missing_ok=True)
+                    done.append(f"removed {label}/{uid}, the body of an expunged or moved message")
+                elif uid >= uidnext:
+                    files[uid].unlink(missing_ok=True)
+                    done.append(f"removed {label}/{uid}, a body no commit took")
+                else:
+                    log.warn("store sweep: {label}/{uid} is below UIDNEXT and unknown to the index; left for"
+                             " `gateway check`", label=label, uid=uid)
+            missing = sorted(rows - files.keys())
+            if missing:
+                removed, modseq = self._expunge(mailbox_id, missing)
+                done.append(f"expunged UID {' '.join(map(str, removed))} of {label}, whose body files are gone")
+            for path in sorted(directory.glob("*.tmp")):
+                done += _remove_if_stale(path, now)
+        if modseq is not None:
+            self.changes.notify(mailbox_id, modseq)
+        return done
 
     # -- rebuilding the index from the files --------------------------------
 
@@ -101,7 +196,16 @@ class MaintenanceMixin:
         """
         Recreate every mailbox and message row from mail/.  UIDs, UIDVALIDITY
         and names come from the files, so POP3 UIDLs stay the same; flags,
-        which live only in the index, start afresh.
+        which live only in the index, start afresh.  UIDNEXT is above the
+        highest body and never below the recorded one (the ``uidnext`` slot
+        file), so no UID given out before, expunged ones included, is given
+        out again.
+
+        Every body file counts as committed: the sweep at each start of the
+        server removed what a crash left, so the files say what the index
+        said.  Only an index lost in the very crash that left an uncommitted
+        body (never acknowledged) or the source of a move between its commit
+        and its unlink would bring that body back.
 
         RFC 7162 3.1.1: a mailbox's mod-sequence never goes down, or a
         CONDSTORE/QRESYNC client would miss changes.  The old values are lost
@@ -120,8 +224,8 @@ class MaintenanceMixin:
                 meta = json.loads(meta_path.read_text())
                 mailbox_id = int(directory.name)
                 self._drop_mailbox_rows(mailbox_id)
-                uids = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
-                uidnext = max(uids[-1] if uids else 0, meta.get("uid_floor", 0)) + 1
+                uids = sorted(body_uids(directory))
+                uidnext = max(uids[-1] + 1 if uids else 1, self._recorded_uidnext(mailbox_id))
                 self._db.execute(
                     "INSERT INTO mailboxes (id, user, name, uidvalidity, uidnext, highestmodseq,"
                     " first_recent_uid, special_use) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -53,6 +53,14 @@ CREATE TABLE IF NOT EXISTS expunged (
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox_id, modseq);
+-- An expunge under way: committed before its bodies are unlinked, cleared by
+-- the commit that drops the rows; what a crash leaves here is finished when
+-- the store is next opened, so an expunge is all or nothing.
+CREATE TABLE IF NOT EXISTS expunging (
+    mailbox_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscriptions (
     user TEXT NOT NULL,
     name TEXT NOT NULL,

@@ -5,8 +5,11 @@ Layout under the store root::
 
     index.sqlite            the index (WAL); can be rebuilt from the rest
     uidvalidity             last UIDVALIDITY issued (a counter, not the clock)
+    reserve                 room kept for index writes on a full disk (reserve.py)
     tmp/                    bodies being written
-    mail/<id>/mailbox.json  owner, name, UIDVALIDITY and the UID floor
+    mail/<id>/mailbox.json  owner, name, UIDVALIDITY, special use
+    mail/<id>/uidnext       a UIDNEXT a rebuild must not go below, in a slot
+                            file (durable.py) rewritten in place
     mail/<id>/<uid>         one body per file, CRLF, never changed
 
 Mailbox names never become paths: directories are named by the index's id.
@@ -15,6 +18,15 @@ place, and only then is the index row committed; the caller is answered after
 that commit.  A crash leaves no message or a whole one.  The UID a message
 gets is decided inside the write transaction, so two processes delivering at
 once never share one.
+
+Which body files count: those the index names.  A crash can leave others (a
+body renamed in before a commit that never came, the source of a committed
+move before its unlink); the serving process sweeps them at start, under the
+write lock (maintenance.py), so the files say what the index committed and a
+rebuild from them gives the same mailboxes back.  An expunge commits its
+UIDs as under way, unlinks their bodies (freeing the room its commit needs on
+a full disk, as Maildir's unlink does), then drops the rows; whatever a crash
+interrupts is finished when the store is next opened.
 
 Every call is synchronous underneath (SQLite is local and fast) and returns an
 already-fired Deferred, to honour the backend-neutral contract.
@@ -33,10 +45,11 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from gateway.mail import message
-from gateway.durable import fsync_dir, write_atomic
+from gateway.durable import create_slot_file, fsync_dir, read_slot_file, write_atomic, write_slot_file
 from gateway.store.changes import ChangeFeed
 from gateway.store.interfaces import (
     IGroupCommitStore,
@@ -60,6 +73,7 @@ from gateway.store.model import (
 )
 from gateway.store.names import canonical_name, check_name
 from gateway.store.sqlite.maintenance import MaintenanceMixin
+from gateway.store.sqlite.reserve import DiskFull, Reserve
 from gateway.store.sqlite.rows import (
     MEMO_LIMIT,
     RECORD_COLUMNS,
@@ -72,6 +86,8 @@ from gateway.store.sqlite.rows import (
     structure_from_row,
 )
 from gateway.store.sqlite.synchronous import deferred
+
+log = Logger()
 
 _CHUNK = 256 * 1024
 
@@ -88,12 +104,17 @@ def _source_chunks(source) -> Iterable[bytes]:
 class SQLiteStore(MaintenanceMixin):
     """
     The embedded default backend.  ``path`` is the store root directory.
+    ``serving`` is for the server's own long-lived store: opening it sweeps
+    what a crash left (L{sweep}) and keeps the disk reserve.
     """
 
-    def __init__(self, path, reactor=None, poll_interval: float = 0.5):
+    def __init__(self, path, reactor=None, poll_interval: float = 0.5, serving: bool = False):
         self.root = Path(path)
         self._mail = self.root / "mail"
         self._tmp = self.root / "tmp"
+        self._reserve = Reserve(self.root / "reserve")
+        # What opening the store put right, until a sweep reports it.
+        self._recovered: list[str] = []
         for directory in (self.root, self._mail, self._tmp):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         index = self.root / "index.sqlite"
@@ -117,8 +138,15 @@ class SQLiteStore(MaintenanceMixin):
         self._version_fresh = False
         self._mail_path = str(self._mail)
         self.changes = ChangeFeed(reactor, self._poll_highestmodseq, poll_interval)
+        if serving:
+            self._reserve.keep()
         if fresh and any(self._mail.iterdir()):
             self.rebuild_index()
+        else:
+            # Cheap when there is nothing to finish: every process does it.
+            self._recovered = self._finish_interrupted_expunges()
+            if serving:
+                self.sweep()
 
     def close(self) -> None:
         self.changes.stop_polling()
@@ -127,6 +155,7 @@ class SQLiteStore(MaintenanceMixin):
     # -- transactions -------------------------------------------------------
 
     def _write(self):
+        self._reserve.before_index_write()
         return _WriteTransaction(self._db, self._forget)
 
     def _version_stale(self) -> None:
@@ -173,6 +202,7 @@ class SQLiteStore(MaintenanceMixin):
         return self._mail / str(mailbox_id)
 
     def _write_mailbox_meta(self, mailbox_id: int, **fields) -> None:
+        """Identity fields of mailbox.json, rewritten whole (new blocks: not for deleting)."""
         directory = self._mailbox_dir(mailbox_id)
         meta_path = directory / "mailbox.json"
         try:
@@ -181,6 +211,36 @@ class SQLiteStore(MaintenanceMixin):
             meta = {}
         meta.update(fields)
         write_atomic(meta_path, json.dumps(meta, sort_keys=True).encode())
+
+    def _recorded_uidnext(self, mailbox_id: int) -> int:
+        """
+        The UIDNEXT a rebuild will not go below: from the uidnext slot file,
+        or from the ``uid_floor`` of an older store's mailbox.json.
+        """
+        directory = self._mailbox_dir(mailbox_id)
+        try:
+            recorded = int(read_slot_file(directory / "uidnext") or 1)
+        except FileNotFoundError:
+            recorded = 1
+        try:
+            floor = json.loads((directory / "mailbox.json").read_text()).get("uid_floor", 0)
+        except (FileNotFoundError, ValueError):
+            floor = 0
+        return max(recorded, floor + 1)
+
+    def _record_uidnext(self, mailbox_id: int, uidnext: int) -> None:
+        """
+        Make sure no rebuild hands out a UID below ``uidnext`` again, even
+        once the bodies of the highest UIDs are gone: rewritten in place, so
+        this works on a full disk; made only where an older store has none.
+        """
+        if self._recorded_uidnext(mailbox_id) >= uidnext:
+            return
+        path = self._mailbox_dir(mailbox_id) / "uidnext"
+        try:
+            write_slot_file(path, b"%d" % uidnext)
+        except FileNotFoundError:
+            create_slot_file(path, b"%d" % uidnext)
 
     # -- users and mailboxes ------------------------------------------------
 
@@ -214,12 +274,12 @@ class SQLiteStore(MaintenanceMixin):
         if directory.exists():
             shutil.rmtree(directory)
         directory.mkdir(mode=0o700)
+        create_slot_file(directory / "uidnext", b"1")
         self._write_mailbox_meta(
             mailbox_id,
             user=user,
             name=name,
             uidvalidity=uidvalidity,
-            uid_floor=0,
             special_use=special_use,
         )
         fsync_dir(self._mail)
@@ -272,7 +332,9 @@ class SQLiteStore(MaintenanceMixin):
             return self._create(user, name, special_use)
 
     def _drop_mailbox_rows(self, mailbox_id: int) -> None:
-        for table, column in (("messages", "mailbox_id"), ("expunged", "mailbox_id"), ("mailboxes", "id")):
+        for table, column in (
+            ("messages", "mailbox_id"), ("expunged", "mailbox_id"), ("expunging", "mailbox_id"), ("mailboxes", "id")
+        ):
             self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (mailbox_id,))
 
     @deferred
@@ -346,6 +408,10 @@ class SQLiteStore(MaintenanceMixin):
 
     def _spool(self, source) -> Path:
         """Write the message, CRLF-normalised, to tmp/ and fsync it."""
+        try:
+            self._reserve.before_delivery()
+        except DiskFull as e:
+            raise TemporaryFailure(str(e)) from None
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="msg.")
         path = Path(name)
         try:
@@ -520,6 +586,19 @@ class SQLiteStore(MaintenanceMixin):
         self.changes.notify(mailbox_id, modseq)
         return changed, modified
 
+    def _keep_uidnext(self, mailbox_id: int, uidnext: int, going=()) -> None:
+        """
+        A rebuild takes UIDNEXT from the highest body file: unless the body
+        of UID ``uidnext - 1`` stays, record ``uidnext``, so that losing the
+        index never hands an expunged UID out again.
+        """
+        last = uidnext - 1
+        stays = last not in going and self._db.execute(
+            "SELECT 1 FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, last)
+        ).fetchone()
+        if not stays:
+            self._record_uidnext(mailbox_id, uidnext)
+
     def _expunge(self, mailbox_id: int, uids) -> tuple[list[int], int]:
         uidnext, modseq = self._counters(mailbox_id)
         present = [row[0] for row in self._select_uids("uid", mailbox_id, uids)]
@@ -534,8 +613,7 @@ class SQLiteStore(MaintenanceMixin):
             [(mailbox_id, uid, modseq) for uid in present],
         )
         self._db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id))
-        # Losing the index must not let a rebuild hand out these UIDs again.
-        self._write_mailbox_meta(mailbox_id, uid_floor=uidnext - 1)
+        self._keep_uidnext(mailbox_id, uidnext)
         return present, modseq
 
     def _unlink_bodies(self, mailbox_id: int, uids) -> None:
@@ -543,14 +621,69 @@ class SQLiteStore(MaintenanceMixin):
         for uid in uids:
             (directory / str(uid)).unlink(missing_ok=True)
 
+    def _mark_expunging(self, mailbox_id: int, uids) -> None:
+        """
+        An expunge's first step, inside a write transaction: the UIDs it
+        takes, committed before any body goes, and the UIDNEXT a rebuild
+        needs if the highest goes.  Small, so it commits on a full disk
+        (with the reserve's room).
+        """
+        present = [row[0] for row in self._select_uids("uid", mailbox_id, uids)]
+        if present:
+            self._keep_uidnext(mailbox_id, self._counters(mailbox_id)[0], set(present))
+            self._db.executemany(
+                "INSERT OR IGNORE INTO expunging (mailbox_id, uid) VALUES (?, ?)", [(mailbox_id, uid) for uid in present]
+            )
+
+    def _marked_expunging(self, mailbox_id: int) -> list[int]:
+        return [uid for (uid,) in self._db.execute(
+            "SELECT uid FROM expunging WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
+        )]
+
+    def _finish_expunging(self, mailbox_id: int) -> tuple[list[int], int | None]:
+        """
+        An expunge's second step, for whatever is marked in the mailbox: the
+        bodies are unlinked, as Maildir does, and only then are the rows
+        dropped, so on a full disk the room they free is what this commit
+        needs.  A crash between the two steps is finished at the next open
+        (L{_finish_interrupted_expunges}): all of an expunge or none of it.
+        """
+        marked = self._marked_expunging(mailbox_id)
+        if not marked:
+            return [], None
+        self._unlink_bodies(mailbox_id, marked)
+        with self._write():
+            marked = self._marked_expunging(mailbox_id)
+            # Marked by another process since: its bodies go too, before this commit.
+            self._unlink_bodies(mailbox_id, marked)
+            removed, modseq = self._expunge(mailbox_id, marked)
+            self._db.execute("DELETE FROM expunging WHERE mailbox_id = ?", (mailbox_id,))
+        return removed, modseq
+
+    def _finish_interrupted_expunges(self) -> list[str]:
+        done = []
+        for (mailbox_id,) in self._db.execute("SELECT DISTINCT mailbox_id FROM expunging").fetchall():
+            removed, _ = self._finish_expunging(mailbox_id)
+            done.append(f"finished the expunge of UID {' '.join(map(str, removed))} of mail/{mailbox_id},"
+                        " which a crash interrupted")
+        for line in done:
+            log.info("store: {line}", line=line)
+        return done
+
     @deferred
     def expunge(self, mailbox_id, uids):
-        with self._write():
-            removed, modseq = self._expunge(mailbox_id, uids)
+        try:
+            with self._write():
+                self._mark_expunging(mailbox_id, uids)
+            removed, modseq = self._finish_expunging(mailbox_id)
+        except OSError as e:
+            raise TemporaryFailure(f"cannot expunge: {os.strerror(e.errno or errno.EIO)}") from e
         if removed:
-            self._unlink_bodies(mailbox_id, removed)
             self.changes.notify(mailbox_id, modseq)
-        return removed
+        # What else was marked (an expunge a crash interrupted) is told to
+        # sessions by the change feed; the caller hears of its own UIDs.
+        asked = set(uids)
+        return [uid for uid in removed if uid in asked]
 
     def _copy(self, mailbox_id: int, uids, dest_mailbox_id: int) -> tuple[list[tuple[int, int]], int]:
         rows = self._select_uids(
@@ -598,9 +731,16 @@ class SQLiteStore(MaintenanceMixin):
 
     @deferred
     def move(self, mailbox_id, uids, dest_mailbox_id):
-        with self._write():
-            pairs, dest_modseq = self._copy(mailbox_id, uids, dest_mailbox_id)
-            removed, source_modseq = self._expunge(mailbox_id, [source for source, _ in pairs])
+        # Linked into the destination, committed, and only then unlinked at
+        # the source: a crash at any point leaves the message where the
+        # index says it is (a source body the index no longer names is
+        # swept at start).
+        try:
+            with self._write():
+                pairs, dest_modseq = self._copy(mailbox_id, uids, dest_mailbox_id)
+                removed, source_modseq = self._expunge(mailbox_id, [source for source, _ in pairs])
+        except OSError as e:
+            raise TemporaryFailure(f"cannot move: {os.strerror(e.errno or errno.EIO)}") from e
         if pairs:
             self._unlink_bodies(mailbox_id, removed)
             self.changes.notify(dest_mailbox_id, dest_modseq)
@@ -808,10 +948,14 @@ class _WriteTransaction:
             try:
                 self._db.execute("COMMIT")
             except sqlite3.OperationalError as e:
-                self._db.execute("ROLLBACK")
+                # SQLite has rolled back already after some failures (a full
+                # disk): ROLLBACK then would fail in turn.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise TemporaryFailure(f"cannot commit: {e}") from e
             return False
-        self._db.execute("ROLLBACK")
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
         if isinstance(exc, sqlite3.OperationalError):
             # "database or disk is full", "disk I/O error", a lock held too long.
             raise TemporaryFailure(f"index write failed: {exc}") from exc
