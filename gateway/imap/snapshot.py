@@ -31,6 +31,11 @@ BLOCK = 1024
 # flag lists (a person's INBOX has a few dozen).
 _BYTE_IDS = 256
 
+# A table that has doubled in size since it was last found mostly in use
+# (flag lists of messages long gone or changed) starts again with only
+# those in use, so a client inventing keywords cannot grow it for ever.
+_TABLE_SLACK = 1024
+
 
 class FlagTable:
     """
@@ -39,11 +44,13 @@ class FlagTable:
     table, and equal flag lists are one frozenset in memory.
     """
 
-    __slots__ = ("sets", "_numbers")
+    __slots__ = ("sets", "_numbers", "checked")
 
     def __init__(self) -> None:
         self.sets: list[frozenset[str]] = []
         self._numbers: dict[frozenset[str], int] = {}
+        # Its size when last compared with the flag lists in use.
+        self.checked = _TABLE_SLACK
 
     def number(self, flags: frozenset[str]) -> int:
         found = self._numbers.get(flags)
@@ -235,8 +242,26 @@ class Snapshot:
             self._successors = weakref.WeakValueDictionary()
         found = self._successors.get(key)
         if found is None:
-            found = self._successors[key] = self._build_successor(*key)
+            found = self._build_successor(*key)
+            if len(self.table) >= 2 * self.table.checked:
+                found = found._compacted()
+            self._successors[key] = found
         return found
+
+    def _compacted(self) -> Snapshot:
+        """This snapshot over a table of the flag lists in use, if that is
+        less than half of its table; else itself."""
+        used = sorted(set().union(*(set(numbers) for _, numbers in self._blocks)))
+        if 2 * len(used) > len(self.table):
+            self.table.checked = len(self.table)
+            return self
+        table = FlagTable()
+        renumbered = [0] * len(self.table)
+        for number in used:
+            renumbered[number] = table.number(self.table.sets[number])
+        largest = len(table) - 1
+        return Snapshot([(uids, _packed(map(renumbered.__getitem__, numbers), largest))
+                         for uids, numbers in self._blocks], table)
 
     def _build_successor(self, removed, appended, changed) -> Snapshot:
         blocks = list(self._blocks)

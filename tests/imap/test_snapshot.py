@@ -163,3 +163,18 @@ def test_uid_runs_are_a_set(steps):
 def test_twenty_thousand_recent_messages_are_one_run():
     runs = UidRuns(range(1, 20_001))
     assert list(runs.runs()) == [(1, 20_000)] and len(runs) == 20_000
+
+
+def test_a_table_of_flag_lists_long_gone_starts_again():
+    """A client inventing a keyword per STORE does not grow the table for ever."""
+    snapshot = Snapshot.build([(1, SEEN), (2, SEEN)])
+    for n in range(3_000):
+        snapshot = snapshot.successor(changed={2: frozenset({f"k{n}"})})
+        assert picture(snapshot) == [(1, SEEN), (2, frozenset({f"k{n}"}))]
+        assert len(snapshot.table) <= 2 * 1024 + 2
+    # Lists still in use keep the table as it is.
+    lists = [frozenset({f"m{n}"}) for n in range(2_100)]
+    many = Snapshot.build(list(enumerate(lists, 1)))
+    after = many.successor(changed={1: frozenset({"x"})}).successor(changed={2: frozenset({"y"})})
+    assert after.table is many.table and many.table.checked >= 2_100
+    assert picture(after)[2:] == list(enumerate(lists, 1))[2:]
