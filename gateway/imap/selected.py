@@ -111,7 +111,7 @@ class SelectedCommands:
     async def _expunge_deleted(self, uid_set):
         view = self.view
         view.apply(await self.store.changes_since(view.mailbox_id, view.modseq))
-        marked = [view.uid_of(seq) for seq in view.search_flags(lambda flags, recent: "\\Deleted" in flags)]
+        marked = view.search_flags(lambda flags, recent: "\\Deleted" in flags, uids=True)
         if uid_set is None:
             deleted = marked
         else:

@@ -353,10 +353,10 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         # Another session's picture of the mailbox, if there is one, is a
         # start that needs only what changed since (and is shared, not copied).
         snapshots = self.factory.snapshots
-        known = snapshots.latest(info.id, info.uidvalidity)
-        if known is None:
-            known = Snapshot.build(await self.store.list_flags(info.id)), info.highestmodseq
-        snapshot, modseq = known
+        start = snapshots.latest(info.id, info.uidvalidity)
+        if start is None:
+            start = Snapshot.build(await self.store.list_flags(info.id)), info.highestmodseq
+        snapshot, modseq = start
         view = SelectedView(info.id, info.uidvalidity, snapshot, modseq, readonly, registry=snapshots)
         view.apply(await self.store.changes_since(info.id, modseq))
         view.catch_up()
