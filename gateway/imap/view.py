@@ -29,8 +29,8 @@ from gateway.store.model import SYSTEM_FLAGS, ChangeSet
 RECENT = "\\Recent"
 
 # Flag changes a view keeps as its own before it folds them into a
-# successor snapshot (which then costs a byte per message, shared with
-# every session that makes the same move).
+# successor snapshot (a copy of the blocks they touch, shared with every
+# session that makes the same move).
 FOLD_AFTER = 64
 
 # Runs of matching messages in a mask of a byte a message; a run costs as
@@ -82,7 +82,7 @@ class SelectedView:
     """
     The client's picture of one selected mailbox, and what it still lacks.
 
-    Sequence number N is ``uids[N - 1]``; the array stays ascending.  A
+    Sequence number N is ``uids[N - 1]``; the UIDs stay ascending.  A
     message expunged in the store stays in the map until the client has
     been sent its EXPUNGE, so sequence numbers the client uses keep meaning
     what it thinks (RFC 3501 7.4.1; RFC 2180 4.1).
