@@ -108,22 +108,23 @@ def close_sessions(sessions: list[IdleSession]) -> None:
 
 async def _idle_memory(target: Target, settings: Settings, count: int, user: str) -> Metrics:
     """
-    PSS of the server's process tree as ``count`` idling sessions are
-    opened, in two halves: the growth over the second half, per session.
-    The first half fills whatever free heap earlier scenarios left in a
-    long-lived process, which would otherwise hide part of the cost.
+    PSS of the server's process tree with one session idling (the first
+    login and SELECT of the user warm what any server keeps per user or
+    mailbox), then with ``count`` more: the growth, per session.  Wants a
+    server started just before (``fresh_server``): the free heap a
+    long-lived process has would take in part of the growth unseen.
     """
-    half = count // 2
-    sessions = await open_idle_sessions(target, count - half, settings.connect_concurrency, user)
+    first = await open_idle_sessions(target, 1, 1, user)
+    sessions: list[IdleSession] = []
     try:
-        await asyncio.sleep(1.0)  # let the server finish settling each session
-        middle = pss_kb(target.pid)
-        sessions += await open_idle_sessions(target, half, settings.connect_concurrency, user)
+        await asyncio.sleep(1.0)  # let the server finish settling the session
+        before = pss_kb(target.pid)
+        sessions = await open_idle_sessions(target, count, settings.connect_concurrency, user)
         await asyncio.sleep(1.0)
         after = pss_kb(target.pid)
     finally:
-        close_sessions(sessions)
-    return {"KB/session": (after - middle) / half}
+        close_sessions(first + sessions)
+    return {"KB/session": (after - before) / count}
 
 
 async def idle_memory(target: Target, settings: Settings) -> Metrics:

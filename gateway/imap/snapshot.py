@@ -104,7 +104,8 @@ class Snapshot:
         self._firsts = array("I", [uids[0] for uids, _ in self._blocks])
         self._length = total
         self._keywords: frozenset[str] | None = None
-        self._successors: weakref.WeakValueDictionary | None = None
+        # Moves made from here: key -> weakref to the successor.
+        self._successors: dict[tuple, weakref.ref] | None = None
 
     @classmethod
     def build(cls, messages: Iterable[tuple[int, frozenset[str]]], table: FlagTable | None = None) -> Snapshot:
@@ -233,19 +234,24 @@ class Snapshot:
         it; blocks the move does not touch are shared.
         """
         number = self.table.number
+        # Asked by every session on the mailbox after each delivery: the
+        # usual move (one message more) costs a lookup and no more.
         key = (
-            tuple(sorted(removed)),
-            tuple((uid, number(flags)) for uid, flags in appended),
-            tuple(sorted((uid, number(flags)) for uid, flags in (changed or {}).items())),
+            tuple(sorted(removed)) if removed else (),
+            tuple([(uid, number(flags)) for uid, flags in appended]),
+            tuple(sorted([(uid, number(flags)) for uid, flags in changed.items()])) if changed else (),
         )
         if self._successors is None:
-            self._successors = weakref.WeakValueDictionary()
-        found = self._successors.get(key)
+            self._successors = {}
+        known = self._successors.get(key)
+        found = known() if known is not None else None
         if found is None:
             found = self._build_successor(*key)
             if len(self.table) >= 2 * self.table.checked:
                 found = found._compacted()
-            self._successors[key] = found
+            if len(self._successors) >= 8:
+                self._successors = {k: ref for k, ref in self._successors.items() if ref() is not None}
+            self._successors[key] = weakref.ref(found)
         return found
 
     def _compacted(self) -> Snapshot:
