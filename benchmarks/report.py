@@ -49,7 +49,9 @@ class Outcomes:
         if len(servers) != 2:
             return None
         first, last = (self.median(scenario, server, metric.name) for server in servers)
-        if not first or not last:
+        if first is None or last is None or first <= 0 or last <= 0:
+            # Nothing to rank by: a failure, or a figure at or below zero
+            # (memory growth lost in the allocator's noise).
             return None
         return last / first if metric.higher_is_better else first / last
 
@@ -96,7 +98,7 @@ def table(outcomes: Outcomes, scenarios: tuple[Scenario, ...], servers: list[str
         line = [name, f"{metric.name} ({direction})", *cells]
         if len(servers) == 2:
             first, last = (outcomes.median(scenario.key, server, metric.name) for server in servers)
-            line.append(f"{last / first:.2f}x" if first and last is not None else "-")
+            line.append(f"{last / first:.2f}x" if first and first > 0 and last is not None and last > 0 else "-")
         lines.append(line)
     return "\n".join("| " + " | ".join(_escape(cell) for cell in line) + " |" for line in lines)
 

@@ -130,3 +130,14 @@ def test_load_generator_drives_the_gateway(gateway):
     assert outcomes.median("idle-1k", "gateway", "KB/session") is not None
     assert outcomes.median("idle-push", "gateway", "missed") == 0
     assert 0 < outcomes.median("idle-push", "gateway", "p99 ms") < 15_000
+
+
+def test_figures_at_or_below_zero_are_not_ranked():
+    outcomes = Outcomes()
+    outcomes.add("idle-1k", "dovecot", {"KB/session": 520.0})
+    outcomes.add("idle-1k", "gateway", {"KB/session": -0.5})
+    outcomes.add("imap-mixed", "dovecot", {"ops/s": 100.0})
+    outcomes.add("imap-mixed", "gateway", {"ops/s": 90.0})
+    text = report(outcomes, SCENARIOS, ["dovecot", "gateway"])
+    assert text.startswith("Worst realistic case: imap mixed, 8 clients, ops/s: gateway 90.0, dovecot 100 (0.90x)")
+    assert "| idle session SELECTed on 1,000 msgs | KB/session (lower is better) | 520 | -0.50 | - |" in text
