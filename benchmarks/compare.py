@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                         medium_messages=plan.medium_messages if "medium" in wanted else 0,
                         large_messages=(args.large_messages or plan.large_messages) if "large" in wanted else 0)
     users = make_users(plan)
-    sessions = max(settings.idle_sessions, settings.push_sessions, settings.mailbox_idle_sessions)
+    # The memory scenarios open a quarter more to warm the server.
+    sessions = max(settings.idle_sessions, settings.push_sessions, settings.mailbox_idle_sessions) * 5 // 4 + 1
     for note in raise_limits(sessions):
         log(note)
 
