@@ -463,7 +463,8 @@ class PasswordChecker:
             self._verified.popitem(last=False)
 
 
-AvatarFactory = Callable[[str], "Deferred[tuple[Any, Callable[[], None]]]"]
+# (avatar id, the protocol's mind) -> (avatar, logout).
+AvatarFactory = Callable[[str, object], "Deferred[tuple[Any, Callable[[], None]]]"]
 
 
 @implementer(IRealm)
@@ -483,13 +484,13 @@ class MailRealm:
         for interface in interfaces:
             factory = self._factories.get(interface)
             if factory is not None:
-                return Deferred.fromCoroutine(self._avatar(interface, factory, avatarId))
+                return Deferred.fromCoroutine(self._avatar(interface, factory, avatarId, mind))
         raise NotImplementedError(f"no avatar for any of {interfaces!r}")
 
     async def _avatar(
-        self, interface: InterfaceClass, factory: AvatarFactory, avatar_id: str
+        self, interface: InterfaceClass, factory: AvatarFactory, avatar_id: str, mind: object
     ) -> tuple[InterfaceClass, Any, Callable[[], None]]:
-        avatar, logout = await maybeDeferred(factory, avatar_id)
+        avatar, logout = await maybeDeferred(factory, avatar_id, mind)
         return interface, avatar, logout
 
 

@@ -1,7 +1,8 @@
 """
 The ``gateway`` command: user administration, local delivery, UIDL and config
 checks.  Every failure is one line on stderr and a non-zero exit, never a
-traceback.
+traceback.  Tools that use the store run on a reactor of their own
+(``gateway.oneshot``) and open the store the config names.
 """
 
 from __future__ import annotations
@@ -12,14 +13,6 @@ import os
 import sys
 from pathlib import Path
 
-EX_USAGE = 64
-EX_DATAERR = 65
-EX_NOINPUT = 66
-EX_NOUSER = 67
-EX_UNAVAILABLE = 69
-EX_SOFTWARE = 70
-EX_CANTCREAT = 73
-EX_TEMPFAIL = 75
 
 
 class CommandError(Exception):
@@ -69,47 +62,60 @@ def cmd_user(args, stdin, stdout) -> int:
             users.add(args.name, _read_password(stdin, confirm=True))
         elif args.action == "passwd":
             if args.name not in users:
-                raise CommandError(f"no such user {args.name!r}", 67)
+                raise CommandError(f"no such user {args.name!r}", os.EX_NOUSER)
             users.set_password(args.name, _read_password(stdin, confirm=True))
         elif args.action == "del":
             if args.name not in users:
-                raise CommandError(f"no such user {args.name!r}", 67)
+                raise CommandError(f"no such user {args.name!r}", os.EX_NOUSER)
             users.remove(args.name)
             if args.purge:
-                _purge_mail(args.data, args.name)
+                _purge_mail(args, args.name)
     except (UsersFileError, ValueError) as e:
         raise CommandError(str(e)) from None
     return 0
 
 
-def fired(d):
-    """
-    The result of a Deferred that has already fired: the SQLite store
-    answers synchronously, and the CLI runs without a reactor.
-    """
-    outcome = []
-    d.addBoth(outcome.append)
-    if not outcome:
-        raise CommandError("store did not answer synchronously", EX_SOFTWARE)
-    if hasattr(outcome[0], "raiseException"):
-        outcome[0].raiseException()
-    return outcome[0]
+def _config(args):
+    """The config the store tools run with (``--config``, else DATA/gateway.toml, else defaults)."""
+    from gateway.config import ConfigError, load_for_tool
 
-
-def _purge_mail(data_dir: Path, name: str) -> None:
-    from gateway.store.sqlite.store import SQLiteStore
-
-    store = SQLiteStore(data_dir / "store")
     try:
-        fired(store.delete_user(name))
-    finally:
-        store.close()
+        return load_for_tool(args.data, args.config_file)
+    except ConfigError as e:
+        raise CommandError(str(e)) from None
+
+
+def with_store(args, job):
+    """
+    ``await job(store)`` over the store the config names, on a reactor of
+    its own; the store is closed (every write durable) before this returns.
+    """
+    from gateway import oneshot
+    from gateway.store.opening import open_store
+
+    config = _config(args)
+
+    async def run(reactor):
+        store = open_store(config, args.data, reactor)
+        try:
+            return await job(store)
+        finally:
+            await store.close()
+
+    return oneshot.run(run)
+
+
+def _purge_mail(args, name: str) -> None:
+    async def purge(store):
+        await store.delete_user(name)
+
+    with_store(args, purge)
 
 
 def cmd_deliver(args, stdin, stdout) -> int:
     from gateway.ops.mda import deliver_main
 
-    return deliver_main(args.data, args.name, args.mailbox, stdin.buffer, sys.stderr)
+    return deliver_main(args.data, args.name, args.mailbox, stdin.buffer, sys.stderr, args.config_file)
 
 
 def cmd_uidl(args, stdin, stdout) -> int:
@@ -118,10 +124,10 @@ def cmd_uidl(args, stdin, stdout) -> int:
     try:
         fmt = UidlFormat.parse(args.format)
     except UidlFormatError as e:
-        raise CommandError(f"--format: {e}", EX_USAGE) from None
+        raise CommandError(f"--format: {e}", os.EX_USAGE) from None
     for value, label in ((args.uidvalidity, "UIDVALIDITY"), (args.uid, "UID")):
         if not 1 <= value <= 0xFFFFFFFF:
-            raise CommandError(f"{label} must be between 1 and 4294967295", EX_USAGE)
+            raise CommandError(f"{label} must be between 1 and 4294967295", os.EX_USAGE)
     print(fmt.format(args.uidvalidity, args.uid), file=stdout)
     return 0
 
@@ -129,7 +135,7 @@ def cmd_uidl(args, stdin, stdout) -> int:
 def cmd_check_config(args, stdin, stdout) -> int:
     from gateway.config import ConfigError, load
 
-    path = args.config or args.data / "gateway.toml"
+    path = args.config or args.config_file or args.data / "gateway.toml"
     try:
         config = load(path)
     except ConfigError as e:
@@ -141,11 +147,9 @@ def cmd_check_config(args, stdin, stdout) -> int:
 
 def _check_unix_listeners(path: Path, config) -> None:
     """What the start would find wrong with a UNIX socket, said the same way now."""
-    import attrs
-
     from gateway.net.unix import UnixListener, UnixListenerError, is_unix
 
-    for name, endpoints in attrs.asdict(config.listeners).items():
+    for name, endpoints in config.listeners.endpoint_lists():
         for endpoint in endpoints:
             if is_unix(endpoint):
                 try:
@@ -160,7 +164,7 @@ def cmd_status(args, stdin, stdout) -> int:
     try:
         samples = scrape(metrics_address(args.data))
     except StatusError as e:
-        raise CommandError(str(e), EX_UNAVAILABLE) from None
+        raise CommandError(str(e), os.EX_UNAVAILABLE) from None
     for line in render(samples):
         print(line, file=stdout)
     return 0
@@ -168,94 +172,82 @@ def cmd_status(args, stdin, stdout) -> int:
 
 def _require_user(data_dir: Path, name: str) -> None:
     if name not in _users(data_dir):
-        raise CommandError(f"no such user {name!r}", EX_NOUSER)
+        raise CommandError(f"no such user {name!r}", os.EX_NOUSER)
 
 
 def cmd_import(args, stdin, stdout) -> int:
-    from twisted.internet.defer import Deferred
-
     from gateway.mail.maildir import NotAMaildir
     from gateway.mail.mbox import NotAnMbox
     from gateway.ops.migrate import ImportRecord, import_maildir, import_mbox, record_path
     from gateway.store.interfaces import InvalidMailboxName, StoreError, TemporaryFailure
     from gateway.store.names import check_name
-    from gateway.store.sqlite.store import SQLiteStore
 
     _require_user(args.data, args.name)
     # lexists: a dangling link is refused as a link, not reported missing.
     if not os.path.lexists(args.path):
-        raise CommandError(f"{args.path}: no such file or directory", EX_NOINPUT)
+        raise CommandError(f"{args.path}: no such file or directory", os.EX_NOINPUT)
     if args.format == "mbox":
         try:
             check_name(args.mailbox)
         except InvalidMailboxName as e:
-            raise CommandError(f"--mailbox {args.mailbox!r}: {e}", EX_USAGE) from None
-    store = SQLiteStore(args.data / "store")
-    record = ImportRecord(record_path(store.root))
+            raise CommandError(f"--mailbox {args.mailbox!r}: {e}", os.EX_USAGE) from None
+
+    async def run(store):
+        # What was imported is remembered beside the store, whatever its backend.
+        (args.data / "store").mkdir(mode=0o700, parents=True, exist_ok=True)
+        record = ImportRecord(record_path(args.data / "store"))
+        try:
+            if args.format == "maildir":
+                return await import_maildir(store, record, args.name, args.path, sys.stderr)
+            return await import_mbox(store, record, args.name, args.path, args.mailbox, sys.stderr)
+        finally:
+            record.close()
+
     try:
-        if args.format == "maildir":
-            coroutine = import_maildir(store, record, args.name, args.path, sys.stderr)
-        else:
-            coroutine = import_mbox(store, record, args.name, args.path, args.mailbox, sys.stderr)
-        summary = fired(Deferred.fromCoroutine(coroutine))
+        summary = with_store(args, run)
     except (NotAMaildir, NotAnMbox) as e:
-        raise CommandError(str(e), EX_DATAERR) from None
+        raise CommandError(str(e), os.EX_DATAERR) from None
     except TemporaryFailure as e:
-        raise CommandError(f"store: {e}; run the import again to continue", EX_TEMPFAIL) from None
+        raise CommandError(f"store: {e}; run the import again to continue", os.EX_TEMPFAIL) from None
     except StoreError as e:
         raise CommandError(f"store: {type(e).__name__}: {e}") from None
     except OSError as e:
-        raise CommandError(f"{e.filename or args.path}: {e.strerror}", EX_NOINPUT) from None
-    finally:
-        record.close()
-        store.close()
+        raise CommandError(f"{e.filename or args.path}: {e.strerror}", os.EX_NOINPUT) from None
     for line in summary.lines():
         print(line, file=stdout)
     return 1 if summary.skipped else 0
 
 
 def cmd_export(args, stdin, stdout) -> int:
-    from twisted.internet.defer import Deferred
-
     from gateway.ops.export import ExportTargetError, export_user
-    from gateway.store.sqlite.store import SQLiteStore
 
     _require_user(args.data, args.name)
-    store = SQLiteStore(args.data / "store")
     try:
-        summary = fired(Deferred.fromCoroutine(export_user(store, args.name, args.path)))
+        summary = with_store(args, lambda store: export_user(store, args.name, args.path))
     except ExportTargetError as e:
-        raise CommandError(str(e), EX_CANTCREAT) from None
+        raise CommandError(str(e), os.EX_CANTCREAT) from None
     except OSError as e:
-        raise CommandError(f"{e.filename or args.path}: {e.strerror}", EX_CANTCREAT) from None
-    finally:
-        store.close()
+        raise CommandError(f"{e.filename or args.path}: {e.strerror}", os.EX_CANTCREAT) from None
     for line in summary.lines():
         print(line, file=stdout)
     return 1 if summary.skipped else 0
 
 
 def cmd_check(args, stdin, stdout) -> int:
-    from gateway.ops.check import find_problems, repair
-    from gateway.store.sqlite.store import SQLiteStore
+    from gateway import oneshot
+    from gateway.ops.check import check
+    from gateway.store.interfaces import NoStore
+    from gateway.store.opening import open_maintenance
 
-    store_root = args.data / "store"
-    if not store_root.is_dir():
-        raise CommandError(f"{store_root}: no store here", EX_NOINPUT)
-    problems = find_problems(store_root)
-    if args.repair and any(problem.repair for problem in problems):
-        store = SQLiteStore(store_root)
-        try:
-            for line in repair(store):
-                print(f"repaired: {line}", file=stdout)
-        finally:
-            store.close()
-        problems = find_problems(store_root)
-    for problem in problems:
-        print(problem.text, file=stdout)
-    if not problems:
-        print("store is consistent", file=stdout)
-    return 1 if problems else 0
+    config = _config(args)
+
+    async def run(reactor):
+        return await check(open_maintenance(config, args.data, reactor), args.repair, stdout)
+
+    try:
+        return oneshot.run(run)
+    except NoStore as e:
+        raise CommandError(str(e), os.EX_NOINPUT) from None
 
 
 def _uint32(text: str) -> int:
@@ -271,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path(os.environ.get("GATEWAY_DATA", "data")),
         help="data directory (default: $GATEWAY_DATA or ./data)",
+    )
+    parser.add_argument(
+        "--config",
+        dest="config_file",
+        type=Path,
+        default=None,
+        help="config file the store tools read (default: DATA/gateway.toml when it exists)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -1,28 +1,60 @@
 """
 The server configuration: a TOML file read into frozen attrs values.
 
-Every key is optional and every unknown section or key is an error, so a typo
-stops the server with one line naming the file, the key and the problem
-instead of silently running with a default.
+Each option is declared once, below, with its default, its check and its
+help text (``gateway.options``); the reader, the commented default file
+(``DEFAULT_TOML``, also in README) and what a SIGHUP may change are read off
+these declarations.  Every key is optional and every unknown section or key
+is an error, so a typo stops the server with one line naming the file, the
+key and the problem instead of silently running with a default.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import math
+import os
 import re
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from os import PathLike
-from typing import Any, NoReturn
+from typing import Any
 
 import attrs
 
+from gateway.options import (
+    RESTART,
+    ConfigProblem,
+    OptionError,
+    boolean,
+    choice,
+    count,
+    delay,
+    each,
+    kind_of,
+    named_sections,
+    option,
+    read,
+    render_defaults,
+    section,
+    seconds,
+    table,
+    table_of,
+    text,
+    then,
+    whole,
+)
+from gateway.policy.addresses import EVERYWHERE, LOCAL, NETWORK_NAME, Networks, UnknownNetwork, network_entry
 from gateway.pop3.uidl import DEFAULT_FORMAT, UidlFormat, UidlFormatError
 
-
-# What POP3 DELE does at QUIT (issue 6).
+# What POP3 DELE does at QUIT.
 DELETE_POLICIES = ("expunge", "trash", "hide")
+# When what devices deleted leaves INBOX (gateway/pop3/devices.py).
+DEVICE_DELETES = ("last", "never")
+
+# Where the mail lives; gateway/store/opening.py opens each.
+STORE_BACKENDS = ("sqlite",)
+# When a flag change is fsynced (README "Storage and durability").
+FLAG_DURABILITIES = ("batched", "immediate")
 
 # RFC 3501 9: ATOM-CHAR, less the list, quoted and resp specials.
 _KEYWORD = re.compile(r"[!#$&'+-Z^-z|~]{1,64}")
@@ -32,35 +64,285 @@ class ConfigError(Exception):
     """The configuration is unusable; str() is one line: file: key: problem."""
 
 
+# -- checks of this config's own kinds of value ---------------------------------
+
+
+def _hostname(value: Any) -> str:
+    if not isinstance(value, str):
+        raise OptionError(f"must be a string, not {kind_of(value)}")
+    if not value or not value.isascii() or not all(c.isalnum() or c in ".-_" for c in value):
+        raise OptionError(f"{value!r} is not a host name (letters, digits, '.', '-', '_')")
+    # RFC 1035 2.3.4; it goes into every LMTP reply and Received field.
+    if len(value) > 253:
+        raise OptionError(f"a host name has at most 253 characters, not {len(value)}")
+    return value
+
+
+def _endpoint(value: Any) -> str:
+    if not isinstance(value, str):
+        raise OptionError(f"endpoint must be a string, not {kind_of(value)}")
+    if not value.strip() or any(c.isspace() for c in value):
+        raise OptionError(f"{value!r} is not an endpoint string (e.g. \"tcp:110\")")
+    behind_proxy = value.lower().startswith("haproxy:")
+    inner = value[len("haproxy:"):] if behind_proxy else value
+    if inner.lower().startswith("ssl:"):
+        raise OptionError(f"{value!r}: use a tcp: endpoint in pop3s/imaps, TLS comes from [tls]")
+    if inner.lower().startswith("unix:"):
+        if behind_proxy:
+            # [proxy] trusted names networks; a UNIX-socket peer has no
+            # address to check against them.
+            raise OptionError(f"{value!r}: the PROXY protocol is taken on TCP listeners only")
+        # Only configs that name a UNIX socket pay for Twisted's endpoint parser.
+        from gateway.net.unix import UnixListener, UnixListenerError
+
+        try:
+            UnixListener.parse(inner)
+        except UnixListenerError as error:
+            raise OptionError(f"{value!r}: {error}") from None
+    return value
+
+
+def _metrics_endpoint(value: Any) -> str:
+    value = _endpoint(value)
+    if value.lower().startswith("haproxy:"):
+        raise OptionError(f"{value!r}: the metrics listener does not take the PROXY protocol")
+    return value
+
+
+_endpoints = each(_endpoint, "an endpoint string or a list of them", single=True)
+_metrics_endpoints = each(_metrics_endpoint, "an endpoint string or a list of them", single=True)
+
+
+def _network(value: Any) -> str:
+    """A CIDR or a bare address, as [networks] lists them."""
+    if not isinstance(value, str):
+        raise OptionError(f"network must be a string, not {kind_of(value)}")
+    try:
+        ipaddress.ip_network(value)
+    except ValueError as error:
+        raise OptionError(f"{value!r} is not a network: {error}") from None
+    return value
+
+
+def _network_ref(value: Any) -> str:
+    """A CIDR, a bare address, or a network's name (resolved once the whole file is read)."""
+    if not isinstance(value, str):
+        raise OptionError(f"network must be a string, not {kind_of(value)}")
+    try:
+        return network_entry(value)
+    except ValueError as error:
+        raise OptionError(str(error)) from None
+
+
+_networks = each(_network_ref, "a list of networks (\"10.0.0.0/8\", or a name from [networks])")
+
+
+def _network_table(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    pairs = table_of(each(_network, "a list of networks (\"192.168.0.0/16\")"), "a table of name = networks")(value)
+    for name, _ in pairs:
+        if name == LOCAL:
+            raise OptionError(f"{LOCAL!r} is built in (loopback addresses and UNIX sockets): pick another name")
+        if not NETWORK_NAME.fullmatch(name):
+            raise OptionError(f"{name!r} is not a network name (a letter, then letters, digits, '-' or '_')")
+    return pairs
+
+
+def _plaintext_networks(value: Any) -> bool | tuple[str, ...]:
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, list):
+        raise OptionError(f"must be true, false or a list of networks, not {kind_of(value)}")
+    return _networks(value)
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str):
+        raise OptionError(f"must be a file path string, not {kind_of(value)}")
+    if not value or "\0" in value:
+        raise OptionError(f"{value!r} is not a file path")
+    return value
+
+
+def _optional_path(value: Any) -> str:
+    """A file path, or "" for none."""
+    return value if value == "" else _path(value)
+
+
+def _uidl_format(value: Any) -> str:
+    value = text()(value)
+    try:
+        UidlFormat.parse(value)
+    except UidlFormatError as error:
+        raise OptionError(str(error)) from None
+    return value
+
+
+def _keyword(value: Any) -> str:
+    value = text()(value)
+    # RFC 3501 9: flag-keyword = atom; system flags (\Deleted...) are not ours to reuse.
+    if not _KEYWORD.fullmatch(value):
+        raise OptionError(f"{value!r} is not an IMAP keyword (an atom such as \"$POP3Deleted\")")
+    return value
+
+
+_delete_policy = choice(*DELETE_POLICIES)
+
+
+def _at_least(minimum: int):
+    def check(value: int) -> None:
+        if value < minimum:
+            raise OptionError(f"must be at least {minimum}, not {value}")
+
+    return check
+
+
+# -- the options --------------------------------------------------------------
+
+# What a named listener serves: the application protocol, in implicit TLS
+# (RFC 8314) for the "s" forms.
+LISTENER_PROTOCOLS = ("pop3", "imap", "pop3s", "imaps")
+TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+# RFC 8996 deprecates TLS 1.0 and 1.1; RFC 8314 4.1 asks for 1.2 at the least.
+TLS_MIN_VERSION = "1.2"
+
+
+@attrs.frozen
+class ListenerConfig:
+    """One [listeners.NAME] table: a listener with TLS and network rules of its own."""
+
+    protocol: str = option("", choice(*LISTENER_PROTOCOLS), """
+What it serves: "pop3" or "imap" (offering STLS/STARTTLS), "pop3s" or
+"imaps" (implicit TLS).""", shown='"pop3s"')
+    endpoints: tuple[str, ...] = option((), _endpoints, "Endpoint strings, as for the lists above.",
+                                        shown='["tcp:995:interface=192.168.1.10"]')
+    tls_min_version: str = option(TLS_MIN_VERSION, choice(*TLS_VERSIONS), """
+The oldest TLS this listener speaks, implicit or after STLS/STARTTLS:
+"1.2" as everywhere else, "1.3", or for clients that know nothing newer
+(Outlook on Windows 7, old Android, scanners) "1.1" or "1.0".  Below 1.2
+the listener also takes the CBC ciphers those clients need
+(ECDHE-RSA-AES128-SHA, AES128-SHA...) at OpenSSL security level 0, needs
+an RSA certificate ([tls]), and every start logs a warning naming it.
+Those versions and ciphers have known weaknesses (RFC 8996): keep such a
+listener on the LAN with networks below.""")
+    networks: tuple[str, ...] = option((), _networks, """
+Networks that may connect (names from [networks], CIDRs, or "local":
+loopback and UNIX sockets); a client elsewhere is disconnected at once.
+[] takes anyone who reaches the endpoints.""")
+
+    def __attrs_post_init__(self) -> None:
+        if not self.protocol:
+            raise OptionError(f"protocol is missing (one of {', '.join(map(repr, LISTENER_PROTOCOLS))})")
+        if not self.endpoints:
+            raise OptionError("endpoints is missing (an endpoint string or a list of them)")
+
+    @property
+    def legacy_tls(self) -> bool:
+        return self.tls_min_version < TLS_MIN_VERSION
+
+
 @attrs.frozen
 class ListenersConfig:
     """Twisted server endpoint strings per protocol; empty disables it."""
 
-    pop3: tuple[str, ...] = ("tcp:1110:interface=127.0.0.1",)
-    imap: tuple[str, ...] = ("tcp:1143:interface=127.0.0.1",)
-    lmtp: tuple[str, ...] = ("tcp:2424:interface=127.0.0.1",)
+    pop3: tuple[str, ...] = option(("tcp:1110:interface=127.0.0.1",), _endpoints, """
+Twisted server endpoint strings, a string or a list of strings; [] disables
+the protocol.  The default serves loopback only.  Examples:
+  "tcp:110"                           every address, plain text
+  "tcp:143:interface=192.0.2.10"      one address
+  "haproxy:tcp:143"                   behind a load balancer speaking the
+                                      PROXY protocol (see [proxy])
+  "unix:/run/gateway/lmtp.sock:mode=0660:group=postfix"
+                                      a UNIX socket (the usual way to take
+                                      mail from a local MTA, or to serve a
+                                      local webmail): mode (octal, default
+                                      0600), user and group own it.  A
+                                      socket left by a crash is replaced.
+Implicit TLS (RFC 8314) is pop3s and imaps below, with plain "tcp:"
+endpoints: the server adds TLS itself with the [tls] certificate, so that
+a renewed certificate is picked up without a restart.  Twisted's
+"ssl:995:privateKey=..." endpoints would pin the certificate and are refused.""")
+    imap: tuple[str, ...] = option(("tcp:1143:interface=127.0.0.1",), _endpoints)
+    lmtp: tuple[str, ...] = option(("tcp:2424:interface=127.0.0.1",), _endpoints)
     # RFC 8314: implicit TLS (995, 993); gateway/net/tls.py wraps these itself.
-    pop3s: tuple[str, ...] = ()
-    imaps: tuple[str, ...] = ()
-    # Prometheus scrapes; off by default so that two servers on one host (or
-    # a test suite) never fight over a fixed port.
-    metrics: tuple[str, ...] = ()
+    pop3s: tuple[str, ...] = option((), _endpoints, 'POP3 over implicit TLS, usually "tcp:995".')
+    imaps: tuple[str, ...] = option((), _endpoints, 'IMAP over implicit TLS, usually "tcp:993".')
+    # Off by default so that two servers on one host (or a test suite) never
+    # fight over a fixed port.
+    metrics: tuple[str, ...] = option((), _metrics_endpoints, """
+Prometheus metrics over HTTP at /metrics, also read by `gateway status`.
+Off by default; anyone who reaches it sees the server's counters, so keep it
+on loopback or a monitoring network, e.g. "tcp:9154:interface=127.0.0.1".""")
+    # Sorted (name, listener) pairs.
+    named: tuple[tuple[str, ListenerConfig], ...] = named_sections(ListenerConfig, """
+Listeners with a name of their own, served beside the lists above, each a
+table [listeners.NAME] (NAME is yours; the log, the metrics and
+run/ports.json call the listener so), for a TLS or network rule of its own,
+e.g. a pop3s for old clients on the office LAN:""")
+
+    def endpoint_lists(self) -> Iterable[tuple[str, tuple[str, ...]]]:
+        """Every list of endpoints, with its key under [listeners] ("pop3", "legacy.endpoints")."""
+        for field in attrs.fields(ListenersConfig):
+            if field.name != "named":
+                yield field.name, getattr(self, field.name)
+        for name, listener in self.named:
+            yield f"{name}.endpoints", listener.endpoints
 
 
 @attrs.frozen
 class Pop3Config:
-    uidl_format: str = DEFAULT_FORMAT
+    uidl_format: str = option(DEFAULT_FORMAT, _uidl_format, """
+UIDL format in Dovecot's pop3_uidl_format notation (2.3 %08Xu%08Xv or 2.4
+%{uid | hex(8)}%{uidvalidity | hex(8)}).  The default matches Dovecot's, so
+POP3 clients of a mailbox migrated with its UIDs download nothing again.
+Other common choices: "%v.%u" (Cyrus), "%v-%u" (Courier), "%08Xv%08Xu" (UW).""",
+        reload="a new UIDL format changes every UIDL")
     # RFC 2449/3206: a second concurrent session gets -ERR [IN-USE].
-    lock_session: bool = True
-    retr_sets_seen: bool = True
+    lock_session: bool = option(True, boolean, "A second concurrent POP3 session on one maildrop gets -ERR [IN-USE].")
+    retr_sets_seen: bool = option(True, boolean, r"RETR marks the message \Seen (as IMAP sees it).")
     # RFC 1939 3: an autologout timer "of at least 10 minutes".
-    idle_timeout: int = 600
-    # What DELE then QUIT does (RFC 1939 says expunge); see DEFAULT_TOML.
-    delete_policy: str = "expunge"
+    idle_timeout: int = option(600, seconds, """
+Seconds of inactivity before the session is closed; RFC 1939 asks for at
+least 10 minutes.""")
+    delete_policy: str = option("expunge", _delete_policy, r"""
+What DELE does once QUIT ends the session: "expunge" removes the message
+(RFC 1939); "trash" moves it to the Trash folder (special-use \Trash, else
+the folder named Trash, created if missing); "hide" sets hidden_flag on it,
+so POP3 never lists it again while IMAP still shows it.  UIDLs of the other
+messages never change.""")
     # Like Dovecot's pop3_deleted_flag: an IMAP keyword.
-    hidden_flag: str = "$POP3Deleted"
-    # Per-user exceptions to delete_policy, as sorted (user, policy) pairs.
-    delete_policy_users: tuple[tuple[str, str], ...] = ()
+    hidden_flag: str = option("$POP3Deleted", _keyword, """
+The IMAP keyword "hide" sets.  Messages carrying it are left out of POP3
+under every policy, so leaving "hide" does not bring them back.""",
+        reload="a new hidden flag changes which messages POP3 lists")
+    # Sorted (user, policy) pairs.
+    delete_policy_users: tuple[tuple[str, str], ...] = option((), table_of(_delete_policy, "a table of user = policy"), """
+Exceptions for some users, as a table of user name to policy: {alice="hide"}
+keeps the mail alice's phone deletes over POP3 in the INBOX her desktop
+reads over IMAP, whatever delete_policy says for everyone else.""", shown="{}")
+    device_views: bool = option(True, boolean, """
+Views per device: USER alice#phone (or AUTH PLAIN as alice#phone) logs in
+as alice, with her password, to a view of INBOX of the device's own, where
+DELE hides a message from that device alone; so a phone and a desktop both
+set to delete mail from the server each get every message once.  The
+device's name is letters, digits, '.', '-' and '_', up to 64.  UIDLs are the
+same in every view; one session per device at a time (lock_session).""")
+    device_delete: str = option("last", choice(*DEVICE_DELETES), """
+When a message devices deleted leaves INBOX: "last", once every device of
+the user has deleted it, as delete_policy says; "never", devices only hide
+it from themselves, and it stays until IMAP or the plain login (alice)
+deletes it.  A device logging in for the first time sees what is still
+there, and is counted in from then on.""")
+    max_devices: int = option(10, count, """
+Devices per user; a new one beyond is refused (-ERR [SYS/PERM]) until one
+is forgotten.""")
+    forget_devices_after: int = option(90, whole(1, what="a whole number of days"), """
+Days after its last login that a device is forgotten: its deletions hold
+no message back any more, and if it comes back it is a new device.""")
+    networks: tuple[str, ...] = option((), _networks, """
+Networks POP3 is served to (names from [networks], CIDRs, or "local":
+loopback and UNIX sockets), on every POP3 listener; a client elsewhere is
+answered -ERR [SYS/PERM] and disconnected before it can send a password.
+[] serves everyone a listener takes.""")
     uidl: UidlFormat = attrs.field(init=False, repr=False, eq=False)
 
     def delete_policy_for(self, user: str) -> str:
@@ -76,249 +358,238 @@ class Pop3Config:
 @attrs.frozen
 class ImapConfig:
     # RFC 3501 5.4: an autologout timer "of at least 30 minutes".
-    idle_timeout: int = 1800
+    idle_timeout: int = option(1800, seconds, """
+Seconds of inactivity before the session is closed; RFC 3501 5.4 asks for
+at least 30 minutes.""")
+    networks: tuple[str, ...] = option((), _networks, """
+Networks IMAP is served to, as [pop3] networks; a client elsewhere is
+greeted * BYE and disconnected.""")
 
 
 @attrs.frozen
 class LmtpConfig:
     # Advertised in LHLO as SIZE (RFC 1870); the same 50 MB as APPENDLIMIT.
-    max_message_size: int = 52428800
-    # RFC 5321 4.5.3.1.8: at least 100 recipients per transaction.
-    max_recipients: int = 100
+    max_message_size: int = option(52428800, count, """
+Largest message in bytes, advertised in LHLO as SIZE (50 MB); a bigger one
+is refused with 552.""")
+    # RFC 5321 4.5.3.1.8: a server must take at least 100.
+    max_recipients: int = option(100, then(count, _at_least(100)), """
+Recipients in one transaction; RCPTs beyond get 452 4.5.3 and the MTA sends
+them in another transaction.  RFC 5321 asks for at least 100.""")
     # Dovecot's lmtp_save_to_detail_mailbox: user+folder@ delivers into folder.
-    save_to_detail_mailbox: bool = False
+    save_to_detail_mailbox: bool = option(False, boolean, """
+Deliver user+folder@domain into the folder "folder" when it exists, as
+Dovecot's lmtp_save_to_detail_mailbox.  Off, such mail goes to INBOX.  On,
+a folder with a special use (Sent, Drafts, Trash, Junk...) is never chosen
+this way: the sender picks the address, and must not plant "sent" mail.""")
 
 
 @attrs.frozen
 class AuthConfig:
-    failure_delay: float = 2.0
-    plaintext_without_tls: bool = False
+    failure_delay: float = option(2.0, delay, "Seconds to wait before answering a failed login.")
+    # Like Dovecot's disable_plaintext_auth with login_trusted_networks.
+    plaintext_without_tls: bool | tuple[str, ...] = option(False, _plaintext_networks, """
+Where LOGIN, USER/PASS and AUTH PLAIN are taken before TLS: false, from
+this machine only (loopback and UNIX sockets); true, from everywhere; or a
+list of networks (names from [networks], CIDRs, "local" for this machine),
+e.g. ["local", "scanners"] for a scanner VLAN that cannot speak TLS.  Any
+client elsewhere gets LOGINDISABLED (IMAP), no USER in CAPA (POP3), and
+its plain-text logins refused until STARTTLS/STLS.  Behind a trusted PROXY
+balancer the client's own address counts.""")
 
 
 @attrs.frozen
 class TlsConfig:
     """Certificate (leaf first, then intermediates) and key, PEM, relative to the data dir."""
 
-    certificate: str = "tls/cert.pem"
-    key: str = "tls/key.pem"
+    certificate: str = option("tls/cert.pem", _path, """
+PEM certificate (leaf first, then intermediates) and its unencrypted key,
+relative to the data dir.  When both are left at these defaults and neither
+exists, the first run writes a self-signed ECDSA pair for the hostname
+there.  Every pair is reloaded on SIGHUP and when a file changes.""")
+    key: str = option("tls/key.pem", _path)
+    rsa_certificate: str = option("tls/rsa-cert.pem", _optional_path, """
+A second pair, with an RSA key, for clients that know no ECDSA (old
+Windows, Android, appliances): each client gets the pair it can use, and a
+listener below TLS 1.2 needs an RSA pair.  At these defaults, with
+certificate and key at theirs, the first run writes a self-signed RSA 2048
+pair here; at these defaults beside another certificate, it is used when
+present.  "" for none (when certificate is RSA itself).""")
+    rsa_key: str = option("tls/rsa-key.pem", _optional_path)
+
+    def __attrs_post_init__(self) -> None:
+        if bool(self.rsa_certificate) != bool(self.rsa_key):
+            raise OptionError('rsa_certificate and rsa_key are a pair: give both, or both ""')
 
 
 @attrs.frozen
 class LimitsConfig:
-    max_connections: int = 1000
-    max_connections_per_ip: int = 50
-    max_connections_per_user: int = 20
-    max_line_length: int = 8192
+    max_connections: int = option(1000, count, "Connections at once, in all; from one IP address; logged in as one user.")
+    max_connections_per_ip: int = option(50, count)
+    max_connections_per_user: int = option(20, count)
+    # RFC 2683 3.2.1.5 asks servers to take lines of 8000 octets; POP3
+    # (RFC 2449 4) allows 255.  Below 1000 even ordinary commands fail.
+    max_line_length: int = option(8192, then(count, _at_least(1000)), "Longest command line in bytes.")
     # RFC 7889 APPENDLIMIT: 50 MB.
-    max_literal_size: int = 52428800
-    max_nesting: int = 32
-    max_bad_commands: int = 20
+    max_literal_size: int = option(52428800, count, "Largest IMAP literal in bytes (APPEND message size, APPENDLIMIT), 50 MB.")
+    max_nesting: int = option(32, count, "Deepest nesting of parentheses in an IMAP command (SEARCH, lists).")
+    max_bad_commands: int = option(20, count, "Bad commands in one session before it is closed.")
     # Absolute, from connect to login: a byte-a-second client cannot hold on.
-    prelogin_timeout: int = 60
+    prelogin_timeout: int = option(60, seconds, """
+Seconds from connecting to logging in, however busy the client looks
+(LMTP: from connecting, or from the last message, to DATA).""")
     # Per user at an address (gateway/policy/throttle.py).
-    failed_logins_per_ip: int = 10
-    failed_login_window: int = 300
-    password_checks_per_ip: int = 4
-    lockout_exempt_networks: tuple[str, ...] = ()
-    # RFC 6177: a subscriber holds a /64 at the least.
-    ipv6_prefix: int = 64
+    failed_logins_per_ip: int = option(10, count, """
+Failed logins for one user from one address within the window (seconds)
+before that user's logins from there are refused, unchecked, until older
+failures leave the window.  Other users at that address log in as ever:
+behind a NAT or a webmail front end one stale password must not lock out
+everyone.  Every failure from an address is answered after [auth]
+failure_delay, doubled for each earlier failure from there in the window,
+up to 15 seconds; a correct password is never delayed.""")
+    failed_login_window: int = option(300, seconds)
+    password_checks_per_ip: int = option(4, count, """
+Password checks from one address at once; more wait their turn, so that
+parallel connections cannot multiply the guessing rate the delay allows.""")
+    lockout_exempt_networks: tuple[str, ...] = option((), _networks, """
+Networks whose users are never locked out, e.g. ["lan"] or ["192.0.2.0/24"]
+for an office, or a webmail front end that does not name its clients (see
+[proxy] login_trusted_networks); their failures are still delayed.""")
+    # RFC 6177: a subscriber holds a /64 at the least.  Shorter than an ISP's
+    # allocation (RIRs hand out /32s), a prefix would count unrelated
+    # networks as one client.
+    ipv6_prefix: int = option(64, whole(32, 128, what="a prefix length (64)"), """
+IPv6 clients count by network, this prefix long, for every limit per
+address (connections, failed logins): a subscriber holds a /64 or more and
+may pick any address in it.  32 to 128.""")
+    per_ip_exempt_networks: tuple[str, ...] = option((), _networks, """
+Networks max_connections_per_ip does not hold, e.g. ["lan"] for an office
+whose clients all poll at once; max_connections still counts them.""")
 
 
 @attrs.frozen
 class ProxyConfig:
     """Who may name the client's address: PROXY headers, IMAP ID x-originating-ip."""
 
-    trusted: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    trusted: tuple[str, ...] = option(("127.0.0.1/32", "::1/128"), _networks, """
+Networks allowed to send a PROXY protocol header on "haproxy:" listeners;
+a connection from anywhere else is dropped.""")
     # Like Dovecot's login_trusted_networks; none by default.
-    login_trusted_networks: tuple[str, ...] = ()
+    login_trusted_networks: tuple[str, ...] = option((), _networks, """
+Front ends (webmail, IMAP proxies) allowed to name their client's address
+before login with IMAP ID ("x-originating-ip" "192.0.2.7"), as Dovecot's
+login_trusted_networks: the limits and the auth log then use that address.""")
+
+
+@attrs.frozen
+class StoreConfig:
+    backend: str = option("sqlite", choice(*STORE_BACKENDS), """
+Where the mail lives: "sqlite" keeps an index in DIR/store/index.sqlite
+and one file per message beside it, for one server.""")
+    # "batched": as Dovecot's fsync_mode = optimized.
+    flag_durability: str = option("batched", choice(*FLAG_DURABILITIES), """
+When a flag change (IMAP STORE, the \\Seen a POP3 RETR sets, the POP3
+"hide" policy) reaches the disk.  Every session sees it at once either
+way.  "batched" writes it with the next delivery, APPEND or expunge, or
+within a second, whichever comes first (as Dovecot's fsync_mode optimized):
+a power cut may forget the last second of flag changes, never a message.
+"immediate" fsyncs each before answering, at the cost of one disk flush
+per change.  Deliveries, APPEND, COPY, MOVE and expunges are always
+durable before they are answered.""")
 
 
 @attrs.frozen
 class Config:
-    hostname: str = "localhost"
-    listeners: ListenersConfig = ListenersConfig()
-    pop3: Pop3Config = Pop3Config()
-    imap: ImapConfig = ImapConfig()
-    lmtp: LmtpConfig = LmtpConfig()
-    auth: AuthConfig = AuthConfig()
-    tls: TlsConfig = TlsConfig()
-    limits: LimitsConfig = LimitsConfig()
-    proxy: ProxyConfig = ProxyConfig()
+    hostname: str = option("localhost", _hostname, "Name used in greetings and in LMTP replies.", reload=RESTART)
+    # Sorted (name, CIDRs) pairs.
+    networks: tuple[tuple[str, tuple[str, ...]], ...] = table(_network_table, """
+Networks by name, for every option below that takes a list of networks
+(where "local", this machine's loopback and UNIX sockets, is built in).
+A change applies at a reload, but to [listeners] and [proxy] at a restart.""",
+        """\
+  lan = ["192.168.0.0/16", "fd00::/8"]
+  scanners = ["192.168.50.0/24"]""")
+    listeners: ListenersConfig = section(ListenersConfig, reload=RESTART)
+    pop3: Pop3Config = section(Pop3Config)
+    imap: ImapConfig = section(ImapConfig)
+    # The LMTP factory copies its settings at start.
+    lmtp: LmtpConfig = section(LmtpConfig, reload=RESTART)
+    auth: AuthConfig = section(AuthConfig)
+    tls: TlsConfig = section(TlsConfig, reload=RESTART)
+    limits: LimitsConfig = section(LimitsConfig)
+    proxy: ProxyConfig = section(ProxyConfig, reload=RESTART)
+    # The store is opened once, at the start.
+    store: StoreConfig = section(StoreConfig, reload=RESTART)
+
+    # [networks] parsed, and the lists resolved so far (read per connection).
+    _named: dict = attrs.field(init=False, repr=False, eq=False)
+    _resolved: dict = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        named = {name: Networks.parse(cidrs) for name, cidrs in self.networks}
+        object.__setattr__(self, "_resolved", {})
+        for key, entries in self._network_lists():
+            for index, entry in enumerate(entries):
+                try:
+                    Networks.parse([entry], named)
+                except UnknownNetwork as error:
+                    raise ConfigProblem(f"{key}[{index}]", str(error)) from None
+        object.__setattr__(self, "_named", named)
+
+    def _network_lists(self) -> Iterable[tuple[str, tuple[str, ...]]]:
+        plaintext = self.auth.plaintext_without_tls
+        yield "auth.plaintext_without_tls", plaintext if isinstance(plaintext, tuple) else ()
+        yield "pop3.networks", self.pop3.networks
+        yield "imap.networks", self.imap.networks
+        yield "limits.lockout_exempt_networks", self.limits.lockout_exempt_networks
+        yield "limits.per_ip_exempt_networks", self.limits.per_ip_exempt_networks
+        yield "proxy.trusted", self.proxy.trusted
+        yield "proxy.login_trusted_networks", self.proxy.login_trusted_networks
+        for name, listener in self.listeners.named:
+            yield f"listeners.{name}.networks", listener.networks
+
+    def resolve(self, entries: tuple[str, ...]) -> Networks:
+        """A list of networks from this config, its names looked up in [networks]."""
+        networks = self._resolved.get(entries)
+        if networks is None:
+            networks = self._resolved[entries] = Networks.parse(entries, self._named)
+        return networks
+
+    @property
+    def plaintext_networks(self) -> Networks:
+        """Where a plain-text password is taken before TLS ([auth] plaintext_without_tls)."""
+        allowed = self.auth.plaintext_without_tls
+        if allowed is True:
+            return EVERYWHERE
+        if allowed is False:
+            return Networks(local=True)
+        return self.resolve(allowed)
 
     @property
     def uidl(self) -> UidlFormat:
         return self.pop3.uidl
 
-    def with_listeners(
-        self,
-        pop3: Iterable[str] | None = None,
-        imap: Iterable[str] | None = None,
-        lmtp: Iterable[str] | None = None,
-        pop3s: Iterable[str] | None = None,
-        imaps: Iterable[str] | None = None,
-        metrics: Iterable[str] | None = None,
-    ) -> Config:
-        """A copy where the given listener lists replace the configured ones."""
-        given = {"pop3": pop3, "imap": imap, "lmtp": lmtp, "pop3s": pop3s, "imaps": imaps, "metrics": metrics}
-        overrides = {name: tuple(endpoints) for name, endpoints in given.items() if endpoints is not None}
+    def with_listeners(self, **endpoints: Iterable[str] | None) -> Config:
+        """A copy where the given listener lists (``pop3=[...]``...) replace the configured ones."""
+        overrides = {name: tuple(given) for name, given in endpoints.items() if given is not None}
         return attrs.evolve(self, listeners=attrs.evolve(self.listeners, **overrides))
 
 
-DEFAULT_TOML = """\
+DEFAULT_TOML = render_defaults(Config, """\
 # gateway configuration.  Every option is shown with its default value;
 # uncomment and edit to change it.  Unknown sections or keys are errors.
-
-# Name used in greetings and in LMTP replies.
-# hostname = "localhost"
-
-[listeners]
-# Twisted server endpoint strings, a string or a list of strings; [] disables
-# the protocol.  The default serves loopback only.  Examples:
-#   "tcp:110"                           every address, plain text
-#   "tcp:143:interface=192.0.2.10"      one address
-#   "haproxy:tcp:143"                   behind a load balancer speaking the
-#                                       PROXY protocol (see [proxy])
-#   "unix:/run/gateway/lmtp.sock:mode=0660:group=postfix"
-#                                       a UNIX socket (the usual way to take
-#                                       mail from a local MTA, or to serve a
-#                                       local webmail): mode (octal, default
-#                                       0600), user and group own it.  A
-#                                       socket left by a crash is replaced.
-# Implicit TLS (RFC 8314) is pop3s and imaps below, with plain "tcp:"
-# endpoints: the server adds TLS itself with the [tls] certificate, so that
-# a renewed certificate is picked up without a restart.  Twisted's
-# "ssl:995:privateKey=..." endpoints would pin the certificate and are refused.
-# pop3 = ["tcp:1110:interface=127.0.0.1"]
-# imap = ["tcp:1143:interface=127.0.0.1"]
-# lmtp = ["tcp:2424:interface=127.0.0.1"]
-# POP3 over implicit TLS, usually "tcp:995".
-# pop3s = []
-# IMAP over implicit TLS, usually "tcp:993".
-# imaps = []
-# Prometheus metrics over HTTP at /metrics, also read by `gateway status`.
-# Off by default; anyone who reaches it sees the server's counters, so keep it
-# on loopback or a monitoring network, e.g. "tcp:9154:interface=127.0.0.1".
-# metrics = []
-
-[pop3]
-# UIDL format in Dovecot's pop3_uidl_format notation (2.3 %08Xu%08Xv or 2.4
-# %{uid | hex(8)}%{uidvalidity | hex(8)}).  The default matches Dovecot's, so
-# POP3 clients of a mailbox migrated with its UIDs download nothing again.
-# Other common choices: "%v.%u" (Cyrus), "%v-%u" (Courier), "%08Xv%08Xu" (UW).
-# uidl_format = "%08Xu%08Xv"
-# A second concurrent POP3 session on one maildrop gets -ERR [IN-USE].
-# lock_session = true
-# RETR marks the message \\Seen (as IMAP sees it).
-# retr_sets_seen = true
-# Seconds of inactivity before the session is closed; RFC 1939 asks for at
-# least 10 minutes.
-# idle_timeout = 600
-# What DELE does once QUIT ends the session: "expunge" removes the message
-# (RFC 1939); "trash" moves it to the Trash folder (special-use \\Trash, else
-# the folder named Trash, created if missing); "hide" sets hidden_flag on it,
-# so POP3 never lists it again while IMAP still shows it.  UIDLs of the other
-# messages never change.
-# delete_policy = "expunge"
-# The IMAP keyword "hide" sets.  Messages carrying it are left out of POP3
-# under every policy, so leaving "hide" does not bring them back.
-# hidden_flag = "$POP3Deleted"
-# Exceptions for some users, as a table of user name to policy: {alice="hide"}
-# keeps the mail alice's phone deletes over POP3 in the INBOX her desktop
-# reads over IMAP, whatever delete_policy says for everyone else.
-# delete_policy_users = {}
-
-[imap]
-# Seconds of inactivity before the session is closed; RFC 3501 5.4 asks for
-# at least 30 minutes.
-# idle_timeout = 1800
-
-[lmtp]
-# Largest message in bytes, advertised in LHLO as SIZE (50 MB); a bigger one
-# is refused with 552.
-# max_message_size = 52428800
-# Recipients in one transaction; RCPTs beyond get 452 4.5.3 and the MTA sends
-# them in another transaction.  RFC 5321 asks for at least 100.
-# max_recipients = 100
-# Deliver user+folder@domain into the folder "folder" when it exists, as
-# Dovecot's lmtp_save_to_detail_mailbox.  Off, such mail goes to INBOX.  On,
-# a folder with a special use (Sent, Drafts, Trash, Junk...) is never chosen
-# this way: the sender picks the address, and must not plant "sent" mail.
-# save_to_detail_mailbox = false
-
-[auth]
-# Seconds to wait before answering a failed login.
-# failure_delay = 2.0
-# Accept LOGIN, USER/PASS and AUTH PLAIN before TLS on listeners that are not
-# loopback.  Off, such a listener advertises LOGINDISABLED (IMAP), leaves USER
-# out of CAPA (POP3) and refuses plain-text logins until STARTTLS/STLS.
-# plaintext_without_tls = false
-
-[tls]
-# PEM certificate (leaf first, then intermediates) and its unencrypted key,
-# relative to the data dir.  When both are left at these defaults and neither
-# exists, the first run writes a self-signed pair for the hostname there.
-# Both are reloaded on SIGHUP and when either file changes.
-# certificate = "tls/cert.pem"
-# key = "tls/key.pem"
-
-[limits]
-# Connections at once, in all; from one IP address; logged in as one user.
-# max_connections = 1000
-# max_connections_per_ip = 50
-# max_connections_per_user = 20
-# Longest command line in bytes.
-# max_line_length = 8192
-# Largest IMAP literal in bytes (APPEND message size, APPENDLIMIT), 50 MB.
-# max_literal_size = 52428800
-# Deepest nesting of parentheses in an IMAP command (SEARCH, lists).
-# max_nesting = 32
-# Bad commands in one session before it is closed.
-# max_bad_commands = 20
-# Seconds from connecting to logging in, however busy the client looks
-# (LMTP: from connecting, or from the last message, to DATA).
-# prelogin_timeout = 60
-# Failed logins for one user from one address within the window (seconds)
-# before that user's logins from there are refused, unchecked, until older
-# failures leave the window.  Other users at that address log in as ever:
-# behind a NAT or a webmail front end one stale password must not lock out
-# everyone.  Every failure from an address is answered after [auth]
-# failure_delay, doubled for each earlier failure from there in the window,
-# up to 15 seconds; a correct password is never delayed.
-# failed_logins_per_ip = 10
-# failed_login_window = 300
-# Password checks from one address at once; more wait their turn, so that
-# parallel connections cannot multiply the guessing rate the delay allows.
-# password_checks_per_ip = 4
-# Networks whose users are never locked out, e.g. ["192.0.2.0/24"] for an
-# office, or a webmail front end that does not name its clients (see
-# [proxy] login_trusted_networks); their failures are still delayed.
-# lockout_exempt_networks = []
-# IPv6 clients count by network, this prefix long, for every limit per
-# address (connections, failed logins): a subscriber holds a /64 or more and
-# may pick any address in it.  32 to 128.
-# ipv6_prefix = 64
-
-[proxy]
-# Networks allowed to send a PROXY protocol header on "haproxy:" listeners;
-# a connection from anywhere else is dropped.
-# trusted = ["127.0.0.1/32", "::1/128"]
-# Front ends (webmail, IMAP proxies) allowed to name their client's address
-# before login with IMAP ID ("x-originating-ip" "192.0.2.7"), as Dovecot's
-# login_trusted_networks: the limits and the auth log then use that address.
-# login_trusted_networks = []
-"""
+""")
 
 
 def command_line_listeners(overrides: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:
     """The ``--pop3``/``--lmtp``/... listener options, checked as ``[listeners]`` is."""
-    reader = _Reader("command line")
-    return {
-        # One endpoint is read as a string, so that a problem names "--lmtp", not "--lmtp[0]".
-        name: (reader.metrics_endpoints if name == "metrics" else reader.endpoints)(
-            f"--{name}", endpoints[0] if len(endpoints) == 1 else list(endpoints)
-        )
-        for name, endpoints in overrides.items()
-    }
+    # One endpoint is read as a string, so that a problem names "--lmtp", not "--lmtp[0]".
+    table = {name: endpoints[0] if len(endpoints) == 1 else list(endpoints) for name, endpoints in overrides.items()}
+    try:
+        listeners = read(ListenersConfig, table)
+    except ConfigProblem as problem:
+        raise ConfigError(f"command line: --{problem}") from None
+    return {name: getattr(listeners, name) for name in overrides}
 
 
 def load(path: str | PathLike[str]) -> Config:
@@ -333,258 +604,25 @@ def load(path: str | PathLike[str]) -> Config:
     return loads(text, source)
 
 
+def load_for_tool(data_dir: str | PathLike[str], path: str | PathLike[str] | None = None) -> Config:
+    """
+    The config a ``gateway`` tool runs with: ``path``, else DATA/gateway.toml
+    where it exists, else the defaults.  Unlike the server, a tool never
+    writes the file.
+    """
+    if path is None:
+        path = os.path.join(data_dir, "gateway.toml")
+        if not os.path.exists(path):
+            return Config()
+    return load(path)
+
+
 def loads(text: str, source: str = "<string>") -> Config:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source}: invalid TOML: {error}") from None
-    return _Reader(source).config(document)
-
-
-@attrs.define
-class _Reader:
-    """Turns a parsed TOML document into a Config, naming the culprit key."""
-
-    source: str
-
-    def config(self, document: dict[str, Any]) -> Config:
-        sections: dict[str, tuple[type, dict[str, Callable[[str, Any], Any]]]] = {
-            "listeners": (
-                ListenersConfig,
-                {
-                    "pop3": self.endpoints,
-                    "imap": self.endpoints,
-                    "lmtp": self.endpoints,
-                    "pop3s": self.endpoints,
-                    "imaps": self.endpoints,
-                    "metrics": self.metrics_endpoints,
-                },
-            ),
-            "pop3": (
-                Pop3Config,
-                {
-                    "uidl_format": self.uidl_format,
-                    "lock_session": self.boolean,
-                    "retr_sets_seen": self.boolean,
-                    "idle_timeout": self.seconds,
-                    "delete_policy": self.delete_policy,
-                    "hidden_flag": self.keyword,
-                    "delete_policy_users": self.delete_policy_users,
-                },
-            ),
-            "imap": (ImapConfig, {"idle_timeout": self.seconds}),
-            "lmtp": (
-                LmtpConfig,
-                {
-                    "max_message_size": self.count,
-                    "max_recipients": self.recipients,
-                    "save_to_detail_mailbox": self.boolean,
-                },
-            ),
-            "auth": (AuthConfig, {"failure_delay": self.delay, "plaintext_without_tls": self.boolean}),
-            "tls": (TlsConfig, {"certificate": self.path, "key": self.path}),
-            "limits": (
-                LimitsConfig,
-                {
-                    "max_connections": self.count,
-                    "max_connections_per_ip": self.count,
-                    "max_connections_per_user": self.count,
-                    "max_line_length": self.line_length,
-                    "max_literal_size": self.count,
-                    "max_nesting": self.count,
-                    "max_bad_commands": self.count,
-                    "prelogin_timeout": self.seconds,
-                    "failed_logins_per_ip": self.count,
-                    "failed_login_window": self.seconds,
-                    "password_checks_per_ip": self.count,
-                    "lockout_exempt_networks": self.networks,
-                    "ipv6_prefix": self.ipv6_prefix,
-                },
-            ),
-            "proxy": (ProxyConfig, {"trusted": self.networks, "login_trusted_networks": self.networks}),
-        }
-        values: dict[str, Any] = {}
-        for key, value in document.items():
-            if key == "hostname":
-                values[key] = self.hostname(key, value)
-            elif key in sections:
-                section_class, readers = sections[key]
-                values[key] = section_class(**self.section(key, value, readers))
-            else:
-                known = ", ".join(["hostname", *(f"[{name}]" for name in sections)])
-                self.fail(key, f"unknown key (known: {known})")
-        return Config(**values)
-
-    def section(
-        self, name: str, table: Any, readers: dict[str, Callable[[str, Any], Any]]
-    ) -> dict[str, Any]:
-        if not isinstance(table, dict):
-            self.fail(name, f"must be a table ([{name}]), not {_kind(table)}")
-        values = {}
-        for key, value in table.items():
-            dotted = f"{name}.{key}"
-            if key not in readers:
-                self.fail(dotted, f"unknown key (known: {', '.join(readers)})")
-            values[key] = readers[key](dotted, value)
-        return values
-
-    def fail(self, key: str, problem: str) -> NoReturn:
-        raise ConfigError(f"{self.source}: {key}: {problem}")
-
-    def hostname(self, key: str, value: Any) -> str:
-        if not isinstance(value, str):
-            self.fail(key, f"must be a string, not {_kind(value)}")
-        if not value or not value.isascii() or not all(c.isalnum() or c in ".-_" for c in value):
-            self.fail(key, f"{value!r} is not a host name (letters, digits, '.', '-', '_')")
-        # RFC 1035 2.3.4; it goes into every LMTP reply and Received field.
-        if len(value) > 253:
-            self.fail(key, f"a host name has at most 253 characters, not {len(value)}")
-        return value
-
-    def endpoints(self, key: str, value: Any) -> tuple[str, ...]:
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list):
-            self.fail(key, f"must be an endpoint string or a list of them, not {_kind(value)}")
-        for index, endpoint in enumerate(items):
-            where = key if isinstance(value, str) else f"{key}[{index}]"
-            if not isinstance(endpoint, str):
-                self.fail(where, f"endpoint must be a string, not {_kind(endpoint)}")
-            if not endpoint.strip() or any(c.isspace() for c in endpoint):
-                self.fail(where, f"{endpoint!r} is not an endpoint string (e.g. \"tcp:110\")")
-            behind_proxy = endpoint.lower().startswith("haproxy:")
-            inner = endpoint[len("haproxy:"):] if behind_proxy else endpoint
-            if inner.lower().startswith("ssl:"):
-                self.fail(where, f"{endpoint!r}: use a tcp: endpoint in pop3s/imaps, TLS comes from [tls]")
-            if inner.lower().startswith("unix:"):
-                if behind_proxy:
-                    # [proxy] trusted names networks; a UNIX-socket peer has
-                    # no address to check against them.
-                    self.fail(where, f"{endpoint!r}: the PROXY protocol is taken on TCP listeners only")
-                self.unix_endpoint(where, inner)
-        return tuple(items)
-
-    def unix_endpoint(self, key: str, endpoint: str) -> None:
-        # Only configs that name a UNIX socket pay for Twisted's endpoint parser.
-        from gateway.net.unix import UnixListener, UnixListenerError
-
-        try:
-            UnixListener.parse(endpoint)
-        except UnixListenerError as error:
-            self.fail(key, f"{endpoint!r}: {error}")
-
-    def metrics_endpoints(self, key: str, value: Any) -> tuple[str, ...]:
-        endpoints = self.endpoints(key, value)
-        for index, endpoint in enumerate(endpoints):
-            if endpoint.lower().startswith("haproxy:"):
-                where = key if isinstance(value, str) else f"{key}[{index}]"
-                self.fail(where, f"{endpoint!r}: the metrics listener does not take the PROXY protocol")
-        return endpoints
-
-    def path(self, key: str, value: Any) -> str:
-        if not isinstance(value, str):
-            self.fail(key, f"must be a file path string, not {_kind(value)}")
-        if not value or "\0" in value:
-            self.fail(key, f"{value!r} is not a file path")
-        return value
-
-    def count(self, key: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(key, f"must be a whole number, not {_kind(value)}")
-        if value <= 0:
-            self.fail(key, f"must be positive, not {value}")
-        return value
-
-    def recipients(self, key: str, value: Any) -> int:
-        value = self.count(key, value)
-        # RFC 5321 4.5.3.1.8: a server must take at least 100.
-        if value < 100:
-            self.fail(key, f"must be at least 100, not {value}")
-        return value
-
-    def line_length(self, key: str, value: Any) -> int:
-        value = self.count(key, value)
-        # RFC 2683 3.2.1.5 asks servers to take lines of 8000 octets; POP3
-        # (RFC 2449 4) allows 255.  Below 1000 even ordinary commands fail.
-        if value < 1000:
-            self.fail(key, f"must be at least 1000, not {value}")
-        return value
-
-    def ipv6_prefix(self, key: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(key, f"must be a prefix length (64), not {_kind(value)}")
-        # Shorter than an ISP's allocation (RIRs hand out /32s), a prefix
-        # would count unrelated networks as one client.
-        if not 32 <= value <= 128:
-            self.fail(key, f"must be from 32 to 128, not {value}")
-        return value
-
-    def networks(self, key: str, value: Any) -> tuple[str, ...]:
-        if not isinstance(value, list):
-            self.fail(key, f"must be a list of networks (\"10.0.0.0/8\"), not {_kind(value)}")
-        for index, network in enumerate(value):
-            where = f"{key}[{index}]"
-            if not isinstance(network, str):
-                self.fail(where, f"network must be a string, not {_kind(network)}")
-            try:
-                ipaddress.ip_network(network)
-            except ValueError as error:
-                self.fail(where, f"{network!r} is not a network: {error}")
-        return tuple(value)
-
-    def uidl_format(self, key: str, value: Any) -> str:
-        if not isinstance(value, str):
-            self.fail(key, f"must be a string, not {_kind(value)}")
-        try:
-            UidlFormat.parse(value)
-        except UidlFormatError as error:
-            self.fail(key, str(error))
-        return value
-
-    def delete_policy(self, key: str, value: Any) -> str:
-        if value not in DELETE_POLICIES:
-            self.fail(key, f"must be one of {', '.join(map(repr, DELETE_POLICIES))}, not {_kind(value)}")
-        return value
-
-    def delete_policy_users(self, key: str, value: Any) -> tuple[tuple[str, str], ...]:
-        if not isinstance(value, dict):
-            self.fail(key, f"must be a table of user = policy, not {_kind(value)}")
-        return tuple(sorted((user, self.delete_policy(f"{key}.{user}", policy)) for user, policy in value.items()))
-
-    def keyword(self, key: str, value: Any) -> str:
-        if not isinstance(value, str):
-            self.fail(key, f"must be a string, not {_kind(value)}")
-        # RFC 3501 9: flag-keyword = atom; system flags (\Deleted...) are not ours to reuse.
-        if not _KEYWORD.fullmatch(value):
-            self.fail(key, f"{value!r} is not an IMAP keyword (an atom such as \"$POP3Deleted\")")
-        return value
-
-    def boolean(self, key: str, value: Any) -> bool:
-        if not isinstance(value, bool):
-            self.fail(key, f"must be true or false, not {_kind(value)}")
-        return value
-
-    def seconds(self, key: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(key, f"must be a whole number of seconds, not {_kind(value)}")
-        if value <= 0:
-            self.fail(key, f"must be positive, not {value}")
-        return value
-
-    def delay(self, key: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(key, f"must be a number of seconds, not {_kind(value)}")
-        if not math.isfinite(value) or value < 0:
-            self.fail(key, f"must be zero or more seconds, not {value}")
-        return float(value)
-
-
-def _kind(value: Any) -> str:
-    """How a TOML value is named in error messages."""
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    names = {str: "a string", int: "an integer", float: "a float"}
-    return f"{names.get(type(value), 'a date/time')} ({value!r})"
+    try:
+        return read(Config, document)
+    except ConfigProblem as problem:
+        raise ConfigError(f"{source}: {problem}") from None

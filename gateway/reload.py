@@ -17,9 +17,15 @@ What a reload can change, and when it is seen:
   POP3 clients download old mail again.  That must be a deliberate restart,
   never the side effect of a reload.
 - ``hostname``, ``[listeners]``, ``[tls]`` (file names; the certificate
-  itself reloads on SIGHUP in ``gateway/net/tls.py``), ``[proxy]`` and ``[lmtp]``
-  (the LMTP factory copies its settings at start) need a restart: they are
-  logged as such and the running values stay.
+  itself reloads on SIGHUP in ``gateway/net/tls.py``), ``[proxy]``, ``[lmtp]``
+  (the LMTP factory copies its settings at start) and ``[store]`` (the store
+  is opened once) need a restart: they are logged as such and the running
+  values stay.
+- ``[networks]`` applies where the names are read at each connection or
+  login (``[auth]``, ``[pop3]``/``[imap] networks``, ``[limits]``);
+  listeners and ``[proxy]`` keep the networks they started with.  A file
+  whose ``[networks]`` no longer names what a running restart-only option
+  uses is not taken: a restart it is.
 
 A config that does not load is logged with its reason and the running one
 stays, whole.
@@ -38,16 +44,12 @@ from twisted.logger import Logger
 from gateway.net import metrics
 from gateway.auth import UsersFileError
 from gateway.config import Config, ConfigError
+from gateway.options import LIVE, RESTART, ConfigProblem, reload_rules
 
 log = Logger()
 
-# Top-level config fields only a restart applies.
-RESTART_ONLY = ("hostname", "listeners", "tls", "proxy", "lmtp")
-# Options a reload never changes, and what would go wrong if it did.
-REFUSED = {
-    "pop3.uidl_format": "a new UIDL format changes every UIDL",
-    "pop3.hidden_flag": "a new hidden flag changes which messages POP3 lists",
-}
+# What a reload does to each option, from the declarations in gateway/config.py.
+RULES = reload_rules(Config)
 
 
 class LiveConfig:
@@ -77,6 +79,20 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return names
 
 
+def _with_option(config: Any, dotted: str, value: Any) -> Any:
+    """``config`` with the option at ``dotted`` set to ``value``."""
+    name, _, rest = dotted.partition(".")
+    if not rest:
+        return attrs.evolve(config, **{name: value})
+    return attrs.evolve(config, **{name: _with_option(getattr(config, name), rest, value)})
+
+
+def _option(config: Any, dotted: str) -> Any:
+    for name in dotted.split("."):
+        config = getattr(config, name)
+    return config
+
+
 @attrs.frozen
 class ReloadPlan:
     """What a reload does: the config to run, and what it applied or not."""
@@ -94,16 +110,13 @@ def plan_reload(running: Config, loaded: Config) -> ReloadPlan:
     everything else is taken.
     """
     changed = _differences(running, loaded)
-    needs_restart = [name for name in changed if name.split(".")[0] in RESTART_ONLY]
-    refused = [name for name in changed if name in REFUSED]
-    applied = [name for name in changed if name not in needs_restart and name not in refused]
-    kept_pop3 = {name.split(".", 1)[1]: getattr(running.pop3, name.split(".", 1)[1]) for name in REFUSED}
-    config = attrs.evolve(
-        loaded,
-        pop3=attrs.evolve(loaded.pop3, **kept_pop3),
-        **{name: getattr(running, name) for name in RESTART_ONLY},
-    )
-    return ReloadPlan(config, tuple(applied), tuple(needs_restart), tuple(refused))
+    applied = tuple(name for name in changed if RULES[name] == LIVE)
+    needs_restart = tuple(name for name in changed if RULES[name] == RESTART)
+    refused = tuple(name for name in changed if RULES[name] not in (LIVE, RESTART))
+    config = loaded
+    for name in (*needs_restart, *refused):
+        config = _with_option(config, name, _option(running, name))
+    return ReloadPlan(config, applied, needs_restart, refused)
 
 
 class ConfigReloader(Service):
@@ -152,18 +165,20 @@ class ConfigReloader(Service):
         self._reload_users(why)
         try:
             loaded = self.read_config()
-        except ConfigError as e:
+            # A new file may name a network that an option a restart
+            # changes still needs from the running [networks].
+            plan = plan_reload(self.live.current, loaded)
+        except (ConfigError, ConfigProblem) as e:
             log.error("Config not reloaded ({why}), keeping the running one: {error}", why=why, error=str(e))
             metrics.record_config_reload(False)
             return False
-        plan = plan_reload(self.live.current, loaded)
         for name in plan.refused:
             log.error(
                 "Config reload ({why}): {option} not changed: {danger}, and POP3 clients would download "
                 "old mail again; change it with a restart if that is intended",
                 why=why,
                 option=name,
-                danger=REFUSED[name],
+                danger=RULES[name],
             )
         for name in plan.needs_restart:
             log.warn("Config reload ({why}): {option} changed, needs a restart to take effect", why=why, option=name)

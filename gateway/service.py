@@ -1,7 +1,7 @@
 """
 Build the running server: store, portal, listeners, from a data dir and config.
 
-This is the one place that picks the store backend (DESIGN.md).
+The store is the one ``open_store`` opens from the config (DESIGN.md).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 from prometheus_client import CollectorRegistry
 
 from twisted.application.service import MultiService, Service
@@ -25,16 +26,26 @@ from gateway.net import metrics
 from gateway.pop3 import server as pop3
 from gateway.auth import MailRealm, UsersFile, make_portal
 from gateway.config import DEFAULT_TOML, Config, ConfigError, load
+from gateway.net.access import NetworkAccessFactory
+from gateway.net.certificates import CertificateError, certificate_paths
 from gateway.net.connlimit import ConnectionLimitFactory
 from gateway.imap import account as imap_account, server as imap_server
+from gateway.policy.addresses import Networks
 from gateway.policy.limits import ConnectionLimiter
 from gateway.policy.login import LoginPolicy
 from gateway.net.metrics import Metrics, MetricsFactory, metrics_site
 from gateway.net import unix
 from gateway.net.proxy import TrustedProxyFactory, split_description
 from gateway.reload import ConfigReloader, LiveConfig
-from gateway.store.sqlite.store import SQLiteStore
-from gateway.net.tls import CertificateError, CertificateReloader, CertificateStore, ensure_certificate, implicit_tls_factory
+from gateway.store.opening import open_store
+from gateway.net.tls import (
+    MODERN,
+    CertificateReloader,
+    CertificateStore,
+    NoRsaCertificate,
+    TlsPolicy,
+    implicit_tls_factory,
+)
 
 log = Logger()
 
@@ -76,7 +87,10 @@ def load_config(data_dir: Path, config_path: Path | None) -> Config:
 
 
 class StoreService(Service):
-    """Polls for other processes' changes while running; closes the index."""
+    """
+    Polls for other processes' changes while running; on stop, waits until
+    the store has written what it was asked to and closed.
+    """
 
     def __init__(self, store):
         self.store = store
@@ -86,8 +100,8 @@ class StoreService(Service):
         self.store.changes.start_polling()
 
     def stopService(self):
-        self.store.close()
-        return super().stopService()
+        super().stopService()
+        return self.store.close()
 
 
 class MetricsService(Service):
@@ -186,17 +200,29 @@ def _listen(reactor, description: str, factory):
     raise StartupError(f"listener {description!r}: {text}")
 
 
-def load_certificate(data_dir: Path, config: Config) -> CertificateStore:
-    """The [tls] pair, generated on the first run when left at its defaults."""
-    try:
-        paths = ensure_certificate(data_dir, config.tls.certificate, config.tls.key, config.hostname)
-        return CertificateStore(*paths)
-    except CertificateError as e:
-        raise StartupError(f"tls: {e}") from None
+@attrs.frozen
+class Listener:
+    """
+    One entry of ``[listeners]``: a list of the built-in ones (named for
+    their protocol) or a ``[listeners.NAME]`` table.  ``networks`` empty
+    takes every peer.
+    """
+
+    name: str
+    protocol: str
+    implicit_tls: bool
+    descriptions: tuple[str, ...]
+    policy: TlsPolicy = MODERN
+    networks: Networks = Networks()
+
+    @property
+    def kind(self) -> str:
+        """The listener as its refusals know it: pop3, imap, lmtp, pop3s or imaps."""
+        return self.protocol + ("s" if self.implicit_tls else "")
 
 
-# Which application protocol each listener serves, and whether it wraps it in
-# implicit TLS (RFC 8314).
+# Which application protocol each built-in listener serves, and whether it
+# wraps it in implicit TLS (RFC 8314).
 LISTENERS = {
     "pop3": ("pop3", False),
     "imap": ("imap", False),
@@ -204,6 +230,65 @@ LISTENERS = {
     "pop3s": ("pop3", True),
     "imaps": ("imap", True),
 }
+
+
+def planned_listeners(config: Config) -> list[Listener]:
+    """Every listener the config asks for, the built-in ones first."""
+    planned = [
+        Listener(name, *LISTENERS[name], getattr(config.listeners, name))
+        for name in LISTENERS
+        if getattr(config.listeners, name)
+    ]
+    for name, table in config.listeners.named:
+        protocol = table.protocol.removesuffix("s")
+        planned.append(Listener(
+            name, protocol, table.protocol != protocol, table.endpoints, TlsPolicy(table.tls_min_version),
+            config.resolve(table.networks),
+        ))
+    return planned
+
+
+def load_certificate(data_dir: Path, config: Config, policies=(MODERN,)) -> CertificateStore:
+    """The [tls] pairs, generated on the first run when left at their defaults."""
+    tls = config.tls
+    try:
+        paths = certificate_paths(data_dir, tls.certificate, tls.key, tls.rsa_certificate, tls.rsa_key,
+                                  config.hostname)
+        return CertificateStore(paths, policies)
+    except NoRsaCertificate as e:
+        named = next(name for name, table in config.listeners.named
+                     if TlsPolicy(table.tls_min_version) == e.policy)
+        held = ", ".join(f"{pair.cert_path} is {pair.key_type}" for pair in e.pairs)
+        raise StartupError(
+            f"listeners.{named}: tls_min_version {e.policy.min_version!r} needs an RSA certificate, which clients "
+            f"that old take, and [tls] gives none ({held}): set [tls] rsa_certificate and rsa_key"
+        ) from None
+    except CertificateError as e:
+        raise StartupError(f"tls: {e}") from None
+
+
+def _warn_legacy_tls(listeners) -> None:
+    for listener in listeners:
+        if listener.policy.legacy:
+            log.warn(
+                "Listener {listener} takes TLS {version}, which has known weaknesses (RFC 8996), with ciphers at "
+                "OpenSSL security level 0: keep it to the clients that need it",
+                listener=listener.name, version=listener.policy.min_version,
+            )
+
+
+def _admission(live: LiveConfig, listener: Listener):
+    """
+    Whom ``listener`` serves: its own networks (fixed at start, as
+    listeners are) and its protocol's (``[pop3]``/``[imap] networks``, read
+    at each connection, so a reload applies to the next).
+    """
+
+    def admits(host: str) -> bool:
+        served = live.resolve(getattr(live, listener.protocol).networks)
+        return (not listener.networks or host in listener.networks) and (not served or host in served)
+
+    return admits
 
 
 def make_service(
@@ -214,60 +299,67 @@ def make_service(
     raises ConfigError): see ``gateway/reload.py`` for what changes live.
     """
     prepare_data_dir(data_dir)
-    certificates = load_certificate(data_dir, config)
-    store = SQLiteStore(data_dir / "store", reactor=reactor, serving=True)
+    listeners = planned_listeners(config)
+    certificates = load_certificate(data_dir, config, [listener.policy for listener in listeners])
+    _warn_legacy_tls(listeners)
+    # The server's own store: opening it puts right what a crash left.
+    store = open_store(config, data_dir, reactor, serving=True)
     users = UsersFile(data_dir / "users")
     # What a reload may change is read through this, at each use.
     live = LiveConfig(config)
     realm = MailRealm(
         {
-            twisted_pop3.IMailbox: pop3.avatar_factory(store, live),
+            twisted_pop3.IMailbox: pop3.avatar_factory(store, live, reactor),
             imap4.IAccount: imap_account.avatar_factory(store, live),
         }
     )
     portal = make_portal(users, realm, reactor)
     logins = LoginPolicy(config, reactor)
     factories = {
-        "pop3": lambda: pop3.build_factory(
-            portal, live, reactor, context_factory=certificates.context_factory(), logins=logins
+        "pop3": lambda policy: pop3.build_factory(
+            portal, live, reactor, context_factory=certificates.context_factory(policy), logins=logins
         ),
-        "imap": lambda: imap_server.build_factory(
-            portal, store, live, reactor, context_factory=certificates.context_factory(), logins=logins
+        "imap": lambda policy: imap_server.build_factory(
+            portal, store, live, reactor, context_factory=certificates.context_factory(policy), logins=logins
         ),
-        "lmtp": lambda: lmtp.build_factory(store, users, config, reactor),
+        "lmtp": lambda policy: lmtp.build_factory(store, users, config, reactor),
     }
     limits = config.limits
-    client_connections = ConnectionLimiter(limits.max_connections, limits.max_connections_per_ip, limits.ipv6_prefix)
+    client_connections = ConnectionLimiter(
+        limits.max_connections, limits.max_connections_per_ip, limits.ipv6_prefix,
+        config.resolve(limits.per_ip_exempt_networks),
+    )
     # LMTP gets a budget of its own: a flood of client connections from
     # loopback must not stop the MTA from delivering.
     delivery_connections = ConnectionLimiter(limits.max_connections, limits.max_connections, limits.ipv6_prefix)
-    listeners = {name: getattr(config.listeners, name) for name in LISTENERS}
-    counted = Metrics(CollectorRegistry(), listeners=[name for name, given in listeners.items() if given])
-    # One application factory per protocol, shared by its plain and TLS
-    # listeners, so that a session is the same whichever port it came in on.
+    counted = Metrics(CollectorRegistry(), listeners=[listener.name for listener in listeners])
+    # One application factory per protocol and TLS policy, shared by its
+    # plain and TLS listeners, so that a session is the same whichever port
+    # it came in on; only what STLS/STARTTLS offers differs.
     built = {}
     ports = []
     try:
-        for listener, descriptions in listeners.items():
-            if not descriptions:
-                continue
-            protocol, implicit_tls = LISTENERS[listener]
-            if protocol not in built:
-                built[protocol] = factories[protocol]()
+        for listener in listeners:
+            key = (listener.protocol, listener.policy)
+            if key not in built:
+                built[key] = factories[listener.protocol](listener.policy)
             # Innermost: counts accepted sessions and the protocol's own bytes.
-            factory = MetricsFactory(built[protocol], counted, listener)
-            if implicit_tls:
-                factory = implicit_tls_factory(factory, certificates, reactor)
-            limiter = delivery_connections if protocol == "lmtp" else client_connections
-            factory = ConnectionLimitFactory(factory, limiter, listener)
-            for description in descriptions:
+            factory = MetricsFactory(built[key], counted, listener.name)
+            if listener.implicit_tls:
+                factory = implicit_tls_factory(factory, certificates, reactor, listener.policy)
+            limiter = delivery_connections if listener.protocol == "lmtp" else client_connections
+            factory = ConnectionLimitFactory(factory, limiter, listener.name, listener.kind)
+            if listener.protocol != "lmtp":
+                # Outside the limits: a refused client holds no place there.
+                factory = NetworkAccessFactory(factory, _admission(live, listener), listener.name, listener.kind)
+            for description in listener.descriptions:
                 behind_proxy, endpoint = split_description(description)
                 if behind_proxy:
-                    # Outermost, so that the limits count the real client.
-                    proxied = TrustedProxyFactory(factory, config.proxy.trusted, reactor)
-                    ports.append((listener, _listen(reactor, endpoint, proxied)))
+                    # Outermost, so that everything inside sees the real client.
+                    proxied = TrustedProxyFactory(factory, config.resolve(config.proxy.trusted), reactor)
+                    ports.append((listener.name, _listen(reactor, endpoint, proxied)))
                 else:
-                    ports.append((listener, _listen(reactor, description, factory)))
+                    ports.append((listener.name, _listen(reactor, description, factory)))
         for description in config.listeners.metrics:
             ports.append(("metrics", _listen(reactor, description, metrics_site(counted))))
     except StartupError:
@@ -283,12 +375,14 @@ def make_service(
         def apply(new: Config) -> None:
             client_connections.max_total = new.limits.max_connections
             client_connections.max_per_ip = new.limits.max_connections_per_ip
+            client_connections.exempt = new.resolve(new.limits.per_ip_exempt_networks)
             delivery_connections.max_total = delivery_connections.max_per_ip = new.limits.max_connections
             client_connections.ipv6_prefix = delivery_connections.ipv6_prefix = new.limits.ipv6_prefix
             logins.retune(new)
 
         ConfigReloader(live, read_config, apply, users, reactor).setServiceParent(top)
-    ListeningPorts(ports, [*listeners, "metrics"], data_dir / "run" / "ports.json").setServiceParent(top)
+    ListeningPorts(ports, [*LISTENERS, *(name for name, _ in config.listeners.named), "metrics"],
+                   data_dir / "run" / "ports.json").setServiceParent(top)
     top.store = store
     # For a start that fails after this returns (twistd's privilege drop).
     top.close_listeners = lambda: _close_now(ports)

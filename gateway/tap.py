@@ -1,6 +1,6 @@
 """
 twistd entry point: ``twistd -n gateway --data DIR [--config FILE] [--pop3 EP]
-[--imap EP] [--lmtp EP] [--pop3s EP] [--imaps EP] [--metrics EP]``.
+[--imap EP] ...``, one option per ``[listeners]`` entry of the config.
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ from pathlib import Path
 
 from twisted.python import usage
 
+from gateway.config import ListenersConfig
+from gateway.options import names
+
+LISTENERS = names(ListenersConfig)
+
 
 class Options(usage.Options):
-    synopsis = (
-        "[--data DIR] [--config FILE] [--pop3 EP] [--imap EP] [--lmtp EP] [--pop3s EP] [--imaps EP] [--metrics EP]"
-    )
+    synopsis = "[--data DIR] [--config FILE] " + " ".join(f"[--{name} EP]" for name in LISTENERS)
     longdesc = (
         "Serve POP3, IMAP and LMTP over one mail store. EP is a Twisted server "
         "endpoint string such as tcp:1110:interface=127.0.0.1; 'none' disables "
@@ -23,18 +26,13 @@ class Options(usage.Options):
     optParameters = [
         ["data", "d", "data", "Data directory: store, users file, generated gateway.toml."],
         ["config", "c", None, "Config file (default: DATA/gateway.toml, created when absent)."],
-        ["pop3", None, None, "POP3 listener endpoint, overriding the config."],
-        ["imap", None, None, "IMAP listener endpoint, overriding the config."],
-        ["lmtp", None, None, "LMTP listener endpoint, overriding the config."],
-        ["pop3s", None, None, "POP3 over implicit TLS: a plain tcp: endpoint, overriding the config."],
-        ["imaps", None, None, "IMAP over implicit TLS: a plain tcp: endpoint, overriding the config."],
-        ["metrics", None, None, "Prometheus metrics (HTTP, /metrics) endpoint, overriding the config."],
+        *([name, None, None, f"Endpoint of the {name} listener, replacing [listeners] {name}."] for name in LISTENERS),
     ]
 
     def listener_overrides(self) -> dict[str, list[str]]:
         return {
             protocol: ([] if self[protocol].lower() == "none" else [self[protocol]])
-            for protocol in ("pop3", "imap", "lmtp", "pop3s", "imaps", "metrics")
+            for protocol in LISTENERS
             if self[protocol] is not None
         }
 

@@ -495,11 +495,11 @@ def logouts():
 
 @pytest.fixture
 def portal(users, reactor, logouts):
-    def mailbox(avatar_id):
+    def mailbox(avatar_id, mind):
         assert isinstance(avatar_id, str)
-        return succeed((("mailbox", avatar_id), lambda: logouts.append(avatar_id)))
+        return succeed((("mailbox", avatar_id, mind), lambda: logouts.append(avatar_id)))
 
-    def account(avatar_id):
+    def account(avatar_id, mind):
         return (("account", avatar_id), lambda: None)  # plain values are accepted too
 
     realm = MailRealm({IMailbox: mailbox, IAccount: account})
@@ -519,10 +519,16 @@ def test_only_plain_passwords_offered(portal):
 def test_login(portal, reactor, logouts):
     interface, avatar, logout = fired(portal.login(UsernamePassword(b"alice", b"pw"), None, IMailbox))
     assert interface is IMailbox
-    assert avatar == ("mailbox", "alice")
+    assert avatar == ("mailbox", "alice", None)
     logout()
     assert logouts == ["alice"]
     assert reactor.pool.calls == 1
+
+
+def test_the_realm_hands_the_protocols_mind_to_the_factory(portal):
+    # What POP3 says of the session beside the user: its device.
+    _, avatar, _ = fired(portal.login(UsernamePassword(b"alice", b"pw"), "phone", IMailbox))
+    assert avatar == ("mailbox", "alice", "phone")
 
 
 def test_realm_picks_first_interface_it_knows(portal):

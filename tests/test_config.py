@@ -7,10 +7,13 @@ from gateway.config import (
     Config,
     ConfigError,
     LimitsConfig,
+    ListenerConfig,
     LmtpConfig,
+    StoreConfig,
     TlsConfig,
     command_line_listeners,
     load,
+    load_for_tool,
     loads,
 )
 from gateway.pop3.uidl import UidlFormat
@@ -65,26 +68,28 @@ def test_default_toml_loads_to_defaults():
 
 
 def test_default_toml_shows_every_option_commented():
+    # An option is "# name = value"; indented lines are examples (the
+    # entries of [networks], the options of a [listeners.NAME] table).
+    option_line = re.compile(r"# (\w+) = ")
     uncommented = "\n".join(
-        line[2:] if line.startswith("# ") and " = " in line else line
+        line[2:] if option_line.match(line) else line
         for line in DEFAULT_TOML.splitlines()
     )
-    shown = {
-        re.sub(r"\s.*", "", line)
-        for line in uncommented.splitlines()
-        if " = " in line and not line.startswith("#")
-    }
+    shown = {option_line.match(line)[1] for line in DEFAULT_TOML.splitlines() if option_line.match(line)}
     assert shown == {
         "hostname", "pop3", "imap", "lmtp", "uidl_format", "lock_session",
         "retr_sets_seen", "idle_timeout", "delete_policy", "hidden_flag", "delete_policy_users", "failure_delay", "plaintext_without_tls", "pop3s", "imaps",
-        "metrics",
-        "certificate", "key", "max_connections", "max_connections_per_ip",
+        "device_views", "device_delete", "max_devices", "forget_devices_after",
+        "metrics", "networks",
+        "certificate", "key", "rsa_certificate", "rsa_key", "max_connections", "max_connections_per_ip",
         "max_connections_per_user", "max_line_length", "max_literal_size",
         "max_nesting", "max_bad_commands", "prelogin_timeout",
         "failed_logins_per_ip", "failed_login_window", "password_checks_per_ip",
-        "lockout_exempt_networks", "ipv6_prefix", "trusted", "login_trusted_networks",
-        "max_message_size", "max_recipients", "save_to_detail_mailbox",
+        "lockout_exempt_networks", "ipv6_prefix", "per_ip_exempt_networks", "trusted", "login_trusted_networks",
+        "max_message_size", "max_recipients", "save_to_detail_mailbox", "backend", "flag_durability",
     }
+    examples = {re.match(r"#   (\w+) = ", line)[1] for line in DEFAULT_TOML.splitlines() if re.match(r"#   \w+ = ", line)}
+    assert examples == {"lan", "scanners", "protocol", "endpoints", "tls_min_version", "networks"}
     # With every option uncommented it still gives exactly the defaults.
     assert loads(uncommented) == Config()
 
@@ -132,6 +137,9 @@ def test_every_option():
         [proxy]
         trusted = ["10.0.0.0/8", "2001:db8::/32"]
         login_trusted_networks = ["10.0.0.5/32"]
+        [store]
+        backend = "sqlite"
+        flag_durability = "immediate"
         """
     )
     assert config.hostname == "mail.example.org"
@@ -152,6 +160,7 @@ def test_every_option():
     assert config.limits == LimitsConfig(5000, 5, 3, 65536, 1048576, 8, 3, 20, 4, 600, 2, ("192.0.2.0/24",), 56)
     assert config.proxy.trusted == ("10.0.0.0/8", "2001:db8::/32")
     assert config.proxy.login_trusted_networks == ("10.0.0.5/32",)
+    assert config.store == StoreConfig("sqlite", "immediate")
 
 
 def test_a_bare_address_is_a_network_of_one():
@@ -234,7 +243,7 @@ def test_not_utf8(tmp_path):
     ("text", "message"),
     [
         ("hostname = ", "invalid TOML: "),
-        ("hostnme = 'x'", "hostnme: unknown key (known: hostname, [listeners], [pop3]"),
+        ("hostnme = 'x'", "hostnme: unknown key (known: hostname, [networks], [listeners], [pop3]"),
         ("[smtp]\nport = 25", "smtp: unknown key"),
         ("[pop3]\nuidl = 'x'", "pop3.uidl: unknown key (known: uidl_format, lock_session"),
         ("[listeners]\npop = 'tcp:110'", "listeners.pop: unknown key"),
@@ -291,7 +300,7 @@ def test_not_utf8(tmp_path):
         ("[listeners]\nmetrics = 'unix:/run/m.sock:perms=1'", "unknown option perms= (known: mode, user, group"),
         ("[lmtp]\nsave_to_detail_mailbox = 'yes'", "lmtp.save_to_detail_mailbox: must be true or false, not a string"),
         ("hostname = '" + "a" * 254 + "'", "hostname: a host name has at most 253 characters, not 254"),
-        ("[tls]\ncert = 'x'", "tls.cert: unknown key (known: certificate, key)"),
+        ("[tls]\ncert = 'x'", "tls.cert: unknown key (known: certificate, key, rsa_certificate, rsa_key)"),
         ("[tls]\ncertificate = ''", "tls.certificate: '' is not a file path"),
         ("[tls]\nkey = 1", "tls.key: must be a file path string, not an integer"),
         ('[tls]\nkey = "a\\u0000b"', "tls.key: 'a\\x00b' is not a file path"),
@@ -315,9 +324,48 @@ def test_not_utf8(tmp_path):
         ("[limits]\nipv6_prefix = '64'", "limits.ipv6_prefix: must be a prefix length (64), not a string"),
         ("[limits]\nipv6_prefix = true", "limits.ipv6_prefix: must be a prefix length (64), not a boolean"),
         ("[limits]\npassword_checks_per_ip = 0", "limits.password_checks_per_ip: must be positive, not 0"),
-        ("[limits]\nlockout_exempt_networks = ['office']", "limits.lockout_exempt_networks[0]: 'office' is not a network"),
+        ("[limits]\nlockout_exempt_networks = ['office']",
+         "limits.lockout_exempt_networks[0]: unknown network 'office' (known: local)"),
+        ("[limits]\nlockout_exempt_networks = ['office.example']", "limits.lockout_exempt_networks[0]: 'office.example' is not a network"),
         ("[limits]\nlockout_exempt_networks = '10.0.0.0/8'", "limits.lockout_exempt_networks: must be a list of networks"),
         ("[proxy]\nlogin_trusted_networks = ['10.0.0.5/24']", "proxy.login_trusted_networks[0]: '10.0.0.5/24' is not a network"),
+        ("[auth]\nplaintext_without_tls = ['lan']", "auth.plaintext_without_tls[0]: unknown network 'lan' (known: local)"),
+        ("[networks]\nlan = ['10.0.0.0/8']\n[pop3]\nnetworks = ['lan', 'wan']",
+         "pop3.networks[1]: unknown network 'wan' (known: lan, local)"),
+        ("[imap]\nnetworks = 'lan'", "imap.networks: must be a list of networks"),
+        ("[limits]\nper_ip_exempt_networks = ['office']", "limits.per_ip_exempt_networks[0]: unknown network 'office'"),
+        ("[proxy]\ntrusted = ['balancers']", "proxy.trusted[0]: unknown network 'balancers' (known: local)"),
+        ("[networks]\nlan = ['192.168.0.0/33']", "networks.lan[0]: '192.168.0.0/33' is not a network"),
+        ("[networks]\nlan = ['192.168.1.0/16']", "networks.lan[0]: '192.168.1.0/16' is not a network: 192.168.1.0/16 has host bits set"),
+        ("[networks]\nlan = ['office']", "networks.lan[0]: 'office' is not a network"),
+        ("[networks]\nlan = '10.0.0.0/8'", "networks.lan: must be a list of networks"),
+        ("networks = 1", "networks: must be a table of name = networks, not an integer"),
+        ("[networks]\nlocal = ['10.0.0.0/8']", "networks: 'local' is built in (loopback addresses and UNIX sockets)"),
+        ("[networks]\n'2nd' = ['10.0.0.0/8']", "networks: '2nd' is not a network name"),
+        ("[auth]\nplaintext_without_tls = 'yes'", "auth.plaintext_without_tls: must be true, false or a list of networks, not a string"),
+        ("[auth]\nplaintext_without_tls = ['10.0.0.1/8']", "auth.plaintext_without_tls[0]: '10.0.0.1/8' is not a network"),
+        ("[listeners.legacy]\nprotocol = 'pop3s'", "listeners.legacy: endpoints is missing"),
+        ("[listeners.legacy]\nendpoints = 'tcp:995'", "listeners.legacy: protocol is missing (one of 'pop3', 'imap', 'pop3s', 'imaps')"),
+        ("[listeners.legacy]\nprotocol = 'lmtp'\nendpoints = 'tcp:24'",
+         "listeners.legacy.protocol: must be one of 'pop3', 'imap', 'pop3s', 'imaps', not a string ('lmtp')"),
+        ("[listeners.legacy]\nprotocol = 'pop3s'\nendpoints = 'tcp:995'\ntls_min_version = 1.0",
+         "listeners.legacy.tls_min_version: must be one of '1.0', '1.1', '1.2', '1.3', not a float (1.0)"),
+        ("[listeners.legacy]\nprotocol = 'pop3s'\nendpoints = 'tcp:995'\ntls_min_version = 'SSLv3'",
+         "listeners.legacy.tls_min_version: must be one of '1.0', '1.1', '1.2', '1.3', not a string ('SSLv3')"),
+        ("[listeners.legacy]\nprotocol = 'pop3s'\nendpoints = 'ssl:995'", "listeners.legacy.endpoints: 'ssl:995': use a tcp:"),
+        ("[listeners.legacy]\nprotocol = 'pop3s'\nendpoints = 'tcp:995'\nnetworks = ['lan']",
+         "listeners.legacy.networks[0]: unknown network 'lan' (known: local)"),
+        ("[listeners.legacy]\nprotocol = 'pop3s'\nendpoints = 'tcp:995'\nport = 995",
+         "listeners.legacy.port: unknown key (known: protocol, endpoints, tls_min_version, networks)"),
+        ("[listeners.'old pop']\nprotocol = 'pop3s'\nendpoints = 'tcp:995'",
+         "listeners.old pop: a name is letters, digits, '-' and '_', at most 64"),
+        ("[listeners]\nlegacy = 'tcp:995'", "listeners.legacy: unknown key (known: pop3, imap, lmtp, pop3s, imaps, metrics, [listeners.NAME])"),
+        ("[tls]\nrsa_certificate = ''", "tls: rsa_certificate and rsa_key are a pair: give both, or both \"\""),
+        ("[tls]\nrsa_key = 1", "tls.rsa_key: must be a file path string, not an integer"),
+        ("[store]\nbackend = 'maildir'", "store.backend: must be one of 'sqlite', not a string ('maildir')"),
+        ("[store]\nflag_durability = 'lazy'", "store.flag_durability: must be one of 'batched', 'immediate', not a string"),
+        ("[store]\nflag_durability = true", "store.flag_durability: must be one of 'batched', 'immediate', not a boolean"),
+        ("[store]\npath = '/srv'", "store.path: unknown key (known: backend, flag_durability)"),
     ],
 )
 def test_errors(text, message):
@@ -350,3 +398,93 @@ def test_delete_policy_per_user():
         loads('[pop3]\ndelete_policy_users = { alice = "shred" }\n')
     with pytest.raises(ConfigError, match="delete_policy_users"):
         loads('[pop3]\ndelete_policy_users = "hide"\n')
+
+
+def test_networks_by_name_everywhere_a_list_of_networks_is_asked():
+    config = loads(
+        """
+        [networks]
+        lan = ["192.168.0.0/16", "fd00::/8"]
+        scanners = ["192.168.50.0/24"]
+        balancers = ["10.0.0.2"]
+        [auth]
+        plaintext_without_tls = ["local", "scanners"]
+        [pop3]
+        networks = ["lan"]
+        [imap]
+        networks = ["lan", "203.0.113.0/24"]
+        [limits]
+        lockout_exempt_networks = ["lan"]
+        per_ip_exempt_networks = ["lan"]
+        [proxy]
+        trusted = ["balancers", "127.0.0.1/32"]
+        login_trusted_networks = ["balancers"]
+        """
+    )
+    assert config.networks == (("balancers", ("10.0.0.2",)), ("lan", ("192.168.0.0/16", "fd00::/8")),
+                                ("scanners", ("192.168.50.0/24",)))
+    plaintext = config.plaintext_networks
+    assert "192.168.50.9" in plaintext and "127.0.0.1" in plaintext and "local" in plaintext
+    assert "192.168.51.9" not in plaintext
+    assert "fd00::1" in config.resolve(config.pop3.networks) and "203.0.113.5" not in config.resolve(config.pop3.networks)
+    assert "203.0.113.5" in config.resolve(config.imap.networks)
+    assert "10.0.0.2" in config.resolve(config.proxy.trusted) and "127.0.0.1" in config.resolve(config.proxy.trusted)
+    # Resolved once per list, as the protocols ask at each connection.
+    assert config.resolve(config.pop3.networks) is config.resolve(config.pop3.networks)
+
+
+def test_old_configs_keep_loading():
+    config = loads('[auth]\nplaintext_without_tls = true\n[limits]\nlockout_exempt_networks = ["192.0.2.0/24"]\n')
+    assert "198.51.100.1" in config.plaintext_networks and "local" in config.plaintext_networks
+    assert "192.0.2.9" in config.resolve(config.limits.lockout_exempt_networks)
+    default = Config().plaintext_networks
+    assert "127.0.0.1" in default and "::1" in default and "local" in default and "192.0.2.1" not in default
+
+
+def test_listeners_of_their_own():
+    config = loads(
+        """
+        [networks]
+        lan = ["192.168.0.0/16"]
+        [listeners.legacy]
+        protocol = "pop3s"
+        endpoints = ["tcp:995:interface=192.168.1.10", 'tcp6:995:interface=fd00\\:\\:10']
+        tls_min_version = "1.0"
+        networks = ["lan"]
+        [listeners.scanner-pop3]
+        protocol = "pop3"
+        endpoints = "tcp:110:interface=192.168.50.1"
+        """
+    )
+    (legacy_name, legacy), (scanner_name, scanner) = config.listeners.named
+    assert (legacy_name, scanner_name) == ("legacy", "scanner-pop3")
+    assert legacy == ListenerConfig("pop3s", ("tcp:995:interface=192.168.1.10", "tcp6:995:interface=fd00\\:\\:10"),
+                                    "1.0", ("lan",))
+    assert legacy.legacy_tls and not scanner.legacy_tls
+    assert scanner.tls_min_version == "1.2" and scanner.networks == ()
+    assert dict(config.listeners.endpoint_lists())["legacy.endpoints"] == legacy.endpoints
+    # The built-in lists stay as they were.
+    assert config.listeners.pop3s == () and config.listeners.pop3 == ("tcp:1110:interface=127.0.0.1",)
+
+
+def test_a_second_tls_pair():
+    assert Config().tls.rsa_certificate == "tls/rsa-cert.pem" and Config().tls.rsa_key == "tls/rsa-key.pem"
+    config = loads('[tls]\nrsa_certificate = "/etc/ssl/rsa.pem"\nrsa_key = "/etc/ssl/private/rsa.key"\n')
+    assert (config.tls.rsa_certificate, config.tls.rsa_key) == ("/etc/ssl/rsa.pem", "/etc/ssl/private/rsa.key")
+    assert loads('[tls]\nrsa_certificate = ""\nrsa_key = ""\n').tls.rsa_certificate == ""
+
+
+def test_store_defaults_to_sqlite_with_batched_flags():
+    assert Config().store == StoreConfig("sqlite", "batched")
+
+
+def test_a_tool_reads_the_given_file_else_the_data_dirs_else_the_defaults(tmp_path):
+    assert load_for_tool(tmp_path) == Config()
+    assert not (tmp_path / "gateway.toml").exists()
+    (tmp_path / "gateway.toml").write_text("[store]\nflag_durability = 'immediate'\n")
+    assert load_for_tool(tmp_path).store.flag_durability == "immediate"
+    other = tmp_path / "other.toml"
+    other.write_text("hostname = 'mx.example.org'\n")
+    assert load_for_tool(tmp_path, other).hostname == "mx.example.org"
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_for_tool(tmp_path, tmp_path / "absent.toml")

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from gateway.config import DEFAULT_TOML
+from gateway.config import DEFAULT_TOML, loads
 from tests.serverproc import BIN, ROOT, gateway_command
 
 DEPLOY = ROOT / "deploy"
@@ -190,3 +190,25 @@ def test_grafana_dashboard_parses():
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
             assert target["expr"].count("(") == target["expr"].count(")"), target["expr"]
+
+
+def test_legacy_clients_example_loads_and_is_the_readmes(tmp_path):
+    require_group("postfix")
+    (tmp_path / "run").mkdir()
+    example = (DEPLOY / "legacy-clients.toml.example").read_text()
+    copy = tmp_path / "gateway.toml"
+    copy.write_text(example.replace("/run/gateway/", f"{tmp_path}/run/"))
+    result = subprocess.run(
+        gateway_command("--data", str(tmp_path), "check-config", "--config", str(copy)),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    config = loads(example)
+    legacy = dict(config.listeners.named)["office-legacy"]
+    assert legacy.tls_min_version == "1.0" and "192.168.1.7" in config.resolve(legacy.networks)
+    assert "192.168.50.7" in config.plaintext_networks and "203.0.113.7" not in config.plaintext_networks
+    # README's worked example is this file's config.
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Legacy clients"):]
+    block = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    assert block == example[example.index('hostname = "mail.example.org"'):]

@@ -148,6 +148,29 @@ def test_refused_uidl_format_is_logged(tmp_path, logged):
                for line in texts(logged))
 
 
+def test_networks_reload_where_they_are_read_at_each_login(tmp_path, logged):
+    reloader, live, path, _ = make_reloader(
+        tmp_path, '[networks]\nscanners = ["192.0.2.0/25"]\n[auth]\nplaintext_without_tls = ["scanners"]\n', [])
+    assert "192.0.2.200" not in live.plaintext_networks
+    path.write_text('[networks]\nscanners = ["192.0.2.0/24"]\n[auth]\nplaintext_without_tls = ["scanners"]\n')
+    assert reloader.reload("SIGHUP") is True
+    assert "192.0.2.200" in live.plaintext_networks
+    assert "Config reloaded (SIGHUP): networks" in texts(logged)
+
+
+def test_a_network_a_restart_only_option_still_uses_cannot_go_at_a_reload(tmp_path, logged):
+    text = '[networks]\nbalancers = ["10.0.0.2"]\n[proxy]\ntrusted = ["balancers"]\n'
+    reloader, live, path, _ = make_reloader(tmp_path, text, [])
+    running = live.current
+    # [proxy] keeps its running value until a restart, and it names
+    # "balancers", which the new file no longer has.
+    path.write_text('[proxy]\ntrusted = ["10.0.0.2"]\n')
+    assert reloader.reload("SIGHUP") is False
+    assert live.current is running
+    assert ("Config not reloaded (SIGHUP), keeping the running one: proxy.trusted[0]: "
+            "unknown network 'balancers' (known: local)") in texts(logged)
+
+
 def test_reload_reads_the_users_file(tmp_path, logged):
     reloader, _, _, users = make_reloader(tmp_path, "", [])
     writer = UsersFile(tmp_path / "users")

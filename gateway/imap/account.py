@@ -82,7 +82,7 @@ def avatar_factory(store, config):
         await store.ensure_user(user)
         return Account(store, user), lambda: None
 
-    def factory(user):
+    def factory(user, mind=None):
         if isinstance(user, bytes):
             user = user.decode("utf-8")
         return defer.Deferred.fromCoroutine(make(user))

@@ -3,8 +3,9 @@ Not-authenticated IMAP commands (RFC 3501 6.2): CAPABILITY's list,
 STARTTLS, LOGIN and AUTHENTICATE PLAIN (RFC 4616, SASL-IR RFC 4959), and
 ID (RFC 2971), over the shared login policy (``gateway.policy``):
 
-- plain-text passwords only under TLS, on loopback, or when
-  ``[auth] plaintext_without_tls`` says so (``policy.plaintext``);
+- plain-text passwords only under TLS, or from the networks
+  ``[auth] plaintext_without_tls`` names (this machine by default;
+  ``policy.plaintext``);
   otherwise CAPABILITY shows LOGINDISABLED and no AUTH=PLAIN, and both
   commands answer ``NO [PRIVACYREQUIRED]`` (RFC 3501 6.2.3, RFC 5530 3);
 - the PLAIN response is read by ``policy.sasl``;
@@ -36,7 +37,11 @@ from gateway.policy.addresses import normalise_ip
 from gateway.policy.login import BadCredentials, LockedOut, TooManySessions
 from gateway.policy.plaintext import plaintext_allowed
 
-CAPABILITIES = b"IMAP4rev1 SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE CHILDREN SPECIAL-USE UNSELECT CONDSTORE QRESYNC"
+# XLIST for clients from before SPECIAL-USE (Outlook 2013, old iOS) that
+# look for it here, as Gmail advertised it.
+CAPABILITIES = (
+    b"IMAP4rev1 SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE CHILDREN SPECIAL-USE UNSELECT CONDSTORE QRESYNC XLIST"
+)
 
 PRIVACY_REQUIRED = b"[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
 
@@ -71,7 +76,7 @@ class LoginCommands:
         return self._originating_ip or self.peer_ip
 
     def plaintext_allowed(self) -> bool:
-        return plaintext_allowed(self.transport.getHost(), self.secure, self.config.auth.plaintext_without_tls)
+        return plaintext_allowed(self.peer_ip, self.secure, self.config.plaintext_networks)
 
     def capability_line(self) -> bytes:
         """

@@ -1,6 +1,7 @@
 """
 Mailbox-level IMAP commands (RFC 3501 6.3): CREATE, DELETE, RENAME,
-SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS, APPEND.
+SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS, APPEND; and XLIST, Gmail's LIST
+with special uses from before RFC 6154, for the clients that know only it.
 
 A mixin of ``gateway.imap.server.IMAPServer``: handlers parse their
 arguments with Twisted's parsers and run through ``run_command``.
@@ -23,6 +24,16 @@ _STATUS_ITEMS = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", 
 # Characters in a mailbox name a client may create (Dovecot allows 255 per
 # level); it is shown in every LIST answer, so it is kept short.
 MAX_NAME_LENGTH = 1000
+
+
+# XLIST names for RFC 6154's special uses, as Gmail sent them; INBOX gets
+# \Inbox besides.
+_XLIST_USES = {"\\Junk": "\\Spam", "\\All": "\\AllMail", "\\Flagged": "\\Starred"}
+
+
+def _xlist_attributes(name: str, attributes) -> tuple[str, ...]:
+    named = tuple(_XLIST_USES.get(attribute, attribute) for attribute in attributes)
+    return (*named, "\\Inbox") if name == "INBOX" else named
 
 
 def _list_line(command: bytes, name: str, attributes) -> bytes:
@@ -111,19 +122,24 @@ class MailboxCommands:
     def do_LSUB(self, tag, reference, pattern):
         self.run_command(tag, self._list, reference, pattern, b"LSUB")
 
+    def do_XLIST(self, tag, reference, pattern):
+        self.run_command(tag, self._list, reference, pattern, b"XLIST")
+
     async def _list(self, wire_reference, wire_pattern, command):
         reference = self.mailbox_name(wire_reference) if wire_reference else ""
         pattern = self.mailbox_name(wire_pattern) if wire_pattern else ""
-        if command == b"LIST" and not pattern:
+        if command != b"LSUB" and not pattern:
             # RFC 3501 6.3.8: the hierarchy delimiter and root name.
-            self.sendLine(b'* LIST (\\Noselect) "/" ""')
-            return b"LIST completed"
+            self.sendLine(b'* %s (\\Noselect) "/" ""' % command)
+            return command + b" completed"
         mailboxes = await self.store.list_mailboxes(self.account.user)
         existing = {info.name: info.special_use for info in mailboxes}
-        if command == b"LIST":
+        if command != b"LSUB":
             for name, attributes in wire.list_matches(existing, reference, pattern):
-                self.sendLine(_list_line(b"LIST", name, attributes))
-            return b"LIST completed"
+                if command == b"XLIST":
+                    attributes = _xlist_attributes(name, attributes)
+                self.sendLine(_list_line(command, name, attributes))
+            return command + b" completed"
         subscribed = await self.store.list_subscriptions(self.account.user)
         for name in wire.lsub_matches(subscribed, reference, pattern):
             attributes = () if name in existing else ("\\Noselect",)
@@ -209,5 +225,6 @@ class MailboxCommands:
     auth_UNSUBSCRIBE = select_UNSUBSCRIBE = (do_UNSUBSCRIBE, final_astring)
     auth_LIST = select_LIST = (do_LIST, astring, final_astring)
     auth_LSUB = select_LSUB = (do_LSUB, astring, final_astring)
+    auth_XLIST = select_XLIST = (do_XLIST, astring, final_astring)
     auth_STATUS = select_STATUS = (do_STATUS, astring, status_items)
     auth_APPEND = select_APPEND = (do_APPEND, astring, arg_append)

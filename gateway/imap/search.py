@@ -3,18 +3,22 @@ IMAP SEARCH evaluation: which messages a parsed key (``search_keys.py``)
 matches (RFC 3501 6.4.4).  Pure: no Twisted.  Evaluation walks an explicit
 stack, so the client's nesting never becomes Python recursion.
 
+Evaluating one message is a generator of bounded steps (L{stepper}): BODY
+and TEXT read the stored message a piece at a time along the part tree
+parsed at delivery (L{gateway.mail.bodytext}), so the caller can give the
+reactor a turn between steps however big or deep the message.
+
 The parser's names are re-exported here, so that callers need one import.
 """
 
 from __future__ import annotations
 
 import datetime
-import email
-import email.policy
 import email.utils
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import BinaryIO
 
 import attrs
 
@@ -39,10 +43,17 @@ from gateway.imap.search_keys import (  # noqa: F401  (re-exported)
     TextContains,
     Uids,
     parse_search,
+    search_codec,
     tokenize_search,
 )
 from gateway.imap.sequence import SequenceSet
-from gateway.mail.message import header_values
+from gateway.mail.bodytext import Kind, body_text
+from gateway.mail.fields import header_text, header_values
+from gateway.mail.mimescan import MAX_HEADER
+from gateway.store.model import Part
+
+# A step of TEXT's header matching decodes about this much of the header.
+_HEADER_SLICE = 1 << 16
 
 
 @attrs.frozen
@@ -50,9 +61,11 @@ class SearchMessage:
     """
     What evaluation may look at for one message.
 
-    ``header`` is the top-level header block (from the index); ``body``
-    returns the full stored message (CRLF).  Load them, and ``internaldate``
-    and ``size``, only when ``needs`` says so.
+    ``header`` is the top-level header block (from the index).  ``body`` is
+    the stored message (CRLF), a seekable binary file, and ``parts`` its
+    part tree from the index: BODY and TEXT read the file along the tree.
+    Load them, and ``internaldate``, ``size`` and ``modseq``, only when
+    ``needs`` says so.
     """
 
     seq: int
@@ -62,7 +75,8 @@ class SearchMessage:
     size: int | None
     recent: bool
     header: bytes | None = None
-    body: Callable[[], bytes] | None = None
+    body: BinaryIO | None = None
+    parts: Part | None = None
     modseq: int | None = None
 
 
@@ -87,8 +101,9 @@ def _children(key: SearchKey) -> tuple[SearchKey, ...]:
 
 def needs(key: SearchKey) -> frozenset[str]:
     """
-    Which of ``"record"`` (INTERNALDATE, size, modseq), ``"header"`` and ``"body"``
-    must be loaded to evaluate ``key``.
+    Which of ``"record"`` (INTERNALDATE, size, modseq), ``"header"`` and
+    ``"body"`` (the message file and its part tree) must be loaded to
+    evaluate ``key``.
     """
     wanted: set[str] = set()
     stack = [key]
@@ -114,18 +129,32 @@ def matches(
 ) -> bool:
     """
     Whether ``msg`` matches ``key`` when the mailbox's largest sequence
-    number is ``largest_seq`` and its largest UID ``largest_uid``.
+    number is ``largest_seq`` and its largest UID ``largest_uid``; all
+    steps at once.
     """
-    return _Evaluator(largest_seq, largest_uid).matches(key, msg)
+    return run(stepper(key, largest_seq, largest_uid)(msg))
 
 
-def matcher(key: SearchKey, largest_seq: int, largest_uid: int) -> Callable[[SearchMessage], bool]:
+def run(steps: Generator[None, None, bool]) -> bool:
+    """Take every step of an evaluation; its answer."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def stepper(
+    key: SearchKey, largest_seq: int, largest_uid: int
+) -> Callable[[SearchMessage], Generator[None, None, bool]]:
     """
-    L{matches} for many messages of one mailbox state: sequence sets are
-    resolved once, not once per message.
+    For many messages of one mailbox state: the evaluation of ``key`` on
+    one message as a generator that yields between bounded steps (a piece
+    of a body, a slice of a header) and returns whether it matches.
+    Sequence sets are resolved once, not once per message.
     """
-    evaluator = _Evaluator(largest_seq, largest_uid)
-    return lambda msg: evaluator.matches(key, msg)
+    evaluator = _Evaluator(key, largest_seq, largest_uid)
+    return evaluator.steps
 
 
 def flag_matcher(key: SearchKey) -> Callable[[frozenset[str], bool], bool] | None:
@@ -138,14 +167,14 @@ def flag_matcher(key: SearchKey) -> Callable[[frozenset[str], bool], bool] | Non
     """
     if not _flags_only(key):
         return None
-    evaluator = _Evaluator(0, 0)
+    evaluator = _Evaluator(key, 0, 0)
     answers: dict[tuple[frozenset[str], bool], bool] = {}
 
     def match(flags: frozenset[str], recent: bool) -> bool:
         answer = answers.get((flags, recent))
         if answer is None:
             msg = SearchMessage(seq=0, uid=0, flags=flags, internaldate=None, size=None, recent=recent)
-            answer = answers[flags, recent] = evaluator.matches(key, msg)
+            answer = answers[flags, recent] = run(evaluator.steps(msg))
         return answer
 
     return match
@@ -170,28 +199,49 @@ def evaluate(
     """
     The sequence numbers of the matching messages, ascending.
     """
-    evaluator = _Evaluator(largest_seq, largest_uid)
-    return sorted(msg.seq for msg in messages if evaluator.matches(key, msg))
+    steps = stepper(key, largest_seq, largest_uid)
+    return sorted(msg.seq for msg in messages if run(steps(msg)))
+
+
+def _text_needles(key: SearchKey) -> tuple[frozenset[str], frozenset[str]]:
+    """
+    The case-folded strings of every BODY and TEXT key in ``key``, for the
+    body text, and of the TEXT keys, white space squashed, for the MIME
+    headers.
+    """
+    body, header = set(), set()
+    stack = [key]
+    while stack:
+        key = stack.pop()
+        if isinstance(key, (BodyContains, TextContains)):
+            body.add(key.value.casefold())
+        if isinstance(key, TextContains):
+            header.add(_squash(key.value.casefold()))
+        stack.extend(_children(key))
+    return frozenset(body), frozenset(header)
 
 
 class _Evaluator:
     """
-    Evaluates keys against messages of one mailbox state; resolves each
+    Evaluates one key against messages of one mailbox state; resolves each
     sequence set once, not once per message.
     """
 
-    def __init__(self, largest_seq: int, largest_uid: int) -> None:
+    def __init__(self, key: SearchKey, largest_seq: int, largest_uid: int) -> None:
+        self.key = key
         self.largest_seq = largest_seq
         self.largest_uid = largest_uid
+        # One pass over a body answers every BODY and TEXT key at once.
+        self.body_needles, self.header_needles = _text_needles(key)
         # Keyed by set and largest: "2:*" differs as sequence numbers and UIDs.
         self.resolved: dict[tuple[SequenceSet, int], tuple[list[int], list[int]]] = {}
 
-    def matches(self, root: SearchKey, msg: SearchMessage) -> bool:
-        text = _MessageText(msg.header, msg.body)
+    def steps(self, msg: SearchMessage) -> Generator[None, None, bool]:
+        text = _MessageText(msg, self.body_needles, self.header_needles)
         # Each frame is [key, index of the next child to evaluate]; And and
         # Or stop at the first child that decides them.
         stack: list[list] = []
-        key = root
+        key = self.key
         while True:
             if isinstance(key, (And, Or, Not)):
                 stack.append([key, 1])
@@ -200,6 +250,15 @@ class _Evaluator:
                     continue
                 result = True  # an empty And; parse_search never builds one
                 stack.pop()
+            elif isinstance(key, BodyContains):
+                result = yield from text.contains(Kind.BODY, key.value.casefold())
+            elif isinstance(key, TextContains):
+                # RFC 3501 6.4.4: the header or the body; as in Dovecot, the
+                # MIME headers of the parts are header text too.
+                needle = key.value.casefold()
+                result = ((yield from text.header_contains(_squash(needle)))
+                          or (yield from text.contains(Kind.BODY, needle))
+                          or (yield from text.contains(Kind.MIME_HEADER, _squash(needle))))
             else:
                 result = self.leaf(key, msg, text)
             while stack:
@@ -232,11 +291,6 @@ class _Evaluator:
                 needle in _squash(value.casefold())
                 for value in text.header_values(key.field)
             )
-        if isinstance(key, BodyContains):
-            return text.body_contains(key.value.casefold())
-        if isinstance(key, TextContains):
-            needle = key.value.casefold()
-            return _squash(needle) in text.header_text() or text.body_contains(needle)
         if isinstance(key, InternalDate):
             return _compare(msg.internaldate.date(), key.comparison, key.date)
         if isinstance(key, SentDate):
@@ -291,34 +345,34 @@ def _sent_date(values: list[str]) -> datetime.date | None:
 
 class _MessageText:
     """
-    The decoded text of one message, worked out once and only if asked.
+    The text of one message, worked out once and only if asked.
 
-    Header values come from ``gateway.mail.message.header_values`` (unfolded,
-    RFC 2047-decoded).  The body text is every text/* part, transfer- and
-    charset-decoded (as Dovecot does; RFC 3501 6.4.4 lets us skip other
-    media types), plus the header of each attached message/rfc822.
+    Header values are unfolded and RFC 2047-decoded
+    (L{gateway.mail.header.header_values}); TEXT reads the header a slice of
+    fields per step.  The rest of the message is searched once for every
+    BODY and TEXT string of the key, a piece per step
+    (L{gateway.mail.bodytext.body_text}): ``body_needles`` in the body
+    text, ``header_needles`` (TEXT's, white space squashed) in the MIME
+    headers of the parts.
     """
 
-    def __init__(self, header: bytes | None, body: Callable[[], bytes] | None):
-        self._header = header
-        self._body = body
-        self._message: bytes | None = None
+    def __init__(self, msg: SearchMessage, body_needles: frozenset[str],
+                 header_needles: frozenset[str]):
+        self._msg = msg
+        self._body_needles = body_needles
+        self._header_needles = header_needles
+        self._header = msg.header
         self._values: dict[str, list[str]] = {}
         self._header_text: str | None = None
-        self._body_texts: list[str] | None = None
-
-    def message(self) -> bytes:
-        if self._message is None:
-            if self._body is None:
-                raise ValueError("search needs the message body: see needs()")
-            self._message = self._body()
-        return self._message
+        self._found: dict[Kind, frozenset[str]] | None = None
 
     def header(self) -> bytes:
         if self._header is None:
-            if self._body is None:
+            msg = self._msg
+            if msg.body is None or msg.parts is None:
                 raise ValueError("search needs the message header: see needs()")
-            self._header = self.message().partition(b"\r\n\r\n")[0] + b"\r\n"
+            msg.body.seek(0)
+            self._header = msg.body.read(min(msg.parts.body_start, MAX_HEADER))
         return self._header
 
     def header_values(self, name: str) -> list[str]:
@@ -327,18 +381,70 @@ class _MessageText:
             self._values[name] = header_values(self.header(), name)
         return self._values[name]
 
-    def header_text(self) -> str:
+    def header_contains(self, needle: str) -> Generator[None, None, bool]:
         if self._header_text is None:
-            self._header_text = _squash(_header_text(self.header()).casefold())
-        return self._header_text
+            pieces = []
+            for piece in _slices(self.header()):
+                pieces.append(_squash(header_text(piece).casefold()))
+                yield
+            self._header_text = "\n".join(pieces)
+        return needle in self._header_text
 
-    def body_contains(self, needle: str) -> bool:
-        if self._body_texts is None:
-            self._body_texts = [text.casefold() for text in _body_texts(self.message())]
-        return any(needle in text for text in self._body_texts)
+    def contains(self, kind: Kind, needle: str) -> Generator[None, None, bool]:
+        """Whether ``needle`` is in the body text or the MIME headers."""
+        if self._found is None:
+            msg = self._msg
+            if msg.body is None or msg.parts is None:
+                raise ValueError("search needs the message body and parts: see needs()")
+            pieces = body_text(msg.parts, msg.body, mime_headers=bool(self._header_needles))
+            self._found = yield from _find(
+                {Kind.BODY: self._body_needles, Kind.MIME_HEADER: self._header_needles}, pieces)
+        return needle in self._found[kind]
 
 
-_FIELD_NAME = re.compile(rb"^([^\s:]+)[ \t]*:", re.MULTILINE)
+def _find(needles: dict[Kind, frozenset[str]], pieces) -> Generator[None, None, dict[Kind, frozenset[str]]]:
+    """
+    Which ``needles`` (case-folded) of each kind occur in the texts of that
+    kind in ``pieces`` (L{body_text}), a piece per step; MIME header text
+    is matched with its white space squashed.  The empty string occurs in
+    every message.
+    """
+    found = {kind: {needle for needle in wanted if not needle} for kind, wanted in needles.items()}
+    wanted = {kind: set(needles[kind]) - found[kind] for kind in needles}
+    # A match may straddle two pieces of one text: keep enough of the last.
+    overlap = max((len(needle) for each in wanted.values() for needle in each), default=1) - 1
+    tail = ""
+    for kind, piece in pieces:
+        if not any(wanted.values()):
+            break
+        if piece is None:
+            tail = ""
+            continue
+        if wanted[kind]:
+            text = piece.casefold()
+            window = tail + (_squash(text) if kind is Kind.MIME_HEADER else text)
+            hits = {needle for needle in wanted[kind] if needle in window}
+            found[kind] |= hits
+            wanted[kind] -= hits
+            tail = window[len(window) - overlap:] if overlap else ""
+        yield
+    return {kind: frozenset(each) for kind, each in found.items()}
+
+
+def _slices(header: bytes) -> Iterator[bytes]:
+    """The header in slices of whole fields, about _HEADER_SLICE each."""
+    start = 0
+    while start < len(header):
+        # A slice ends before a line that starts a field, not inside one.
+        found = _FIELD_START.search(header, start + _HEADER_SLICE)
+        end = len(header) if found is None else found.start() + 1
+        yield header[start:end]
+        start = end
+
+
+_FIELD_START = re.compile(rb"\n(?![ \t])")
+
+
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -349,30 +455,3 @@ def _squash(text: str) -> str:
     tab).  Applied to the search string and the header text alike.
     """
     return _WHITESPACE.sub(" ", text)
-
-
-def _header_text(header: bytes) -> str:
-    """Every field as "name: decoded value", a line each, for TEXT."""
-    names = dict.fromkeys(
-        match[1].decode("latin-1").casefold()
-        for match in _FIELD_NAME.finditer(header.partition(b"\r\n\r\n")[0])
-    )
-    return "\n".join(
-        f"{name}: {value}" for name in names for value in header_values(header, name)
-    )
-
-
-def _body_texts(message: bytes) -> list[str]:
-    texts = []
-    for part in email.message_from_bytes(message, policy=email.policy.compat32).walk():
-        if part.get_content_type() == "message/rfc822" and part.is_multipart():
-            for attached in part.get_payload():
-                header = "".join(f"{name}: {value}\r\n" for name, value in attached.items())
-                texts.append(_header_text(header.encode("utf-8", "surrogateescape")))
-        elif part.get_content_maintype() == "text" and not part.is_multipart():
-            payload = part.get_payload(decode=True) or b""
-            try:
-                texts.append(payload.decode(part.get_content_charset() or "utf-8", "replace"))
-            except (LookupError, ValueError, TypeError):
-                texts.append(payload.decode("utf-8", "replace"))
-    return texts

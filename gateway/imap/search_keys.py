@@ -6,8 +6,9 @@ The input is the token list Twisted's ``IMAP4Server.arg_searchkeys`` builds
 (``parseNestedParens``), or ``tokenize_search`` here: atoms, quoted strings
 and literals all arrive as ``bytes`` (from Twisted ``NIL`` as ``None``), and
 each parenthesised group as a nested ``list``.  ``CHARSET`` is taken off by
-Twisted's ``opt_charset`` before we see the tokens; the caller checks it
-against ``SUPPORTED_CHARSETS`` and answers ``NO [BADCHARSET]``.
+Twisted's ``opt_charset`` before we see the tokens; the caller asks
+``search_codec`` for it (``NO [BADCHARSET]`` when there is none) and hands
+the codec to ``parse_search``, which decodes the strings with it.
 
 Parsing does not recurse on the client's nesting: it walks explicit stacks,
 so ``NOT NOT NOT ...`` or ``((((...))))`` ten thousand deep is refused with
@@ -29,8 +30,24 @@ from gateway.imap.sequence import (
     parse_sequence_set,
 )
 from gateway.imap.wire import BadDateTime, parse_date
+from gateway.mail.decode import text_codec
 
+# The charsets BADCHARSET lists (RFC 3501 6.4.4: US-ASCII must be there);
+# any charset Python decodes is accepted, as Dovecot accepts any iconv knows.
 SUPPORTED_CHARSETS = frozenset({"US-ASCII", "UTF-8"})
+
+
+def search_codec(charset: bytes | str | None) -> str | None:
+    """
+    The codec that decodes the strings of ``SEARCH CHARSET charset``
+    (UTF-8 without one, and for US-ASCII, its subset), or None when the
+    charset is unknown.
+    """
+    if charset is None:
+        return "utf-8"
+    if isinstance(charset, bytes):
+        charset = charset.decode("ascii", "replace")
+    return text_codec(charset)
 
 
 class SearchSyntaxError(ValueError):
@@ -253,11 +270,18 @@ def tokenize_search(line: bytes, max_depth: int = 100) -> list:
 
 
 class _Tokens:
-    """One token list (the whole query, or one parenthesised group)."""
+    """
+    One token list (the whole query, or one parenthesised group), and the
+    codec of its strings.
+    """
 
-    def __init__(self, tokens: list) -> None:
+    def __init__(self, tokens: list, codec: str) -> None:
         self.tokens = tokens
+        self.codec = codec
         self.position = 0
+
+    def string(self, wanted: str) -> str:
+        return _string(self.next(wanted), self.codec)
 
     def exhausted(self) -> bool:
         return self.position >= len(self.tokens)
@@ -279,9 +303,10 @@ class _Pending:
     operands: list = attrs.Factory(list)
 
 
-def parse_search(tokens, max_depth: int = 100, max_keys: int = 10_000) -> SearchKey:
+def parse_search(tokens, max_depth: int = 100, max_keys: int = 10_000, codec: str = "utf-8") -> SearchKey:
     """
-    Build the key tree for a SEARCH command's criteria.
+    Build the key tree for a SEARCH command's criteria, their strings
+    decoded with ``codec`` (``search_codec``).
 
     ``max_depth`` bounds the nesting of groups, NOT and OR together;
     ``max_keys`` the number of keys.  Raises ``SearchSyntaxError`` for
@@ -291,7 +316,7 @@ def parse_search(tokens, max_depth: int = 100, max_keys: int = 10_000) -> Search
         raise SearchSyntaxError("search criteria must be a list of tokens")
     if not tokens:
         raise SearchSyntaxError("missing search key")
-    stack = [_Pending("group", _Tokens(tokens))]
+    stack = [_Pending("group", _Tokens(tokens, codec))]
     keys = 0
     while True:
         pending = stack[-1]
@@ -316,7 +341,7 @@ def parse_search(tokens, max_depth: int = 100, max_keys: int = 10_000) -> Search
             if keys > max_keys:
                 raise SearchSyntaxError(f"more than {max_keys} search keys")
             if isinstance(token, list):
-                kind, nested = "group", _Tokens(token)
+                kind, nested = "group", _Tokens(token, codec)
             else:
                 name = _atom(token).upper()
                 if name in ("NOT", "OR"):
@@ -339,16 +364,14 @@ def _leaf(name: str, tokens: _Tokens) -> SearchKey:
     if name in _SIMPLE_KEYS:
         return _SIMPLE_KEYS[name]
     if name in _ENVELOPE_FIELDS:
-        return HeaderContains(
-            _ENVELOPE_FIELDS[name], _string(tokens.next(f"string after {name}"))
-        )
+        return HeaderContains(_ENVELOPE_FIELDS[name], tokens.string(f"string after {name}"))
     if name == "HEADER":
-        field = _string(tokens.next("field name after HEADER"))
-        return HeaderContains(field, _string(tokens.next("string after HEADER")))
+        field = tokens.string("field name after HEADER")
+        return HeaderContains(field, tokens.string("string after HEADER"))
     if name == "BODY":
-        return BodyContains(_string(tokens.next("string after BODY")))
+        return BodyContains(tokens.string("string after BODY"))
     if name == "TEXT":
-        return TextContains(_string(tokens.next("string after TEXT")))
+        return TextContains(tokens.string("string after TEXT"))
     if name in ("KEYWORD", "UNKEYWORD"):
         keyword = _string(tokens.next(f"flag after {name}"))
         if not keyword:
@@ -409,17 +432,17 @@ def _atom(token, refusal: str = "unknown search key") -> str:
                             f"unexpected token {_show(token)}")
 
 
-def _string(token) -> str:
-    """An astring argument; the caller has accepted the charset."""
+def _string(token, codec: str = "utf-8") -> str:
+    """An astring argument, decoded with the codec of the charset."""
     if token is None:
         return "NIL"
     if isinstance(token, str):
         return token
     if isinstance(token, bytes):
         try:
-            return token.decode("utf-8")
+            return token.decode(codec)
         except UnicodeDecodeError:
-            raise SearchSyntaxError("search string is not valid UTF-8") from None
+            raise SearchSyntaxError(f"search string is not valid {codec.upper()}") from None
     raise SearchSyntaxError("expected a string, got a parenthesised list"
                             if isinstance(token, list) else
                             f"unexpected token {_show(token)}")

@@ -24,6 +24,7 @@ from gateway.imap.errors import CommandError, bad
 from gateway.imap.mailboxes import final_astring
 from gateway.imap.output import CHUNK, Output
 from gateway.imap.sequence import SequenceSetError, format_sequence_set, parse_sequence_set
+from gateway.imap.slices import Slices
 from gateway.imap.view import format_flags
 from gateway.store.interfaces import MessageExpunged, NoSuchMailbox
 
@@ -127,10 +128,11 @@ class SelectedCommands:
         self.run_command(tag, self._search, charset, tokens, bool(uid), allow_expunge=False)
 
     async def _search(self, charset, tokens, by_uid):
-        if charset is not None and charset.decode("ascii", "replace").upper() not in search.SUPPORTED_CHARSETS:
+        codec = search.search_codec(charset)
+        if codec is None:
             raise CommandError(b"[BADCHARSET (US-ASCII UTF-8)] Unsupported charset")
         try:
-            key = search.parse_search(tokens, max_depth=self.config.limits.max_nesting)
+            key = search.parse_search(tokens, max_depth=self.config.limits.max_nesting, codec=codec)
         except search.SearchSyntaxError:
             raise bad(b"Invalid search criteria") from None
         view = self.view
@@ -163,9 +165,12 @@ class SelectedCommands:
         """
         Sequence numbers of the (seq, UID) pairs ``live`` that match ``key``,
         and the highest modseq among them (0 unless ``needs`` has "record").
+        Evaluation runs in slices: a big or deep message, or a big mailbox,
+        never holds the reactor for long.
         """
         view = self.view
-        matches = search.matcher(key, view.exists, view.largest_uid)
+        steps = search.stepper(key, view.exists, view.largest_uid)
+        slices = Slices(self.reactor)
         found = []
         highest = 0
         for start in range(0, len(live), _BATCH):
@@ -173,7 +178,7 @@ class SelectedCommands:
             records = structures = None
             if "record" in needs:
                 records = {r.uid: r for r in await self.store.get_records(view.mailbox_id, [uid for _, uid in batch])}
-            if "header" in needs:
+            if "header" in needs or "body" in needs:
                 structures = await self.store.get_structures(view.mailbox_id, [uid for _, uid in batch])
             for seq, uid in batch:
                 record = structure = None
@@ -199,10 +204,11 @@ class SelectedCommands:
                         recent=view.is_recent(uid),
                         header=structure.header if structure is not None else None,
                         # Read only if the evaluation gets that far.
-                        body=opened.read if opened is not None else None,
+                        body=opened,
+                        parts=structure.root if structure is not None else None,
                         modseq=record.modseq if record is not None else None,
                     )
-                    if matches(candidate):
+                    if await slices.run(steps(candidate)):
                         found.append(seq)
                         if record is not None:
                             highest = max(highest, record.modseq)

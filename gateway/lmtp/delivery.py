@@ -3,7 +3,8 @@ Local delivery: one message into one user's mailbox.
 
 ``deliver`` is shared by the LMTP listener and the ``gateway deliver`` MDA
 (``gateway.ops.mda``).  ``GroupCommit`` is ``deliver`` for the LMTP listener:
-what its sessions deliver in one reactor turn shares one index commit.
+what its sessions deliver in one reactor turn goes to the store together,
+and the store's writer commits it in one group.
 """
 
 from __future__ import annotations
@@ -51,10 +52,12 @@ class GroupCommit:
     """
     ``deliver`` for the LMTP listener, with group commit: the deliveries
     asked for in one reactor turn, by one session (all recipients of a
-    message) or several, go to the store in one ``append_many`` call.  Each
-    body is still fsynced on its own, but they share one index commit (one
-    WAL fsync) and one fsync per mailbox directory, and none is answered
-    before that commit (DESIGN.md, durability).
+    message) or several, go to the store in one ``append_many`` call, which
+    the store's writer commits as one group (its only commit mechanism:
+    this decides what arrives together).  Each message's body is fsynced
+    once, however many recipients share it; they share one index commit
+    (one WAL fsync) and one fsync per mailbox directory, and none is
+    answered before that commit (DESIGN.md, durability).
 
     A store that does not provide ``IGroupCommitStore`` gets one ``append``
     per delivery, at once; ``batching`` says which, since only batched deliveries may be

@@ -176,10 +176,11 @@ class MessageTooBig(LmtpError):
     code, status, text = 552, b"5.3.4", b"Message size exceeds fixed maximum message size"
 
 
-class MailboxFull(LmtpError):
-    # Dovecot answers a full disk or quota as a full mailbox (4.2.2); either
-    # way the MTA keeps the message and retries.
-    code, status, text = 452, b"4.2.2", b"Mailbox is full, try again later"
+class MailSystemFull(LmtpError):
+    # RFC 3463 3.4: X.3.1 "Mail system full", not X.2.2 (one user's quota):
+    # the store's disk is full for every recipient.  The MTA keeps the
+    # message and retries.
+    code, status, text = 452, b"4.3.1", b"Mail system full, try again later"
 
 
 class TryLater(LmtpError):

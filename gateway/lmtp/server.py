@@ -60,9 +60,10 @@ from twisted.mail import smtp
 from gateway.lmtp import replies
 from gateway.lmtp.delivery import GroupCommit
 from gateway.lmtp.recipients import MAX_ADDRESS, MAX_LOCAL_PART, Recipient, header_safe, resolve_recipient
-from gateway.lmtp.trace import PrefixedMessage, Transaction, helo_domain, trace_fields, transaction_id
+from gateway.lmtp.trace import Transaction, helo_domain, trace_fields, transaction_id
 from gateway.net import metrics
-from gateway.store.interfaces import TemporaryFailure
+from gateway.store.interfaces import StoreFull, TemporaryFailure
+from gateway.store.traced import TracedMessage
 
 log = Logger()
 
@@ -129,17 +130,17 @@ def _peer_ip(address) -> str | None:
         return None
 
 
-def _disk_full(cause: BaseException | None) -> bool:
-    if isinstance(cause, OSError):
-        return cause.errno in (errno.ENOSPC, errno.EDQUOT)
-    # The index's own "database or disk is full" (sqlite3.OperationalError).
-    return getattr(cause, "sqlite_errorname", None) == "SQLITE_FULL"
+def _disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError):
+        # The DATA spool's own disk.
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(error, StoreFull)
 
 
-def _temporary_failure(cause: BaseException | None) -> replies.LmtpError:
+def _temporary_failure(error: BaseException) -> replies.LmtpError:
     """The reply to a delivery the store could not take now."""
-    if _disk_full(cause):
-        return replies.MailboxFull()
+    if _disk_full(error):
+        return replies.MailSystemFull()
     return replies.TryLater()
 
 
@@ -536,7 +537,9 @@ class LMTPServer(smtp.SMTP):
             self._delivered()
 
     def _start_delivery(self, spool, transaction: Transaction, recipient: Recipient) -> defer.Deferred:
-        message = PrefixedMessage(trace_fields(transaction, recipient.address), spool)
+        # Every copy's own fields on top of the spool they share, which the
+        # store reads (and parses) once for them all.
+        message = TracedMessage(trace_fields(transaction, recipient.address), spool)
         return defer.Deferred.fromCoroutine(
             self._deliveries.deliver(recipient.user, message, recipient.mailbox, special_use=not recipient.detail)
         )
@@ -549,7 +552,7 @@ class LMTPServer(smtp.SMTP):
             log.warn("Delivery to {user} deferred: {error}", user=recipient.user, error=str(e))
             metrics.count_delivery("tempfail")
             metrics.count_store_error("deliver")
-            return _temporary_failure(e.__cause__)
+            return _temporary_failure(e)
         except Exception:
             log.failure("While delivering to {user}", user=recipient.user)
             metrics.count_delivery("error")
@@ -598,10 +601,8 @@ class LMTPFactory(protocol.ServerFactory):
 
 def build_factory(store, users, config, reactor) -> LMTPFactory:
     """
-    The LMTP listener's factory for ``service.py``.  A store with a ``root``
-    on disk (the SQLite store) gets the DATA spool in its own ``tmp/``.
+    The LMTP listener's factory for ``service.py``.  DATA is spooled in the
+    store's ``spool_directory`` (its own disk, where it has one).
     """
-    root = getattr(store, "root", None)
-    spool_dir = None if root is None else Path(root) / "tmp"
-    return LMTPFactory(store, users, config.hostname, reactor, SessionLimits.from_config(config), spool_dir,
-                       config.lmtp.save_to_detail_mailbox)
+    return LMTPFactory(store, users, config.hostname, reactor, SessionLimits.from_config(config),
+                       store.spool_directory, config.lmtp.save_to_detail_mailbox)

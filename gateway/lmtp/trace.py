@@ -132,29 +132,3 @@ def trace_fields(transaction: Transaction, recipient: bytes) -> bytes:
         + b"Delivered-To: " + recipient + b"\r\n"
         + received(transaction, recipient)
     )
-
-
-class PrefixedMessage:
-    """
-    The per-recipient trace headers followed by the spooled message, read by
-    the store in chunks; nothing is copied per recipient.  The recipients of
-    one message share the spool, so each rewinds it when it starts reading:
-    the store reads them one after the other.
-    """
-
-    def __init__(self, prefix: bytes, spool):
-        self._prefix = prefix
-        self._spool = spool
-        self._started = False
-
-    def read(self, size: int = -1) -> bytes:
-        if not self._started:
-            self._started = True
-            self._spool.seek(0)
-        if self._prefix:
-            if size < 0:
-                chunk, self._prefix = self._prefix + self._spool.read(), b""
-                return chunk
-            chunk, self._prefix = self._prefix[:size], self._prefix[size:]
-            return chunk
-        return self._spool.read(size)

@@ -1,8 +1,8 @@
 """
 Header syntax for L{gateway.mail.message}: RFC 5322 tokens, addresses and MIME
 parameters the way Dovecot's lib-mail reads them, IMAP strings the way
-Dovecot writes them, the ENVELOPE (RFC 3501 7.4.2), and header field
-selection and RFC 2047 decoding for FETCH and SEARCH.
+Dovecot writes them, and the ENVELOPE (RFC 3501 7.4.2).  Finding fields in a
+header block is L{gateway.mail.fields}.
 
 Pure: no Twisted.  Header text is handled as latin-1 so that every byte of a
 raw header reaches the wire unchanged.
@@ -10,51 +10,7 @@ raw header reaches the wire unchanged.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
-
-ENVELOPE_HEADERS = frozenset(
-    {"date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc",
-     "in-reply-to", "message-id"}
-)
-
-
-def unfold(raw):
-    """RFC 5322 2.2.3: drop the line breaks, keep the whitespace after them."""
-    return raw.replace(b"\r\n", b"").replace(b"\n", b"")
-
-
-def parse_fields(lines):
-    """(lower-case name, unfolded value) pairs; values as latin-1 text so
-    that every byte survives to the wire unchanged."""
-    fields = []
-    name = None
-    value = []
-    for line in lines:
-        if line[:1] in (b" ", b"\t") and name is not None:
-            value.append(line)
-            continue
-        if name is not None:
-            fields.append((name, unfold(b"".join(value)).decode("latin-1")))
-        colon = line.find(b":")
-        if colon < 0:
-            name = None
-            continue
-        name = line[:colon].strip().decode("latin-1").lower()
-        value = [line[colon + 1:].lstrip(b" \t")]
-    if name is not None:
-        fields.append((name, unfold(b"".join(value)).decode("latin-1")))
-    return fields
-
-
-def envelope_fields(fields):
-    """The first value of each ENVELOPE header."""
-    found = {}
-    for name, value in fields:
-        if name in ENVELOPE_HEADERS and name not in found:
-            found[name] = value
-    return found
 
 
 def param(params, key):
@@ -477,7 +433,12 @@ class _Addresses(Rfc822Parser):
         return ret
 
 
-def _addresses(value):
+def addresses(value):
+    """
+    The address list of a header value (From, To, ...) as Dovecot reads it:
+    (name, route, mailbox, domain) tuples, groups opened and closed by
+    marker tuples (RFC 3501 7.4.2); None for an absent or empty value.
+    """
     if value is None:
         return None
     return _Addresses(value).parse() or None
@@ -539,104 +500,17 @@ def _address_list(addresses):
 def envelope(fields):
     """RFC 3501 7.4.2 ENVELOPE; Sender and Reply-To default to From."""
     get = fields.get
-    sender = _addresses(get("from"))
+    sender = addresses(get("from"))
     subject = get("subject")
     return "(%s %s %s %s %s %s %s %s %s %s)" % (
         nstring(get("date")),
         "NIL" if subject is None else human_string(subject),
         _address_list(sender),
-        _address_list(_addresses(get("sender")) or sender),
-        _address_list(_addresses(get("reply-to")) or sender),
-        _address_list(_addresses(get("to"))),
-        _address_list(_addresses(get("cc"))),
-        _address_list(_addresses(get("bcc"))),
+        _address_list(addresses(get("sender")) or sender),
+        _address_list(addresses(get("reply-to")) or sender),
+        _address_list(addresses(get("to"))),
+        _address_list(addresses(get("cc"))),
+        _address_list(addresses(get("bcc"))),
         nstring(get("in-reply-to")),
         nstring(get("message-id")),
     )
-
-
-
-def _header_fields_raw(header):
-    """Split a header block into (lower-case name, raw bytes) per field."""
-    fields = []
-    for line in header.splitlines(keepends=True):
-        if line in (b"\r\n", b"\n"):
-            break
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1][1].append(line)
-            continue
-        colon = line.find(b":")
-        name = (line[:colon] if colon >= 0 else line).strip().lower()
-        fields.append((name, [line]))
-    return fields
-
-
-def header_fields(header: bytes, names: list[str], exclude: bool) -> bytes:
-    """
-    BODY[HEADER.FIELDS (names)] (or .NOT when ``exclude``): the matching
-    fields with their continuation lines, in order, then the blank line
-    (RFC 3501 6.4.5 includes it).  Matching is case-insensitive, exact.
-    """
-    wanted = {name.lower().encode("latin-1", "replace") for name in names}
-    out = [
-        b"".join(lines)
-        for name, lines in _header_fields_raw(header)
-        if (name in wanted) != exclude
-    ]
-    out.append(b"\r\n")
-    return b"".join(out)
-
-
-_ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
-_QP_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
-
-
-def _decode_word(match):
-    charset, encoding, payload = match.groups()
-    charset = charset.split(b"*", 1)[0].decode("ascii", "replace")
-    try:
-        if encoding in b"bB":
-            raw = base64.b64decode(payload + b"=" * (-len(payload) % 4))
-        else:
-            raw = _QP_HEX.sub(lambda m: bytes([int(m.group(1), 16)]),
-                              payload.replace(b"_", b" "))
-        return raw.decode(charset, "replace")
-    except (binascii.Error, LookupError, ValueError):
-        return None
-
-
-def _decode_2047(raw):
-    """RFC 2047: decode encoded-words; whitespace between two of them goes
-    (6.2); undecodable words and the text around stay as they are."""
-    out = []
-    pos = 0
-    last_was_word = False
-    for match in _ENCODED_WORD.finditer(raw):
-        between = raw[pos:match.start()]
-        decoded = _decode_word(match)
-        if decoded is None:
-            out.append((between + match.group(0)).decode("utf-8", "replace"))
-            last_was_word = False
-        else:
-            if not (last_was_word and not between.strip(b" \t")):
-                out.append(between.decode("utf-8", "replace"))
-            out.append(decoded)
-            last_was_word = True
-        pos = match.end()
-    out.append(raw[pos:].decode("utf-8", "replace"))
-    return "".join(out)
-
-
-def header_values(header: bytes, name: str) -> list[str]:
-    """
-    Every value of the header field ``name``, unfolded, trimmed and with
-    RFC 2047 encoded-words decoded: what header SEARCH matches against.
-    """
-    wanted = name.lower().encode("latin-1", "replace")
-    values = []
-    for field, lines in _header_fields_raw(header):
-        if field == wanted:
-            raw = unfold(b"".join(lines))
-            value = raw[raw.find(b":") + 1:].strip(b" \t")
-            values.append(_decode_2047(value))
-    return values

@@ -9,217 +9,52 @@ prefix match) ends a part, Content-* headers count only in MIME parts, header
 values go out raw (RFC 2047 words not decoded), and broken input gives a
 structure, never an exception.
 
-The message is read in chunks: only headers are held in memory, bodies are
-only searched for boundary lines, so a 50 MB attachment costs a few chunks.
-Header syntax (addresses, parameters, IMAP strings) is in
-L{gateway.mail.header}.
+Hostile mail is bounded as in Dovecot's message-parser: at most 100 levels of
+nesting (a deeper multipart or message/rfc822 is an opaque leaf) and 10,000
+parts; the part that reaches the budget runs to the end of the message, its
+boundaries unread, so BODYSTRUCTURE stays small and every byte still belongs
+to some part.
+
+The message is read in chunks: only headers (the first megabyte of each) are
+held in memory, bodies are only searched for boundary lines, and lines are
+found by regular expressions over whole chunks, so the work per chunk is C
+work, whatever the number of lines (L{gateway.mail.mimescan}).  Header
+syntax (addresses, parameters, IMAP strings) is in L{gateway.mail.header},
+fields in L{gateway.mail.fields}.
 """
 
 from __future__ import annotations
 
-import functools
 import io
-import re
 from collections.abc import Iterable, Iterator
 
+from gateway.mail.fields import (
+    MESSAGE_FIELDS,
+    MIME_FIELDS,
+    first_fields,
+    header_fields,
+    header_values,
+)
 from gateway.mail.header import (
     Rfc822Parser,
     envelope,
-    envelope_fields,
-    header_fields,
-    header_values,
     languages,
     nstring,
     param,
     parameters,
-    parse_fields,
 )
+from gateway.mail.mimescan import Reader
 from gateway.store.model import MessageStructure, Part
 
 __all__ = [
-    "crlf_chunks", "find_part", "header_fields", "header_values", "parse",
-    "parse_bytes", "section_range",
+    "MAX_DEPTH", "MAX_PARTS", "content_coding", "crlf_chunks", "find_part",
+    "header_fields", "header_values", "parse", "parse_bytes", "section_range",
 ]
 
-_CHUNK = 1 << 16
-# A header line longer than this is read in pieces (and joined, up to
-# _MAX_HEADER); a part keeps at most _MAX_HEADER header bytes for parsing.
-_MAX_LINE = 1 << 16
-_MAX_HEADER = 1 << 20
-# Dovecot's message_parser limits: deeper or further parts are leaves.
-_MAX_DEPTH = 100
-_MAX_PARTS = 10000
-
-
-class _Reader:
-    """
-    Buffered reads over the message with a running count of LF bytes, so a
-    part's line count is the difference of two counts.
-    """
-
-    __slots__ = ("_file", "_buf", "_pos", "_base", "_eof", "_mid", "lf")
-
-    def __init__(self, fileobj):
-        self._file = fileobj
-        self._buf = b""
-        self._pos = 0
-        self._base = 0
-        self._eof = False
-        self._mid = False
-        self.lf = 0
-
-    @property
-    def offset(self):
-        return self._base + self._pos
-
-    def _more(self):
-        if self._eof:
-            return False
-        chunk = self._file.read(_CHUNK)
-        if not chunk:
-            self._eof = True
-            return False
-        # Keep two consumed bytes: the [CR]LF before a boundary line.
-        cut = self._pos - 2
-        if cut > 0:
-            self._base += cut
-            self._buf = self._buf[cut:] + chunk
-            self._pos -= cut
-        else:
-            self._buf += chunk
-        return True
-
-    def newline_before(self):
-        """Length of the [CR]LF just before the current position (0-2)."""
-        buf, pos = self._buf, self._pos
-        if pos >= 1 and buf[pos - 1] == 10:
-            return 2 if pos >= 2 and buf[pos - 2] == 13 else 1
-        return 0
-
-    def read_line(self):
-        """
-        Return (line, starts_a_line): the next line through its LF, a piece
-        of at most _MAX_LINE bytes of a longer one, or b"" at the end.
-        """
-        at_start = not self._mid
-        searched = 0
-        while True:
-            buf, pos = self._buf, self._pos
-            j = buf.find(b"\n", pos + searched)
-            if j >= 0:
-                self._pos = j + 1
-                self._mid = False
-                self.lf += 1
-                return buf[pos:j + 1], at_start
-            searched = len(buf) - pos
-            if searched >= _MAX_LINE or not self._more():
-                self._pos = len(buf)
-                self._mid = searched > 0
-                return buf[pos:], at_start
-
-    def unread(self, line):
-        """Step back over ``line``, just returned by read_line at a line start."""
-        self._pos -= len(line)
-        self._mid = False
-        if line.endswith(b"\n"):
-            self.lf -= 1
-
-    def skip_line(self):
-        """Skip the rest of the current line, however long, through its LF."""
-        while True:
-            j = self._buf.find(b"\n", self._pos)
-            if j >= 0:
-                self._pos = j + 1
-                self.lf += 1
-                return
-            self._pos = len(self._buf)
-            if not self._more():
-                return
-
-    def scan(self, bounds):
-        """
-        Consume body lines, from a line start, up to the next line that is
-        a delimiter of one of ``bounds`` (boundaries without their "--").
-        Return that delimiter's _Stop, positioned at its line start, or None
-        at the end of the message.
-        """
-        pos = self._pos
-        cand = pos
-        origin = self.offset
-        if bounds:
-            need = 4 + max(map(len, bounds))
-            delimiter = _delimiter_pattern(tuple(bounds))
-        while True:
-            buf = self._buf
-            size = len(buf)
-            if cand >= 0 and bounds:
-                avail = size - cand
-                if (avail < need and not self._eof
-                        and (avail < 2 or buf.startswith(b"--", cand))
-                        and buf.find(b"\n", cand) < 0):
-                    self.lf += buf.count(b"\n", pos, cand)
-                    self._pos = cand
-                    self._more()
-                    pos = cand = self._pos
-                    continue
-                if buf.startswith(b"--", cand):
-                    index = _match(buf, cand + 2, bounds)
-                    if index is not None:
-                        self.lf += buf.count(b"\n", pos, cand)
-                        self._pos = cand
-                        closing = buf.startswith(b"--", cand + 2 + len(bounds[index]))
-                        # On the first line the [CR]LF before it ended a
-                        # header; otherwise it belongs to the delimiter.
-                        newline = self.newline_before() if self.offset != origin else 0
-                        return _Stop(index, closing, self.offset, self.lf, newline)
-                found = delimiter.search(buf, cand)
-            else:
-                found = delimiter.search(buf, pos) if bounds else None
-            if found is not None:
-                cand = found.start() + 1
-                continue
-            if self._eof:
-                self.lf += buf.count(b"\n", pos)
-                self._pos = size
-                return None
-            # The end of the buffer may hold the start of a delimiter line.
-            keep = max(pos, size - need) if bounds else size
-            self.lf += buf.count(b"\n", pos, keep)
-            self._pos = keep
-            self._more()
-            pos = self._pos
-            cand = -1
-
-
-@functools.lru_cache(maxsize=256)
-def _delimiter_pattern(bounds):
-    # Finds only lines that begin with a delimiter, so "--" lines of other
-    # text cost nothing per line.
-    return re.compile(b"\n--(?:" + b"|".join(map(re.escape, bounds)) + b")")
-
-
-def _match(buf, at, bounds):
-    # Dovecot: innermost first; a longer boundary beats a shorter prefix.
-    best = None
-    best_len = -1
-    for index in range(len(bounds) - 1, -1, -1):
-        boundary = bounds[index]
-        if len(boundary) > best_len and buf.startswith(boundary, at):
-            best, best_len = index, len(boundary)
-    return best
-
-
-class _Stop:
-    """A delimiter line that ended a part: whose, and where."""
-
-    __slots__ = ("index", "closing", "line_start", "lf", "newline")
-
-    def __init__(self, index, closing, line_start, lf, newline):
-        self.index = index
-        self.closing = closing
-        self.line_start = line_start
-        self.lf = lf
-        self.newline = newline
+# Dovecot's message_parser limits (max_nested_mime_parts,
+# max_total_mime_parts), counting the message itself as a part.
+MAX_DEPTH = 100
+MAX_PARTS = 10000
 
 
 class _Node:
@@ -227,7 +62,7 @@ class _Node:
         "header_start", "body_start", "end", "lines", "kind", "children",
         "header", "envelope", "type", "subtype", "params", "id", "description",
         "encoding", "md5", "disposition", "disposition_params", "language",
-        "location",
+        "location", "part",
     )
 
     def __init__(self, header_start):
@@ -247,86 +82,61 @@ class _Node:
             return "text/plain"
         return f"{self.type}/{self.subtype}".lower()
 
-    def to_part(self):
-        return Part(
-            header_start=self.header_start,
-            body_start=self.body_start,
-            end=self.end,
-            content_type=self.content_type(),
-            children=tuple(child.to_part() for child in self.children),
-        )
-
 
 class _Parser:
     def __init__(self, fileobj):
-        self._reader = _Reader(fileobj)
+        self._reader = Reader(fileobj)
         self._parts = 0
 
     def parse(self):
         root, _ = self._entity(0, [], 0, message=True, mime=False, digest=False)
         return root
 
-    def _read_header(self, bounds):
-        """Header lines up to the blank line (consumed), a delimiter line
-        (not consumed: returned as a _Stop) or the end."""
-        reader = self._reader
-        lines = []
-        kept = 0
-        while True:
-            line, at_start = reader.read_line()
-            if not line:
-                return lines, None
-            if at_start:
-                if line == b"\r\n" or line == b"\n":
-                    lines.append(line)
-                    return lines, None
-                if bounds and line.startswith(b"--"):
-                    index = _match(line, 2, bounds)
-                    if index is not None:
-                        reader.unread(line)
-                        closing = line.startswith(b"--", 2 + len(bounds[index]))
-                        newline = reader.newline_before() if lines else 0
-                        return lines, _Stop(index, closing, reader.offset, reader.lf,
-                                            newline)
-            if kept < _MAX_HEADER:
-                kept += len(line)
-                if at_start or not lines:
-                    lines.append(line)
-                else:
-                    lines[-1] += line
-
     def _entity(self, start, bounds, depth, message, mime, digest):
         """Parse one entity (header and body) that begins at ``start``."""
         reader = self._reader
         self._parts += 1
+        # Dovecot: once the budget is spent no boundary is recognised, so
+        # this part's header and body run on to the end of the message.
+        overflow = self._parts >= MAX_PARTS
+        if overflow:
+            bounds = []
         node = _Node(start)
-        lines, stop = self._read_header(bounds)
-        node.header = b"".join(lines)
-        fields = parse_fields(lines)
-        _content(node, fields, mime)
+        node.header, stop = reader.read_header(bounds)
+        # Dovecot writes the Subject as it came: a folded one goes out as a
+        # literal, its line breaks removed (imap_append_string_for_humans).
+        fields = first_fields(node.header, MESSAGE_FIELDS if message else MIME_FIELDS,
+                              folded=("subject",))
+        if fields:
+            _content(node, fields, mime)
         if message:
-            node.envelope = envelope_fields(fields)
+            node.envelope = fields
         if node.type is None and digest:
             # RFC 2046 5.1.5: in a digest the default is message/rfc822.
             node.type, node.subtype = "message", "rfc822"
-        container = depth < _MAX_DEPTH and self._parts < _MAX_PARTS
+        container = depth + 1 < MAX_DEPTH and not overflow
         ctype = node.content_type()
         if stop is not None:
             # The header was cut by a delimiter line; the [CR]LF before it
             # belongs to the delimiter (RFC 2046 5.1.1).
             node.body_start = max(start, stop.line_start - stop.newline)
-            body_lf = reader.lf
         else:
             node.body_start = reader.offset
-            body_lf = reader.lf
+        body_lf = reader.lf
         if ctype.startswith("multipart/"):
-            node.kind = "multipart"
             boundary = param(node.params, "boundary")
             if stop is None and boundary and container:
+                node.kind = "multipart"
                 stop = self._multipart(node, boundary.encode("latin-1"), bounds, depth,
                                        ctype == "multipart/digest")
-            elif stop is None:
-                stop = reader.scan(bounds)
+            else:
+                # Dovecot: too deep to open, it is a leaf of its own type;
+                # without a boundary (or over the budget) a multipart with
+                # no parts.
+                if not (boundary and stop is None and not overflow):
+                    node.kind = "multipart"
+                if stop is None:
+                    stop = reader.scan(bounds)
         elif ctype == "message/rfc822" and container:
             node.kind = "message"
             child, stop = self._entity(node.body_start, bounds, depth + 1,
@@ -342,6 +152,8 @@ class _Parser:
         if node.end <= node.body_start:
             node.end, end_lf = node.body_start, body_lf
         node.lines = end_lf - body_lf
+        node.part = Part(node.header_start, node.body_start, node.end, ctype,
+                         tuple(child.part for child in node.children))
         return node, stop
 
     def _multipart(self, node, boundary, bounds, depth, digest):
@@ -362,40 +174,34 @@ class _Parser:
 
 
 def _content(node, fields, mime):
-    """Fill the Content-* data of ``node``, first occurrence of each."""
-    seen = set()
-    for name, value in fields:
-        if name == "mime-version":
-            mime = True
-            continue
-        if not name.startswith("content-") or name in seen:
-            continue
-        seen.add(name)
-        key = name[8:]
-        if key == "type":
-            mime = True
-            _content_type(node, value)
-        elif key == "transfer-encoding":
-            parser = Rfc822Parser(value)
-            parser.skip_lwsp()
-            node.encoding = parser.mime_token()[1] or None
-        elif key == "id":
-            node.id = value
-        elif key == "md5":
-            node.md5 = value
-        elif key == "description":
-            node.description = value
-        elif key == "location":
-            node.location = value
-        elif key == "language":
-            node.language = languages(value)
-        elif key == "disposition":
-            parser = Rfc822Parser(value)
-            parser.skip_lwsp()
-            ret, token = parser.mime_token()
-            if ret >= 0 and token:
-                node.disposition = token
-                node.disposition_params = parameters(parser)
+    """Fill the Content-* data of ``node`` from its first fields."""
+    get = fields.get
+    if "mime-version" in fields:
+        mime = True
+    value = get("content-type")
+    if value is not None:
+        mime = True
+        _content_type(node, value)
+    value = get("content-transfer-encoding")
+    if value is not None:
+        parser = Rfc822Parser(value)
+        parser.skip_lwsp()
+        node.encoding = parser.mime_token()[1] or None
+    node.id = get("content-id")
+    node.md5 = get("content-md5")
+    node.description = get("content-description")
+    node.location = get("content-location")
+    value = get("content-language")
+    if value is not None:
+        node.language = languages(value)
+    value = get("content-disposition")
+    if value is not None:
+        parser = Rfc822Parser(value)
+        parser.skip_lwsp()
+        ret, token = parser.mime_token()
+        if ret >= 0 and token:
+            node.disposition = token
+            node.disposition_params = parameters(parser)
     if not mime:
         # Dovecot: without Mime-Version (or Content-Type) the Content-*
         # headers are not MIME and are ignored.
@@ -447,53 +253,70 @@ def _extension(node):
     return f"{disposition} {language} {nstring(node.location)}"
 
 
-def _write(node, extended, out):
-    """Append the RFC 3501 7.4.2 body structure of ``node`` to ``out``."""
-    out.append("(")
+def _write(node, body, structure):
+    """
+    Append the RFC 3501 7.4.2 BODY of ``node`` to the list ``body`` and its
+    BODYSTRUCTURE to ``structure``: one walk, as the two share all but the
+    extension data.
+    """
+    body.append("(")
+    structure.append("(")
     if node.kind == "multipart":
         if node.children:
             for child in node.children:
-                _write(child, extended, out)
+                _write(child, body, structure)
         else:
             # No parts at all is not MIME; Dovecot shows one empty text part.
-            out.append(_EMPTY_BODY + (" NIL NIL NIL NIL)" if extended else ")"))
-        out.append(" " + nstring(node.subtype))
-        if extended:
-            out.append(" %s %s" % (_params(node.params, False), _extension(node)))
-        out.append(")")
+            body.append(_EMPTY_BODY + ")")
+            structure.append(_EMPTY_BODY + " NIL NIL NIL NIL)")
+        subtype = " " + nstring(node.subtype)
+        body.append(subtype + ")")
+        structure.append("%s %s %s)" % (subtype, _params(node.params, False), _extension(node)))
         return
     if node.kind == "message":
         text = False
-        out.append('"message" "rfc822"')
+        head = '"message" "rfc822"'
     elif node.type is None:
         text = True
-        out.append('"text" "plain"')
+        head = '"text" "plain"'
+    elif node.content_type().startswith("multipart/") or node.content_type() == "message/rfc822":
+        # Dovecot 2.3.19: a multipart or message left unopened (too deep,
+        # or past the part budget) is opaque data that keeps its parameters.
+        text = False
+        head = '"application" "octet-stream"'
     else:
         text = node.type.lower() == "text"
-        if node.content_type() == "message/rfc822":
-            # Too deep to parse as a message: show it as opaque data.
-            out.append('"application" "octet-stream"')
-        else:
-            out.append(f"{nstring(node.type)} {nstring(node.subtype)}")
-    out.append(" %s %s %s %s %d" % (
-        _params(node.params, text), nstring(node.id), nstring(node.description),
-        nstring(node.encoding or "7bit"), node.end - node.body_start))
+        head = f"{nstring(node.type)} {nstring(node.subtype)}"
+    head = "%s %s %s %s %s %d" % (
+        head, _params(node.params, text), nstring(node.id), nstring(node.description),
+        nstring(node.encoding or "7bit"), node.end - node.body_start)
     if text:
-        out.append(" %d" % node.lines)
-    elif node.kind == "message":
+        head += " %d" % node.lines
+    body.append(head)
+    structure.append(head)
+    if node.kind == "message":
         message = node.children[0]
-        out.append(" " + envelope(message.envelope) + " ")
-        _write(message, extended, out)
-        out.append(" %d" % node.lines)
-    if extended:
-        out.append(" %s %s" % (nstring(node.md5), _extension(node)))
-    out.append(")")
+        inner = " " + envelope(message.envelope) + " "
+        body.append(inner)
+        structure.append(inner)
+        _write(message, body, structure)
+        lines = " %d" % node.lines
+        body.append(lines)
+        structure.append(lines)
+    body.append(")")
+    structure.append(" %s %s)" % (nstring(node.md5), _extension(node)))
 
 
-def _wire(node, extended):
-    out = []
-    _write(node, extended, out)
-    return "".join(out).encode("latin-1")
+def content_coding(header: bytes) -> tuple[str | None, str | None]:
+    """
+    (Content-Transfer-Encoding, charset) of a leaf part, from its header
+    block, to decode its body for SEARCH.  As Dovecot's message decoder
+    (and unlike BODYSTRUCTURE), the transfer encoding counts even without
+    MIME-Version: mail that says it is base64 is searched decoded.
+    """
+    node = _Node(0)
+    _content(node, first_fields(header, MIME_FIELDS), True)
+    return node.encoding, param(node.params, "charset")
 
 
 def parse(fileobj) -> MessageStructure:
@@ -503,12 +326,14 @@ def parse(fileobj) -> MessageStructure:
     malformed input; reads the file once, in chunks.
     """
     root = _Parser(fileobj).parse()
+    body, structure = [], []
+    _write(root, body, structure)
     return MessageStructure(
         envelope=envelope(root.envelope).encode("latin-1"),
-        body=_wire(root, False),
-        bodystructure=_wire(root, True),
+        body="".join(body).encode("latin-1"),
+        bodystructure="".join(structure).encode("latin-1"),
         header=root.header,
-        root=root.to_part(),
+        root=root.part,
     )
 
 

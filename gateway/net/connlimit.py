@@ -94,14 +94,16 @@ class _LimitedConnection(ProtocolWrapper):
 class ConnectionLimitFactory(WrappingFactory):
     """
     Wrap ``wrapped_factory`` so that its connections first take a place in
-    ``limiter`` (shared between listeners that share a budget); ``refusal``
-    is written to a refused client before the close, None for none.
+    ``limiter`` (shared between listeners that share a budget); ``kind``
+    (the listener's own name unless it has another: pop3, imap, lmtp,
+    pop3s, imaps) picks the line written to a refused client before the
+    close, if any.
     """
 
     protocol = _LimitedConnection
 
-    def __init__(self, wrapped_factory, limiter: ConnectionLimiter, listener: str) -> None:
+    def __init__(self, wrapped_factory, limiter: ConnectionLimiter, listener: str, kind: str | None = None) -> None:
         super().__init__(wrapped_factory)
         self.limiter = limiter
         self.listener = listener
-        self.refusal = REFUSALS[listener]
+        self.refusal = REFUSALS[kind or listener]

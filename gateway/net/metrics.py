@@ -23,8 +23,8 @@ Exported names (the Grafana dashboard in deploy/ uses only these):
 - ``gateway_config_last_reload_successful``: 1, or 0 after a refused reload
 
 ``protocol`` is the listener's name (``pop3``, ``pop3s``, ``imap``,
-``imaps``, ``lmtp``) for connections and bytes, and ``pop3``/``imap`` for
-logins.
+``imaps``, ``lmtp``, or a ``[listeners.NAME]``'s NAME) for connections and
+bytes, and ``pop3``/``imap`` for logins.
 """
 
 from __future__ import annotations

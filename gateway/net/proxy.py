@@ -22,8 +22,6 @@ parsers and address handling, and instead:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
-
 from twisted.internet.address import IPv6Address, UNIXAddress
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -157,13 +155,16 @@ def _checked(info: ProxyInfo) -> ProxyInfo:
 
 
 class TrustedProxyFactory(HAProxyWrappingFactory):
-    """Wrap ``wrapped_factory`` for a ``haproxy:`` listener; ``clock`` is the reactor."""
+    """
+    Wrap ``wrapped_factory`` for a ``haproxy:`` listener, taking headers from
+    ``trusted`` (``[proxy] trusted``, resolved); ``clock`` is the reactor.
+    """
 
     protocol = _TrustedProxyConnection
 
-    def __init__(self, wrapped_factory, trusted: Iterable[str], clock) -> None:
+    def __init__(self, wrapped_factory, trusted: Networks, clock) -> None:
         super().__init__(wrapped_factory)
-        self.trusted = Networks.parse(trusted)
+        self.trusted = trusted
         self.clock = clock
 
     def trusts(self, address) -> bool:

@@ -1,12 +1,24 @@
 """
-TLS for the listeners: the certificate, its reloading, implicit TLS
-(RFC 8314) and a safe STARTTLS/STLS switch (RFC 2595).
+TLS for the listeners: a context per TLS policy, the certificates' reloading,
+implicit TLS (RFC 8314) and a safe STARTTLS/STLS switch (RFC 2595).
 
-One ``CertificateStore`` per server holds the current
-``twisted.internet.ssl.CertificateOptions``.  Everything that starts TLS asks
-it for the options at handshake time, through ``context_factory()``, so a
-reloaded certificate is used by the next handshake while sessions already
-running keep the one they negotiated.
+One ``CertificateStore`` per server holds the current pairs
+(``gateway/net/certificates.py``) and one OpenSSL context per ``TlsPolicy``
+the listeners use.  Everything that starts TLS asks it for the context at
+handshake time, through ``context_factory(policy)``, so reloaded
+certificates are used by the next handshake on every listener while
+sessions already running keep the ones they negotiated.
+
+The contexts are built here rather than by Twisted's ``CertificateOptions``,
+which falls short twice (tests/net/test_tls.py shows both): it serves one
+certificate, where an ECDSA pair for today's clients and an RSA pair for
+those that know no ECDSA must share a context, OpenSSL choosing per
+handshake; and it expands its cipher string into cipher names, so a
+security level (``@SECLEVEL=0``) never reaches OpenSSL, and OpenSSL 3 and
+later refuse TLS 1.0 and 1.1 at any level above 0 (their handshake
+signatures use SHA-1).  Otherwise they are what ``CertificateOptions``
+makes: its ciphers, no compression, the server's cipher order, fresh
+ephemeral keys, no session tickets or cache.
 
 Protocols with STARTTLS (IMAP) or STLS (POP3) should switch with
 ``start_tls_discarding_buffer``, so that no command the client pipelined behind STARTTLS in plain text is ever
@@ -16,138 +28,96 @@ CVE-2011-0411 and its many relatives).
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import signal
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+import attrs
 from OpenSSL import SSL
 from twisted.application.service import Service
 from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator, ISSLTransport
-from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from gateway.durable import write_atomic
+from gateway.net.certificates import CertificateError, CertificatePair, load_pair
 
 log = Logger()
 
-# Where the first run puts its self-signed pair, relative to the data dir.
-GENERATED_CERTIFICATE = "tls/cert.pem"
-GENERATED_KEY = "tls/key.pem"
+_VERSIONS = {
+    "1.0": SSL.TLS1_VERSION,
+    "1.1": SSL.TLS1_1_VERSION,
+    "1.2": SSL.TLS1_2_VERSION,
+    "1.3": SSL.TLS1_3_VERSION,
+}
+
+# Twisted's default (twisted.internet._sslverify.defaultCiphers), for TLS 1.2
+# and older; TLS 1.3 suites are OpenSSL's.  It already holds the CBC
+# ciphers old clients need (ECDHE-RSA-AES128-SHA, AES128-SHA: Windows 7
+# Schannel, Android 4); what TLS 1.0 and 1.1 lack is the security level.
+CIPHERS = (
+    "ECDH+AESGCM:ECDH+CHACHA20:DH+AESGCM:DH+CHACHA20:ECDH+AES256:DH+AES256:"
+    "ECDH+AES128:DH+AES:RSA+AESGCM:RSA+AES:!aNULL:!MD5:!DSS"
+)
+# Level 0 lets TLS 1.0/1.1 sign their handshakes with MD5+SHA-1 and SHA-1;
+# the cipher list above still keeps out NULL, export, RC4, DES and 3DES.
+LEGACY_CIPHERS = CIPHERS + ":@SECLEVEL=0"
+
+_OPTIONS = (
+    SSL.OP_NO_COMPRESSION  # CRIME
+    | SSL.OP_CIPHER_SERVER_PREFERENCE
+    | SSL.OP_SINGLE_DH_USE
+    | SSL.OP_SINGLE_ECDH_USE
+    | SSL.OP_NO_TICKET
+)
 
 
-class CertificateError(Exception):
-    """A certificate or key cannot be used; str() is one line naming the file."""
+@attrs.frozen
+class TlsPolicy:
+    """What one listener's TLS takes: the oldest version, "1.0" to "1.3"."""
+
+    min_version: str = attrs.field(default="1.2", validator=attrs.validators.in_(_VERSIONS))
+
+    @property
+    def legacy(self) -> bool:
+        """Below TLS 1.2 (RFC 8996): old ciphers' security level, and an RSA certificate."""
+        return _VERSIONS[self.min_version] < SSL.TLS1_2_VERSION
 
 
-def generate_self_signed(cert_path: Path, key_path: Path, hostname: str, now: datetime.datetime | None = None) -> None:
+# RFC 8996, RFC 8314 4.1: TLS 1.2 at the least.
+MODERN = TlsPolicy()
+
+
+class NoRsaCertificate(CertificateError):
+    """A policy below TLS 1.2 with no RSA pair: clients that old know no ECDSA."""
+
+    def __init__(self, policy: TlsPolicy, pairs: Sequence[CertificatePair]) -> None:
+        self.policy = policy
+        self.pairs = tuple(pairs)
+        held = ", ".join(f"{pair.cert_path} ({pair.key_type})" for pair in pairs)
+        super().__init__(f"TLS {policy.min_version} needs an RSA certificate, and there is none: {held}")
+
+
+def build_context(pairs: Sequence[CertificatePair], policy: TlsPolicy) -> SSL.Context:
     """
-    Write a self-signed certificate for ``hostname`` (also valid for
-    localhost, 127.0.0.1 and ::1) and its key, the key file 0600 from the
-    moment it exists.  Both are written beside their final name and renamed,
-    so a crash never leaves half a file.
+    A server context serving every pair (OpenSSL picks per handshake by
+    what the client offers: its signature algorithms in TLS 1.3, its cipher
+    suites before) at ``policy``.  Raises SSL.Error.
     """
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    dns_names = dict.fromkeys([hostname, "localhost"])
-    alt_names = [x509.DNSName(dns) for dns in dns_names] + [
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ]
-    public = key.public_key()
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    for path in (cert_path, key_path):
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_atomic(key_path, key_pem, 0o600)
-    write_atomic(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
-
-
-def ensure_certificate(data_dir: Path, certificate: str, key: str, hostname: str) -> tuple[Path, Path]:
-    """
-    The configured certificate and key paths, resolved against the data dir.
-    When both are the defaults and neither file exists yet, a self-signed pair
-    is generated there first; a configured pair is never written over.
-    """
-    cert_path = data_dir / certificate
-    key_path = data_dir / key
-    generated = (certificate, key) == (GENERATED_CERTIFICATE, GENERATED_KEY)
-    if generated and not cert_path.exists() and not key_path.exists():
-        try:
-            generate_self_signed(cert_path, key_path, hostname)
-        except OSError as e:
-            raise CertificateError(f"{cert_path}: cannot generate a self-signed certificate: {e.strerror}") from e
-        log.info("Generated a self-signed certificate for {hostname} in {path}", hostname=hostname, path=cert_path)
-    return cert_path, key_path
-
-
-def load_options(cert_path: Path, key_path: Path) -> CertificateOptions:
-    """
-    Server TLS options from a PEM certificate file (leaf first, then any
-    intermediates) and a PEM key file.  TLS 1.2 is the minimum (RFC 8996,
-    RFC 8314 4.1); ciphers are Twisted's defaults.  Raises CertificateError.
-    """
-    try:
-        cert_pem = cert_path.read_bytes()
-    except OSError as e:
-        raise CertificateError(f"{cert_path}: cannot read: {e.strerror}") from None
-    try:
-        key_pem = key_path.read_bytes()
-    except OSError as e:
-        raise CertificateError(f"{key_path}: cannot read: {e.strerror}") from None
-    try:
-        chain = x509.load_pem_x509_certificates(cert_pem)
-    except ValueError:
-        raise CertificateError(f"{cert_path}: no PEM certificate in it") from None
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError):
-        raise CertificateError(f"{key_path}: not an unencrypted PEM private key") from None
-    except Exception as e:  # cryptography raises UnsupportedAlgorithm and friends
-        raise CertificateError(f"{key_path}: unusable private key ({type(e).__name__})") from None
-    if chain[0].public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) != key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
-        raise CertificateError(f"{key_path}: does not match the certificate in {cert_path}")
-    # cryptography objects, not pyOpenSSL's X509/PKey: pyOpenSSL deprecates
-    # those, and CertificateOptions only hands them on to the OpenSSL context.
-    options = CertificateOptions(
-        privateKey=key,
-        certificate=chain[0],
-        extraCertChain=list(chain[1:]),
-        raiseMinimumTo=TLSVersion.TLSv1_2,
-    )
-    try:
-        # Build the OpenSSL context now: a pair OpenSSL refuses must fail the
-        # load, not the next client's handshake.
-        options.getContext()
-    except SSL.Error as e:
-        raise CertificateError(f"{cert_path}: OpenSSL refuses it: {e}") from None
-    return options
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.set_options(_OPTIONS)
+    context.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    context.set_min_proto_version(_VERSIONS[policy.min_version])
+    for pair in pairs:
+        # OpenSSL reads the file again, for a chain of each pair's own (the
+        # extra chain pyOpenSSL offers is one for all pairs); a pair replaced
+        # meanwhile no longer matches the key, and fails here.
+        context.use_certificate_chain_file(str(pair.cert_path))
+        context.use_privatekey(pair.key)
+    context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    context.set_cipher_list((LEGACY_CIPHERS if policy.legacy else CIPHERS).encode("ascii"))
+    return context
 
 
 def _signature(paths: tuple[Path, ...]) -> tuple:
@@ -165,58 +135,81 @@ def _signature(paths: tuple[Path, ...]) -> tuple:
 
 class CertificateStore:
     """
-    The current certificate and key.  ``options()`` is what the next
-    handshake uses; ``reload()`` re-reads both files and, only if they make a
-    usable pair, swaps them in.  The constructor raises CertificateError: a
-    server must not start with an unusable certificate, but a running one
-    keeps its old pair rather than stop.
+    The current pairs, and a context for each policy in use.  ``context()``
+    is what the next handshake under a policy uses; ``reload()`` re-reads
+    every pair and, only if they all load and make a context for every
+    policy, swaps them in.  The constructor raises CertificateError (or
+    NoRsaCertificate): a server must not start with an unusable
+    certificate, but a running one keeps its old pairs rather than stop.
     """
 
-    def __init__(self, cert_path: Path, key_path: Path) -> None:
-        self.cert_path = Path(cert_path)
-        self.key_path = Path(key_path)
-        self._signature = _signature((self.cert_path, self.key_path))
-        self._options = load_options(self.cert_path, self.key_path)
+    def __init__(self, paths: Sequence[tuple[Path, Path]], policies: Iterable[TlsPolicy] = (MODERN,)) -> None:
+        self.paths = tuple((Path(cert), Path(key)) for cert, key in paths)
+        self.policies = tuple(dict.fromkeys((MODERN, *policies)))
+        self._signature = _signature(self._files())
+        self.pairs, self._contexts = self._load()
 
-    def options(self) -> CertificateOptions:
-        return self._options
+    def _files(self) -> tuple[Path, ...]:
+        return tuple(path for pair in self.paths for path in pair)
 
-    def context_factory(self) -> CurrentCertificate:
-        """For ``transport.startTLS`` and ``IMAP4Server.ctx``: always the current pair."""
-        return CurrentCertificate(self)
+    def _load(self) -> tuple[tuple[CertificatePair, ...], dict[TlsPolicy, SSL.Context]]:
+        pairs = tuple(load_pair(cert, key) for cert, key in self.paths)
+        held: dict[str, CertificatePair] = {}
+        for pair in pairs:
+            if pair.key_type in held:
+                raise CertificateError(
+                    f"{pair.cert_path}: a second {pair.key_type} certificate, beside {held[pair.key_type].cert_path}: "
+                    "serve one of each key type")
+            held[pair.key_type] = pair
+        for policy in self.policies:
+            if policy.legacy and "RSA" not in held:
+                raise NoRsaCertificate(policy, pairs)
+        try:
+            contexts = {policy: build_context(pairs, policy) for policy in self.policies}
+        except SSL.Error as e:
+            raise CertificateError(f"{pairs[0].cert_path}: OpenSSL refuses it: {e}") from None
+        return pairs, contexts
+
+    def context(self, policy: TlsPolicy = MODERN) -> SSL.Context:
+        return self._contexts[policy]
+
+    def context_factory(self, policy: TlsPolicy = MODERN) -> CurrentCertificate:
+        """For ``transport.startTLS`` and ``IMAP4Server.ctx``: always the current pairs."""
+        return CurrentCertificate(self, policy)
 
     def reload(self, reason: str = "asked") -> bool:
-        """Re-read the files; True when the new pair is now in use."""
-        self._signature = _signature((self.cert_path, self.key_path))
+        """Re-read the files; True when the new pairs are now in use."""
+        self._signature = _signature(self._files())
         try:
-            options = load_options(self.cert_path, self.key_path)
+            self.pairs, self._contexts = self._load()
         except CertificateError as e:
             log.error("TLS certificate not reloaded ({why}), keeping the previous one: {reason}", why=reason,
                       reason=str(e))
             return False
-        self._options = options
-        log.info("TLS certificate reloaded from {path} ({why})", path=self.cert_path, why=reason)
+        log.info("TLS certificate reloaded from {path} ({why})", path=", ".join(str(c) for c, _ in self.paths),
+                 why=reason)
         return True
 
     def reload_if_changed(self) -> bool:
-        """Reload when either file changed since the last (attempted) load."""
-        if _signature((self.cert_path, self.key_path)) == self._signature:
+        """Reload when a file changed since the last (attempted) load."""
+        if _signature(self._files()) == self._signature:
             return False
         return self.reload("files changed")
 
 
 @implementer(IOpenSSLServerConnectionCreator, IOpenSSLContextFactory)
 class CurrentCertificate:
-    """A connection creator that asks the store for its options per handshake."""
+    """A connection creator that asks the store for its policy's context per handshake."""
 
-    def __init__(self, store: CertificateStore) -> None:
+    def __init__(self, store: CertificateStore, policy: TlsPolicy = MODERN) -> None:
         self._store = store
+        self.policy = policy
 
     def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:
-        return SSL.Connection(self._store.options().getContext(), None)
+        return SSL.Connection(self._store.context(self.policy), None)
 
     def getContext(self) -> SSL.Context:
-        return self._store.options().getContext()
+        return self._store.context(self.policy)
 
 
 @implementer(ISSLTransport)
@@ -233,13 +226,15 @@ class _ImplicitTLSFactory(TLSMemoryBIOFactory):
     protocol = _ImplicitTLSConnection
 
 
-def implicit_tls_factory(wrapped_factory, store: CertificateStore, reactor) -> TLSMemoryBIOFactory:
+def implicit_tls_factory(
+    wrapped_factory, store: CertificateStore, reactor, policy: TlsPolicy = MODERN
+) -> TLSMemoryBIOFactory:
     """
     Wrap a protocol factory so its connections speak TLS from the first byte
     (RFC 8314 3.3: POP3S on 995, IMAPS on 993), with the store's current
-    pair; the protocol's transport provides ISSLTransport.
+    pairs under ``policy``; the protocol's transport provides ISSLTransport.
     """
-    return _ImplicitTLSFactory(store.context_factory(), False, wrapped_factory, clock=reactor)
+    return _ImplicitTLSFactory(store.context_factory(policy), False, wrapped_factory, clock=reactor)
 
 
 class CertificateReloader(Service):

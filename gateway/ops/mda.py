@@ -11,19 +11,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from twisted.internet import defer
-
+from gateway import oneshot
 from gateway.auth import UsersFile
+from gateway.config import load_for_tool
 from gateway.lmtp.delivery import deliver
 from gateway.store.interfaces import TemporaryFailure
-from gateway.store.sqlite.store import SQLiteStore
+from gateway.store.opening import open_store
 
-# sysexits.h
-EX_OK = 0
-EX_USAGE = 64
-EX_DATAERR = 65
-EX_NOUSER = 67
-EX_TEMPFAIL = 75
 
 # Messages up to this size stay in memory while spooling; bigger ones go to a
 # temporary file, so memory stays flat whatever the message size.
@@ -53,26 +47,29 @@ def spool_stdin(stdin_binary):
     return spool
 
 
-def _result(deferred):
-    """
-    The outcome of an already-fired Deferred: its result, or its failure
-    raised.  The SQLite store fires every Deferred before returning it, so the
-    MDA needs no reactor.
-    """
-    outcome = []
-    deferred.addBoth(outcome.append)
-    if not outcome:
-        raise RuntimeError("the store answered asynchronously; gateway deliver needs a synchronous store")
-    if isinstance(outcome[0], defer.Failure):
-        outcome[0].raiseException()
-    return outcome[0]
+class _Unopened(Exception):
+    """The store could not be opened (its cause says why)."""
 
 
-def deliver_main(data_dir, user: str, mailbox: str, stdin_binary, stderr) -> int:
-    """
-    The ``gateway --data DIR deliver USER [--mailbox BOX]`` MDA.
+async def _deliver(reactor, config, data_dir: Path, user: str, spool, mailbox: str):
+    try:
+        store = open_store(config, data_dir, reactor)
+    except Exception as e:
+        raise _Unopened() from e
+    try:
+        return await deliver(store, user, spool, mailbox)
+    finally:
+        # Closing waits for the writer: the message is durable before exit 0.
+        await store.close()
 
-    Reads one message from ``stdin_binary`` and stores it for ``user``.
+
+def deliver_main(data_dir, user: str, mailbox: str, stdin_binary, stderr, config_path=None) -> int:
+    """
+    The ``gateway --data DIR [--config FILE] deliver USER [--mailbox BOX]`` MDA.
+
+    Reads one message from ``stdin_binary`` and stores it for ``user``, in
+    the store the config names (``config_path``, else DATA/gateway.toml
+    when it exists).
     Returns a sysexits code and writes at most one line to ``stderr``:
     0 delivered, 64 bad arguments, 65 empty message, 67 not a user of the
     users file, 75 temporary failure (the MTA keeps the message and retries).
@@ -86,42 +83,43 @@ def deliver_main(data_dir, user: str, mailbox: str, stdin_binary, stderr) -> int
         return code
 
     if not user or not mailbox:
-        return fail(EX_USAGE, "usage: gateway --data DIR deliver USER [--mailbox MAILBOX]")
+        return fail(os.EX_USAGE, "usage: gateway --data DIR deliver USER [--mailbox MAILBOX]")
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         # A wrong path in the MTA's config must not bounce mail as "no such
         # user": keep it queued until the path is fixed.
-        return fail(EX_TEMPFAIL, f"data dir {data_dir} does not exist")
+        return fail(os.EX_TEMPFAIL, f"data dir {data_dir} does not exist")
     try:
         known = user in UsersFile(data_dir / "users")
     except Exception as e:
         # UsersFileError names the file and line itself.
-        return fail(EX_TEMPFAIL, f"users file: {_describe(e)}")
+        return fail(os.EX_TEMPFAIL, f"users file: {_describe(e)}")
     if not known:
-        return fail(EX_NOUSER, f"unknown user {user!r}")
+        return fail(os.EX_NOUSER, f"unknown user {user!r}")
+    try:
+        config = load_for_tool(data_dir, config_path)
+    except Exception as e:
+        # ConfigError names the file and key itself.
+        return fail(os.EX_TEMPFAIL, f"config: {_describe(e)}")
 
     try:
         spool = spool_stdin(stdin_binary)
     except OSError as e:
-        return fail(EX_TEMPFAIL, f"cannot read the message: {_describe(e)}")
+        return fail(os.EX_TEMPFAIL, f"cannot read the message: {_describe(e)}")
     with spool:
         spool.seek(0, os.SEEK_END)
         if spool.tell() == 0:
-            return fail(EX_DATAERR, "empty message on standard input")
+            return fail(os.EX_DATAERR, "empty message on standard input")
         spool.seek(0)
         try:
-            store = SQLiteStore(data_dir / "store")
-        except Exception as e:
-            return fail(EX_TEMPFAIL, f"cannot open the store: {_describe(e)}")
-        try:
-            _result(defer.Deferred.fromCoroutine(deliver(store, user, spool, mailbox)))
+            oneshot.run(_deliver, config, data_dir, user, spool, mailbox)
+        except _Unopened as e:
+            return fail(os.EX_TEMPFAIL, f"cannot open the store: {_describe(e.__cause__)}")
         except TemporaryFailure as e:
-            return fail(EX_TEMPFAIL, f"temporary failure: {e}")
+            return fail(os.EX_TEMPFAIL, f"temporary failure: {e}")
         except Exception as e:
-            return fail(EX_TEMPFAIL, f"temporary failure: {_describe(e)}")
-        finally:
-            store.close()
-    return EX_OK
+            return fail(os.EX_TEMPFAIL, f"temporary failure: {_describe(e)}")
+    return os.EX_OK
 
 
 def _describe(error: Exception) -> str:

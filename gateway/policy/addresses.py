@@ -1,17 +1,19 @@
 """
 Client addresses as the limits and the trust rules see them: one text per
 client, IPv6 clients grouped by their network, loopback, and lists of
-networks from the config.
+networks from the config, where a network is a CIDR, a name from
+``[networks]`` or the built-in ``local``.
 
 Pure: no Twisted.  Hosts are the ``host`` texts Twisted's addresses carry;
-anything that is not an IP address (a UNIX socket, a test's fake peer) is
-kept as its own text and belongs to no network.
+anything that is not an IP address (a UNIX socket, named ``local`` by the
+protocols) is kept as its own text and belongs only to ``local``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -21,6 +23,36 @@ import attrs
 DEFAULT_IPV6_PREFIX = 64
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# The built-in network: peers on this machine (loopback addresses, and UNIX
+# sockets, which have no address at all).
+LOCAL = "local"
+
+# What a name in [networks] looks like: never an address, never a CIDR.
+NETWORK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+class UnknownNetwork(ValueError):
+    """A name that is neither a CIDR, ``local``, nor one of ``[networks]``."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        self.known = sorted({*known, LOCAL})
+        super().__init__(f"unknown network {name!r} (known: {', '.join(self.known)})")
+
+
+def network_entry(text: str) -> str:
+    """
+    ``text`` if it is a CIDR or a bare address (a network of one), or could
+    be a network name; raises ValueError saying why it is neither.
+    """
+    try:
+        ipaddress.ip_network(text)
+    except ValueError as error:
+        if NETWORK_NAME.fullmatch(text):
+            return text
+        raise ValueError(f"{text!r} is not a network: {error}") from None
+    return text
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -65,38 +97,56 @@ def limit_key(host: str, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> str:
     return str(ipaddress.IPv6Network((address, ipv6_prefix), strict=False))
 
 
-def is_loopback(host: str | None) -> bool:
-    """
-    Whether a connection to local address ``host`` never left the machine,
-    so a plain-text password crosses no network: 127.0.0.0/8, ::1 and
-    IPv4-mapped loopback, or ``None`` for a UNIX socket (no host).  Anything
-    else that is not an IP address is not trusted.
-    """
-    if host is None:
-        return True
-    address = _address(host)
-    return address is not None and address.is_loopback
-
-
 @attrs.frozen
 class Networks:
     """
-    A list of networks from the config (``["10.0.0.0/8", "2001:db8::/32"]``);
+    Networks from the config (``["lan", "10.0.0.0/8", "2001:db8::/32"]``);
     ``host in networks`` asks whether an address falls in one of them.
+    ``local`` holds loopback addresses and peers without an address.
     """
 
     networks: tuple[Network, ...] = ()
+    local: bool = False
 
     @classmethod
-    def parse(cls, texts: Iterable[str]) -> Networks:
-        """Raises ValueError on a text that is not a network (config.py checks first)."""
-        return cls(tuple(ipaddress.ip_network(text) for text in texts))
+    def parse(cls, entries: Iterable[str], named: Mapping[str, Networks] | None = None) -> Networks:
+        """
+        CIDRs and bare addresses, ``local``, and names of ``named`` (the
+        ``[networks]`` table, resolved); raises ValueError (UnknownNetwork for
+        a name not there).  config.py checks every entry first.
+        """
+        networks: list[Network] = []
+        local = False
+        for entry in entries:
+            try:
+                networks.append(ipaddress.ip_network(entry))
+                continue
+            except ValueError:
+                if not NETWORK_NAME.fullmatch(entry):
+                    raise
+            if entry == LOCAL:
+                local = True
+            elif named is not None and entry in named:
+                networks.extend(named[entry].networks)
+                local = local or named[entry].local
+            else:
+                raise UnknownNetwork(entry, named or ())
+        return cls(tuple(dict.fromkeys(networks)), local)
 
     def __contains__(self, host: object) -> bool:
         if not isinstance(host, str):
             return False
         address = _address(host)
-        return address is not None and any(address in network for network in self.networks)
+        if address is None:
+            # A UNIX socket's peer (the protocols name it "local").
+            return self.local and bool(host)
+        if self.local and address.is_loopback:
+            return True
+        return any(address in network for network in self.networks)
 
     def __bool__(self) -> bool:
-        return bool(self.networks)
+        return bool(self.networks) or self.local
+
+
+# Every peer there is: the plain-text rule's "true".
+EVERYWHERE = Networks((ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")), local=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 
-from gateway.policy.addresses import DEFAULT_IPV6_PREFIX, limit_key
+from gateway.policy.addresses import DEFAULT_IPV6_PREFIX, Networks, limit_key
 
 # The key of a peer without an address (a UNIX socket); no IP looks like it.
 ADDRESSLESS = "local"
@@ -43,15 +43,19 @@ class ConnectionLimiter:
     """
     At most ``max_total`` connections at once, and ``max_per_ip`` from any one
     address (an IPv6 address counts with its ``/ipv6_prefix`` network:
-    ``gateway.policy.addresses.limit_key``).  ``try_acquire`` returns the key
-    the connection was counted under, to hand back to ``release`` once, so a
-    reload that changes the prefix cannot unbalance the counts.
+    ``gateway.policy.addresses.limit_key``) outside the ``exempt`` networks,
+    whose connections the total alone holds.  ``try_acquire`` returns the
+    key the connection was counted under, to hand back to ``release`` once,
+    so a reload that changes the prefix cannot unbalance the counts.
     """
 
-    def __init__(self, max_total: int, max_per_ip: int, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> None:
+    def __init__(
+        self, max_total: int, max_per_ip: int, ipv6_prefix: int = DEFAULT_IPV6_PREFIX, exempt: Networks = Networks()
+    ) -> None:
         self.max_total = max_total
         self.max_per_ip = max_per_ip
         self.ipv6_prefix = ipv6_prefix
+        self.exempt = exempt
         self.total = 0
         self._per_ip = Counter()
         self._addressless = 0
@@ -69,7 +73,7 @@ class ConnectionLimiter:
             key = ADDRESSLESS
         else:
             key = limit_key(ip, self.ipv6_prefix)
-            if self._per_ip.get(key) >= self.max_per_ip:
+            if self._per_ip.get(key) >= self.max_per_ip and ip not in self.exempt:
                 return None
             self._per_ip.add(key)
         self.total += 1

@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.policy import authlog
-from gateway.policy.addresses import Networks, is_ip, normalise_ip
+from gateway.policy.addresses import is_ip, normalise_ip
 from gateway.policy.limits import LoginLimiter
 from gateway.policy.throttle import MAX_FAILURE_DELAY, Attempt, LoginThrottle
 
@@ -88,12 +88,12 @@ class LoginPolicy:
             clock.seconds,
             max_delay=MAX_FAILURE_DELAY,
             ipv6_prefix=limits.ipv6_prefix,
-            exempt=Networks.parse(limits.lockout_exempt_networks),
+            exempt=config.resolve(limits.lockout_exempt_networks),
         )
         self.sessions = LoginLimiter(limits.max_connections_per_user)
         self.checks_per_address = limits.password_checks_per_ip
         # [proxy] takes a restart, so this is read once.
-        self.front_ends = Networks.parse(config.proxy.login_trusted_networks)
+        self.front_ends = config.resolve(config.proxy.login_trusted_networks)
         # Only addresses with a check under way or queued have an entry.
         self._places: dict[str, DeferredSemaphore] = {}
 
@@ -106,7 +106,7 @@ class LoginPolicy:
             config.auth.failure_delay,
             MAX_FAILURE_DELAY,
             limits.ipv6_prefix,
-            Networks.parse(limits.lockout_exempt_networks),
+            config.resolve(limits.lockout_exempt_networks),
         )
         self.sessions.max_per_user = limits.max_connections_per_user
         # An address with checks under way keeps its old number until idle.
@@ -132,19 +132,23 @@ class LoginPolicy:
         password: bytes,
         interface,
         refusals: Mapping[type[Exception], str] = _NO_REFUSALS,
+        mind: object = None,
     ) -> Deferred[Granted]:
         """
         Run the sequence for ``user`` from address ``client``; fires with a
         ``Granted`` or fails with a ``LoginRefused`` (or one of
         ``refusals``, the realm's own, logged with the reason given).
+        ``mind`` goes to the realm with the user (twisted.cred's mind: what
+        the protocol knows of the session, a POP3 device).
 
         Cancel it when the connection is lost: a login still queued for
         its place leaves the queue; one whose check has begun runs on, its
         place held through its delay, and a session it opens is ended.
         """
-        return Deferred.fromCoroutine(self._login(portal, protocol, client, user, password, interface, refusals))
+        return Deferred.fromCoroutine(
+            self._login(portal, protocol, client, user, password, interface, refusals, mind))
 
-    async def _login(self, portal, protocol, client, user, password, interface, refusals) -> Granted:
+    async def _login(self, portal, protocol, client, user, password, interface, refusals, mind) -> Granted:
         attempt = self.throttle.begin(client, user)
         if attempt is None:
             authlog.login_failed(protocol, user, client, LockedOut.reason)
@@ -156,14 +160,14 @@ class LoginPolicy:
             self.throttle.release(attempt)
             raise
         checked = Deferred.fromCoroutine(
-            self._check(portal, protocol, client, user, password, interface, refusals, attempt)
+            self._check(portal, protocol, client, user, password, interface, refusals, mind, attempt)
         )
         return await _detached(checked, (LoginRefused, *refusals))
 
-    async def _check(self, portal, protocol, client, user, password, interface, refusals, attempt: Attempt):
+    async def _check(self, portal, protocol, client, user, password, interface, refusals, mind, attempt: Attempt):
         try:
             try:
-                _, avatar, logout = await portal.login(UsernamePassword(user, password), None, interface)
+                _, avatar, logout = await portal.login(UsernamePassword(user, password), mind, interface)
             except UnauthorizedLogin:
                 delay = self.throttle.failed(attempt)
                 authlog.login_failed(protocol, user, client, BadCredentials.reason)

@@ -9,14 +9,18 @@ Pure: no Twisted.
 
 from __future__ import annotations
 
-from gateway.policy.addresses import is_loopback
+from gateway.policy.addresses import Networks
 
 
-def plaintext_allowed(local_address: object, secure: bool, configured: bool) -> bool:
+def plaintext_allowed(peer: str, secure: bool, allowed: Networks) -> bool:
     """
-    Under TLS, when ``[auth] plaintext_without_tls`` says so, or on a
-    connection to a loopback address (``local_address`` is the transport's
-    ``getHost()``; one without a host, a UNIX socket, is local too).
+    Under TLS, or from a network ``[auth] plaintext_without_tls`` names
+    (``Config.plaintext_networks``: this machine alone by default, where a
+    password crosses no network).  ``peer`` is the client's address as the
+    protocols name it: the PROXY header's source behind a trusted balancer,
+    ``local`` for a UNIX socket.  Like Dovecot's ``disable_plaintext_auth``
+    with ``login_trusted_networks``, it is the connection's own peer that
+    counts, never an address a front end names for its client (IMAP ID):
+    the password crossed the network between the two.
     """
-    host = getattr(local_address, "host", None)
-    return secure or configured or is_loopback(host if isinstance(host, str) else None)
+    return secure or peer in allowed

@@ -3,24 +3,44 @@ The store side of a POP3 session: the ``Maildrop`` avatar, a static view of
 INBOX taken at login (RFC 1939), and the realm's factory for it, which holds
 this process's maildrop locks (RFC 1939 8).
 
-QUIT applies the session's deletions as ``pop3.delete_policy`` says
-(issue 6): expunge (RFC 1939), move to the user's Trash, or flag
-``pop3.hidden_flag``, which keeps a message out of every later snapshot
-while IMAP still shows it.
+QUIT applies the session's deletions as ``pop3.delete_policy`` says:
+expunge (RFC 1939), move to the user's Trash, or flag ``pop3.hidden_flag``,
+which keeps a message out of every later snapshot while IMAP still shows
+it.  A device's view (``alice#phone``, ``gateway/pop3/devices.py``) records
+its deletions for that device instead, and the policy takes what every
+device has deleted.
 """
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
+import attrs
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.mail import pop3 as twisted_pop3
 from zope.interface import implementer
 
-from gateway.pop3.session import TRASH, MaildropLocked, MessageExpunged, Snapshot, build_snapshot, find_trash
+from gateway.pop3.devices import forget_before
+from gateway.pop3.session import (
+    TRASH,
+    MaildropLocked,
+    MessageExpunged,
+    Snapshot,
+    TooManyDevices,
+    build_snapshot,
+    find_trash,
+)
 from gateway.store import interfaces as store_interfaces
+
 
 IMailbox = twisted_pop3.IMailbox
 
 SEEN = frozenset({"\\Seen"})
+
+
+@attrs.frozen
+class Pop3Mind:
+    """What a POP3 login tells the realm beside the user: the device, if one is named."""
+
+    device: str | None = None
 
 
 @implementer(IMailbox)
@@ -33,14 +53,19 @@ class Maildrop:
     the 1-based ones the protocol uses.
     """
 
-    def __init__(self, store, mailbox, view: Snapshot, config):
+    def __init__(self, store, mailbox, view: Snapshot, config, device: str | None = None):
         self.store = store
         self.mailbox = mailbox
         self.view = view
         self.config = config
+        self.device = device
         # Numbers RETR flagged \Seen, and the UIDs not yet saved so.
         self._marked_seen: set[int] = set()
         self._unsaved_seen: list[int] = []
+        # Saves run one at a time, in RETR order, and whatever waits for a
+        # save (QUIT's deletions, the end of the session) waits for every
+        # save before it too, whichever backend answers them.
+        self._saving = DeferredLock()
 
     async def open_message(self, number: int):
         """The stored message file for RETR/TOP; the caller closes it."""
@@ -67,10 +92,19 @@ class Maildrop:
         return bool(self._unsaved_seen)
 
     async def save_seen(self) -> None:
-        """Flag \\Seen what RETR sent since the last call, in one store call."""
+        """
+        Flag \\Seen what RETR sent since the last call, in one store call;
+        returns once that and every earlier save is done.  The session need
+        not wait: a flag change is visible to every session once saved and
+        durable within a second (README, "Storage and durability").
+        """
         uids, self._unsaved_seen = self._unsaved_seen, []
+        await self._saving.run(self._store_seen, uids)
+
+    def _store_seen(self, uids: list[int]):
         if uids:
-            await self.store.store_flags(self.mailbox.id, uids, SEEN, "add")
+            return self.store.store_flags(self.mailbox.id, uids, SEEN, "add")
+        return None
 
     async def delete(self, number: int) -> None:
         """DELE: mark in the session, if no other session expunged it."""
@@ -83,15 +117,30 @@ class Maildrop:
     async def apply_deletions(self) -> int:
         """
         QUIT (RFC 1939 6, UPDATE state): what DELE marked leaves the
-        maildrop as ``pop3.delete_policy`` says.  Each is one store call, so
-        a crash leaves all or none of it done; the other messages keep their
-        UIDs, hence their UIDLs.
+        maildrop as ``pop3.delete_policy`` says, or, in a device's view,
+        leaves that view, and the maildrop once every device has deleted it
+        (``pop3.device_delete`` "last").  Each is one store call, so a crash
+        leaves all or none of it done; the other messages keep their UIDs,
+        hence their UIDLs.
         """
-        # A message read and deleted goes to Trash (or stays hidden) \Seen.
+        # A message read and deleted goes to Trash (or stays hidden) \Seen,
+        # and no deletion overtakes a save RETR started.
         await self.save_seen()
         uids = self.view.deleted_uids()
         if not uids:
             return 0
+        if self.device is None:
+            return await self._remove(uids)
+        every_device = await self.store.delete_for_device(self.mailbox.id, self.device, uids)
+        if every_device and self.config.device_delete == "last":
+            await self._remove(every_device)
+            # Only now: a crash before leaves the marks, and the next QUIT
+            # of a device takes these again.
+            await self.store.forget_device_deletions(self.mailbox.id, every_device)
+        return len(uids)
+
+    async def _remove(self, uids: list[int]) -> int:
+        """The user's delete policy on ``uids``; how many it took."""
         policy = self.config.delete_policy_for(self.mailbox.user)
         if policy == "trash":
             trash = await self._trash()
@@ -139,32 +188,38 @@ class Maildrop:
         return Deferred.fromCoroutine(self.apply_deletions())
 
 
-def avatar_factory(store, config):
+def avatar_factory(store, config, clock):
     """
-    The realm's POP3 avatar factory: user name -> Deferred (Maildrop, logout).
+    The realm's POP3 avatar factory: (user name, ``Pop3Mind`` or None) ->
+    Deferred (Maildrop, logout).  ``clock`` tells when a device logs in.
 
     Holds the maildrop locks of this process (RFC 1939 8: one session per
-    maildrop); logout releases the session's lock.
+    maildrop, a device's view being one); logout releases the session's
+    lock.
     """
-    locked: set[str] = set()
+    locked: set[tuple[str, str | None]] = set()
 
-    async def open_maildrop(user: str):
+    async def open_maildrop(user: str, device: str | None):
         lock = config.pop3.lock_session
+        key = (user, device)
         if lock:
-            if user in locked:
+            if key in locked:
                 raise MaildropLocked()
-            locked.add(user)
+            locked.add(key)
         released = False
 
         def logout():
             nonlocal released
             if lock and not released:
                 released = True
-                locked.discard(user)
+                locked.discard(key)
 
         try:
             await store.ensure_user(user)
             inbox = await store.get_mailbox(user, "INBOX")
+            hidden_here = frozenset()
+            if device is not None:
+                hidden_here = await _open_device(store, config.pop3, clock, inbox, device)
             records = await store.list_messages(inbox.id)
         except BaseException:
             logout()
@@ -173,10 +228,22 @@ def avatar_factory(store, config):
             records,
             lambda uid: config.uidl.format(inbox.uidvalidity, uid).encode("ascii"),
             config.pop3.hidden_flag,
+            hidden_here,
         )
-        return Maildrop(store, inbox, view, config.pop3), logout
+        return Maildrop(store, inbox, view, config.pop3, device), logout
 
-    def factory(user: str):
-        return Deferred.fromCoroutine(open_maildrop(user))
+    def factory(user: str, mind=None):
+        return Deferred.fromCoroutine(open_maildrop(user, getattr(mind, "device", None)))
 
     return factory
+
+
+async def _open_device(store, config, clock, inbox, device: str) -> frozenset[int]:
+    """The device's deletions, the device registered (or its login noted) first."""
+    now = clock.seconds()
+    try:
+        return await store.open_device(
+            inbox.id, device, now, config.max_devices, forget_before(now, config.forget_devices_after)
+        )
+    except store_interfaces.TooManyDevices:
+        raise TooManyDevices() from None

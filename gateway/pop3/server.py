@@ -20,16 +20,17 @@ each, the places where Twisted falls short of the RFCs or of DESIGN.md:
 - TCP_NODELAY on every connection (DESIGN.md, performance rules);
 - STLS (RFC 2595 4) through ``gateway.net.tls.start_tls_discarding_buffer``, so
   nothing pipelined behind it in plain text runs;
-- off loopback and outside TLS, USER/PASS and AUTH PLAIN are refused and
-  left out of CAPA unless ``auth.plaintext_without_tls`` (DESIGN.md;
-  ``gateway.policy.plaintext``);
+- outside TLS, USER/PASS and AUTH PLAIN are refused and left out of CAPA
+  but from the networks ``auth.plaintext_without_tls`` names (this machine
+  by default; DESIGN.md; ``gateway.policy.plaintext``);
 - limits (``[limits]``): an over-long line is answered and discarded, not
   buffered, and the session goes on; too many bad commands close it; an
   absolute deadline from connect to login (``resetTimeout`` on every line
   would let a client trickling bytes stay for ever);
 - logins run ``gateway.policy.login``'s sequence, shared with IMAP: the
   failure delay per address, the lockout per user at an address, the
-  sessions per user, and the auth log;
+  sessions per user, and the auth log; ``alice#phone`` is alice there, on
+  a view of the device's own (``gateway/pop3/devices.py``);
 - RETR writes a message in one write (big ones in SEND_CHUNK pieces) and
   waits only while the transport's buffer is full; the \\Seen flags RETR
   sets are saved in one index write once the pipelined commands are all
@@ -59,11 +60,13 @@ from gateway.policy.addresses import normalise_ip
 from gateway.policy.login import LoginPolicy
 from gateway.policy.plaintext import plaintext_allowed
 # service.py builds the realm from pop3.avatar_factory; the avatar lives apart.
-from gateway.pop3.maildrop import IMailbox, MaildropLocked, avatar_factory  # noqa: F401
+from gateway.pop3.devices import InvalidDevice, split_login
+from gateway.pop3.maildrop import IMailbox, MaildropLocked, Pop3Mind, avatar_factory  # noqa: F401
 from gateway.pop3.session import (
     AuthenticationCancelled,
     AuthenticationFailed,
     BadCommand,
+    BadDeviceName,
     DotStuffer,
     InvalidSyntax,
     LineTooLong,
@@ -72,6 +75,7 @@ from gateway.pop3.session import (
     Pop3Error,
     TlsActive,
     TooManyBadCommands,
+    TooManyDevices,
     TooManySessions,
     TopFilter,
     UnknownCommand,
@@ -108,6 +112,9 @@ _LOGIN_REFUSALS = {
     login_policy.LockedOut: LoginsBlocked,
     login_policy.TooManySessions: TooManySessions,
 }
+
+# The realm's own refusals, as the auth log names them.
+_REALM_REFUSALS = {MaildropLocked: "in-use", TooManyDevices: "too-many-devices"}
 
 # Bytes of a message read and written at once: most messages go out in one
 # write; a big one in pieces, so a session's memory stays flat.
@@ -254,7 +261,7 @@ class Pop3Server(twisted_pop3.POP3):
         return self._tls_started or ISSLTransport.providedBy(self.transport)
 
     def _plaintext_allowed(self) -> bool:
-        return plaintext_allowed(self.transport.getHost(), self._secure(), self.config.auth.plaintext_without_tls)
+        return plaintext_allowed(self._peer_ip(), self._secure(), self.config.plaintext_networks)
 
     def capabilities(self) -> list[bytes]:
         stls = self.context_factory is not None and self.mbox is None and not self._secure()
@@ -317,7 +324,9 @@ class Pop3Server(twisted_pop3.POP3):
     def _save_seen(self):
         """
         The client's pipelined commands are all answered: flag \\Seen, in one
-        index write, what RETR sent meanwhile (``Maildrop.mark_seen``).
+        index write, what RETR sent meanwhile (``Maildrop.mark_seen``).  The
+        write is queued, not waited for: the next command is answered at
+        once, and QUIT's deletions come after it (``Maildrop.save_seen``).
         """
         if self.mbox is None or not self.mbox.seen_unsaved:
             return
@@ -373,8 +382,8 @@ class Pop3Server(twisted_pop3.POP3):
         """
         Run a command that may wait on the store or the socket.
 
-        Its first step runs here: a Deferred that has already fired (every
-        one the SQLite store returns) does not suspend an ``await``, so most
+        Its first step runs here: a Deferred that has already fired (a
+        store read answers at once) does not suspend an ``await``, so most
         commands end in that step, with no Deferred of their own.  One that
         waits goes on under ``Deferred.fromCoroutine``, which resumes it at
         the same ``await``, and later lines queue meanwhile.
@@ -479,11 +488,19 @@ class Pop3Server(twisted_pop3.POP3):
     def _login_plain(self, response: sasl.PlainResponse):
         return self._login(response.user.encode("utf-8"), response.password)
 
-    async def _login(self, user: bytes, password: bytes):
+    async def _login(self, name: bytes, password: bytes):
+        # alice#phone: alice's password, locked out and counted as alice, so
+        # that device names cannot multiply a guesser's tries.
+        try:
+            login = split_login(name, self.config.pop3.device_views)
+        except InvalidDevice:
+            authlog.login_failed("pop3", name, self._peer_ip(), "bad-device")
+            raise BadDeviceName() from None
         # A failure's delay keeps the command running: later commands wait
         # in the queue.
         attempt = self.logins.login(
-            self.portal, "pop3", self._peer_ip(), user, password, IMailbox, refusals={MaildropLocked: "in-use"}
+            self.portal, "pop3", self._peer_ip(), login.user, password, IMailbox,
+            refusals=_REALM_REFUSALS, mind=Pop3Mind(login.device),
         )
         self._login_attempt = attempt
         try:
@@ -499,8 +516,11 @@ class Pop3Server(twisted_pop3.POP3):
             return
 
         def end_session():
-            self._save_seen()
-            granted.end()
+            # The maildrop stays locked until its \Seen flags are saved, so
+            # the next session's snapshot shows them.
+            saved = Deferred.fromCoroutine(maildrop.save_seen())
+            saved.addErrback(lambda failure: log.failure("POP3 could not flag messages \\Seen", failure))
+            saved.addBoth(lambda _: granted.end())
 
         maildrop = self.mbox = granted.avatar
         self._onLogout = end_session

@@ -119,6 +119,16 @@ class TooManySessions(Pop3Error):
     text = b"[IN-USE] Too many sessions for this user"
 
 
+class TooManyDevices(Pop3Error):
+    # RFC 3206 4: SYS/PERM, retrying will not help until a device is forgotten.
+    text = b"[SYS/PERM] Too many devices for this user"
+
+
+class BadDeviceName(Pop3Error):
+    # RFC 3206 5: the user name as given cannot be right.
+    text = b"[AUTH] Invalid device name (letters, digits, '.', '-', '_')"
+
+
 class TlsActive(Pop3Error):
     text = b"TLS is already active"
 
@@ -292,18 +302,21 @@ class Snapshot:
         return sorted(self.entries[number - 1].uid for number in self.deleted)
 
 
-def build_snapshot(records: Iterable, uidl: Callable[[int], bytes], hidden_flag: str) -> Snapshot:
+def build_snapshot(
+    records: Iterable, uidl: Callable[[int], bytes], hidden_flag: str, hidden_here: frozenset[int] = frozenset()
+) -> Snapshot:
     """
     The maildrop of a session from INBOX's message records (ascending UID):
     each message not flagged ``hidden_flag`` (the "hide" delete policy; IMAP
-    keywords compare case-insensitively, RFC 3501 2.3.2), with its UIDL.
+    keywords compare case-insensitively, RFC 3501 2.3.2) and not among the
+    UIDs ``hidden_here`` (what this device deleted), with its UIDL.
     """
     hidden = hidden_flag.lower()
     return Snapshot(
         tuple(
             SnapshotEntry(uid=record.uid, size=record.size, uidl=uidl(record.uid), seen="\\Seen" in record.flags)
             for record in records
-            if not any(flag.lower() == hidden for flag in record.flags)
+            if record.uid not in hidden_here and not any(flag.lower() == hidden for flag in record.flags)
         )
     )
 

@@ -3,8 +3,15 @@ Contracts every store backend provides.
 
 Every method that may block returns a Deferred, so that a networked backend
 (PostgreSQL, for several gateway nodes) fits the same contract as the embedded
-SQLite one.  The store knows nothing of sessions: live views subscribe to the
-change feed and ask ``changes_since`` for what they missed.
+SQLite one.  A Deferred may fire at once or on a later reactor turn (a write
+waits for its commit); it always fires on the reactor thread.  The store
+knows nothing of sessions: live views subscribe to the change feed and ask
+``changes_since`` for what they missed.
+
+Durability (DESIGN.md): what is acknowledged (``append``, ``copy``,
+``move``, ``expunge``, mailbox changes) is durable when its Deferred fires.
+A flag change (``store_flags``, ``claim_recent``) is visible to every
+session when its Deferred fires and durable within a second.
 
 Mailbox names are text (already decoded from modified UTF-7), with ``/`` as
 hierarchy separator.  ``INBOX`` is matched case-insensitively (RFC 3501 5.1);
@@ -48,6 +55,22 @@ class TemporaryFailure(StoreError):
     """
 
 
+class StoreFull(TemporaryFailure):
+    """
+    The store has no room left (disk full, quota of the store's filesystem):
+    a temporary failure that more space cures.  LMTP answers it 452 4.3.1
+    (RFC 3463: mail system full); IMAP and POP3 as any temporary failure.
+    """
+
+
+class TooManyDevices(StoreError):
+    """A new POP3 device for a mailbox that has as many as it may."""
+
+
+class NoStore(StoreError):
+    """There is no store where the configuration says (``open_maintenance``)."""
+
+
 class IChangeFeed(Interface):
     """
     Tells live sessions that a mailbox changed, whoever changed it.
@@ -75,6 +98,21 @@ class IMailStore(Interface):
     """
 
     changes = Attribute("The L{IChangeFeed} of this store.")
+
+    spool_directory = Attribute(
+        "A directory on the store's own disk where a listener may spool a"
+        " message while it arrives, so that a full disk shows then; None"
+        " where the store has no disk of its own (the system's temporary"
+        " directory is used)."
+    )
+
+    def close():
+        """
+        Finish the writes already asked for, make every change durable and
+        release the store.  Nothing may be asked of it afterwards.
+
+        @return: Deferred firing with None once done.
+        """
 
     def ensure_user(user):
         """
@@ -263,6 +301,41 @@ class IMailStore(Interface):
             ascending by UID; the UIDs that failed the test, ascending).
         """
 
+    # POP3 views per device (gateway/pop3/devices.py): which of a mailbox's
+    # messages each device has deleted.  Like the flags, a backend whose
+    # index is rebuilt from the message files starts them afresh.
+
+    def open_device(mailbox_id, device, now, max_devices, forget_before):
+        """
+        A POP3 device's view of the mailbox opens: first every device whose
+        last login was before ``forget_before`` is forgotten, its marks with
+        it (``device`` too, which then comes back as new); then ``device``
+        is registered, or its login noted, at ``now`` (seconds since the
+        epoch).  One step: nothing of it is done when it fails.
+
+        @return: Deferred firing with the frozenset of UIDs ``device`` has
+            deleted; fails with L{TooManyDevices} when ``device`` is new and
+            the mailbox has ``max_devices`` already, or L{NoSuchMailbox}.
+        """
+
+    def delete_for_device(mailbox_id, device, uids):
+        """
+        Mark ``uids`` deleted by ``device`` (registered by L{open_device}),
+        durably: a POP3 QUIT was answered on it.  Marks of messages no longer
+        in the mailbox go in the same step.
+
+        @return: Deferred firing with the ascending list of the mailbox's
+            UIDs that every device registered on it has deleted.
+        """
+
+    def forget_device_deletions(mailbox_id, uids):
+        """
+        Drop every device's mark on ``uids``, once the delete policy has
+        taken them.
+
+        @return: Deferred firing with None.
+        """
+
 
 class UidNotAvailable(StoreError):
     """The UID asked for is below the mailbox's UIDNEXT (UIDs never go back)."""
@@ -315,10 +388,30 @@ class IGroupCommitStore(Interface):
     def append_many(deliveries):
         """
         Several L{IMailStore.append}s, each with the same durability, under
-        one commit: ``deliveries`` is a list of (mailbox_id, source).
+        one commit: ``deliveries`` is a list of (mailbox_id, source).  A
+        source object named by several deliveries (one message for several
+        recipients) is read, spooled and parsed once, and every mailbox
+        gets the same body.
 
         @return: Deferred firing with one item per delivery, in order: its
             L{MessageRecord}, or the exception that refused it
             (L{TemporaryFailure}, L{NoSuchMailbox}); one refused delivery
             does not stop the others.
+        """
+
+
+class IStoreMaintenance(Interface):
+    """
+    What ``gateway check`` asks of a backend: its own consistency, read
+    without changing anything, and the repairs that cannot lose or invent
+    mail.
+    """
+
+    def check(repair):
+        """
+        Look for inconsistencies; with ``repair``, do the safe repairs, each
+        through the store so that live sessions hear of it, then look again.
+
+        @return: Deferred firing with a L{CheckReport}; fails with L{NoStore}
+            when there is no store to check.
         """

@@ -96,6 +96,25 @@ class MessageStructure:
     header: bytes
     root: Part
 
+    def with_fields_on_top(self, fields: bytes) -> MessageStructure:
+        """
+        The structure of this message with header ``fields`` (whole
+        CRLF-ended lines, such as trace fields) put on top: every offset
+        moves by their length and the header grows by them.  ENVELOPE and
+        BODYSTRUCTURE stay: they come from the message's own fields and its
+        body, not from lines put before them.
+        """
+        shift = len(fields)
+        root = self.root
+        moved = Part(root.header_start, root.body_start + shift, root.end + shift, root.content_type,
+                     tuple(_moved(child, shift) for child in root.children))
+        return attrs.evolve(self, header=fields + self.header, root=moved)
+
+
+def _moved(part: Part, shift: int) -> Part:
+    return Part(part.header_start + shift, part.body_start + shift, part.end + shift, part.content_type,
+                tuple(_moved(child, shift) for child in part.children))
+
 
 @attrs.frozen
 class ChangeSet:
@@ -113,3 +132,14 @@ class ChangeSet:
     uidnext: int
     updated: tuple[MessageRecord, ...]
     expunged: tuple[int, ...]
+
+
+@attrs.frozen
+class CheckReport:
+    """
+    What a store's consistency check found: one line per problem still
+    there, one per repair done (``IStoreMaintenance.check``).
+    """
+
+    problems: tuple[str, ...] = ()
+    repairs: tuple[str, ...] = ()

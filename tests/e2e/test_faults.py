@@ -13,7 +13,7 @@ The disk fills in one of two ways, and the test id says which one ran:
   while a flag file exists.  Runs everywhere.
 
 In both, deliveries by LMTP, by ``gateway deliver`` and by IMAP APPEND get
-temporary failures (LMTP ``452 4.2.2``, exit 75, ``NO [UNAVAILABLE]``: RFC
+temporary failures (LMTP ``452 4.3.1``, exit 75, ``NO [UNAVAILABLE]``: RFC
 5530's code for a temporary failure of a subsystem, not OVERQUOTA, which
 would tell the user to delete mail over a quota that does not exist), every
 acknowledged message stays whole, ``gateway check`` finds the store
@@ -191,7 +191,7 @@ def test_full_disk_gives_temporary_failures_and_loses_nothing(disk):
 
         disk.fill()
         # Each way in says "try again later", in its own protocol's words.
-        assert lmtp_attempt(lmtp, messages[4]) == (452, b"4.2.2 <alice@example.test> Mailbox is full, try again later")
+        assert lmtp_attempt(lmtp, messages[4]) == (452, b"4.3.1 <alice@example.test> Mail system full, try again later")
         refused = run_gateway(data, "deliver", "alice", input=messages[5], check=False)
         assert refused.returncode == 75, refused.stderr
         assert refused.stderr.startswith(b"gateway deliver: temporary failure: ")

@@ -204,7 +204,9 @@ def test_one_users_failures_lock_out_that_user_at_the_address_and_nobody_else(ga
 def balanced(tmp_path_factory):
     base = tmp_path_factory.mktemp("balanced")
     config = base / "gateway.toml"
-    config.write_text("[auth]\nfailure_delay = 0\n")
+    # The PROXY header's source is the client whose password arrives in the
+    # clear: these test networks may send it so.
+    config.write_text('[auth]\nfailure_delay = 0\nplaintext_without_tls = ["2001:db8::/32"]\n')
     # IMAP reached over 127.0.0.1, POP3 over ::1: both trusted by default.
     with GatewayProcess(base / "data", imap="haproxy:tcp:0:interface=127.0.0.1",
                         pop3="haproxy:tcp6:0:interface=\\:\\:1", lmtp=None, config=config) as server:

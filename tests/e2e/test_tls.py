@@ -21,7 +21,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from gateway.net.tls import generate_self_signed
+from gateway.net.certificates import generate_self_signed
 from tests.serverproc import LOOPBACK, GatewayProcess
 
 MESSAGE = b"From: a@example.org\r\nSubject: over TLS\r\n\r\nsecret body\r\n"

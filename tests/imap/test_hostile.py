@@ -29,6 +29,7 @@ from tests.serverproc import GatewayProcess
 from tests.imap.test_server import MESSAGE, RecordingTransport, Session
 
 NETWORK = IPv4Address("TCP", "192.0.2.1", 143)
+REMOTE = IPv4Address("TCP", "198.51.100.7", 40000)
 PRIVACY = (b" NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) "
            b"connections.")
 
@@ -64,7 +65,7 @@ def login_lines(events):
 
 
 def test_off_loopback_without_tls_passwords_are_refused(store, logged):
-    s = Session(store, host=NETWORK)
+    s = Session(store, host=NETWORK, peer=REMOTE)
     assert b"LOGINDISABLED" in s.greeting and b"AUTH=PLAIN" not in s.greeting
     caps = s.command(b"a CAPABILITY")[0].split()
     assert b"LOGINDISABLED" in caps and b"AUTH=PLAIN" not in caps
@@ -73,23 +74,23 @@ def test_off_loopback_without_tls_passwords_are_refused(store, logged):
     assert s.command(b"d AUTHENTICATE PLAIN") == [b"d" + PRIVACY]
     assert s.server.state == "unauth"
     assert login_lines(logged) == [
-        "login failed: protocol=imap user=alice ip=127.0.0.1 reason=plaintext-disallowed",
-        "login failed: protocol=imap user=- ip=127.0.0.1 reason=plaintext-disallowed",
-        "login failed: protocol=imap user=- ip=127.0.0.1 reason=plaintext-disallowed",
+        "login failed: protocol=imap user=alice ip=198.51.100.7 reason=plaintext-disallowed",
+        "login failed: protocol=imap user=- ip=198.51.100.7 reason=plaintext-disallowed",
+        "login failed: protocol=imap user=- ip=198.51.100.7 reason=plaintext-disallowed",
     ]
     assert not any("secret" in line for line in login_lines(logged))
 
 
 def test_plaintext_allowed_by_config_or_under_tls(store):
     allowed = Config(auth=AuthConfig(failure_delay=1.0, plaintext_without_tls=True))
-    s = Session(store, config=allowed, host=NETWORK)
+    s = Session(store, config=allowed, host=NETWORK, peer=REMOTE)
     assert b"AUTH=PLAIN" in s.greeting and b"LOGINDISABLED" not in s.greeting
     s.login()
 
     # An imaps listener: the transport is TLS from the first byte.
     transport = RecordingTransport(hostAddress=NETWORK, peerAddress=NETWORK)
     directlyProvides(transport, ISSLTransport, ITLSTransport)
-    server = Session(store, host=NETWORK).factory.buildProtocol(None)
+    server = Session(store, host=NETWORK, peer=REMOTE).factory.buildProtocol(None)
     server.makeConnection(transport)
     greeting = transport.value()
     assert b"AUTH=PLAIN" in greeting and b"STARTTLS" not in greeting
@@ -99,10 +100,10 @@ def test_plaintext_allowed_by_config_or_under_tls(store):
 
 
 def test_starttls_off_loopback_then_login_and_nothing_pipelined_runs(store):
-    s = Session(store, host=NETWORK)
+    s = Session(store, host=NETWORK, peer=REMOTE)
     factory = imap_server.build_factory(s.factory.portal, store, s.factory.config, s.clock, context_factory=object())
     server = factory.buildProtocol(None)
-    transport = RecordingTransport(hostAddress=NETWORK)
+    transport = RecordingTransport(hostAddress=NETWORK, peerAddress=REMOTE)
     directlyProvides(transport, ITLSTransport)
     server.makeConnection(transport)
     assert b" STARTTLS" in transport.value() and b"LOGINDISABLED" in transport.value()

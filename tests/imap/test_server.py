@@ -375,7 +375,11 @@ def test_search(store):
     assert s.command(b"a SEARCH OR FLAGGED SUBJECT hello NOT 1") == [b"* SEARCH 3", b"a OK SEARCH completed"]
     assert s.command(b'a UID SEARCH SUBJECT "gr\xc3\xbc\xc3\x9fe"') == [b"* SEARCH 2", b"a OK SEARCH completed"]
     assert s.command(b"a SEARCH BODY inner") == [b"* SEARCH 2", b"a OK SEARCH completed"]
-    assert s.command(b"a SEARCH CHARSET KOI8-R ALL")[-1].startswith(b"a NO [BADCHARSET")
+    # RFC 3501 6.4.4: strings in the named charset; any Python decodes.
+    assert s.command(b'a SEARCH CHARSET ISO-8859-1 SUBJECT "gr\xfc\xdfe"') == [b"* SEARCH 2", b"a OK SEARCH completed"]
+    assert s.command(b"a SEARCH CHARSET KOI8-R ALL") == [b"* SEARCH 1 2 3", b"a OK SEARCH completed"]
+    assert s.command(b"a SEARCH CHARSET X-NO-SUCH ALL")[-1].startswith(b"a NO [BADCHARSET")
+    assert s.command(b"a SEARCH CHARSET BASE64 ALL")[-1].startswith(b"a NO [BADCHARSET")
     assert s.command(b"a SEARCH FOO")[-1].startswith(b"a BAD")
 
 

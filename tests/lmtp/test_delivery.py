@@ -6,6 +6,7 @@ and ``deliver_main`` (the ``gateway deliver`` MDA) with its sysexits codes.
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 from twisted.internet import defer
@@ -168,7 +169,8 @@ def test_mda_missing_data_dir_is_75_not_unknown_user(tmp_path):
 
 
 def test_append_many_stores_each_in_order_with_one_directory_fsync(store, monkeypatch):
-    from gateway.store.sqlite import store as sqlite
+    # The writer fsyncs each directory that got a body once, before the commit.
+    from gateway.store.sqlite import writer as sqlite
 
     run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
     run(deliver(store, "bob", b"Subject: warm\r\n\r\nx\r\n"))
@@ -199,7 +201,7 @@ def test_append_many_refuses_one_and_stores_the_others(store):
 def test_append_many_failing_commit_leaves_nothing(store, monkeypatch):
     import errno
 
-    from gateway.store.sqlite import store as sqlite
+    from gateway.store.sqlite import writer as sqlite
 
     run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
     alice = result_of(store.get_mailbox("alice", "INBOX"))
@@ -216,3 +218,53 @@ def test_append_many_failing_commit_leaves_nothing(store, monkeypatch):
     assert [uid for uid, _ in stored(store, "alice")] == [1]
     assert sorted(p.name for p in (store.root / "mail" / str(alice.id)).iterdir()) == ["1", "mailbox.json", "uidnext"]
     assert result_of(store.append_many([(alice.id, b"Subject: c\r\n\r\n")]))[0].uid == 2
+
+
+def test_append_many_spools_and_parses_one_source_once_for_every_mailbox(store, monkeypatch):
+    # One LMTP message for several recipients: one body file written,
+    # fsynced and parsed, linked into each mailbox.
+    from gateway.store.sqlite import delivery
+
+    run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
+    run(deliver(store, "bob", b"Subject: warm\r\n\r\nx\r\n"))
+    alice = result_of(store.get_mailbox("alice", "INBOX"))
+    bob = result_of(store.get_mailbox("bob", "INBOX"))
+    parsed = []
+    parse = delivery.message.parse
+    monkeypatch.setattr(delivery.message, "parse", lambda f: parsed.append(f) or parse(f))
+    source = io.BytesIO(b"Subject: to all\r\n\r\nbody\r\n")
+    records = result_of(store.append_many([(alice.id, source), (bob.id, source), (alice.id, source)]))
+    assert [record.uid for record in records] == [2, 2, 3]
+    assert len(parsed) == 1
+    assert stored(store, "alice")[1:] == [(2, b"Subject: to all\r\n\r\nbody\r\n"), (3, b"Subject: to all\r\n\r\nbody\r\n")]
+    assert stored(store, "bob")[1:] == [(2, b"Subject: to all\r\n\r\nbody\r\n")]
+    assert os.stat(store.root / "mail" / str(bob.id) / "2").st_nlink == 3
+    assert list((store.root / "tmp").iterdir()) == []
+
+
+def test_append_many_parses_a_shared_message_once_and_tops_each_copy_with_its_fields(store, monkeypatch):
+    # The copies of one LMTP message: each its own trace fields, one spool.
+    from gateway.store.sqlite import delivery
+    from gateway.store.traced import TracedMessage
+
+    run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
+    run(deliver(store, "bob", b"Subject: warm\r\n\r\nx\r\n"))
+    alice = result_of(store.get_mailbox("alice", "INBOX"))
+    bob = result_of(store.get_mailbox("bob", "INBOX"))
+    parsed = []
+    parse = delivery.message.parse
+    monkeypatch.setattr(delivery.message, "parse", lambda f: parsed.append(f) or parse(f))
+    spool = io.BytesIO(b"Subject: to all\n\nbody\n")
+    spool.seek(5)  # the listener left it anywhere
+    copies = [TracedMessage(b"Delivered-To: %s\r\n" % name, spool) for name in (b"alice", b"bob", b"alice+x")]
+    records = result_of(store.append_many([(alice.id, copies[0]), (bob.id, copies[1]), (alice.id, copies[2])]))
+    assert [record.uid for record in records] == [2, 2, 3]
+    assert len(parsed) == 1
+    body = b"Subject: to all\r\n\r\nbody\r\n"
+    assert stored(store, "alice")[1:] == [(2, b"Delivered-To: alice\r\n" + body), (3, b"Delivered-To: alice+x\r\n" + body)]
+    assert stored(store, "bob")[1:] == [(2, b"Delivered-To: bob\r\n" + body)]
+    # Each copy's structure is its own: FETCH BODY[HEADER] and sizes agree with the file.
+    structures = result_of(store.get_structures(alice.id, [3]))
+    assert structures[3].header == b"Delivered-To: alice+x\r\nSubject: to all\r\n\r\n"
+    assert structures[3].root.end == records[2].size == len(b"Delivered-To: alice+x\r\n" + body)
+    assert list((store.root / "tmp").iterdir()) == []

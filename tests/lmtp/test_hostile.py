@@ -282,8 +282,8 @@ def test_full_disk_while_spooling(store, monkeypatch, size):
     session = Session(store)
     session.start(b"<alice>", b"<bob>")
     assert session.send(b"Subject: full\r\n\r\n" + b"x" * size + b"\r\n.\r\n") == [
-        b"452 4.2.2 <alice@mx.example.test> Mailbox is full, try again later",
-        b"452 4.2.2 <bob@mx.example.test> Mailbox is full, try again later",
+        b"452 4.3.1 <alice@mx.example.test> Mail system full, try again later",
+        b"452 4.3.1 <bob@mx.example.test> Mail system full, try again later",
     ]
     assert session.send(b"NOOP\r\n") == [b"250 2.0.0 OK"]
     assert bodies(store, "alice") == bodies(store, "bob") == []

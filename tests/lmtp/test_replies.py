@@ -51,8 +51,8 @@ def test_every_refusal_is_a_well_formed_reply(error):
 
 
 def test_a_reply_after_data_names_its_recipient():
-    assert replies.MailboxFull().reply(b"alice@example.org") == (
-        b"4.2.2 <alice@example.org> Mailbox is full, try again later"
+    assert replies.MailSystemFull().reply(b"alice@example.org") == (
+        b"4.3.1 <alice@example.org> Mail system full, try again later"
     )
     assert replies.UnsupportedParameter(b"XFOO").reply() == b"5.5.4 Unsupported parameter XFOO"
     assert replies.UnsupportedParameter().reply() == b"5.5.4 Unsupported parameter"

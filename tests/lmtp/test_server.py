@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import errno
 import re
-import sqlite3
 import time
 
 import pytest
@@ -31,7 +30,7 @@ from gateway.lmtp.recipients import resolve_recipient
 from gateway.lmtp.server import LMTPFactory, SessionLimits, _find_dot_line
 from gateway.lmtp.trace import transaction_id
 from gateway.net.metrics import Metrics
-from gateway.store.interfaces import NoSuchMailbox, TemporaryFailure
+from gateway.store.interfaces import NoSuchMailbox, StoreFull, TemporaryFailure
 from gateway.store.model import MailboxInfo, MessageRecord
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import result_of
@@ -227,29 +226,25 @@ def test_one_reply_per_recipient_with_a_failure_in_between():
     assert store.inbox("alice") == [trace(b"alice@a.test") + b"Subject: x\r\n\r\nbody\r\n"] * 2
 
 
-def test_disk_full_is_452_mailbox_full():
+def test_a_full_store_is_452_mail_system_full():
+    # RFC 3463 3.4: X.3.1, the mail system's storage; the MTA retries.
+    store = MemoryStore()
+    store.failures["alice"] = StoreFull("cannot write to the store: No space left on device")
+    session = Session(store)
+    session.start()
+    assert session.send(b"x\r\n.\r\n") == [b"452 4.3.1 <alice@example.test> Mail system full, try again later"]
+
+
+def test_other_temporary_failures_are_451_whatever_their_cause():
+    # The listener reads the contract's error, not what the backend raised.
     store = MemoryStore()
     try:
-        raise TemporaryFailure("cannot write message") from OSError(errno.ENOSPC, "No space left on device")
+        raise TemporaryFailure("index is busy") from OSError(errno.ENOSPC, "No space left on device")
     except TemporaryFailure as e:
         store.failures["alice"] = e
     session = Session(store)
     session.start()
-    assert session.send(b"x\r\n.\r\n") == [b"452 4.2.2 <alice@example.test> Mailbox is full, try again later"]
-
-
-def test_full_index_is_452_mailbox_full_too():
-    # SQLite says "database or disk is full" with its own error, not ENOSPC.
-    full = sqlite3.OperationalError("database or disk is full")
-    full.sqlite_errorname = "SQLITE_FULL"
-    store = MemoryStore()
-    try:
-        raise TemporaryFailure("index write failed") from full
-    except TemporaryFailure as e:
-        store.failures["alice"] = e
-    session = Session(store)
-    session.start()
-    assert session.send(b"x\r\n.\r\n") == [b"452 4.2.2 <alice@example.test> Mailbox is full, try again later"]
+    assert session.send(b"x\r\n.\r\n") == [b"451 4.3.0 <alice@example.test> Temporary failure, try again later"]
 
 
 def test_unexpected_store_error_is_temporary():
@@ -809,10 +804,7 @@ def test_all_recipients_of_a_message_share_one_commit(sqlite_factory):
 
 def test_failed_group_commit_answers_every_recipient(sqlite_factory):
     def full(deliveries):
-        cause = OSError(errno.ENOSPC, "No space left on device")
-        failure = TemporaryFailure("cannot store message")
-        failure.__cause__ = cause
-        return defer.succeed([failure] * len(deliveries))
+        return defer.succeed([StoreFull("cannot write to the store: No space left on device")] * len(deliveries))
 
     sqlite_factory.store.append_many = full
     session = StoreSession(sqlite_factory)
@@ -820,8 +812,8 @@ def test_failed_group_commit_answers_every_recipient(sqlite_factory):
     session.send(b"x\r\n.\r\n")
     sqlite_factory.reactor.advance(0)
     assert session.replies() == [
-        b"452 4.2.2 <alice@a.test> Mailbox is full, try again later",
-        b"452 4.2.2 <bob@b.test> Mailbox is full, try again later",
+        b"452 4.3.1 <alice@a.test> Mail system full, try again later",
+        b"452 4.3.1 <bob@b.test> Mail system full, try again later",
     ]
 
 

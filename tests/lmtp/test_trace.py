@@ -16,7 +16,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.lmtp.trace import (
-    PrefixedMessage,
     Transaction,
     address_literal,
     date_time,
@@ -174,23 +173,3 @@ def test_received_is_one_well_folded_field(helo, peer, sender, recipient, starte
     value = " ".join(parsed["Received"].split())
     assert value.startswith("from ")
     assert f"(envelope-from <{sender}>) for <{recipient}>; " in value
-
-
-def test_prefixed_message_reads_prefix_then_rewound_spool():
-    class Spool:
-        def __init__(self):
-            self.data, self.position = b"body\r\n", 3
-
-        def seek(self, position):
-            self.position = position
-
-        def read(self, size=-1):
-            end = len(self.data) if size < 0 else self.position + size
-            chunk, self.position = self.data[self.position:end], min(end, len(self.data))
-            return chunk
-
-    message = PrefixedMessage(b"Field: x\r\n", Spool())
-    chunks = []
-    while chunk := message.read(4):
-        chunks.append(chunk)
-    assert b"".join(chunks) == b"Field: x\r\nbody\r\n"

@@ -11,10 +11,15 @@ import pathlib
 import re
 import subprocess
 import sys
+import time
 import tracemalloc
+from unittest import mock
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
+from gateway.mail import message as message_module
+from gateway.mail.mimescan import MAX_HEADER
 from gateway.mail.message import (
     crlf_chunks,
     find_part,
@@ -240,8 +245,10 @@ def test_message_rfc822_attachment_with_multipart_inside():
 def test_encoded_words_stay_raw_in_envelope_and_decode_for_search():
     structure = parse_bytes(corpus("encoded"))
     assert structure.envelope == (
-        b'(NIL "=?ISO-8859-1?B?SWYgeW91IGNhbiByZWFkIHRoaXMgeW8=?= '
-        b'=?ISO-8859-2?B?dSB1bmRlcnN0YW5kIHRoZSBleGFtcGxlLg==?=" '
+        # The Subject is folded: a literal, its line break removed (a real
+        # Dovecot 2.3.19 sends these bytes).
+        b'(NIL {103}\r\n=?ISO-8859-1?B?SWYgeW91IGNhbiByZWFkIHRoaXMgeW8=?= '
+        b'=?ISO-8859-2?B?dSB1bmRlcnN0YW5kIHRoZSBleGFtcGxlLg==?= '
         b'(("=?UTF-8?Q?Andr=C3=A9?= Pirard" NIL "PIRARD" "vm1.ulg.ac.be")) '
         b'(("=?UTF-8?Q?Andr=C3=A9?= Pirard" NIL "PIRARD" "vm1.ulg.ac.be")) '
         b'(("=?UTF-8?Q?Andr=C3=A9?= Pirard" NIL "PIRARD" "vm1.ulg.ac.be")) '
@@ -261,6 +268,16 @@ def test_encoded_words_stay_raw_in_envelope_and_decode_for_search():
     assert header_values(header, "FROM") == [
         "André Pirard <PIRARD@vm1.ulg.ac.be>"]
     assert header_values(header, "X-Missing") == []
+
+
+def test_a_folded_subject_goes_out_as_dovecot_sends_it():
+    # Dovecot keeps the Subject as it came and removes its line breaks for
+    # the ENVELOPE: the string changed, so it is sent as a literal.
+    structure = parse_bytes(crlf(
+        b"Subject: a long subject that was\n folded by the sender\nFrom: Alice\n"
+        b" Example <alice@example.org>\n\nbody\n"))
+    subject = b"a long subject that was folded by the sender"
+    assert structure.envelope.startswith(b"(NIL {%d}\r\n%s ((\"Alice Example\" NIL " % (len(subject), subject))
 
 
 def test_missing_date_and_from_give_nil():
@@ -508,6 +525,251 @@ def test_deep_nesting_is_bounded():
         for i in range(depth))
     structure = parse_bytes(head + b"\r\nleaf\r\n")
     assert_offsets_sane(structure, len(head) + 8)
+
+
+# --- hostile mail: Dovecot's limits (message_parser_settings) ----------------
+#
+# Dovecot 2.3's message-parser stops at max_nested_mime_parts (100) and
+# max_total_mime_parts (10000).  The first four tests are its own
+# test-message-parser.c cases (LF line endings, sizes as there), with its
+# small limits patched in.
+
+LIMIT_MESSAGE = (
+    b'Content-Type: multipart/mixed; boundary="1"\n'
+    b'\n'
+    b'--1\n'
+    b'Content-Type: multipart/mixed; boundary="2"\n'
+    b'\n'
+    b'--2\n'
+    b'Content-Type: text/plain\n'
+    b'\n'
+    b'1\n'
+    b'--2\n'
+    b'Content-Type: text/plain\n'
+    b'\n'
+    b'22\n'
+    b'--1\n'
+    b'Content-Type: text/plain\n'
+    b'\n'
+    b'333\n'
+)
+
+RFC822_LIMIT_MESSAGE = (
+    b'Content-Type: multipart/mixed; boundary="1"\n'
+    b'\n'
+    b'--1\n'
+    b'Content-Type: multipart/mixed; boundary="2"\n'
+    b'\n'
+    b'--2\n'
+    b'Content-Type: message/rfc822\n'
+    b'\n'
+    b'Content-Type: text/plain\n'
+    b'\n'
+    b'1\n'
+    b'--2\n'
+    b'Content-Type: message/rfc822\n'
+    b'\n'
+    b'Content-Type: text/plain\n'
+    b'\n'
+    b'22\n'
+    b'--1\n'
+    b'Content-Type: message/rfc822\n'
+    b'\n'
+    b'Content-Type: text/plain\n'
+    b'\n'
+    b'333\n'
+)
+
+
+def sizes(part):
+    """(header size, body size) as Dovecot's message_part counts them."""
+    return part.body_start - part.header_start, part.end - part.body_start
+
+
+def test_part_budget_runs_the_last_part_to_the_end():
+    # test_message_parser_mime_part_limit: the fourth part is the last one;
+    # "--1" is not read as a boundary any more, and every part above it
+    # ends where the message ends.
+    with mock.patch.object(message_module, "MAX_PARTS", 4):
+        structure = parse_bytes(LIMIT_MESSAGE)
+    root = structure.root
+    inner = root.children[0]
+    first, last = inner.children
+    assert len(root.children) == 1 and len(inner.children) == 2
+    assert sizes(root) == (45, 148) and sizes(inner) == (45, 99)
+    assert sizes(first) == (26, 1) and sizes(last) == (26, 37)
+    assert last.end == len(LIMIT_MESSAGE)
+    assert structure.body == (
+        b'((("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 1 0)'
+        b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 37 5) "mixed") "mixed")')
+
+
+def test_nesting_limit_leaves_a_deeper_multipart_unopened():
+    # test_message_parser_mime_part_nested_limit: the inner multipart is a
+    # leaf; the outer boundary still ends it.  Dovecot 2.3.19 shows it as
+    # opaque data with its parameters.
+    with mock.patch.object(message_module, "MAX_DEPTH", 2):
+        structure = parse_bytes(LIMIT_MESSAGE)
+    root = structure.root
+    unopened, text = root.children
+    assert sizes(root) == (45, 148)
+    assert sizes(unopened) == (45, 64) and unopened.children == ()
+    assert sizes(text) == (26, 4)
+    assert structure.bodystructure == (
+        b'(("application" "octet-stream" ("boundary" "2") NIL NIL "7bit" 64 NIL NIL NIL NIL)'
+        b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 4 1 NIL NIL NIL NIL) '
+        b'"mixed" ("boundary" "1") NIL NIL NIL)')
+
+
+def test_nesting_limit_leaves_a_deeper_message_unopened():
+    # test_message_parser_mime_part_nested_limit_rfc822, shown as Dovecot
+    # 2.3.19 does.
+    message = (b"Content-Type: message/rfc822\n\n"
+               b"Content-Type: message/rfc822\n\n"
+               b"Content-Type: text/plain\n\n1\n")
+    with mock.patch.object(message_module, "MAX_DEPTH", 2):
+        structure = parse_bytes(message)
+    root = structure.root
+    [inner] = root.children
+    assert sizes(root) == (30, 58) and sizes(inner) == (30, 28) and inner.children == ()
+    assert structure.bodystructure == (
+        b'("message" "rfc822" NIL NIL NIL "7bit" 58 '
+        b'(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) '
+        b'("application" "octet-stream" NIL NIL NIL "7bit" 28 NIL NIL NIL NIL) '
+        b'5 NIL NIL NIL NIL)')
+    # Its body is one opaque part: nothing inside it has a section number.
+    assert section_range(root, (1, 1), None) == (inner.body_start, inner.end)
+    assert section_range(root, (1, 1, 1), None) is None
+    assert section_range(root, (1, 1), "HEADER") is None
+
+
+def test_part_budget_leaves_a_message_unopened():
+    # test_message_parser_mime_part_limit_rfc822
+    with mock.patch.object(message_module, "MAX_PARTS", 3):
+        structure = parse_bytes(RFC822_LIMIT_MESSAGE)
+    root = structure.root
+    [inner] = root.children
+    [unopened] = inner.children
+    assert sizes(root) == (45, 238) and sizes(inner) == (45, 189)
+    assert sizes(unopened) == (30, 155) and unopened.children == ()
+    assert structure.body == (
+        b'((("application" "octet-stream" NIL NIL NIL "7bit" 155) "mixed") "mixed")')
+
+
+@settings(max_examples=150)
+@given(st.lists(st.one_of(st.sampled_from(INTERESTING_LINES), st.binary(max_size=20)),
+                max_size=40),
+       st.integers(min_value=1, max_value=4), st.integers(min_value=1, max_value=4))
+def test_small_limits_keep_offsets_sane(pieces, max_parts, max_depth):
+    data = b"".join(pieces)
+    with mock.patch.object(message_module, "MAX_PARTS", max_parts), \
+            mock.patch.object(message_module, "MAX_DEPTH", max_depth):
+        structure = parse_bytes(data)
+        assert parse(TrickleFile(data, 3)) == structure
+    assert sum(1 for _ in walk(structure.root)) <= max_parts
+    assert structure.root.end == len(data)
+    assert_offsets_sane(structure, len(data))
+
+
+def sibling_parts(count: int) -> bytes:
+    """A multipart of ``count`` empty parts, seven bytes each."""
+    return (b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            + b"--b\r\n\r\n" * count + b"--b--\r\n")
+
+
+def timed_parse(data: bytes):
+    """
+    The structure, the CPU seconds parsing it took, and the peak bytes
+    allocated (measured in a second parse: tracing slows the first).
+    """
+    started = time.process_time()
+    structure = parse(io.BytesIO(data))
+    spent = time.process_time() - started
+    tracemalloc.start()
+    try:
+        parse(io.BytesIO(data))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return structure, spent, peak
+
+
+@pytest.mark.parametrize("count", [1_000_000, 200_000])
+def test_a_million_sibling_parts_cost_ten_thousand(count):
+    # 7 MB, a million parts: Dovecot keeps 10,000 (a 740 KB BODYSTRUCTURE)
+    # and serves the message; the parse is about a tenth of a second here,
+    # the bound leaves room for a slow machine.
+    data = sibling_parts(count)
+    structure, spent, peak = timed_parse(data)
+    root = structure.root
+    assert len(root.children) == message_module.MAX_PARTS - 1
+    assert root.children[-1].end == root.end == len(data)
+    assert_offsets_sane(structure, len(data))
+    assert len(structure.bodystructure) < 800_000
+    assert spent < 2.0, spent
+    assert peak < 32_000_000, peak
+
+
+def test_a_million_delimiter_lines():
+    # Each line ends an empty part whose header it also is.
+    data = (b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            + b"--b\r\n" * 1_400_000)
+    structure, spent, _ = timed_parse(data)
+    assert sum(1 for _ in walk(structure.root)) == message_module.MAX_PARTS
+    assert_offsets_sane(structure, len(data))
+    assert spent < 2.0, spent
+
+
+@pytest.mark.parametrize("kind", ["multipart", "message"])
+def test_ten_thousand_levels(kind):
+    if kind == "multipart":
+        data = b"MIME-Version: 1.0\r\n" + b"".join(
+            b"Content-Type: multipart/mixed; boundary=%dz\r\n\r\n--%dz\r\n" % (i, i)
+            for i in range(10_000)) + b"\r\nleaf\r\n"
+    else:
+        data = (b"Subject: top\r\n" + b"Content-Type: message/rfc822\r\n\r\n" * 10_000
+                + b"Subject: inner\r\n\r\nleaf\r\n")
+    structure, spent, _ = timed_parse(data)
+    depth, part = 0, structure.root
+    while part.children:
+        depth, part = depth + 1, part.children[-1]
+    assert depth == message_module.MAX_DEPTH - 1
+    assert part.children == () and part.end == len(data)
+    assert_offsets_sane(structure, len(data))
+    assert spent < 2.0, spent
+
+
+def test_seven_megabyte_header_line():
+    data = b"Subject: " + b"x" * 7_000_000 + b"\r\nFrom: a@b.example\r\n\r\nbody\r\n"
+    structure, spent, peak = timed_parse(data)
+    # The first megabyte is kept for the index; the rest is skipped unread.
+    assert structure.header.startswith(b"Subject: xxx") and structure.header.endswith(b"x\r\n")
+    assert len(structure.header) == MAX_HEADER + 2
+    assert structure.root.body_start == len(data) - 6
+    assert section_bytes(data, (1,)) == b"body\r\n"
+    assert spent < 1.0 and peak < 16_000_000, (spent, peak)
+
+
+def test_a_million_header_fields():
+    data = (b"From: first@example.org\r\nSubject: first\r\n" + b"X-A: b\r\n" * 1_000_000
+            + b"Subject: last\r\n\r\nbody\r\n")
+    structure, spent, _ = timed_parse(data)
+    assert structure.envelope.startswith(b'(NIL "first" ((NIL NIL "first" "example.org"))')
+    # Whole lines up to a megabyte, then the blank line.
+    assert structure.header.endswith(b"X-A: b\r\n\r\n")
+    assert len(structure.header) <= MAX_HEADER + 2
+    assert structure.root.body_start == len(data) - 6
+    assert spent < 1.0, spent
+
+
+def test_mime_headers_full_of_content_fields():
+    part = b"--b\r\n" + b"Content-Type: text/plain\r\n" * 40_000 + b"\r\nx\r\n"
+    data = (b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            + part * 7 + b"--b--\r\n")
+    structure, spent, _ = timed_parse(data)
+    assert len(structure.root.children) == 7
+    assert all(section_bytes(data, (n,)) == b"x" for n in range(1, 8))
+    assert spent < 1.0, spent
 
 
 # Generated trees: every leaf body must come back exactly.

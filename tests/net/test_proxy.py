@@ -20,6 +20,7 @@ from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 from twisted.python.failure import Failure
 
 from gateway.net.proxy import HEADER_TIMEOUT, TrustedProxyFactory, split_description
+from gateway.policy.addresses import Networks
 from tests.serverproc import GatewayProcess
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -63,7 +64,7 @@ class Greeter(Protocol):
 
 def connect(peer, trusted=("127.0.0.1/32", "::1/128")):
     clock = Clock()
-    factory = TrustedProxyFactory(ServerFactory.forProtocol(Greeter), trusted, clock)
+    factory = TrustedProxyFactory(ServerFactory.forProtocol(Greeter), Networks.parse(trusted), clock)
     wrapper = factory.buildProtocol(peer)
     transport = StringTransport(peerAddress=peer)
     wrapper.makeConnection(transport)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from gateway.durable import read_slot_file, write_slot_file
-from gateway.ops.check import TMP_GRACE_SECONDS, find_problems
+from gateway.store.sqlite.check import TMP_GRACE_SECONDS, find_problems
 from gateway.cli import main
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import result_of
@@ -238,3 +238,23 @@ def test_interrupted_expunge_is_reported_and_finished(data):
         "store is consistent",
     ])
     assert inbox_state(data)[1] == [(2, {"\\Seen"})]
+
+
+def test_the_check_is_the_backends_maintenance_interface(data):
+    from twisted.internet.task import Clock
+    from zope.interface.verify import verifyObject
+
+    from gateway.config import Config
+    from gateway.store.interfaces import IStoreMaintenance, NoStore
+    from gateway.store.model import CheckReport
+    from gateway.store.opening import open_maintenance
+    from tests.deferreds import failure_of
+
+    maintenance = open_maintenance(Config(), data, Clock())
+    assert verifyObject(IStoreMaintenance, maintenance)
+    assert result_of(maintenance.check(False)) == CheckReport()
+    (inbox_dir(data) / "2").unlink()
+    report = result_of(maintenance.check(True))
+    assert report.problems == ()
+    assert report.repairs == (f"expunged UID 2 of mail/{inbox_dir(data).name}, whose body files are gone",)
+    failure_of(open_maintenance(Config(), data.parent / "elsewhere", Clock()).check(False), NoStore)

@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 from hypothesis import given, strategies as st
 
-from gateway.policy.addresses import Networks, is_ip, is_loopback, limit_key, normalise_ip
+from gateway.policy.addresses import EVERYWHERE, Networks, UnknownNetwork, is_ip, limit_key, network_entry, normalise_ip
 
 
 @pytest.mark.parametrize(
@@ -61,18 +61,20 @@ def test_two_addresses_share_a_key_exactly_when_they_share_the_prefix(a, b, pref
         ("127.8.9.10", True),
         ("::1", True),
         ("::ffff:127.0.0.1", True),
-        (None, True),  # a UNIX socket: no host at all
+        ("local", True),  # a UNIX socket's peer, as the protocols name it
         ("192.0.2.1", False),
         ("::ffff:192.0.2.1", False),
         ("2001:db8::1", False),
         ("0.0.0.0", False),
         ("fe80::1%eth0", False),
-        ("localhost", False),  # a name is not an address we were given
         ("", False),
+        (None, False),
     ],
 )
-def test_is_loopback(host, expected):
-    assert is_loopback(host) is expected
+def test_local_holds_loopback_addresses_and_peers_without_one(host, expected):
+    assert (host in Networks(local=True)) is expected
+    assert (host in Networks.parse(["local"])) is expected
+    assert host not in Networks.parse(["192.168.0.0/16"])
 
 
 def test_networks_hold_addresses_of_either_family_and_nothing_else():
@@ -90,3 +92,43 @@ def test_networks_hold_addresses_of_either_family_and_nothing_else():
 def test_is_ip():
     assert is_ip("192.0.2.1") and is_ip("2001:db8::1") and is_ip("::ffff:1.2.3.4")
     assert not is_ip("example.org") and not is_ip("") and not is_ip("1.2.3.4.5")
+
+
+def test_names_resolve_through_the_networks_table():
+    named = {"lan": Networks.parse(["192.168.0.0/16", "fd00::/8"]), "scanners": Networks.parse(["192.168.50.0/24"])}
+    networks = Networks.parse(["scanners", "10.0.0.1", "local"], named)
+    assert "192.168.50.7" in networks and "::ffff:192.168.50.7" in networks
+    assert "192.168.51.7" not in networks
+    assert "10.0.0.1" in networks and "10.0.0.2" not in networks
+    assert "127.0.0.1" in networks and "local" in networks
+    assert "fd00::1" in Networks.parse(["lan"], named) and "local" not in Networks.parse(["lan"], named)
+    with pytest.raises(UnknownNetwork) as raised:
+        Networks.parse(["lann"], named)
+    assert str(raised.value) == "unknown network 'lann' (known: lan, local, scanners)"
+
+
+def test_everywhere_holds_every_peer():
+    for host in ("192.0.2.1", "2001:db8::1", "::ffff:10.0.0.1", "local", "127.0.0.1"):
+        assert host in EVERYWHERE
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("192.168.0.0/33", "'192.168.0.0/33' is not a network: "),
+        ("10.0.0.1/8", "'10.0.0.1/8' is not a network: 10.0.0.1/8 has host bits set"),
+        ("example.org", "'example.org' is not a network"),
+        ("2lan", "'2lan' is not a network"),
+        ("", "'' is not a network"),
+    ],
+)
+def test_an_entry_is_a_cidr_or_could_be_a_name(text, problem):
+    with pytest.raises(ValueError) as raised:
+        network_entry(text)
+    assert str(raised.value).startswith(problem)
+
+
+@given(st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,63}", fullmatch=True))
+def test_every_name_is_an_entry_and_never_an_address(name):
+    assert network_entry(name) == name
+    assert not is_ip(name)

@@ -2,6 +2,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gateway.policy.addresses import limit_key
+from gateway.policy.addresses import Networks
 from gateway.policy.limits import ADDRESSLESS, ConnectionLimiter, FailureWindow, LoginLimiter
 
 
@@ -165,3 +166,16 @@ def test_history_per_key_is_bounded_and_follows_a_new_depth():
     assert failures.record("192.0.2.1") == 4
     failures.depth = 2
     assert failures.record("192.0.2.1") == 2
+
+
+def test_exempt_networks_are_held_to_the_total_only():
+    limiter = ConnectionLimiter(max_total=5, max_per_ip=1, exempt=Networks.parse(["192.0.2.0/24"]))
+    keys = [limiter.try_acquire("192.0.2.1") for _ in range(4)]
+    assert None not in keys and limiter.count("192.0.2.1") == 4
+    # A dual-stack listener's IPv4 peer is the same address, exempt too.
+    assert limiter.try_acquire("::ffff:192.0.2.1") is not None
+    assert limiter.try_acquire("192.0.2.1") is None  # the total
+    for key in keys:
+        limiter.release(key)
+    assert limiter.try_acquire("198.51.100.1") is not None
+    assert limiter.try_acquire("198.51.100.1") is None

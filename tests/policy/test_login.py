@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from zope.interface import Interface, implementer
 
-from gateway.config import AuthConfig, Config, LimitsConfig, ProxyConfig
+from gateway.config import AuthConfig, Config, LimitsConfig, ProxyConfig, loads
 from gateway.policy.login import BadCredentials, Granted, LockedOut, LoginPolicy, TooManySessions
 from tests.deferreds import failure_of, result_of
 
@@ -280,3 +280,33 @@ def test_a_checker_that_answers_at_once_hands_places_on_in_order():
     assert failure_of(first, BadCredentials)
     assert [result_of(d).avatar for d in then] == [b"bob"] * 3
     assert policy.addresses_checking() == 0
+
+
+def test_networks_by_name_exempt_from_lockout_never_from_the_delay():
+    config = loads('[networks]\noffice = ["192.0.2.0/25"]\n[auth]\nfailure_delay = 1.0\n'
+                   '[limits]\nfailed_logins_per_ip = 1\nlockout_exempt_networks = ["office"]\n'
+                   '[proxy]\nlogin_trusted_networks = ["office"]\n')
+    clock = Clock()
+    checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+    policy = LoginPolicy(config, clock)
+    portal = Portal(Realm(), [checker])
+    for _ in range(3):
+        failed = attempt(policy, portal, ip="192.0.2.7")
+        clock.advance(0.99)
+        assert not failed.called
+        clock.advance(15)
+        assert failure_of(failed, BadCredentials)
+    assert result_of(attempt(policy, portal, ip="192.0.2.7", password=b"secret")).avatar == b"alice"
+    # Outside the office, one failure locks the user out there.
+    assert failure_of(settle_one(policy, portal, clock, "192.0.2.200"), BadCredentials)
+    locked = attempt(policy, portal, ip="192.0.2.200", password=b"secret")
+    clock.advance(MAX_WAIT)
+    assert failure_of(locked, LockedOut)
+    assert policy.originating_ip("192.0.2.7", "198.51.100.1") == "198.51.100.1"
+    assert policy.originating_ip("192.0.2.200", "198.51.100.1") is None
+
+
+def settle_one(policy, portal, clock, ip):
+    failed = attempt(policy, portal, ip=ip)
+    clock.advance(MAX_WAIT)
+    return failed

@@ -6,6 +6,7 @@ policy's flag keeps a message out of every later snapshot.
 
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 
 from gateway.config import Config, Pop3Config
 from gateway.pop3.maildrop import avatar_factory
@@ -30,7 +31,7 @@ def store(tmp_path):
 
 def session(store, **pop3_options):
     config = Config(pop3=Pop3Config(**pop3_options))
-    return result_of(avatar_factory(store, config)("alice"))
+    return result_of(avatar_factory(store, config, Clock())("alice"))
 
 
 def records(store, name):

@@ -137,8 +137,8 @@ def make_server(tmp_path, limits=LimitsConfig(), auth=AuthConfig(failure_delay=2
     checker.addUser(b"alice", b"secret")
     checker.addUser(b"bob", b"hunter2")
     checker.addUser(b"carol", b"two  spaces ")
-    portal = Portal(MailRealm({twisted_pop3.IMailbox: pop3.avatar_factory(store, config)}), [checker])
     clock = Clock()
+    portal = Portal(MailRealm({twisted_pop3.IMailbox: pop3.avatar_factory(store, config, clock)}), [checker])
     return Server(store, config, clock, pop3.build_factory(portal, config, clock, context_factory=context_factory))
 
 
@@ -685,7 +685,7 @@ class SlowExpungeStore:
 def test_lock_held_until_quit_has_expunged(server):
     server.deliver(FIRST)
     slow = SlowExpungeStore(server.store)
-    server.factory.portal.realm = MailRealm({twisted_pop3.IMailbox: pop3.avatar_factory(slow, server.config)})
+    server.factory.portal.realm = MailRealm({twisted_pop3.IMailbox: pop3.avatar_factory(slow, server.config, server.clock)})
     s = server.connect()
     s.login()
     s.send(b"DELE 1\r\nQUIT\r\n")
@@ -707,7 +707,7 @@ def test_lock_held_until_quit_has_expunged(server):
 def test_maildrop_provides_imailbox(server):
     server.deliver(FIRST)
     server.deliver(SECOND)
-    maildrop, logout = result_of(pop3.avatar_factory(server.store, server.config)("alice"))
+    maildrop, logout = result_of(pop3.avatar_factory(server.store, server.config, server.clock)("alice"))
     verifyObject(twisted_pop3.IMailbox, maildrop)
     assert maildrop.listMessages() == [len(FIRST), len(SECOND)]
     assert maildrop.getUidl(0) == uidl(server, server.uids()[0])
@@ -728,7 +728,7 @@ def test_maildrop_provides_imailbox(server):
 
 
 def test_avatar_factory_lock_and_logout(server):
-    factory = pop3.avatar_factory(server.store, server.config)
+    factory = pop3.avatar_factory(server.store, server.config, server.clock)
     _, logout = result_of(factory("alice"))
     failure_of(factory("alice"), pop3.MaildropLocked)
     result_of(factory("bob"))
@@ -758,7 +758,7 @@ def test_internal_errors_are_logged_not_sent(tmp_path):
     server = make_server(tmp_path)
     server.deliver(FIRST)
     server.factory.portal.realm = MailRealm(
-        {twisted_pop3.IMailbox: pop3.avatar_factory(BrokenStore(server.store), server.config)}
+        {twisted_pop3.IMailbox: pop3.avatar_factory(BrokenStore(server.store), server.config, server.clock)}
     )
     s = server.connect()
     s.login()

@@ -2,7 +2,9 @@
 The IMailStore contract: what every store backend must do, whatever it keeps
 its data in (STYLE.md: one test mixin per interface, run against every
 backend).  A backend's test module subclasses ``MailStoreContract`` and
-provides a ``store`` fixture: a fresh, empty store.
+provides a ``store`` fixture: a fresh, empty store.  A store whose Deferreds
+fire on a later reactor turn is given as ``tests.reactorthread.OnReactorThread``
+over it: each call runs on a real reactor's thread and is waited for.
 """
 
 import pytest
@@ -16,8 +18,10 @@ from gateway.store.interfaces import (
     MessageExpunged,
     NoSuchMailbox,
     NoSuchUser,
+    TooManyDevices,
 )
 from tests.deferreds import failure_of, result_of
+from tests.reactorthread import unwrapped
 
 MESSAGE = b"From: a@example.org\nTo: b@example.org\nSubject: hello\n\nline one\nline two\n"
 
@@ -27,9 +31,13 @@ def inbox(store, user="alice"):
     return result_of(store.get_mailbox(user, "INBOX"))
 
 
+def deliver(store, box, count):
+    return [result_of(store.append(box.id, MESSAGE)).uid for _ in range(count)]
+
+
 class MailStoreContract:
     def test_provides_the_contracts(self, store):
-        assert verifyObject(IMailStore, store)
+        assert verifyObject(IMailStore, unwrapped(store))
         assert verifyObject(IChangeFeed, store.changes)
 
     def test_new_user_gets_inbox_and_special_use_folders(self, store):
@@ -203,3 +211,109 @@ class MailStoreContract:
         assert child.name == "INBOX/Work"
         assert result_of(store.get_mailbox("alice", "Inbox/Work")).id == child.id
         failure_of(store.get_mailbox("alice", "INBOX/work"), NoSuchMailbox)
+
+    def test_an_answered_write_is_seen_by_every_read_after_it(self, store):
+        box = inbox(store)
+        record = result_of(store.append(box.id, MESSAGE))
+        assert [r.uid for r in result_of(store.list_messages(box.id))] == [record.uid]
+        changed = result_of(store.store_flags(box.id, [record.uid], {"\\Seen"}, "add"))
+        assert result_of(store.get_records(box.id, [record.uid])) == changed
+        changes = result_of(store.changes_since(box.id, record.modseq))
+        assert [r.flags for r in changes.updated] == [{"\\Seen"}]
+        assert result_of(store.expunge(box.id, [record.uid])) == [record.uid]
+        assert result_of(store.list_flags(box.id)) == []
+        failure_of(store.open_message(box.id, record.uid), MessageExpunged)
+
+    def test_close_finishes_and_is_answered(self, store):
+        box = inbox(store)
+        result_of(store.append(box.id, MESSAGE))
+        assert result_of(store.close()) is None
+
+    # POP3 views per device: the marks each device's deletions leave
+    # (gateway/pop3/devices.py).
+
+    def test_a_device_sees_its_own_deletions_only(self, store):
+        box = inbox(store)
+        deliver(store, box, 3)
+        assert result_of(store.open_device(box.id, "phone", 1000.0, 10, 0.0)) == frozenset()
+        assert result_of(store.open_device(box.id, "desktop", 1000.0, 10, 0.0)) == frozenset()
+        assert result_of(store.delete_for_device(box.id, "phone", [1, 3])) == []
+        assert result_of(store.open_device(box.id, "phone", 1001.0, 10, 0.0)) == {1, 3}
+        assert result_of(store.open_device(box.id, "desktop", 1001.0, 10, 0.0)) == frozenset()
+        # The messages are all still there.
+        assert [r.uid for r in result_of(store.list_messages(box.id))] == [1, 2, 3]
+
+    def test_what_every_device_deleted_is_answered_until_forgotten(self, store):
+        box = inbox(store)
+        deliver(store, box, 3)
+        for device in ("phone", "desktop"):
+            result_of(store.open_device(box.id, device, 1000.0, 10, 0.0))
+        assert result_of(store.delete_for_device(box.id, "phone", [1, 2])) == []
+        assert result_of(store.delete_for_device(box.id, "desktop", [2, 3])) == [2]
+        assert result_of(store.delete_for_device(box.id, "desktop", [1])) == [1, 2]
+        result_of(store.forget_device_deletions(box.id, [1, 2]))
+        assert result_of(store.open_device(box.id, "phone", 1001.0, 10, 0.0)) == frozenset()
+        assert result_of(store.open_device(box.id, "desktop", 1001.0, 10, 0.0)) == {3}
+        assert result_of(store.delete_for_device(box.id, "phone", [])) == []
+
+    def test_a_new_device_is_counted_in_from_its_first_login(self, store):
+        box = inbox(store)
+        deliver(store, box, 2)
+        result_of(store.open_device(box.id, "phone", 1000.0, 10, 0.0))
+        assert result_of(store.delete_for_device(box.id, "phone", [1])) == [1]
+        # Before the policy took 1, a tablet logs in: from now on its
+        # deletions count too, and it sees 1.
+        assert result_of(store.open_device(box.id, "tablet", 1000.0, 10, 0.0)) == frozenset()
+        assert result_of(store.delete_for_device(box.id, "phone", [2])) == []
+        assert result_of(store.delete_for_device(box.id, "tablet", [1, 2])) == [1, 2]
+
+    def test_marks_of_messages_gone_go_too(self, store):
+        box = inbox(store)
+        deliver(store, box, 3)
+        for device in ("phone", "desktop"):
+            result_of(store.open_device(box.id, device, 1000.0, 10, 0.0))
+        result_of(store.delete_for_device(box.id, "phone", [1, 2]))
+        assert result_of(store.expunge(box.id, [1])) == [1]
+        # Marks for gone and never-present UIDs are not kept.
+        assert result_of(store.delete_for_device(box.id, "desktop", [1, 2, 99])) == [2]
+        assert result_of(store.open_device(box.id, "phone", 1001.0, 10, 0.0)) == {2}
+        assert result_of(store.open_device(box.id, "desktop", 1001.0, 10, 0.0)) == {2}
+
+    def test_devices_are_bounded_and_the_unused_forgotten(self, store):
+        box = inbox(store)
+        deliver(store, box, 2)
+        for n in range(3):
+            result_of(store.open_device(box.id, f"d{n}", 1000.0 + n, 3, 0.0))
+        failure_of(store.open_device(box.id, "d3", 2000.0, 3, 0.0), TooManyDevices)
+        # A known device still logs in.
+        assert result_of(store.open_device(box.id, "d2", 2000.0, 3, 0.0)) == frozenset()
+        result_of(store.delete_for_device(box.id, "d0", [1]))
+        # d0 and d1 last logged in before 1500: forgotten, d0's marks too,
+        # and the place is d3's.
+        assert result_of(store.open_device(box.id, "d3", 2000.0, 3, 1500.0)) == frozenset()
+        assert result_of(store.delete_for_device(box.id, "d2", [2])) == []
+        assert result_of(store.delete_for_device(box.id, "d3", [2])) == [2]
+        # d0 comes back as new: what it deleted before is back in its view.
+        assert result_of(store.open_device(box.id, "d0", 2001.0, 3, 1500.0)) == frozenset()
+
+    def test_a_refused_new_device_changes_nothing(self, store):
+        box = inbox(store)
+        result_of(store.open_device(box.id, "old", 1000.0, 1, 0.0))
+        failure_of(store.open_device(box.id, "new", 2000.0, 1, 0.0), TooManyDevices)
+        # "old" was not forgotten by the refused step, nor "new" registered.
+        failure_of(store.open_device(box.id, "new", 2000.0, 1, 0.0), TooManyDevices)
+        assert result_of(store.open_device(box.id, "old", 2000.0, 1, 0.0)) == frozenset()
+        failure_of(store.open_device(999999, "phone", 1000.0, 10, 0.0), NoSuchMailbox)
+
+    def test_devices_belong_to_their_mailbox_and_go_with_their_user(self, store):
+        box, other = inbox(store), inbox(store, "bob")
+        deliver(store, box, 1)
+        deliver(store, other, 1)
+        for mailbox in (box, other):
+            result_of(store.open_device(mailbox.id, "phone", 1000.0, 1, 0.0))
+        assert result_of(store.delete_for_device(box.id, "phone", [1])) == [1]
+        assert result_of(store.open_device(other.id, "phone", 1000.0, 1, 0.0)) == frozenset()
+        result_of(store.delete_user("alice"))
+        box = inbox(store)
+        deliver(store, box, 1)
+        assert result_of(store.open_device(box.id, "desktop", 1000.0, 1, 0.0)) == frozenset()

@@ -7,6 +7,7 @@ import errno
 import os
 
 import pytest
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
@@ -20,6 +21,7 @@ from gateway.store.interfaces import (
 )
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import failure_of, result_of
+from tests.reactorthread import OnReactorThread
 from tests.store.contract import MESSAGE, MailStoreContract, inbox
 
 
@@ -170,6 +172,48 @@ def test_changes_by_another_process_are_noticed_by_polling(tmp_path):
 
 class TestSQLiteStore(MailStoreContract):
     """The contract, against the SQLite backend (the ``store`` fixture above)."""
+
+
+class TestSQLiteStoreWithItsWriterThread(MailStoreContract):
+    """
+    The contract again as the server runs the store: on a real reactor,
+    writes committed by the writer thread and answered on a later turn.
+    """
+
+    @pytest.fixture
+    def store(self, tmp_path, reactor_thread):
+        store = reactor_thread.call(SQLiteStore, tmp_path / "store", reactor=reactor_thread.reactor)
+        yield OnReactorThread(store, reactor_thread)
+        reactor_thread.call(store.close)
+
+    def test_writes_answer_on_a_later_turn_and_reads_at_once(self, store, reactor_thread):
+        box = inbox(store)
+
+        def ask():
+            write = store.target.append(box.id, MESSAGE)
+            read = store.target.list_mailboxes("alice")
+            return write.called, read.called, write
+
+        write_fired, read_fired, write = reactor_thread.call(ask)
+        assert (write_fired, read_fired) == (False, True)
+        assert reactor_thread.call(lambda: write).uid == 1
+
+    def test_sessions_claiming_recent_at_once_share_one_write(self, store, reactor_thread):
+        # A delivery wakes every session idling on the mailbox in one turn:
+        # one claim goes to the writer and takes the message; the others
+        # answer at once that nothing is left for them (RFC 3501 2.3.2).
+        box = inbox(store)
+        result_of(store.append(box.id, MESSAGE))
+
+        def claim_together():
+            claims = [store.target.claim_recent(box.id) for _ in range(5)]
+            at_once = [claim.called for claim in claims]
+            return defer.gatherResults(claims).addCallback(lambda sets: (at_once, sets))
+
+        at_once, sets = reactor_thread.call(claim_together)
+        assert at_once == [False, True, True, True, True]
+        assert sets == [{1}, set(), set(), set(), set()]
+        assert result_of(store.claim_recent(box.id)) == frozenset()
 
 
 def test_count_recent_counts_unclaimed_and_claims_nothing(store):

@@ -2,19 +2,22 @@
 What the SQLite store does besides serving sessions: migration with given
 UIDVALIDITY and UIDs (IImportableStore), the sweep at start that puts right
 what a crash left, and rebuilding the index from the body files.  A mixin of
-L{SQLiteStore}: it works through the same connection, write transaction and
-file layout.
+L{SQLiteStore}: its writes are requests to the same writer, over the same
+file layout; what runs at start (the sweep, a rebuild, a recovery) runs in
+write transactions on the opening thread, before the writer thread starts.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 
 import attrs
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from gateway.mail import message
@@ -23,6 +26,7 @@ from gateway.store.interfaces import MailboxExists, UidNotAvailable
 from gateway.store.model import UID_MAX
 from gateway.store.names import check_name
 from gateway.store.sqlite.synchronous import deferred
+from gateway.store.sqlite.unsynced import MARGIN, left_behind, mailboxes_of
 
 log = Logger()
 
@@ -65,26 +69,30 @@ class MaintenanceMixin:
         name = check_name(name)
         if not 1 <= uidvalidity <= UID_MAX:
             raise ValueError(f"UIDVALIDITY out of range: {uidvalidity}")
-        with self._write():
+
+        def run(step):
             info = self._mailbox_row("user = ? AND name = ?", (user, name))
             if info is None:
                 info = self._create(user, name, None)
             elif info.uidnext != 1:
                 raise MailboxExists(f"{name} has held messages; its UIDVALIDITY cannot change")
             self._db.execute("UPDATE mailboxes SET uidvalidity = ? WHERE id = ?", (uidvalidity, info.id))
+            step.on_rollback(lambda: self._write_mailbox_meta(info.id, uidvalidity=info.uidvalidity))
             self._write_mailbox_meta(info.id, uidvalidity=uidvalidity)
             self._raise_uidvalidity_counter(uidvalidity)
-        return attrs.evolve(info, uidvalidity=uidvalidity)
+            return attrs.evolve(info, uidvalidity=uidvalidity)
+
+        return self._writer.submit(run)
 
     @deferred
     def append_with_uid(self, mailbox_id, uid, source, flags, internaldate):
         if not 1 <= uid <= UID_MAX:
             raise UidNotAvailable(f"UID out of range: {uid}")
-        return self._append(mailbox_id, source, flags, internaldate, uid)
+        return defer.Deferred.fromCoroutine(self._append(mailbox_id, source, flags, internaldate, uid))
 
     @deferred
     def raise_uidnext(self, mailbox_id, uidnext):
-        with self._write():
+        def run(step):
             current, _ = self._counters(mailbox_id)
             if uidnext <= current:
                 return current
@@ -93,7 +101,9 @@ class MaintenanceMixin:
             self._db.execute("UPDATE mailboxes SET uidnext = ? WHERE id = ?", (uidnext, mailbox_id))
             # rebuild_index takes UIDNEXT from the highest body file or this.
             self._record_uidnext(mailbox_id, uidnext)
-        return uidnext
+            return uidnext
+
+        return self._writer.submit(run)
 
     # -- the sweep at start ---------------------------------------------------
 
@@ -189,6 +199,46 @@ class MaintenanceMixin:
         if modseq is not None:
             self.changes.notify(mailbox_id, modseq)
         return done
+
+    # -- flag changes a crash lost ----------------------------------------------
+
+    def recover_unsynced(self) -> None:
+        """
+        At start-up: for each record of unsynced flag changes a crashed
+        process left (``unsynced.py``), give its mailboxes mod-sequences
+        above any the lost changes took, then remove the record.
+        """
+        for path, fd in left_behind(self.root):
+            try:
+                mailbox_ids = mailboxes_of(fd)
+                if mailbox_ids != []:
+                    with self._write():
+                        raised = self._raise_modseqs(mailbox_ids)
+                    log.info("Flag changes may have been lost in a crash: mod-sequences of {count}"
+                             " mailboxes raised, clients fetch their flags again", count=raised)
+                path.unlink()
+            finally:
+                os.close(fd)
+
+    def _raise_modseqs(self, mailbox_ids: list[int] | None) -> int:
+        """
+        RFC 7162 3.1.1: every message of the mailboxes (all when None) gets
+        one new mod-sequence, above the clock in microseconds (as a rebuild)
+        and ``MARGIN`` above the mailbox's, so a message whose lost change
+        took it back to its old flags is reported changed to every client.
+        """
+        if mailbox_ids is None:
+            mailbox_ids = [row[0] for row in self._db.execute("SELECT id FROM mailboxes")]
+        raised = 0
+        for mailbox_id in mailbox_ids:
+            row = self._db.execute("SELECT highestmodseq FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+            if row is None:
+                continue
+            modseq = max(rebuilt_modseq(), row[0] + MARGIN)
+            self._db.execute("UPDATE messages SET modseq = ? WHERE mailbox_id = ?", (modseq, mailbox_id))
+            self._db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id))
+            raised += 1
+        return raised
 
     # -- rebuilding the index from the files --------------------------------
 

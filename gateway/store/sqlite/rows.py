@@ -66,6 +66,20 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     name TEXT NOT NULL,
     PRIMARY KEY (user, name)
 ) WITHOUT ROWID;
+-- POP3 views per device (devices.py): the devices of a mailbox, and the
+-- messages each has deleted.
+CREATE TABLE IF NOT EXISTS pop3_devices (
+    mailbox_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    last_login REAL NOT NULL,
+    PRIMARY KEY (mailbox_id, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pop3_device_deletions (
+    mailbox_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    PRIMARY KEY (mailbox_id, uid, device)
+) WITHOUT ROWID;
 """
 
 RECORD_COLUMNS = "uid, flags, internaldate, tzoffset, size, modseq"
@@ -102,16 +116,21 @@ def record_from_row(row) -> MessageRecord:
 # Part trees by their JSON: parsing one costs more than the rest of a FETCH
 # of ENVELOPE and BODYSTRUCTURE, and clients ask for the same messages again
 # (the list, then the parts of the one opened).  Bodies never change, so an
-# entry never goes stale.
+# entry never goes stale.  Only trees of ordinary size are kept: a message
+# of ten thousand parts has half a megabyte of JSON, and a mailbox of them
+# must not fill the memory.
 _part_trees: dict[str, Part] = {}
+_LARGEST_MEMO_TREE = 16 << 10
 
 
 def structure_from_row(envelope, body, bodystructure, header, parts) -> MessageStructure:
     root = _part_trees.get(parts)
     if root is None:
-        if len(_part_trees) >= 4 * MEMO_LIMIT:
-            _part_trees.clear()
-        root = _part_trees[parts] = part_from_json(json.loads(parts))
+        root = part_from_json(json.loads(parts))
+        if len(parts) <= _LARGEST_MEMO_TREE:
+            if len(_part_trees) >= 4 * MEMO_LIMIT:
+                _part_trees.clear()
+            _part_trees[parts] = root
     return MessageStructure(envelope, body, bodystructure, header, root)
 
 

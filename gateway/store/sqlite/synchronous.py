@@ -1,5 +1,6 @@
 """
-The SQLite store is synchronous underneath; its contract is Deferreds.
+The store's contract is Deferreds: a read answers at once, a write when the
+writer has committed it.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from twisted.internet import defer
 
 
 def deferred(method):
-    """Run a synchronous store method and hand back a fired Deferred."""
+    """
+    A store method as the contract wants it: what it returns (a value, or
+    the Deferred of a write) or raises, as a Deferred.
+    """
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        return defer.execute(method, *args, **kwargs)
+        return defer.maybeDeferred(method, *args, **kwargs)
 
     return wrapper

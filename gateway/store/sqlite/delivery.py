@@ -1,0 +1,297 @@
+"""
+New messages into the SQLite store: APPEND, delivery and group delivery.
+A mixin of L{SQLiteStore}.
+
+A message takes two steps.  First, off the reactor (a worker thread; at once
+without threads), its body is written CRLF-normalised to tmp/, fsynced and
+parsed: that is where the time of a big or hostile message goes, and no
+write waits for it.  Then one write request links the body into
+mail/<id>/<uid>, inserts the index row and raises UIDNEXT, in the writer's
+group transaction; the directory is fsynced once per group, before the
+commit.  The caller is answered after that commit.
+
+The copies of one LMTP message (``TracedMessage``s sharing their message)
+are read and parsed once: each copy's body is its own trace fields on top of
+that one spool (copied in the kernel's page cache, not through a parser),
+and its structure the shared one with the fields on top.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+
+from gateway.mail import message
+from gateway.store.interfaces import StoreFull, TemporaryFailure, UidNotAvailable
+from gateway.store.model import MessageRecord, MessageStructure
+from gateway.store.sqlite.reserve import DiskFull
+from gateway.store.sqlite.rows import flags_text, part_to_json
+from gateway.store.sqlite.synchronous import deferred
+from gateway.store.sqlite.writer import store_error
+from gateway.store.traced import TracedMessage
+
+_CHUNK = 256 * 1024
+
+
+def _source_chunks(source) -> Iterable[bytes]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        yield bytes(source)
+        return
+    while chunk := source.read(_CHUNK):
+        yield chunk
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now().astimezone().replace(microsecond=0)
+
+
+@attrs.frozen
+class Spooled:
+    """A body written to tmp/, fsynced and parsed, waiting to be indexed."""
+
+    path: Path
+    size: int
+    structure: MessageStructure
+
+
+class DeliveryMixin:
+    # -- off the reactor ----------------------------------------------------
+
+    def _spool(self, source) -> Spooled:
+        """Write the message, CRLF-normalised, to tmp/, fsync and parse it."""
+        try:
+            self._reserve.before_delivery()
+        except DiskFull as e:
+            raise StoreFull(str(e)) from None
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="msg.")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in message.crlf_chunks(_source_chunks(source)):
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+                size = f.tell()
+            with open(path, "rb") as f:
+                structure = message.parse(f)
+        except OSError as e:
+            path.unlink(missing_ok=True)
+            raise store_error(e) from e
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return Spooled(path, size, structure)
+
+    def _spool_shared(self, message) -> Spooled:
+        """The message several copies share, from its start."""
+        message.seek(0)
+        return self._spool(message)
+
+    def _with_fields(self, shared: Spooled, fields: bytes) -> Spooled:
+        """One copy's body: its own fields on top of the shared spool, fsynced."""
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="msg.")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f, open(shared.path, "rb") as body:
+                f.write(b"".join(message.crlf_chunks([fields])))
+                shutil.copyfileobj(body, f, _CHUNK)
+                f.flush()
+                os.fsync(f.fileno())
+                size = f.tell()
+        except OSError as e:
+            path.unlink(missing_ok=True)
+            raise store_error(e) from e
+        return Spooled(path, size, shared.structure.with_fields_on_top(fields))
+
+    def _off_reactor(self, work, *args) -> defer.Deferred:
+        """``work(*args)`` on a worker thread (at once without threads), as a Deferred."""
+        if self._workers is None:
+            return defer.maybeDeferred(work, *args)
+        if not self._workers.started:
+            # Started on first use, as the writer: twistd forks after building.
+            self._workers.start()
+        return deferToThreadPool(self._reactor, self._workers, work, *args)
+
+    def _prepare(self, source) -> defer.Deferred:
+        """A Deferred firing with the L{Spooled} body of ``source``."""
+        return self._off_reactor(self._spool, source)
+
+    # -- in a write request -------------------------------------------------
+
+    def _place(self, step, body: Path, mailbox_id: int, uid: int) -> Path:
+        """
+        Link ``body`` into the mailbox as ``uid`` (a copy where links do not
+        work), undone if the request is rolled back; its directory is
+        fsynced before the commit.  Bodies never change, so several names
+        may share one.
+        """
+        directory = self._mailbox_dir(mailbox_id)
+        final = directory / str(uid)
+        staged = self._tmp / f"place.{os.getpid()}.{mailbox_id}.{uid}"
+        staged.unlink(missing_ok=True)
+        try:
+            os.link(body, staged)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            shutil.copyfile(body, staged)
+            with open(staged, "rb") as f:
+                os.fsync(f.fileno())
+        # A file already named ``uid`` was never committed (uid >= UIDNEXT).
+        os.replace(staged, final)
+        step.on_rollback(lambda: final.unlink(missing_ok=True))
+        step.sync_directory(directory)
+        return final
+
+    def _insert_message(self, mailbox_id, uid, flags, internaldate, size, modseq, structure) -> None:
+        offset = internaldate.utcoffset() or datetime.timedelta(0)
+        self._db.execute(
+            "INSERT INTO messages (mailbox_id, uid, flags, internaldate, tzoffset, size, modseq,"
+            " envelope, body, bodystructure, header, parts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                mailbox_id,
+                uid,
+                flags_text(flags),
+                int(internaldate.timestamp()),
+                int(offset.total_seconds() // 60),
+                size,
+                modseq,
+                structure.envelope,
+                structure.body,
+                structure.bodystructure,
+                structure.header,
+                json.dumps(part_to_json(structure.root)),
+            ),
+        )
+
+    def _index(self, step, spooled: Spooled, mailbox_id, flags, internaldate, wanted_uid: int | None):
+        uidnext, modseq = self._counters(mailbox_id)
+        if wanted_uid is not None:
+            if wanted_uid < uidnext:
+                raise UidNotAvailable(f"UID {wanted_uid} is below UIDNEXT {uidnext}")
+            uidnext = wanted_uid
+        modseq += 1
+        self._place(step, spooled.path, mailbox_id, uidnext)
+        self._insert_message(mailbox_id, uidnext, flags, internaldate, spooled.size, modseq, spooled.structure)
+        self._db.execute(
+            "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?", (uidnext + 1, modseq, mailbox_id)
+        )
+        step.notify(mailbox_id, modseq)
+        return MessageRecord(
+            uid=uidnext, flags=frozenset(flags), internaldate=internaldate, size=spooled.size, modseq=modseq
+        )
+
+    # -- the contract -------------------------------------------------------
+
+    @deferred
+    def append(self, mailbox_id, source, flags=frozenset(), internaldate=None):
+        return defer.Deferred.fromCoroutine(self._append(mailbox_id, source, flags, internaldate, None))
+
+    async def _append(self, mailbox_id, source, flags, internaldate, wanted_uid: int | None) -> MessageRecord:
+        if internaldate is None:
+            internaldate = _now()
+        flags = frozenset(flags)
+        spooled = await self._prepare(source)
+        try:
+            return await self._writer.submit(
+                partial(self._index, spooled=spooled, mailbox_id=mailbox_id, flags=flags,
+                        internaldate=internaldate, wanted_uid=wanted_uid)
+            )
+        finally:
+            spooled.path.unlink(missing_ok=True)
+
+    @deferred
+    def append_many(self, deliveries):
+        """
+        Several appends in one group commit: ``deliveries`` is a list of
+        (mailbox_id, source) as ``append`` takes them.  Each distinct source
+        is spooled, fsynced and parsed once, however many mailboxes it goes
+        to; the writer links it into each and indexes them all in one
+        transaction, fsyncing each directory once and the index once;
+        nothing is acknowledged before that commit, as DESIGN.md asks.
+
+        @return: Deferred firing with one item per delivery, in order: its
+            L{MessageRecord}, or the exception that refused it
+            (L{TemporaryFailure}, L{NoSuchMailbox}); one refused delivery
+            does not stop the others.
+        """
+        return defer.Deferred.fromCoroutine(self._append_many(list(deliveries)))
+
+    async def _append_many(self, deliveries) -> list:
+        internaldate = _now()
+        bodies, spooled = await self._spool_all([source for _, source in deliveries])
+        try:
+            outcomes: list = [None] * len(deliveries)
+            runs, indexes = [], []
+            for index, ((mailbox_id, _), body) in enumerate(zip(deliveries, bodies)):
+                if isinstance(body, Exception):
+                    outcomes[index] = body if isinstance(body, TemporaryFailure) else store_error(body)
+                    continue
+                run = partial(self._index, spooled=body, mailbox_id=mailbox_id, flags=frozenset(),
+                              internaldate=internaldate, wanted_uid=None)
+                runs.append((run, True, False))
+                indexes.append(index)
+            stored = await defer.DeferredList(self._writer.submit_together(runs), consumeErrors=True)
+            for index, (ok, value) in zip(indexes, stored):
+                outcomes[index] = value if ok else value.value
+            return outcomes
+        finally:
+            for body in spooled:
+                body.path.unlink(missing_ok=True)
+
+    async def _spool_all(self, sources) -> tuple[list, list[Spooled]]:
+        """
+        The body of each source (a L{Spooled}, or the exception that stopped
+        it), each shared message spooled and parsed once; and every file
+        spooled, to remove once they are indexed.
+        """
+        def shared_by(source):
+            return id(source.message) if isinstance(source, TracedMessage) else id(source)
+
+        copies: dict[int, list[int]] = {}
+        for index, source in enumerate(sources):
+            copies.setdefault(shared_by(source), []).append(index)
+        first = {key: sources[indexes[0]] for key, indexes in copies.items()}
+        # A source alone is spooled as it reads; a message several copies
+        # share is spooled once, then each copy gets its fields on top.
+        shared = await defer.DeferredList(
+            [
+                self._off_reactor(self._spool_shared, source.message)
+                if isinstance(source, TracedMessage) and len(copies[key]) > 1
+                else self._prepare(source)
+                for key, source in first.items()
+            ],
+            consumeErrors=True,
+        )
+        spooled: list[Spooled] = []
+        bodies: list = [None] * len(sources)
+        per_copy, waiting = [], []
+        for (key, indexes), (ok, value) in zip(copies.items(), shared):
+            body = value if ok else value.value
+            if isinstance(body, Spooled):
+                spooled.append(body)
+            source = first[key]
+            if isinstance(body, Spooled) and isinstance(source, TracedMessage) and len(indexes) > 1:
+                for index in indexes:
+                    per_copy.append(self._off_reactor(self._with_fields, body, sources[index].fields))
+                    waiting.append(index)
+            else:
+                # The same source object more than once: one body, linked
+                # into each mailbox.
+                for index in indexes:
+                    bodies[index] = body
+        for index, (ok, value) in zip(waiting, await defer.DeferredList(per_copy, consumeErrors=True)):
+            bodies[index] = value if ok else value.value
+            if ok:
+                spooled.append(value)
+        return bodies, spooled

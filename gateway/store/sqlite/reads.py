@@ -1,0 +1,160 @@
+"""
+What the SQLite store answers at once, on the calling (reactor) thread, from
+its read connection: message lists, records, structures, bodies, changes
+since a mod-sequence, \\Recent counts.  A mixin of L{SQLiteStore}.
+
+A read never waits for the writer (WAL: it sees the last commit).  The
+answers of ``changes_since`` are memoised per (mailbox, modseq): a delivery
+wakes every session idling on the mailbox with the same question.  The memo
+holds until a commit, ours (the writer's answer arrives, ``_written``) or
+another process's (``PRAGMA data_version`` moves; read once per reactor
+turn).
+"""
+
+from __future__ import annotations
+
+from gateway.store.interfaces import MessageExpunged, NoSuchMailbox
+from gateway.store.model import ChangeSet
+from gateway.store.sqlite.rows import (
+    MEMO_LIMIT,
+    RECORD_COLUMNS,
+    STRUCTURE_COLUMNS,
+    flag_set,
+    record_from_row,
+    structure_from_row,
+)
+from gateway.store.sqlite.synchronous import deferred
+
+
+class ReadsMixin:
+    # -- the memo -------------------------------------------------------------
+
+    def _version_stale(self) -> None:
+        self._version_fresh = False
+
+    def _forget(self) -> None:
+        self._changes_memo.clear()
+        self._nothing_recent.clear()
+
+    def _check_memo(self) -> None:
+        if self._version_fresh:
+            return
+        if self._reactor is not None:
+            self._version_fresh = True
+            self._reactor.callLater(0, self._version_stale)
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._memo_version or len(self._changes_memo) >= MEMO_LIMIT:
+            self._forget()
+            self._memo_version = version
+
+    # -- messages -------------------------------------------------------------
+
+    @deferred
+    def list_messages(self, mailbox_id):
+        rows = self._db.execute(
+            f"SELECT {RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
+        ).fetchall()
+        return [record_from_row(row) for row in rows]
+
+    def _select_uids(self, columns: str, mailbox_id: int, uids) -> list:
+        uids = sorted(set(uids))
+        if not uids:
+            return []
+        rows = self._db.execute(
+            f"SELECT {columns} FROM messages WHERE mailbox_id = ? AND uid BETWEEN ? AND ? ORDER BY uid",
+            (mailbox_id, uids[0], uids[-1]),
+        ).fetchall()
+        if len(uids) == uids[-1] - uids[0] + 1:
+            return rows  # every UID of the range was asked for
+        wanted = set(uids)
+        return [row for row in rows if row[0] in wanted]
+
+    @deferred
+    def get_messages(self, mailbox_id, uids):
+        return [
+            (record_from_row(row[:6]), structure_from_row(*row[6:]))
+            for row in self._select_uids(f"{RECORD_COLUMNS}, {STRUCTURE_COLUMNS}", mailbox_id, uids)
+        ]
+
+    @deferred
+    def get_structures(self, mailbox_id, uids):
+        rows = self._select_uids(f"uid, {STRUCTURE_COLUMNS}", mailbox_id, uids)
+        return {row[0]: structure_from_row(*row[1:]) for row in rows}
+
+    @deferred
+    def get_records(self, mailbox_id, uids):
+        return [record_from_row(row) for row in self._select_uids(RECORD_COLUMNS, mailbox_id, uids)]
+
+    @deferred
+    def list_flags(self, mailbox_id):
+        rows = self._db.execute("SELECT uid, flags FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,))
+        return [(uid, flag_set(flags)) for uid, flags in rows]
+
+    @deferred
+    def open_message(self, mailbox_id, uid):
+        try:
+            # A plain string path and no read buffer: FETCH opens thousands of
+            # these a second, and every reader takes big reads.
+            return open(f"{self._mail_path}/{mailbox_id}/{uid}", "rb", buffering=0)
+        except FileNotFoundError:
+            raise MessageExpunged(uid) from None
+
+    @deferred
+    def changes_since(self, mailbox_id, modseq):
+        self._check_memo()
+        key = (mailbox_id, modseq)
+        changes = self._changes_memo.get(key)
+        if changes is not None:
+            return changes
+        uidnext, highestmodseq = self._counters(mailbox_id)
+        if modseq >= highestmodseq:
+            updated = expunged = ()
+        else:
+            # INDEXED BY: left to itself SQLite walks the primary key for the
+            # ORDER BY, reading every row (and its structure) of the mailbox.
+            updated = tuple(
+                record_from_row(row)
+                for row in self._db.execute(
+                    f"SELECT {RECORD_COLUMNS} FROM messages INDEXED BY messages_modseq"
+                    " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                    (mailbox_id, modseq),
+                )
+            )
+            expunged = tuple(
+                row[0]
+                for row in self._db.execute(
+                    "SELECT uid FROM expunged INDEXED BY expunged_modseq"
+                    " WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                    (mailbox_id, modseq),
+                )
+            )
+        changes = self._changes_memo[key] = ChangeSet(
+            mailbox_id=mailbox_id, highestmodseq=highestmodseq, uidnext=uidnext, updated=updated, expunged=expunged
+        )
+        return changes
+
+    # -- changes by other processes ------------------------------------------
+
+    def _poll_highestmodseq(self, mailbox_ids) -> dict[int, int] | None:
+        # PRAGMA data_version moves only when another connection commits, so
+        # an idle poll costs one cheap statement.
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._data_version:
+            return None
+        self._data_version = version
+        ids = list(mailbox_ids)
+        return {
+            mailbox_id: modseq
+            for mailbox_id, modseq in self._db.execute(
+                "SELECT id, highestmodseq FROM mailboxes WHERE id IN (%s)" % ",".join("?" * len(ids)), ids
+            )
+        }
+
+    @deferred
+    def count_recent(self, mailbox_id):
+        row = self._db.execute("SELECT first_recent_uid FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+        if row is None:
+            raise NoSuchMailbox(str(mailbox_id))
+        return self._db.execute(
+            "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid >= ?", (mailbox_id, row[0])
+        ).fetchone()[0]

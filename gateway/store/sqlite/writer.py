@@ -1,0 +1,424 @@
+"""
+The one writer of an SQLite store: write requests go through a queue to one
+thread, which runs them in groups, one transaction and one commit a group.
+
+Why a thread: a commit with ``synchronous=FULL`` is an fsync, and an fsync on
+the reactor thread stops every session for as long as the disk takes.  Here
+the reactor thread only queues a request and gets its answer later (through
+``callFromThread``), and reads go on meanwhile on a connection of their own
+(WAL: readers never wait for the writer).  While one group commits, the
+requests that arrive queue up and become the next group: under load, many
+writes share one fsync.
+
+Durability tiers (DESIGN.md): a group holding anything acknowledged as
+durable (a delivery, APPEND, COPY, MOVE, an expunge, a mailbox change)
+commits with ``synchronous=FULL``; a group of flag changes only commits with
+``synchronous=NORMAL``, visible to every reader at once, and the WAL is
+fsynced within ``FLAG_SYNC_DELAY`` unless a FULL commit (which syncs the
+whole WAL, earlier frames included) comes first.  Before such a commit the
+mailboxes it changes are recorded durably (``unsynced.py``), so that a crash
+that loses it cannot make their mod-sequences go down.  ``immediate`` makes
+every group FULL.
+
+Each request runs inside a savepoint, so a refusal (no such mailbox, a name
+taken) undoes that request alone and the group goes on.  Any other failure
+(a full disk, an I/O error) undoes the whole group, files included; the
+request that failed gets the error and the others run again in a new group.
+A failed COMMIT fails every request of the group, except that on a full disk
+the requests that free space (expunges) run again alone: a full disk must
+not stop a user from deleting mail.
+
+Without threads (no reactor able to run them: tests, a Clock), ``submit``
+runs the request at once on the calling thread, as a group of one committed
+with ``synchronous=FULL``, and its Deferred has fired on return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from time import monotonic
+
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gateway.durable import fsync_dir
+from gateway.store.interfaces import StoreError, StoreFull, TemporaryFailure
+
+log = Logger()
+
+# A flag change committed with synchronous=NORMAL reaches the disk at most
+# this long after (well inside the second DESIGN.md promises, however slow
+# the fsync itself).
+FLAG_SYNC_DELAY = 0.25
+
+# Requests in one transaction at most: a group holds the write lock, and a
+# process outside (the CLI) waits for it.
+MAX_GROUP = 256
+
+_STOP = object()
+
+
+def store_error(error: BaseException) -> TemporaryFailure:
+    """The contract's error for a backend failure: StoreFull or TemporaryFailure."""
+    if isinstance(error, TemporaryFailure):
+        return error
+    if isinstance(error, OSError):
+        text = os.strerror(error.errno) if error.errno else str(error)
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    else:
+        text = str(error)
+        # The index's "database or disk is full".
+        full = getattr(error, "sqlite_errorname", None) == "SQLITE_FULL"
+    failure = (StoreFull if full else TemporaryFailure)(f"cannot write to the store: {text}")
+    failure.__cause__ = error
+    return failure
+
+
+def _refusal(error: BaseException) -> bool:
+    """A request said no (the contract's own errors): only it is undone."""
+    return (isinstance(error, StoreError) and not isinstance(error, TemporaryFailure)) or isinstance(
+        error, ValueError
+    )
+
+
+class Step:
+    """
+    What a request asks of the group it runs in, from the writer thread:
+    how to undo its file changes if rolled back, what to do once committed,
+    which directories to fsync before the commit, what to announce.
+    """
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+        self.undo: list[Callable[[], object]] = []
+        self.committed: list[Callable[[], object]] = []
+        self.directories: set[Path] = set()
+        self.notices: dict[int, int] = {}
+
+    def on_rollback(self, action: Callable[[], object]) -> None:
+        self.undo.append(action)
+
+    def after_commit(self, action: Callable[[], object]) -> None:
+        self.committed.append(action)
+
+    def sync_directory(self, path: Path) -> None:
+        """An entry was added to ``path``: fsync it once, before the commit."""
+        self.directories.add(path)
+
+    def notify(self, mailbox_id: int, highestmodseq: int) -> None:
+        self.notices[mailbox_id] = max(highestmodseq, self.notices.get(mailbox_id, 0))
+
+    def roll_back(self) -> None:
+        for action in reversed(self.undo):
+            try:
+                action()
+            except OSError:
+                log.failure("Undoing a rolled-back store write")
+        self.undo.clear()
+        self.committed.clear()
+        self.directories.clear()
+        self.notices.clear()
+
+
+@attrs.define(eq=False)
+class Request:
+    run: Callable[[Step], object]
+    durable: bool
+    frees_space: bool
+    deferred: defer.Deferred = attrs.field(factory=defer.Deferred)
+    step: Step | None = None
+    # The result, or a Failure.
+    outcome: object = None
+
+
+class Writer:
+    """
+    The write side of one SQLite store.  ``connection`` is its own write
+    connection; ``sync_wal`` fsyncs the WAL file; ``unsynced`` is the
+    L{UnsyncedRecord} of this process; ``on_done(requests, changed)`` runs
+    on the reactor thread after each group, before any of its Deferreds
+    fires (the store forgets its memos and announces changes there).
+    """
+
+    def __init__(self, connection: sqlite3.Connection, sync_wal: Callable[[], None], unsynced,
+                 on_done: Callable[[list[Request], bool], None], reactor=None,
+                 flag_durability: str = "batched", before_write: Callable[[], None] = lambda: None):
+        self._db = connection
+        self._sync_wal = sync_wal
+        self._unsynced = unsynced
+        # Called before each transaction (the store's disk reserve).
+        self._before_write = before_write
+        self._on_done = on_done
+        self._reactor = reactor
+        # Without a thread nothing would sync a NORMAL commit later.
+        self._immediate = flag_durability == "immediate" or reactor is None
+        self._local = threading.local()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed: defer.Deferred | None = None
+        self._synchronous: str | None = None
+        # monotonic() of the first NORMAL commit the disk may not have yet.
+        self._unsynced_since: float | None = None
+
+    def writing(self) -> bool:
+        """Whether this thread is running a write request now."""
+        return getattr(self._local, "writing", False)
+
+    # -- the reactor side --------------------------------------------------
+
+    def submit(self, run: Callable[[Step], object], durable: bool = True, frees_space: bool = False):
+        """
+        Run ``run(step)`` in a write transaction; a Deferred firing with its
+        result once committed (and durable, for ``durable`` requests).
+        """
+        return self.submit_together([(run, durable, frees_space)])[0]
+
+    def submit_together(self, runs: Iterable[tuple[Callable[[Step], object], bool, bool]]) -> list[defer.Deferred]:
+        """Several requests, in order, in one group."""
+        requests = [Request(run, durable, frees_space) for run, durable, frees_space in runs]
+        if self._closed is not None:
+            for request in requests:
+                request.deferred.errback(TemporaryFailure("the store is closed"))
+        elif self._reactor is None:
+            self._local.writing = True
+            try:
+                changed = self._run_groups(requests)
+            finally:
+                self._local.writing = False
+            self._finish(requests, changed)
+        else:
+            if self._thread is None:
+                # Started on first use, not when the store is built: twistd
+                # forks to daemonize after building the service.
+                self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
+                self._thread.start()
+            self._queue.put(requests)
+        return [request.deferred for request in requests]
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """
+        A write transaction on the calling thread, committed with
+        ``synchronous=FULL``, for what the store does while it opens (the
+        sweep, a rebuild, a recovery) before the writer thread starts.
+        Yields the L{Step}; a backend failure is raised as the contract's
+        error, with the step's file changes undone.
+        """
+        assert self._thread is None, "the writer thread owns the write connection"
+        self._local.writing = True
+        step = Step(self._db)
+        try:
+            self._before_write()
+            self._set_synchronous("FULL")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise TemporaryFailure(f"index is busy: {e}") from e
+            try:
+                yield step
+                for directory in step.directories:
+                    fsync_dir(directory)
+                self._db.execute("COMMIT")
+            except BaseException as e:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                step.roll_back()
+                if isinstance(e, (OSError, sqlite3.Error)):
+                    raise store_error(e) from e
+                raise
+            self._synced()
+            for action in step.committed:
+                action()
+        finally:
+            self._local.writing = False
+
+    def close(self) -> defer.Deferred:
+        """Finish what is queued, sync, close the write connection."""
+        if self._closed is None:
+            self._closed = defer.Deferred()
+            if self._thread is None:
+                self._shut()
+                self._closed.callback(None)
+            else:
+                self._queue.put(_STOP)
+        return self._closed
+
+    def _finish(self, requests: list[Request], changed: bool) -> None:
+        self._on_done(requests, changed)
+        for request in requests:
+            if isinstance(request.outcome, Failure):
+                request.deferred.errback(request.outcome)
+            else:
+                request.deferred.callback(request.outcome)
+
+    # -- the writer thread -------------------------------------------------
+
+    def _loop(self) -> None:
+        self._local.writing = True
+        while True:
+            batch = self._take()
+            if batch is None:
+                self._sync_flags()
+                continue
+            stop = _STOP in batch
+            requests = [r for r in batch if r is not _STOP]
+            if requests:
+                try:
+                    changed = self._run_groups(requests)
+                except Exception:
+                    # A fault of the writer itself: answer, and keep writing.
+                    log.failure("Store writer failed")
+                    self._roll_back(requests)
+                    self._fail(requests, TemporaryFailure("store writer failed"))
+                    changed = True
+                self._reactor.callFromThread(self._finish, requests, changed)
+            if stop:
+                self._shut()
+                self._reactor.callFromThread(self._closed.callback, None)
+                return
+
+    def _take(self) -> list | None:
+        """The next group (None when a flag sync is due first)."""
+        timeout = None
+        if self._unsynced_since is not None:
+            timeout = max(0.0, self._unsynced_since + FLAG_SYNC_DELAY - monotonic())
+        try:
+            first = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        batch = [_STOP] if first is _STOP else list(first)
+        while len(batch) < MAX_GROUP and _STOP not in batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            batch.extend([_STOP] if item is _STOP else item)
+        return batch
+
+    def _shut(self) -> None:
+        self._sync_flags()
+        if self._unsynced_since is None:
+            self._unsynced.close()
+        self._db.close()
+
+    def _sync_flags(self) -> None:
+        if self._unsynced_since is None:
+            return
+        try:
+            self._sync_wal()
+        except OSError:
+            # Retried after another delay; the next FULL commit syncs it too.
+            log.failure("Cannot fsync the index's write-ahead log")
+            self._unsynced_since = monotonic()
+            return
+        self._synced()
+
+    def _synced(self) -> None:
+        self._unsynced_since = None
+        try:
+            self._unsynced.synced()
+        except OSError:
+            log.failure("Cannot empty the record of unsynced flag changes")
+
+    def _set_synchronous(self, level: str) -> None:
+        if self._synchronous != level:
+            self._db.execute(f"PRAGMA synchronous={level}")
+            self._synchronous = level
+
+    def _run_groups(self, requests: list[Request]) -> bool:
+        """
+        Run ``requests`` to an outcome each, in as few groups as failures
+        allow; whether anything was committed.
+        """
+        changed = False
+        pending = list(requests)
+        while pending:
+            pending, committed = self._run_group(pending)
+            changed = changed or committed
+        return changed
+
+    def _run_group(self, requests: list[Request]) -> tuple[list[Request], bool]:
+        """
+        One transaction over ``requests``.  Returns the requests to run again
+        in a new group (after a failure that was not theirs) and whether a
+        commit changed anything.
+        """
+        durable = self._immediate or any(r.durable for r in requests)
+        self._before_write()
+        try:
+            self._set_synchronous("FULL" if durable else "NORMAL")
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            # Another process has held the write lock past the busy timeout.
+            self._fail(requests, TemporaryFailure(f"index is busy: {e}"))
+            return [], False
+        changes_before = self._db.total_changes
+        for index, request in enumerate(requests):
+            request.step = Step(self._db)
+            try:
+                self._db.execute("SAVEPOINT request")
+                request.outcome = request.run(request.step)
+                self._db.execute("RELEASE request")
+            except Exception as e:
+                if _refusal(e) and self._db.in_transaction:
+                    self._db.execute("ROLLBACK TO request")
+                    self._db.execute("RELEASE request")
+                    request.step.roll_back()
+                    request.outcome = Failure()
+                    continue
+                # The transaction may be gone with the statement (SQLITE_FULL).
+                failure = Failure(store_error(e)) if isinstance(e, (OSError, sqlite3.Error)) else Failure()
+                self._roll_back(requests[: index + 1])
+                request.outcome = failure
+                for earlier in requests[:index]:
+                    earlier.outcome = None
+                return [r for r in requests if r is not request], False
+        try:
+            for directory in set().union(*(r.step.directories for r in requests)):
+                fsync_dir(directory)
+            if not durable:
+                self._unsynced.mark(set().union(*(r.step.notices for r in requests)))
+            self._db.execute("COMMIT")
+        except (OSError, sqlite3.Error) as e:
+            error = store_error(e)
+            self._roll_back(requests)
+            again = [r for r in requests if r.frees_space] if isinstance(error, StoreFull) else []
+            if len(again) == len(requests):
+                again = []
+            self._fail([r for r in requests if r not in again], error)
+            return again, False
+        changed = self._db.total_changes != changes_before
+        if not durable and changed:
+            if self._unsynced_since is None:
+                self._unsynced_since = monotonic()
+        elif durable:
+            self._synced()
+        for request in requests:
+            for action in request.step.committed:
+                try:
+                    action()
+                except Exception:
+                    # Committed all the same; `gateway check` finds what is left.
+                    log.failure("After a store commit")
+        return [], changed
+
+    def _roll_back(self, requests: list[Request]) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        for request in reversed(requests):
+            if request.step is not None:
+                request.step.roll_back()
+
+    @staticmethod
+    def _fail(requests: list[Request], error: TemporaryFailure) -> None:
+        for request in requests:
+            request.outcome = Failure(error)

@@ -1,0 +1,384 @@
+"""
+The SQLite store's writer (gateway/store/sqlite/writer.py) on its own: how it
+groups requests into transactions, which durability each group gets, and
+what a failure undoes.  Requests write to a one-table database, so every
+outcome is read back from SQLite itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from gateway.store.interfaces import NoSuchMailbox, StoreFull, TemporaryFailure
+from gateway.store.sqlite import writer as writer_module
+from gateway.store.sqlite.store import SQLiteStore
+from gateway.store.sqlite.unsynced import UnsyncedRecord
+from gateway.store.sqlite.writer import Writer, store_error
+from tests.deferreds import failure_of, result_of
+from tests.store.contract import MESSAGE, inbox
+
+
+class SignallingRecord(UnsyncedRecord):
+    def __init__(self, root):
+        super().__init__(root)
+        self.emptied = threading.Event()
+
+    def synced(self):
+        had = self.mailboxes
+        super().synced()
+        if had:
+            self.emptied.set()
+
+
+class Database:
+    """A WAL database, its writer, and a log of what ran on the write connection."""
+
+    def __init__(self, path, reactor=None, flag_durability="batched"):
+        self.path = path
+        setup = sqlite3.connect(path / "index.sqlite", isolation_level=None)
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE items (name TEXT PRIMARY KEY)")
+        setup.close()
+        self.db = sqlite3.connect(path / "index.sqlite", isolation_level=None, check_same_thread=False)
+        self.statements: list[str] = []
+        self.commit_times: list[float] = []
+        self.sync_times: list[float] = []
+        self.db.set_trace_callback(self.trace)
+        self.synced = threading.Event()
+        self.groups: list[list[object]] = []
+        self.record = SignallingRecord(path)
+        self.writer = Writer(self.db, self.sync_wal, self.record, self.done, reactor, flag_durability)
+
+    def trace(self, statement):
+        self.statements.append(statement)
+        if statement == "COMMIT":
+            self.commit_times.append(time.monotonic())
+
+    def sync_wal(self):
+        self.sync_times.append(time.monotonic())
+        self.synced.set()
+
+    def done(self, requests, changed):
+        self.groups.append([request.outcome for request in requests])
+
+    def names(self):
+        reader = sqlite3.connect(self.path / "index.sqlite")
+        try:
+            return sorted(row[0] for row in reader.execute("SELECT name FROM items"))
+        finally:
+            reader.close()
+
+    def commits(self):
+        return [s for s in self.statements if s in ("COMMIT", "ROLLBACK") or s.startswith("PRAGMA synchronous")]
+
+
+def insert(name, notify=None, undo=None, directory=None):
+    def run(step):
+        step.db.execute("INSERT INTO items (name) VALUES (?)", (name,))
+        if undo is not None:
+            step.on_rollback(undo)
+        if directory is not None:
+            step.sync_directory(directory)
+        if notify is not None:
+            step.notify(notify, 1)
+        return name
+
+    return run
+
+
+def delete(name):
+    def run(step):
+        step.db.execute("DELETE FROM items WHERE name = ?", (name,))
+        return name
+
+    return run
+
+
+def refuse(step):
+    step.db.execute("INSERT INTO items (name) VALUES ('refused')")
+    raise NoSuchMailbox("9")
+
+
+@pytest.fixture
+def database(tmp_path):
+    database = Database(tmp_path)
+    yield database
+    database.db.close()
+
+
+def test_without_threads_each_request_is_its_own_full_commit(database):
+    assert result_of(database.writer.submit(insert("a"), durable=False)) == "a"
+    assert result_of(database.writer.submit(insert("b"))) == "b"
+    assert database.names() == ["a", "b"]
+    # Nothing would sync a NORMAL commit later, so every commit is FULL.
+    assert database.commits() == ["PRAGMA synchronous=FULL", "COMMIT", "COMMIT"]
+
+
+def test_a_refusal_undoes_only_its_request(database):
+    undone = []
+    outcomes = database.writer.submit_together([
+        (insert("a"), True, False),
+        (lambda step: (step.on_rollback(lambda: undone.append("refused")), refuse(step)), True, False),
+        (insert("c"), True, False),
+    ])
+    assert result_of(outcomes[0]) == "a"
+    failure_of(outcomes[1], NoSuchMailbox)
+    assert result_of(outcomes[2]) == "c"
+    assert database.names() == ["a", "c"]
+    assert undone == ["refused"]
+    # One transaction for the three.
+    assert database.statements.count("COMMIT") == 1
+
+
+def test_a_failing_request_fails_alone_and_the_others_run_again(database):
+    undone = []
+
+    def full(step):
+        step.db.execute("INSERT INTO items (name) VALUES ('half')")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    outcomes = database.writer.submit_together([
+        (insert("a", undo=lambda: undone.append("a")), True, False),
+        (full, True, False),
+        (insert("c"), True, False),
+    ])
+    error = failure_of(outcomes[1], StoreFull)
+    assert error.__cause__.errno == errno.ENOSPC
+    assert [result_of(outcomes[0]), result_of(outcomes[2])] == ["a", "c"]
+    # "a" ran, was undone with the failed group, and ran again.
+    assert undone == ["a"]
+    assert database.names() == ["a", "c"]
+    assert database.statements.count("ROLLBACK") == 1 and database.statements.count("COMMIT") == 1
+
+
+def test_a_failed_commit_fails_the_group_and_lets_space_freeing_requests_through(database, monkeypatch, tmp_path):
+    result_of(database.writer.submit(insert("old")))
+    undone = []
+
+    def full(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # The directory fsync before the COMMIT fails, as on a full disk.
+    monkeypatch.setattr(writer_module, "fsync_dir", full)
+    outcomes = database.writer.submit_together([
+        (insert("new", undo=lambda: undone.append("new"), directory=tmp_path), True, False),
+        (delete("old"), True, True),
+        (insert("other", undo=lambda: undone.append("other")), True, False),
+    ])
+    for failed in (outcomes[0], outcomes[2]):
+        assert isinstance(failure_of(failed, StoreFull), TemporaryFailure)
+    # Nothing half-done: both inserts and their files undone; the delete,
+    # which frees space, ran again alone and went through.
+    assert sorted(undone) == ["new", "other"]
+    assert result_of(outcomes[1]) == "old"
+    assert database.names() == []
+
+
+def test_a_full_index_is_store_full():
+    error = sqlite3.OperationalError("database or disk is full")
+    error.sqlite_errorname = "SQLITE_FULL"
+    assert isinstance(store_error(error), StoreFull)
+    busy = sqlite3.OperationalError("database is locked")
+    busy.sqlite_errorname = "SQLITE_BUSY"
+    assert type(store_error(busy)) is TemporaryFailure
+    assert type(store_error(OSError(errno.EIO, "I/O error"))) is TemporaryFailure
+    assert isinstance(store_error(OSError(errno.EDQUOT, "Disk quota exceeded")), StoreFull)
+
+
+def test_a_full_index_refuses_deliveries_and_still_expunges(tmp_path):
+    # SQLite's own limit makes the index full for real (SQLITE_FULL).
+    store = SQLiteStore(tmp_path / "store")
+    box = inbox(store)
+    first = result_of(store.append(box.id, MESSAGE))
+    pages = store._write_db.execute("PRAGMA page_count").fetchone()[0]
+    store._write_db.execute(f"PRAGMA max_page_count = {pages}")
+    # The header goes into the index (FETCH answers from it): no room for it.
+    big = b"".join(b"X-Filler-%05d: a header the index has no room for\r\n" % n for n in range(2000)) + MESSAGE
+    error = failure_of(store.append(box.id, big), StoreFull)
+    assert "full" in str(error)
+    assert list((tmp_path / "store" / "tmp").iterdir()) == []
+    assert result_of(store.expunge(box.id, [first.uid])) == [first.uid]
+    assert result_of(store.list_messages(box.id)) == []
+    store.close()
+
+
+def test_a_busy_index_fails_the_group_as_temporary(tmp_path):
+    database = Database(tmp_path)
+    database.db.execute("PRAGMA busy_timeout = 0")
+    other = sqlite3.connect(tmp_path / "index.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        failure_of(database.writer.submit(insert("a")), TemporaryFailure)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert result_of(database.writer.submit(insert("b"))) == "b"
+    database.db.close()
+
+
+# -- on its own thread ---------------------------------------------------------
+
+
+@pytest.fixture
+def threaded(tmp_path, reactor_thread):
+    database = Database(tmp_path, reactor_thread.reactor)
+    yield database
+    reactor_thread.call(database.writer.close)
+
+
+def test_what_queues_while_a_group_commits_is_the_next_group(threaded, reactor_thread):
+    release = threading.Event()
+    running = threading.Event()
+
+    def slow(step):
+        running.set()
+        assert release.wait(10)
+        return insert("first")(step)
+
+    def ask():
+        first = threaded.writer.submit(slow)
+        assert running.wait(10)
+        # The writer thread is busy with the first group: these queue.
+        later = [threaded.writer.submit(insert(name)) for name in "bcd"]
+        release.set()
+        return defer_list([first, *later])
+
+    assert reactor_thread.call(ask) == ["first", "b", "c", "d"]
+    assert [len(group) for group in threaded.groups] == [1, 3]
+    assert threaded.statements.count("COMMIT") == 2
+    assert threaded.names() == ["b", "c", "d", "first"]
+
+
+def test_answers_arrive_on_the_reactor_thread(threaded, reactor_thread):
+    def ask():
+        d = threaded.writer.submit(insert("a"))
+        assert not d.called
+        return d.addCallback(lambda result: (result, threading.get_ident()))
+
+    assert reactor_thread.call(ask) == ("a", reactor_thread.ident)
+    assert threaded.names() == ["a"]
+
+
+def test_flag_groups_commit_normal_record_their_mailboxes_and_sync_soon(threaded, reactor_thread, tmp_path):
+    reactor_thread.call(lambda: threaded.writer.submit(insert("flag", notify=7), durable=False))
+    assert threaded.commits()[:2] == ["PRAGMA synchronous=NORMAL", "COMMIT"]
+    # Recorded before the commit, for a recovery should the sync never come.
+    assert threaded.record.mailboxes in (frozenset({7}), frozenset())
+    assert threaded.record.emptied.wait(10), "the WAL was never synced"
+    # DESIGN.md: durable within a second of the change.
+    assert 0 < threaded.sync_times[0] - threaded.commit_times[0] <= 1.0
+    assert threaded.record.mailboxes == frozenset()
+    records = list(tmp_path.glob("unsynced.*"))
+    assert len(records) == 1 and records[0].read_bytes() == b""
+    # A durable group after it is FULL.
+    reactor_thread.call(lambda: threaded.writer.submit(insert("delivery")))
+    assert threaded.commits()[-2:] == ["PRAGMA synchronous=FULL", "COMMIT"]
+    reactor_thread.call(threaded.writer.close)
+    assert list(tmp_path.glob("unsynced.*")) == []
+
+
+def test_immediate_flag_durability_makes_every_group_full(tmp_path, reactor_thread):
+    database = Database(tmp_path, reactor_thread.reactor, flag_durability="immediate")
+    reactor_thread.call(lambda: database.writer.submit(insert("flag", notify=7), durable=False))
+    reactor_thread.call(database.writer.close)
+    assert "PRAGMA synchronous=NORMAL" not in database.statements
+    assert not database.synced.is_set()
+    assert list(tmp_path.glob("unsynced.*")) == []
+
+
+def test_close_answers_what_was_queued_then_refuses(threaded, reactor_thread):
+    def ask():
+        queued = [threaded.writer.submit(insert(name)) for name in "ab"]
+        closed = threaded.writer.close()
+        late = threaded.writer.submit(insert("late"))
+        return defer_list(queued).addCallback(lambda names: closed.addCallback(lambda _: (names, late)))
+
+    names, late = reactor_thread.call(ask)
+    assert names == ["a", "b"]
+    failure_of(late, TemporaryFailure)
+    assert threaded.names() == ["a", "b"]
+
+
+def defer_list(deferreds):
+    from twisted.internet import defer
+
+    return defer.gatherResults(deferreds, consumeErrors=True)
+
+
+def test_store_records_survive_a_crash_and_raise_modseqs(tmp_path):
+    # A process that committed flag changes with synchronous=NORMAL and died
+    # before the WAL sync leaves its record: the next start raises the
+    # mod-sequences of those mailboxes above any the lost changes took.
+    store = SQLiteStore(tmp_path / "store")
+    box = inbox(store)
+    other = result_of(store.create_mailbox("alice", "Other"))
+    record = result_of(store.append(box.id, MESSAGE))
+    untouched = result_of(store.append(other.id, MESSAGE))
+    store.close()
+    (tmp_path / "store" / "unsynced.999999.0").write_text(f"[{box.id}]")
+    reopened = SQLiteStore(tmp_path / "store")
+    after = result_of(reopened.get_records(box.id, [record.uid]))[0]
+    assert after.modseq > record.modseq + 1_000_000
+    assert result_of(reopened.get_mailbox("alice", "INBOX")).highestmodseq == after.modseq
+    assert result_of(reopened.changes_since(box.id, record.modseq + 500)).updated == (after,)
+    assert result_of(reopened.get_records(other.id, [untouched.uid])) == [untouched]
+    assert not (tmp_path / "store" / "unsynced.999999.0").exists()
+    reopened.close()
+
+
+def test_a_live_process_record_is_left_alone(tmp_path, reactor_thread):
+    store = reactor_thread.call(SQLiteStore, tmp_path / "store", reactor=reactor_thread.reactor)
+    box = reactor_thread.call(lambda: store.ensure_user("alice").addCallback(lambda _: store.get_mailbox("alice", "INBOX")))
+    record = reactor_thread.call(store.append, box.id, MESSAGE)
+    reactor_thread.call(store.store_flags, box.id, [record.uid], {"\\Seen"}, "add")
+    records = list((tmp_path / "store").glob("unsynced.*"))
+    assert len(records) == 1
+    # Another process opening the store meanwhile (a CLI tool) recovers nothing.
+    other = SQLiteStore(tmp_path / "store")
+    assert result_of(other.get_records(box.id, [record.uid]))[0].modseq == record.modseq + 1
+    other.close()
+    assert records[0].exists()
+    reactor_thread.call(store.close)
+    assert not records[0].exists()
+
+
+def test_a_flag_change_a_power_cut_loses_never_takes_a_modseq_down(tmp_path, reactor_thread, monkeypatch):
+    # What a power cut leaves, made by hand: the index files as the last
+    # FULL commit synced them, and the record the writer made (durably)
+    # before its NORMAL commit of a flag change that never reached the disk.
+    monkeypatch.setattr(writer_module, "FLAG_SYNC_DELAY", 60.0)
+    root = tmp_path / "store"
+    store = reactor_thread.call(SQLiteStore, root, reactor=reactor_thread.reactor)
+    try:
+        box = reactor_thread.call(lambda: store.ensure_user("alice").addCallback(
+            lambda _: store.get_mailbox("alice", "INBOX")))
+        record = reactor_thread.call(store.append, box.id, MESSAGE)
+        synced = {name: (root / name).read_bytes() for name in ("index.sqlite", "index.sqlite-wal")}
+        told = reactor_thread.call(store.store_flags, box.id, [record.uid], {"\\Seen"}, "add")[0].modseq
+        crashed = tmp_path / "crashed"
+        shutil.copytree(root, crashed)
+    finally:
+        reactor_thread.call(store.close)
+    for name, data in synced.items():
+        (crashed / name).write_bytes(data)
+    (crashed / "index.sqlite-shm").unlink(missing_ok=True)
+    assert len(list(crashed.glob("unsynced.*"))) == 1
+
+    reopened = SQLiteStore(crashed)
+    try:
+        after = result_of(reopened.get_records(box.id, [record.uid]))[0]
+        assert after.flags == frozenset()  # the change is lost...
+        # ...but no mod-sequence went down: a client that saw the change
+        # hears of the message again, with its flags as they are now.
+        assert after.modseq > told
+        assert result_of(reopened.get_mailbox("alice", "INBOX")).highestmodseq >= after.modseq
+        assert result_of(reopened.changes_since(box.id, told)).updated == (after,)
+        assert list(crashed.glob("unsynced.*")) == []
+    finally:
+        reopened.close()
