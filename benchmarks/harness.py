@@ -35,7 +35,12 @@ class Target:
     imap: int
     lmtp: int
     users: Users
-    pid: int | None = None  # for the memory scenarios
+    pid: int | None = None  # for the memory scenarios and CPU per message
+    # LMTP of another node over the same store, for the push across nodes.
+    peer_lmtp: int | None = None
+    # The processes of a store the server uses (PostgreSQL, SeaweedFS), whose
+    # CPU per message is shown beside the server's own.
+    store_pids: tuple[int, ...] = ()
 
 
 @attrs.frozen

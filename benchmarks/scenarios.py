@@ -20,14 +20,20 @@ from benchmarks.harness import (  # noqa: F401  (re-exported)
 )
 
 _RATE = (Metric("msg/s", "msg/s", True),)
+# CPU of the server's processes per message moved, and of its store's
+# engines (PostgreSQL, SeaweedFS) when it has any.
+_CPU = (Metric("CPU ms/msg", "ms", False), Metric("store CPU ms/msg", "ms", False))
+_PUSH = (Metric("p50 ms", "ms", False), Metric("p99 ms", "ms", False), Metric("missed", "sessions", False))
 _MS = (Metric("ms", "ms", False),)
 _MEMORY = (Metric("KB/session", "KB PSS", False),)
 _MEDIUM = frozenset({"medium"})
 _LARGE = frozenset({"large"})
 
 SCENARIOS = (
-    Scenario("pop3-first-download-1", "pop3 first download, 1 client", throughput.pop3_first_download_1, _RATE),
-    Scenario("pop3-first-download-8", "pop3 first download, 8 clients", throughput.pop3_first_download_8, _RATE),
+    Scenario("pop3-first-download-1", "pop3 first download, 1 client", throughput.pop3_first_download_1,
+             _RATE + _CPU),
+    Scenario("pop3-first-download-8", "pop3 first download, 8 clients", throughput.pop3_first_download_8,
+             _RATE + _CPU),
     Scenario("imap-mixed", "imap mixed, 8 clients", throughput.imap_mixed, (Metric("ops/s", "ops/s", True),)),
     Scenario("idle-1k", "idle session SELECTed on 1,000 msgs", sessions.idle_memory_medium, _MEMORY,
              needs_pid=True, fresh_server=True, mailboxes=_MEDIUM),
@@ -43,7 +49,7 @@ SCENARIOS = (
     Scenario("large-mixed", "large INBOX: 8 clients with STOREs", large.large_mixed,
              (Metric("ops/s", "ops/s", True),), mailboxes=_LARGE),
     Scenario("imap-fetch-headers", "imap FETCH header set", throughput.imap_fetch_headers, _RATE),
-    Scenario("imap-fetch-bodies", "imap FETCH BODY.PEEK[]", throughput.imap_fetch_bodies, _RATE),
+    Scenario("imap-fetch-bodies", "imap FETCH BODY.PEEK[]", throughput.imap_fetch_bodies, _RATE + _CPU),
     Scenario("pop3-login-rate", "pop3 login rate", throughput.pop3_login_rate,
              (Metric("logins/s", "logins/s", True),)),
     Scenario("imap-login-rate", "imap login rate", throughput.imap_login_rate,
@@ -54,8 +60,9 @@ SCENARIOS = (
              (Metric("logins/s", "logins/s", True),)),
     Scenario("idle-sessions", "idle imap sessions", sessions.idle_memory, _MEMORY, needs_pid=True,
              fresh_server=True),
-    Scenario("idle-push", "IDLE push latency", sessions.idle_push,
-             (Metric("p50 ms", "ms", False), Metric("p99 ms", "ms", False), Metric("missed", "sessions", False))),
+    Scenario("idle-push", "IDLE push latency", sessions.idle_push, _PUSH),
+    Scenario("cross-node-push", "IDLE push latency, delivered through another node", sessions.idle_push_nodes,
+             _PUSH),
     Scenario("big-message", "50 MB message", sessions.big_message,
              (Metric("APPEND peak MB", "MB RSS", False), Metric("FETCH peak MB", "MB RSS", False)),
              needs_pid=True, fresh_server=True),

@@ -79,6 +79,25 @@ def _read_kb(path: str, field: str) -> int:
     return 0
 
 
+def cpu_seconds(pids) -> float:
+    """
+    User and system CPU seconds of the trees under ``pids``, with what their
+    members spent in children they have reaped (Dovecot's finished session
+    processes, PostgreSQL's finished backends).
+    """
+    ticks = 0
+    for pid in pids:
+        for member in process_tree(pid):
+            try:
+                with open(f"/proc/{member}/stat", "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue  # the process ended between listing and reading
+            # utime, stime, cutime, cstime: fields 14 to 17 of proc(5).
+            ticks += sum(int(field) for field in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def pss_kb(pid: int) -> int:
     """Proportional set size of the tree under ``pid`` (KB)."""
     return sum(_read_kb(f"/proc/{member}/smaps_rollup", "Pss:") for member in process_tree(pid))
@@ -258,7 +277,9 @@ class Gateway(Server):
 
     name = "gateway"
 
-    def __init__(self, root: Path, users: dict[str, str], sessions: int):
+    def __init__(self, root: Path, users: dict[str, str], sessions: int, store_toml: str = "",
+                 name: str = "gateway"):
+        self.name = name
         self.root = Path(root)
         self.data = self.root / "data"
         self.data.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -273,7 +294,7 @@ class Gateway(Server):
         (self.data / "gateway.toml").write_text(
             f"[limits]\nmax_connections = {connections}\nmax_connections_per_ip = {connections}\n"
             f"max_connections_per_user = {connections}\npassword_checks_per_ip = {connections}\n"
-            f"lockout_exempt_networks = [\"{LOOPBACK}/32\"]\n")
+            f"lockout_exempt_networks = [\"{LOOPBACK}/32\"]\n\n{store_toml}")
         self.log_path = self.root / "twistd.log"
         self.ports = {}
 

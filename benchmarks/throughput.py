@@ -13,6 +13,7 @@ import time
 
 from benchmarks import corpus
 from benchmarks.harness import Metrics, Settings, Target, concurrently, for_duration
+from benchmarks.servers import cpu_seconds
 from benchmarks.wire import Imap, Lmtp, Pop3, ProtocolError, dot_stuffed
 
 HEADER_FETCH = b"UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE)"
@@ -21,6 +22,27 @@ APPENDUID = re.compile(rb"\[APPENDUID \d+ (\d+)\]")
 EXISTS = re.compile(rb"\* (\d+) EXISTS")
 SMALL_MESSAGE = (b"From: Bench <bench@example.org>\r\nTo: <user@example.org>\r\nSubject: new mail\r\n"
                  b"Message-ID: <bench@example.org>\r\n\r\nA short message.\r\n")
+
+
+# -- CPU ----------------------------------------------------------------------
+
+
+def cpu_now(target: Target) -> tuple[float, float] | None:
+    """CPU seconds of the server and of its store's engines so far; None without the server's pid."""
+    if target.pid is None:
+        return None
+    return cpu_seconds([target.pid]), cpu_seconds(target.store_pids)
+
+
+def cpu_per_message(target: Target, before: tuple[float, float] | None, messages: int) -> Metrics:
+    """CPU milliseconds per message since ``before``: the server's, and its store engines' when it has any."""
+    if before is None or not messages:
+        return {}
+    server, store = cpu_now(target)
+    metrics = {"CPU ms/msg": 1000 * (server - before[0]) / messages}
+    if target.store_pids:
+        metrics["store CPU ms/msg"] = 1000 * (store - before[1]) / messages
+    return metrics
 
 
 # -- POP3 ---------------------------------------------------------------------
@@ -59,10 +81,13 @@ async def _first_downloads(target: Target, users: tuple[str, ...]) -> Metrics:
     await asyncio.gather(*(mark_unread(target, user) for user in users))
     sessions = await asyncio.gather(*(Pop3.login(target.host, target.pop3, user, target.users.password,
                                                  pipelined=False) for user in users))
+    cpu = cpu_now(target)
     start = time.perf_counter()
     results = await asyncio.gather(*(_first_download(pop3) for pop3 in sessions))
     seconds = time.perf_counter() - start
-    return {"msg/s": sum(r[0] for r in results) / seconds, "MB/s": sum(r[1] for r in results) / seconds / 1e6}
+    messages = sum(r[0] for r in results)
+    return {"msg/s": messages / seconds, "MB/s": sum(r[1] for r in results) / seconds / 1e6,
+            **cpu_per_message(target, cpu, messages)}
 
 
 async def pop3_first_download_1(target: Target, settings: Settings) -> Metrics:
@@ -153,28 +178,33 @@ async def pop3_poll_storm(target: Target, settings: Settings) -> Metrics:
 # -- IMAP ---------------------------------------------------------------------
 
 
-async def _imap_fetch(target: Target, settings: Settings, command: bytes) -> float:
+async def _imap_fetch(target: Target, settings: Settings, command: bytes) -> Metrics:
     imap = await Imap.login(target.host, target.imap, target.users.bulk[0], target.users.password)
     await imap.command(b"EXAMINE INBOX")
     await imap.command(command, keep=False)  # warm: both servers keep what a first FETCH computed
+    messages = 0
 
     async def step() -> int:
+        nonlocal messages
         _, fetched = await imap.command(command, keep=False)
         if not fetched:
             raise ProtocolError("FETCH returned no messages")
+        messages += fetched
         return fetched
 
+    cpu = cpu_now(target)
     rate = await for_duration(settings.duration, step)
+    metrics = {"msg/s": rate, **cpu_per_message(target, cpu, messages)}
     await imap.logout()
-    return rate
+    return metrics
 
 
 async def imap_fetch_headers(target: Target, settings: Settings) -> Metrics:
-    return {"msg/s": await _imap_fetch(target, settings, HEADER_FETCH)}
+    return await _imap_fetch(target, settings, HEADER_FETCH)
 
 
 async def imap_fetch_bodies(target: Target, settings: Settings) -> Metrics:
-    return {"msg/s": await _imap_fetch(target, settings, BODY_FETCH)}
+    return await _imap_fetch(target, settings, BODY_FETCH)
 
 
 async def imap_login_rate(target: Target, settings: Settings) -> Metrics:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import subprocess
+import sys
 
 import attrs
 import pytest
@@ -16,6 +18,7 @@ from benchmarks import corpus
 from benchmarks.load import prepare, report, run_scenarios
 from benchmarks.report import Outcomes, table
 from benchmarks.scenarios import SCENARIOS, Settings, Target, UnknownScenario, Users, choose
+from benchmarks.servers import cpu_seconds
 from gateway.auth import hash_password
 from tests.serverproc import GatewayProcess
 
@@ -128,6 +131,10 @@ def test_load_generator_drives_the_gateway(gateway):
     for key in ("large-select", "large-fetch-flags", "large-search-unseen", "large-pop3"):
         assert 0 < outcomes.median(key, "gateway", "ms") < 15_000, key
     assert outcomes.median("idle-1k", "gateway", "KB/session") is not None
+    # CPU of the server per message moved (a few messages may take less than
+    # a clock tick); no store engines of its own to count.
+    assert 0 <= outcomes.median("pop3-first-download-1", "gateway", "CPU ms/msg") < 1_000
+    assert outcomes.median("pop3-first-download-1", "gateway", "store CPU ms/msg") is None
     assert outcomes.median("idle-push", "gateway", "missed") == 0
     assert 0 < outcomes.median("idle-push", "gateway", "p99 ms") < 15_000
 
@@ -141,3 +148,18 @@ def test_figures_at_or_below_zero_are_not_ranked():
     text = report(outcomes, SCENARIOS, ["dovecot", "gateway"])
     assert text.startswith("Worst realistic case: imap mixed, 8 clients, ops/s: gateway 90.0, dovecot 100 (0.90x)")
     assert "| idle session SELECTed on 1,000 msgs | KB/session (lower is better) | 520 | -0.50 | - |" in text
+
+
+def test_cpu_seconds_counts_the_tree_and_the_children_it_reaped():
+    # A shell whose child burns a fifth of a second of CPU and is reaped
+    # before the shell waits on: the child's time is in the shell's cutime.
+    burn = "import time\nend = time.process_time() + 0.2\nwhile time.process_time() < end: pass"
+    shell = subprocess.Popen(["sh", "-c", f'"{sys.executable}" -c "{burn}"; echo done; exec sleep 30'],
+                             stdout=subprocess.PIPE)
+    try:
+        assert shell.stdout.readline() == b"done\n"
+        assert 0.2 <= cpu_seconds([shell.pid]) < 5
+    finally:
+        shell.kill()
+        shell.wait()
+        shell.stdout.close()

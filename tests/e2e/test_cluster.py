@@ -221,3 +221,33 @@ def test_gateway_check_never_migrates_the_schema(tmp_path, postgres_database, se
                              b" a node creates it when it first starts\n")
     with psycopg.connect(postgres_database) as connection:
         assert connection.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,)
+
+
+def test_the_benchmarks_push_across_nodes_and_count_the_stores_cpu(nodes, postgres_cluster, seaweed):
+    """benchmarks.compare --backend postgresql: idlers on A hear of deliveries through B; CPU per message."""
+    import asyncio
+
+    import attrs
+
+    from benchmarks.load import run_scenarios
+    from benchmarks.scenarios import Settings, Target, Users, choose
+
+    a, b = nodes
+    for n in range(3):
+        lmtp_deliver(b, f"m{n}")
+    users = Users(bulk=("alice",), poll=("alice",), idle="alice", sink="alice", big="alice", password=PASSWORD)
+    postmaster = int((postgres_cluster.data / "postmaster.pid").read_text().split()[0])
+    target = Target("127.0.0.1", a.port("pop3"), a.port("imap"), a.port("lmtp"), users, pid=a.process.pid,
+                    peer_lmtp=b.port("lmtp"), store_pids=(postmaster, seaweed.process.pid))
+    alone = attrs.evolve(target, peer_lmtp=None)
+    settings = attrs.evolve(Settings(), push_sessions=5, push_rounds=2, cap=30.0)
+    scenarios = choose(["cross-node-push", "pop3-first-download-1"])
+    outcomes = asyncio.run(run_scenarios({"two": target, "one": alone}, settings, 1, scenarios,
+                                         log=lambda text: None))
+    assert outcomes.median("cross-node-push", "two", "missed") == 0
+    assert 0 < outcomes.median("cross-node-push", "two", "p99 ms") < 1_000
+    assert outcomes.errors["cross-node-push", "one"] == [
+        "ValueError: one node: no other node over the same store to deliver through"]
+    assert outcomes.median("pop3-first-download-1", "two", "msg/s") > 0
+    assert outcomes.median("pop3-first-download-1", "two", "CPU ms/msg") > 0
+    assert outcomes.median("pop3-first-download-1", "two", "store CPU ms/msg") >= 0

@@ -94,14 +94,16 @@ class PostgresCluster:
     ``initdb`` + ``pg_ctl start`` of a throw-away cluster: TCP on 127.0.0.1
     with a password (as a real DSN would be), its socket directory under the
     same temporary directory, durability off (a test cluster need not
-    survive a power cut, and it halves the run time).
+    survive a power cut, and it halves the run time) unless ``durable``
+    (benchmarks, which must pay for every fsync a deployment pays for).
     """
 
     USER = "gateway"
     PASSWORD = "test-password"
 
-    def __init__(self, bindir: Path):
+    def __init__(self, bindir: Path, durable: bool = False):
         self.bindir = bindir
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="gateway-pg-"))
         self.data = self.root / "data"
         self.sockets = self.root / "sockets"
@@ -137,10 +139,9 @@ class PostgresCluster:
         self._start_server()
 
     def _start_server(self) -> None:
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets}"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             self.bindir / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", str(int(START_TIMEOUT)),
             "-o", options, "start",
