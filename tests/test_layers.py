@@ -44,6 +44,8 @@ PURE = [
     "policy/throttle.py",
     "policy/sasl.py",
     "policy/plaintext.py",
+    "policy/session.py",
+    "net/dotlines.py",
     "store/model.py",
     "store/names.py",
     "durable.py",

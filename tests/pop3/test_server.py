@@ -24,7 +24,7 @@ from twisted.mail import pop3 as twisted_pop3
 from zope.interface.verify import verifyObject
 
 from gateway.net import metrics
-from gateway.pop3 import server as pop3
+from gateway.pop3 import engine, server as pop3
 from gateway.auth import MailRealm
 from gateway.config import AuthConfig, Config, LimitsConfig, Pop3Config
 from gateway.net.metrics import Metrics
@@ -603,11 +603,11 @@ def test_connection_lost_while_a_message_waits(server):
 
 def test_reading_pauses_while_too_many_lines_queue(session):
     session.transport.full = True
-    session.protocol.dataReceived(b"RETR 1\r\n" + b"NOOP\r\n" * pop3.MAX_QUEUED_LINES)
+    session.protocol.dataReceived(b"RETR 1\r\n" + b"NOOP\r\n" * engine.MAX_QUEUED_LINES)
     assert session.transport.producerState == "paused"
     session.pump()
     assert session.transport.producerState == "producing"
-    assert session.read().endswith(b".\r\n" + b"+OK\r\n" * pop3.MAX_QUEUED_LINES)
+    assert session.read().endswith(b".\r\n" + b"+OK\r\n" * engine.MAX_QUEUED_LINES)
 
 
 # Locking
