@@ -198,6 +198,24 @@ def test_tcp_nodelay_is_set():
     assert Session().transport.nodelay is True
 
 
+def test_a_session_keeps_the_config_it_connected_under():
+    from gateway.reload import LiveConfig
+
+    live = LiveConfig(lmtp_config(max_message_size=10_000))
+    factory = LMTPFactory(MemoryStore(), frozenset({"alice"}), live, Clock())
+    first = factory.buildProtocol(PEER)
+    # A SIGHUP reload swaps the config: new sessions see it, running ones not.
+    live.current = lmtp_config(max_message_size=20_000)
+    second = factory.buildProtocol(PEER)
+    sizes = []
+    for server in (first, second):
+        transport = TCPStringTransport(peerAddress=PEER)
+        server.makeConnection(transport)
+        server.dataReceived(b"LHLO client.example.test\r\n")
+        sizes.append(transport.value().split(b"\r\n")[-2])
+    assert sizes == [b"250 SIZE 10000", b"250 SIZE 20000"]
+
+
 def test_one_message_to_one_recipient():
     session = Session()
     session.start()
