@@ -20,7 +20,7 @@ from twisted.mail import imap4
 
 from gateway.mail import message
 from gateway.imap import fetch, resync, search, wire
-from gateway.imap.errors import CommandError, bad
+from gateway.imap.errors import CommandError, MissingArgument, TooManyArguments, bad
 from gateway.imap.mailboxes import final_astring
 from gateway.imap.output import CHUNK, Output
 from gateway.imap.sequence import SequenceSetError, format_sequence_set, parse_sequence_set
@@ -42,7 +42,7 @@ def word(server, line):
     """Command-table parser: one space-delimited token (a sequence set)."""
     token, _, rest = (line or b"").lstrip(b" ").partition(b" ")
     if not token:
-        raise imap4.IllegalClientResponse("Missing argument")
+        raise MissingArgument()
     return token, rest
 
 
@@ -51,7 +51,14 @@ def search_line(server, line):
 
 
 def search_charset(server, line):
-    return imap4.IMAP4Server.opt_charset(server, line or b"")
+    """Command-table parser: SEARCH's optional ``CHARSET name`` (RFC 3501 6.4.4)."""
+    line = line or b""
+    if line[:8].upper() != b"CHARSET ":
+        if line.upper() == b"CHARSET":
+            raise bad(b"Missing charset identifier")
+        return None, line
+    charset, _, rest = line[8:].partition(b" ")
+    return charset, rest
 
 
 class SelectedCommands:
@@ -564,12 +571,12 @@ class SelectedCommands:
             # RFC 4315 2.1
             uid_set, rest = word(self, line)
             if rest.strip():
-                raise imap4.IllegalClientResponse("Too many arguments")
+                raise TooManyArguments()
             self.do_EXPUNGE(tag, uid_set)
         elif command in (b"COPY", b"MOVE", b"FETCH", b"STORE", b"SEARCH"):
             self.dispatchCommand(tag, command, line, uid=1)
         else:
-            raise imap4.IllegalClientResponse("Unknown UID command")
+            raise bad(b"Unknown UID command")
 
     select_CHECK = (do_CHECK,)
     select_CLOSE = (do_CLOSE,)
@@ -580,7 +587,7 @@ class SelectedCommands:
     select_STORE = (do_STORE, word, imap4.IMAP4Server.arg_line)
     select_COPY = (do_COPY, word, final_astring)
     select_MOVE = (do_MOVE, word, final_astring)
-    select_UID = (do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line)
+    select_UID = (do_UID, word, imap4.IMAP4Server.arg_line)
 
 
 def _literal(data: bytes) -> bytes:

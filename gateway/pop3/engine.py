@@ -7,8 +7,8 @@ the one module that relies on names of Twisted's beyond its public API
 - ``_buffer``, ``LineOnlyReceiver``'s unparsed input: our ``dataReceived``
   keeps it there, because ``gateway.net.tls.start_tls_discarding_buffer``
   empties it at STLS;
-- ``blocked``, ``POP3``'s list of lines queued while a command runs (None
-  when none runs): STLS empties it too, and Twisted's class default is None.
+- ``blocked``, the name of ``POP3``'s list of lines queued while a
+  command runs (and of ``IMAP4Server``'s): STLS empties it too.
 
 What Twisted's ``POP3`` did with ``_userIs`` and ``_onLogout`` is the
 server's own now (its ``connectionLost`` replaces Twisted's).
@@ -93,6 +93,8 @@ class Pop3Engine(twisted_pop3.POP3):
         self.MAX_LENGTH = limits.max_line_length
         self._bad_commands = BadCommands(limits.max_bad_commands)
         self.connection_gone = False
+        # Lines waiting while a command runs; None when none runs.
+        self.blocked: list | None = None
         self.in_progress: Deferred | None = None
         self._reading_paused = False
         self._discarding_line = False

@@ -838,3 +838,17 @@ def test_pipelined_transaction_waits_for_the_group_commit(sqlite_factory):
     assert session.send(b"x\r\n.\r\nNOOP\r\n") == []
     sqlite_factory.reactor.advance(0)
     assert session.replies() == [b"250 2.0.0 <alice@a.test> Saved as UID 1", b"250 2.0.0 OK"]
+
+
+# -- Twisted's SMTP engine ---------------------------------------------------------
+
+
+def test_no_private_name_of_twisted_smtp_is_used_or_shadowed():
+    # LMTP needs no adapter module: it relies on smtp.SMTP's public API
+    # alone, and none of its own names collides with a private one of Twisted's.
+    from pathlib import Path
+
+    import gateway.lmtp
+    from tests.twisted_private import private_uses
+
+    assert private_uses(Path(gateway.lmtp.__file__).parent, smtp.SMTP, adapter=None) == {}
