@@ -25,16 +25,15 @@ A mixin of ``gateway.imap.server.IMAPServer``.
 from __future__ import annotations
 
 from twisted.internet import defer
-from twisted.internet.interfaces import ISSLTransport
 from twisted.mail import imap4
 
 from gateway.imap import errors
 from gateway.imap.id_params import IdSyntaxError, parse_id_params
 from gateway.imap.mailboxes import astring, final_astring
 from gateway.imap.responses import OK, Continuation, Id, Tagged
+from gateway.net.connection import peer_address, under_tls
 from gateway.net.tls import start_tls_discarding_buffer
 from gateway.policy import authlog, sasl
-from gateway.policy.addresses import normalise_ip
 from gateway.policy.login import BadCredentials, LockedOut, TooManySessions
 from gateway.policy.plaintext import plaintext_allowed
 
@@ -65,12 +64,11 @@ class LoginCommands:
     @property
     def secure(self) -> bool:
         """Under TLS: an imaps listener, or after STARTTLS."""
-        return self.startedTLS or ISSLTransport.providedBy(self.transport)
+        return under_tls(self.transport, self.startedTLS)
 
     @property
     def peer_ip(self) -> str:
-        host = getattr(self.transport.getPeer(), "host", None)
-        return normalise_ip(host) if isinstance(host, str) else "local"
+        return peer_address(self.transport)
 
     @property
     def client_ip(self) -> str:

@@ -67,7 +67,7 @@ from gateway.imap.selected import SelectedCommands
 from gateway.imap.view import SelectedView
 from gateway.mail import mutf7
 from gateway.net import metrics
-from gateway.net.tcp import set_no_delay
+from gateway.net.connection import set_no_delay
 from gateway.policy.login import LoginPolicy
 from gateway.policy.session import BadCommands, Deadline, session_config
 from gateway.store.interfaces import NoSuchMailbox

@@ -64,7 +64,7 @@ from gateway.lmtp.recipients import MAX_ADDRESS, MAX_LOCAL_PART, Recipient, head
 from gateway.lmtp.trace import Transaction, helo_domain, trace_fields, transaction_id
 from gateway.net import metrics
 from gateway.net.dotlines import find_dot_line
-from gateway.net.tcp import set_no_delay
+from gateway.net.connection import set_no_delay
 from gateway.policy.session import BadCommands, Deadline, session_config
 from gateway.store.interfaces import StoreFull, TemporaryFailure
 from gateway.store.traced import TracedMessage

@@ -18,7 +18,7 @@ places where Twisted falls short of the RFCs or of DESIGN.md:
   chunk or of the message is stuffed too;
 - the idle timer comes from the config (RFC 1939 3: at least 10 minutes);
 - TCP_NODELAY on every connection (DESIGN.md, performance rules;
-  ``gateway.net.tcp``);
+  ``gateway.net.connection``);
 - STLS (RFC 2595 4) through ``gateway.net.tls.start_tls_discarding_buffer``, so
   nothing pipelined behind it in plain text runs;
 - outside TLS, USER/PASS and AUTH PLAIN are refused and left out of CAPA
@@ -49,15 +49,14 @@ from __future__ import annotations
 from time import monotonic
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gateway.net.tcp import set_no_delay
+from gateway.net.connection import peer_address, set_no_delay, under_tls
 from gateway.net.tls import start_tls_discarding_buffer
 from gateway.policy import authlog, login as login_policy, sasl
-from gateway.policy.addresses import normalise_ip
 from gateway.policy.login import LoginPolicy
 from gateway.policy.plaintext import plaintext_allowed
 from gateway.policy.session import Deadline, session_config
@@ -204,11 +203,10 @@ class Pop3Server(Pop3Engine):
         self.transport.loseConnection()
 
     def _peer_ip(self) -> str:
-        host = getattr(self.transport.getPeer(), "host", None)
-        return normalise_ip(host) if isinstance(host, str) else "local"
+        return peer_address(self.transport)
 
     def _secure(self) -> bool:
-        return self._tls_started or ISSLTransport.providedBy(self.transport)
+        return under_tls(self.transport, self._tls_started)
 
     def _plaintext_allowed(self) -> bool:
         return plaintext_allowed(self._peer_ip(), self._secure(), self.config.plaintext_networks)

@@ -1,4 +1,4 @@
-"""TCP_NODELAY for every protocol's connections (gateway/net/tcp.py)."""
+"""What every session knows of its connection (gateway/net/connection.py)."""
 
 import socket
 
@@ -8,7 +8,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 
-from gateway.net.tcp import set_no_delay
+from gateway.net.connection import peer_address, set_no_delay, under_tls
 
 
 class Recording(StringTransport):
@@ -82,3 +82,27 @@ def test_a_unix_socket_is_served(reactor_thread, tmp_path):
             assert reactor_thread.call(lambda: factory.seen) is True
     finally:
         reactor_thread.call(port.stopListening)
+
+
+def test_the_peer_as_the_policies_name_it():
+    from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+    def peer(address):
+        return peer_address(StringTransport(peerAddress=address))
+
+    assert peer(IPv4Address("TCP", "192.0.2.7", 1)) == "192.0.2.7"
+    # A dual-stack listener's IPv4 client counts as its IPv4 address.
+    assert peer(IPv6Address("TCP", "::ffff:192.0.2.7", 1)) == "192.0.2.7"
+    assert peer(UNIXAddress(b"/run/gateway/imap.sock")) == "local"
+
+
+def test_under_tls_by_listener_or_by_starttls():
+    from twisted.internet.interfaces import ISSLTransport
+    from zope.interface import alsoProvides
+
+    plain = StringTransport()
+    assert not under_tls(plain, started_tls=False)
+    assert under_tls(plain, started_tls=True)
+    implicit = StringTransport()
+    alsoProvides(implicit, ISSLTransport)
+    assert under_tls(implicit, started_tls=False)
