@@ -140,6 +140,11 @@ class ReadOnly(CommandError):
     text = b"[READ-ONLY] Mailbox is read-only"
 
 
+class BadCharset(CommandError):
+    # RFC 3501 6.4.4, 7.1: BADCHARSET names the charsets SEARCH takes.
+    text = b"[BADCHARSET (US-ASCII UTF-8)] Unsupported charset"
+
+
 # -- the store's failures, by type --------------------------------------------------
 
 

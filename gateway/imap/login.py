@@ -29,7 +29,7 @@ from twisted.mail import imap4
 
 from gateway.imap import errors
 from gateway.imap.id_params import IdSyntaxError, parse_id_params
-from gateway.imap.mailboxes import astring, final_astring
+from gateway.imap.arguments import astring, final_astring
 from gateway.imap.responses import OK, Continuation, Id, Tagged
 from gateway.net.connection import peer_address, under_tls
 from gateway.net.tls import start_tls_discarding_buffer

@@ -3,8 +3,9 @@ Mailbox-level IMAP commands (RFC 3501 6.3): CREATE, DELETE, RENAME,
 SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS, APPEND; and XLIST, Gmail's LIST
 with special uses from before RFC 6154, for the clients that know only it.
 
-A mixin of ``gateway.imap.server.IMAPServer``: handlers parse their
-arguments with Twisted's parsers and run through ``run_command``.
+A mixin of ``gateway.imap.server.IMAPServer``: handlers take their
+arguments from the parsers of ``gateway.imap.arguments`` and run through
+``run_command``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 
 
 from gateway.imap import wire
+from gateway.imap.arguments import astring, final_astring, status_items
 from gateway.imap.errors import CommandError, TryCreate, bad
 from gateway.imap.responses import Listed, Status
 from gateway.store.interfaces import NoSuchMailbox
@@ -46,23 +48,6 @@ def _creatable(name: str) -> str:
     if name.startswith("~") or any(level in (".", "..") for level in name.split(HIERARCHY_SEPARATOR)):
         raise CommandError(b"[CANNOT] Not an acceptable mailbox name")
     return name
-
-
-def status_items(server, line):
-    """Command-table parser: STATUS's flat ``(item ...)`` list."""
-    match = re.match(rb" *\(([A-Za-z ]*)\)", line or b"")
-    if match is None:
-        raise bad(b"Expected a list of status items")
-    return match[1].split(), line[match.end():]
-
-
-def astring(server, line):
-    """Command-table parser: the server's own astring (escapes, LITERAL+)."""
-    return server.arg_astring(line)
-
-
-def final_astring(server, line):
-    return server.arg_astring(line, final=True)
 
 
 class MailboxCommands:

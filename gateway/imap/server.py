@@ -43,11 +43,12 @@ from twisted.logger import Logger
 from twisted.mail import imap4
 
 from gateway.imap import resync, wire
+from gateway.imap.arguments import astring, select_parameters
 from gateway.imap.engine import Engine, known_error
 from gateway.imap.errors import Bad, InternalError, InternalParseError, NotModifiedUtf7, bad
 from gateway.imap.framing import Framing
 from gateway.imap.login import LoginCommands
-from gateway.imap.mailboxes import MailboxCommands, astring
+from gateway.imap.mailboxes import MailboxCommands
 from gateway.imap.responses import (
     BAD,
     BYE,
@@ -63,6 +64,7 @@ from gateway.imap.responses import (
     Tagged,
     answer,
 )
+from gateway.imap.fetch_command import FetchCommand
 from gateway.imap.selected import SelectedCommands
 from gateway.imap.snapshot import Snapshot, SnapshotRegistry
 from gateway.imap.view import SelectedView
@@ -83,18 +85,7 @@ TOO_MANY_BAD = Condition(BYE, b"Too many invalid IMAP commands.")
 MAILBOX_DELETED = Condition(BYE, b"Selected mailbox was deleted")
 
 
-def select_parameters(server, line):
-    """
-    Command-table parser: SELECT/EXAMINE's optional parameter list (RFC 4466
-    2.1): CONDSTORE and QRESYNC (RFC 7162 3.1.8, 3.2.5); any other is BAD.
-    """
-    try:
-        return resync.parse_select_parameters(line or b""), b""
-    except resync.ParameterError:
-        raise bad(b"Unknown or malformed SELECT parameter") from None
-
-
-class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, Engine):
+class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, FetchCommand, Engine):
     IDENT = b"gateway IMAP4rev1 ready"
 
     def __init__(self, store, config, reactor, portal, context_factory=None):
@@ -223,10 +214,6 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, Engi
             self.fail(tag, InternalParseError())
             return
         self.fail(tag, failure.value)
-
-    def sendLine(self, line):
-        if not self._closing:
-            super().sendLine(line)
 
     def capabilities(self):
         return {}
