@@ -13,19 +13,11 @@ never becomes Python recursion.
 
 from __future__ import annotations
 
-from gateway.imap.search_keys import All, And, Flag, Not, Or, Recent, SearchKey, SequenceNumbers, Uids
+from gateway.imap.search_keys import All, And, Flag, Not, Or, Recent, SearchKey, SequenceNumbers, Uids, children
 from gateway.imap.search import flag_matcher
 from gateway.imap.view import SelectedView
 
 _ANSWERABLE = (All, Flag, Recent, SequenceNumbers, Uids, And, Or, Not)
-
-
-def _children(key: SearchKey) -> tuple[SearchKey, ...]:
-    if isinstance(key, (And, Or)):
-        return key.keys
-    if isinstance(key, Not):
-        return (key.key,)
-    return ()
 
 
 def answerable(key: SearchKey) -> bool:
@@ -35,7 +27,7 @@ def answerable(key: SearchKey) -> bool:
         key = stack.pop()
         if not isinstance(key, _ANSWERABLE):
             return False
-        stack.extend(_children(key))
+        stack.extend(children(key))
     return True
 
 
@@ -67,9 +59,9 @@ def _evaluate(view: SelectedView, root: SearchKey, count: int, ones: int) -> int
             results.append(_ranges(view.index_ranges(key.uids, by_uid=True), count))
         elif not children_done:
             stack.append((key, True))
-            stack.extend((child, False) for child in reversed(_children(key)))
+            stack.extend((child, False) for child in reversed(children(key)))
         else:
-            parts = [results.pop() for _ in _children(key)]
+            parts = [results.pop() for _ in children(key)]
             if isinstance(key, Not):
                 results.append(parts[0] ^ ones)
             elif isinstance(key, And):
@@ -91,13 +83,13 @@ def _flags_only_parts(root: SearchKey) -> dict[int, bool]:
     stack: list[tuple[SearchKey, bool]] = [(root, False)]
     while stack:
         key, children_done = stack.pop()
-        children = _children(key)
-        if children and not children_done:
+        combined = children(key)
+        if combined and not children_done:
             stack.append((key, True))
-            stack.extend((child, False) for child in children)
+            stack.extend((child, False) for child in combined)
         else:
             flags_only[id(key)] = isinstance(key, (All, Flag, Recent, And, Or, Not)) and all(
-                flags_only[id(child)] for child in children)
+                flags_only[id(child)] for child in combined)
     return flags_only
 
 
