@@ -232,7 +232,7 @@ class FetchPlan:
     The items each message's FETCH answer carries, in order; for each, the
     name its answer goes by and, for those that carry message bytes, its
     Section.  And what answering reads: the message's record, its stored
-    structure, its file; and whether it shows the flags.
+    structure, its file; whether it shows the flags, and any section.
     """
 
     items: tuple
@@ -241,6 +241,7 @@ class FetchPlan:
     wants_structure: bool = attrs.field(init=False)
     wants_file: bool = attrs.field(init=False)
     wants_flags: bool = attrs.field(init=False)
+    wants_sections: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         layout = []
@@ -256,6 +257,7 @@ class FetchPlan:
         setattr_(self, "wants_structure", needs_structure(self.items))
         setattr_(self, "wants_file", any(section is not None and _reads_file(section) for _, _, section in layout))
         setattr_(self, "wants_flags", "FLAGS" in self.items)
+        setattr_(self, "wants_sections", any(section is not None for _, _, section in layout))
 
 
 def plan_fetch(

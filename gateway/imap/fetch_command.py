@@ -120,7 +120,8 @@ class FetchCommand:
                     finally:
                         if opened is not None:
                             opened.close()
-                    await out.drain()
+                    if out.full:
+                        await out.drain()
         finally:
             out.finish()
         if out.stopped:

@@ -1,8 +1,9 @@
 """
 One message's FETCH response (RFC 3501 7.4.2) as a value: its attributes
-in the order ``fetch.plan_fetch`` chose, each a value in IMAP syntax, a
-literal, or a range of the message file too big to hold in memory; and
-``answer``, which builds it from what the store gave for the message.
+in the order ``fetch.plan_fetch`` chose, each in IMAP syntax or, for a
+section, its content: bytes sent as a literal, or a range of the message
+file too big to hold in memory; and ``answer``, which builds it from what the store
+gave for the message.
 
 ``FetchResponse.pieces`` is what the writer sends: bytes, with the file
 ranges between them for ``Output.write_file`` to stream.
@@ -34,43 +35,44 @@ class FileRange:
 
 
 @attrs.frozen
-class Literal:
-    """A string sent as a literal (RFC 3501 4.3): it may hold any octet."""
-
-    data: bytes
-
-
-@attrs.frozen
 class FetchResponse:
     """
-    ``* seq FETCH (name value ...)``: each value is bytes as they go on the
-    wire (a number, a flag list, an ENVELOPE), a ``Literal``, a
-    ``FileRange`` or None for NIL.
+    ``* seq FETCH (...)``: each attribute either whole as it goes on the
+    wire (``UID 7``, ``FLAGS (\\Seen)``, ``ENVELOPE (...)``), or a
+    section's ``(name, content)``: its bytes, sent as a literal (RFC 3501
+    4.3), a ``FileRange`` of the message file, or None for NIL.
     """
 
     seq: int
-    attributes: tuple
+    attributes: list
+    # Whether any attribute is a section's content (most answers have none).
+    sections: bool = True
 
     def pieces(self) -> list:
         """Bytes, and ``FileRange``s where the file is streamed."""
+        if not self.sections:
+            return [b"* %d FETCH (%s)\r\n" % (self.seq, b" ".join(self.attributes))]
         pieces = []
         out = [b"* %d FETCH (" % self.seq]
-        for index, (name, value) in enumerate(self.attributes):
-            if index:
-                out.append(b" ")
-            if isinstance(value, bytes):
-                out.append(name + b" " + value)
-            elif value is None:
-                out.append(name + b" NIL")
-            elif isinstance(value, Literal):
-                out.append(name + b" {%d}\r\n" % len(value.data))
-                out.append(value.data)
+        add = out.append
+        separator = b""
+        for attribute in self.attributes:
+            if type(attribute) is bytes:
+                add(separator + attribute)
             else:
-                out.append(name + b" {%d}\r\n" % (value.end - value.start))
-                pieces.append(b"".join(out))
-                pieces.append(value)
-                out = []
-        out.append(b")\r\n")
+                name, content = attribute
+                if content is None:
+                    add(separator + name + b" NIL")
+                elif type(content) is bytes:
+                    add(separator + name + b" {%d}\r\n" % len(content))
+                    add(content)
+                else:
+                    add(separator + name + b" {%d}\r\n" % (content.end - content.start))
+                    pieces.append(b"".join(out))
+                    pieces.append(content)
+                    out.clear()
+            separator = b" "
+        add(b")\r\n")
         pieces.append(b"".join(out))
         return pieces
 
@@ -78,37 +80,37 @@ class FetchResponse:
 def answer(seq: int, uid: int, plan: FetchPlan, flags: bytes | None, record, structure, opened) -> FetchResponse:
     """
     The FETCH response of one message: ``flags`` is its formatted flag list
-    (the selected view's; None unless ``plan.wants_flags``), ``record`` and ``structure`` what the store gave
-    (None where ``plan`` wants neither), ``opened`` its file, read here for
-    sections small enough to hold.
+    (the selected view's; None unless ``plan.wants_flags``), ``record`` and
+    ``structure`` what the store gave (None where ``plan`` wants neither),
+    ``opened`` its file, read here for sections small enough to hold.
     """
-    return FetchResponse(seq, tuple(
-        (name, _simple(item, uid, flags, record, structure) if section is None else _section(section, structure, opened))
+    return FetchResponse(seq, [
+        _simple(item, uid, flags, record, structure) if section is None else (name, _section(section, structure, opened))
         for name, item, section in plan.layout
-    ))
+    ], plan.wants_sections)
 
 
-def _simple(item: str, uid: int, flags: bytes | None, record, structure):
+def _simple(item: str, uid: int, flags: bytes | None, record, structure) -> bytes:
     if item == "UID":
-        return b"%d" % uid
+        return b"UID %d" % uid
     if item == "FLAGS":
-        return flags
+        return b"FLAGS " + flags
     if item == "INTERNALDATE":
-        return wire.format_datetime(record.internaldate)
+        return b"INTERNALDATE " + wire.format_datetime(record.internaldate)
     if item == "RFC822.SIZE":
-        return b"%d" % record.size
+        return b"RFC822.SIZE %d" % record.size
     if item == "MODSEQ":
-        return b"(%d)" % record.modseq
+        return b"MODSEQ (%d)" % record.modseq
     if item == "ENVELOPE":
-        return structure.envelope
+        return b"ENVELOPE " + structure.envelope
     if item == "BODYSTRUCTURE":
-        return structure.bodystructure
+        return b"BODYSTRUCTURE " + structure.bodystructure
     if item == "BODY":
-        return structure.body
-    return Literal(structure.header)
+        return b"BODY " + structure.body
+    return b"RFC822.HEADER {%d}\r\n" % len(structure.header) + structure.header
 
 
-def _section(section: Section, structure, opened) -> Literal | FileRange | None:
+def _section(section: Section, structure, opened) -> bytes | FileRange | None:
     """A section's bytes, the range of the file for big ones, or None when the part does not exist."""
     if section.part == () and section.text is None:
         # The whole message: no structure needed.
@@ -136,8 +138,8 @@ def _section(section: Section, structure, opened) -> Literal | FileRange | None:
         else:
             content = content[origin:origin + length]
     if content is not None:
-        return Literal(content)
+        return content
     if span[1] - span[0] <= IN_MEMORY:
         opened.seek(span[0])
-        return Literal(opened.read(span[1] - span[0]))
+        return opened.read(span[1] - span[0])
     return FileRange(*span)
