@@ -217,15 +217,15 @@ class Pop3Server(Pop3Engine):
 
     def commands_answered(self):
         """
-        The client's pipelined commands are all answered: flag \\Seen, in one
-        index write, what RETR sent meanwhile (``Maildrop.mark_seen``).  The
-        write is queued, not waited for: the next command is answered at
-        once, and QUIT's deletions come after it (``Maildrop.save_seen``).
+        The client's pipelined commands are all answered: flag \\Seen what
+        RETR sent meanwhile (``Maildrop.mark_seen``) within
+        ``maildrop.SEEN_DELAY``, in one index write with what later RETRs
+        send before then.  The write is not waited for: the next command is
+        answered at once, and QUIT's deletions come after it
+        (``Maildrop.save_seen``).
         """
-        if self.mbox is None or not self.mbox.seen_unsaved:
-            return
-        saved = Deferred.fromCoroutine(self.mbox.save_seen())
-        saved.addErrback(lambda failure: log.failure("POP3 could not flag messages \\Seen", failure))
+        if self.mbox is not None:
+            self.mbox.save_seen_soon()
 
     # AUTHORIZATION state
 
