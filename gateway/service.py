@@ -326,7 +326,7 @@ def make_service(
         "imap": lambda policy: imap_server.build_factory(
             portal, store, live, reactor, context_factory=certificates.context_factory(policy), logins=logins
         ),
-        "lmtp": lambda policy: lmtp.build_factory(store, users, config, reactor),
+        "lmtp": lambda policy: lmtp.build_factory(store, users, live, reactor),
     }
     limits = config.limits
     client_connections = ConnectionLimiter(

@@ -249,5 +249,5 @@ def test_the_benchmarks_push_across_nodes_and_count_the_stores_cpu(nodes, postgr
     assert outcomes.errors["cross-node-push", "one"] == [
         "ValueError: one node: no other node over the same store to deliver through"]
     assert outcomes.median("pop3-first-download-1", "two", "msg/s") > 0
-    assert outcomes.median("pop3-first-download-1", "two", "CPU ms/msg") > 0
-    assert outcomes.median("pop3-first-download-1", "two", "store CPU ms/msg") >= 0
+    assert outcomes.median("pop3-first-download-1", "two", "CPU us/msg") > 0
+    assert outcomes.median("pop3-first-download-1", "two", "store CPU us/msg") >= 0
