@@ -25,6 +25,7 @@ from pathlib import Path
 import imapclient
 import pytest
 
+from gateway.net.certificates import generate_self_signed
 from tests.serverproc import BIN, ROOT, GatewayProcess, gateway_command
 from tests.store.engines import free_port, postgres_bindir, unprivileged_user, weed_binary
 from tests.test_deploy import tool
@@ -48,7 +49,11 @@ def check_config(tmp_path, text: str) -> subprocess.CompletedProcess:
 def test_node_config_loads(tmp_path, node):
     text = (CLUSTER / f"{node}.toml").read_text()
     assert 'backend = "postgresql"' in text and 'kind = "s3"' in text
-    result = check_config(tmp_path, text)
+    # check-config reads the certificate pair the node names: one here.
+    (tmp_path / "tls").mkdir()
+    generate_self_signed(tmp_path / "tls" / "fullchain.pem", tmp_path / "tls" / "privkey.pem", "mail.example.org")
+    assert text.count("/etc/gateway/tls/") == 2
+    result = check_config(tmp_path, text.replace("/etc/gateway/tls/", f"{tmp_path}/tls/"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith(": ok\n")
 
