@@ -126,9 +126,11 @@ def test_load_generator_drives_the_gateway(gateway):
     outcomes = asyncio.run(scenario_run())
     assert outcomes.errors == {}
     for key, metric in [("pop3-first-download-1", "msg/s"), ("pop3-first-download-1", "MB/s"),
-                        ("pop3-first-download-1", "CPU us/msg"), ("pop3-pipelined-1", "CPU us/msg"),
+                        ("pop3-pipelined-1", "CPU us/msg"),
                         ("pop3-pipelined-1", "msg/s"), ("imap-fetch-headers", "msg/s"), ("large-mixed", "ops/s")]:
         assert outcomes.median(key, "gateway", metric) > 0, key
+    # Twelve messages may take the server less than one clock tick of CPU.
+    assert outcomes.median("pop3-first-download-1", "gateway", "CPU us/msg") >= 0
     for key in ("large-select", "large-fetch-flags", "large-search-unseen", "large-pop3"):
         assert 0 < outcomes.median(key, "gateway", "ms") < 15_000, key
     assert outcomes.median("idle-1k", "gateway", "KB/session") is not None

@@ -73,7 +73,7 @@ from gateway.net import metrics
 from gateway.net.connection import set_no_delay
 from gateway.policy.login import LoginPolicy
 from gateway.policy.session import BadCommands, Deadline, session_config
-from gateway.store.interfaces import NoSuchMailbox
+from gateway.store.interfaces import NoSuchMailbox, TemporaryFailure
 
 log = Logger()
 
