@@ -49,17 +49,25 @@ class CachedBlobs:
         self._inner.put(transaction, key, file)
 
     def open(self, transaction, key):
-        with self._lock:
-            if key in self._sizes:
-                self._sizes.move_to_end(key)
-                try:
-                    return open(self._directory / key, "rb")
-                except OSError as e:
-                    log.warn("Cached body {key} unreadable, fetched again: {error}", key=key, error=e.strerror)
-                    self._forget(key)
+        file = self.open_cached(key)
+        if file is not None:
+            return file
         file = self._inner.open(transaction, key)
         self._keep(key, file)
         return file
+
+    def open_cached(self, key):
+        """The copy of the body kept here, or None: a local file, quick enough to open on the reactor's thread."""
+        with self._lock:
+            if key not in self._sizes:
+                return None
+            self._sizes.move_to_end(key)
+            try:
+                return open(self._directory / key, "rb")
+            except OSError as e:
+                log.warn("Cached body {key} unreadable, fetched again: {error}", key=key, error=e.strerror)
+                self._forget(key)
+                return None
 
     def delete(self, transaction, key):
         self._inner.delete(transaction, key)

@@ -201,7 +201,9 @@ class CopyingMixin:
             tx.changed_mailbox(mailbox_id, modseq)
             return removed
 
-        return self._db.write(work)
+        # Messages the source expunged leave: their body keys go too.
+        self._body_keys.forget(mailbox_id)
+        return self._forgetting(mailbox_id, None, self._db.write(work))
 
     def set_subscriptions(self, user, names):
         names = sorted(set(names))

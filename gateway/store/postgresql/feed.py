@@ -44,9 +44,10 @@ class ClusterChangeFeed:
         self._watched: dict[int, int] = {}
         self._highest = highest
         self._listener = Listener(reactor, dsn, self.heard, self.catch_up, retry_limit, connect_timeout)
-        # What learns that a mailbox moved on (the store's ``ChangesMemo``),
-        # or that anything may have, when listening starts again.
-        self.memo = None
+        # What learns that a mailbox moved on (the store's ``ChangesMemo``
+        # and ``BodyKeys``), or that anything may have, when listening
+        # starts again: each has forget(mailbox_id) and clear().
+        self.memos: list = []
 
     def fresh(self, mailbox_id: int) -> bool:
         """
@@ -73,8 +74,8 @@ class ClusterChangeFeed:
             if not self._watched[mailbox_id]:
                 del self._watched[mailbox_id]
                 self._known.pop(mailbox_id, None)
-                if self.memo is not None:
-                    self.memo.forget(mailbox_id)
+                for memo in self.memos:
+                    memo.forget(mailbox_id)
 
         return end
 
@@ -91,14 +92,14 @@ class ClusterChangeFeed:
         for mailbox_id, modseq in changed.items():
             if mailbox_id in self._watched and modseq > self._known.get(mailbox_id, 0):
                 self._known[mailbox_id] = modseq
-                if self.memo is not None:
-                    self.memo.forget(mailbox_id)
+                for memo in self.memos:
+                    memo.forget(mailbox_id)
                 self._fanout.notify(mailbox_id, modseq)
 
     def catch_up(self) -> Deferred:
         """Listening (again): wake whatever moved while nobody listened."""
-        if self.memo is not None:
-            self.memo.clear()
+        for memo in self.memos:
+            memo.clear()
         ids = sorted(self._watched)
         if not ids:
             return succeed(None)

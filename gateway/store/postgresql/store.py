@@ -54,6 +54,7 @@ from gateway.store.postgresql.devices import DevicesMixin
 from gateway.store.postgresql.feed import ClusterChangeFeed
 from gateway.store.postgresql.maildrops import MaildropLocks
 from gateway.store.postgresql.maintenance import MaintenanceMixin
+from gateway.store.postgresql.bodykeys import AHEAD, BodyKeys
 from gateway.store.postgresql.memo import ChangesMemo
 from gateway.store.postgresql.schema import migrate, require_current
 
@@ -83,7 +84,12 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
         self._closed = None
         self._collector = None  # collect_orphans_every's
         self.changes = ClusterChangeFeed(reactor, dsn, self._highest_modseqs, connect_timeout=connect_timeout)
-        self._changes_memo = self.changes.memo = ChangesMemo(self.changes)
+        self._changes_memo = ChangesMemo(self.changes)
+        self._body_keys = BodyKeys()
+        self.changes.memos += [self._changes_memo, self._body_keys]
+        # A body this node keeps a copy of opens without a thread (the
+        # cache of blobs/cache.py); others are read in the pool.
+        self._open_local = getattr(blobs, "open_cached", None)
         self._db = Database(reactor, dsn, pool_size, min_connections, connect_timeout, on_commit=self._committed)
         self._db.open()
         try:
@@ -184,10 +190,15 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
 
     def delete_user(self, user):
         def work(tx):
-            tx.execute("DELETE FROM mailboxes WHERE owner = %s", (user,))
+            ids = [row[0] for row in tx.all("DELETE FROM mailboxes WHERE owner = %s RETURNING id", (user,))]
             tx.execute("DELETE FROM subscriptions WHERE owner = %s", (user,))
+            return ids
 
-        return self._db.write(work)
+        def deleted(ids):
+            for mailbox_id in ids:
+                self._body_keys.forget(mailbox_id)
+
+        return self._db.write(work).addCallback(deleted)
 
     def list_mailboxes(self, user):
         def work(tx):
@@ -228,6 +239,7 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
                 raise NoSuchMailbox(name)
             # Sessions that selected it look again and find it gone.
             tx.changed_mailbox(row[0], row[1] + 1)
+            self._body_keys.forget(row[0])
 
         return self._db.write(work)
 
@@ -356,20 +368,41 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
         return self._db.read(work)
 
     def open_message(self, mailbox_id, uid):
-        def work(tx):
-            row = tx.one("SELECT blob FROM messages WHERE mailbox_id = %s AND uid = %s", (mailbox_id, uid))
-            if row is None:
-                raise MessageExpunged(uid)
-            try:
-                return self._blobs.open(tx, row[0])
-            except BlobMissing:
-                if tx.one("SELECT 1 FROM messages WHERE mailbox_id = %s AND uid = %s", (mailbox_id, uid)) is None:
-                    raise MessageExpunged(uid) from None  # and collected since
-                log.error("Body {key} of UID {uid} in mailbox {mailbox_id} is missing",
-                          key=row[0], uid=uid, mailbox_id=mailbox_id)
-                raise TemporaryFailure(f"the body of UID {uid} is missing") from None
+        key = self._body_keys.get(mailbox_id, uid)
+        if key is None:
+            return self._db.read(self._open_work, mailbox_id, uid)
+        if self._open_local is not None:
+            opened = self._open_local(key)
+            if opened is not None:
+                return defer.succeed(opened)
+        return self._db.read(self._open_known, mailbox_id, uid, key)
 
-        return self._db.read(work)
+    def _open_work(self, tx, mailbox_id, uid):
+        generation = self._body_keys.generation()
+        rows = tx.all(
+            "SELECT uid, blob FROM messages WHERE mailbox_id = %s AND uid >= %s ORDER BY uid LIMIT %s",
+            (mailbox_id, uid, AHEAD),
+        )
+        if not rows or rows[0][0] != uid:
+            raise MessageExpunged(uid)
+        self._body_keys.learn(mailbox_id, rows, generation)
+        try:
+            return self._blobs.open(tx, rows[0][1])
+        except BlobMissing:
+            self._body_keys.forget(mailbox_id, [uid])
+            if tx.one("SELECT 1 FROM messages WHERE mailbox_id = %s AND uid = %s", (mailbox_id, uid)) is None:
+                raise MessageExpunged(uid) from None  # and collected since
+            log.error("Body {key} of UID {uid} in mailbox {mailbox_id} is missing",
+                      key=rows[0][1], uid=uid, mailbox_id=mailbox_id)
+            raise TemporaryFailure(f"the body of UID {uid} is missing") from None
+
+    def _open_known(self, tx, mailbox_id, uid, key):
+        try:
+            return self._blobs.open(tx, key)
+        except BlobMissing:
+            # Collected: the message is gone too, or its body is lost.
+            self._body_keys.forget(mailbox_id, [uid])
+            return self._open_work(tx, mailbox_id, uid)
 
     # -- changes ------------------------------------------------------------
 
@@ -449,11 +482,17 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
         tx.changed_mailbox(mailbox_id, modseq)
         return removed
 
+    def _forgetting(self, mailbox_id, uids, d):
+        """``d``, a write removing ``uids`` (None: any) from the mailbox: their body keys are forgotten after it too."""
+        return d.addBoth(lambda result: self._body_keys.forget(mailbox_id, uids) or result)
+
     def expunge(self, mailbox_id, uids):
         def work(tx):
             return self._expunge_work(tx, mailbox_id, uids, self._lock_mailboxes(tx, [mailbox_id]))
 
-        return self._db.write(work)
+        uids = list(uids)
+        self._body_keys.forget(mailbox_id, uids)
+        return self._forgetting(mailbox_id, uids, self._db.write(work))
 
     def _copy_work(self, tx, mailbox_id, uids, dest_mailbox_id, counters) -> list[tuple[int, int]]:
         """
@@ -494,7 +533,9 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
             self._expunge_work(tx, mailbox_id, [source for source, _ in pairs], counters)
             return pairs
 
-        return self._db.write(work)
+        uids = list(uids)
+        self._body_keys.forget(mailbox_id, uids)
+        return self._forgetting(mailbox_id, uids, self._db.write(work))
 
     def changes_since(self, mailbox_id, modseq):
         return self._changes_memo.ask(
