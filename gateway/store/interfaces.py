@@ -301,6 +301,17 @@ class IMailStore(Interface):
             ascending by UID; the UIDs that failed the test, ascending).
         """
 
+    def quota_usage(user):
+        """
+        What the user's mailboxes hold together, as of the last commit:
+        kept by the store in the transaction of each change that adds or
+        removes a message (delivery, APPEND, COPY, MOVE, expunge, a deleted
+        mailbox), so it is never recounted on the way.
+
+        @return: Deferred firing with a L{QuotaUsage}; zero for a user
+            without mail.
+        """
+
     # POP3 views per device (gateway/pop3/devices.py): which of a mailbox's
     # messages each device has deleted.  Like the flags, a backend whose
     # index is rebuilt from the message files starts them afresh.

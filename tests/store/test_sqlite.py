@@ -5,6 +5,7 @@ what only it does: files on disk, index rebuild, cross-process polling.
 
 import errno
 import os
+import sqlite3
 
 import pytest
 from twisted.internet import defer
@@ -128,6 +129,43 @@ def test_rebuilt_index_keeps_uids_uidvalidity_and_names(tmp_path):
     assert result_of(rebuilt.append(box.id, MESSAGE)).uid == 5
     assert result_of(rebuilt.create_mailbox("alice", "New")).uidvalidity not in {m.uidvalidity for m in before}
     rebuilt.close()
+
+
+def test_quota_usage_survives_a_rebuild(tmp_path):
+    store = SQLiteStore(tmp_path / "store")
+    box = inbox(store)
+    for _ in range(3):
+        result_of(store.append(box.id, MESSAGE))
+    result_of(store.expunge(box.id, [2]))
+    before = result_of(store.quota_usage("alice"))
+    store.close()
+    os.unlink(tmp_path / "store" / "index.sqlite")
+    rebuilt = SQLiteStore(tmp_path / "store")
+    assert result_of(rebuilt.quota_usage("alice")) == before
+    assert before.messages == 2
+    rebuilt.close()
+
+
+def test_a_store_from_before_quotas_is_counted_once(tmp_path):
+    store = SQLiteStore(tmp_path / "store")
+    box = inbox(store)
+    for _ in range(3):
+        result_of(store.append(box.id, MESSAGE))
+    before = result_of(store.quota_usage("alice"))
+    store.close()
+    # The index as an older version left it: no usage table, no triggers.
+    db = sqlite3.connect(tmp_path / "store" / "index.sqlite")
+    db.executescript("DROP TRIGGER quota_usage_insert; DROP TRIGGER quota_usage_delete; DROP TABLE quota_usage;")
+    db.close()
+    reopened = SQLiteStore(tmp_path / "store")
+    assert result_of(reopened.quota_usage("alice")) == before
+    result_of(reopened.append(box.id, MESSAGE))
+    assert result_of(reopened.quota_usage("alice")).messages == 4
+    reopened.close()
+    # Opening again counts nothing twice.
+    again = SQLiteStore(tmp_path / "store")
+    assert result_of(again.quota_usage("alice")).messages == 4
+    again.close()
 
 
 def test_local_changes_are_announced_on_the_next_reactor_turn(tmp_path):

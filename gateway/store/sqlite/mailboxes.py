@@ -12,7 +12,7 @@ import time
 
 from gateway.durable import create_slot_file, fsync_dir, write_atomic
 from gateway.store.interfaces import InvalidMailboxName, MailboxExists, NoSuchMailbox, NoSuchUser
-from gateway.store.model import DEFAULT_SPECIAL_USE, HIERARCHY_SEPARATOR, UID_MAX, MailboxInfo
+from gateway.store.model import DEFAULT_SPECIAL_USE, HIERARCHY_SEPARATOR, UID_MAX, MailboxInfo, QuotaUsage
 from gateway.store.names import canonical_name, check_name
 from gateway.store.sqlite.synchronous import deferred
 
@@ -104,6 +104,7 @@ class MailboxesMixin:
             for mailbox_id in ids:
                 self._drop_mailbox_rows(mailbox_id)
             self._db.execute("DELETE FROM subscriptions WHERE user = ?", (user,))
+            self._db.execute("DELETE FROM quota_usage WHERE user = ?", (user,))
             for mailbox_id in ids:
                 step.after_commit(lambda path=self._mailbox_dir(mailbox_id): shutil.rmtree(path, ignore_errors=True))
 
@@ -119,6 +120,11 @@ class MailboxesMixin:
         if not rows:
             raise NoSuchUser(user)
         return [MailboxInfo(*row) for row in rows]
+
+    @deferred
+    def quota_usage(self, user):
+        row = self._db.execute("SELECT storage, messages FROM quota_usage WHERE user = ?", (user,)).fetchone()
+        return QuotaUsage() if row is None else QuotaUsage(*row)
 
     @deferred
     def get_mailbox(self, user, name):

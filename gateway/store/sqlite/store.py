@@ -65,6 +65,7 @@ from gateway.store.sqlite.maintenance import MaintenanceMixin
 from gateway.store.sqlite.reads import ReadsMixin
 from gateway.store.sqlite.reserve import Reserve
 from gateway.store.sqlite.rows import (
+    QUOTA_SCHEMA,
     RECORD_COLUMNS,
     SCHEMA,
     flags_text,
@@ -114,6 +115,7 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, Maint
         self._write_db = _connect(index)
         self._write_db.execute("PRAGMA journal_mode=WAL")
         self._write_db.executescript(SCHEMA)
+        self._write_db.executescript(QUOTA_SCHEMA)
         self._writer = Writer(self._write_db, self._sync_wal, UnsyncedRecord(self.root), self._written,
                               reactor if threads else None, flag_durability,
                               before_write=lambda: self._reserve.before_index_write())
