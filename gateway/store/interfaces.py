@@ -91,6 +91,22 @@ class IChangeFeed(Interface):
         Announce a change committed by this process.  Backends call this.
         """
 
+    def subscribe_mailboxes(user, callback):
+        """
+        Call ``callback(user)`` after one of the user's mailboxes is
+        created, deleted or renamed (IMAP NOTIFY MailboxName), as
+        L{subscribe} does for a mailbox's messages: at once for changes
+        through this process, within the poll interval for others.
+
+        @return: a no-argument callable that ends the subscription.
+        """
+
+    def notify_mailboxes(user):
+        """
+        Announce that this process changed the user's list of mailboxes.
+        Backends call this.
+        """
+
 
 class IMailStore(Interface):
     """

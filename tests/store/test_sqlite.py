@@ -208,6 +208,41 @@ def test_changes_by_another_process_are_noticed_by_polling(tmp_path):
     server_side.close()
 
 
+def test_changes_to_a_users_mailboxes_are_announced(tmp_path):
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "store", reactor=clock, poll_interval=0.5)
+    inbox(store)
+    seen = []
+    unsubscribe = store.changes.subscribe_mailboxes("alice", seen.append)
+    store.changes.subscribe_mailboxes("bob", lambda user: seen.append("bob?"))
+    result_of(store.create_mailbox("alice", "Work"))
+    result_of(store.rename_mailbox("alice", "Work", "Play"))
+    assert seen == []
+    clock.advance(0)
+    assert seen == ["alice"]
+    result_of(store.delete_mailbox("alice", "Play"))
+    clock.advance(0)
+    assert seen == ["alice", "alice"]
+    # Another process: noticed by polling, once.
+    store.changes.start_polling()
+    clock.advance(0.5)
+    clock.advance(0)
+    seen.clear()
+    other_process = SQLiteStore(tmp_path / "store")
+    result_of(other_process.create_mailbox("alice", "Elsewhere"))
+    other_process.close()
+    clock.advance(0.5)
+    clock.advance(0)
+    clock.advance(0.5)
+    clock.advance(0)
+    assert seen == ["alice"]
+    unsubscribe()
+    result_of(store.create_mailbox("alice", "Quiet"))
+    clock.advance(0)
+    assert seen == ["alice"]
+    store.close()
+
+
 class TestSQLiteStore(MailStoreContract):
     """The contract, against the SQLite backend (the ``store`` fixture above)."""
 

@@ -133,7 +133,13 @@ class MailboxesMixin:
     @deferred
     def create_mailbox(self, user, name, special_use=None):
         name = check_name(name)
-        return self._writer.submit(lambda step: self._create(user, name, special_use))
+
+        def run(step):
+            info = self._create(user, name, special_use)
+            step.notify_mailboxes(user)
+            return info
+
+        return self._writer.submit(run)
 
     def _drop_mailbox_rows(self, mailbox_id: int) -> None:
         for table, column in (
@@ -153,6 +159,7 @@ class MailboxesMixin:
             self._drop_mailbox_rows(info.id)
             step.after_commit(lambda: shutil.rmtree(self._mailbox_dir(info.id), ignore_errors=True))
             step.notify(info.id, info.highestmodseq + 1)
+            step.notify_mailboxes(user)
 
         return self._writer.submit(run, frees_space=True)
 
@@ -197,6 +204,7 @@ class MailboxesMixin:
             if old_name == "INBOX":
                 self._create(user, "INBOX", None)
                 step.notify(source.id, source.highestmodseq)
+            step.notify_mailboxes(user)
 
         return self._writer.submit(run)
 

@@ -112,6 +112,28 @@ INSERT OR IGNORE INTO quota_usage (user, storage, messages)
 COMMIT;
 """
 
+# A version of each user's list of mailboxes, moved by every CREATE, DELETE
+# and RENAME whoever commits it, so that another process notices (IMAP
+# NOTIFY MailboxName).
+MAILBOX_LIST_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mailbox_lists (
+    user TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS mailbox_lists_insert AFTER INSERT ON mailboxes BEGIN
+    INSERT INTO mailbox_lists (user, version) VALUES (NEW.user, 1)
+    ON CONFLICT (user) DO UPDATE SET version = version + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS mailbox_lists_delete AFTER DELETE ON mailboxes BEGIN
+    INSERT INTO mailbox_lists (user, version) VALUES (OLD.user, 1)
+    ON CONFLICT (user) DO UPDATE SET version = version + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS mailbox_lists_rename AFTER UPDATE OF name ON mailboxes BEGIN
+    INSERT INTO mailbox_lists (user, version) VALUES (NEW.user, 1)
+    ON CONFLICT (user) DO UPDATE SET version = version + 1;
+END;
+"""
+
 # What each user's mailboxes hold, counted afresh ("gateway check").
 COUNTED_USAGE = """
 SELECT b.user, COALESCE(SUM(m.size), 0), COUNT(m.uid)
