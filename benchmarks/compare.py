@@ -1,12 +1,15 @@
 """
-``python -m benchmarks.compare [--quick]``: Dovecot and the gateway side by
-side in one run.
+``python -m benchmarks.compare [--quick] [--only KEYS]``: Dovecot and the
+gateway side by side in one run.
 
 Starts both under a temp dir on loopback ports picked free, gives them the
 same users (same password hashes) and delivers the same seeded corpus to
-both over LMTP, then runs every scenario against one and the other in turn,
-``--runs`` times, and prints the medians and the ratio gateway/Dovecot.
-A scenario that fails on a server is recorded in the table with its error.
+both over LMTP (and flags the 1,000 and 20,000-message INBOXes alike over
+IMAP), then runs every chosen scenario against one and the other in turn,
+``--runs`` times, and prints the worst realistic case and a table of the
+medians with the ratio gateway/Dovecot, realistic scenarios first and the
+worst at the top.  A scenario that fails on a server is recorded in the
+table with its error.
 """
 
 from __future__ import annotations
@@ -24,9 +27,8 @@ from pathlib import Path
 
 import attrs
 
-from benchmarks.load import apply_settings, populate, run_scenarios, settings_arguments
-from benchmarks.report import table
-from benchmarks.scenarios import SCENARIOS, Settings, Target, Users
+from benchmarks.load import apply_settings, chosen_scenarios, prepare, report, run_scenarios, settings_arguments
+from benchmarks.scenarios import Settings, Target, Users
 from benchmarks.servers import Dovecot, Gateway, Server, ServerError
 from gateway.auth import hash_password
 
@@ -40,18 +42,20 @@ class Plan:
     messages: int  # corpus size in each bulk mailbox
     bulk_users: int = 8
     poll_messages: int = 10
+    medium_messages: int = 1_000
+    large_messages: int = 20_000
 
 
 FULL = Plan(Settings(), messages=1_000)
 QUICK = Plan(Settings(duration=1.0, storm_clients=20, storm_seconds=2.0, idle_sessions=1_000,
-                      push_sessions=200, push_rounds=2, cap=120.0), messages=200)
+                      mailbox_idle_sessions=400, push_sessions=200, push_rounds=2, cap=120.0), messages=200)
 
 
 def make_users(plan: Plan) -> Users:
     return Users(
         bulk=tuple(f"bulk{i}" for i in range(1, plan.bulk_users + 1)),
         poll=tuple(f"poll{i:03d}" for i in range(1, max(plan.settings.storm_clients, plan.settings.login_clients) + 1)),
-        idle="idler", sink="sink", big="big", password=PASSWORD)
+        idle="idler", sink="sink", big="big", password=PASSWORD, medium="medium", large="large")
 
 
 def password_hashes(users: Users) -> dict[str, str]:
@@ -69,7 +73,7 @@ def password_hashes(users: Users) -> dict[str, str]:
             warnings.simplefilter("ignore", DeprecationWarning)
             import crypt
     sha512 = "{SHA512-CRYPT}" + crypt.crypt(users.password, crypt.mksalt(crypt.METHOD_SHA512))
-    names = [*users.bulk, *users.poll, users.sink, users.big]
+    names = [*users.bulk, *users.poll, users.sink, users.big, users.medium, users.large]
     return {**{name: argon2id for name in names}, users.idle: sha512}
 
 
@@ -107,16 +111,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller corpus, shorter runs, fewer sessions")
     parser.add_argument("--messages", type=int, help="messages in each bulk mailbox (default 1000, quick 200)")
+    parser.add_argument("--large-messages", type=int, help="messages in the large INBOX (default 20000)")
     settings_arguments(parser)
-    parser.add_argument("--only", choices=["dovecot", "gateway"], help="run against one server only")
+    parser.add_argument("--server", choices=["dovecot", "gateway"], help="run against one server only")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, mail) afterwards")
     args = parser.parse_args(argv)
+    scenarios = chosen_scenarios(parser, args)
 
     plan = QUICK if args.quick else FULL
     settings = apply_settings(plan.settings, args)
-    plan = attrs.evolve(plan, settings=settings, messages=args.messages or plan.messages)
+    # The real-size INBOXes take a while to deliver: only when asked for.
+    wanted = frozenset().union(*(scenario.mailboxes for scenario in scenarios))
+    plan = attrs.evolve(plan, settings=settings, messages=args.messages or plan.messages,
+                        medium_messages=plan.medium_messages if "medium" in wanted else 0,
+                        large_messages=(args.large_messages or plan.large_messages) if "large" in wanted else 0)
     users = make_users(plan)
-    sessions = max(settings.idle_sessions, settings.push_sessions)
+    # The memory scenarios open a quarter more to warm the server.
+    sessions = max(settings.idle_sessions, settings.push_sessions, settings.mailbox_idle_sessions) * 5 // 4 + 1
     for note in raise_limits(sessions):
         log(note)
 
@@ -127,16 +138,19 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[Server] = []
     try:
         hashes = password_hashes(users)
-        if args.only != "gateway":
+        if args.server != "gateway":
             servers.append(Dovecot(root / "dovecot", hashes, sessions))
-        if args.only != "dovecot":
+        if args.server != "dovecot":
             servers.append(Gateway(root / "gateway", hashes, sessions))
         for server in servers:
             server.start()
             started = time.monotonic()
-            asyncio.run(populate("127.0.0.1", server.ports["lmtp"], users, plan.messages, plan.poll_messages))
+            asyncio.run(prepare("127.0.0.1", server.ports["lmtp"], server.ports["imap"], users, plan.messages,
+                                plan.poll_messages, plan.medium_messages, plan.large_messages))
             log(f"{server.name}: pid {server.pid}, ports {server.ports}, "
-                f"{plan.messages} messages x {len(users.bulk)} users delivered in {time.monotonic() - started:.1f}s")
+                f"{plan.messages} messages x {len(users.bulk)} users, {plan.medium_messages} and "
+                f"{plan.large_messages} in the medium and large INBOXes, "
+                f"delivered in {time.monotonic() - started:.1f}s")
         by_name = {server.name: server for server in servers}
 
         def target(server: Server) -> Target:
@@ -149,11 +163,11 @@ def main(argv: list[str] | None = None) -> int:
             return target(server.start())
 
         targets = {server.name: target(server) for server in servers}
-        outcomes = asyncio.run(run_scenarios(targets, settings, args.runs, args.scenario, log, restart))
-        scenarios = tuple(s for s in SCENARIOS if not args.scenario or s.name in args.scenario)
+        outcomes = asyncio.run(run_scenarios(targets, settings, args.runs, scenarios, log, restart))
         print(f"\nMedians of {args.runs} runs; corpus {plan.messages} messages "
-              f"(~{plan.messages * 45 // 1000} MB) per bulk user; {settings}\n")
-        print(table(outcomes, scenarios, [server.name for server in servers]))
+              f"(~{plan.messages * 45 // 1000} MB) per bulk user; large INBOX {plan.large_messages:,} messages; "
+              f"{settings}\n")
+        print(report(outcomes, scenarios, [server.name for server in servers]))
     except ServerError as error:
         log(f"benchmarks: {error}")
         return 1

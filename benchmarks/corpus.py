@@ -153,6 +153,27 @@ def corpus(count: int, seed: int = 0) -> list[bytes]:
     return [message(index, seed) for index in range(count)]
 
 
+def small_message(index: int, seed: int = 0) -> bytes:
+    """Message ``index`` of a mailbox of text messages only (about 4 KB each):
+    what a person's INBOX of thousands holds, without its attachments."""
+    rng = random.Random(f"{seed}:small:{index}")
+    return ("\r\n".join(_small(rng, index)) + "\r\n").encode("utf-8")
+
+
+# How a person leaves an INBOX they read: (flag, every n-th message), by
+# sequence number; together a few dozen distinct flag lists, as in real ones.
+READING = (("\\Answered", 7), ("$Forwarded", 41), ("\\Flagged", 53), ("NonJunk", 3))
+UNREAD_SHARE = 0.05  # the newest 5% are unread, and every 50th older one
+
+
+def reading_flags(count: int) -> list[tuple[str, list[int]]]:
+    """(flag, sequence numbers that carry it) for a mailbox of ``count``
+    messages delivered in order, as its owner would have left it."""
+    newest_unread = count - int(count * UNREAD_SHARE)
+    seen = [n for n in range(1, newest_unread + 1) if n % 50]
+    return [("\\Seen", seen)] + [(flag, list(range(every, count + 1, every))) for flag, every in READING]
+
+
 def big_message(size: int, seed: int = 0) -> bytes:
     """One message of about ``size`` bytes: a text part and one large attachment."""
     rng = random.Random(f"{seed}:big")

@@ -9,12 +9,12 @@ import statistics
 
 import attrs
 
-from benchmarks.scenarios import Metrics, Scenario
+from benchmarks.harness import Metric, Metrics, Scenario
 
 
 @attrs.define
 class Outcomes:
-    """Per (scenario, server): the metrics of each successful run, the errors of the others."""
+    """Per (scenario key, server): the metrics of each successful run, the errors of the others."""
 
     runs: dict[tuple[str, str], list[Metrics]] = attrs.field(factory=dict)
     errors: dict[tuple[str, str], list[str]] = attrs.field(factory=dict)
@@ -40,6 +40,21 @@ class Outcomes:
             text += f" ({count} ok, {len(errors)} failed)"
         return text
 
+    def standing(self, scenario: str, metric: Metric, servers: list[str]) -> float | None:
+        """
+        How the last server does against the first on this metric, as a
+        factor where above 1.0 is better and below is worse: the ratio of
+        the medians for rates, its inverse for times and memory.
+        """
+        if len(servers) != 2:
+            return None
+        first, last = (self.median(scenario, server, metric.name) for server in servers)
+        if first is None or last is None or first <= 0 or last <= 0:
+            # Nothing to rank by: a failure, or a figure at or below zero
+            # (memory growth lost in the allocator's noise).
+            return None
+        return last / first if metric.higher_is_better else first / last
+
 
 def _number(value: float) -> str:
     if value >= 100:
@@ -49,26 +64,54 @@ def _number(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _rows(outcomes: Outcomes, scenarios: tuple[Scenario, ...], servers: list[str]):
+    """(scenario, metric, standing) of every metric measured, the realistic
+    ones first, each group from the worst standing to the best."""
+    rows = []
+    for order, scenario in enumerate(scenarios):
+        for metric in scenario.metrics:
+            if all(outcomes.cell(scenario.key, server, metric.name) == "-" for server in servers):
+                continue
+            standing = outcomes.standing(scenario.key, metric, servers)
+            rows.append(((not scenario.realistic, standing is None, standing or 0.0, order),
+                         scenario, metric, standing))
+    rows.sort(key=lambda row: row[0])
+    return [row[1:] for row in rows]
+
+
 def table(outcomes: Outcomes, scenarios: tuple[Scenario, ...], servers: list[str]) -> str:
-    """A Markdown table: one row per metric, medians per server, and the
-    ratio of the last server to the first (for lower-is-better metrics the
-    ratio is still last/first: below 1.0 means the last server used less)."""
+    """
+    A Markdown table: one row per metric, medians per server, and with two
+    servers the ratio of the last to the first (for lower-is-better metrics
+    too: below 1.0 there means the last server used less).  Realistic
+    scenarios come first, the worst for the last server at the top; best
+    cases (pipelining) after them.
+    """
     header = ["scenario", "metric", *servers]
     if len(servers) == 2:
         header.append(f"{servers[1]}/{servers[0]}")
-    rows = [header, ["---"] * len(header)]
-    for scenario in scenarios:
-        for metric in scenario.metrics:
-            cells = [outcomes.cell(scenario.name, server, metric.name) for server in servers]
-            if all(cell == "-" for cell in cells):
-                continue
-            direction = "higher is better" if metric.higher_is_better else "lower is better"
-            row = [scenario.name, f"{metric.name} ({direction})", *cells]
-            if len(servers) == 2:
-                first, last = (outcomes.median(scenario.name, server, metric.name) for server in servers)
-                row.append(f"{last / first:.2f}x" if first and last is not None else "-")
-            rows.append(row)
-    return "\n".join("| " + " | ".join(_escape(cell) for cell in row) + " |" for row in rows)
+    lines = [header, ["---"] * len(header)]
+    for scenario, metric, _ in _rows(outcomes, scenarios, servers):
+        cells = [outcomes.cell(scenario.key, server, metric.name) for server in servers]
+        direction = "higher is better" if metric.higher_is_better else "lower is better"
+        name = scenario.name if scenario.realistic else f"{scenario.name} (best case)"
+        line = [name, f"{metric.name} ({direction})", *cells]
+        if len(servers) == 2:
+            first, last = (outcomes.median(scenario.key, server, metric.name) for server in servers)
+            line.append(f"{last / first:.2f}x" if first and first > 0 and last is not None and last > 0 else "-")
+        lines.append(line)
+    return "\n".join("| " + " | ".join(_escape(cell) for cell in line) + " |" for line in lines)
+
+
+def worst_realistic(outcomes: Outcomes, scenarios: tuple[Scenario, ...], servers: list[str]) -> str | None:
+    """One line naming the realistic metric where the last server does worst
+    against the first, or None when nothing was compared."""
+    for scenario, metric, standing in _rows(outcomes, scenarios, servers):
+        if scenario.realistic and standing is not None:
+            first, last = (outcomes.median(scenario.key, server, metric.name) for server in servers)
+            return (f"Worst realistic case: {scenario.name}, {metric.name}: {servers[1]} {_number(last)}, "
+                    f"{servers[0]} {_number(first)} ({last / first:.2f}x)")
+    return None
 
 
 def _escape(cell: str) -> str:

@@ -266,11 +266,14 @@ class Gateway(Server):
         users_path.write_text(users_file_text(users))
         users_path.chmod(0o600)
         # The same room as Dovecot gets: every session of the run from one
-        # address, many of them for one user.
+        # address, many of them for one user, a hundred logging in at once
+        # (which the lockout would count as that many guesses in flight, and
+        # Dovecot checks side by side).
         connections = sessions + 100
         (self.data / "gateway.toml").write_text(
             f"[limits]\nmax_connections = {connections}\nmax_connections_per_ip = {connections}\n"
-            f"max_connections_per_user = {connections}\n")
+            f"max_connections_per_user = {connections}\npassword_checks_per_ip = {connections}\n"
+            f"lockout_exempt_networks = [\"{LOOPBACK}/32\"]\n")
         self.log_path = self.root / "twistd.log"
         self.ports = {}
 

@@ -86,19 +86,39 @@ class Pop3:
         self.connection = connection
 
     @classmethod
-    async def login(cls, host: str, port: int, user: str, password: str) -> Pop3:
-        """Greeting, USER and PASS pipelined (RFC 2449 PIPELINING allows it)."""
+    async def login(cls, host: str, port: int, user: str, password: str, pipelined: bool = True) -> Pop3:
+        """Greeting, USER and PASS: pipelined (RFC 2449 PIPELINING allows
+        it), or one at a time as most clients send them."""
         connection = await Connection.open(host, port)
         pop3 = cls(connection)
         try:
             await pop3.ok()
-            connection.write(b"USER %s\r\nPASS %s\r\n" % (user.encode(), password.encode()))
-            await pop3.ok()
+            if pipelined:
+                connection.write(b"USER %s\r\nPASS %s\r\n" % (user.encode(), password.encode()))
+                await pop3.ok()
+            else:
+                await pop3.command(b"USER %s" % user.encode())
+                connection.write(b"PASS %s\r\n" % password.encode())
             await pop3.ok()
         except BaseException:
             await connection.close()
             raise
         return pop3
+
+    async def command(self, line: bytes) -> bytes:
+        """One single-line command; its +OK line."""
+        self.connection.write(line + b"\r\n")
+        return await self.ok()
+
+    async def stat(self) -> tuple[int, int]:
+        """STAT: (messages, octets)."""
+        _, count, size = (await self.command(b"STAT")).split()[:3]
+        return int(count), int(size)
+
+    async def listing(self) -> bytes:
+        """LIST: the scan listing, terminator included."""
+        self.connection.write(b"LIST\r\n")
+        return await self.multiline()
 
     async def ok(self) -> bytes:
         line = await self.connection.read_line()
@@ -212,6 +232,33 @@ class Imap:
 
     async def command(self, command: bytes, keep: bool = True) -> tuple[list[bytes], int]:
         return await self.response(self.send(command), keep)
+
+    async def command_counted(self, command: bytes) -> tuple[bytes, int]:
+        """
+        A command whose answer carries no literal (FETCH FLAGS, SEARCH):
+        read to its tagged reply in large pieces, without looking at each
+        line, so that a 20,000-line answer times the server, not us.
+        Returns (the untagged answer, count of FETCH responses).
+        """
+        tag = self.send(command)
+        marker = b"\r\n" + tag + b" "
+        buffer = self.connection.buffer
+        start = 0
+        if buffer.startswith(tag + b" "):
+            found = -2
+        else:
+            while (found := buffer.find(marker, start)) < 0:
+                start = max(0, len(buffer) - len(marker) + 1)
+                await self.connection._fill()
+        end = buffer.find(b"\r\n", found + 2)
+        while end < 0:
+            await self.connection._fill()
+            end = buffer.find(b"\r\n", found + 2)
+        answer, status = bytes(buffer[:found + 2]), bytes(buffer[found + 2:end])
+        del buffer[:end + 2]
+        if not status[len(tag) + 1:].startswith(b"OK"):
+            raise ProtocolError(f"IMAP: {status.decode(errors='replace')}")
+        return answer, answer.count(b" FETCH (")
 
     async def append(self, mailbox: str, message: bytes, flags: bytes = b"") -> bytes:
         """APPEND with a synchronizing literal; the tagged OK line."""

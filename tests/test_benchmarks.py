@@ -13,9 +13,9 @@ import attrs
 import pytest
 
 from benchmarks import corpus
-from benchmarks.load import populate, run_scenarios
+from benchmarks.load import prepare, report, run_scenarios
 from benchmarks.report import Outcomes, table
-from benchmarks.scenarios import SCENARIOS, Settings, Target, Users
+from benchmarks.scenarios import SCENARIOS, Settings, Target, UnknownScenario, Users, choose
 from gateway.auth import hash_password
 from tests.serverproc import GatewayProcess
 
@@ -47,26 +47,59 @@ def test_big_message_has_the_asked_size():
     assert email.message_from_bytes(message).get_content_type() == "multipart/mixed"
 
 
-def test_table_shows_medians_ratios_and_errors():
+def test_reading_flags_leave_a_realistic_inbox():
+    flags = dict(corpus.reading_flags(1_000))
+    unread = set(range(1, 1_001)) - set(flags["\\Seen"])
+    # The newest 5% and every 50th older message are unread.
+    assert set(range(951, 1_001)) <= unread and 50 in unread and len(unread) == 50 + 19
+    assert flags["\\Answered"][:2] == [7, 14]
+    lists = {frozenset(flag for flag, numbers in flags.items() if n in set(numbers)) for n in range(1, 1_001)}
+    assert 10 < len(lists) < 64
+
+
+def test_scenarios_are_chosen_by_key_or_prefix():
+    assert [s.key for s in choose(["pop3-first-download"])] == ["pop3-first-download-1", "pop3-first-download-8"]
+    assert [s.key for s in choose(["idle-push", "lmtp-4"])] == ["lmtp-4", "idle-push"]
+    assert {s.key for s in choose(["large"])} == {
+        "large-select", "large-fetch-flags", "large-search-unseen", "large-pop3", "large-mixed"}
+    assert choose([]) == SCENARIOS
+    with pytest.raises(UnknownScenario, match="pop3-first-download-1"):
+        choose(["pop3-first-down"])
+    assert len({s.key for s in SCENARIOS}) == len(SCENARIOS)
+
+
+def test_table_puts_the_worst_realistic_case_first():
     outcomes = Outcomes()
     for value in (100.0, 300.0, 200.0):
-        outcomes.add("imap FETCH header set", "dovecot", {"msg/s": value})
-        outcomes.add("imap FETCH header set", "gateway", {"msg/s": value / 2})
-    outcomes.fail("pop3 login rate", "gateway", "ProtocolError: POP3: -ERR [AUTH] Authentication failed")
-    outcomes.add("pop3 login rate", "dovecot", {"logins/s": 5.0})
+        outcomes.add("imap-fetch-headers", "dovecot", {"msg/s": value})
+        outcomes.add("imap-fetch-headers", "gateway", {"msg/s": value / 2})
+        outcomes.add("pop3-pipelined-1", "dovecot", {"msg/s": value})
+        outcomes.add("pop3-pipelined-1", "gateway", {"msg/s": value / 10})
+    # Lower is better: four times the memory is worse than half the rate.
+    outcomes.add("idle-1k", "dovecot", {"KB/session": 10.0})
+    outcomes.add("idle-1k", "gateway", {"KB/session": 40.0})
+    outcomes.fail("pop3-login-rate", "gateway", "ProtocolError: POP3: -ERR [AUTH] Authentication failed")
+    outcomes.add("pop3-login-rate", "dovecot", {"logins/s": 5.0})
     text = table(outcomes, SCENARIOS, ["dovecot", "gateway"])
-    assert "| imap FETCH header set | msg/s (higher is better) | 200 | 100 | 0.50x |" in text
-    assert "| pop3 login rate | logins/s (higher is better) | 5.00 | FAILED: ProtocolError: POP3: -ERR [AUTH] Authentication failed | - |" in text
+    rows = text.splitlines()[2:]
+    assert rows[0] == "| idle session SELECTed on 1,000 msgs | KB/session (lower is better) | 10.0 | 40.0 | 4.00x |"
+    assert rows[1] == "| imap FETCH header set | msg/s (higher is better) | 200 | 100 | 0.50x |"
+    assert rows[2] == ("| pop3 login rate | logins/s (higher is better) | 5.00 | "
+                       "FAILED: ProtocolError: POP3: -ERR [AUTH] Authentication failed | - |")
+    # The best case comes after every realistic one, however bad it is.
+    assert rows[3] == "| pop3 UIDL+RETR pipelined, 1 conn (best case) | msg/s (higher is better) | 200 | 20.0 | 0.10x |"
+    assert report(outcomes, SCENARIOS, ["dovecot", "gateway"]).startswith(
+        "Worst realistic case: idle session SELECTed on 1,000 msgs, KB/session: gateway 40.0, dovecot 10.0 (4.00x)")
 
 
 @pytest.fixture
 def gateway(tmp_path):
     users = Users(bulk=("bulk1",), poll=("poll001", "poll002"), idle="idler", sink="sink", big="big",
-                  password="bench-password")
+                  password="bench-password", medium="medium", large="large")
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
     stored = hash_password(users.password)
-    names = [*users.bulk, *users.poll, users.idle, users.sink, users.big]
+    names = [*users.bulk, *users.poll, users.idle, users.sink, users.big, users.medium, users.large]
     (data / "users").write_text("".join(f"{name}:{stored}\n" for name in names))
     (data / "users").chmod(0o600)
     with GatewayProcess(data) as server:
@@ -75,18 +108,36 @@ def gateway(tmp_path):
 
 def test_load_generator_drives_the_gateway(gateway):
     server, users = gateway
-    target = Target("127.0.0.1", server.port("pop3"), server.port("imap"), server.port("lmtp"), users)
-    settings = attrs.evolve(Settings(), duration=0.2, push_sessions=5, push_rounds=1, cap=15.0)
-    names = ["pop3 UIDL+RETR, 1 conn", "imap FETCH header set", "IDLE push latency"]
+    target = Target("127.0.0.1", server.port("pop3"), server.port("imap"), server.port("lmtp"), users,
+                    pid=server.process.pid)
+    settings = attrs.evolve(Settings(), duration=0.2, push_sessions=5, push_rounds=1, mailbox_idle_sessions=4,
+                            mixed_clients=2, cap=15.0)
+    scenarios = choose(["pop3-first-download-1", "pop3-pipelined-1", "imap-fetch-headers", "idle-push",
+                        "idle-1k", "large"])
 
     async def scenario_run():
-        await populate(target.host, target.lmtp, users, messages=12, poll_messages=2)
-        return await run_scenarios({"gateway": target}, settings, 1, names, log=lambda text: None)
+        await prepare(target.host, target.lmtp, target.imap, users, messages=12, poll_messages=2,
+                      medium_messages=30, large_messages=60)
+        return await run_scenarios({"gateway": target}, settings, 1, scenarios, log=lambda text: None)
 
     outcomes = asyncio.run(scenario_run())
     assert outcomes.errors == {}
-    assert outcomes.median("pop3 UIDL+RETR, 1 conn", "gateway", "msg/s") > 0
-    assert outcomes.median("pop3 UIDL+RETR, 1 conn", "gateway", "MB/s") > 0
-    assert outcomes.median("imap FETCH header set", "gateway", "msg/s") > 0
-    assert outcomes.median("IDLE push latency", "gateway", "missed") == 0
-    assert 0 < outcomes.median("IDLE push latency", "gateway", "p99 ms") < 15_000
+    for key, metric in [("pop3-first-download-1", "msg/s"), ("pop3-first-download-1", "MB/s"),
+                        ("pop3-pipelined-1", "msg/s"), ("imap-fetch-headers", "msg/s"), ("large-mixed", "ops/s")]:
+        assert outcomes.median(key, "gateway", metric) > 0, key
+    for key in ("large-select", "large-fetch-flags", "large-search-unseen", "large-pop3"):
+        assert 0 < outcomes.median(key, "gateway", "ms") < 15_000, key
+    assert outcomes.median("idle-1k", "gateway", "KB/session") is not None
+    assert outcomes.median("idle-push", "gateway", "missed") == 0
+    assert 0 < outcomes.median("idle-push", "gateway", "p99 ms") < 15_000
+
+
+def test_figures_at_or_below_zero_are_not_ranked():
+    outcomes = Outcomes()
+    outcomes.add("idle-1k", "dovecot", {"KB/session": 520.0})
+    outcomes.add("idle-1k", "gateway", {"KB/session": -0.5})
+    outcomes.add("imap-mixed", "dovecot", {"ops/s": 100.0})
+    outcomes.add("imap-mixed", "gateway", {"ops/s": 90.0})
+    text = report(outcomes, SCENARIOS, ["dovecot", "gateway"])
+    assert text.startswith("Worst realistic case: imap mixed, 8 clients, ops/s: gateway 90.0, dovecot 100 (0.90x)")
+    assert "| idle session SELECTed on 1,000 msgs | KB/session (lower is better) | 520 | -0.50 | - |" in text

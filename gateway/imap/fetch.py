@@ -61,6 +61,16 @@ class Section:
         return name.encode("ascii")
 
 
+# What a selected session knows of every message without the store.
+_FROM_VIEW = frozenset({"UID", "FLAGS"})
+
+
+def from_view(items) -> bool:
+    """Whether the selected view alone answers ``items``: UID and FLAGS,
+    each at most once (FETCH FLAGS of a whole mailbox, as clients resync)."""
+    return len(set(items)) == len(items) and all(isinstance(i, str) and i in _FROM_VIEW for i in items)
+
+
 def sets_seen(items) -> bool:
     return any(
         (isinstance(i, Section) and not i.peek) or i in _SETS_SEEN for i in items

@@ -42,6 +42,7 @@ from gateway.imap.search_keys import (  # noqa: F401  (re-exported)
     Smaller,
     TextContains,
     Uids,
+    children,
     parse_search,
     search_codec,
     tokenize_search,
@@ -87,16 +88,8 @@ def uses_modseq(key: SearchKey) -> bool:
         key = stack.pop()
         if isinstance(key, ModSeq):
             return True
-        stack.extend(_children(key))
+        stack.extend(children(key))
     return False
-
-
-def _children(key: SearchKey) -> tuple[SearchKey, ...]:
-    if isinstance(key, (And, Or)):
-        return key.keys
-    if isinstance(key, Not):
-        return (key.key,)
-    return ()
 
 
 def needs(key: SearchKey) -> frozenset[str]:
@@ -120,7 +113,7 @@ def needs(key: SearchKey) -> frozenset[str]:
             wanted.add("body")
         elif isinstance(key, TextContains):
             wanted.update(("header", "body"))
-        stack.extend(_children(key))
+        stack.extend(children(key))
     return frozenset(wanted)
 
 
@@ -186,7 +179,7 @@ def _flags_only(key: SearchKey) -> bool:
         key = stack.pop()
         if not isinstance(key, (All, Flag, Recent, And, Or, Not)):
             return False
-        stack.extend(_children(key))
+        stack.extend(children(key))
     return True
 
 
@@ -217,7 +210,7 @@ def _text_needles(key: SearchKey) -> tuple[frozenset[str], frozenset[str]]:
             body.add(key.value.casefold())
         if isinstance(key, TextContains):
             header.add(_squash(key.value.casefold()))
-        stack.extend(_children(key))
+        stack.extend(children(key))
     return frozenset(body), frozenset(header)
 
 
@@ -245,7 +238,7 @@ class _Evaluator:
         while True:
             if isinstance(key, (And, Or, Not)):
                 stack.append([key, 1])
-                key = _children(key)[0] if _children(key) else None
+                key = children(key)[0] if children(key) else None
                 if key is not None:
                     continue
                 result = True  # an empty And; parse_search never builds one

@@ -174,6 +174,15 @@ SearchKey = Union[
 ]
 
 
+def children(key: SearchKey) -> tuple[SearchKey, ...]:
+    """The keys ``key`` combines (none for a leaf)."""
+    if isinstance(key, (And, Or)):
+        return key.keys
+    if isinstance(key, Not):
+        return (key.key,)
+    return ()
+
+
 # Keys that take no argument, and what each stands for.
 _SIMPLE_KEYS: dict[str, SearchKey] = {
     "ALL": All(),

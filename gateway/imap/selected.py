@@ -19,7 +19,7 @@ import re
 from twisted.mail import imap4
 
 from gateway.mail import message
-from gateway.imap import fetch, resync, search, wire
+from gateway.imap import fetch, resync, search, view_search, wire
 from gateway.imap.errors import CommandError, bad
 from gateway.imap.mailboxes import final_astring
 from gateway.imap.output import CHUNK, Output
@@ -57,25 +57,22 @@ def search_charset(server, line):
 class SelectedCommands:
     # -- message numbers -------------------------------------------------
 
-    def targets(self, text: bytes, by_uid: bool) -> list[tuple[int, int]]:
-        """(seq, uid) pairs a sequence set names in the client's view."""
+    def target_ranges(self, text: bytes, by_uid: bool) -> list[tuple[int, int]]:
+        """The messages a sequence set names in the client's view, as
+        half-open ranges of indexes (``SelectedView.index_ranges``)."""
         try:
             numbers = parse_sequence_set(text)
         except SequenceSetError:
             raise bad(b"Invalid sequence set") from None
-        view = self.view
         if not by_uid:
             largest = numbers.largest_number
-            if largest is not None and largest > view.exists:
+            if largest is not None and largest > self.view.exists:
                 raise bad(b"Invalid message sequence number")
-            return [(seq, view.uid_of(seq)) for seq in numbers.iterate(view.exists)]
-        found = []
-        for low, high in numbers.resolve(view.largest_uid):
-            index = bisect.bisect_left(view.uids, low)
-            while index < len(view.uids) and view.uids[index] <= high:
-                found.append((index + 1, view.uids[index]))
-                index += 1
-        return found
+        return self.view.index_ranges(numbers, by_uid)
+
+    def targets(self, text: bytes, by_uid: bool) -> list[tuple[int, int]]:
+        """(seq, uid) pairs a sequence set names in the client's view."""
+        return self.view.pairs(self.target_ranges(text, by_uid))
 
     def _live(self, pairs):
         live = [(seq, uid) for seq, uid in pairs if not self.view.is_expunged(uid)]
@@ -115,11 +112,12 @@ class SelectedCommands:
     async def _expunge_deleted(self, uid_set):
         view = self.view
         view.apply(await self.store.changes_since(view.mailbox_id, view.modseq))
+        marked = view.search_flags(lambda flags, recent: "\\Deleted" in flags, uids=True)
         if uid_set is None:
-            candidates = view.uids
+            deleted = marked
         else:
-            candidates = [uid for _, uid in self.targets(uid_set, by_uid=True)]
-        deleted = [uid for uid in candidates if not view.is_expunged(uid) and "\\Deleted" in view.flags_of(uid)]
+            named = {uid for _, uid in self.targets(uid_set, by_uid=True)}
+            deleted = [uid for uid in marked if uid in named]
         if deleted:
             for uid in await self.store.expunge(view.mailbox_id, deleted):
                 view.mark_expunged(uid)
@@ -144,15 +142,19 @@ class SelectedCommands:
         # The flags the store has now: what a concurrent STORE elsewhere did
         # counts (its FETCH FLAGS follows the SEARCH answer).
         view.apply(await self.store.changes_since(view.mailbox_id, view.modseq))
-        live = [(seq, uid) for seq, uid in enumerate(view.uids, 1) if not view.is_expunged(uid)]
         by_flags = search.flag_matcher(key)
         highest = 0
         if by_flags is not None:
-            found = [seq for seq, uid in live if by_flags(view.stored_flags(uid), view.is_recent(uid))]
+            # From the view alone: one evaluation per distinct flag list.
+            found = numbers = view.search_flags(by_flags, uids=by_uid)
+        elif view_search.answerable(key):
+            # Flags with sequence numbers or UIDs: still the view's alone.
+            found = numbers = view_search.search(view, key, uids=by_uid)
         else:
+            live = [(seq, uid) for seq, uid in enumerate(view.uids, 1) if not view.is_expunged(uid)]
             found, highest = await self._search_messages(key, search.needs(key), live)
-        numbers = [view.uid_of(seq) for seq in found] if by_uid else found
-        answer = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+            numbers = [view.uid_of(seq) for seq in found] if by_uid else found
+        answer = b"* SEARCH" + (b" " + " ".join(map(str, numbers)).encode("ascii") if numbers else b"")
         if with_modseq and found:
             # RFC 7162 3.1.6
             answer += b" (MODSEQ %d)" % highest
@@ -259,6 +261,14 @@ class SelectedCommands:
                     items.append("FLAGS")
                     if self.condstore and "MODSEQ" not in items:
                         items.append("MODSEQ")
+        if changedsince is None and fetch.from_view(items):
+            return await self._fetch_from_view(text, by_uid, tuple(items))
+        if changedsince is not None:
+            # RFC 7162 3.1.4.1: only what changed after it; the store's log
+            # of changes says which, rather than every message's record.
+            changes = await self.store.changes_since(view.mailbox_id, changedsince)
+            changed = {record.uid for record in changes.updated}
+            targets = [(seq, uid) for seq, uid in targets if uid in changed]
         if self.qresync and "MODSEQ" in items and "UID" not in items:
             # RFC 7162 3.2.4
             items.insert(0, "UID")
@@ -310,6 +320,24 @@ class SelectedCommands:
         if out.stopped:
             # The connection is going (its transport stopped us): nothing
             # more goes out.
+            self._closing = True
+        return _EXPUNGE_ISSUED if expunged else b"FETCH completed"
+
+    async def _fetch_from_view(self, text, by_uid, items):
+        """FETCH of UID and FLAGS alone: formatted from the view, many lines at a time."""
+        view = self.view
+        ranges = self.target_ranges(text, by_uid)
+        expunged = view.expunged_within(ranges)
+        out = Output(self.transport, lambda: self._closing or self._gone)
+        try:
+            for lines in view.fetch_lines(ranges, items):
+                if out.stopped:
+                    break
+                out.write(b"".join(lines))
+                await out.drain()
+        finally:
+            out.finish()
+        if out.stopped:
             self._closing = True
         return _EXPUNGE_ISSUED if expunged else b"FETCH completed"
 

@@ -45,6 +45,7 @@ from gateway.imap.errors import CommandError, bad
 from gateway.imap.login import LoginCommands
 from gateway.imap.mailboxes import MailboxCommands, astring
 from gateway.imap.selected import SelectedCommands
+from gateway.imap.snapshot import Snapshot, SnapshotRegistry
 from gateway.imap.view import SelectedView
 from gateway.policy.login import LoginPolicy
 from gateway.store.interfaces import (
@@ -340,16 +341,25 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
             # RFC 7162 3.2.11: what follows is about the new mailbox (owed
             # by any server that advertises CONDSTORE).
             self.sendLine(b"* OK [CLOSED] Previous mailbox closed")
+        # Held until the new view is made: SELECT of the same mailbox again
+        # starts from it.
+        previous = self.view
         self._deselect()
         if parameters.condstore:
             # Its HIGHESTMODSEQ comes with the SELECT answer below.
             self.condstore = True
         name = self.mailbox_name(wire_name)
         info = await self.account.select(name)
-        messages = await self.store.list_flags(info.id)
-        view = SelectedView(info.id, info.uidvalidity, messages, info.highestmodseq, readonly)
-        view.apply(await self.store.changes_since(info.id, info.highestmodseq))
-        view.flush(allow_expunge=True)  # the client has seen nothing yet
+        # Another session's picture of the mailbox, if there is one, is a
+        # start that needs only what changed since (and is shared, not copied).
+        snapshots = self.factory.snapshots
+        start = snapshots.latest(info.id, info.uidvalidity)
+        if start is None:
+            start = Snapshot.build(await self.store.list_flags(info.id)), info.highestmodseq
+        snapshot, modseq = start
+        view = SelectedView(info.id, info.uidvalidity, snapshot, modseq, readonly, registry=snapshots)
+        view.apply(await self.store.changes_since(info.id, modseq))
+        view.catch_up()
         if not readonly:
             view.add_recent(await self.store.claim_recent(info.id))
         for line in view.flags_lines():
@@ -372,6 +382,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
             # client starts over, and nothing more is said.
             await self.report_changes(view, known.modseq, known.known_uids, flags=True)
         self.view = view
+        del previous
         self.state = "select"
         self._unsubscribe = self.store.changes.subscribe(info.id, self._on_change)
         return b"[READ-ONLY] EXAMINE completed" if readonly else b"[READ-WRITE] SELECT completed"
@@ -444,6 +455,8 @@ class IMAPFactory(protocol.ServerFactory):
         self.reactor = reactor
         self.context_factory = context_factory
         self.logins = LoginPolicy(config, reactor) if logins is None else logins
+        # Sessions selecting one mailbox share one picture of it.
+        self.snapshots = SnapshotRegistry()
 
     def buildProtocol(self, addr):
         # A session keeps the config it started with (gateway/reload.py's

@@ -22,6 +22,7 @@ end names in IMAP ID) is theirs to say.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -96,6 +97,8 @@ class LoginPolicy:
         self.front_ends = config.resolve(config.proxy.login_trusted_networks)
         # Only addresses with a check under way or queued have an entry.
         self._places: dict[str, DeferredSemaphore] = {}
+        self._leaving: deque[str] = deque()
+        self._releasing = False
 
     def retune(self, config) -> None:
         """A reloaded config's ``[limits]`` and ``[auth] failure_delay``, for the next logins."""
@@ -203,11 +206,25 @@ class LoginPolicy:
         return places.acquire()
 
     def _leave(self, address: str) -> None:
+        # A release wakes the next login of the queue, whose check may end at
+        # once (the credential cache) and leave in turn: done inside this
+        # call, a long queue would nest one call per login until Python's
+        # recursion limit.  Places are given back here one after another.
+        self._leaving.append(address)
+        if self._releasing:
+            return
+        self._releasing = True
+        try:
+            while self._leaving:
+                self._give_back(self._leaving.popleft())
+        finally:
+            self._releasing = False
+
+    def _give_back(self, address: str) -> None:
         places = self._places[address]
         if places.tokens + 1 == places.limit and not places.waiting:
-            # The last place comes back.  Forget the address first: a
-            # release that wakes a waiter runs its check at once, and that
-            # check may end (and leave) before release returns.
+            # The last place comes back.  Forget the address first: the
+            # release may wake a waiter whose check ends before it returns.
             del self._places[address]
         places.release()
 

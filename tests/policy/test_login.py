@@ -282,6 +282,33 @@ def test_a_checker_that_answers_at_once_hands_places_on_in_order():
     assert policy.addresses_checking() == 0
 
 
+def test_a_queue_longer_than_the_recursion_limit_is_handed_on_in_a_loop():
+    """
+    With the credential cache every check ends inside the release that
+    started it; handing places on by recursion lost the end of a long queue
+    (a hundred sessions of one user logging in at once, from an office
+    exempt from the lockout that attempts in flight would otherwise hit).
+    """
+    import sys
+
+    clock = Clock()
+    checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+    count = sys.getrecursionlimit() + 100
+    limits = LimitsConfig(
+        password_checks_per_ip=1, lockout_exempt_networks=("192.0.2.0/24",), max_connections_per_user=count
+    )
+    config = Config(auth=AuthConfig(failure_delay=1.0), limits=limits)
+    policy = LoginPolicy(config, clock)
+    portal = Portal(Realm(), [checker])
+    first = attempt(policy, portal)
+    queued = [attempt(policy, portal, password=b"secret") for _ in range(count)]
+    clock.advance(1.0)
+    assert failure_of(first, BadCredentials)
+    assert all(d.called for d in queued)
+    assert {result_of(d).avatar for d in queued} == {b"alice"}
+    assert policy.addresses_checking() == 0
+
+
 def test_networks_by_name_exempt_from_lockout_never_from_the_delay():
     config = loads('[networks]\noffice = ["192.0.2.0/25"]\n[auth]\nfailure_delay = 1.0\n'
                    '[limits]\nfailed_logins_per_ip = 1\nlockout_exempt_networks = ["office"]\n'
