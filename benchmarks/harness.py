@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 
+from benchmarks.servers import cpu_seconds
+
 
 @attrs.frozen
 class Users:
@@ -62,9 +64,12 @@ Metrics = dict[str, float]
 
 @attrs.frozen
 class Metric:
+    """``ranked``: whether it may be named the worst realistic case (not a diagnostic such as CPU per unit)."""
+
     name: str
     unit: str
     higher_is_better: bool
+    ranked: bool = True
 
 
 @attrs.frozen
@@ -90,13 +95,51 @@ class Scenario:
     mailboxes: frozenset[str] = frozenset()
 
 
-async def for_duration(duration: float, step: Callable[[], Awaitable[int]]) -> float:
+@attrs.define
+class CpuMeter:
+    """
+    The server's CPU (user + system, every process of its tree) over a timed
+    window, per unit of work: what a server spends per message, where wall
+    figures on a busy machine say as much about the other load.  Nothing
+    without the server's pid.
+    """
+
+    target: Target
+    name: str
+    started: float | None = None
+    spent: float | None = None
+    units: int = 0
+
+    def start(self) -> None:
+        if self.target.pid is not None:
+            self.started = cpu_seconds(self.target.pid)
+
+    async def stop(self, units: int, settle: float = 0.0) -> None:
+        """``settle``: seconds to let a process that ended in the window be reaped (counted in its parent)."""
+        if self.started is None:
+            return
+        if settle:
+            await asyncio.sleep(settle)
+        self.spent = cpu_seconds(self.target.pid) - self.started
+        self.units = units
+
+    def metrics(self) -> Metrics:
+        if self.spent is None or not self.units:
+            return {}
+        return {self.name: 1e6 * self.spent / self.units}
+
+
+async def for_duration(duration: float, step: Callable[[], Awaitable[int]], meter: CpuMeter | None = None) -> float:
     """Repeat ``step`` (returns units done) for ``duration`` seconds; units/s."""
+    if meter is not None:
+        meter.start()
     done, start = 0, time.perf_counter()
     while True:
         done += await step()
         elapsed = time.perf_counter() - start
         if elapsed >= duration:
+            if meter is not None:
+                await meter.stop(done)
             return done / elapsed
 
 
@@ -112,17 +155,23 @@ async def median_latency(duration: float, step: Callable[[], Awaitable[object]],
     return 1000 * statistics.median(times)
 
 
-async def concurrently(count: int, duration: float, work, setup=None, teardown=None) -> float:
+async def concurrently(count: int, duration: float, work, setup=None, teardown=None,
+                       meter: CpuMeter | None = None) -> float:
     """
     ``count`` workers for ``duration`` seconds; units/s.  ``setup(index)``
     (a login, say) runs for all before the clock starts, ``teardown(session)``
     after it stops; ``work(index, session, deadline)`` returns units done.
+    ``meter`` measures the server's CPU over the same window.
     """
     sessions = await asyncio.gather(*(setup(index) if setup else _none() for index in range(count)))
+    if meter is not None:
+        meter.start()
     start = time.perf_counter()
     deadline = start + duration
     totals = await asyncio.gather(*(work(index, session, deadline) for index, session in enumerate(sessions)))
     elapsed = time.perf_counter() - start
+    if meter is not None:
+        await meter.stop(sum(totals))
     if teardown is not None:
         await asyncio.gather(*(teardown(session) for session in sessions))
     return sum(totals) / elapsed

@@ -107,7 +107,7 @@ def worst_realistic(outcomes: Outcomes, scenarios: tuple[Scenario, ...], servers
     """One line naming the realistic metric where the last server does worst
     against the first, or None when nothing was compared."""
     for scenario, metric, standing in _rows(outcomes, scenarios, servers):
-        if scenario.realistic and standing is not None:
+        if scenario.realistic and metric.ranked and standing is not None:
             first, last = (outcomes.median(scenario.key, server, metric.name) for server in servers)
             return (f"Worst realistic case: {scenario.name}, {metric.name}: {servers[1]} {_number(last)}, "
                     f"{servers[0]} {_number(first)} ({last / first:.2f}x)")

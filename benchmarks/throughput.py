@@ -12,13 +12,16 @@ import re
 import time
 
 from benchmarks import corpus
-from benchmarks.harness import Metrics, Settings, Target, concurrently, for_duration
+from benchmarks.harness import CpuMeter, Metrics, Settings, Target, concurrently, for_duration
 from benchmarks.wire import Imap, Lmtp, Pop3, ProtocolError, dot_stuffed
 
 HEADER_FETCH = b"UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE)"
 BODY_FETCH = b"UID FETCH 1:* BODY.PEEK[]"
 APPENDUID = re.compile(rb"\[APPENDUID \d+ (\d+)\]")
 EXISTS = re.compile(rb"\* (\d+) EXISTS")
+# The server's CPU (user + system, all its processes) per unit, in the timed window.
+CPU_PER_MESSAGE = "CPU us/msg"
+CPU_PER_OPERATION = "CPU us/op"
 SMALL_MESSAGE = (b"From: Bench <bench@example.org>\r\nTo: <user@example.org>\r\nSubject: new mail\r\n"
                  b"Message-ID: <bench@example.org>\r\n\r\nA short message.\r\n")
 
@@ -59,10 +62,15 @@ async def _first_downloads(target: Target, users: tuple[str, ...]) -> Metrics:
     await asyncio.gather(*(mark_unread(target, user) for user in users))
     sessions = await asyncio.gather(*(Pop3.login(target.host, target.pop3, user, target.users.password,
                                                  pipelined=False) for user in users))
+    meter = CpuMeter(target, CPU_PER_MESSAGE)
+    meter.start()
     start = time.perf_counter()
     results = await asyncio.gather(*(_first_download(pop3) for pop3 in sessions))
     seconds = time.perf_counter() - start
-    return {"msg/s": sum(r[0] for r in results) / seconds, "MB/s": sum(r[1] for r in results) / seconds / 1e6}
+    # Dovecot's POP3 processes end at QUIT: their CPU counts once reaped.
+    await meter.stop(sum(r[0] for r in results), settle=0.3)
+    return {"msg/s": sum(r[0] for r in results) / seconds, "MB/s": sum(r[1] for r in results) / seconds / 1e6,
+            **meter.metrics()}
 
 
 async def pop3_first_download_1(target: Target, settings: Settings) -> Metrics:
@@ -90,11 +98,15 @@ async def _pop3_downloads(target: Target, settings: Settings, users: tuple[str, 
     """Every user downloads at once; the logins (argon2) happen before the clock starts."""
     sessions = await asyncio.gather(*(Pop3.login(target.host, target.pop3, user, target.users.password)
                                       for user in users))
+    meter = CpuMeter(target, CPU_PER_MESSAGE)
+    meter.start()
     start = time.perf_counter()
     results = await asyncio.gather(*(_pop3_download(pop3, start + settings.duration) for pop3 in sessions))
     seconds = time.perf_counter() - start
+    await meter.stop(sum(r[0] for r in results))
     await asyncio.gather(*(pop3.quit() for pop3 in sessions))
-    return {"msg/s": sum(r[0] for r in results) / seconds, "MB/s": sum(r[1] for r in results) / seconds / 1e6}
+    return {"msg/s": sum(r[0] for r in results) / seconds, "MB/s": sum(r[1] for r in results) / seconds / 1e6,
+            **meter.metrics()}
 
 
 async def pop3_download_1(target: Target, settings: Settings) -> Metrics:
@@ -153,7 +165,7 @@ async def pop3_poll_storm(target: Target, settings: Settings) -> Metrics:
 # -- IMAP ---------------------------------------------------------------------
 
 
-async def _imap_fetch(target: Target, settings: Settings, command: bytes) -> float:
+async def _imap_fetch(target: Target, settings: Settings, command: bytes) -> Metrics:
     imap = await Imap.login(target.host, target.imap, target.users.bulk[0], target.users.password)
     await imap.command(b"EXAMINE INBOX")
     await imap.command(command, keep=False)  # warm: both servers keep what a first FETCH computed
@@ -164,17 +176,18 @@ async def _imap_fetch(target: Target, settings: Settings, command: bytes) -> flo
             raise ProtocolError("FETCH returned no messages")
         return fetched
 
-    rate = await for_duration(settings.duration, step)
+    meter = CpuMeter(target, CPU_PER_MESSAGE)
+    rate = await for_duration(settings.duration, step, meter)
     await imap.logout()
-    return rate
+    return {"msg/s": rate, **meter.metrics()}
 
 
 async def imap_fetch_headers(target: Target, settings: Settings) -> Metrics:
-    return {"msg/s": await _imap_fetch(target, settings, HEADER_FETCH)}
+    return await _imap_fetch(target, settings, HEADER_FETCH)
 
 
 async def imap_fetch_bodies(target: Target, settings: Settings) -> Metrics:
-    return {"msg/s": await _imap_fetch(target, settings, BODY_FETCH)}
+    return await _imap_fetch(target, settings, BODY_FETCH)
 
 
 async def imap_login_rate(target: Target, settings: Settings) -> Metrics:
@@ -224,13 +237,15 @@ async def imap_mixed(target: Target, settings: Settings) -> Metrics:
             operations += 7
         return operations
 
-    return {"ops/s": await concurrently(settings.mixed_clients, settings.duration, worker, login, Imap.logout)}
+    meter = CpuMeter(target, CPU_PER_OPERATION)
+    rate = await concurrently(settings.mixed_clients, settings.duration, worker, login, Imap.logout, meter)
+    return {"ops/s": rate, **meter.metrics()}
 
 
 # -- LMTP ---------------------------------------------------------------------
 
 
-async def _lmtp_rate(target: Target, settings: Settings, connections: int) -> float:
+async def _lmtp_rate(target: Target, settings: Settings, connections: int) -> Metrics:
     payloads = [dot_stuffed(message) for message in corpus.corpus(50, seed=11)]
 
     async def worker(index: int, lmtp: Lmtp, deadline: float) -> int:
@@ -243,12 +258,14 @@ async def _lmtp_rate(target: Target, settings: Settings, connections: int) -> fl
     async def connect(index: int) -> Lmtp:
         return await Lmtp.open(target.host, target.lmtp)
 
-    return await concurrently(connections, settings.duration, worker, connect, Lmtp.quit)
+    meter = CpuMeter(target, CPU_PER_MESSAGE)
+    rate = await concurrently(connections, settings.duration, worker, connect, Lmtp.quit, meter)
+    return {"msg/s": rate, **meter.metrics()}
 
 
 async def lmtp_rate_1(target: Target, settings: Settings) -> Metrics:
-    return {"msg/s": await _lmtp_rate(target, settings, 1)}
+    return await _lmtp_rate(target, settings, 1)
 
 
 async def lmtp_rate_4(target: Target, settings: Settings) -> Metrics:
-    return {"msg/s": await _lmtp_rate(target, settings, 4)}
+    return await _lmtp_rate(target, settings, 4)

@@ -547,8 +547,7 @@ A change applies at a reload, but to [listeners] and [proxy] at a restart.""",
     listeners: ListenersConfig = section(ListenersConfig, reload=RESTART)
     pop3: Pop3Config = section(Pop3Config)
     imap: ImapConfig = section(ImapConfig)
-    # The LMTP factory copies its settings at start.
-    lmtp: LmtpConfig = section(LmtpConfig, reload=RESTART)
+    lmtp: LmtpConfig = section(LmtpConfig)
     auth: AuthConfig = section(AuthConfig)
     tls: TlsConfig = section(TlsConfig, reload=RESTART)
     limits: LimitsConfig = section(LimitsConfig)

@@ -3,24 +3,24 @@ SIGHUP: read the config and the users file again without dropping a session.
 
 What a reload can change, and when it is seen:
 
-- ``[auth]``, ``[pop3]`` (but ``uidl_format``) and ``[imap]``: the POP3 and
-  IMAP factories and the realm read the config through one ``LiveConfig``,
-  so the next connection or login sees the new values; sessions already
-  open keep the timeouts they started with.
+- ``[auth]``, ``[pop3]`` (but ``uidl_format``), ``[imap]`` and ``[lmtp]``:
+  the POP3, IMAP and LMTP factories and the realm read the config through
+  one ``LiveConfig``, so the next connection or login sees the new values;
+  sessions already open keep the config they started with
+  (``gateway.policy.session.session_config``).
 - ``[limits]`` and ``auth.failure_delay``: ``apply`` in ``service.py``
   re-tunes the shared limiters (connections in all and per IP, sessions per
   user, failed logins per IP and their delay) for the next connection or
-  login; what a POP3/IMAP session reads from the config when it starts
-  (prelogin timeout, line and literal sizes) applies to new sessions.
+  login; what a session reads from the config when it starts (prelogin
+  timeout, line and literal sizes, bad commands) applies to new sessions.
 - ``pop3.uidl_format`` and ``pop3.hidden_flag`` are refused: the first
   changes every UIDL, the second which messages POP3 lists, and either way
   POP3 clients download old mail again.  That must be a deliberate restart,
   never the side effect of a reload.
 - ``hostname``, ``[listeners]``, ``[tls]`` (file names; the certificate
-  itself reloads on SIGHUP in ``gateway/net/tls.py``), ``[proxy]``, ``[lmtp]``
-  (the LMTP factory copies its settings at start) and ``[store]`` (the store
-  is opened once) need a restart: they are logged as such and the running
-  values stay.
+  itself reloads on SIGHUP in ``gateway/net/tls.py``), ``[proxy]`` and
+  ``[store]`` (the store is opened once) need a restart: they are logged
+  as such and the running values stay.
 - ``[networks]`` applies where the names are read at each connection or
   login (``[auth]``, ``[pop3]``/``[imap] networks``, ``[limits]``);
   listeners and ``[proxy]`` keep the networks they started with.  A file

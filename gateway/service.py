@@ -323,7 +323,7 @@ def make_service(
         "imap": lambda policy: imap_server.build_factory(
             portal, store, live, reactor, context_factory=certificates.context_factory(policy), logins=logins
         ),
-        "lmtp": lambda policy: lmtp.build_factory(store, users, config, reactor, Quotas(live, users.quota_limits)),
+        "lmtp": lambda policy: lmtp.build_factory(store, users, live, reactor, Quotas(live, users.quota_limits)),
     }
     limits = config.limits
     client_connections = ConnectionLimiter(

@@ -123,6 +123,7 @@ def test_load_generator_drives_the_gateway(gateway):
     outcomes = asyncio.run(scenario_run())
     assert outcomes.errors == {}
     for key, metric in [("pop3-first-download-1", "msg/s"), ("pop3-first-download-1", "MB/s"),
+                        ("pop3-first-download-1", "CPU us/msg"), ("pop3-pipelined-1", "CPU us/msg"),
                         ("pop3-pipelined-1", "msg/s"), ("imap-fetch-headers", "msg/s"), ("large-mixed", "ops/s")]:
         assert outcomes.median(key, "gateway", metric) > 0, key
     for key in ("large-select", "large-fetch-flags", "large-search-unseen", "large-pop3"):
@@ -141,3 +142,12 @@ def test_figures_at_or_below_zero_are_not_ranked():
     text = report(outcomes, SCENARIOS, ["dovecot", "gateway"])
     assert text.startswith("Worst realistic case: imap mixed, 8 clients, ops/s: gateway 90.0, dovecot 100 (0.90x)")
     assert "| idle session SELECTed on 1,000 msgs | KB/session (lower is better) | 520 | -0.50 | - |" in text
+
+
+def test_server_cpu_per_unit_is_shown_but_never_the_worst_case():
+    outcomes = Outcomes()
+    outcomes.add("pop3-first-download-1", "dovecot", {"msg/s": 100.0, "CPU us/msg": 100.0})
+    outcomes.add("pop3-first-download-1", "gateway", {"msg/s": 90.0, "CPU us/msg": 400.0})
+    text = report(outcomes, SCENARIOS, ["dovecot", "gateway"])
+    assert text.startswith("Worst realistic case: pop3 first download, 1 client, msg/s: gateway 90.0, dovecot 100")
+    assert "| pop3 first download, 1 client | CPU us/msg (lower is better) | 100 | 400 | 4.00x |" in text

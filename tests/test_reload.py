@@ -5,6 +5,8 @@ import signal
 import socket
 import time
 
+import smtplib
+
 import pytest
 from prometheus_client import CollectorRegistry
 from twisted.logger import formatEvent, globalLogPublisher
@@ -51,6 +53,14 @@ def test_plan_keeps_restart_only_options():
     assert plan.config.tls == running.tls
     assert plan.config.proxy == running.proxy
     assert plan.config.imap.idle_timeout == 3600
+
+
+def test_plan_takes_lmtp_options_live():
+    # Every LMTP session reads [lmtp] when it connects (LMTPFactory).
+    loaded = loads("[lmtp]\nmax_message_size = 1000000\nsave_to_detail_mailbox = true\n")
+    plan = plan_reload(Config(), loaded)
+    assert plan.applied == ("lmtp.max_message_size", "lmtp.save_to_detail_mailbox")
+    assert plan.needs_restart == () and plan.config == loaded
 
 
 def test_plan_refuses_a_new_uidl_format():
@@ -290,3 +300,32 @@ def test_sighup_applies_a_new_limit_without_dropping_sessions(tmp_path):
         pop.quit()
         assert session.noop()[0] == "OK"
         session.logout()
+
+
+def lhlo_size(lmtp: smtplib.LMTP) -> int:
+    code, _ = lmtp.ehlo("client.example.org")
+    assert code == 250
+    return int(lmtp.esmtp_features["size"])
+
+
+def test_sighup_applies_lmtp_settings_to_the_next_session(tmp_path):
+    config = tmp_path / "gateway.toml"
+    config.write_text("[lmtp]\nmax_message_size = 100000\n")
+    data = tmp_path / "data"
+    run_gateway(data, "user", "add", "alice", input=b"secret\n")
+    with GatewayProcess(data, config=config, pop3=None, imap=None) as server:
+        port = server.port("lmtp")
+        with smtplib.LMTP("127.0.0.1", port, timeout=10) as before:
+            assert lhlo_size(before) == 100000
+            config.write_text("[lmtp]\nmax_message_size = 2000\n")
+            server.process.send_signal(signal.SIGHUP)
+            wait_for_log(server, "Config reloaded (SIGHUP): lmtp.max_message_size")
+            with smtplib.LMTP("127.0.0.1", port, timeout=10) as after:
+                assert lhlo_size(after) == 2000
+                after.mail("bob@example.org")
+                after.rcpt("alice@example.org")
+                assert after.data(b"Subject: big\r\n\r\n" + b"x" * 3000 + b"\r\n")[0] == 552
+            # The session open at the reload keeps the size it announced.
+            before.mail("bob@example.org")
+            before.rcpt("alice@example.org")
+            assert before.data(b"Subject: big\r\n\r\n" + b"x" * 3000 + b"\r\n")[0] == 250

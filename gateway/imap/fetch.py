@@ -1,5 +1,7 @@
 """
-FETCH attributes (RFC 3501 6.4.5): parsing the request and naming the reply.
+FETCH attributes (RFC 3501 6.4.5): parsing the request (``parse_fetch``),
+planning the answer (``plan_fetch``: which items each message's answer
+carries, in order, and what must be read for them) and naming the reply.
 
 Pure: no Twisted.  Twisted's ``_FetchParser`` echoes a partial fetch as
 ``BODY[]<0.100>`` where RFC 3501 7.4.2 wants only the origin octet
@@ -78,7 +80,8 @@ def sets_seen(items) -> bool:
 
 
 def needs_file(items) -> bool:
-    return any(isinstance(i, Section) or i in ("RFC822", "RFC822.TEXT") for i in items)
+    """Whether answering ``items`` reads the message file (the stored header alone answers some)."""
+    return any(section is not None and _reads_file(section[1]) for section in map(as_section, items))
 
 
 def needs_structure(items) -> bool:
@@ -200,3 +203,87 @@ def _header_names(text: bytes) -> list[str]:
             raise FetchSyntaxError("bad header field name")
         names.append(token.decode("ascii").upper())
     return names
+
+
+def as_section(item) -> tuple[bytes, Section] | None:
+    """(reply name, Section) for an item that carries message bytes, else None."""
+    if item == "RFC822":
+        return b"RFC822", Section(peek=False)
+    if item == "RFC822.TEXT":
+        return b"RFC822.TEXT", Section(peek=False, text="TEXT")
+    if isinstance(item, Section):
+        return item.reply_name(), item
+    return None
+
+
+def _reads_file(section: Section) -> bool:
+    # The whole message's header, or fields of it, come from the stored structure.
+    return not (section.part == () and section.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"))
+
+
+def enables_condstore(items, changedsince: int | None) -> bool:
+    """RFC 7162 3.1: FETCH of MODSEQ, or with CHANGEDSINCE, is a CONDSTORE enabling command."""
+    return changedsince is not None or "MODSEQ" in items
+
+
+@attrs.frozen
+class FetchPlan:
+    """
+    The items each message's FETCH answer carries, in order; for each, the
+    name its answer goes by and, for those that carry message bytes, its
+    Section.  And what answering reads: the message's record, its stored
+    structure, its file; whether it shows the flags, and any section.
+    """
+
+    items: tuple
+    layout: tuple = attrs.field(init=False)
+    wants_record: bool = attrs.field(init=False)
+    wants_structure: bool = attrs.field(init=False)
+    wants_file: bool = attrs.field(init=False)
+    wants_flags: bool = attrs.field(init=False)
+    wants_sections: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        layout = []
+        for item in self.items:
+            section = as_section(item)
+            if section is None:
+                layout.append((item.encode("ascii"), item, None))
+            else:
+                layout.append((section[0], item, section[1]))
+        setattr_ = object.__setattr__
+        setattr_(self, "layout", tuple(layout))
+        setattr_(self, "wants_record", any(i in ("INTERNALDATE", "RFC822.SIZE", "MODSEQ") for i in self.items))
+        setattr_(self, "wants_structure", needs_structure(self.items))
+        setattr_(self, "wants_file", any(section is not None and _reads_file(section) for _, _, section in layout))
+        setattr_(self, "wants_flags", "FLAGS" in self.items)
+        setattr_(self, "wants_sections", any(section is not None for _, _, section in layout))
+
+
+def plan_fetch(
+    items, *, by_uid: bool, condstore: bool, qresync: bool, changedsince: int | None = None,
+    seen_set: bool = False,
+) -> FetchPlan:
+    """
+    What a FETCH of ``items`` (``parse_fetch``) answers, by the RFCs' rules:
+
+    - UID FETCH always answers with the UID (RFC 3501 6.4.8);
+    - once CONDSTORE is on (``condstore``, after ``enables_condstore``),
+      FLAGS go with their MODSEQ, as Dovecot does, and CHANGEDSINCE implies
+      MODSEQ (RFC 7162 3.1.4.1);
+    - a FETCH that set \\Seen (``seen_set``) answers with the new FLAGS
+      (RFC 3501 6.4.5), and their MODSEQ under CONDSTORE;
+    - under QRESYNC, a FETCH with MODSEQ carries the UID (RFC 7162 3.2.4).
+    """
+    items = list(items)
+    if by_uid and "UID" not in items:
+        items.insert(0, "UID")
+    if condstore and "MODSEQ" not in items and (changedsince is not None or "FLAGS" in items):
+        items.append("MODSEQ")
+    if seen_set and "FLAGS" not in items:
+        items.append("FLAGS")
+        if condstore and "MODSEQ" not in items:
+            items.append("MODSEQ")
+    if qresync and "MODSEQ" in items and "UID" not in items:
+        items.insert(0, "UID")
+    return FetchPlan(tuple(items))

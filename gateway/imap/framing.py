@@ -27,14 +27,37 @@ from twisted.logger import Logger
 from twisted.mail import imap4
 
 from gateway.imap import policy, search
-from gateway.imap.errors import CommandError
+from gateway.imap.engine import known_error
+from gateway.imap.errors import Bad, CommandError, InternalParseError, MissingArgument, bad
+from gateway.imap.responses import BYE, Condition, Continuation
 
 log = Logger()
 
 # APPEND literals above this size go to a temporary file, not memory.
 SPOOL_IN_MEMORY = 256 * 1024
 
-LITERAL_TOO_BIG = b"* BYE [TOOBIG] Literal too big"
+LITERAL_TOO_BIG = Condition(BYE, b"[TOOBIG] Literal too big")
+
+
+class LineTooLong(Bad):
+    text = b"[TOOBIG] Command line too long"
+
+
+class LiteralTooBig(Bad):
+    text = b"[TOOBIG] Literal too big"
+
+
+class AppendTooBig(CommandError):
+    # RFC 7889: over APPENDLIMIT.
+    text = b"[TOOBIG] Message exceeds APPENDLIMIT"
+
+
+class MissingCommand(Bad):
+    text = b"Missing command"
+
+
+class NullCommand(Bad):
+    text = b"Null command"
 
 
 class _SpooledLiteral(imap4.LiteralFile):
@@ -77,10 +100,10 @@ class Framing:
         # LineReceiver hands over what it held (at most MAX_LENGTH and a bit,
         # and the buffer behind it); the rest of the line is skipped as it
         # comes, never buffered.
-        tag = self._abandon_command()
-        if tag is None:
+        abandoned, tag = self._abandon_command()
+        if not abandoned:
             first = line.split(b" ", 1)[0]
-            tag = first if policy.looks_like_tag(first) else b"*"
+            tag = first if policy.looks_like_tag(first) else None
         self._overlong_tag = tag
         self._overlong_tail = b""
         self._leftover = self._skip_overlong(line)
@@ -98,23 +121,26 @@ class Framing:
             # RFC 7888 4: the literal that follows cannot be told from commands.
             self.close_with(LITERAL_TOO_BIG)
             return None
-        self.sendLine(self._overlong_tag + b" BAD [TOOBIG] Command line too long")
+        self.fail(self._overlong_tag, LineTooLong())
         return data[end + 1:]
 
     def _abandon_command(self):
-        """Forget a command waiting for more input; its tag, if one was."""
+        """
+        Forget a command waiting for more input: (whether one was, the tag
+        to answer, None when its command was answered already).
+        """
         if self.parseState == "idle":
             tag = self._idle_tag
             self._end_idle()
         elif self.parseState == "pending":
             tag = self._command_tag
         elif self.parseState == "discard":
-            tag = b"*"  # its command was answered already
+            tag = None
         else:
-            return None
+            return False, None
         self.parseState = "command"
-        self._pendingLiteral = None
-        return tag
+        self.pending_literal = None
+        return True, tag
 
     def lineReceived(self, line):
         self.resetTimeout()
@@ -124,7 +150,7 @@ class Framing:
         except Exception:
             # Never exception text on the wire (STYLE.md).
             log.failure("While handling an IMAP line")
-            self.sendLine(b"* BAD Internal error")
+            self.fail(None, InternalParseError())
         marker = policy.literal_marker(line)
         if marker is not None and marker[1] and not self._literal_started and not self._closing:
             self._discard_literal(marker[0])
@@ -134,20 +160,21 @@ class Framing:
         # the exception, client input included.
         words = line.split(None, 2)
         self._command_tag = words[0] if words else None
-        # Timed until its tagged answer (sendLine).  The name is what
+        # Timed until its tagged answer (send).  The name is what
         # metrics.command_label reads: the command and, for UID, the next word.
         self._command_timer = (self._command_tag, b" ".join(word[:20] for word in words[1:3]), monotonic())
         if len(words) < 2:
-            tag = words[0] if words and policy.looks_like_tag(words[0]) else b"*"
-            self.sendLine(tag + (b" BAD Missing command" if words else b" BAD Null command"))
+            tag = words[0] if words and policy.looks_like_tag(words[0]) else None
+            self.fail(tag, MissingCommand() if words else NullCommand())
             return
         tag, command = words[:2]
         try:
             self.dispatchCommand(tag, command.upper(), words[2] if len(words) == 3 else None)
-        except imap4.IllegalClientResponse as e:
-            self.sendLine(tag + b" BAD " + _fixed_text(e))
-        except imap4.IllegalMailboxEncoding:
-            self.sendLine(tag + b" BAD Mailbox name is not modified UTF-7")
+        except Exception as e:
+            # A command without argument parsers runs inside dispatchCommand.
+            if known_error(e) is None:
+                raise
+            self.fail(tag, e)
 
     def lookupCommand(self, command):
         # Twisted's nativeString() raises on a non-ASCII command name.
@@ -167,7 +194,7 @@ class Framing:
             return
         self.parseState = "discard"
         if size:
-            self._pendingLiteral = _DiscardedLiteral(size)
+            self.pending_literal = _DiscardedLiteral(size)
             self.setRawMode()
 
     def parse_discard(self, line):
@@ -184,7 +211,7 @@ class Framing:
         line = line or b""
         marker = policy.literal_marker(line)
         if marker is None or marker[0] is None or (alone and line.rindex(b"{") != 0):
-            raise imap4.IllegalClientResponse("Malformed literal")
+            raise bad(b"Malformed literal")
         size, non_synchronizing = marker
         if non_synchronizing and self.state == "unauth" and size > policy.LITERAL_MINUS_MAX:
             limit = policy.LITERAL_MINUS_MAX
@@ -199,33 +226,29 @@ class Framing:
     def arg_astring(self, line, final=False):
         line = (line or b"").lstrip(b" ")
         if not line:
-            raise imap4.IllegalClientResponse("Missing argument")
+            raise MissingArgument()
         if line[:1] == b'"':
             match = re.match(rb'"((?:[^"\\]|\\.)*)"(?: |$)', line)
             if match is None:
-                raise imap4.IllegalClientResponse("Unmatched quotes")
+                raise bad(b"Unmatched quotes")
             return re.sub(rb"\\(.)", rb"\1", match[1]), line[match.end():]
         if line[:1] == b"{":
-            size, non_synchronizing = self._literal_size(
-                line, self.MAX_LENGTH, imap4.IllegalClientResponse("[TOOBIG] Literal too big")
-            )
+            size, non_synchronizing = self._literal_size(line, self.MAX_LENGTH, LiteralTooBig())
             return self._start_literal(imap4.LiteralString(size, defer.Deferred()), non_synchronizing)
         arg, _, rest = line.partition(b" ")
         return arg, rest
 
     def arg_literal(self, line):
         """The message literal of APPEND, up to APPENDLIMIT (RFC 7889)."""
-        size, non_synchronizing = self._literal_size(
-            line, self.config.limits.max_literal_size, CommandError(b"[TOOBIG] Message exceeds APPENDLIMIT")
-        )
+        size, non_synchronizing = self._literal_size(line, self.config.limits.max_literal_size, AppendTooBig())
         return self._start_literal(_SpooledLiteral(size, defer.Deferred()), non_synchronizing)
 
     def _start_literal(self, literal, non_synchronizing):
         self._literal_started = True
         self.parseState = "pending"
-        self._pendingLiteral = literal
+        self.pending_literal = literal
         if not non_synchronizing:
-            self.sendContinuationRequest(b"Ready for literal data")
+            self.send(Continuation(b"Ready for literal data"))
         if literal.size == 0:
             # Nothing to read; the rest of the command is the next line.
             literal.write(b"")
@@ -248,44 +271,12 @@ class Framing:
                 try:
                     return search.tokenize_search(b"".join(collected), self.config.limits.max_nesting), b""
                 except search.SearchSyntaxError:
-                    raise imap4.IllegalClientResponse("Invalid search criteria") from None
+                    raise bad(b"Invalid search criteria") from None
             if len(collected) > 200:
-                raise imap4.IllegalClientResponse("Too many literals")
-            size, non_synchronizing = self._literal_size(
-                line, self.MAX_LENGTH, imap4.IllegalClientResponse("[TOOBIG] Literal too big"), alone=False
-            )
+                raise bad(b"Too many literals")
+            size, non_synchronizing = self._literal_size(line, self.MAX_LENGTH, LiteralTooBig(), alone=False)
             collected.append(line[: line.rindex(b"{")] + b"{%d}\r\n" % size)
             d = self._start_literal(imap4.LiteralString(size, defer.Deferred()), non_synchronizing)
             return d.addCallback(lambda result: (collected.append(result[0]), step(result[1]))[1])
 
         return step(line)
-
-    def _IMAP4Server__ebDispatch(self, failure, tag):
-        # Replaces IMAP4Server.__ebDispatch, which puts exception text on the
-        # wire for unexpected failures (STYLE.md: fixed responses only).
-        if failure.check(CommandError):
-            self.sendLine(tag + b" " + failure.value.status + b" " + failure.value.text)
-        elif failure.check(imap4.IllegalClientResponse):
-            self.sendLine(tag + b" BAD " + _fixed_text(failure.value))
-        elif failure.check(imap4.IllegalMailboxEncoding):
-            self.sendLine(tag + b" BAD Mailbox name is not modified UTF-7")
-        else:
-            log.failure("While parsing IMAP arguments", failure)
-            self.sendLine(tag + b" BAD Internal error")
-
-    def rawDataReceived(self, data):
-        self.resetTimeout()
-        passon = self._pendingLiteral.write(data)
-        if passon is not None:
-            self.setLineMode(passon)
-
-
-def _fixed_text(error: Exception) -> bytes:
-    """
-    The text of a BAD: our parsers raise fixed strings; Twisted's "Too many
-    arguments" carries the client's bytes, which are not echoed.
-    """
-    text = str(error)
-    if text.startswith("Too many arguments"):
-        return b"Too many arguments"
-    return text.encode("ascii", "replace")[:200]

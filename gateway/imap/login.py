@@ -25,15 +25,15 @@ A mixin of ``gateway.imap.server.IMAPServer``.
 from __future__ import annotations
 
 from twisted.internet import defer
-from twisted.internet.interfaces import ISSLTransport
 from twisted.mail import imap4
 
-from gateway.imap.errors import CommandError
+from gateway.imap import errors
 from gateway.imap.id_params import IdSyntaxError, parse_id_params
-from gateway.imap.mailboxes import astring, final_astring
+from gateway.imap.arguments import astring, final_astring
+from gateway.imap.responses import OK, Continuation, Id, Tagged
+from gateway.net.connection import peer_address, under_tls
 from gateway.net.tls import start_tls_discarding_buffer
 from gateway.policy import authlog, sasl
-from gateway.policy.addresses import normalise_ip
 from gateway.policy.login import BadCredentials, LockedOut, TooManySessions
 from gateway.policy.plaintext import plaintext_allowed
 
@@ -43,32 +43,32 @@ CAPABILITIES = (
     b"IMAP4rev1 SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE CHILDREN SPECIAL-USE UNSELECT CONDSTORE QRESYNC XLIST"
 )
 
-PRIVACY_REQUIRED = b"[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."
-
+# The shared login sequence's refusals, as IMAP answers them.
 _REFUSALS = {
-    BadCredentials: b"[AUTHENTICATIONFAILED] Authentication failed",
-    LockedOut: b"[UNAVAILABLE] Too many failed logins from your address; try again later",
-    TooManySessions: b"[LIMIT] Too many connections for this user",
+    BadCredentials: errors.AuthenticationFailed,
+    LockedOut: errors.LockedOut,
+    TooManySessions: errors.TooManySessions,
 }
 
-_ID_ANSWER = b'* ID ("name" "gateway" "version" "0.1.0")'
+_ID_ANSWER = Id(((b"name", b"gateway"), (b"version", b"0.1.0")))
 
 
 class LoginCommands:
     _originating_ip: str | None = None
     _login_attempt: defer.Deferred | None = None
+    # Called once when a logged-in session ends.
+    _end_login = None
 
     # -- what the session may do -----------------------------------------
 
     @property
     def secure(self) -> bool:
         """Under TLS: an imaps listener, or after STARTTLS."""
-        return self.startedTLS or ISSLTransport.providedBy(self.transport)
+        return under_tls(self.transport, self.startedTLS)
 
     @property
     def peer_ip(self) -> str:
-        host = getattr(self.transport.getPeer(), "host", None)
-        return normalise_ip(host) if isinstance(host, str) else "local"
+        return peer_address(self.transport)
 
     @property
     def client_ip(self) -> str:
@@ -95,6 +95,9 @@ class LoginCommands:
         # A login queued for its password check leaves the queue.
         if self._login_attempt is not None:
             self._login_attempt.cancel()
+        end, self._end_login = self._end_login, None
+        if end is not None:
+            end()
         super().connectionLost(reason)
 
     # -- ID (RFC 2971) ---------------------------------------------------
@@ -103,21 +106,19 @@ class LoginCommands:
         try:
             fields = parse_id_params(rest or b"")
         except IdSyntaxError:
-            self.sendLine(tag + b" BAD ID takes a parenthesised list of strings or NIL")
-            return
+            raise errors.bad(b"ID takes a parenthesised list of strings or NIL") from None
         claimed = fields.get("x-originating-ip")
         if self.state == "unauth" and claimed:
             self._originating_ip = self.factory.logins.originating_ip(self.peer_ip, claimed) or self._originating_ip
-        self.sendLine(_ID_ANSWER)
+        self.send(_ID_ANSWER)
         self.run_command(tag, self._done, b"ID completed")
 
     # -- STARTTLS --------------------------------------------------------
 
     def do_STARTTLS(self, tag):
         if self.ctx is None or self.secure or not self.canStartTLS:
-            self.sendLine(tag + b" NO [CANNOT] TLS not available")
-            return
-        self.sendLine(tag + b" OK Begin TLS negotiation now")
+            raise errors.TlsUnavailable()
+        self.send(Tagged(tag, OK, b"Begin TLS negotiation now"))
         # RFC 3501 6.2.1: what the client pipelined in the clear behind
         # STARTTLS is never run (gateway/net/tls.py).
         start_tls_discarding_buffer(self, self.ctx)
@@ -128,8 +129,7 @@ class LoginCommands:
     def do_LOGIN(self, tag, user, password):
         if not self.plaintext_allowed():
             authlog.login_failed("imap", user, self.client_ip, "plaintext-disallowed")
-            self.sendLine(tag + b" NO " + PRIVACY_REQUIRED)
-            return
+            raise errors.PrivacyRequired()
         self.run_command(tag, self._login, user, password, b"LOGIN completed")
 
     async def _login(self, user: bytes, password: bytes, done: bytes):
@@ -140,14 +140,14 @@ class LoginCommands:
         except defer.CancelledError:
             return done  # the connection is gone; nobody reads the answer
         except tuple(_REFUSALS) as refusal:
-            raise CommandError(_REFUSALS[type(refusal)]) from None
+            raise _REFUSALS[type(refusal)]() from None
         finally:
             self._login_attempt = None
         if self._gone:
             granted.end()
             return done
         self.account = granted.avatar
-        self._onLogout = granted.end
+        self._end_login = granted.end
         self.state = "auth"
         self.logged_in()
         return b"[CAPABILITY " + self.capability_line() + b"] " + done
@@ -158,36 +158,36 @@ class LoginCommands:
         rest = rest or b""
         mechanism, _, initial = rest.strip().partition(b" ")
         if mechanism.upper() != b"PLAIN":
-            self.sendLine(tag + b" NO [CANNOT] Unsupported authentication mechanism")
-            return
+            raise errors.UnsupportedMechanism()
         if not self.plaintext_allowed():
             authlog.login_failed("imap", None, self.client_ip, "plaintext-disallowed")
-            self.sendLine(tag + b" NO " + PRIVACY_REQUIRED)
-            return
+            raise errors.PrivacyRequired()
         if initial:
             # RFC 4959: SASL-IR.
             self._plain_response(tag, initial)
             return
-        self.sendLine(b"+ ")
+        self.send(Continuation())
         self.parseState = "pending"
-        self._pendingLiteral = defer.Deferred()
-        self._pendingLiteral.addCallback(lambda line: self._plain_response(tag, line))
+        response = self.pending_literal = defer.Deferred()
+        response.addCallback(lambda line: self._plain_response(tag, line))
 
     def _plain_response(self, tag, encoded: bytes):
+        # Answered here, not raised: the continuation line arrives outside
+        # the command's dispatch.
         if encoded == sasl.CANCEL:
             # RFC 3501 6.2.2: the client cancelled; BAD says so.
             authlog.login_failed("imap", None, self.client_ip, "cancelled")
-            self.sendLine(tag + b" BAD AUTHENTICATE cancelled")
+            self.fail(tag, errors.AuthenticateCancelled())
             return
         try:
             response = sasl.decode_plain(encoded)
         except sasl.AuthzidMismatch as mismatch:
             authlog.login_failed("imap", mismatch.user, self.client_ip, "authzid-mismatch")
-            self.sendLine(tag + b" NO [AUTHORIZATIONFAILED] Cannot act as another user")
+            self.fail(tag, errors.AuthorizationFailed())
             return
         except sasl.SaslError:
             authlog.login_failed("imap", None, self.client_ip, "malformed")
-            self.sendLine(tag + b" BAD Malformed PLAIN response")
+            self.fail(tag, errors.MalformedPlain())
             return
         self.run_command(tag, self._login, response.user.encode("utf-8"), response.password, b"Authenticated")
 

@@ -3,19 +3,20 @@ Mailbox-level IMAP commands (RFC 3501 6.3): CREATE, DELETE, RENAME,
 SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS, APPEND; and XLIST, Gmail's LIST
 with special uses from before RFC 6154, for the clients that know only it.
 
-A mixin of ``gateway.imap.server.IMAPServer``: handlers parse their
-arguments with Twisted's parsers and run through ``run_command``.
+A mixin of ``gateway.imap.server.IMAPServer``: handlers take their
+arguments from the parsers of ``gateway.imap.arguments`` and run through
+``run_command``.
 """
 
 from __future__ import annotations
 
 import re
 
-from twisted.mail import imap4
 
 from gateway.imap import wire
-from gateway.mail import mutf7
-from gateway.imap.errors import CommandError, bad
+from gateway.imap.arguments import astring, final_astring, status_items
+from gateway.imap.errors import CommandError, TryCreate, bad
+from gateway.imap.responses import Listed, Status
 from gateway.store.interfaces import NoSuchMailbox
 from gateway.store.model import HIERARCHY_SEPARATOR
 
@@ -36,14 +37,6 @@ def _xlist_attributes(name: str, attributes) -> tuple[str, ...]:
     return (*named, "\\Inbox") if name == "INBOX" else named
 
 
-def _list_line(command: bytes, name: str, attributes) -> bytes:
-    return b"* %s (%s) \"/\" %s" % (
-        command,
-        " ".join(attributes).encode("ascii"),
-        wire.quote(mutf7.encode_mailbox(name)),
-    )
-
-
 def _creatable(name: str) -> str:
     """
     Names we let a client create.  Names never become paths here, but an
@@ -55,23 +48,6 @@ def _creatable(name: str) -> str:
     if name.startswith("~") or any(level in (".", "..") for level in name.split(HIERARCHY_SEPARATOR)):
         raise CommandError(b"[CANNOT] Not an acceptable mailbox name")
     return name
-
-
-def status_items(server, line):
-    """Command-table parser: STATUS's flat ``(item ...)`` list."""
-    match = re.match(rb" *\(([A-Za-z ]*)\)", line or b"")
-    if match is None:
-        raise imap4.IllegalClientResponse("Expected a list of status items")
-    return match[1].split(), line[match.end():]
-
-
-def astring(server, line):
-    """Command-table parser: the server's own astring (escapes, LITERAL+)."""
-    return server.arg_astring(line)
-
-
-def final_astring(server, line):
-    return server.arg_astring(line, final=True)
 
 
 class MailboxCommands:
@@ -130,7 +106,7 @@ class MailboxCommands:
         pattern = self.mailbox_name(wire_pattern) if wire_pattern else ""
         if command != b"LSUB" and not pattern:
             # RFC 3501 6.3.8: the hierarchy delimiter and root name.
-            self.sendLine(b'* %s (\\Noselect) "/" ""' % command)
+            self.send(Listed(command, ("\\Noselect",), None))
             return command + b" completed"
         mailboxes = await self.store.list_mailboxes(self.account.user)
         existing = {info.name: info.special_use for info in mailboxes}
@@ -138,12 +114,12 @@ class MailboxCommands:
             for name, attributes in wire.list_matches(existing, reference, pattern):
                 if command == b"XLIST":
                     attributes = _xlist_attributes(name, attributes)
-                self.sendLine(_list_line(command, name, attributes))
+                self.send(Listed(command, tuple(attributes), name))
             return command + b" completed"
         subscribed = await self.store.list_subscriptions(self.account.user)
         for name in wire.lsub_matches(subscribed, reference, pattern):
             attributes = () if name in existing else ("\\Noselect",)
-            self.sendLine(_list_line(b"LSUB", name, attributes))
+            self.send(Listed(b"LSUB", attributes, name))
         return b"LSUB completed"
 
     def do_STATUS(self, tag, name, items):
@@ -175,8 +151,7 @@ class MailboxCommands:
             b"UIDVALIDITY": info.uidvalidity,
             b"UNSEEN": sum(1 for r in records if "\\Seen" not in r.flags),
         }
-        answer = b" ".join(b"%s %d" % (item, values[item]) for item in wanted)
-        self.sendLine(b"* STATUS %s (%s)" % (wire.quote(mutf7.encode_mailbox(name)), answer))
+        self.send(Status(name, tuple((item, values[item]) for item in wanted)))
         return b"STATUS completed"
 
     def arg_append(self, line):
@@ -186,14 +161,14 @@ class MailboxCommands:
         if line.startswith(b"("):
             close = line.find(b")")
             if close < 0:
-                raise imap4.IllegalClientResponse("Mismatched parenthesis")
+                raise bad(b"Mismatched parenthesis")
             flags = line[1:close].split()
             line = line[close + 1:].lstrip(b" ")
         date = None
         if line.startswith(b'"'):
             match = re.match(rb'"([^"]*)" ?', line)
             if match is None:
-                raise imap4.IllegalClientResponse("Malformed date-time")
+                raise bad(b"Malformed date-time")
             date = match[1]
             line = line[match.end():]
         d = self.arg_literal(line)
@@ -212,7 +187,7 @@ class MailboxCommands:
             try:
                 info = await self.account.select(self.mailbox_name(wire_name))
             except NoSuchMailbox:
-                raise CommandError(b"[TRYCREATE] No such mailbox") from None
+                raise TryCreate() from None
             record = await self.store.append(info.id, body, flags, internaldate)
         finally:
             body.close()

@@ -53,6 +53,11 @@ class Output:
             # The transport joins its buffer anyway: no copy of our own.
             self._transport.writeSequence(pieces)
 
+    @property
+    def full(self) -> bool:
+        """Whether the transport holds more than it wants: ``drain`` would wait."""
+        return self._paused and not self.stopped
+
     async def drain(self) -> None:
         """Wait while the transport holds more than it wants."""
         while self._paused and not self.stopped:

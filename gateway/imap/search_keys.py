@@ -6,7 +6,7 @@ The input is the token list Twisted's ``IMAP4Server.arg_searchkeys`` builds
 (``parseNestedParens``), or ``tokenize_search`` here: atoms, quoted strings
 and literals all arrive as ``bytes`` (from Twisted ``NIL`` as ``None``), and
 each parenthesised group as a nested ``list``.  ``CHARSET`` is taken off by
-Twisted's ``opt_charset`` before we see the tokens; the caller asks
+the SEARCH command table's ``search_charset`` before we see the tokens; the caller asks
 ``search_codec`` for it (``NO [BADCHARSET]`` when there is none) and hands
 the codec to ``parse_search``, which decodes the strings with it.
 

@@ -1,58 +1,35 @@
 """
 Selected-state IMAP commands (RFC 3501 6.4): CHECK, CLOSE, UNSELECT,
-EXPUNGE, SEARCH, FETCH, STORE, COPY, MOVE (RFC 6851) and their UID forms
-(with UID EXPUNGE, RFC 4315), with CONDSTORE's MODSEQ search key, FETCH
-MODSEQ and CHANGEDSINCE, STORE UNCHANGEDSINCE (RFC 7162 3.1) and QRESYNC's
-UID FETCH VANISHED (3.2.6).
+EXPUNGE, SEARCH, STORE, COPY, MOVE (RFC 6851) and their UID forms (with
+UID EXPUNGE, RFC 4315), with CONDSTORE's MODSEQ search key and STORE
+UNCHANGEDSINCE (RFC 7162 3.1), and QRESYNC's report of what changed
+(3.2.5.1, 3.2.6).  FETCH is ``gateway.imap.fetch_command``'s.
 
 A mixin of ``gateway.imap.server.IMAPServer``.  Message numbers go through
-the session's ``SelectedView``; bodies are streamed from the store's file,
-reading only the bytes of the asked-for section.
+the session's ``SelectedView``.
 """
 
 from __future__ import annotations
 
 import bisect
-import os
 import re
 
 from twisted.mail import imap4
 
-from gateway.mail import message
-from gateway.imap import fetch, resync, search, view_search, wire
-from gateway.imap.errors import CommandError, bad
-from gateway.imap.mailboxes import final_astring
-from gateway.imap.output import CHUNK, Output
+from gateway.imap import resync, search, view_search, wire
+from gateway.imap.arguments import final_astring, search_charset, search_line, word
+from gateway.imap.errors import BadCharset, CommandError, ReadOnly, TooManyArguments, TryCreate, bad
+from gateway.imap.fetch_command import BATCH, EXPUNGE_ISSUED
+from gateway.imap.responses import OK, Condition, Data, FetchModseq, Search, Vanished
 from gateway.imap.sequence import SequenceSetError, format_sequence_set, parse_sequence_set
 from gateway.imap.slices import Slices
-from gateway.imap.view import format_flags
 from gateway.store.interfaces import MessageExpunged, NoSuchMailbox
-
-# Messages whose structures are loaded at once by FETCH and SEARCH.
-_BATCH = 200
-_EXPUNGE_ISSUED = b"[EXPUNGEISSUED] Some messages were expunged meanwhile; completed for the others"
 
 # RFC 7162 3.1.3: the modifier before the STORE item.
 _STORE = re.compile(
     rb"(?:\( *UNCHANGEDSINCE +([0-9]{1,19}) *\) +)?([+-]?)FLAGS(\.SILENT)? +(?:\((.*)\)|(.*))",
     re.IGNORECASE,
 )
-
-def word(server, line):
-    """Command-table parser: one space-delimited token (a sequence set)."""
-    token, _, rest = (line or b"").lstrip(b" ").partition(b" ")
-    if not token:
-        raise imap4.IllegalClientResponse("Missing argument")
-    return token, rest
-
-
-def search_line(server, line):
-    return server.arg_searchline(line)
-
-
-def search_charset(server, line):
-    return imap4.IMAP4Server.opt_charset(server, line or b"")
-
 
 class SelectedCommands:
     # -- message numbers -------------------------------------------------
@@ -80,7 +57,7 @@ class SelectedCommands:
 
     def _writable(self):
         if self.view.readonly:
-            raise CommandError(b"[READ-ONLY] Mailbox is read-only")
+            raise ReadOnly()
 
     # -- CHECK, CLOSE, UNSELECT, EXPUNGE ---------------------------------
 
@@ -130,7 +107,7 @@ class SelectedCommands:
     async def _search(self, charset, tokens, by_uid):
         codec = search.search_codec(charset)
         if codec is None:
-            raise CommandError(b"[BADCHARSET (US-ASCII UTF-8)] Unsupported charset")
+            raise BadCharset()
         try:
             key = search.parse_search(tokens, max_depth=self.config.limits.max_nesting, codec=codec)
         except search.SearchSyntaxError:
@@ -154,11 +131,8 @@ class SelectedCommands:
             live = [(seq, uid) for seq, uid in enumerate(view.uids, 1) if not view.is_expunged(uid)]
             found, highest = await self._search_messages(key, search.needs(key), live)
             numbers = [view.uid_of(seq) for seq in found] if by_uid else found
-        answer = b"* SEARCH" + (b" " + " ".join(map(str, numbers)).encode("ascii") if numbers else b"")
-        if with_modseq and found:
-            # RFC 7162 3.1.6
-            answer += b" (MODSEQ %d)" % highest
-        self.sendLine(answer)
+        # RFC 7162 3.1.6: MODSEQ after the numbers, when there are some.
+        self.send(Search(numbers, highest if with_modseq and found else None))
         return b"SEARCH completed"
 
     async def _search_messages(self, key, needs, live) -> tuple[list[int], int]:
@@ -173,8 +147,8 @@ class SelectedCommands:
         slices = Slices(self.reactor)
         found = []
         highest = 0
-        for start in range(0, len(live), _BATCH):
-            batch = live[start:start + _BATCH]
+        for start in range(0, len(live), BATCH):
+            batch = live[start:start + BATCH]
             records = structures = None
             if "record" in needs:
                 records = {r.uid: r for r in await self.store.get_records(view.mailbox_id, [uid for _, uid in batch])}
@@ -217,228 +191,6 @@ class SelectedCommands:
                         opened.close()
         return found, highest
 
-    # -- FETCH -----------------------------------------------------------
-
-    def do_FETCH(self, tag, text, rest, uid=0):
-        self.run_command(tag, self._fetch, text, rest, bool(uid), allow_expunge=False)
-
-    async def _fetch(self, text, rest, by_uid):
-        try:
-            rest, modifiers = resync.split_fetch_modifiers(rest or b"")
-        except resync.ParameterError:
-            raise bad(b"Invalid FETCH modifiers") from None
-        changedsince = modifiers.changedsince
-        if modifiers.vanished and not (by_uid and self.qresync):
-            # RFC 7162 3.2.6
-            raise bad(b"VANISHED needs UID FETCH and ENABLE QRESYNC")
-        try:
-            items = fetch.parse_fetch(rest)
-        except fetch.FetchSyntaxError:
-            raise bad(b"Invalid FETCH attributes") from None
-        if by_uid and "UID" not in items:
-            # RFC 3501 6.4.8: UID FETCH always answers with the UID.
-            items.insert(0, "UID")
-        if changedsince is not None or "MODSEQ" in items:
-            self.enable_condstore()
-        if self.condstore and "MODSEQ" not in items and (changedsince is not None or "FLAGS" in items):
-            # RFC 7162 3.1.4.1: CHANGEDSINCE implies MODSEQ; and once
-            # enabled, flags go with their mod-sequence (as Dovecot does).
-            items.append("MODSEQ")
-        view = self.view
-        if "MODSEQ" in items:
-            # FLAGS from the view must be as new as the MODSEQ beside them.
-            view.apply(await self.store.changes_since(view.mailbox_id, view.modseq))
-        targets, expunged = self._live(self.targets(text, by_uid))
-        if modifiers.vanished:
-            # RFC 7162 3.2.6: before any FETCH.
-            await self.report_changes(view, changedsince, parse_sequence_set(text), flags=False)
-        if fetch.sets_seen(items) and not view.readonly:
-            unseen = [uid for _, uid in targets if "\\Seen" not in view.flags_of(uid)]
-            if unseen:
-                for record in await self.store.store_flags(view.mailbox_id, unseen, {"\\Seen"}, "add"):
-                    view.note_flags(record.uid, record.flags)
-                if "FLAGS" not in items:
-                    items.append("FLAGS")
-                    if self.condstore and "MODSEQ" not in items:
-                        items.append("MODSEQ")
-        if changedsince is None and fetch.from_view(items):
-            return await self._fetch_from_view(text, by_uid, tuple(items))
-        if changedsince is not None:
-            # RFC 7162 3.1.4.1: only what changed after it; the store's log
-            # of changes says which, rather than every message's record.
-            changes = await self.store.changes_since(view.mailbox_id, changedsince)
-            changed = {record.uid for record in changes.updated}
-            targets = [(seq, uid) for seq, uid in targets if uid in changed]
-        if self.qresync and "MODSEQ" in items and "UID" not in items:
-            # RFC 7162 3.2.4
-            items.insert(0, "UID")
-        plan = [(item, _as_section(item)) for item in items]
-        wants_record = "INTERNALDATE" in items or "RFC822.SIZE" in items or "MODSEQ" in items
-        wants_structure = fetch.needs_structure(items)
-        wants_file = any(section is not None and _needs_file(section[1]) for _, section in plan)
-        out = Output(self.transport, lambda: self._closing or self._gone)
-        try:
-            for start in range(0, len(targets), _BATCH):
-                batch = targets[start:start + _BATCH]
-                uids = [uid for _, uid in batch]
-                loaded = await self._fetch_load(view.mailbox_id, uids, wants_record, wants_structure)
-                if out.stopped:
-                    break
-                for seq, uid in batch:
-                    if out.stopped:
-                        break
-                    record = structure = None
-                    if loaded is not None:
-                        found = loaded.get(uid)
-                        if found is None:
-                            # RFC 2180 4.1.3: leave it out of the answer.
-                            expunged = True
-                            continue
-                        record, structure = found
-                        if changedsince is not None and record.modseq <= changedsince:
-                            continue
-                    opened = None
-                    if wants_file:
-                        try:
-                            opened = await self.store.open_message(view.mailbox_id, uid)
-                        except MessageExpunged:
-                            expunged = True
-                            continue
-                    try:
-                        pieces = self._fetch_response(seq, uid, plan, record, structure, opened)
-                        for piece in pieces:
-                            if isinstance(piece, bytes):
-                                out.write(piece)
-                            else:
-                                await out.write_file(opened, *piece)
-                    finally:
-                        if opened is not None:
-                            opened.close()
-                    await out.drain()
-        finally:
-            out.finish()
-        if out.stopped:
-            # The connection is going (its transport stopped us): nothing
-            # more goes out.
-            self._closing = True
-        return _EXPUNGE_ISSUED if expunged else b"FETCH completed"
-
-    async def _fetch_from_view(self, text, by_uid, items):
-        """FETCH of UID and FLAGS alone: formatted from the view, many lines at a time."""
-        view = self.view
-        ranges = self.target_ranges(text, by_uid)
-        expunged = view.expunged_within(ranges)
-        out = Output(self.transport, lambda: self._closing or self._gone)
-        try:
-            for lines in view.fetch_lines(ranges, items):
-                if out.stopped:
-                    break
-                out.write(b"".join(lines))
-                await out.drain()
-        finally:
-            out.finish()
-        if out.stopped:
-            self._closing = True
-        return _EXPUNGE_ISSUED if expunged else b"FETCH completed"
-
-    async def _fetch_load(self, mailbox_id, uids, wants_record, wants_structure):
-        """UID -> (record, structure) of those still there, or None if FETCH needs neither."""
-        if wants_record and wants_structure:
-            return {record.uid: (record, structure) for record, structure in
-                    await self.store.get_messages(mailbox_id, uids)}
-        if wants_record:
-            return {record.uid: (record, None) for record in await self.store.get_records(mailbox_id, uids)}
-        if wants_structure:
-            return {uid: (None, structure) for uid, structure in
-                    (await self.store.get_structures(mailbox_id, uids)).items()}
-        return None
-
-    def _fetch_response(self, seq, uid, plan, record, structure, opened) -> list:
-        """
-        ``* seq FETCH (...)`` as bytes, with (start, end) ranges of the file
-        in between where a section is too big to hold in memory.
-        """
-        pieces = []
-        out = [b"* %d FETCH (" % seq]
-        for index, (item, section) in enumerate(plan):
-            if index:
-                out.append(b" ")
-            if section is None:
-                out.append(self._simple_item(item, uid, record, structure))
-                continue
-            name, section = section
-            content = self._section(section, structure, opened)
-            if content is None:
-                out.append(name + b" NIL")
-            elif isinstance(content, bytes):
-                out.append(name + b" {%d}\r\n" % len(content))
-                out.append(content)
-            else:
-                start, end = content
-                out.append(name + b" {%d}\r\n" % (end - start))
-                pieces.append(b"".join(out))
-                pieces.append(content)
-                out = []
-        out.append(b")\r\n")
-        pieces.append(b"".join(out))
-        return pieces
-
-    def _simple_item(self, item, uid, record, structure) -> bytes:
-        if item == "UID":
-            return b"UID %d" % uid
-        if item == "FLAGS":
-            return b"FLAGS " + format_flags(self.view.flags_of(uid))
-        if item == "INTERNALDATE":
-            return b"INTERNALDATE " + wire.format_datetime(record.internaldate)
-        if item == "RFC822.SIZE":
-            return b"RFC822.SIZE %d" % record.size
-        if item == "MODSEQ":
-            return b"MODSEQ (%d)" % record.modseq
-        if item == "ENVELOPE":
-            return b"ENVELOPE " + structure.envelope
-        if item == "BODYSTRUCTURE":
-            return b"BODYSTRUCTURE " + structure.bodystructure
-        if item == "BODY":
-            return b"BODY " + structure.body
-        return b"RFC822.HEADER " + _literal(structure.header)
-
-    def _section(self, section, structure, opened):
-        """
-        The section's bytes, or (start, end) offsets in the file for big
-        ones, or None when the part does not exist.
-        """
-        if section.part == () and section.text is None:
-            # The whole message: no structure needed.
-            span = (0, os.fstat(opened.fileno()).st_size)
-            content = None
-        elif section.part == () and section.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
-            content = structure.header
-        else:
-            text = "HEADER" if section.text and section.text.startswith("HEADER") else section.text
-            span = message.section_range(structure.root, section.part, text)
-            if span is None:
-                return None
-            if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
-                opened.seek(span[0])
-                content = opened.read(span[1] - span[0])
-            else:
-                content = None
-        if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
-            content = message.header_fields(content, section.fields, section.text.endswith(".NOT"))
-        if section.partial is not None:
-            origin, length = section.partial
-            if content is None:
-                start = min(span[0] + origin, span[1])
-                span = (start, min(start + length, span[1]))
-            else:
-                content = content[origin:origin + length]
-        if content is None:
-            if span[1] - span[0] <= CHUNK:
-                opened.seek(span[0])
-                return opened.read(span[1] - span[0])
-            return span
-        return content
-
     # -- STORE -----------------------------------------------------------
 
     def do_STORE(self, tag, text, rest, uid=0):
@@ -473,18 +225,16 @@ class SelectedCommands:
                 )
             for record in changed:
                 view.note_flags(record.uid, record.flags)
-            for line in view.announce_keywords(record.uid for record in changed):
-                self.sendLine(b"* " + line)
+            self.send_all(Data(line) for line in view.announce_keywords(record.uid for record in changed))
         if self.condstore:
             await self._report_modseqs(targets, changed, modified, silent and unchangedsince is None, silent)
         elif not silent:
-            for seq, uid in targets:
-                self.sendLine(b"* " + view.fetch_flags_line(seq, uid))
+            self.send_all(Data(view.fetch_flags_line(seq, uid)) for seq, uid in targets)
         if modified:
             failed = set(modified)
             numbers = modified if by_uid else [seq for seq, uid in targets if uid in failed]
             return b"[MODIFIED %s] Conditional STORE failed" % format_sequence_set(numbers).encode("ascii")
-        return _EXPUNGE_ISSUED if expunged else b"STORE completed"
+        return EXPUNGE_ISSUED if expunged else b"STORE completed"
 
     async def _report_modseqs(self, targets, changed, modified, changed_only, silent):
         """
@@ -504,14 +254,16 @@ class SelectedCommands:
         if unknown:
             for record in await self.store.get_records(view.mailbox_id, unknown):
                 modseqs[record.uid] = record.modseq
+        answers = []
         for seq, uid in report:
             modseq = modseqs.get(uid)
             if modseq is None:
                 continue  # expunged meanwhile
             if silent:
-                self.sendLine(b"* %d FETCH (UID %d MODSEQ (%d))" % (seq, uid, modseq))
+                answers.append(FetchModseq(seq, uid, modseq))
             else:
-                self.sendLine(b"* " + view.fetch_flags_line(seq, uid, modseq))
+                answers.append(Data(view.fetch_flags_line(seq, uid, modseq)))
+        self.send_all(answers)
 
     async def report_changes(self, view, modseq, uid_set, flags):
         """
@@ -533,13 +285,15 @@ class SelectedCommands:
 
         gone = [uid for uid in changes.expunged if view.seq_of(uid) is None and known(uid)]
         if gone:
-            self.sendLine(b"* VANISHED (EARLIER) " + format_sequence_set(gone).encode("ascii"))
+            self.send(Vanished(format_sequence_set(gone)))
         if not flags:
             return
+        answers = []
         for record in changes.updated:
             seq = view.seq_of(record.uid)
             if seq is not None and not view.is_expunged(record.uid) and known(record.uid):
-                self.sendLine(b"* " + view.fetch_flags_line(seq, record.uid, record.modseq))
+                answers.append(Data(view.fetch_flags_line(seq, record.uid, record.modseq)))
+        self.send_all(answers)
 
     # -- COPY, MOVE ------------------------------------------------------
 
@@ -560,7 +314,7 @@ class SelectedCommands:
         try:
             destination = await self.account.select(self.mailbox_name(wire_name))
         except NoSuchMailbox:
-            raise CommandError(b"[TRYCREATE] No such mailbox") from None
+            raise TryCreate() from None
         verb = b"MOVE" if move else b"COPY"
         if not targets:
             return verb + b" completed"
@@ -579,7 +333,7 @@ class SelectedCommands:
         if not move:
             return code + b" COPY completed"
         # RFC 6851 4.3: COPYUID goes in an untagged OK before the EXPUNGEs.
-        self.sendLine(b"* OK " + code + b" Moved")
+        self.send(Condition(OK, code + b" Moved"))
         for source, _ in pairs:
             view.mark_expunged(source)
         return b"MOVE completed"
@@ -592,39 +346,19 @@ class SelectedCommands:
             # RFC 4315 2.1
             uid_set, rest = word(self, line)
             if rest.strip():
-                raise imap4.IllegalClientResponse("Too many arguments")
+                raise TooManyArguments()
             self.do_EXPUNGE(tag, uid_set)
         elif command in (b"COPY", b"MOVE", b"FETCH", b"STORE", b"SEARCH"):
             self.dispatchCommand(tag, command, line, uid=1)
         else:
-            raise imap4.IllegalClientResponse("Unknown UID command")
+            raise bad(b"Unknown UID command")
 
     select_CHECK = (do_CHECK,)
     select_CLOSE = (do_CLOSE,)
     select_UNSELECT = (do_UNSELECT,)
     select_EXPUNGE = (do_EXPUNGE,)
     select_SEARCH = (do_SEARCH, search_charset, search_line)
-    select_FETCH = (do_FETCH, word, imap4.IMAP4Server.arg_line)
     select_STORE = (do_STORE, word, imap4.IMAP4Server.arg_line)
     select_COPY = (do_COPY, word, final_astring)
     select_MOVE = (do_MOVE, word, final_astring)
-    select_UID = (do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line)
-
-
-def _literal(data: bytes) -> bytes:
-    return b"{%d}\r\n" % len(data) + data
-
-
-def _needs_file(section) -> bool:
-    return not (section.part == () and section.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"))
-
-
-def _as_section(item):
-    """(reply name, Section) for items that carry message bytes, else None."""
-    if item == "RFC822":
-        return b"RFC822", fetch.Section(peek=False)
-    if item == "RFC822.TEXT":
-        return b"RFC822.TEXT", fetch.Section(peek=False, text="TEXT")
-    if isinstance(item, fetch.Section):
-        return item.reply_name(), item
-    return None
+    select_UID = (do_UID, word, imap4.IMAP4Server.arg_line)

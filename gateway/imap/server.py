@@ -26,66 +26,66 @@ here or in the command mixins (``login``, ``mailboxes``, ``selected``):
   ``max_bad_commands`` BADs in a row end the session; the time before login
   is an absolute deadline (Twisted's timeout restarts with every byte), the
   time after it an idle timeout that IDLE does not extend.
+
+Handlers answer with response values (``gateway.imap.responses``) and
+failures that carry theirs (``gateway.imap.errors``); ``send`` is the one
+writer, where BADs are counted (``gateway.policy.session``, shared with
+POP3 and LMTP) and a command's time ends.  What the server takes from
+Twisted beyond its public API is named in ``gateway.imap.engine``.
 """
 
 from __future__ import annotations
 
-import socket
 from time import monotonic
 
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.mail import imap4
 
-from gateway.net import metrics
 from gateway.imap import resync, wire
-from gateway.mail import mutf7
+from gateway.imap.arguments import astring, select_parameters
+from gateway.imap.engine import Engine, known_error
+from gateway.imap.errors import Bad, InternalError, InternalParseError, NotModifiedUtf7, bad
 from gateway.imap.framing import Framing
-from gateway.imap.errors import CommandError, bad
 from gateway.imap.login import LoginCommands
-from gateway.imap.mailboxes import MailboxCommands, astring
+from gateway.imap.mailboxes import MailboxCommands
+from gateway.imap.responses import (
+    BAD,
+    BYE,
+    OK,
+    Capability,
+    Condition,
+    Continuation,
+    Data,
+    Enabled,
+    Exists,
+    Namespace,
+    Recent,
+    Tagged,
+    answer,
+)
+from gateway.imap.fetch_command import FetchCommand
 from gateway.imap.selected import SelectedCommands
 from gateway.imap.snapshot import Snapshot, SnapshotRegistry
 from gateway.imap.view import SelectedView
+from gateway.mail import mutf7
+from gateway.net import metrics
+from gateway.net.connection import set_no_delay
 from gateway.policy.login import LoginPolicy
-from gateway.store.interfaces import (
-    InvalidMailboxName,
-    MailboxExists,
-    MessageExpunged,
-    NoSuchMailbox,
-    StoreError,
-    TemporaryFailure,
-)
+from gateway.policy.session import BadCommands, Deadline, session_config
+from gateway.store.interfaces import NoSuchMailbox
 
 log = Logger()
 
 # Dovecot's imap_idle_notify_interval: keeps NAT and firewall state alive.
 IDLE_KEEPALIVE = 120.0
 
-INACTIVE = b"* BYE Disconnected for inactivity."
-TOO_MANY_BAD = b"* BYE Too many invalid IMAP commands."
-
-_STORE_ERRORS = (
-    (NoSuchMailbox, b"[NONEXISTENT] No such mailbox"),
-    (MailboxExists, b"[ALREADYEXISTS] Mailbox exists already"),
-    (InvalidMailboxName, b"[CANNOT] Not an acceptable mailbox name"),
-    (MessageExpunged, b"[EXPUNGEISSUED] Message was expunged"),
-    (TemporaryFailure, b"[UNAVAILABLE] Temporary failure, try again later"),
-)
+INACTIVE = Condition(BYE, b"Disconnected for inactivity.")
+TOO_MANY_BAD = Condition(BYE, b"Too many invalid IMAP commands.")
+MAILBOX_DELETED = Condition(BYE, b"Selected mailbox was deleted")
 
 
-def select_parameters(server, line):
-    """
-    Command-table parser: SELECT/EXAMINE's optional parameter list (RFC 4466
-    2.1): CONDSTORE and QRESYNC (RFC 7162 3.1.8, 3.2.5); any other is BAD.
-    """
-    try:
-        return resync.parse_select_parameters(line or b""), b""
-    except resync.ParameterError:
-        raise imap4.IllegalClientResponse("Unknown or malformed SELECT parameter") from None
-
-
-class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap4.IMAP4Server):
+class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, FetchCommand, Engine):
     IDENT = b"gateway IMAP4rev1 ready"
 
     def __init__(self, store, config, reactor, portal, context_factory=None):
@@ -107,14 +107,14 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         self._resync = False
         self._gone = False
         self._closing = False
-        self._bad_commands = 0
+        self._bad_commands = BadCommands(config.limits.max_bad_commands)
         self._command_tag = None
         self._command_timer = None
         self._literal_started = False
         self._overlong_tag = None
         self._overlong_tail = None
         self._leftover = None
-        self._prelogin = None
+        self._prelogin = Deadline(reactor, config.limits.prelogin_timeout, lambda: self.close_with(INACTIVE))
         self._keepalive = None
         # RFC 7162 3.1: once on, every untagged FETCH carries MODSEQ.
         self.condstore = False
@@ -124,14 +124,8 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
     # -- connection ------------------------------------------------------
 
     def connectionMade(self):
-        # DESIGN.md: Nagle's algorithm costs two orders of magnitude here.
-        try:
-            self.transport.setTcpNoDelay(True)
-        except (AttributeError, OSError, socket.error):
-            pass
-        self._prelogin = self.reactor.callLater(
-            self.config.limits.prelogin_timeout, self.close_with, INACTIVE
-        )
+        set_no_delay(self.transport)
+        self._prelogin.start()
         super().connectionMade()
 
     def connectionLost(self, reason):
@@ -141,26 +135,24 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         super().connectionLost(reason)
 
     def _cancel_timers(self):
-        for call in (self._prelogin, self._keepalive):
-            if call is not None and call.active():
-                call.cancel()
-        self._prelogin = self._keepalive = None
+        self._prelogin.cancel()
+        if self._keepalive is not None and self._keepalive.active():
+            self._keepalive.cancel()
+        self._keepalive = None
 
     def logged_in(self):
         """Called by the login commands once the session is authenticated."""
-        if self._prelogin is not None and self._prelogin.active():
-            self._prelogin.cancel()
-        self._prelogin = None
+        self._prelogin.cancel()
         self.setTimeout(self.POSTAUTH_TIMEOUT)
 
     def timeoutConnection(self):
         self.close_with(INACTIVE)
 
-    def close_with(self, line: bytes):
+    def close_with(self, bye: Condition):
         """Send an untagged BYE and close; nothing is written after it."""
         if self._closing or self._gone:
             return
-        super().sendLine(line)
+        self.transport.write(bye.encode() + b"\r\n")
         self._closing = True
         self._cancel_timers()
         self.setTimeout(None)
@@ -168,23 +160,60 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         self.state = "logout"
         self.transport.loseConnection()
 
-    def sendLine(self, line):
+    # -- responses -------------------------------------------------------
+
+    def send(self, response) -> None:
+        """The one writer of responses (``gateway.imap.responses``); nothing goes after a BYE."""
         if self._closing:
             return
-        super().sendLine(line)
-        tag, _, rest = line.partition(b" ")
+        self.transport.write(response.encode() + b"\r\n")
+        self._sent(response)
+
+    def send_all(self, responses) -> None:
+        """Several responses in one write: a delivery wakes every idling session at once."""
+        if self._closing:
+            return
+        responses = list(responses)
+        if responses:
+            self.transport.write(b"".join(response.encode() + b"\r\n" for response in responses))
+            for response in responses:
+                self._sent(response)
+
+    def _sent(self, response) -> None:
+        status = getattr(response, "status", None)
+        if status is None:
+            return
+        tagged = isinstance(response, Tagged)
         timer = self._command_timer
-        if timer is not None and tag == timer[0] and tag != b"*":
+        if tagged and timer is not None and response.tag == timer[0]:
             self._command_timer = None
             metrics.observe_command("imap", timer[1], monotonic() - timer[2])
         # Every BAD, tagged or not, counts; a tagged OK starts the count
         # again, so that a long session with the odd unknown command lives.
-        if rest.startswith(b"BAD"):
-            self._bad_commands += 1
-            if self._bad_commands >= self.config.limits.max_bad_commands:
+        if status == BAD:
+            if self._bad_commands.bad():
                 self.close_with(TOO_MANY_BAD)
-        elif rest.startswith(b"OK") and tag != b"*":
-            self._bad_commands = 0
+        elif tagged and status == OK:
+            self._bad_commands.good()
+
+    def fail(self, tag: bytes | None, error: BaseException) -> None:
+        """
+        The one place a failed command is answered: by the response its
+        error carries (an unexpected one is logged by the caller and
+        answered by ``errors.InternalError``).
+        """
+        known = known_error(error)
+        if known is None:
+            known = InternalError()
+        self.send(answer(tag, known.status, known.text))
+
+    def argument_failed(self, failure, tag) -> None:
+        """Reading a command's arguments (or running it) failed."""
+        if known_error(failure.value) is None:
+            log.failure("While parsing IMAP arguments", failure)
+            self.fail(tag, InternalParseError())
+            return
+        self.fail(tag, failure.value)
 
     def capabilities(self):
         return {}
@@ -206,24 +235,19 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         d.addBoth(lambda _: self._command_done())
 
     async def _command(self, tag, work, args, allow_expunge):
-        status = b"OK"
         try:
-            text = await work(*args)
-        except CommandError as e:
-            status, text = e.status, e.text
-        except imap4.IllegalClientResponse as e:
-            status, text = b"BAD", str(e).encode("ascii", "replace")
-        except StoreError as e:
-            status = b"NO"
-            text = next((t for kind, t in _STORE_ERRORS if isinstance(e, kind)), b"Store error")
-        except Exception:
-            log.failure("IMAP command failed")
-            status, text = b"NO", b"[SERVERBUG] Internal error"
+            response = Tagged(tag, OK, await work(*args))
+        except Exception as e:
+            error = known_error(e)
+            if error is None:
+                log.failure("IMAP command failed")
+                error = InternalError()
+            response = error.response(tag)
         if self._gone or self._closing:
             return
         if self.view is not None and self._idle_tag is None:
             await self.sync(allow_expunge)
-        self.sendLine(tag + b" " + status + b" " + text)
+        self.send(response)
 
     def _command_done(self):
         if not self._gone and self.paused:
@@ -239,15 +263,13 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
                 view.add_recent(await self.store.claim_recent(view.mailbox_id))
         except NoSuchMailbox:
             # Deleted under us: RFC 3501 leaves it open; say BYE like Dovecot.
-            self.sendLine(b"* BYE Selected mailbox was deleted")
+            self.send(MAILBOX_DELETED)
             self._deselect()
             self.transport.loseConnection()
             return
         if view is self.view and not self._gone and not self._closing:
             lines = view.flush(allow_expunge, self.condstore, self.qresync)
-            if lines:
-                # One write: a delivery wakes every idling session at once.
-                self.transport.write(b"".join(b"* %s\r\n" % line for line in lines))
+            self.send_all(Data(line) for line in lines)
 
     def _on_change(self, mailbox_id, modseq):
         if self._idle_tag is None or self.view is None or modseq <= self.view.modseq:
@@ -273,7 +295,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
     # -- any state -------------------------------------------------------
 
     def do_CAPABILITY(self, tag):
-        self.sendLine(b"* CAPABILITY " + self.capability_line())
+        self.send(Capability(self.capability_line()))
         self.run_command(tag, self._done, b"CAPABILITY completed")
 
     async def _done(self, text):
@@ -283,8 +305,8 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         self.run_command(tag, self._done, b"NOOP completed")
 
     def do_LOGOUT(self, tag):
-        self.sendLine(b"* BYE Logging out")
-        self.sendLine(tag + b" OK LOGOUT completed")
+        self.send(Condition(BYE, b"Logging out"))
+        self.send(Tagged(tag, OK, b"LOGOUT completed"))
         self._deselect()
         self.state = "logout"
         self.transport.loseConnection()
@@ -296,14 +318,13 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
     # -- authenticated ---------------------------------------------------
 
     def do_NAMESPACE(self, tag):
-        self.sendLine(b'* NAMESPACE (("" "/")) NIL NIL')
+        self.send(Namespace())
         self.run_command(tag, self._done, b"NAMESPACE completed")
 
     def do_ENABLE(self, tag, rest):
         rest = rest or b""
         if not rest.strip():
-            self.sendLine(tag + b" BAD ENABLE needs a capability")
-            return
+            raise bad(b"ENABLE needs a capability")
         # RFC 5161 3.1: ENABLED names what this command enabled; unknown
         # names are ignored.  QRESYNC brings CONDSTORE (RFC 7162 3.2.3).
         before = {b"CONDSTORE": self.condstore, b"QRESYNC": self.qresync}
@@ -313,7 +334,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         if wanted:
             self.condstore = True
         enabled = [name for name in wanted if not before[name]]
-        self.sendLine(b"* ENABLED" + b"".join(b" " + name for name in enabled))
+        self.send(Enabled(tuple(enabled)))
         self.run_command(tag, self._done, b"ENABLE completed")
 
     def enable_condstore(self):
@@ -325,7 +346,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
             return
         self.condstore = True
         if self.view is not None:
-            self.sendLine(b"* OK [HIGHESTMODSEQ %d] Highest" % self.view.modseq)
+            self.send(Condition(OK, b"[HIGHESTMODSEQ %d] Highest" % self.view.modseq))
 
     def do_SELECT(self, tag, name, parameters=resync.SelectParameters(), readonly=False):
         self.run_command(tag, self._select, name, parameters, readonly)
@@ -340,7 +361,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         if self.view is not None:
             # RFC 7162 3.2.11: what follows is about the new mailbox (owed
             # by any server that advertises CONDSTORE).
-            self.sendLine(b"* OK [CLOSED] Previous mailbox closed")
+            self.send(Condition(OK, b"[CLOSED] Previous mailbox closed"))
         # Held until the new view is made: SELECT of the same mailbox again
         # starts from it.
         previous = self.view
@@ -363,18 +384,18 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         if not readonly:
             view.add_recent(await self.store.claim_recent(info.id))
         for line in view.flags_lines():
-            self.sendLine(b"* " + line)
-        self.sendLine(b"* %d EXISTS" % view.exists)
-        self.sendLine(b"* %d RECENT" % view.recent_count)
+            self.send(Data(line))
+        self.send(Exists(view.exists))
+        self.send(Recent(view.recent_count))
         unseen = view.first_unseen()
         if unseen is not None:
-            self.sendLine(b"* OK [UNSEEN %d] First unseen message" % unseen)
-        self.sendLine(b"* OK [UIDVALIDITY %d] UIDs valid" % info.uidvalidity)
+            self.send(Condition(OK, b"[UNSEEN %d] First unseen message" % unseen))
+        self.send(Condition(OK, b"[UIDVALIDITY %d] UIDs valid" % info.uidvalidity))
         uidnext = max(info.uidnext, view.largest_uid + 1)
-        self.sendLine(b"* OK [UIDNEXT %d] Predicted next UID" % uidnext)
+        self.send(Condition(OK, b"[UIDNEXT %d] Predicted next UID" % uidnext))
         if self.condstore:
             # RFC 7162 3.1.2.1
-            self.sendLine(b"* OK [HIGHESTMODSEQ %d] Highest" % view.modseq)
+            self.send(Condition(OK, b"[HIGHESTMODSEQ %d] Highest" % view.modseq))
         known = parameters.qresync
         if known is not None and known.uidvalidity == info.uidvalidity:
             # RFC 7162 3.2.5.1: as UID FETCH known-uids (FLAGS)
@@ -396,7 +417,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
             self.state = "auth"
 
     def do_IDLE(self, tag):
-        self.sendLine(b"+ idling")
+        self.send(Continuation(b"idling"))
         self._idle_tag = tag
         self.parseState = "idle"
         # RFC 2177: IDLE is activity only until the idle timeout (the client
@@ -408,7 +429,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
             self._on_change(self.view.mailbox_id, self.view.modseq + 1)
 
     def _still_here(self):
-        self.sendLine(b"* OK Still here")
+        self.send(Condition(OK, b"Still here"))
         self._keepalive = self.reactor.callLater(IDLE_KEEPALIVE, self._still_here)
 
     def _end_idle(self):
@@ -422,7 +443,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         self._end_idle()
         self.parseState = "command"
         if line.strip().upper() != b"DONE":
-            self.sendLine(tag + b" BAD Expected DONE")
+            self.fail(tag, Bad(b"Expected DONE"))
             return
         self.run_command(tag, self._done, b"IDLE terminated")
 
@@ -438,7 +459,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, imap
         try:
             return wire.canonical_name(mutf7.decode_mailbox(wire_name))
         except mutf7.BadMailboxName:
-            raise bad(b"Mailbox name is not modified UTF-7") from None
+            raise NotModifiedUtf7() from None
 
 
 class IMAPFactory(protocol.ServerFactory):
@@ -459,10 +480,9 @@ class IMAPFactory(protocol.ServerFactory):
         self.snapshots = SnapshotRegistry()
 
     def buildProtocol(self, addr):
-        # A session keeps the config it started with (gateway/reload.py's
-        # LiveConfig swaps ``current`` on SIGHUP; new sessions see that).
-        config = getattr(self.config, "current", self.config)
-        server = IMAPServer(self.store, config, self.reactor, self.portal, self.context_factory)
+        # A session keeps the config it connected under (gateway.policy.session).
+        server = IMAPServer(self.store, session_config(self.config), self.reactor, self.portal,
+                            self.context_factory)
         server.factory = self
         return server
 

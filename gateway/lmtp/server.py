@@ -29,11 +29,13 @@ not fit LMTP it is replaced, each in one place:
 - trace: each copy gets ``Return-Path``, ``Delivered-To`` and ``Received``
   (``gateway.lmtp.trace``), as Dovecot's LMTP writes them.
 
-Limits (``SessionLimits``, from ``[lmtp]`` and ``[limits]``): message size
-(552), recipients per transaction (452 4.5.3), command line length, bad
-commands per session (then 421 and close), and an absolute deadline from
-connecting, or from the end of the last transaction, to DATA: a client that
-trickles commands a byte at a time cannot hold a session open.  Inside DATA
+Limits (``SessionLimits``, from ``[lmtp]`` and ``[limits]`` as they are
+when the session connects: a reload applies to the next session): message
+size (552), recipients per transaction (452 4.5.3), command line length,
+bad commands per session (then 421 and close; ``gateway.policy.session``
+counts, as for POP3 and IMAP), and an absolute deadline from connecting, or
+from the end of the last transaction, to DATA: a client that trickles
+commands a byte at a time cannot hold a session open.  Inside DATA
 the idle timeout applies.  The DATA spool is an anonymous file in the store's
 own ``tmp/`` (same filesystem: a full disk shows during DATA, and a killed
 server leaves no file behind).
@@ -56,7 +58,6 @@ from pathlib import Path
 
 import attrs
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
 from twisted.mail import smtp
 
@@ -65,7 +66,10 @@ from gateway.lmtp.delivery import GroupCommit
 from gateway.lmtp.recipients import MAX_ADDRESS, MAX_LOCAL_PART, Recipient, header_safe, resolve_recipient
 from gateway.lmtp.trace import Transaction, helo_domain, trace_fields, transaction_id
 from gateway.net import metrics
+from gateway.net.dotlines import find_dot_line
+from gateway.net.connection import set_no_delay
 from gateway.policy.quota import OverQuota, Quotas, check_quota
+from gateway.policy.session import BadCommands, Deadline, session_config
 from gateway.store.interfaces import StoreFull, TemporaryFailure
 from gateway.store.traced import TracedMessage
 
@@ -75,29 +79,6 @@ _ESMTP_KEYWORD = re.compile(rb"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 
 _COMMAND = smtp.COMMAND
 _DATA = smtp.DATA
-
-# Dots searched for one at a time before a plain two-byte search takes over;
-# see _find_dot_line.
-_DOT_PROBES = 32
-
-
-def _find_dot_line(buffer: bytes, start: int) -> int:
-    """
-    ``buffer.find(b"\\n.", start)``, faster: a one-byte find is a memchr,
-    while CPython runs a byte loop for a two-byte needle, and most message
-    bytes (base64 attachments) hold no dot at all.  After a few dots that
-    start no line, the plain search takes over, so text full of dots costs
-    about what it did.
-    """
-    find = buffer.find
-    dot = find(b".", start + 1)
-    for _ in range(_DOT_PROBES):
-        if dot < 0:
-            return -1
-        if buffer[dot - 1] == 0x0A:
-            return dot - 1
-        dot = find(b".", dot + 1)
-    return -1 if dot < 0 else find(b"\n.", dot - 1)
 
 
 @attrs.frozen
@@ -116,6 +97,7 @@ class SessionLimits:
 
     @classmethod
     def from_config(cls, config) -> SessionLimits:
+        """A session's limits, from the config in force when it connects."""
         return cls(
             max_message_size=config.lmtp.max_message_size,
             max_recipients=config.lmtp.max_recipients,
@@ -183,9 +165,10 @@ class LMTPServer(smtp.SMTP):
         self._new_transaction_id = new_transaction_id
         self.MAX_LENGTH = limits.max_line_length
         self.timeout = limits.idle_timeout
-        self._buffer = b""
+        # Input not yet handled (smtp.SMTP's LineReceiver buffer is unused).
+        self._input = b""
         self._greeted = False
-        self._helo: bytes | None = None
+        self._client_name: bytes | None = None
         self._peer: str | None = None
         self._transaction: Transaction | None = None
         self._recipients: list[Recipient] = []
@@ -197,8 +180,9 @@ class LMTPServer(smtp.SMTP):
         self._delivering = False
         self._draining = False
         self._open = False
-        self._bad_commands = 0
-        self._deadline = None
+        self._bad_commands = BadCommands(limits.max_bad_commands)
+        # From connecting, or from the end of a transaction, to DATA.
+        self._deadline = Deadline(reactor, limits.transaction_deadline, self._deadline_passed)
 
     # -- connection ---------------------------------------------------------
 
@@ -208,12 +192,9 @@ class LMTPServer(smtp.SMTP):
     def connectionMade(self):
         self._open = True
         self._peer = _peer_ip(self.transport.getPeer())
-        # DESIGN.md: with Nagle's algorithm each reply waits for the client's
-        # delayed ACK of the previous one.
-        if ITCPTransport.providedBy(self.transport):
-            self.transport.setTcpNoDelay(True)
+        set_no_delay(self.transport)
         super().connectionMade()
-        self._arm_deadline()
+        self._deadline.start()
 
     def connectionLost(self, reason):
         self._open = False
@@ -221,7 +202,7 @@ class LMTPServer(smtp.SMTP):
         if self.mode == _DATA:
             self._close_spool()
         self.setTimeout(None)
-        self._disarm_deadline()
+        self._deadline.cancel()
 
     def greeting(self):
         return self.host + b" LMTP ready"
@@ -229,24 +210,13 @@ class LMTPServer(smtp.SMTP):
     def timeoutConnection(self):
         self._refuse(replies.IdleTimeout(self.host))
 
-    def _arm_deadline(self):
-        """Absolute: unlike the idle timeout, traffic does not push it back."""
-        self._disarm_deadline()
-        self._deadline = self._reactor.callLater(self._limits.transaction_deadline, self._deadline_passed)
-
-    def _disarm_deadline(self):
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
-
     def _deadline_passed(self):
-        self._deadline = None
         self._refuse(replies.NoMessageInTime(self.host))
 
     # -- framing ------------------------------------------------------------
 
     def dataReceived(self, data):
-        self._buffer += data
+        self._input += data
         self._drain()
 
     def _drain(self):
@@ -255,7 +225,7 @@ class LMTPServer(smtp.SMTP):
         delivery starts (then the rest waits for ``_delivered``).
         """
         self._draining = True
-        buffer, pos = self._buffer, 0
+        buffer, pos = self._input, 0
         try:
             while not self._delivering and not self.transport.disconnecting:
                 if self.mode == _DATA:
@@ -273,11 +243,11 @@ class LMTPServer(smtp.SMTP):
                     continue
                 self.lineReceived(line.removesuffix(b"\r"))
         finally:
-            self._buffer = buffer[pos:]
+            self._input = buffer[pos:]
             self._draining = False
         idle = self.mode == _COMMAND and not self._delivering and not self.transport.disconnecting
-        if idle and len(self._buffer) > self.MAX_LENGTH:
-            self._buffer = b""
+        if idle and len(self._input) > self.MAX_LENGTH:
+            self._input = b""
             self._refuse(replies.UnendingLine())
 
     def _receive_message_data(self, buffer: bytes, pos: int) -> int:
@@ -298,7 +268,7 @@ class LMTPServer(smtp.SMTP):
                     pos += 1  # a stuffed dot; the rest of the line is data
                 # else a lone dot next to a bare LF: data, not the end.
             # Everything up to the next line that starts with a dot is data.
-            next_dot = _find_dot_line(buffer, pos)
+            next_dot = find_dot_line(buffer, pos)
             end = len(buffer) if next_dot < 0 else next_dot + 1
             self._spool_write(buffer[pos:end])
             pos = end
@@ -330,10 +300,8 @@ class LMTPServer(smtp.SMTP):
         self.sendCode(error.code, error.reply(recipient))
         if error.closes:
             self.transport.loseConnection()
-        elif isinstance(error, replies.BadCommand):
-            self._bad_commands += 1
-            if self._bad_commands >= self._limits.max_bad_commands:
-                self._refuse(replies.TooManyBadCommands(self.host))
+        elif isinstance(error, replies.BadCommand) and self._bad_commands.bad():
+            self._refuse(replies.TooManyBadCommands(self.host))
 
     def lookupMethod(self, command):
         # The stock lookup decodes the verb as ASCII and raises on other bytes.
@@ -372,7 +340,7 @@ class LMTPServer(smtp.SMTP):
         self._greeted = True
         # What the Received field will call the client (Dovecot: "unknown"
         # when the name is not a domain or address literal).
-        self._helo = helo_domain(rest)
+        self._client_name = helo_domain(rest)
         self._reset_transaction()
         extensions = [
             b"PIPELINING",
@@ -410,7 +378,7 @@ class LMTPServer(smtp.SMTP):
             else:
                 raise replies.UnsupportedParameter(keyword if _ESMTP_KEYWORD.fullmatch(keyword) else None)
         self._transaction = Transaction(
-            helo=self._helo,
+            helo=self._client_name,
             peer_ip=self._peer,
             hostname=self.host,
             id=self._new_transaction_id(),
@@ -472,7 +440,7 @@ class LMTPServer(smtp.SMTP):
         self._tail = b""
         self.mode = _DATA
         # The idle timeout covers DATA; the message size bounds it.
-        self._disarm_deadline()
+        self._deadline.cancel()
         self.sendCode(354, b"Start mail input; end with <CRLF>.<CRLF>")
 
     def do_RSET(self, rest):
@@ -581,7 +549,7 @@ class LMTPServer(smtp.SMTP):
         self._delivering = False
         if not self._open:
             return
-        self._arm_deadline()
+        self._deadline.start()
         self.transport.resumeProducing()
         if not self._draining:
             self._drain()
@@ -589,40 +557,42 @@ class LMTPServer(smtp.SMTP):
 
 class LMTPFactory(protocol.ServerFactory):
     """
-    Builds L{LMTPServer} sessions over one store and users file.  DATA is
-    spooled in ``spool_dir`` (the system's temporary directory when None).
-    ``new_transaction_id`` makes the id each MAIL gets in ``Received``.
+    Builds L{LMTPServer} sessions over one store and users file.  Each
+    session runs under the config in force when it connects (``config`` may
+    be a ``LiveConfig``, which a reload swaps): its hostname, ``[lmtp]`` and
+    ``[limits]``.  DATA is spooled in ``spool_dir`` (the system's temporary
+    directory when None).  ``new_transaction_id`` makes the id each MAIL
+    gets in ``Received``.
     """
 
-    def __init__(self, store, users, hostname: str, reactor, limits: SessionLimits = SessionLimits(),
-                 spool_dir: Path | None = None, save_to_detail_mailbox: bool = False,
+    def __init__(self, store, users, config, reactor, spool_dir: Path | None = None,
                  new_transaction_id=transaction_id, quotas: Quotas | None = None):
         self.store = store
         self.users = users
-        self.hostname = hostname
+        self.config = config
         self.reactor = reactor
-        self.limits = limits
         self.spool_dir = spool_dir
-        self.save_to_detail_mailbox = save_to_detail_mailbox
         self.new_transaction_id = new_transaction_id
         self.quotas = quotas
         # One for every session: concurrent deliveries share a commit.
         self.deliveries = GroupCommit(store, reactor)
 
     def buildProtocol(self, addr):
-        server = LMTPServer(self.deliveries, self.users, self.hostname, self.reactor, self.limits, self.spool_dir,
-                            self.save_to_detail_mailbox, self.new_transaction_id, self.quotas)
+        config = session_config(self.config)
+        server = LMTPServer(self.deliveries, self.users, config.hostname, self.reactor,
+                            SessionLimits.from_config(config), self.spool_dir,
+                            config.lmtp.save_to_detail_mailbox, self.new_transaction_id, self.quotas)
         server.factory = self
         return server
 
 
 def build_factory(store, users, config, reactor, quotas: Quotas | None = None) -> LMTPFactory:
     """
-    The LMTP listener's factory for ``service.py``.  DATA is spooled in the
+    The LMTP listener's factory for ``service.py``; ``config`` is read at
+    every connection (pass the ``LiveConfig``).  DATA is spooled in the
     store's ``spool_directory`` (its own disk, where it has one).  Without
     ``quotas``, the config's ``[quota]`` and the users file's rules.
     """
     if quotas is None:
         quotas = Quotas(config, getattr(users, "quota_limits", lambda name: None))
-    return LMTPFactory(store, users, config.hostname, reactor, SessionLimits.from_config(config),
-                       store.spool_directory, config.lmtp.save_to_detail_mailbox, quotas=quotas)
+    return LMTPFactory(store, users, config, reactor, store.spool_directory, quotas=quotas)

@@ -4,25 +4,19 @@ the protocol sees a connection, whether its peer may use this listener
 (``[pop3] networks``, ``[imap] networks``, a ``[listeners.NAME]`` table's
 ``networks``), and answers the others with their protocol's line.
 
-As in ``gateway/net/connlimit.py``, the peer is read from the transport
-when the connection is made, so that behind a trusted PROXY balancer the
-client's own address is what is matched.  It sits outside the connection
-limits: a refused client holds no place there.
+As every gate (``gateway/net/gate.py``), behind a trusted PROXY balancer
+the client's own address is what is matched.  It sits outside the
+connection limits: a refused client holds no place there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from zope.interface import directlyProvides, providedBy
+from twisted.protocols.policies import WrappingFactory
 
-from gateway.net.connlimit import peer_host
+from gateway.net.gate import GatedConnection
 from gateway.policy.limits import ADDRESSLESS
-
-log = Logger()
 
 # What a refused client reads before the close.
 REFUSALS = {
@@ -36,35 +30,9 @@ REFUSALS = {
 }
 
 
-class _AdmittedConnection(ProtocolWrapper):
-    _admitted = False
-
-    def makeConnection(self, transport):
-        host = peer_host(transport.getPeer()) or ADDRESSLESS
-        if not self.factory.admits(host):
-            Protocol.makeConnection(self, transport)
-            log.info("Refused a {listener} connection from {host}: not a network it serves",
-                     listener=self.factory.listener, host=host)
-            if self.factory.refusal is not None:
-                transport.write(self.factory.refusal)
-            transport.loseConnection()
-            return
-        self._admitted = True
-        super().makeConnection(transport)
-
-    def startTLS(self, context_factory, normal=True):
-        # STARTTLS/STLS through this wrapper: once the transport is secure,
-        # so must the wrapper look (ISSLTransport.providedBy) to the protocol.
-        self.transport.startTLS(context_factory, normal)
-        directlyProvides(self, providedBy(self.transport))
-
-    def dataReceived(self, data):
-        if self._admitted:
-            super().dataReceived(data)
-
-    def connectionLost(self, reason):
-        if self._admitted:
-            super().connectionLost(reason)
+class _AdmittedConnection(GatedConnection):
+    def admit(self, host: str | None) -> bool:
+        return self.factory.admits(host or ADDRESSLESS)
 
 
 class NetworkAccessFactory(WrappingFactory):
@@ -76,6 +44,7 @@ class NetworkAccessFactory(WrappingFactory):
     """
 
     protocol = _AdmittedConnection
+    refused_because = "not a network it serves"
 
     def __init__(self, wrapped_factory, admits: Callable[[str], bool], listener: str, kind: str) -> None:
         super().__init__(wrapped_factory)

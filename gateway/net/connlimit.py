@@ -8,22 +8,16 @@ the address (``addr[0]``, ``getPeer()[1]``) as the tuples of old Twisted
 releases, and today's ``IPv4Address``/``IPv6Address`` objects raise
 TypeError there (tests/net/test_connlimit.py shows it).
 
-The peer is read from the transport when the connection is made, not from
-the address ``buildProtocol`` gets, so that behind the PROXY protocol
-wrapper (which makes the connection once the header names the real client)
-the limit counts the client, not the load balancer.
+As every gate (``gateway/net/gate.py``), it judges the client behind a
+trusted PROXY balancer, not the balancer.
 """
 
 from __future__ import annotations
 
-from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from zope.interface import directlyProvides, providedBy
+from twisted.protocols.policies import WrappingFactory
 
+from gateway.net.gate import GatedConnection
 from gateway.policy.limits import ConnectionLimiter
-
-log = Logger()
 
 # What a refused client reads before the close.
 REFUSALS = {
@@ -40,55 +34,17 @@ REFUSALS = {
 }
 
 
-def peer_host(address) -> str | None:
-    """
-    The IP a limit counts a peer under, or None for a peer without one (a
-    UNIX socket): what may connect there is the socket's permissions' call,
-    and all its clients share one "address", so only the total applies.
-    """
-    host = getattr(address, "host", None)
-    return host if isinstance(host, str) else None
-
-
-class _LimitedConnection(ProtocolWrapper):
+class _LimitedConnection(GatedConnection):
     """One connection: counted while it lives (under its limit key), or refused and closed."""
 
-    _counted = False
     _counted_as: str | None = None
 
-    def makeConnection(self, transport):
-        host = peer_host(transport.getPeer())
-        counted_as = self.factory.limiter.try_acquire(host)
-        if counted_as is None:
-            Protocol.makeConnection(self, transport)
-            log.info(
-                "Refused a {listener} connection from {host}: too many connections",
-                listener=self.factory.listener,
-                host=host or "local",
-            )
-            if self.factory.refusal is not None:
-                transport.write(self.factory.refusal)
-            transport.loseConnection()
-            return
-        self._counted, self._counted_as = True, counted_as
-        super().makeConnection(transport)
+    def admit(self, host: str | None) -> bool:
+        self._counted_as = self.factory.limiter.try_acquire(host)
+        return self._counted_as is not None
 
-    def startTLS(self, context_factory, normal=True):
-        # STARTTLS/STLS through this wrapper: once the transport is secure,
-        # so must the wrapper look (ISSLTransport.providedBy) to the protocol.
-        self.transport.startTLS(context_factory, normal)
-        directlyProvides(self, providedBy(self.transport))
-
-    def dataReceived(self, data):
-        if self._counted:
-            super().dataReceived(data)
-
-    def connectionLost(self, reason):
-        if not self._counted:
-            return
+    def leave(self) -> None:
         self.factory.limiter.release(self._counted_as)
-        self._counted = False
-        super().connectionLost(reason)
 
 
 class ConnectionLimitFactory(WrappingFactory):
@@ -101,6 +57,7 @@ class ConnectionLimitFactory(WrappingFactory):
     """
 
     protocol = _LimitedConnection
+    refused_because = "too many connections"
 
     def __init__(self, wrapped_factory, limiter: ConnectionLimiter, listener: str, kind: str | None = None) -> None:
         super().__init__(wrapped_factory)

@@ -1,13 +1,13 @@
 """
 POP3 (RFC 1939, 2449, 3206, 5034): a static view of INBOX per session.
 
-``twisted.mail.pop3.POP3`` is the engine: line framing, the AUTHORIZATION /
-TRANSACTION split and the idle timer.  ``Pop3Server`` overrides, one method
-each, the places where Twisted falls short of the RFCs or of DESIGN.md:
+``twisted.mail.pop3.POP3`` is the engine: the AUTHORIZATION / TRANSACTION
+split and the idle timer; its framing, command queue and dispatch are
+replaced in ``gateway/pop3/engine.py`` (pipelined commands, RFC 2449
+PIPELINING, run in order, and a bad one in the queue cannot stall the
+rest).  ``Pop3Server`` adds the commands, overriding, one method each, the
+places where Twisted falls short of the RFCs or of DESIGN.md:
 
-- commands are queued as raw lines while one is in progress (login included),
-  so pipelined commands (RFC 2449 PIPELINING) run in order and a bad one in
-  the queue cannot stall the rest;
 - message numbers are digits only; ``DELE 0`` does not reach the last message;
 - STAT, LIST and UIDL leave out deleted messages, ``LIST n``/``UIDL n`` on one
   answer ``-ERR``, and ``UIDL n`` says ``+OK n uidl`` (Twisted issue 9104);
@@ -17,16 +17,19 @@ each, the places where Twisted falls short of the RFCs or of DESIGN.md:
 - dot-stuffing keeps state across file chunks, so a ``.`` at the start of a
   chunk or of the message is stuffed too;
 - the idle timer comes from the config (RFC 1939 3: at least 10 minutes);
-- TCP_NODELAY on every connection (DESIGN.md, performance rules);
+- TCP_NODELAY on every connection (DESIGN.md, performance rules;
+  ``gateway.net.connection``);
 - STLS (RFC 2595 4) through ``gateway.net.tls.start_tls_discarding_buffer``, so
   nothing pipelined behind it in plain text runs;
 - outside TLS, USER/PASS and AUTH PLAIN are refused and left out of CAPA
   but from the networks ``auth.plaintext_without_tls`` names (this machine
   by default; DESIGN.md; ``gateway.policy.plaintext``);
-- limits (``[limits]``): an over-long line is answered and discarded, not
-  buffered, and the session goes on; too many bad commands close it; an
-  absolute deadline from connect to login (``resetTimeout`` on every line
-  would let a client trickling bytes stay for ever);
+- limits (``[limits]``, as they are when the session connects): an
+  over-long line is answered and discarded, not buffered, and the session
+  goes on; too many bad commands close it; an absolute deadline from
+  connect to login (``resetTimeout`` on every line would let a client
+  trickling bytes stay for ever); the last two are
+  ``gateway.policy.session``'s, as for IMAP and LMTP;
 - logins run ``gateway.policy.login``'s sequence, shared with IMAP: the
   failure delay per address, the lockout per user at an address, the
   sessions per user, and the auth log; ``alice#phone`` is alice there, on
@@ -43,68 +46,51 @@ policy, is ``gateway/pop3/maildrop.py``.
 
 from __future__ import annotations
 
-import inspect
 from time import monotonic
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
-from twisted.mail import pop3 as twisted_pop3
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gateway.net import metrics
+from gateway.net.connection import peer_address, set_no_delay, under_tls
+from gateway.net.tls import start_tls_discarding_buffer
 from gateway.policy import authlog, login as login_policy, sasl
-from gateway.policy.addresses import normalise_ip
 from gateway.policy.login import LoginPolicy
 from gateway.policy.plaintext import plaintext_allowed
+from gateway.policy.session import Deadline, session_config
 # service.py builds the realm from pop3.avatar_factory; the avatar lives apart.
 from gateway.pop3.devices import InvalidDevice, split_login
+from gateway.pop3.engine import LINE_TOO_LONG, Pop3Engine
 from gateway.pop3.maildrop import IMailbox, MaildropLocked, Pop3Mind, avatar_factory  # noqa: F401
 from gateway.pop3.session import (
     AuthenticationCancelled,
     AuthenticationFailed,
-    BadCommand,
     BadDeviceName,
     DotStuffer,
-    InvalidSyntax,
     LineTooLong,
     LoginsBlocked,
     PlaintextDisallowed,
     Pop3Error,
     TlsActive,
-    TooManyBadCommands,
     TooManyDevices,
     TooManySessions,
     TopFilter,
     UnknownCommand,
     UnsupportedMechanism,
     UserRequired,
-    WrongState,
     capabilities,
     parse_line_count,
     parse_message_number,
     parse_sasl_plain,
     sasl_mechanisms,
 )
-from gateway.net.tls import start_tls_discarding_buffer
 
 log = Logger()
 
-# RFC 3206 4: SYS/TEMP for failures that may go away if retried.
-_INTERNAL_ERROR = b"[SYS/TEMP] Internal server error, try again later"
-
 # Dovecot's text at its login timeout, which is absolute from connect, too.
 _PRELOGIN_TIMEOUT = b"[SYS/TEMP] Disconnected for inactivity"
-
-# Pipelined lines queued behind a running command before the connection
-# stops being read: input stays bounded whatever the client sends.
-MAX_QUEUED_LINES = 100
-
-# Stands in the line stream for a line longer than the limit, so that its
-# answer keeps its place among pipelined commands; never equal to real input.
-_LINE_TOO_LONG = object()
 
 # The shared login sequence's refusals, as POP3 answers them.
 _LOGIN_REFUSALS = {
@@ -155,23 +141,7 @@ class _SendWindow:
         return self._waiting
 
 
-_ARITIES: dict = {}
-
-
-def _arity(handler) -> tuple[int, float]:
-    """How many arguments a ``do_`` method takes: (fewest, most)."""
-    function = getattr(handler, "__func__", handler)
-    arity = _ARITIES.get(function)
-    if arity is None:
-        parameters = inspect.signature(handler).parameters.values()
-        positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        fewest = sum(p.default is p.empty for p in positional)
-        spread = any(p.kind == p.VAR_POSITIONAL for p in parameters)
-        arity = _ARITIES[function] = (fewest, float("inf") if spread else len(positional))
-    return arity
-
-
-class Pop3Server(twisted_pop3.POP3):
+class Pop3Server(Pop3Engine):
     """One POP3 connection; see the module docstring for what differs."""
 
     AUTH_CMDS = [b"CAPA", b"USER", b"PASS", b"AUTH", b"STLS", b"QUIT"]
@@ -189,76 +159,54 @@ class Pop3Server(twisted_pop3.POP3):
         logins: LoginPolicy,
         context_factory=None,
     ):
+        super().__init__(reactor, config.limits)
         self.portal = portal
         self.config = config
-        self.reactor = reactor
         self.logins = logins
         self.context_factory = context_factory
         self.timeOut = config.pop3.idle_timeout
-        # RFC 1939 3 allows 40 octets of argument, but AUTH continuation
-        # lines (RFC 5034 4) carry long passwords.
-        self.MAX_LENGTH = config.limits.max_line_length
-        self._connection_gone = False
-        self._in_progress: Deferred | None = None
-        self._reading_paused = False
-        self._discarding_line = False
-        self._bad_commands = 0
         self._tls_started = False
-        self._prelogin_deadline = None
+        self._prelogin = Deadline(reactor, config.limits.prelogin_timeout, self._prelogin_expired)
         self._login_attempt: Deferred | None = None
-
-    def callLater(self, period, func):
-        return self.reactor.callLater(period, func)
+        # The name USER gave, waiting for PASS.
+        self._user_given: bytes | None = None
+        # Called once when the session ends after a login.
+        self._end_session = None
 
     # Connection
 
     def connectionMade(self):
-        # Nagle's algorithm holds back the short replies of a pipelined
-        # session: 200 times slower (DESIGN.md).
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            set_no_delay(True)
+        set_no_delay(self.transport)
         self.successResponse(self.config.hostname.encode("ascii", "replace") + b" POP3 gateway ready")
         self.setTimeout(self.timeOut)
-        self._prelogin_deadline = self.reactor.callLater(self.config.limits.prelogin_timeout, self._prelogin_expired)
+        self._prelogin.start()
 
     def connectionLost(self, reason):
-        self._connection_gone = True
+        # Replaces POP3.connectionLost: the session's end may wait for QUIT.
+        self.connection_gone = True
         self.setTimeout(None)
-        self._end_prelogin_deadline()
+        self._prelogin.cancel()
         if self._login_attempt is not None:
             # A login queued for its password check leaves the queue.
             self._login_attempt.cancel()
-        logout, self._onLogout = self._onLogout, None
-        if logout is None:
+        end, self._end_session = self._end_session, None
+        if end is None:
             return
-        if self._in_progress is None:
-            logout()
+        if self.in_progress is None:
+            end()
         else:
             # A QUIT may still be expunging: the lock stays until it is done.
-            self._in_progress.addBoth(lambda result: logout())
+            self.in_progress.addBoth(lambda result: end())
 
     def _prelogin_expired(self):
-        self._prelogin_deadline = None
         self.failResponse(_PRELOGIN_TIMEOUT)
         self.transport.loseConnection()
 
-    def _end_prelogin_deadline(self):
-        deadline, self._prelogin_deadline = self._prelogin_deadline, None
-        if deadline is not None and deadline.active():
-            deadline.cancel()
-
-    def successResponse(self, message=b""):
-        if not isinstance(message, bytes):
-            message = str(message).encode("utf-8")
-        self.sendLine(b"+OK " + message if message else b"+OK")
-
     def _peer_ip(self) -> str:
-        host = getattr(self.transport.getPeer(), "host", None)
-        return normalise_ip(host) if isinstance(host, str) else "local"
+        return peer_address(self.transport)
 
     def _secure(self) -> bool:
-        return self._tls_started or ISSLTransport.providedBy(self.transport)
+        return under_tls(self.transport, self._tls_started)
 
     def _plaintext_allowed(self) -> bool:
         return plaintext_allowed(self._peer_ip(), self._secure(), self.config.plaintext_networks)
@@ -267,159 +215,17 @@ class Pop3Server(twisted_pop3.POP3):
         stls = self.context_factory is not None and self.mbox is None and not self._secure()
         return capabilities(stls, self._plaintext_allowed())
 
-    # Framing and command dispatch
-
-    def dataReceived(self, data):
+    def commands_answered(self):
         """
-        LineOnlyReceiver's framing, but an over-long line is answered and
-        skipped up to its end: never buffered past the limit, and the
-        session goes on (its own drops the connection and the rest of the
-        packet).  ``self.lineReceived`` is looked up per line, and the rest
-        is kept in ``_buffer`` first, because STLS replaces both.
+        The client's pipelined commands are all answered: flag \\Seen what
+        RETR sent meanwhile (``Maildrop.mark_seen``) within
+        ``maildrop.SEEN_DELAY``, in one index write with what later RETRs
+        send before then.  The write is not waited for: the next command is
+        answered at once, and QUIT's deletions come after it
+        (``Maildrop.save_seen``).
         """
-        lines = (self._buffer + data).split(self.delimiter)
-        self._buffer = lines.pop()
-        for line in lines:
-            if self.transport.disconnecting:
-                return
-            if self._discarding_line:
-                self._discarding_line = False
-            elif len(line) > self.MAX_LENGTH:
-                self.lineReceived(_LINE_TOO_LONG)
-            else:
-                self.lineReceived(line)
-        if self.transport.disconnecting:
-            return
-        if not self._discarding_line and len(self._buffer) > self.MAX_LENGTH:
-            self._discarding_line = True
-            self.lineReceived(_LINE_TOO_LONG)
-        if self._discarding_line:
-            # Keep a CR: it may be half of the CRLF that ends the line.
-            self._buffer = self._buffer[-1:] if self._buffer.endswith(b"\r") else b""
-        if self.blocked is None:
-            self._save_seen()
-
-    def lineReceived(self, line):
-        if self.blocked is not None:
-            self.blocked.append(line)
-            if len(self.blocked) >= MAX_QUEUED_LINES and not self._reading_paused:
-                self._reading_paused = True
-                self.transport.pauseProducing()
-            return
-        self.resetTimeout()
-        getattr(self, "state_" + self.state)(line)
-
-    def _unblock(self, _=None):
-        lines, self.blocked = self.blocked, None
-        while lines and self.blocked is None and not self.transport.disconnecting and not self._connection_gone:
-            self.lineReceived(lines.pop(0))
-        if self.blocked is not None:
-            self.blocked.extend(lines)
-        else:
-            self._save_seen()
-        if self._reading_paused and (self.blocked is None or len(self.blocked) < MAX_QUEUED_LINES):
-            self._reading_paused = False
-            self.transport.resumeProducing()
-
-    def _save_seen(self):
-        """
-        The client's pipelined commands are all answered: flag \\Seen, in one
-        index write, what RETR sent meanwhile (``Maildrop.mark_seen``).  The
-        write is queued, not waited for: the next command is answered at
-        once, and QUIT's deletions come after it (``Maildrop.save_seen``).
-        """
-        if self.mbox is None or not self.mbox.seen_unsaved:
-            return
-        saved = Deferred.fromCoroutine(self.mbox.save_seen())
-        saved.addErrback(lambda failure: log.failure("POP3 could not flag messages \\Seen", failure))
-
-    def state_COMMAND(self, line):
-        if line is _LINE_TOO_LONG:
-            self._refuse(LineTooLong())
-            return
-        self.processCommand(*line.split(b" "))
-
-    def processCommand(self, command, *args):
-        started = monotonic()
-        command = command.upper()
-        try:
-            result = self._dispatch(command, args)
-        except Pop3Error as e:
-            self._refuse(e)
-        except Exception:
-            log.failure("POP3 command {command} failed", command=command)
-            self.failResponse(_INTERNAL_ERROR)
-        else:
-            if inspect.iscoroutine(result):
-                self._run(result, command, started)
-                return
-            if self.state == "AUTH":
-                # Only the challenge went out; state_AUTH times the login.
-                return
-        metrics.observe_command("pop3", command, monotonic() - started)
-
-    def _dispatch(self, command: bytes, args):
-        handler = getattr(self, "do_" + command.decode("ascii", "replace"), None)
-        if handler is None:
-            raise UnknownCommand()
-        authenticated = self.mbox is not None
-        if authenticated == (command in self.AUTH_CMDS) and command not in (b"CAPA", b"QUIT"):
-            raise WrongState()
-        fewest, most = _arity(handler)
-        if not fewest <= len(args) <= most:
-            raise InvalidSyntax()
-        return handler(*args)
-
-    def _refuse(self, error: Pop3Error):
-        self.failResponse(error.text)
-        if isinstance(error, BadCommand):
-            self._bad_commands += 1
-            if self._bad_commands >= self.config.limits.max_bad_commands:
-                self.failResponse(TooManyBadCommands.text)
-                self.transport.loseConnection()
-
-    def _run(self, coroutine, command: bytes, started: float):
-        """
-        Run a command that may wait on the store or the socket.
-
-        Its first step runs here: a Deferred that has already fired (a
-        store read answers at once) does not suspend an ``await``, so most
-        commands end in that step, with no Deferred of their own.  One that
-        waits goes on under ``Deferred.fromCoroutine``, which resumes it at
-        the same ``await``, and later lines queue meanwhile.
-        """
-        try:
-            coroutine.send(None)
-        except StopIteration:
-            metrics.observe_command("pop3", command, monotonic() - started)
-            return
-        except Exception:
-            self._answer_failure(Failure())
-            metrics.observe_command("pop3", command, monotonic() - started)
-            return
-        self.blocked = []
-        done = Deferred.fromCoroutine(coroutine)
-        done.addErrback(self._answer_failure)
-        if done.called:
-            metrics.observe_command("pop3", command, monotonic() - started)
-            self._unblock()
-            return
-        self._in_progress = done
-
-        def finished(result):
-            self._in_progress = None
-            metrics.observe_command("pop3", command, monotonic() - started)
-            self._unblock()
-            return result
-
-        done.addCallback(finished)
-
-    def _answer_failure(self, failure):
-        if failure.check(Pop3Error):
-            self._refuse(failure.value)
-        else:
-            log.failure("POP3 command failed", failure)
-            self.failResponse(_INTERNAL_ERROR)
+        if self.mbox is not None:
+            self.mbox.save_seen_soon()
 
     # AUTHORIZATION state
 
@@ -435,7 +241,7 @@ class Pop3Server(twisted_pop3.POP3):
         self.successResponse(b"Begin TLS negotiation")
         self._tls_started = True
         # RFC 2595 4: forget what the client said before TLS.
-        self._userIs = None
+        self._user_given = None
         start_tls_discarding_buffer(self, self.context_factory)
 
     def _check_plaintext(self):
@@ -446,14 +252,14 @@ class Pop3Server(twisted_pop3.POP3):
     def do_USER(self, user):
         if not self._plaintext_allowed():
             raise PlaintextDisallowed()
-        self._userIs = user
+        self._user_given = user
         self.successResponse(b"Send PASS")
 
     def do_PASS(self, password, *words):
         self._check_plaintext()
-        if self._userIs is None:
+        if self._user_given is None:
             raise UserRequired()
-        user, self._userIs = self._userIs, None
+        user, self._user_given = self._user_given, None
         return self._login(user, b" ".join((password,) + words))
 
     def do_AUTH(self, mechanism=None, initial_response=None):
@@ -475,15 +281,15 @@ class Pop3Server(twisted_pop3.POP3):
     def state_AUTH(self, line):
         self.state = "COMMAND"
         try:
-            if line is _LINE_TOO_LONG:
+            if line is LINE_TOO_LONG:
                 raise LineTooLong()
             if line == sasl.CANCEL:
                 raise AuthenticationCancelled()
             response = parse_sasl_plain(line)
         except Pop3Error as e:
-            self._refuse(e)
+            self.refuse(e)
             return
-        self._run(self._login_plain(response), b"AUTH", monotonic())
+        self.run(self._login_plain(response), b"AUTH", monotonic())
 
     def _login_plain(self, response: sasl.PlainResponse):
         return self._login(response.user.encode("utf-8"), response.password)
@@ -511,7 +317,7 @@ class Pop3Server(twisted_pop3.POP3):
             raise _LOGIN_REFUSALS[type(refusal)]() from None
         finally:
             self._login_attempt = None
-        if self._connection_gone or self.transport.disconnecting:
+        if self.connection_gone or self.transport.disconnecting:
             granted.end()
             return
 
@@ -523,8 +329,8 @@ class Pop3Server(twisted_pop3.POP3):
             saved.addBoth(lambda _: granted.end())
 
         maildrop = self.mbox = granted.avatar
-        self._onLogout = end_session
-        self._end_prelogin_deadline()
+        self._end_session = end_session
+        self._prelogin.cancel()
         count, octets = maildrop.view.stat()
         self.successResponse(b"Maildrop has %d messages (%d octets)" % (count, octets))
 
@@ -639,8 +445,10 @@ class Pop3Factory(ServerFactory):
         self.logins = logins
 
     def buildProtocol(self, addr):
+        # A session keeps the config it connected under (gateway.policy.session).
         protocol = Pop3Server(
-            self.portal, self.config, self.reactor, logins=self.logins, context_factory=self.context_factory
+            self.portal, session_config(self.config), self.reactor, logins=self.logins,
+            context_factory=self.context_factory,
         )
         protocol.factory = self
         return protocol

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
+from gateway.net.dotlines import find_dot_line
 from gateway.policy import sasl
 
 # RFC 2449 section 6.
@@ -340,30 +341,6 @@ def find_trash(mailboxes: Iterable):
     return None
 
 
-# Dots a chunk is searched for one at a time before a plain replace takes
-# over; see DotStuffer.transform.
-_DOT_PROBES = 32
-
-
-def _has_dot_after_newline(chunk: bytes) -> bool:
-    """
-    Whether ``b"\n."`` occurs in ``chunk``.  ``bytes.find`` of one byte is a
-    memchr, many times faster than the byte loop CPython runs for a two-byte
-    needle; base64 attachments, most of the bytes of real mail, hold no dot
-    at all.  Text with many dots gets the plain search after a few probes,
-    so the worst case costs about what ``in`` alone would.
-    """
-    find = chunk.find
-    position = find(b".", 1)
-    for _ in range(_DOT_PROBES):
-        if position < 0:
-            return False
-        if chunk[position - 1] == 0x0A:
-            return True
-        position = find(b".", position + 1)
-    return position >= 0 and b"\n." in chunk
-
-
 class DotStuffer:
     """
     RFC 1939 section 3 byte-stuffing of a multi-line response, chunk by chunk.
@@ -378,7 +355,7 @@ class DotStuffer:
     def transform(self, chunk: bytes) -> bytes:
         if not chunk:
             return chunk
-        stuffed = chunk.replace(b"\n.", b"\n..") if _has_dot_after_newline(chunk) else chunk
+        stuffed = chunk.replace(b"\n.", b"\n..") if find_dot_line(chunk) >= 0 else chunk
         if self._at_line_start and chunk[0] == 0x2E:
             stuffed = b"." + stuffed
         self._at_line_start = chunk.endswith(b"\n")

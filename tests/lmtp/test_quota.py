@@ -4,11 +4,12 @@ user over quota is refused for that recipient alone, for good (552 5.2.2)
 or, under [quota] full_tempfail, for now (452 4.2.2).
 """
 
+import attrs
 import pytest
 from twisted.internet.task import Clock
 
 from gateway.config import loads
-from gateway.lmtp.server import LMTPFactory, SessionLimits
+from gateway.lmtp.server import LMTPFactory
 from gateway.policy.quota import Quotas
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import result_of
@@ -25,9 +26,9 @@ def store(tmp_path):
 
 
 def factory(store, config_text, user_limits=lambda name: None):
-    quotas = Quotas(loads(config_text), user_limits)
-    return LMTPFactory(store, frozenset({"alice", "bob"}), HOST, Clock(), SessionLimits(),
-                       new_transaction_id=lambda: TRANSACTION_ID, quotas=quotas)
+    config = loads(config_text)
+    return LMTPFactory(store, frozenset({"alice", "bob"}), attrs.evolve(config, hostname=HOST), Clock(),
+                       new_transaction_id=lambda: TRANSACTION_ID, quotas=Quotas(config, user_limits))
 
 
 def deliver(built, recipients):

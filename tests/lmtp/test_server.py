@@ -27,7 +27,8 @@ from zope.interface import implementer
 
 from gateway.net import metrics
 from gateway.lmtp.recipients import resolve_recipient
-from gateway.lmtp.server import LMTPFactory, SessionLimits, _find_dot_line
+from gateway.config import Config, LimitsConfig, LmtpConfig
+from gateway.lmtp.server import LMTPFactory
 from gateway.lmtp.trace import transaction_id
 from gateway.net.metrics import Metrics
 from gateway.store.interfaces import NoSuchMailbox, StoreFull, TemporaryFailure
@@ -114,15 +115,23 @@ class TCPStringTransport(StringTransport):
         self.nodelay = enabled
 
 
+def lmtp_config(max_message_size=10_000, save_to_detail_mailbox=False, transaction_deadline=60) -> Config:
+    """The config of the sessions here: [lmtp], and the deadline to DATA from [limits]."""
+    return Config(
+        hostname=HOST,
+        lmtp=LmtpConfig(max_message_size=max_message_size, save_to_detail_mailbox=save_to_detail_mailbox),
+        limits=LimitsConfig(prelogin_timeout=transaction_deadline),
+    )
+
+
 class Session:
     def __init__(self, store=None, users=frozenset({"alice", "bob", "carol+x"}), max_message_size=10_000,
                  save_to_detail_mailbox=False, peer=PEER, new_transaction_id=lambda: TRANSACTION_ID, now=0, **limits):
         self.store = store or MemoryStore()
         self.clock = Clock()
         self.clock.rightNow = now
-        limits = SessionLimits(max_message_size=max_message_size, **limits)
-        factory = LMTPFactory(self.store, users, HOST, self.clock, limits,
-                              save_to_detail_mailbox=save_to_detail_mailbox, new_transaction_id=new_transaction_id)
+        config = lmtp_config(max_message_size=max_message_size, save_to_detail_mailbox=save_to_detail_mailbox, **limits)
+        factory = LMTPFactory(self.store, users, config, self.clock, new_transaction_id=new_transaction_id)
         self.server = factory.buildProtocol(peer)
         transport = StringTransport if isinstance(peer, UNIXAddress) else TCPStringTransport
         self.transport = transport(peerAddress=peer)
@@ -187,6 +196,24 @@ def test_helo_and_ehlo_are_refused():
 
 def test_tcp_nodelay_is_set():
     assert Session().transport.nodelay is True
+
+
+def test_a_session_keeps_the_config_it_connected_under():
+    from gateway.reload import LiveConfig
+
+    live = LiveConfig(lmtp_config(max_message_size=10_000))
+    factory = LMTPFactory(MemoryStore(), frozenset({"alice"}), live, Clock())
+    first = factory.buildProtocol(PEER)
+    # A SIGHUP reload swaps the config: new sessions see it, running ones not.
+    live.current = lmtp_config(max_message_size=20_000)
+    second = factory.buildProtocol(PEER)
+    sizes = []
+    for server in (first, second):
+        transport = TCPStringTransport(peerAddress=PEER)
+        server.makeConnection(transport)
+        server.dataReceived(b"LHLO client.example.test\r\n")
+        sizes.append(transport.value().split(b"\r\n")[-2])
+    assert sizes == [b"250 SIZE 10000", b"250 SIZE 20000"]
 
 
 def test_one_message_to_one_recipient():
@@ -598,8 +625,8 @@ def test_stock_smtp_reads_message_body_as_commands_after_a_long_line():
 def test_long_command_line_is_refused():
     session = Session()
     session.replies()
-    assert session.send(b"NOOP " + b"x" * 9000 + b"\r\nNOOP\r\n") == [b"500 5.5.2 Line too long", b"250 2.0.0 OK"]
-    assert session.send(b"y" * 9000) == [b"500 5.5.2 Line too long, closing connection"]
+    assert session.send(b"NOOP " + b"x" * 70_000 + b"\r\nNOOP\r\n") == [b"500 5.5.2 Line too long", b"250 2.0.0 OK"]
+    assert session.send(b"y" * 70_000) == [b"500 5.5.2 Line too long, closing connection"]
     assert session.transport.disconnecting
 
 
@@ -667,19 +694,7 @@ def test_unreadable_users_file_is_a_temporary_failure():
     assert session.send(b"NOOP\r\n") == [b"250 2.0.0 OK"]
 
 
-# -- finding the end of data fast ------------------------------------------------
-
-
-@given(st.lists(st.sampled_from([b".", b"x", b"\r\n", b"\n", b"a."]), max_size=120).map(b"".join), st.integers(0, 50))
-def test_find_dot_line_is_find(buffer, start):
-    assert _find_dot_line(buffer, start) == buffer.find(b"\n.", start)
-
-
-def test_find_dot_line_past_many_dots():
-    # Past _DOT_PROBES dots the search changes method; the answer must not.
-    prose = b"a." * 100 + b"\r\n"
-    assert _find_dot_line(prose + b".\r\n", 0) == len(prose) - 1
-    assert _find_dot_line(prose + b"x.\r\n", 0) == -1
+# -- the end of data among many dots -----------------------------------------
 
 
 def test_many_dots_before_the_final_dot():
@@ -752,7 +767,7 @@ def sqlite_factory(tmp_path):
     calls = []
     append_many = store.append_many
     store.append_many = lambda deliveries: calls.append(len(deliveries)) or append_many(deliveries)
-    factory = LMTPFactory(store, frozenset({"alice", "bob"}), HOST, Clock(), SessionLimits(),
+    factory = LMTPFactory(store, frozenset({"alice", "bob"}), Config(hostname=HOST), Clock(),
                           new_transaction_id=lambda: TRANSACTION_ID)
     factory.append_many_calls = calls
     yield factory
@@ -823,3 +838,17 @@ def test_pipelined_transaction_waits_for_the_group_commit(sqlite_factory):
     assert session.send(b"x\r\n.\r\nNOOP\r\n") == []
     sqlite_factory.reactor.advance(0)
     assert session.replies() == [b"250 2.0.0 <alice@a.test> Saved as UID 1", b"250 2.0.0 OK"]
+
+
+# -- Twisted's SMTP engine ---------------------------------------------------------
+
+
+def test_no_private_name_of_twisted_smtp_is_used_or_shadowed():
+    # LMTP needs no adapter module: it relies on smtp.SMTP's public API
+    # alone, and none of its own names collides with a private one of Twisted's.
+    from pathlib import Path
+
+    import gateway.lmtp
+    from tests.twisted_private import private_uses
+
+    assert private_uses(Path(gateway.lmtp.__file__).parent, smtp.SMTP, adapter=None) == {}

@@ -8,7 +8,8 @@ from twisted.protocols.policies import LimitConnectionsByPeer
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer
 
-from gateway.net.connlimit import ConnectionLimitFactory, peer_host
+from gateway.net.connlimit import ConnectionLimitFactory
+from gateway.net.gate import peer_host
 from gateway.policy.limits import ConnectionLimiter
 
 

@@ -17,6 +17,7 @@ import poplib
 import socket
 import time
 
+import attrs
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ISSLTransport
@@ -183,6 +184,26 @@ def test_bad_commands_close_the_session_at_the_limit(tmp_path):
         b"-ERR Command not valid in this state\r\n-ERR Too many bad commands\r\n"
     )
     assert s.transport.disconnecting
+    server.store.close()
+
+
+def test_a_session_keeps_the_limits_it_connected_under(tmp_path):
+    from gateway.reload import LiveConfig
+
+    server = make_server(tmp_path, limits=LimitsConfig(max_bad_commands=2))
+    live = LiveConfig(server.config)
+    server.factory.config = live
+    first = server.connect()
+    first.read()
+    # A SIGHUP reload swaps the config: new sessions see it, running ones not.
+    live.current = attrs.evolve(server.config, limits=LimitsConfig(max_bad_commands=100))
+    second = server.connect()
+    second.read()
+    first.send(b"BOGUS\r\nBOGUS\r\n")
+    assert first.read() == b"-ERR Unknown command\r\n-ERR Unknown command\r\n-ERR Too many bad commands\r\n"
+    second.send(b"BOGUS\r\nBOGUS\r\n")
+    assert second.read() == b"-ERR Unknown command\r\n-ERR Unknown command\r\n"
+    assert not second.transport.disconnecting
     server.store.close()
 
 

@@ -24,7 +24,8 @@ from twisted.mail import pop3 as twisted_pop3
 from zope.interface.verify import verifyObject
 
 from gateway.net import metrics
-from gateway.pop3 import server as pop3
+from gateway.pop3 import engine, server as pop3
+from gateway.pop3.maildrop import SEEN_DELAY
 from gateway.auth import MailRealm
 from gateway.config import AuthConfig, Config, LimitsConfig, Pop3Config
 from gateway.net.metrics import Metrics
@@ -478,10 +479,29 @@ def seen(server, number):
 
 def test_retr_sets_seen_top_does_not(server, session):
     session.ask(b"TOP 1 1")
+    server.clock.advance(SEEN_DELAY)
     assert not seen(server, 1)
     session.ask(b"RETR 1")
+    server.clock.advance(SEEN_DELAY)
     assert seen(server, 1)
     assert not seen(server, 2)
+
+
+def test_retrs_one_at_a_time_flag_seen_in_one_index_write_within_the_delay(server, session, monkeypatch):
+    # What a client downloading its mail sends: one RETR, its answer, the
+    # next.  The \Seen flags wait at most SEEN_DELAY, then go in one write.
+    writes = []
+    store_flags = server.store.store_flags
+    monkeypatch.setattr(server.store, "store_flags", lambda *args: writes.append(args[1]) or store_flags(*args))
+    session.ask(b"RETR 1")
+    server.clock.advance(SEEN_DELAY / 3)
+    session.ask(b"RETR 2")
+    assert not seen(server, 1) and writes == []
+    server.clock.advance(SEEN_DELAY)
+    assert seen(server, 1) and seen(server, 2)
+    assert writes == [server.uids()]
+    server.clock.advance(SEEN_DELAY * 10)
+    assert len(writes) == 1
 
 
 def test_pipelined_retrs_flag_seen_in_one_index_write(server, session, monkeypatch):
@@ -489,10 +509,54 @@ def test_pipelined_retrs_flag_seen_in_one_index_write(server, session, monkeypat
     store_flags = server.store.store_flags
     monkeypatch.setattr(server.store, "store_flags", lambda *args: writes.append(args[1]) or store_flags(*args))
     session.send(b"RETR 1\r\nRETR 2\r\nRETR 1\r\n")
+    server.clock.advance(SEEN_DELAY)
     assert seen(server, 1) and seen(server, 2)
     assert writes == [server.uids()]
     session.ask(b"RETR 2")
+    server.clock.advance(SEEN_DELAY)
     assert len(writes) == 1
+
+
+def test_seen_delays_of_sessions_fall_due_together(tmp_path, monkeypatch):
+    # Two users' sessions: their saves are due at the same clock tick, so
+    # the writer can commit them as one group.
+    server = make_server(tmp_path)
+    server.deliver(FIRST)
+    server.deliver(FIRST, user="bob")
+    alice, bob = server.connect(), server.connect()
+    alice.login()
+    bob.login(b"bob", b"hunter2")
+    writes = []
+    store_flags = server.store.store_flags
+    monkeypatch.setattr(server.store, "store_flags",
+                        lambda *args: writes.append(server.clock.seconds()) or store_flags(*args))
+    alice.ask(b"RETR 1")
+    server.clock.advance(SEEN_DELAY / 2)
+    bob.ask(b"RETR 1")
+    server.clock.advance(SEEN_DELAY)
+    assert len(writes) == 2 and writes[0] == writes[1]
+    server.store.close()
+
+
+def test_quit_saves_seen_at_once_and_before_its_deletions(server, session):
+    # RFC 1939 6: QUIT's UPDATE state; the \Seen flags RETR set are saved
+    # first, without waiting for the delay, so a message read and deleted
+    # under the "trash" policy would reach Trash \Seen.
+    order = []
+    store_flags, expunge = server.store.store_flags, server.store.expunge
+    server.store.store_flags = lambda *args: order.append("seen") or store_flags(*args)
+    server.store.expunge = lambda *args: order.append("expunge") or expunge(*args)
+    session.ask(b"RETR 2")
+    session.ask(b"DELE 1")
+    assert session.ask(b"QUIT") == b"+OK Bye, 1 messages deleted\r\n"
+    assert order == ["seen", "expunge"]
+    assert seen(server, 1)  # message 2 is now the first
+
+
+def test_seen_is_saved_at_once_when_the_connection_drops(server, session):
+    session.ask(b"RETR 1")
+    session.drop()
+    assert seen(server, 1)
 
 
 def test_seen_is_saved_when_the_connection_drops_mid_pipeline(server, session):
@@ -500,6 +564,7 @@ def test_seen_is_saved_when_the_connection_drops_mid_pipeline(server, session):
     session.protocol.dataReceived(b"RETR 1\r\nRETR 2\r\nNOOP\r\n")
     # The socket drains once: RETR 1 is done, RETR 2 waits in turn.
     session.transport.producer.resumeProducing()
+    server.clock.advance(SEEN_DELAY)
     assert not seen(server, 1)  # saved when the pipeline is answered
     session.transport.producer.stopProducing()
     session.drop()
@@ -603,11 +668,11 @@ def test_connection_lost_while_a_message_waits(server):
 
 def test_reading_pauses_while_too_many_lines_queue(session):
     session.transport.full = True
-    session.protocol.dataReceived(b"RETR 1\r\n" + b"NOOP\r\n" * pop3.MAX_QUEUED_LINES)
+    session.protocol.dataReceived(b"RETR 1\r\n" + b"NOOP\r\n" * engine.MAX_QUEUED_LINES)
     assert session.transport.producerState == "paused"
     session.pump()
     assert session.transport.producerState == "producing"
-    assert session.read().endswith(b".\r\n" + b"+OK\r\n" * pop3.MAX_QUEUED_LINES)
+    assert session.read().endswith(b".\r\n" + b"+OK\r\n" * engine.MAX_QUEUED_LINES)
 
 
 # Locking

@@ -1,0 +1,163 @@
+"""
+FETCH and UID FETCH (RFC 3501 6.4.5, 6.4.8), with CONDSTORE's MODSEQ and
+CHANGEDSINCE (RFC 7162 3.1.4) and QRESYNC's VANISHED (3.2.6).
+
+What each message's answer carries is ``fetch.plan_fetch``'s to say, and
+each answer is a ``fetch_response.FetchResponse``; this mixin of
+``gateway.imap.server.IMAPServer`` loads what the plan wants from the
+store, a batch at a time, and writes the answers through an ``Output``
+at the pace the client reads, streaming big sections from the file.
+UID and FLAGS alone are answered from the selected view.
+"""
+
+from __future__ import annotations
+
+from twisted.mail import imap4
+
+from gateway.imap import fetch, resync
+from gateway.imap.arguments import word
+from gateway.imap.errors import bad
+from gateway.imap.fetch_response import FileRange, answer
+from gateway.imap.output import Output
+from gateway.imap.sequence import parse_sequence_set
+from gateway.imap.view import format_flags
+from gateway.store.interfaces import MessageExpunged
+
+# Messages whose records and structures are loaded at once.
+BATCH = 200
+
+EXPUNGE_ISSUED = b"[EXPUNGEISSUED] Some messages were expunged meanwhile; completed for the others"
+
+
+class FetchCommand:
+    def do_FETCH(self, tag, text, rest, uid=0):
+        self.run_command(tag, self._fetch, text, rest, bool(uid), allow_expunge=False)
+
+    async def _fetch(self, text, rest, by_uid):
+        try:
+            rest, modifiers = resync.split_fetch_modifiers(rest or b"")
+        except resync.ParameterError:
+            raise bad(b"Invalid FETCH modifiers") from None
+        changedsince = modifiers.changedsince
+        if modifiers.vanished and not (by_uid and self.qresync):
+            # RFC 7162 3.2.6
+            raise bad(b"VANISHED needs UID FETCH and ENABLE QRESYNC")
+        try:
+            requested = fetch.parse_fetch(rest)
+        except fetch.FetchSyntaxError:
+            raise bad(b"Invalid FETCH attributes") from None
+        if fetch.enables_condstore(requested, changedsince):
+            self.enable_condstore()
+
+        def plan(seen_set=False):
+            return fetch.plan_fetch(requested, by_uid=by_uid, condstore=self.condstore, qresync=self.qresync,
+                                    changedsince=changedsince, seen_set=seen_set)
+
+        planned = plan()
+        view = self.view
+        if "MODSEQ" in planned.items:
+            # FLAGS from the view must be as new as the MODSEQ beside them.
+            view.apply(await self.store.changes_since(view.mailbox_id, view.modseq))
+        targets, expunged = self._live(self.targets(text, by_uid))
+        if modifiers.vanished:
+            # RFC 7162 3.2.6: before any FETCH.
+            await self.report_changes(view, changedsince, parse_sequence_set(text), flags=False)
+        if fetch.sets_seen(requested) and not view.readonly:
+            unseen = [uid for _, uid in targets if "\\Seen" not in view.flags_of(uid)]
+            if unseen:
+                for record in await self.store.store_flags(view.mailbox_id, unseen, {"\\Seen"}, "add"):
+                    view.note_flags(record.uid, record.flags)
+                planned = plan(seen_set=True)
+        if changedsince is None and fetch.from_view(planned.items):
+            return await self._fetch_from_view(text, by_uid, planned.items)
+        if changedsince is not None:
+            # RFC 7162 3.1.4.1: only what changed after it; the store's log
+            # of changes says which, rather than every message's record.
+            changes = await self.store.changes_since(view.mailbox_id, changedsince)
+            changed = {record.uid for record in changes.updated}
+            targets = [(seq, uid) for seq, uid in targets if uid in changed]
+        expunged = await self._fetch_messages(targets, planned, changedsince) or expunged
+        return EXPUNGE_ISSUED if expunged else b"FETCH completed"
+
+    async def _fetch_messages(self, targets, plan: fetch.FetchPlan, changedsince) -> bool:
+        """Answer FETCH for the (seq, UID) pairs ``targets``; whether any was expunged meanwhile."""
+        view = self.view
+        expunged = False
+        out = Output(self.transport, lambda: self._closing or self._gone)
+        try:
+            for start in range(0, len(targets), BATCH):
+                batch = targets[start:start + BATCH]
+                loaded = await self._fetch_load(view.mailbox_id, [uid for _, uid in batch], plan)
+                if out.stopped:
+                    break
+                for seq, uid in batch:
+                    if out.stopped:
+                        break
+                    record = structure = None
+                    if loaded is not None:
+                        found = loaded.get(uid)
+                        if found is None:
+                            # RFC 2180 4.1.3: leave it out of the answer.
+                            expunged = True
+                            continue
+                        record, structure = found
+                        if changedsince is not None and record.modseq <= changedsince:
+                            continue
+                    opened = None
+                    if plan.wants_file:
+                        try:
+                            opened = await self.store.open_message(view.mailbox_id, uid)
+                        except MessageExpunged:
+                            expunged = True
+                            continue
+                    try:
+                        flags = format_flags(view.flags_of(uid)) if plan.wants_flags else None
+                        for piece in answer(seq, uid, plan, flags, record, structure, opened).pieces():
+                            if isinstance(piece, FileRange):
+                                await out.write_file(opened, piece.start, piece.end)
+                            else:
+                                out.write(piece)
+                    finally:
+                        if opened is not None:
+                            opened.close()
+                    if out.full:
+                        await out.drain()
+        finally:
+            out.finish()
+        if out.stopped:
+            # The connection is going (its transport stopped us): nothing
+            # more goes out.
+            self._closing = True
+        return expunged
+
+    async def _fetch_from_view(self, text, by_uid, items):
+        """FETCH of UID and FLAGS alone: formatted from the view, many lines at a time."""
+        view = self.view
+        ranges = self.target_ranges(text, by_uid)
+        expunged = view.expunged_within(ranges)
+        out = Output(self.transport, lambda: self._closing or self._gone)
+        try:
+            for lines in view.fetch_lines(ranges, items):
+                if out.stopped:
+                    break
+                out.write(b"".join(lines))
+                await out.drain()
+        finally:
+            out.finish()
+        if out.stopped:
+            self._closing = True
+        return EXPUNGE_ISSUED if expunged else b"FETCH completed"
+
+    async def _fetch_load(self, mailbox_id, uids, plan: fetch.FetchPlan):
+        """UID -> (record, structure) of those still there, or None if the plan wants neither."""
+        if plan.wants_record and plan.wants_structure:
+            return {record.uid: (record, structure) for record, structure in
+                    await self.store.get_messages(mailbox_id, uids)}
+        if plan.wants_record:
+            return {record.uid: (record, None) for record in await self.store.get_records(mailbox_id, uids)}
+        if plan.wants_structure:
+            return {uid: (None, structure) for uid, structure in
+                    (await self.store.get_structures(mailbox_id, uids)).items()}
+        return None
+
+    select_FETCH = (do_FETCH, word, imap4.IMAP4Server.arg_line)

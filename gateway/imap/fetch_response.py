@@ -1,0 +1,145 @@
+"""
+One message's FETCH response (RFC 3501 7.4.2) as a value: its attributes
+in the order ``fetch.plan_fetch`` chose, each in IMAP syntax or, for a
+section, its content: bytes sent as a literal, or a range of the message
+file too big to hold in memory; and ``answer``, which builds it from what the store
+gave for the message.
+
+``FetchResponse.pieces`` is what the writer sends: bytes, with the file
+ranges between them for ``Output.write_file`` to stream.
+
+No Twisted import here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import attrs
+
+from gateway.imap import wire
+from gateway.imap.fetch import FetchPlan, Section
+from gateway.mail import message
+
+# A section up to this size is read and sent from memory; a bigger one is
+# streamed from the file.
+IN_MEMORY = 256 * 1024
+
+
+@attrs.frozen
+class FileRange:
+    """Bytes ``start``..``end`` of the message file, sent as a literal."""
+
+    start: int
+    end: int
+
+
+@attrs.frozen
+class FetchResponse:
+    """
+    ``* seq FETCH (...)``: each attribute either whole as it goes on the
+    wire (``UID 7``, ``FLAGS (\\Seen)``, ``ENVELOPE (...)``), or a
+    section's ``(name, content)``: its bytes, sent as a literal (RFC 3501
+    4.3), a ``FileRange`` of the message file, or None for NIL.
+    """
+
+    seq: int
+    attributes: list
+    # Whether any attribute is a section's content (most answers have none).
+    sections: bool = True
+
+    def pieces(self) -> list:
+        """Bytes, and ``FileRange``s where the file is streamed."""
+        if not self.sections:
+            return [b"* %d FETCH (%s)\r\n" % (self.seq, b" ".join(self.attributes))]
+        pieces = []
+        out = [b"* %d FETCH (" % self.seq]
+        add = out.append
+        separator = b""
+        for attribute in self.attributes:
+            if type(attribute) is bytes:
+                add(separator + attribute)
+            else:
+                name, content = attribute
+                if content is None:
+                    add(separator + name + b" NIL")
+                elif type(content) is bytes:
+                    add(separator + name + b" {%d}\r\n" % len(content))
+                    add(content)
+                else:
+                    add(separator + name + b" {%d}\r\n" % (content.end - content.start))
+                    pieces.append(b"".join(out))
+                    pieces.append(content)
+                    out.clear()
+            separator = b" "
+        add(b")\r\n")
+        pieces.append(b"".join(out))
+        return pieces
+
+
+def answer(seq: int, uid: int, plan: FetchPlan, flags: bytes | None, record, structure, opened) -> FetchResponse:
+    """
+    The FETCH response of one message: ``flags`` is its formatted flag list
+    (the selected view's; None unless ``plan.wants_flags``), ``record`` and
+    ``structure`` what the store gave (None where ``plan`` wants neither),
+    ``opened`` its file, read here for sections small enough to hold.
+    """
+    return FetchResponse(seq, [
+        _simple(item, uid, flags, record, structure) if section is None else (name, _section(section, structure, opened))
+        for name, item, section in plan.layout
+    ], plan.wants_sections)
+
+
+def _simple(item: str, uid: int, flags: bytes | None, record, structure) -> bytes:
+    if item == "UID":
+        return b"UID %d" % uid
+    if item == "FLAGS":
+        return b"FLAGS " + flags
+    if item == "INTERNALDATE":
+        return b"INTERNALDATE " + wire.format_datetime(record.internaldate)
+    if item == "RFC822.SIZE":
+        return b"RFC822.SIZE %d" % record.size
+    if item == "MODSEQ":
+        return b"MODSEQ (%d)" % record.modseq
+    if item == "ENVELOPE":
+        return b"ENVELOPE " + structure.envelope
+    if item == "BODYSTRUCTURE":
+        return b"BODYSTRUCTURE " + structure.bodystructure
+    if item == "BODY":
+        return b"BODY " + structure.body
+    return b"RFC822.HEADER {%d}\r\n" % len(structure.header) + structure.header
+
+
+def _section(section: Section, structure, opened) -> bytes | FileRange | None:
+    """A section's bytes, the range of the file for big ones, or None when the part does not exist."""
+    if section.part == () and section.text is None:
+        # The whole message: no structure needed.
+        span = (0, os.fstat(opened.fileno()).st_size)
+        content = None
+    elif section.part == () and section.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        content = structure.header
+    else:
+        text = "HEADER" if section.text and section.text.startswith("HEADER") else section.text
+        span = message.section_range(structure.root, section.part, text)
+        if span is None:
+            return None
+        if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+            opened.seek(span[0])
+            content = opened.read(span[1] - span[0])
+        else:
+            content = None
+    if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        content = message.header_fields(content, section.fields, section.text.endswith(".NOT"))
+    if section.partial is not None:
+        origin, length = section.partial
+        if content is None:
+            start = min(span[0] + origin, span[1])
+            span = (start, min(start + length, span[1]))
+        else:
+            content = content[origin:origin + length]
+    if content is not None:
+        return content
+    if span[1] - span[0] <= IN_MEMORY:
+        opened.seek(span[0])
+        return opened.read(span[1] - span[0])
+    return FileRange(*span)
