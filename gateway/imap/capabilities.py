@@ -14,17 +14,13 @@ import attrs
 
 # Both before and after login.
 BASE = (
-    b"IMAP4rev1", b"IMAP4rev2", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE", b"UIDPLUS", b"MOVE",
+    b"IMAP4rev1", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE", b"UIDPLUS", b"MOVE",
     b"CHILDREN", b"SPECIAL-USE", b"UNSELECT", b"CONDSTORE", b"QRESYNC", b"XLIST",
 )
 # After login only.
 EXTENSIONS = (
-    b"LIST-EXTENDED", b"LIST-STATUS", b"CREATE-SPECIAL-USE", b"STATUS=SIZE",
     b"ESEARCH", b"SEARCHRES", b"SORT", b"SORT=DISPLAY", b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES",
-    b"BINARY", b"MULTIAPPEND", b"UTF8=ACCEPT", b"NOTIFY",
-    b"QUOTA", b"QUOTA=RES-STORAGE", b"QUOTA=RES-MESSAGE",
 )
-COMPRESS = b"COMPRESS=DEFLATE"
 
 
 @attrs.frozen
@@ -35,7 +31,6 @@ class CapabilityState:
     appendlimit: int
     starttls: bool = False
     plaintext: bool = True
-    compressed: bool = False
 
 
 def capability_line(state: CapabilityState) -> bytes:
@@ -43,9 +38,6 @@ def capability_line(state: CapabilityState) -> bytes:
     names = list(BASE)
     if state.authenticated:
         names += EXTENSIONS
-        if not state.compressed:
-            # RFC 4978 3: once on, there is nothing more to ask for.
-            names.append(COMPRESS)
         names += [b"LITERAL+", b"APPENDLIMIT=%d" % state.appendlimit]
         return b" ".join(names)
     names += [b"LITERAL-", b"APPENDLIMIT=%d" % state.appendlimit]

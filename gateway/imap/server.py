@@ -65,7 +65,9 @@ from gateway.imap.responses import (
     answer,
 )
 from gateway.imap.fetch_command import FetchCommand
+from gateway.imap.search_results import SearchResults
 from gateway.imap.selected import SelectedCommands
+from gateway.imap.sort_command import SortCommands
 from gateway.imap.snapshot import Snapshot, SnapshotRegistry
 from gateway.imap.view import SelectedView
 from gateway.mail import mutf7
@@ -80,12 +82,16 @@ log = Logger()
 # Dovecot's imap_idle_notify_interval: keeps NAT and firewall state alive.
 IDLE_KEEPALIVE = 120.0
 
+# ENABLED spells a capability as CAPABILITY does.
+_ENABLED_NAMES = {b"IMAP4REV2": b"IMAP4rev2"}
+
 INACTIVE = Condition(BYE, b"Disconnected for inactivity.")
 TOO_MANY_BAD = Condition(BYE, b"Too many invalid IMAP commands.")
 MAILBOX_DELETED = Condition(BYE, b"Selected mailbox was deleted")
 
 
-class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, FetchCommand, Engine):
+class IMAPServer(Framing, LoginCommands, MailboxCommands, SortCommands, SelectedCommands, SearchResults,
+                 FetchCommand, Engine):
     IDENT = b"gateway IMAP4rev1 ready"
 
     def __init__(self, store, config, reactor, portal, context_factory=None):
@@ -327,13 +333,15 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, Fetc
             raise bad(b"ENABLE needs a capability")
         # RFC 5161 3.1: ENABLED names what this command enabled; unknown
         # names are ignored.  QRESYNC brings CONDSTORE (RFC 7162 3.2.3).
-        before = {b"CONDSTORE": self.condstore, b"QRESYNC": self.qresync}
+        before = {b"CONDSTORE": self.condstore, b"QRESYNC": self.qresync, b"IMAP4REV2": self.imap4rev2}
         wanted = [name for name in dict.fromkeys(rest.upper().split()) if name in before]
         if b"QRESYNC" in wanted:
             self.qresync = True
-        if wanted:
+        if b"IMAP4REV2" in wanted:
+            self.imap4rev2 = True
+        if set(wanted) & {b"CONDSTORE", b"QRESYNC"}:
             self.condstore = True
-        enabled = [name for name in wanted if not before[name]]
+        enabled = [_ENABLED_NAMES.get(name, name) for name in wanted if not before[name]]
         self.send(Enabled(tuple(enabled)))
         self.run_command(tag, self._done, b"ENABLE completed")
 
@@ -413,6 +421,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, Fetc
             self._unsubscribe()
             self._unsubscribe = None
         self.view = None
+        self.forget_saved()
         if self.state == "select":
             self.state = "auth"
 
