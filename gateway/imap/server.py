@@ -47,6 +47,7 @@ from gateway.imap.arguments import astring, select_parameters
 from gateway.imap.engine import Engine, known_error
 from gateway.imap.errors import Bad, InternalError, InternalParseError, NotModifiedUtf7, bad
 from gateway.imap.framing import Framing
+from gateway.imap.list_command import ListCommands
 from gateway.imap.login import LoginCommands
 from gateway.imap.mailboxes import MailboxCommands
 from gateway.imap.responses import (
@@ -90,7 +91,7 @@ TOO_MANY_BAD = Condition(BYE, b"Too many invalid IMAP commands.")
 MAILBOX_DELETED = Condition(BYE, b"Selected mailbox was deleted")
 
 
-class IMAPServer(Framing, LoginCommands, MailboxCommands, SortCommands, SelectedCommands, SearchResults,
+class IMAPServer(Framing, LoginCommands, ListCommands, MailboxCommands, SortCommands, SelectedCommands, SearchResults,
                  FetchCommand, Engine):
     IDENT = b"gateway IMAP4rev1 ready"
 

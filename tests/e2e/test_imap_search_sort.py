@@ -74,3 +74,24 @@ def test_esearch_and_saved_result_with_imaplib(server):
         assert (typ, data) == ("OK", [b"(3)(1 (2)(4))"])
     finally:
         c.logout()
+
+
+def test_list_extended_status_and_special_use_with_imapclient(server):
+    c = imapclient.IMAPClient("127.0.0.1", port=server.port("imap"), ssl=False, timeout=30)
+    try:
+        c.login("alice", "secret")
+        assert {b"LIST-EXTENDED", b"LIST-STATUS", b"CREATE-SPECIAL-USE", b"STATUS=SIZE"} <= set(c.capabilities())
+        assert c.find_special_folder(imapclient.imapclient.SENT) == "Sent"
+        typ, _ = c._imap._simple_command("CREATE", "Archive/2024", "(USE (\\Archive))")
+        assert typ == "OK"
+        assert c.find_special_folder(imapclient.imapclient.ARCHIVE) == "Archive/2024"
+        assert c.folder_status("INBOX", ["MESSAGES", "SIZE", "DELETED"]) == {
+            b"MESSAGES": 4, b"SIZE": sum(len(body) for body in MESSAGES), b"DELETED": 0}
+        typ, data = c._imap._simple_command("LIST", "(SPECIAL-USE)", '""', "*", "RETURN", "(STATUS", "(MESSAGES))")
+        assert typ == "OK"
+        listed = c._imap.untagged_responses.pop("LIST")
+        statuses = c._imap.untagged_responses.pop("STATUS")
+        assert listed[0] == b'(\\HasNoChildren \\Archive) "/" "Archive/2024"'
+        assert b'"Archive" (' not in b"".join(statuses) and len(statuses) == len(listed) == 5
+    finally:
+        c.logout()

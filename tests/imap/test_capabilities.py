@@ -5,7 +5,7 @@ from gateway.imap.capabilities import CapabilityState, capability_line
 # The extensions of the issue that asked for them that the server has, by
 # the name clients look for.
 EXTENSIONS = {
-    b"SPECIAL-USE", b"ESEARCH", b"SEARCHRES", b"SORT", b"SORT=DISPLAY",
+    b"LIST-EXTENDED", b"LIST-STATUS", b"SPECIAL-USE", b"CREATE-SPECIAL-USE", b"STATUS=SIZE", b"ESEARCH", b"SEARCHRES", b"SORT", b"SORT=DISPLAY",
     b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES", b"UNSELECT", b"IMAP4rev1",
 }
 
