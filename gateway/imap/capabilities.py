@@ -14,7 +14,7 @@ import attrs
 
 # Both before and after login.
 BASE = (
-    b"IMAP4rev1", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE", b"UIDPLUS", b"MOVE",
+    b"IMAP4rev1", b"IMAP4rev2", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE", b"UIDPLUS", b"MOVE",
     b"CHILDREN", b"SPECIAL-USE", b"UNSELECT", b"CONDSTORE", b"QRESYNC", b"XLIST",
 )
 # After login only.

@@ -79,7 +79,7 @@ class ListCommands:
             command = listing.parse_list(tokens)
         except listing.ListSyntaxError:
             raise bad(b"Invalid LIST arguments") from None
-        if not command.extended:
+        if not command.extended and not self.imap4rev2:
             return await self._list(command.reference, command.patterns[0], b"LIST")
         return await self._list_extended(command)
 
@@ -111,6 +111,14 @@ class ListCommands:
                 # RFC 5819 2: each STATUS after its LIST.
                 self.send(Status(info.name, await self.status_of(info, items)))
         return b"LIST completed"
+
+    async def listing_of(self, name: str) -> Data:
+        """The LIST response of one existing mailbox, as LIST-EXTENDED would give it."""
+        existing = {info.name: info.special_use for info in await self.store.list_mailboxes(self.account.user)}
+        # A name with % or * in it is a pattern that finds others too.
+        entry = next(entry for entry in listing.list_entries(existing, (), "", [name], extended=True)
+                     if entry.name == name)
+        return Data(listing.format_entry(b"LIST", entry, _encode_name))
 
     async def status_of(self, info, items):
         """(item, value) pairs of ``items`` (``status.check_items``) for one mailbox."""

@@ -266,7 +266,7 @@ class IMAPServer(Framing, LoginCommands, ListCommands, MailboxCommands, SortComm
         try:
             changes = await self.store.changes_since(view.mailbox_id, view.modseq)
             view.apply(changes)
-            if view.pending_new() and not view.readonly:
+            if view.pending_new() and not view.readonly and not self.imap4rev2:
                 view.add_recent(await self.store.claim_recent(view.mailbox_id))
         except NoSuchMailbox:
             # Deleted under us: RFC 3501 leaves it open; say BYE like Dovecot.
@@ -275,7 +275,7 @@ class IMAPServer(Framing, LoginCommands, ListCommands, MailboxCommands, SortComm
             self.transport.loseConnection()
             return
         if view is self.view and not self._gone and not self._closing:
-            lines = view.flush(allow_expunge, self.condstore, self.qresync)
+            lines = view.flush(allow_expunge, self.condstore, self.qresync, recent=not self.imap4rev2)
             self.send_all(Data(line) for line in lines)
 
     def _on_change(self, mailbox_id, modseq):
@@ -390,13 +390,16 @@ class IMAPServer(Framing, LoginCommands, ListCommands, MailboxCommands, SortComm
         view = SelectedView(info.id, info.uidvalidity, snapshot, modseq, readonly, registry=snapshots)
         view.apply(await self.store.changes_since(info.id, modseq))
         view.catch_up()
-        if not readonly:
+        # RFC 9051 E.11, E.12: IMAP4rev2 has neither \Recent nor UNSEEN.
+        if not readonly and not self.imap4rev2:
             view.add_recent(await self.store.claim_recent(info.id))
         for line in view.flags_lines():
             self.send(Data(line))
         self.send(Exists(view.exists))
-        self.send(Recent(view.recent_count))
-        unseen = view.first_unseen()
+        unseen = None
+        if not self.imap4rev2:
+            self.send(Recent(view.recent_count))
+            unseen = view.first_unseen()
         if unseen is not None:
             self.send(Condition(OK, b"[UNSEEN %d] First unseen message" % unseen))
         self.send(Condition(OK, b"[UIDVALIDITY %d] UIDs valid" % info.uidvalidity))
@@ -411,6 +414,9 @@ class IMAPServer(Framing, LoginCommands, ListCommands, MailboxCommands, SortComm
             # (CHANGEDSINCE modseq VANISHED); another UIDVALIDITY means the
             # client starts over, and nothing more is said.
             await self.report_changes(view, known.modseq, known.known_uids, flags=True)
+        if self.imap4rev2:
+            # RFC 9051 6.3.2: the mailbox's LIST response.
+            self.send(await self.listing_of(name))
         self.view = view
         del previous
         self.state = "select"

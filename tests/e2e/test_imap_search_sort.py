@@ -95,3 +95,22 @@ def test_list_extended_status_and_special_use_with_imapclient(server):
         assert b'"Archive" (' not in b"".join(statuses) and len(statuses) == len(listed) == 5
     finally:
         c.logout()
+
+
+def test_imap4rev2_with_imaplib(server):
+    c = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=30)
+    try:
+        c.login("alice", "secret")
+        assert "IMAP4REV2" in c.capabilities
+        assert c.enable("IMAP4rev2")[0] == "OK"
+        assert c.untagged_responses.pop("ENABLED") == [b"IMAP4rev2"]
+        typ, data = c.select("INBOX")
+        assert (typ, data) == ("OK", [b"4"])
+        assert "RECENT" not in c.untagged_responses and "UNSEEN" not in c.untagged_responses
+        assert c.untagged_responses.pop("LIST") == [b'(\\HasNoChildren) "/" "INBOX"']
+        typ, data = c.uid("SEARCH", "UNSEEN")
+        assert typ == "OK" and c.untagged_responses.pop("ESEARCH")[0].endswith(b" UID ALL 1:2,4")
+        typ, data = c.fetch("1", "(FLAGS)")
+        assert data == [b"1 (FLAGS ())"]
+    finally:
+        c.logout()
