@@ -14,10 +14,8 @@ A mixin of ``gateway.imap.server.IMAPServer``.
 from __future__ import annotations
 
 from gateway.imap import listing, status, wire
-from twisted.internet.defer import Deferred
-
 from gateway.imap.arguments import astring, status_items
-from gateway.imap.errors import Bad, CommandError, bad
+from gateway.imap.errors import CommandError, bad
 from gateway.imap.responses import Data, Listed, Status
 from gateway.imap.search_keys import SearchSyntaxError, tokenize_search
 from gateway.mail import mutf7
@@ -57,17 +55,13 @@ def create_parameters(server, line):
 def list_arguments(server, line):
     """LIST's arguments as tokens (``listing.parse_list`` reads them), literals read in."""
 
-    def malformed(failure):
-        failure.trap(Bad)
-        raise bad(b"Invalid LIST arguments")
+    def tokens(collected):
+        try:
+            return tokenize_search(collected, 8)
+        except SearchSyntaxError:
+            raise bad(b"Invalid LIST arguments") from None
 
-    try:
-        parsed = server.arg_searchline(line)
-    except Bad:
-        raise bad(b"Invalid LIST arguments") from None
-    if isinstance(parsed, Deferred):
-        parsed.addErrback(malformed)
-    return parsed
+    return server.arg_with_literals(line, tokens)
 
 
 class ListCommands:

@@ -50,6 +50,7 @@ from gateway.imap.framing import Framing
 from gateway.imap.list_command import ListCommands
 from gateway.imap.login import LoginCommands
 from gateway.imap.mailboxes import MailboxCommands
+from gateway.imap.notify_command import NotifyCommands
 from gateway.imap.responses import (
     BAD,
     BYE,
@@ -91,7 +92,7 @@ TOO_MANY_BAD = Condition(BYE, b"Too many invalid IMAP commands.")
 MAILBOX_DELETED = Condition(BYE, b"Selected mailbox was deleted")
 
 
-class IMAPServer(Framing, LoginCommands, ListCommands, MailboxCommands, SortCommands, SelectedCommands, SearchResults,
+class IMAPServer(Framing, LoginCommands, NotifyCommands, ListCommands, MailboxCommands, SortCommands, SelectedCommands, SearchResults,
                  FetchCommand, Engine):
     IDENT = b"gateway IMAP4rev1 ready"
 
@@ -259,6 +260,7 @@ class IMAPServer(Framing, LoginCommands, ListCommands, MailboxCommands, SortComm
     def _command_done(self):
         if not self._gone and self.paused:
             self.resumeProducing()
+            self.command_finished()
 
     async def sync(self, allow_expunge=True):
         """Learn what changed in the selected mailbox and tell the client."""
@@ -275,11 +277,17 @@ class IMAPServer(Framing, LoginCommands, ListCommands, MailboxCommands, SortComm
             self.transport.loseConnection()
             return
         if view is self.view and not self._gone and not self._closing:
+            largest = view.largest_uid
             lines = view.flush(allow_expunge, self.condstore, self.qresync, recent=not self.imap4rev2)
             self.send_all(Data(line) for line in lines)
+            await self.announce_new(view, largest)
+
+    def _pushing(self) -> bool:
+        """Whether changes to the selected mailbox go out as they happen: IDLE, or NOTIFY between commands."""
+        return self._idle_tag is not None or (self.notify_selected() is not None and not self.paused)
 
     def _on_change(self, mailbox_id, modseq):
-        if self._idle_tag is None or self.view is None or modseq <= self.view.modseq:
+        if not self._pushing() or self.view is None or modseq <= self.view.modseq:
             return
         if self._syncing:
             self._resync = True
@@ -293,8 +301,9 @@ class IMAPServer(Framing, LoginCommands, ListCommands, MailboxCommands, SortComm
         try:
             while True:
                 self._resync = False
-                await self.sync(allow_expunge=True)
-                if not self._resync or self._idle_tag is None or self.view is None:
+                # RFC 5465 6.2: SELECTED-DELAYED keeps EXPUNGE for a command.
+                await self.sync(allow_expunge=self._idle_tag is not None or self.notify_selected() == "SELECTED")
+                if not self._resync or not self._pushing() or self.view is None:
                     break
         finally:
             self._syncing = False

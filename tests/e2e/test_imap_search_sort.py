@@ -114,3 +114,34 @@ def test_imap4rev2_with_imaplib(server):
         assert data == [b"1 (FLAGS ())"]
     finally:
         c.logout()
+
+
+def test_notify_with_imaplib(server, monkeypatch):
+    # imaplib knows no NOTIFY; its table of commands says in which states each runs.
+    monkeypatch.setitem(imaplib.Commands, "NOTIFY", ("AUTH", "SELECTED"))
+    watcher = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=30)
+    other = imapclient.IMAPClient("127.0.0.1", port=server.port("imap"), ssl=False, timeout=30)
+    try:
+        watcher.login("alice", "secret")
+        other.login("alice", "secret")
+        assert b"NOTIFY" in watcher.capability()[1][0].split()
+        watcher.select("INBOX")
+        typ, _ = watcher._simple_command(
+            "NOTIFY", "SET", "(SELECTED (MessageNew (UID) MessageExpunge))",
+            "(PERSONAL (MessageNew MessageExpunge MailboxName))")
+        assert typ == "OK"
+        other.create_folder("Notified")
+        # Told without a command: imaplib reads the untagged lines as they come.
+        assert watcher.readline() == b'* LIST (\\HasNoChildren) "/" "Notified"\r\n'
+        other.append("Notified", MESSAGES[0])
+        line = watcher.readline()
+        assert line.startswith(b'* STATUS "Notified" (MESSAGES 1 UIDNEXT 2'), line
+        other.append("INBOX", MESSAGES[1])
+        assert watcher.readline() == b"* 5 EXISTS\r\n"
+        assert watcher.readline() == b"* 1 RECENT\r\n"
+        assert watcher.readline() == b"* 5 FETCH (UID 5)\r\n"
+        other.delete_folder("Notified")
+        assert watcher.readline() == b'* LIST (\\NonExistent) "/" "Notified"\r\n'
+    finally:
+        other.logout()
+        watcher.logout()

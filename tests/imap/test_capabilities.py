@@ -6,7 +6,7 @@ from gateway.imap.capabilities import CapabilityState, capability_line
 # the name clients look for.
 EXTENSIONS = {
     b"LIST-EXTENDED", b"LIST-STATUS", b"SPECIAL-USE", b"CREATE-SPECIAL-USE", b"STATUS=SIZE", b"ESEARCH", b"SEARCHRES", b"SORT", b"SORT=DISPLAY",
-    b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES", b"UNSELECT", b"IMAP4rev1", b"IMAP4rev2",
+    b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES", b"UNSELECT", b"NOTIFY", b"IMAP4rev1", b"IMAP4rev2",
 }
 
 
