@@ -14,11 +14,22 @@ from collections.abc import Callable
 from gateway.imap.errors import bad
 from gateway.imap.esearch import SAVED, SearchReturn, SearchReturnError, esearch_response, parse_search_return, saved_numbers
 from gateway.imap.responses import Data, Search
-from gateway.imap.sequence import SequenceSet, SequenceSetError, format_sequence_set, parse_sequence_set
+from gateway.imap.sequence import SequenceSet, SequenceSetError, parse_sequence_set
 
 # RFC 5182 2.1: empty until a SEARCH saves, and again on SELECT, EXAMINE,
 # CLOSE and UNSELECT.
 NOTHING_SAVED = SequenceSet(())
+
+
+def uid_set(uids: list[int]) -> SequenceSet:
+    """Ascending UIDs as a SequenceSet of their runs (however many: no client text to bound)."""
+    runs: list[list[int]] = []
+    for uid in uids:
+        if runs and uid == runs[-1][1] + 1:
+            runs[-1][1] = uid
+        else:
+            runs.append([uid, uid])
+    return SequenceSet(tuple((first, last) for first, last in runs))
 
 
 def search_return(server, line):
@@ -36,8 +47,8 @@ class SearchResults:
     imap4rev2 = False
 
     def forget_saved(self) -> None:
-        if self.saved_uids is not NOTHING_SAVED:
-            self.saved_uids = NOTHING_SAVED
+        # Back to the class default.
+        self.__dict__.pop("saved_uids", None)
 
     def sequence_set(self, text: bytes) -> SequenceSet:
         """A command's sequence set, ``$`` (as UIDs) included; BAD if malformed."""
@@ -77,7 +88,8 @@ class SearchResults:
         if returns.saves:
             kept = saved_numbers(returns, numbers)
             uids = kept if by_uid else [view.uid_of(seq) for seq in kept]
-            self.saved_uids = parse_sequence_set(format_sequence_set(uids)) if uids else NOTHING_SAVED
+            if uids:
+                self.saved_uids = uid_set(uids)
         if not returns.answers:
             return
         modseq_of = None

@@ -141,3 +141,23 @@ def test_notify_none_and_unwatched_sessions(store):  # noqa: F811
 def test_refused(store, line, answer):  # noqa: F811
     s, _ = pair(store)
     assert s.command(line) == [answer]
+
+
+EXTENSION_STATE = {"notify_set", "_watched", "_names", "_names_unsubscribe", "_notify_due", "_notify_fetch",
+                   "saved_uids", "imap4rev2"}
+
+
+def test_an_idle_session_holds_no_extension_state(store):  # noqa: F811
+    # Memory per idle session: what NOTIFY, SEARCHRES and IMAP4rev2 keep
+    # lives on the session only once it is used, and NOTIFY NONE and
+    # SELECT drop it again.
+    s, _ = pair(store)
+    s.command(b"i IDLE")
+    assert not EXTENSION_STATE & set(vars(s.server))
+    s.send(b"DONE\r\n")
+    s.command(b"a NOTIFY SET (SELECTED (MessageNew MessageExpunge)) (PERSONAL (MessageNew MessageExpunge MailboxName))")
+    s.command(b"b SEARCH RETURN (SAVE) ALL")
+    assert {"notify_set", "saved_uids"} <= set(vars(s.server))
+    s.command(b"c NOTIFY NONE")
+    s.command(b"d SELECT INBOX")
+    assert not EXTENSION_STATE & set(vars(s.server))

@@ -6,6 +6,9 @@ FETCH, STORE, COPY and UID EXPUNGE (gateway/imap/search_results.py).
 
 import pytest
 
+from gateway.imap.search_results import uid_set
+from gateway.imap.sequence import SequenceSet
+
 from tests.imap.test_server import MESSAGE, Session, store  # noqa: F401  (fixture)
 
 
@@ -130,3 +133,11 @@ def test_imap4rev2_answers_every_search_with_esearch(store):  # noqa: F811
     assert s.command(b"d SEARCH ALL") == [b'* ESEARCH (TAG "d") ALL 1', b"d OK SEARCH completed"]
     assert s.command(b"e UID SEARCH DELETED") == [b'* ESEARCH (TAG "e") UID', b"e OK SEARCH completed"]
     assert s.command(b"f SEARCH RETURN (COUNT) ALL") == [b'* ESEARCH (TAG "f") COUNT 1', b"f OK SEARCH completed"]
+
+
+def test_a_saved_result_of_many_runs():
+    # More runs than a client's sequence set may have (10,000): $ holds them all.
+    saved = uid_set(list(range(1, 50_000, 2)) + [50_000, 50_001])
+    assert len(saved.ranges) == 25_000
+    assert saved.ranges[:2] == ((1, 1), (3, 3)) and saved.ranges[-1] == (49_999, 50_001)
+    assert uid_set([]) == SequenceSet(())
