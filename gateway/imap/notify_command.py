@@ -20,15 +20,17 @@ A mixin of ``gateway.imap.server.IMAPServer``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from gateway.imap import fetch, listing, notify, status
+from gateway.imap import fetch, listing, notify, status, wire
 from gateway.imap.errors import CommandError, bad
 from gateway.imap.responses import Data, Status
 from gateway.imap.sequence import SequenceSet
 from gateway.mail import mutf7
-from gateway.imap import wire
 from gateway.store.interfaces import NoSuchMailbox
 
 log = Logger()
@@ -39,16 +41,17 @@ _NAMES = "names"
 _ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
 
 
+@attrs.define
 class _Watched:
-    """One watched mailbox that is not (or is not always) the selected one."""
+    """
+    One watched mailbox that is not (or is not always) the selected one:
+    its events, the STATUS values last told, and the end of its feed.
+    """
 
-    __slots__ = ("name", "events", "told", "unsubscribe")
-
-    def __init__(self, name, events, told, unsubscribe):
-        self.name = name
-        self.events = events
-        self.told = told
-        self.unsubscribe = unsubscribe
+    name: str
+    events: frozenset[str]
+    told: dict[str, int]
+    unsubscribe: Callable[[], None]
 
 
 def notify_arguments(server, line):
@@ -89,18 +92,17 @@ class NotifyCommands:
         except notify.NotifySyntaxError:
             raise bad(b"Invalid NOTIFY arguments") from None
         selected = wanted.selected
-        fetch_plan = None
+        requested = None
         if selected is not None and selected.fetch is not None:
             try:
                 requested = fetch.parse_fetch(b"(" + selected.fetch + b")")
             except fetch.FetchSyntaxError:
                 raise bad(b"Invalid FETCH attributes") from None
-            fetch_plan = requested
         self.stop_notify()
         if not wanted.groups:
             return b"NOTIFY completed"
         self.notify_set = wanted
-        self._notify_fetch = fetch_plan
+        self._notify_fetch = requested
         self._notify_due = set()
         self._watched = {}
         user = self.account.user

@@ -15,9 +15,13 @@ here or in the command mixins (``login``, ``mailboxes``, ``selected``):
 - error paths send fixed bytes (Twisted sends ``str`` or exception text in
   places, its issue 12262);
 - SELECT answers ``OK [UIDVALIDITY n] text`` (Twisted 26.10 sends no text);
-- capabilities: LITERAL+/LITERAL-, APPENDLIMIT, SASL-IR, ID, ENABLE,
-  UIDPLUS, MOVE, CHILDREN, SPECIAL-USE, UNSELECT, CONDSTORE and QRESYNC
-  (RFC 7162), none of which Twisted has;
+- capabilities (``gateway.imap.capabilities``): LITERAL+/LITERAL-,
+  APPENDLIMIT, SASL-IR, ID, ENABLE, UIDPLUS, MOVE, CHILDREN, SPECIAL-USE,
+  UNSELECT, CONDSTORE and QRESYNC (RFC 7162), ESEARCH and SEARCHRES
+  (``search_results``), SORT and THREAD (``sort_command``), LIST-EXTENDED,
+  LIST-STATUS, CREATE-SPECIAL-USE and STATUS=SIZE (``list_command``),
+  NOTIFY (``notify_command``) and IMAP4rev2 by ENABLE, none of which
+  Twisted has;
 - the limits of ``[limits]`` (issue 4): a command line longer than
   ``max_line_length`` is answered ``BAD [TOOBIG]`` and skipped without being
   buffered; literal sizes are ASCII digits only (Twisted used ``int()``),

@@ -69,7 +69,8 @@ class SortCommands:
             return thread.thread_message(number, header, record.internaldate)
 
         messages = await self._each_found(charset, tokens, by_uid, frozenset({"record", "header"}), message)
-        self.send(Data(thread.format_threads(thread.thread(algorithm, messages))))
+        roots = await Slices(self.reactor).run(thread.thread_steps(algorithm, messages))
+        self.send(Data(thread.format_threads(roots)))
         return b"THREAD completed"
 
     async def _each_found(self, charset, tokens, by_uid, needs, make):
