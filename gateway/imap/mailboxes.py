@@ -15,8 +15,8 @@ import re
 
 from gateway.imap import wire
 from gateway.imap.arguments import astring, final_astring
-from gateway.imap.list_command import create_parameters
 from gateway.imap.errors import CommandError, TryCreate, bad
+from gateway.imap.list_command import create_parameters
 from gateway.imap.responses import Listed
 from gateway.store.interfaces import NoSuchMailbox
 from gateway.store.model import HIERARCHY_SEPARATOR

@@ -189,6 +189,9 @@ def _unlink(child: Node) -> None:
 
 def _would_loop(parent: Node, child: Node) -> bool:
     """Whether ``parent`` is ``child`` or one of its descendants."""
+    if not child.children:
+        # Nothing below it: no walk up a chain that may be thousands deep.
+        return parent is child
     node: Node | None = parent
     while node is not None:
         if node is child:
