@@ -83,6 +83,14 @@ class ClusterChangeFeed:
         """A change committed by this node."""
         self.heard({mailbox_id: highestmodseq})
 
+    def subscribe_mailboxes(self, user, callback):
+        # Told of this node's own changes to the user's mailboxes; those of
+        # other nodes reach no session here (no NOTIFY names users yet).
+        return self._fanout.subscribe_mailboxes(user, callback)
+
+    def notify_mailboxes(self, user):
+        self._fanout.notify_mailboxes(user)
+
     def heard(self, changed: dict[int, int]) -> None:
         """
         Changes committed by any node, this one included (its own commit is

@@ -44,6 +44,7 @@ from gateway.store.model import (
     ChangeSet,
     MailboxInfo,
     MessageRecord,
+    QuotaUsage,
 )
 from gateway.store.names import canonical_name, check_name
 from gateway.store.postgresql.check import CheckMixin
@@ -225,7 +226,7 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
                 raise MailboxExists(name)
             return info
 
-        return self._db.write(work)
+        return self._db.write(work).addCallback(self._mailboxes_changed, user)
 
     def delete_mailbox(self, user, name):
         def work(tx):
@@ -241,7 +242,7 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
             tx.changed_mailbox(row[0], row[1] + 1)
             self._body_keys.forget(row[0])
 
-        return self._db.write(work)
+        return self._db.write(work).addCallback(self._mailboxes_changed, user)
 
     def rename_mailbox(self, user, old_name, new_name):
         def work(tx):
@@ -281,7 +282,21 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
                 self._create(tx, user, "INBOX", None)
                 tx.changed_mailbox(source.id, source.highestmodseq)
 
-        return self._db.write(work)
+        return self._db.write(work).addCallback(self._mailboxes_changed, user)
+
+    def _mailboxes_changed(self, result, user):
+        # This node's sessions are told at once (IMAP NOTIFY MailboxName).
+        self.changes.notify_mailboxes(user)
+        return result
+
+    def quota_usage(self, user):
+        def work(tx):
+            storage, messages = tx.one(
+                "SELECT coalesce(sum(m.size), 0), count(*) FROM messages m"
+                " JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.owner = %s", (user,))
+            return QuotaUsage(int(storage), messages)
+
+        return self._db.read(work)
 
     def set_subscribed(self, user, name, subscribed):
         def work(tx):
