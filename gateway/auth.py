@@ -3,8 +3,9 @@ Login: the users file, password hashes, and the twisted.cred pieces.
 
 The users file is readable as a Dovecot passwd-file: one
 ``name:{SCHEME}hash[:extra fields]`` line per user, ``#`` comments and blank
-lines allowed.  Extra fields are ignored and kept when the file is rewritten,
-so a file migrated from Dovecot keeps working in both directions.
+lines allowed.  Extra fields are kept when the file is rewritten, so a file
+migrated from Dovecot keeps working in both directions; of them, only the
+quota rules (``userdb_quota_rule=*:storage=1G``) are read.
 
 Hash verification (argon2 costs tens of milliseconds) runs in the reactor's
 thread pool; everything touching the users table runs in the reactor thread.
@@ -38,6 +39,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 from zope.interface.interface import InterfaceClass
+
+from gateway.policy.quota import QuotaRuleError, extra_field_limits
 
 try:
     import crypt_r as _crypt  # Python 3.13+, where the stdlib crypt is gone
@@ -196,6 +199,8 @@ class _Entry:
     name: str
     password: str  # "{SCHEME}hash" exactly as written
     rest: str  # ":uid:gid:..." after the password field, "" if none
+    # What the quota rules among the extra fields set (gateway.policy.quota).
+    quota: dict | None = attrs.field(default=None, eq=False)
 
     def line(self) -> str:
         return f"{self.name}:{self.password}{self.rest}"
@@ -220,7 +225,14 @@ def _parse(path: Path, text: str) -> list[str | _Entry]:
         if problem is not None:
             raise UsersFileError(f"{path}:{number}: {problem}")
         seen.add(name)
-        lines.append(_Entry(name, password, remainder[len(password) :]))
+        rest = remainder[len(password) :]
+        # Dovecot's passwd-file: :uid:gid:gecos:home:shell:extra fields.
+        fields = rest[1:].split(":", 5)
+        try:
+            quota = extra_field_limits(fields[5]) if len(fields) == 6 else None
+        except QuotaRuleError as error:
+            raise UsersFileError(f"{path}:{number}: {error}") from None
+        lines.append(_Entry(name, password, rest, quota))
     return lines
 
 
@@ -302,6 +314,11 @@ class UsersFile:
         """The ``{SCHEME}hash`` of ``name``, None for an unknown user."""
         entry = self._fresh().get(name)
         return None if entry is None else entry.password
+
+    def quota_limits(self, name: str) -> dict | None:
+        """What ``name``'s quota rules in the extra fields set, None where there are none."""
+        entry = self._fresh().get(name)
+        return None if entry is None else entry.quota
 
     def verify(self, name: str, password: str | bytes) -> bool:
         """Whether ``password`` is ``name``'s; unknown users cost the same work."""

@@ -44,6 +44,7 @@ from gateway.options import (
     whole,
 )
 from gateway.policy.addresses import EVERYWHERE, LOCAL, NETWORK_NAME, Networks, UnknownNetwork, network_entry
+from gateway.policy.quota import QuotaRuleError, parse_size
 from gateway.pop3.uidl import DEFAULT_FORMAT, UidlFormat, UidlFormatError
 
 # What POP3 DELE does at QUIT.
@@ -427,9 +428,14 @@ class LimitsConfig:
     max_connections: int = option(1000, count, "Connections at once, in all; from one IP address; logged in as one user.")
     max_connections_per_ip: int = option(50, count)
     max_connections_per_user: int = option(20, count)
-    # RFC 2683 3.2.1.5 asks servers to take lines of 8000 octets; POP3
-    # (RFC 2449 4) allows 255.  Below 1000 even ordinary commands fail.
-    max_line_length: int = option(8192, then(count, _at_least(1000)), "Longest command line in bytes.")
+    # RFC 2683 3.2.1.5 asks servers to take lines of at least 8000 octets;
+    # clients resynchronising fragmented mailboxes send UID sets longer,
+    # and an ID of 30 pairs of 1024 octets (RFC 2971 3.3) is longer still:
+    # 64 KB as Dovecot's imap_max_line_length.  Below 1000 even ordinary
+    # commands fail; bounded above so that one client cannot hold much.
+    max_line_length: int = option(65536, whole(1000, 16 << 20, what="a number of bytes"), """
+Longest command line in bytes, not counting the literals in it (IMAP
+literals have their own limit below), 1000 to 16777216.""")
     # RFC 7889 APPENDLIMIT: 50 MB.
     max_literal_size: int = option(52428800, count, "Largest IMAP literal in bytes (APPEND message size, APPENDLIMIT), 50 MB.")
     max_nesting: int = option(32, count, "Deepest nesting of parentheses in an IMAP command (SEARCH, lists).")
@@ -465,6 +471,35 @@ may pick any address in it.  32 to 128.""")
     per_ip_exempt_networks: tuple[str, ...] = option((), _networks, """
 Networks max_connections_per_ip does not hold, e.g. ["lan"] for an office
 whose clients all poll at once; max_connections still counts them.""")
+
+
+def _kilobytes(value: Any) -> int:
+    """A size in kilobytes: a whole number, or a string with a unit ("1G")."""
+    if isinstance(value, str):
+        try:
+            return parse_size(value, 1024) // 1024
+        except QuotaRuleError as error:
+            raise OptionError(str(error)) from None
+    return whole(0, what='a number of kilobytes or a size such as "1G"')(value)
+
+
+@attrs.frozen
+class QuotaConfig:
+    # As Dovecot's quota_rule = *:storage=... and *:messages=...
+    storage: int = option(0, _kilobytes, """
+Most mail a user may keep, all mailboxes together (RFC 9208 STORAGE), in
+kilobytes or with a unit: "500M", "2G".  0 for no limit.  A user's own
+limits in the users file come first, in Dovecot's words:
+alice:{ARGON2ID}...::::::userdb_quota_rule=*:storage=2G quota_rule2=*:messages=50000""")
+    messages: int = option(0, whole(0, what="a number of messages"), """
+Most messages a user may keep, all mailboxes together (RFC 9208 MESSAGE);
+0 for no limit.""")
+    # Dovecot's quota_full_tempfail.
+    full_tempfail: bool = option(False, boolean, """
+A message for a user over quota: false, LMTP refuses it for good (552
+5.2.2, the sender gets a bounce); true, for now (452 4.2.2, the MTA keeps
+it and tries again).  IMAP APPEND, COPY and MOVE answer NO [OVERQUOTA];
+POP3 is not limited.""")
 
 
 @attrs.frozen
@@ -516,6 +551,7 @@ A change applies at a reload, but to [listeners] and [proxy] at a restart.""",
     auth: AuthConfig = section(AuthConfig)
     tls: TlsConfig = section(TlsConfig, reload=RESTART)
     limits: LimitsConfig = section(LimitsConfig)
+    quota: QuotaConfig = section(QuotaConfig)
     proxy: ProxyConfig = section(ProxyConfig, reload=RESTART)
     # The store is opened once, at the start.
     store: StoreConfig = section(StoreConfig, reload=RESTART)

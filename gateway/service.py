@@ -34,6 +34,7 @@ from gateway.imap import account as imap_account, server as imap_server
 from gateway.policy.addresses import Networks
 from gateway.policy.limits import ConnectionLimiter
 from gateway.policy.login import LoginPolicy
+from gateway.policy.quota import Quotas
 from gateway.net.metrics import Metrics, MetricsFactory, metrics_site
 from gateway.net import unix
 from gateway.net.proxy import TrustedProxyFactory, split_description
@@ -349,7 +350,7 @@ def make_service(
         "imap": lambda policy: imap_server.build_factory(
             portal, store, live, reactor, context_factory=certificates.context_factory(policy), logins=logins
         ),
-        "lmtp": lambda policy: lmtp.build_factory(store, users, live, reactor),
+        "lmtp": lambda policy: lmtp.build_factory(store, users, live, reactor, Quotas(live, users.quota_limits)),
     }
     limits = config.limits
     client_connections = ConnectionLimiter(

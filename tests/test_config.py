@@ -43,7 +43,8 @@ def test_defaults():
     assert config.limits.max_connections == 1000
     assert config.limits.max_connections_per_ip == 50
     assert config.limits.max_connections_per_user == 20
-    assert config.limits.max_line_length == 8192
+    assert config.limits.max_line_length == 65536
+    assert (config.quota.storage, config.quota.messages, config.quota.full_tempfail) == (0, 0, False)
     assert config.limits.max_literal_size == 50 * 1024 * 1024
     assert config.limits.max_nesting == 32
     assert config.limits.max_bad_commands == 20
@@ -87,6 +88,7 @@ def test_default_toml_shows_every_option_commented():
         "failed_logins_per_ip", "failed_login_window", "password_checks_per_ip",
         "lockout_exempt_networks", "ipv6_prefix", "per_ip_exempt_networks", "trusted", "login_trusted_networks",
         "max_message_size", "max_recipients", "save_to_detail_mailbox", "backend", "flag_durability",
+        "storage", "messages", "full_tempfail",
     }
     examples = {re.match(r"#   (\w+) = ", line)[1] for line in DEFAULT_TOML.splitlines() if re.match(r"#   \w+ = ", line)}
     assert examples == {"lan", "scanners", "protocol", "endpoints", "tls_min_version", "networks"}
@@ -161,6 +163,24 @@ def test_every_option():
     assert config.proxy.trusted == ("10.0.0.0/8", "2001:db8::/32")
     assert config.proxy.login_trusted_networks == ("10.0.0.5/32",)
     assert config.store == StoreConfig("sqlite", "immediate")
+
+
+@pytest.mark.parametrize("storage, kilobytes", [(0, 0), (1024, 1024), ('"500M"', 500 * 1024), ('"2G"', 2 << 20),
+                                                ('"1024K"', 1024), ('"2048B"', 2)])
+def test_quota_storage_in_kilobytes_or_with_a_unit(storage, kilobytes):
+    config = loads(f"[quota]\nstorage = {storage}\nmessages = 5000\nfull_tempfail = true")
+    assert (config.quota.storage, config.quota.messages, config.quota.full_tempfail) == (kilobytes, 5000, True)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[quota]\nstorage = "lots"', "quota.storage: 'lots' is not a size"),
+    ("[quota]\nstorage = -1", "quota.storage: must be at least 0, not -1"),
+    ("[quota]\nmessages = 1.5", "quota.messages: must be a number of messages, not a float"),
+])
+def test_quota_errors(text, message):
+    with pytest.raises(ConfigError) as raised:
+        loads(text, "gateway.toml")
+    assert message in str(raised.value)
 
 
 def test_a_bare_address_is_a_network_of_one():
@@ -312,7 +332,7 @@ def test_not_utf8(tmp_path):
         ("[limits]\nmax_connections_per_ip = -1", "limits.max_connections_per_ip: must be positive, not -1"),
         ("[limits]\nmax_literal_size = 1.5", "limits.max_literal_size: must be a whole number, not a float"),
         ("[limits]\nmax_nesting = true", "limits.max_nesting: must be a whole number, not a boolean"),
-        ("[limits]\nmax_line_length = 200", "limits.max_line_length: must be at least 1000, not 200"),
+        ("[limits]\nmax_line_length = 200", "limits.max_line_length: must be from 1000 to 16777216, not 200"),
         ("[limits]\nprelogin_timeout = 0", "limits.prelogin_timeout: must be positive, not 0"),
         ("[limits]\nmax_conns = 1", "limits.max_conns: unknown key (known: max_connections, "),
         ("[proxy]\ntrusted = '10.0.0.0/8'", "proxy.trusted: must be a list of networks"),

@@ -15,9 +15,13 @@ here or in the command mixins (``login``, ``mailboxes``, ``selected``):
 - error paths send fixed bytes (Twisted sends ``str`` or exception text in
   places, its issue 12262);
 - SELECT answers ``OK [UIDVALIDITY n] text`` (Twisted 26.10 sends no text);
-- capabilities: LITERAL+/LITERAL-, APPENDLIMIT, SASL-IR, ID, ENABLE,
-  UIDPLUS, MOVE, CHILDREN, SPECIAL-USE, UNSELECT, CONDSTORE and QRESYNC
-  (RFC 7162), none of which Twisted has;
+- capabilities (``gateway.imap.capabilities``): LITERAL+/LITERAL-,
+  APPENDLIMIT, SASL-IR, ID, ENABLE, UIDPLUS, MOVE, CHILDREN, SPECIAL-USE,
+  UNSELECT, CONDSTORE and QRESYNC (RFC 7162), ESEARCH and SEARCHRES
+  (``search_results``), SORT and THREAD (``sort_command``), LIST-EXTENDED,
+  LIST-STATUS, CREATE-SPECIAL-USE and STATUS=SIZE (``list_command``),
+  NOTIFY (``notify_command``) and IMAP4rev2 by ENABLE, none of which
+  Twisted has;
 - the limits of ``[limits]`` (issue 4): a command line longer than
   ``max_line_length`` is answered ``BAD [TOOBIG]`` and skipped without being
   buffered; literal sizes are ASCII digits only (Twisted used ``int()``),
@@ -47,8 +51,10 @@ from gateway.imap.arguments import astring, select_parameters
 from gateway.imap.engine import Engine, known_error
 from gateway.imap.errors import Bad, InternalError, InternalParseError, NotModifiedUtf7, bad
 from gateway.imap.framing import Framing
+from gateway.imap.list_command import ListCommands
 from gateway.imap.login import LoginCommands
 from gateway.imap.mailboxes import MailboxCommands
+from gateway.imap.notify_command import NotifyCommands
 from gateway.imap.responses import (
     BAD,
     BYE,
@@ -65,7 +71,9 @@ from gateway.imap.responses import (
     answer,
 )
 from gateway.imap.fetch_command import FetchCommand
+from gateway.imap.search_results import SearchResults
 from gateway.imap.selected import SelectedCommands
+from gateway.imap.sort_command import SortCommands
 from gateway.imap.snapshot import Snapshot, SnapshotRegistry
 from gateway.imap.view import SelectedView
 from gateway.mail import mutf7
@@ -80,12 +88,16 @@ log = Logger()
 # Dovecot's imap_idle_notify_interval: keeps NAT and firewall state alive.
 IDLE_KEEPALIVE = 120.0
 
+# ENABLED spells a capability as CAPABILITY does.
+_ENABLED_NAMES = {b"IMAP4REV2": b"IMAP4rev2"}
+
 INACTIVE = Condition(BYE, b"Disconnected for inactivity.")
 TOO_MANY_BAD = Condition(BYE, b"Too many invalid IMAP commands.")
 MAILBOX_DELETED = Condition(BYE, b"Selected mailbox was deleted")
 
 
-class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, FetchCommand, Engine):
+class IMAPServer(Framing, LoginCommands, NotifyCommands, ListCommands, MailboxCommands, SortCommands, SelectedCommands, SearchResults,
+                 FetchCommand, Engine):
     IDENT = b"gateway IMAP4rev1 ready"
 
     def __init__(self, store, config, reactor, portal, context_factory=None):
@@ -252,6 +264,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, Fetc
     def _command_done(self):
         if not self._gone and self.paused:
             self.resumeProducing()
+            self.command_finished()
 
     async def sync(self, allow_expunge=True):
         """Learn what changed in the selected mailbox and tell the client."""
@@ -259,7 +272,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, Fetc
         try:
             changes = await self.store.changes_since(view.mailbox_id, view.modseq)
             view.apply(changes)
-            if view.pending_new() and not view.readonly:
+            if view.pending_new() and not view.readonly and not self.imap4rev2:
                 view.add_recent(await self.store.claim_recent(view.mailbox_id))
         except NoSuchMailbox:
             # Deleted under us: RFC 3501 leaves it open; say BYE like Dovecot.
@@ -268,11 +281,17 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, Fetc
             self.transport.loseConnection()
             return
         if view is self.view and not self._gone and not self._closing:
-            lines = view.flush(allow_expunge, self.condstore, self.qresync)
+            largest = view.largest_uid
+            lines = view.flush(allow_expunge, self.condstore, self.qresync, recent=not self.imap4rev2)
             self.send_all(Data(line) for line in lines)
+            await self.announce_new(view, largest)
+
+    def _pushing(self) -> bool:
+        """Whether changes to the selected mailbox go out as they happen: IDLE, or NOTIFY between commands."""
+        return self._idle_tag is not None or (self.notify_selected() is not None and not self.paused)
 
     def _on_change(self, mailbox_id, modseq):
-        if self._idle_tag is None or self.view is None or modseq <= self.view.modseq:
+        if not self._pushing() or self.view is None or modseq <= self.view.modseq:
             return
         if self._syncing:
             self._resync = True
@@ -286,8 +305,9 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, Fetc
         try:
             while True:
                 self._resync = False
-                await self.sync(allow_expunge=True)
-                if not self._resync or self._idle_tag is None or self.view is None:
+                # RFC 5465 6.2: SELECTED-DELAYED keeps EXPUNGE for a command.
+                await self.sync(allow_expunge=self._idle_tag is not None or self.notify_selected() == "SELECTED")
+                if not self._resync or not self._pushing() or self.view is None:
                     break
         finally:
             self._syncing = False
@@ -327,13 +347,15 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, Fetc
             raise bad(b"ENABLE needs a capability")
         # RFC 5161 3.1: ENABLED names what this command enabled; unknown
         # names are ignored.  QRESYNC brings CONDSTORE (RFC 7162 3.2.3).
-        before = {b"CONDSTORE": self.condstore, b"QRESYNC": self.qresync}
+        before = {b"CONDSTORE": self.condstore, b"QRESYNC": self.qresync, b"IMAP4REV2": self.imap4rev2}
         wanted = [name for name in dict.fromkeys(rest.upper().split()) if name in before]
         if b"QRESYNC" in wanted:
             self.qresync = True
-        if wanted:
+        if b"IMAP4REV2" in wanted:
+            self.imap4rev2 = True
+        if set(wanted) & {b"CONDSTORE", b"QRESYNC"}:
             self.condstore = True
-        enabled = [name for name in wanted if not before[name]]
+        enabled = [_ENABLED_NAMES.get(name, name) for name in wanted if not before[name]]
         self.send(Enabled(tuple(enabled)))
         self.run_command(tag, self._done, b"ENABLE completed")
 
@@ -381,13 +403,16 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, Fetc
         view = SelectedView(info.id, info.uidvalidity, snapshot, modseq, readonly, registry=snapshots)
         view.apply(await self.store.changes_since(info.id, modseq))
         view.catch_up()
-        if not readonly:
+        # RFC 9051 E.11, E.12: IMAP4rev2 has neither \Recent nor UNSEEN.
+        if not readonly and not self.imap4rev2:
             view.add_recent(await self.store.claim_recent(info.id))
         for line in view.flags_lines():
             self.send(Data(line))
         self.send(Exists(view.exists))
-        self.send(Recent(view.recent_count))
-        unseen = view.first_unseen()
+        unseen = None
+        if not self.imap4rev2:
+            self.send(Recent(view.recent_count))
+            unseen = view.first_unseen()
         if unseen is not None:
             self.send(Condition(OK, b"[UNSEEN %d] First unseen message" % unseen))
         self.send(Condition(OK, b"[UIDVALIDITY %d] UIDs valid" % info.uidvalidity))
@@ -402,6 +427,9 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, Fetc
             # (CHANGEDSINCE modseq VANISHED); another UIDVALIDITY means the
             # client starts over, and nothing more is said.
             await self.report_changes(view, known.modseq, known.known_uids, flags=True)
+        if self.imap4rev2:
+            # RFC 9051 6.3.2: the mailbox's LIST response.
+            self.send(await self.listing_of(name))
         self.view = view
         del previous
         self.state = "select"
@@ -413,6 +441,7 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, Fetc
             self._unsubscribe()
             self._unsubscribe = None
         self.view = None
+        self.forget_saved()
         if self.state == "select":
             self.state = "auth"
 

@@ -65,7 +65,7 @@ class GroupCommit:
     """
 
     def __init__(self, store, reactor):
-        self._store = store
+        self.store = store
         self._reactor = reactor
         self.batching = IGroupCommitStore.providedBy(store)
         self._pending: list[tuple[int, object, defer.Deferred]] = []
@@ -74,8 +74,8 @@ class GroupCommit:
     async def deliver(self, user: str, source, mailbox: str = "INBOX", special_use: bool = True):
         """As ``deliver``: the stored message's L{MessageRecord}."""
         if not self.batching:
-            return await deliver(self._store, user, source, mailbox, special_use)
-        info = await _mailbox_for(self._store, user, mailbox, special_use)
+            return await deliver(self.store, user, source, mailbox, special_use)
+        info = await _mailbox_for(self.store, user, mailbox, special_use)
         stored = defer.Deferred()
         self._pending.append((info.id, source, stored))
         if self._flush_call is None:
@@ -98,5 +98,5 @@ class GroupCommit:
             for _, _, stored in batch:
                 stored.errback(failure)
 
-        appended = defer.maybeDeferred(self._store.append_many, [(box, source) for box, source, _ in batch])
+        appended = defer.maybeDeferred(self.store.append_many, [(box, source) for box, source, _ in batch])
         appended.addCallbacks(answer, fail)

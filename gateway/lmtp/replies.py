@@ -183,6 +183,16 @@ class MailSystemFull(LmtpError):
     code, status, text = 452, b"4.3.1", b"Mail system full, try again later"
 
 
+class OverQuota(LmtpError):
+    # RFC 3463 3.3: X.2.2 "Mailbox full"; for good, as Dovecot's default.
+    code, status, text = 552, b"5.2.2", b"Mailbox full: quota exceeded"
+
+
+class OverQuotaForNow(LmtpError):
+    # [quota] full_tempfail, as Dovecot's quota_full_tempfail: the MTA retries.
+    code, status, text = 452, b"4.2.2", b"Mailbox full: quota exceeded, try again later"
+
+
 class TryLater(LmtpError):
     code, status, text = 451, b"4.3.0", b"Temporary failure, try again later"
 

@@ -41,7 +41,10 @@ own ``tmp/`` (same filesystem: a full disk shows during DATA, and a killed
 server leaves no file behind).
 
 Recipients are resolved by ``gateway.lmtp.recipients``; a ``+detail``
-selects a folder only under ``[lmtp] save_to_detail_mailbox``.
+selects a folder only under ``[lmtp] save_to_detail_mailbox``.  A copy that
+would take its user over quota (``gateway.policy.quota``) is refused for
+that recipient alone: 552 5.2.2, or 452 4.2.2 under ``[quota]
+full_tempfail``.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ from gateway.lmtp.trace import Transaction, helo_domain, trace_fields, transacti
 from gateway.net import metrics
 from gateway.net.dotlines import find_dot_line
 from gateway.net.connection import set_no_delay
+from gateway.policy.quota import OverQuota, Quotas, check_quota
 from gateway.policy.session import BadCommands, Deadline, session_config
 from gateway.store.interfaces import StoreFull, TemporaryFailure
 from gateway.store.traced import TracedMessage
@@ -145,8 +149,12 @@ class LMTPServer(smtp.SMTP):
     """
 
     def __init__(self, deliveries: GroupCommit, users, hostname: str, reactor, limits: SessionLimits,
-                 spool_dir: Path | None, save_to_detail_mailbox: bool = False, new_transaction_id=transaction_id):
+                 spool_dir: Path | None, save_to_detail_mailbox: bool = False, new_transaction_id=transaction_id,
+                 quotas: Quotas | None = None):
         super().__init__()
+        self._quotas = quotas
+        # The size of the message being delivered, for its quota check.
+        self._size = 0
         self.host = hostname
         self._deliveries = deliveries
         self._users = users
@@ -459,6 +467,7 @@ class LMTPServer(smtp.SMTP):
         self.mode = _COMMAND
         spool, self._spool = self._spool, None
         transaction, recipients = self._transaction, self._recipients
+        self._size = self._spooled
         self._reset_transaction()
         if self._spooled > self._limits.max_message_size:
             refusal = replies.MessageTooBig()
@@ -508,14 +517,21 @@ class LMTPServer(smtp.SMTP):
         # Every copy's own fields on top of the spool they share, which the
         # store reads (and parses) once for them all.
         message = TracedMessage(trace_fields(transaction, recipient.address), spool)
-        return defer.Deferred.fromCoroutine(
-            self._deliveries.deliver(recipient.user, message, recipient.mailbox, special_use=not recipient.detail)
-        )
+        return defer.Deferred.fromCoroutine(self._deliver_copy(recipient, message, len(message.fields) + self._size))
+
+    async def _deliver_copy(self, recipient: Recipient, message: TracedMessage, size: int):
+        await check_quota(self._deliveries.store, self._quotas, recipient.user, size)
+        return await self._deliveries.deliver(recipient.user, message, recipient.mailbox,
+                                              special_use=not recipient.detail)
 
     async def _outcome_of(self, recipient: Recipient, delivery: defer.Deferred) -> int | replies.LmtpError:
         """The UID a recipient's copy was stored under, or why it was not."""
         try:
             record = await delivery
+        except OverQuota as e:
+            log.info("Delivery to {user} refused: over its {resource} quota", user=recipient.user,
+                     resource=e.resource)
+            return replies.OverQuotaForNow() if self._quotas.full_tempfail else replies.OverQuota()
         except TemporaryFailure as e:
             log.warn("Delivery to {user} deferred: {error}", user=recipient.user, error=str(e))
             metrics.count_delivery("tempfail")
@@ -550,13 +566,14 @@ class LMTPFactory(protocol.ServerFactory):
     """
 
     def __init__(self, store, users, config, reactor, spool_dir: Path | None = None,
-                 new_transaction_id=transaction_id):
+                 new_transaction_id=transaction_id, quotas: Quotas | None = None):
         self.store = store
         self.users = users
         self.config = config
         self.reactor = reactor
         self.spool_dir = spool_dir
         self.new_transaction_id = new_transaction_id
+        self.quotas = quotas
         # One for every session: concurrent deliveries share a commit.
         self.deliveries = GroupCommit(store, reactor)
 
@@ -564,15 +581,18 @@ class LMTPFactory(protocol.ServerFactory):
         config = session_config(self.config)
         server = LMTPServer(self.deliveries, self.users, config.hostname, self.reactor,
                             SessionLimits.from_config(config), self.spool_dir,
-                            config.lmtp.save_to_detail_mailbox, self.new_transaction_id)
+                            config.lmtp.save_to_detail_mailbox, self.new_transaction_id, self.quotas)
         server.factory = self
         return server
 
 
-def build_factory(store, users, config, reactor) -> LMTPFactory:
+def build_factory(store, users, config, reactor, quotas: Quotas | None = None) -> LMTPFactory:
     """
     The LMTP listener's factory for ``service.py``; ``config`` is read at
     every connection (pass the ``LiveConfig``).  DATA is spooled in the
-    store's ``spool_directory`` (its own disk, where it has one).
+    store's ``spool_directory`` (its own disk, where it has one).  Without
+    ``quotas``, the config's ``[quota]`` and the users file's rules.
     """
-    return LMTPFactory(store, users, config, reactor, store.spool_directory)
+    if quotas is None:
+        quotas = Quotas(config, getattr(users, "quota_limits", lambda name: None))
+    return LMTPFactory(store, users, config, reactor, store.spool_directory, quotas=quotas)

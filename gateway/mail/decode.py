@@ -131,6 +131,19 @@ class _QuotedPrintable:
 
 
 _TRANSFER = {"base64": _Base64, "quoted-printable": _QuotedPrintable}
+# RFC 2045 6.1: the encodings that leave the octets as they are.
+IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
+
+
+def transfer_decoder(transfer_encoding: str):
+    """
+    A fresh decoder (``feed(bytes) -> bytes``, ``finish() -> bytes``) that
+    undoes a Content-Transfer-Encoding, base64 or quoted-printable; None
+    for the identity encodings and any other (the caller decides what an
+    unknown one means).
+    """
+    transfer = _TRANSFER.get(transfer_encoding.lower())
+    return transfer() if transfer is not None else None
 
 
 class BodyDecoder:

@@ -4,6 +4,8 @@ The change feed: tells live sessions which mailboxes changed.
 A notification carries only (mailbox id, highest modseq); subscribers ask the
 store ``changes_since`` for the details, so a change made in this process and
 one noticed from another process (the CLI, another node) take the same path.
+A user's list of mailboxes has a feed of its own: subscribers are told the
+user, and list the mailboxes again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from gateway.store.interfaces import IChangeFeed
 log = Logger()
 
 Poll = Callable[[Iterable[int]], "dict[int, int] | None"]
+# Users -> a version of each one's list of mailboxes that moves with every
+# change to it; None when nothing was committed since the last poll.
+PollUsers = Callable[[Iterable[str]], "dict[str, int] | None"]
 
 
 @implementer(IChangeFeed)
@@ -33,13 +38,19 @@ class ChangeFeed:
     process's own subscribers, and they are called at once.
     """
 
-    def __init__(self, reactor=None, poll: Poll | None = None, interval: float = 0.5):
+    def __init__(self, reactor=None, poll: Poll | None = None, interval: float = 0.5,
+                 poll_users: PollUsers | None = None):
         self._reactor = reactor
         self._poll = poll
+        self._poll_users = poll_users
         self._interval = interval
         self._subscribers: dict[int, list[Callable[[int, int], object]]] = {}
         self._pending: dict[int, int] = {}
         self._known: dict[int, int] = {}
+        # The same for users' lists of mailboxes.
+        self._user_subscribers: dict[str, list[Callable[[str], object]]] = {}
+        self._pending_users: set[str] = set()
+        self._known_users: dict[str, int] = {}
         self._dispatch_call = None
         self._poller: LoopingCall | None = None
 
@@ -61,6 +72,27 @@ class ChangeFeed:
         if mailbox_id not in self._subscribers:
             return
         self._pending[mailbox_id] = max(highestmodseq, self._pending.get(mailbox_id, 0))
+        self._dispatch_soon()
+
+    def subscribe_mailboxes(self, user, callback):
+        callbacks = self._user_subscribers.setdefault(user, [])
+        callbacks.append(callback)
+
+        def unsubscribe():
+            if callback in callbacks:
+                callbacks.remove(callback)
+            if not callbacks and self._user_subscribers.get(user) is callbacks:
+                del self._user_subscribers[user]
+                self._known_users.pop(user, None)
+
+        return unsubscribe
+
+    def notify_mailboxes(self, user):
+        if user in self._user_subscribers:
+            self._pending_users.add(user)
+            self._dispatch_soon()
+
+    def _dispatch_soon(self):
         if self._reactor is None:
             self._dispatch()
         elif self._dispatch_call is None:
@@ -75,12 +107,19 @@ class ChangeFeed:
                     callback(mailbox_id, modseq)
                 except Exception:
                     log.failure("Change subscriber failed for mailbox {mailbox_id}", mailbox_id=mailbox_id)
+        users, self._pending_users = self._pending_users, set()
+        for user in users:
+            for callback in list(self._user_subscribers.get(user, ())):
+                try:
+                    callback(user)
+                except Exception:
+                    log.failure("Mailbox list subscriber failed for {user}", user=user)
 
     def start_polling(self):
         """
         Look for changes by other processes every ``interval`` seconds.
         """
-        if self._poll is None or self._reactor is None or self._poller is not None:
+        if (self._poll is None and self._poll_users is None) or self._reactor is None or self._poller is not None:
             return
         self._poller = LoopingCall(self.poll_once)
         self._poller.clock = self._reactor
@@ -97,7 +136,14 @@ class ChangeFeed:
         self._dispatch_call = None
 
     def poll_once(self):
-        if not self._subscribers:
+        if self._user_subscribers and self._poll_users is not None:
+            versions = self._poll_users(list(self._user_subscribers))
+            for user, version in (versions or {}).items():
+                known = self._known_users.get(user)
+                self._known_users[user] = version
+                if known is not None and version != known:
+                    self.notify_mailboxes(user)
+        if not self._subscribers or self._poll is None:
             return
         current = self._poll(list(self._subscribers))
         if not current:

@@ -91,6 +91,22 @@ class IChangeFeed(Interface):
         Announce a change committed by this process.  Backends call this.
         """
 
+    def subscribe_mailboxes(user, callback):
+        """
+        Call ``callback(user)`` after one of the user's mailboxes is
+        created, deleted or renamed (IMAP NOTIFY MailboxName), as
+        L{subscribe} does for a mailbox's messages: at once for changes
+        through this process, within the poll interval for others.
+
+        @return: a no-argument callable that ends the subscription.
+        """
+
+    def notify_mailboxes(user):
+        """
+        Announce that this process changed the user's list of mailboxes.
+        Backends call this.
+        """
+
 
 class IMailStore(Interface):
     """
@@ -299,6 +315,17 @@ class IMailStore(Interface):
 
         @return: Deferred firing with (the L{MessageRecord}s that changed,
             ascending by UID; the UIDs that failed the test, ascending).
+        """
+
+    def quota_usage(user):
+        """
+        What the user's mailboxes hold together, as of the last commit:
+        kept by the store in the transaction of each change that adds or
+        removes a message (delivery, APPEND, COPY, MOVE, expunge, a deleted
+        mailbox), so it is never recounted on the way.
+
+        @return: Deferred firing with a L{QuotaUsage}; zero for a user
+            without mail.
         """
 
     # POP3 views per device (gateway/pop3/devices.py): which of a mailbox's

@@ -135,6 +135,18 @@ class ChangeSet:
 
 
 @attrs.frozen
+class QuotaUsage:
+    """
+    What one user's mailboxes hold, all of them together (RFC 9208 5: the
+    STORAGE and MESSAGE resources of the user's quota root): ``storage``
+    in octets (the sum of the messages' RFC822.SIZE), ``messages`` a count.
+    """
+
+    storage: int = 0
+    messages: int = 0
+
+
+@attrs.frozen
 class CheckReport:
     """
     What a store's consistency check found: one line per problem still

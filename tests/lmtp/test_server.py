@@ -625,8 +625,8 @@ def test_stock_smtp_reads_message_body_as_commands_after_a_long_line():
 def test_long_command_line_is_refused():
     session = Session()
     session.replies()
-    assert session.send(b"NOOP " + b"x" * 9000 + b"\r\nNOOP\r\n") == [b"500 5.5.2 Line too long", b"250 2.0.0 OK"]
-    assert session.send(b"y" * 9000) == [b"500 5.5.2 Line too long, closing connection"]
+    assert session.send(b"NOOP " + b"x" * 70_000 + b"\r\nNOOP\r\n") == [b"500 5.5.2 Line too long", b"250 2.0.0 OK"]
+    assert session.send(b"y" * 70_000) == [b"500 5.5.2 Line too long, closing connection"]
     assert session.transport.disconnecting
 
 

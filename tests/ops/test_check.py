@@ -258,3 +258,14 @@ def test_the_check_is_the_backends_maintenance_interface(data):
     assert report.problems == ()
     assert report.repairs == (f"expunged UID 2 of mail/{inbox_dir(data).name}, whose body files are gone",)
     failure_of(open_maintenance(Config(), data.parent / "elsewhere", Clock()).check(False), NoStore)
+
+
+def test_quota_usage_that_drifted_is_counted_again_on_repair(data):
+    size = len(MESSAGE)
+    sql(data, "UPDATE quota_usage SET messages = 7, storage = 1 WHERE user = 'alice'")
+    code, lines = check(data)
+    assert (code, lines) == (1, [f"the quota usage of alice is recorded as 7 messages, 1 octets; the mailboxes"
+                                 f" hold 3 messages, {3 * size} octets"])
+    code, lines = check(data, "--repair")
+    assert (code, lines) == (0, [f"repaired: counted the quota usage of alice again: 3 messages, {3 * size} octets",
+                                 "store is consistent"])

@@ -20,6 +20,7 @@ from gateway.store.interfaces import (
     NoSuchUser,
     TooManyDevices,
 )
+from gateway.store.model import QuotaUsage
 from tests.deferreds import failure_of, result_of
 from tests.reactorthread import unwrapped
 
@@ -317,3 +318,33 @@ class MailStoreContract:
         box = inbox(store)
         deliver(store, box, 1)
         assert result_of(store.open_device(box.id, "desktop", 1000.0, 1, 0.0)) == frozenset()
+
+    # -- QUOTA usage (RFC 9208) ------------------------------------------------
+
+    def test_quota_usage_follows_every_change(self, store):
+        size = len(MESSAGE.replace(b"\n", b"\r\n"))
+        assert result_of(store.quota_usage("alice")) == QuotaUsage(0, 0)
+        box = inbox(store)
+        uids = deliver(store, box, 3)
+        assert result_of(store.quota_usage("alice")) == QuotaUsage(3 * size, 3)
+        other = result_of(store.create_mailbox("alice", "Archive"))
+        result_of(store.copy(box.id, uids[:2], other.id))
+        assert result_of(store.quota_usage("alice")) == QuotaUsage(5 * size, 5)
+        result_of(store.move(box.id, uids[2:], other.id))
+        assert result_of(store.quota_usage("alice")) == QuotaUsage(5 * size, 5)
+        result_of(store.expunge(box.id, uids[:1]))
+        assert result_of(store.quota_usage("alice")) == QuotaUsage(4 * size, 4)
+        result_of(store.rename_mailbox("alice", "INBOX", "Old"))
+        assert result_of(store.quota_usage("alice")) == QuotaUsage(4 * size, 4)
+        result_of(store.delete_mailbox("alice", "Archive"))
+        assert result_of(store.quota_usage("alice")) == QuotaUsage(size, 1)
+
+    def test_quota_usage_is_per_user(self, store):
+        deliver(store, inbox(store, "alice"), 2)
+        deliver(store, inbox(store, "bob"), 1)
+        alice, bob = result_of(store.quota_usage("alice")), result_of(store.quota_usage("bob"))
+        assert (alice.messages, bob.messages) == (2, 1)
+        assert alice.storage == 2 * bob.storage
+        result_of(store.delete_user("alice"))
+        assert result_of(store.quota_usage("alice")) == QuotaUsage(0, 0)
+        assert result_of(store.quota_usage("bob")) == bob

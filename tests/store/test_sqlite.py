@@ -131,6 +131,43 @@ def test_rebuilt_index_keeps_uids_uidvalidity_and_names(tmp_path):
     rebuilt.close()
 
 
+def test_quota_usage_survives_a_rebuild(tmp_path):
+    store = SQLiteStore(tmp_path / "store")
+    box = inbox(store)
+    for _ in range(3):
+        result_of(store.append(box.id, MESSAGE))
+    result_of(store.expunge(box.id, [2]))
+    before = result_of(store.quota_usage("alice"))
+    store.close()
+    os.unlink(tmp_path / "store" / "index.sqlite")
+    rebuilt = SQLiteStore(tmp_path / "store")
+    assert result_of(rebuilt.quota_usage("alice")) == before
+    assert before.messages == 2
+    rebuilt.close()
+
+
+def test_a_store_from_before_quotas_is_counted_once(tmp_path):
+    store = SQLiteStore(tmp_path / "store")
+    box = inbox(store)
+    for _ in range(3):
+        result_of(store.append(box.id, MESSAGE))
+    before = result_of(store.quota_usage("alice"))
+    store.close()
+    # The index as an older version left it: no usage table, no triggers.
+    db = sqlite3.connect(tmp_path / "store" / "index.sqlite")
+    db.executescript("DROP TRIGGER quota_usage_insert; DROP TRIGGER quota_usage_delete; DROP TABLE quota_usage;")
+    db.close()
+    reopened = SQLiteStore(tmp_path / "store")
+    assert result_of(reopened.quota_usage("alice")) == before
+    result_of(reopened.append(box.id, MESSAGE))
+    assert result_of(reopened.quota_usage("alice")).messages == 4
+    reopened.close()
+    # Opening again counts nothing twice.
+    again = SQLiteStore(tmp_path / "store")
+    assert result_of(again.quota_usage("alice")).messages == 4
+    again.close()
+
+
 def test_local_changes_are_announced_on_the_next_reactor_turn(tmp_path):
     clock = Clock()
     store = SQLiteStore(tmp_path / "store", reactor=clock)
@@ -169,6 +206,41 @@ def test_changes_by_another_process_are_noticed_by_polling(tmp_path):
     clock.advance(0)
     assert seen == [record.modseq]
     server_side.close()
+
+
+def test_changes_to_a_users_mailboxes_are_announced(tmp_path):
+    clock = Clock()
+    store = SQLiteStore(tmp_path / "store", reactor=clock, poll_interval=0.5)
+    inbox(store)
+    seen = []
+    unsubscribe = store.changes.subscribe_mailboxes("alice", seen.append)
+    store.changes.subscribe_mailboxes("bob", lambda user: seen.append("bob?"))
+    result_of(store.create_mailbox("alice", "Work"))
+    result_of(store.rename_mailbox("alice", "Work", "Play"))
+    assert seen == []
+    clock.advance(0)
+    assert seen == ["alice"]
+    result_of(store.delete_mailbox("alice", "Play"))
+    clock.advance(0)
+    assert seen == ["alice", "alice"]
+    # Another process: noticed by polling, once.
+    store.changes.start_polling()
+    clock.advance(0.5)
+    clock.advance(0)
+    seen.clear()
+    other_process = SQLiteStore(tmp_path / "store")
+    result_of(other_process.create_mailbox("alice", "Elsewhere"))
+    other_process.close()
+    clock.advance(0.5)
+    clock.advance(0)
+    clock.advance(0.5)
+    clock.advance(0)
+    assert seen == ["alice"]
+    unsubscribe()
+    result_of(store.create_mailbox("alice", "Quiet"))
+    clock.advance(0)
+    assert seen == ["alice"]
+    store.close()
 
 
 class TestSQLiteStore(MailStoreContract):
@@ -272,6 +344,7 @@ def test_a_store_with_structures_in_the_messages_table_is_split_at_open(tmp_path
     result_of(old.store_flags(box.id, [2], {"\\Seen"}, "add"))
     records = result_of(old.list_messages(box.id))
     structures = result_of(old.get_structures(box.id, uids))
+    usage = result_of(old.quota_usage("alice"))
     old.close()
     db = sqlite3.connect(tmp_path / "index.sqlite")
     db.executescript(_COMBINED)
@@ -281,6 +354,11 @@ def test_a_store_with_structures_in_the_messages_table_is_split_at_open(tmp_path
     try:
         assert result_of(store.list_messages(box.id)) == records
         assert result_of(store.get_structures(box.id, uids)) == structures
+        # Moving the rows is no delivery and no expunge; the quota triggers follow the new table.
+        assert result_of(store.quota_usage("alice")) == usage
+        result_of(store.expunge(box.id, [1]))
+        after = result_of(store.quota_usage("alice"))
+        assert (after.storage, after.messages) == (usage.storage - records[0].size, 2)
         # A flag change now touches the records alone, and the next open has nothing to do.
         result_of(store.store_flags(box.id, [3], {"\\Flagged"}, "add"))
         assert "\\Flagged" in result_of(store.get_records(box.id, [3]))[0].flags
@@ -294,6 +372,6 @@ def test_a_store_with_structures_in_the_messages_table_is_split_at_open(tmp_path
     assert "messages_records" not in indexes and "messages_modseq" in indexes
     again = SQLiteStore(tmp_path)
     try:
-        assert [r.uid for r in result_of(again.list_messages(box.id))] == uids
+        assert [r.uid for r in result_of(again.list_messages(box.id))] == uids[1:]
     finally:
         again.close()

@@ -6,8 +6,8 @@ check``): its index against its files (the layout is described in
 Found: index rows without a body file, body files without a row, sizes that
 disagree, a UIDNEXT not above every UID or below the recorded one, a
 ``mailbox.json`` or ``uidnext`` file missing or disagreeing with the index,
-mailbox directories the index does not know, and temporary files a crash
-left behind.
+mailbox directories the index does not know, temporary files a crash
+left behind, and a user's quota usage that is not what the mailboxes hold.
 
 ``--repair`` runs the store's sweep, what the server does at each start
 (``SQLiteStore.sweep``), so there is one set of safe repairs: each one puts
@@ -34,6 +34,7 @@ from gateway.durable import read_slot_file
 from gateway.store.interfaces import IStoreMaintenance, NoStore
 from gateway.store.model import CheckReport
 from gateway.store.sqlite.maintenance import TMP_GRACE_SECONDS, body_uids
+from gateway.store.sqlite.rows import usage_drift
 
 
 @attrs.frozen
@@ -59,7 +60,7 @@ class _Mailbox:
 
 
 def _read_index(index: Path) -> tuple[list[_Mailbox], dict[int, dict[int, int]], dict[int, set[int]],
-                                       dict[int, list[int]]]:
+                                       dict[int, list[int]], list]:
     db = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
     try:
         mailboxes = [
@@ -75,9 +76,10 @@ def _read_index(index: Path) -> tuple[list[_Mailbox], dict[int, dict[int, int]],
         expunging: dict[int, list[int]] = {}
         for mailbox_id, uid in db.execute("SELECT mailbox_id, uid FROM expunging ORDER BY mailbox_id, uid"):
             expunging.setdefault(mailbox_id, []).append(uid)
+        drift = usage_drift(db)
     finally:
         db.close()
-    return mailboxes, sizes, expunged, expunging
+    return mailboxes, sizes, expunged, expunging, drift
 
 
 def _stale_tmp_files(paths, now: float) -> list[Problem]:
@@ -96,8 +98,12 @@ def find_problems(store_root: Path, now: float | None = None) -> list[Problem]:
     index = store_root / "index.sqlite"
     if not index.exists():
         return [Problem(f"{index} is missing; the server rebuilds it from the files when it starts")]
-    mailboxes, sizes, expunged, expunging = _read_index(index)
+    mailboxes, sizes, expunged, expunging, drift = _read_index(index)
     problems = _stale_tmp_files((store_root / "tmp").glob("*"), now)
+    for user, recorded, (storage, messages) in drift:
+        was = "none" if recorded is None else f"{recorded[1]} messages, {recorded[0]} octets"
+        problems.append(Problem(f"the quota usage of {user} is recorded as {was}; the mailboxes hold"
+                                f" {messages} messages, {storage} octets", repair=True))
     problems += _stale_tmp_files(store_root.glob("*.tmp"), now)
     for mailbox in mailboxes:
         if mailbox.id in expunging:

@@ -12,7 +12,7 @@ import time
 
 from gateway.durable import create_slot_file, fsync_dir, write_atomic
 from gateway.store.interfaces import InvalidMailboxName, MailboxExists, NoSuchMailbox, NoSuchUser
-from gateway.store.model import DEFAULT_SPECIAL_USE, HIERARCHY_SEPARATOR, UID_MAX, MailboxInfo
+from gateway.store.model import DEFAULT_SPECIAL_USE, HIERARCHY_SEPARATOR, UID_MAX, MailboxInfo, QuotaUsage
 from gateway.store.names import canonical_name, check_name
 from gateway.store.sqlite.synchronous import deferred
 
@@ -104,6 +104,7 @@ class MailboxesMixin:
             for mailbox_id in ids:
                 self._drop_mailbox_rows(mailbox_id)
             self._db.execute("DELETE FROM subscriptions WHERE user = ?", (user,))
+            self._db.execute("DELETE FROM quota_usage WHERE user = ?", (user,))
             for mailbox_id in ids:
                 step.after_commit(lambda path=self._mailbox_dir(mailbox_id): shutil.rmtree(path, ignore_errors=True))
 
@@ -121,13 +122,24 @@ class MailboxesMixin:
         return [MailboxInfo(*row) for row in rows]
 
     @deferred
+    def quota_usage(self, user):
+        row = self._db.execute("SELECT storage, messages FROM quota_usage WHERE user = ?", (user,)).fetchone()
+        return QuotaUsage() if row is None else QuotaUsage(*row)
+
+    @deferred
     def get_mailbox(self, user, name):
         return self._require_mailbox(user, name)
 
     @deferred
     def create_mailbox(self, user, name, special_use=None):
         name = check_name(name)
-        return self._writer.submit(lambda step: self._create(user, name, special_use))
+
+        def run(step):
+            info = self._create(user, name, special_use)
+            step.notify_mailboxes(user)
+            return info
+
+        return self._writer.submit(run)
 
     def _drop_mailbox_rows(self, mailbox_id: int) -> None:
         for table, column in (
@@ -147,6 +159,7 @@ class MailboxesMixin:
             self._drop_mailbox_rows(info.id)
             step.after_commit(lambda: shutil.rmtree(self._mailbox_dir(info.id), ignore_errors=True))
             step.notify(info.id, info.highestmodseq + 1)
+            step.notify_mailboxes(user)
 
         return self._writer.submit(run, frees_space=True)
 
@@ -191,6 +204,7 @@ class MailboxesMixin:
             if old_name == "INBOX":
                 self._create(user, "INBOX", None)
                 step.notify(source.id, source.highestmodseq)
+            step.notify_mailboxes(user)
 
         return self._writer.submit(run)
 

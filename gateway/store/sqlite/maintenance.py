@@ -25,6 +25,7 @@ from gateway.durable import create_slot_file, read_slot_file, write_atomic
 from gateway.store.interfaces import MailboxExists, UidNotAvailable
 from gateway.store.model import UID_MAX
 from gateway.store.names import check_name
+from gateway.store.sqlite.rows import usage_drift
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.unsynced import MARGIN, left_behind, mailboxes_of
 
@@ -130,7 +131,9 @@ class MaintenanceMixin:
             between DELETE's commit and the removal, or during a CREATE that
             never committed);
           - a missing or unreadable ``uidnext`` slot file is made again, and
-            temporary files older than an hour are removed.
+            temporary files older than an hour are removed;
+          - a user's quota usage that is not what the mailboxes hold (an
+            index edited by hand) is counted again.
 
         A body the index knows nothing of below UIDNEXT is left alone and
         logged: ``gateway check`` reports it for a human.  A mailbox whose
@@ -151,6 +154,10 @@ class MaintenanceMixin:
                 if directory.name.isdigit() and directory.name not in known:
                     shutil.rmtree(directory)
                     done.append(f"removed mail/{directory.name}, a mailbox directory the index does not know")
+            for user, recorded, (storage, messages) in usage_drift(self._db):
+                self._db.execute("INSERT OR REPLACE INTO quota_usage (user, storage, messages) VALUES (?, ?, ?)",
+                                 (user, storage, messages))
+                done.append(f"counted the quota usage of {user} again: {messages} messages, {storage} octets")
         for line in done:
             log.info("store sweep: {line}", line=line)
         return recovered + done

@@ -151,6 +151,16 @@ class ReadsMixin:
             )
         }
 
+    def _poll_mailbox_lists(self, users) -> dict[str, int] | None:
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._lists_data_version:
+            return None
+        self._lists_data_version = version
+        users = list(users)
+        return dict(self._db.execute(
+            "SELECT user, version FROM mailbox_lists WHERE user IN (%s)" % ",".join("?" * len(users)), users
+        ).fetchall())
+
     @deferred
     def count_recent(self, mailbox_id):
         row = self._db.execute("SELECT first_recent_uid FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()

@@ -88,6 +88,77 @@ CREATE TABLE IF NOT EXISTS pop3_device_deletions (
 ) WITHOUT ROWID;
 """
 
+# Each user's usage for QUOTA (RFC 9208: STORAGE, MESSAGE), kept by triggers
+# in the very statement that adds or removes a message, whichever path
+# (delivery, APPEND, COPY, MOVE, expunge, mailbox deletion, rebuild).  A
+# store from before them is counted once, in the transaction that makes
+# them, so no message is counted twice or missed.
+QUOTA_SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS quota_usage (
+    user TEXT PRIMARY KEY,
+    storage INTEGER NOT NULL,
+    messages INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS quota_usage_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO quota_usage (user, storage, messages)
+    SELECT user, NEW.size, 1 FROM mailboxes WHERE id = NEW.mailbox_id
+    ON CONFLICT (user) DO UPDATE SET storage = storage + excluded.storage, messages = messages + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS quota_usage_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO quota_usage (user, storage, messages)
+    SELECT user, -OLD.size, -1 FROM mailboxes WHERE id = OLD.mailbox_id
+    ON CONFLICT (user) DO UPDATE SET storage = storage + excluded.storage, messages = messages - 1;
+END;
+INSERT OR IGNORE INTO quota_usage (user, storage, messages)
+    SELECT b.user, COALESCE(SUM(m.size), 0), COUNT(m.uid)
+    FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id = b.id
+    WHERE b.user NOT IN (SELECT user FROM quota_usage)
+    GROUP BY b.user;
+COMMIT;
+"""
+
+# A version of each user's list of mailboxes, moved by every CREATE, DELETE
+# and RENAME whoever commits it, so that another process notices (IMAP
+# NOTIFY MailboxName).
+MAILBOX_LIST_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mailbox_lists (
+    user TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS mailbox_lists_insert AFTER INSERT ON mailboxes BEGIN
+    INSERT INTO mailbox_lists (user, version) VALUES (NEW.user, 1)
+    ON CONFLICT (user) DO UPDATE SET version = version + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS mailbox_lists_delete AFTER DELETE ON mailboxes BEGIN
+    INSERT INTO mailbox_lists (user, version) VALUES (OLD.user, 1)
+    ON CONFLICT (user) DO UPDATE SET version = version + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS mailbox_lists_rename AFTER UPDATE OF name ON mailboxes BEGIN
+    INSERT INTO mailbox_lists (user, version) VALUES (NEW.user, 1)
+    ON CONFLICT (user) DO UPDATE SET version = version + 1;
+END;
+"""
+
+# What each user's mailboxes hold, counted afresh ("gateway check").
+COUNTED_USAGE = """
+SELECT b.user, COALESCE(SUM(m.size), 0), COUNT(m.uid)
+FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id = b.id GROUP BY b.user
+"""
+
+
+def usage_drift(db) -> list[tuple[str, tuple[int, int] | None, tuple[int, int]]]:
+    """Users whose recorded usage is not what their mailboxes hold: (user, recorded, counted)."""
+    counted = {user: (storage, messages) for user, storage, messages in db.execute(COUNTED_USAGE)}
+    recorded = {user: (storage, messages)
+                for user, storage, messages in db.execute("SELECT user, storage, messages FROM quota_usage")}
+    return [
+        (user, recorded.get(user), counted.get(user, (0, 0)))
+        for user in sorted(set(counted) | set(recorded))
+        if recorded.get(user, (0, 0)) != counted.get(user, (0, 0))
+    ]
+
+
 RECORD_COLUMNS = "uid, flags, internaldate, tzoffset, size, modseq"
 STRUCTURE_COLUMNS = "envelope, body, bodystructure, header, parts"
 # A message's record and structure, for _select_uids.

@@ -65,6 +65,8 @@ from gateway.store.sqlite.maintenance import MaintenanceMixin
 from gateway.store.sqlite.reads import ReadsMixin
 from gateway.store.sqlite.reserve import Reserve
 from gateway.store.sqlite.rows import (
+    MAILBOX_LIST_SCHEMA,
+    QUOTA_SCHEMA,
     RECORD_COLUMNS,
     SCHEMA,
     STRUCTURE_COLUMNS,
@@ -117,7 +119,10 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, Maint
         self._write_db = _connect(index)
         self._write_db.execute("PRAGMA journal_mode=WAL")
         self._write_db.executescript(SCHEMA)
+        # Before the triggers on messages: the split makes the table anew.
         split_structures(self._write_db)
+        self._write_db.executescript(QUOTA_SCHEMA)
+        self._write_db.executescript(MAILBOX_LIST_SCHEMA)
         self._writer = Writer(self._write_db, self._sync_wal, UnsyncedRecord(self.root), self._written,
                               reactor if threads else None, flag_durability,
                               before_write=lambda: self._reserve.before_index_write())
@@ -140,7 +145,8 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, Maint
         self._reactor = reactor
         self._version_fresh = False
         self._mail_path = str(self._mail)
-        self.changes = ChangeFeed(reactor, self._poll_highestmodseq, poll_interval)
+        self._lists_data_version = None
+        self.changes = ChangeFeed(reactor, self._poll_highestmodseq, poll_interval, self._poll_mailbox_lists)
         if serving:
             self._reserve.keep()
         if fresh and any(self._mail.iterdir()):
@@ -184,6 +190,8 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, Maint
             if request.step is not None and not isinstance(request.outcome, Failure):
                 for mailbox_id, modseq in request.step.notices.items():
                     self.changes.notify(mailbox_id, modseq)
+                for user in request.step.users:
+                    self.changes.notify_mailboxes(user)
 
     def _sync_wal(self) -> None:
         """Make flag changes committed with synchronous=NORMAL durable."""

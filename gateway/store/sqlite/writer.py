@@ -103,6 +103,8 @@ class Step:
         self.committed: list[Callable[[], object]] = []
         self.directories: set[Path] = set()
         self.notices: dict[int, int] = {}
+        # Users whose list of mailboxes changed.
+        self.users: set[str] = set()
 
     def on_rollback(self, action: Callable[[], object]) -> None:
         self.undo.append(action)
@@ -117,6 +119,9 @@ class Step:
     def notify(self, mailbox_id: int, highestmodseq: int) -> None:
         self.notices[mailbox_id] = max(highestmodseq, self.notices.get(mailbox_id, 0))
 
+    def notify_mailboxes(self, user: str) -> None:
+        self.users.add(user)
+
     def roll_back(self) -> None:
         for action in reversed(self.undo):
             try:
@@ -127,6 +132,7 @@ class Step:
         self.committed.clear()
         self.directories.clear()
         self.notices.clear()
+        self.users.clear()
 
 
 @attrs.define(eq=False)
