@@ -73,7 +73,15 @@ from gateway.store.sqlite.maintenance import MaintenanceMixin
 from gateway.store.sqlite.reads import ReadsMixin
 from gateway.store.sqlite.reserve import Reserve
 from gateway.store.encoding import flags_text, record_from_row, structure_from_row
-from gateway.store.sqlite.rows import MAILBOX_LIST_SCHEMA, QUOTA_SCHEMA, RECORD_COLUMNS, SCHEMA
+from gateway.store.sqlite.rows import (
+    MAILBOX_LIST_SCHEMA,
+    QUOTA_SCHEMA,
+    RECORD_COLUMNS,
+    SCHEMA,
+    STRUCTURE_COLUMNS,
+    WITH_STRUCTURES,
+    split_structures,
+)
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.unsynced import UnsyncedRecord
 from gateway.store.sqlite.writer import Writer
@@ -120,6 +128,8 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         self._write_db = _connect(index)
         self._write_db.execute("PRAGMA journal_mode=WAL")
         self._write_db.executescript(SCHEMA)
+        # Before the triggers on messages: the split makes the table anew.
+        split_structures(self._write_db)
         self._write_db.executescript(QUOTA_SCHEMA)
         self._write_db.executescript(MAILBOX_LIST_SCHEMA)
         self._writer = Writer(self._write_db, self._sync_wal, UnsyncedRecord(self.root), self._written,
@@ -323,9 +333,10 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         if not present:
             return [], modseq
         modseq += 1
-        self._db.executemany(
-            "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", [(mailbox_id, uid) for uid in present]
-        )
+        for table in ("messages", "message_structures"):
+            self._db.executemany(
+                f"DELETE FROM {table} WHERE mailbox_id = ? AND uid = ?", [(mailbox_id, uid) for uid in present]
+            )
         self._db.executemany(
             "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
             [(mailbox_id, uid, modseq) for uid in present],
@@ -410,7 +421,7 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
 
     def _copy(self, step, mailbox_id: int, uids, dest_mailbox_id: int) -> tuple[list[tuple[int, int]], int]:
         rows = self._select_uids(
-            f"{RECORD_COLUMNS}, envelope, body, bodystructure, header, parts", mailbox_id, uids
+            f"{RECORD_COLUMNS}, {STRUCTURE_COLUMNS}", mailbox_id, uids, WITH_STRUCTURES
         )
         uidnext, modseq = self._counters(dest_mailbox_id)
         modseq += 1
