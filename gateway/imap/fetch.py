@@ -216,6 +216,11 @@ def as_section(item) -> tuple[bytes, Section] | None:
     return None
 
 
+def _reply_name(item):
+    section = as_section(item)
+    return item if section is None else section[0]
+
+
 def _reads_file(section: Section) -> bool:
     # The whole message's header, or fields of it, come from the stored structure.
     return not (section.part == () and section.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"))
@@ -273,9 +278,15 @@ def plan_fetch(
       MODSEQ (RFC 7162 3.1.4.1);
     - a FETCH that set \\Seen (``seen_set``) answers with the new FLAGS
       (RFC 3501 6.4.5), and their MODSEQ under CONDSTORE;
-    - under QRESYNC, a FETCH with MODSEQ carries the UID (RFC 7162 3.2.4).
+    - under QRESYNC, a FETCH with MODSEQ carries the UID (RFC 7162 3.2.4);
+    - an item asked for twice (``FLAGS UID FLAGS``, ``BODY[] BODY.PEEK[]``)
+      is answered once: RFC 3501 7.4.2 names each data item of a response
+      once, and clients keep one value per name.
     """
-    items = list(items)
+    once: dict = {}
+    for item in items:
+        once.setdefault(_reply_name(item), item)
+    items = list(once.values())
     if by_uid and "UID" not in items:
         items.insert(0, "UID")
     if condstore and "MODSEQ" not in items and (changedsince is not None or "FLAGS" in items):

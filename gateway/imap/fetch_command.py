@@ -83,6 +83,8 @@ class FetchCommand:
         """Answer FETCH for the (seq, UID) pairs ``targets``; whether any was expunged meanwhile."""
         view = self.view
         expunged = False
+        if plan.wants_flags:
+            self.announce_keywords()
         out = Output(self.transport, lambda: self._closing or self._gone)
         try:
             for start in range(0, len(targets), BATCH):
@@ -110,8 +112,12 @@ class FetchCommand:
                         except MessageExpunged:
                             expunged = True
                             continue
+                    flags = None
+                    if plan.wants_flags:
+                        flags = format_flags(view.flags_of(uid))
+                        # An update of them still owed goes in this answer.
+                        view.told_flags(uid)
                     try:
-                        flags = format_flags(view.flags_of(uid)) if plan.wants_flags else None
                         for piece in answer(seq, uid, plan, flags, record, structure, opened).pieces():
                             if isinstance(piece, FileRange):
                                 await out.write_file(opened, piece.start, piece.end)
@@ -135,6 +141,9 @@ class FetchCommand:
         view = self.view
         ranges = self.target_ranges(text, by_uid)
         expunged = view.expunged_within(ranges)
+        if "FLAGS" in items:
+            self.announce_keywords()
+            view.told_flags_within(ranges)
         out = Output(self.transport, lambda: self._closing or self._gone)
         try:
             for lines in view.fetch_lines(ranges, items):

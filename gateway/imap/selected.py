@@ -225,7 +225,7 @@ class SelectedCommands:
                 )
             for record in changed:
                 view.note_flags(record.uid, record.flags)
-            self.send_all(Data(line) for line in view.announce_keywords(record.uid for record in changed))
+            self.announce_keywords()
         if self.condstore:
             await self._report_modseqs(targets, changed, modified, silent and unchangedsince is None, silent)
         elif not silent:
@@ -244,6 +244,8 @@ class SelectedCommands:
         answer here: the sync before the tagged answer sends their flags.
         """
         view = self.view
+        if not silent:
+            self.announce_keywords()
         modseqs = {record.uid: record.modseq for record in changed}
         failed = set(modified)
         report = [
@@ -288,6 +290,7 @@ class SelectedCommands:
             self.send(Vanished(format_sequence_set(gone)))
         if not flags:
             return
+        self.announce_keywords(view)
         answers = []
         for record in changes.updated:
             seq = view.seq_of(record.uid)

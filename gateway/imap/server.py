@@ -455,6 +455,12 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, Fetc
 
     # -- helpers for the command mixins ----------------------------------
 
+    def announce_keywords(self, view=None) -> None:
+        """RFC 3501 7.2.6: FLAGS naming every keyword the client may see in
+        ``view`` (the selected one by default), before any FETCH that shows
+        one (``SelectedView.announce_keywords``)."""
+        self.send_all(Data(line) for line in (view or self.view).announce_keywords())
+
     def mailbox_name(self, wire_name: bytes) -> str:
         try:
             return wire.canonical_name(mutf7.decode_mailbox(wire_name))

@@ -126,7 +126,7 @@ def test_select_sends_every_response_with_text(store):
     lines = s.command(b"s SELECT inbox")
     assert lines == [
         b"* FLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen work)",
-        b"* OK [PERMANENTFLAGS (\\* \\Answered \\Deleted \\Draft \\Flagged \\Seen work)] Flags permitted",
+        b"* OK [PERMANENTFLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen work \\*)] Flags permitted",
         b"* 2 EXISTS",
         b"* 2 RECENT",
         b"* OK [UNSEEN 1] First unseen message",
