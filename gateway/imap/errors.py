@@ -70,7 +70,8 @@ class MissingArgument(Bad):
     text = b"Missing argument"
 
 
-class NotModifiedUtf7(Bad):
+class NotModifiedUtf7(CommandError):
+    # NO as Dovecot: a name no mailbox can have, not a malformed command.
     text = b"Mailbox name is not modified UTF-7"
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 
 
-from gateway.imap import wire
+from gateway.imap import listing, wire
 from gateway.imap.arguments import astring, final_astring, status_items
-from gateway.imap.errors import CommandError, TryCreate, bad
+from gateway.imap.errors import CommandError, NotModifiedUtf7, TryCreate, bad
 from gateway.imap.responses import Listed, Status
 from gateway.store.interfaces import NoSuchMailbox
 from gateway.store.model import HIERARCHY_SEPARATOR
@@ -102,8 +102,12 @@ class MailboxCommands:
         self.run_command(tag, self._list, reference, pattern, b"XLIST")
 
     async def _list(self, wire_reference, wire_pattern, command):
-        reference = self.mailbox_name(wire_reference) if wire_reference else ""
-        pattern = self.mailbox_name(wire_pattern) if wire_pattern else ""
+        try:
+            reference = self.mailbox_name(wire_reference) if wire_reference else ""
+            pattern = self.mailbox_name(wire_pattern) if wire_pattern else ""
+        except NotModifiedUtf7:
+            # Dovecot: a pattern no mailbox name can match matches nothing.
+            return command + b" completed"
         if command != b"LSUB" and not pattern:
             # RFC 3501 6.3.8: the hierarchy delimiter and root name.
             self.send(Listed(command, ("\\Noselect",), None))
@@ -117,9 +121,8 @@ class MailboxCommands:
                 self.send(Listed(command, tuple(attributes), name))
             return command + b" completed"
         subscribed = await self.store.list_subscriptions(self.account.user)
-        for name in wire.lsub_matches(subscribed, reference, pattern):
-            attributes = () if name in existing else ("\\Noselect",)
-            self.send(Listed(b"LSUB", attributes, name))
+        for entry in listing.lsub_entries(existing, subscribed, reference, pattern):
+            self.send(Listed(b"LSUB", entry.attributes, entry.name))
         return b"LSUB completed"
 
     def do_STATUS(self, tag, name, items):

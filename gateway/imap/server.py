@@ -259,8 +259,11 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, Fetc
         try:
             changes = await self.store.changes_since(view.mailbox_id, view.modseq)
             view.apply(changes)
-            if view.pending_new() and not view.readonly:
-                view.add_recent(await self.store.claim_recent(view.mailbox_id))
+            if view.pending_new():
+                # A read-only view shows new messages \Recent and leaves
+                # them for the next SELECT to claim.
+                view.add_recent(view.pending_new() if view.readonly
+                                else await self.store.claim_recent(view.mailbox_id))
         except NoSuchMailbox:
             # Deleted under us: RFC 3501 leaves it open; say BYE like Dovecot.
             self.send(MAILBOX_DELETED)
@@ -383,6 +386,12 @@ class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, Fetc
         view.catch_up()
         if not readonly:
             view.add_recent(await self.store.claim_recent(info.id))
+        else:
+            # RFC 3501 6.3.2: EXAMINE reports \Recent without claiming it.
+            # Unclaimed messages are the newest ones: the top of the view.
+            count = min(await self.store.count_recent(info.id), view.exists)
+            if count:
+                view.add_recent(view.uids[view.exists - count:])
         for line in view.flags_lines():
             self.send(Data(line))
         self.send(Exists(view.exists))
