@@ -27,7 +27,7 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.mail import imap4
 
-from gateway.imap import errors
+from gateway.imap import capabilities, errors
 from gateway.imap.id_params import IdSyntaxError, parse_id_params
 from gateway.imap.arguments import astring, final_astring
 from gateway.imap.responses import OK, Continuation, Id, Tagged
@@ -36,12 +36,6 @@ from gateway.net.tls import start_tls_discarding_buffer
 from gateway.policy import authlog, sasl
 from gateway.policy.login import BadCredentials, LockedOut, TooManySessions
 from gateway.policy.plaintext import plaintext_allowed
-
-# XLIST for clients from before SPECIAL-USE (Outlook 2013, old iOS) that
-# look for it here, as Gmail advertised it.
-CAPABILITIES = (
-    b"IMAP4rev1 SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE CHILDREN SPECIAL-USE UNSELECT CONDSTORE QRESYNC XLIST"
-)
 
 # The shared login sequence's refusals, as IMAP answers them.
 _REFUSALS = {
@@ -79,17 +73,15 @@ class LoginCommands:
         return plaintext_allowed(self.peer_ip, self.secure, self.config.plaintext_networks)
 
     def capability_line(self) -> bytes:
-        """
-        Before login, LITERAL- (RFC 7888 5): an unauthenticated client has no
-        business sending big literals unasked; after it, LITERAL+ up to
-        APPENDLIMIT (RFC 7889).
-        """
-        if self.state != "unauth":
-            return CAPABILITIES + b" LITERAL+ APPENDLIMIT=%d" % self.config.limits.max_literal_size
-        line = CAPABILITIES + b" LITERAL- APPENDLIMIT=%d" % self.config.limits.max_literal_size
-        if self.ctx is not None and self.canStartTLS and not self.secure:
-            line += b" STARTTLS"
-        return line + (b" AUTH=PLAIN" if self.plaintext_allowed() else b" LOGINDISABLED")
+        """The session's capabilities now (``gateway.imap.capabilities``)."""
+        unauth = self.state == "unauth"
+        return capabilities.capability_line(capabilities.CapabilityState(
+            authenticated=not unauth,
+            appendlimit=self.config.limits.max_literal_size,
+            starttls=unauth and self.ctx is not None and self.canStartTLS and not self.secure,
+            plaintext=self.plaintext_allowed(),
+            compressed=self.compressed,
+        ))
 
     def connectionLost(self, reason):
         # A login queued for its password check leaves the queue.

@@ -15,9 +15,10 @@ here or in the command mixins (``login``, ``mailboxes``, ``selected``):
 - error paths send fixed bytes (Twisted sends ``str`` or exception text in
   places, its issue 12262);
 - SELECT answers ``OK [UIDVALIDITY n] text`` (Twisted 26.10 sends no text);
-- capabilities: LITERAL+/LITERAL-, APPENDLIMIT, SASL-IR, ID, ENABLE,
-  UIDPLUS, MOVE, CHILDREN, SPECIAL-USE, UNSELECT, CONDSTORE and QRESYNC
-  (RFC 7162), none of which Twisted has;
+- capabilities (``gateway.imap.capabilities``): LITERAL+/LITERAL-,
+  APPENDLIMIT, SASL-IR, ID, ENABLE, UIDPLUS, MOVE, CHILDREN, SPECIAL-USE,
+  UNSELECT, CONDSTORE and QRESYNC (RFC 7162), COMPRESS=DEFLATE (RFC 4978),
+  none of which Twisted has;
 - the limits of ``[limits]`` (issue 4): a command line longer than
   ``max_line_length`` is answered ``BAD [TOOBIG]`` and skipped without being
   buffered; literal sizes are ASCII digits only (Twisted used ``int()``),
@@ -44,6 +45,7 @@ from twisted.mail import imap4
 
 from gateway.imap import resync, wire
 from gateway.imap.arguments import astring, select_parameters
+from gateway.imap.compress import CompressCommand
 from gateway.imap.engine import Engine, known_error
 from gateway.imap.errors import Bad, InternalError, InternalParseError, NotModifiedUtf7, bad
 from gateway.imap.framing import Framing
@@ -85,7 +87,7 @@ TOO_MANY_BAD = Condition(BYE, b"Too many invalid IMAP commands.")
 MAILBOX_DELETED = Condition(BYE, b"Selected mailbox was deleted")
 
 
-class IMAPServer(Framing, LoginCommands, MailboxCommands, SelectedCommands, FetchCommand, Engine):
+class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, SelectedCommands, FetchCommand, Engine):
     IDENT = b"gateway IMAP4rev1 ready"
 
     def __init__(self, store, config, reactor, portal, context_factory=None):
