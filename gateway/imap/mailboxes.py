@@ -191,6 +191,8 @@ class MailboxCommands:
                 info = await self.account.select(self.mailbox_name(wire_name))
             except NoSuchMailbox:
                 raise TryCreate() from None
+            await self.check_quota(body.seek(0, 2), 1)
+            body.seek(0)
             record = await self.store.append(info.id, body, flags, internaldate)
         finally:
             body.close()

@@ -322,6 +322,9 @@ class SelectedCommands:
         if not targets:
             return verb + b" completed"
         uids = [uid for _, uid in targets]
+        if not move:
+            records = await self.store.get_records(view.mailbox_id, uids)
+            await self.check_quota(sum(record.size for record in records), len(records))
         if move:
             pairs = await self.store.move(view.mailbox_id, uids, destination.id)
         else:

@@ -67,6 +67,7 @@ from gateway.imap.responses import (
     answer,
 )
 from gateway.imap.fetch_command import FetchCommand
+from gateway.imap.quota_commands import QuotaCommands
 from gateway.imap.selected import SelectedCommands
 from gateway.imap.snapshot import Snapshot, SnapshotRegistry
 from gateway.imap.view import SelectedView
@@ -74,6 +75,7 @@ from gateway.mail import mutf7
 from gateway.net import metrics
 from gateway.net.connection import set_no_delay
 from gateway.policy.login import LoginPolicy
+from gateway.policy.quota import Quotas
 from gateway.policy.session import BadCommands, Deadline, session_config
 from gateway.store.interfaces import NoSuchMailbox
 
@@ -87,7 +89,8 @@ TOO_MANY_BAD = Condition(BYE, b"Too many invalid IMAP commands.")
 MAILBOX_DELETED = Condition(BYE, b"Selected mailbox was deleted")
 
 
-class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, SelectedCommands, FetchCommand, Engine):
+class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, SelectedCommands, FetchCommand,
+                 QuotaCommands, Engine):
     IDENT = b"gateway IMAP4rev1 ready"
 
     def __init__(self, store, config, reactor, portal, context_factory=None):
@@ -486,8 +489,10 @@ class IMAPFactory(protocol.ServerFactory):
     sessions; pass the POP3 factory's to count both protocols together.
     """
 
-    def __init__(self, portal, store, config, reactor, context_factory=None, *, logins=None):
+    def __init__(self, portal, store, config, reactor, context_factory=None, *, logins=None, quotas=None):
         self.portal = portal
+        # RFC 9208: the limits APPEND and COPY are held to, GETQUOTA shows.
+        self.quotas = Quotas(config) if quotas is None else quotas
         self.store = store
         self.config = config
         self.reactor = reactor
@@ -504,12 +509,15 @@ class IMAPFactory(protocol.ServerFactory):
         return server
 
 
-def build_factory(portal, store, config, reactor, context_factory=None, *, logins=None) -> IMAPFactory:
+def build_factory(portal, store, config, reactor, context_factory=None, *, logins=None,
+                  quotas=None) -> IMAPFactory:
     """
     The IMAP listener's factory; with ``context_factory`` (a TLS context
     factory, ``CertificateStore.context_factory()``) the session offers
     STARTTLS.  ``logins`` defaults to a ``LoginPolicy`` of its own; the
     service passes the one POP3 shares, so a guesser gains nothing by
-    switching protocol.
+    switching protocol.  ``quotas`` (``gateway.policy.quota.Quotas``)
+    defaults to the config's ``[quota]`` alone; the service passes the one
+    that reads the users file's rules too.
     """
-    return IMAPFactory(portal, store, config, reactor, context_factory, logins=logins)
+    return IMAPFactory(portal, store, config, reactor, context_factory, logins=logins, quotas=quotas)
