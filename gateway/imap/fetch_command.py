@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from twisted.mail import imap4
 
-from gateway.imap import fetch, resync
+from gateway.imap import binary, fetch, resync
 from gateway.imap.arguments import word
-from gateway.imap.errors import bad
-from gateway.imap.fetch_response import FileRange, answer
+from gateway.imap.errors import CommandError, bad
+from gateway.imap.fetch_response import Binary, FileRange, answer
 from gateway.imap.output import Output
 from gateway.imap.sequence import parse_sequence_set
 from gateway.imap.view import format_flags
@@ -76,7 +76,11 @@ class FetchCommand:
             changes = await self.store.changes_since(view.mailbox_id, changedsince)
             changed = {record.uid for record in changes.updated}
             targets = [(seq, uid) for seq, uid in targets if uid in changed]
-        expunged = await self._fetch_messages(targets, planned, changedsince) or expunged
+        try:
+            expunged = await self._fetch_messages(targets, planned, changedsince) or expunged
+        except binary.UnknownTransferEncoding as error:
+            # RFC 3516 4.3
+            raise CommandError(error.text) from None
         return EXPUNGE_ISSUED if expunged else b"FETCH completed"
 
     async def _fetch_messages(self, targets, plan: fetch.FetchPlan, changedsince) -> bool:
@@ -121,6 +125,10 @@ class FetchCommand:
                         for piece in answer(seq, uid, plan, flags, record, structure, opened).pieces():
                             if isinstance(piece, FileRange):
                                 await out.write_file(opened, piece.start, piece.end)
+                            elif isinstance(piece, Binary):
+                                for chunk in binary.decoded_range(opened, piece.decoding, piece.partial):
+                                    out.write(chunk)
+                                    await out.drain()
                             else:
                                 out.write(piece)
                     finally:
