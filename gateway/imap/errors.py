@@ -75,6 +75,11 @@ class NotModifiedUtf7(CommandError):
     text = b"Mailbox name is not modified UTF-7"
 
 
+class NotUtf8(CommandError):
+    # Under UTF8=ACCEPT (RFC 6855 3).
+    text = b"Mailbox name is not UTF-8"
+
+
 class InternalParseError(Bad):
     # An unexpected failure while reading a command: logged, never shown.
     text = b"Internal error"

@@ -1,6 +1,7 @@
 """
 Mailbox-level IMAP commands (RFC 3501 6.3): CREATE, DELETE, RENAME,
-SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS, APPEND; and XLIST, Gmail's LIST
+SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS (APPEND is
+``gateway.imap.append``'s); and XLIST, Gmail's LIST
 with special uses from before RFC 6154, for the clients that know only it.
 
 A mixin of ``gateway.imap.server.IMAPServer``: handlers take their
@@ -10,14 +11,10 @@ arguments from the parsers of ``gateway.imap.arguments`` and run through
 
 from __future__ import annotations
 
-import re
-
-
 from gateway.imap import listing, wire
 from gateway.imap.arguments import astring, final_astring, status_items
-from gateway.imap.errors import CommandError, NotModifiedUtf7, TryCreate, bad
+from gateway.imap.errors import CommandError, NotModifiedUtf7, bad
 from gateway.imap.responses import Listed, Status
-from gateway.store.interfaces import NoSuchMailbox
 from gateway.store.model import HIERARCHY_SEPARATOR
 
 _STATUS_ITEMS = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"HIGHESTMODSEQ")
@@ -118,11 +115,11 @@ class MailboxCommands:
             for name, attributes in wire.list_matches(existing, reference, pattern):
                 if command == b"XLIST":
                     attributes = _xlist_attributes(name, attributes)
-                self.send(Listed(command, tuple(attributes), name))
+                self.send(Listed(command, tuple(attributes), name, self.utf8))
             return command + b" completed"
         subscribed = await self.store.list_subscriptions(self.account.user)
         for entry in listing.lsub_entries(existing, subscribed, reference, pattern):
-            self.send(Listed(b"LSUB", entry.attributes, entry.name))
+            self.send(Listed(b"LSUB", entry.attributes, entry.name, self.utf8))
         return b"LSUB completed"
 
     def do_STATUS(self, tag, name, items):
@@ -154,49 +151,8 @@ class MailboxCommands:
             b"UIDVALIDITY": info.uidvalidity,
             b"UNSEEN": sum(1 for r in records if "\\Seen" not in r.flags),
         }
-        self.send(Status(name, tuple((item, values[item]) for item in wanted)))
+        self.send(Status(name, tuple((item, values[item]) for item in wanted), self.utf8))
         return b"STATUS completed"
-
-    def arg_append(self, line):
-        """``[flag-list] [date-time] literal`` of APPEND."""
-        line = (line or b"").lstrip(b" ")
-        flags = ()
-        if line.startswith(b"("):
-            close = line.find(b")")
-            if close < 0:
-                raise bad(b"Mismatched parenthesis")
-            flags = line[1:close].split()
-            line = line[close + 1:].lstrip(b" ")
-        date = None
-        if line.startswith(b'"'):
-            match = re.match(rb'"([^"]*)" ?', line)
-            if match is None:
-                raise bad(b"Malformed date-time")
-            date = match[1]
-            line = line[match.end():]
-        d = self.arg_literal(line)
-        return d.addCallback(lambda result: ((flags, date, result[0]), result[1]))
-
-    def do_APPEND(self, tag, name, message):
-        self.run_command(tag, self._append, name, *message)
-
-    async def _append(self, wire_name, flag_tokens, date, body):
-        try:
-            try:
-                flags = wire.parse_flags(flag_tokens)
-                internaldate = wire.parse_datetime(date) if date is not None else None
-            except ValueError:
-                raise bad(b"Bad flags or date-time") from None
-            try:
-                info = await self.account.select(self.mailbox_name(wire_name))
-            except NoSuchMailbox:
-                raise TryCreate() from None
-            await self.check_quota(body.seek(0, 2), 1)
-            body.seek(0)
-            record = await self.store.append(info.id, body, flags, internaldate)
-        finally:
-            body.close()
-        return b"[APPENDUID %d %d] APPEND completed" % (info.uidvalidity, record.uid)
 
     auth_CREATE = select_CREATE = (do_CREATE, final_astring)
     auth_DELETE = select_DELETE = (do_DELETE, final_astring)
@@ -207,4 +163,3 @@ class MailboxCommands:
     auth_LSUB = select_LSUB = (do_LSUB, astring, final_astring)
     auth_XLIST = select_XLIST = (do_XLIST, astring, final_astring)
     auth_STATUS = select_STATUS = (do_STATUS, astring, status_items)
-    auth_APPEND = select_APPEND = (do_APPEND, astring, arg_append)

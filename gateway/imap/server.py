@@ -43,11 +43,12 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.mail import imap4
 
-from gateway.imap import resync, wire
+from gateway.imap import mailbox_names, resync
 from gateway.imap.arguments import astring, select_parameters
+from gateway.imap.append import AppendCommand
 from gateway.imap.compress import CompressCommand
 from gateway.imap.engine import Engine, known_error
-from gateway.imap.errors import Bad, InternalError, InternalParseError, NotModifiedUtf7, bad
+from gateway.imap.errors import Bad, InternalError, InternalParseError, NotModifiedUtf7, NotUtf8, bad
 from gateway.imap.framing import Framing
 from gateway.imap.login import LoginCommands
 from gateway.imap.mailboxes import MailboxCommands
@@ -71,7 +72,6 @@ from gateway.imap.quota_commands import QuotaCommands
 from gateway.imap.selected import SelectedCommands
 from gateway.imap.snapshot import Snapshot, SnapshotRegistry
 from gateway.imap.view import SelectedView
-from gateway.mail import mutf7
 from gateway.net import metrics
 from gateway.net.connection import set_no_delay
 from gateway.policy.login import LoginPolicy
@@ -89,8 +89,8 @@ TOO_MANY_BAD = Condition(BYE, b"Too many invalid IMAP commands.")
 MAILBOX_DELETED = Condition(BYE, b"Selected mailbox was deleted")
 
 
-class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, SelectedCommands, FetchCommand,
-                 QuotaCommands, Engine):
+class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, AppendCommand, SelectedCommands,
+                 FetchCommand, QuotaCommands, Engine):
     IDENT = b"gateway IMAP4rev1 ready"
 
     def __init__(self, store, config, reactor, portal, context_factory=None):
@@ -125,6 +125,8 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, Selec
         self.condstore = False
         # RFC 7162 3.2: once on, VANISHED replaces EXPUNGE.
         self.qresync = False
+        # RFC 6855 3: once on, mailbox names are UTF-8 both ways.
+        self.utf8 = False
 
     # -- connection ------------------------------------------------------
 
@@ -335,12 +337,14 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, Selec
             raise bad(b"ENABLE needs a capability")
         # RFC 5161 3.1: ENABLED names what this command enabled; unknown
         # names are ignored.  QRESYNC brings CONDSTORE (RFC 7162 3.2.3).
-        before = {b"CONDSTORE": self.condstore, b"QRESYNC": self.qresync}
+        before = {b"CONDSTORE": self.condstore, b"QRESYNC": self.qresync, b"UTF8=ACCEPT": self.utf8}
         wanted = [name for name in dict.fromkeys(rest.upper().split()) if name in before]
         if b"QRESYNC" in wanted:
             self.qresync = True
-        if wanted:
+        if b"QRESYNC" in wanted or b"CONDSTORE" in wanted:
             self.condstore = True
+        if b"UTF8=ACCEPT" in wanted:
+            self.utf8 = True
         enabled = [name for name in wanted if not before[name]]
         self.send(Enabled(tuple(enabled)))
         self.run_command(tag, self._done, b"ENABLE completed")
@@ -476,10 +480,12 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, Selec
         self.send_all(Data(line) for line in (view or self.view).announce_keywords())
 
     def mailbox_name(self, wire_name: bytes) -> str:
+        """The store's name for a mailbox name as the client sent it:
+        modified UTF-7, or UTF-8 once UTF8=ACCEPT is on (RFC 6855 3)."""
         try:
-            return wire.canonical_name(mutf7.decode_mailbox(wire_name))
-        except mutf7.BadMailboxName:
-            raise NotModifiedUtf7() from None
+            return mailbox_names.decode_name(wire_name, self.utf8)
+        except mailbox_names.BadMailboxName:
+            raise (NotUtf8() if self.utf8 else NotModifiedUtf7()) from None
 
 
 class IMAPFactory(protocol.ServerFactory):

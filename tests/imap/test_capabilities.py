@@ -6,7 +6,7 @@ from gateway.imap.capabilities import CapabilityState, capability_line
 EXTENSIONS = {
     b"IMAP4rev1", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE", b"UIDPLUS", b"MOVE", b"CHILDREN",
     b"SPECIAL-USE", b"UNSELECT", b"CONDSTORE", b"QRESYNC", b"XLIST", b"COMPRESS=DEFLATE",
-    b"QUOTA", b"QUOTA=RES-STORAGE", b"QUOTA=RES-MESSAGE",
+    b"QUOTA", b"QUOTA=RES-STORAGE", b"QUOTA=RES-MESSAGE", b"BINARY", b"MULTIAPPEND", b"UTF8=ACCEPT",
 }
 
 
