@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
@@ -27,7 +28,7 @@ from gateway.pop3 import server as pop3
 from gateway.auth import MailRealm, UsersFile, make_portal
 from gateway.config import DEFAULT_TOML, Config, ConfigError, load
 from gateway.net.access import NetworkAccessFactory
-from gateway.net.certificates import CertificateError, certificate_paths
+from gateway.net.certificates import CertificateError, certificate_paths, generated_key_type, load_pair
 from gateway.net.connlimit import ConnectionLimitFactory
 from gateway.imap import account as imap_account, server as imap_server
 from gateway.policy.addresses import Networks
@@ -45,6 +46,7 @@ from gateway.net.tls import (
     CertificateStore,
     NoRsaCertificate,
     TlsPolicy,
+    check_key_types,
     implicit_tls_factory,
 )
 
@@ -252,10 +254,33 @@ def planned_listeners(config: Config) -> list[Listener]:
 def load_certificate(data_dir: Path, config: Config, policies=(MODERN,)) -> CertificateStore:
     """The [tls] pairs, generated on the first run when left at their defaults."""
     tls = config.tls
-    try:
+    with _certificate_errors(config):
         paths = certificate_paths(data_dir, tls.certificate, tls.key, tls.rsa_certificate, tls.rsa_key,
                                   config.hostname)
         return CertificateStore(paths, policies)
+
+
+def check_certificates(data_dir: Path, config: Config) -> None:
+    """
+    What ``load_certificate`` would refuse for the listeners ``config``
+    plans, raised as the same StartupError, with nothing generated: a pair
+    left to be generated counts as the self-signed kind it would be.
+    """
+    tls = config.tls
+    policies = [listener.policy for listener in planned_listeners(config)]
+    with _certificate_errors(config):
+        paths = certificate_paths(data_dir, tls.certificate, tls.key, tls.rsa_certificate, tls.rsa_key,
+                                  config.hostname, generate=False)
+        generated = [generated_key_type(data_dir, cert, key) for cert, key in paths]
+        pairs = [load_pair(cert, key) for (cert, key), kind in zip(paths, generated) if kind is None]
+        check_key_types(pairs, policies, generated)
+
+
+@contextmanager
+def _certificate_errors(config: Config):
+    """A certificate the listeners cannot use, said in one line naming the listener or [tls] at fault."""
+    try:
+        yield
     except NoRsaCertificate as e:
         named = next(name for name, table in config.listeners.named
                      if TlsPolicy(table.tls_min_version) == e.policy)

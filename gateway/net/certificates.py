@@ -88,20 +88,21 @@ def generate_self_signed(
 
 
 def ensure_certificate(
-    data_dir: Path, certificate: str, key: str, hostname: str, *, key_type: str = "ECDSA"
+    data_dir: Path, certificate: str, key: str, hostname: str, *, key_type: str = "ECDSA", generate: bool = True
 ) -> tuple[Path, Path]:
     """
     The configured certificate and key paths, resolved against the data dir.
     When both are the defaults for ``key_type`` (``tls/cert.pem`` and
     ``tls/key.pem`` for ECDSA, ``tls/rsa-*.pem`` for RSA) and neither file
-    exists yet, a self-signed pair is generated there first; a configured
-    pair is never written over.
+    exists yet, a self-signed pair is generated there first (unless
+    ``generate`` is false: a check writes nothing); a configured pair is
+    never written over.
     """
     cert_path = data_dir / certificate
     key_path = data_dir / key
     defaults = (GENERATED_RSA_CERTIFICATE, GENERATED_RSA_KEY) if key_type == "RSA" else (
         GENERATED_CERTIFICATE, GENERATED_KEY)
-    if (certificate, key) == defaults and not cert_path.exists() and not key_path.exists():
+    if generate and (certificate, key) == defaults and not cert_path.exists() and not key_path.exists():
         try:
             generate_self_signed(cert_path, key_path, hostname, key_type=key_type)
         except OSError as e:
@@ -112,7 +113,8 @@ def ensure_certificate(
 
 
 def certificate_paths(
-    data_dir: Path, certificate: str, key: str, rsa_certificate: str, rsa_key: str, hostname: str
+    data_dir: Path, certificate: str, key: str, rsa_certificate: str, rsa_key: str, hostname: str,
+    generate: bool = True,
 ) -> list[tuple[Path, Path]]:
     """
     The pairs a server serves, from ``[tls]``: the main pair, then the RSA
@@ -120,9 +122,10 @@ def certificate_paths(
     certificate is RSA itself; otherwise it is generated beside the main
     pair at its default paths (a data dir from before RSA pairs existed gets
     one too), and taken only when present beside a configured one.  At paths
-    of its own it must exist.  "" leaves it out.
+    of its own it must exist.  "" leaves it out.  Without ``generate``,
+    the pairs that would be generated are named but not written.
     """
-    main = ensure_certificate(data_dir, certificate, key, hostname)
+    main = ensure_certificate(data_dir, certificate, key, hostname, generate=generate)
     if not rsa_certificate:
         return [main]
     if (rsa_certificate, rsa_key) == (GENERATED_RSA_CERTIFICATE, GENERATED_RSA_KEY):
@@ -130,7 +133,18 @@ def certificate_paths(
         main_at_default = (certificate, key) == (GENERATED_CERTIFICATE, GENERATED_KEY)
         if _has_rsa_key(main[0]) or (absent and not main_at_default):
             return [main]
-    return [main, ensure_certificate(data_dir, rsa_certificate, rsa_key, hostname, key_type="RSA")]
+    return [main, ensure_certificate(data_dir, rsa_certificate, rsa_key, hostname, key_type="RSA", generate=generate)]
+
+
+def generated_key_type(data_dir: Path, cert_path: Path, key_path: Path) -> str | None:
+    """The key type ``ensure_certificate`` would generate at these paths, None where it would generate nothing."""
+    if cert_path.exists() or key_path.exists():
+        return None
+    for paths, key_type in (((GENERATED_CERTIFICATE, GENERATED_KEY), "ECDSA"),
+                            ((GENERATED_RSA_CERTIFICATE, GENERATED_RSA_KEY), "RSA")):
+        if (cert_path, key_path) == (data_dir / paths[0], data_dir / paths[1]):
+            return key_type
+    return None
 
 
 def _has_rsa_key(cert_path: Path) -> bool:

@@ -120,6 +120,25 @@ def build_context(pairs: Sequence[CertificatePair], policy: TlsPolicy) -> SSL.Co
     return context
 
 
+def check_key_types(pairs: Sequence[CertificatePair], policies: Iterable[TlsPolicy],
+                    generated: Iterable[str] = ()) -> None:
+    """
+    Refuse two pairs of one key type (OpenSSL would keep the last), and a
+    policy below TLS 1.2 with no RSA pair among ``pairs`` and the key types
+    of pairs still to be ``generated``.
+    """
+    held: dict[str, CertificatePair] = {}
+    for pair in pairs:
+        if pair.key_type in held:
+            raise CertificateError(
+                f"{pair.cert_path}: a second {pair.key_type} certificate, beside {held[pair.key_type].cert_path}: "
+                "serve one of each key type")
+        held[pair.key_type] = pair
+    for policy in policies:
+        if policy.legacy and "RSA" not in held and "RSA" not in generated:
+            raise NoRsaCertificate(policy, pairs)
+
+
 def _signature(paths: tuple[Path, ...]) -> tuple:
     """What changes when a file is rewritten or replaced (mtime, size, inode)."""
     stamps = []
@@ -154,16 +173,7 @@ class CertificateStore:
 
     def _load(self) -> tuple[tuple[CertificatePair, ...], dict[TlsPolicy, SSL.Context]]:
         pairs = tuple(load_pair(cert, key) for cert, key in self.paths)
-        held: dict[str, CertificatePair] = {}
-        for pair in pairs:
-            if pair.key_type in held:
-                raise CertificateError(
-                    f"{pair.cert_path}: a second {pair.key_type} certificate, beside {held[pair.key_type].cert_path}: "
-                    "serve one of each key type")
-            held[pair.key_type] = pair
-        for policy in self.policies:
-            if policy.legacy and "RSA" not in held:
-                raise NoRsaCertificate(policy, pairs)
+        check_key_types(pairs, self.policies)
         try:
             contexts = {policy: build_context(pairs, policy) for policy in self.policies}
         except SSL.Error as e:

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from gateway.net.certificates import generate_self_signed
-from tests.serverproc import LOOPBACK, GatewayProcess
+from tests.serverproc import LOOPBACK, GatewayProcess, run_gateway
 from tests.sources import connect_from, imap_from, pop3_from
 
 MESSAGE = b"From: a@example.org\r\nSubject: old client\r\n\r\nread over TLS 1.0\r\n"
@@ -271,3 +271,28 @@ def test_tls1_without_a_certificate_old_clients_take_stops_the_start_with_one_li
     assert "gateway: listeners.legacy: tls_min_version '1.0' needs an RSA certificate, which clients that old " \
            f"take, and [tls] gives none ({tmp_path}/ec.pem is ECDSA): set [tls] rsa_certificate and rsa_key\n" in message
     assert "Traceback" not in message
+
+
+def test_check_config_says_the_same_line_before_the_start_and_writes_no_certificate(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    config = tmp_path / "gateway.toml"
+    # At the defaults the server would generate an ECDSA and an RSA pair: fine, and nothing written now.
+    config.write_text(CONFIG)
+    checked = run_gateway(data, "check-config", "--config", str(config))
+    assert checked.stdout.decode() == f"{config}: ok\n"
+    assert not (data / "tls").exists()
+    generate_self_signed(tmp_path / "ec.pem", tmp_path / "ec.key", "mail.example.org")
+    config.write_text(CONFIG.replace("[auth]", f'[tls]\ncertificate = "{tmp_path}/ec.pem"\nkey = "{tmp_path}/ec.key"\n'
+                                               f'rsa_certificate = ""\nrsa_key = ""\n[auth]'))
+    refused = run_gateway(data, "check-config", "--config", str(config), check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.decode() == (
+        f"gateway: {config}: listeners.legacy: tls_min_version '1.0' needs an RSA certificate, which clients that "
+        f"old take, and [tls] gives none ({tmp_path}/ec.pem is ECDSA): set [tls] rsa_certificate and rsa_key\n")
+    config.write_text(CONFIG.replace("[auth]", f'[tls]\ncertificate = "{tmp_path}/ec.pem"\nkey = "{tmp_path}/ec.key"\n'
+                                               f'rsa_certificate = "{tmp_path}/missing.pem"\n'
+                                               f'rsa_key = "{tmp_path}/missing.key"\n[auth]'))
+    missing = run_gateway(data, "check-config", "--config", str(config), check=False)
+    assert missing.stderr.decode() == (
+        f"gateway: {config}: tls: {tmp_path}/missing.pem: cannot read: No such file or directory\n")
