@@ -28,20 +28,27 @@ class CompressionActive(CommandError):
 
 class CompressCommand:
     deflate: DeflateTransport | None = None
+    _inflating = False
 
     @property
     def compressed(self) -> bool:
         return self.deflate is not None
 
     def dataReceived(self, data):
-        # b"" is LineReceiver.resumeProducing's call to run buffered lines.
-        if self.deflate is None or not data:
+        # b"" is LineReceiver.resumeProducing's call to run buffered lines;
+        # while inflated bytes are delivered, what comes back here (a
+        # literal's end handing on the rest through setLineMode) is plain.
+        if self.deflate is None or not data or self._inflating:
             super().dataReceived(data)
         else:
             self.deflate.received(data)
 
     def _inflated(self, data: bytes) -> None:
-        super().dataReceived(data)
+        self._inflating = True
+        try:
+            super().dataReceived(data)
+        finally:
+            self._inflating = False
 
     def do_COMPRESS(self, tag, mechanism):
         if mechanism.upper() != b"DEFLATE":

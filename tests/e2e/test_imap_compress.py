@@ -77,7 +77,7 @@ def server(tmp_path):
 
 
 def connect(server) -> DeflateIMAP4:
-    client = DeflateIMAP4("127.0.0.1", server.port("imap"))
+    client = DeflateIMAP4("127.0.0.1", server.port("imap"), timeout=30)
     client.login("alice", "pw")
     return client
 

@@ -22,7 +22,7 @@ def server(tmp_path):
 
 
 def test_binary_with_imaplib(server):
-    client = imaplib.IMAP4("127.0.0.1", server.port("imap"))
+    client = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=30)
     client.login("alice", "pw")
     assert b"BINARY" in client.capability()[1][0].split()
     client.append("INBOX", None, None, message(BIG))
@@ -50,7 +50,7 @@ def test_multiappend_over_a_socket(server):
             sock.sendall(message + (b" ($M%d) {%d}\r\n" % (n + 1, len(messages[n + 1])) if n < 2 else b"\r\n"))
         assert reader.readline().endswith(b" 1:3] APPEND completed\r\n")
         sock.sendall(b"c LOGOUT\r\n")
-    client = imaplib.IMAP4("127.0.0.1", server.port("imap"))
+    client = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=30)
     client.login("alice", "pw")
     client.select("INBOX")
     typ, data = client.fetch("1:3", "(FLAGS BODY.PEEK[])")
@@ -60,7 +60,7 @@ def test_multiappend_over_a_socket(server):
 
 
 def test_utf8_accept_with_imaplib(server):
-    client = imaplib.IMAP4("127.0.0.1", server.port("imap"))
+    client = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=30)
     client.login("alice", "pw")
     assert b"UTF8=ACCEPT" in client.capability()[1][0].split()
     # imaplib sends names as UTF-8 once the server enabled it.

@@ -34,7 +34,7 @@ def server(tmp_path):
 
 
 def login(server, user):
-    client = imaplib.IMAP4("127.0.0.1", server.port("imap"))
+    client = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=30)
     client.login(user, "pw")
     return client
 
@@ -67,7 +67,7 @@ def test_quota_with_imaplib(server):
     bob.logout()
 
     # POP3 is not limited: alice over quota reads and deletes.
-    pop = poplib.POP3("127.0.0.1", server.port("pop3"))
+    pop = poplib.POP3("127.0.0.1", server.port("pop3"), timeout=30)
     pop.user("alice")
     pop.pass_("pw")
     assert pop.stat()[0] == 1

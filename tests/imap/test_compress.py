@@ -65,3 +65,17 @@ def test_a_corrupt_stream_ends_the_session(store):
     s.clock.advance(0)
     assert zlib.decompressobj(-15).decompress(s.read()) == b"* BYE Compressed stream is corrupt\r\n"
     assert s.transport.disconnecting
+
+
+def test_a_literal_and_what_follows_it_in_one_compressed_piece(store):
+    # The literal's end hands the rest of the piece back to the line
+    # reader (Twisted's setLineMode): plain bytes, not to be inflated again.
+    s = Session(store).login()
+    s.command(b"a COMPRESS DEFLATE")
+    out, back = deflater(), zlib.decompressobj(-15)
+    message = b"Subject: x\r\n\r\n" + b"body line\r\n" * 10_000
+    compressed(s, out, b"b APPEND INBOX {%d+}\r\n" % len(message) + message + b"\r\nc NOOP\r\nd SELECT INBOX\r\n")
+    lines = answers(s, back).split(b"\r\n")
+    assert lines[0].startswith(b"b OK [APPENDUID ")
+    assert lines[1] == b"c OK NOOP completed"
+    assert lines[-2] == b"d OK [READ-WRITE] SELECT completed"
