@@ -28,27 +28,34 @@ class CompressionActive(CommandError):
 
 class CompressCommand:
     deflate: DeflateTransport | None = None
-    _inflating = False
+    # Set while bytes arrive from the inflater rather than the connection.
+    _plain = False
 
     @property
     def compressed(self) -> bool:
         return self.deflate is not None
 
     def dataReceived(self, data):
-        # b"" is LineReceiver.resumeProducing's call to run buffered lines;
-        # while inflated bytes are delivered, what comes back here (a
-        # literal's end handing on the rest through setLineMode) is plain.
-        if self.deflate is None or not data or self._inflating:
+        # Twisted's line reader calls this itself with bytes it holds
+        # already, plain: b"" from resumeProducing (to run buffered lines)
+        # and the rest of a piece after a literal's end (setLineMode).
+        if self.deflate is None or not data or self._plain:
             super().dataReceived(data)
         else:
             self.deflate.received(data)
 
     def _inflated(self, data: bytes) -> None:
-        self._inflating = True
+        self._as_plain(super().dataReceived, data)
+
+    def setLineMode(self, extra=b""):
+        return self._as_plain(super().setLineMode, extra)
+
+    def _as_plain(self, call, data):
+        was, self._plain = self._plain, True
         try:
-            super().dataReceived(data)
+            return call(data)
         finally:
-            self._inflating = False
+            self._plain = was
 
     def do_COMPRESS(self, tag, mechanism):
         if mechanism.upper() != b"DEFLATE":

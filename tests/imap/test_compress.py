@@ -79,3 +79,18 @@ def test_a_literal_and_what_follows_it_in_one_compressed_piece(store):
     assert lines[0].startswith(b"b OK [APPENDUID ")
     assert lines[1] == b"c OK NOOP completed"
     assert lines[-2] == b"d OK [READ-WRITE] SELECT completed"
+
+
+def test_a_literal_read_after_the_session_paused(store):
+    # A command waits for the store with input paused; the APPEND behind it
+    # is read from the line buffer on resume, its literal's end handing on
+    # plain bytes.
+    s = Session(store).login()
+    s.command(b"a COMPRESS DEFLATE")
+    out, back = deflater(), zlib.decompressobj(-15)
+    message = b"Subject: y\r\n\r\n" + b"text\r\n" * 1000
+    pipelined = b"".join(b"b%d APPEND INBOX {%d+}\r\n" % (n, len(message)) + message + b"\r\n" for n in range(5))
+    compressed(s, out, b"c SELECT INBOX\r\n" + pipelined + b"d NOOP\r\n")
+    lines = answers(s, back).split(b"\r\n")
+    assert [line.split(b" ")[:2] for line in lines if line.startswith((b"b", b"d"))] == (
+        [[b"b%d" % n, b"OK"] for n in range(5)] + [[b"d", b"OK"]])
