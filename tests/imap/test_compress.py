@@ -6,6 +6,9 @@ the tagged OK, commands pipelined behind COMPRESS included.
 
 import zlib
 
+from twisted.internet import defer
+
+from gateway.store.sqlite.store import SQLiteStore
 from tests.imap.test_server import Session, store  # noqa: F401  (the store fixture)
 
 
@@ -81,16 +84,34 @@ def test_a_literal_and_what_follows_it_in_one_compressed_piece(store):
     assert lines[-2] == b"d OK [READ-WRITE] SELECT completed"
 
 
-def test_a_literal_read_after_the_session_paused(store):
-    # A command waits for the store with input paused; the APPEND behind it
-    # is read from the line buffer on resume, its literal's end handing on
-    # plain bytes.
-    s = Session(store).login()
-    s.command(b"a COMPRESS DEFLATE")
-    out, back = deflater(), zlib.decompressobj(-15)
-    message = b"Subject: y\r\n\r\n" + b"text\r\n" * 1000
-    pipelined = b"".join(b"b%d APPEND INBOX {%d+}\r\n" % (n, len(message)) + message + b"\r\n" for n in range(5))
-    compressed(s, out, b"c SELECT INBOX\r\n" + pipelined + b"d NOOP\r\n")
-    lines = answers(s, back).split(b"\r\n")
-    assert [line.split(b" ")[:2] for line in lines if line.startswith((b"b", b"d"))] == (
-        [[b"b%d" % n, b"OK"] for n in range(5)] + [[b"d", b"OK"]])
+class LaterStore(SQLiteStore):
+    """A store whose mailbox look-ups answer on a later reactor turn, as the real one's thread does."""
+
+    clock = None
+
+    def get_mailbox(self, *args):
+        d = defer.Deferred()
+        super().get_mailbox(*args).addBoth(lambda result: self.clock.callLater(0, d.callback, result))
+        return d
+
+
+def test_a_literal_read_after_the_session_paused(tmp_path):
+    # A command waits for the store with input paused; the APPENDs behind it
+    # are read from the line buffer on resume, each literal's end handing
+    # on plain bytes.
+    store = LaterStore(tmp_path / "store")
+    try:
+        s = Session(store).login()
+        store.clock = s.clock
+        s.command(b"a COMPRESS DEFLATE")
+        out, back = deflater(), zlib.decompressobj(-15)
+        message = b"Subject: y\r\n\r\n" + b"text\r\n" * 1000
+        pipelined = b"".join(b"b%d APPEND INBOX {%d+}\r\n" % (n, len(message)) + message + b"\r\n" for n in range(3))
+        compressed(s, out, b"c STATUS INBOX (MESSAGES)\r\n" + pipelined + b"d NOOP\r\n")
+        for _ in range(10):
+            s.clock.advance(0)
+        lines = back.decompress(s.read()).split(b"\r\n")
+        assert [line.split(b" ")[:2] for line in lines if line.startswith((b"b", b"d"))] == (
+            [[b"b%d" % n, b"OK"] for n in range(3)] + [[b"d", b"OK"]])
+    finally:
+        store.close()
