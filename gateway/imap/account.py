@@ -32,10 +32,10 @@ class Account:
             raise MailboxException("mailboxes live in the store; cannot adopt another object")
         return self.create(name)
 
-    def create(self, pathspec):
+    def create(self, pathspec, special_use=None):
         # RFC 3501 6.3.3: a trailing separator only says "will have children".
         name = wire.canonical_name(pathspec.rstrip(HIERARCHY_SEPARATOR))
-        return self.store.create_mailbox(self.user, name)
+        return self.store.create_mailbox(self.user, name, special_use)
 
     def select(self, name, rw=True):
         """The L{MailboxInfo} of ``name`` (the protocol builds the live view)."""

@@ -19,7 +19,6 @@ from gateway.imap.arguments import word
 from gateway.imap.errors import CommandError, bad
 from gateway.imap.fetch_response import Binary, FileRange, answer
 from gateway.imap.output import Output
-from gateway.imap.sequence import parse_sequence_set
 from gateway.imap.view import format_flags
 from gateway.store.interfaces import MessageExpunged
 
@@ -61,7 +60,7 @@ class FetchCommand:
         targets, expunged = self._live(self.targets(text, by_uid))
         if modifiers.vanished:
             # RFC 7162 3.2.6: before any FETCH.
-            await self.report_changes(view, changedsince, parse_sequence_set(text), flags=False)
+            await self.report_changes(view, changedsince, self.sequence_set(text), flags=False)
         if fetch.sets_seen(requested) and not view.readonly:
             unseen = [uid for _, uid in targets if "\\Seen" not in view.flags_of(uid)]
             if unseen:

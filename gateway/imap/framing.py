@@ -265,16 +265,27 @@ class Framing:
         nesting bounded by ``max_nesting``), with its literals read in
         (clients send non-ASCII strings as literals).
         """
+        def tokens(collected):
+            try:
+                return search.tokenize_search(collected, self.config.limits.max_nesting)
+            except search.SearchSyntaxError:
+                raise bad(b"Invalid search criteria") from None
+
+        return self.arg_with_literals(line, tokens)
+
+    def arg_with_literals(self, line, finish):
+        """
+        The rest of a command with its literals read in and written inline
+        (``{n}\r\n`` and n octets), given to ``finish``; its result is
+        the argument.
+        """
         collected = []
         line = line or b""
 
         def step(line):
             if policy.literal_marker(line) is None:
                 collected.append(line)
-                try:
-                    return search.tokenize_search(b"".join(collected), self.config.limits.max_nesting), b""
-                except search.SearchSyntaxError:
-                    raise bad(b"Invalid search criteria") from None
+                return finish(b"".join(collected)), b""
             if len(collected) > 200:
                 raise bad(b"Too many literals")
             size, non_synchronizing = self._literal_size(line, self.MAX_LENGTH, LiteralTooBig(), alone=False)

@@ -73,12 +73,11 @@ class LoginCommands:
         return plaintext_allowed(self.peer_ip, self.secure, self.config.plaintext_networks)
 
     def capability_line(self) -> bytes:
-        """The session's capabilities now (``gateway.imap.capabilities``)."""
-        unauth = self.state == "unauth"
+        """The CAPABILITY list (``gateway.imap.capabilities``) as this session stands."""
         return capabilities.capability_line(capabilities.CapabilityState(
-            authenticated=not unauth,
+            authenticated=self.state != "unauth",
             appendlimit=self.config.limits.max_literal_size,
-            starttls=unauth and self.ctx is not None and self.canStartTLS and not self.secure,
+            starttls=self.ctx is not None and self.canStartTLS and not self.secure,
             plaintext=self.plaintext_allowed(),
             compressed=self.compressed,
         ))

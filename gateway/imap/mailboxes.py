@@ -1,6 +1,6 @@
 """
 Mailbox-level IMAP commands (RFC 3501 6.3): CREATE, DELETE, RENAME,
-SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS (APPEND is
+SUBSCRIBE, UNSUBSCRIBE, LIST in RFC 3501's syntax, LSUB (APPEND is
 ``gateway.imap.append``'s); and XLIST, Gmail's LIST
 with special uses from before RFC 6154, for the clients that know only it.
 
@@ -12,12 +12,11 @@ arguments from the parsers of ``gateway.imap.arguments`` and run through
 from __future__ import annotations
 
 from gateway.imap import listing, wire
-from gateway.imap.arguments import astring, final_astring, status_items
-from gateway.imap.errors import CommandError, NotModifiedUtf7, bad
-from gateway.imap.responses import Listed, Status
+from gateway.imap.arguments import astring, final_astring
+from gateway.imap.errors import CommandError, NotModifiedUtf7
+from gateway.imap.list_command import create_parameters
+from gateway.imap.responses import Listed
 from gateway.store.model import HIERARCHY_SEPARATOR
-
-_STATUS_ITEMS = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"HIGHESTMODSEQ")
 
 # Characters in a mailbox name a client may create (Dovecot allows 255 per
 # level); it is shown in every LIST answer, so it is kept short.
@@ -48,14 +47,14 @@ def _creatable(name: str) -> str:
 
 
 class MailboxCommands:
-    def do_CREATE(self, tag, name):
-        self.run_command(tag, self._create, name)
+    def do_CREATE(self, tag, name, special_use=None):
+        self.run_command(tag, self._create, name, special_use)
 
-    async def _create(self, wire_name):
+    async def _create(self, wire_name, special_use):
         name = _creatable(self.mailbox_name(wire_name).rstrip(HIERARCHY_SEPARATOR))
         if name == "INBOX":
             raise CommandError(b"[ALREADYEXISTS] INBOX always exists")
-        await self.account.create(name)
+        await self.account.create(name, special_use)
         return b"CREATE completed"
 
     def do_DELETE(self, tag, name):
@@ -89,9 +88,6 @@ class MailboxCommands:
         await self.account.unsubscribe(name)
         return b"UNSUBSCRIBE completed"
 
-    def do_LIST(self, tag, reference, pattern):
-        self.run_command(tag, self._list, reference, pattern, b"LIST")
-
     def do_LSUB(self, tag, reference, pattern):
         self.run_command(tag, self._list, reference, pattern, b"LSUB")
 
@@ -122,44 +118,10 @@ class MailboxCommands:
             self.send(Listed(b"LSUB", entry.attributes, entry.name, self.utf8))
         return b"LSUB completed"
 
-    def do_STATUS(self, tag, name, items):
-        self.run_command(tag, self._status, name, items)
-
-    async def _status(self, wire_name, items):
-        wanted = [item.upper() for item in items]
-        if not wanted or any(item not in _STATUS_ITEMS for item in wanted):
-            raise bad(b"Unknown STATUS item")
-        name = self.mailbox_name(wire_name)
-        info = await self.account.select(name)
-        records = await self.store.list_messages(info.id)
-        view = self.view if self.view is not None and self.view.mailbox_id == info.id else None
-        if view is not None:
-            # \Recent is claimed per session; only our own view knows ours.
-            recent = view.recent_count
-        elif b"RECENT" in wanted:
-            # Those the next session to select it will claim.
-            recent = await self.store.count_recent(info.id)
-        else:
-            recent = 0
-        if b"HIGHESTMODSEQ" in wanted:
-            self.enable_condstore()
-        values = {
-            b"MESSAGES": len(records),
-            b"RECENT": recent,
-            b"HIGHESTMODSEQ": info.highestmodseq,
-            b"UIDNEXT": max(info.uidnext, records[-1].uid + 1 if records else 1),
-            b"UIDVALIDITY": info.uidvalidity,
-            b"UNSEEN": sum(1 for r in records if "\\Seen" not in r.flags),
-        }
-        self.send(Status(name, tuple((item, values[item]) for item in wanted), self.utf8))
-        return b"STATUS completed"
-
-    auth_CREATE = select_CREATE = (do_CREATE, final_astring)
+    auth_CREATE = select_CREATE = (do_CREATE, astring, create_parameters)
     auth_DELETE = select_DELETE = (do_DELETE, final_astring)
     auth_RENAME = select_RENAME = (do_RENAME, astring, final_astring)
     auth_SUBSCRIBE = select_SUBSCRIBE = (do_SUBSCRIBE, final_astring)
     auth_UNSUBSCRIBE = select_UNSUBSCRIBE = (do_UNSUBSCRIBE, final_astring)
-    auth_LIST = select_LIST = (do_LIST, astring, final_astring)
     auth_LSUB = select_LSUB = (do_LSUB, astring, final_astring)
     auth_XLIST = select_XLIST = (do_XLIST, astring, final_astring)
-    auth_STATUS = select_STATUS = (do_STATUS, astring, status_items)

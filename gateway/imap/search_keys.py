@@ -284,9 +284,10 @@ class _Tokens:
     codec of its strings.
     """
 
-    def __init__(self, tokens: list, codec: str) -> None:
+    def __init__(self, tokens: list, codec: str, saved: SequenceSet | None = None) -> None:
         self.tokens = tokens
         self.codec = codec
+        self.saved = saved
         self.position = 0
 
     def string(self, wanted: str) -> str:
@@ -312,10 +313,13 @@ class _Pending:
     operands: list = attrs.Factory(list)
 
 
-def parse_search(tokens, max_depth: int = 100, max_keys: int = 10_000, codec: str = "utf-8") -> SearchKey:
+def parse_search(tokens, max_depth: int = 100, max_keys: int = 10_000, codec: str = "utf-8",
+                 saved: SequenceSet | None = None) -> SearchKey:
     """
     Build the key tree for a SEARCH command's criteria, their strings
-    decoded with ``codec`` (``search_codec``).
+    decoded with ``codec`` (``search_codec``).  ``saved`` is the UIDs of
+    SEARCHRES's ``$`` (RFC 5182 2.1), which stands for them as a key and
+    after UID; without it ``$`` is a syntax error.
 
     ``max_depth`` bounds the nesting of groups, NOT and OR together;
     ``max_keys`` the number of keys.  Raises ``SearchSyntaxError`` for
@@ -325,7 +329,7 @@ def parse_search(tokens, max_depth: int = 100, max_keys: int = 10_000, codec: st
         raise SearchSyntaxError("search criteria must be a list of tokens")
     if not tokens:
         raise SearchSyntaxError("missing search key")
-    stack = [_Pending("group", _Tokens(tokens, codec))]
+    stack = [_Pending("group", _Tokens(tokens, codec, saved))]
     keys = 0
     while True:
         pending = stack[-1]
@@ -350,7 +354,7 @@ def parse_search(tokens, max_depth: int = 100, max_keys: int = 10_000, codec: st
             if keys > max_keys:
                 raise SearchSyntaxError(f"more than {max_keys} search keys")
             if isinstance(token, list):
-                kind, nested = "group", _Tokens(token, codec)
+                kind, nested = "group", _Tokens(token, codec, pending.tokens.saved)
             else:
                 name = _atom(token).upper()
                 if name in ("NOT", "OR"):
@@ -394,7 +398,13 @@ def _leaf(name: str, tokens: _Tokens) -> SearchKey:
     if name == "SMALLER":
         return Smaller(_number(tokens.next("number after SMALLER")))
     if name == "UID":
-        return Uids(_sequence_set(tokens.next("UID set after UID")))
+        uids = tokens.next("UID set after UID")
+        if uids == b"$" and tokens.saved is not None:
+            return Uids(tokens.saved)
+        return Uids(_sequence_set(uids))
+    if name == "$" and tokens.saved is not None:
+        # RFC 5182 2.1: the saved messages, kept as UIDs.
+        return Uids(tokens.saved)
     if name == "MODSEQ":
         return _modseq_key(tokens)
     if name[:1] == "*" or name[:1].isdigit():

@@ -20,7 +20,9 @@ from gateway.imap import resync, search, view_search, wire
 from gateway.imap.arguments import final_astring, search_charset, search_line, word
 from gateway.imap.errors import BadCharset, CommandError, ReadOnly, TooManyArguments, TryCreate, bad
 from gateway.imap.fetch_command import BATCH, EXPUNGE_ISSUED
-from gateway.imap.responses import OK, Condition, Data, FetchModseq, Search, Vanished
+from gateway.imap.esearch import SAVED
+from gateway.imap.responses import OK, Condition, Data, FetchModseq, Vanished
+from gateway.imap.search_results import search_return
 from gateway.imap.sequence import SequenceSetError, format_sequence_set, parse_sequence_set
 from gateway.imap.slices import Slices
 from gateway.store.interfaces import MessageExpunged, NoSuchMailbox
@@ -32,11 +34,16 @@ _STORE = re.compile(
 )
 
 class SelectedCommands:
+    # UID forms of the commands other mixins add (``UID SORT``, ``UID THREAD``).
+    uid_commands: frozenset[bytes] = frozenset()
+
     # -- message numbers -------------------------------------------------
 
     def target_ranges(self, text: bytes, by_uid: bool) -> list[tuple[int, int]]:
         """The messages a sequence set names in the client's view, as
         half-open ranges of indexes (``SelectedView.index_ranges``)."""
+        if text == SAVED:
+            return self.saved_ranges()
         try:
             numbers = parse_sequence_set(text)
         except SequenceSetError:
@@ -101,15 +108,31 @@ class SelectedCommands:
 
     # -- SEARCH ----------------------------------------------------------
 
-    def do_SEARCH(self, tag, charset, tokens, uid=0):
-        self.run_command(tag, self._search, charset, tokens, bool(uid), allow_expunge=False)
+    def do_SEARCH(self, tag, returns, charset, tokens, uid=0):
+        self.run_command(tag, self._search, tag, returns, charset, tokens, bool(uid), allow_expunge=False)
 
-    async def _search(self, charset, tokens, by_uid):
+    async def _search(self, tag, returns, charset, tokens, by_uid):
+        returns = self.search_return_for(returns)
+        saved = self.saved_uids
+        if returns is not None and returns.saves:
+            # RFC 5182 2.1: a failed SEARCH with SAVE leaves ``$`` empty.
+            self.forget_saved()
+        numbers, highest = await self.find(charset, tokens, by_uid, saved)
+        await self.answer_search(tag, returns, by_uid, numbers, highest)
+        return b"SEARCH completed"
+
+    async def find(self, charset, tokens, by_uid, saved=None):
+        """
+        The messages SEARCH criteria (in ``charset``, or UTF-8) match, as
+        ascending sequence numbers (UIDs with ``by_uid``), and their highest
+        MODSEQ when the criteria use MODSEQ (RFC 7162 3.1.6), else None.
+        """
         codec = search.search_codec(charset)
         if codec is None:
             raise BadCharset()
         try:
-            key = search.parse_search(tokens, max_depth=self.config.limits.max_nesting, codec=codec)
+            key = search.parse_search(tokens, max_depth=self.config.limits.max_nesting, codec=codec,
+                                      saved=self.saved_uids if saved is None else saved)
         except search.SearchSyntaxError:
             raise bad(b"Invalid search criteria") from None
         view = self.view
@@ -123,17 +146,15 @@ class SelectedCommands:
         highest = 0
         if by_flags is not None:
             # From the view alone: one evaluation per distinct flag list.
-            found = numbers = view.search_flags(by_flags, uids=by_uid)
+            numbers = view.search_flags(by_flags, uids=by_uid)
         elif view_search.answerable(key):
             # Flags with sequence numbers or UIDs: still the view's alone.
-            found = numbers = view_search.search(view, key, uids=by_uid)
+            numbers = view_search.search(view, key, uids=by_uid)
         else:
             live = [(seq, uid) for seq, uid in enumerate(view.uids, 1) if not view.is_expunged(uid)]
             found, highest = await self._search_messages(key, search.needs(key), live)
             numbers = [view.uid_of(seq) for seq in found] if by_uid else found
-        # RFC 7162 3.1.6: MODSEQ after the numbers, when there are some.
-        self.send(Search(numbers, highest if with_modseq and found else None))
-        return b"SEARCH completed"
+        return numbers, highest if with_modseq else None
 
     async def _search_messages(self, key, needs, live) -> tuple[list[int], int]:
         """
@@ -354,7 +375,7 @@ class SelectedCommands:
             if rest.strip():
                 raise TooManyArguments()
             self.do_EXPUNGE(tag, uid_set)
-        elif command in (b"COPY", b"MOVE", b"FETCH", b"STORE", b"SEARCH"):
+        elif command in (b"COPY", b"MOVE", b"FETCH", b"STORE", b"SEARCH") or command in self.uid_commands:
             self.dispatchCommand(tag, command, line, uid=1)
         else:
             raise bad(b"Unknown UID command")
@@ -363,7 +384,7 @@ class SelectedCommands:
     select_CLOSE = (do_CLOSE,)
     select_UNSELECT = (do_UNSELECT,)
     select_EXPUNGE = (do_EXPUNGE,)
-    select_SEARCH = (do_SEARCH, search_charset, search_line)
+    select_SEARCH = (do_SEARCH, search_return, search_charset, search_line)
     select_STORE = (do_STORE, word, imap4.IMAP4Server.arg_line)
     select_COPY = (do_COPY, word, final_astring)
     select_MOVE = (do_MOVE, word, final_astring)

@@ -17,8 +17,12 @@ here or in the command mixins (``login``, ``mailboxes``, ``selected``):
 - SELECT answers ``OK [UIDVALIDITY n] text`` (Twisted 26.10 sends no text);
 - capabilities (``gateway.imap.capabilities``): LITERAL+/LITERAL-,
   APPENDLIMIT, SASL-IR, ID, ENABLE, UIDPLUS, MOVE, CHILDREN, SPECIAL-USE,
-  UNSELECT, CONDSTORE and QRESYNC (RFC 7162), COMPRESS=DEFLATE (RFC 4978),
-  none of which Twisted has;
+  UNSELECT, CONDSTORE and QRESYNC (RFC 7162), ESEARCH and SEARCHRES
+  (``search_results``), SORT and THREAD (``sort_command``), LIST-EXTENDED,
+  LIST-STATUS, CREATE-SPECIAL-USE and STATUS=SIZE (``list_command``),
+  NOTIFY (``notify_command``) and IMAP4rev2 by ENABLE, COMPRESS=DEFLATE
+  (``compress``), QUOTA (``quota_commands``), MULTIAPPEND (``append``),
+  BINARY and UTF8=ACCEPT, none of which Twisted has;
 - the limits of ``[limits]`` (issue 4): a command line longer than
   ``max_line_length`` is answered ``BAD [TOOBIG]`` and skipped without being
   buffered; literal sizes are ASCII digits only (Twisted used ``int()``),
@@ -50,8 +54,10 @@ from gateway.imap.compress import CompressCommand
 from gateway.imap.engine import Engine, known_error
 from gateway.imap.errors import Bad, InternalError, InternalParseError, NotModifiedUtf7, NotUtf8, bad
 from gateway.imap.framing import Framing
+from gateway.imap.list_command import ListCommands
 from gateway.imap.login import LoginCommands
 from gateway.imap.mailboxes import MailboxCommands
+from gateway.imap.notify_command import NotifyCommands
 from gateway.imap.responses import (
     BAD,
     BYE,
@@ -69,7 +75,9 @@ from gateway.imap.responses import (
 )
 from gateway.imap.fetch_command import FetchCommand
 from gateway.imap.quota_commands import QuotaCommands
+from gateway.imap.search_results import SearchResults
 from gateway.imap.selected import SelectedCommands
+from gateway.imap.sort_command import SortCommands
 from gateway.imap.snapshot import Snapshot, SnapshotRegistry
 from gateway.imap.view import SelectedView
 from gateway.net import metrics
@@ -84,14 +92,19 @@ log = Logger()
 # Dovecot's imap_idle_notify_interval: keeps NAT and firewall state alive.
 IDLE_KEEPALIVE = 120.0
 
+# ENABLED spells a capability as CAPABILITY does.
+_ENABLED_NAMES = {b"IMAP4REV2": b"IMAP4rev2"}
+
 INACTIVE = Condition(BYE, b"Disconnected for inactivity.")
 TOO_MANY_BAD = Condition(BYE, b"Too many invalid IMAP commands.")
 MAILBOX_DELETED = Condition(BYE, b"Selected mailbox was deleted")
 
 
-class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, AppendCommand, SelectedCommands,
-                 FetchCommand, QuotaCommands, Engine):
+class IMAPServer(CompressCommand, Framing, LoginCommands, NotifyCommands, ListCommands, MailboxCommands,
+                 AppendCommand, SortCommands, SelectedCommands, SearchResults, FetchCommand, QuotaCommands, Engine):
     IDENT = b"gateway IMAP4rev1 ready"
+    # RFC 6855 3: once on (ENABLE UTF8=ACCEPT), mailbox names are UTF-8 both ways.
+    utf8 = False
 
     def __init__(self, store, config, reactor, portal, context_factory=None):
         super().__init__(contextFactory=context_factory)
@@ -125,8 +138,6 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, Appen
         self.condstore = False
         # RFC 7162 3.2: once on, VANISHED replaces EXPUNGE.
         self.qresync = False
-        # RFC 6855 3: once on, mailbox names are UTF-8 both ways.
-        self.utf8 = False
 
     # -- connection ------------------------------------------------------
 
@@ -259,6 +270,7 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, Appen
     def _command_done(self):
         if not self._gone and self.paused:
             self.resumeProducing()
+            self.command_finished()
 
     async def sync(self, allow_expunge=True):
         """Learn what changed in the selected mailbox and tell the client."""
@@ -266,7 +278,7 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, Appen
         try:
             changes = await self.store.changes_since(view.mailbox_id, view.modseq)
             view.apply(changes)
-            if view.pending_new():
+            if view.pending_new() and not self.imap4rev2:
                 # A read-only view shows new messages \Recent and leaves
                 # them for the next SELECT to claim.
                 view.add_recent(view.pending_new() if view.readonly
@@ -278,11 +290,17 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, Appen
             self.transport.loseConnection()
             return
         if view is self.view and not self._gone and not self._closing:
-            lines = view.flush(allow_expunge, self.condstore, self.qresync)
+            largest = view.largest_uid
+            lines = view.flush(allow_expunge, self.condstore, self.qresync, recent=not self.imap4rev2)
             self.send_all(Data(line) for line in lines)
+            await self.announce_new(view, largest)
+
+    def _pushing(self) -> bool:
+        """Whether changes to the selected mailbox go out as they happen: IDLE, or NOTIFY between commands."""
+        return self._idle_tag is not None or (self.notify_selected() is not None and not self.paused)
 
     def _on_change(self, mailbox_id, modseq):
-        if self._idle_tag is None or self.view is None or modseq <= self.view.modseq:
+        if not self._pushing() or self.view is None or modseq <= self.view.modseq:
             return
         if self._syncing:
             self._resync = True
@@ -296,8 +314,9 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, Appen
         try:
             while True:
                 self._resync = False
-                await self.sync(allow_expunge=True)
-                if not self._resync or self._idle_tag is None or self.view is None:
+                # RFC 5465 6.2: SELECTED-DELAYED keeps EXPUNGE for a command.
+                await self.sync(allow_expunge=self._idle_tag is not None or self.notify_selected() == "SELECTED")
+                if not self._resync or not self._pushing() or self.view is None:
                     break
         finally:
             self._syncing = False
@@ -337,15 +356,18 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, Appen
             raise bad(b"ENABLE needs a capability")
         # RFC 5161 3.1: ENABLED names what this command enabled; unknown
         # names are ignored.  QRESYNC brings CONDSTORE (RFC 7162 3.2.3).
-        before = {b"CONDSTORE": self.condstore, b"QRESYNC": self.qresync, b"UTF8=ACCEPT": self.utf8}
+        before = {b"CONDSTORE": self.condstore, b"QRESYNC": self.qresync, b"IMAP4REV2": self.imap4rev2,
+                  b"UTF8=ACCEPT": self.utf8}
         wanted = [name for name in dict.fromkeys(rest.upper().split()) if name in before]
         if b"QRESYNC" in wanted:
             self.qresync = True
-        if b"QRESYNC" in wanted or b"CONDSTORE" in wanted:
+        if b"IMAP4REV2" in wanted:
+            self.imap4rev2 = True
+        if set(wanted) & {b"CONDSTORE", b"QRESYNC"}:
             self.condstore = True
         if b"UTF8=ACCEPT" in wanted:
             self.utf8 = True
-        enabled = [name for name in wanted if not before[name]]
+        enabled = [_ENABLED_NAMES.get(name, name) for name in wanted if not before[name]]
         self.send(Enabled(tuple(enabled)))
         self.run_command(tag, self._done, b"ENABLE completed")
 
@@ -393,7 +415,8 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, Appen
         view = SelectedView(info.id, info.uidvalidity, snapshot, modseq, readonly, registry=snapshots)
         view.apply(await self.store.changes_since(info.id, modseq))
         view.catch_up()
-        if not readonly:
+        # RFC 9051 E.11, E.12: IMAP4rev2 has neither \Recent nor UNSEEN.
+        if not readonly and not self.imap4rev2:
             view.add_recent(await self.store.claim_recent(info.id))
         else:
             # RFC 3501 6.3.2: EXAMINE reports \Recent without claiming it.
@@ -404,8 +427,10 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, Appen
         for line in view.flags_lines():
             self.send(Data(line))
         self.send(Exists(view.exists))
-        self.send(Recent(view.recent_count))
-        unseen = view.first_unseen()
+        unseen = None
+        if not self.imap4rev2:
+            self.send(Recent(view.recent_count))
+            unseen = view.first_unseen()
         if unseen is not None:
             self.send(Condition(OK, b"[UNSEEN %d] First unseen message" % unseen))
         self.send(Condition(OK, b"[UIDVALIDITY %d] UIDs valid" % info.uidvalidity))
@@ -420,6 +445,9 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, Appen
             # (CHANGEDSINCE modseq VANISHED); another UIDVALIDITY means the
             # client starts over, and nothing more is said.
             await self.report_changes(view, known.modseq, known.known_uids, flags=True)
+        if self.imap4rev2:
+            # RFC 9051 6.3.2: the mailbox's LIST response.
+            self.send(await self.listing_of(name))
         self.view = view
         del previous
         self.state = "select"
@@ -431,6 +459,7 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, MailboxCommands, Appen
             self._unsubscribe()
             self._unsubscribe = None
         self.view = None
+        self.forget_saved()
         if self.state == "select":
             self.state = "auth"
 

@@ -4,7 +4,9 @@ THREAD response.
 
 Messages come in mailbox order; that order breaks ties between equal sent
 dates (RFC 5256 2.2).  No step recurses: a hostile mailbox can thread
-ten thousand messages deep, and Python's stack cannot.
+ten thousand messages deep, and Python's stack cannot.  ``thread_steps``
+works in bounded steps, so that a big mailbox is threaded a slice at a
+time (``gateway.imap.slices``).
 
 Pure: no Twisted.
 """
@@ -12,7 +14,7 @@ Pure: no Twisted.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 
 import attrs
 
@@ -22,6 +24,10 @@ from gateway.mail.subject import base_subject
 from gateway.imap.sort import casemap, sent_date
 
 ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
+# Messages or nodes handled between two steps of ``thread_steps``.
+STEP = 500
+
+Steps = Generator[None, None, list["Node"]]
 
 
 @attrs.frozen
@@ -98,9 +104,16 @@ def ordered_subject(messages: Sequence[ThreadMessage]) -> list[Node]:
     thread per subject, the first message at the root and the others its
     children; threads ordered by their first message's sent date.
     """
+    return _run(_ordered_subject(messages))
+
+
+def _ordered_subject(messages: Sequence[ThreadMessage]) -> Steps:
     ordered = sorted(range(len(messages)), key=lambda i: (messages[i].subject, messages[i].sent, i))
+    yield
     roots: list[Node] = []
-    for index in ordered:
+    for count, index in enumerate(ordered, 1):
+        if count % STEP == 0:
+            yield
         node = Node(messages[index], index)
         if roots and roots[-1].message.subject == node.message.subject:
             _link(roots[-1], node)
@@ -115,6 +128,10 @@ def ordered_subject(messages: Sequence[ThreadMessage]) -> list[Node]:
 
 def references(messages: Sequence[ThreadMessage]) -> list[Node]:
     """RFC 5256 3, REFERENCES, steps (1) to (6)."""
+    return _run(_references(messages))
+
+
+def _references(messages: Sequence[ThreadMessage]) -> Steps:
     by_id: dict[object, Node] = {}
 
     def node_for(message_id: str) -> Node:
@@ -125,6 +142,8 @@ def references(messages: Sequence[ThreadMessage]) -> list[Node]:
 
     nodes = []
     for order, message in enumerate(messages):
+        if order % STEP == STEP - 1:
+            yield
         # (1)(A): an ID used already by an earlier message, or none, is
         # replaced by one of the message's own.
         key: object = message.message_id
@@ -145,14 +164,16 @@ def references(messages: Sequence[ThreadMessage]) -> list[Node]:
             _link(chain[-1], node)
     # (2) every node without a parent is under the root.
     roots = [node for node in by_id.values() if node.parent is None]
-    roots = _prune(roots)
+    yield
+    roots = yield from _prune(roots)
     # (4) the root's children by sent date, a dummy by its first child's.
     for node in roots:
         if node.dummy:
             node.children.sort(key=Node.sort_key)
     roots.sort(key=Node.sort_key)
-    roots = _merge_subjects(roots)
-    _sort_siblings(roots)
+    yield
+    roots = yield from _merge_subjects(roots)
+    yield from _sort_siblings(roots)
     return roots
 
 
@@ -168,6 +189,9 @@ def _unlink(child: Node) -> None:
 
 def _would_loop(parent: Node, child: Node) -> bool:
     """Whether ``parent`` is ``child`` or one of its descendants."""
+    if not child.children:
+        # Nothing below it: no walk up a chain that may be thousands deep.
+        return parent is child
     node: Node | None = parent
     while node is not None:
         if node is child:
@@ -185,14 +209,16 @@ def _walk(roots: Iterable[Node]) -> Iterator[Node]:
         stack.extend(node.children)
 
 
-def _prune(roots: list[Node]) -> list[Node]:
+def _prune(roots: list[Node]) -> Steps:
     """
     (3) Dummies go: one without children is deleted, one with children
     gives them its place, except at the root where a dummy keeps two or
     more children together.
     """
     # Children before parents, so that each dummy sees its final children.
-    for node in reversed(list(_walk(roots))):
+    for count, node in enumerate(reversed(list(_walk(roots))), 1):
+        if count % STEP == 0:
+            yield
         kept = []
         for child in node.children:
             if child.dummy:
@@ -213,10 +239,12 @@ def _prune(roots: list[Node]) -> list[Node]:
     return top
 
 
-def _merge_subjects(roots: list[Node]) -> list[Node]:
+def _merge_subjects(roots: list[Node]) -> Steps:
     """(5) Threads under the root with the same base subject gathered."""
     table: dict[str, Node] = {}
-    for node in roots:
+    for count, node in enumerate(roots, 1):
+        if count % STEP == 0:
+            yield
         subject = node.subject()
         if not subject:
             continue
@@ -226,10 +254,15 @@ def _merge_subjects(roots: list[Node]) -> list[Node]:
         elif not held.dummy and (node.dummy or (held.message.reply and not node.message.reply)):
             table[subject] = node
     merged = []
-    for node in roots:
+    # Where each thread kept under the root is in ``merged``, by identity.
+    position: dict[int, int] = {}
+    for count, node in enumerate(roots, 1):
+        if count % STEP == 0:
+            yield
         subject = node.subject()
         held = table.get(subject) if subject else None
         if held is None or held is node:
+            position[id(node)] = len(merged)
             merged.append(node)
             continue
         if held.dummy and node.dummy:
@@ -242,16 +275,20 @@ def _merge_subjects(roots: list[Node]) -> list[Node]:
             # The dummy takes the held message's place under the root: held
             # is the first non-reply of its subject, so it came before.
             dummy = Node(order=held.order)
-            merged[next(i for i, kept in enumerate(merged) if kept is held)] = dummy
+            index = position.pop(id(held))
+            merged[index] = dummy
+            position[id(dummy)] = index
             _link(dummy, held)
             _link(dummy, node)
             table[subject] = dummy
     return merged
 
 
-def _sort_siblings(roots: list[Node]) -> None:
+def _sort_siblings(roots: list[Node]) -> Generator[None, None, None]:
     """(6) Every set of siblings by sent date, the youngest generation first."""
-    for node in reversed(list(_walk(roots))):
+    for count, node in enumerate(reversed(list(_walk(roots))), 1):
+        if count % STEP == 0:
+            yield
         node.children.sort(key=Node.sort_key)
     roots.sort(key=Node.sort_key)
 
@@ -304,8 +341,21 @@ def _members(root: Node) -> Iterator[bytes]:
 
 def thread(algorithm: str, messages: Sequence[ThreadMessage]) -> list[Node]:
     """The threads of ``messages`` by ``algorithm`` (one of ALGORITHMS)."""
+    return _run(thread_steps(algorithm, messages))
+
+
+def thread_steps(algorithm: str, messages: Sequence[ThreadMessage]) -> Steps:
+    """``thread`` as bounded steps (``gateway.imap.slices`` runs them); its result is the roots."""
     if algorithm == "ORDEREDSUBJECT":
-        return ordered_subject(messages)
+        return (yield from _ordered_subject(messages))
     if algorithm == "REFERENCES":
-        return references(messages)
+        return (yield from _references(messages))
     raise ValueError(algorithm)
+
+
+def _run(steps: Steps) -> list[Node]:
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value

@@ -502,12 +502,14 @@ class SelectedView:
             if position >= 0 and index < ranges[position][1]:
                 del pending.flag_changed[uid]
 
-    def flush(self, allow_expunge: bool, condstore: bool = False, vanished: bool = False) -> list[bytes]:
+    def flush(self, allow_expunge: bool, condstore: bool = False, vanished: bool = False,
+              recent: bool = True) -> list[bytes]:
         """
         Untagged responses (without the leading ``* ``) that bring the client
         up to date, and the map updated to match; with ``condstore`` (RFC
         7162 3.1) FETCH responses carry MODSEQ, with ``vanished`` (QRESYNC,
-        RFC 7162 3.2.10.2) one VANISHED replaces the EXPUNGEs.
+        RFC 7162 3.2.10.2) one VANISHED replaces the EXPUNGEs; without
+        ``recent`` (IMAP4rev2, RFC 9051 E.12) no RECENT follows EXISTS.
 
         RFC 3501 7.4.1: no EXPUNGE while the command is FETCH, STORE or
         SEARCH; then the expunged messages stay in the map, EXISTS counts
@@ -545,7 +547,8 @@ class SelectedView:
         lines[:0] = self.announce_keywords()
         if appended:
             lines.append(b"%d EXISTS" % (self.exists,))
-            lines.append(b"%d RECENT" % (self.recent_count,))
+            if recent:
+                lines.append(b"%d RECENT" % (self.recent_count,))
         for uid, modseq in changed:
             seq = self.seq_of(uid)
             if seq is not None and not self.is_expunged(uid):

@@ -178,3 +178,22 @@ def test_every_message_appears_once(drawn):
         # No empty lists, no list of one nested list.
         assert b"()" not in answer
         assert re.search(rb"\(\(([0-9 ]+)\)\)", answer) is None
+
+
+def test_threading_runs_in_bounded_steps():
+    from gateway.imap.thread import STEP, thread, thread_steps
+
+    messages = [msg(n, n, "s %d" % (n % 7), "<%d@x>" % n, ["<%d@x>" % (n // 2)] if n > 1 else [])
+                for n in range(1, 5 * STEP)]
+    for algorithm in ("REFERENCES", "ORDEREDSUBJECT"):
+        steps = thread_steps(algorithm, messages)
+        count = 0
+        while True:
+            try:
+                next(steps)
+                count += 1
+            except StopIteration as done:
+                roots = done.value
+                break
+        assert count >= 5
+        assert format_threads(roots) == format_threads(thread(algorithm, messages))
