@@ -418,7 +418,7 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, NotifyCommands, ListCo
         # RFC 9051 E.11, E.12: IMAP4rev2 has neither \Recent nor UNSEEN.
         if not readonly and not self.imap4rev2:
             view.add_recent(await self.store.claim_recent(info.id))
-        else:
+        elif not self.imap4rev2:
             # RFC 3501 6.3.2: EXAMINE reports \Recent without claiming it.
             # Unclaimed messages are the newest ones: the top of the view.
             count = min(await self.store.count_recent(info.id), view.exists)
