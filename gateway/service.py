@@ -38,6 +38,7 @@ from gateway.policy.quota import Quotas
 from gateway.net.metrics import Metrics, MetricsFactory, metrics_site
 from gateway.net import unix
 from gateway.net.proxy import TrustedProxyFactory, split_description
+from gateway.net.writethrough import write_through
 from gateway.reload import ConfigReloader, LiveConfig
 from gateway.store.opening import open_store
 from gateway.net.tls import (
@@ -197,6 +198,7 @@ def _listen(reactor, description: str, factory):
         raise StartupError(f"listener {description!r}: cannot listen synchronously on this endpoint type")
     result = outcome[0]
     if hasattr(result, "getHost"):
+        write_through(result)
         return result
     reason = getattr(result.value, "socketError", None) or result.value
     text = getattr(reason, "strerror", None) or str(reason)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import os
+import time
 
 import attrs
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from benchmarks import corpus
 from benchmarks.load import prepare, report, run_scenarios
 from benchmarks.report import Outcomes, table
+from benchmarks.servers import cpu_seconds
 from benchmarks.scenarios import SCENARIOS, Settings, Target, UnknownScenario, Users, choose
 from gateway.auth import hash_password
 from tests.serverproc import GatewayProcess
@@ -153,3 +156,15 @@ def test_server_cpu_per_unit_is_shown_but_never_the_worst_case():
     text = report(outcomes, SCENARIOS, ["dovecot", "gateway"])
     assert text.startswith("Worst realistic case: pop3 first download, 1 client, msg/s: gateway 90.0, dovecot 100")
     assert "| pop3 first download, 1 client | CPU us/msg (lower is better) | 100 | 400 | 4.00x |" in text
+
+
+def test_server_cpu_is_measured_finer_than_a_clock_tick():
+    # A short run of a fast server spends less than one 10 ms tick: counted
+    # in ticks it would read as no CPU at all, or as a whole tick (other
+    # threads of this process may add a little).
+    before = cpu_seconds(os.getpid())
+    start = time.thread_time()
+    while time.thread_time() - start < 0.004:
+        pass
+    spent = cpu_seconds(os.getpid()) - before
+    assert 0.0036 <= spent < 0.0099

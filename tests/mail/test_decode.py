@@ -74,6 +74,12 @@ def test_charsets_in_pieces(text, where, charset):
     except UnicodeEncodeError:
         encoded = text.encode(charset, "replace")
         text = encoded.decode(charset)
+    try:
+        encoded.decode(charset)
+    except UnicodeDecodeError:
+        # The codec cannot read back what it wrote (iso-2022-jp, a lone ESC):
+        # read in pieces, it reads as it does whole.
+        text = encoded.decode(charset, "replace")
     assert decode(None, charset, cut(encoded, where)) == text
 
 

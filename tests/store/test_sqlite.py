@@ -23,7 +23,7 @@ from gateway.store.interfaces import (
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import failure_of, result_of
 from tests.reactorthread import OnReactorThread
-from tests.store.contract import MESSAGE, MailStoreContract, inbox
+from tests.store.contract import MESSAGE, MailStoreContract, deliver, inbox
 
 
 @pytest.fixture
@@ -317,3 +317,61 @@ def test_store_flags_unchanged_since_leaves_newer_messages_alone(store):
     assert result_of(store.store_flags_unchanged_since(box.id, [1], {"\\Deleted"}, "add", 6)) == ([], [])
     assert result_of(store.store_flags_unchanged_since(box.id, [1, 3], set(), "set", 0)) == ([], [1, 3])
     assert result_of(store.get_mailbox("alice", "INBOX")).highestmodseq == 6
+
+
+# The messages table of a store made before the structures had a table of
+# their own: every flag change rewrote the message's parsed structure.
+_COMBINED = """
+CREATE TABLE messages_combined (
+    mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, flags TEXT NOT NULL, internaldate INTEGER NOT NULL,
+    tzoffset INTEGER NOT NULL, size INTEGER NOT NULL, modseq INTEGER NOT NULL, envelope BLOB NOT NULL,
+    body BLOB NOT NULL, bodystructure BLOB NOT NULL, header BLOB NOT NULL, parts TEXT NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+) WITHOUT ROWID;
+INSERT INTO messages_combined SELECT * FROM messages JOIN message_structures USING (mailbox_id, uid);
+DROP TABLE messages;
+DROP TABLE message_structures;
+ALTER TABLE messages_combined RENAME TO messages;
+CREATE INDEX messages_modseq ON messages (mailbox_id, modseq);
+CREATE INDEX messages_records ON messages (mailbox_id, uid, flags, internaldate, tzoffset, size, modseq);
+"""
+
+
+def test_a_store_with_structures_in_the_messages_table_is_split_at_open(tmp_path):
+    old = SQLiteStore(tmp_path)
+    box = inbox(old)
+    uids = deliver(old, box, 3)
+    result_of(old.store_flags(box.id, [2], {"\\Seen"}, "add"))
+    records = result_of(old.list_messages(box.id))
+    structures = result_of(old.get_structures(box.id, uids))
+    usage = result_of(old.quota_usage("alice"))
+    old.close()
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    db.executescript(_COMBINED)
+    db.close()
+
+    store = SQLiteStore(tmp_path)
+    try:
+        assert result_of(store.list_messages(box.id)) == records
+        assert result_of(store.get_structures(box.id, uids)) == structures
+        # Moving the rows is no delivery and no expunge; the quota triggers follow the new table.
+        assert result_of(store.quota_usage("alice")) == usage
+        result_of(store.expunge(box.id, [1]))
+        after = result_of(store.quota_usage("alice"))
+        assert (after.storage, after.messages) == (usage.storage - records[0].size, 2)
+        # A flag change now touches the records alone, and the next open has nothing to do.
+        result_of(store.store_flags(box.id, [3], {"\\Flagged"}, "add"))
+        assert "\\Flagged" in result_of(store.get_records(box.id, [3]))[0].flags
+    finally:
+        store.close()
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    columns = [row[1] for row in db.execute("PRAGMA table_info(messages)")]
+    indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_schema WHERE type = 'index'")}
+    db.close()
+    assert columns == ["mailbox_id", "uid", "flags", "internaldate", "tzoffset", "size", "modseq"]
+    assert "messages_records" not in indexes and "messages_modseq" in indexes
+    again = SQLiteStore(tmp_path)
+    try:
+        assert [r.uid for r in result_of(again.list_messages(box.id))] == uids[1:]
+    finally:
+        again.close()

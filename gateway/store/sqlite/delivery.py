@@ -156,8 +156,8 @@ class DeliveryMixin:
     def _insert_message(self, mailbox_id, uid, flags, internaldate, size, modseq, structure) -> None:
         offset = internaldate.utcoffset() or datetime.timedelta(0)
         self._db.execute(
-            "INSERT INTO messages (mailbox_id, uid, flags, internaldate, tzoffset, size, modseq,"
-            " envelope, body, bodystructure, header, parts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (mailbox_id, uid, flags, internaldate, tzoffset, size, modseq)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 mailbox_id,
                 uid,
@@ -166,6 +166,15 @@ class DeliveryMixin:
                 int(offset.total_seconds() // 60),
                 size,
                 modseq,
+            ),
+        )
+        # OR REPLACE: a row left by a message whose record a repair dropped.
+        self._db.execute(
+            "INSERT OR REPLACE INTO message_structures (mailbox_id, uid, envelope, body, bodystructure, header, parts)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                mailbox_id,
+                uid,
                 structure.envelope,
                 structure.body,
                 structure.bodystructure,

@@ -143,7 +143,7 @@ class MailboxesMixin:
 
     def _drop_mailbox_rows(self, mailbox_id: int) -> None:
         for table, column in (
-            ("messages", "mailbox_id"), ("expunged", "mailbox_id"), ("expunging", "mailbox_id"),
+            ("messages", "mailbox_id"), ("message_structures", "mailbox_id"), ("expunged", "mailbox_id"), ("expunging", "mailbox_id"),
             ("pop3_devices", "mailbox_id"), ("pop3_device_deletions", "mailbox_id"), ("mailboxes", "id"),
         ):
             self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (mailbox_id,))

@@ -19,6 +19,7 @@ from gateway.store.sqlite.rows import (
     MEMO_LIMIT,
     RECORD_COLUMNS,
     STRUCTURE_COLUMNS,
+    WITH_STRUCTURES,
     flag_set,
     record_from_row,
     structure_from_row,
@@ -56,12 +57,12 @@ class ReadsMixin:
         ).fetchall()
         return [record_from_row(row) for row in rows]
 
-    def _select_uids(self, columns: str, mailbox_id: int, uids) -> list:
+    def _select_uids(self, columns: str, mailbox_id: int, uids, source: str = "messages") -> list:
         uids = sorted(set(uids))
         if not uids:
             return []
         rows = self._db.execute(
-            f"SELECT {columns} FROM messages WHERE mailbox_id = ? AND uid BETWEEN ? AND ? ORDER BY uid",
+            f"SELECT {columns} FROM {source} WHERE mailbox_id = ? AND uid BETWEEN ? AND ? ORDER BY uid",
             (mailbox_id, uids[0], uids[-1]),
         ).fetchall()
         if len(uids) == uids[-1] - uids[0] + 1:
@@ -73,12 +74,12 @@ class ReadsMixin:
     def get_messages(self, mailbox_id, uids):
         return [
             (record_from_row(row[:6]), structure_from_row(*row[6:]))
-            for row in self._select_uids(f"{RECORD_COLUMNS}, {STRUCTURE_COLUMNS}", mailbox_id, uids)
+            for row in self._select_uids(f"{RECORD_COLUMNS}, {STRUCTURE_COLUMNS}", mailbox_id, uids, WITH_STRUCTURES)
         ]
 
     @deferred
     def get_structures(self, mailbox_id, uids):
-        rows = self._select_uids(f"uid, {STRUCTURE_COLUMNS}", mailbox_id, uids)
+        rows = self._select_uids(f"uid, {STRUCTURE_COLUMNS}", mailbox_id, uids, WITH_STRUCTURES)
         return {row[0]: structure_from_row(*row[1:]) for row in rows}
 
     @deferred

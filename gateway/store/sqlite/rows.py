@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     special_use TEXT,
     UNIQUE (user, name)
 );
+-- A message's record: small rows, many to a page, so that a flag change
+-- rewrites a few bytes of one page, not the message's structure.
 CREATE TABLE IF NOT EXISTS messages (
     mailbox_id INTEGER NOT NULL,
     uid INTEGER NOT NULL,
@@ -35,6 +37,14 @@ CREATE TABLE IF NOT EXISTS messages (
     tzoffset INTEGER NOT NULL,
     size INTEGER NOT NULL,
     modseq INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_modseq ON messages (mailbox_id, modseq);
+-- What delivery parsed (ENVELOPE, BODYSTRUCTURE, the header, the part tree):
+-- written once, read by FETCH and SEARCH, never changed.
+CREATE TABLE IF NOT EXISTS message_structures (
+    mailbox_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
     envelope BLOB NOT NULL,
     body BLOB NOT NULL,
     bodystructure BLOB NOT NULL,
@@ -42,10 +52,6 @@ CREATE TABLE IF NOT EXISTS messages (
     parts TEXT NOT NULL,
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS messages_modseq ON messages (mailbox_id, modseq);
--- Covers the record columns: SELECT, SEARCH and a POP3 login read these for a
--- whole mailbox, and rows carry ENVELOPE, BODYSTRUCTURE and the header too.
-CREATE INDEX IF NOT EXISTS messages_records ON messages (mailbox_id, uid, flags, internaldate, tzoffset, size, modseq);
 CREATE TABLE IF NOT EXISTS expunged (
     mailbox_id INTEGER NOT NULL,
     uid INTEGER NOT NULL,
@@ -155,6 +161,49 @@ def usage_drift(db) -> list[tuple[str, tuple[int, int] | None, tuple[int, int]]]
 
 RECORD_COLUMNS = "uid, flags, internaldate, tzoffset, size, modseq"
 STRUCTURE_COLUMNS = "envelope, body, bodystructure, header, parts"
+# A message's record and structure, for _select_uids.
+WITH_STRUCTURES = "messages JOIN message_structures USING (mailbox_id, uid)"
+
+
+def split_structures(db) -> bool:
+    """
+    Move the structures of a store made when they shared the messages
+    table (whose every flag change rewrote them) into message_structures,
+    in one transaction; whether there was anything to do.  Another process
+    opening the store at once finds it done.
+    """
+    def combined() -> bool:
+        return any(row[1] == "envelope" for row in db.execute("PRAGMA table_info(messages)"))
+
+    if not combined():
+        return False
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if not combined():
+            db.execute("ROLLBACK")
+            return False
+        db.execute(
+            "INSERT OR REPLACE INTO message_structures (mailbox_id, uid, envelope, body, bodystructure, header, parts)"
+            " SELECT mailbox_id, uid, envelope, body, bodystructure, header, parts FROM messages"
+        )
+        db.execute("DROP INDEX IF EXISTS messages_records")
+        db.execute(
+            "CREATE TABLE messages_split (mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, flags TEXT NOT NULL,"
+            " internaldate INTEGER NOT NULL, tzoffset INTEGER NOT NULL, size INTEGER NOT NULL,"
+            " modseq INTEGER NOT NULL, PRIMARY KEY (mailbox_id, uid)) WITHOUT ROWID"
+        )
+        db.execute(
+            "INSERT INTO messages_split SELECT mailbox_id, uid, flags, internaldate, tzoffset, size, modseq FROM messages"
+        )
+        db.execute("DROP TABLE messages")
+        db.execute("ALTER TABLE messages_split RENAME TO messages")
+        db.execute("CREATE INDEX messages_modseq ON messages (mailbox_id, modseq)")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return True
 
 
 def flags_text(flags: Iterable[str]) -> str:

@@ -69,8 +69,11 @@ from gateway.store.sqlite.rows import (
     QUOTA_SCHEMA,
     RECORD_COLUMNS,
     SCHEMA,
+    STRUCTURE_COLUMNS,
+    WITH_STRUCTURES,
     flags_text,
     record_from_row,
+    split_structures,
     structure_from_row,
 )
 from gateway.store.sqlite.synchronous import deferred
@@ -116,6 +119,8 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, Maint
         self._write_db = _connect(index)
         self._write_db.execute("PRAGMA journal_mode=WAL")
         self._write_db.executescript(SCHEMA)
+        # Before the triggers on messages: the split makes the table anew.
+        split_structures(self._write_db)
         self._write_db.executescript(QUOTA_SCHEMA)
         self._write_db.executescript(MAILBOX_LIST_SCHEMA)
         self._writer = Writer(self._write_db, self._sync_wal, UnsyncedRecord(self.root), self._written,
@@ -319,9 +324,10 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, Maint
         if not present:
             return [], modseq
         modseq += 1
-        self._db.executemany(
-            "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", [(mailbox_id, uid) for uid in present]
-        )
+        for table in ("messages", "message_structures"):
+            self._db.executemany(
+                f"DELETE FROM {table} WHERE mailbox_id = ? AND uid = ?", [(mailbox_id, uid) for uid in present]
+            )
         self._db.executemany(
             "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
             [(mailbox_id, uid, modseq) for uid in present],
@@ -406,7 +412,7 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, Maint
 
     def _copy(self, step, mailbox_id: int, uids, dest_mailbox_id: int) -> tuple[list[tuple[int, int]], int]:
         rows = self._select_uids(
-            f"{RECORD_COLUMNS}, envelope, body, bodystructure, header, parts", mailbox_id, uids
+            f"{RECORD_COLUMNS}, {STRUCTURE_COLUMNS}", mailbox_id, uids, WITH_STRUCTURES
         )
         uidnext, modseq = self._counters(dest_mailbox_id)
         modseq += 1
