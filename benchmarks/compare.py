@@ -10,6 +10,10 @@ IMAP), then runs every chosen scenario against one and the other in turn,
 medians with the ratio gateway/Dovecot, realistic scenarios first and the
 worst at the top.  A scenario that fails on a server is recorded in the
 table with its error.
+
+With ``--backend postgresql`` the gateway keeps its mail in a private
+PostgreSQL with bodies in a private SeaweedFS (S3), and a second gateway
+node on the same store takes the deliveries of the cross-node push.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import attrs
 from benchmarks.load import apply_settings, chosen_scenarios, prepare, report, run_scenarios, settings_arguments
 from benchmarks.scenarios import Settings, Target, Users
 from benchmarks.servers import Dovecot, Gateway, Server, ServerError
+from benchmarks.shared_store import SharedStore
 from gateway.auth import hash_password
 
 PASSWORD = "bench-password"
@@ -114,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-messages", type=int, help="messages in the large INBOX (default 20000)")
     settings_arguments(parser)
     parser.add_argument("--server", choices=["dovecot", "gateway"], help="run against one server only")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite",
+                        help="the gateway's store: sqlite (default), or postgresql with bodies in S3 (SeaweedFS)"
+                             " started for the run, and a second node on it")
+    parser.add_argument("--blob-cache", type=int, metavar="MB",
+                        help="with --backend postgresql, store.blobs.cache_size of each node (default 256; 0: every"
+                             " body read from S3)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, mail) afterwards")
     args = parser.parse_args(argv)
     scenarios = chosen_scenarios(parser, args)
@@ -136,12 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     root.chmod(0o755)  # Dovecot's mail processes run as "mail" and must reach their mail dir
     servers: list[Server] = []
+    store = SharedStore(args.blob_cache) if args.backend == "postgresql" and args.server != "dovecot" else None
+    peer: Gateway | None = None
     try:
         hashes = password_hashes(users)
         if args.server != "gateway":
             servers.append(Dovecot(root / "dovecot", hashes, sessions))
         if args.server != "dovecot":
-            servers.append(Gateway(root / "gateway", hashes, sessions))
+            store_toml = store.start().toml if store is not None else ""
+            servers.append(Gateway(root / "gateway", hashes, sessions, store_toml))
+            if store is not None:
+                peer = Gateway(root / "gateway-b", hashes, sessions, store_toml, name="gateway-b").start()
         for server in servers:
             server.start()
             started = time.monotonic()
@@ -154,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         by_name = {server.name: server for server in servers}
 
         def target(server: Server) -> Target:
+            shared = isinstance(server, Gateway) and peer is not None
             return Target("127.0.0.1", server.ports["pop3"], server.ports["imap"], server.ports["lmtp"],
-                          users, pid=server.pid)
+                          users, pid=server.pid, peer_lmtp=peer.ports["lmtp"] if shared else None,
+                          store_pids=store.pids() if shared else ())
 
         def restart(name: str) -> Target:
             server = by_name[name]
@@ -164,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
 
         targets = {server.name: target(server) for server in servers}
         outcomes = asyncio.run(run_scenarios(targets, settings, args.runs, scenarios, log, restart))
-        print(f"\nMedians of {args.runs} runs; corpus {plan.messages} messages "
+        backend = f"gateway store: {args.backend}" + (" with bodies in S3 (SeaweedFS)" if store else "")
+        print(f"\nMedians of {args.runs} runs; {backend}; corpus {plan.messages} messages "
               f"(~{plan.messages * 45 // 1000} MB) per bulk user; large INBOX {plan.large_messages:,} messages; "
               f"{settings}\n")
         print(report(outcomes, scenarios, [server.name for server in servers]))
@@ -172,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         log(f"benchmarks: {error}")
         return 1
     finally:
-        for server in servers:
+        for server in [*servers, *([peer] if peer else [])]:
             server.stop()
+        if store is not None:
+            store.stop()
         if args.keep:
             log(f"kept {root}")
         else:

@@ -37,7 +37,12 @@ class Target:
     imap: int
     lmtp: int
     users: Users
-    pid: int | None = None  # for the memory scenarios
+    pid: int | None = None  # for the memory scenarios and CPU per message
+    # LMTP of another node over the same store, for the push across nodes.
+    peer_lmtp: int | None = None
+    # The processes of a store the server uses (PostgreSQL, SeaweedFS), whose
+    # CPU per message is shown beside the server's own.
+    store_pids: tuple[int, ...] = ()
 
 
 @attrs.frozen
@@ -101,7 +106,8 @@ class CpuMeter:
     The server's CPU (user + system, every process of its tree) over a timed
     window, per unit of work: what a server spends per message, where wall
     figures on a busy machine say as much about the other load.  Nothing
-    without the server's pid.
+    without the server's pid.  The engines of a store the server uses
+    (``target.store_pids``) are measured apart, as "store " + ``name``.
     """
 
     target: Target
@@ -109,10 +115,13 @@ class CpuMeter:
     started: float | None = None
     spent: float | None = None
     units: int = 0
+    store_started: float = 0.0
+    store_spent: float = 0.0
 
     def start(self) -> None:
         if self.target.pid is not None:
             self.started = cpu_seconds(self.target.pid)
+            self.store_started = self._store()
 
     async def stop(self, units: int, settle: float = 0.0) -> None:
         """``settle``: seconds to let a process that ended in the window be reaped (counted in its parent)."""
@@ -121,12 +130,19 @@ class CpuMeter:
         if settle:
             await asyncio.sleep(settle)
         self.spent = cpu_seconds(self.target.pid) - self.started
+        self.store_spent = self._store() - self.store_started
         self.units = units
+
+    def _store(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.target.store_pids)
 
     def metrics(self) -> Metrics:
         if self.spent is None or not self.units:
             return {}
-        return {self.name: 1e6 * self.spent / self.units}
+        metrics = {self.name: 1e6 * self.spent / self.units}
+        if self.target.store_pids:
+            metrics["store " + self.name] = 1e6 * self.store_spent / self.units
+        return metrics
 
 
 async def for_duration(duration: float, step: Callable[[], Awaitable[int]], meter: CpuMeter | None = None) -> float:

@@ -21,7 +21,10 @@ from benchmarks.harness import (  # noqa: F401  (re-exported)
 
 # What the server's processes spend per unit: shown beside the rate, never the headline.
 _CPU_PER_MESSAGE = Metric("CPU us/msg", "us server CPU", False, ranked=False)
-_RATE = (Metric("msg/s", "msg/s", True), _CPU_PER_MESSAGE)
+# And what the engines of its store spend (PostgreSQL, SeaweedFS), where it has them.
+_STORE_CPU_PER_MESSAGE = Metric("store CPU us/msg", "us store CPU", False, ranked=False)
+_RATE = (Metric("msg/s", "msg/s", True), _CPU_PER_MESSAGE, _STORE_CPU_PER_MESSAGE)
+_PUSH = (Metric("p50 ms", "ms", False), Metric("p99 ms", "ms", False), Metric("missed", "sessions", False))
 _MS = (Metric("ms", "ms", False),)
 _MEMORY = (Metric("KB/session", "KB PSS", False),)
 _MEDIUM = frozenset({"medium"})
@@ -31,7 +34,8 @@ SCENARIOS = (
     Scenario("pop3-first-download-1", "pop3 first download, 1 client", throughput.pop3_first_download_1, _RATE),
     Scenario("pop3-first-download-8", "pop3 first download, 8 clients", throughput.pop3_first_download_8, _RATE),
     Scenario("imap-mixed", "imap mixed, 8 clients", throughput.imap_mixed,
-             (Metric("ops/s", "ops/s", True), Metric("CPU us/op", "us server CPU", False, ranked=False))),
+             (Metric("ops/s", "ops/s", True), Metric("CPU us/op", "us server CPU", False, ranked=False),
+              Metric("store CPU us/op", "us store CPU", False, ranked=False))),
     Scenario("idle-1k", "idle session SELECTed on 1,000 msgs", sessions.idle_memory_medium, _MEMORY,
              needs_pid=True, fresh_server=True, mailboxes=_MEDIUM),
     Scenario("idle-large", "idle session SELECTed on the large INBOX", sessions.idle_memory_large, _MEMORY,
@@ -57,8 +61,9 @@ SCENARIOS = (
              (Metric("logins/s", "logins/s", True),)),
     Scenario("idle-sessions", "idle imap sessions", sessions.idle_memory, _MEMORY, needs_pid=True,
              fresh_server=True),
-    Scenario("idle-push", "IDLE push latency", sessions.idle_push,
-             (Metric("p50 ms", "ms", False), Metric("p99 ms", "ms", False), Metric("missed", "sessions", False))),
+    Scenario("idle-push", "IDLE push latency", sessions.idle_push, _PUSH),
+    Scenario("cross-node-push", "IDLE push latency, delivered through another node", sessions.idle_push_nodes,
+             _PUSH),
     Scenario("big-message", "50 MB message", sessions.big_message,
              (Metric("APPEND peak MB", "MB RSS", False), Metric("FETCH peak MB", "MB RSS", False)),
              needs_pid=True, fresh_server=True),

@@ -285,7 +285,9 @@ class Gateway(Server):
 
     name = "gateway"
 
-    def __init__(self, root: Path, users: dict[str, str], sessions: int):
+    def __init__(self, root: Path, users: dict[str, str], sessions: int, store_toml: str = "",
+                 name: str = "gateway"):
+        self.name = name
         self.root = Path(root)
         self.data = self.root / "data"
         self.data.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -300,7 +302,7 @@ class Gateway(Server):
         (self.data / "gateway.toml").write_text(
             f"[limits]\nmax_connections = {connections}\nmax_connections_per_ip = {connections}\n"
             f"max_connections_per_user = {connections}\npassword_checks_per_ip = {connections}\n"
-            f"lockout_exempt_networks = [\"{LOOPBACK}/32\"]\n")
+            f"lockout_exempt_networks = [\"{LOOPBACK}/32\"]\n\n{store_toml}")
         self.log_path = self.root / "twistd.log"
         self.ports = {}
 

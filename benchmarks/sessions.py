@@ -141,11 +141,22 @@ async def idle_memory_large(target: Target, settings: Settings) -> Metrics:
 
 async def idle_push(target: Target, settings: Settings) -> Metrics:
     """Deliver over LMTP; time until every idling session saw ``* n EXISTS``."""
+    return await _push(target, settings, target.lmtp)
+
+
+async def idle_push_nodes(target: Target, settings: Settings) -> Metrics:
+    """As idle_push, the deliveries through another node of the same store."""
+    if target.peer_lmtp is None:
+        raise ValueError("one node: no other node over the same store to deliver through")
+    return await _push(target, settings, target.peer_lmtp)
+
+
+async def _push(target: Target, settings: Settings, lmtp_port: int) -> Metrics:
     sessions = await open_idle_sessions(target, settings.push_sessions, settings.connect_concurrency)
     latencies: list[float] = []
     missed = 0
     try:
-        lmtp = await Lmtp.open(target.host, target.lmtp)
+        lmtp = await Lmtp.open(target.host, lmtp_port)
         payload = dot_stuffed(SMALL_MESSAGE)
         for _ in range(settings.push_rounds):
             for session in sessions:

@@ -247,7 +247,7 @@ def cmd_export(args, stdin, stdout) -> int:
 def cmd_check(args, stdin, stdout) -> int:
     from gateway import oneshot
     from gateway.ops.check import check
-    from gateway.store.interfaces import NoStore
+    from gateway.store.interfaces import NoStore, StoreError, TemporaryFailure
     from gateway.store.opening import open_maintenance
 
     config = _config(args)
@@ -259,6 +259,47 @@ def cmd_check(args, stdin, stdout) -> int:
         return oneshot.run(run)
     except NoStore as e:
         raise CommandError(str(e), os.EX_NOINPUT) from None
+    except TemporaryFailure as e:
+        raise CommandError(f"store: {e}", os.EX_TEMPFAIL) from None
+    except StoreError as e:
+        raise CommandError(f"store: {e}") from None
+
+
+def cmd_migrate(args, stdin, stdout) -> int:
+    from gateway import oneshot
+    from gateway.ops.storecopy import PARALLEL, copy_store
+    from gateway.store.interfaces import NoStore, StoreError, TemporaryFailure
+    from gateway.store.opening import open_copy_source, open_copy_target, parse_blobs
+
+    try:
+        parse_blobs(args.blobs)
+    except ValueError as e:
+        raise CommandError(str(e), os.EX_USAGE) from None
+
+    async def run(reactor):
+        source = open_copy_source(args.data, reactor)
+        try:
+            target = open_copy_target(args.to, args.blobs, reactor, PARALLEL + 1)
+            try:
+                return await copy_store(source, target, sys.stderr)
+            finally:
+                await target.close()
+        finally:
+            await source.close()
+
+    try:
+        summary = oneshot.run(run)
+    except NoStore as e:
+        raise CommandError(str(e), os.EX_NOINPUT) from None
+    except ValueError as e:
+        raise CommandError(str(e), os.EX_USAGE) from None
+    except TemporaryFailure as e:
+        raise CommandError(f"store: {e}; run the migration again to continue", os.EX_TEMPFAIL) from None
+    except StoreError as e:
+        raise CommandError(f"store: {e}") from None
+    for line in summary.lines():
+        print(line, file=stdout)
+    return 1 if summary.conflicts else 0
 
 
 def _uint32(text: str) -> int:
@@ -332,6 +373,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     store_check.add_argument("--repair", action="store_true", help="do the safe repairs and say each one")
     store_check.set_defaults(run=cmd_check)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="copy this data dir's SQLite store into a PostgreSQL store, keeping every UIDVALIDITY, UID, modseq,"
+        " flag, subscription and POP3 device view (running it again brings the copy up to date; exit 1 when"
+        " mailboxes were not copied)",
+    )
+    migrate.add_argument("--to", required=True, metavar="URL", help="postgresql://... (or a libpq connection string)")
+    migrate.add_argument(
+        "--blobs", default=None, metavar="URL",
+        help="where bodies go: s3://BUCKET[/PREFIX][?endpoint=URL&region=NAME] (credentials from"
+        " AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or postgresql (the default)",
+    )
+    migrate.set_defaults(run=cmd_migrate)
 
     status = commands.add_parser(
         "status", help="live sessions per protocol, logins and deliveries, from the running server's metrics"

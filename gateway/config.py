@@ -53,7 +53,9 @@ DELETE_POLICIES = ("expunge", "trash", "hide")
 DEVICE_DELETES = ("last", "never")
 
 # Where the mail lives; gateway/store/opening.py opens each.
-STORE_BACKENDS = ("sqlite",)
+STORE_BACKENDS = ("sqlite", "postgresql")
+# Where the postgresql backend keeps bodies.
+BLOB_KINDS = ("s3", "postgresql")
 # When a flag change is fsynced (README "Storage and durability").
 FLAG_DURABILITIES = ("batched", "immediate")
 
@@ -517,10 +519,34 @@ login_trusted_networks: the limits and the auth log then use that address.""")
 
 
 @attrs.frozen
+class BlobsConfig:
+    kind: str = option("s3", choice(*BLOB_KINDS), """
+Where the "postgresql" backend keeps message bodies, each once under its
+SHA-256: "s3" in an S3-compatible object store (AWS S3, SeaweedFS, MinIO,
+Ceph RGW), "postgresql" in the same database, in chunks (one engine to run
+and back up).""")
+    bucket: str = option("", text(), "The S3 bucket; it must exist.")
+    endpoint: str = option("", text(), """
+The S3 endpoint URL, e.g. "https://s3.example.org"; empty for AWS.""")
+    region: str = option("us-east-1", text())
+    access_key: str = option("", text(), """
+S3 credentials.  Left empty, boto3 reads AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY from the environment, or the machine's role.""")
+    secret_key: str = option("", text())
+    prefix: str = option("", text(), "Put before every object name, to share a bucket.")
+    cache_size: int = option(256, whole(0, what="a whole number of megabytes"), """
+Megabytes of the bodies a node read or stored last that it keeps a copy of,
+in DIR/cache/bodies (emptied when it starts): the next FETCH of the same
+message, or of another part of it, reads no network.  0 keeps none.""")
+
+
+@attrs.frozen
 class StoreConfig:
     backend: str = option("sqlite", choice(*STORE_BACKENDS), """
 Where the mail lives: "sqlite" keeps an index in DIR/store/index.sqlite
-and one file per message beside it, for one server.""")
+and one file per message beside it, for one server; "postgresql" keeps it
+in PostgreSQL and [store.blobs], shared by every node of a cluster (README,
+"Growing beyond one machine").""")
     # "batched": as Dovecot's fsync_mode = optimized.
     flag_durability: str = option("batched", choice(*FLAG_DURABILITIES), """
 When a flag change (IMAP STORE, the \\Seen a POP3 RETR sets, the POP3
@@ -531,6 +557,17 @@ a power cut may forget the last second of flag changes, never a message.
 "immediate" fsyncs each before answering, at the cost of one disk flush
 per change.  Deliveries, APPEND, COPY, MOVE and expunges are always
 durable before they are answered.""")
+    dsn: str = option("", text(), """
+The "postgresql" backend's database, as a libpq connection string, e.g.
+"host=db.example.org dbname=gateway user=gateway"; keep the password in the
+gateway user's ~/.pgpass.  The gateway creates and migrates its tables.""")
+    pool_size: int = option(10, whole(1, 1000), """
+Connections to PostgreSQL per node, each with a thread running its queries.""")
+    connect_timeout: int = option(10, whole(1, 300, what="a whole number of seconds"), """
+Seconds a session waits for a PostgreSQL connection (the database
+restarting, or every connection busy) before its client gets a temporary
+error: LMTP 451, IMAP NO [UNAVAILABLE], POP3 -ERR [SYS/TEMP].""")
+    blobs: BlobsConfig = section(BlobsConfig)
 
 
 @attrs.frozen

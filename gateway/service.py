@@ -40,6 +40,7 @@ from gateway.net import unix
 from gateway.net.proxy import TrustedProxyFactory, split_description
 from gateway.net.writethrough import write_through
 from gateway.reload import ConfigReloader, LiveConfig
+from gateway.store.interfaces import StoreError
 from gateway.store.opening import open_store
 from gateway.net.tls import (
     MODERN,
@@ -331,7 +332,10 @@ def make_service(
     certificates = load_certificate(data_dir, config, [listener.policy for listener in listeners])
     _warn_legacy_tls(listeners)
     # The server's own store: opening it puts right what a crash left.
-    store = open_store(config, data_dir, reactor, serving=True)
+    try:
+        store = open_store(config, data_dir, reactor, serving=True)
+    except StoreError as e:
+        raise StartupError(f"store: {e}") from e
     users = UsersFile(data_dir / "users")
     # What a reload may change is read through this, at each use.
     live = LiveConfig(config)

@@ -1,6 +1,12 @@
+"""
+Fixtures shared across test folders: one real reactor on a thread of its
+own, and the private engines of tests/store/engines.py.
+"""
+
 import pytest
 
 from tests.reactorthread import ReactorThread
+from tests.store.engines import postgres_cluster, postgres_database, postgres_dsn, seaweed  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -1,22 +1,45 @@
-"""Read the outcome of an already-fired Deferred in a plain pytest test."""
+"""
+Read the outcome of a Deferred in a plain pytest test.
+
+A store that works in threads (PostgreSQL) fires its Deferreds on the
+reactor thread after the work is done: a Deferred not fired yet is waited
+for by turning the global reactor, for a bounded time.
+"""
+
+import time
 
 from twisted.python.failure import Failure
 
+WAIT = 30.0
 
-def result_of(d):
+
+def _outcome(d):
     box = []
     d.addBoth(box.append)
+    if not box:
+        from twisted.internet import reactor
+
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            # reactor.iterate() would wait once more after the Deferred fired.
+            reactor.runUntilCurrent()
+            if box:
+                break
+            reactor.doIteration(0.01)
     assert box, "Deferred has not fired"
-    if isinstance(box[0], Failure):
-        box[0].raiseException()
     return box[0]
 
 
+def result_of(d):
+    outcome = _outcome(d)
+    if isinstance(outcome, Failure):
+        outcome.raiseException()
+    return outcome
+
+
 def failure_of(d, *types):
-    box = []
-    d.addBoth(box.append)
-    assert box, "Deferred has not fired"
-    assert isinstance(box[0], Failure), f"expected a failure, got {box[0]!r}"
+    outcome = _outcome(d)
+    assert isinstance(outcome, Failure), f"expected a failure, got {outcome!r}"
     if types:
-        assert box[0].check(*types), f"expected {types}, got {box[0].value!r}"
-    return box[0].value
+        assert outcome.check(*types), f"expected {types}, got {outcome.value!r}"
+    return outcome.value

@@ -9,6 +9,8 @@ import asyncio
 import email
 import email.policy
 import os
+import subprocess
+import sys
 import time
 
 import attrs
@@ -17,8 +19,8 @@ import pytest
 from benchmarks import corpus
 from benchmarks.load import prepare, report, run_scenarios
 from benchmarks.report import Outcomes, table
-from benchmarks.servers import cpu_seconds
 from benchmarks.scenarios import SCENARIOS, Settings, Target, UnknownScenario, Users, choose
+from benchmarks.servers import cpu_seconds
 from gateway.auth import hash_password
 from tests.serverproc import GatewayProcess
 
@@ -132,6 +134,8 @@ def test_load_generator_drives_the_gateway(gateway):
     for key in ("large-select", "large-fetch-flags", "large-search-unseen", "large-pop3"):
         assert 0 < outcomes.median(key, "gateway", "ms") < 15_000, key
     assert outcomes.median("idle-1k", "gateway", "KB/session") is not None
+    # No store engines of its own to count.
+    assert outcomes.median("pop3-first-download-1", "gateway", "store CPU us/msg") is None
     assert outcomes.median("idle-push", "gateway", "missed") == 0
     assert 0 < outcomes.median("idle-push", "gateway", "p99 ms") < 15_000
 
@@ -154,6 +158,21 @@ def test_server_cpu_per_unit_is_shown_but_never_the_worst_case():
     text = report(outcomes, SCENARIOS, ["dovecot", "gateway"])
     assert text.startswith("Worst realistic case: pop3 first download, 1 client, msg/s: gateway 90.0, dovecot 100")
     assert "| pop3 first download, 1 client | CPU us/msg (lower is better) | 100 | 400 | 4.00x |" in text
+
+
+def test_cpu_seconds_counts_the_tree_and_the_children_it_reaped():
+    # A shell whose child burns a fifth of a second of CPU and is reaped
+    # before the shell waits on: the child's time is in the shell's cutime.
+    burn = "import time\nend = time.process_time() + 0.2\nwhile time.process_time() < end: pass"
+    shell = subprocess.Popen(["sh", "-c", f'"{sys.executable}" -c "{burn}"; echo done; exec sleep 30'],
+                             stdout=subprocess.PIPE)
+    try:
+        assert shell.stdout.readline() == b"done\n"
+        assert 0.2 <= cpu_seconds(shell.pid) < 5
+    finally:
+        shell.kill()
+        shell.wait()
+        shell.stdout.close()
 
 
 def test_server_cpu_is_measured_finer_than_a_clock_tick():

@@ -88,6 +88,8 @@ def test_default_toml_shows_every_option_commented():
         "failed_logins_per_ip", "failed_login_window", "password_checks_per_ip",
         "lockout_exempt_networks", "ipv6_prefix", "per_ip_exempt_networks", "trusted", "login_trusted_networks",
         "max_message_size", "max_recipients", "save_to_detail_mailbox", "backend", "flag_durability",
+        "dsn", "pool_size", "connect_timeout", "kind", "bucket", "endpoint", "region", "access_key", "secret_key",
+        "prefix", "cache_size",
         "storage", "messages", "full_tempfail",
     }
     examples = {re.match(r"#   (\w+) = ", line)[1] for line in DEFAULT_TOML.splitlines() if re.match(r"#   \w+ = ", line)}
@@ -382,10 +384,12 @@ def test_not_utf8(tmp_path):
         ("[listeners]\nlegacy = 'tcp:995'", "listeners.legacy: unknown key (known: pop3, imap, lmtp, pop3s, imaps, metrics, [listeners.NAME])"),
         ("[tls]\nrsa_certificate = ''", "tls: rsa_certificate and rsa_key are a pair: give both, or both \"\""),
         ("[tls]\nrsa_key = 1", "tls.rsa_key: must be a file path string, not an integer"),
-        ("[store]\nbackend = 'maildir'", "store.backend: must be one of 'sqlite', not a string ('maildir')"),
+        ("[store]\nbackend = 'maildir'", "store.backend: must be one of 'sqlite', 'postgresql', not a string ('maildir')"),
         ("[store]\nflag_durability = 'lazy'", "store.flag_durability: must be one of 'batched', 'immediate', not a string"),
         ("[store]\nflag_durability = true", "store.flag_durability: must be one of 'batched', 'immediate', not a boolean"),
-        ("[store]\npath = '/srv'", "store.path: unknown key (known: backend, flag_durability)"),
+        ("[store.blobs]\nkind = 'ftp'", "store.blobs.kind: must be one of 's3', 'postgresql', not a string ('ftp')"),
+        ("[store]\npool_size = 0", "store.pool_size: must be from 1 to 1000, not 0"),
+        ("[store]\npath = '/srv'", "store.path: unknown key (known: backend, flag_durability, dsn, pool_size, connect_timeout, [blobs])"),
     ],
 )
 def test_errors(text, message):

@@ -85,7 +85,7 @@ from gateway.net.connection import set_no_delay
 from gateway.policy.login import LoginPolicy
 from gateway.policy.quota import Quotas
 from gateway.policy.session import BadCommands, Deadline, session_config
-from gateway.store.interfaces import NoSuchMailbox
+from gateway.store.interfaces import NoSuchMailbox, TemporaryFailure
 
 log = Logger()
 
@@ -288,6 +288,11 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, NotifyCommands, ListCo
             self.send(MAILBOX_DELETED)
             self._deselect()
             self.transport.loseConnection()
+            return
+        except TemporaryFailure as e:
+            # The command's own answer still goes out; what changed is told
+            # after a later command, once the store answers again.
+            log.warn("Selected mailbox not brought up to date: {error}", error=str(e))
             return
         if view is self.view and not self._gone and not self._closing:
             largest = view.largest_uid

@@ -1,7 +1,7 @@
 """
 The store side of a POP3 session: the ``Maildrop`` avatar, a static view of
-INBOX taken at login (RFC 1939), and the realm's factory for it, which holds
-this process's maildrop locks (RFC 1939 8).
+INBOX taken at login (RFC 1939), and the realm's factory for it, which takes
+the maildrop locks (RFC 1939 8) from the store.
 
 QUIT applies the session's deletions as ``pop3.delete_policy`` says:
 expunge (RFC 1939), move to the user's Trash, or flag ``pop3.hidden_flag``,
@@ -227,26 +227,21 @@ def avatar_factory(store, config, clock):
     The realm's POP3 avatar factory: (user name, ``Pop3Mind`` or None) ->
     Deferred (Maildrop, logout).  ``clock`` tells when a device logs in.
 
-    Holds the maildrop locks of this process (RFC 1939 8: one session per
-    maildrop, a device's view being one); logout releases the session's
-    lock.
+    The store holds the maildrop locks (RFC 1939 8: one session per
+    maildrop, a device's view being one), for every process or node that
+    shares it; logout releases the session's lock.
     """
-    locked: set[tuple[str, str | None]] = set()
 
     async def open_maildrop(user: str, device: str | None):
-        lock = config.pop3.lock_session
-        key = (user, device)
-        if lock:
-            if key in locked:
+        release = None
+        if config.pop3.lock_session:
+            release = await store.lock_maildrop(user, device)
+            if release is None:
                 raise MaildropLocked()
-            locked.add(key)
-        released = False
 
         def logout():
-            nonlocal released
-            if lock and not released:
-                released = True
-                locked.discard(key)
+            if release is not None:
+                release()
 
         try:
             await store.ensure_user(user)

@@ -71,6 +71,13 @@ class NoStore(StoreError):
     """There is no store where the configuration says (``open_maintenance``)."""
 
 
+class CopyConflict(StoreError):
+    """
+    A mailbox cannot take a copy of the source's: it is another mailbox of
+    the same name (another UIDVALIDITY), or it changed since it was copied.
+    """
+
+
 class IChangeFeed(Interface):
     """
     Tells live sessions that a mailbox changed, whoever changed it.
@@ -307,6 +314,19 @@ class IMailStore(Interface):
         @return: Deferred firing with an int; fails with L{NoSuchMailbox}.
         """
 
+    def lock_maildrop(user, device=None):
+        """
+        Hold the user's POP3 maildrop, or the view of it of ``device``
+        (gateway/pop3/devices.py), for one session against every other
+        session on this store, in any process or node that shares it (RFC
+        1939 8).  Each device's view is a maildrop of its own, and the
+        user's plain login another.  A holder that dies releases it.
+
+        @return: Deferred firing with a no-argument callable that releases
+            it (calling it again does nothing), or with None when another
+            session holds it.
+        """
+
     def store_flags_unchanged_since(mailbox_id, uids, flags, mode, unchangedsince):
         """
         L{store_flags} for the messages whose modseq is at most
@@ -442,3 +462,89 @@ class IStoreMaintenance(Interface):
         @return: Deferred firing with a L{CheckReport}; fails with L{NoStore}
             when there is no store to check.
         """
+
+
+class IStoreDump(Interface):
+    """
+    What copying a whole store elsewhere (``gateway migrate``) reads beyond
+    L{IMailStore}: who has mail, and the state of each mailbox that its
+    messages and L{MailboxInfo} do not show.
+    """
+
+    def list_users():
+        """
+        @return: Deferred firing with the sorted names of every user with a
+            mailbox or a subscription.
+        """
+
+    def mailbox_state(mailbox_id):
+        """
+        @return: Deferred firing with the mailbox's L{MailboxState}; fails
+            with L{NoSuchMailbox}.
+        """
+
+    def list_devices(mailbox_id):
+        """
+        @return: Deferred firing with the mailbox's POP3 devices, a tuple of
+            L{DeviceState} sorted by name.
+        """
+
+
+class IStoreLoad(Interface):
+    """
+    A store another is copied into, keeping every identity a client holds:
+    UIDVALIDITY, UIDs, modseqs, flags, INTERNALDATE, the expunged history,
+    \\Recent, subscriptions and POP3 device views (``gateway migrate``).
+    Copying again brings a copy up to date with its source; each step is
+    one commit, so an interrupted copy is finished by running it again.
+    """
+
+    def load_mailbox(user, info, state):
+        """
+        Make ``user``'s mailbox ``info.name`` ready to take the copy of the
+        source mailbox ``info`` (a L{MailboxInfo}; ``state`` its
+        L{MailboxState}): created with its UIDVALIDITY and special use when
+        absent, or given that UIDVALIDITY when it never held a message.
+
+        @return: Deferred firing with the L{MailboxInfo} here; fails with
+            L{CopyConflict} when the mailbox here has another UIDVALIDITY or
+            a HIGHESTMODSEQ above the source's (it changed after a copy).
+        """
+
+    def load_messages(mailbox_id, messages):
+        """
+        Add messages with their UID, flags, INTERNALDATE and modseq, in one
+        commit, every body stored first: ``messages`` is a list of
+        (L{MessageRecord}, L{MessageStructure}, body as bytes or a binary
+        file).  UIDNEXT and HIGHESTMODSEQ rise to cover them.
+
+        @return: Deferred firing with None; fails with L{CopyConflict} when
+            one of the UIDs is here already.
+        """
+
+    def load_flags(mailbox_id, records):
+        """
+        Give the messages of ``records`` (L{MessageRecord}s) their flags and
+        modseq, in one commit.
+
+        @return: Deferred firing with None.
+        """
+
+    def finish_mailbox(mailbox_id, info, state, uids, devices):
+        """
+        End a mailbox's copy in one commit: the messages not in ``uids``
+        (the source's) go without a trace of their own (the copied expunged
+        history says they went); UIDNEXT, HIGHESTMODSEQ and the rest of
+        ``info`` and ``state`` become the source's (never below a message
+        here); the POP3 devices become ``devices`` (L{DeviceState}s).
+
+        @return: Deferred firing with the number of messages removed.
+        """
+
+    def set_subscriptions(user, names):
+        """
+        Make ``user``'s subscriptions exactly ``names``.
+
+        @return: Deferred firing with None.
+        """
+

@@ -155,3 +155,26 @@ class CheckReport:
 
     problems: tuple[str, ...] = ()
     repairs: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class MailboxState:
+    """
+    What a mailbox holds beside its messages and ``MailboxInfo`` (copying a
+    store, ``IStoreDump``): the first UID no session has claimed as
+    \\Recent, and the expunged UIDs with the modseq of their expunge
+    (QRESYNC's VANISHED, RFC 7162 3.2.5), ascending by UID.
+    """
+
+    first_recent_uid: int
+    expunged: tuple[tuple[int, int], ...] = ()
+
+
+@attrs.frozen
+class DeviceState:
+    """A POP3 device of a mailbox: its last login (seconds since the epoch) and the UIDs it deleted."""
+
+    name: str
+    last_login: float
+    deleted: frozenset[int] = frozenset()
+

@@ -1,26 +1,35 @@
 """
-The IMailStore contract: what every store backend must do, whatever it keeps
+The store contracts: what every store backend must do, whatever it keeps
 its data in (STYLE.md: one test mixin per interface, run against every
-backend).  A backend's test module subclasses ``MailStoreContract`` and
-provides a ``store`` fixture: a fresh, empty store.  A store whose Deferreds
-fire on a later reactor turn is given as ``tests.reactorthread.OnReactorThread``
-over it: each call runs on a real reactor's thread and is waited for.
+backend).  A backend's test module subclasses ``MailStoreContract`` (and
+``ImportableStoreContract``, ``GroupCommitContract`` for what it offers)
+and provides a ``store`` fixture: a fresh, empty store.  A store whose
+Deferreds fire on a later reactor turn is given as
+``tests.reactorthread.OnReactorThread`` over it: each call runs on a real
+reactor's thread and is waited for.
 """
+
+import datetime
+import io
 
 import pytest
 from zope.interface.verify import verifyObject
 
 from gateway.store.interfaces import (
     IChangeFeed,
+    IGroupCommitStore,
+    IImportableStore,
     IMailStore,
+    IStoreDump,
     InvalidMailboxName,
     MailboxExists,
     MessageExpunged,
     NoSuchMailbox,
     NoSuchUser,
     TooManyDevices,
+    UidNotAvailable,
 )
-from gateway.store.model import QuotaUsage
+from gateway.store.model import DeviceState, MailboxState, QuotaUsage
 from tests.deferreds import failure_of, result_of
 from tests.reactorthread import unwrapped
 
@@ -230,6 +239,55 @@ class MailStoreContract:
         result_of(store.append(box.id, MESSAGE))
         assert result_of(store.close()) is None
 
+    def test_count_recent_counts_unclaimed_and_claims_nothing(self, store):
+        box = inbox(store)
+        result_of(store.append(box.id, MESSAGE))
+        result_of(store.append(box.id, MESSAGE))
+        assert result_of(store.count_recent(box.id)) == 2
+        assert result_of(store.count_recent(box.id)) == 2
+        assert result_of(store.claim_recent(box.id)) == {1, 2}
+        assert result_of(store.count_recent(box.id)) == 0
+        result_of(store.append(box.id, MESSAGE))
+        assert result_of(store.count_recent(box.id)) == 1
+        failure_of(store.count_recent(box.id + 100), NoSuchMailbox)
+
+    def test_store_flags_unchanged_since_leaves_newer_messages_alone(self, store):
+        # RFC 7162 3.1.3
+        box = inbox(store)
+        for _ in range(3):
+            result_of(store.append(box.id, MESSAGE))  # modseqs 2, 3, 4
+        result_of(store.store_flags(box.id, [2], {"\\Answered"}, "add"))  # modseq 5
+        changed, modified = result_of(store.store_flags_unchanged_since(box.id, [3, 1, 2, 9], {"\\Deleted"}, "add", 4))
+        assert modified == [2]
+        assert [(r.uid, r.flags, r.modseq) for r in changed] == [(1, {"\\Deleted"}, 6), (3, {"\\Deleted"}, 6)]
+        records = {r.uid: r for r in result_of(store.get_records(box.id, [1, 2, 3]))}
+        assert records[2].flags == {"\\Answered"} and records[2].modseq == 5
+        assert result_of(store.get_mailbox("alice", "INBOX")).highestmodseq == 6
+        # Passing the test without changing anything takes no new modseq.
+        assert result_of(store.store_flags_unchanged_since(box.id, [1], {"\\Deleted"}, "add", 6)) == ([], [])
+        assert result_of(store.store_flags_unchanged_since(box.id, [1, 3], set(), "set", 0)) == ([], [1, 3])
+        assert result_of(store.get_mailbox("alice", "INBOX")).highestmodseq == 6
+
+    def test_a_maildrop_and_each_device_view_are_held_by_one_session(self, store):
+        # RFC 1939 8: one session per maildrop; a device's view is one of
+        # its own, and the plain login another.
+        plain = result_of(store.lock_maildrop("alice"))
+        phone = result_of(store.lock_maildrop("alice", "phone"))
+        desktop = result_of(store.lock_maildrop("alice", "desktop"))
+        bob_phone = result_of(store.lock_maildrop("bob", "phone"))
+        assert all(callable(release) for release in (plain, phone, desktop, bob_phone))
+        assert result_of(store.lock_maildrop("alice")) is None
+        assert result_of(store.lock_maildrop("alice", "phone")) is None
+        phone()
+        phone()  # twice is once
+        # Free at once: a client that QUITs and logs in again is let in.
+        again = result_of(store.lock_maildrop("alice", "phone"))
+        assert callable(again)
+        assert result_of(store.lock_maildrop("alice", "phone")) is None
+        assert result_of(store.lock_maildrop("alice", "desktop")) is None
+        for release in (plain, again, desktop, bob_phone):
+            release()
+
     # POP3 views per device: the marks each device's deletions leave
     # (gateway/pop3/devices.py).
 
@@ -348,3 +406,127 @@ class MailStoreContract:
         result_of(store.delete_user("alice"))
         assert result_of(store.quota_usage("alice")) == QuotaUsage(0, 0)
         assert result_of(store.quota_usage("bob")) == bob
+
+
+def crlf(data: bytes) -> bytes:
+    return data.replace(b"\n", b"\r\n")
+
+
+class ImportableStoreContract:
+    """IImportableStore: migration keeps a source server's UIDVALIDITY and UIDs."""
+
+    V = 1795715069
+
+    def test_provides_importable(self, store):
+        assert verifyObject(IImportableStore, store)
+
+    def test_create_with_uidvalidity_new_and_empty_existing(self, store):
+        result_of(store.ensure_user("alice"))
+        box = result_of(store.create_mailbox_with_uidvalidity("alice", "INBOX", self.V))
+        assert box.uidvalidity == self.V
+        assert result_of(store.get_mailbox("alice", "INBOX")).uidvalidity == self.V
+        work = result_of(store.create_mailbox_with_uidvalidity("alice", "Work/2026", 7))
+        assert (work.name, work.uidvalidity, work.uidnext) == ("Work/2026", 7, 1)
+
+    def test_create_with_uidvalidity_refused_once_messages_were_held(self, store):
+        box = inbox(store)
+        record = result_of(store.append(box.id, MESSAGE))
+        result_of(store.expunge(box.id, [record.uid]))
+        failure_of(store.create_mailbox_with_uidvalidity("alice", "INBOX", self.V), MailboxExists)
+        assert result_of(store.get_mailbox("alice", "INBOX")).uidvalidity == box.uidvalidity
+
+    def test_imported_uidvalidity_is_never_issued_afresh(self, store):
+        result_of(store.create_mailbox_with_uidvalidity("alice", "INBOX", 0xFFFFFFF0))
+        assert result_of(store.create_mailbox("alice", "Other")).uidvalidity > 0xFFFFFFF0
+
+    def test_append_with_uid_keeps_uid_flags_and_date(self, store):
+        box = result_of(store.create_mailbox_with_uidvalidity("alice", "INBOX", self.V))
+        when = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc)
+        record = result_of(store.append_with_uid(box.id, 5, MESSAGE, {"\\Seen"}, when))
+        assert (record.uid, record.flags, record.internaldate) == (5, {"\\Seen"}, when)
+        assert result_of(store.get_mailbox("alice", "INBOX")).uidnext == 6
+        with result_of(store.open_message(box.id, 5)) as f:
+            assert f.read() == crlf(MESSAGE)
+        failure_of(store.append_with_uid(box.id, 5, MESSAGE, (), when), UidNotAvailable)
+        failure_of(store.append_with_uid(box.id, 2, MESSAGE, (), when), UidNotAvailable)
+        failure_of(store.append_with_uid(box.id, 2**32, MESSAGE, (), when), UidNotAvailable)
+        assert result_of(store.append(box.id, MESSAGE)).uid == 6
+
+    def test_raise_uidnext_only_raises(self, store):
+        box = result_of(store.create_mailbox_with_uidvalidity("alice", "INBOX", self.V))
+        result_of(store.append_with_uid(box.id, 3, MESSAGE, (), None))
+        assert result_of(store.raise_uidnext(box.id, 43)) == 43
+        assert result_of(store.raise_uidnext(box.id, 10)) == 43
+        assert result_of(store.append(box.id, MESSAGE)).uid == 43
+
+
+class GroupCommitContract:
+    """IGroupCommitStore: several deliveries, one commit, each outcome its own."""
+
+    def test_provides_group_commit(self, store):
+        assert verifyObject(IGroupCommitStore, store)
+
+    def test_append_many_stores_each_in_order(self, store):
+        alice, bob = inbox(store, "alice"), inbox(store, "bob")
+        result_of(store.append(alice.id, MESSAGE))
+        messages = [b"Subject: %d\r\n\r\nbody %d\r\n" % (n, n) for n in range(3)]
+        records = result_of(store.append_many(
+            [(alice.id, messages[0]), (bob.id, io.BytesIO(messages[1])), (alice.id, messages[2])]
+        ))
+        assert [record.uid for record in records] == [2, 1, 3]
+        for box, uid, expected in ((alice, 2, messages[0]), (bob, 1, messages[1]), (alice, 3, messages[2])):
+            with result_of(store.open_message(box.id, uid)) as f:
+                assert f.read() == expected
+        assert result_of(store.list_messages(alice.id))[1:] == [records[0], records[2]]
+
+    def test_append_many_refuses_one_and_stores_the_others(self, store):
+        box = inbox(store)
+        outcomes = result_of(store.append_many([(box.id, MESSAGE), (box.id + 9999, MESSAGE)]))
+        assert outcomes[0].uid == 1
+        assert isinstance(outcomes[1], NoSuchMailbox)
+        assert [r.uid for r in result_of(store.list_messages(box.id))] == [1]
+
+    def test_the_same_body_to_many_mailboxes(self, store):
+        boxes = [inbox(store, f"user{n}") for n in range(5)]
+        outcomes = result_of(store.append_many([(box.id, MESSAGE) for box in boxes]))
+        assert [record.uid for record in outcomes] == [1] * 5
+        for box in boxes:
+            with result_of(store.open_message(box.id, 1)) as f:
+                assert f.read() == crlf(MESSAGE)
+
+
+class StoreDumpContract:
+    """IStoreDump: what copying a whole store reads beside IMailStore."""
+
+    def test_provides_dump(self, store):
+        assert verifyObject(IStoreDump, store)
+
+    def test_users_are_those_with_mailboxes_or_subscriptions(self, store):
+        assert result_of(store.list_users()) == []
+        inbox(store, "bob")
+        inbox(store, "alice")
+        result_of(store.set_subscribed("carol", "Lists", True))
+        assert result_of(store.list_users()) == ["alice", "bob", "carol"]
+
+    def test_mailbox_state_has_recent_and_the_expunged_history(self, store):
+        box = inbox(store)
+        deliver(store, box, 4)  # modseqs 2..5
+        assert result_of(store.mailbox_state(box.id)) == MailboxState(1, ())
+        assert result_of(store.claim_recent(box.id)) == {1, 2, 3, 4}
+        result_of(store.expunge(box.id, [3, 1]))  # modseq 6
+        result_of(store.expunge(box.id, [4]))  # modseq 7
+        assert result_of(store.mailbox_state(box.id)) == MailboxState(5, ((1, 6), (3, 6), (4, 7)))
+        failure_of(store.mailbox_state(box.id + 100), NoSuchMailbox)
+
+    def test_devices_with_their_logins_and_deletions(self, store):
+        box = inbox(store)
+        deliver(store, box, 3)
+        assert result_of(store.list_devices(box.id)) == ()
+        result_of(store.open_device(box.id, "phone", 1000.5, 10, 0.0))
+        result_of(store.open_device(box.id, "desktop", 1001.0, 10, 0.0))
+        result_of(store.delete_for_device(box.id, "phone", [1, 3]))
+        assert result_of(store.list_devices(box.id)) == (
+            DeviceState("desktop", 1001.0, frozenset()),
+            DeviceState("phone", 1000.5, frozenset({1, 3})),
+        )
+

@@ -17,13 +17,20 @@ from gateway.store.interfaces import (
     IImportableStore,
     IChangeFeed,
     IMailStore,
-    NoSuchMailbox,
     TemporaryFailure,
 )
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import failure_of, result_of
 from tests.reactorthread import OnReactorThread
-from tests.store.contract import MESSAGE, MailStoreContract, deliver, inbox
+from tests.store.contract import (
+    MESSAGE,
+    GroupCommitContract,
+    ImportableStoreContract,
+    MailStoreContract,
+    StoreDumpContract,
+    deliver,
+    inbox,
+)
 
 
 @pytest.fixture
@@ -243,7 +250,7 @@ def test_changes_to_a_users_mailboxes_are_announced(tmp_path):
     store.close()
 
 
-class TestSQLiteStore(MailStoreContract):
+class TestSQLiteStore(MailStoreContract, ImportableStoreContract, GroupCommitContract, StoreDumpContract):
     """The contract, against the SQLite backend (the ``store`` fixture above)."""
 
 
@@ -287,36 +294,6 @@ class TestSQLiteStoreWithItsWriterThread(MailStoreContract):
         assert at_once == [False, True, True, True, True]
         assert sets == [{1}, set(), set(), set(), set()]
         assert result_of(store.claim_recent(box.id)) == frozenset()
-
-
-def test_count_recent_counts_unclaimed_and_claims_nothing(store):
-    box = inbox(store)
-    result_of(store.append(box.id, MESSAGE))
-    result_of(store.append(box.id, MESSAGE))
-    assert result_of(store.count_recent(box.id)) == 2
-    assert result_of(store.count_recent(box.id)) == 2
-    assert result_of(store.claim_recent(box.id)) == {1, 2}
-    assert result_of(store.count_recent(box.id)) == 0
-    result_of(store.append(box.id, MESSAGE))
-    assert result_of(store.count_recent(box.id)) == 1
-    failure_of(store.count_recent(box.id + 100), NoSuchMailbox)
-
-
-def test_store_flags_unchanged_since_leaves_newer_messages_alone(store):
-    box = inbox(store)
-    for _ in range(3):
-        result_of(store.append(box.id, MESSAGE))  # modseqs 2, 3, 4
-    result_of(store.store_flags(box.id, [2], {"\\Answered"}, "add"))  # modseq 5
-    changed, modified = result_of(store.store_flags_unchanged_since(box.id, [3, 1, 2, 9], {"\\Deleted"}, "add", 4))
-    assert modified == [2]
-    assert [(r.uid, r.flags, r.modseq) for r in changed] == [(1, {"\\Deleted"}, 6), (3, {"\\Deleted"}, 6)]
-    records = {r.uid: r for r in result_of(store.get_records(box.id, [1, 2, 3]))}
-    assert records[2].flags == {"\\Answered"} and records[2].modseq == 5
-    assert result_of(store.get_mailbox("alice", "INBOX")).highestmodseq == 6
-    # Passing the test without changing anything takes no new modseq.
-    assert result_of(store.store_flags_unchanged_since(box.id, [1], {"\\Deleted"}, "add", 6)) == ([], [])
-    assert result_of(store.store_flags_unchanged_since(box.id, [1, 3], set(), "set", 0)) == ([], [1, 3])
-    assert result_of(store.get_mailbox("alice", "INBOX")).highestmodseq == 6
 
 
 # The messages table of a store made before the structures had a table of

@@ -35,7 +35,7 @@ from gateway.mail import message
 from gateway.store.interfaces import StoreFull, TemporaryFailure, UidNotAvailable
 from gateway.store.model import MessageRecord, MessageStructure
 from gateway.store.sqlite.reserve import DiskFull
-from gateway.store.sqlite.rows import flags_text, part_to_json
+from gateway.store.encoding import flags_text, part_to_json
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.writer import store_error
 from gateway.store.traced import TracedMessage

@@ -15,15 +15,8 @@ from __future__ import annotations
 
 from gateway.store.interfaces import MessageExpunged, NoSuchMailbox
 from gateway.store.model import ChangeSet
-from gateway.store.sqlite.rows import (
-    MEMO_LIMIT,
-    RECORD_COLUMNS,
-    STRUCTURE_COLUMNS,
-    WITH_STRUCTURES,
-    flag_set,
-    record_from_row,
-    structure_from_row,
-)
+from gateway.store.encoding import MEMO_LIMIT, flag_set, record_from_row, structure_from_row
+from gateway.store.sqlite.rows import RECORD_COLUMNS, STRUCTURE_COLUMNS, WITH_STRUCTURES
 from gateway.store.sqlite.synchronous import deferred
 
 

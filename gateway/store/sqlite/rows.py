@@ -1,19 +1,10 @@
 """
-How the SQLite index stores things: its schema, and records, flag lists and
-part trees to and from rows.  No I/O here beyond what sqlite3 hands over.
+The SQLite index's schema and the columns the store reads; how records,
+flag lists and part trees sit in those columns is store/encoding.py, shared
+with the other backend.
 """
 
 from __future__ import annotations
-
-import datetime
-import json
-from collections.abc import Iterable
-
-from gateway.store.model import MessageRecord, MessageStructure, Part
-
-# Bounds of the memos of this module and the store's; past them a memo
-# starts again empty.
-MEMO_LIMIT = 4096
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS mailboxes (
@@ -204,66 +195,3 @@ def split_structures(db) -> bool:
             db.execute("ROLLBACK")
         raise
     return True
-
-
-def flags_text(flags: Iterable[str]) -> str:
-    return " ".join(sorted(set(flags)))
-
-
-# A mailbox holds few distinct flag lists and time zones: a SELECT of
-# thousands of messages parses each once.
-_flag_sets: dict[str, frozenset[str]] = {}
-_zones: dict[int, datetime.timezone] = {}
-
-
-def flag_set(text: str) -> frozenset[str]:
-    flags = _flag_sets.get(text)
-    if flags is None:
-        if len(_flag_sets) >= MEMO_LIMIT:
-            _flag_sets.clear()
-        flags = _flag_sets[text] = frozenset(text.split())
-    return flags
-
-
-def record_from_row(row) -> MessageRecord:
-    uid, flags, internaldate, tzoffset, size, modseq = row
-    zone = _zones.get(tzoffset)
-    if zone is None:
-        zone = _zones[tzoffset] = datetime.timezone(datetime.timedelta(minutes=tzoffset))
-    return MessageRecord(uid, flag_set(flags), datetime.datetime.fromtimestamp(internaldate, zone), size, modseq)
-
-
-# Part trees by their JSON: parsing one costs more than the rest of a FETCH
-# of ENVELOPE and BODYSTRUCTURE, and clients ask for the same messages again
-# (the list, then the parts of the one opened).  Bodies never change, so an
-# entry never goes stale.  Only trees of ordinary size are kept: a message
-# of ten thousand parts has half a megabyte of JSON, and a mailbox of them
-# must not fill the memory.
-_part_trees: dict[str, Part] = {}
-_LARGEST_MEMO_TREE = 16 << 10
-
-
-def structure_from_row(envelope, body, bodystructure, header, parts) -> MessageStructure:
-    root = _part_trees.get(parts)
-    if root is None:
-        root = part_from_json(json.loads(parts))
-        if len(parts) <= _LARGEST_MEMO_TREE:
-            if len(_part_trees) >= 4 * MEMO_LIMIT:
-                _part_trees.clear()
-            _part_trees[parts] = root
-    return MessageStructure(envelope, body, bodystructure, header, root)
-
-
-def part_to_json(part: Part):
-    return [
-        part.header_start,
-        part.body_start,
-        part.end,
-        part.content_type,
-        [part_to_json(child) for child in part.children],
-    ]
-
-
-def part_from_json(value) -> Part:
-    header_start, body_start, end, content_type, children = value
-    return Part(header_start, body_start, end, content_type, tuple(map(part_from_json, children)) if children else ())

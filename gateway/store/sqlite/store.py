@@ -56,14 +56,23 @@ from zope.interface import implementer
 
 from gateway.durable import create_slot_file, read_slot_file, write_atomic, write_slot_file
 from gateway.store.changes import ChangeFeed
-from gateway.store.interfaces import IGroupCommitStore, IImportableStore, IMailStore, MessageExpunged, NoSuchMailbox
+from gateway.store.interfaces import (
+    IGroupCommitStore,
+    IImportableStore,
+    IMailStore,
+    IStoreDump,
+    MessageExpunged,
+    NoSuchMailbox,
+)
 from gateway.store.model import ChangeSet, MessageRecord
 from gateway.store.sqlite.delivery import DeliveryMixin
 from gateway.store.sqlite.devices import DevicesMixin
+from gateway.store.sqlite.dump import DumpMixin
 from gateway.store.sqlite.mailboxes import MailboxesMixin
 from gateway.store.sqlite.maintenance import MaintenanceMixin
 from gateway.store.sqlite.reads import ReadsMixin
 from gateway.store.sqlite.reserve import Reserve
+from gateway.store.encoding import flags_text, record_from_row, structure_from_row
 from gateway.store.sqlite.rows import (
     MAILBOX_LIST_SCHEMA,
     QUOTA_SCHEMA,
@@ -71,10 +80,7 @@ from gateway.store.sqlite.rows import (
     SCHEMA,
     STRUCTURE_COLUMNS,
     WITH_STRUCTURES,
-    flags_text,
-    record_from_row,
     split_structures,
-    structure_from_row,
 )
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.unsynced import UnsyncedRecord
@@ -87,8 +93,8 @@ def _connect(index: Path) -> sqlite3.Connection:
     return sqlite3.connect(index, timeout=30, isolation_level=None, check_same_thread=False)
 
 
-@implementer(IMailStore, IImportableStore, IGroupCommitStore)
-class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, MaintenanceMixin):
+@implementer(IMailStore, IImportableStore, IGroupCommitStore, IStoreDump)
+class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpMixin, MaintenanceMixin):
     """
     The embedded default backend.  ``path`` is the store root directory.
 
@@ -107,6 +113,9 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, Maint
         self._mail = self.root / "mail"
         self._tmp = self.root / "tmp"
         self.spool_directory = self._tmp
+        # POP3 maildrops (user, device or None) held by sessions of this
+        # process: one process serves an SQLite store.
+        self._maildrops: set[tuple[str, str | None]] = set()
         self._reserve = Reserve(self.root / "reserve")
         # What opening the store put right, until a sweep reports it.
         self._recovered: list[str] = []
@@ -469,6 +478,20 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, Maint
             return pairs
 
         return self._writer.submit(run)
+
+    def lock_maildrop(self, user, device=None):
+        key = (user, device)
+        if key in self._maildrops:
+            return defer.succeed(None)
+        self._maildrops.add(key)
+        released = []
+
+        def release():
+            if not released:
+                released.append(True)
+                self._maildrops.discard(key)
+
+        return defer.succeed(release)
 
     @deferred
     def claim_recent(self, mailbox_id):

@@ -1,0 +1,618 @@
+"""
+The networked store: the index in PostgreSQL, bodies by content address in
+an S3-compatible object store or in PostgreSQL itself, shared by any number
+of gateway nodes.
+
+Identities are decided where they are stored.  A message gets its UID and
+modseq inside the transaction that inserts it, under a row lock on its
+mailbox held to the commit, so UIDs commit in ascending order: no session
+on any node sees UID n+1 before n.  UIDVALIDITY comes from one counter row
+that only goes up.  A body is written, under a lock on its ``blobs`` row,
+before the row that names it commits; the store never deletes a body when
+a message goes, orphan collection does (``collect_orphans``).
+
+Every call runs in a bounded thread pool, never on the reactor thread.
+"""
+
+from __future__ import annotations
+
+from psycopg import errors
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from gateway.store.blobs.interface import BlobMissing, IBlobStore
+from gateway.store.encoding import flag_set, flags_text, record_from_row, structure_from_row
+from gateway.store.interfaces import (
+    IGroupCommitStore,
+    IImportableStore,
+    IMailStore,
+    IStoreDump,
+    IStoreLoad,
+    IStoreMaintenance,
+    InvalidMailboxName,
+    MailboxExists,
+    MessageExpunged,
+    NoSuchMailbox,
+    NoSuchUser,
+    TemporaryFailure,
+)
+from gateway.store.model import (
+    DEFAULT_SPECIAL_USE,
+    HIERARCHY_SEPARATOR,
+    UID_MAX,
+    ChangeSet,
+    MailboxInfo,
+    MessageRecord,
+    QuotaUsage,
+)
+from gateway.store.names import canonical_name, check_name
+from gateway.store.postgresql.check import CheckMixin
+from gateway.store.postgresql.copying import CopyingMixin
+from gateway.store.postgresql.database import Database, Transaction
+from gateway.store.postgresql.delivery import STRUCTURE_COLUMNS, DeliveryMixin
+from gateway.store.postgresql.devices import DevicesMixin
+from gateway.store.postgresql.feed import ClusterChangeFeed
+from gateway.store.postgresql.maildrops import MaildropLocks
+from gateway.store.postgresql.maintenance import MaintenanceMixin
+from gateway.store.postgresql.bodykeys import AHEAD, BodyKeys
+from gateway.store.postgresql.memo import ChangesMemo
+from gateway.store.postgresql.schema import migrate, require_current
+
+log = Logger()
+
+MAILBOX_COLUMNS = "id, owner, name, uidvalidity, uidnext, highestmodseq, special_use"
+RECORD_COLUMNS = "uid, flags, internaldate, tzoffset, size, modseq"
+
+
+@implementer(IMailStore, IImportableStore, IGroupCommitStore, IStoreMaintenance, IStoreDump, IStoreLoad)
+class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin, CopyingMixin):
+    """
+    ``dsn`` is a libpq connection string; ``blobs`` where bodies go.  The
+    schema is migrated before the constructor returns (a node cannot serve
+    on an older one); with ``migrate_schema`` false it must be current
+    already, and is left as it is.
+    """
+
+    def __init__(self, reactor, dsn: str, blobs: IBlobStore, pool_size: int = 10, min_connections: int = 1,
+                 spool_dir: str | None = None, connect_timeout: float = 10.0, migrate_schema: bool = True):
+        self._reactor = reactor
+        self._blobs = blobs
+        self._spool_dir = spool_dir
+        # Bodies are spooled where the caller says, else in the system's
+        # temporary directory: the store has no disk of its own.
+        self.spool_directory = spool_dir
+        self._closed = None
+        self._collector = None  # collect_orphans_every's
+        self.changes = ClusterChangeFeed(reactor, dsn, self._highest_modseqs, connect_timeout=connect_timeout)
+        self._changes_memo = ChangesMemo(self.changes)
+        self._body_keys = BodyKeys()
+        self.changes.memos += [self._changes_memo, self._body_keys]
+        # A body this node keeps a copy of opens without a thread (the
+        # cache of blobs/cache.py); others are read in the pool.
+        self._open_local = getattr(blobs, "open_cached", None)
+        self._db = Database(reactor, dsn, pool_size, min_connections, connect_timeout, on_commit=self._committed)
+        self._db.open()
+        try:
+            if migrate_schema:
+                self._db.transact(migrate)
+            else:
+                self._db.transact(require_current, (), None)
+        except BaseException:
+            self._db.close()
+            raise
+        self._maildrops = MaildropLocks(reactor, dsn, connect_timeout)
+
+    def close(self):
+        """
+        Stop listening, finish the work asked for and close every
+        connection.
+
+        @return: Deferred firing with None once done.
+        """
+        if self._closed is None:
+            if self._collector is not None and self._collector.running:
+                self._collector.stop()
+            self._closed = self.changes.stop_polling()
+            self._closed.addCallback(lambda _: self._maildrops.close())
+            self._closed.addCallback(lambda _: self._db.close())
+        d = defer.Deferred()
+        self._closed.addBoth(lambda result: d.callback(None) or result)
+        return d
+
+    def lock_maildrop(self, user, device=None):
+        """
+        Hold the user's POP3 maildrop, or a device's view of it, for one
+        session against every session on every node (RFC 1939 8).
+
+        @return: Deferred firing with a no-argument callable that releases
+            it, or with None when another session holds it.
+        """
+        return self._maildrops.lock(user, device)
+
+    def _committed(self, changed: dict[int, int]) -> None:
+        for mailbox_id, modseq in changed.items():
+            self.changes.notify(mailbox_id, modseq)
+
+    def _highest_modseqs(self, mailbox_ids: list[int]):
+        def work(tx):
+            return dict(tx.all("SELECT id, highestmodseq FROM mailboxes WHERE id = ANY(%s)", (mailbox_ids,)))
+
+        return self._db.read(work)
+
+    # -- users and mailboxes ------------------------------------------------
+
+    @staticmethod
+    def _mailbox(tx: Transaction, user: str, name: str) -> MailboxInfo | None:
+        row = tx.one(f"SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE owner = %s AND name = %s", (user, name))
+        return MailboxInfo(*row) if row else None
+
+    @staticmethod
+    def _next_uidvalidity(tx: Transaction) -> int:
+        """
+        One counter for the whole store, raised to the clock when the clock
+        is ahead (so values also differ across stores, as Dovecot's do); its
+        row lock serialises every node creating a mailbox.
+        """
+        value = tx.one(
+            "UPDATE counters SET value = greatest(value + 1, least(extract(epoch FROM clock_timestamp())::bigint, %s))"
+            " WHERE name = 'uidvalidity' RETURNING value",
+            (UID_MAX,),
+        )[0]
+        if value > UID_MAX:
+            raise TemporaryFailure("every UIDVALIDITY has been issued")
+        return value
+
+    def _create(self, tx: Transaction, user: str, name: str, special_use: str | None) -> MailboxInfo | None:
+        """The new mailbox, or None if one of that name exists (perhaps just made by another node)."""
+        uidvalidity = self._next_uidvalidity(tx)
+        row = tx.one(
+            "INSERT INTO mailboxes (owner, name, uidvalidity, uidnext, highestmodseq, first_recent_uid, special_use)"
+            " VALUES (%s, %s, %s, 1, 1, 1, %s) ON CONFLICT (owner, name) DO NOTHING RETURNING id",
+            (user, name, uidvalidity, special_use),
+        )
+        if row is None:
+            return None
+        return MailboxInfo(row[0], user, name, uidvalidity, 1, 1, special_use)
+
+    @staticmethod
+    def _subscribe(tx: Transaction, user: str, name: str) -> None:
+        tx.execute("INSERT INTO subscriptions (owner, name) VALUES (%s, %s) ON CONFLICT DO NOTHING", (user, name))
+
+    def ensure_user(self, user):
+        def work(tx):
+            if self._mailbox(tx, user, "INBOX") is not None:
+                return
+            for name, special_use in (("INBOX", None), *DEFAULT_SPECIAL_USE):
+                self._create(tx, user, name, special_use)
+                self._subscribe(tx, user, name)
+
+        return self._db.write(work)
+
+    def delete_user(self, user):
+        def work(tx):
+            ids = [row[0] for row in tx.all("DELETE FROM mailboxes WHERE owner = %s RETURNING id", (user,))]
+            tx.execute("DELETE FROM subscriptions WHERE owner = %s", (user,))
+            return ids
+
+        def deleted(ids):
+            for mailbox_id in ids:
+                self._body_keys.forget(mailbox_id)
+
+        return self._db.write(work).addCallback(deleted)
+
+    def list_mailboxes(self, user):
+        def work(tx):
+            rows = tx.all(f"SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE owner = %s ORDER BY name", (user,))
+            if not rows:
+                raise NoSuchUser(user)
+            return [MailboxInfo(*row) for row in rows]
+
+        return self._db.read(work)
+
+    def get_mailbox(self, user, name):
+        def work(tx):
+            info = self._mailbox(tx, user, canonical_name(name))
+            if info is None:
+                raise NoSuchMailbox(name)
+            return info
+
+        return self._db.read(work)
+
+    def create_mailbox(self, user, name, special_use=None):
+        def work(tx):
+            info = self._create(tx, user, check_name(name), special_use)
+            if info is None:
+                raise MailboxExists(name)
+            return info
+
+        return self._db.write(work).addCallback(self._mailboxes_changed, user)
+
+    def delete_mailbox(self, user, name):
+        def work(tx):
+            canonical = canonical_name(name)
+            if canonical == "INBOX":
+                raise InvalidMailboxName("INBOX cannot be deleted")
+            row = tx.one(
+                "DELETE FROM mailboxes WHERE owner = %s AND name = %s RETURNING id, highestmodseq", (user, canonical)
+            )
+            if row is None:
+                raise NoSuchMailbox(name)
+            # Sessions that selected it look again and find it gone.
+            tx.changed_mailbox(row[0], row[1] + 1)
+            self._body_keys.forget(row[0])
+
+        return self._db.write(work).addCallback(self._mailboxes_changed, user)
+
+    def rename_mailbox(self, user, old_name, new_name):
+        def work(tx):
+            old = canonical_name(old_name)
+            new = check_name(new_name)
+            source = tx.one(
+                f"SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE owner = %s AND name = %s FOR UPDATE", (user, old)
+            )
+            if source is None:
+                raise NoSuchMailbox(old_name)
+            source = MailboxInfo(*source)
+            if old == "INBOX":
+                # RFC 3501 6.3.5: INBOX's messages move to the new name, INBOX
+                # stays (empty, so with a new UIDVALIDITY) and its inferiors
+                # are not renamed.
+                moves = [(source.id, new)]
+            else:
+                prefix = old + HIERARCHY_SEPARATOR
+                moves = [
+                    (mailbox_id, new + name[len(old):])
+                    for mailbox_id, name in tx.all(
+                        "SELECT id, name FROM mailboxes WHERE owner = %s AND (name = %s OR starts_with(name, %s))"
+                        " ORDER BY id FOR UPDATE",
+                        (user, old, prefix),
+                    )
+                ]
+            clash = tx.one(
+                "SELECT name FROM mailboxes WHERE owner = %s AND name = ANY(%s)", (user, [name for _, name in moves])
+            )
+            if clash is not None:
+                raise MailboxExists(clash[0])
+            try:
+                tx.cursor.executemany("UPDATE mailboxes SET name = %s WHERE id = %s", [(n, i) for i, n in moves])
+            except errors.UniqueViolation:
+                raise MailboxExists(new_name) from None  # made by another node meanwhile
+            if old == "INBOX":
+                self._create(tx, user, "INBOX", None)
+                tx.changed_mailbox(source.id, source.highestmodseq)
+
+        return self._db.write(work).addCallback(self._mailboxes_changed, user)
+
+    def _mailboxes_changed(self, result, user):
+        # This node's sessions are told at once (IMAP NOTIFY MailboxName).
+        self.changes.notify_mailboxes(user)
+        return result
+
+    def quota_usage(self, user):
+        def work(tx):
+            storage, messages = tx.one(
+                "SELECT coalesce(sum(m.size), 0), count(*) FROM messages m"
+                " JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.owner = %s", (user,))
+            return QuotaUsage(int(storage), messages)
+
+        return self._db.read(work)
+
+    def set_subscribed(self, user, name, subscribed):
+        def work(tx):
+            if subscribed:
+                self._subscribe(tx, user, canonical_name(name))
+            else:
+                tx.execute("DELETE FROM subscriptions WHERE owner = %s AND name = %s", (user, canonical_name(name)))
+
+        return self._db.write(work)
+
+    def list_subscriptions(self, user):
+        def work(tx):
+            return [row[0] for row in tx.all("SELECT name FROM subscriptions WHERE owner = %s ORDER BY name", (user,))]
+
+        return self._db.read(work)
+
+    @staticmethod
+    def _lock_mailboxes(tx: Transaction, mailbox_ids) -> dict[int, list[int]]:
+        """
+        Row-lock the mailboxes, in id order (so two transactions never wait
+        on each other crosswise), until the commit.
+
+        @return: mailbox id -> [uidnext, highestmodseq] for those that exist.
+        """
+        rows = tx.all(
+            "SELECT id, uidnext, highestmodseq FROM mailboxes WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+            (sorted(set(mailbox_ids)),),
+        )
+        return {mailbox_id: [uidnext, modseq] for mailbox_id, uidnext, modseq in rows}
+
+
+    @staticmethod
+    def _set_counters(tx: Transaction, counters: dict[int, list[int]], mailbox_ids) -> None:
+        tx.cursor.executemany(
+            "UPDATE mailboxes SET uidnext = %s, highestmodseq = %s WHERE id = %s",
+            [(counters[m][0], counters[m][1], m) for m in sorted(set(mailbox_ids))],
+        )
+
+
+    # -- reading ------------------------------------------------------------
+
+    def list_messages(self, mailbox_id):
+        def work(tx):
+            rows = tx.all(f"SELECT {RECORD_COLUMNS} FROM messages WHERE mailbox_id = %s ORDER BY uid", (mailbox_id,))
+            return [record_from_row(row) for row in rows]
+
+        return self._db.read(work)
+
+    def list_flags(self, mailbox_id):
+        def work(tx):
+            rows = tx.all("SELECT uid, flags FROM messages WHERE mailbox_id = %s ORDER BY uid", (mailbox_id,))
+            return [(uid, flag_set(flags)) for uid, flags in rows]
+
+        return self._db.read(work)
+
+    @staticmethod
+    def _select_uids(tx: Transaction, columns: str, mailbox_id: int, uids, lock: str = "") -> list:
+        uids = sorted(set(uids))
+        if not uids:
+            return []
+        return tx.all(
+            f"SELECT {columns} FROM messages WHERE mailbox_id = %s AND uid = ANY(%s) ORDER BY uid {lock}",
+            (mailbox_id, uids),
+        )
+
+    def get_records(self, mailbox_id, uids):
+        def work(tx):
+            return [record_from_row(row) for row in self._select_uids(tx, RECORD_COLUMNS, mailbox_id, uids)]
+
+        return self._db.read(work)
+
+    def get_messages(self, mailbox_id, uids):
+        def work(tx):
+            rows = self._select_uids(tx, f"{RECORD_COLUMNS}, {STRUCTURE_COLUMNS}", mailbox_id, uids)
+            return [(record_from_row(row[:6]), structure_from_row(*row[6:])) for row in rows]
+
+        return self._db.read(work)
+
+    def get_structures(self, mailbox_id, uids):
+        def work(tx):
+            rows = self._select_uids(tx, f"uid, {STRUCTURE_COLUMNS}", mailbox_id, uids)
+            return {row[0]: structure_from_row(*row[1:]) for row in rows}
+
+        return self._db.read(work)
+
+    def open_message(self, mailbox_id, uid):
+        key = self._body_keys.get(mailbox_id, uid)
+        if key is None:
+            return self._db.read(self._open_work, mailbox_id, uid)
+        if self._open_local is not None:
+            opened = self._open_local(key)
+            if opened is not None:
+                return defer.succeed(opened)
+        return self._db.read(self._open_known, mailbox_id, uid, key)
+
+    def _open_work(self, tx, mailbox_id, uid):
+        generation = self._body_keys.generation()
+        rows = tx.all(
+            "SELECT uid, blob FROM messages WHERE mailbox_id = %s AND uid >= %s ORDER BY uid LIMIT %s",
+            (mailbox_id, uid, AHEAD),
+        )
+        if not rows or rows[0][0] != uid:
+            raise MessageExpunged(uid)
+        self._body_keys.learn(mailbox_id, rows, generation)
+        try:
+            return self._blobs.open(tx, rows[0][1])
+        except BlobMissing:
+            self._body_keys.forget(mailbox_id, [uid])
+            if tx.one("SELECT 1 FROM messages WHERE mailbox_id = %s AND uid = %s", (mailbox_id, uid)) is None:
+                raise MessageExpunged(uid) from None  # and collected since
+            log.error("Body {key} of UID {uid} in mailbox {mailbox_id} is missing",
+                      key=rows[0][1], uid=uid, mailbox_id=mailbox_id)
+            raise TemporaryFailure(f"the body of UID {uid} is missing") from None
+
+    def _open_known(self, tx, mailbox_id, uid, key):
+        try:
+            return self._blobs.open(tx, key)
+        except BlobMissing:
+            # Collected: the message is gone too, or its body is lost.
+            self._body_keys.forget(mailbox_id, [uid])
+            return self._open_work(tx, mailbox_id, uid)
+
+    # -- changes ------------------------------------------------------------
+
+    @staticmethod
+    def _counters(tx: Transaction, mailbox_id: int) -> tuple[int, int]:
+        row = tx.one("SELECT uidnext, highestmodseq FROM mailboxes WHERE id = %s", (mailbox_id,))
+        if row is None:
+            raise NoSuchMailbox(str(mailbox_id))
+        return row
+
+    def _store_flags_work(self, tx, mailbox_id, uids, flags, mode, unchangedsince):
+        """
+        Change flags under the mailbox's row lock, so that with
+        ``unchangedsince`` (RFC 7162 3.1.3) nobody changes a message between
+        our reading its modseq and our update.
+        """
+        counters = self._lock_mailboxes(tx, [mailbox_id])
+        if mailbox_id not in counters:
+            raise NoSuchMailbox(str(mailbox_id))
+        modseq = counters[mailbox_id][1] + 1
+        changed, modified = [], []
+        for row in self._select_uids(tx, RECORD_COLUMNS, mailbox_id, uids):
+            record = record_from_row(row)
+            if unchangedsince is not None and record.modseq > unchangedsince:
+                modified.append(record.uid)
+                continue
+            if mode == "set":
+                new = flags
+            elif mode == "add":
+                new = record.flags | flags
+            else:
+                new = record.flags - flags
+            if new != record.flags:
+                changed.append(MessageRecord(record.uid, new, record.internaldate, record.size, modseq))
+        if changed:
+            tx.cursor.executemany(
+                "UPDATE messages SET flags = %s, modseq = %s WHERE mailbox_id = %s AND uid = %s",
+                [(flags_text(r.flags), modseq, mailbox_id, r.uid) for r in changed],
+            )
+            tx.execute("UPDATE mailboxes SET highestmodseq = %s WHERE id = %s", (modseq, mailbox_id))
+            tx.changed_mailbox(mailbox_id, modseq)
+        return changed, modified
+
+    def _store_flags(self, mailbox_id, uids, flags, mode, unchangedsince):
+        if mode not in ("set", "add", "remove"):
+            return defer.fail(ValueError(mode))
+        return self._db.write(self._store_flags_work, mailbox_id, uids, frozenset(flags), mode, unchangedsince)
+
+    def store_flags(self, mailbox_id, uids, flags, mode):
+        return self._store_flags(mailbox_id, uids, flags, mode, None).addCallback(lambda outcome: outcome[0])
+
+    def store_flags_unchanged_since(self, mailbox_id, uids, flags, mode, unchangedsince):
+        return self._store_flags(mailbox_id, uids, flags, mode, unchangedsince)
+
+    @staticmethod
+    def _expunge_work(tx, mailbox_id, uids, counters) -> list[int]:
+        """Under the mailbox's row lock (``counters`` from ``_lock_mailboxes``)."""
+        if mailbox_id not in counters:
+            raise NoSuchMailbox(str(mailbox_id))
+        uids = sorted(set(uids))
+        if not uids:
+            return []
+        removed = sorted(
+            row[0] for row in tx.all(
+                "DELETE FROM messages WHERE mailbox_id = %s AND uid = ANY(%s) RETURNING uid", (mailbox_id, uids)
+            )
+        )
+        if not removed:
+            return []
+        modseq = counters[mailbox_id][1] = counters[mailbox_id][1] + 1
+        tx.execute(
+            "INSERT INTO expunged (mailbox_id, uid, modseq) SELECT %s, uid, %s FROM unnest(%s::bigint[]) AS uid"
+            " ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = excluded.modseq",
+            (mailbox_id, modseq, removed),
+        )
+        tx.execute("UPDATE mailboxes SET highestmodseq = %s WHERE id = %s", (modseq, mailbox_id))
+        tx.changed_mailbox(mailbox_id, modseq)
+        return removed
+
+    def _forgetting(self, mailbox_id, uids, d):
+        """``d``, a write removing ``uids`` (None: any) from the mailbox: their body keys are forgotten after it too."""
+        return d.addBoth(lambda result: self._body_keys.forget(mailbox_id, uids) or result)
+
+    def expunge(self, mailbox_id, uids):
+        def work(tx):
+            return self._expunge_work(tx, mailbox_id, uids, self._lock_mailboxes(tx, [mailbox_id]))
+
+        uids = list(uids)
+        self._body_keys.forget(mailbox_id, uids)
+        return self._forgetting(mailbox_id, uids, self._db.write(work))
+
+    def _copy_work(self, tx, mailbox_id, uids, dest_mailbox_id, counters) -> list[tuple[int, int]]:
+        """
+        Under both mailboxes' row locks: the source's keeps its messages
+        from being expunged between the two statements here.  Bodies are
+        shared by key, so a copy writes no bytes.
+        """
+        if dest_mailbox_id not in counters:
+            raise NoSuchMailbox(str(dest_mailbox_id))
+        present = [row[0] for row in self._select_uids(tx, "uid", mailbox_id, uids)]
+        if not present:
+            return []
+        uidnext, modseq = counters[dest_mailbox_id]
+        modseq += 1
+        tx.execute(
+            f"INSERT INTO messages (mailbox_id, uid, flags, internaldate, tzoffset, size, modseq, blob,"
+            f" {STRUCTURE_COLUMNS})"
+            f" SELECT %s, %s + row_number() OVER (ORDER BY uid) - 1, flags, internaldate, tzoffset, size, %s, blob,"
+            f" {STRUCTURE_COLUMNS} FROM messages WHERE mailbox_id = %s AND uid = ANY(%s)",
+            (dest_mailbox_id, uidnext, modseq, mailbox_id, present),
+        )
+        counters[dest_mailbox_id] = [uidnext + len(present), modseq]
+        self._set_counters(tx, counters, [dest_mailbox_id])
+        tx.changed_mailbox(dest_mailbox_id, modseq)
+        return list(zip(present, range(uidnext, uidnext + len(present))))
+
+    def copy(self, mailbox_id, uids, dest_mailbox_id):
+        def work(tx):
+            counters = self._lock_mailboxes(tx, [mailbox_id, dest_mailbox_id])
+            return self._copy_work(tx, mailbox_id, uids, dest_mailbox_id, counters)
+
+        return self._db.write(work)
+
+    def move(self, mailbox_id, uids, dest_mailbox_id):
+        def work(tx):
+            counters = self._lock_mailboxes(tx, [mailbox_id, dest_mailbox_id])
+            pairs = self._copy_work(tx, mailbox_id, uids, dest_mailbox_id, counters)
+            self._expunge_work(tx, mailbox_id, [source for source, _ in pairs], counters)
+            return pairs
+
+        uids = list(uids)
+        self._body_keys.forget(mailbox_id, uids)
+        return self._forgetting(mailbox_id, uids, self._db.write(work))
+
+    def changes_since(self, mailbox_id, modseq):
+        return self._changes_memo.ask(
+            mailbox_id, modseq, lambda: self._db.snapshot(self._changes_work, mailbox_id, modseq)
+        )
+
+    def _changes_work(self, tx, mailbox_id, modseq):
+        uidnext, highestmodseq = self._counters(tx, mailbox_id)
+        if modseq >= highestmodseq:
+            updated = expunged = ()
+        else:
+            updated = tuple(
+                record_from_row(row) for row in tx.all(
+                    f"SELECT {RECORD_COLUMNS} FROM messages WHERE mailbox_id = %s AND modseq > %s ORDER BY uid",
+                    (mailbox_id, modseq),
+                )
+            )
+            expunged = tuple(
+                row[0] for row in tx.all(
+                    "SELECT uid FROM expunged WHERE mailbox_id = %s AND modseq > %s ORDER BY uid",
+                    (mailbox_id, modseq),
+                )
+            )
+        return ChangeSet(mailbox_id=mailbox_id, highestmodseq=highestmodseq, uidnext=uidnext,
+                         updated=updated, expunged=expunged)
+
+    def claim_recent(self, mailbox_id):
+        def work(tx):
+            # Every session idling on a mailbox asks after each delivery;
+            # only the first has anything to claim, and the others take no
+            # row lock.
+            row = tx.one("SELECT first_recent_uid, uidnext FROM mailboxes WHERE id = %s", (mailbox_id,))
+            if row is None:
+                raise NoSuchMailbox(str(mailbox_id))
+            if row[0] >= row[1]:
+                return frozenset()
+            claimed = tx.one(
+                "UPDATE mailboxes AS m SET first_recent_uid = m.uidnext"
+                " FROM (SELECT id, first_recent_uid FROM mailboxes WHERE id = %s FOR UPDATE) AS before"
+                " WHERE m.id = before.id AND before.first_recent_uid < m.uidnext"
+                " RETURNING before.first_recent_uid, m.uidnext",
+                (mailbox_id,),
+            )
+            if claimed is None:
+                return frozenset()  # another session claimed them first
+            return frozenset(
+                row[0] for row in tx.all(
+                    "SELECT uid FROM messages WHERE mailbox_id = %s AND uid >= %s AND uid < %s", (mailbox_id, *claimed)
+                )
+            )
+
+        return self._db.write(work)
+
+    def count_recent(self, mailbox_id):
+        def work(tx):
+            row = tx.one(
+                "SELECT (SELECT count(*) FROM messages WHERE mailbox_id = m.id AND uid >= m.first_recent_uid)"
+                " FROM mailboxes AS m WHERE id = %s",
+                (mailbox_id,),
+            )
+            if row is None:
+                raise NoSuchMailbox(str(mailbox_id))
+            return row[0]
+
+        return self._db.read(work)
