@@ -500,8 +500,8 @@ Most messages a user may keep, all mailboxes together (RFC 9208 MESSAGE);
     full_tempfail: bool = option(False, boolean, """
 A message for a user over quota: false, LMTP refuses it for good (552
 5.2.2, the sender gets a bounce); true, for now (452 4.2.2, the MTA keeps
-it and tries again).  IMAP APPEND, COPY and MOVE answer NO [OVERQUOTA];
-POP3 is not limited.""")
+it and tries again).  IMAP APPEND and COPY answer NO [OVERQUOTA] (a MOVE
+changes no usage); POP3 is not limited.""")
 
 
 @attrs.frozen

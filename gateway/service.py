@@ -352,7 +352,8 @@ def make_service(
             portal, live, reactor, context_factory=certificates.context_factory(policy), logins=logins
         ),
         "imap": lambda policy: imap_server.build_factory(
-            portal, store, live, reactor, context_factory=certificates.context_factory(policy), logins=logins
+            portal, store, live, reactor, context_factory=certificates.context_factory(policy), logins=logins,
+            quotas=Quotas(live, users.quota_limits),
         ),
         "lmtp": lambda policy: lmtp.build_factory(store, users, live, reactor, Quotas(live, users.quota_limits)),
     }

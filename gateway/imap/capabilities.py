@@ -21,8 +21,9 @@ BASE = (
 EXTENSIONS = (
     b"LIST-EXTENDED", b"LIST-STATUS", b"CREATE-SPECIAL-USE", b"STATUS=SIZE",
     b"ESEARCH", b"SEARCHRES", b"SORT", b"SORT=DISPLAY", b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES",
-    b"NOTIFY",
+    b"NOTIFY", b"BINARY", b"MULTIAPPEND", b"UTF8=ACCEPT", b"QUOTA", b"QUOTA=RES-STORAGE", b"QUOTA=RES-MESSAGE",
 )
+COMPRESS = b"COMPRESS=DEFLATE"
 
 
 @attrs.frozen
@@ -33,6 +34,7 @@ class CapabilityState:
     appendlimit: int
     starttls: bool = False
     plaintext: bool = True
+    compressed: bool = False
 
 
 def capability_line(state: CapabilityState) -> bytes:
@@ -40,6 +42,9 @@ def capability_line(state: CapabilityState) -> bytes:
     names = list(BASE)
     if state.authenticated:
         names += EXTENSIONS
+        if not state.compressed:
+            # RFC 4978 3: once on, there is nothing more to ask for.
+            names.append(COMPRESS)
         names += [b"LITERAL+", b"APPENDLIMIT=%d" % state.appendlimit]
         return b" ".join(names)
     names += [b"LITERAL-", b"APPENDLIMIT=%d" % state.appendlimit]

@@ -70,8 +70,14 @@ class MissingArgument(Bad):
     text = b"Missing argument"
 
 
-class NotModifiedUtf7(Bad):
+class NotModifiedUtf7(CommandError):
+    # NO as Dovecot: a name no mailbox can have, not a malformed command.
     text = b"Mailbox name is not modified UTF-7"
+
+
+class NotUtf8(CommandError):
+    # Under UTF8=ACCEPT (RFC 6855 3).
+    text = b"Mailbox name is not UTF-8"
 
 
 class InternalParseError(Bad):

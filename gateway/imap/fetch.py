@@ -15,6 +15,7 @@ import re
 
 import attrs
 
+from gateway.imap import binary
 from gateway.imap.sequence import MAX_NUMBER
 
 SIMPLE = frozenset({
@@ -74,8 +75,10 @@ def from_view(items) -> bool:
 
 
 def sets_seen(items) -> bool:
+    # RFC 3516 4.1: BINARY[] as BODY[]; BINARY.SIZE reads without setting it.
     return any(
-        (isinstance(i, Section) and not i.peek) or i in _SETS_SEEN for i in items
+        (isinstance(i, Section) and not i.peek) or (isinstance(i, binary.BinarySection) and not i.peek)
+        or i in _SETS_SEEN for i in items
     )
 
 
@@ -85,9 +88,10 @@ def needs_file(items) -> bool:
 
 
 def needs_structure(items) -> bool:
-    # The whole message (BODY[], RFC822) is the file itself.
+    # The whole message (BODY[], RFC822) is the file itself; BINARY finds
+    # its part, even the whole message, in the structure.
     return any(
-        (isinstance(i, Section) and (i.part or i.text))
+        (isinstance(i, Section) and (i.part or i.text)) or isinstance(i, binary.BinarySection)
         or i in ("ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822.HEADER", "RFC822.TEXT")
         for i in items
     )
@@ -138,6 +142,8 @@ def _parse_item(text: bytes, position: int):
         if name not in SIMPLE:
             raise FetchSyntaxError("unknown fetch attribute")
         return name, position
+    if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE"):
+        return _parse_binary(text, name, position)
     if name not in ("BODY", "BODY.PEEK"):
         raise FetchSyntaxError("unknown fetch attribute")
     close = text.find(b"]", position)
@@ -180,6 +186,17 @@ def _parse_item(text: bytes, position: int):
     ), end
 
 
+def _parse_binary(text: bytes, name: str, position: int):
+    """RFC 3516 2: ``BINARY[part]<partial>``, ``BINARY.PEEK[...]``, ``BINARY.SIZE[part]``."""
+    match = re.compile(rb"\[[0-9.]*\](?:<[0-9]+\.[0-9]+>)?").match(text, position)
+    if match is None:
+        raise FetchSyntaxError("bad binary section")
+    section = binary.parse_binary(name + match[0].decode("ascii"))
+    if section is None:
+        raise FetchSyntaxError("bad binary section")
+    return section, match.end()
+
+
 def _number(text: str) -> int:
     """RFC 3501 9: ``number`` is an unsigned 32-bit value."""
     if len(text) > 10 or int(text) > MAX_NUMBER:
@@ -216,6 +233,13 @@ def as_section(item) -> tuple[bytes, Section] | None:
     return None
 
 
+def _reply_name(item):
+    if isinstance(item, binary.BinarySection):
+        return item.reply_name()
+    section = as_section(item)
+    return item if section is None else section[0]
+
+
 def _reads_file(section: Section) -> bool:
     # The whole message's header, or fields of it, come from the stored structure.
     return not (section.part == () and section.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"))
@@ -247,7 +271,9 @@ class FetchPlan:
         layout = []
         for item in self.items:
             section = as_section(item)
-            if section is None:
+            if isinstance(item, binary.BinarySection):
+                layout.append((item.reply_name(), item, None))
+            elif section is None:
                 layout.append((item.encode("ascii"), item, None))
             else:
                 layout.append((section[0], item, section[1]))
@@ -255,9 +281,11 @@ class FetchPlan:
         setattr_(self, "layout", tuple(layout))
         setattr_(self, "wants_record", any(i in ("INTERNALDATE", "RFC822.SIZE", "MODSEQ") for i in self.items))
         setattr_(self, "wants_structure", needs_structure(self.items))
-        setattr_(self, "wants_file", any(section is not None and _reads_file(section) for _, _, section in layout))
+        binaries = any(isinstance(item, binary.BinarySection) for item in self.items)
+        setattr_(self, "wants_file", binaries or any(
+            section is not None and _reads_file(section) for _, _, section in layout))
         setattr_(self, "wants_flags", "FLAGS" in self.items)
-        setattr_(self, "wants_sections", any(section is not None for _, _, section in layout))
+        setattr_(self, "wants_sections", binaries or any(section is not None for _, _, section in layout))
 
 
 def plan_fetch(
@@ -273,9 +301,15 @@ def plan_fetch(
       MODSEQ (RFC 7162 3.1.4.1);
     - a FETCH that set \\Seen (``seen_set``) answers with the new FLAGS
       (RFC 3501 6.4.5), and their MODSEQ under CONDSTORE;
-    - under QRESYNC, a FETCH with MODSEQ carries the UID (RFC 7162 3.2.4).
+    - under QRESYNC, a FETCH with MODSEQ carries the UID (RFC 7162 3.2.4);
+    - an item asked for twice (``FLAGS UID FLAGS``, ``BODY[] BODY.PEEK[]``)
+      is answered once: RFC 3501 7.4.2 names each data item of a response
+      once, and clients keep one value per name.
     """
-    items = list(items)
+    once: dict = {}
+    for item in items:
+        once.setdefault(_reply_name(item), item)
+    items = list(once.values())
     if by_uid and "UID" not in items:
         items.insert(0, "UID")
     if condstore and "MODSEQ" not in items and (changedsince is not None or "FLAGS" in items):

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from twisted.mail import imap4
 
-from gateway.imap import fetch, resync
+from gateway.imap import binary, fetch, resync
 from gateway.imap.arguments import word
-from gateway.imap.errors import bad
-from gateway.imap.fetch_response import FileRange, answer
+from gateway.imap.errors import CommandError, bad
+from gateway.imap.fetch_response import Binary, FileRange, answer
 from gateway.imap.output import Output
 from gateway.imap.view import format_flags
 from gateway.store.interfaces import MessageExpunged
@@ -75,13 +75,19 @@ class FetchCommand:
             changes = await self.store.changes_since(view.mailbox_id, changedsince)
             changed = {record.uid for record in changes.updated}
             targets = [(seq, uid) for seq, uid in targets if uid in changed]
-        expunged = await self._fetch_messages(targets, planned, changedsince) or expunged
+        try:
+            expunged = await self._fetch_messages(targets, planned, changedsince) or expunged
+        except binary.UnknownTransferEncoding as error:
+            # RFC 3516 4.3
+            raise CommandError(error.text) from None
         return EXPUNGE_ISSUED if expunged else b"FETCH completed"
 
     async def _fetch_messages(self, targets, plan: fetch.FetchPlan, changedsince) -> bool:
         """Answer FETCH for the (seq, UID) pairs ``targets``; whether any was expunged meanwhile."""
         view = self.view
         expunged = False
+        if plan.wants_flags:
+            self.announce_keywords()
         out = Output(self.transport, lambda: self._closing or self._gone)
         try:
             for start in range(0, len(targets), BATCH):
@@ -109,11 +115,19 @@ class FetchCommand:
                         except MessageExpunged:
                             expunged = True
                             continue
+                    flags = None
+                    if plan.wants_flags:
+                        flags = format_flags(view.flags_of(uid))
+                        # An update of them still owed goes in this answer.
+                        view.told_flags(uid)
                     try:
-                        flags = format_flags(view.flags_of(uid)) if plan.wants_flags else None
                         for piece in answer(seq, uid, plan, flags, record, structure, opened).pieces():
                             if isinstance(piece, FileRange):
                                 await out.write_file(opened, piece.start, piece.end)
+                            elif isinstance(piece, Binary):
+                                for chunk in binary.decoded_range(opened, piece.decoding, piece.partial):
+                                    out.write(chunk)
+                                    await out.drain()
                             else:
                                 out.write(piece)
                     finally:
@@ -134,6 +148,9 @@ class FetchCommand:
         view = self.view
         ranges = self.target_ranges(text, by_uid)
         expunged = view.expunged_within(ranges)
+        if "FLAGS" in items:
+            self.announce_keywords()
+            view.told_flags_within(ranges)
         out = Output(self.transport, lambda: self._closing or self._gone)
         try:
             for lines in view.fetch_lines(ranges, items):

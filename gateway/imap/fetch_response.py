@@ -17,7 +17,7 @@ import os
 
 import attrs
 
-from gateway.imap import wire
+from gateway.imap import binary, wire
 from gateway.imap.fetch import FetchPlan, Section
 from gateway.mail import message
 
@@ -32,6 +32,20 @@ class FileRange:
 
     start: int
     end: int
+
+
+@attrs.frozen
+class Binary:
+    """
+    A BINARY section's decoded content (RFC 3516 4.2), sent as a literal8
+    (``~{n}``): ``data`` when small, else the ``decoding`` of the file
+    that ``binary.decoded_range`` streams, ``partial`` of it.
+    """
+
+    size: int
+    data: bytes | None = None
+    decoding: binary.Decoding | None = None
+    partial: tuple[int, int] | None = None
 
 
 @attrs.frozen
@@ -63,6 +77,14 @@ class FetchResponse:
                 name, content = attribute
                 if content is None:
                     add(separator + name + b" NIL")
+                elif type(content) is Binary:
+                    add(separator + name + b" ~{%d}\r\n" % content.size)
+                    if content.data is not None:
+                        add(content.data)
+                    else:
+                        pieces.append(b"".join(out))
+                        pieces.append(content)
+                        out.clear()
                 elif type(content) is bytes:
                     add(separator + name + b" {%d}\r\n" % len(content))
                     add(content)
@@ -85,9 +107,31 @@ def answer(seq: int, uid: int, plan: FetchPlan, flags: bytes | None, record, str
     ``opened`` its file, read here for sections small enough to hold.
     """
     return FetchResponse(seq, [
-        _simple(item, uid, flags, record, structure) if section is None else (name, _section(section, structure, opened))
+        _binary(name, item, structure, opened) if type(item) is binary.BinarySection
+        else _simple(item, uid, flags, record, structure) if section is None
+        else (name, _section(section, structure, opened))
         for name, item, section in plan.layout
     ], plan.wants_sections)
+
+
+def _binary(name: bytes, item: binary.BinarySection, structure, opened):
+    """
+    BINARY.SIZE's number, or BINARY's (name, Binary) (None for a part that
+    does not exist).  Raises ``binary.UnknownTransferEncoding``.
+    """
+    decoding = binary.locate(structure.root, item, opened)
+    if decoding is None:
+        return name + b" NIL" if item.size else (name, None)
+    if item.size:
+        return name + b" %d" % binary.decoded_size(opened, decoding)
+    if decoding.end - decoding.start <= IN_MEMORY:
+        data = b"".join(binary.decoded_range(opened, decoding, item.partial))
+        return name, Binary(len(data), data=data)
+    size = binary.decoded_size(opened, decoding)
+    if item.partial is not None:
+        origin, length = item.partial
+        size = min(length, max(0, size - origin))
+    return name, Binary(size, decoding=decoding, partial=item.partial)
 
 
 def _simple(item: str, uid: int, flags: bytes | None, record, structure) -> bytes:

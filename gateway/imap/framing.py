@@ -63,10 +63,10 @@ class NullCommand(Bad):
 class _SpooledLiteral(imap4.LiteralFile):
     """A literal that goes to a temporary file once it is not small."""
 
-    def __init__(self, size, deferred):
+    def __init__(self, size, deferred, in_memory=SPOOL_IN_MEMORY):
         self.size = size
         self.defer = deferred
-        self.data = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+        self.data = tempfile.SpooledTemporaryFile(max_size=in_memory)
 
 
 class _DiscardedLiteral:
@@ -238,10 +238,13 @@ class Framing:
         arg, _, rest = line.partition(b" ")
         return arg, rest
 
-    def arg_literal(self, line):
-        """The message literal of APPEND, up to APPENDLIMIT (RFC 7889)."""
+    def arg_literal(self, line, in_memory=SPOOL_IN_MEMORY):
+        """
+        The message literal of APPEND, up to APPENDLIMIT (RFC 7889); held in
+        memory up to ``in_memory`` octets, then in a temporary file.
+        """
         size, non_synchronizing = self._literal_size(line, self.config.limits.max_literal_size, AppendTooBig())
-        return self._start_literal(_SpooledLiteral(size, defer.Deferred()), non_synchronizing)
+        return self._start_literal(_SpooledLiteral(size, defer.Deferred(), in_memory), non_synchronizing)
 
     def _start_literal(self, literal, non_synchronizing):
         self._literal_started = True

@@ -13,12 +13,11 @@ A mixin of ``gateway.imap.server.IMAPServer``.
 
 from __future__ import annotations
 
-from gateway.imap import listing, status, wire
+from gateway.imap import listing, mailbox_names, status
 from gateway.imap.arguments import astring, status_items
-from gateway.imap.errors import CommandError, bad
+from gateway.imap.errors import CommandError, NotModifiedUtf7, bad
 from gateway.imap.responses import Data, Listed, Status
 from gateway.imap.search_keys import SearchSyntaxError, tokenize_search
-from gateway.mail import mutf7
 
 # RFC 6154 2.
 SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
@@ -84,8 +83,12 @@ class ListCommands:
                 items = status.check_items(command.status_items)
             except status.StatusItemError:
                 raise bad(b"Unknown STATUS item") from None
-        reference = self.mailbox_name(command.reference) if command.reference else ""
-        patterns = [self.mailbox_name(pattern) if pattern else "" for pattern in command.patterns]
+        try:
+            reference = self.mailbox_name(command.reference) if command.reference else ""
+            patterns = [self.mailbox_name(pattern) if pattern else "" for pattern in command.patterns]
+        except NotModifiedUtf7:
+            # Dovecot: a pattern no mailbox name can match matches nothing.
+            return b"LIST completed"
         if patterns == [""]:
             # RFC 5258 3: as RFC 3501 6.3.8, the hierarchy delimiter.
             self.send(Listed(b"LIST", ("\\Noselect",), None))
@@ -99,11 +102,11 @@ class ListCommands:
         entries = listing.list_entries(existing, subscribed, reference, [p for p in patterns if p],
                                        command.selection, command.returns | {"CHILDREN"}, extended=True)
         for entry in entries:
-            self.send(Data(listing.format_entry(b"LIST", entry, _encode_name)))
+            self.send(Data(listing.format_entry(b"LIST", entry, self._encode_name)))
             info = infos.get(entry.name)
             if items and info is not None:
                 # RFC 5819 2: each STATUS after its LIST.
-                self.send(Status(info.name, await self.status_of(info, items)))
+                self.send(Status(info.name, await self.status_of(info, items), self.utf8))
         return b"LIST completed"
 
     async def listing_of(self, name: str) -> Data:
@@ -112,7 +115,7 @@ class ListCommands:
         # A name with % or * in it is a pattern that finds others too.
         entry = next(entry for entry in listing.list_entries(existing, (), "", [name], extended=True)
                      if entry.name == name)
-        return Data(listing.format_entry(b"LIST", entry, _encode_name))
+        return Data(listing.format_entry(b"LIST", entry, self._encode_name))
 
     async def status_of(self, info, items):
         """(item, value) pairs of ``items`` (``status.check_items``) for one mailbox."""
@@ -141,13 +144,13 @@ class ListCommands:
             raise bad(b"Unknown STATUS item") from None
         name = self.mailbox_name(wire_name)
         info = await self.account.select(name)
-        self.send(Status(name, await self.status_of(info, wanted)))
+        self.send(Status(name, await self.status_of(info, wanted), self.utf8))
         return b"STATUS completed"
+
+    def _encode_name(self, name: str) -> bytes:
+        # Modified UTF-7, or UTF-8 under UTF8=ACCEPT (RFC 6855 3).
+        return mailbox_names.encode_name(name, self.utf8)
 
     auth_LIST = select_LIST = (do_LIST, list_arguments)
     auth_STATUS = select_STATUS = (do_STATUS, astring, status_items)
-
-
-def _encode_name(name: str) -> bytes:
-    return wire.quote(mutf7.encode_mailbox(name))
 

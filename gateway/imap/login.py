@@ -79,6 +79,7 @@ class LoginCommands:
             appendlimit=self.config.limits.max_literal_size,
             starttls=self.ctx is not None and self.canStartTLS and not self.secure,
             plaintext=self.plaintext_allowed(),
+            compressed=self.compressed,
         ))
 
     def connectionLost(self, reason):

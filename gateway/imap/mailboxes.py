@@ -1,6 +1,7 @@
 """
 Mailbox-level IMAP commands (RFC 3501 6.3): CREATE, DELETE, RENAME,
-SUBSCRIBE, UNSUBSCRIBE, LIST in RFC 3501's syntax, LSUB, APPEND; and XLIST, Gmail's LIST
+SUBSCRIBE, UNSUBSCRIBE, LIST in RFC 3501's syntax, LSUB (APPEND is
+``gateway.imap.append``'s); and XLIST, Gmail's LIST
 with special uses from before RFC 6154, for the clients that know only it.
 
 A mixin of ``gateway.imap.server.IMAPServer``: handlers take their
@@ -10,15 +11,11 @@ arguments from the parsers of ``gateway.imap.arguments`` and run through
 
 from __future__ import annotations
 
-import re
-
-
-from gateway.imap import wire
+from gateway.imap import listing, wire
 from gateway.imap.arguments import astring, final_astring
-from gateway.imap.errors import CommandError, TryCreate, bad
+from gateway.imap.errors import CommandError, NotModifiedUtf7
 from gateway.imap.list_command import create_parameters
 from gateway.imap.responses import Listed
-from gateway.store.interfaces import NoSuchMailbox
 from gateway.store.model import HIERARCHY_SEPARATOR
 
 # Characters in a mailbox name a client may create (Dovecot allows 255 per
@@ -98,8 +95,12 @@ class MailboxCommands:
         self.run_command(tag, self._list, reference, pattern, b"XLIST")
 
     async def _list(self, wire_reference, wire_pattern, command):
-        reference = self.mailbox_name(wire_reference) if wire_reference else ""
-        pattern = self.mailbox_name(wire_pattern) if wire_pattern else ""
+        try:
+            reference = self.mailbox_name(wire_reference) if wire_reference else ""
+            pattern = self.mailbox_name(wire_pattern) if wire_pattern else ""
+        except NotModifiedUtf7:
+            # Dovecot: a pattern no mailbox name can match matches nothing.
+            return command + b" completed"
         if command != b"LSUB" and not pattern:
             # RFC 3501 6.3.8: the hierarchy delimiter and root name.
             self.send(Listed(command, ("\\Noselect",), None))
@@ -110,52 +111,12 @@ class MailboxCommands:
             for name, attributes in wire.list_matches(existing, reference, pattern):
                 if command == b"XLIST":
                     attributes = _xlist_attributes(name, attributes)
-                self.send(Listed(command, tuple(attributes), name))
+                self.send(Listed(command, tuple(attributes), name, self.utf8))
             return command + b" completed"
         subscribed = await self.store.list_subscriptions(self.account.user)
-        for name in wire.lsub_matches(subscribed, reference, pattern):
-            attributes = () if name in existing else ("\\Noselect",)
-            self.send(Listed(b"LSUB", attributes, name))
+        for entry in listing.lsub_entries(existing, subscribed, reference, pattern):
+            self.send(Listed(b"LSUB", entry.attributes, entry.name, self.utf8))
         return b"LSUB completed"
-
-    def arg_append(self, line):
-        """``[flag-list] [date-time] literal`` of APPEND."""
-        line = (line or b"").lstrip(b" ")
-        flags = ()
-        if line.startswith(b"("):
-            close = line.find(b")")
-            if close < 0:
-                raise bad(b"Mismatched parenthesis")
-            flags = line[1:close].split()
-            line = line[close + 1:].lstrip(b" ")
-        date = None
-        if line.startswith(b'"'):
-            match = re.match(rb'"([^"]*)" ?', line)
-            if match is None:
-                raise bad(b"Malformed date-time")
-            date = match[1]
-            line = line[match.end():]
-        d = self.arg_literal(line)
-        return d.addCallback(lambda result: ((flags, date, result[0]), result[1]))
-
-    def do_APPEND(self, tag, name, message):
-        self.run_command(tag, self._append, name, *message)
-
-    async def _append(self, wire_name, flag_tokens, date, body):
-        try:
-            try:
-                flags = wire.parse_flags(flag_tokens)
-                internaldate = wire.parse_datetime(date) if date is not None else None
-            except ValueError:
-                raise bad(b"Bad flags or date-time") from None
-            try:
-                info = await self.account.select(self.mailbox_name(wire_name))
-            except NoSuchMailbox:
-                raise TryCreate() from None
-            record = await self.store.append(info.id, body, flags, internaldate)
-        finally:
-            body.close()
-        return b"[APPENDUID %d %d] APPEND completed" % (info.uidvalidity, record.uid)
 
     auth_CREATE = select_CREATE = (do_CREATE, astring, create_parameters)
     auth_DELETE = select_DELETE = (do_DELETE, final_astring)
@@ -164,4 +125,3 @@ class MailboxCommands:
     auth_UNSUBSCRIBE = select_UNSUBSCRIBE = (do_UNSUBSCRIBE, final_astring)
     auth_LSUB = select_LSUB = (do_LSUB, astring, final_astring)
     auth_XLIST = select_XLIST = (do_XLIST, astring, final_astring)
-    auth_APPEND = select_APPEND = (do_APPEND, astring, arg_append)

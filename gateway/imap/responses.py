@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import attrs
 
 from gateway.imap import wire
-from gateway.mail import mutf7
+from gateway.imap.mailbox_names import encode_name
 
 OK = b"OK"
 NO = b"NO"
@@ -152,10 +152,12 @@ class Status:
 
     mailbox: str
     items: tuple[tuple[bytes, int], ...]
+    # UTF-8 names once the client enabled UTF8=ACCEPT (RFC 6855 3).
+    utf8: bool = False
 
     def encode(self) -> bytes:
         values = b" ".join(b"%s %d" % item for item in self.items)
-        return b"* STATUS %s (%s)" % (wire.quote(mutf7.encode_mailbox(self.mailbox)), values)
+        return b"* STATUS %s (%s)" % (encode_name(self.mailbox, self.utf8), values)
 
 
 @attrs.frozen
@@ -165,10 +167,11 @@ class Listed:
     command: bytes
     attributes: tuple[str, ...]
     mailbox: str | None
+    utf8: bool = False
 
     def encode(self) -> bytes:
         # RFC 3501 6.3.8: no mailbox is the hierarchy delimiter's answer, "".
-        name = b'""' if self.mailbox is None else wire.quote(mutf7.encode_mailbox(self.mailbox))
+        name = b'""' if self.mailbox is None else encode_name(self.mailbox, self.utf8)
         return b'* %s (%s) "/" %s' % (self.command, " ".join(self.attributes).encode("ascii"), name)
 
 

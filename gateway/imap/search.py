@@ -49,7 +49,8 @@ from gateway.imap.search_keys import (  # noqa: F401  (re-exported)
 )
 from gateway.imap.sequence import SequenceSet
 from gateway.mail.bodytext import Kind, body_text
-from gateway.mail.fields import header_text, header_values
+from gateway.mail.address_text import ADDRESS_FIELDS, address_text
+from gateway.mail.fields import header_text, header_values, raw_header_values
 from gateway.mail.mimescan import MAX_HEADER
 from gateway.store.model import Part
 
@@ -280,9 +281,12 @@ class _Evaluator:
             return msg.recent
         if isinstance(key, HeaderContains):
             needle = _squash(key.value.casefold())
-            return any(
-                needle in _squash(value.casefold())
-                for value in text.header_values(key.field)
+            if any(needle in _squash(value.casefold()) for value in text.header_values(key.field)):
+                return True
+            # An address field also matches on its parsed form: comments
+            # and CFWS inside an addr-spec (RFC 5322 3.4.1) hide nothing.
+            return key.field.casefold() in ADDRESS_FIELDS and any(
+                needle in _squash(value.casefold()) for value in text.address_values(key.field)
             )
         if isinstance(key, InternalDate):
             return _compare(msg.internaldate.date(), key.comparison, key.date)
@@ -373,6 +377,10 @@ class _MessageText:
         if name not in self._values:
             self._values[name] = header_values(self.header(), name)
         return self._values[name]
+
+    def address_values(self, name: str) -> list[str]:
+        """The values of an address field in their parsed form (``address_text``)."""
+        return [address_text(raw.decode("latin-1")) for raw in raw_header_values(self.header(), name)]
 
     def header_contains(self, needle: str) -> Generator[None, None, bool]:
         if self._header_text is None:

@@ -246,7 +246,7 @@ class SelectedCommands:
                 )
             for record in changed:
                 view.note_flags(record.uid, record.flags)
-            self.send_all(Data(line) for line in view.announce_keywords(record.uid for record in changed))
+            self.announce_keywords()
         if self.condstore:
             await self._report_modseqs(targets, changed, modified, silent and unchangedsince is None, silent)
         elif not silent:
@@ -265,6 +265,8 @@ class SelectedCommands:
         answer here: the sync before the tagged answer sends their flags.
         """
         view = self.view
+        if not silent:
+            self.announce_keywords()
         modseqs = {record.uid: record.modseq for record in changed}
         failed = set(modified)
         report = [
@@ -309,6 +311,7 @@ class SelectedCommands:
             self.send(Vanished(format_sequence_set(gone)))
         if not flags:
             return
+        self.announce_keywords(view)
         answers = []
         for record in changes.updated:
             seq = view.seq_of(record.uid)
@@ -340,6 +343,9 @@ class SelectedCommands:
         if not targets:
             return verb + b" completed"
         uids = [uid for _, uid in targets]
+        if not move:
+            records = await self.store.get_records(view.mailbox_id, uids)
+            await self.check_quota(sum(record.size for record in records), len(records))
         if move:
             pairs = await self.store.move(view.mailbox_id, uids, destination.id)
         else:

@@ -20,8 +20,9 @@ here or in the command mixins (``login``, ``mailboxes``, ``selected``):
   UNSELECT, CONDSTORE and QRESYNC (RFC 7162), ESEARCH and SEARCHRES
   (``search_results``), SORT and THREAD (``sort_command``), LIST-EXTENDED,
   LIST-STATUS, CREATE-SPECIAL-USE and STATUS=SIZE (``list_command``),
-  NOTIFY (``notify_command``) and IMAP4rev2 by ENABLE, none of which
-  Twisted has;
+  NOTIFY (``notify_command``) and IMAP4rev2 by ENABLE, COMPRESS=DEFLATE
+  (``compress``), QUOTA (``quota_commands``), MULTIAPPEND (``append``),
+  BINARY and UTF8=ACCEPT, none of which Twisted has;
 - the limits of ``[limits]`` (issue 4): a command line longer than
   ``max_line_length`` is answered ``BAD [TOOBIG]`` and skipped without being
   buffered; literal sizes are ASCII digits only (Twisted used ``int()``),
@@ -46,10 +47,12 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.mail import imap4
 
-from gateway.imap import resync, wire
+from gateway.imap import mailbox_names, resync
 from gateway.imap.arguments import astring, select_parameters
+from gateway.imap.append import AppendCommand
+from gateway.imap.compress import CompressCommand
 from gateway.imap.engine import Engine, known_error
-from gateway.imap.errors import Bad, InternalError, InternalParseError, NotModifiedUtf7, bad
+from gateway.imap.errors import Bad, InternalError, InternalParseError, NotModifiedUtf7, NotUtf8, bad
 from gateway.imap.framing import Framing
 from gateway.imap.list_command import ListCommands
 from gateway.imap.login import LoginCommands
@@ -71,15 +74,16 @@ from gateway.imap.responses import (
     answer,
 )
 from gateway.imap.fetch_command import FetchCommand
+from gateway.imap.quota_commands import QuotaCommands
 from gateway.imap.search_results import SearchResults
 from gateway.imap.selected import SelectedCommands
 from gateway.imap.sort_command import SortCommands
 from gateway.imap.snapshot import Snapshot, SnapshotRegistry
 from gateway.imap.view import SelectedView
-from gateway.mail import mutf7
 from gateway.net import metrics
 from gateway.net.connection import set_no_delay
 from gateway.policy.login import LoginPolicy
+from gateway.policy.quota import Quotas
 from gateway.policy.session import BadCommands, Deadline, session_config
 from gateway.store.interfaces import NoSuchMailbox, TemporaryFailure
 
@@ -96,9 +100,11 @@ TOO_MANY_BAD = Condition(BYE, b"Too many invalid IMAP commands.")
 MAILBOX_DELETED = Condition(BYE, b"Selected mailbox was deleted")
 
 
-class IMAPServer(Framing, LoginCommands, NotifyCommands, ListCommands, MailboxCommands, SortCommands, SelectedCommands, SearchResults,
-                 FetchCommand, Engine):
+class IMAPServer(CompressCommand, Framing, LoginCommands, NotifyCommands, ListCommands, MailboxCommands,
+                 AppendCommand, SortCommands, SelectedCommands, SearchResults, FetchCommand, QuotaCommands, Engine):
     IDENT = b"gateway IMAP4rev1 ready"
+    # RFC 6855 3: once on (ENABLE UTF8=ACCEPT), mailbox names are UTF-8 both ways.
+    utf8 = False
 
     def __init__(self, store, config, reactor, portal, context_factory=None):
         super().__init__(contextFactory=context_factory)
@@ -272,8 +278,11 @@ class IMAPServer(Framing, LoginCommands, NotifyCommands, ListCommands, MailboxCo
         try:
             changes = await self.store.changes_since(view.mailbox_id, view.modseq)
             view.apply(changes)
-            if view.pending_new() and not view.readonly and not self.imap4rev2:
-                view.add_recent(await self.store.claim_recent(view.mailbox_id))
+            if view.pending_new() and not self.imap4rev2:
+                # A read-only view shows new messages \Recent and leaves
+                # them for the next SELECT to claim.
+                view.add_recent(view.pending_new() if view.readonly
+                                else await self.store.claim_recent(view.mailbox_id))
         except NoSuchMailbox:
             # Deleted under us: RFC 3501 leaves it open; say BYE like Dovecot.
             self.send(MAILBOX_DELETED)
@@ -352,7 +361,8 @@ class IMAPServer(Framing, LoginCommands, NotifyCommands, ListCommands, MailboxCo
             raise bad(b"ENABLE needs a capability")
         # RFC 5161 3.1: ENABLED names what this command enabled; unknown
         # names are ignored.  QRESYNC brings CONDSTORE (RFC 7162 3.2.3).
-        before = {b"CONDSTORE": self.condstore, b"QRESYNC": self.qresync, b"IMAP4REV2": self.imap4rev2}
+        before = {b"CONDSTORE": self.condstore, b"QRESYNC": self.qresync, b"IMAP4REV2": self.imap4rev2,
+                  b"UTF8=ACCEPT": self.utf8}
         wanted = [name for name in dict.fromkeys(rest.upper().split()) if name in before]
         if b"QRESYNC" in wanted:
             self.qresync = True
@@ -360,6 +370,8 @@ class IMAPServer(Framing, LoginCommands, NotifyCommands, ListCommands, MailboxCo
             self.imap4rev2 = True
         if set(wanted) & {b"CONDSTORE", b"QRESYNC"}:
             self.condstore = True
+        if b"UTF8=ACCEPT" in wanted:
+            self.utf8 = True
         enabled = [_ENABLED_NAMES.get(name, name) for name in wanted if not before[name]]
         self.send(Enabled(tuple(enabled)))
         self.run_command(tag, self._done, b"ENABLE completed")
@@ -411,6 +423,12 @@ class IMAPServer(Framing, LoginCommands, NotifyCommands, ListCommands, MailboxCo
         # RFC 9051 E.11, E.12: IMAP4rev2 has neither \Recent nor UNSEEN.
         if not readonly and not self.imap4rev2:
             view.add_recent(await self.store.claim_recent(info.id))
+        elif not self.imap4rev2:
+            # RFC 3501 6.3.2: EXAMINE reports \Recent without claiming it.
+            # Unclaimed messages are the newest ones: the top of the view.
+            count = min(await self.store.count_recent(info.id), view.exists)
+            if count:
+                view.add_recent(view.uids[view.exists - count:])
         for line in view.flags_lines():
             self.send(Data(line))
         self.send(Exists(view.exists))
@@ -489,11 +507,19 @@ class IMAPServer(Framing, LoginCommands, NotifyCommands, ListCommands, MailboxCo
 
     # -- helpers for the command mixins ----------------------------------
 
+    def announce_keywords(self, view=None) -> None:
+        """RFC 3501 7.2.6: FLAGS naming every keyword the client may see in
+        ``view`` (the selected one by default), before any FETCH that shows
+        one (``SelectedView.announce_keywords``)."""
+        self.send_all(Data(line) for line in (view or self.view).announce_keywords())
+
     def mailbox_name(self, wire_name: bytes) -> str:
+        """The store's name for a mailbox name as the client sent it:
+        modified UTF-7, or UTF-8 once UTF8=ACCEPT is on (RFC 6855 3)."""
         try:
-            return wire.canonical_name(mutf7.decode_mailbox(wire_name))
-        except mutf7.BadMailboxName:
-            raise NotModifiedUtf7() from None
+            return mailbox_names.decode_name(wire_name, self.utf8)
+        except mailbox_names.BadMailboxName:
+            raise (NotUtf8() if self.utf8 else NotModifiedUtf7()) from None
 
 
 class IMAPFactory(protocol.ServerFactory):
@@ -503,8 +529,10 @@ class IMAPFactory(protocol.ServerFactory):
     sessions; pass the POP3 factory's to count both protocols together.
     """
 
-    def __init__(self, portal, store, config, reactor, context_factory=None, *, logins=None):
+    def __init__(self, portal, store, config, reactor, context_factory=None, *, logins=None, quotas=None):
         self.portal = portal
+        # RFC 9208: the limits APPEND and COPY are held to, GETQUOTA shows.
+        self.quotas = Quotas(config) if quotas is None else quotas
         self.store = store
         self.config = config
         self.reactor = reactor
@@ -521,12 +549,15 @@ class IMAPFactory(protocol.ServerFactory):
         return server
 
 
-def build_factory(portal, store, config, reactor, context_factory=None, *, logins=None) -> IMAPFactory:
+def build_factory(portal, store, config, reactor, context_factory=None, *, logins=None,
+                  quotas=None) -> IMAPFactory:
     """
     The IMAP listener's factory; with ``context_factory`` (a TLS context
     factory, ``CertificateStore.context_factory()``) the session offers
     STARTTLS.  ``logins`` defaults to a ``LoginPolicy`` of its own; the
     service passes the one POP3 shares, so a guesser gains nothing by
-    switching protocol.
+    switching protocol.  ``quotas`` (``gateway.policy.quota.Quotas``)
+    defaults to the config's ``[quota]`` alone; the service passes the one
+    that reads the users file's rules too.
     """
-    return IMAPFactory(portal, store, config, reactor, context_factory, logins=logins)
+    return IMAPFactory(portal, store, config, reactor, context_factory, logins=logins, quotas=quotas)

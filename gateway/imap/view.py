@@ -461,26 +461,46 @@ class SelectedView:
         if self.readonly:
             permanent = b"OK [PERMANENTFLAGS ()] Read-only mailbox"
         else:
-            permanent = b"OK [PERMANENTFLAGS " + format_flags(flags | {"\\*"}) + b"] Flags permitted"
+            # \\* last, as Dovecot lists it: some clients (aioimaplib) strip
+            # every "* " of an untagged line.
+            permanent = b"OK [PERMANENTFLAGS " + format_flags(flags)[:-1] + b" \\*)] Flags permitted"
         return [b"FLAGS " + format_flags(flags), permanent]
 
-    def announce_keywords(self, uids: Iterable[int]) -> list[bytes]:
+    def announce_keywords(self) -> list[bytes]:
         """
-        RFC 3501 7.2.6: FLAGS again (and PERMANENTFLAGS) when messages of
-        ``uids`` carry a keyword the client was not told of; send them
-        before the FETCH that shows it.
+        RFC 3501 7.2.6: FLAGS again (and PERMANENTFLAGS) when a message in
+        the client's numbering carries a keyword the client was not told
+        of; every path that writes FLAGS in a FETCH sends these first.  The
+        snapshot's keywords are worked out once per snapshot; beside them
+        only this view's own flags (a few dozen at most) are read.
         """
-        new = set()
-        for uid in uids:
-            try:
-                flags = self.stored_flags(uid)
-            except KeyError:
-                continue
-            new.update(flag for flag in flags if not flag.startswith("\\") and flag not in self._keywords)
+        shown = self._snapshot.keywords
+        if self._flags:
+            shown = shown.union(*self._flags.values())
+        new = {flag for flag in shown - self._keywords if not flag.startswith("\\")}
         if not new:
             return []
         self._keywords = self._keywords | new
         return self.flags_lines()
+
+    def told_flags(self, uid: int) -> None:
+        """The client was just sent the flags of ``uid`` (in a FETCH it
+        asked for): a pending change of them need not be told again."""
+        pending = self._pending
+        if pending is not None and pending.flag_changed:
+            pending.flag_changed.pop(uid, None)
+
+    def told_flags_within(self, ranges: list[tuple[int, int]]) -> None:
+        """``told_flags`` of every message in ``ranges`` (from ``index_ranges``)."""
+        pending = self._pending
+        if pending is None or not pending.flag_changed:
+            return
+        starts = [start for start, _ in ranges]
+        for uid in list(pending.flag_changed):
+            index = self._snapshot.index_of(uid)
+            position = bisect.bisect_right(starts, index) - 1
+            if position >= 0 and index < ranges[position][1]:
+                del pending.flag_changed[uid]
 
     def flush(self, allow_expunge: bool, condstore: bool = False, vanished: bool = False,
               recent: bool = True) -> list[bytes]:
@@ -499,7 +519,7 @@ class SelectedView:
         if pending is None:
             self._fold((), ())
             return []
-        lines: list[bytes] = self.announce_keywords([*pending.new, *pending.flag_changed])
+        lines: list[bytes] = []
         removed: list[int] = []
         if allow_expunge and pending.expunged:
             snapshot = self._snapshot
@@ -523,6 +543,8 @@ class SelectedView:
         if not pending:
             self._pending = None
         self._fold(removed, appended)
+        # After the fold: the messages just appended are in the snapshot.
+        lines[:0] = self.announce_keywords()
         if appended:
             lines.append(b"%d EXISTS" % (self.exists,))
             if recent:

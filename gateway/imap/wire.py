@@ -175,11 +175,6 @@ def list_matches(
     return answers
 
 
-def lsub_matches(subscribed: Iterable[str], reference: str, pattern: str) -> list[str]:
-    matcher = compile_pattern(reference, pattern)
-    return [name for name in sorted(set(subscribed)) if matcher.fullmatch(canonical_name(name))]
-
-
 _KEYWORD = re.compile(r"[!#$&'+-Z^-z|~]+")
 
 

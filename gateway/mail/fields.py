@@ -172,11 +172,16 @@ def header_values(header: bytes, name: str) -> list[str]:
     Every value of the header field ``name``, unfolded, trimmed and with
     RFC 2047 encoded-words decoded: what header SEARCH matches against.
     """
+    return [decode_2047(raw) for raw in raw_header_values(header, name)]
+
+
+def raw_header_values(header: bytes, name: str) -> list[bytes]:
+    """Every value of the header field ``name``, unfolded and trimmed, not decoded."""
     fields, spans = _field_spans(header, (name.lower(),))
     values = []
     for start, end in spans:
         raw = unfold(fields[start:end])
-        values.append(decode_2047(raw[raw.find(b":") + 1:].strip(b" \t")))
+        values.append(raw[raw.find(b":") + 1:].strip(b" \t"))
     return values
 
 

@@ -4,8 +4,8 @@ fits.  One quota root per user, over all of the user's mailboxes, with two
 resources: STORAGE (the messages' sizes together, counted in units of 1024
 octets on the wire) and MESSAGE (their number).  The store keeps the usage
 (``IMailStore.quota_usage``); this module holds the limits and the
-decision, for every protocol that adds mail (IMAP APPEND, COPY and MOVE,
-LMTP).  POP3 only removes mail and never asks.
+decision, for every protocol that adds mail (IMAP APPEND and COPY, LMTP;
+an IMAP MOVE keeps the usage as it is).  POP3 only removes mail and never asks.
 
 Limits come from ``[quota]`` in the config, for everyone, and per user from
 the users file's extra fields, in Dovecot's words so that a passwd-file

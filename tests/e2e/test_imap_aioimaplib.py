@@ -33,7 +33,6 @@ async def select_inbox(port: int):
     return selected
 
 
-@pytest.mark.xfail(strict=True, reason="PERMANENTFLAGS lists \\* first: fixed in the selected view's FLAGS lines")
 def test_permanentflags_reach_aioimaplib_whole(server):
     selected = asyncio.run(asyncio.wait_for(select_inbox(server.port("imap")), 30))
     assert selected.result == "OK"

@@ -44,7 +44,8 @@ def test_changedsince_finds_another_sessions_store(server):
 
         changed = watcher.fetch(uids, ["FLAGS"], modifiers=["CHANGEDSINCE %d" % known])
         assert list(changed) == [uids[1]]
-        assert changed[uids[1]][b"FLAGS"] == (b"$Done",)
+        # EXAMINE shows \Recent without claiming it (RFC 3501 6.3.2).
+        assert changed[uids[1]][b"FLAGS"] == (b"\\Recent", b"$Done")
         assert changed[uids[1]][b"MODSEQ"] == (known + 1,)
         # Nothing since then.
         assert watcher.fetch(uids, ["FLAGS"], modifiers=["CHANGEDSINCE %d" % (known + 1)]) == {}
@@ -58,7 +59,7 @@ def test_changedsince_finds_another_sessions_store(server):
         )
         assert typ == "OK" and tagged[-1].startswith(b"[MODIFIED %d]" % uids[2]), tagged
         assert watcher.search(["MODSEQ", str(known + 1)]) == [uids[1], uids[2]]
-        assert watcher.get_flags(uids[2])[uids[2]] == (b"\\Flagged",)
+        assert watcher.get_flags(uids[2])[uids[2]] == (b"\\Flagged", b"\\Recent")
     finally:
         watcher.logout()
         writer.logout()

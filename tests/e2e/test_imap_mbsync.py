@@ -77,3 +77,38 @@ def test_mbsync_syncs_folders_both_ways(tmp_path):
         c.select_folder("INBOX")
         assert all(b"\\Seen" in flags for flags in c.get_flags(c.search()).values())
         c.logout()
+
+
+def test_mbsync_compresses_the_session(tmp_path):
+    # isync 1.4 asks for COMPRESS=DEFLATE (RFC 4978) when the server offers
+    # it: many messages both ways, literals and commands in one compressed
+    # stream.
+    data = tmp_path / "data"
+    run_gateway(data, "user", "add", "sync", input=b"pw\n")
+    with GatewayProcess(data, pop3=None, lmtp=None) as server:
+        c = imapclient.IMAPClient("127.0.0.1", port=server.port("imap"), ssl=False, timeout=30)
+        c.login("sync", "pw")
+        for n in range(40):
+            c.append("INBOX", message(n) + b"line of text\r\n" * 200)
+        local = tmp_path / "mail"
+        local.mkdir()
+        config = tmp_path / "mbsyncrc"
+        config.write_text(
+            f"IMAPAccount gateway\nHost 127.0.0.1\nPort {server.port('imap')}\nUser sync\nPass pw\n"
+            "SSLType None\nAuthMechs LOGIN\n\n"
+            "IMAPStore remote\nAccount gateway\n\n"
+            f"MaildirStore local\nPath {local}/\nInbox {local}/INBOX\nSubFolders Verbatim\n\n"
+            "Channel all\nFar :remote:\nNear :local:\nPatterns INBOX\nCreate Both\nSyncState *\n"
+        )
+        result = subprocess.run([MBSYNC or "mbsync", "-Dn", "-c", str(config), "-a"],
+                                capture_output=True, timeout=60, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+        assert b"COMPRESS DEFLATE" in result.stdout
+        assert len(maildir_messages(local / "INBOX")) == 40
+        for n in range(40, 60):
+            (local / "INBOX" / "new" / f"{n}.local.host").write_bytes(
+                (message(n) + b"line of text\r\n" * 200).replace(b"\r\n", b"\n"))
+        mbsync(config, tmp_path)
+        c.select_folder("INBOX")
+        assert len(c.search()) == 60
+        c.logout()

@@ -204,7 +204,6 @@ def server(tmp_path):
         yield process
 
 
-@pytest.mark.xfail(strict=True, reason="keywords reach FETCH before FLAGS names them: fixed with the new FETCH writer")
 def test_ten_sessions_over_eight_users_for_twenty_seconds(server):
     rng = random.Random(SEED)
     port = server.port("imap")

@@ -511,13 +511,13 @@ def test_fetch_partials_past_the_end_and_deep_parts(full):
 @pytest.mark.parametrize(
     "name, answer",
     [
-        (b"&", b"BAD Mailbox name is not modified UTF-7"),
-        (b"&Jjo", b"BAD Mailbox name is not modified UTF-7"),
+        (b"&", b"NO Mailbox name is not modified UTF-7"),
+        (b"&Jjo", b"NO Mailbox name is not modified UTF-7"),
         # RFC 3501 5.1.3: "&AGE-" encodes "a", which must be sent as is.
-        (b"&AGE-", b"BAD Mailbox name is not modified UTF-7"),
-        (b'"a\x00b"', b"BAD Mailbox name is not modified UTF-7"),
-        (b'"a\x01b"', b"BAD Mailbox name is not modified UTF-7"),
-        (b'"a\x7fb"', b"BAD Mailbox name is not modified UTF-7"),
+        (b"&AGE-", b"NO Mailbox name is not modified UTF-7"),
+        (b'"a\x00b"', b"NO Mailbox name is not modified UTF-7"),
+        (b'"a\x01b"', b"NO Mailbox name is not modified UTF-7"),
+        (b'"a\x7fb"', b"NO Mailbox name is not modified UTF-7"),
         (b"..", b"NO [CANNOT] Not an acceptable mailbox name"),
         (b"a/../b", b"NO [CANNOT] Not an acceptable mailbox name"),
         (b"~bob", b"NO [CANNOT] Not an acceptable mailbox name"),

@@ -126,7 +126,7 @@ def test_select_sends_every_response_with_text(store):
     lines = s.command(b"s SELECT inbox")
     assert lines == [
         b"* FLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen work)",
-        b"* OK [PERMANENTFLAGS (\\* \\Answered \\Deleted \\Draft \\Flagged \\Seen work)] Flags permitted",
+        b"* OK [PERMANENTFLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen work \\*)] Flags permitted",
         b"* 2 EXISTS",
         b"* 2 RECENT",
         b"* OK [UNSEEN 1] First unseen message",
@@ -155,7 +155,8 @@ def test_list_with_children_and_special_use(store):
         b"l OK LIST completed",
     ]
     assert s.command(b'l LIST "" ""') == [b'* LIST (\\Noselect) "/" ""', b"l OK LIST completed"]
-    assert s.command(b'x CREATE "caf\xc3\xa9"')[-1].startswith(b"x BAD")
+    # Not modified UTF-7: no mailbox can have the name (NO, as Dovecot).
+    assert s.command(b'x CREATE "caf\xc3\xa9"') == [b"x NO Mailbox name is not modified UTF-7"]
 
 
 def test_append_without_flag_list_and_with_literal_plus(store):
@@ -434,7 +435,7 @@ def test_search_with_literal_and_select_errors(store):
     [b"a FETCH", b"a FETCH 1", b"a STORE 1 FLAGS", b"a UID", b"a UID FOO 1", b"a SELECT", b"a COPY 1",
      b"a SEARCH", b"a SEARCH (", b"a LIST", b'a LIST ""', b"a STATUS INBOX ()", b"a APPEND", b"a APPEND INBOX",
      b"a FETCH 1 (BODY[", b"a UID EXPUNGE", b"a CREATE", b"a FETCH 0 FLAGS", b"a STORE 1 +FLAGS (\\Bogus)",
-     b'a EXAMINE "unterminated', b"a CREATE &&"],
+     b'a EXAMINE "unterminated'],
 )
 def test_malformed_commands_get_bad_with_fixed_text(store, line):
     s = Session(store).login()

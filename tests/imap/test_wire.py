@@ -43,6 +43,3 @@ def test_list_star_and_percent():
     assert [n for n, _ in wire.list_matches(EXISTING, "a/", "%")] == ["a/b", "a/x"]
     assert [n for n, _ in wire.list_matches(EXISTING, "", "inbox")] == ["INBOX"]
 
-
-def test_lsub():
-    assert wire.lsub_matches(["a/x", "Sent", "gone"], "", "%") == ["Sent", "gone"]

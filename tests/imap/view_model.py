@@ -96,11 +96,12 @@ class ModelView:
         if self.readonly:
             permanent = b"OK [PERMANENTFLAGS ()] Read-only mailbox"
         else:
-            permanent = b"OK [PERMANENTFLAGS " + format_flags(flags | {"\\*"}) + b"] Flags permitted"
+            permanent = b"OK [PERMANENTFLAGS " + format_flags(flags)[:-1] + b" \\*)] Flags permitted"
         return [b"FLAGS " + format_flags(flags), permanent]
 
-    def announce_keywords(self, uids):
-        new = {flag for uid in uids for flag in self.flags.get(uid, ())
+    def announce_keywords(self):
+        # RFC 3501 7.2.6: every keyword a message in the client's numbering carries.
+        new = {flag for uid in self.uids for flag in self.flags[uid]
                if not flag.startswith("\\") and flag not in self.keywords}
         if not new:
             return []
@@ -112,7 +113,9 @@ class ModelView:
         self.keywords = {flag for uid in self.uids for flag in self.flags[uid] if not flag.startswith("\\")}
 
     def flush(self, allow_expunge, condstore=False, vanished=False):
-        lines = self.announce_keywords([*self.new, *self.flag_changed])
+        if not (self.new or self.expunged or self.flag_changed):
+            return []
+        lines = []
         if allow_expunge and self.expunged:
             gone = []
             for index in range(len(self.uids) - 1, -1, -1):
@@ -132,6 +135,7 @@ class ModelView:
             self.new.clear()
             lines.append(b"%d EXISTS" % (len(self.uids),))
             lines.append(b"%d RECENT" % (len(self.recent),))
+        lines[:0] = self.announce_keywords()
         for uid in sorted(self.flag_changed):
             seq = self.seq_of(uid)
             if seq is not None and uid not in self.expunged:
