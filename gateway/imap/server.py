@@ -367,7 +367,9 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, NotifyCommands, ListCo
         if b"QRESYNC" in wanted:
             self.qresync = True
         if b"IMAP4REV2" in wanted:
+            # RFC 9051 5.1: IMAP4rev2 names mailboxes in UTF-8, as RFC 6855 3 does.
             self.imap4rev2 = True
+            self.utf8 = True
         if set(wanted) & {b"CONDSTORE", b"QRESYNC"}:
             self.condstore = True
         if b"UTF8=ACCEPT" in wanted:

@@ -68,3 +68,14 @@ def test_enable_is_per_session(store):  # noqa: F811
     lines = s.command(b"s SELECT INBOX")
     assert b"* 1 RECENT" in lines and not [line for line in lines if line.startswith(b"* LIST")]
     assert s.command(b"t SEARCH ALL") == [b"* SEARCH 1", b"t OK SEARCH completed"]
+
+
+def test_mailbox_names_are_utf8(store):  # noqa: F811
+    s = Session(store).login()
+    assert s.command(b'a CREATE "Caf&AOk-"') == [b"a OK CREATE completed"]
+    s.command(b"e ENABLE IMAP4rev2")
+    # RFC 9051 5.1: no modified UTF-7 under IMAP4rev2, both ways.
+    assert s.command(b'l LIST "" "Caf*"') == ['* LIST (\\HasNoChildren) "/" "Café"'.encode(), b"l OK LIST completed"]
+    assert s.command('c CREATE "Прочее"'.encode()) == [b"c OK CREATE completed"]
+    other = Session(store).login()
+    assert b'* LIST (\\HasNoChildren) "/" "&BB8EQAQ+BEcENQQ1-"' in other.command(b'h LIST "" "*"')
