@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +37,15 @@ def run_gateway(data_dir: Path, *args: str, input: bytes | None = None, check: b
         check=check,
         timeout=60,
     )
+
+
+@contextmanager
+def imap_gateway(data_dir: Path, users=("alice",), password: bytes = b"pw"):
+    """A gateway serving IMAP only to ``users``, each with ``password``."""
+    for user in users:
+        run_gateway(data_dir, "user", "add", user, input=password + b"\n")
+    with GatewayProcess(data_dir, pop3=None, lmtp=None) as process:
+        yield process
 
 
 class GatewayProcess:

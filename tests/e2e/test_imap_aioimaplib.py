@@ -12,14 +12,12 @@ import asyncio
 import aioimaplib
 import pytest
 
-from tests.serverproc import GatewayProcess, run_gateway
+from tests.serverproc import imap_gateway
 
 
 @pytest.fixture
 def server(tmp_path):
-    data = tmp_path / "data"
-    run_gateway(data, "user", "add", "alice", input=b"pw\n")
-    with GatewayProcess(data, pop3=None, lmtp=None) as process:
+    with imap_gateway(tmp_path / "data") as process:
         yield process
 
 

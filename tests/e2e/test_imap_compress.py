@@ -11,7 +11,7 @@ import zlib
 
 import pytest
 
-from tests.serverproc import GatewayProcess, run_gateway
+from tests.serverproc import imap_gateway
 
 imaplib.Commands.setdefault("COMPRESS", ("AUTH", "SELECTED"))
 
@@ -70,9 +70,7 @@ class DeflateIMAP4(imaplib.IMAP4):
 
 @pytest.fixture
 def server(tmp_path):
-    data = tmp_path / "data"
-    run_gateway(data, "user", "add", "alice", input=b"pw\n")
-    with GatewayProcess(data, pop3=None, lmtp=None) as process:
+    with imap_gateway(tmp_path / "data") as process:
         yield process
 
 

@@ -10,14 +10,12 @@ import imaplib
 import pytest
 
 from tests.imap.test_binary_fetch import BIG, message
-from tests.serverproc import GatewayProcess, run_gateway
+from tests.serverproc import imap_gateway
 
 
 @pytest.fixture
 def server(tmp_path):
-    data = tmp_path / "data"
-    run_gateway(data, "user", "add", "alice", input=b"pw\n")
-    with GatewayProcess(data, pop3=None, lmtp=None) as process:
+    with imap_gateway(tmp_path / "data") as process:
         yield process
 
 

@@ -43,8 +43,8 @@ from gateway.store.model import (
     UID_MAX,
     ChangeSet,
     MailboxInfo,
-    MessageRecord,
     QuotaUsage,
+    flag_changes,
 )
 from gateway.store.names import canonical_name, check_name
 from gateway.store.postgresql.check import CheckMixin
@@ -438,20 +438,8 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
         if mailbox_id not in counters:
             raise NoSuchMailbox(str(mailbox_id))
         modseq = counters[mailbox_id][1] + 1
-        changed, modified = [], []
-        for row in self._select_uids(tx, RECORD_COLUMNS, mailbox_id, uids):
-            record = record_from_row(row)
-            if unchangedsince is not None and record.modseq > unchangedsince:
-                modified.append(record.uid)
-                continue
-            if mode == "set":
-                new = flags
-            elif mode == "add":
-                new = record.flags | flags
-            else:
-                new = record.flags - flags
-            if new != record.flags:
-                changed.append(MessageRecord(record.uid, new, record.internaldate, record.size, modseq))
+        records = (record_from_row(row) for row in self._select_uids(tx, RECORD_COLUMNS, mailbox_id, uids))
+        changed, modified = flag_changes(records, flags, mode, unchangedsince, modseq)
         if changed:
             tx.cursor.executemany(
                 "UPDATE messages SET flags = %s, modseq = %s WHERE mailbox_id = %s AND uid = %s",

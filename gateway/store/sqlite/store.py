@@ -64,7 +64,7 @@ from gateway.store.interfaces import (
     MessageExpunged,
     NoSuchMailbox,
 )
-from gateway.store.model import ChangeSet, MessageRecord
+from gateway.store.model import ChangeSet, flag_changes
 from gateway.store.sqlite.delivery import DeliveryMixin
 from gateway.store.sqlite.devices import DevicesMixin
 from gateway.store.sqlite.dump import DumpMixin
@@ -288,20 +288,8 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         def run(step):
             _, modseq = self._counters(mailbox_id)
             modseq += 1
-            changed, modified = [], []
-            for row in self._select_uids(RECORD_COLUMNS, mailbox_id, uids):
-                record = record_from_row(row)
-                if unchangedsince is not None and record.modseq > unchangedsince:
-                    modified.append(record.uid)
-                    continue
-                if mode == "set":
-                    new = flags
-                elif mode == "add":
-                    new = record.flags | flags
-                else:
-                    new = record.flags - flags
-                if new != record.flags:
-                    changed.append(MessageRecord(record.uid, new, record.internaldate, record.size, modseq))
+            records = (record_from_row(row) for row in self._select_uids(RECORD_COLUMNS, mailbox_id, uids))
+            changed, modified = flag_changes(records, flags, mode, unchangedsince, modseq)
             if not changed:
                 return [], modified
             self._db.executemany(
