@@ -42,6 +42,12 @@ def spool(source, directory: str | None = None) -> Spooled:
     """
     @raise TemporaryFailure: the temporary file cannot be written (disk full).
     """
+    f, size, key = _hashed_file(message.crlf_chunks(source_chunks(source)), directory)
+    return Spooled(f, size, key)
+
+
+def _hashed_file(chunks: Iterable[bytes], directory: str | None) -> tuple[BinaryIO, int, str]:
+    """``chunks`` in a temporary file at its start, with their size and SHA-256."""
     digest = hashlib.sha256()
     size = 0
     try:
@@ -49,7 +55,7 @@ def spool(source, directory: str | None = None) -> Spooled:
     except OSError as e:
         raise TemporaryFailure(f"cannot spool message: {os.strerror(e.errno or errno.EIO)}") from e
     try:
-        for chunk in message.crlf_chunks(source_chunks(source)):
+        for chunk in chunks:
             f.write(chunk)
             digest.update(chunk)
             size += len(chunk)
@@ -61,7 +67,7 @@ def spool(source, directory: str | None = None) -> Spooled:
     except BaseException:
         f.close()
         raise
-    return Spooled(f, size, digest.hexdigest())
+    return f, size, digest.hexdigest()
 
 
 class BlobCorrupt(TemporaryFailure):
@@ -75,21 +81,8 @@ def fetched(chunks: Iterable[bytes], key: str, directory: str | None = None) -> 
 
     @raise BlobCorrupt: they do not match ``key``.
     """
-    digest = hashlib.sha256()
-    f = tempfile.TemporaryFile(dir=directory, prefix="gateway-body.")
-    try:
-        for chunk in chunks:
-            f.write(chunk)
-            digest.update(chunk)
-        f.flush()
-        f.seek(0)
-    except OSError as e:
+    f, _, digest = _hashed_file(chunks, directory)
+    if digest != key:
         f.close()
-        raise TemporaryFailure(f"cannot spool message: {os.strerror(e.errno or errno.EIO)}") from e
-    except BaseException:
-        f.close()
-        raise
-    if digest.hexdigest() != key:
-        f.close()
-        raise BlobCorrupt(f"stored body {key} reads back as {digest.hexdigest()}")
+        raise BlobCorrupt(f"stored body {key} reads back as {digest}")
     return f
