@@ -24,6 +24,9 @@ _CPU_PER_MESSAGE = Metric("CPU us/msg", "us server CPU", False, ranked=False)
 # And what the engines of its store spend (PostgreSQL, SeaweedFS), where it has them.
 _STORE_CPU_PER_MESSAGE = Metric("store CPU us/msg", "us store CPU", False, ranked=False)
 _RATE = (Metric("msg/s", "msg/s", True), _CPU_PER_MESSAGE, _STORE_CPU_PER_MESSAGE)
+# What crossed the wire per message: a compressed session against a plain one.
+_WIRE = Metric("wire bytes/msg", "bytes", False, ranked=False)
+_FETCH = (*_RATE, _WIRE)
 _PUSH = (Metric("p50 ms", "ms", False), Metric("p99 ms", "ms", False), Metric("missed", "sessions", False))
 _MS = (Metric("ms", "ms", False),)
 _MEMORY = (Metric("KB/session", "KB PSS", False),)
@@ -49,8 +52,10 @@ SCENARIOS = (
              (Metric("ms", "ms", False), Metric("STAT+UIDL ms", "ms", False)), mailboxes=_LARGE),
     Scenario("large-mixed", "large INBOX: 8 clients with STOREs", large.large_mixed,
              (Metric("ops/s", "ops/s", True),), mailboxes=_LARGE),
-    Scenario("imap-fetch-headers", "imap FETCH header set", throughput.imap_fetch_headers, _RATE),
-    Scenario("imap-fetch-bodies", "imap FETCH BODY.PEEK[]", throughput.imap_fetch_bodies, _RATE),
+    Scenario("imap-fetch-headers", "imap FETCH header set", throughput.imap_fetch_headers, _FETCH),
+    Scenario("imap-fetch-bodies", "imap FETCH BODY.PEEK[]", throughput.imap_fetch_bodies, _FETCH),
+    Scenario("imap-fetch-compressed", "imap FETCH BODY.PEEK[] under COMPRESS=DEFLATE",
+             throughput.imap_fetch_bodies_compressed, _FETCH),
     Scenario("pop3-login-rate", "pop3 login rate", throughput.pop3_login_rate,
              (Metric("logins/s", "logins/s", True),)),
     Scenario("imap-login-rate", "imap login rate", throughput.imap_login_rate,

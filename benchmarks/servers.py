@@ -199,6 +199,8 @@ service auth {{
 }}
 protocol imap {{
   mail_max_userip_connections = {clients}
+  # COMPRESS=DEFLATE (RFC 4978), as Debian's dovecot-imapd ships it.
+  mail_plugins = $mail_plugins zlib imap_zlib
 }}
 protocol pop3 {{
   mail_max_userip_connections = {clients}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import zlib
 
 READ_SIZE = 256 * 1024
 _LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
@@ -26,6 +27,10 @@ class Connection:
         self.reader = reader
         self.writer = writer
         self.buffer = bytearray()
+        # Bytes as they came off the socket (compressed ones, once compressed).
+        self.received = 0
+        self._inflate = None
+        self._deflate = None
 
     @classmethod
     async def open(cls, host: str, port: int) -> Connection:
@@ -38,7 +43,15 @@ class Connection:
         chunk = await self.reader.read(READ_SIZE)
         if not chunk:
             raise ProtocolError("connection closed by server")
+        self.received += len(chunk)
+        if self._inflate is not None:
+            chunk = self._inflate.decompress(chunk)
         self.buffer += chunk
+
+    def compress(self) -> None:
+        """From now on raw DEFLATE both ways (RFC 4978), each write flushed whole."""
+        self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
 
     async def read_until(self, terminator: bytes) -> bytes:
         """Everything up to and including ``terminator``."""
@@ -65,6 +78,8 @@ class Connection:
         del self.buffer[:count]
 
     def write(self, data: bytes) -> None:
+        if self._deflate is not None:
+            data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
         self.writer.write(data)
 
     async def drain(self) -> None:
@@ -180,6 +195,11 @@ class Imap:
             await connection.close()
             raise
         return imap
+
+    async def compress(self) -> None:
+        """COMPRESS DEFLATE (RFC 4978): the server compresses from the line after its OK."""
+        await self.command(b"COMPRESS DEFLATE")
+        self.connection.compress()
 
     def send(self, command: bytes) -> bytes:
         self.counter += 1

@@ -117,8 +117,8 @@ def test_load_generator_drives_the_gateway(gateway):
                     pid=server.process.pid)
     settings = attrs.evolve(Settings(), duration=0.2, push_sessions=5, push_rounds=1, mailbox_idle_sessions=4,
                             mixed_clients=2, cap=15.0)
-    scenarios = choose(["pop3-first-download-1", "pop3-pipelined-1", "imap-fetch-headers", "idle-push",
-                        "idle-1k", "large"])
+    scenarios = choose(["pop3-first-download-1", "pop3-pipelined-1", "imap-fetch-headers", "imap-fetch-bodies",
+                        "imap-fetch-compressed", "idle-push", "idle-1k", "large"])
 
     async def scenario_run():
         await prepare(target.host, target.lmtp, target.imap, users, messages=12, poll_messages=2,
@@ -134,6 +134,10 @@ def test_load_generator_drives_the_gateway(gateway):
     for key in ("large-select", "large-fetch-flags", "large-search-unseen", "large-pop3"):
         assert 0 < outcomes.median(key, "gateway", "ms") < 15_000, key
     assert outcomes.median("idle-1k", "gateway", "KB/session") is not None
+    # The same bodies cross the wire in fewer bytes under COMPRESS=DEFLATE (RFC 4978).
+    plain = outcomes.median("imap-fetch-bodies", "gateway", "wire bytes/msg")
+    assert 0 < outcomes.median("imap-fetch-compressed", "gateway", "wire bytes/msg") < plain
+    assert outcomes.median("imap-fetch-compressed", "gateway", "msg/s") > 0
     # No store engines of its own to count.
     assert outcomes.median("pop3-first-download-1", "gateway", "store CPU us/msg") is None
     assert outcomes.median("idle-push", "gateway", "missed") == 0
