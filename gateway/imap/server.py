@@ -13,7 +13,7 @@ here or in the command mixins (``login``, ``mailboxes``, ``selected``):
   feed (Twisted's ``IMailboxIMAPListener`` has no expunge callback, so
   untagged EXPUNGE only reached the expunging session);
 - error paths send fixed bytes (Twisted sends ``str`` or exception text in
-  places, its issue 12262);
+  places, Twisted issue 12262);
 - SELECT answers ``OK [UIDVALIDITY n] text`` (Twisted 26.10 sends no text);
 - capabilities (``gateway.imap.capabilities``): LITERAL+/LITERAL-,
   APPENDLIMIT, SASL-IR, ID, ENABLE, UIDPLUS, MOVE, CHILDREN, SPECIAL-USE,
@@ -23,7 +23,7 @@ here or in the command mixins (``login``, ``mailboxes``, ``selected``):
   NOTIFY (``notify_command``) and IMAP4rev2 by ENABLE, COMPRESS=DEFLATE
   (``compress``), QUOTA (``quota_commands``), MULTIAPPEND (``append``),
   BINARY and UTF8=ACCEPT, none of which Twisted has;
-- the limits of ``[limits]`` (issue 4): a command line longer than
+- the limits of ``[limits]``: a command line longer than
   ``max_line_length`` is answered ``BAD [TOOBIG]`` and skipped without being
   buffered; literal sizes are ASCII digits only (Twisted used ``int()``),
   checked before a byte is read, and a non-synchronizing literal that no
