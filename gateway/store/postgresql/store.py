@@ -294,8 +294,8 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
     def quota_usage(self, user):
         def work(tx):
             storage, messages = tx.one(
-                "SELECT coalesce(sum(m.size), 0), count(*) FROM messages m"
-                " JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.owner = %s", (user,))
+                "SELECT coalesce(sum(message_octets), 0), coalesce(sum(message_count), 0) FROM mailboxes"
+                " WHERE owner = %s", (user,))
             return QuotaUsage(int(storage), messages)
 
         return self._db.read(work)
