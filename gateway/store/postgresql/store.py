@@ -56,6 +56,7 @@ from gateway.store.postgresql.feed import ClusterChangeFeed
 from gateway.store.postgresql.maildrops import MaildropLocks
 from gateway.store.postgresql.maintenance import MaintenanceMixin
 from gateway.store.postgresql.bodykeys import AHEAD, BodyKeys
+from gateway.store.postgresql import notices
 from gateway.store.postgresql.memo import ChangesMemo
 from gateway.store.postgresql.recent import RecentClaims
 from gateway.store.postgresql.schema import migrate, require_current
@@ -228,7 +229,7 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
                 raise MailboxExists(name)
             return info
 
-        return self._db.write(work).addCallback(self._mailboxes_changed, user)
+        return self._changing_list(user, work)
 
     def delete_mailbox(self, user, name):
         def work(tx):
@@ -244,7 +245,7 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
             tx.changed_mailbox(row[0], row[1] + 1)
             self._body_keys.forget(row[0])
 
-        return self._db.write(work).addCallback(self._mailboxes_changed, user)
+        return self._changing_list(user, work)
 
     def rename_mailbox(self, user, old_name, new_name):
         def work(tx):
@@ -284,10 +285,22 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
                 self._create(tx, user, "INBOX", None)
                 tx.changed_mailbox(source.id, source.highestmodseq)
 
-        return self._db.write(work).addCallback(self._mailboxes_changed, user)
+        return self._changing_list(user, work)
+
+    def _changing_list(self, user, work):
+        """
+        ``work``, a write that changes the user's list of mailboxes: this
+        node's sessions are told once it commits, the other nodes' by the
+        NOTIFY it commits with (IMAP NOTIFY MailboxName).
+        """
+        def telling(tx):
+            result = work(tx)
+            tx.execute("SELECT pg_notify(%s, %s)", (notices.CHANNEL, notices.encode_list(self.changes.node, user)))
+            return result
+
+        return self._db.write(telling).addCallback(self._mailboxes_changed, user)
 
     def _mailboxes_changed(self, result, user):
-        # This node's sessions are told at once (IMAP NOTIFY MailboxName).
         self.changes.notify_mailboxes(user)
         return result
 
