@@ -77,7 +77,8 @@ class Database:
     """
 
     def __init__(self, reactor, dsn: str, size: int = 10, min_connections: int = 1,
-                 connect_timeout: float = 10.0, on_commit: Callable[[dict[int, int]], object] | None = None):
+                 connect_timeout: float = 10.0, on_commit: Callable[[dict[int, int]], object] | None = None,
+                 flag_durability: str = "batched"):
         if size < 1 or not 0 <= min_connections <= size:
             raise ValueError(f"pool size {size} with {min_connections} kept open is not usable")
         self._reactor = reactor
@@ -90,6 +91,13 @@ class Database:
             name="gateway",
         )
         self._threads = ThreadPool(minthreads=0, maxthreads=size, name="gateway-postgresql")
+        # "batched" (README, "Storage and durability"): a flag-only commit
+        # does not wait for its WAL flush; the WAL writer flushes it within
+        # 3 x wal_writer_delay, and any later synchronous commit (a
+        # delivery, from any node) flushes it first.  The cluster's own
+        # setting (on, remote_apply...) holds for everything else.
+        self._flags_begin = "BEGIN" if flag_durability == "immediate" else (
+            "BEGIN; SET LOCAL synchronous_commit TO off")
 
     def open(self) -> None:
         self._pool.open(wait=False)
@@ -109,6 +117,15 @@ class Database:
             to ``on_commit`` there first.
         """
         return self._defer(work, args, "BEGIN")
+
+    def write_flags(self, work: Callable[..., T], *args):
+        """
+        As L{write}, for a transaction that changes flags only (and the
+        mod-sequences that go with them): under ``flag_durability``
+        "batched" it is visible at once and durable within the WAL writer's
+        delay, without a flush of its own.
+        """
+        return self._defer(work, args, self._flags_begin)
 
     def snapshot(self, work: Callable[..., T], *args):
         """As L{write}, read-only, every statement seeing the same snapshot."""

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gateway.store.blobs.interface import BlobMissing, IBlobStore
-from gateway.store.encoding import flag_set, flags_text, record_from_row, structure_from_row
+from gateway.store.encoding import flag_set, record_from_row, structure_from_row
 from gateway.store.interfaces import (
     IGroupCommitStore,
     IImportableStore,
@@ -44,7 +44,6 @@ from gateway.store.model import (
     ChangeSet,
     MailboxInfo,
     QuotaUsage,
-    flag_changes,
 )
 from gateway.store.names import canonical_name, check_name
 from gateway.store.postgresql.check import CheckMixin
@@ -53,6 +52,7 @@ from gateway.store.postgresql.database import Database, Transaction
 from gateway.store.postgresql.delivery import STRUCTURE_COLUMNS, DeliveryMixin
 from gateway.store.postgresql.devices import DevicesMixin
 from gateway.store.postgresql.feed import ClusterChangeFeed
+from gateway.store.postgresql.flags import FlagChange, FlagGroups
 from gateway.store.postgresql.maildrops import MaildropLocks
 from gateway.store.postgresql.maintenance import MaintenanceMixin
 from gateway.store.postgresql.bodykeys import AHEAD, BodyKeys
@@ -71,11 +71,13 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
     ``dsn`` is a libpq connection string; ``blobs`` where bodies go.  The
     schema is migrated before the constructor returns (a node cannot serve
     on an older one); with ``migrate_schema`` false it must be current
-    already, and is left as it is.
+    already, and is left as it is.  ``flag_durability`` is ``[store]
+    flag_durability``.
     """
 
     def __init__(self, reactor, dsn: str, blobs: IBlobStore, pool_size: int = 10, min_connections: int = 1,
-                 spool_dir: str | None = None, connect_timeout: float = 10.0, migrate_schema: bool = True):
+                 spool_dir: str | None = None, connect_timeout: float = 10.0, migrate_schema: bool = True,
+                 flag_durability: str = "batched"):
         self._reactor = reactor
         self._blobs = blobs
         self._spool_dir = spool_dir
@@ -91,7 +93,9 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
         # A body this node keeps a copy of opens without a thread (the
         # cache of blobs/cache.py); others are read in the pool.
         self._open_local = getattr(blobs, "open_cached", None)
-        self._db = Database(reactor, dsn, pool_size, min_connections, connect_timeout, on_commit=self._committed)
+        self._db = Database(reactor, dsn, pool_size, min_connections, connect_timeout, on_commit=self._committed,
+                            flag_durability=flag_durability)
+        self.flag_groups = FlagGroups(reactor, self._db.write_flags)
         self._db.open()
         try:
             if migrate_schema:
@@ -428,31 +432,15 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
             raise NoSuchMailbox(str(mailbox_id))
         return row
 
-    def _store_flags_work(self, tx, mailbox_id, uids, flags, mode, unchangedsince):
+    def _store_flags(self, mailbox_id, uids, flags, mode, unchangedsince):
         """
-        Change flags under the mailbox's row lock, so that with
+        Under the mailbox's row lock (flags.py), so that with
         ``unchangedsince`` (RFC 7162 3.1.3) nobody changes a message between
         our reading its modseq and our update.
         """
-        counters = self._lock_mailboxes(tx, [mailbox_id])
-        if mailbox_id not in counters:
-            raise NoSuchMailbox(str(mailbox_id))
-        modseq = counters[mailbox_id][1] + 1
-        records = (record_from_row(row) for row in self._select_uids(tx, RECORD_COLUMNS, mailbox_id, uids))
-        changed, modified = flag_changes(records, flags, mode, unchangedsince, modseq)
-        if changed:
-            tx.cursor.executemany(
-                "UPDATE messages SET flags = %s, modseq = %s WHERE mailbox_id = %s AND uid = %s",
-                [(flags_text(r.flags), modseq, mailbox_id, r.uid) for r in changed],
-            )
-            tx.execute("UPDATE mailboxes SET highestmodseq = %s WHERE id = %s", (modseq, mailbox_id))
-            tx.changed_mailbox(mailbox_id, modseq)
-        return changed, modified
-
-    def _store_flags(self, mailbox_id, uids, flags, mode, unchangedsince):
         if mode not in ("set", "add", "remove"):
             return defer.fail(ValueError(mode))
-        return self._db.write(self._store_flags_work, mailbox_id, uids, frozenset(flags), mode, unchangedsince)
+        return self.flag_groups.submit(FlagChange(mailbox_id, tuple(uids), frozenset(flags), mode, unchangedsince))
 
     def store_flags(self, mailbox_id, uids, flags, mode):
         return self._store_flags(mailbox_id, uids, flags, mode, None).addCallback(lambda outcome: outcome[0])
