@@ -91,6 +91,10 @@ class Database:
             name="gateway",
         )
         self._threads = ThreadPool(minthreads=0, maxthreads=size, name="gateway-postgresql")
+        # Bodies travel from an object store in threads of their own: a
+        # download waiting on the network holds no connection, and no
+        # query waits behind it.
+        self._body_threads = ThreadPool(minthreads=0, maxthreads=size, name="gateway-bodies")
         # "batched" (README, "Storage and durability"): a flag-only commit
         # does not wait for its WAL flush; the WAL writer flushes it within
         # 3 x wal_writer_delay, and any later synchronous commit (a
@@ -102,8 +106,10 @@ class Database:
     def open(self) -> None:
         self._pool.open(wait=False)
         self._threads.start()
+        self._body_threads.start()
 
     def close(self) -> None:
+        self._body_threads.stop()
         self._threads.stop()
         self._pool.close()
 
@@ -138,6 +144,10 @@ class Database:
     def in_thread(self, function: Callable[..., T], *args):
         """``function(*args)`` in the thread pool, with no connection."""
         return deferToThreadPool(self._reactor, self._threads, function, *args)
+
+    def in_body_thread(self, function: Callable[..., T], *args):
+        """``function(*args)`` in the threads that read bodies from an object store, with no connection."""
+        return deferToThreadPool(self._reactor, self._body_threads, function, *args)
 
     def _defer(self, work, args, begin):
         d = deferToThreadPool(self._reactor, self._threads, self.transact, work, args, begin)

@@ -57,6 +57,7 @@ from gateway.store.postgresql.maildrops import MaildropLocks
 from gateway.store.postgresql.maintenance import MaintenanceMixin
 from gateway.store.postgresql.bodykeys import AHEAD, BodyKeys
 from gateway.store.postgresql.memo import ChangesMemo
+from gateway.store.postgresql.readahead import ReadAhead
 from gateway.store.postgresql.schema import migrate, require_current
 
 log = Logger()
@@ -93,10 +94,15 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
         # A body this node keeps a copy of opens without a thread (the
         # cache of blobs/cache.py); others are read in the pool.
         self._open_local = getattr(blobs, "open_cached", None)
+        # Bodies from an object store are fetched ahead into that cache.
+        self._read_ahead = None
         self._db = Database(reactor, dsn, pool_size, min_connections, connect_timeout, on_commit=self._committed,
                             flag_durability=flag_durability)
         self.flag_groups = FlagGroups(reactor, self._db.write_flags)
         self._db.open()
+        self._blobs_in_index = getattr(blobs, "in_index", False)
+        if self._open_local is not None and not self._blobs_in_index:
+            self._read_ahead = ReadAhead(blobs, self._db.in_body_thread)
         try:
             if migrate_schema:
                 self._db.transact(migrate)
@@ -389,17 +395,50 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
     def open_message(self, mailbox_id, uid):
         key = self._body_keys.get(mailbox_id, uid)
         if key is None:
-            return self._db.read(self._open_work, mailbox_id, uid)
+            d = self._db.read(self._open_work, mailbox_id, uid)
+            if self._read_ahead is not None:
+                d.addCallback(self._reading_on, mailbox_id, uid)
+            return d
         if self._open_local is not None:
             opened = self._open_local(key)
             if opened is not None:
+                self._reading_on(None, mailbox_id, uid)
                 return defer.succeed(opened)
-        return self._db.read(self._open_known, mailbox_id, uid, key)
+        if self._blobs_in_index:
+            return self._db.read(self._open_known, mailbox_id, uid, key)
+        waiting = None if self._read_ahead is None else self._read_ahead.fetching(key)
+        if waiting is None:
+            d = self._open_remote(mailbox_id, uid, key)
+        else:
+            d = waiting.addCallback(lambda _: self._open_fetched(mailbox_id, uid, key))
+        self._reading_on(None, mailbox_id, uid)
+        return d
+
+    def _reading_on(self, opened, mailbox_id, uid):
+        """A session reads ``uid``: the bodies after it are fetched ahead."""
+        if self._read_ahead is not None:
+            self._read_ahead.ahead(self._body_keys.ahead(mailbox_id, uid, self._read_ahead.depth))
+        return opened
+
+    def _open_fetched(self, mailbox_id, uid, key):
+        opened = self._open_local(key)
+        if opened is not None:
+            return opened
+        return self._open_remote(mailbox_id, uid, key)  # not kept, or its fetch failed
+
+    def _open_remote(self, mailbox_id, uid, key):
+        """From the object store, holding no index connection; a missing body is looked up again."""
+        def missing(failure):
+            failure.trap(BlobMissing)
+            self._body_keys.forget(mailbox_id, [uid])
+            return self._db.read(self._open_work, mailbox_id, uid)
+
+        return self._db.in_body_thread(self._blobs.open, None, key).addErrback(missing)
 
     def _open_work(self, tx, mailbox_id, uid):
         generation = self._body_keys.generation()
         rows = tx.all(
-            "SELECT uid, blob FROM messages WHERE mailbox_id = %s AND uid >= %s ORDER BY uid LIMIT %s",
+            "SELECT uid, blob, size FROM messages WHERE mailbox_id = %s AND uid >= %s ORDER BY uid LIMIT %s",
             (mailbox_id, uid, AHEAD),
         )
         if not rows or rows[0][0] != uid:
