@@ -13,10 +13,12 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 
 from gateway.store.interfaces import NoSuchMailbox
+from gateway.store.postgresql import flags
 from gateway.store.postgresql.chunks import ChunkedBlobs
 from gateway.store.postgresql.store import PostgreSQLStore
 from tests.deferreds import failure_of, result_of
 from tests.store.contract import MESSAGE, inbox
+from tests.store.test_postgresql import turn_until
 
 SEEN = frozenset({"\\Seen"})
 
@@ -59,22 +61,79 @@ def open_store(dsn, durability):
     return PostgreSQLStore(reactor, dsn, ChunkedBlobs(), pool_size=4, flag_durability=durability)
 
 
-@pytest.mark.parametrize("durability, flags_commit", [("batched", "off"), ("immediate", "on")])
-def test_flag_changes_skip_the_wal_flush_only_when_batched(database, durability, flags_commit):
+@pytest.mark.parametrize("durability, flag_commits", [("batched", ["on", "off", "off"]),
+                                                    ("immediate", ["on", "on", "on"])])
+def test_flag_changes_skip_the_wal_flush_only_when_batched(database, durability, flag_commits):
     store = open_store(database, durability)
     try:
         watch_writes(database)
         box = inbox(store)
         uid = result_of(store.append(box.id, MESSAGE)).uid
-        changed = result_of(store.store_flags(box.id, [uid], SEEN, "add"))
-        assert [(r.uid, r.flags) for r in changed] == [(uid, SEEN)]
-        # Visible at once to another connection, whichever the tier.
-        assert sql(database, "SELECT flags FROM messages WHERE uid = %s", (uid,)) == [("\\Seen",)]
+        for flag in ("\\Seen", "\\Flagged", "\\Answered"):
+            changed = result_of(store.store_flags(box.id, [uid], {flag}, "add"))
+            assert [r.uid for r in changed] == [uid] and flag in changed[0].flags
+            # Visible at once to another connection, whichever the tier.
+            assert flag in sql(database, "SELECT flags FROM messages WHERE uid = %s", (uid,))[0][0]
     finally:
         result_of(store.close())
-    # A delivery is always flushed before it is answered.
+    # A delivery is always flushed before it is answered; so is the first
+    # flag change of a mailbox, which records it (flags.py).
     assert {s for _, s in writes(database, "INSERT")} == {"on"}
-    assert {s for _, s in writes(database, "UPDATE")} == {flags_commit}
+    assert [s for _, s in sorted(writes(database, "UPDATE"))] == flag_commits
+    # A clean stop leaves no record of unflushed changes.
+    assert sql(database, "SELECT count(*) FROM unsynced_flags") == [(0,)]
+
+
+def test_the_record_of_unflushed_changes_goes_once_they_are_flushed(database, monkeypatch):
+    monkeypatch.setattr(flags, "FLUSH_DELAY", 0.1)
+    store = open_store(database, "batched")
+    try:
+        box = inbox(store)
+        uid = result_of(store.append(box.id, MESSAGE)).uid
+        result_of(store.store_flags(box.id, [uid], SEEN, "add"))
+        assert sql(database, "SELECT mailbox_id FROM unsynced_flags") == [(box.id,)]
+        result_of(store.store_flags(box.id, [uid], SEEN, "remove"))
+        assert store.flag_groups.unflushed == 1
+        assert turn_until(lambda: sql(database, "SELECT count(*) FROM unsynced_flags") == [(0,)], 10)
+        # The next change records the mailbox again before going unflushed.
+        result_of(store.store_flags(box.id, [uid], SEEN, "add"))
+        assert sql(database, "SELECT mailbox_id FROM unsynced_flags") == [(box.id,)]
+        assert store.flag_groups.unflushed == 1
+    finally:
+        result_of(store.close())
+
+
+def test_a_server_restart_gives_recorded_mailboxes_higher_modseqs(database, monkeypatch):
+    # RFC 7162 3.1.1: a crash of the server may lose the unflushed changes,
+    # whose mod-sequences clients may know; none may be handed out again.
+    monkeypatch.setattr(flags, "FLUSH_DELAY", 600)
+    node = open_store(database, "batched")
+    try:
+        box, other = inbox(node), inbox(node, "bob")
+        uids = [result_of(node.append(box.id, MESSAGE)).uid for _ in range(3)]
+        result_of(node.append(other.id, MESSAGE))
+        result_of(node.store_flags(box.id, uids[:1], SEEN, "add"))
+        result_of(node.store_flags(box.id, uids[1:2], SEEN, "add"))  # unflushed
+        highest = result_of(node.get_mailbox("alice", "INBOX")).highestmodseq
+        other_highest = result_of(node.get_mailbox("bob", "INBOX")).highestmodseq
+        # As if the server had started again since the record was made.
+        sql(database, "UPDATE unsynced_flags SET server_started = server_started - interval '1 hour'")
+        restarted = open_store(database, "batched")  # its first connection recovers
+        try:
+            after = result_of(restarted.get_mailbox("alice", "INBOX"))
+            assert after.highestmodseq == highest + flags.MARGIN
+            assert {r.modseq for r in result_of(restarted.list_messages(box.id))} == {after.highestmodseq}
+            assert result_of(restarted.get_mailbox("bob", "INBOX")).highestmodseq == other_highest
+            changes = result_of(restarted.changes_since(box.id, highest))
+            assert sorted(r.uid for r in changes.updated) == uids
+            # Recovered once: the record is current again, kept for its node.
+            assert sql(database, "SELECT mailbox_id FROM unsynced_flags"
+                                 " WHERE server_started = pg_postmaster_start_time()") == [(box.id,)]
+        finally:
+            result_of(restarted.close())
+    finally:
+        result_of(node.close())
+    assert sql(database, "SELECT count(*) FROM unsynced_flags") == [(0,)]
 
 
 def test_a_burst_of_flag_saves_from_many_sessions_is_one_transaction(database):

@@ -78,7 +78,7 @@ class Database:
 
     def __init__(self, reactor, dsn: str, size: int = 10, min_connections: int = 1,
                  connect_timeout: float = 10.0, on_commit: Callable[[dict[int, int]], object] | None = None,
-                 flag_durability: str = "batched"):
+                 flag_durability: str = "batched", on_connect: Callable[[psycopg.Connection], object] | None = None):
         if size < 1 or not 0 <= min_connections <= size:
             raise ValueError(f"pool size {size} with {min_connections} kept open is not usable")
         self._reactor = reactor
@@ -88,7 +88,7 @@ class Database:
         self._pool = ConnectionPool(
             dsn, min_size=min_connections, max_size=size, open=False, timeout=connect_timeout,
             kwargs={"autocommit": True, "application_name": "gateway", **connection_settings(connect_timeout)},
-            name="gateway",
+            name="gateway", configure=on_connect,
         )
         self._threads = ThreadPool(minthreads=0, maxthreads=size, name="gateway-postgresql")
         # Bodies travel from an object store in threads of their own: a

@@ -95,6 +95,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX pop3_device_deletions_device ON pop3_device_deletions (mailbox_id, device);
     """,
+    # Mailboxes whose flag changes a node committed without a WAL flush
+    # (flags.py), and under which start of the server.
+    """
+    CREATE TABLE unsynced_flags (
+        node text COLLATE "C" NOT NULL,
+        mailbox_id bigint NOT NULL,
+        server_started timestamptz NOT NULL,
+        PRIMARY KEY (node, mailbox_id)
+    );
+    """,
 )
 
 # pg_advisory_xact_lock key of the migration: "gateway" in ASCII.

@@ -53,6 +53,7 @@ from gateway.store.postgresql.delivery import STRUCTURE_COLUMNS, DeliveryMixin
 from gateway.store.postgresql.devices import DevicesMixin
 from gateway.store.postgresql.feed import ClusterChangeFeed
 from gateway.store.postgresql.flags import FlagChange, FlagGroups
+from gateway.store.postgresql.flags import recover as recover_unflushed
 from gateway.store.postgresql.maildrops import MaildropLocks
 from gateway.store.postgresql.maintenance import MaintenanceMixin
 from gateway.store.postgresql.bodykeys import AHEAD, BodyKeys
@@ -97,8 +98,8 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
         # Bodies from an object store are fetched ahead into that cache.
         self._read_ahead = None
         self._db = Database(reactor, dsn, pool_size, min_connections, connect_timeout, on_commit=self._committed,
-                            flag_durability=flag_durability)
-        self.flag_groups = FlagGroups(reactor, self._db.write_flags)
+                            flag_durability=flag_durability, on_connect=recover_unflushed)
+        self.flag_groups = FlagGroups(reactor, self._db, flag_durability)
         self._db.open()
         self._blobs_in_index = getattr(blobs, "in_index", False)
         if self._open_local is not None and not self._blobs_in_index:
@@ -124,6 +125,7 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
             if self._collector is not None and self._collector.running:
                 self._collector.stop()
             self._closed = self.changes.stop_polling()
+            self._closed.addCallback(lambda _: self.flag_groups.close())
             self._closed.addCallback(lambda _: self._maildrops.close())
             self._closed.addCallback(lambda _: self._db.close())
         d = defer.Deferred()
