@@ -188,3 +188,25 @@ def test_a_refused_change_fails_alone_in_its_group(database):
         assert [r.uid for r in result_of(good)] == [uid]
     finally:
         result_of(store.close())
+
+
+def test_reads_do_not_queue_behind_writes_waiting_on_a_lock(database):
+    import psycopg
+
+    store = PostgreSQLStore(reactor, database, ChunkedBlobs(), pool_size=4)
+    try:
+        box = inbox(store)
+        uids = [result_of(store.append(box.id, MESSAGE)).uid for _ in range(4)]
+        # Another node holds the mailbox's row lock: every write to it waits.
+        with psycopg.connect(database) as holder:
+            holder.execute("SELECT 1 FROM mailboxes WHERE id = %s FOR UPDATE", (box.id,))
+            waiting = [store.expunge(box.id, [uid]) for uid in uids]
+            done = []
+            for d in waiting:
+                d.addBoth(lambda result: done.append(result) or result)
+            # As many writes as threads are waiting, yet a read is answered.
+            assert [r.uid for r in result_of(store.list_messages(box.id))] == uids
+            assert done == []
+        assert sorted(uid for d in waiting for uid in result_of(d)) == uids
+    finally:
+        result_of(store.close())

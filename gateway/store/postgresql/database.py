@@ -14,6 +14,7 @@ from typing import TypeVar
 import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
+from twisted.internet.defer import DeferredSemaphore
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -91,6 +92,10 @@ class Database:
             name="gateway", configure=on_connect,
         )
         self._threads = ThreadPool(minthreads=0, maxthreads=size, name="gateway-postgresql")
+        # Writes (waiting on row locks, on their commit's flush) take at
+        # most this many threads: the rest are always there for reads, so
+        # a session's SELECT or FETCH never queues behind writes.
+        self._write_slots = DeferredSemaphore(size - max(1, size // 4) if size > 1 else 1)
         # Bodies travel from an object store in threads of their own: a
         # download waiting on the network holds no connection, and no
         # query waits behind it.
@@ -122,7 +127,7 @@ class Database:
             commit, on the reactor thread; the changes it recorded are handed
             to ``on_commit`` there first.
         """
-        return self._defer(work, args, "BEGIN")
+        return self._defer(work, args, "BEGIN", self._write_slots)
 
     def write_flags(self, work: Callable[..., T], *args):
         """
@@ -131,7 +136,7 @@ class Database:
         "batched" it is visible at once and durable within the WAL writer's
         delay, without a flush of its own.
         """
-        return self._defer(work, args, self._flags_begin)
+        return self._defer(work, args, self._flags_begin, self._write_slots)
 
     def snapshot(self, work: Callable[..., T], *args):
         """As L{write}, read-only, every statement seeing the same snapshot."""
@@ -149,8 +154,11 @@ class Database:
         """``function(*args)`` in the threads that read bodies from an object store, with no connection."""
         return deferToThreadPool(self._reactor, self._body_threads, function, *args)
 
-    def _defer(self, work, args, begin):
-        d = deferToThreadPool(self._reactor, self._threads, self.transact, work, args, begin)
+    def _defer(self, work, args, begin, slots: DeferredSemaphore | None = None):
+        if slots is None:
+            d = deferToThreadPool(self._reactor, self._threads, self.transact, work, args, begin)
+        else:
+            d = slots.run(deferToThreadPool, self._reactor, self._threads, self.transact, work, args, begin)
         if self._on_commit is not None:
             d.addCallback(self._announce)
         else:
