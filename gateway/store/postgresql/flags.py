@@ -147,7 +147,10 @@ class FlagGroups:
 
         def finished(result):
             self._pending.discard(d)
-            self._running.subtract(mailboxes)
+            for mailbox_id in mailboxes:
+                self._running[mailbox_id] -= 1
+                if not self._running[mailbox_id]:
+                    del self._running[mailbox_id]
             return result
 
         d.addBoth(finished)
