@@ -63,7 +63,8 @@ def open_store(dsn, durability):
 
 @pytest.mark.parametrize("durability, flag_commits", [("batched", ["on", "off", "off"]),
                                                     ("immediate", ["on", "on", "on"])])
-def test_flag_changes_skip_the_wal_flush_only_when_batched(database, durability, flag_commits):
+def test_flag_changes_skip_the_wal_flush_only_when_batched(database, durability, flag_commits, monkeypatch):
+    monkeypatch.setattr(flags, "FLUSH_DELAY", 600)  # the record stays while the test runs, however slowly
     store = open_store(database, durability)
     try:
         watch_writes(database)
