@@ -87,7 +87,7 @@ def test_a_database_from_before_the_counters_is_counted_when_migrated(postgres_d
     sql(postgres_dsn, "DROP TRIGGER messages_counted_in ON messages; DROP TRIGGER messages_counted_out ON messages;"
         " DROP FUNCTION gateway_count_added(); DROP FUNCTION gateway_count_removed();"
         " ALTER TABLE mailboxes DROP COLUMN message_count, DROP COLUMN message_octets;"
-        " DELETE FROM schema_migrations WHERE version > 2")
+        " DROP TABLE unsynced_flags; DELETE FROM schema_migrations WHERE version > 2")
     store = PostgreSQLStore(reactor, postgres_dsn, ChunkedBlobs(), pool_size=2)
     try:
         assert sql(postgres_dsn, "SELECT max(version) FROM schema_migrations") == [(len(MIGRATIONS),)]
