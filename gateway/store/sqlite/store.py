@@ -14,9 +14,10 @@ Layout under the store root::
     mail/<id>/<uid>         one body per file, CRLF, never changed
 
 Mailbox names never become paths: directories are named by the index's id.
-Durability (DESIGN.md): a body is written to tmp/, fsynced, linked into
-place, and only then is the index row committed; the caller is answered after
-that commit.  A crash leaves no message or a whole one.  The UID a message
+Durability (DESIGN.md): a body is written to tmp/ (or an LMTP spool file is
+linked there), fsynced, linked into place, and the index row is committed
+while the directory is fsynced; the caller is answered after both.  A crash
+leaves no message or a whole one.  The UID a message
 gets is decided inside the write transaction, so two processes delivering at
 once never share one.
 
