@@ -7,13 +7,15 @@ without threads), its body is written CRLF-normalised to tmp/, fsynced and
 parsed: that is where the time of a big or hostile message goes, and no
 write waits for it.  Then one write request links the body into
 mail/<id>/<uid>, inserts the index row and raises UIDNEXT, in the writer's
-group transaction; the directory is fsynced once per group, before the
-commit.  The caller is answered after that commit.
+group transaction; the directory is fsynced once per group, beside the
+commit.  The caller is answered after both.
 
 The copies of one LMTP message (``TracedMessage``s sharing their message)
 are read and parsed once: each copy's body is its own trace fields on top of
 that one spool (copied in the kernel's page cache, not through a parser),
-and its structure the shared one with the fields on top.
+and its structure the shared one with the fields on top.  The one copy of a
+message for one recipient (a ``WholeCopy`` whose lines all end in CRLF) is
+not written again at all: its spool file is linked into tmp/ and is the body.
 """
 
 from __future__ import annotations
