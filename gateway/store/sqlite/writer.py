@@ -45,7 +45,6 @@ with ``synchronous=FULL``, and its Deferred has fired on return.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import errno
 import os
@@ -54,6 +53,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from time import monotonic
 
 import attrs
@@ -189,7 +189,7 @@ class Writer:
         # monotonic() of the first NORMAL commit the disk may not have yet.
         self._unsynced_since: float | None = None
         # Fsyncs directories beside a commit; made with the writer thread.
-        self._directory_syncs: concurrent.futures.ThreadPoolExecutor | None = None
+        self._directory_syncs: ThreadPoolExecutor | None = None
 
     def writing(self) -> bool:
         """Whether this thread is running a write request now."""
@@ -221,8 +221,7 @@ class Writer:
             if self._thread is None:
                 # Started on first use, not when the store is built: twistd
                 # forks to daemonize after building the service.
-                self._directory_syncs = concurrent.futures.ThreadPoolExecutor(
-                    DIRECTORY_SYNC_THREADS, thread_name_prefix="store-dirsync")
+                self._directory_syncs = ThreadPoolExecutor(DIRECTORY_SYNC_THREADS, thread_name_prefix="store-dirsync")
                 self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
                 self._thread.start()
             self._queue.put(requests)
