@@ -36,9 +36,11 @@ bad commands per session (then 421 and close; ``gateway.policy.session``
 counts, as for POP3 and IMAP), and an absolute deadline from connecting, or
 from the end of the last transaction, to DATA: a client that trickles
 commands a byte at a time cannot hold a session open.  Inside DATA
-the idle timeout applies.  The DATA spool is an anonymous file in the store's
-own ``tmp/`` (same filesystem: a full disk shows during DATA, and a killed
-server leaves no file behind).
+the idle timeout applies.  The DATA spool (``gateway.lmtp.spool``) is an
+anonymous file in the store's own ``tmp/`` (same filesystem: a full disk
+shows during DATA, a killed server leaves no file behind, and the copy of a
+transaction with one recipient becomes the stored body without being
+written again).
 
 Recipients are resolved by ``gateway.lmtp.recipients``; a ``+detail``
 selects a folder only under ``[lmtp] save_to_detail_mailbox``.  A copy that
@@ -52,7 +54,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import re
-import tempfile
 from time import monotonic
 from pathlib import Path
 
@@ -63,6 +64,7 @@ from twisted.mail import smtp
 
 from gateway.lmtp import replies
 from gateway.lmtp.delivery import GroupCommit
+from gateway.lmtp.spool import DataSpool
 from gateway.lmtp.recipients import MAX_ADDRESS, MAX_LOCAL_PART, Recipient, header_safe, resolve_recipient
 from gateway.lmtp.trace import Transaction, helo_domain, trace_fields, transaction_id
 from gateway.net import metrics
@@ -71,7 +73,6 @@ from gateway.net.connection import set_no_delay
 from gateway.policy.quota import OverQuota, Quotas, check_quota
 from gateway.policy.session import BadCommands, Deadline, session_config
 from gateway.store.interfaces import StoreFull, TemporaryFailure
-from gateway.store.traced import TracedMessage
 
 log = Logger()
 
@@ -130,16 +131,6 @@ def _temporary_failure(error: BaseException) -> replies.LmtpError:
     return replies.TryLater()
 
 
-def _discard(spool):
-    """Close a spool file whose data is no longer wanted."""
-    try:
-        spool.close()
-    except OSError:
-        # On a full disk closing flushes what is still buffered and fails
-        # again; the file is anonymous, so closing it frees it all the same.
-        pass
-
-
 class LMTPServer(smtp.SMTP):
     """
     One LMTP session.  Transaction state is ``_transaction`` (None before
@@ -172,9 +163,7 @@ class LMTPServer(smtp.SMTP):
         self._peer: str | None = None
         self._transaction: Transaction | None = None
         self._recipients: list[Recipient] = []
-        self._spool = None
-        self._spooled = 0
-        self._spool_error: OSError | None = None
+        self._spool: DataSpool | None = None
         # The last two bytes of message data seen: where the lines end.
         self._tail = b""
         self._delivering = False
@@ -276,18 +265,13 @@ class LMTPServer(smtp.SMTP):
 
     def _spool_write(self, chunk: bytes):
         self._tail = (self._tail + chunk)[-2:]
-        self._spooled += len(chunk)
-        if self._spool_error is not None or self._spooled > self._limits.max_message_size:
-            return
-        try:
-            self._spool.write(chunk)
-        except OSError as e:
-            log.warn("Cannot spool LMTP message data: {error}", error=e.strerror)
-            self._spool_error = e
+        error = self._spool.write(chunk)
+        if error is not None:
+            log.warn("Cannot spool LMTP message data: {error}", error=error.strerror)
 
     def _close_spool(self):
         if self._spool is not None:
-            _discard(self._spool)
+            self._spool.close()
             self._spool = None
 
     # -- replies ------------------------------------------------------------
@@ -428,15 +412,15 @@ class LMTPServer(smtp.SMTP):
             raise replies.NoValidRecipients()
         if rest:
             raise replies.DataSyntax()
+        # One recipient: the spool is the whole copy, fields first.
+        fields = trace_fields(self._transaction, self._recipients[0].address) if len(self._recipients) == 1 else b""
         try:
-            # Anonymous (O_TMPFILE where the OS has it): nothing is left
-            # behind whatever happens to this process.
-            self._spool = tempfile.TemporaryFile(dir=self._spool_dir, prefix="lmtp.")
+            self._spool = DataSpool(self._spool_dir, fields, self._limits.max_message_size)
         except OSError as e:
             log.warn("Cannot create an LMTP spool file: {error}", error=e.strerror)
             raise _temporary_failure(e) from None
-        self._spooled = 0
-        self._spool_error = None
+        if self._spool.error is not None:
+            log.warn("Cannot spool LMTP message data: {error}", error=self._spool.error.strerror)
         self._tail = b""
         self.mode = _DATA
         # The idle timeout covers DATA; the message size bounds it.
@@ -467,18 +451,13 @@ class LMTPServer(smtp.SMTP):
         self.mode = _COMMAND
         spool, self._spool = self._spool, None
         transaction, recipients = self._transaction, self._recipients
-        self._size = self._spooled
+        self._size = spool.size
         self._reset_transaction()
-        if self._spooled > self._limits.max_message_size:
+        if spool.too_big:
             refusal = replies.MessageTooBig()
         else:
-            if self._spool_error is None:
-                try:
-                    # A full disk can surface only when the buffer is written.
-                    spool.flush()
-                except OSError as e:
-                    self._spool_error = e
-            refusal = None if self._spool_error is None else _temporary_failure(self._spool_error)
+            spool.finish()
+            refusal = None if spool.error is None else _temporary_failure(spool.error)
         self._delivering = True
         self.transport.pauseProducing()
         defer.Deferred.fromCoroutine(self._deliver_message(spool, transaction, recipients, refusal, monotonic()))
@@ -509,17 +488,18 @@ class LMTPServer(smtp.SMTP):
                 else:
                     self.sendCode(250, b"2.0.0 <%s> Saved as UID %d" % (recipient.address, outcome))
         finally:
-            _discard(spool)
+            spool.close()
             metrics.observe_command("lmtp", b"DATA", monotonic() - started)
             self._delivered()
 
     def _start_delivery(self, spool, transaction: Transaction, recipient: Recipient) -> defer.Deferred:
         # Every copy's own fields on top of the spool they share, which the
-        # store reads (and parses) once for them all.
-        message = TracedMessage(trace_fields(transaction, recipient.address), spool)
+        # store reads (and parses) once for them all; the one copy of a
+        # single recipient has them in the spool already.
+        message = spool.copy_for(spool.fields or trace_fields(transaction, recipient.address))
         return defer.Deferred.fromCoroutine(self._deliver_copy(recipient, message, len(message.fields) + self._size))
 
-    async def _deliver_copy(self, recipient: Recipient, message: TracedMessage, size: int):
+    async def _deliver_copy(self, recipient: Recipient, message, size: int):
         await check_quota(self._deliveries.store, self._quotas, recipient.user, size)
         return await self._deliveries.deliver(recipient.user, message, recipient.mailbox,
                                               special_use=not recipient.detail)

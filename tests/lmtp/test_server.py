@@ -676,7 +676,7 @@ def test_connection_lost_mid_data_delivers_nothing():
     session = Session()
     session.start()
     session.send(b"Subject: half\r\n\r\nhalf a mess")
-    spool = session.server._spool
+    spool = session.server._spool.file
     session.server.connectionLost(None)
     assert spool.closed
     assert session.store.messages == {}

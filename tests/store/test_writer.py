@@ -305,6 +305,39 @@ def test_close_answers_what_was_queued_then_refuses(threaded, reactor_thread):
     assert threaded.names() == ["a", "b"]
 
 
+def test_directories_are_fsynced_beside_the_commit_and_before_the_answer(threaded, reactor_thread, monkeypatch,
+                                                                          tmp_path):
+    # The fsync waits until the COMMIT has started: were the two in turn, it
+    # would wait in vain.  The answer comes only after the fsync is done.
+    committing = threading.Event()
+    order = []
+    threaded.db.set_trace_callback(lambda statement: statement == "COMMIT" and committing.set())
+
+    def fsync_dir(path):
+        order.append(("fsync started beside the commit", committing.wait(10)))
+        order.append("fsync done")
+
+    monkeypatch.setattr(writer_module, "fsync_dir", fsync_dir)
+    answer = reactor_thread.call(
+        lambda: threaded.writer.submit(insert("a", directory=tmp_path)).addCallback(order.append))
+    assert answer is None
+    assert order == [("fsync started beside the commit", True), "fsync done", "a"]
+
+
+def test_a_directory_fsync_failing_after_the_commit_fails_the_request(threaded, reactor_thread, monkeypatch, tmp_path):
+    # Committed, but its name may not survive a power cut: not acknowledged
+    # (the sender tries again; the start-up sweep expunges a row whose body
+    # file a crash took).
+    def fsync_dir(path):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(writer_module, "fsync_dir", fsync_dir)
+    refused = reactor_thread.call(lambda: threaded.writer.submit(insert("a", directory=tmp_path)).addCallbacks(
+        lambda result: None, lambda failure: (failure.type, str(failure.value))))
+    assert refused == (TemporaryFailure, "cannot write to the store: Input/output error")
+    assert threaded.names() == ["a"]
+
+
 def defer_list(deferreds):
     from twisted.internet import defer
 

@@ -7,18 +7,21 @@ without threads), its body is written CRLF-normalised to tmp/, fsynced and
 parsed: that is where the time of a big or hostile message goes, and no
 write waits for it.  Then one write request links the body into
 mail/<id>/<uid>, inserts the index row and raises UIDNEXT, in the writer's
-group transaction; the directory is fsynced once per group, before the
-commit.  The caller is answered after that commit.
+group transaction; the directory is fsynced once per group, beside the
+commit.  The caller is answered after both.
 
 The copies of one LMTP message (``TracedMessage``s sharing their message)
 are read and parsed once: each copy's body is its own trace fields on top of
 that one spool (copied in the kernel's page cache, not through a parser),
-and its structure the shared one with the fields on top.
+and its structure the shared one with the fields on top.  The one copy of a
+message for one recipient (a ``WholeCopy`` whose lines all end in CRLF) is
+not written again at all: its spool file is linked into tmp/ and is the body.
 """
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import os
 import shutil
@@ -38,9 +41,13 @@ from gateway.store.sqlite.reserve import DiskFull
 from gateway.store.encoding import flags_text, part_to_json
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.writer import store_error
-from gateway.store.traced import TracedMessage
+from gateway.store.traced import TracedMessage, WholeCopy
 
 _CHUNK = 256 * 1024
+
+# Names given in tmp/ to spool files taken as they are (with the pid: other
+# processes deliver into the same tmp/).
+_adopted = itertools.count()
 
 
 def _source_chunks(source) -> Iterable[bytes]:
@@ -73,6 +80,10 @@ class DeliveryMixin:
             self._reserve.before_delivery()
         except DiskFull as e:
             raise StoreFull(str(e)) from None
+        if isinstance(source, WholeCopy) and source.normalised:
+            adopted = self._adopt(source)
+            if adopted is not None:
+                return adopted
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="msg.")
         path = Path(name)
         try:
@@ -82,6 +93,40 @@ class DeliveryMixin:
                 f.flush()
                 os.fsync(f.fileno())
                 size = f.tell()
+            with open(path, "rb") as f:
+                structure = message.parse(f)
+        except OSError as e:
+            path.unlink(missing_ok=True)
+            raise store_error(e) from e
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return Spooled(path, size, structure)
+
+    def _adopt(self, source: WholeCopy) -> Spooled | None:
+        """
+        The file of ``source`` itself as the body: named in tmp/ (a link to
+        its open file, as ``linkat`` allows for an O_TMPFILE file), fsynced
+        and parsed, never written again.  None where it cannot be named
+        (another file system, a file already unlinked, no /proc): then it
+        is copied as any source is.
+        """
+        fd = source.fileno()
+        name = f"msg.{os.getpid()}.{next(_adopted)}"
+        path = self._tmp / name
+        try:
+            directory = os.open(self._tmp, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                # A directory fd makes os.link call linkat(AT_SYMLINK_FOLLOW)
+                # rather than link(), which would not follow /proc's link.
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=directory)
+            finally:
+                os.close(directory)
+        except OSError:
+            return None
+        try:
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
             with open(path, "rb") as f:
                 structure = message.parse(f)
         except OSError as e:

@@ -125,8 +125,10 @@ class MaintenanceMixin:
             crash between its rename into place and the commit of an append,
             copy or move), so it was never acknowledged, or it is still at
             its source;
-          - a row whose body file is gone is expunged (no crash leaves
-            one, so the file was lost; the message cannot be served);
+          - a row whose body file is gone is expunged (a power cut between
+            a commit and the fsync of the directory beside it, before the
+            message was acknowledged; else the file was lost: either way
+            the message cannot be served);
           - a mailbox directory the index does not know is removed (a crash
             between DELETE's commit and the removal, or during a CREATE that
             never committed);

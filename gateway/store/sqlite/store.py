@@ -14,9 +14,10 @@ Layout under the store root::
     mail/<id>/<uid>         one body per file, CRLF, never changed
 
 Mailbox names never become paths: directories are named by the index's id.
-Durability (DESIGN.md): a body is written to tmp/, fsynced, linked into
-place, and only then is the index row committed; the caller is answered after
-that commit.  A crash leaves no message or a whole one.  The UID a message
+Durability (DESIGN.md): a body is written to tmp/ (or an LMTP spool file is
+linked there), fsynced, linked into place, and the index row is committed
+while the directory is fsynced; the caller is answered after both.  A crash
+leaves no message or a whole one.  The UID a message
 gets is decided inside the write transaction, so two processes delivering at
 once never share one.
 
@@ -88,6 +89,9 @@ from gateway.store.sqlite.writer import Writer
 
 log = Logger()
 
+# Deliveries spooled (written, fsynced, parsed) at once at most.
+SPOOL_THREADS = 8
+
 
 def _connect(index: Path) -> sqlite3.Connection:
     return sqlite3.connect(index, timeout=30, isolation_level=None, check_same_thread=False)
@@ -139,8 +143,10 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         # The reactor thread's connection never writes, so never waits for a
         # lock or a disk flush.
         self._read_db.execute("PRAGMA query_only=1")
-        # Spooling, fsyncing and parsing arriving messages.
-        self._workers = ThreadPool(0, 2, "store-spool") if threads else None
+        # Spooling, fsyncing and parsing arriving messages.  An fsync mostly
+        # waits on the disk, and the fsyncs of concurrent deliveries share
+        # the file system's journal commits: more threads than cores.
+        self._workers = ThreadPool(0, SPOOL_THREADS, "store-spool") if threads else None
         self._data_version = None
         # What changes_since answered, per (mailbox id, modseq) (reads.py).
         self._changes_memo: dict[tuple[int, int], ChangeSet] = {}

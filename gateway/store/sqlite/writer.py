@@ -20,6 +20,16 @@ mailboxes it changes are recorded durably (``unsynced.py``), so that a crash
 that loses it cannot make their mod-sequences go down.  ``immediate`` makes
 every group FULL.
 
+The directories a group added entries to (a body linked in place) are
+fsynced beside its COMMIT, on helper threads: the two disk flushes overlap
+rather than follow each other, and nothing is answered before both are
+done.  A body is fsynced before it is linked, so a crash between the two
+flushes leaves either a complete body no commit took (removed at start as
+above UIDNEXT) or a committed row whose name was lost (expunged at start as
+a row without a body); neither was acknowledged.  A directory fsync that
+fails after the commit fails the group's requests all the same: the sender
+tries again, better twice than lost.
+
 Each request runs inside a savepoint, so a refusal (no such mailbox, a name
 taken) undoes that request alone and the group goes on.  Any other failure
 (a full disk, an I/O error) undoes the whole group, files included; the
@@ -43,6 +53,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from time import monotonic
 
 import attrs
@@ -59,6 +70,9 @@ log = Logger()
 # this long after (well inside the second DESIGN.md promises, however slow
 # the fsync itself).
 FLAG_SYNC_DELAY = 0.25
+
+# Directories fsynced at once beside a commit, at most.
+DIRECTORY_SYNC_THREADS = 4
 
 # Requests in one transaction at most: a group holds the write lock, and a
 # process outside (the CLI) waits for it.
@@ -174,6 +188,8 @@ class Writer:
         self._synchronous: str | None = None
         # monotonic() of the first NORMAL commit the disk may not have yet.
         self._unsynced_since: float | None = None
+        # Fsyncs directories beside a commit; made with the writer thread.
+        self._directory_syncs: ThreadPoolExecutor | None = None
 
     def writing(self) -> bool:
         """Whether this thread is running a write request now."""
@@ -205,6 +221,7 @@ class Writer:
             if self._thread is None:
                 # Started on first use, not when the store is built: twistd
                 # forks to daemonize after building the service.
+                self._directory_syncs = ThreadPoolExecutor(DIRECTORY_SYNC_THREADS, thread_name_prefix="store-dirsync")
                 self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
                 self._thread.start()
             self._queue.put(requests)
@@ -315,6 +332,8 @@ class Writer:
         if self._unsynced_since is None:
             self._unsynced.close()
         self._db.close()
+        if self._directory_syncs is not None:
+            self._directory_syncs.shutdown(wait=False)
 
     def _sync_flags(self) -> None:
         if self._unsynced_since is None:
@@ -389,11 +408,9 @@ class Writer:
                     earlier.outcome = None
                 return [r for r in requests if r is not request], False
         try:
-            for directory in set().union(*(r.step.directories for r in requests)):
-                fsync_dir(directory)
             if not durable:
                 self._unsynced.mark(set().union(*(r.step.notices for r in requests)))
-            self._db.execute("COMMIT")
+            late = self._commit(set().union(*(r.step.directories for r in requests)))
         except (OSError, sqlite3.Error) as e:
             error = store_error(e)
             self._roll_back(requests)
@@ -403,6 +420,11 @@ class Writer:
             self._fail([r for r in requests if r not in again], error)
             return again, False
         changed = self._db.total_changes != changes_before
+        if late is not None:
+            log.error("Committed, but cannot fsync a mailbox directory: {error}; the requests are failed",
+                      error=late)
+            self._fail(requests, store_error(late))
+            return [], changed
         if not durable and changed:
             if self._unsynced_since is None:
                 self._unsynced_since = monotonic()
@@ -416,6 +438,24 @@ class Writer:
                     # Committed all the same; `gateway check` finds what is left.
                     log.failure("After a store commit")
         return [], changed
+
+    def _commit(self, directories: set[Path]) -> OSError | None:
+        """
+        COMMIT, with ``directories`` fsynced beside it (in turn before it
+        without helper threads).  Raises what fails before the commit is
+        done; returns the error of a directory fsync that failed once it was.
+        """
+        if self._directory_syncs is None or not directories:
+            for directory in directories:
+                fsync_dir(directory)
+            self._db.execute("COMMIT")
+            return None
+        syncs = [self._directory_syncs.submit(fsync_dir, directory) for directory in directories]
+        try:
+            self._db.execute("COMMIT")
+        finally:
+            errors = [error for error in (sync.exception() for sync in syncs) if error is not None]
+        return errors[0] if errors else None
 
     def _roll_back(self, requests: list[Request]) -> None:
         if self._db.in_transaction:
