@@ -89,6 +89,7 @@ class FetchCommand:
         if plan.wants_flags:
             self.announce_keywords()
         out = Output(self.transport, lambda: self._closing or self._gone)
+        self.hand_over(out)
         try:
             for start in range(0, len(targets), BATCH):
                 batch = targets[start:start + BATCH]
@@ -136,7 +137,7 @@ class FetchCommand:
                     if out.full:
                         await out.drain()
         finally:
-            out.finish()
+            self.take_back(out.finish(keep=True))
         if out.stopped:
             # The connection is going (its transport stopped us): nothing
             # more goes out.
@@ -152,6 +153,7 @@ class FetchCommand:
             self.announce_keywords()
             view.told_flags_within(ranges)
         out = Output(self.transport, lambda: self._closing or self._gone)
+        self.hand_over(out)
         try:
             for lines in view.fetch_lines(ranges, items):
                 if out.stopped:
@@ -159,7 +161,7 @@ class FetchCommand:
                 out.write(b"".join(lines))
                 await out.drain()
         finally:
-            out.finish()
+            self.take_back(out.finish(keep=True))
         if out.stopped:
             self._closing = True
         return EXPUNGE_ISSUED if expunged else b"FETCH completed"
