@@ -17,7 +17,7 @@ from twisted.mail import imap4
 from gateway.imap import binary, fetch, resync
 from gateway.imap.arguments import word
 from gateway.imap.errors import CommandError, bad
-from gateway.imap.fetch_response import Binary, FileRange, answer
+from gateway.imap.fetch_response import Binary, FileRange, answer, line_writer
 from gateway.imap.output import Output
 from gateway.imap.view import format_flags
 from gateway.store.interfaces import MessageExpunged
@@ -88,6 +88,7 @@ class FetchCommand:
         expunged = False
         if plan.wants_flags:
             self.announce_keywords()
+        line = line_writer(plan)
         out = Output(self.transport, lambda: self._closing or self._gone)
         self.hand_over(out)
         try:
@@ -121,6 +122,11 @@ class FetchCommand:
                         flags = format_flags(view.flags_of(uid))
                         # An update of them still owed goes in this answer.
                         view.told_flags(uid)
+                    if line is not None:
+                        out.write(line(seq, uid, flags, record, structure))
+                        if out.full:
+                            await out.drain()
+                        continue
                     try:
                         for piece in answer(seq, uid, plan, flags, record, structure, opened).pieces():
                             if isinstance(piece, FileRange):
