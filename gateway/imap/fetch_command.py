@@ -19,7 +19,6 @@ from gateway.imap.arguments import word
 from gateway.imap.errors import CommandError, bad
 from gateway.imap.fetch_response import Binary, FileRange, answer, line_writer
 from gateway.imap.output import Output
-from gateway.imap.view import format_flags
 from gateway.store.interfaces import MessageExpunged
 
 # Messages whose records and structures are loaded at once.
@@ -119,9 +118,8 @@ class FetchCommand:
                             continue
                     flags = None
                     if plan.wants_flags:
-                        flags = format_flags(view.flags_of(uid))
                         # An update of them still owed goes in this answer.
-                        view.told_flags(uid)
+                        flags = view.fetch_flags(seq, uid)
                     if line is not None:
                         out.write(line(seq, uid, flags, record, structure))
                         if out.full:
