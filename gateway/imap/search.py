@@ -427,7 +427,7 @@ def _find(needles: dict[Kind, frozenset[str]], pieces) -> Generator[None, None, 
             hits = {needle for needle in wanted[kind] if needle in window}
             found[kind] |= hits
             wanted[kind] -= hits
-            tail = window[len(window) - overlap:] if overlap else ""
+            tail = window[max(0, len(window) - overlap):] if overlap else ""
         yield
     return {kind: frozenset(each) for kind, each in found.items()}
 

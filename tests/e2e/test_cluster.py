@@ -118,6 +118,32 @@ def test_flags_and_expunges_on_one_node_reach_sessions_on_the_other(nodes):
         actor.logout()
 
 
+def test_notify_mailboxname_on_one_node_tells_of_changes_made_through_the_other(nodes, monkeypatch):
+    # RFC 5465 5.4: a mailbox created, renamed or deleted by another client
+    # is told to a NOTIFY MailboxName session, whichever node either is on.
+    import imaplib
+
+    a, b = nodes
+    lmtp_deliver(b, "first")  # makes the user's mailboxes
+    monkeypatch.setitem(imaplib.Commands, "NOTIFY", ("AUTH", "SELECTED"))
+    watcher = imaplib.IMAP4("127.0.0.1", a.port("imap"), timeout=10)
+    other = imap(b)
+    try:
+        watcher.login("alice", PASSWORD)
+        typ, _ = watcher._simple_command("NOTIFY", "SET", "(PERSONAL (MailboxName))")
+        assert typ == "OK"
+        other.create_folder("Projects")
+        # Told without a command: imaplib reads the untagged lines as they come.
+        assert watcher.readline() == b'* LIST (\\HasNoChildren) "/" "Projects"\r\n'
+        other.rename_folder("Projects", "Done")
+        assert watcher.readline() == b'* LIST (\\HasNoChildren) "/" "Done" ("OLDNAME" ("Projects"))\r\n'
+        other.delete_folder("Done")
+        assert watcher.readline() == b'* LIST (\\NonExistent) "/" "Done"\r\n'
+    finally:
+        other.logout()
+        watcher.logout()
+
+
 def test_pop3_on_one_node_holds_the_maildrop_against_the_other(nodes):
     a, b = nodes
     lmtp_deliver(a, "hello")

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import random
 import re
-import socket
 
 import pytest
 
+from tests.rawimap import RawImap
 from tests.serverproc import GatewayProcess, run_gateway
 
 USERS = ("user0", "user1")
@@ -31,65 +31,21 @@ _CODE = re.compile(rb"(?:\*|[A-Za-z0-9]+) (?:OK|NO|BAD|BYE) \[[^\]]*\] \S")
 _NO_EXPUNGE = {b"FETCH", b"STORE", b"SEARCH"}
 
 
-class Client:
+class Client(RawImap):
     def __init__(self, port, user):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.file = self.sock.makefile("rb")
-        self.user = user
         self.uids: list[int | None] = []
         self.flags: dict[int, frozenset] = {}
-        self.counter = 0
-        self.pending: list[tuple[bytes, bytes]] = []
-        assert self.read_response().startswith(b"* OK")
-        self.call(b"LOGIN %s pw" % user.encode())
+        super().__init__(port, user)
 
-    def read_response(self) -> bytes:
-        """One response line with its literals, checking their counts."""
-        line = self.file.readline()
-        assert line.endswith(b"\r\n"), line
-        whole = line
-        while (m := re.search(rb"\{(\d+)\}\r\n$", line)):
-            data = self.file.read(int(m[1]))
-            assert len(data) == int(m[1])
-            line = self.file.readline()
-            assert line.endswith(b"\r\n"), line
-            whole += data + line
-        return whole[:-2]
-
-    def send(self, command: bytes, literal: bytes | None = None) -> None:
-        self.counter += 1
-        tag = b"t%d" % self.counter
-        data = tag + b" " + command
-        if literal is not None:
-            data += b" {%d+}\r\n" % len(literal) + literal
-        self.sock.sendall(data + b"\r\n")
-        self.pending.append((tag, command))
-
-    def finish(self) -> tuple[bytes, list[bytes]]:
-        tag, command = self.pending.pop(0)
-        words = command.upper().split()
-        verb = words[1] if words[0] == b"UID" else words[0]
-        untagged = []
-        while True:
-            line = self.read_response()
-            parts = line.split(b" ", 3)
-            if len(parts) > 2 and parts[1] in (b"OK", b"NO", b"BAD", b"BYE") and parts[2].startswith(b"["):
-                assert _CODE.match(line), f"response code without text: {line!r}"
-            if line.startswith(tag + b" "):
-                assert re.match(rb"\S+ (OK|NO|BAD) ", line), line
-                if b" [" in line[: len(tag) + 5]:
-                    assert _CODE.match(line), line
-                return line, untagged
-            assert line.startswith(b"* "), line
-            self.take(line, verb, words[0] == b"UID")
-            untagged.append(line)
-
-    def call(self, command: bytes, literal: bytes | None = None):
-        self.send(command, literal)
-        return self.finish()
+    def tagged(self, line: bytes, words: list[bytes]) -> None:
+        super().tagged(line, words)
+        if b" [" in line[: line.index(b" ") + 5]:
+            assert _CODE.match(line), line
 
     def take(self, line: bytes, verb: bytes, by_uid: bool) -> None:
         parts = line.split(b" ", 3)
+        if len(parts) > 2 and parts[1] in (b"OK", b"NO", b"BAD", b"BYE") and parts[2].startswith(b"["):
+            assert _CODE.match(line), f"response code without text: {line!r}"
         if parts[1] == b"SEARCH" and not by_uid:
             assert all(1 <= int(n) <= len(self.uids) for n in line.split()[2:]), line
         if len(parts) >= 3 and parts[1].isdigit():

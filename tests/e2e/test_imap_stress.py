@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import random
 import re
-import socket
 import time
 
 import pytest
 
+from tests.rawimap import RawImap
 from tests.serverproc import GatewayProcess, run_gateway
 
 USERS = tuple(f"stress{n}" for n in range(8))
@@ -71,67 +71,32 @@ def fetch_items(data: bytes) -> list[tuple[bytes, bytes]]:
     return items
 
 
-class Session:
+class Session(RawImap):
+    tag_prefix = b"s"
+
     def __init__(self, port: int, user: str, rng: random.Random, condstore: bool):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.file = self.sock.makefile("rb")
-        self.user = user
         self.rng = rng
-        self.counter = 0
-        self.pending: list[tuple[bytes, bytes]] = []
         self.selected: bytes | None = None
         self.uids: list[int | None] = []
         self.announced: set[bytes] = set()
         self.idling = False
         self.checked = 0
-        assert self.read().startswith(b"* OK")
-        self.call(b"LOGIN %s pw" % user.encode())
+        super().__init__(port, user)
         if condstore:
             self.call(b"ENABLE CONDSTORE")
 
-    def read(self) -> bytes:
-        line = self.file.readline()
-        assert line.endswith(b"\r\n"), line
-        whole = line
-        while (match := re.search(rb"\{(\d+)\}\r\n$", line)):
-            data = self.file.read(int(match[1]))
-            line = self.file.readline()
-            whole += data + line
-        return whole[:-2]
+    def continued(self, line: bytes, verb: bytes) -> None:
+        # Hold on in IDLE while the other sessions' commands run.
+        assert verb == b"IDLE", line
+        self.idling = True
 
-    def send(self, command: bytes, literal: bytes | None = None) -> None:
-        self.counter += 1
-        tag = b"s%d" % self.counter
-        data = tag + b" " + command
-        if literal is not None:
-            data += b" {%d+}\r\n" % len(literal) + literal
-        self.sock.sendall(data + b"\r\n")
-        self.pending.append((tag, command))
+    def tagged(self, line: bytes, words: list[bytes]) -> None:
+        status = line.split(b" ", 2)[1]
+        assert status in (b"OK", b"NO"), (words, line)
+        if words[0] == b"SELECT" and status == b"OK":
+            self.selected = words[1]
 
-    def finish(self) -> bytes:
-        tag, command = self.pending.pop(0)
-        words = command.upper().split()
-        verb = words[1] if words[0] == b"UID" else words[0]
-        while True:
-            line = self.read()
-            if line.startswith(b"+ ") and verb == b"IDLE":
-                # Hold on while the other sessions' commands run.
-                self.idling = True
-                continue
-            if line.startswith(tag + b" "):
-                status = line.split(b" ", 2)[1]
-                assert status in (b"OK", b"NO"), (command, line)
-                if verb == b"SELECT" and status == b"OK":
-                    self.selected = words[1]
-                return line
-            assert line.startswith(b"* "), line
-            self.take(line, verb)
-
-    def call(self, command: bytes, literal: bytes | None = None) -> bytes:
-        self.send(command, literal)
-        return self.finish()
-
-    def take(self, line: bytes, verb: bytes) -> None:
+    def take(self, line: bytes, verb: bytes, by_uid: bool = False) -> None:
         self.checked += 1
         parts = line.split(b" ", 3)
         if parts[1] == b"FLAGS":

@@ -1147,3 +1147,15 @@ def mime_trees():
 def test_generated_mime_body_search_as_stdlib(tree):
     assert_body_search_as_stdlib(b"Subject: generated\r\nMIME-Version: 1.0\r\n" + tree,
                                  extra_words=["absent", "für"])
+
+
+def test_a_match_across_three_short_pieces_of_one_text():
+    # Quoted-printable UTF-16 decodes a line at a time: here 11 characters,
+    # then the last 2 of a 13-character needle.  What is kept of a piece
+    # shorter than the needle is all of it.
+    body = (b"=FF=FE" + b"=3D=00" * 11 + b"=\r\n" + b"=3D=00" * 2)
+    raw = (b"Subject: pieces\r\nContent-Type: text/plain; charset=utf-16\r\n"
+           b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + body)
+    msg = stored_message(raw)
+    assert matches(parse_search([b"BODY", b"=" * 13]), msg, 1, 1)
+    assert not matches(parse_search([b"BODY", b"=" * 14]), msg, 1, 1)

@@ -281,10 +281,13 @@ class SeaweedS3:
             "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
             "filer.port", "filer.port.grpc", "s3.port.grpc",
         )}
+        # Each bucket is a collection that takes volumes of its own; weed's
+        # default cap comes from the free space as if every volume were
+        # full (52 buckets on a 24 GB tmpfs).  Volumes stay sparse here.
         args = [
             str(self.binary), "server", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-s3", f"-s3.port={self.port}", f"-s3.config={self.root / 's3.json'}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=0", "-master.volumeSizeLimitMB=64",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=1000", "-master.volumeSizeLimitMB=64",
             f"-filer.localSocket={self.root / 'filer.sock'}", f"-s3.localSocket={self.root / 's3.sock'}",
         ] + [f"-{name}={port}" for name, port in ports.items()]
         self._ports = [self.port, *ports.values()]
@@ -344,6 +347,14 @@ class SeaweedS3:
         name = f"test-{os.getpid()}-{next(self._numbers)}"
         self.client().create_bucket(Bucket=name)
         return name
+
+    def drop_bucket(self, name: str) -> None:
+        """The bucket and what is in it, and with them the volumes of its collection."""
+        client = self.client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            for item in page.get("Contents", ()):
+                client.delete_object(Bucket=name, Key=item["Key"])
+        client.delete_bucket(Bucket=name)
 
     def stop(self) -> None:
         # weed's parts wait on each other at SIGTERM and never finish in a

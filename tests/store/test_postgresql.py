@@ -48,8 +48,11 @@ def s3_blobs(seaweed, bucket):
 def blobs(request):
     if request.param == "s3":
         seaweed = request.getfixturevalue("seaweed")
-        return s3_blobs(seaweed, seaweed.create_bucket())
-    return ChunkedBlobs()
+        bucket = seaweed.create_bucket()
+        yield s3_blobs(seaweed, bucket)
+        seaweed.drop_bucket(bucket)
+    else:
+        yield ChunkedBlobs()
 
 
 @pytest.fixture

@@ -8,10 +8,15 @@ lost may have missed some, so once it listens again it asks for the
 highest modseq of every mailbox its sessions watch, and wakes those that
 moved.  Sessions then read what changed from the modseq log
 (``changes_since``), as for a change made on their own node.
+
+A user's list of mailboxes travels the same way (``notices.encode_list``,
+sent by the transaction that changes it): a node that listens again tells
+every session watching a list to look at it again, as it may have changed.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable
 
@@ -43,7 +48,11 @@ class ClusterChangeFeed:
         self._known: dict[int, int] = {}
         self._watched: dict[int, int] = {}
         self._highest = highest
-        self._listener = Listener(reactor, dsn, self.heard, self.catch_up, retry_limit, connect_timeout)
+        # user -> how many sessions here watch the user's list of mailboxes
+        self._lists_watched: dict[str, int] = {}
+        # How this node's NOTIFY of a list change names it.
+        self.node = secrets.token_hex(6)
+        self._listener = Listener(reactor, dsn, self.told, self.catch_up, retry_limit, connect_timeout)
         # What learns that a mailbox moved on (the store's ``ChangesMemo``
         # and ``BodyKeys``), or that anything may have, when listening
         # starts again: each has forget(mailbox_id) and clear().
@@ -84,12 +93,34 @@ class ClusterChangeFeed:
         self.heard({mailbox_id: highestmodseq})
 
     def subscribe_mailboxes(self, user, callback):
-        # Told of this node's own changes to the user's mailboxes; those of
-        # other nodes reach no session here (no NOTIFY names users yet).
-        return self._fanout.subscribe_mailboxes(user, callback)
+        self._lists_watched[user] = self._lists_watched.get(user, 0) + 1
+        unsubscribe = self._fanout.subscribe_mailboxes(user, callback)
+        done = []
+
+        def end():
+            if done:
+                return
+            done.append(True)
+            unsubscribe()
+            self._lists_watched[user] -= 1
+            if not self._lists_watched[user]:
+                del self._lists_watched[user]
+
+        return end
 
     def notify_mailboxes(self, user):
+        """A change of the user's list of mailboxes committed by this node."""
         self._fanout.notify_mailboxes(user)
+
+    def told(self, payload: str) -> None:
+        """A NOTIFY payload, from any node."""
+        self.heard(notices.decode(payload))
+        for node, user in notices.decode_lists(payload):
+            if node == self.node:
+                continue  # told already, when it committed
+            for watched in (user,) if user is not None else list(self._lists_watched):
+                if watched in self._lists_watched:
+                    self._fanout.notify_mailboxes(watched)
 
     def heard(self, changed: dict[int, int]) -> None:
         """
@@ -108,6 +139,8 @@ class ClusterChangeFeed:
         """Listening (again): wake whatever moved while nobody listened."""
         for memo in self.memos:
             memo.clear()
+        for user in list(self._lists_watched):
+            self._fanout.notify_mailboxes(user)
         ids = sorted(self._watched)
         if not ids:
             return succeed(None)
@@ -129,7 +162,8 @@ class Listener:
     """
     One thread holding one connection that LISTENs; a lost connection is
     opened again after a pause that doubles up to ``retry_limit`` seconds.
-    ``on_changes`` and ``on_listening`` run on the reactor thread.
+    ``on_changes`` (given each payload) and ``on_listening`` run on the
+    reactor thread.
     """
 
     # How long the thread waits for a notification before it looks whether
@@ -197,6 +231,6 @@ class Listener:
             self._reactor.callFromThread(self._on_listening)
             while not self._stopping.is_set():
                 for notification in connection.notifies(timeout=self.WAKE):
-                    self._reactor.callFromThread(self._on_changes, notices.decode(notification.payload))
+                    self._reactor.callFromThread(self._on_changes, notification.payload)
                     if self._stopping.is_set():
                         break

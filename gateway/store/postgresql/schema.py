@@ -95,6 +95,37 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX pop3_device_deletions_device ON pop3_device_deletions (mailbox_id, device);
     """,
+    # 3: each mailbox counts its messages and their octets, so that a
+    # user's quota usage (RFC 9208) is a sum over their mailboxes, not over
+    # their messages.  Triggers keep the counts in the transaction that adds
+    # or removes messages, whatever statement does it; every such writer
+    # holds the mailbox's row lock already, so they add no wait.  A message
+    # never changes size or mailbox once stored.
+    """
+    ALTER TABLE mailboxes ADD COLUMN message_count bigint NOT NULL DEFAULT 0,
+                          ADD COLUMN message_octets bigint NOT NULL DEFAULT 0;
+    UPDATE mailboxes AS b SET message_count = t.n, message_octets = t.octets
+        FROM (SELECT mailbox_id, count(*) AS n, sum(size) AS octets FROM messages GROUP BY mailbox_id) AS t
+        WHERE b.id = t.mailbox_id;
+    CREATE FUNCTION gateway_count_added() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE mailboxes AS b SET message_count = b.message_count + t.n, message_octets = b.message_octets + t.octets
+            FROM (SELECT mailbox_id, count(*) AS n, sum(size) AS octets FROM added GROUP BY mailbox_id) AS t
+            WHERE b.id = t.mailbox_id;
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION gateway_count_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE mailboxes AS b SET message_count = b.message_count - t.n, message_octets = b.message_octets - t.octets
+            FROM (SELECT mailbox_id, count(*) AS n, sum(size) AS octets FROM removed GROUP BY mailbox_id) AS t
+            WHERE b.id = t.mailbox_id;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER messages_counted_in AFTER INSERT ON messages
+        REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION gateway_count_added();
+    CREATE TRIGGER messages_counted_out AFTER DELETE ON messages
+        REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION gateway_count_removed();
+    """,
 )
 
 # pg_advisory_xact_lock key of the migration: "gateway" in ASCII.

@@ -56,7 +56,9 @@ from gateway.store.postgresql.feed import ClusterChangeFeed
 from gateway.store.postgresql.maildrops import MaildropLocks
 from gateway.store.postgresql.maintenance import MaintenanceMixin
 from gateway.store.postgresql.bodykeys import AHEAD, BodyKeys
+from gateway.store.postgresql import notices
 from gateway.store.postgresql.memo import ChangesMemo
+from gateway.store.postgresql.recent import RecentClaims
 from gateway.store.postgresql.schema import migrate, require_current
 
 log = Logger()
@@ -87,7 +89,8 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
         self.changes = ClusterChangeFeed(reactor, dsn, self._highest_modseqs, connect_timeout=connect_timeout)
         self._changes_memo = ChangesMemo(self.changes)
         self._body_keys = BodyKeys()
-        self.changes.memos += [self._changes_memo, self._body_keys]
+        self._recent = RecentClaims(self.changes)
+        self.changes.memos += [self._changes_memo, self._body_keys, self._recent]
         # A body this node keeps a copy of opens without a thread (the
         # cache of blobs/cache.py); others are read in the pool.
         self._open_local = getattr(blobs, "open_cached", None)
@@ -226,7 +229,7 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
                 raise MailboxExists(name)
             return info
 
-        return self._db.write(work).addCallback(self._mailboxes_changed, user)
+        return self._changing_list(user, work)
 
     def delete_mailbox(self, user, name):
         def work(tx):
@@ -242,7 +245,7 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
             tx.changed_mailbox(row[0], row[1] + 1)
             self._body_keys.forget(row[0])
 
-        return self._db.write(work).addCallback(self._mailboxes_changed, user)
+        return self._changing_list(user, work)
 
     def rename_mailbox(self, user, old_name, new_name):
         def work(tx):
@@ -282,18 +285,30 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
                 self._create(tx, user, "INBOX", None)
                 tx.changed_mailbox(source.id, source.highestmodseq)
 
-        return self._db.write(work).addCallback(self._mailboxes_changed, user)
+        return self._changing_list(user, work)
+
+    def _changing_list(self, user, work):
+        """
+        ``work``, a write that changes the user's list of mailboxes: this
+        node's sessions are told once it commits, the other nodes' by the
+        NOTIFY it commits with (IMAP NOTIFY MailboxName).
+        """
+        def telling(tx):
+            result = work(tx)
+            tx.execute("SELECT pg_notify(%s, %s)", (notices.CHANNEL, notices.encode_list(self.changes.node, user)))
+            return result
+
+        return self._db.write(telling).addCallback(self._mailboxes_changed, user)
 
     def _mailboxes_changed(self, result, user):
-        # This node's sessions are told at once (IMAP NOTIFY MailboxName).
         self.changes.notify_mailboxes(user)
         return result
 
     def quota_usage(self, user):
         def work(tx):
             storage, messages = tx.one(
-                "SELECT coalesce(sum(m.size), 0), count(*) FROM messages m"
-                " JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.owner = %s", (user,))
+                "SELECT coalesce(sum(message_octets), 0), coalesce(sum(message_count), 0) FROM mailboxes"
+                " WHERE owner = %s", (user,))
             return QuotaUsage(int(storage), messages)
 
         return self._db.read(work)
@@ -567,30 +582,31 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
 
     def claim_recent(self, mailbox_id):
         def work(tx):
-            # Every session idling on a mailbox asks after each delivery;
-            # only the first has anything to claim, and the others take no
-            # row lock.
-            row = tx.one("SELECT first_recent_uid, uidnext FROM mailboxes WHERE id = %s", (mailbox_id,))
+            # Sessions on other nodes ask too; only the first has anything
+            # to claim, and the others take no row lock.
+            row = tx.one("SELECT first_recent_uid, uidnext, highestmodseq FROM mailboxes WHERE id = %s",
+                         (mailbox_id,))
             if row is None:
                 raise NoSuchMailbox(str(mailbox_id))
             if row[0] >= row[1]:
-                return frozenset()
+                return frozenset(), row[2]
             claimed = tx.one(
                 "UPDATE mailboxes AS m SET first_recent_uid = m.uidnext"
                 " FROM (SELECT id, first_recent_uid FROM mailboxes WHERE id = %s FOR UPDATE) AS before"
                 " WHERE m.id = before.id AND before.first_recent_uid < m.uidnext"
-                " RETURNING before.first_recent_uid, m.uidnext",
+                " RETURNING before.first_recent_uid, m.uidnext, m.highestmodseq",
                 (mailbox_id,),
             )
             if claimed is None:
-                return frozenset()  # another session claimed them first
+                return frozenset(), row[2]  # another session claimed them first
             return frozenset(
                 row[0] for row in tx.all(
-                    "SELECT uid FROM messages WHERE mailbox_id = %s AND uid >= %s AND uid < %s", (mailbox_id, *claimed)
+                    "SELECT uid FROM messages WHERE mailbox_id = %s AND uid >= %s AND uid < %s",
+                    (mailbox_id, claimed[0], claimed[1]),
                 )
-            )
+            ), claimed[2]
 
-        return self._db.write(work)
+        return self._recent.claim(mailbox_id, lambda: self._db.write(work))
 
     def count_recent(self, mailbox_id):
         def work(tx):

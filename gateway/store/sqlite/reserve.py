@@ -25,6 +25,7 @@ import errno
 import functools
 import os
 from pathlib import Path
+from stat import S_ISREG
 
 from twisted.logger import Logger
 
@@ -65,9 +66,12 @@ class Reserve:
     def _held(self) -> int | None:
         """Bytes the reserve holds now; None when there is no reserve file."""
         try:
-            return os.stat(self.path).st_size
+            stat = os.stat(self.path)
         except FileNotFoundError:
             return None
+        # Something else in its place (a directory's size is its file system's
+        # business) is no reserve, and must never hold deliveries back.
+        return stat.st_size if S_ISREG(stat.st_mode) else None
 
     def _fill(self) -> bool:
         """Make the reserve whole (or make it); False, and it is left as it was, when there is no room."""
