@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the gateway's store: sqlite (default), or postgresql with bodies in S3 (SeaweedFS)"
                              " started for the run, and a second node on it")
     parser.add_argument("--blob-cache", type=int, metavar="MB",
-                        help="with --backend postgresql, store.blobs.cache_size of each node (default 256; 0: every"
+                        help="with --backend postgresql, store.blobs.cache_size of each node (default 2048; 0: every"
                              " body read from S3)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, mail) afterwards")
     args = parser.parse_args(argv)

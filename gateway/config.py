@@ -534,10 +534,12 @@ S3 credentials.  Left empty, boto3 reads AWS_ACCESS_KEY_ID and
 AWS_SECRET_ACCESS_KEY from the environment, or the machine's role.""")
     secret_key: str = option("", text())
     prefix: str = option("", text(), "Put before every object name, to share a bucket.")
-    cache_size: int = option(256, whole(0, what="a whole number of megabytes"), """
+    cache_size: int = option(2048, whole(0, what="a whole number of megabytes"), """
 Megabytes of the bodies a node read or stored last that it keeps a copy of,
-in DIR/cache/bodies (emptied when it starts): the next FETCH of the same
-message, or of another part of it, reads no network.  0 keeps none.""")
+in DIR/cache/bodies (emptied when it starts), bodies over an eighth of it
+never: a RETR or FETCH of a body kept reads no network, and the next few
+bodies a download will ask for are fetched ahead into it.  Size it to the
+mail a node's users read in a day or so.  0 keeps none.""")
 
 
 @attrs.frozen

@@ -18,7 +18,8 @@ from tests.store.engines import postgres_cluster, postgres_database, postgres_ds
 # the fsyncs were most of the run's time.  A kill -9 loses nothing from the
 # page cache either way, so the crash tests prove the same on tmpfs; the
 # full-disk tests mount their own.  Room for the whole run (a few hundred
-# MB) with plenty to spare, or the usual disk.
+# MB) with plenty to spare, or the usual disk.  A short name: socket paths
+# under it must stay within AF_UNIX's 108 bytes (HAProxy's 97).
 RAM_TMP = Path("/dev/shm")
 RAM_TMP_NEEDED = 4 << 30
 
@@ -26,7 +27,7 @@ RAM_TMP_NEEDED = 4 << 30
 def pytest_configure(config):
     if "TMPDIR" in os.environ or not RAM_TMP.is_dir() or shutil.disk_usage(RAM_TMP).free < RAM_TMP_NEEDED:
         return
-    directory = tempfile.mkdtemp(prefix="gateway-tests-", dir=RAM_TMP)
+    directory = tempfile.mkdtemp(prefix="gw", dir=RAM_TMP)
     # Like /tmp: the private PostgreSQL runs as an unprivileged user.
     os.chmod(directory, 0o1777)
     os.environ["TMPDIR"] = tempfile.tempdir = directory

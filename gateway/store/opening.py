@@ -73,7 +73,8 @@ def _open_postgresql(settings, reactor, migrate_schema: bool = True, cache: Path
 
         blobs = CachedBlobs(blobs, cache, blobs_settings.cache_size << 20)
     return PostgreSQLStore(reactor, settings.dsn, blobs, pool_size=settings.pool_size,
-                           connect_timeout=settings.connect_timeout, migrate_schema=migrate_schema)
+                           connect_timeout=settings.connect_timeout, migrate_schema=migrate_schema,
+                           flag_durability=settings.flag_durability)
 
 
 def open_maintenance(config, data_dir: Path, reactor):

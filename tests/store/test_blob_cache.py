@@ -5,6 +5,7 @@ store that counts what it is asked.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 
@@ -14,6 +15,7 @@ from zope.interface.verify import verifyObject
 
 from gateway.store.blobs.cache import CachedBlobs
 from gateway.store.blobs.interface import BlobMissing, IBlobStore
+from gateway.store.blobs.spool import BlobCorrupt
 
 
 @implementer(IBlobStore)
@@ -106,3 +108,43 @@ def test_a_copy_gone_from_disk_is_fetched_again_and_the_start_empties_the_direct
     (tmp_path / "cache" / ".part-left-by-a-crash").write_bytes(b"x")
     CachedBlobs(remote, tmp_path / "cache", 8000)
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+class Streaming(Remote):
+    """An object store that streams a body with its size (as S3Blobs.stream), counting what it sends."""
+
+    def __init__(self):
+        super().__init__()
+        self.corrupt: set[str] = set()
+
+    @contextlib.contextmanager
+    def stream(self, key):
+        self.reads.append(key)
+        if key not in self.objects:
+            raise BlobMissing(key)
+        data = self.objects[key]
+        if key in self.corrupt:
+            data = b"X" + data[1:]
+        yield len(data), iter([data[:100], data[100:]])
+
+
+def test_a_streamed_body_is_written_where_it_is_kept_and_checked(tmp_path):
+    remote = Streaming()
+    cache = CachedBlobs(remote, tmp_path / "cache", 8000)
+    key, data = body(1)
+    bad_key, bad = body(2)
+    big_key, big = body(3, size=2000)
+    remote.objects.update({key: data, bad_key: bad, big_key: big})
+    remote.corrupt.add(bad_key)
+    with cache.open(None, key) as f:
+        assert f.read() == data
+    with cache.open(None, key) as f:
+        assert f.read() == data
+    assert remote.reads == [key]
+    with pytest.raises(BlobCorrupt):
+        cache.open(None, bad_key)
+    with cache.open(None, big_key) as f:
+        assert f.read() == big
+    # Only the good, small body is kept; nothing half-written is left.
+    assert [path.name for path in (tmp_path / "cache").iterdir()] == [key]
+    assert cache.holds(key) and not cache.holds(big_key) and not cache.holds(bad_key)

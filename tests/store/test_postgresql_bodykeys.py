@@ -14,6 +14,7 @@ from gateway.store.blobs.cache import CachedBlobs
 from gateway.store.interfaces import MessageExpunged
 from gateway.store.postgresql.bodykeys import BodyKeys
 from gateway.store.postgresql.chunks import ChunkedBlobs
+from gateway.store.postgresql.readahead import DEPTH
 from gateway.store.postgresql.store import PostgreSQLStore
 from tests.deferreds import failure_of, result_of
 from tests.store.contract import inbox
@@ -22,8 +23,8 @@ from tests.store.test_postgresql import listening, settle, turn_until
 
 def test_keys_are_learnt_and_forgotten_per_mailbox():
     keys = BodyKeys()
-    keys.learn(1, [(5, "a"), (6, "b")], keys.generation())
-    keys.learn(2, [(5, "c")], keys.generation())
+    keys.learn(1, [(5, "a", 10), (6, "b", 10)], keys.generation())
+    keys.learn(2, [(5, "c", 10)], keys.generation())
     assert (keys.get(1, 5), keys.get(1, 6), keys.get(2, 5), keys.get(1, 7)) == ("a", "b", "c", None)
     keys.forget(1, [5])
     assert (keys.get(1, 5), keys.get(1, 6)) == (None, "b")
@@ -37,16 +38,16 @@ def test_what_a_query_read_before_a_forgetting_is_not_learnt():
     keys = BodyKeys()
     generation = keys.generation()
     keys.forget(1, [5])  # an expunge committed while the query ran
-    keys.learn(1, [(5, "a")], generation)
+    keys.learn(1, [(5, "a", 10)], generation)
     assert keys.get(1, 5) is None
 
 
 def test_the_mailbox_read_least_recently_goes_first():
     keys = BodyKeys(limit=4)
-    keys.learn(1, [(1, "a"), (2, "b")], keys.generation())
-    keys.learn(2, [(1, "c"), (2, "d")], keys.generation())
+    keys.learn(1, [(1, "a", 10), (2, "b", 10)], keys.generation())
+    keys.learn(2, [(1, "c", 10), (2, "d", 10)], keys.generation())
     assert keys.get(1, 1) == "a"  # mailbox 1 read last
-    keys.learn(3, [(1, "e")], keys.generation())
+    keys.learn(3, [(1, "e", 10)], keys.generation())
     assert (keys.get(1, 2), keys.get(2, 1), keys.get(3, 1)) == ("b", None, "e")
 
 
@@ -114,3 +115,28 @@ def test_an_expunge_through_another_node_is_heard_by_a_node_watching(listening_n
     assert turn_until(lambda: heard, 1.0)
     failure_of(a.open_message(box.id, uids[1]), MessageExpunged)
     assert read(a, box, uids[2]) == BODY % (2, 2)
+
+
+def test_a_download_finds_the_next_bodies_fetched_ahead(postgres_dsn, tmp_path):
+    # Two nodes on one object store: the second has no copy of anything.
+    from tests.store.test_blob_cache import Streaming
+
+    remote = Streaming()
+    writer = PostgreSQLStore(reactor, postgres_dsn, CachedBlobs(remote, tmp_path / "a", 1 << 20), pool_size=2)
+    reader = PostgreSQLStore(reactor, postgres_dsn, CachedBlobs(remote, tmp_path / "b", 1 << 20), pool_size=2)
+    try:
+        box = inbox(writer)
+        uids = [result_of(writer.append(box.id, BODY % (n, n))).uid for n in range(20)]
+        assert read(reader, box, uids[0]) == BODY % (0, 0)
+        assert turn_until(lambda: len(remote.reads) == 1 + DEPTH, 10)
+        # The next DEPTH bodies were fetched ahead, each once.
+        assert read(reader, box, uids[1]) == BODY % (1, 1)
+        assert turn_until(lambda: len(remote.reads) == 2 + DEPTH, 10)
+        assert len(set(remote.reads)) == len(remote.reads)
+        # A whole download reads every body from the object store once.
+        assert [read(reader, box, uid) for uid in uids] == [BODY % (n, n) for n in range(20)]
+        assert turn_until(lambda: not reader._read_ahead._fetching, 10)
+        assert len(remote.reads) == 20 and len(set(remote.reads)) == 20
+    finally:
+        result_of(writer.close())
+        result_of(reader.close())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gateway.store.blobs.interface import IBlobStore
-from gateway.store.blobs.spool import CHUNK
+from gateway.store.blobs.spool import CHUNK, BlobCorrupt, fetched
 
 log = Logger()
 
@@ -52,8 +53,46 @@ class CachedBlobs:
         file = self.open_cached(key)
         if file is not None:
             return file
+        if hasattr(self._inner, "stream"):
+            return self._open_streamed(transaction, key)
         file = self._inner.open(transaction, key)
         self._keep(key, file)
+        return file
+
+    def _open_streamed(self, transaction, key):
+        """
+        From an object store that streams: written once, straight where it
+        is kept, and opened there.
+        """
+        with self._inner.stream(key) as (size, chunks):
+            if not self.keeps(size):
+                return fetched(chunks, key)
+            try:
+                fd, name = tempfile.mkstemp(dir=self._directory, prefix=".part-")
+            except OSError as e:
+                log.warn("Body {key} not cached: {error}", key=key, error=e.strerror)
+                return fetched(chunks, key)
+            digest = hashlib.sha256()
+            try:
+                with os.fdopen(fd, "wb") as copy:
+                    for chunk in chunks:
+                        copy.write(chunk)
+                        digest.update(chunk)
+                if digest.hexdigest() != key:
+                    raise BlobCorrupt(f"stored body {key} reads back as {digest.hexdigest()}")
+                os.rename(name, self._directory / key)
+                file = open(self._directory / key, "rb")
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+                # A full disk here costs a second fetch, never a read.
+                log.warn("Body {key} not cached: {error}", key=key, error=e.strerror)
+                return self._inner.open(transaction, key)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+                raise
+        self._account(key, size)
         return file
 
     def open_cached(self, key):
@@ -68,6 +107,29 @@ class CachedBlobs:
                 log.warn("Cached body {key} unreadable, fetched again: {error}", key=key, error=e.strerror)
                 self._forget(key)
                 return None
+
+    @property
+    def in_index(self) -> bool:
+        """Whether the bodies are in the index's database (read through its transactions)."""
+        return getattr(self._inner, "in_index", False)
+
+    def keeps(self, size: int) -> bool:
+        """Whether a body of ``size`` bytes is worth a copy here."""
+        return size <= self._max_bytes // 8
+
+    def holds(self, key) -> bool:
+        with self._lock:
+            return key in self._sizes
+
+    def fetch(self, key) -> None:
+        """
+        Copy the body stored under ``key`` here, unless here already, for
+        a read to come (blocks; an object store only, needing no index
+        transaction).
+        """
+        if self.holds(key):
+            return
+        self.open(None, key).close()
 
     def delete(self, transaction, key):
         self._inner.delete(transaction, key)
@@ -104,6 +166,10 @@ class CachedBlobs:
             return
         finally:
             file.seek(0)
+        self._account(key, size)
+
+    def _account(self, key: str, size: int) -> None:
+        """``key``'s copy of ``size`` bytes is in place: the least recently used go while over the limit."""
         with self._lock:
             if key not in self._sizes:
                 self._sizes[key] = size

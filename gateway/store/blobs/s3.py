@@ -12,6 +12,7 @@ built in.  Every call here blocks and is made from the store's thread pool.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from collections.abc import Iterator
 
@@ -96,19 +97,40 @@ class S3Blobs:
             raise S3Unavailable(f"cannot store body {key}: {e}") from e
 
     def open(self, transaction, key):
+        with self.stream(key) as (_, chunks):
+            return fetched(chunks, key, self._spool_dir)
+
+    @contextlib.contextmanager
+    def stream(self, key):
+        """
+        The body under ``key`` as it arrives: (its size, an iterator of its
+        chunks), unchecked (the caller hashes it), for a cache to write it
+        where it keeps it rather than copying it there.
+
+        @raise BlobMissing: nothing is stored under ``key``.
+        @raise S3Unavailable: the object store failed, before or while
+            sending it.
+        """
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=self._name(key))
-            body = response["Body"]
-            try:
-                return fetched(body.iter_chunks(CHUNK), key, self._spool_dir)
-            finally:
-                body.close()
         except botocore.exceptions.ClientError as e:
             if e.response.get("Error", {}).get("Code") in _MISSING:
                 raise BlobMissing(key) from None
             raise S3Unavailable(f"cannot read body {key}: {e}") from e
         except botocore.exceptions.BotoCoreError as e:
             raise S3Unavailable(f"cannot read body {key}: {e}") from e
+        body = response["Body"]
+
+        def chunks():
+            try:
+                yield from body.iter_chunks(CHUNK)
+            except (botocore.exceptions.BotoCoreError, OSError) as e:
+                raise S3Unavailable(f"cannot read body {key}: {e}") from e
+
+        try:
+            yield response["ContentLength"], chunks()
+        finally:
+            body.close()
 
     def delete(self, transaction, key):
         try:

@@ -21,6 +21,10 @@ so a key can only go stale by its message leaving the mailbox:
   whose maildrop the session holds; RFC 1939 keeps its listing as it was at
   login): its sessions may still read what they listed.
 
+With each key it keeps the body's size, so that the bodies a download will
+read next can be fetched ahead (``ahead``) when they are small enough to be
+kept.
+
 Thread-safe: the store's threads learn, the reactor asks and forgets.
 """
 
@@ -40,7 +44,8 @@ class BodyKeys:
     def __init__(self, limit: int = LIMIT):
         self._limit = limit
         self._lock = threading.Lock()
-        self._boxes: collections.OrderedDict[int, dict[int, str]] = collections.OrderedDict()
+        # mailbox id -> {uid: (key, size)}
+        self._boxes: collections.OrderedDict[int, dict[int, tuple[str, int]]] = collections.OrderedDict()
         self._count = 0
         self._generation = 0
 
@@ -55,17 +60,26 @@ class BodyKeys:
             if box is None:
                 return None
             self._boxes.move_to_end(mailbox_id)
-            return box.get(uid)
+            known = box.get(uid)
+            return None if known is None else known[0]
+
+    def ahead(self, mailbox_id: int, uid: int, count: int) -> list[tuple[str, int]]:
+        """(key, size) of the messages known among the ``count`` UIDs after ``uid``."""
+        with self._lock:
+            box = self._boxes.get(mailbox_id)
+            if box is None:
+                return []
+            return [known for n in range(uid + 1, uid + 1 + count) if (known := box.get(n)) is not None]
 
     def learn(self, mailbox_id: int, rows, generation: int) -> None:
-        """(uid, key) rows read after ``generation`` was taken; dropped if anything was forgotten since."""
+        """(uid, key, size) rows read after ``generation`` was taken; dropped if anything was forgotten since."""
         with self._lock:
             if generation != self._generation:
                 return
             box = self._boxes.setdefault(mailbox_id, {})
             self._boxes.move_to_end(mailbox_id)
             before = len(box)
-            box.update(rows)
+            box.update((uid, (key, size)) for uid, key, size in rows)
             self._count += len(box) - before
             while self._count > self._limit and len(self._boxes) > 1:
                 _, oldest = self._boxes.popitem(last=False)

@@ -18,6 +18,9 @@ from gateway.store.blobs.spool import CHUNK, fetched
 
 @implementer(IBlobStore)
 class ChunkedBlobs:
+    # Read and written through the index's own transactions.
+    in_index = True
+
     def __init__(self, spool_dir: str | None = None):
         self._spool_dir = spool_dir
 

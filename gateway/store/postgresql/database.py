@@ -14,6 +14,7 @@ from typing import TypeVar
 import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
+from twisted.internet.defer import DeferredSemaphore
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -77,7 +78,8 @@ class Database:
     """
 
     def __init__(self, reactor, dsn: str, size: int = 10, min_connections: int = 1,
-                 connect_timeout: float = 10.0, on_commit: Callable[[dict[int, int]], object] | None = None):
+                 connect_timeout: float = 10.0, on_commit: Callable[[dict[int, int]], object] | None = None,
+                 flag_durability: str = "batched", on_connect: Callable[[psycopg.Connection], object] | None = None):
         if size < 1 or not 0 <= min_connections <= size:
             raise ValueError(f"pool size {size} with {min_connections} kept open is not usable")
         self._reactor = reactor
@@ -87,15 +89,32 @@ class Database:
         self._pool = ConnectionPool(
             dsn, min_size=min_connections, max_size=size, open=False, timeout=connect_timeout,
             kwargs={"autocommit": True, "application_name": "gateway", **connection_settings(connect_timeout)},
-            name="gateway",
+            name="gateway", configure=on_connect,
         )
         self._threads = ThreadPool(minthreads=0, maxthreads=size, name="gateway-postgresql")
+        # Writes (waiting on row locks, on their commit's flush) take at
+        # most this many threads: the rest are always there for reads, so
+        # a session's SELECT or FETCH never queues behind writes.
+        self._write_slots = DeferredSemaphore(size - max(1, size // 4) if size > 1 else 1)
+        # Bodies travel from an object store in threads of their own: a
+        # download waiting on the network holds no connection, and no
+        # query waits behind it.
+        self._body_threads = ThreadPool(minthreads=0, maxthreads=size, name="gateway-bodies")
+        # "batched" (README, "Storage and durability"): a flag-only commit
+        # does not wait for its WAL flush; the WAL writer flushes it within
+        # 3 x wal_writer_delay, and any later synchronous commit (a
+        # delivery, from any node) flushes it first.  The cluster's own
+        # setting (on, remote_apply...) holds for everything else.
+        self._flags_begin = "BEGIN" if flag_durability == "immediate" else (
+            "BEGIN; SET LOCAL synchronous_commit TO off")
 
     def open(self) -> None:
         self._pool.open(wait=False)
         self._threads.start()
+        self._body_threads.start()
 
     def close(self) -> None:
+        self._body_threads.stop()
         self._threads.stop()
         self._pool.close()
 
@@ -108,7 +127,16 @@ class Database:
             commit, on the reactor thread; the changes it recorded are handed
             to ``on_commit`` there first.
         """
-        return self._defer(work, args, "BEGIN")
+        return self._defer(work, args, "BEGIN", self._write_slots)
+
+    def write_flags(self, work: Callable[..., T], *args):
+        """
+        As L{write}, for a transaction that changes flags only (and the
+        mod-sequences that go with them): under ``flag_durability``
+        "batched" it is visible at once and durable within the WAL writer's
+        delay, without a flush of its own.
+        """
+        return self._defer(work, args, self._flags_begin, self._write_slots)
 
     def snapshot(self, work: Callable[..., T], *args):
         """As L{write}, read-only, every statement seeing the same snapshot."""
@@ -122,8 +150,15 @@ class Database:
         """``function(*args)`` in the thread pool, with no connection."""
         return deferToThreadPool(self._reactor, self._threads, function, *args)
 
-    def _defer(self, work, args, begin):
-        d = deferToThreadPool(self._reactor, self._threads, self.transact, work, args, begin)
+    def in_body_thread(self, function: Callable[..., T], *args):
+        """``function(*args)`` in the threads that read bodies from an object store, with no connection."""
+        return deferToThreadPool(self._reactor, self._body_threads, function, *args)
+
+    def _defer(self, work, args, begin, slots: DeferredSemaphore | None = None):
+        if slots is None:
+            d = deferToThreadPool(self._reactor, self._threads, self.transact, work, args, begin)
+        else:
+            d = slots.run(deferToThreadPool, self._reactor, self._threads, self.transact, work, args, begin)
         if self._on_commit is not None:
             d.addCallback(self._announce)
         else:

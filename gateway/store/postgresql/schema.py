@@ -126,6 +126,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER messages_counted_out AFTER DELETE ON messages
         REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION gateway_count_removed();
     """,
+    # 4: mailboxes whose flag changes a node committed without a WAL flush
+    # (flags.py), and under which start of the server.
+    """
+    CREATE TABLE unsynced_flags (
+        node text COLLATE "C" NOT NULL,
+        mailbox_id bigint NOT NULL,
+        server_started timestamptz NOT NULL,
+        PRIMARY KEY (node, mailbox_id)
+    );
+    """,
 )
 
 # pg_advisory_xact_lock key of the migration: "gateway" in ASCII.

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gateway.store.blobs.interface import BlobMissing, IBlobStore
-from gateway.store.encoding import flag_set, flags_text, record_from_row, structure_from_row
+from gateway.store.encoding import flag_set, record_from_row, structure_from_row
 from gateway.store.interfaces import (
     IGroupCommitStore,
     IImportableStore,
@@ -44,7 +44,6 @@ from gateway.store.model import (
     ChangeSet,
     MailboxInfo,
     QuotaUsage,
-    flag_changes,
 )
 from gateway.store.names import canonical_name, check_name
 from gateway.store.postgresql.check import CheckMixin
@@ -53,11 +52,14 @@ from gateway.store.postgresql.database import Database, Transaction
 from gateway.store.postgresql.delivery import STRUCTURE_COLUMNS, DeliveryMixin
 from gateway.store.postgresql.devices import DevicesMixin
 from gateway.store.postgresql.feed import ClusterChangeFeed
+from gateway.store.postgresql.flags import FlagChange, FlagGroups
+from gateway.store.postgresql.flags import recover as recover_unflushed
 from gateway.store.postgresql.maildrops import MaildropLocks
 from gateway.store.postgresql.maintenance import MaintenanceMixin
 from gateway.store.postgresql.bodykeys import AHEAD, BodyKeys
 from gateway.store.postgresql import notices
 from gateway.store.postgresql.memo import ChangesMemo
+from gateway.store.postgresql.readahead import ReadAhead
 from gateway.store.postgresql.recent import RecentClaims
 from gateway.store.postgresql.schema import migrate, require_current
 
@@ -73,11 +75,13 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
     ``dsn`` is a libpq connection string; ``blobs`` where bodies go.  The
     schema is migrated before the constructor returns (a node cannot serve
     on an older one); with ``migrate_schema`` false it must be current
-    already, and is left as it is.
+    already, and is left as it is.  ``flag_durability`` is ``[store]
+    flag_durability``.
     """
 
     def __init__(self, reactor, dsn: str, blobs: IBlobStore, pool_size: int = 10, min_connections: int = 1,
-                 spool_dir: str | None = None, connect_timeout: float = 10.0, migrate_schema: bool = True):
+                 spool_dir: str | None = None, connect_timeout: float = 10.0, migrate_schema: bool = True,
+                 flag_durability: str = "batched"):
         self._reactor = reactor
         self._blobs = blobs
         self._spool_dir = spool_dir
@@ -94,8 +98,15 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
         # A body this node keeps a copy of opens without a thread (the
         # cache of blobs/cache.py); others are read in the pool.
         self._open_local = getattr(blobs, "open_cached", None)
-        self._db = Database(reactor, dsn, pool_size, min_connections, connect_timeout, on_commit=self._committed)
+        # Bodies from an object store are fetched ahead into that cache.
+        self._read_ahead = None
+        self._db = Database(reactor, dsn, pool_size, min_connections, connect_timeout, on_commit=self._committed,
+                            flag_durability=flag_durability, on_connect=recover_unflushed)
+        self.flag_groups = FlagGroups(reactor, self._db, flag_durability)
         self._db.open()
+        self._blobs_in_index = getattr(blobs, "in_index", False)
+        if self._open_local is not None and not self._blobs_in_index:
+            self._read_ahead = ReadAhead(blobs, self._db.in_body_thread)
         try:
             if migrate_schema:
                 self._db.transact(migrate)
@@ -117,6 +128,7 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
             if self._collector is not None and self._collector.running:
                 self._collector.stop()
             self._closed = self.changes.stop_polling()
+            self._closed.addCallback(lambda _: self.flag_groups.close())
             self._closed.addCallback(lambda _: self._maildrops.close())
             self._closed.addCallback(lambda _: self._db.close())
         d = defer.Deferred()
@@ -400,17 +412,50 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
     def open_message(self, mailbox_id, uid):
         key = self._body_keys.get(mailbox_id, uid)
         if key is None:
-            return self._db.read(self._open_work, mailbox_id, uid)
+            d = self._db.read(self._open_work, mailbox_id, uid)
+            if self._read_ahead is not None:
+                d.addCallback(self._reading_on, mailbox_id, uid)
+            return d
         if self._open_local is not None:
             opened = self._open_local(key)
             if opened is not None:
+                self._reading_on(None, mailbox_id, uid)
                 return defer.succeed(opened)
-        return self._db.read(self._open_known, mailbox_id, uid, key)
+        if self._blobs_in_index:
+            return self._db.read(self._open_known, mailbox_id, uid, key)
+        waiting = None if self._read_ahead is None else self._read_ahead.fetching(key)
+        if waiting is None:
+            d = self._open_remote(mailbox_id, uid, key)
+        else:
+            d = waiting.addCallback(lambda _: self._open_fetched(mailbox_id, uid, key))
+        self._reading_on(None, mailbox_id, uid)
+        return d
+
+    def _reading_on(self, opened, mailbox_id, uid):
+        """A session reads ``uid``: the bodies after it are fetched ahead."""
+        if self._read_ahead is not None:
+            self._read_ahead.ahead(self._body_keys.ahead(mailbox_id, uid, self._read_ahead.depth))
+        return opened
+
+    def _open_fetched(self, mailbox_id, uid, key):
+        opened = self._open_local(key)
+        if opened is not None:
+            return opened
+        return self._open_remote(mailbox_id, uid, key)  # not kept, or its fetch failed
+
+    def _open_remote(self, mailbox_id, uid, key):
+        """From the object store, holding no index connection; a missing body is looked up again."""
+        def missing(failure):
+            failure.trap(BlobMissing)
+            self._body_keys.forget(mailbox_id, [uid])
+            return self._db.read(self._open_work, mailbox_id, uid)
+
+        return self._db.in_body_thread(self._blobs.open, None, key).addErrback(missing)
 
     def _open_work(self, tx, mailbox_id, uid):
         generation = self._body_keys.generation()
         rows = tx.all(
-            "SELECT uid, blob FROM messages WHERE mailbox_id = %s AND uid >= %s ORDER BY uid LIMIT %s",
+            "SELECT uid, blob, size FROM messages WHERE mailbox_id = %s AND uid >= %s ORDER BY uid LIMIT %s",
             (mailbox_id, uid, AHEAD),
         )
         if not rows or rows[0][0] != uid:
@@ -443,31 +488,15 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
             raise NoSuchMailbox(str(mailbox_id))
         return row
 
-    def _store_flags_work(self, tx, mailbox_id, uids, flags, mode, unchangedsince):
+    def _store_flags(self, mailbox_id, uids, flags, mode, unchangedsince):
         """
-        Change flags under the mailbox's row lock, so that with
+        Under the mailbox's row lock (flags.py), so that with
         ``unchangedsince`` (RFC 7162 3.1.3) nobody changes a message between
         our reading its modseq and our update.
         """
-        counters = self._lock_mailboxes(tx, [mailbox_id])
-        if mailbox_id not in counters:
-            raise NoSuchMailbox(str(mailbox_id))
-        modseq = counters[mailbox_id][1] + 1
-        records = (record_from_row(row) for row in self._select_uids(tx, RECORD_COLUMNS, mailbox_id, uids))
-        changed, modified = flag_changes(records, flags, mode, unchangedsince, modseq)
-        if changed:
-            tx.cursor.executemany(
-                "UPDATE messages SET flags = %s, modseq = %s WHERE mailbox_id = %s AND uid = %s",
-                [(flags_text(r.flags), modseq, mailbox_id, r.uid) for r in changed],
-            )
-            tx.execute("UPDATE mailboxes SET highestmodseq = %s WHERE id = %s", (modseq, mailbox_id))
-            tx.changed_mailbox(mailbox_id, modseq)
-        return changed, modified
-
-    def _store_flags(self, mailbox_id, uids, flags, mode, unchangedsince):
         if mode not in ("set", "add", "remove"):
             return defer.fail(ValueError(mode))
-        return self._db.write(self._store_flags_work, mailbox_id, uids, frozenset(flags), mode, unchangedsince)
+        return self.flag_groups.submit(FlagChange(mailbox_id, tuple(uids), frozenset(flags), mode, unchangedsince))
 
     def store_flags(self, mailbox_id, uids, flags, mode):
         return self._store_flags(mailbox_id, uids, flags, mode, None).addCallback(lambda outcome: outcome[0])
