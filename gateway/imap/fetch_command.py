@@ -17,9 +17,8 @@ from twisted.mail import imap4
 from gateway.imap import binary, fetch, resync
 from gateway.imap.arguments import word
 from gateway.imap.errors import CommandError, bad
-from gateway.imap.fetch_response import Binary, FileRange, answer
+from gateway.imap.fetch_response import Binary, FileRange, answer, line_writer
 from gateway.imap.output import Output
-from gateway.imap.view import format_flags
 from gateway.store.interfaces import MessageExpunged
 
 # Messages whose records and structures are loaded at once.
@@ -88,7 +87,9 @@ class FetchCommand:
         expunged = False
         if plan.wants_flags:
             self.announce_keywords()
+        line = line_writer(plan)
         out = Output(self.transport, lambda: self._closing or self._gone)
+        self.hand_over(out)
         try:
             for start in range(0, len(targets), BATCH):
                 batch = targets[start:start + BATCH]
@@ -117,9 +118,13 @@ class FetchCommand:
                             continue
                     flags = None
                     if plan.wants_flags:
-                        flags = format_flags(view.flags_of(uid))
                         # An update of them still owed goes in this answer.
-                        view.told_flags(uid)
+                        flags = view.fetch_flags(seq, uid)
+                    if line is not None:
+                        out.write(line(seq, uid, flags, record, structure))
+                        if out.full:
+                            await out.drain()
+                        continue
                     try:
                         for piece in answer(seq, uid, plan, flags, record, structure, opened).pieces():
                             if isinstance(piece, FileRange):
@@ -136,7 +141,7 @@ class FetchCommand:
                     if out.full:
                         await out.drain()
         finally:
-            out.finish()
+            self.take_back(out.finish(keep=True))
         if out.stopped:
             # The connection is going (its transport stopped us): nothing
             # more goes out.
@@ -152,6 +157,7 @@ class FetchCommand:
             self.announce_keywords()
             view.told_flags_within(ranges)
         out = Output(self.transport, lambda: self._closing or self._gone)
+        self.hand_over(out)
         try:
             for lines in view.fetch_lines(ranges, items):
                 if out.stopped:
@@ -159,7 +165,7 @@ class FetchCommand:
                 out.write(b"".join(lines))
                 await out.drain()
         finally:
-            out.finish()
+            self.take_back(out.finish(keep=True))
         if out.stopped:
             self._closing = True
         return EXPUNGE_ISSUED if expunged else b"FETCH completed"

@@ -6,7 +6,10 @@ file too big to hold in memory; and ``answer``, which builds it from what the st
 gave for the message.
 
 ``FetchResponse.pieces`` is what the writer sends: bytes, with the file
-ranges between them for ``Output.write_file`` to stream.
+ranges between them for ``Output.write_file`` to stream.  ``line_writer``
+answers the plans that need no message file (the list a client fetches
+when it opens a mailbox) with one formatting of a bytes template a
+message, byte for byte what ``answer`` gives.
 
 No Twisted import here.
 """
@@ -112,6 +115,69 @@ def answer(seq: int, uid: int, plan: FetchPlan, flags: bytes | None, record, str
         else (name, _section(section, structure, opened))
         for name, item, section in plan.layout
     ], plan.wants_sections)
+
+
+def line_writer(plan: FetchPlan):
+    """
+    For a plan answered without the message file (no BINARY, no section
+    beyond the stored header): a function of (seq, uid, flags, record,
+    structure) giving the whole ``* seq FETCH (...)`` line; else None.
+    """
+    if plan.wants_file or any(type(item) is binary.BinarySection for _, item, _ in plan.layout):
+        return None
+    formats, getters = [], []
+    for name, item, section in plan.layout:
+        if section is None:
+            form, getter = _LINE_ITEMS[item]
+            formats.append(form)
+        else:
+            formats.append(name + b" %s")
+            getter = _header_getter(section)
+        getters.append(getter)
+    template = b"* %d FETCH (" + b" ".join(formats) + b")\r\n"
+    getters = tuple(getters)
+
+    def line(seq: int, uid: int, flags: bytes | None, record, structure) -> bytes:
+        return template % (seq, *[get(uid, flags, record, structure) for get in getters])
+
+    return line
+
+
+def _literal(content: bytes) -> bytes:
+    return b"{%d}\r\n" % len(content) + content
+
+
+# Each simple item's place in the line and what fills it: as in _simple.
+_LINE_ITEMS = {
+    "UID": (b"UID %d", lambda uid, flags, record, structure: uid),
+    "FLAGS": (b"FLAGS %s", lambda uid, flags, record, structure: flags),
+    "INTERNALDATE": (b"INTERNALDATE %s",
+                     lambda uid, flags, record, structure: wire.format_datetime(record.internaldate)),
+    "RFC822.SIZE": (b"RFC822.SIZE %d", lambda uid, flags, record, structure: record.size),
+    "MODSEQ": (b"MODSEQ (%d)", lambda uid, flags, record, structure: record.modseq),
+    "ENVELOPE": (b"ENVELOPE %s", lambda uid, flags, record, structure: structure.envelope),
+    "BODYSTRUCTURE": (b"BODYSTRUCTURE %s", lambda uid, flags, record, structure: structure.bodystructure),
+    "BODY": (b"BODY %s", lambda uid, flags, record, structure: structure.body),
+    "RFC822.HEADER": (b"RFC822.HEADER %s", lambda uid, flags, record, structure: _literal(structure.header)),
+}
+
+
+def _header_getter(section: Section):
+    """What fills a section of the stored header (HEADER, HEADER.FIELDS[.NOT]): a literal, as _section gives."""
+    fields = section.fields
+    exclude = section.text == "HEADER.FIELDS.NOT"
+    filtered = section.text != "HEADER"
+    partial = section.partial
+
+    def get(uid, flags, record, structure) -> bytes:
+        content = structure.header
+        if filtered:
+            content = message.header_fields(content, fields, exclude)
+        if partial is not None:
+            content = content[partial[0]:partial[0] + partial[1]]
+        return _literal(content)
+
+    return get
 
 
 def _binary(name: bytes, item: binary.BinarySection, structure, opened):

@@ -87,6 +87,16 @@ class Framing:
     # -- framing: lines, over-long lines, literals -----------------------
 
     def dataReceived(self, data):
+        # What the commands of these bytes answer goes out together: at
+        # their tagged answers, or here once nothing runs (server.hold).
+        started = self.hold()
+        try:
+            self._lines_received(data)
+        finally:
+            if started and not self.running:
+                self.release()
+
+    def _lines_received(self, data):
         # b"" too: LineReceiver.resumeProducing sends it to run buffered lines.
         while data is not None and not self._closing:
             if self._overlong_tail is not None:

@@ -186,7 +186,7 @@ class NotifyCommands:
         self._tell_soon()
 
     def _tell_soon(self) -> None:
-        if self.paused or self._gone or self._closing:
+        if self.running or self._gone or self._closing:
             # A command is running: after its tagged answer (command_finished).
             return
         defer.Deferred.fromCoroutine(self._tell_due()).addErrback(
@@ -223,7 +223,7 @@ class NotifyCommands:
     def _names_changed(self, user) -> None:
         if self._names is None or self._gone or self._closing:
             return
-        if self.paused:
+        if self.running:
             self._notify_due.add(_NAMES)
             return
         defer.Deferred.fromCoroutine(self._tell_names()).addErrback(

@@ -76,10 +76,20 @@ class Output:
             self.write(chunk)
             await self.drain()
 
-    def finish(self) -> None:
-        """Write what is left and give the transport back."""
-        self.flush()
+    def finish(self, keep: bool = False) -> list[bytes]:
+        """
+        Give the transport back, and write what is left; with ``keep``,
+        return it instead, for the caller to write with what follows.
+        """
+        pieces = []
+        if keep:
+            if not self.stopped and not self._closing():
+                pieces = self._pieces
+            self._pieces, self._size = [], 0
+        else:
+            self.flush()
         self._transport.unregisterProducer()
+        return pieces
 
     # -- IPushProducer: the transport tells us how full it is -------------
 

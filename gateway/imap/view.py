@@ -483,6 +483,23 @@ class SelectedView:
         self._keywords = self._keywords | new
         return self.flags_lines()
 
+    def flags_of_pair(self, seq: int, uid: int) -> frozenset[str]:
+        """``flags_of(uid)`` for message ``seq`` (a pair of ``pairs``), found by its number, not its UID."""
+        flags = self._flags.get(uid) if self._flags is not None else None
+        if flags is None:
+            flags = self._snapshot.flags_at(seq - 1)
+        if self._recent and uid in self._recent:
+            flags = flags | {RECENT}
+        return flags
+
+    def fetch_flags(self, seq: int, uid: int) -> bytes:
+        """FETCH FLAGS of message ``seq`` (UID ``uid``), formatted; the client is told them (``told_flags``)."""
+        flags = self.flags_of_pair(seq, uid)
+        pending = self._pending
+        if pending is not None and pending.flag_changed:
+            pending.flag_changed.pop(uid, None)
+        return format_flags(flags)
+
     def told_flags(self, uid: int) -> None:
         """The client was just sent the flags of ``uid`` (in a FETCH it
         asked for): a pending change of them need not be told again."""

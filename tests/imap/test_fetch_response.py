@@ -1,13 +1,16 @@
 """One message's FETCH response as a value (gateway/imap/fetch_response.py)."""
 
+import datetime
 import os
 import tempfile
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.imap import fetch_response
 from gateway.imap.fetch import Section, parse_fetch, plan_fetch
-from gateway.imap.fetch_response import FetchResponse, FileRange, answer
+from gateway.imap.fetch_response import FetchResponse, FileRange, answer, line_writer
 from gateway.mail.message import parse_bytes
 
 MESSAGE = (
@@ -103,3 +106,60 @@ def test_modseq_and_rfc822_header(opened, structure):
     response = answer(1, 7, request, None, Record(), structure, opened)
     assert response.attributes[1] == b"RFC822.HEADER {%d}\r\n" % len(structure.header) + structure.header
     assert response.attributes[2] == b"MODSEQ (42)"
+
+
+# -- line_writer: the same bytes as answer, for plans without the file --------
+
+_HEADER_NAMES = st.sampled_from(["From", "To", "Subject", "Date", "X-Folded", "Cc", "Message-ID", "x-none"])
+_FIELD = st.tuples(_HEADER_NAMES, st.text(alphabet="abc <>@.\"=?", max_size=20), st.booleans())
+
+
+@st.composite
+def messages(draw) -> bytes:
+    lines = []
+    for name, value, folded in draw(st.lists(_FIELD, max_size=6)):
+        lines.append(f"{name}: {value}" + ("\r\n\tcontinued" if folded else ""))
+    body = draw(st.sampled_from([b"plain body\r\n", MESSAGE.split(b"\r\n\r\n", 1)[1]]))
+    kind = b"Content-Type: multipart/mixed; boundary=b\r\n" if body.startswith(b"--b") else b""
+    return "\r\n".join(lines).encode("latin-1") + (b"\r\n" if lines else b"") + kind + b"\r\n" + body
+
+
+_SIMPLE_ITEMS = ["UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "ENVELOPE", "BODYSTRUCTURE", "BODY",
+                 "RFC822.HEADER"]
+
+
+@st.composite
+def header_sections(draw) -> bytes:
+    text = draw(st.sampled_from(["HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"]))
+    fields = draw(st.lists(_HEADER_NAMES, min_size=1, max_size=3)) if text != "HEADER" else []
+    spec = text + (" (" + " ".join(fields) + ")" if fields else "")
+    partial = draw(st.one_of(st.none(), st.tuples(st.integers(0, 80), st.integers(1, 80))))
+    return ("BODY.PEEK[" + spec + "]" + ("" if partial is None else "<%d.%d>" % partial)).encode("ascii")
+
+
+@given(message=messages(),
+       items=st.lists(st.one_of(st.sampled_from([i.encode() for i in _SIMPLE_ITEMS]), header_sections()),
+                      min_size=1, max_size=6),
+       by_uid=st.booleans(), condstore=st.booleans(), seq=st.integers(1, 10**6), uid=st.integers(1, 2**32 - 1),
+       minutes=st.integers(-720, 840), when=st.integers(0, 2**31))
+def test_line_writer_gives_the_bytes_of_the_general_answer(message, items, by_uid, condstore, seq, uid, minutes,
+                                                           when):
+    planned = plan_fetch(parse_fetch(b"(" + b" ".join(items) + b")"), by_uid=by_uid, condstore=condstore,
+                         qresync=False)
+    record = Record()
+    record.size = len(message)
+    record.internaldate = datetime.datetime.fromtimestamp(
+        when, datetime.timezone(datetime.timedelta(minutes=minutes)))
+    structure = parse_bytes(message)
+    flags = b"(\\Seen $Label1)" if planned.wants_flags else None
+    line = line_writer(planned)
+    assert line is not None
+    expected = b"".join(answer(seq, uid, planned, flags, record, structure, None).pieces())
+    assert line(seq, uid, flags, record, structure) == expected
+
+
+def test_no_line_writer_where_the_file_is_read():
+    assert line_writer(plan(b"(UID BODY.PEEK[])")) is None
+    assert line_writer(plan(b"(UID BODY.PEEK[1.HEADER])")) is None
+    assert line_writer(plan(b"(UID BINARY.SIZE[1])")) is None
+    assert line_writer(plan(b"(UID RFC822.TEXT)")) is None

@@ -90,5 +90,5 @@ def test_one_writer_of_responses():
     writers = {path.name: _writes(path) for path in sorted(PACKAGE.glob("*.py")) if _writes(path)}
     assert writers == {
         "output.py": ["flush"],
-        "server.py": ["close_with", "send", "send_all"],
+        "server.py": ["_write", "release"],
     }

@@ -273,6 +273,7 @@ def same_picture(view, model):
     for seq, uid in enumerate(model.uids, 1):
         assert view.uid_of(seq) == uid and view.seq_of(uid) == seq
         assert view.flags_of(uid) == model.flags_of(uid)
+        assert view.flags_of_pair(seq, uid) == model.flags_of(uid)
         assert view.is_expunged(uid) == (uid in model.expunged)
     assert view.pending_new() == model.new
     assert view.recent_count == len(model.recent)
