@@ -70,43 +70,19 @@ class ClusterChangeFeed:
         return self._known.get(mailbox_id, 0)
 
     def subscribe(self, mailbox_id, callback):
-        self._watched[mailbox_id] = self._watched.get(mailbox_id, 0) + 1
-        unsubscribe = self._fanout.subscribe(mailbox_id, callback)
-        done = []
+        def unwatched():
+            self._known.pop(mailbox_id, None)
+            for memo in self.memos:
+                memo.forget(mailbox_id)
 
-        def end():
-            if done:
-                return
-            done.append(True)
-            unsubscribe()
-            self._watched[mailbox_id] -= 1
-            if not self._watched[mailbox_id]:
-                del self._watched[mailbox_id]
-                self._known.pop(mailbox_id, None)
-                for memo in self.memos:
-                    memo.forget(mailbox_id)
-
-        return end
+        return _counted(self._watched, mailbox_id, self._fanout.subscribe(mailbox_id, callback), unwatched)
 
     def notify(self, mailbox_id, highestmodseq):
         """A change committed by this node."""
         self.heard({mailbox_id: highestmodseq})
 
     def subscribe_mailboxes(self, user, callback):
-        self._lists_watched[user] = self._lists_watched.get(user, 0) + 1
-        unsubscribe = self._fanout.subscribe_mailboxes(user, callback)
-        done = []
-
-        def end():
-            if done:
-                return
-            done.append(True)
-            unsubscribe()
-            self._lists_watched[user] -= 1
-            if not self._lists_watched[user]:
-                del self._lists_watched[user]
-
-        return end
+        return _counted(self._lists_watched, user, self._fanout.subscribe_mailboxes(user, callback))
 
     def notify_mailboxes(self, user):
         """A change of the user's list of mailboxes committed by this node."""
@@ -234,3 +210,26 @@ class Listener:
                     self._reactor.callFromThread(self._on_changes, notification.payload)
                     if self._stopping.is_set():
                         break
+
+
+def _counted(watchers: dict, key, unsubscribe: Callable[[], None],
+             unwatched: Callable[[], None] = lambda: None) -> Callable[[], None]:
+    """
+    Count one more watcher of ``key``; the end it returns (harmless to
+    call twice) unsubscribes and, for the last watcher, forgets ``key``
+    and calls ``unwatched``.
+    """
+    watchers[key] = watchers.get(key, 0) + 1
+    done = []
+
+    def end():
+        if done:
+            return
+        done.append(True)
+        unsubscribe()
+        watchers[key] -= 1
+        if not watchers[key]:
+            del watchers[key]
+            unwatched()
+
+    return end

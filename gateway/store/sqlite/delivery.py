@@ -93,15 +93,13 @@ class DeliveryMixin:
                 f.flush()
                 os.fsync(f.fileno())
                 size = f.tell()
-            with open(path, "rb") as f:
-                structure = message.parse(f)
         except OSError as e:
             path.unlink(missing_ok=True)
             raise store_error(e) from e
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        return Spooled(path, size, structure)
+        return _parsed(path, size)
 
     def _adopt(self, source: WholeCopy) -> Spooled | None:
         """
@@ -127,15 +125,10 @@ class DeliveryMixin:
         try:
             os.fsync(fd)
             size = os.fstat(fd).st_size
-            with open(path, "rb") as f:
-                structure = message.parse(f)
         except OSError as e:
             path.unlink(missing_ok=True)
             raise store_error(e) from e
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        return Spooled(path, size, structure)
+        return _parsed(path, size)
 
     def _spool_shared(self, message) -> Spooled:
         """The message several copies share, from its start."""
@@ -349,3 +342,17 @@ class DeliveryMixin:
             if ok:
                 spooled.append(value)
         return bodies, spooled
+
+
+def _parsed(path: Path, size: int) -> Spooled:
+    """The durable body at ``path`` with its structure; the file is removed if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            structure = message.parse(f)
+    except OSError as e:
+        path.unlink(missing_ok=True)
+        raise store_error(e) from e
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return Spooled(path, size, structure)
