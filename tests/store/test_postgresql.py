@@ -92,6 +92,23 @@ def two_nodes(postgres_dsn):
         result_of(node.close())
 
 
+def cut_listening(node, database_dsn):
+    """
+    Drop ``node``'s LISTEN connection on the server's side and point it at a
+    port nobody listens on, so that it cannot listen again until the test
+    gives back the DSN it returns with the listener.
+    """
+    from tests.store.engines import free_port
+
+    listener = node.changes._listener
+    good_dsn = listener._dsn
+    listener._dsn = good_dsn + f" port={free_port()}"  # the last port= wins
+    sql(database_dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = 'gateway-listen' AND datname = current_database()")
+    assert turn_until(lambda: not listener._listened, 5)
+    return listener, good_dsn
+
+
 def test_uids_from_two_nodes_are_unique_and_commit_in_order(two_nodes, postgres_dsn):
     # A reader watching the mailbox while both nodes deliver never sees UID
     # n+1 without n: what one snapshot holds is always 1..highest.
@@ -561,16 +578,9 @@ def test_a_node_that_lost_its_listening_connection_catches_up(listening_nodes, p
     heard = []
     a.changes.subscribe(box.id, lambda mailbox_id, modseq: heard.append(modseq))
     settle(a, heard)
-    listener = a.changes._listener
     # The server drops A's listening connection, and A cannot listen again
     # until B has delivered: A never gets that NOTIFY.
-    from tests.store.engines import free_port
-
-    good_dsn = listener._dsn
-    listener._dsn = good_dsn + f" port={free_port()}"  # the last port= wins
-    sql(postgres_database, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE application_name = 'gateway-listen' AND datname = current_database()")
-    assert turn_until(lambda: not listener._listened, 5)
+    listener, good_dsn = cut_listening(a, postgres_database)
     record = result_of(b.append(box.id, MESSAGE))
     turn_until(lambda: False, 0.3)
     assert heard == []

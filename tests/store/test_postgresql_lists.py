@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tests.deferreds import result_of
 from tests.store.contract import inbox
-from tests.store.test_postgresql import listening, listening_nodes, settle, sql, turn_until  # noqa: F401
+from tests.store.test_postgresql import cut_listening, listening, listening_nodes, settle, turn_until  # noqa: F401
 
 
 def watch_lists(node, heard, *users):
@@ -48,14 +48,7 @@ def test_a_watcher_whose_node_stopped_listening_is_told_to_look_again(listening_
     heard = []
     watch_lists(a, heard, "alice")
     settle_lists(a, heard, 1)
-    listener = a.changes._listener
-    from tests.store.engines import free_port
-
-    good_dsn = listener._dsn
-    listener._dsn = good_dsn + f" port={free_port()}"  # the last port= wins
-    sql(postgres_database, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE application_name = 'gateway-listen' AND datname = current_database()")
-    assert turn_until(lambda: not listener._listened, 5)
+    listener, good_dsn = cut_listening(a, postgres_database)
     result_of(b.create_mailbox("alice", "Missed"))
     turn_until(lambda: False, 0.3)
     assert heard == []

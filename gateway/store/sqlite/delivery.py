@@ -20,6 +20,7 @@ not written again at all: its spool file is linked into tmp/ and is the body.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import json
@@ -86,19 +87,13 @@ class DeliveryMixin:
                 return adopted
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="msg.")
         path = Path(name)
-        try:
+        with _removed_on_failure(path):
             with os.fdopen(fd, "wb") as f:
                 for chunk in message.crlf_chunks(_source_chunks(source)):
                     f.write(chunk)
                 f.flush()
                 os.fsync(f.fileno())
                 size = f.tell()
-        except OSError as e:
-            path.unlink(missing_ok=True)
-            raise store_error(e) from e
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
         return _parsed(path, size)
 
     def _adopt(self, source: WholeCopy) -> Spooled | None:
@@ -122,12 +117,9 @@ class DeliveryMixin:
                 os.close(directory)
         except OSError:
             return None
-        try:
+        with _removed_on_failure(path):
             os.fsync(fd)
             size = os.fstat(fd).st_size
-        except OSError as e:
-            path.unlink(missing_ok=True)
-            raise store_error(e) from e
         return _parsed(path, size)
 
     def _spool_shared(self, message) -> Spooled:
@@ -139,16 +131,13 @@ class DeliveryMixin:
         """One copy's body: its own fields on top of the shared spool, fsynced."""
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="msg.")
         path = Path(name)
-        try:
+        with _removed_on_failure(path):
             with os.fdopen(fd, "wb") as f, open(shared.path, "rb") as body:
                 f.write(b"".join(message.crlf_chunks([fields])))
                 shutil.copyfileobj(body, f, _CHUNK)
                 f.flush()
                 os.fsync(f.fileno())
                 size = f.tell()
-        except OSError as e:
-            path.unlink(missing_ok=True)
-            raise store_error(e) from e
         return Spooled(path, size, shared.structure.with_fields_on_top(fields))
 
     def _off_reactor(self, work, *args) -> defer.Deferred:
@@ -344,15 +333,22 @@ class DeliveryMixin:
         return bodies, spooled
 
 
-def _parsed(path: Path, size: int) -> Spooled:
-    """The durable body at ``path`` with its structure; the file is removed if it cannot be read."""
+@contextlib.contextmanager
+def _removed_on_failure(path: Path):
+    """A body file half made is removed; a file system's error is the store's error."""
     try:
-        with open(path, "rb") as f:
-            structure = message.parse(f)
+        yield
     except OSError as e:
         path.unlink(missing_ok=True)
         raise store_error(e) from e
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+def _parsed(path: Path, size: int) -> Spooled:
+    """The durable body at ``path`` with its structure; the file is removed if it cannot be read."""
+    with _removed_on_failure(path):
+        with open(path, "rb") as f:
+            structure = message.parse(f)
     return Spooled(path, size, structure)
