@@ -60,8 +60,9 @@ class GroupCommit:
     answered before that commit (DESIGN.md, durability).
 
     A store that does not provide ``IGroupCommitStore`` gets one ``append``
-    per delivery, at once; ``batching`` says which, since only batched deliveries may be
-    started together (their sources are read one after the other).
+    per delivery, at once, one recipient after another; ``batching`` says
+    which, so that the listener starts a message's deliveries together
+    only where they go to the store together.
     """
 
     def __init__(self, store, reactor):

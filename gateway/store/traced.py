@@ -9,6 +9,9 @@ No Twisted import here.
 
 from __future__ import annotations
 
+import io
+import os
+
 
 class TracedMessage:
     """
@@ -16,30 +19,55 @@ class TracedMessage:
     binary file), readable as any source ``IMailStore.append`` takes: the
     fields, then the message from its start.  Nothing is copied per copy.
 
-    Several copies share ``message``: read one after the other, each rewinds
-    it when it starts.  A store that takes them together
-    (``IGroupCommitStore.append_many``) may instead read ``message`` once,
-    parse it once and put each copy's fields on top
-    (``MessageStructure.with_fields_on_top``).
+    Several copies share ``message``, and a store may read them at once on
+    several threads (copies that reach it in different groups, as those of
+    recipients whose mailboxes are made on first delivery): each reads it at
+    a position of its own, never by moving the file's.  A store that takes
+    them together (``IGroupCommitStore.append_many``) may instead read
+    ``message`` once (``from_start``), parse it once and put each copy's
+    fields on top (``MessageStructure.with_fields_on_top``).
     """
 
     def __init__(self, fields: bytes, message):
         self.fields = fields
         self.message = message
         self._prefix = fields
-        self._started = False
+        self._position = 0
+
+    @classmethod
+    def from_start(cls, message) -> TracedMessage:
+        """``message`` alone, from its start, at a position of its own."""
+        return cls(b"", message)
 
     def read(self, size: int = -1) -> bytes:
-        if not self._started:
-            self._started = True
-            self.message.seek(0)
         if self._prefix:
             if size < 0:
-                chunk, self._prefix = self._prefix + self.message.read(), b""
+                chunk, self._prefix = self._prefix + self._read(-1), b""
                 return chunk
             chunk, self._prefix = self._prefix[:size], self._prefix[size:]
             return chunk
-        return self.message.read(size)
+        return self._read(size)
+
+    def _read(self, size: int) -> bytes:
+        chunk = _read_at(self.message, self._position, size)
+        self._position += len(chunk)
+        return chunk
+
+
+def _read_at(file, position: int, size: int) -> bytes:
+    """Up to ``size`` bytes (all, if negative) of ``file`` from ``position``; its own position is left alone."""
+    try:
+        fd = file.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        with file.getbuffer() as view:
+            return bytes(view[position:] if size < 0 else view[position:position + size])
+    if size >= 0:
+        return os.pread(fd, size, position)
+    chunks = []
+    while chunk := os.pread(fd, 1 << 20, position):
+        chunks.append(chunk)
+        position += len(chunk)
+    return b"".join(chunks)
 
 
 class WholeCopy:

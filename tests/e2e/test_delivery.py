@@ -196,6 +196,33 @@ def test_50_mb_message_keeps_server_memory_flat(data_dir):
     assert untraced(read_mailbox(data_dir)[-1:], b"bob@example.org", b"alice@example.test") == [(uid, message)]
 
 
+def test_copies_for_several_recipients_are_each_the_whole_message(data_dir):
+    # Recipients whose mailboxes exist and recipients whose mailboxes their
+    # first delivery makes reach the store in different groups, whose
+    # copies of the one spool are read at once on several threads.
+    names = ["alice", "bob", "carol", "dave", "erin", "frank"]
+    for name in names[1:]:
+        run_gateway(data_dir, "user", "add", name, input=b"password-of-" + name.encode() + b"\n")
+    numbered = b"".join(b"line %07d of a message read by six copies at once\r\n" % n for n in range(150_000))
+    message = b"From: bob@example.org\r\nSubject: to six\r\n\r\n" + numbered
+    with GatewayProcess(data_dir, pop3=None, imap=None) as server:
+        port = server.port("lmtp")
+        for name in names[::2]:
+            lmtp_deliver(port, "bob@example.org", f"{name}@example.test", b"Subject: first\r\n\r\nx\r\n")
+        with smtplib.LMTP("127.0.0.1", port, timeout=60) as client:
+            client.ehlo_or_helo_if_needed()
+            assert client.mail("bob@example.org")[0] == 250
+            for name in names:
+                assert client.rcpt(f"{name}@example.test")[0] == 250
+            # RFC 2033 4.2: one reply per recipient, the first as DATA's.
+            replies = [client.data(message)] + [client.getreply() for _ in names[1:]]
+    assert [code for code, _ in replies] == [250] * len(names), replies
+    for name in names:
+        copy = read_mailbox(data_dir, user=name)[-1]
+        recipient = f"{name}@example.test".encode()
+        assert untraced([copy], b"bob@example.org", recipient)[0][1] == message, name
+
+
 @pytest.mark.parametrize("save_to_detail_mailbox", [False, True])
 def test_plus_detail_never_plants_mail_in_a_special_use_folder(data_dir, tmp_path, save_to_detail_mailbox):
     # An outside sender picks the address: alice+Sent@ must not put "sent"

@@ -30,27 +30,42 @@ def crlf(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def test_reads_its_fields_then_the_rewound_message():
-    class Spool:
-        def __init__(self):
-            self.data, self.position = b"body\r\n", 3
+@pytest.fixture(params=["memory", "file"])
+def spool(request, tmp_path):
+    data = b"body\r\n" * 3
+    if request.param == "memory":
+        f = io.BytesIO(data)
+    else:
+        f = open(tmp_path / "spool", "w+b")
+        f.write(data)
+        f.flush()
+    f.seek(3)  # the listener leaves it anywhere
+    yield f
+    f.close()
 
-        def seek(self, position):
-            self.position = position
 
-        def read(self, size=-1):
-            end = len(self.data) if size < 0 else self.position + size
-            chunk, self.position = self.data[self.position:end], min(end, len(self.data))
-            return chunk
-
-    spool = Spool()
+def test_reads_its_fields_then_the_message_from_its_start(spool):
     for fields in (b"Field: x\r\n", b"Other: y\r\n"):
         traced = TracedMessage(fields, spool)
         chunks = []
         while chunk := traced.read(4):
             chunks.append(chunk)
-        assert b"".join(chunks) == fields + b"body\r\n"
-    assert TracedMessage(b"F: 1\r\n", spool).read() == b"F: 1\r\nbody\r\n"
+        assert b"".join(chunks) == fields + b"body\r\n" * 3
+    assert TracedMessage(b"F: 1\r\n", spool).read() == b"F: 1\r\n" + b"body\r\n" * 3
+    assert TracedMessage.from_start(spool).read() == b"body\r\n" * 3
+
+
+def test_copies_sharing_a_message_read_it_at_once_each_from_its_start(spool):
+    # Copies that reach the store in different groups are read on several
+    # threads at once: one copy's reads never move another's position.
+    copies = [TracedMessage(b"To: %d\r\n" % n, spool) for n in range(3)] + [TracedMessage.from_start(spool)]
+    read = [[] for _ in copies]
+    for _ in range(10):
+        for copy, chunks in zip(copies, read):
+            chunks.append(copy.read(5))
+    assert [b"".join(chunks) for chunks in read] == [
+        copy.fields + b"body\r\n" * 3 for copy in copies
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.eml")))

@@ -124,8 +124,7 @@ class DeliveryMixin:
 
     def _spool_shared(self, message) -> Spooled:
         """The message several copies share, from its start."""
-        message.seek(0)
-        return self._spool(message)
+        return self._spool(TracedMessage.from_start(message))
 
     def _with_fields(self, shared: Spooled, fields: bytes) -> Spooled:
         """One copy's body: its own fields on top of the shared spool, fsynced."""
