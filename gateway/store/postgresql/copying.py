@@ -19,6 +19,7 @@ from gateway.store.blobs.spool import spool
 from gateway.store.encoding import flags_text
 from gateway.store.interfaces import CopyConflict, NoSuchMailbox
 from gateway.store.model import DeviceState, MailboxInfo, MailboxState
+from gateway.store.postgresql.flags import write_flags
 
 
 class CopyingMixin:
@@ -142,10 +143,7 @@ class CopyingMixin:
             counters = self._lock_mailboxes(tx, [mailbox_id])
             if mailbox_id not in counters:
                 raise NoSuchMailbox(str(mailbox_id))
-            tx.cursor.executemany(
-                "UPDATE messages SET flags = %s, modseq = %s WHERE mailbox_id = %s AND uid = %s",
-                [(flags_text(r.flags), r.modseq, mailbox_id, r.uid) for r in records],
-            )
+            write_flags(tx, mailbox_id, [(r.uid, flags_text(r.flags), r.modseq) for r in records])
             self._raise_counters(tx, mailbox_id, counters, 1, max(r.modseq for r in records))
 
         if not records:

@@ -241,6 +241,22 @@ def recover(connection) -> None:
              " committed unflushed may be lost)", mailboxes=[row[0] for row in rows])
 
 
+def write_flags(tx, mailbox_id: int, rows: list[tuple[int, str, int]]) -> None:
+    """
+    Set (UID, flags text, modseq) on those messages of the mailbox, in one
+    statement: a statement per message costs the driver's work per
+    statement, which over a POP3 download's \\Seen saves was as much CPU as
+    serving the messages.
+    """
+    uids, flags, modseqs = zip(*rows)
+    tx.execute(
+        "UPDATE messages SET flags = v.flags, modseq = v.modseq"
+        " FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS v(uid, flags, modseq)"
+        " WHERE messages.mailbox_id = %s AND messages.uid = v.uid",
+        (list(uids), list(flags), list(modseqs), mailbox_id),
+    )
+
+
 def apply_changes(tx, changes: list[FlagChange], node: str, record) -> list:
     """
     In one transaction: each change's (changed records, modified UIDs), or
@@ -272,10 +288,7 @@ def apply_changes(tx, changes: list[FlagChange], node: str, record) -> list:
             (record_from_row(row) for row in rows), change.flags, change.mode, change.unchangedsince, modseq
         )
         if changed:
-            tx.cursor.executemany(
-                "UPDATE messages SET flags = %s, modseq = %s WHERE mailbox_id = %s AND uid = %s",
-                [(flags_text(r.flags), modseq, change.mailbox_id, r.uid) for r in changed],
-            )
+            write_flags(tx, change.mailbox_id, [(r.uid, flags_text(r.flags), modseq) for r in changed])
             modseqs[change.mailbox_id] = modseq
             tx.changed_mailbox(change.mailbox_id, modseq)
         outcomes.append((changed, modified))
