@@ -228,6 +228,39 @@ def test_gateway_check_reads_the_shared_store(nodes, tmp_path):
     assert (result.returncode, result.stdout) == (0, b"store is consistent\n"), result.stderr
 
 
+def test_gateway_check_reports_and_repairs_quota_counters(tmp_path, postgres_database):
+    import psycopg
+    from twisted.internet import reactor
+
+    from gateway.store.postgresql.chunks import ChunkedBlobs
+    from gateway.store.postgresql.store import PostgreSQLStore
+    from tests.deferreds import result_of
+
+    store = PostgreSQLStore(reactor, postgres_database, ChunkedBlobs(), pool_size=1)
+    try:
+        result_of(store.ensure_user("alice"))
+        box = result_of(store.get_mailbox("alice", "INBOX"))
+        octets = sum(result_of(store.append(box.id, b"Subject: %d\r\n\r\nbody\r\n" % n)).size for n in range(2))
+    finally:
+        result_of(store.close())
+    with psycopg.connect(postgres_database, autocommit=True) as connection:
+        connection.execute("UPDATE mailboxes SET message_count = 5, message_octets = 0 WHERE id = %s", (box.id,))
+    config = tmp_path / "node.toml"
+    config.write_text(f'[store]\nbackend = "postgresql"\ndsn = {postgres_database!r}\n'
+                      '[store.blobs]\nkind = "postgresql"\n')
+
+    def check(*args):
+        result = run_gateway(tmp_path / "data", "--config", str(config), "check", *args, check=False)
+        return result.returncode, result.stdout.decode()
+
+    found = f"alice/INBOX: quota counters say 5 messages / 0 bytes, the mailbox holds 2 / {octets}\n"
+    assert check() == (1, found)
+    assert check() == (1, found)
+    assert check("--repair") == (
+        0, f"repaired: alice/INBOX: quota counters counted again: 2 messages / {octets} bytes\nstore is consistent\n")
+    assert check() == (0, "store is consistent\n")
+
+
 def test_a_node_without_a_database_says_so_in_one_line(tmp_path):
     config = tmp_path / "broken.toml"
     config.write_text('[store]\nbackend = "postgresql"\n')

@@ -5,13 +5,19 @@ index against its body store.
 Found: messages whose body is gone from the body store, bodies no message
 names (left by expunges, deleted mailboxes and users, or deliveries that
 never committed), a UIDNEXT not above every UID given out (expunged ones
-included), a HIGHESTMODSEQ below a message's or an expunge's modseq.
+included), a HIGHESTMODSEQ below a message's or an expunge's modseq, and a
+mailbox whose quota counters (``message_count``, ``message_octets``: what
+RFC 9208 usage and the LMTP quota refusal read) are not the count and the
+sum of sizes of its messages.  All of it is read in one snapshot, in which
+the counters agree with the rows whatever is being delivered meanwhile: the
+triggers keep them in the transaction that adds or removes the rows.
 
 ``--repair`` does only what cannot lose or invent mail, each step through
 the store so that live sessions on every node hear of it: raise UIDNEXT and
 HIGHESTMODSEQ, expunge messages whose body is gone (they cannot be read
-anyway; the row is all that is left), and collect the orphan bodies older
-than the grace period.  A check without repair changes nothing.
+anyway; the row is all that is left), count the quota counters again (as
+``doveadm quota recalc``), and collect the orphan bodies older than the
+grace period.  A check without repair changes nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ from gateway.store.postgresql.maintenance import ORPHAN_GRACE
 
 _ALL_TIME = datetime.datetime(9999, 12, 31, tzinfo=datetime.timezone.utc)
 
+# A mailbox's messages and their octets, from a subquery ``t`` (count ``n``,
+# summed ``octets``) with no row for an empty mailbox.
+_HELD = "coalesce(t.n, 0), coalesce(t.octets, 0)::bigint"
+
 
 @attrs.frozen
 class Findings:
@@ -40,6 +50,8 @@ class Findings:
     # (mailbox id, "user/name", UID, key)
     bodies_missing: tuple[tuple[int, str, int, str], ...]
     orphans: int
+    # (mailbox id, "user/name", (count, octets) the counters say, (count, octets) held)
+    miscounted: tuple[tuple[int, str, tuple[int, int], tuple[int, int]], ...]
 
     def problems(self) -> list[str]:
         lines = [f"{label}: UIDNEXT {uidnext} is not above UID {highest}"
@@ -48,6 +60,9 @@ class Findings:
                   for _, label, modseq, highest in self.modseq_low]
         lines += [f"{label}: UID {uid} has no body (key {key} is not in the body store)"
                   for _, label, uid, key in self.bodies_missing]
+        lines += [f"{label}: quota counters say {said[0]} messages / {said[1]} bytes,"
+                  f" the mailbox holds {held[0]} / {held[1]}"
+                  for _, label, said, held in self.miscounted]
         if self.orphans:
             lines.append(f"{self.orphans} stored bodies named by no message")
         return lines
@@ -92,7 +107,16 @@ class CheckMixin:
             cutoff = tx.one("SELECT clock_timestamp() - %s", (grace,))[0]
             old = set(self._blobs.keys(tx, cutoff))
             known = {row[0] for row in tx.all("SELECT key FROM blobs WHERE key = ANY(%s)", (sorted(old),))}
-            return Findings(uidnext_low, modseq_low, bodies_missing, unreferenced + len(old - known))
+            miscounted = tuple(
+                (mailbox_id, labels[mailbox_id], (count, octets), (held, held_octets))
+                for mailbox_id, count, octets, held, held_octets in tx.all(
+                    f"SELECT m.id, m.message_count, m.message_octets, {_HELD} FROM mailboxes AS m"
+                    " LEFT JOIN (SELECT mailbox_id, count(*) AS n, sum(size) AS octets FROM messages"
+                    "  GROUP BY mailbox_id) AS t ON t.mailbox_id = m.id"
+                    f" WHERE (m.message_count, m.message_octets) IS DISTINCT FROM ({_HELD}) ORDER BY m.id"
+                )
+            )
+            return Findings(uidnext_low, modseq_low, bodies_missing, unreferenced + len(old - known), miscounted)
 
         return self._db.transact(indexed, (), "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")[0]
 
@@ -121,6 +145,10 @@ class CheckMixin:
         for mailbox_id, label, uid, _ in findings.bodies_missing:
             if await self.expunge(mailbox_id, [uid]):
                 repairs.append(f"{label}: UID {uid}, whose body is gone, expunged")
+        for mailbox_id, label, _, _ in findings.miscounted:
+            counted = await self._db.write(self._count_again, mailbox_id)
+            if counted is not None:
+                repairs.append(f"{label}: quota counters counted again: {counted[0]} messages / {counted[1]} bytes")
         if findings.orphans:
             collected = await self.collect_orphans(grace)
             count = len(collected.unreferenced) + len(collected.uncommitted)
@@ -136,6 +164,29 @@ class CheckMixin:
         )
         if row is not None:
             tx.changed_mailbox(mailbox_id, modseq)
+
+    def _count_again(self, tx, mailbox_id: int) -> tuple[int, int] | None:
+        """
+        Set the mailbox's quota counters to what it holds, under its row
+        lock: every writer of its messages takes that lock first and keeps
+        it to its commit, so the count (a statement begun once the lock is
+        ours, in READ COMMITTED, so seeing every commit before it) is of a
+        set of rows no one is changing, and the writers after us add to the
+        right figures.
+
+        @return: the counters now, or None when they were right already or
+            the mailbox is gone.
+        """
+        if not self._lock_mailboxes(tx, [mailbox_id]):
+            return None
+        return tx.one(
+            "UPDATE mailboxes AS m SET message_count = t.n, message_octets = t.octets"
+            " FROM (SELECT count(*) AS n, coalesce(sum(size), 0)::bigint AS octets FROM messages"
+            "  WHERE mailbox_id = %s) AS t"
+            " WHERE m.id = %s AND (m.message_count, m.message_octets) IS DISTINCT FROM (t.n, t.octets)"
+            " RETURNING m.message_count, m.message_octets",
+            (mailbox_id, mailbox_id),
+        )
 
 
 @implementer(IStoreMaintenance)
