@@ -36,6 +36,7 @@ from gateway.policy.limits import ConnectionLimiter
 from gateway.policy.login import LoginPolicy
 from gateway.policy.quota import Quotas
 from gateway.net.metrics import Metrics, MetricsFactory, metrics_site
+from gateway.net.turns import time_turns
 from gateway.net import unix
 from gateway.net.proxy import TrustedProxyFactory, split_description
 from gateway.net.writethrough import write_through
@@ -110,17 +111,24 @@ class StoreService(Service):
 
 
 class MetricsService(Service):
-    """Makes this server's metrics the ones the protocols' counts go to."""
+    """
+    Makes this server's metrics the ones the protocols' counts go to, and
+    times the reactor's turns into them.
+    """
 
-    def __init__(self, metrics: Metrics):
+    def __init__(self, metrics: Metrics, reactor):
         self.metrics = metrics
+        self.reactor = reactor
         self._previous = None
+        self._stop_timing = None
 
     def startService(self):
         super().startService()
         self._previous = metrics.activate(self.metrics)
+        self._stop_timing = time_turns(self.reactor, self.metrics.turns)
 
     def stopService(self):
+        self._stop_timing()
         metrics.activate(self._previous)
         return super().stopService()
 
@@ -402,7 +410,7 @@ def make_service(
     top = MultiService()
     StoreService(store).setServiceParent(top)
     CertificateReloader(certificates, reactor).setServiceParent(top)
-    MetricsService(counted).setServiceParent(top)
+    MetricsService(counted, reactor).setServiceParent(top)
     if read_config is not None:
 
         def apply(new: Config) -> None:

@@ -55,6 +55,7 @@ PURE = [
     "policy/plaintext.py",
     "policy/session.py",
     "net/dotlines.py",
+    "net/turns.py",
     "store/model.py",
     "store/names.py",
     "store/encoding.py",

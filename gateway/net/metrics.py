@@ -21,6 +21,10 @@ Exported names (the Grafana dashboard in deploy/ uses only these):
   ``tempfail`` (4xx from the store) or ``error`` (an unexpected failure)
 - ``gateway_store_errors_total{operation}``
 - ``gateway_config_last_reload_successful``: 1, or 0 after a refused reload
+- ``gateway_reactor_turn_cpu_seconds``: a histogram of the reactor thread's
+  CPU per turn, from one wait for events to the next (``gateway.net.turns``)
+- ``gateway_reactor_longest_turn_cpu_seconds``: the longest such turn since
+  the server started
 
 ``protocol`` is the listener's name (``pop3``, ``pop3s``, ``imap``,
 ``imaps``, ``lmtp``, or a ``[listeners.NAME]``'s NAME) for connections and
@@ -31,10 +35,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import directlyProvides, providedBy
+
+from gateway.net.turns import TurnTimer
 
 # Command names are client input: only these become label values, anything
 # else is counted as OTHER, so a client cannot grow the label set at will.
@@ -123,6 +131,10 @@ class Metrics:
         for result in DELIVERY_RESULTS:
             self.deliveries.labels(result)
         self.store_errors.labels("deliver")
+        # Counted by the reactor thread on every turn, so at the least cost
+        # (no lock, no labels), and exported only when scraped.
+        self.turns = TurnTimer()
+        registry.register(_TurnCollector(self.turns))
 
     def observe_command(self, protocol: str, command: str | bytes, seconds: float) -> None:
         # labels() takes a lock and rebuilds the key each call, a large share
@@ -144,6 +156,31 @@ class Metrics:
 
     def count_store_error(self, operation: str) -> None:
         self.store_errors.labels(operation).inc()
+
+
+class _TurnCollector:
+    """The reactor's turns as Prometheus sees them, read at each scrape."""
+
+    def __init__(self, turns: TurnTimer) -> None:
+        self.turns = turns
+
+    def collect(self):
+        turns = self.turns
+        cumulative, buckets = 0, []
+        for bound, count in zip((*turns.buckets, float("inf")), turns.counts):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        yield HistogramMetricFamily(
+            "gateway_reactor_turn_cpu_seconds",
+            "CPU of the reactor thread from one wait for events to the next",
+            buckets=buckets,
+            sum_value=turns.total,
+        )
+        yield GaugeMetricFamily(
+            "gateway_reactor_longest_turn_cpu_seconds",
+            "The longest turn of the reactor thread since start, in its CPU seconds",
+            value=turns.longest,
+        )
 
 
 _active: Metrics | None = None

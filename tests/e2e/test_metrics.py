@@ -87,6 +87,11 @@ def test_counts_move_with_real_sessions(server):
     assert value(during, "gateway_sent_bytes_total", protocol="pop3") > len(MESSAGE)
     assert value(during, "gateway_received_bytes_total", protocol="lmtp") > len(MESSAGE)
     assert value(during, "gateway_received_bytes_total", protocol="imap") > len(b"a LOGIN alice secret\r\n")
+    # The reactor thread turned for these sessions, every turn timed in its CPU.
+    turns = "gateway_reactor_turn_cpu_seconds"
+    assert value(during, f"{turns}_count") > value(before, f"{turns}_count")
+    assert value(during, f"{turns}_bucket", le="+Inf") == value(during, f"{turns}_count")
+    assert 0 < value(during, "gateway_reactor_longest_turn_cpu_seconds") <= value(during, f"{turns}_sum")
 
     status = run_gateway(server.data_dir, "status")
     lines = status.stdout.decode().splitlines()

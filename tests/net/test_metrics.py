@@ -228,3 +228,23 @@ def test_authlog_lines_count_logins(active):
     assert values[("gateway_logins_total", (("protocol", "pop3"), ("result", "failed")))] == 1
     assert values[("gateway_logins_total", (("protocol", "imap"), ("result", "ok")))] == 1
     assert values[("gateway_logins_total", (("protocol", "pop3"), ("result", "ok")))] == 0
+
+
+def test_reactor_turns_are_a_histogram_and_the_longest():
+    m = Metrics(CollectorRegistry())
+    before = samples(m)
+    assert before[("gateway_reactor_turn_cpu_seconds_count", ())] == 0
+    assert before[("gateway_reactor_longest_turn_cpu_seconds", ())] == 0
+    for seconds in (0.0004, 0.2, 0.3, 0.0004, 4.0):
+        m.turns.count(seconds)
+    values = samples(m)
+
+    def bucket(le: str) -> float:
+        return values[("gateway_reactor_turn_cpu_seconds_bucket", (("le", le),))]
+
+    # Cumulative, as Prometheus' le: a turn of exactly 0.2 s is within 0.2.
+    assert bucket("0.001") == 2 and bucket("0.1") == 2 and bucket("0.2") == 3
+    assert bucket("0.5") == 4 and bucket("1.0") == 4 and bucket("+Inf") == 5
+    assert values[("gateway_reactor_turn_cpu_seconds_count", ())] == 5
+    assert values[("gateway_reactor_turn_cpu_seconds_sum", ())] == pytest.approx(4.5008)
+    assert values[("gateway_reactor_longest_turn_cpu_seconds", ())] == 4.0
