@@ -41,6 +41,7 @@ def makeService(options: Options):
     from twisted.internet import reactor
 
     from gateway.config import ConfigError, command_line_listeners, load
+    from gateway.heap import settle
     from gateway.privileges import PrivilegeError, hand_over_data_dir
     from gateway.service import StartupError, load_config, make_service, prepare_data_dir
 
@@ -56,6 +57,9 @@ def makeService(options: Options):
             return load(config_path or data_dir / "gateway.toml").with_listeners(**overrides)
 
         service = make_service(data_dir, config, reactor, read_config)
+        # On the first turn of the loop: after twistd has forked and
+        # every service has started (callWhenRunning calls made later).
+        reactor.callWhenRunning(reactor.callLater, 0, settle)
         # twistd switches to --uid/--gid after this returns: hand it the files.
         twistd_options = getattr(options, "parent", None) or {}
         try:

@@ -56,6 +56,7 @@ PURE = [
     "policy/session.py",
     "net/dotlines.py",
     "net/turns.py",
+    "heap.py",
     "store/model.py",
     "store/names.py",
     "store/encoding.py",
