@@ -369,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_export)
 
     store_check = commands.add_parser(
-        "check", help="check the store's index against its files (exit 1 and one line per problem)"
+        "check", help="check the store's index against its bodies and counters (exit 1 and one line per problem)"
     )
     store_check.add_argument("--repair", action="store_true", help="do the safe repairs and say each one")
     store_check.set_defaults(run=cmd_check)
