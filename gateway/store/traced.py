@@ -16,7 +16,8 @@ import os
 class TracedMessage:
     """
     ``fields`` (whole CRLF-ended header lines) followed by ``message`` (a
-    binary file), readable as any source ``IMailStore.append`` takes: the
+    binary file, written and flushed: it is read by position, under any
+    buffer), readable as any source ``IMailStore.append`` takes: the
     fields, then the message from its start.  Nothing is copied per copy.
 
     Several copies share ``message``, and a store may read them at once on
