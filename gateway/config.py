@@ -572,6 +572,31 @@ error: LMTP 451, IMAP NO [UNAVAILABLE], POP3 -ERR [SYS/TEMP].""")
     blobs: BlobsConfig = section(BlobsConfig)
 
 
+# How many serving processes a node runs at the most ("auto" asks for one
+# per core); bounded so that a typo cannot fork a thousand processes.
+MAX_WORKERS = 64
+
+
+def _workers(value: Any) -> int:
+    if value == "auto":
+        return min(os.cpu_count() or 1, MAX_WORKERS)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionError(f'must be a whole number or "auto", not {kind_of(value)}')
+    if not 1 <= value <= MAX_WORKERS:
+        raise OptionError(f'must be from 1 to {MAX_WORKERS} (or "auto"), not {value}')
+    return value
+
+
+@attrs.frozen
+class ServerConfig:
+    workers: int = option(1, _workers, """
+Serving processes, each on every listener: the one twistd runs and
+workers - 1 more it starts after dropping privileges, so that the node uses
+more than one core.  "auto" runs one per core.  Connection limits and the
+failed-login lockout of [limits] hold per process (README, "Using every
+core").""")
+
+
 @attrs.frozen
 class Config:
     hostname: str = option("localhost", _hostname, "Name used in greetings and in LMTP replies.", reload=RESTART)
@@ -584,6 +609,7 @@ A change applies at a reload, but to [listeners] and [proxy] at a restart.""",
   lan = ["192.168.0.0/16", "fd00::/8"]
   scanners = ["192.168.50.0/24"]""")
     listeners: ListenersConfig = section(ListenersConfig, reload=RESTART)
+    server: ServerConfig = section(ServerConfig, reload=RESTART)
     pop3: Pop3Config = section(Pop3Config)
     imap: ImapConfig = section(ImapConfig)
     lmtp: LmtpConfig = section(LmtpConfig)
@@ -667,6 +693,11 @@ def command_line_listeners(overrides: dict[str, list[str]]) -> dict[str, tuple[s
 
 
 def load(path: str | PathLike[str]) -> Config:
+    return load_with_text(path)[0]
+
+
+def load_with_text(path: str | PathLike[str]) -> tuple[Config, str]:
+    """The config at ``path`` and the text it was read from (for processes started later)."""
     source = str(path)
     try:
         with open(path, "rb") as config_file:
@@ -675,7 +706,7 @@ def load(path: str | PathLike[str]) -> Config:
         raise ConfigError(f"{source}: cannot read: {error.strerror or error}") from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"{source}: not UTF-8: {error.reason} at byte {error.start}") from None
-    return loads(text, source)
+    return loads(text, source), text
 
 
 def load_for_tool(data_dir: str | PathLike[str], path: str | PathLike[str] | None = None) -> Config:

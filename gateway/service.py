@@ -6,7 +6,6 @@ The store is the one ``open_store`` opens from the config (DESIGN.md).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -16,17 +15,15 @@ import attrs
 from prometheus_client import CollectorRegistry
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import gatherResults, maybeDeferred
-from twisted.internet.address import UNIXAddress
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.mail import imap4, pop3 as twisted_pop3
 
 from gateway.lmtp import server as lmtp
-from gateway.net import metrics
+from gateway.net import nodemetrics
 from gateway.pop3 import server as pop3
 from gateway.auth import MailRealm, UsersFile, make_portal
-from gateway.config import DEFAULT_TOML, Config, ConfigError, load
+from gateway.config import DEFAULT_TOML, Config, ConfigError, load_with_text
 from gateway.net.access import NetworkAccessFactory
 from gateway.net.certificates import CertificateError, certificate_paths, generated_key_type, load_pair
 from gateway.net.connlimit import ConnectionLimitFactory
@@ -35,8 +32,8 @@ from gateway.policy.addresses import Networks
 from gateway.policy.limits import ConnectionLimiter
 from gateway.policy.login import LoginPolicy
 from gateway.policy.quota import Quotas
-from gateway.net.metrics import Metrics, MetricsFactory, metrics_site
-from gateway.net.turns import time_turns
+from gateway.net.metrics import Metrics, MetricsFactory, MetricsService, metrics_site
+from gateway.net.ports import ListeningPorts, close_now
 from gateway.net import unix
 from gateway.net.proxy import TrustedProxyFactory, split_description
 from gateway.net.writethrough import write_through
@@ -82,12 +79,17 @@ def load_config(data_dir: Path, config_path: Path | None) -> Config:
     The config named on the command line, else DATA/gateway.toml, written
     with every default (commented) when absent.
     """
+    return load_config_text(data_dir, config_path)[0]
+
+
+def load_config_text(data_dir: Path, config_path: Path | None) -> tuple[Config, str]:
+    """``load_config``, with the text it read."""
     if config_path is None:
         config_path = data_dir / "gateway.toml"
         if not config_path.exists():
             config_path.write_text(DEFAULT_TOML)
     try:
-        return load(config_path)
+        return load_with_text(config_path)
     except ConfigError as e:
         raise StartupError(str(e)) from None
 
@@ -108,83 +110,6 @@ class StoreService(Service):
     def stopService(self):
         super().stopService()
         return self.store.close()
-
-
-class MetricsService(Service):
-    """
-    Makes this server's metrics the ones the protocols' counts go to, and
-    times the reactor's turns into them.
-    """
-
-    def __init__(self, metrics: Metrics, reactor):
-        self.metrics = metrics
-        self.reactor = reactor
-        self._previous = None
-        self._stop_timing = None
-
-    def startService(self):
-        super().startService()
-        self._previous = metrics.activate(self.metrics)
-        self._stop_timing = time_turns(self.reactor, self.metrics.turns)
-
-    def stopService(self):
-        self._stop_timing()
-        metrics.activate(self._previous)
-        return super().stopService()
-
-
-class ListeningPorts(Service):
-    """
-    Owns the bound ports: publishes their addresses in run/ports.json once
-    running, and closes them on stop.  The file is written in startService,
-    after the services before this one (the SIGHUP handler among them) have
-    started, so whoever waits for the file may signal the process at once.
-    """
-
-    def __init__(self, ports, protocols, ports_file: Path):
-        self.ports = ports
-        self.protocols = protocols
-        self.ports_file = ports_file
-
-    def startService(self):
-        super().startService()
-        bound: dict[str, list[str]] = {name: [] for name in self.protocols}
-        for protocol, port in self.ports:
-            host = port.getHost()
-            address = address_text(host)
-            bound[protocol].append(address)
-            # JSON logs get the address's parts as fields of their own.
-            parts = {"path": address[len(unix.PREFIX):]} if isinstance(host, UNIXAddress) else {
-                "host": host.host, "port": host.port}
-            log.info("{protocol} listening on {address}", protocol=protocol, address=address, **parts)
-        self.ports_file.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp = self.ports_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(bound))
-        tmp.replace(self.ports_file)
-
-    def stopService(self):
-        self.ports_file.unlink(missing_ok=True)
-        super().stopService()
-        return gatherResults([maybeDeferred(port.stopListening) for _, port in self.ports])
-
-
-def _close_now(ports) -> None:
-    """
-    Close bound ports when the start fails: the reactor that would finish
-    ``stopListening`` never runs, so a socket file goes now.
-    """
-    for _, port in ports:
-        if isinstance(port, unix.UnixPort):
-            port.close_now()
-        else:
-            port.stopListening()
-
-
-def address_text(address) -> str:
-    """How ports.json and the log name a bound address: ``host:port`` or ``unix:/path``."""
-    if isinstance(address, UNIXAddress):
-        return unix.PREFIX + os.fsdecode(address.name)
-    return f"{address.host}:{address.port}"
 
 
 def _listen(reactor, description: str, factory):
@@ -329,12 +254,25 @@ def _admission(live: LiveConfig, listener: Listener):
 
 
 def make_service(
-    data_dir: Path, config: Config, reactor, read_config: Callable[[], Config] | None = None
+    data_dir: Path, config: Config, reactor, read_config: Callable[[], Config] | None = None, *,
+    worker: int = 0, listen: Callable | None = None,
 ) -> MultiService:
     """
     ``read_config``, when given, is how SIGHUP reads the config again (it
     raises ConfigError): see ``gateway/reload.py`` for what changes live.
+
+    ``worker`` 0 is the process twistd runs, which binds the listeners;
+    another (``gateway/worker.py``) gives ``listen(name, description,
+    factory)``, returning the port it serves or None (the metrics page is
+    served by worker 0 alone), in place of binding.  Everything around the
+    ports is built the same in every process.
     """
+    if listen is None:
+        listen = lambda name, description, factory: _listen(reactor, description, factory)  # noqa: E731
+    # Several processes: the metrics page shows the node's counts.
+    node = data_dir / "run" / "metrics" if config.server.workers > 1 else None
+    if node is not None:
+        nodemetrics.share(node, fresh=worker == 0)
     prepare_data_dir(data_dir)
     listeners = planned_listeners(config)
     certificates = load_certificate(data_dir, config, [listener.policy for listener in listeners])
@@ -373,12 +311,14 @@ def make_service(
     # LMTP gets a budget of its own: a flood of client connections from
     # loopback must not stop the MTA from delivering.
     delivery_connections = ConnectionLimiter(limits.max_connections, limits.max_connections, limits.ipv6_prefix)
-    counted = Metrics(CollectorRegistry(), listeners=[listener.name for listener in listeners])
+    counted = Metrics(CollectorRegistry(), listeners=[listener.name for listener in listeners], node=node)
     # One application factory per protocol and TLS policy, shared by its
     # plain and TLS listeners, so that a session is the same whichever port
     # it came in on; only what STLS/STARTTLS offers differs.
     built = {}
     ports = []
+    # The client listeners' ports, for worker processes to serve too.
+    serving = []
     try:
         for listener in listeners:
             key = (listener.protocol, listener.policy)
@@ -398,13 +338,17 @@ def make_service(
                 if behind_proxy:
                     # Outermost, so that everything inside sees the real client.
                     proxied = TrustedProxyFactory(factory, config.resolve(config.proxy.trusted), reactor)
-                    ports.append((listener.name, _listen(reactor, endpoint, proxied)))
+                    port = listen(listener.name, endpoint, proxied)
                 else:
-                    ports.append((listener.name, _listen(reactor, description, factory)))
+                    port = listen(listener.name, endpoint, factory)
+                ports.append((listener.name, port))
+                serving.append((listener.name, endpoint, port))
         for description in config.listeners.metrics:
-            ports.append(("metrics", _listen(reactor, description, metrics_site(counted))))
+            port = listen("metrics", description, metrics_site(counted))
+            if port is not None:
+                ports.append(("metrics", port))
     except StartupError:
-        _close_now(ports)
+        close_now(ports)
         store.close()
         raise
     top = MultiService()
@@ -422,13 +366,17 @@ def make_service(
             logins.retune(new)
 
         ConfigReloader(live, read_config, apply, users, reactor).setServiceParent(top)
+    # Worker 0 alone publishes the addresses (the others serve the same).
+    ports_file = data_dir / "run" / "ports.json" if worker == 0 else None
     ListeningPorts(ports, [*LISTENERS, *(name for name, _ in config.listeners.named), "metrics"],
-                   data_dir / "run" / "ports.json").setServiceParent(top)
+                   ports_file).setServiceParent(top)
     top.store = store
     # For a start that fails after this returns (twistd's privilege drop).
-    top.close_listeners = lambda: _close_now(ports)
+    top.close_listeners = lambda: close_now(ports)
     top.certificates = certificates
     top.users = users
     top.metrics = counted
+    top.serving = serving
+    top.node_metrics = node
     return top
 

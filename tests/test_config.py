@@ -90,7 +90,7 @@ def test_default_toml_shows_every_option_commented():
         "max_message_size", "max_recipients", "save_to_detail_mailbox", "backend", "flag_durability",
         "dsn", "pool_size", "connect_timeout", "kind", "bucket", "endpoint", "region", "access_key", "secret_key",
         "prefix", "cache_size",
-        "storage", "messages", "full_tempfail",
+        "storage", "messages", "full_tempfail", "workers",
     }
     examples = {re.match(r"#   (\w+) = ", line)[1] for line in DEFAULT_TOML.splitlines() if re.match(r"#   \w+ = ", line)}
     assert examples == {"lan", "scanners", "protocol", "endpoints", "tls_min_version", "networks"}
@@ -265,7 +265,7 @@ def test_not_utf8(tmp_path):
     ("text", "message"),
     [
         ("hostname = ", "invalid TOML: "),
-        ("hostnme = 'x'", "hostnme: unknown key (known: hostname, [networks], [listeners], [pop3]"),
+        ("hostnme = 'x'", "hostnme: unknown key (known: hostname, [networks], [listeners], [server], [pop3]"),
         ("[smtp]\nport = 25", "smtp: unknown key"),
         ("[pop3]\nuidl = 'x'", "pop3.uidl: unknown key (known: uidl_format, lock_session"),
         ("[listeners]\npop = 'tcp:110'", "listeners.pop: unknown key"),
@@ -512,3 +512,42 @@ def test_a_tool_reads_the_given_file_else_the_data_dirs_else_the_defaults(tmp_pa
     assert load_for_tool(tmp_path, other).hostname == "mx.example.org"
     with pytest.raises(ConfigError, match="cannot read"):
         load_for_tool(tmp_path, tmp_path / "absent.toml")
+
+
+def test_workers_default_to_one_process():
+    assert loads("").server.workers == 1
+    assert loads("[server]\nworkers = 4").server.workers == 4
+
+
+def test_workers_auto_is_one_per_core(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert loads('[server]\nworkers = "auto"').server.workers == 6
+    # A machine that cannot say how many cores it has gets one process.
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert loads('[server]\nworkers = "auto"').server.workers == 1
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ("0", "server.workers: must be from 1 to 64 (or \"auto\"), not 0"),
+        ("65", "server.workers: must be from 1 to 64 (or \"auto\"), not 65"),
+        ("2.5", "server.workers: must be a whole number or \"auto\", not a float (2.5)"),
+        ("true", "server.workers: must be a whole number or \"auto\", not a boolean (true)"),
+        ('"all"', "server.workers: must be a whole number or \"auto\", not a string ('all')"),
+    ],
+)
+def test_workers_refused_in_one_line(value, problem):
+    with pytest.raises(ConfigError) as raised:
+        loads(f"[server]\nworkers = {value}", "gw.toml")
+    assert str(raised.value) == f"gw.toml: {problem}"
+    assert "\n" not in str(raised.value)
+
+
+def test_workers_change_needs_a_restart():
+    from gateway.reload import plan_reload
+
+    plan = plan_reload(loads(""), loads("[server]\nworkers = 2"))
+    assert plan.needs_restart == ("server.workers",)
+    assert plan.config.server.workers == 1
+

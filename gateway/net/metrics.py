@@ -33,16 +33,21 @@ bytes, and ``pop3``/``imap`` for logins.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
+from twisted.application.service import Service
+from twisted.internet.task import LoopingCall
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import directlyProvides, providedBy
 
-from gateway.net.turns import TurnTimer
+from gateway.net.nodemetrics import SharedTurns, node_registry
+from gateway.net.turns import TurnTimer, time_turns
 
 # Command names are client input: only these become label values, anything
 # else is counted as OTHER, so a client cannot grow the label set at will.
@@ -83,13 +88,19 @@ def command_label(protocol: str, command: str | bytes) -> str:
 
 
 class Metrics:
-    """Every metric the server exports, registered in ``registry``."""
+    """
+    Every metric the server exports, registered in ``registry``.  With
+    ``node`` (a directory), this is one process of a node serving from
+    several (``nodemetrics``): its counts go to files there after
+    ``nodemetrics.share``, and the page shows the whole node's.
+    """
 
-    def __init__(self, registry: CollectorRegistry, listeners=()) -> None:
+    def __init__(self, registry: CollectorRegistry, listeners=(), node: Path | None = None) -> None:
         self.registry = registry
         self._command_children: dict[tuple[str, str], object] = {}
         self.connections_open = Gauge(
-            "gateway_connections_open", "Connections open now", ["protocol"], registry=registry
+            "gateway_connections_open", "Connections open now", ["protocol"], registry=registry,
+            multiprocess_mode="livesum",
         )
         self.connections = Counter(
             "gateway_connections", "Connections accepted", ["protocol"], registry=registry
@@ -118,6 +129,7 @@ class Metrics:
             "gateway_config_last_reload_successful",
             "1 when the last SIGHUP reload was applied, 0 when it was refused",
             registry=registry,
+            multiprocess_mode="livemin",
         )
         self.config_reload_ok.set(1)
         # Series that exist from the start read 0, not "no data", on a
@@ -134,7 +146,18 @@ class Metrics:
         # Counted by the reactor thread on every turn, so at the least cost
         # (no lock, no labels), and exported only when scraped.
         self.turns = TurnTimer()
-        registry.register(_TurnCollector(self.turns))
+        if node is None:
+            registry.register(_TurnCollector(self.turns))
+            self.exposed = registry
+            self.shared_turns = None
+        else:
+            self.shared_turns = SharedTurns(self.turns, registry)
+            self.exposed = node_registry(node)
+
+    def publish(self) -> None:
+        """Bring what only this process holds (its turns) to the node's files."""
+        if self.shared_turns is not None:
+            self.shared_turns.publish()
 
     def observe_command(self, protocol: str, command: str | bytes, seconds: float) -> None:
         # labels() takes a lock and rebuilds the key each call, a large share
@@ -294,7 +317,8 @@ class MetricsPage(Resource):
         accept = request.getHeader(b"accept")
         encoder, content_type = choose_encoder(accept.decode("latin-1") if accept else None)
         request.setHeader(b"content-type", content_type.encode("ascii"))
-        return encoder(self.metrics.registry)
+        self.metrics.publish()
+        return encoder(self.metrics.exposed)
 
 
 class _QuietSite(Site):
@@ -306,3 +330,36 @@ class _QuietSite(Site):
 def metrics_site(metrics: Metrics) -> Site:
     """The ``twisted.web`` site for the metrics listener."""
     return _QuietSite(MetricsPage(metrics))
+
+
+class MetricsService(Service):
+    """
+    Makes this server's metrics the ones the protocols' counts go to, and
+    times the reactor's turns into them.
+    """
+
+    def __init__(self, metrics: Metrics, reactor):
+        self.metrics = metrics
+        self.reactor = reactor
+        self._previous = None
+        self._stop_timing = None
+        self._publishing = None
+
+    def startService(self):
+        super().startService()
+        self._previous = activate(self.metrics)
+        self._stop_timing = time_turns(self.reactor, self.metrics.turns)
+        if self.metrics.shared_turns is not None:
+            # Another process serves the page: what only this one holds goes
+            # to the node's files at most a second late.
+            self._publishing = LoopingCall(self.metrics.publish)
+            self._publishing.clock = self.reactor
+            self._publishing.start(1.0)
+
+    def stopService(self):
+        if self._publishing is not None:
+            self._publishing.stop()
+            self.metrics.publish()
+        self._stop_timing()
+        activate(self._previous)
+        return super().stopService()

@@ -1,0 +1,76 @@
+"""
+The bound listening ports of a server: their addresses in the log and in
+run/ports.json, and closing them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from twisted.application.service import Service
+from twisted.internet.address import UNIXAddress
+from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.logger import Logger
+
+from gateway.net import unix
+
+log = Logger()
+
+
+class ListeningPorts(Service):
+    """
+    Owns the bound ports: publishes their addresses in run/ports.json once
+    running, and closes them on stop.  The file is written in startService,
+    after the services before this one (the SIGHUP handler among them) have
+    started, so whoever waits for the file may signal the process at once.
+    """
+
+    def __init__(self, ports, protocols, ports_file: Path | None):
+        self.ports = ports
+        self.protocols = protocols
+        self.ports_file = ports_file
+
+    def startService(self):
+        super().startService()
+        bound: dict[str, list[str]] = {name: [] for name in self.protocols}
+        for protocol, port in self.ports:
+            host = port.getHost()
+            address = address_text(host)
+            bound[protocol].append(address)
+            # JSON logs get the address's parts as fields of their own.
+            parts = {"path": address[len(unix.PREFIX):]} if isinstance(host, UNIXAddress) else {
+                "host": host.host, "port": host.port}
+            log.info("{protocol} listening on {address}", protocol=protocol, address=address, **parts)
+        if self.ports_file is None:
+            return
+        self.ports_file.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp = self.ports_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(bound))
+        tmp.replace(self.ports_file)
+
+    def stopService(self):
+        if self.ports_file is not None:
+            self.ports_file.unlink(missing_ok=True)
+        super().stopService()
+        return gatherResults([maybeDeferred(port.stopListening) for _, port in self.ports])
+
+
+def close_now(ports) -> None:
+    """
+    Close bound ports when the start fails: the reactor that would finish
+    ``stopListening`` never runs, so a socket file goes now.
+    """
+    for _, port in ports:
+        if isinstance(port, unix.UnixPort):
+            port.close_now()
+        else:
+            port.stopListening()
+
+
+def address_text(address) -> str:
+    """How ports.json and the log name a bound address: ``host:port`` or ``unix:/path``."""
+    if isinstance(address, UNIXAddress):
+        return unix.PREFIX + os.fsdecode(address.name)
+    return f"{address.host}:{address.port}"
