@@ -43,20 +43,28 @@ def makeService(options: Options):
     from gateway.config import ConfigError, command_line_listeners, load
     from gateway.heap import settle
     from gateway.privileges import PrivilegeError, hand_over_data_dir
-    from gateway.service import StartupError, load_config, make_service, prepare_data_dir
+    from gateway.service import StartupError, load_config_text, make_service, prepare_data_dir
 
     data_dir = Path(options["data"])
     try:
         prepare_data_dir(data_dir)
         config_path = Path(options["config"]) if options["config"] else None
         overrides = command_line_listeners(options.listener_overrides())
-        config = load_config(data_dir, config_path).with_listeners(**overrides)
+        config, text = load_config_text(data_dir, config_path)
+        config = config.with_listeners(**overrides)
 
         def read_config():
             # SIGHUP: the same file, the same command-line listeners.
             return load(config_path or data_dir / "gateway.toml").with_listeners(**overrides)
 
         service = make_service(data_dir, config, reactor, read_config)
+        if config.server.workers > 1:
+            from gateway.workers import WorkerPlan, Workers
+
+            # Last, so started after twistd drops privileges and stopped first.
+            plan = WorkerPlan(data_dir, config_path or data_dir / "gateway.toml", text, overrides, service.serving,
+                              service.node_metrics)
+            Workers(config.server.workers, plan, reactor).setServiceParent(service)
         # On the first turn of the loop: after twistd has forked and
         # every service has started (callWhenRunning calls made later).
         reactor.callWhenRunning(reactor.callLater, 0, settle)

@@ -234,3 +234,22 @@ def listen(reactor, listener: UnixListener, factory) -> UnixPort:
             raise UnixListenerError(f"cannot give the socket to {whom}: {e.strerror}") from None
     return port
 
+
+
+class _AdoptedPort(unix.Port):
+    """A socket another process bound and will remove: this one only stops listening on it."""
+
+    def connectionLost(self, reason):
+        tcp.Port.connectionLost(self, reason)
+
+    def close_now(self) -> None:
+        if self.connected:
+            self.stopReading()
+            tcp.Port.connectionLost(self, Failure(error.ConnectionDone()))
+
+
+def adopt(reactor, fd: int, factory) -> unix.Port:
+    """Serve the listening UNIX socket ``fd`` (a copy is taken) that another process of the node bound."""
+    port = _AdoptedPort._fromListeningDescriptor(reactor, fd, factory)
+    port.startListening()
+    return port
