@@ -377,6 +377,7 @@ def make_service(
     top.users = users
     top.metrics = counted
     top.serving = serving
+    top.logins = logins
     top.node_metrics = node
     return top
 

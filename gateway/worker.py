@@ -21,7 +21,7 @@ from pathlib import Path
 from twisted.internet.error import ConnectionDone, ReactorNotRunning
 from twisted.logger import FileLogObserver, Logger, eventAsJSON, globalLogBeginner
 
-from gateway.workers import EVENTS_FD, SERVING
+from gateway.workers import AUTHORITY_FD, EVENTS_FD, SERVING
 
 log = Logger()
 
@@ -46,6 +46,7 @@ def main() -> None:
         log.critical("Worker {worker} cannot start: {error}", worker=index, error=str(e))
         raise SystemExit(1) from None
     reactor.addReader(_MainProcess(reactor))
+    _share_logins(reactor, service.logins)
 
     def start() -> None:
         # In place of Twisted's: a worker hears SIGTERM from its main
@@ -103,6 +104,19 @@ def _adopter(reactor, ports: list):
         return port
 
     return listen
+
+
+def _share_logins(reactor, logins) -> None:
+    """Failed logins and sessions per user counted in the main process, for the whole node."""
+    from twisted.internet.protocol import Factory
+    from twisted.protocols import amp
+
+    from gateway.policy.shared import SharedSessions, SharedThrottle
+
+    connection = amp.AMP()
+    reactor.adoptStreamConnection(AUTHORITY_FD, socket.AF_UNIX, Factory.forProtocol(lambda: connection))
+    os.close(AUTHORITY_FD)
+    logins.share(SharedThrottle(connection), SharedSessions(connection))
 
 
 class _MainProcess:

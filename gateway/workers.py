@@ -20,6 +20,9 @@ What passes between the main process and a worker:
   main process logs, in its format.
 - stdout and stderr: what the worker writes outside its log (a crash
   before logging begins), logged line by line.
+- ``AUTHORITY_FD``, one end of a socket pair: the failed logins and the
+  sessions per user the workers count in the main process
+  (``gateway/policy/shared.py``).
 - signals: SIGTERM stops a worker; the main process's SIGHUP is passed on,
   once the worker said it serves, so that each reloads its config.
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -40,17 +44,19 @@ import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 
 import gateway
 from gateway.net import nodemetrics
+from gateway.policy.shared import LoginAuthority
 
 log = Logger()
 
 # The worker's descriptors beside stdin, stdout and stderr.
 EVENTS_FD = 3
-FIRST_PORT_FD = 4
+AUTHORITY_FD = 4
+FIRST_PORT_FD = 5
 # The field of the log event that says a worker serves (``gateway.worker``).
 SERVING = "worker_serving"
 # A worker that ran this long is started again at once; one that ended
@@ -88,8 +94,8 @@ class WorkerPlan:
             ],
         }
 
-    def child_fds(self) -> dict:
-        fds = {0: "w", 1: "r", 2: "r", EVENTS_FD: "r"}
+    def child_fds(self, authority: int) -> dict:
+        fds = {0: "w", 1: "r", 2: "r", EVENTS_FD: "r", AUTHORITY_FD: authority}
         for position, (_, _, port) in enumerate(self.ports):
             fds[FIRST_PORT_FD + position] = port.fileno()
         return fds
@@ -165,9 +171,10 @@ def _describe(ended) -> str:
 class Workers(Service):
     """Runs workers 1 to ``count - 1`` while the node runs (module docstring)."""
 
-    def __init__(self, count: int, plan: WorkerPlan, reactor, executable: str = sys.executable) -> None:
+    def __init__(self, count: int, plan: WorkerPlan, reactor, logins, executable: str = sys.executable) -> None:
         self.count = count
         self.plan = plan
+        self.logins = logins
         self.reactor = reactor
         self.executable = executable
         self.workers: dict[int, WorkerProcess] = {}
@@ -190,10 +197,14 @@ class Workers(Service):
         source = str(Path(gateway.__file__).resolve().parent.parent)
         path = os.environ.get("PYTHONPATH")
         env = dict(os.environ, PYTHONPATH=source + (os.pathsep + path if path else ""))
-        self.reactor.spawnProcess(
-            worker, self.executable, [self.executable, "-m", "gateway.worker"], env=env,
-            childFDs=self.plan.child_fds(),
-        )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with ours, theirs:
+            self.reactor.spawnProcess(
+                worker, self.executable, [self.executable, "-m", "gateway.worker"], env=env,
+                childFDs=self.plan.child_fds(theirs.fileno()),
+            )
+            self.reactor.adoptStreamConnection(
+                ours.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: LoginAuthority(self.logins)))
         worker.transport.writeToChild(0, json.dumps(self.plan.spec(index)).encode() + b"\n")
         self.workers[index] = worker
         worker.ended.addCallback(self._ended, worker)

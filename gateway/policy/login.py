@@ -100,6 +100,14 @@ class LoginPolicy:
         self._leaving: deque[str] = deque()
         self._releasing = False
 
+    def share(self, throttle, sessions) -> None:
+        """
+        Count failures and sessions in the node's main process (``shared.py``):
+        ``throttle`` and ``sessions`` answer as this policy's own, in Deferreds.
+        """
+        self.throttle = throttle
+        self.sessions = sessions
+
     def retune(self, config) -> None:
         """A reloaded config's ``[limits]`` and ``[auth] failure_delay``, for the next logins."""
         limits = config.limits
@@ -152,10 +160,16 @@ class LoginPolicy:
             self._login(portal, protocol, client, user, password, interface, refusals, mind))
 
     async def _login(self, portal, protocol, client, user, password, interface, refusals, mind) -> Granted:
+        # In a node of several processes the throttle answers in a Deferred (shared.py).
         attempt = self.throttle.begin(client, user)
+        if isinstance(attempt, Deferred):
+            attempt = await attempt
         if attempt is None:
             authlog.login_failed(protocol, user, client, LockedOut.reason)
-            await deferLater(self._clock, self.throttle.refusal_delay(client))
+            delay = self.throttle.refusal_delay(client)
+            if isinstance(delay, Deferred):
+                delay = await delay
+            await deferLater(self._clock, delay)
             raise LockedOut()
         try:
             await self._place(attempt.address)
@@ -173,6 +187,8 @@ class LoginPolicy:
                 _, avatar, logout = await portal.login(UsernamePassword(user, password), mind, interface)
             except UnauthorizedLogin:
                 delay = self.throttle.failed(attempt)
+                if isinstance(delay, Deferred):
+                    delay = await delay
                 authlog.login_failed(protocol, user, client, BadCredentials.reason)
                 await deferLater(self._clock, delay)
                 raise BadCredentials() from None
@@ -187,7 +203,10 @@ class LoginPolicy:
             self._leave(attempt.address)
         # The checker's avatar id: the name as given, once it is known good.
         name = user.decode("utf-8", "replace")
-        if not self.sessions.try_acquire(name):
+        granted = self.sessions.try_acquire(name)
+        if isinstance(granted, Deferred):
+            granted = await granted
+        if not granted:
             logout()
             authlog.login_failed(protocol, user, client, TooManySessions.reason)
             raise TooManySessions()
