@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blob-cache", type=int, metavar="MB",
                         help="with --backend postgresql, store.blobs.cache_size of each node (default 2048; 0: every"
                              " body read from S3)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="the gateway's [server] workers: serving processes per node (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, mail) afterwards")
     args = parser.parse_args(argv)
     scenarios = chosen_scenarios(parser, args)
@@ -155,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(Dovecot(root / "dovecot", hashes, sessions))
         if args.server != "dovecot":
             store_toml = store.start().toml if store is not None else ""
-            servers.append(Gateway(root / "gateway", hashes, sessions, store_toml))
+            servers.append(Gateway(root / "gateway", hashes, sessions, store_toml, workers=args.workers))
             if store is not None:
-                peer = Gateway(root / "gateway-b", hashes, sessions, store_toml, name="gateway-b").start()
+                peer = Gateway(root / "gateway-b", hashes, sessions, store_toml, name="gateway-b",
+                               workers=args.workers).start()
         for server in servers:
             server.start()
             started = time.monotonic()
@@ -183,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         targets = {server.name: target(server) for server in servers}
         outcomes = asyncio.run(run_scenarios(targets, settings, args.runs, scenarios, log, restart))
         backend = f"gateway store: {args.backend}" + (" with bodies in S3 (SeaweedFS)" if store else "")
+        if args.workers > 1:
+            backend += f"; gateway workers: {args.workers} per node"
         print(f"\nMedians of {args.runs} runs; {backend}; corpus {plan.messages} messages "
               f"(~{plan.messages * 45 // 1000} MB) per bulk user; large INBOX {plan.large_messages:,} messages; "
               f"{settings}\n")

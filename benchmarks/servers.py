@@ -288,7 +288,7 @@ class Gateway(Server):
     name = "gateway"
 
     def __init__(self, root: Path, users: dict[str, str], sessions: int, store_toml: str = "",
-                 name: str = "gateway"):
+                 name: str = "gateway", workers: int = 1):
         self.name = name
         self.root = Path(root)
         self.data = self.root / "data"
@@ -304,7 +304,7 @@ class Gateway(Server):
         (self.data / "gateway.toml").write_text(
             f"[limits]\nmax_connections = {connections}\nmax_connections_per_ip = {connections}\n"
             f"max_connections_per_user = {connections}\npassword_checks_per_ip = {connections}\n"
-            f"lockout_exempt_networks = [\"{LOOPBACK}/32\"]\n\n{store_toml}")
+            f"lockout_exempt_networks = [\"{LOOPBACK}/32\"]\n\n[server]\nworkers = {workers}\n\n{store_toml}")
         self.log_path = self.root / "twistd.log"
         self.ports = {}
 

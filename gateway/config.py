@@ -592,9 +592,10 @@ class ServerConfig:
     workers: int = option(1, _workers, """
 Serving processes, each on every listener: the one twistd runs and
 workers - 1 more it starts after dropping privileges, so that the node uses
-more than one core.  "auto" runs one per core.  Connection limits and the
-failed-login lockout of [limits] hold per process (README, "Using every
-core").""")
+more than one core; "auto" runs one per core.  Failed logins and sessions
+per user count for the node; max_connections, max_connections_per_ip and
+password_checks_per_ip of [limits] hold in each process (README, "Using
+every core").""")
 
 
 @attrs.frozen

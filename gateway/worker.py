@@ -141,15 +141,15 @@ class _MainProcess:
             log.warn("The main process is gone: stopping")
             _stop(self.reactor)
 
+    def logPrefix(self) -> str:
+        return "main process"
+
 
 def _stop(reactor) -> None:
     try:
         reactor.stop()
     except ReactorNotRunning:
         pass  # stopping already
-
-    def logPrefix(self) -> str:
-        return "main process"
 
 
 if __name__ == "__main__":

@@ -139,7 +139,11 @@ class WorkerProcess(ProcessProtocol):
             return
         event["worker"] = self.index
         system = event.get("log_system")
-        event["log_system"] = f"worker {self.index}" + (f",{system}" if system not in (None, "-") else "")
+        if system in (None, "-"):
+            # What twistd's text lines show for an event without a system.
+            level = event.get("log_level")
+            system = f"{event.get('log_namespace', '-')}#{getattr(level, 'name', '-')}"
+        event["log_system"] = f"worker {self.index},{system}"
         if event.get(SERVING):
             self.serving = True
             if self.hangup_pending:
@@ -199,10 +203,15 @@ class Workers(Service):
         env = dict(os.environ, PYTHONPATH=source + (os.pathsep + path if path else ""))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with ours, theirs:
-            self.reactor.spawnProcess(
-                worker, self.executable, [self.executable, "-m", "gateway.worker"], env=env,
-                childFDs=self.plan.child_fds(theirs.fileno()),
-            )
+            try:
+                self.reactor.spawnProcess(
+                    worker, self.executable, [self.executable, "-m", "gateway.worker"], env=env,
+                    childFDs=self.plan.child_fds(theirs.fileno()),
+                )
+            except OSError as e:
+                # As a worker that ends at once: said, and tried again later.
+                self._again(index, quick=True, why=f"cannot start: {e.strerror or e}")
+                return
             self.reactor.adoptStreamConnection(
                 ours.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: LoginAuthority(self.logins)))
         worker.transport.writeToChild(0, json.dumps(self.plan.spec(index)).encode() + b"\n")
@@ -218,15 +227,19 @@ class Workers(Service):
             log.info("Worker {worker} (pid {pid}) stopped: {how}", worker=worker.index, pid=worker.pid,
                      how=_describe(ended))
             return
-        if time.monotonic() - worker.started >= STEADY:
-            self._quick_ends[worker.index] = 0
-            delay = 0.0
+        quick = time.monotonic() - worker.started < STEADY
+        self._again(worker.index, quick, f"(pid {worker.pid}) ended ({_describe(ended)})")
+
+    def _again(self, index: int, quick: bool, why: str) -> None:
+        """Start worker ``index`` again: at once after a long run, else later each time."""
+        if quick:
+            ends = self._quick_ends[index] = self._quick_ends.get(index, 0) + 1
+            delay = min(FIRST_DELAY * 2 ** (ends - 1), MAX_DELAY)
         else:
-            quick = self._quick_ends[worker.index] = self._quick_ends.get(worker.index, 0) + 1
-            delay = min(FIRST_DELAY * 2 ** (quick - 1), MAX_DELAY)
-        log.error("Worker {worker} (pid {pid}) ended ({how}); starting it again in {delay:g} s",
-                  worker=worker.index, pid=worker.pid, how=_describe(ended), delay=delay)
-        self._restarts[worker.index] = self.reactor.callLater(delay, self._start, worker.index)
+            self._quick_ends[index] = 0
+            delay = 0.0
+        log.error("Worker {worker} {why}; starting it again in {delay:g} s", worker=index, why=why, delay=delay)
+        self._restarts[index] = self.reactor.callLater(delay, self._start, index)
 
     def _on_hangup(self, signum, frame) -> None:
         # As ConfigReloader's: the work in the reactor thread, and the

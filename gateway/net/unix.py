@@ -239,6 +239,10 @@ def listen(reactor, listener: UnixListener, factory) -> UnixPort:
 class _AdoptedPort(unix.Port):
     """A socket another process bound and will remove: this one only stops listening on it."""
 
+    # Twisted's TCP ports skip it for an adopted socket, its UNIX ports do
+    # not: a shutdown would end the listening for every process sharing it.
+    _shouldShutdown = False
+
     def connectionLost(self, reason):
         tcp.Port.connectionLost(self, reason)
 

@@ -151,3 +151,39 @@ def test_a_refused_hand_over_leaves_no_socket(data_dir):
     assert f"gateway: data dir {data_dir} belongs to uid 12345" in str(excinfo.value)
     assert "Traceback" not in str(excinfo.value)
     assert list(sockets.iterdir()) == []
+
+
+def test_workers_run_as_nobody_on_the_privileged_port_root_bound(data_dir):
+    from tests.e2e.test_workers import node, pop3, spread
+
+    nobody = pwd.getpwnam("nobody")
+    try:
+        nogroup = grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        pytest.skip("no group named nogroup here")
+    import subprocess
+    import sys
+
+    # The workers start as nobody: this checkout's Python and code must be nobody's to run.
+    try:
+        subprocess.run([sys.executable, "-c", "import gateway.worker"], user="nobody", check=True,
+                       capture_output=True, timeout=60, cwd="/")
+    except (subprocess.CalledProcessError, PermissionError) as e:
+        pytest.skip(f"nobody cannot run this checkout: {e}")
+    run_gateway(data_dir, "user", "add", "alice", input=b"alice-password\n")
+    config = data_dir.parent / "gateway.toml"
+    config.write_text("[server]\nworkers = 2\n")
+    port = free_privileged_port()
+    server = PrivilegedGateway(data_dir, pop3=f"tcp:{port}:interface=127.0.0.1", imap=None, lmtp=LOOPBACK,
+                               config=config)
+    with server:
+        server.ports["pop3"] = [f"127.0.0.1:{port}"]
+        pids = node(server)
+        for pid in pids:
+            assert process_ids(pid) == {"Uid:": [nobody.pw_uid] * 4, "Gid:": [nogroup] * 4}
+        sessions, per_process = spread(pids, lambda: pop3(server))
+        assert all(per_process.values()), per_process
+        for session in sessions:
+            session.user("alice")
+            assert session.pass_("alice-password").startswith(b"+OK")
+            session.quit()

@@ -11,6 +11,7 @@ import os
 import poplib
 import re
 import signal
+import smtplib
 import socket
 import time
 import urllib.request
@@ -194,8 +195,8 @@ def test_sighup_reloads_every_worker(server, tmp_path):
     pids = node(server)
     write_config(tmp_path / "gateway.toml", "[limits]\nmax_bad_commands = 1\n")
     server.process.send_signal(signal.SIGHUP)
-    wait_for(lambda: all(f"[worker {index}] Config reloaded (SIGHUP): limits.max_bad_commands" in server.log()
-                         for index in range(1, WORKERS)), what="workers reloading")
+    wait_for(lambda: all(re.search(rf"\[worker {index},[^]]*\] Config reloaded \(SIGHUP\): limits.max_bad_commands",
+                                   server.log()) for index in range(1, WORKERS)), what="workers reloading")
     sessions, per_process = spread(pids, lambda: pop3(server))
     assert all(per_process.values()), per_process
     # One bad command is the most a session takes now: it ends the session,
@@ -278,3 +279,55 @@ def test_failed_logins_and_sessions_count_for_the_whole_node(tmp_path):
         for session in (fresh_worker[0], fresh_main[0]):
             with pytest.raises(poplib.error_proto):
                 log_in(session, "secret")
+
+
+def test_a_unix_socket_listener_is_served_by_every_process_and_removed_once(tmp_path):
+    data = tmp_path / "data"
+    run_gateway(data, "user", "add", "alice", input=b"secret\n")
+    path = tmp_path / "lmtp.sock"
+    server = GatewayProcess(data, config=write_config(tmp_path / "gateway.toml"), lmtp=f"unix:{path}")
+    with server:
+        main, worker = node(server)
+        # A worker that stops (and is started again) leaves the socket to its node.
+        os.kill(worker, signal.SIGTERM)
+        restarted = wait_for(lambda: serving(server).get(1) not in (None, worker) and serving(server)[1],
+                             what="worker 1 started again")
+        assert path.exists()
+        held = []
+        counts = {}
+        while len(held) < MOST_CONNECTIONS and not all(counts.get(pid) for pid in (main, restarted)):
+            held.append(smtplib.LMTP(str(path), timeout=10))
+            counts = wait_for(lambda: (found := unix_connections([main, restarted], path))
+                              and sum(found.values()) == len(held) and found, timeout=5, what="LMTP connection")
+        assert all(counts.get(pid) for pid in (main, restarted)), counts
+        for number, client in enumerate(held):
+            client.ehlo("mta.example.org")
+            client.mail("bob@example.org")
+            client.rcpt("alice")
+            assert client.data(b"Subject: %d\r\n\r\nbody\r\n" % number)[0] == 250
+            client.quit()
+        session, _ = pop3(server)
+        session.user("alice")
+        session.pass_("secret")
+        assert session.stat()[0] == len(held)
+        session.quit()
+    assert not path.exists()
+
+
+def unix_connections(pids: list[int], path: Path) -> dict[int, int]:
+    """How many connections to the UNIX socket ``path`` each process of ``pids`` holds."""
+    # An accepted socket shows its listener's path; state 03 is connected.
+    accepted = set()
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) == 8 and fields[7] == str(path) and fields[5] == "03":
+            accepted.add(f"socket:[{fields[6]}]")
+    counts = {}
+    for pid in pids:
+        counts[pid] = 0
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                counts[pid] += os.readlink(f"/proc/{pid}/fd/{fd}") in accepted
+            except OSError:
+                continue
+    return counts
