@@ -577,9 +577,17 @@ error: LMTP 451, IMAP NO [UNAVAILABLE], POP3 -ERR [SYS/TEMP].""")
 MAX_WORKERS = 64
 
 
+def cores() -> int:
+    """The cores this process may run on (its affinity, as a container's cpuset sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def _workers(value: Any) -> int:
     if value == "auto":
-        return min(os.cpu_count() or 1, MAX_WORKERS)
+        return min(cores(), MAX_WORKERS)
     if isinstance(value, bool) or not isinstance(value, int):
         raise OptionError(f'must be a whole number or "auto", not {kind_of(value)}')
     if not 1 <= value <= MAX_WORKERS:

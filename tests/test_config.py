@@ -519,10 +519,13 @@ def test_workers_default_to_one_process():
     assert loads("[server]\nworkers = 4").server.workers == 4
 
 
-def test_workers_auto_is_one_per_core(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 6)
-    assert loads('[server]\nworkers = "auto"').server.workers == 6
-    # A machine that cannot say how many cores it has gets one process.
+def test_workers_auto_is_one_per_core_this_process_may_use(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 2, 5})
+    assert loads('[server]\nworkers = "auto"').server.workers == 3
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(200)))
+    assert loads('[server]\nworkers = "auto"').server.workers == 64
+    # Where affinity is unknown: the machine's cores, or one process.
+    monkeypatch.delattr("os.sched_getaffinity")
     monkeypatch.setattr("os.cpu_count", lambda: None)
     assert loads('[server]\nworkers = "auto"').server.workers == 1
 
