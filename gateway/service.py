@@ -247,12 +247,15 @@ def make_service(
     ports is built the same in every process.
     """
     if listen is None:
-        listen = lambda name, description, factory: _listen(reactor, description, factory)  # noqa: E731
+
+        def listen(name, description, factory):
+            return _listen(reactor, description, factory)
+
+    prepare_data_dir(data_dir)
     # Several processes: the metrics page shows the node's counts.
     node = data_dir / "run" / "metrics" if config.server.workers > 1 else None
     if node is not None:
         nodemetrics.share(node, fresh=worker == 0)
-    prepare_data_dir(data_dir)
     listeners = planned_listeners(config)
     certificates = load_certificate(data_dir, config, [listener.policy for listener in listeners])
     _warn_legacy_tls(listeners)

@@ -52,7 +52,8 @@ def share(directory: Path, fresh: bool) -> None:
     """
     if fresh:
         shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(mode=0o700, parents=True)
+        directory.parent.mkdir(mode=0o700, exist_ok=True)
+        directory.mkdir(mode=0o700)
     # Read by prometheus_client when it opens a process's files; worker
     # processes inherit it.
     os.environ[ENVIRONMENT] = str(directory)
