@@ -29,6 +29,12 @@ What a reload can change, and when it is seen:
 
 A config that does not load is logged with its reason and the running one
 stays, whole.
+
+A node of several processes (``[server] workers``, ``gateway/workers.py``)
+reloads in each: the main process passes SIGHUP on to every worker, which
+reads the file itself.  The failed-login throttle and the sessions per user
+are the main process's (``gateway/policy/shared.py``), so its reload
+retunes them for the node.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ process holds each connection read from /proc (never from the wire).
 from __future__ import annotations
 
 import imaplib
+import json
 import os
 import poplib
 import re
@@ -288,11 +289,14 @@ def test_a_unix_socket_listener_is_served_by_every_process_and_removed_once(tmp_
     server = GatewayProcess(data, config=write_config(tmp_path / "gateway.toml"), lmtp=f"unix:{path}")
     with server:
         main, worker = node(server)
-        # A worker that stops (and is started again) leaves the socket to its node.
+        # A worker that stops (and is started again) leaves the socket and
+        # the ports file to its node.
         os.kill(worker, signal.SIGTERM)
         restarted = wait_for(lambda: serving(server).get(1) not in (None, worker) and serving(server)[1],
                              what="worker 1 started again")
         assert path.exists()
+        assert json.loads((data / "run" / "ports.json").read_text()) == server.ports
+        assert server.ports["lmtp"] == [f"unix:{path}"]
         held = []
         counts = {}
         while len(held) < MOST_CONNECTIONS and not all(counts.get(pid) for pid in (main, restarted)):
