@@ -32,6 +32,7 @@ def main() -> None:
     events = open(EVENTS_FD, "w", encoding="utf-8", buffering=1)
     globalLogBeginner.beginLoggingTo([FileLogObserver(events, lambda event: eventAsJSON(event) + "\n")])
 
+    # Only now: what the server's modules log as they load goes to the main process too.
     from twisted.internet import reactor
 
     from gateway.config import ConfigError
@@ -58,8 +59,8 @@ def main() -> None:
         reactor.callLater(0, settle)
 
     reactor.callWhenRunning(start)
+    # The reactor stops on SIGTERM, SIGINT or the main process's end; the service with it.
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    # Twisted's handlers: SIGTERM and SIGINT stop the reactor, and the service with it.
     reactor.run()
 
 
