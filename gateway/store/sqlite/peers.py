@@ -86,6 +86,8 @@ def decode(payload: bytes) -> tuple[dict[int, int], list[str]]:
 
 
 class _Receiver(DatagramProtocol):
+    noisy = False
+
     def __init__(self, on_notices: Notices):
         self._on_notices = on_notices
 

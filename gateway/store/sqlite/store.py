@@ -33,9 +33,18 @@ UIDs as under way, unlinks their bodies (freeing the room its commit needs on
 a full disk, as Maildir's unlink does), then drops the rows; whatever a crash
 interrupts is finished when the store is next opened.
 
+Several processes may serve one store at once (a node's workers), beside
+CLI tools such as ``gateway deliver``: every write transaction takes the
+store's write lock (``writelock.py``), so the UIDs and mod-sequences a
+transaction reads and raises are its own; each commit is told to the other
+processes at once (``peers.py``), and a POP3 maildrop is held against
+sessions of every process (``maildrops.py``).  What each process keeps in
+memory (the memo of ``changes_since``, the mailboxes with nothing
+\\Recent) is forgotten at another process's commit.
+
 Two connections: reads run on the calling (reactor) thread on a read-only
 connection and answer at once (``reads.py``; mailboxes in ``mailboxes.py``);
-writes go to the store's one writer
+writes go to this process's one writer
 (``writer.py``), which commits them in groups on its own thread and answers
 later.  Bodies are spooled, fsynced and parsed by worker threads before
 their write is queued (``delivery.py``), so neither a big message nor a
