@@ -19,6 +19,7 @@ from twisted.internet import defer
 
 from gateway.store.sqlite import peers
 from gateway.store.sqlite.store import SQLiteStore
+from gateway.store.sqlite.writelock import WriteLock
 from tests.deferreds import result_of
 from tests.store.contract import MESSAGE, inbox
 
@@ -337,3 +338,52 @@ def test_unreadable_datagrams_are_skipped():
     assert peers.decode(b"\xff") == ({}, [])
     assert peers.decode(b"[1, 2]") == ({}, [])
     assert peers.decode(b'{"m": [[1, 5], [1, 9], ["x", 1], [2], [3, -1]], "u": ["bob", 7]}') == ({1: 9}, ["bob"])
+
+
+# -- the write lock ----------------------------------------------------------------
+
+
+def test_writes_wait_for_another_writers_lock_and_go_on_once_it_is_free(tmp_path, reactor_thread):
+    # Another process's writer holds run/write.lock (a lock of its own open
+    # file, as another process's is): this store's writer thread, and a
+    # write without threads (the CLI), wait for it and no longer.
+    threaded = reactor_thread.call(SQLiteStore, tmp_path / "store", reactor=reactor_thread.reactor)
+    alone = SQLiteStore(tmp_path / "store")
+    box = reactor_thread.call(inbox_of, threaded)
+    other = WriteLock(tmp_path / "store" / "run" / "write.lock")
+    other.acquire()
+    written = []
+    waiting = [
+        threading.Thread(target=lambda: written.append(reactor_thread.call(threaded.append, box.id, MESSAGE).uid)),
+        threading.Thread(target=lambda: written.append(result_of(alone.append(box.id, MESSAGE)).uid)),
+    ]
+    try:
+        for thread in waiting:
+            thread.start()
+        for thread in waiting:
+            thread.join(0.3)
+        assert written == []
+    finally:
+        other.release()
+    for thread in waiting:
+        thread.join(WAIT)
+    assert sorted(written) == [1, 2]
+    other.close()
+    result_of(alone.close())
+    reactor_thread.call(threaded.close)
+
+
+def test_notices_reach_a_store_whose_path_is_too_long_for_a_socket_address(tmp_path, reactor_thread):
+    root = tmp_path / ("d" * 60) / ("e" * 60) / "store"
+    listening = reactor_thread.call(SQLiteStore, root, reactor=reactor_thread.reactor, poll_interval=3600)
+    reactor_thread.call(listening.changes.start_polling)
+    other = SQLiteStore(root)
+    try:
+        box = reactor_thread.call(inbox_of, listening)
+        heard = Heard()
+        reactor_thread.call(listening.changes.subscribe, box.id, heard)
+        record = result_of(other.append(box.id, MESSAGE))
+        assert heard.wait() == [(box.id, record.modseq)]
+    finally:
+        result_of(other.close())
+        reactor_thread.call(listening.close)
