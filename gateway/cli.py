@@ -37,7 +37,7 @@ def _read_password(stdin, confirm: bool) -> str:
 
 def _users(data_dir: Path):
     from gateway.auth import UsersFile, UsersFileError
-    from gateway.service import StartupError, prepare_data_dir
+    from gateway.datadir import StartupError, prepare_data_dir
 
     try:
         prepare_data_dir(data_dir)

@@ -27,6 +27,7 @@ from gateway.net import metrics
 from gateway.pop3 import server as pop3
 from gateway.auth import MailRealm, UsersFile, make_portal
 from gateway.config import DEFAULT_TOML, Config, ConfigError, load
+from gateway.datadir import StartupError, prepare_data_dir
 from gateway.net.access import NetworkAccessFactory
 from gateway.net.certificates import CertificateError, certificate_paths, generated_key_type, load_pair
 from gateway.net.connlimit import ConnectionLimitFactory
@@ -54,27 +55,6 @@ from gateway.net.tls import (
 )
 
 log = Logger()
-
-
-class StartupError(Exception):
-    """A problem that stops the server from starting; its text is one line."""
-
-
-def prepare_data_dir(data_dir: Path) -> None:
-    """
-    Create the data dir (0700) and the users file (0600) if missing, and
-    check that it is usable, with one clear line when it is not.
-    """
-    try:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        users = data_dir / "users"
-        if not users.exists():
-            fd = os.open(users, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            os.close(fd)
-    except OSError as e:
-        raise StartupError(f"data dir {data_dir}: {e.strerror}") from e
-    if not os.access(data_dir, os.R_OK | os.W_OK | os.X_OK):
-        raise StartupError(f"data dir {data_dir}: not readable and writable by this user")
 
 
 def load_config(data_dir: Path, config_path: Path | None) -> Config:

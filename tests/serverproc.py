@@ -74,15 +74,27 @@ class GatewayProcess:
         return command + self.extra_args
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
-        ports_file = self.data_dir / "run" / "ports.json"
+        return self.launch().wait_started(timeout)
+
+    def launch(self) -> GatewayProcess:
+        """Start the process and return at once (``wait_started`` waits for its ports)."""
         try:
-            ports_file.unlink(missing_ok=True)
+            self._ports_file.unlink(missing_ok=True)
         except NotADirectoryError:
             pass  # a test of a broken data dir
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             self.command(), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
+        return self
+
+    @property
+    def _ports_file(self) -> Path:
+        return self.data_dir / "run" / "ports.json"
+
+    def wait_started(self, timeout: float = 30.0) -> GatewayProcess:
+        """Wait (bounded) until the launched process has published its ports."""
+        ports_file = self._ports_file
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if ports_file.exists():

@@ -48,14 +48,16 @@ def start_nodes(tmp_path, postgres_database, seaweed, store_options: str = ""):
     bucket = seaweed.create_bucket()
     started = []
     try:
+        # Both at once, as a cluster's nodes boot: the schema migration
+        # holds an advisory lock for that.
         for name in ("a", "b"):
             config = node_config(tmp_path / f"{name}.toml", postgres_database, seaweed, bucket, store_options)
-            node = GatewayProcess(tmp_path / name, config=config)
+            started.append(GatewayProcess(tmp_path / name, config=config).launch())
+        for node in started:
+            node.wait_started()
             # The passwd-file is each node's own; a cluster ships the same
             # file to every node.
-            node.start()
             node.add_user("alice", PASSWORD)
-            started.append(node)
         yield started
     finally:
         for node in started:
