@@ -30,7 +30,8 @@ PollUsers = Callable[[Iterable[str]], "dict[str, int] | None"]
 class ChangeFeed:
     """
     In-process fan-out of change notifications, plus a poller for changes
-    committed by other processes.
+    committed by other processes, beside the backend's own channel that
+    tells of them at once where it has one (``listen``).
 
     With a reactor, callbacks run on a later reactor turn, coalesced per
     mailbox, so a store call never re-enters a session in the middle of a

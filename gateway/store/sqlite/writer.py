@@ -1,5 +1,5 @@
 """
-The one writer of an SQLite store: write requests go through a queue to one
+A process's writer of an SQLite store: write requests go through a queue to one
 thread, which runs them in groups, one transaction and one commit a group.
 
 Why a thread: a commit with ``synchronous=FULL`` is an fsync, and an fsync on
@@ -9,6 +9,11 @@ the reactor thread only queues a request and gets its answer later (through
 (WAL: readers never wait for the writer).  While one group commits, the
 requests that arrive queue up and become the next group: under load, many
 writes share one fsync.
+
+Other processes may write the store too (a node's other workers, the CLI):
+each group's transaction is run under the store's cross-process write lock
+(``writelock.py``), which this thread waits for in the kernel and gets the
+moment the other writer commits.
 
 Durability tiers (DESIGN.md): a group holding anything acknowledged as
 durable (a delivery, APPEND, COPY, MOVE, an expunge, a mailbox change)
