@@ -20,39 +20,31 @@ from __future__ import annotations
 
 import fcntl
 import os
-import threading
 from pathlib import Path
 
 
 class WriteLock:
+    """
+    One store's lock, taken by one thread at a time: the store's writes are
+    its writer thread's (or, before that starts, the opening thread's).
+    """
+
     def __init__(self, path: Path):
         self._path = Path(path)
         self._fd: int | None = None
         self._pid: int | None = None
-        self._mutex = threading.Lock()
 
-    def _descriptor(self) -> int:
+    def acquire(self) -> None:
+        """Wait as long as another process holds the lock (raises OSError if its file cannot be opened)."""
         pid = os.getpid()
         if self._pid != pid:
             # After a fork the inherited descriptor is left to the parent.
             self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             self._pid = pid
-        return self._fd
-
-    def acquire(self) -> None:
-        """Wait as long as another process holds the lock (raises OSError if its file cannot be opened)."""
-        self._mutex.acquire()
-        try:
-            fcntl.flock(self._descriptor(), fcntl.LOCK_EX)
-        except BaseException:
-            self._mutex.release()
-            raise
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
 
     def release(self) -> None:
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        finally:
-            self._mutex.release()
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         if self._fd is not None and self._pid == os.getpid():
