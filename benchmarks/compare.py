@@ -31,6 +31,7 @@ from pathlib import Path
 
 import attrs
 
+from benchmarks import pagecache
 from benchmarks.load import apply_settings, chosen_scenarios, prepare, report, run_scenarios, settings_arguments
 from benchmarks.scenarios import Settings, Target, Users
 from benchmarks.servers import Dovecot, Gateway, Server, ServerError
@@ -183,8 +184,15 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
             return target(server.start())
 
+        def warm_cache(name: str) -> None:
+            started = time.monotonic()
+            size = pagecache.warm(by_name[name].root)
+            if time.monotonic() - started > 1.0:
+                log(f"{name}: {size / 1e6:,.0f} MB of files read back into the page cache in "
+                    f"{time.monotonic() - started:.1f}s")
+
         targets = {server.name: target(server) for server in servers}
-        outcomes = asyncio.run(run_scenarios(targets, settings, args.runs, scenarios, log, restart))
+        outcomes = asyncio.run(run_scenarios(targets, settings, args.runs, scenarios, log, restart, warm_cache))
         backend = f"gateway store: {args.backend}" + (" with bodies in S3 (SeaweedFS)" if store else "")
         if args.workers > 1:
             backend += f"; gateway workers: {args.workers} per node"

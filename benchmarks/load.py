@@ -83,12 +83,14 @@ async def prepare(host: str, lmtp_port: int, imap_port: int, users: Users, messa
 async def run_scenarios(targets: dict[str, Target], settings: Settings, runs: int,
                         scenarios: tuple[Scenario, ...],
                         log=lambda text: print(text, file=sys.stderr, flush=True),
-                        restart: Callable[[str], Target] | None = None) -> Outcomes:
+                        restart: Callable[[str], Target] | None = None,
+                        prepare_server: Callable[[str], None] | None = None) -> Outcomes:
     """
     Every scenario of ``scenarios`` against each target in turn, ``runs``
     times; failures are recorded, never raised.  ``restart(name)``, if
     given, restarts that server before a scenario that wants a fresh one
-    and returns its new Target.
+    and returns its new Target; ``prepare_server(name)``, if given, runs
+    before every scenario of that server, outside the timed window.
     """
     outcomes = Outcomes()
     for run in range(1, runs + 1):
@@ -98,6 +100,8 @@ async def run_scenarios(targets: dict[str, Target], settings: Settings, runs: in
                 try:
                     if scenario.fresh_server and restart is not None:
                         targets[name] = await asyncio.to_thread(restart, name)
+                    if prepare_server is not None:
+                        await asyncio.to_thread(prepare_server, name)
                     metrics = await run_scenario(scenario, targets[name], settings)
                 except Exception as error:
                     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

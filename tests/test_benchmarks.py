@@ -16,13 +16,26 @@ import time
 import attrs
 import pytest
 
-from benchmarks import corpus
+from benchmarks import corpus, pagecache
 from benchmarks.load import prepare, report, run_scenarios
 from benchmarks.report import Outcomes, table
 from benchmarks.scenarios import SCENARIOS, Settings, Target, UnknownScenario, Users, choose
 from benchmarks.servers import cpu_seconds
 from gateway.auth import hash_password
 from tests.serverproc import GatewayProcess
+
+
+def test_warming_reads_every_regular_file_and_nothing_else(tmp_path):
+    (tmp_path / "mail" / "new").mkdir(parents=True)
+    (tmp_path / "mail" / "new" / "1").write_bytes(b"x" * 3_000_000)
+    (tmp_path / "index").write_bytes(b"y" * 10)
+    # A FIFO nobody writes to would block a plain open; a link leads outside.
+    os.mkfifo(tmp_path / "mail" / "fifo")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "big").write_bytes(b"z" * 100)
+    (tmp_path / "mail" / "link").symlink_to(tmp_path / "elsewhere" / "big")
+    assert pagecache.warm(tmp_path / "mail") == 3_000_000
+    assert pagecache.warm(tmp_path) == 3_000_110
 
 
 def test_corpus_is_deterministic_per_seed():

@@ -30,7 +30,8 @@ PollUsers = Callable[[Iterable[str]], "dict[str, int] | None"]
 class ChangeFeed:
     """
     In-process fan-out of change notifications, plus a poller for changes
-    committed by other processes.
+    committed by other processes, beside the backend's own channel that
+    tells of them at once where it has one (``listen``).
 
     With a reactor, callbacks run on a later reactor turn, coalesced per
     mailbox, so a store call never re-enters a session in the middle of a
@@ -39,8 +40,13 @@ class ChangeFeed:
     """
 
     def __init__(self, reactor=None, poll: Poll | None = None, interval: float = 0.5,
-                 poll_users: PollUsers | None = None):
+                 poll_users: PollUsers | None = None, listen: Callable[[], Callable[[], object]] | None = None):
         self._reactor = reactor
+        # Starts hearing of other processes' changes as they commit (the
+        # backend's own channel); returns what stops it.  The poll stays
+        # beside it, for whatever that channel misses.
+        self._listen = listen
+        self._stop_listening: Callable[[], object] | None = None
         self._poll = poll
         self._poll_users = poll_users
         self._interval = interval
@@ -117,9 +123,14 @@ class ChangeFeed:
 
     def start_polling(self):
         """
-        Look for changes by other processes every ``interval`` seconds.
+        Look for changes by other processes every ``interval`` seconds, and
+        listen for them where the backend can say at once.
         """
-        if (self._poll is None and self._poll_users is None) or self._reactor is None or self._poller is not None:
+        if self._reactor is None or self._poller is not None:
+            return
+        if self._listen is not None and self._stop_listening is None:
+            self._stop_listening = self._listen()
+        if self._poll is None and self._poll_users is None:
             return
         self._poller = LoopingCall(self.poll_once)
         self._poller.clock = self._reactor
@@ -128,6 +139,9 @@ class ChangeFeed:
         )
 
     def stop_polling(self):
+        if self._stop_listening is not None:
+            stop, self._stop_listening = self._stop_listening, None
+            stop()
         if self._poller is not None and self._poller.running:
             self._poller.stop()
         self._poller = None

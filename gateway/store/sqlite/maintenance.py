@@ -206,7 +206,7 @@ class MaintenanceMixin:
             for path in sorted(directory.glob("*.tmp")):
                 done += _remove_if_stale(path, now)
         if modseq is not None:
-            self.changes.notify(mailbox_id, modseq)
+            self._announce({mailbox_id: modseq}, ())
         return done
 
     # -- flag changes a crash lost ----------------------------------------------

@@ -7,8 +7,8 @@ A read never waits for the writer (WAL: it sees the last commit).  The
 answers of ``changes_since`` are memoised per (mailbox, modseq): a delivery
 wakes every session idling on the mailbox with the same question.  The memo
 holds until a commit, ours (the writer's answer arrives, ``_written``) or
-another process's (``PRAGMA data_version`` moves; read once per reactor
-turn).
+another process's (its notice arrives, ``_heard``, or ``PRAGMA
+data_version`` moves; read once per reactor turn).
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ Layout under the store root::
     uidvalidity             last UIDVALIDITY issued (a counter, not the clock)
     reserve                 room kept for index writes on a full disk (reserve.py)
     unsynced.<pid>.<n>      mailboxes with flag changes not yet fsynced (unsynced.py)
+    run/write.lock          taken around every write transaction (writelock.py)
+    run/maildrop.<hash>     a POP3 maildrop held by a session (maildrops.py)
+    run/peer.<pid>.<n>      a serving process's socket for change notices (peers.py)
     tmp/                    bodies being written
     mail/<id>/mailbox.json  owner, name, UIDVALIDITY, special use
     mail/<id>/uidnext       a UIDNEXT a rebuild must not go below, in a slot
@@ -30,9 +33,18 @@ UIDs as under way, unlinks their bodies (freeing the room its commit needs on
 a full disk, as Maildir's unlink does), then drops the rows; whatever a crash
 interrupts is finished when the store is next opened.
 
+Several processes may serve one store at once (a node's workers), beside
+CLI tools such as ``gateway deliver``: every write transaction takes the
+store's write lock (``writelock.py``), so the UIDs and mod-sequences a
+transaction reads and raises are its own; each commit is told to the other
+processes at once (``peers.py``), and a POP3 maildrop is held against
+sessions of every process (``maildrops.py``).  What each process keeps in
+memory (the memo of ``changes_since``, the mailboxes with nothing
+\\Recent) is forgotten at another process's commit.
+
 Two connections: reads run on the calling (reactor) thread on a read-only
 connection and answer at once (``reads.py``; mailboxes in ``mailboxes.py``);
-writes go to the store's one writer
+writes go to this process's one writer
 (``writer.py``), which commits them in groups on its own thread and answers
 later.  Bodies are spooled, fsynced and parsed by worker threads before
 their write is queued (``delivery.py``), so neither a big message nor a
@@ -70,6 +82,8 @@ from gateway.store.sqlite.delivery import DeliveryMixin
 from gateway.store.sqlite.devices import DevicesMixin
 from gateway.store.sqlite.dump import DumpMixin
 from gateway.store.sqlite.mailboxes import MailboxesMixin
+from gateway.store.sqlite.peers import Peers
+from gateway.store.sqlite.maildrops import MaildropLocks
 from gateway.store.sqlite.maintenance import MaintenanceMixin
 from gateway.store.sqlite.reads import ReadsMixin
 from gateway.store.sqlite.reserve import Reserve
@@ -85,7 +99,8 @@ from gateway.store.sqlite.rows import (
 )
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.unsynced import UnsyncedRecord
-from gateway.store.sqlite.writer import Writer
+from gateway.store.sqlite.writelock import WriteLock
+from gateway.store.sqlite.writer import Writer, store_error
 
 log = Logger()
 
@@ -117,28 +132,30 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         self._mail = self.root / "mail"
         self._tmp = self.root / "tmp"
         self.spool_directory = self._tmp
-        # POP3 maildrops (user, device or None) held by sessions of this
-        # process: one process serves an SQLite store.
-        self._maildrops: set[tuple[str, str | None]] = set()
+        # What live processes hold: locks, sockets (never data).
+        self._run = self.root / "run"
+        self._maildrops = MaildropLocks(self._run)
         self._reserve = Reserve(self.root / "reserve")
         # What opening the store put right, until a sweep reports it.
         self._recovered: list[str] = []
-        for directory in (self.root, self._mail, self._tmp):
+        for directory in (self.root, self._mail, self._tmp, self._run):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         index = self.root / "index.sqlite"
         self._wal = Path(f"{index}-wal")
         fresh = not index.exists()
         threads = reactor is not None and IReactorThreads.providedBy(reactor)
         self._write_db = _connect(index)
-        self._write_db.execute("PRAGMA journal_mode=WAL")
-        self._write_db.executescript(SCHEMA)
-        # Before the triggers on messages: the split makes the table anew.
-        split_structures(self._write_db)
-        self._write_db.executescript(QUOTA_SCHEMA)
-        self._write_db.executescript(MAILBOX_LIST_SCHEMA)
+        lock = WriteLock(self._run / "write.lock")
         self._writer = Writer(self._write_db, self._sync_wal, UnsyncedRecord(self.root), self._written,
                               reactor if threads else None, flag_durability,
-                              before_write=lambda: self._reserve.before_index_write())
+                              before_write=lambda: self._reserve.before_index_write(), lock=lock)
+        with self._writer.held():
+            self._write_db.execute("PRAGMA journal_mode=WAL")
+            self._write_db.executescript(SCHEMA)
+            # Before the triggers on messages: the split makes the table anew.
+            split_structures(self._write_db)
+            self._write_db.executescript(QUOTA_SCHEMA)
+            self._write_db.executescript(MAILBOX_LIST_SCHEMA)
         self._read_db = _connect(index)
         # The reactor thread's connection never writes, so never waits for a
         # lock or a disk flush.
@@ -161,7 +178,11 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         self._version_fresh = False
         self._mail_path = str(self._mail)
         self._lists_data_version = None
-        self.changes = ChangeFeed(reactor, self._poll_highestmodseq, poll_interval, self._poll_mailbox_lists)
+        # Other processes serving (or delivering into) this store tell us of
+        # their commits, and we of ours (peers.py).
+        self._peers = Peers(self._run / "peers")
+        self.changes = ChangeFeed(reactor, self._poll_highestmodseq, poll_interval, self._poll_mailbox_lists,
+                                  listen=self._listen)
         if serving:
             self._reserve.keep()
         if fresh and any(self._mail.iterdir()):
@@ -181,6 +202,7 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
             if self._workers is not None and self._workers.started:
                 self._workers.stop()
             self._read_db.close()
+            self._peers.close()
             return result
 
         return closed.addBoth(release)
@@ -201,12 +223,37 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         if changed:
             self._forget()
             self._version_fresh = False
+        notices: dict[int, int] = {}
+        users: set[str] = set()
         for request in requests:
             if request.step is not None and not isinstance(request.outcome, Failure):
                 for mailbox_id, modseq in request.step.notices.items():
-                    self.changes.notify(mailbox_id, modseq)
-                for user in request.step.users:
-                    self.changes.notify_mailboxes(user)
+                    notices[mailbox_id] = max(modseq, notices.get(mailbox_id, 0))
+                users |= request.step.users
+        self._announce(notices, users)
+
+    def _announce(self, notices: dict[int, int], users) -> None:
+        """Tell this process's sessions, and the store's other processes, of committed changes."""
+        if not notices and not users:
+            return
+        for mailbox_id, modseq in notices.items():
+            self.changes.notify(mailbox_id, modseq)
+        for user in users:
+            self.changes.notify_mailboxes(user)
+        self._peers.send(notices, users)
+
+    def _listen(self):
+        self._peers.listen(self._reactor, self._heard)
+        return self._peers.stop
+
+    def _heard(self, notices: dict[int, int], users) -> None:
+        """Another process committed: what we memoised may be stale, and our sessions are told."""
+        self._forget()
+        self._version_fresh = False
+        for mailbox_id, modseq in notices.items():
+            self.changes.notify(mailbox_id, modseq)
+        for user in users:
+            self.changes.notify_mailboxes(user)
 
     def _sync_wal(self) -> None:
         """Make flag changes committed with synchronous=NORMAL durable."""
@@ -381,10 +428,21 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         return removed, modseq
 
     def _finish_interrupted_expunges(self) -> list[str]:
+        """
+        Finish the expunges whose bodies may be half unlinked.  One may be
+        under way in a live process, between its two commits: finishing it
+        here is what a concurrent expunge of the mailbox does (the second
+        step takes whatever is marked, under the write lock), and the live
+        process hears of it as of any other commit.
+        """
         done = []
         for (mailbox_id,) in self._db.execute("SELECT DISTINCT mailbox_id FROM expunging").fetchall():
             with self._write():
-                removed, _ = self._finish_expunging(mailbox_id)
+                removed, modseq = self._finish_expunging(mailbox_id)
+            if modseq is None:
+                continue  # finished meanwhile by its own process
+            if removed:
+                self._announce({mailbox_id: modseq}, ())
             done.append(f"finished the expunge of UID {' '.join(map(str, removed))} of mail/{mailbox_id},"
                         " which a crash interrupted")
         for line in done:
@@ -473,19 +531,12 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
 
         return self._writer.submit(run)
 
+    @deferred
     def lock_maildrop(self, user, device=None):
-        key = (user, device)
-        if key in self._maildrops:
-            return defer.succeed(None)
-        self._maildrops.add(key)
-        released = []
-
-        def release():
-            if not released:
-                released.append(True)
-                self._maildrops.discard(key)
-
-        return defer.succeed(release)
+        try:
+            return self._maildrops.lock(user, device)
+        except OSError as e:
+            raise store_error(e) from e
 
     @deferred
     def claim_recent(self, mailbox_id):

@@ -1,5 +1,5 @@
 """
-The one writer of an SQLite store: write requests go through a queue to one
+A process's writer of an SQLite store: write requests go through a queue to one
 thread, which runs them in groups, one transaction and one commit a group.
 
 Why a thread: a commit with ``synchronous=FULL`` is an fsync, and an fsync on
@@ -9,6 +9,11 @@ the reactor thread only queues a request and gets its answer later (through
 (WAL: readers never wait for the writer).  While one group commits, the
 requests that arrive queue up and become the next group: under load, many
 writes share one fsync.
+
+Other processes may write the store too (a node's other workers, the CLI):
+each group's transaction is run under the store's cross-process write lock
+(``writelock.py``), which this thread waits for in the kernel and gets the
+moment the other writer commits.
 
 Durability tiers (DESIGN.md): a group holding anything acknowledged as
 durable (a delivery, APPEND, COPY, MOVE, an expunge, a mailbox change)
@@ -63,6 +68,7 @@ from twisted.python.failure import Failure
 
 from gateway.durable import fsync_dir
 from gateway.store.interfaces import StoreError, StoreFull, TemporaryFailure
+from gateway.store.sqlite.writelock import WriteLock
 
 log = Logger()
 
@@ -171,8 +177,12 @@ class Writer:
 
     def __init__(self, connection: sqlite3.Connection, sync_wal: Callable[[], None], unsynced,
                  on_done: Callable[[list[Request], bool], None], reactor=None,
-                 flag_durability: str = "batched", before_write: Callable[[], None] = lambda: None):
+                 flag_durability: str = "batched", before_write: Callable[[], None] = lambda: None,
+                 lock: WriteLock | None = None):
         self._db = connection
+        # Taken around each transaction: other processes' writers wait in
+        # the kernel, not in SQLite's sleeping busy handler (writelock.py).
+        self._lock = lock
         self._sync_wal = sync_wal
         self._unsynced = unsynced
         # Called before each transaction (the store's disk reserve).
@@ -240,29 +250,47 @@ class Writer:
         self._local.writing = True
         step = Step(self._db)
         try:
-            self._before_write()
-            self._set_synchronous("FULL")
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as e:
-                raise TemporaryFailure(f"index is busy: {e}") from e
-            try:
-                yield step
-                for directory in step.directories:
-                    fsync_dir(directory)
-                self._db.execute("COMMIT")
-            except BaseException as e:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                step.roll_back()
-                if isinstance(e, (OSError, sqlite3.Error)):
-                    raise store_error(e) from e
-                raise
+            with self.held():
+                self._before_write()
+                self._set_synchronous("FULL")
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as e:
+                    raise TemporaryFailure(f"index is busy: {e}") from e
+                try:
+                    yield step
+                    for directory in step.directories:
+                        fsync_dir(directory)
+                    self._db.execute("COMMIT")
+                except BaseException as e:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    step.roll_back()
+                    if isinstance(e, (OSError, sqlite3.Error)):
+                        raise store_error(e) from e
+                    raise
             self._synced()
             for action in step.committed:
                 action()
         finally:
             self._local.writing = False
+
+    @contextlib.contextmanager
+    def held(self):
+        """The cross-process write lock (blocking: never on a reactor); writes outside a request take it too."""
+        self._acquire()
+        try:
+            yield
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _acquire(self) -> None:
+        if self._lock is not None:
+            try:
+                self._lock.acquire()
+            except OSError as e:
+                raise store_error(e) from e
 
     def close(self) -> defer.Deferred:
         """Finish what is queued, sync, close the write connection."""
@@ -332,6 +360,8 @@ class Writer:
         if self._unsynced_since is None:
             self._unsynced.close()
         self._db.close()
+        if self._lock is not None:
+            self._lock.close()
         if self._directory_syncs is not None:
             self._directory_syncs.shutdown(wait=False)
 
@@ -377,6 +407,19 @@ class Writer:
         in a new group (after a failure that was not theirs) and whether a
         commit changed anything.
         """
+        try:
+            self._acquire()
+        except TemporaryFailure as e:
+            # The lock file cannot be opened: nothing was run.
+            self._fail(requests, e)
+            return [], False
+        try:
+            return self._run_group_locked(requests)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _run_group_locked(self, requests: list[Request]) -> tuple[list[Request], bool]:
         durable = self._immediate or any(r.durable for r in requests)
         self._before_write()
         try:
