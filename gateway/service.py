@@ -33,7 +33,7 @@ from gateway.policy.limits import ConnectionLimiter
 from gateway.policy.login import LoginPolicy
 from gateway.policy.quota import Quotas
 from gateway.net.metrics import Metrics, MetricsFactory, MetricsService, metrics_site
-from gateway.net.ports import ListeningPorts, close_now
+from gateway.net.ports import ListeningPorts, close_now, share_accepts
 from gateway.net import unix
 from gateway.net.proxy import TrustedProxyFactory, split_description
 from gateway.net.writethrough import write_through
@@ -323,6 +323,8 @@ def make_service(
                     port = listen(listener.name, endpoint, proxied)
                 else:
                     port = listen(listener.name, endpoint, factory)
+                if config.server.workers > 1:
+                    share_accepts(port)
                 ports.append((listener.name, port))
                 serving.append((listener.name, endpoint, port))
         for description in config.listeners.metrics:

@@ -1,6 +1,6 @@
 """
 The bound listening ports of a server: their addresses in the log and in
-run/ports.json, and closing them.
+run/ports.json, closing them, and sharing them between processes.
 """
 
 from __future__ import annotations
@@ -74,3 +74,25 @@ def address_text(address) -> str:
     if isinstance(address, UNIXAddress):
         return unix.PREFIX + os.fsdecode(address.name)
     return f"{address.host}:{address.port}"
+
+
+def share_accepts(port) -> None:
+    """
+    Make ``port``, whose listening socket other processes serve too, accept
+    one connection each time it is readable.
+
+    Every process watching a shared socket is woken by a new connection,
+    and Twisted's port accepts up to a hundred at once (``numberAccepts``,
+    which grows while there are more).  So a burst of clients, as when
+    eight desktop clients poll at once, goes wholly to whichever process
+    woke first, and the other processes idle.  Taking one at a time, each
+    process comes back for the next once its turn is done, and a busy
+    process comes back later than an idle one: the load spreads by itself.
+    """
+    accept = port.doRead
+
+    def doRead():
+        port.numberAccepts = 1
+        return accept()
+
+    port.doRead = doRead
