@@ -96,12 +96,12 @@ async def run_scenarios(targets: dict[str, Target], settings: Settings, runs: in
     for run in range(1, runs + 1):
         for scenario in scenarios:
             for name in targets:
-                started, cpu = time.monotonic(), time.process_time()
                 try:
                     if scenario.fresh_server and restart is not None:
                         targets[name] = await asyncio.to_thread(restart, name)
                     if prepare_server is not None:
                         await asyncio.to_thread(prepare_server, name)
+                    started, cpu = time.monotonic(), time.process_time()
                     metrics = await run_scenario(scenario, targets[name], settings)
                 except Exception as error:
                     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
