@@ -160,16 +160,10 @@ class LoginPolicy:
             self._login(portal, protocol, client, user, password, interface, refusals, mind))
 
     async def _login(self, portal, protocol, client, user, password, interface, refusals, mind) -> Granted:
-        # In a node of several processes the throttle answers in a Deferred (shared.py).
-        attempt = self.throttle.begin(client, user)
-        if isinstance(attempt, Deferred):
-            attempt = await attempt
+        attempt = await _answer(self.throttle.begin(client, user))
         if attempt is None:
             authlog.login_failed(protocol, user, client, LockedOut.reason)
-            delay = self.throttle.refusal_delay(client)
-            if isinstance(delay, Deferred):
-                delay = await delay
-            await deferLater(self._clock, delay)
+            await deferLater(self._clock, await _answer(self.throttle.refusal_delay(client)))
             raise LockedOut()
         try:
             await self._place(attempt.address)
@@ -186,9 +180,7 @@ class LoginPolicy:
             try:
                 _, avatar, logout = await portal.login(UsernamePassword(user, password), mind, interface)
             except UnauthorizedLogin:
-                delay = self.throttle.failed(attempt)
-                if isinstance(delay, Deferred):
-                    delay = await delay
+                delay = await _answer(self.throttle.failed(attempt))
                 authlog.login_failed(protocol, user, client, BadCredentials.reason)
                 await deferLater(self._clock, delay)
                 raise BadCredentials() from None
@@ -203,10 +195,7 @@ class LoginPolicy:
             self._leave(attempt.address)
         # The checker's avatar id: the name as given, once it is known good.
         name = user.decode("utf-8", "replace")
-        granted = self.sessions.try_acquire(name)
-        if isinstance(granted, Deferred):
-            granted = await granted
-        if not granted:
+        if not await _answer(self.sessions.try_acquire(name)):
             logout()
             authlog.login_failed(protocol, user, client, TooManySessions.reason)
             raise TooManySessions()
@@ -273,3 +262,12 @@ def _detached(work: Deferred, expected: tuple[type[BaseException], ...]) -> Defe
 
     work.addBoth(deliver)
     return outcome
+
+
+async def _answer(value):
+    """
+    ``value``, or what it fires with when it is a Deferred: in a node of
+    several processes the throttle and the sessions count answer from the
+    main process (``shared.py``).
+    """
+    return await value if isinstance(value, Deferred) else value
