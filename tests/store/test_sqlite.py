@@ -8,6 +8,8 @@ import os
 import sqlite3
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
@@ -19,7 +21,10 @@ from gateway.store.interfaces import (
     IMailStore,
     TemporaryFailure,
 )
+from gateway.imap import wire
+from gateway.store.encoding import date_text, record_from_row
 from gateway.store.sqlite.store import SQLiteStore
+from gateway.store.sqlite.summaries import DATE_TEXT
 from tests.deferreds import failure_of, result_of
 from tests.reactorthread import OnReactorThread
 from tests.store.contract import (
@@ -352,3 +357,64 @@ def test_a_store_with_structures_in_the_messages_table_is_split_at_open(tmp_path
         assert [r.uid for r in result_of(again.list_messages(box.id))] == uids[1:]
     finally:
         again.close()
+
+
+def test_a_store_from_before_summaries_gets_them_at_open(tmp_path):
+    old = SQLiteStore(tmp_path)
+    box = inbox(old)
+    uids = deliver(old, box, 3)
+    result_of(old.expunge(box.id, [2]))
+    columns = ("internaldate", "envelope", "body", "bodystructure", "size")
+    rows = result_of(old.fetch_rows(box.id, uids, columns))
+    old.close()
+    # The index as an older version left it: no summaries, no triggers.
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    db.executescript(
+        "DROP TRIGGER message_summaries_insert; DROP TRIGGER message_summaries_delete; DROP TABLE message_summaries;"
+    )
+    db.close()
+    store = SQLiteStore(tmp_path)
+    try:
+        assert [row[0] for row in rows] == [1, 3]
+        assert result_of(store.fetch_rows(box.id, uids, columns)) == rows
+        # The triggers follow deliveries and expunges from now on.
+        uid = result_of(store.append(box.id, MESSAGE)).uid
+        result_of(store.expunge(box.id, [1]))
+        assert [row[0] for row in result_of(store.fetch_rows(box.id, [1, 3, uid], columns))] == [3, uid]
+    finally:
+        store.close()
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    kept = db.execute("SELECT mailbox_id, uid FROM message_summaries ORDER BY uid").fetchall()
+    db.close()
+    assert kept == [(box.id, 3), (box.id, uid)]
+
+
+def test_a_summary_without_its_date_is_answered_from_the_record(tmp_path):
+    store = SQLiteStore(tmp_path)
+    box = inbox(store)
+    record = result_of(store.append(box.id, MESSAGE))
+    # As a record written after its structure leaves it.
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    db.execute("UPDATE message_summaries SET internaldate = NULL")
+    db.commit()
+    db.close()
+    try:
+        assert result_of(store.fetch_rows(box.id, [record.uid], ("internaldate",))) == [
+            (record.uid, wire.format_datetime(record.internaldate))]
+    finally:
+        store.close()
+
+
+@given(
+    st.integers(min_value=-62135596800 + 86400, max_value=253402300799 - 86400),
+    st.integers(min_value=-24 * 60 + 1, max_value=24 * 60 - 1),
+)
+def test_the_stored_date_is_the_records_date_time(timestamp, tzoffset):
+    """RFC 3501 9 date-time, as wire.format_datetime gives it, from the index's columns in SQL and in Python."""
+    when = record_from_row((1, "", timestamp, tzoffset, 0, 0)).internaldate
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE m (internaldate INTEGER, tzoffset INTEGER)")
+    db.execute("INSERT INTO m VALUES (?, ?)", (timestamp, tzoffset))
+    stored = db.execute(f"SELECT {DATE_TEXT.format(m='m')} FROM m").fetchone()[0]
+    db.close()
+    assert stored == date_text(timestamp, tzoffset) == wire.format_datetime(when)

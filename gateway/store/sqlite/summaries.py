@@ -1,0 +1,93 @@
+"""
+The SQLite index's FETCH summaries: per message, what a client's header
+fetch (INTERNALDATE, ENVELOPE, BODY, BODYSTRUCTURE) answers, in a table of
+its own, kept by triggers in step with message_structures.
+
+message_structures rows also hold the header and the part tree: about a
+kilobyte, more than an index b-tree page keeps in place (a WITHOUT ROWID
+row over a quarter of a page spills to overflow pages), so reading
+ENVELOPE and BODYSTRUCTURE from there chases an overflow page per message
+and costs three times the rest of the read.  These rows are small, and
+INTERNALDATE is kept formatted: formatting it costs more than reading it.
+"""
+
+from __future__ import annotations
+
+# RFC 3501 date-time, quoted, of a messages row's (internaldate, tzoffset):
+# what wire.format_datetime gives for the record's INTERNALDATE.
+DATE_TEXT = """CAST(
+    strftime('"%d-', {m}.internaldate + {m}.tzoffset * 60, 'unixepoch')
+    || substr('JanFebMarAprMayJunJulAugSepOctNovDec',
+              strftime('%m', {m}.internaldate + {m}.tzoffset * 60, 'unixepoch') * 3 - 2, 3)
+    || strftime('-%Y %H:%M:%S ', {m}.internaldate + {m}.tzoffset * 60, 'unixepoch')
+    || printf('%s%02d%02d"', iif({m}.tzoffset < 0, '-', '+'), abs({m}.tzoffset) / 60, abs({m}.tzoffset) % 60)
+    AS BLOB)"""
+
+SUMMARY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS message_summaries (
+    mailbox_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    internaldate BLOB,
+    envelope BLOB NOT NULL,
+    body BLOB NOT NULL,
+    bodystructure BLOB NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+) WITHOUT ROWID;
+-- Every path that adds a message (delivery, APPEND, COPY, MOVE, rebuild)
+-- writes its record, then its structure; the date comes from the record.
+-- A record written after its structure leaves the date NULL, which the
+-- reader formats from the record (SUMMARY_COLUMNS).
+CREATE TRIGGER IF NOT EXISTS message_summaries_insert AFTER INSERT ON message_structures BEGIN
+    INSERT OR REPLACE INTO message_summaries (mailbox_id, uid, internaldate, envelope, body, bodystructure)
+    VALUES (NEW.mailbox_id, NEW.uid,
+            (SELECT {date} FROM messages m WHERE m.mailbox_id = NEW.mailbox_id AND m.uid = NEW.uid),
+            NEW.envelope, NEW.body, NEW.bodystructure);
+END;
+CREATE TRIGGER IF NOT EXISTS message_summaries_delete AFTER DELETE ON message_structures BEGIN
+    DELETE FROM message_summaries WHERE mailbox_id = OLD.mailbox_id AND uid = OLD.uid;
+END;
+""".format(date=DATE_TEXT.format(m="m"))
+
+# What fetch_rows reads for each name of interfaces.FETCH_COLUMNS, from
+# messages m joined with message_summaries s (and message_structures h
+# for the header).
+SUMMARY_COLUMNS = {
+    "size": "m.size",
+    "modseq": "m.modseq",
+    "internaldate": "coalesce(s.internaldate, {date})".format(date=DATE_TEXT.format(m="m")),
+    "envelope": "s.envelope",
+    "body": "s.body",
+    "bodystructure": "s.bodystructure",
+    "header": "h.header",
+}
+WITH_SUMMARIES = "messages m JOIN message_summaries s USING (mailbox_id, uid)"
+WITH_HEADERS = WITH_SUMMARIES + " JOIN message_structures h USING (mailbox_id, uid)"
+
+
+def add_summaries(db) -> bool:
+    """
+    Make the summaries of a store from before them, in the transaction that
+    makes their table and triggers, so that no message is missed; whether
+    there was anything to do.  Another process opening the store at once
+    does it again, to the same rows.
+    """
+    if db.execute(
+        "SELECT count(*) FROM sqlite_master WHERE name IN"
+        " ('message_summaries', 'message_summaries_insert', 'message_summaries_delete')"
+    ).fetchone()[0] == 3:
+        return False
+    try:
+        db.executescript(f"BEGIN IMMEDIATE; {SUMMARY_SCHEMA} {_FILL} COMMIT;")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return True
+
+
+_FILL = f"""
+DELETE FROM message_summaries;
+INSERT OR REPLACE INTO message_summaries (mailbox_id, uid, internaldate, envelope, body, bodystructure)
+    SELECT h.mailbox_id, h.uid, {DATE_TEXT.format(m="m")}, h.envelope, h.body, h.bodystructure
+    FROM message_structures h LEFT JOIN messages m USING (mailbox_id, uid);
+"""
