@@ -12,6 +12,8 @@ UID and FLAGS alone are answered from the selected view.
 
 from __future__ import annotations
 
+from itertools import repeat
+
 from twisted.mail import imap4
 
 from gateway.imap import binary, fetch, resync
@@ -114,8 +116,9 @@ class FetchCommand:
             if out.stopped:
                 break
             found = {row[0]: row for row in rows}
+            flags = view.flags_texts(batch) if wants_flags else repeat(None)
             lines = []
-            for seq, uid in batch:
+            for (seq, uid), shown in zip(batch, flags):
                 row = found.get(uid)
                 if row is None:
                     # RFC 2180 4.1.3: leave it out of the answer.
@@ -123,8 +126,10 @@ class FetchCommand:
                     continue
                 if changedsince is not None and row[modseq_at] <= changedsince:
                     continue
-                # An update of its flags still owed goes in this answer.
-                lines.append(line(seq, view.fetch_flags(seq, uid) if wants_flags else None, row))
+                lines.append(line(seq, shown, row))
+                if wants_flags:
+                    # An update of them still owed went in this answer.
+                    view.told_flags(uid)
             if lines:
                 out.write(b"".join(lines))
             if out.full:

@@ -234,13 +234,13 @@ def test_fetch_changedsince_reads_only_the_changed_records(store, monkeypatch):
     modseq = int(next(line for line in lines if b"HIGHESTMODSEQ" in line).split()[3].rstrip(b"]"))
     result_of(store.store_flags(inbox.id, [7, 30], {"\\Flagged"}, "add"))
     asked = []
-    original = store.get_records
+    original = store.fetch_rows
 
-    def get_records(mailbox_id, uids):
+    def fetch_rows(mailbox_id, uids, columns):
         asked.extend(uids)
-        return original(mailbox_id, uids)
+        return original(mailbox_id, uids, columns)
 
-    monkeypatch.setattr(store, "get_records", get_records)
+    monkeypatch.setattr(store, "fetch_rows", fetch_rows)
     lines = s.command(b"f UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d)" % modseq)
     answer = [b"* 7 FETCH (UID 7 FLAGS (\\Flagged \\Recent) MODSEQ (%d))" % (modseq + 1),
               b"* 30 FETCH (UID 30 FLAGS (\\Flagged \\Recent) MODSEQ (%d))" % (modseq + 1)]

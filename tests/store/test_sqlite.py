@@ -3,6 +3,7 @@ The SQLite backend: the IMailStore contract (tests/store_contract.py), plus
 what only it does: files on disk, index rebuild, cross-process polling.
 """
 
+import datetime
 import errno
 import os
 import sqlite3
@@ -389,20 +390,31 @@ def test_a_store_from_before_summaries_gets_them_at_open(tmp_path):
     assert kept == [(box.id, 3), (box.id, uid)]
 
 
-def test_a_summary_without_its_date_is_answered_from_the_record(tmp_path):
+def test_a_record_written_after_its_structure_completes_the_summary(tmp_path):
     store = SQLiteStore(tmp_path)
     box = inbox(store)
-    record = result_of(store.append(box.id, MESSAGE))
-    # As a record written after its structure leaves it.
+    uid = result_of(store.append(box.id, MESSAGE, internaldate=WHEN)).uid
+    columns = ("size", "internaldate", "envelope", "body", "bodystructure", "modseq")
+    rows = result_of(store.fetch_rows(box.id, [uid], columns))
+    # Written the other way round, as no path of the store does yet.
     db = sqlite3.connect(tmp_path / "index.sqlite")
-    db.execute("UPDATE message_summaries SET internaldate = NULL")
+    record = db.execute("SELECT * FROM messages").fetchone()
+    structure = db.execute("SELECT * FROM message_structures").fetchone()
+    db.execute("DELETE FROM messages")
+    db.execute("DELETE FROM message_structures")
+    db.execute("INSERT INTO message_structures VALUES (?, ?, ?, ?, ?, ?, ?)", structure)
+    assert db.execute("SELECT internaldate, size FROM message_summaries").fetchall() == [(None, None)]
+    db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)", record)
     db.commit()
     db.close()
     try:
-        assert result_of(store.fetch_rows(box.id, [record.uid], ("internaldate",))) == [
-            (record.uid, wire.format_datetime(record.internaldate))]
+        assert result_of(store.fetch_rows(box.id, [uid], columns)) == rows
+        assert rows[0][2] == b'"17-Jul-1996 02:44:25 -0700"'
     finally:
         store.close()
+
+
+WHEN = datetime.datetime(1996, 7, 17, 2, 44, 25, tzinfo=datetime.timezone(-datetime.timedelta(hours=7)))
 
 
 @given(

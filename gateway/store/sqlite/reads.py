@@ -17,7 +17,7 @@ from gateway.store.interfaces import MessageExpunged, NoSuchMailbox
 from gateway.store.model import ChangeSet
 from gateway.store.encoding import MEMO_LIMIT, flag_set, record_from_row, structure_from_row
 from gateway.store.sqlite.rows import RECORD_COLUMNS, STRUCTURE_COLUMNS, WITH_STRUCTURES
-from gateway.store.sqlite.summaries import SUMMARY_COLUMNS, WITH_HEADERS, WITH_SUMMARIES
+from gateway.store.sqlite.summaries import SUMMARY_COLUMNS, summary_source
 from gateway.store.sqlite.synchronous import deferred
 
 
@@ -82,9 +82,8 @@ class ReadsMixin:
 
     @deferred
     def fetch_rows(self, mailbox_id, uids, columns):
-        source = WITH_HEADERS if "header" in columns else WITH_SUMMARIES
         selected = ", ".join(["uid", *(SUMMARY_COLUMNS[name] for name in columns)])
-        return self._select_uids(selected, mailbox_id, uids, source)
+        return self._select_uids(selected, mailbox_id, uids, summary_source(columns))
 
     @deferred
     def list_flags(self, mailbox_id):

@@ -28,40 +28,50 @@ CREATE TABLE IF NOT EXISTS message_summaries (
     mailbox_id INTEGER NOT NULL,
     uid INTEGER NOT NULL,
     internaldate BLOB,
+    size INTEGER,
     envelope BLOB NOT NULL,
     body BLOB NOT NULL,
     bodystructure BLOB NOT NULL,
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
--- Every path that adds a message (delivery, APPEND, COPY, MOVE, rebuild)
--- writes its record, then its structure; the date comes from the record.
--- A record written after its structure leaves the date NULL, which the
--- reader formats from the record (SUMMARY_COLUMNS).
+-- A summary is there while the message's structure is; INTERNALDATE and
+-- the size come from its record, whichever of the two is written first.
 CREATE TRIGGER IF NOT EXISTS message_summaries_insert AFTER INSERT ON message_structures BEGIN
-    INSERT OR REPLACE INTO message_summaries (mailbox_id, uid, internaldate, envelope, body, bodystructure)
-    VALUES (NEW.mailbox_id, NEW.uid,
-            (SELECT {date} FROM messages m WHERE m.mailbox_id = NEW.mailbox_id AND m.uid = NEW.uid),
-            NEW.envelope, NEW.body, NEW.bodystructure);
+    INSERT OR REPLACE INTO message_summaries (mailbox_id, uid, internaldate, size, envelope, body, bodystructure)
+    SELECT NEW.mailbox_id, NEW.uid, {date}, m.size, NEW.envelope, NEW.body, NEW.bodystructure
+    FROM (SELECT NULL) LEFT JOIN messages m ON m.mailbox_id = NEW.mailbox_id AND m.uid = NEW.uid;
+END;
+CREATE TRIGGER IF NOT EXISTS message_summaries_record AFTER INSERT ON messages BEGIN
+    UPDATE message_summaries SET internaldate = {new_date}, size = NEW.size
+    WHERE mailbox_id = NEW.mailbox_id AND uid = NEW.uid;
 END;
 CREATE TRIGGER IF NOT EXISTS message_summaries_delete AFTER DELETE ON message_structures BEGIN
     DELETE FROM message_summaries WHERE mailbox_id = OLD.mailbox_id AND uid = OLD.uid;
 END;
-""".format(date=DATE_TEXT.format(m="m"))
+""".format(date=DATE_TEXT.format(m="m"), new_date=DATE_TEXT.format(m="NEW"))
 
 # What fetch_rows reads for each name of interfaces.FETCH_COLUMNS, from
-# messages m joined with message_summaries s (and message_structures h
-# for the header).
+# message_summaries s, joined with messages m for MODSEQ (which changes
+# with the flags) and with message_structures h for the header.
 SUMMARY_COLUMNS = {
-    "size": "m.size",
+    "size": "s.size",
     "modseq": "m.modseq",
-    "internaldate": "coalesce(s.internaldate, {date})".format(date=DATE_TEXT.format(m="m")),
+    "internaldate": "s.internaldate",
     "envelope": "s.envelope",
     "body": "s.body",
     "bodystructure": "s.bodystructure",
     "header": "h.header",
 }
-WITH_SUMMARIES = "messages m JOIN message_summaries s USING (mailbox_id, uid)"
-WITH_HEADERS = WITH_SUMMARIES + " JOIN message_structures h USING (mailbox_id, uid)"
+
+
+def summary_source(columns) -> str:
+    """The tables fetch_rows reads ``columns`` from: the summaries alone for a client's header fetch."""
+    source = "message_summaries s"
+    if "modseq" in columns:
+        source += " JOIN messages m USING (mailbox_id, uid)"
+    if "header" in columns:
+        source += " JOIN message_structures h USING (mailbox_id, uid)"
+    return source
 
 
 def add_summaries(db) -> bool:
@@ -72,9 +82,9 @@ def add_summaries(db) -> bool:
     does it again, to the same rows.
     """
     if db.execute(
-        "SELECT count(*) FROM sqlite_master WHERE name IN"
-        " ('message_summaries', 'message_summaries_insert', 'message_summaries_delete')"
-    ).fetchone()[0] == 3:
+        "SELECT count(*) FROM sqlite_master WHERE name IN ('message_summaries',"
+        " 'message_summaries_insert', 'message_summaries_record', 'message_summaries_delete')"
+    ).fetchone()[0] == 4:
         return False
     try:
         db.executescript(f"BEGIN IMMEDIATE; {SUMMARY_SCHEMA} {_FILL} COMMIT;")
@@ -87,7 +97,7 @@ def add_summaries(db) -> bool:
 
 _FILL = f"""
 DELETE FROM message_summaries;
-INSERT OR REPLACE INTO message_summaries (mailbox_id, uid, internaldate, envelope, body, bodystructure)
-    SELECT h.mailbox_id, h.uid, {DATE_TEXT.format(m="m")}, h.envelope, h.body, h.bodystructure
+INSERT OR REPLACE INTO message_summaries (mailbox_id, uid, internaldate, size, envelope, body, bodystructure)
+    SELECT h.mailbox_id, h.uid, {DATE_TEXT.format(m="m")}, m.size, h.envelope, h.body, h.bodystructure
     FROM message_structures h LEFT JOIN messages m USING (mailbox_id, uid);
 """
