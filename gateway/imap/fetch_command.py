@@ -110,6 +110,7 @@ class FetchCommand:
         view = self.view
         expunged = False
         modseq_at = line.modseq_at
+        format_line = line.line
         for start in range(0, len(targets), LINE_BATCH):
             batch = targets[start:start + LINE_BATCH]
             rows = await self.store.fetch_rows(view.mailbox_id, [uid for _, uid in batch], line.columns)
@@ -126,7 +127,7 @@ class FetchCommand:
                     continue
                 if changedsince is not None and row[modseq_at] <= changedsince:
                     continue
-                lines.append(line(seq, shown, row))
+                lines.append(format_line(seq, shown, row))
                 if wants_flags:
                     # An update of them still owed went in this answer.
                     view.told_flags(uid)

@@ -122,28 +122,15 @@ def answer(seq: int, uid: int, plan: FetchPlan, flags: bytes | None, record, str
 @attrs.frozen
 class LineWriter:
     """
-    Formats whole ``* seq FETCH (...)`` lines from the store's
+    What formats whole ``* seq FETCH (...)`` lines from the store's
     ``fetch_rows`` tuples: ``columns`` is what to ask it for,
-    ``modseq_at`` where MODSEQ is in a row (None if not asked for).
+    ``modseq_at`` where MODSEQ is in a row (None if not asked for), and
+    ``line(seq, flags, row)`` the line of a message.
     """
 
     columns: tuple[str, ...]
     modseq_at: int | None
-    _template: bytes
-    # Picks the template's values out of (seq, flags, uid, *values).
-    _pick: Callable
-    # (place among the picked values, what makes it from the column) for
-    # the header's sections, filtered and cut.
-    _shapes: tuple
-
-    def __call__(self, seq: int, flags: bytes | None, row: tuple) -> bytes:
-        values = self._pick((seq, flags, *row))
-        if self._shapes:
-            values = list(values)
-            for place, shape in self._shapes:
-                values[place] = shape(values[place])
-            values = tuple(values)
-        return self._template % values
+    line: Callable[[int, bytes | None, tuple], bytes]
 
 
 def line_writer(plan: FetchPlan) -> LineWriter | None:
@@ -181,7 +168,19 @@ def line_writer(plan: FetchPlan) -> LineWriter | None:
         picks.append(place)
     modseq_at = 1 + columns.index("modseq") if "modseq" in columns else None
     template = b"* %d FETCH (" + b" ".join(formats) + b")\r\n"
-    return LineWriter(tuple(columns), modseq_at, template, operator.itemgetter(*picks), tuple(shapes))
+    # Picks the template's values out of (seq, flags, uid, *values).
+    pick = operator.itemgetter(*picks)
+
+    def line(seq: int, flags: bytes | None, row: tuple) -> bytes:
+        return template % pick((seq, flags, *row))
+
+    def shaped_line(seq: int, flags: bytes | None, row: tuple) -> bytes:
+        values = list(pick((seq, flags, *row)))
+        for place, shape in shapes:
+            values[place] = shape(values[place])
+        return template % tuple(values)
+
+    return LineWriter(tuple(columns), modseq_at, shaped_line if shapes else line)
 
 
 def _literal(content: bytes) -> bytes:

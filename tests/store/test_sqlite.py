@@ -390,6 +390,25 @@ def test_a_store_from_before_summaries_gets_them_at_open(tmp_path):
     assert kept == [(box.id, 3), (box.id, uid)]
 
 
+def test_a_rebuilt_index_has_the_summaries_fetch_reads(tmp_path):
+    store = SQLiteStore(tmp_path / "store")
+    box = inbox(store)
+    uids = [result_of(store.append(box.id, MESSAGE, internaldate=WHEN)).uid for _ in range(3)]
+    columns = ("size", "internaldate", "envelope", "body", "bodystructure")
+    rows = result_of(store.fetch_rows(box.id, uids, columns))
+    store.close()
+    os.unlink(tmp_path / "store" / "index.sqlite")
+    rebuilt = SQLiteStore(tmp_path / "store")
+    try:
+        found = result_of(rebuilt.fetch_rows(box.id, uids, columns))
+        # A rebuild takes INTERNALDATE from the file's time, not the one APPEND gave.
+        assert [row[:2] + row[3:] for row in found] == [row[:2] + row[3:] for row in rows]
+        records = result_of(rebuilt.get_records(box.id, uids))
+        assert [row[2] for row in found] == [wire.format_datetime(record.internaldate) for record in records]
+    finally:
+        rebuilt.close()
+
+
 def test_a_record_written_after_its_structure_completes_the_summary(tmp_path):
     store = SQLiteStore(tmp_path)
     box = inbox(store)
