@@ -409,6 +409,25 @@ def test_a_rebuilt_index_has_the_summaries_fetch_reads(tmp_path):
         rebuilt.close()
 
 
+def test_a_message_without_its_summary_is_read_from_its_record_and_structure(tmp_path):
+    store = SQLiteStore(tmp_path)
+    box = inbox(store)
+    uids = [result_of(store.append(box.id, MESSAGE, internaldate=WHEN)).uid for _ in range(4)]
+    result_of(store.expunge(box.id, [uids[3]]))
+    columns = ("size", "internaldate", "envelope", "body", "bodystructure", "modseq", "header")
+    rows = result_of(store.fetch_rows(box.id, uids, columns))
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    db.execute("DELETE FROM message_summaries WHERE uid = ?", (uids[1],))
+    db.commit()
+    db.close()
+    try:
+        assert [row[0] for row in rows] == uids[:3]
+        assert result_of(store.fetch_rows(box.id, uids, columns)) == rows
+        assert result_of(store.fetch_rows(box.id, uids[1:], columns[:1])) == [row[:2] for row in rows[1:]]
+    finally:
+        store.close()
+
+
 def test_a_record_written_after_its_structure_completes_the_summary(tmp_path):
     store = SQLiteStore(tmp_path)
     box = inbox(store)

@@ -64,6 +64,21 @@ SUMMARY_COLUMNS = {
 }
 
 
+# The same from a message's record and structure, for one whose summary
+# is missing (a store changed behind the triggers' back): the summaries
+# speed FETCH up and never decide what it answers.
+UNSUMMARISED_COLUMNS = {
+    "size": "m.size",
+    "modseq": "m.modseq",
+    "internaldate": DATE_TEXT.format(m="m"),
+    "envelope": "h.envelope",
+    "body": "h.body",
+    "bodystructure": "h.bodystructure",
+    "header": "h.header",
+}
+WITHOUT_SUMMARIES = "messages m JOIN message_structures h USING (mailbox_id, uid)"
+
+
 def summary_source(columns) -> str:
     """The tables fetch_rows reads ``columns`` from: the summaries alone for a client's header fetch."""
     source = "message_summaries s"
