@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
-# What ``IMessageStore.fetch_rows`` reads of a message, by name: RFC822.SIZE
+# What ``IMailStore.fetch_rows`` reads of a message, by name: RFC822.SIZE
 # and MODSEQ (ints); INTERNALDATE as its RFC 3501 date-time, quoted
 # (``b'"17-Jul-1996 02:44:25 -0700"'``); ENVELOPE, BODY and BODYSTRUCTURE
 # in IMAP syntax, and the header, as delivery stored them (bytes).
