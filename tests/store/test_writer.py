@@ -338,6 +338,57 @@ def test_a_directory_fsync_failing_after_the_commit_fails_the_request(threaded, 
     assert threaded.names() == ["a"]
 
 
+def test_actions_beside_the_commit_run_beside_it_once_a_key_and_before_what_follows_it(threaded, reactor_thread):
+    # As a directory fsync: beside the COMMIT, answered after.  Two requests
+    # of a group asking for one key get one run, the last one asked for.
+    committing = threading.Event()
+    order = []
+    threaded.db.set_trace_callback(lambda statement: statement == "COMMIT" and committing.set())
+
+    def recording(name, key):
+        def run(step):
+            step.beside_commit(key, lambda: order.append((name, committing.wait(10))))
+            step.after_commit(lambda: order.append(f"after {name}"))
+            return insert(name)(step)
+        return run
+
+    def ask():
+        return defer_list([threaded.writer.submit(recording(name, key))
+                           for name, key in (("a", "slot 1"), ("b", "slot 1"), ("c", "slot 2"))])
+
+    release = threading.Event()
+
+    def hold(step):
+        assert release.wait(10)
+
+    def queued():
+        first = threaded.writer.submit(hold)
+        rest = ask()
+        release.set()
+        return defer_list([first, rest])
+
+    reactor_thread.call(queued)
+    assert sorted(order[:2]) == [("b", True), ("c", True)]
+    assert order[2:] == ["after a", "after b", "after c"]
+
+
+def test_an_action_beside_the_commit_failing_fails_the_request_and_skips_what_follows(threaded, reactor_thread):
+    after = []
+
+    def broken():
+        raise OSError(errno.EIO, "Input/output error")
+
+    def run(step):
+        step.beside_commit("slot", broken)
+        step.after_commit(lambda: after.append("unlinked"))
+        return insert("a")(step)
+
+    refused = reactor_thread.call(lambda: threaded.writer.submit(run).addCallbacks(
+        lambda result: None, lambda failure: (failure.type, str(failure.value))))
+    assert refused == (TemporaryFailure, "cannot write to the store: Input/output error")
+    assert after == [] and threaded.names() == ["a"]
+
+
 def defer_list(deferreds):
     from twisted.internet import defer
 
