@@ -78,6 +78,10 @@ log = Logger()
 # the fsync itself).
 FLAG_SYNC_DELAY = 0.25
 
+# The record of unsynced flag changes is emptied once the writer has had
+# nothing to do for this long (unsynced.py: it keeps its mailboxes meanwhile).
+RELEASE_RECORD_AFTER = 2.0
+
 # Directories fsynced at once beside a commit, at most.
 DIRECTORY_SYNC_THREADS = 4
 
@@ -335,7 +339,7 @@ class Writer:
         while True:
             batch = self._take()
             if batch is None:
-                self._sync_flags()
+                self._idle()
                 continue
             stop = _STOP in batch
             requests = [r for r in batch if r is not _STOP]
@@ -355,10 +359,12 @@ class Writer:
                 return
 
     def _take(self) -> list | None:
-        """The next group (None when a flag sync is due first)."""
+        """The next group (None when a flag sync, or emptying the record of them, is due first)."""
         timeout = None
         if self._unsynced_since is not None:
             timeout = max(0.0, self._unsynced_since + FLAG_SYNC_DELAY - monotonic())
+        elif self._unsynced.mailboxes:
+            timeout = RELEASE_RECORD_AFTER
         try:
             first = self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -382,6 +388,15 @@ class Writer:
         if self._directory_syncs is not None:
             self._directory_syncs.shutdown(wait=False)
 
+    def _idle(self) -> None:
+        if self._unsynced_since is not None:
+            self._sync_flags()
+            return
+        try:
+            self._unsynced.release()
+        except OSError:
+            log.failure("Cannot empty the record of unsynced flag changes")
+
     def _sync_flags(self) -> None:
         if self._unsynced_since is None:
             return
@@ -399,7 +414,7 @@ class Writer:
         try:
             self._unsynced.synced()
         except OSError:
-            log.failure("Cannot empty the record of unsynced flag changes")
+            log.failure("Cannot keep the record of unsynced flag changes")
 
     def _set_synchronous(self, level: str) -> None:
         if self._synchronous != level:
