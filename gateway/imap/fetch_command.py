@@ -116,21 +116,27 @@ class FetchCommand:
             rows = await self.store.fetch_rows(view.mailbox_id, [uid for _, uid in batch], line.columns)
             if out.stopped:
                 break
-            found = {row[0]: row for row in rows}
             flags = view.flags_texts(batch) if wants_flags else repeat(None)
-            lines = []
-            for (seq, uid), shown in zip(batch, flags):
-                row = found.get(uid)
-                if row is None:
-                    # RFC 2180 4.1.3: leave it out of the answer.
-                    expunged = True
-                    continue
-                if changedsince is not None and row[modseq_at] <= changedsince:
-                    continue
-                lines.append(format_line(seq, shown, row))
+            if len(rows) == len(batch) and changedsince is None:
+                # Every message is there, in the batch's order (both ascend by UID).
+                lines = list(map(format_line, [seq for seq, _ in batch], flags, rows))
                 if wants_flags:
                     # An update of them still owed went in this answer.
-                    view.told_flags(uid)
+                    _told_flags(view, batch)
+            else:
+                found = {row[0]: row for row in rows}
+                lines = []
+                for (seq, uid), shown in zip(batch, flags):
+                    row = found.get(uid)
+                    if row is None:
+                        # RFC 2180 4.1.3: leave it out of the answer.
+                        expunged = True
+                        continue
+                    if changedsince is not None and row[modseq_at] <= changedsince:
+                        continue
+                    lines.append(format_line(seq, shown, row))
+                    if wants_flags:
+                        view.told_flags(uid)
             if lines:
                 out.write(b"".join(lines))
             if out.full:
@@ -222,3 +228,13 @@ class FetchCommand:
         return None
 
     select_FETCH = (do_FETCH, word, imap4.IMAP4Server.arg_line)
+
+
+def _told_flags(view, pairs) -> None:
+    """``view.told_flags`` of each of ``pairs`` (ascending), consecutive ones at once."""
+    first, last = pairs[0][0], pairs[-1][0]
+    if last - first + 1 == len(pairs):
+        view.told_flags_within([(first - 1, last)])
+    else:
+        for _, uid in pairs:
+            view.told_flags(uid)

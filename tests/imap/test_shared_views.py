@@ -247,3 +247,23 @@ def test_fetch_changedsince_reads_only_the_changed_records(store, monkeypatch):
     # Another session's change, merged into the answer: not told twice.
     assert lines == answer + [b"f OK FETCH completed"]
     assert sorted(asked) == [7, 30]
+
+
+def test_a_fetch_of_many_tells_the_flag_updates_it_carries_once(store):
+    inbox = inbox_of(store)
+    deliver(store, inbox, 6)
+    s = Session(store).login()
+    s.command(b"s SELECT INBOX (CONDSTORE)")
+    other = Session(store).login()
+    other.command(b"s SELECT INBOX")
+    other.command(b"a STORE 2,5 +FLAGS.SILENT (\\Flagged)")
+    # With MODSEQ the view takes in the change first: both updates are owed.
+    lines = [line.split(b" MODSEQ")[0] for line in s.command(b"f FETCH 1:3 (FLAGS RFC822.SIZE MODSEQ)")]
+    # Message 2's went in the answer, once; message 5's follows it.
+    assert lines == [
+        b"* 1 FETCH (FLAGS (\\Recent) RFC822.SIZE 123",
+        b"* 2 FETCH (FLAGS (\\Flagged \\Recent) RFC822.SIZE 123",
+        b"* 3 FETCH (FLAGS (\\Recent) RFC822.SIZE 123",
+        b"* 5 FETCH (UID 5 FLAGS (\\Flagged \\Recent)",
+        b"f OK FETCH completed",
+    ]
