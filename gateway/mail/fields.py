@@ -43,23 +43,55 @@ MESSAGE_FIELDS = tuple(sorted(ENVELOPE_HEADERS)) + MIME_FIELDS
 
 # A field's value: the rest of its first line after the colon and the
 # blanks that follow it, then every continuation line (RFC 5322 2.2.3).
-_VALUE = re.compile(rb"[ \t]*([^\n]*\n?(?:[ \t][^\n]*\n?)*)")
-_BLANK_LINE = re.compile(rb"^\r?\n", re.MULTILINE)
+_FIELD_VALUE = rb"[^\n]*\n?(?:[ \t][^\n]*\n?)*"
+_VALUE = re.compile(rb"[ \t]*(" + _FIELD_VALUE + rb")")
+
+
+def _lowered(names):
+    """``names`` as bytes, lower-cased: fields are matched in a lower-cased
+    copy of the header, which is what ASCII case-insensitive matching
+    means, and lets the engine skip from line break to line break."""
+    return [name.lower().encode("latin-1", "replace").lower() for name in names]
 
 
 @functools.lru_cache(maxsize=64)
 def _named(names):
-    """Field lines whose name is one of ``names``; group N is names[N-1]."""
+    """Field lines, in "\n" + the lower-cased block, whose name is one of
+    ``names``; group N is names[N-1]."""
     return re.compile(
-        rb"^(?:" + b"|".join(b"(%s)" % re.escape(name.encode("latin-1", "replace")) for name in names)
-        + rb")[ \t]*:",
-        re.IGNORECASE | re.MULTILINE,
-    )
+        rb"\n(?:" + b"|".join(b"(%s)" % re.escape(name) for name in _lowered(names)) + rb")[ \t]*:")
+
+
+@functools.lru_cache(maxsize=64)
+def _spanned(names):
+    """
+    Over "\n" + the lower-cased header: the blank line that ends the
+    fields, or a field line whose name is one of ``names`` (as they came:
+    lower-casing and duplicates are settled here, once per set), with
+    group 1 its value up to the line break that ends it.  A name holding
+    a blank line never names a field, and would reach past the fields.
+    """
+    wanted = [name for name in _lowered(dict.fromkeys(name.lower() for name in names))
+              if b"\n\n" not in name and b"\n\r\n" not in name]
+    # No names: no field matches (and "" is a name, of lines starting ":").
+    alternatives = b"|".join(map(re.escape, wanted)) if wanted else rb"(?!)"
+    value = rb"([^\n]*(?:\n[ \t][^\n]*)*)"
+    if any(name[:1] in b" \t" for name in wanted):
+        # A name that a continuation line can start with (one beginning
+        # with a blank, or "") finds fields inside another field's value:
+        # the scan goes on after the colon, the value is only looked at.
+        value = rb"(?=" + value + rb")"
+    # The blank line takes the rest, so that the scan ends there.
+    return re.compile(rb"\n(?:\r?\n[\s\S]*|(?:" + alternatives + rb")[ \t]*:" + value + rb")")
+
+
+_BLANK_LINE = re.compile(rb"\n\r?\n")
 
 
 def _fields_part(header):
-    """The header up to the blank line that ends it."""
-    blank = _BLANK_LINE.search(header)
+    """The header up to the blank line that ends it: the first line that
+    is "\r\n" or "\n"."""
+    blank = _BLANK_LINE.search(b"\n" + header)
     return header if blank is None else header[:blank.start()]
 
 
@@ -79,10 +111,10 @@ def first_fields(header, names, folded=()):
         return {}  # a blank line: no fields
     fields = _fields_part(header)
     found = {}
-    for match in _named(names).finditer(fields):
+    for match in _named(names).finditer(b"\n" + fields.lower()):
         name = names[match.lastindex - 1]
         if name not in found:
-            value = _VALUE.match(fields, match.end())[1]
+            value = _VALUE.match(fields, match.end() - 1)[1]
             value = value.rstrip(b"\r\n") if name in folded else unfold(value)
             found[name] = value.decode("latin-1")
             if len(found) == len(names):
@@ -91,39 +123,40 @@ def first_fields(header, names, folded=()):
 
 
 def _field_spans(header, names):
-    """(start, end) of each field named in ``names``, with its continuation
-    lines, in the fields part of ``header``."""
-    fields = _fields_part(header)
-    spans = []
-    for match in _named(names).finditer(fields):
-        spans.append((match.start(), _VALUE.match(fields, match.end()).end()))
-    return fields, spans
+    """
+    The fields of ``header`` named in ``names``, as matches whose start()
+    and end(1) are where the field and its continuation lines are in
+    ``header``; and where the fields end (the blank line).
+    """
+    # Offsets in the text searched are one past those in ``header``: the
+    # "\n" a match starts with stands where the line does, and the value
+    # ends where the line break after it does (or one past the end).
+    matches = list(_spanned(names).finditer(b"\n" + header.lower()))
+    if matches and matches[-1].end(1) < 0:
+        return matches, matches.pop().start()
+    return matches, len(header)
 
 
-def header_fields(header: bytes, names: list[str], exclude: bool) -> bytes:
+def header_fields(header: bytes, names, exclude: bool) -> bytes:
     """
     BODY[HEADER.FIELDS (names)] (or .NOT when ``exclude``): the matching
     fields with their continuation lines, in order, then the blank line
     (RFC 3501 6.4.5 includes it).  Matching is case-insensitive, exact.
     """
-    wanted = tuple(dict.fromkeys(name.lower() for name in names))
-    if not wanted:
-        fields, spans = _fields_part(header), []
-    else:
-        fields, spans = _field_spans(header, wanted)
+    matches, end = _field_spans(header, tuple(names))
     if exclude:
         out, pos = [], 0
-        for start, end in spans:
-            out.append(fields[pos:start])
-            pos = end
-        out.append(fields[pos:])
+        for match in matches:
+            out.append(header[pos:match.start()])
+            pos = match.end(1)
+        out.append(header[pos:end])
     else:
-        out = [fields[start:end] for start, end in spans]
+        out = [header[match.start():match.end(1)] for match in matches]
     out.append(b"\r\n")
     return b"".join(out)
 
 
-_ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_ENCODED_WORD =  re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _QP_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 
 
@@ -177,10 +210,9 @@ def header_values(header: bytes, name: str) -> list[str]:
 
 def raw_header_values(header: bytes, name: str) -> list[bytes]:
     """Every value of the header field ``name``, unfolded and trimmed, not decoded."""
-    fields, spans = _field_spans(header, (name.lower(),))
     values = []
-    for start, end in spans:
-        raw = unfold(fields[start:end])
+    for match in _field_spans(header, (name,))[0]:
+        raw = unfold(header[match.start():match.end(1)])
         values.append(raw[raw.find(b":") + 1:].strip(b" \t"))
     return values
 
