@@ -4,8 +4,9 @@ continuation lines (FETCH BODY[HEADER.FIELDS], ENVELOPE and Content-*
 fields at delivery), unfolding (RFC 5322 2.2.3) and RFC 2047 decoding for
 SEARCH.
 
-Fields are found by regular expressions over the whole block, so a header
-of a million small fields costs a scan, not a million Python steps.  A line
+Fields are found by regular expressions over the whole block, lower-cased
+(ASCII only, as IMAP and RFC 5322 compare names), so a header of a million
+small fields costs a scan, not a million Python steps.  A line
 that begins with a blank continues the field before it, as in Dovecot's
 header parser.
 
@@ -18,6 +19,7 @@ import base64
 import binascii
 import functools
 import re
+from collections.abc import Sequence
 
 from gateway.mail.decode import text_codec
 
@@ -43,8 +45,7 @@ MESSAGE_FIELDS = tuple(sorted(ENVELOPE_HEADERS)) + MIME_FIELDS
 
 # A field's value: the rest of its first line after the colon and the
 # blanks that follow it, then every continuation line (RFC 5322 2.2.3).
-_FIELD_VALUE = rb"[^\n]*\n?(?:[ \t][^\n]*\n?)*"
-_VALUE = re.compile(rb"[ \t]*(" + _FIELD_VALUE + rb")")
+_VALUE = re.compile(rb"[ \t]*([^\n]*\n?(?:[ \t][^\n]*\n?)*)")
 
 
 def _lowered(names):
@@ -111,6 +112,7 @@ def first_fields(header, names, folded=()):
         return {}  # a blank line: no fields
     fields = _fields_part(header)
     found = {}
+    # Offsets in the text searched are one past those in ``fields``.
     for match in _named(names).finditer(b"\n" + fields.lower()):
         name = names[match.lastindex - 1]
         if name not in found:
@@ -130,14 +132,15 @@ def _field_spans(header, names):
     """
     # Offsets in the text searched are one past those in ``header``: the
     # "\n" a match starts with stands where the line does, and the value
-    # ends where the line break after it does (or one past the end).
+    # ends where the line break after it does (one past the end of
+    # ``header`` when its last line has none, which slicing forgives).
     matches = list(_spanned(names).finditer(b"\n" + header.lower()))
     if matches and matches[-1].end(1) < 0:
         return matches, matches.pop().start()
     return matches, len(header)
 
 
-def header_fields(header: bytes, names, exclude: bool) -> bytes:
+def header_fields(header: bytes, names: Sequence[str], exclude: bool) -> bytes:
     """
     BODY[HEADER.FIELDS (names)] (or .NOT when ``exclude``): the matching
     fields with their continuation lines, in order, then the blank line
@@ -156,7 +159,7 @@ def header_fields(header: bytes, names, exclude: bool) -> bytes:
     return b"".join(out)
 
 
-_ENCODED_WORD =  re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _QP_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 
 
