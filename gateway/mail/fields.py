@@ -82,8 +82,10 @@ def _spanned(names):
         # with a blank, or "") finds fields inside another field's value:
         # the scan goes on after the colon, the value is only looked at.
         value = rb"(?=" + value + rb")"
-    # The blank line takes the rest, so that the scan ends there.
-    return re.compile(rb"\n(?:\r?\n[\s\S]*|(?:" + alternatives + rb")[ \t]*:" + value + rb")")
+    # The blank line takes the rest, so that the scan ends there; it is
+    # tried first, and spelled as two literals, which the engine rejects
+    # at a glance on every other line.
+    return re.compile(rb"\n(?:\r\n[\s\S]*|\n[\s\S]*|(?:" + alternatives + rb")[ \t]*:" + value + rb")")
 
 
 _BLANK_LINE = re.compile(rb"\n\r?\n")
