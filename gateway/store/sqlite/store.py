@@ -130,6 +130,7 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
                  serving: bool = False):
         self.root = Path(path)
         self._mail = self.root / "mail"
+        self._mailbox_dirs: dict[int, Path] = {}
         self._tmp = self.root / "tmp"
         self.spool_directory = self._tmp
         # What live processes hold: locks, sockets (never data).
@@ -269,7 +270,11 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
     # -- mailbox metadata files ---------------------------------------------
 
     def _mailbox_dir(self, mailbox_id: int) -> Path:
-        return self._mail / str(mailbox_id)
+        # Memoised: a delivery asks on the writer thread, where a Path is dear.
+        directory = self._mailbox_dirs.get(mailbox_id)
+        if directory is None:
+            directory = self._mailbox_dirs[mailbox_id] = self._mail / str(mailbox_id)
+        return directory
 
     def _write_mailbox_meta(self, mailbox_id: int, **fields) -> None:
         """Identity fields of mailbox.json, rewritten whole (new blocks: not for deleting)."""
