@@ -35,7 +35,6 @@ from pathlib import Path
 
 import attrs
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
 
 from gateway.mail import message
 from gateway.store.interfaces import StoreFull, TemporaryFailure, UidNotAvailable
@@ -166,10 +165,7 @@ class DeliveryMixin:
         """``work(*args)`` on a worker thread (at once without threads), as a Deferred."""
         if self._workers is None:
             return defer.maybeDeferred(work, *args)
-        if not self._workers.started:
-            # Started on first use, as the writer: twistd forks after building.
-            self._workers.start()
-        return deferToThreadPool(self._reactor, self._workers, work, *args)
+        return self._workers.run(work, *args)
 
     def _prepare(self, source) -> defer.Deferred:
         """A Deferred firing with the L{Spooled} body of ``source``."""

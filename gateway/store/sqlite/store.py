@@ -64,7 +64,6 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from gateway.durable import create_slot_file, read_slot_file, write_atomic, write_slot_file
@@ -97,6 +96,7 @@ from gateway.store.sqlite.rows import (
     WITH_STRUCTURES,
     split_structures,
 )
+from gateway.store.sqlite.spoolthreads import SpoolThreads
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.unsynced import UnsyncedRecord
 from gateway.store.sqlite.writelock import WriteLock
@@ -164,7 +164,7 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         # Spooling, fsyncing and parsing arriving messages.  An fsync mostly
         # waits on the disk, and the fsyncs of concurrent deliveries share
         # the file system's journal commits: more threads than cores.
-        self._workers = ThreadPool(0, SPOOL_THREADS, "store-spool") if threads else None
+        self._workers = SpoolThreads(reactor, SPOOL_THREADS, "store-spool") if threads else None
         self._data_version = None
         # What changes_since answered, per (mailbox id, modseq) (reads.py).
         self._changes_memo: dict[tuple[int, int], ChangeSet] = {}
