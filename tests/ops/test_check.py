@@ -224,8 +224,8 @@ def test_interrupted_expunge_is_reported_and_finished(data):
     # (Reached before the crash: opening the store would finish it.)
     directory = inbox_dir(data)
     store = SQLiteStore(data / "store")
-    with store._write():
-        store._mark_expunging(int(directory.name), [1, 3])
+    with store._write() as step:
+        store._mark_expunging(step, int(directory.name), [1, 3])
     store.close()
     (directory / "1").unlink()
     label = f"alice/INBOX (mail/{directory.name})"

@@ -270,7 +270,7 @@ def test_an_expunge_under_way_in_a_live_process_finished_by_a_starting_one_is_to
     # finishes it (as a concurrent expunge would), and says so.
     box = reactor_thread.call(inbox_of, listening)
     uid = reactor_thread.call(listening.append, box.id, MESSAGE).uid
-    reactor_thread.call(listening._writer.submit, lambda step: listening._mark_expunging(box.id, [uid]))
+    reactor_thread.call(listening._writer.submit, lambda step: listening._mark_expunging(step, box.id, [uid]))
     heard = Heard()
     reactor_thread.call(listening.changes.subscribe, box.id, heard)
     starting = SQLiteStore(tmp_path / "store", serving=True)

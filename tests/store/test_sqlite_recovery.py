@@ -7,6 +7,7 @@ reserve lets the index grow on a full disk while deliveries wait.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -64,8 +65,8 @@ def test_expunge_interrupted_after_some_unlinks_is_finished_at_the_next_open(roo
     store, box, directory = filled(root)
     # A crash in the middle of an expunge of 2, 3 and 5: the UIDs were
     # committed as taken, one body was unlinked, then the process died.
-    with store._write():
-        store._mark_expunging(box.id, [2, 3, 5])
+    with store._write() as step:
+        store._mark_expunging(step, box.id, [2, 3, 5])
     (directory / "3").unlink()
     store.close()
 
@@ -83,28 +84,109 @@ def test_expunge_interrupted_after_some_unlinks_is_finished_at_the_next_open(roo
 def test_expunge_returns_only_the_uids_asked_for(root):
     store, box, _ = filled(root)
     try:
-        with store._write():
-            store._mark_expunging(box.id, [4])  # what a crashed process left
+        with store._write() as step:
+            store._mark_expunging(step, box.id, [4])  # what a crashed process left
         assert result_of(store.expunge(box.id, [1, 2, 9])) == [1, 2]
         assert uids(store, box.id) == [3, 5]
     finally:
         store.close()
 
 
-def test_expunge_that_cannot_commit_is_a_temporary_failure_and_is_finished_later(root, monkeypatch):
+def test_an_expunge_commits_once_and_unlinks_the_bodies_after(root, monkeypatch):
     store, box, directory = filled(root)
-    real_finish = store._finish_expunging
+    commits = []
+    real_commit = store._writer._commit
 
-    def dies_before_the_rows_go(mailbox_id):
+    def commit(directories, beside):
+        # What is on disk when the index commits: every body still.
+        commits.append(bodies(directory))
+        return real_commit(directories, beside)
+
+    monkeypatch.setattr(store._writer, "_commit", commit)
+    assert result_of(store.expunge(box.id, [2, 5])) == [2, 5]
+    assert commits == [[1, 2, 3, 4, 5]]
+    assert uids(store, box.id) == [1, 3, 4] and bodies(directory) == [1, 3, 4]
+    assert read_slot_file(directory / "uidnext") == b"6"
+    store.close()
+
+
+def test_an_expunge_that_cannot_write_is_a_temporary_failure_and_changes_nothing(root, monkeypatch):
+    store, box, directory = filled(root)
+
+    def broken(mailbox_id, uidnext):
         raise OSError(5, "Input/output error")
 
+    monkeypatch.setattr(store, "_record_uidnext", broken)
+    failure_of(store.expunge(box.id, [5]), TemporaryFailure)
+    assert uids(store, box.id) == [1, 2, 3, 4, 5] and bodies(directory) == [1, 2, 3, 4, 5]
+    store.close()
+
+
+def test_an_expunge_on_a_full_disk_goes_in_two_steps(root, monkeypatch):
+    store, box, directory = filled(root)
+    real_record, real_mark = store._record_uidnext, store._mark_expunging
+    full, marked = [True], []
+
+    def record(mailbox_id, uidnext):
+        # The disk is full for the one commit that needs room first.
+        if full.pop() if full else False:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_record(mailbox_id, uidnext)
+
+    def mark(step, mailbox_id, uids):
+        marked.append(list(uids))
+        real_mark(step, mailbox_id, uids)
+
+    monkeypatch.setattr(store, "_record_uidnext", record)
+    monkeypatch.setattr(store, "_mark_expunging", mark)
+    assert result_of(store.expunge(box.id, [4, 5])) == [4, 5]
+    assert marked == [[4, 5]]
+    assert uids(store, box.id) == [1, 2, 3] and bodies(directory) == [1, 2, 3]
+    assert read_slot_file(directory / "uidnext") == b"6"
+    store.close()
+
+
+def test_a_second_step_that_cannot_commit_is_a_temporary_failure_and_is_finished_later(root, monkeypatch):
+    store, box, directory = filled(root)
+    real_record, real_finish = store._record_uidnext, store._finish_expunging
+    full = [True]
+
+    def record(mailbox_id, uidnext):
+        if full.pop() if full else False:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_record(mailbox_id, uidnext)
+
+    def dies_before_the_rows_go(step, mailbox_id):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(store, "_record_uidnext", record)
     monkeypatch.setattr(store, "_finish_expunging", dies_before_the_rows_go)
-    failure_of(store.expunge(box.id, [1]), TemporaryFailure)
+    failure_of(store.expunge(box.id, [5]), TemporaryFailure)
     monkeypatch.setattr(store, "_finish_expunging", real_finish)
     # The next expunge in the mailbox finishes the first one too.
     assert result_of(store.expunge(box.id, [2])) == [2]
-    assert uids(store, box.id) == [3, 4, 5]
+    assert uids(store, box.id) == [1, 3, 4] and bodies(directory) == [1, 3, 4]
     store.close()
+
+
+def test_bodies_an_expunge_left_are_swept_and_uidnext_recorded_first(root, monkeypatch):
+    # A commit whose beside-it record of UIDNEXT then failed leaves the
+    # expunged bodies (the requests are failed, nothing is unlinked).
+    store, box, directory = filled(root)
+    monkeypatch.setattr(store, "_record_uidnext", lambda mailbox_id, uidnext: None)
+    monkeypatch.setattr(store, "_unlink_bodies", lambda mailbox_id, uids: None)
+    result_of(store.expunge(box.id, [4, 5]))
+    store.close()
+    assert bodies(directory) == [1, 2, 3, 4, 5] and read_slot_file(directory / "uidnext") == b"1"
+    SQLiteStore(root, serving=True).close()
+    assert bodies(directory) == [1, 2, 3]
+    assert read_slot_file(directory / "uidnext") == b"6"
+    lose_index(root)
+    rebuilt = SQLiteStore(root)
+    try:
+        assert result_of(rebuilt.append(box.id, MESSAGE)).uid == 6
+    finally:
+        rebuilt.close()
 
 
 # -- the UIDNEXT a rebuild keeps --------------------------------------------------

@@ -8,6 +8,8 @@ outcome is read back from SQLite itself.
 from __future__ import annotations
 
 import errno
+import json
+import os
 import shutil
 import sqlite3
 import threading
@@ -16,6 +18,7 @@ import time
 import pytest
 
 from gateway.store.interfaces import NoSuchMailbox, StoreFull, TemporaryFailure
+from gateway.store.sqlite import unsynced as unsynced_module
 from gateway.store.sqlite import writer as writer_module
 from gateway.store.sqlite.store import SQLiteStore
 from gateway.store.sqlite.unsynced import UnsyncedRecord
@@ -29,9 +32,9 @@ class SignallingRecord(UnsyncedRecord):
         super().__init__(root)
         self.emptied = threading.Event()
 
-    def synced(self):
+    def release(self):
         had = self.mailboxes
-        super().synced()
+        super().release()
         if had:
             self.emptied.set()
 
@@ -265,19 +268,33 @@ def test_answers_arrive_on_the_reactor_thread(threaded, reactor_thread):
     assert threaded.names() == ["a"]
 
 
-def test_flag_groups_commit_normal_record_their_mailboxes_and_sync_soon(threaded, reactor_thread, tmp_path):
+def test_flag_groups_commit_normal_record_their_mailboxes_and_sync_soon(threaded, reactor_thread, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setattr(writer_module, "RELEASE_RECORD_AFTER", 600)
+    fsyncs = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(unsynced_module.os, "fsync", lambda fd: fsyncs.append(fd) or real_fsync(fd))
     reactor_thread.call(lambda: threaded.writer.submit(insert("flag", notify=7), durable=False))
     assert threaded.commits()[:2] == ["PRAGMA synchronous=NORMAL", "COMMIT"]
     # Recorded before the commit, for a recovery should the sync never come.
-    assert threaded.record.mailboxes in (frozenset({7}), frozenset())
-    assert threaded.record.emptied.wait(10), "the WAL was never synced"
+    assert fsyncs
+    recorded = len(fsyncs)
+    assert threaded.synced.wait(10), "the WAL was never synced"
     # DESIGN.md: durable within a second of the change.
     assert 0 < threaded.sync_times[0] - threaded.commit_times[0] <= 1.0
+    # Synced, the record keeps mailbox 7 while the writer is busy: its next
+    # flag change costs no fsync of the record.
+    assert threaded.record.mailboxes == frozenset({7})
+    reactor_thread.call(lambda: threaded.writer.submit(insert("again", notify=7), durable=False))
+    assert len(fsyncs) == recorded
+    # Once idle a while, the writer empties it.
+    monkeypatch.setattr(writer_module, "RELEASE_RECORD_AFTER", 0.05)
+    reactor_thread.call(lambda: threaded.writer.submit(insert("delivery")))
+    assert threaded.record.emptied.wait(10), "the record was never emptied"
     assert threaded.record.mailboxes == frozenset()
     records = list(tmp_path.glob("unsynced.*"))
     assert len(records) == 1 and records[0].read_bytes() == b""
-    # A durable group after it is FULL.
-    reactor_thread.call(lambda: threaded.writer.submit(insert("delivery")))
+    # The durable group is FULL.
     assert threaded.commits()[-2:] == ["PRAGMA synchronous=FULL", "COMMIT"]
     reactor_thread.call(threaded.writer.close)
     assert list(tmp_path.glob("unsynced.*")) == []
@@ -338,10 +355,74 @@ def test_a_directory_fsync_failing_after_the_commit_fails_the_request(threaded, 
     assert threaded.names() == ["a"]
 
 
+def test_actions_beside_the_commit_run_beside_it_once_a_key_and_before_what_follows_it(threaded, reactor_thread):
+    # As a directory fsync: beside the COMMIT, answered after.  Two requests
+    # of a group asking for one key get one run, the last one asked for.
+    committing = threading.Event()
+    order = []
+    threaded.db.set_trace_callback(lambda statement: statement == "COMMIT" and committing.set())
+
+    def recording(name, key):
+        def run(step):
+            step.beside_commit(key, lambda: order.append((name, committing.wait(10))))
+            step.after_commit(lambda: order.append(f"after {name}"))
+            return insert(name)(step)
+        return run
+
+    def ask():
+        return defer_list([threaded.writer.submit(recording(name, key))
+                           for name, key in (("a", "slot 1"), ("b", "slot 1"), ("c", "slot 2"))])
+
+    release = threading.Event()
+
+    def hold(step):
+        assert release.wait(10)
+
+    def queued():
+        first = threaded.writer.submit(hold)
+        rest = ask()
+        release.set()
+        return defer_list([first, rest])
+
+    reactor_thread.call(queued)
+    assert sorted(order[:2]) == [("b", True), ("c", True)]
+    assert order[2:] == ["after a", "after b", "after c"]
+
+
+def test_an_action_beside_the_commit_failing_fails_the_request_and_skips_what_follows(threaded, reactor_thread):
+    after = []
+
+    def broken():
+        raise OSError(errno.EIO, "Input/output error")
+
+    def run(step):
+        step.beside_commit("slot", broken)
+        step.after_commit(lambda: after.append("unlinked"))
+        return insert("a")(step)
+
+    refused = reactor_thread.call(lambda: threaded.writer.submit(run).addCallbacks(
+        lambda result: None, lambda failure: (failure.type, str(failure.value))))
+    assert refused == (TemporaryFailure, "cannot write to the store: Input/output error")
+    assert after == [] and threaded.names() == ["a"]
+
+
 def defer_list(deferreds):
     from twisted.internet import defer
 
     return defer.gatherResults(deferreds, consumeErrors=True)
+
+
+def test_a_synced_record_keeps_a_few_mailboxes_not_many(tmp_path):
+    record = UnsyncedRecord(tmp_path)
+    record.mark([1, 2, 3])
+    record.synced()
+    assert record.mailboxes == {1, 2, 3}
+    assert json.loads(next(tmp_path.glob("unsynced.*")).read_text()) == [1, 2, 3]
+    record.mark(range(unsynced_module.KEPT_MAILBOXES + 1))
+    record.synced()
+    assert record.mailboxes == frozenset()
+    assert next(tmp_path.glob("unsynced.*")).read_bytes() == b""
+    record.close()
 
 
 def test_store_records_survive_a_crash_and_raise_modseqs(tmp_path):

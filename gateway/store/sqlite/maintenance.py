@@ -172,7 +172,7 @@ class MaintenanceMixin:
             return []
         done = []
         modseq = None
-        with self._write():
+        with self._write() as step:
             row = self._db.execute("SELECT uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
             if row is None:
                 return []  # deleted meanwhile
@@ -186,11 +186,16 @@ class MaintenanceMixin:
                 create_slot_file(slot, b"%d" % uidnext)
                 done.append(f"made {label}/uidnext")
             files = body_uids(directory)
+            highest = max(files, default=0)
             for uid in sorted(files.keys() - rows):
                 expunged = self._db.execute(
                     "SELECT 1 FROM expunged WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
                 ).fetchone()
                 if expunged:
+                    if uid == highest:
+                        # What a rebuild would take UIDNEXT from goes: an
+                        # expunge that failed to record it left this body.
+                        self._record_uidnext(mailbox_id, uidnext)
                     files[uid].unlink(missing_ok=True)
                     done.append(f"removed {label}/{uid}, the body of an expunged or moved message")
                 elif uid >= uidnext:
@@ -201,7 +206,7 @@ class MaintenanceMixin:
                              " `gateway check`", label=label, uid=uid)
             missing = sorted(rows - files.keys())
             if missing:
-                removed, modseq = self._expunge(mailbox_id, missing)
+                removed, modseq = self._expunge(step, mailbox_id, missing)
                 done.append(f"expunged UID {' '.join(map(str, removed))} of {label}, whose body files are gone")
             for path in sorted(directory.glob("*.tmp")):
                 done += _remove_if_stale(path, now)

@@ -75,6 +75,7 @@ from gateway.store.interfaces import (
     IStoreDump,
     MessageExpunged,
     NoSuchMailbox,
+    StoreFull,
 )
 from gateway.store.model import ChangeSet, flag_changes
 from gateway.store.sqlite.delivery import DeliveryMixin
@@ -360,20 +361,22 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
 
         return self._writer.submit(run, durable=False)
 
-    def _keep_uidnext(self, mailbox_id: int, uidnext: int, going=()) -> None:
+    def _keep_uidnext(self, step, mailbox_id: int, uidnext: int, going=()) -> None:
         """
         A rebuild takes UIDNEXT from the highest body file: unless the body
-        of UID ``uidnext - 1`` stays, record ``uidnext``, so that losing the
-        index never hands an expunged UID out again.
+        of UID ``uidnext - 1`` stays, record ``uidnext`` beside the commit,
+        before any body goes, so that losing the index never hands an
+        expunged UID out again.  Recorded even if the commit fails: a
+        UIDNEXT a little high at the next rebuild or sweep is harmless.
         """
         last = uidnext - 1
         stays = last not in going and self._db.execute(
             "SELECT 1 FROM messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, last)
         ).fetchone()
         if not stays:
-            self._record_uidnext(mailbox_id, uidnext)
+            step.beside_commit(("uidnext", mailbox_id), lambda: self._record_uidnext(mailbox_id, uidnext))
 
-    def _expunge(self, mailbox_id: int, uids) -> tuple[list[int], int]:
+    def _expunge(self, step, mailbox_id: int, uids) -> tuple[list[int], int]:
         uidnext, modseq = self._counters(mailbox_id)
         present = [row[0] for row in self._select_uids("uid", mailbox_id, uids)]
         if not present:
@@ -388,7 +391,7 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
             [(mailbox_id, uid, modseq) for uid in present],
         )
         self._db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id))
-        self._keep_uidnext(mailbox_id, uidnext)
+        self._keep_uidnext(step, mailbox_id, uidnext)
         return present, modseq
 
     def _unlink_bodies(self, mailbox_id: int, uids) -> None:
@@ -396,16 +399,16 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         for uid in uids:
             (directory / str(uid)).unlink(missing_ok=True)
 
-    def _mark_expunging(self, mailbox_id: int, uids) -> None:
+    def _mark_expunging(self, step, mailbox_id: int, uids) -> None:
         """
-        An expunge's first step, inside a write transaction: the UIDs it
-        takes, committed before any body goes, and the UIDNEXT a rebuild
-        needs if the highest goes.  Small, so it commits on a full disk
-        (with the reserve's room).
+        The first step of an expunge on a full disk, inside a write
+        transaction: the UIDs it takes, committed before any body goes, and
+        the UIDNEXT a rebuild needs if the highest goes.  Small, so it
+        commits on a full disk (with the reserve's room).
         """
         present = [row[0] for row in self._select_uids("uid", mailbox_id, uids)]
         if present:
-            self._keep_uidnext(mailbox_id, self._counters(mailbox_id)[0], set(present))
+            self._keep_uidnext(step, mailbox_id, self._counters(mailbox_id)[0], set(present))
             self._db.executemany(
                 "INSERT OR IGNORE INTO expunging (mailbox_id, uid) VALUES (?, ?)", [(mailbox_id, uid) for uid in present]
             )
@@ -415,7 +418,7 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
             "SELECT uid FROM expunging WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)
         )]
 
-    def _finish_expunging(self, mailbox_id: int) -> tuple[list[int], int | None]:
+    def _finish_expunging(self, step, mailbox_id: int) -> tuple[list[int], int | None]:
         """
         An expunge's second step, for whatever is marked in the mailbox: the
         bodies are unlinked, as Maildir does, and only then are the rows
@@ -428,7 +431,7 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         if not marked:
             return [], None
         self._unlink_bodies(mailbox_id, marked)
-        removed, modseq = self._expunge(mailbox_id, marked)
+        removed, modseq = self._expunge(step, mailbox_id, marked)
         self._db.execute("DELETE FROM expunging WHERE mailbox_id = ?", (mailbox_id,))
         return removed, modseq
 
@@ -442,8 +445,8 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         """
         done = []
         for (mailbox_id,) in self._db.execute("SELECT DISTINCT mailbox_id FROM expunging").fetchall():
-            with self._write():
-                removed, modseq = self._finish_expunging(mailbox_id)
+            with self._write() as step:
+                removed, modseq = self._finish_expunging(step, mailbox_id)
             if modseq is None:
                 continue  # finished meanwhile by its own process
             if removed:
@@ -456,25 +459,46 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
 
     @deferred
     def expunge(self, mailbox_id, uids):
-        return defer.Deferred.fromCoroutine(self._expunge_in_two_steps(mailbox_id, list(uids)))
+        return defer.Deferred.fromCoroutine(self._expunge_messages(mailbox_id, list(uids)))
+
+    async def _expunge_messages(self, mailbox_id: int, uids: list[int]) -> list[int]:
+        """
+        One request and one commit, the bodies unlinked after it, as MOVE
+        does at its source: a crash in between leaves bodies of expunged
+        messages, which the sweep removes.  That commit needs room; on a
+        full disk the expunge goes in two steps instead, each of which
+        frees room before it needs any.
+        """
+        def run(step):
+            removed, modseq = self._expunge(step, mailbox_id, sorted(set(uids) | set(self._marked_expunging(mailbox_id))))
+            self._db.execute("DELETE FROM expunging WHERE mailbox_id = ?", (mailbox_id,))
+            if removed:
+                step.after_commit(lambda: self._unlink_bodies(mailbox_id, removed))
+                step.notify(mailbox_id, modseq)
+            return removed
+
+        try:
+            removed = await self._writer.submit(run, frees_space=True)
+        except StoreFull:
+            removed = await self._expunge_in_two_steps(mailbox_id, uids)
+        # What else was marked (an expunge a crash or a failure interrupted)
+        # is told to sessions by the change feed; the caller hears of its own.
+        asked = set(uids)
+        return [uid for uid in removed if uid in asked]
 
     async def _expunge_in_two_steps(self, mailbox_id: int, uids: list[int]) -> list[int]:
         # Two requests, two commits: the UIDs marked as taken, then (bodies
         # unlinked first) the rows dropped.  Both free room, so both go
         # through on a full disk.
-        await self._writer.submit(lambda step: self._mark_expunging(mailbox_id, uids), frees_space=True)
+        await self._writer.submit(lambda step: self._mark_expunging(step, mailbox_id, uids), frees_space=True)
 
         def finish(step):
-            removed, modseq = self._finish_expunging(mailbox_id)
+            removed, modseq = self._finish_expunging(step, mailbox_id)
             if removed:
                 step.notify(mailbox_id, modseq)
             return removed
 
-        removed = await self._writer.submit(finish, frees_space=True)
-        # What else was marked (an expunge a crash or a failure interrupted)
-        # is told to sessions by the change feed; the caller hears of its own.
-        asked = set(uids)
-        return [uid for uid in removed if uid in asked]
+        return await self._writer.submit(finish, frees_space=True)
 
     def _copy(self, step, mailbox_id: int, uids, dest_mailbox_id: int) -> tuple[list[tuple[int, int]], int]:
         rows = self._select_uids(
@@ -527,7 +551,7 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
 
         def run(step):
             pairs, dest_modseq = self._copy(step, mailbox_id, uids, dest_mailbox_id)
-            removed, source_modseq = self._expunge(mailbox_id, [source for source, _ in pairs])
+            removed, source_modseq = self._expunge(step, mailbox_id, [source for source, _ in pairs])
             if pairs:
                 step.after_commit(lambda: self._unlink_bodies(mailbox_id, removed))
                 step.notify(dest_mailbox_id, dest_modseq)

@@ -12,13 +12,15 @@ down, and DESIGN.md says a crash loses at most flags, never an identity.
 
 So before such a commit the writer records, durably, the mailboxes it
 changes (``unsynced.<pid>.<n>`` in the store root, one line of JSON, locked by
-the process while it lives); once the WAL is synced the record is emptied.
+the process while it lives); once the WAL is synced and the writer has
+been idle a while, the record is emptied.
 A record left by a process that is gone means a crash: ``recover`` gives
 every message of those mailboxes, and the mailboxes, a mod-sequence above
 any the lost commits can have handed out, so every client fetches their
 flags again.  Costs: one small fsync'd write the first time a mailbox's
-flags change in each sync period; at recovery, rewriting those mailboxes'
-mod-sequences.
+flags change while the record does not hold it (it keeps a few
+mailboxes across syncs while the writer is busy); at recovery, rewriting
+those mailboxes' mod-sequences.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ PREFIX = "unsynced."
 
 # Above every mod-sequence the commits of one unsynced second can have taken.
 MARGIN = 1_000_000
+
+# Mailboxes a record keeps once synced: a crash then recovers them too,
+# which costs their clients one resync of flags, never a change.
+KEPT_MAILBOXES = 64
 
 # Several stores of one process (tests, tools) keep records of their own.
 _serial = itertools.count()
@@ -73,7 +79,16 @@ class UnsyncedRecord:
         self.mailboxes = wanted
 
     def synced(self) -> None:
-        """Everything is on disk: empty the record (no fsync: a stale one only costs a recovery)."""
+        """
+        Everything is on disk.  The record keeps the mailboxes while they
+        are few, so that the next flag change in one (a busy mailbox has
+        one every few commits) needs no fsync; ``release`` empties it.
+        """
+        if len(self.mailboxes) > KEPT_MAILBOXES:
+            self.release()
+
+    def release(self) -> None:
+        """Empty the record (no fsync: a stale one only costs a recovery)."""
         if self._fd is not None and self.mailboxes:
             os.ftruncate(self._fd, 0)
         self.mailboxes = frozenset()

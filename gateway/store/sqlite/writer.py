@@ -26,9 +26,10 @@ that loses it cannot make their mod-sequences go down.  ``immediate`` makes
 every group FULL.
 
 The directories a group added entries to (a body linked in place) are
-fsynced beside its COMMIT, on helper threads: the two disk flushes overlap
-rather than follow each other, and nothing is answered before both are
-done.  A body is fsynced before it is linked, so a crash between the two
+fsynced beside its COMMIT, on helper threads, and so are other small
+durable writes a request asks for (``Step.beside_commit``: a mailbox's
+UIDNEXT slot): the disk flushes overlap rather than follow each other, and
+nothing is answered before all are done.  A body is fsynced before it is linked, so a crash between the two
 flushes leaves either a complete body no commit took (removed at start as
 above UIDNEXT) or a committed row whose name was lost (expunged at start as
 a row without a body); neither was acknowledged.  A directory fsync that
@@ -77,6 +78,10 @@ log = Logger()
 # the fsync itself).
 FLAG_SYNC_DELAY = 0.25
 
+# The record of unsynced flag changes is emptied once the writer has had
+# nothing to do for this long (unsynced.py: it keeps its mailboxes meanwhile).
+RELEASE_RECORD_AFTER = 2.0
+
 # Directories fsynced at once beside a commit, at most.
 DIRECTORY_SYNC_THREADS = 4
 
@@ -122,6 +127,10 @@ class Step:
         self.undo: list[Callable[[], object]] = []
         self.committed: list[Callable[[], object]] = []
         self.directories: set[Path] = set()
+        # Small durable writes that need not wait for the commit nor it for
+        # them, by what they write: run beside the COMMIT, as the
+        # directory fsyncs are, before any after_commit action.
+        self.beside: dict[object, Callable[[], object]] = {}
         self.notices: dict[int, int] = {}
         # Users whose list of mailboxes changed.
         self.users: set[str] = set()
@@ -135,6 +144,15 @@ class Step:
     def sync_directory(self, path: Path) -> None:
         """An entry was added to ``path``: fsync it once, before the commit."""
         self.directories.add(path)
+
+    def beside_commit(self, key, action: Callable[[], object]) -> None:
+        """
+        Run ``action`` (which makes something durable) beside the COMMIT:
+        once per ``key`` a group, the last one given; a failure fails the
+        group as a directory fsync's does.  It runs whether or not the
+        COMMIT succeeds, so it must be harmless without it.
+        """
+        self.beside[key] = action
 
     def notify(self, mailbox_id: int, highestmodseq: int) -> None:
         self.notices[mailbox_id] = max(highestmodseq, self.notices.get(mailbox_id, 0))
@@ -151,6 +169,7 @@ class Step:
         self.undo.clear()
         self.committed.clear()
         self.directories.clear()
+        self.beside.clear()
         self.notices.clear()
         self.users.clear()
 
@@ -261,6 +280,8 @@ class Writer:
                     yield step
                     for directory in step.directories:
                         fsync_dir(directory)
+                    for action in step.beside.values():
+                        action()
                     self._db.execute("COMMIT")
                 except BaseException as e:
                     if self._db.in_transaction:
@@ -318,7 +339,7 @@ class Writer:
         while True:
             batch = self._take()
             if batch is None:
-                self._sync_flags()
+                self._idle()
                 continue
             stop = _STOP in batch
             requests = [r for r in batch if r is not _STOP]
@@ -338,10 +359,12 @@ class Writer:
                 return
 
     def _take(self) -> list | None:
-        """The next group (None when a flag sync is due first)."""
+        """The next group (None when a flag sync, or emptying the record of them, is due first)."""
         timeout = None
         if self._unsynced_since is not None:
             timeout = max(0.0, self._unsynced_since + FLAG_SYNC_DELAY - monotonic())
+        elif self._unsynced.mailboxes:
+            timeout = RELEASE_RECORD_AFTER
         try:
             first = self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -365,6 +388,15 @@ class Writer:
         if self._directory_syncs is not None:
             self._directory_syncs.shutdown(wait=False)
 
+    def _idle(self) -> None:
+        if self._unsynced_since is not None:
+            self._sync_flags()
+            return
+        try:
+            self._unsynced.release()
+        except OSError:
+            log.failure("Cannot empty the record of unsynced flag changes")
+
     def _sync_flags(self) -> None:
         if self._unsynced_since is None:
             return
@@ -382,7 +414,7 @@ class Writer:
         try:
             self._unsynced.synced()
         except OSError:
-            log.failure("Cannot empty the record of unsynced flag changes")
+            log.failure("Cannot keep the record of unsynced flag changes")
 
     def _set_synchronous(self, level: str) -> None:
         if self._synchronous != level:
@@ -453,7 +485,10 @@ class Writer:
         try:
             if not durable:
                 self._unsynced.mark(set().union(*(r.step.notices for r in requests)))
-            late = self._commit(set().union(*(r.step.directories for r in requests)))
+            beside = {}
+            for request in requests:
+                beside.update(request.step.beside)
+            late = self._commit(set().union(*(r.step.directories for r in requests)), list(beside.values()))
         except (OSError, sqlite3.Error) as e:
             error = store_error(e)
             self._roll_back(requests)
@@ -464,7 +499,8 @@ class Writer:
             return again, False
         changed = self._db.total_changes != changes_before
         if late is not None:
-            log.error("Committed, but cannot fsync a mailbox directory: {error}; the requests are failed",
+            log.error("Committed, but cannot make a mailbox's files durable beside it: {error};"
+                      " the requests are failed",
                       error=late)
             self._fail(requests, store_error(late))
             return [], changed
@@ -482,18 +518,22 @@ class Writer:
                     log.failure("After a store commit")
         return [], changed
 
-    def _commit(self, directories: set[Path]) -> OSError | None:
+    def _commit(self, directories: set[Path], beside: list[Callable[[], object]]) -> OSError | None:
         """
-        COMMIT, with ``directories`` fsynced beside it (in turn before it
-        without helper threads).  Raises what fails before the commit is
-        done; returns the error of a directory fsync that failed once it was.
+        COMMIT, with ``directories`` fsynced and the ``beside`` actions run
+        beside it (in turn before it without helper threads).  Raises what
+        fails before the commit is done; returns the error of a directory
+        fsync or an action that failed once it was.
         """
-        if self._directory_syncs is None or not directories:
+        if self._directory_syncs is None or not (directories or beside):
             for directory in directories:
                 fsync_dir(directory)
+            for action in beside:
+                action()
             self._db.execute("COMMIT")
             return None
         syncs = [self._directory_syncs.submit(fsync_dir, directory) for directory in directories]
+        syncs += [self._directory_syncs.submit(action) for action in beside]
         try:
             self._db.execute("COMMIT")
         finally:
