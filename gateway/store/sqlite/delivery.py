@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-from collections import Counter
 import itertools
 import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
@@ -413,6 +413,7 @@ def _parts_json(structure: MessageStructure) -> str:
 
 
 def _write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` to ``fd``, however little each write takes."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]

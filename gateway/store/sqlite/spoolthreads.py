@@ -3,10 +3,10 @@ The threads that write, fsync and parse arriving messages off the reactor.
 
 Twisted's ``ThreadPool`` (``deferToThreadPool``) pays for generality on the
 reactor thread: a context copy, a team coordinator and condition-variable
-queues per job, some 70 microseconds of Python and several lock hand-offs
-for every delivery.  Here a job is one put on a C ``SimpleQueue`` and its
-answer one ``callFromThread``; threads are started as jobs need them (after
-twistd forks), up to ``size``.
+queues per job, some twenty Python calls and several lock hand-offs for
+every delivery (tests/store/test_spoolthreads.py counts them).  Here a job
+is one put on a C ``SimpleQueue`` and its answer one ``callFromThread``;
+threads are started as jobs need them (after twistd forks), up to ``size``.
 """
 
 from __future__ import annotations

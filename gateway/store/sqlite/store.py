@@ -271,9 +271,12 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
     # -- mailbox metadata files ---------------------------------------------
 
     def _mailbox_dir(self, mailbox_id: int) -> Path:
-        # Memoised: a delivery asks on the writer thread, where a Path is dear.
+        # Memoised (a few thousand at most): a delivery asks on the writer
+        # thread, where making a Path is dear.
         directory = self._mailbox_dirs.get(mailbox_id)
         if directory is None:
+            if len(self._mailbox_dirs) >= 4096:
+                self._mailbox_dirs.clear()
             directory = self._mailbox_dirs[mailbox_id] = self._mail / str(mailbox_id)
         return directory
 
