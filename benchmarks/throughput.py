@@ -172,11 +172,11 @@ async def _imap_fetch(target: Target, settings: Settings, command: bytes, compre
     await imap.command(b"EXAMINE INBOX")
     before = imap.connection.received
     # Warm: both servers keep what a first FETCH computed.
-    _, warmed = await imap.command(command, keep=False)
+    warmed = await imap.skim(command)
     wire = (imap.connection.received - before) / max(warmed, 1)
 
     async def step() -> int:
-        _, fetched = await imap.command(command, keep=False)
+        fetched = await imap.skim(command)
         if not fetched:
             raise ProtocolError("FETCH returned no messages")
         return fetched

@@ -14,6 +14,11 @@ import zlib
 READ_SIZE = 256 * 1024
 _LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
 _FETCH = re.compile(rb"\* \d+ FETCH ")
+# A literal's announcement anywhere: quoted strings hold no CRLF, so outside
+# literals "{n}" before a CRLF is one.
+_LITERAL_MARK = re.compile(rb"\{(\d+)\+?\}\r\n")
+# A FETCH response starting on the line after the CRLF.
+_FETCH_AFTER_CRLF = re.compile(rb"\r\n\* \d+ FETCH ")
 
 
 class ProtocolError(Exception):
@@ -252,6 +257,71 @@ class Imap:
 
     async def command(self, command: bytes, keep: bool = True) -> tuple[list[bytes], int]:
         return await self.response(self.send(command), keep)
+
+    async def skim(self, command: bytes) -> int:
+        """
+        Send ``command`` and read to its tagged OK, keeping nothing: runs
+        of whole lines are searched for FETCH responses and the tagged
+        reply in one regular-expression pass each, literals skipped by
+        their size, so that a FETCH of thousands of messages a second
+        times the server, not this client.  Returns the count of FETCH
+        responses; raises ProtocolError on NO/BAD.
+        """
+        tag = self.send(command)
+        connection = self.connection
+        buffer = connection.buffer
+        tagged = tag + b" "
+        marker = b"\r\n" + tagged
+        fetches = 0
+        start = 0
+        # Whether ``start`` begins a line (not the rest of one after a literal).
+        line_start = True
+        while True:
+            if line_start and buffer.startswith(tagged, start):
+                return fetches + await self._tagged(start)
+            literal = _LITERAL_MARK.search(buffer, start)
+            limit = literal.start() if literal is not None else len(buffer)
+            found = buffer.find(marker, start, limit + len(marker))
+            if 0 <= found < limit:
+                fetches += self._fetches_in(start, found + 2, line_start)
+                return fetches + await self._tagged(found + 2)
+            if literal is not None:
+                fetches += self._fetches_in(start, literal.start(), line_start)
+                skip_to = literal.end() + int(literal.group(1))
+                del buffer[:literal.end()]
+                skip_to -= literal.end()
+                while len(buffer) < skip_to:
+                    skip_to -= len(buffer)
+                    buffer.clear()
+                    await connection._fill()
+                del buffer[:skip_to]
+                start, line_start = 0, False
+                continue
+            last = buffer.rfind(b"\r\n", start)
+            if last >= 0:
+                fetches += self._fetches_in(start, last + 2, line_start)
+                del buffer[:last + 2]
+                start, line_start = 0, True
+            await connection._fill()
+
+    def _fetches_in(self, start: int, end: int, line_start: bool) -> int:
+        """FETCH responses beginning in buffer[start:end], whole lines outside literals."""
+        buffer = self.connection.buffer
+        first = 1 if line_start and _FETCH.match(buffer, start, end) else 0
+        return first + len(_FETCH_AFTER_CRLF.findall(buffer, start, end))
+
+    async def _tagged(self, start: int) -> int:
+        """The tagged reply begins at buffer[start]: consume it, check it is OK; 0 more FETCHes."""
+        connection = self.connection
+        buffer = connection.buffer
+        while (end := buffer.find(b"\r\n", start)) < 0:
+            await connection._fill()
+        line = bytes(buffer[start:end])
+        del buffer[:end + 2]
+        status = line.split(b" ", 1)[1] if b" " in line else b""
+        if not status.startswith(b"OK"):
+            raise ProtocolError(f"IMAP: {line.decode(errors='replace').strip()}")
+        return 0
 
     async def command_counted(self, command: bytes) -> tuple[bytes, int]:
         """

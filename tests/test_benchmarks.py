@@ -1,6 +1,7 @@
 """
 The benchmark kit (benchmarks/): the corpus is the same bytes every time, and
-the load generator really drives the gateway over loopback.
+the load generator really drives the gateway over loopback, and its bulk
+FETCH reader counts what the line-by-line one counts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 import attrs
 import pytest
 
-from benchmarks import corpus, pagecache
+from benchmarks import corpus, pagecache, wire
 from benchmarks.load import prepare, report, run_scenarios
 from benchmarks.report import Outcomes, table
 from benchmarks.scenarios import SCENARIOS, Settings, Target, UnknownScenario, Users, choose
@@ -155,6 +156,61 @@ def test_load_generator_drives_the_gateway(gateway):
     assert outcomes.median("pop3-first-download-1", "gateway", "store CPU us/msg") is None
     assert outcomes.median("idle-push", "gateway", "missed") == 0
     assert 0 < outcomes.median("idle-push", "gateway", "p99 ms") < 15_000
+
+
+class ScriptedConnection(wire.Connection):
+    """What a server sends, in the chunks given, each read when the client asks for more."""
+
+    def __init__(self, chunks):
+        self.buffer = bytearray()
+        self.received = 0
+        self._inflate = self._deflate = None
+        self.chunks = list(chunks)
+
+    async def _fill(self):
+        if not self.chunks:
+            raise wire.ProtocolError("connection closed by server")
+        self.buffer += self.chunks.pop(0)
+
+    def write(self, data):
+        pass
+
+
+# A literal holding what looks like a FETCH line and the tagged reply, a
+# line with two literals, one of them empty, and an untagged non-FETCH line.
+SKIMMED = (
+    b"* 1 FETCH (UID 1 BODY[] {22}\r\n* 9 FETCH (X)\r\nb1 OK x)\r\n"
+    b"* 2 FETCH (UID 2 FLAGS (\\Seen))\r\n"
+    b"* 3 EXISTS\r\n"
+    b"* 3 FETCH (BODY[HEADER] {0}\r\n BODY[TEXT] {5}\r\nab\r\nc)\r\n"
+    b"b1 OK FETCH completed\r\n"
+    b"* 4 EXISTS\r\n"
+)
+
+
+def skim(chunks, command=b"FETCH 1:* ALL"):
+    """The count, and what is left for the next command to read."""
+    imap = wire.Imap(ScriptedConnection(chunks))
+    return asyncio.run(imap.skim(command)), bytes(imap.connection.buffer) + b"".join(imap.connection.chunks)
+
+
+@pytest.mark.parametrize("split", range(1, len(SKIMMED)))
+def test_the_bulk_fetch_reader_counts_what_the_line_reader_counts_wherever_reads_end(split):
+    line_reader = wire.Imap(ScriptedConnection([SKIMMED]))
+    line_reader.send(b"FETCH 1:* ALL")
+    _, expected = asyncio.run(line_reader.response(b"b1", keep=False))
+    assert expected == 3
+    assert skim([SKIMMED[:split], SKIMMED[split:]]) == (3, b"* 4 EXISTS\r\n")
+
+
+def test_the_bulk_fetch_reader_byte_by_byte_and_when_nothing_is_fetched():
+    assert skim([SKIMMED[i:i + 1] for i in range(len(SKIMMED))]) == (3, b"* 4 EXISTS\r\n")
+    assert skim([b"b1 OK nothing\r\n"]) == (0, b"")
+
+
+def test_the_bulk_fetch_reader_raises_on_no():
+    with pytest.raises(wire.ProtocolError, match="b1 NO"):
+        skim([b"* 1 FETCH (UID 1)\r\nb1 NO [SERVERBUG] oops\r\n"])
 
 
 def test_figures_at_or_below_zero_are_not_ranked():

@@ -12,17 +12,21 @@ UID and FLAGS alone are answered from the selected view.
 
 from __future__ import annotations
 
+from itertools import repeat
+
 from twisted.mail import imap4
 
 from gateway.imap import binary, fetch, resync
 from gateway.imap.arguments import word
 from gateway.imap.errors import CommandError, bad
-from gateway.imap.fetch_response import Binary, FileRange, answer, line_writer
+from gateway.imap.fetch_response import Binary, FileRange, LineWriter, answer, line_writer
 from gateway.imap.output import Output
 from gateway.store.interfaces import MessageExpunged
 
 # Messages whose records and structures are loaded at once.
 BATCH = 200
+# Messages whose rows are read, and lines formatted and written, at once.
+LINE_BATCH = 500
 
 EXPUNGE_ISSUED = b"[EXPUNGEISSUED] Some messages were expunged meanwhile; completed for the others"
 
@@ -83,69 +87,110 @@ class FetchCommand:
 
     async def _fetch_messages(self, targets, plan: fetch.FetchPlan, changedsince) -> bool:
         """Answer FETCH for the (seq, UID) pairs ``targets``; whether any was expunged meanwhile."""
-        view = self.view
-        expunged = False
         if plan.wants_flags:
             self.announce_keywords()
         line = line_writer(plan)
         out = Output(self.transport, lambda: self._closing or self._gone)
         self.hand_over(out)
         try:
-            for start in range(0, len(targets), BATCH):
-                batch = targets[start:start + BATCH]
-                loaded = await self._fetch_load(view.mailbox_id, [uid for _, uid in batch], plan)
-                if out.stopped:
-                    break
-                for seq, uid in batch:
-                    if out.stopped:
-                        break
-                    record = structure = None
-                    if loaded is not None:
-                        found = loaded.get(uid)
-                        if found is None:
-                            # RFC 2180 4.1.3: leave it out of the answer.
-                            expunged = True
-                            continue
-                        record, structure = found
-                        if changedsince is not None and record.modseq <= changedsince:
-                            continue
-                    opened = None
-                    if plan.wants_file:
-                        try:
-                            opened = await self.store.open_message(view.mailbox_id, uid)
-                        except MessageExpunged:
-                            expunged = True
-                            continue
-                    flags = None
-                    if plan.wants_flags:
-                        # An update of them still owed goes in this answer.
-                        flags = view.fetch_flags(seq, uid)
-                    if line is not None:
-                        out.write(line(seq, uid, flags, record, structure))
-                        if out.full:
-                            await out.drain()
-                        continue
-                    try:
-                        for piece in answer(seq, uid, plan, flags, record, structure, opened).pieces():
-                            if isinstance(piece, FileRange):
-                                await out.write_file(opened, piece.start, piece.end)
-                            elif isinstance(piece, Binary):
-                                for chunk in binary.decoded_range(opened, piece.decoding, piece.partial):
-                                    out.write(chunk)
-                                    await out.drain()
-                            else:
-                                out.write(piece)
-                    finally:
-                        if opened is not None:
-                            opened.close()
-                    if out.full:
-                        await out.drain()
+            if line is not None:
+                expunged = await self._write_lines(out, targets, line, plan.wants_flags, changedsince)
+            else:
+                expunged = await self._write_answers(out, targets, plan, changedsince)
         finally:
             self.take_back(out.finish(keep=True))
         if out.stopped:
             # The connection is going (its transport stopped us): nothing
             # more goes out.
             self._closing = True
+        return expunged
+
+    async def _write_lines(self, out: Output, targets, line: LineWriter, wants_flags: bool, changedsince) -> bool:
+        """Each message's line formatted from the store's rows, a batch at a time."""
+        view = self.view
+        expunged = False
+        modseq_at = line.modseq_at
+        format_line = line.line
+        for start in range(0, len(targets), LINE_BATCH):
+            batch = targets[start:start + LINE_BATCH]
+            rows = await self.store.fetch_rows(view.mailbox_id, [uid for _, uid in batch], line.columns)
+            if out.stopped:
+                break
+            flags = view.flags_texts(batch) if wants_flags else repeat(None)
+            if len(rows) == len(batch) and changedsince is None:
+                # Every message is there, in the batch's order (both ascend by UID).
+                lines = list(map(format_line, [seq for seq, _ in batch], flags, rows))
+                if wants_flags:
+                    # An update of them still owed went in this answer.
+                    _told_flags(view, batch)
+            else:
+                found = {row[0]: row for row in rows}
+                lines = []
+                for (seq, uid), shown in zip(batch, flags):
+                    row = found.get(uid)
+                    if row is None:
+                        # RFC 2180 4.1.3: leave it out of the answer.
+                        expunged = True
+                        continue
+                    if changedsince is not None and row[modseq_at] <= changedsince:
+                        continue
+                    lines.append(format_line(seq, shown, row))
+                    if wants_flags:
+                        view.told_flags(uid)
+            if lines:
+                out.write(b"".join(lines))
+            if out.full:
+                await out.drain()
+        return expunged
+
+    async def _write_answers(self, out: Output, targets, plan: fetch.FetchPlan, changedsince) -> bool:
+        """Each message's ``answer``, its sections read from the file or streamed."""
+        view = self.view
+        expunged = False
+        for start in range(0, len(targets), BATCH):
+            batch = targets[start:start + BATCH]
+            loaded = await self._fetch_load(view.mailbox_id, [uid for _, uid in batch], plan)
+            if out.stopped:
+                break
+            for seq, uid in batch:
+                if out.stopped:
+                    break
+                record = structure = None
+                if loaded is not None:
+                    found = loaded.get(uid)
+                    if found is None:
+                        # RFC 2180 4.1.3: leave it out of the answer.
+                        expunged = True
+                        continue
+                    record, structure = found
+                    if changedsince is not None and record.modseq <= changedsince:
+                        continue
+                opened = None
+                if plan.wants_file:
+                    try:
+                        opened = await self.store.open_message(view.mailbox_id, uid)
+                    except MessageExpunged:
+                        expunged = True
+                        continue
+                flags = None
+                if plan.wants_flags:
+                    # An update of them still owed goes in this answer.
+                    flags = view.fetch_flags(seq, uid)
+                try:
+                    for piece in answer(seq, uid, plan, flags, record, structure, opened).pieces():
+                        if isinstance(piece, FileRange):
+                            await out.write_file(opened, piece.start, piece.end)
+                        elif isinstance(piece, Binary):
+                            for chunk in binary.decoded_range(opened, piece.decoding, piece.partial):
+                                out.write(chunk)
+                                await out.drain()
+                        else:
+                            out.write(piece)
+                finally:
+                    if opened is not None:
+                        opened.close()
+                if out.full:
+                    await out.drain()
         return expunged
 
     async def _fetch_from_view(self, text, by_uid, items):
@@ -183,3 +228,13 @@ class FetchCommand:
         return None
 
     select_FETCH = (do_FETCH, word, imap4.IMAP4Server.arg_line)
+
+
+def _told_flags(view, pairs) -> None:
+    """``view.told_flags`` of each of ``pairs`` (ascending), consecutive ones at once."""
+    first, last = pairs[0][0], pairs[-1][0]
+    if last - first + 1 == len(pairs):
+        view.told_flags_within([(first - 1, last)])
+    else:
+        for _, uid in pairs:
+            view.told_flags(uid)

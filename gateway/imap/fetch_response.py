@@ -8,15 +8,17 @@ gave for the message.
 ``FetchResponse.pieces`` is what the writer sends: bytes, with the file
 ranges between them for ``Output.write_file`` to stream.  ``line_writer``
 answers the plans that need no message file (the list a client fetches
-when it opens a mailbox) with one formatting of a bytes template a
-message, byte for byte what ``answer`` gives.
+when it opens a mailbox) from the store's plain rows, with one formatting
+of a bytes template a message, byte for byte what ``answer`` gives.
 
 No Twisted import here.
 """
 
 from __future__ import annotations
 
+import operator
 import os
+from collections.abc import Callable
 
 import attrs
 
@@ -117,67 +119,101 @@ def answer(seq: int, uid: int, plan: FetchPlan, flags: bytes | None, record, str
     ], plan.wants_sections)
 
 
-def line_writer(plan: FetchPlan):
+@attrs.frozen
+class LineWriter:
+    """
+    What formats whole ``* seq FETCH (...)`` lines from the store's
+    ``fetch_rows`` tuples: ``columns`` is what to ask it for,
+    ``modseq_at`` where MODSEQ is in a row (None if not asked for), and
+    ``line(seq, flags, row)`` the line of a message.
+    """
+
+    columns: tuple[str, ...]
+    modseq_at: int | None
+    line: Callable[[int, bytes | None, tuple], bytes]
+
+
+def line_writer(plan: FetchPlan) -> LineWriter | None:
     """
     For a plan answered without the message file (no BINARY, no section
-    beyond the stored header): a function of (seq, uid, flags, record,
-    structure) giving the whole ``* seq FETCH (...)`` line; else None.
+    beyond the stored header): what formats each message's line, byte for
+    byte what ``answer`` gives; else None.
     """
     if plan.wants_file or any(type(item) is binary.BinarySection for _, item, _ in plan.layout):
         return None
-    formats, getters = [], []
+    columns: list[str] = []
+
+    def column(name: str) -> int:
+        if name not in columns:
+            columns.append(name)
+        # In (seq, flags, uid, *values).
+        return 3 + columns.index(name)
+
+    formats, picks, shapes = [], [0], []
     for name, item, section in plan.layout:
-        if section is None:
-            form, getter = _LINE_ITEMS[item]
-            formats.append(form)
+        if section is not None:
+            form, place, shape = name + b" %s", column("header"), _header_shape(section)
+        elif item == "UID":
+            form, place, shape = b"UID %d", 2, None
+        elif item == "FLAGS":
+            form, place, shape = b"FLAGS %s", 1, None
+        elif item == "RFC822.HEADER":
+            form, place, shape = b"RFC822.HEADER %s", column("header"), _literal
         else:
-            formats.append(name + b" %s")
-            getter = _header_getter(section)
-        getters.append(getter)
+            form, name_of = _LINE_ITEMS[item]
+            place, shape = column(name_of), None
+        if shape is not None:
+            shapes.append((len(picks), shape))
+        formats.append(form)
+        picks.append(place)
+    modseq_at = 1 + columns.index("modseq") if "modseq" in columns else None
     template = b"* %d FETCH (" + b" ".join(formats) + b")\r\n"
-    getters = tuple(getters)
+    # Picks the template's values out of (seq, flags, uid, *values).
+    pick = operator.itemgetter(*picks)
 
-    def line(seq: int, uid: int, flags: bytes | None, record, structure) -> bytes:
-        return template % (seq, *[get(uid, flags, record, structure) for get in getters])
+    def line(seq: int, flags: bytes | None, row: tuple) -> bytes:
+        return template % pick((seq, flags, *row))
 
-    return line
+    def shaped_line(seq: int, flags: bytes | None, row: tuple) -> bytes:
+        values = list(pick((seq, flags, *row)))
+        for place, shape in shapes:
+            values[place] = shape(values[place])
+        return template % tuple(values)
+
+    return LineWriter(tuple(columns), modseq_at, shaped_line if shapes else line)
 
 
 def _literal(content: bytes) -> bytes:
     return b"{%d}\r\n" % len(content) + content
 
 
-# Each simple item's place in the line and what fills it: as in _simple.
+# Each simple item's place in the line and the store's column that fills
+# it (interfaces.FETCH_COLUMNS): as in _simple.
 _LINE_ITEMS = {
-    "UID": (b"UID %d", lambda uid, flags, record, structure: uid),
-    "FLAGS": (b"FLAGS %s", lambda uid, flags, record, structure: flags),
-    "INTERNALDATE": (b"INTERNALDATE %s",
-                     lambda uid, flags, record, structure: wire.format_datetime(record.internaldate)),
-    "RFC822.SIZE": (b"RFC822.SIZE %d", lambda uid, flags, record, structure: record.size),
-    "MODSEQ": (b"MODSEQ (%d)", lambda uid, flags, record, structure: record.modseq),
-    "ENVELOPE": (b"ENVELOPE %s", lambda uid, flags, record, structure: structure.envelope),
-    "BODYSTRUCTURE": (b"BODYSTRUCTURE %s", lambda uid, flags, record, structure: structure.bodystructure),
-    "BODY": (b"BODY %s", lambda uid, flags, record, structure: structure.body),
-    "RFC822.HEADER": (b"RFC822.HEADER %s", lambda uid, flags, record, structure: _literal(structure.header)),
+    "INTERNALDATE": (b"INTERNALDATE %s", "internaldate"),
+    "RFC822.SIZE": (b"RFC822.SIZE %d", "size"),
+    "MODSEQ": (b"MODSEQ (%d)", "modseq"),
+    "ENVELOPE": (b"ENVELOPE %s", "envelope"),
+    "BODYSTRUCTURE": (b"BODYSTRUCTURE %s", "bodystructure"),
+    "BODY": (b"BODY %s", "body"),
 }
 
 
-def _header_getter(section: Section):
-    """What fills a section of the stored header (HEADER, HEADER.FIELDS[.NOT]): a literal, as _section gives."""
+def _header_shape(section: Section):
+    """A section of the stored header (HEADER, HEADER.FIELDS[.NOT]) from the header: a literal, as _section gives."""
     fields = section.fields
     exclude = section.text == "HEADER.FIELDS.NOT"
     filtered = section.text != "HEADER"
     partial = section.partial
 
-    def get(uid, flags, record, structure) -> bytes:
-        content = structure.header
+    def shape(content: bytes) -> bytes:
         if filtered:
             content = message.header_fields(content, fields, exclude)
         if partial is not None:
             content = content[partial[0]:partial[0] + partial[1]]
         return _literal(content)
 
-    return get
+    return shape
 
 
 def _binary(name: bytes, item: binary.BinarySection, structure, opened):

@@ -500,6 +500,39 @@ class SelectedView:
             pending.flag_changed.pop(uid, None)
         return format_flags(flags)
 
+    def flags_texts(self, pairs: list[tuple[int, int]]) -> list[bytes]:
+        """
+        ``fetch_flags`` of each of ``pairs`` (from ``pairs``), for a FETCH
+        of many messages, without telling the client (``told_flags``):
+        for consecutive messages, the snapshot's flag numbers a block at a
+        time, each distinct list formatted once.
+        """
+        if not pairs:
+            return []
+        start, end = pairs[0][0] - 1, pairs[-1][0]
+        if end - start != len(pairs):
+            return [format_flags(self.flags_of_pair(seq, uid)) for seq, uid in pairs]
+        snapshot = self._snapshot
+        sets = snapshot.table.sets
+        numbers = [number for _, _, block in snapshot.spans(start, end) for number in block]
+        formatted = {number: format_flags(sets[number]) for number in set(numbers)}
+        texts = list(map(formatted.__getitem__, numbers))
+        if self._recent:
+            with_recent: dict[int, bytes] = {}
+            for low, high in self._recent_ranges():
+                for index in range(max(low, start), min(high, end)):
+                    number = numbers[index - start]
+                    text = with_recent.get(number)
+                    if text is None:
+                        text = with_recent[number] = format_flags(sets[number] | {RECENT})
+                    texts[index - start] = text
+        if self._flags:
+            for uid in self._flags:
+                index = snapshot.index_of(uid)
+                if index is not None and start <= index < end:
+                    texts[index - start] = format_flags(self.flags_of_pair(index + 1, uid))
+        return texts
+
     def told_flags(self, uid: int) -> None:
         """The client was just sent the flags of ``uid`` (in a FETCH it
         asked for): a pending change of them need not be told again."""

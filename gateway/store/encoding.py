@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from collections.abc import Iterable
 
 from gateway.store.model import MessageRecord, MessageStructure, Part
@@ -40,6 +41,19 @@ def date_columns(internaldate: datetime.datetime) -> tuple[int, int]:
     """INTERNALDATE as (Unix time, offset of its zone in minutes)."""
     offset = internaldate.utcoffset() or datetime.timedelta(0)
     return int(internaldate.timestamp()), int(offset.total_seconds() // 60)
+
+
+_MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
+
+
+def date_text(internaldate: int, tzoffset: int) -> bytes:
+    """INTERNALDATE's columns as an RFC 3501 date-time, quoted: ``b'"17-Jul-1996 02:44:25 -0700"'``."""
+    when = time.gmtime(internaldate + tzoffset * 60)
+    minutes = abs(tzoffset)
+    return b'"%02d-%s-%04d %02d:%02d:%02d %s%02d%02d"' % (
+        when.tm_mday, _MONTHS[when.tm_mon - 1], when.tm_year, when.tm_hour, when.tm_min, when.tm_sec,
+        b"-" if tzoffset < 0 else b"+", minutes // 60, minutes % 60,
+    )
 
 
 def record_from_row(row) -> MessageRecord:

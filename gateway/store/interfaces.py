@@ -22,6 +22,12 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
+# What ``IMailStore.fetch_rows`` reads of a message, by name: RFC822.SIZE
+# and MODSEQ (ints); INTERNALDATE as its RFC 3501 date-time, quoted
+# (``b'"17-Jul-1996 02:44:25 -0700"'``); ENVELOPE, BODY and BODYSTRUCTURE
+# in IMAP syntax, and the header, as delivery stored them (bytes).
+FETCH_COLUMNS = ("size", "internaldate", "modseq", "envelope", "body", "bodystructure", "header")
+
 
 class StoreError(Exception):
     """Base of every error a store raises on purpose."""
@@ -251,6 +257,18 @@ class IMailStore(Interface):
         """
         @return: Deferred firing with a dict UID -> L{MessageStructure} for
             those of ``uids`` that still exist.
+        """
+
+    def fetch_rows(mailbox_id, uids, columns):
+        """
+        What FETCH answers from the index alone, as plain tuples, read
+        without building records or structures (a client lists a mailbox
+        with these).
+
+        @param columns: names from L{FETCH_COLUMNS}, each at most once.
+        @return: Deferred firing with a list of ``(uid, *values)``, a value
+            for each of ``columns`` in their order, for those of ``uids``
+            that still exist, ascending by UID.
         """
 
     def open_message(mailbox_id, uid):

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.imap import fetch_response
+from gateway.imap.wire import format_datetime
 from gateway.imap.fetch import Section, parse_fetch, plan_fetch
 from gateway.imap.fetch_response import FetchResponse, FileRange, answer, line_writer
 from gateway.mail.message import parse_bytes
@@ -155,7 +156,37 @@ def test_line_writer_gives_the_bytes_of_the_general_answer(message, items, by_ui
     line = line_writer(planned)
     assert line is not None
     expected = b"".join(answer(seq, uid, planned, flags, record, structure, None).pieces())
-    assert line(seq, uid, flags, record, structure) == expected
+    assert line.line(seq, flags, store_row(uid, line.columns, record, structure)) == expected
+    if "MODSEQ" in planned.items:
+        assert store_row(uid, line.columns, record, structure)[line.modseq_at] == record.modseq
+
+
+def store_row(uid, columns, record, structure) -> tuple:
+    """What the store's fetch_rows gives for the message (tests/store/contract.py shows it does)."""
+    values = {
+        "size": record.size, "internaldate": format_datetime(record.internaldate), "modseq": record.modseq,
+        "envelope": structure.envelope, "body": structure.body, "bodystructure": structure.bodystructure,
+        "header": structure.header,
+    }
+    return (uid, *(values[name] for name in columns))
+
+
+def test_line_writer_asks_the_store_for_what_the_plan_shows():
+    line = line_writer(plan(b"(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE)"))
+    assert line.columns == ("size", "internaldate", "envelope", "bodystructure")
+    assert line.modseq_at is None
+    row = (7, 120, b'"17-Jul-1996 02:44:25 -0700"', b"(NIL)", b'("text" "plain")')
+    assert line.line(3, b"(\\Seen)", row) == (
+        b'* 3 FETCH (UID 7 FLAGS (\\Seen) RFC822.SIZE 120 INTERNALDATE "17-Jul-1996 02:44:25 -0700"'
+        b' ENVELOPE (NIL) BODYSTRUCTURE ("text" "plain"))\r\n'
+    )
+    # Thunderbird's header fetch: the header once, for both its sections.
+    line = line_writer(plan(b"(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From)] BODY.PEEK[HEADER]<0.4>)"))
+    assert line.columns == ("size", "header")
+    assert line.line(1, None, (9, 30, b"From: a\r\nTo: b\r\n\r\n")) == (
+        b"* 1 FETCH (UID 9 RFC822.SIZE 30 BODY[HEADER.FIELDS (FROM)] {11}\r\nFrom: a\r\n\r\n"
+        b" BODY[HEADER]<0> {4}\r\nFrom)\r\n"
+    )
 
 
 def test_no_line_writer_where_the_file_is_read():

@@ -287,6 +287,9 @@ def same_picture(view, model):
         lines = [line for piece in view.fetch_lines(view.index_ranges(everything, True), items) for line in piece]
         assert lines == model.fetch_lines(range(1, model.exists + 1), items)
     assert view.flags_lines() == model.flags_lines()
+    pairs = list(enumerate(model.uids, 1))
+    for chosen in (pairs, pairs[1:-1], pairs[::2]):
+        assert view.flags_texts(chosen) == [format_flags(model.flags_of(uid)) for _, uid in chosen]
 
 
 @settings(max_examples=300, deadline=None)

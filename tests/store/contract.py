@@ -29,6 +29,7 @@ from gateway.store.interfaces import (
     TooManyDevices,
     UidNotAvailable,
 )
+from gateway.imap import wire
 from gateway.store.model import DeviceState, MailboxState, QuotaUsage
 from tests.deferreds import failure_of, result_of
 from tests.reactorthread import unwrapped
@@ -136,6 +137,44 @@ class MailStoreContract:
         assert result_of(store.get_messages(box.id, [b.uid, a.uid, b.uid + 1])) == [
             (a, structures[a.uid]), (b, structures[b.uid])
         ]
+
+    def test_fetch_rows_give_what_records_and_structures_say(self, store):
+        box = inbox(store)
+        when = datetime.datetime(1996, 7, 17, 2, 44, 25, tzinfo=datetime.timezone(-datetime.timedelta(hours=7)))
+        a = result_of(store.append(box.id, MESSAGE, internaldate=when))
+        b = result_of(store.append(box.id, MESSAGE.replace(b"hello", b"second")))
+        c = result_of(store.append(box.id, MESSAGE))
+        result_of(store.expunge(box.id, [c.uid]))
+        copied = result_of(store.copy(box.id, [a.uid], box.id))
+        d = result_of(store.get_records(box.id, [copied[0][1]]))[0]
+        columns = ("bodystructure", "header", "size", "envelope", "internaldate", "modseq", "body")
+        rows = result_of(store.fetch_rows(box.id, [d.uid, c.uid, b.uid, a.uid, 42], columns))
+        expected = []
+        for record, structure in result_of(store.get_messages(box.id, [a.uid, b.uid, d.uid])):
+            expected.append((
+                record.uid, structure.bodystructure, structure.header, record.size, structure.envelope,
+                wire.format_datetime(record.internaldate), record.modseq, structure.body,
+            ))
+        assert rows == expected
+        assert rows[0][5] == b'"17-Jul-1996 02:44:25 -0700"'
+        assert rows[2][5] == rows[0][5]  # COPY keeps INTERNALDATE (RFC 3501 6.4.7)
+        assert result_of(store.fetch_rows(box.id, [b.uid], ("size",))) == [(b.uid, b.size)]
+        assert result_of(store.fetch_rows(box.id, [], ("size",))) == []
+        assert result_of(store.fetch_rows(box.id, [c.uid], ("envelope",))) == []
+
+    def test_fetch_rows_of_a_mailbox_deleted_or_moved_from(self, store):
+        box = inbox(store)
+        result_of(store.create_mailbox("alice", "Other"))
+        other = result_of(store.get_mailbox("alice", "Other"))
+        a, b = (result_of(store.append(box.id, MESSAGE)) for _ in range(2))
+        moved = result_of(store.move(box.id, [a.uid], other.id))
+        assert result_of(store.fetch_rows(box.id, [a.uid, b.uid], ("size",))) == [(b.uid, b.size)]
+        assert [row[0] for row in result_of(store.fetch_rows(other.id, [moved[0][1]], ("envelope",)))] == [
+            moved[0][1]]
+        result_of(store.delete_mailbox("alice", "Other"))
+        result_of(store.create_mailbox("alice", "Other"))
+        again = result_of(store.get_mailbox("alice", "Other"))
+        assert result_of(store.fetch_rows(again.id, [1, 2], ("envelope", "header"))) == []
 
     def test_list_flags_and_get_records(self, store):
         box = inbox(store)

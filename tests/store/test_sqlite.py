@@ -3,12 +3,15 @@ The SQLite backend: the IMailStore contract (tests/store_contract.py), plus
 what only it does: files on disk, index rebuild, cross-process polling.
 """
 
+import datetime
 import errno
 import os
 import shutil
 import sqlite3
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
@@ -20,7 +23,10 @@ from gateway.store.interfaces import (
     IMailStore,
     TemporaryFailure,
 )
+from gateway.imap import wire
+from gateway.store.encoding import date_text, record_from_row
 from gateway.store.sqlite.store import SQLiteStore
+from gateway.store.sqlite.summaries import DATE_TEXT
 from tests.deferreds import failure_of, result_of
 from tests.reactorthread import OnReactorThread
 from tests.store.contract import (
@@ -370,3 +376,113 @@ def test_a_store_with_structures_in_the_messages_table_is_split_at_open(tmp_path
         assert [r.uid for r in result_of(again.list_messages(box.id))] == uids[1:]
     finally:
         again.close()
+
+
+def test_a_store_from_before_summaries_gets_them_at_open(tmp_path):
+    old = SQLiteStore(tmp_path)
+    box = inbox(old)
+    uids = deliver(old, box, 3)
+    result_of(old.expunge(box.id, [2]))
+    columns = ("internaldate", "envelope", "body", "bodystructure", "size")
+    rows = result_of(old.fetch_rows(box.id, uids, columns))
+    old.close()
+    # The index as an older version left it: no summaries, no triggers.
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    db.executescript(
+        "DROP TRIGGER message_summaries_insert; DROP TRIGGER message_summaries_delete; DROP TABLE message_summaries;"
+    )
+    db.close()
+    store = SQLiteStore(tmp_path)
+    try:
+        assert [row[0] for row in rows] == [1, 3]
+        assert result_of(store.fetch_rows(box.id, uids, columns)) == rows
+        # The triggers follow deliveries and expunges from now on.
+        uid = result_of(store.append(box.id, MESSAGE)).uid
+        result_of(store.expunge(box.id, [1]))
+        assert [row[0] for row in result_of(store.fetch_rows(box.id, [1, 3, uid], columns))] == [3, uid]
+    finally:
+        store.close()
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    kept = db.execute("SELECT mailbox_id, uid FROM message_summaries ORDER BY uid").fetchall()
+    db.close()
+    assert kept == [(box.id, 3), (box.id, uid)]
+
+
+def test_a_rebuilt_index_has_the_summaries_fetch_reads(tmp_path):
+    store = SQLiteStore(tmp_path / "store")
+    box = inbox(store)
+    uids = [result_of(store.append(box.id, MESSAGE, internaldate=WHEN)).uid for _ in range(3)]
+    columns = ("size", "internaldate", "envelope", "body", "bodystructure")
+    rows = result_of(store.fetch_rows(box.id, uids, columns))
+    store.close()
+    os.unlink(tmp_path / "store" / "index.sqlite")
+    rebuilt = SQLiteStore(tmp_path / "store")
+    try:
+        found = result_of(rebuilt.fetch_rows(box.id, uids, columns))
+        # A rebuild takes INTERNALDATE from the file's time, not the one APPEND gave.
+        assert [row[:2] + row[3:] for row in found] == [row[:2] + row[3:] for row in rows]
+        records = result_of(rebuilt.get_records(box.id, uids))
+        assert [row[2] for row in found] == [wire.format_datetime(record.internaldate) for record in records]
+    finally:
+        rebuilt.close()
+
+
+def test_a_message_without_its_summary_is_read_from_its_record_and_structure(tmp_path):
+    store = SQLiteStore(tmp_path)
+    box = inbox(store)
+    uids = [result_of(store.append(box.id, MESSAGE, internaldate=WHEN)).uid for _ in range(4)]
+    result_of(store.expunge(box.id, [uids[3]]))
+    columns = ("size", "internaldate", "envelope", "body", "bodystructure", "modseq", "header")
+    rows = result_of(store.fetch_rows(box.id, uids, columns))
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    db.execute("DELETE FROM message_summaries WHERE uid = ?", (uids[1],))
+    db.commit()
+    db.close()
+    try:
+        assert [row[0] for row in rows] == uids[:3]
+        assert result_of(store.fetch_rows(box.id, uids, columns)) == rows
+        assert result_of(store.fetch_rows(box.id, uids[1:], columns[:1])) == [row[:2] for row in rows[1:]]
+    finally:
+        store.close()
+
+
+def test_a_record_written_after_its_structure_completes_the_summary(tmp_path):
+    store = SQLiteStore(tmp_path)
+    box = inbox(store)
+    uid = result_of(store.append(box.id, MESSAGE, internaldate=WHEN)).uid
+    columns = ("size", "internaldate", "envelope", "body", "bodystructure", "modseq")
+    rows = result_of(store.fetch_rows(box.id, [uid], columns))
+    # Written the other way round, as no path of the store does yet.
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    record = db.execute("SELECT * FROM messages").fetchone()
+    structure = db.execute("SELECT * FROM message_structures").fetchone()
+    db.execute("DELETE FROM messages")
+    db.execute("DELETE FROM message_structures")
+    db.execute("INSERT INTO message_structures VALUES (?, ?, ?, ?, ?, ?, ?)", structure)
+    assert db.execute("SELECT internaldate, size FROM message_summaries").fetchall() == [(None, None)]
+    db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)", record)
+    db.commit()
+    db.close()
+    try:
+        assert result_of(store.fetch_rows(box.id, [uid], columns)) == rows
+        assert rows[0][2] == b'"17-Jul-1996 02:44:25 -0700"'
+    finally:
+        store.close()
+
+
+WHEN = datetime.datetime(1996, 7, 17, 2, 44, 25, tzinfo=datetime.timezone(-datetime.timedelta(hours=7)))
+
+
+@given(
+    st.integers(min_value=-62135596800 + 86400, max_value=253402300799 - 86400),
+    st.integers(min_value=-24 * 60 + 1, max_value=24 * 60 - 1),
+)
+def test_the_stored_date_is_the_records_date_time(timestamp, tzoffset):
+    """RFC 3501 9 date-time, as wire.format_datetime gives it, from the index's columns in SQL and in Python."""
+    when = record_from_row((1, "", timestamp, tzoffset, 0, 0)).internaldate
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE m (internaldate INTEGER, tzoffset INTEGER)")
+    db.execute("INSERT INTO m VALUES (?, ?)", (timestamp, tzoffset))
+    stored = db.execute(f"SELECT {DATE_TEXT.format(m='m')} FROM m").fetchone()[0]
+    db.close()
+    assert stored == date_text(timestamp, tzoffset) == wire.format_datetime(when)

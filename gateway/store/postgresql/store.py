@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gateway.store.blobs.interface import BlobMissing, IBlobStore
-from gateway.store.encoding import flag_set, record_from_row, structure_from_row
+from gateway.store.encoding import date_text, flag_set, record_from_row, structure_from_row
 from gateway.store.interfaces import (
     IGroupCommitStore,
     IImportableStore,
@@ -67,6 +67,11 @@ log = Logger()
 
 MAILBOX_COLUMNS = "id, owner, name, uidvalidity, uidnext, highestmodseq, special_use"
 RECORD_COLUMNS = "uid, flags, internaldate, tzoffset, size, modseq"
+# What fetch_rows selects for each of interfaces.FETCH_COLUMNS.
+_FETCH_COLUMNS = {
+    "size": "size", "internaldate": "internaldate, tzoffset", "modseq": "modseq", "envelope": "envelope",
+    "body": "body", "bodystructure": "bodystructure", "header": "header",
+}
 
 
 @implementer(IMailStore, IImportableStore, IGroupCommitStore, IStoreMaintenance, IStoreDump, IStoreLoad)
@@ -406,6 +411,19 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
         def work(tx):
             rows = self._select_uids(tx, f"uid, {STRUCTURE_COLUMNS}", mailbox_id, uids)
             return {row[0]: structure_from_row(*row[1:]) for row in rows}
+
+        return self._db.read(work)
+
+    def fetch_rows(self, mailbox_id, uids, columns):
+        selected = ", ".join(["uid", *(_FETCH_COLUMNS[name] for name in columns)])
+        # INTERNALDATE comes as its two columns, formatted here.
+        date_at = 1 + columns.index("internaldate") if "internaldate" in columns else None
+
+        def work(tx):
+            rows = self._select_uids(tx, selected, mailbox_id, uids)
+            if date_at is None:
+                return [tuple(row) for row in rows]
+            return [(*row[:date_at], date_text(row[date_at], row[date_at + 1]), *row[date_at + 2:]) for row in rows]
 
         return self._db.read(work)
 

@@ -17,6 +17,7 @@ from gateway.store.interfaces import MessageExpunged, NoSuchMailbox
 from gateway.store.model import ChangeSet
 from gateway.store.encoding import MEMO_LIMIT, flag_set, record_from_row, structure_from_row
 from gateway.store.sqlite.rows import RECORD_COLUMNS, STRUCTURE_COLUMNS, WITH_STRUCTURES
+from gateway.store.sqlite.summaries import SUMMARY_COLUMNS, UNSUMMARISED_COLUMNS, WITHOUT_SUMMARIES, summary_source
 from gateway.store.sqlite.synchronous import deferred
 
 
@@ -78,6 +79,20 @@ class ReadsMixin:
     @deferred
     def get_records(self, mailbox_id, uids):
         return [record_from_row(row) for row in self._select_uids(RECORD_COLUMNS, mailbox_id, uids)]
+
+    @deferred
+    def fetch_rows(self, mailbox_id, uids, columns):
+        uids = set(uids)
+        selected = ", ".join(["uid", *(SUMMARY_COLUMNS[name] for name in columns)])
+        rows = self._select_uids(selected, mailbox_id, uids, summary_source(columns))
+        if len(rows) < len(uids):
+            # Expunged, or without a summary: those are read the long way.
+            missing = uids.difference(row[0] for row in rows)
+            selected = ", ".join(["uid", *(UNSUMMARISED_COLUMNS[name] for name in columns)])
+            found = self._select_uids(selected, mailbox_id, missing, WITHOUT_SUMMARIES)
+            if found:
+                rows = sorted(rows + found)
+        return rows
 
     @deferred
     def list_flags(self, mailbox_id):

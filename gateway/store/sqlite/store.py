@@ -98,6 +98,7 @@ from gateway.store.sqlite.rows import (
     split_structures,
 )
 from gateway.store.sqlite.spoolthreads import SpoolThreads
+from gateway.store.sqlite.summaries import add_summaries
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.unsynced import UnsyncedRecord
 from gateway.store.sqlite.writelock import WriteLock
@@ -156,6 +157,7 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
             self._write_db.executescript(SCHEMA)
             # Before the triggers on messages: the split makes the table anew.
             split_structures(self._write_db)
+            add_summaries(self._write_db)
             self._write_db.executescript(QUOTA_SCHEMA)
             self._write_db.executescript(MAILBOX_LIST_SCHEMA)
         self._read_db = _connect(index)
