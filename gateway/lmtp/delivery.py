@@ -38,6 +38,14 @@ async def deliver(store, user: str, source, mailbox: str = "INBOX", special_use:
 
 
 async def _mailbox_for(store, user: str, mailbox: str, special_use: bool):
+    if mailbox == "INBOX":
+        # A user with an INBOX has every mailbox a first delivery makes
+        # (ensure_user stops there): one read, not two (nor a write, where
+        # ensure_user is a transaction).
+        try:
+            return await store.get_mailbox(user, "INBOX")
+        except NoSuchMailbox:
+            pass
     await store.ensure_user(user)
     try:
         info = await store.get_mailbox(user, mailbox)

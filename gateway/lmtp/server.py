@@ -168,6 +168,10 @@ class LMTPServer(smtp.SMTP):
         self._tail = b""
         self._delivering = False
         self._draining = False
+        # Whether input that came during a delivery stopped further reading.
+        self._paused = False
+        # Replies to the input of one drain, sent together when it ends.
+        self._replies: list[bytes] = []
         self._open = False
         self._bad_commands = BadCommands(limits.max_bad_commands)
         # From connecting, or from the end of a transaction, to DATA.
@@ -206,7 +210,17 @@ class LMTPServer(smtp.SMTP):
 
     def dataReceived(self, data):
         self._input += data
+        if self._delivering:
+            # Pipelined behind a message being stored: it waits for that
+            # message's replies, and nothing more is read meanwhile.
+            self._pause()
+            return
         self._drain()
+
+    def _pause(self):
+        if not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
 
     def _drain(self):
         """
@@ -234,6 +248,10 @@ class LMTPServer(smtp.SMTP):
         finally:
             self._input = buffer[pos:]
             self._draining = False
+            self._send_replies()
+        if self._delivering and self._input:
+            # Commands pipelined behind the final dot: held (see dataReceived).
+            self._pause()
         idle = self.mode == _COMMAND and not self._delivering and not self.transport.disconnecting
         if idle and len(self._input) > self.MAX_LENGTH:
             self._input = b""
@@ -264,7 +282,8 @@ class LMTPServer(smtp.SMTP):
         return pos
 
     def _spool_write(self, chunk: bytes):
-        self._tail = (self._tail + chunk)[-2:]
+        # Not tail + chunk: that copies a whole chunk for its last two bytes.
+        self._tail = chunk[-2:] if len(chunk) >= 2 else (self._tail + chunk)[-2:]
         error = self._spool.write(chunk)
         if error is not None:
             log.warn("Cannot spool LMTP message data: {error}", error=error.strerror)
@@ -276,6 +295,30 @@ class LMTPServer(smtp.SMTP):
 
     # -- replies ------------------------------------------------------------
 
+    def sendLine(self, line):
+        """
+        One reply line.  While input is being handled the lines are held
+        and go out in one write when it ends (RFC 2920 3.2: a server may
+        answer pipelined commands together); else at once.  Either way
+        ``write`` is given whole bytes, which a write-through connection
+        (``gateway.net.writethrough``) sends in the call rather than on
+        the reactor's next turn.
+        """
+        if self._draining:
+            self._replies.append(line + b"\r\n")
+        else:
+            self.transport.write(line + b"\r\n")
+
+    def _send_replies(self):
+        if self._replies:
+            replies_, self._replies = self._replies, []
+            self.transport.write(b"".join(replies_))
+
+    def _close(self):
+        """End the session once every reply written so far is sent."""
+        self._send_replies()
+        self.transport.loseConnection()
+
     def _refuse(self, error: replies.LmtpError, recipient: bytes | None = None):
         """
         The one place a refusal is written.  A bad command is counted, and
@@ -283,7 +326,7 @@ class LMTPServer(smtp.SMTP):
         """
         self.sendCode(error.code, error.reply(recipient))
         if error.closes:
-            self.transport.loseConnection()
+            self._close()
         elif isinstance(error, replies.BadCommand) and self._bad_commands.bad():
             self._refuse(replies.TooManyBadCommands(self.host))
 
@@ -439,7 +482,7 @@ class LMTPServer(smtp.SMTP):
 
     def do_QUIT(self, rest):
         self.sendCode(221, b"2.0.0 " + self.host + b" closing connection")
-        self.transport.loseConnection()
+        self._close()
 
     def _reset_transaction(self):
         self._transaction = None
@@ -459,7 +502,6 @@ class LMTPServer(smtp.SMTP):
             spool.finish()
             refusal = None if spool.error is None else _temporary_failure(spool.error)
         self._delivering = True
-        self.transport.pauseProducing()
         defer.Deferred.fromCoroutine(self._deliver_message(spool, transaction, recipients, refusal, monotonic()))
 
     async def _deliver_message(self, spool, transaction: Transaction, recipients, refusal, started: float):
@@ -530,7 +572,9 @@ class LMTPServer(smtp.SMTP):
         if not self._open:
             return
         self._deadline.start()
-        self.transport.resumeProducing()
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
         if not self._draining:
             self._drain()
 

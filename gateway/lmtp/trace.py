@@ -33,9 +33,12 @@ from __future__ import annotations
 import base64
 import datetime
 import email.utils
+import functools
 import ipaddress
+import math
 import os
 import re
+import time
 
 import attrs
 
@@ -73,6 +76,7 @@ def helo_domain(argument: bytes) -> bytes | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def address_literal(ip: str) -> bytes:
     """``192.0.2.1`` -> ``[192.0.2.1]``; ``2001:db8::1`` -> ``[IPv6:2001:db8::1]`` (RFC 5321 4.1.3)."""
     address = ipaddress.ip_address(ip)
@@ -86,7 +90,14 @@ def address_literal(ip: str) -> bytes:
 
 def date_time(seconds: float) -> bytes:
     """RFC 5322 3.3 date-time in local time with its offset, as Dovecot writes it."""
-    local = datetime.datetime.fromtimestamp(seconds).astimezone()
+    # Every delivery of a second is dated alike; the zone is in the key,
+    # as a change of TZ (tzset) changes what is written.
+    return _date_time(math.floor(seconds), time.timezone, time.altzone, time.daylight, time.tzname)
+
+
+@functools.lru_cache(maxsize=4)
+def _date_time(second: int, *zone) -> bytes:
+    local = datetime.datetime.fromtimestamp(second).astimezone()
     return email.utils.format_datetime(local).encode("ascii")
 
 

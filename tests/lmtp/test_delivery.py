@@ -46,6 +46,19 @@ def test_deliver_creates_the_user_and_stores_in_inbox(store):
     assert stored(store, "alice") == [(1, b"Subject: one\r\n\r\nbody\r\n")]
 
 
+def test_deliver_to_a_user_with_an_inbox_asks_no_write_but_its_own(store, monkeypatch):
+    # ensure_user is a write transaction on a server store (PostgreSQL);
+    # once the user has an INBOX, finding it is all a delivery there needs.
+    ensured = []
+    ensure_user = store.ensure_user
+    monkeypatch.setattr(store, "ensure_user", lambda user: ensured.append(user) or ensure_user(user))
+    run(deliver(store, "alice", b"Subject: one\r\n\r\n"))
+    run(deliver(store, "alice", b"Subject: two\r\n\r\n"))
+    run(deliver(store, "alice", b"Subject: three\r\n\r\n", "Lists"))
+    assert ensured == ["alice", "alice"]
+    assert [uid for uid, _ in stored(store, "alice")] == [1, 2, 3]
+
+
 def test_deliver_refuses_special_use_folders_when_asked(store):
     # LMTP's +detail (special_use=False): the sender named the folder, so
     # Sent and its kind mean INBOX; the MDA's --mailbox is the operator's.

@@ -319,6 +319,22 @@ def test_invalid_recipient_addresses(store, recipient, reply):
     )
 
 
+def test_replies_held_for_one_write_go_out_before_the_session_closes(store):
+    # Replies to pipelined commands wait for the end of the input to go
+    # out together; the one that ends the session sends them first.
+    session = Session(store, max_bad_commands=2)
+    events = []
+    write, lose = session.transport.write, session.transport.loseConnection
+    session.transport.write = lambda data: (events.append(data), write(data))
+    session.transport.loseConnection = lambda: (events.append("closed"), lose())
+    session.server.dataReceived(b"NOOP\r\nBOGUS\r\nBOGUS\r\nNOOP\r\n")
+    assert events == [
+        b"250 2.0.0 OK\r\n500 5.5.1 Command unrecognized\r\n500 5.5.1 Command unrecognized\r\n"
+        b"421 4.7.0 mx.example.test Too many bad commands, closing connection\r\n",
+        "closed",
+    ]
+
+
 def test_too_many_bad_commands_closes_the_session(store):
     session = Session(store, max_bad_commands=3)
     assert session.send(b"LHLO c\r\nBOGUS\r\nRCPT TO:<alice>\r\nNOOP\r\n") == [

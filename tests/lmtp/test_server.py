@@ -339,6 +339,51 @@ def test_any_split_of_the_input_gives_the_same_conversation(cuts):
     assert session.store.inbox("bob") == [trace(b"bob@mx.example.test", b"s@example.org", b"c") + MESSAGE]
 
 
+def recorded_writes(session) -> list[bytes]:
+    """Every write the session makes from now on, as it makes it."""
+    writes = []
+    write = session.transport.write
+
+    def recording(data):
+        writes.append(data)
+        write(data)
+
+    session.transport.write = recording
+    session.transport.writeSequence = lambda pieces: recording(b"".join(pieces))
+    return writes
+
+
+def test_pipelined_commands_are_answered_in_one_write():
+    # RFC 2920 3.2: the replies to a group of pipelined commands may go
+    # together; one write is one send on a write-through connection.
+    session = Session()
+    session.replies()
+    writes = recorded_writes(session)
+    session.server.dataReceived(b"LHLO c\r\nMAIL FROM:<s@x>\r\nRCPT TO:<alice>\r\nRCPT TO:<nobody>\r\nDATA\r\n")
+    assert writes == [
+        b"250-mx.example.test\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 SIZE 10000\r\n"
+        b"250 2.1.0 Sender OK\r\n250 2.1.5 OK\r\n"
+        b"550 5.1.1 <nobody@mx.example.test> User doesn't exist\r\n"
+        b"354 Start mail input; end with <CRLF>.<CRLF>\r\n"
+    ]
+
+
+def test_a_message_alone_in_its_input_does_not_stop_reading_while_stored():
+    # Pausing and resuming the connection is two system calls a message;
+    # only input that arrives while the message is stored has to wait.
+    store = MemoryStore()
+    store.hold = True
+    session = Session(store)
+    session.start()
+    assert session.send(b"one\r\n.\r\n") == []
+    assert session.transport.producerState == "producing"
+    assert session.send(b"NOOP\r\n") == []
+    assert session.transport.producerState == "paused"
+    store.held.pop(0).callback(None)
+    assert session.replies() == [b"250 2.0.0 <alice@example.test> Saved as UID 1", b"250 2.0.0 OK"]
+    assert session.transport.producerState == "producing"
+
+
 def test_pipelined_commands_wait_for_the_data_replies():
     store = MemoryStore()
     store.hold = True

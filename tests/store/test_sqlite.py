@@ -6,6 +6,7 @@ what only it does: files on disk, index rebuild, cross-process polling.
 import datetime
 import errno
 import os
+import shutil
 import sqlite3
 
 import pytest
@@ -118,6 +119,23 @@ def test_full_disk_is_a_temporary_failure_and_leaves_nothing(store, monkeypatch)
     assert result_of(store.list_messages(box.id)) == []
     assert list((store.root / "tmp").iterdir()) == []
     assert result_of(store.append(box.id, MESSAGE)).uid == 1
+
+
+def test_a_body_moved_in_by_a_group_that_fails_is_moved_back_and_stored_again(store):
+    # Each body here goes to one mailbox, so it is moved in, not linked.
+    # Bob's mailbox directory is gone: his request fails with an I/O error,
+    # which undoes the whole group, alice's move included; hers runs again
+    # alone and must find her body where it was.
+    alice, bob = inbox(store, "alice"), inbox(store, "bob")
+    shutil.rmtree(store.root / "mail" / str(bob.id))
+    messages = [b"Subject: a\r\n\r\nfor alice\r\n", b"Subject: b\r\n\r\nfor bob\r\n"]
+    stored, refused = result_of(store.append_many([(alice.id, messages[0]), (bob.id, messages[1])]))
+    assert stored.uid == 1
+    assert isinstance(refused, TemporaryFailure)
+    with result_of(store.open_message(alice.id, 1)) as f:
+        assert f.read() == messages[0]
+    assert result_of(store.list_messages(bob.id)) == []
+    assert list((store.root / "tmp").iterdir()) == []
 
 
 def test_rebuilt_index_keeps_uids_uidvalidity_and_names(tmp_path):

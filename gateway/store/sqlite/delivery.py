@@ -5,10 +5,11 @@ A mixin of L{SQLiteStore}.
 A message takes two steps.  First, off the reactor (a worker thread; at once
 without threads), its body is written CRLF-normalised to tmp/, fsynced and
 parsed: that is where the time of a big or hostile message goes, and no
-write waits for it.  Then one write request links the body into
-mail/<id>/<uid>, inserts the index row and raises UIDNEXT, in the writer's
-group transaction; the directory is fsynced once per group, beside the
-commit.  The caller is answered after both.
+write waits for it.  Then one write request moves the body to
+mail/<id>/<uid> (links it, where several mailboxes share it), inserts the
+index row and raises UIDNEXT, in the writer's group transaction; the
+directory is fsynced once per group, beside the commit.  The caller is
+answered after both.
 
 The copies of one LMTP message (``TracedMessage``s sharing their message)
 are read and parsed once: each copy's body is its own trace fields on top of
@@ -27,13 +28,13 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
 import attrs
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
 
 from gateway.mail import message
 from gateway.store.interfaces import StoreFull, TemporaryFailure, UidNotAvailable
@@ -45,6 +46,10 @@ from gateway.store.sqlite.writer import store_error
 from gateway.store.traced import TracedMessage, WholeCopy
 
 _CHUNK = 256 * 1024
+
+# A body up to this size is parsed from memory as it is written (or read
+# back in one call), not read again in chunks.
+_IN_MEMORY = 1024 * 1024
 
 # Names given in tmp/ to spool files taken as they are (with the pid: other
 # processes deliver into the same tmp/).
@@ -65,11 +70,16 @@ def _now() -> datetime.datetime:
 
 @attrs.frozen
 class Spooled:
-    """A body written to tmp/, fsynced and parsed, waiting to be indexed."""
+    """
+    A body written to tmp/, fsynced and parsed, waiting to be indexed;
+    ``parts`` is its structure's part tree as the index stores it, encoded
+    here rather than on the writer thread.
+    """
 
     path: Path
     size: int
     structure: MessageStructure
+    parts: str = attrs.field(default=attrs.Factory(lambda self: _parts_json(self.structure), takes_self=True))
 
 
 class DeliveryMixin:
@@ -87,13 +97,23 @@ class DeliveryMixin:
                 return adopted
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="msg.")
         path = Path(name)
+        # What was written, while it is small enough to parse from memory.
+        kept: list[bytes] | None = []
+        size = 0
         with _removed_on_failure(path):
-            with os.fdopen(fd, "wb") as f:
+            try:
                 for chunk in message.crlf_chunks(_source_chunks(source)):
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-                size = f.tell()
+                    _write_all(fd, chunk)
+                    size += len(chunk)
+                    if kept is not None and size <= _IN_MEMORY:
+                        kept.append(chunk)
+                    else:
+                        kept = None
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if kept is not None:
+            return _parsed_from(path, size, b"".join(kept))
         return _parsed(path, size)
 
     def _adopt(self, source: WholeCopy) -> Spooled | None:
@@ -120,6 +140,8 @@ class DeliveryMixin:
         with _removed_on_failure(path):
             os.fsync(fd)
             size = os.fstat(fd).st_size
+            if size <= _IN_MEMORY:
+                return _parsed_from(path, size, os.pread(fd, size, 0))
         return _parsed(path, size)
 
     def _spool_shared(self, message) -> Spooled:
@@ -143,10 +165,7 @@ class DeliveryMixin:
         """``work(*args)`` on a worker thread (at once without threads), as a Deferred."""
         if self._workers is None:
             return defer.maybeDeferred(work, *args)
-        if not self._workers.started:
-            # Started on first use, as the writer: twistd forks after building.
-            self._workers.start()
-        return deferToThreadPool(self._reactor, self._workers, work, *args)
+        return self._workers.run(work, *args)
 
     def _prepare(self, source) -> defer.Deferred:
         """A Deferred firing with the L{Spooled} body of ``source``."""
@@ -179,7 +198,22 @@ class DeliveryMixin:
         step.sync_directory(directory)
         return final
 
-    def _insert_message(self, mailbox_id, uid, flags, internaldate, size, modseq, structure) -> None:
+    def _take(self, step, body: Path, mailbox_id: int, uid: int) -> None:
+        """
+        Move ``body``, which no other delivery shares, into the mailbox as
+        ``uid``: one rename, where ``_place`` links, replaces and leaves a
+        name to remove.  Moved back if the request is rolled back, so that
+        it can run again; its directory is fsynced before the commit.
+        """
+        directory = self._mailbox_dir(mailbox_id)
+        final = f"{directory}/{uid}"
+        # A file already named ``uid`` was never committed (uid >= UIDNEXT).
+        os.rename(body, final)
+        step.on_rollback(lambda: os.rename(final, body))
+        step.sync_directory(directory)
+
+    def _insert_message(self, mailbox_id, uid, flags, internaldate, size, modseq, structure,
+                        parts: str | None = None) -> None:
         offset = internaldate.utcoffset() or datetime.timedelta(0)
         self._db.execute(
             "INSERT INTO messages (mailbox_id, uid, flags, internaldate, tzoffset, size, modseq)"
@@ -205,19 +239,25 @@ class DeliveryMixin:
                 structure.body,
                 structure.bodystructure,
                 structure.header,
-                json.dumps(part_to_json(structure.root)),
+                _parts_json(structure) if parts is None else parts,
             ),
         )
 
-    def _index(self, step, spooled: Spooled, mailbox_id, flags, internaldate, wanted_uid: int | None):
+    def _index(self, step, spooled: Spooled, mailbox_id, flags, internaldate, wanted_uid: int | None,
+               take: bool = False):
+        """Index ``spooled`` as the mailbox's next message; with ``take``, its file is moved there (``_take``)."""
         uidnext, modseq = self._counters(mailbox_id)
         if wanted_uid is not None:
             if wanted_uid < uidnext:
                 raise UidNotAvailable(f"UID {wanted_uid} is below UIDNEXT {uidnext}")
             uidnext = wanted_uid
         modseq += 1
-        self._place(step, spooled.path, mailbox_id, uidnext)
-        self._insert_message(mailbox_id, uidnext, flags, internaldate, spooled.size, modseq, spooled.structure)
+        if take:
+            self._take(step, spooled.path, mailbox_id, uidnext)
+        else:
+            self._place(step, spooled.path, mailbox_id, uidnext)
+        self._insert_message(mailbox_id, uidnext, flags, internaldate, spooled.size, modseq, spooled.structure,
+                             spooled.parts)
         self._db.execute(
             "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?", (uidnext + 1, modseq, mailbox_id)
         )
@@ -240,10 +280,12 @@ class DeliveryMixin:
         try:
             return await self._writer.submit(
                 partial(self._index, spooled=spooled, mailbox_id=mailbox_id, flags=flags,
-                        internaldate=internaldate, wanted_uid=wanted_uid)
+                        internaldate=internaldate, wanted_uid=wanted_uid, take=True)
             )
-        finally:
+        except BaseException:
+            # Stored, the file was moved into the mailbox; else it is left here.
             spooled.path.unlink(missing_ok=True)
+            raise
 
     @deferred
     def append_many(self, deliveries):
@@ -265,24 +307,30 @@ class DeliveryMixin:
     async def _append_many(self, deliveries) -> list:
         internaldate = _now()
         bodies, spooled = await self._spool_all([source for _, source in deliveries])
+        # Bodies moved into a mailbox, not to remove from tmp/.
+        taken: set[int] = set()
         try:
             outcomes: list = [None] * len(deliveries)
+            uses = Counter(id(body) for body in bodies)
             runs, indexes = [], []
             for index, ((mailbox_id, _), body) in enumerate(zip(deliveries, bodies)):
                 if isinstance(body, Exception):
                     outcomes[index] = body if isinstance(body, TemporaryFailure) else store_error(body)
                     continue
                 run = partial(self._index, spooled=body, mailbox_id=mailbox_id, flags=frozenset(),
-                              internaldate=internaldate, wanted_uid=None)
+                              internaldate=internaldate, wanted_uid=None, take=uses[id(body)] == 1)
                 runs.append((run, True, False))
                 indexes.append(index)
             stored = await defer.DeferredList(self._writer.submit_together(runs), consumeErrors=True)
             for index, (ok, value) in zip(indexes, stored):
                 outcomes[index] = value if ok else value.value
+                if ok and uses[id(bodies[index])] == 1:
+                    taken.add(id(bodies[index]))
             return outcomes
         finally:
             for body in spooled:
-                body.path.unlink(missing_ok=True)
+                if id(body) not in taken:
+                    body.path.unlink(missing_ok=True)
 
     async def _spool_all(self, sources) -> tuple[list, list[Spooled]]:
         """
@@ -351,3 +399,21 @@ def _parsed(path: Path, size: int) -> Spooled:
         with open(path, "rb") as f:
             structure = message.parse(f)
     return Spooled(path, size, structure)
+
+
+def _parsed_from(path: Path, size: int, data: bytes) -> Spooled:
+    """The durable body at ``path``, whose bytes are ``data``, with its structure."""
+    with _removed_on_failure(path):
+        structure = message.parse_bytes(data)
+    return Spooled(path, size, structure)
+
+
+def _parts_json(structure: MessageStructure) -> str:
+    return json.dumps(part_to_json(structure.root))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` to ``fd``, however little each write takes."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -64,7 +64,6 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from gateway.durable import create_slot_file, read_slot_file, write_atomic, write_slot_file
@@ -98,6 +97,7 @@ from gateway.store.sqlite.rows import (
     WITH_STRUCTURES,
     split_structures,
 )
+from gateway.store.sqlite.spoolthreads import SpoolThreads
 from gateway.store.sqlite.summaries import add_summaries
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.unsynced import UnsyncedRecord
@@ -132,6 +132,7 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
                  serving: bool = False):
         self.root = Path(path)
         self._mail = self.root / "mail"
+        self._mailbox_dirs: dict[int, Path] = {}
         self._tmp = self.root / "tmp"
         self.spool_directory = self._tmp
         # What live processes hold: locks, sockets (never data).
@@ -166,7 +167,7 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         # Spooling, fsyncing and parsing arriving messages.  An fsync mostly
         # waits on the disk, and the fsyncs of concurrent deliveries share
         # the file system's journal commits: more threads than cores.
-        self._workers = ThreadPool(0, SPOOL_THREADS, "store-spool") if threads else None
+        self._workers = SpoolThreads(reactor, SPOOL_THREADS, "store-spool") if threads else None
         self._data_version = None
         # What changes_since answered, per (mailbox id, modseq) (reads.py).
         self._changes_memo: dict[tuple[int, int], ChangeSet] = {}
@@ -272,7 +273,14 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
     # -- mailbox metadata files ---------------------------------------------
 
     def _mailbox_dir(self, mailbox_id: int) -> Path:
-        return self._mail / str(mailbox_id)
+        # Memoised (a few thousand at most): a delivery asks on the writer
+        # thread, where making a Path is dear.
+        directory = self._mailbox_dirs.get(mailbox_id)
+        if directory is None:
+            if len(self._mailbox_dirs) >= 4096:
+                self._mailbox_dirs.clear()
+            directory = self._mailbox_dirs[mailbox_id] = self._mail / str(mailbox_id)
+        return directory
 
     def _write_mailbox_meta(self, mailbox_id: int, **fields) -> None:
         """Identity fields of mailbox.json, rewritten whole (new blocks: not for deleting)."""
