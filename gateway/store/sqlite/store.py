@@ -475,7 +475,9 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         frees room before it needs any.
         """
         def run(step):
-            removed, modseq = self._expunge(step, mailbox_id, sorted(set(uids) | set(self._marked_expunging(mailbox_id))))
+            # With what an interrupted two-step expunge left marked.
+            taken = sorted(set(uids).union(self._marked_expunging(mailbox_id)))
+            removed, modseq = self._expunge(step, mailbox_id, taken)
             self._db.execute("DELETE FROM expunging WHERE mailbox_id = ?", (mailbox_id,))
             if removed:
                 step.after_commit(lambda: self._unlink_bodies(mailbox_id, removed))
