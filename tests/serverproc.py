@@ -24,6 +24,17 @@ BIN = Path(sys.executable).parent
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 
 
+def wait_for(predicate, what: str, seconds: float = 30.0):
+    """``predicate()`` once it is true (returned), polled for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+
+
 def gateway_command(*args: str) -> list[str]:
     return [str(BIN / "gateway"), *args]
 

@@ -20,12 +20,11 @@ import smtplib
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.serverproc import LOOPBACK, ROOT, GatewayProcess, run_gateway
+from tests.serverproc import LOOPBACK, ROOT, GatewayProcess, run_gateway, wait_for
 
 SBIN = Path("/usr/sbin")
 DEPLOY = ROOT / "deploy" / "postfix"
@@ -51,16 +50,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def wait_for(predicate, what: str, seconds: float = 30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
 class PostfixInstance:

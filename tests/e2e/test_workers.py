@@ -14,28 +14,17 @@ import re
 import signal
 import smtplib
 import socket
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.serverproc import LOOPBACK, GatewayProcess, run_gateway
+from tests.serverproc import LOOPBACK, GatewayProcess, run_gateway, wait_for
 
 WORKERS = 2
 # Connections a test opens at the most before every process has served one.
 MOST_CONNECTIONS = 200
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"no {what} within {timeout} s")
 
 
 def children(pid: int) -> set[int]:
@@ -107,7 +96,7 @@ def spread(pids: list[int], connect) -> tuple[list, dict[int, int]]:
     while len(held) < MOST_CONNECTIONS and not all(per_process.values()):
         connection, client = connect()
         held.append(connection)
-        pid = wait_for(lambda: holder(pids, client), timeout=5, what="server end of the connection")
+        pid = wait_for(lambda: holder(pids, client), seconds=5, what="server end of the connection")
         per_process[pid] += 1
     return held, per_process
 
@@ -222,7 +211,7 @@ def test_sigterm_stops_every_worker(server):
 def test_workers_end_when_the_main_process_is_killed(server):
     pids = node(server)
     server.kill()
-    wait_for(lambda: not any(alive(pid) for pid in pids[1:]), timeout=15, what="workers ending")
+    wait_for(lambda: not any(alive(pid) for pid in pids[1:]), seconds=15, what="workers ending")
 
 
 def test_a_killed_worker_is_started_again_and_the_port_keeps_serving(server):
@@ -306,7 +295,7 @@ def test_a_unix_socket_listener_is_served_by_every_process_and_removed_once(tmp_
         while len(held) < MOST_CONNECTIONS and not all(counts.get(pid) for pid in (main, restarted)):
             held.append(smtplib.LMTP(str(path), timeout=10))
             counts = wait_for(lambda: (found := unix_connections([main, restarted], path))
-                              and sum(found.values()) == len(held) and found, timeout=5, what="LMTP connection")
+                              and sum(found.values()) == len(held) and found, seconds=5, what="LMTP connection")
         assert all(counts.get(pid) for pid in (main, restarted)), counts
         for number, client in enumerate(held):
             client.ehlo("mta.example.org")
