@@ -75,12 +75,16 @@ def process_ids(pid: int) -> dict[str, list[int]]:
     return ids
 
 
-def test_runs_as_nobody_on_a_privileged_port_with_a_usable_data_dir(data_dir):
-    nobody = pwd.getpwnam("nobody")
+def nobody_and_nogroup():
+    """nobody's passwd entry and nogroup's gid; the test is skipped without such a group."""
     try:
-        nogroup = grp.getgrnam("nogroup").gr_gid
+        return pwd.getpwnam("nobody"), grp.getgrnam("nogroup").gr_gid
     except KeyError:
         pytest.skip("no group named nogroup here")
+
+
+def test_runs_as_nobody_on_a_privileged_port_with_a_usable_data_dir(data_dir):
+    nobody, nogroup = nobody_and_nogroup()
     # Created as root, as an admin's first command would do it.
     run_gateway(data_dir, "user", "add", "alice", input=b"alice-password\n")
     port = free_privileged_port()
@@ -110,10 +114,7 @@ def test_runs_as_nobody_on_a_privileged_port_with_a_usable_data_dir(data_dir):
 
 
 def test_unix_socket_bound_as_root_and_given_to_its_owner(data_dir):
-    try:
-        nogroup = grp.getgrnam("nogroup").gr_gid
-    except KeyError:
-        pytest.skip("no group named nogroup here")
+    nobody, nogroup = nobody_and_nogroup()
     run_gateway(data_dir, "user", "add", "alice", input=b"alice-password\n")
     # A root-owned directory, as /run is: root binds there before twistd
     # drops to nobody, who then may not remove the socket at stop.
@@ -124,7 +125,7 @@ def test_unix_socket_bound_as_root_and_given_to_its_owner(data_dir):
     server = PrivilegedGateway(data_dir, pop3=None, imap=None, lmtp=listener)
     with server:
         info = os.stat(path)
-        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (pwd.getpwnam("nobody").pw_uid, nogroup,
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (nobody.pw_uid, nogroup,
                                                                          0o660)
         with smtplib.LMTP(str(path), timeout=30) as client:
             client.ehlo("client.example.org")
@@ -156,11 +157,7 @@ def test_a_refused_hand_over_leaves_no_socket(data_dir):
 def test_workers_run_as_nobody_on_the_privileged_port_root_bound(data_dir):
     from tests.e2e.test_workers import node, pop3, spread
 
-    nobody = pwd.getpwnam("nobody")
-    try:
-        nogroup = grp.getgrnam("nogroup").gr_gid
-    except KeyError:
-        pytest.skip("no group named nogroup here")
+    nobody, nogroup = nobody_and_nogroup()
     import subprocess
     import sys
 
