@@ -253,17 +253,24 @@ class _CountedConnection(ProtocolWrapper):
         self.factory.connections_open.inc()
         super().makeConnection(transport)
 
+    # Counted after the bytes are passed on: a command's answer goes to the
+    # socket (and the client wakes) before the counters take their locks.
+
     def write(self, data):
-        self.factory.sent_bytes.inc(len(data))
+        size = len(data)
         super().write(data)
+        self.factory.sent_bytes.inc(size)
 
     def writeSequence(self, data):
-        self.factory.sent_bytes.inc(sum(len(chunk) for chunk in data))
+        size = sum(map(len, data))
         super().writeSequence(data)
+        self.factory.sent_bytes.inc(size)
 
     def dataReceived(self, data):
-        self.factory.received_bytes.inc(len(data))
-        super().dataReceived(data)
+        try:
+            super().dataReceived(data)
+        finally:
+            self.factory.received_bytes.inc(len(data))
 
     def startTLS(self, context_factory, normal=True):
         # STARTTLS/STLS through this wrapper: the protocol asks its transport

@@ -148,8 +148,12 @@ class Pop3Engine(twisted_pop3.POP3):
                 self._reading_paused = True
                 self.transport.pauseProducing()
             return
-        self.resetTimeout()
-        getattr(self, "state_" + self.state)(line)
+        # The idle timer restarts after the command's first step, so that a
+        # RETR's answer reaches the socket first.
+        try:
+            getattr(self, "state_" + self.state)(line)
+        finally:
+            self.resetTimeout()
 
     def _run_queued(self):
         lines, self.blocked = self.blocked, None
