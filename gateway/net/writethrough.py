@@ -62,7 +62,15 @@ class WriteThroughServer(tcp.Server):
         super().write(data)
 
     def writeSequence(self, iovec) -> None:
-        if isinstance(iovec, list) and iovec and self._idle() and len(iovec) <= _MAX_PIECES and all(type(piece) is bytes for piece in iovec):
+        # A tuple too: LineOnlyReceiver.sendLine (POP3's and LMTP's one-line
+        # replies) writes one of the line and its CRLF.
+        if (
+            isinstance(iovec, (list, tuple))
+            and iovec
+            and len(iovec) <= _MAX_PIECES
+            and self._idle()
+            and all(type(piece) is bytes for piece in iovec)
+        ):
             sent = self._send(self.socket.sendmsg, iovec)
             total = sum(map(len, iovec))
             if sent == total:

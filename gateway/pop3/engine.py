@@ -108,6 +108,14 @@ class Pop3Engine(twisted_pop3.POP3):
             message = str(message).encode("utf-8")
         self.sendLine(b"+OK " + message if message else b"+OK")
 
+    def multiline_response(self, status: bytes, lines: list[bytes]) -> None:
+        """
+        ``+OK status``, then ``lines`` (each with its CRLF, none starting
+        with a dot) and the terminating line (RFC 1939 3), in one write, so
+        the client reads the whole answer at once.
+        """
+        self.transport.write(b"".join([b"+OK " + status + b"\r\n", *lines, b".\r\n"]))
+
     def commands_answered(self) -> None:
         """Every line received so far is answered."""
 

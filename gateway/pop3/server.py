@@ -230,8 +230,7 @@ class Pop3Server(Pop3Engine):
     # AUTHORIZATION state
 
     def do_CAPA(self):
-        self.successResponse(b"Capability list follows")
-        self.transport.writeSequence([line + b"\r\n" for line in self.capabilities()] + [b".\r\n"])
+        self.multiline_response(b"Capability list follows", [line + b"\r\n" for line in self.capabilities()])
 
     def do_STLS(self):
         if self.context_factory is None:
@@ -265,9 +264,8 @@ class Pop3Server(Pop3Engine):
     def do_AUTH(self, mechanism=None, initial_response=None):
         if mechanism is None:
             # Not in RFC 5034, but clients of RFC 1734 list mechanisms so.
-            self.successResponse(b"Supported mechanisms follow")
             mechanisms = sasl_mechanisms(self._plaintext_allowed())
-            self.transport.writeSequence([m + b"\r\n" for m in mechanisms] + [b".\r\n"])
+            self.multiline_response(b"Supported mechanisms follow", [m + b"\r\n" for m in mechanisms])
             return None
         if mechanism.upper() != b"PLAIN":
             raise UnsupportedMechanism()
@@ -347,8 +345,7 @@ class Pop3Server(Pop3Engine):
             return
         count, octets = view.stat()
         lines = [b"%d %d\r\n" % (n, entry.size) for n, entry in view.listing()]
-        self.successResponse(b"%d messages (%d octets)" % (count, octets))
-        self.transport.writeSequence(lines + [b".\r\n"])
+        self.multiline_response(b"%d messages (%d octets)" % (count, octets), lines)
 
     def do_UIDL(self, number=None):
         view = self.mbox.view
@@ -358,8 +355,7 @@ class Pop3Server(Pop3Engine):
             self.successResponse(b"%d %s" % (number, view.visible(number).uidl))
             return
         lines = [b"%d %s\r\n" % (n, entry.uidl) for n, entry in view.listing()]
-        self.successResponse(b"Unique-ID listing follows")
-        self.transport.writeSequence(lines + [b".\r\n"])
+        self.multiline_response(b"Unique-ID listing follows", lines)
 
     async def do_RETR(self, number):
         number = parse_message_number(number)

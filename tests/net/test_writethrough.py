@@ -20,7 +20,8 @@ class _Replier(Protocol):
     def connectionMade(self):
         self.factory.transports.append(self.transport)
         self.factory.write(self.transport)
-        self.factory.arrived.wait(timeout=10)
+        # False if the client read nothing while this call held the reactor.
+        self.factory.in_call = self.factory.arrived.wait(timeout=10)
 
 
 def _serve(reactor_thread, write, through: bool):
@@ -51,7 +52,10 @@ def _reply_arrives_during_the_call(reactor_thread, write, through: bool) -> byte
             except TimeoutError:
                 pass
             factory.arrived.set()
-            return received
+            # Once connectionMade has returned: a reply the reactor sent
+            # only after the call is not one sent in it.
+            reactor_thread.call(lambda: None)
+            return received if factory.in_call else b""
     finally:
         factory.arrived.set()
         reactor_thread.call(port.stopListening)
@@ -74,13 +78,23 @@ def test_a_write_sequence_is_sent_in_the_call(reactor_thread):
     assert received == REPLY
 
 
+def test_a_line_receivers_reply_is_sent_in_the_call(reactor_thread):
+    # LineOnlyReceiver.sendLine (POP3's and LMTP's one-line replies) writes
+    # a tuple of the line and its CRLF.
+    line = REPLY[:-2]
+    received = _reply_arrives_during_the_call(
+        reactor_thread, lambda t: t.writeSequence((line, b"\r\n")), through=True
+    )
+    assert received == REPLY
+
+
 class _Flood(Protocol):
     """Writes far more than the socket takes at once, in writes and write sequences, then closes."""
 
     def connectionMade(self):
         self.factory.kinds.append(type(self.transport))
         for piece in self.factory.pieces:
-            if isinstance(piece, list):
+            if isinstance(piece, (list, tuple)):
                 self.transport.writeSequence(piece)
             else:
                 self.transport.write(piece)
@@ -91,8 +105,8 @@ def test_what_the_socket_does_not_take_follows_in_order(reactor_thread):
     pieces = []
     for n in range(40):
         block = bytes([65 + n % 26]) * (100_000 + n)
-        pieces.append([block[:7], block[7:]] if n % 2 else block)
-    expected = b"".join(b"".join(p) if isinstance(p, list) else p for p in pieces)
+        pieces.append([(block[:7], block[7:]), [block[:7], block[7:]], block][n % 3])
+    expected = b"".join(p if isinstance(p, bytes) else b"".join(p) for p in pieces)
     factory = Factory.forProtocol(_Flood)
     factory.pieces = pieces
     factory.kinds = []
