@@ -49,11 +49,14 @@ class Transport(StringTransport):
 
     no_delay = False
     full = False
+    # Writes made: each is one send on a real connection (gateway.net.writethrough).
+    writes = 0
 
     def setTcpNoDelay(self, enabled):
         self.no_delay = enabled
 
     def write(self, data):
+        self.writes += 1
         super().write(data)
         if self.full and self.producer is not None and self.streaming:
             self.producer.pauseProducing()
@@ -363,6 +366,17 @@ def test_number_with_extra_space_is_refused(session):
 def test_numbers_beyond_the_maildrop(session):
     assert session.ask(b"RETR 3") == b"-ERR No such message, only 2 messages in maildrop\r\n"
     assert session.ask(b"DELE 3") == b"-ERR No such message, only 2 messages in maildrop\r\n"
+
+
+def test_multiline_answers_go_out_in_one_write(server, session):
+    # Each write is a send of its own: a status line sent apart from its
+    # listing would wake the client twice.
+    for s, command in ((session, b"CAPA"), (session, b"LIST"), (session, b"UIDL"), (server.connect(), b"AUTH")):
+        s.read()
+        s.transport.writes = 0
+        answer = s.ask(command)
+        assert answer.startswith(b"+OK ") and answer.endswith(b"\r\n.\r\n")
+        assert s.transport.writes == 1, command
 
 
 # DELE, RSET, QUIT
