@@ -360,23 +360,29 @@ class Pop3Server(Pop3Engine):
     async def do_RETR(self, number):
         number = parse_message_number(number)
         size = self.mbox.view.readable(number).size
-        if await self._send_message(number, b"%d octets" % (size,), None):
+        if await self._send_message(number, size, b"%d octets" % (size,), None):
             self.mbox.mark_seen(number)
 
     async def do_TOP(self, number, lines):
         number = parse_message_number(number)
         top = TopFilter(parse_line_count(lines))
-        self.mbox.view.readable(number)
-        await self._send_message(number, b"Top of message follows", top)
+        size = self.mbox.view.readable(number).size
+        await self._send_message(number, size, b"Top of message follows", top)
 
-    async def _send_message(self, number: int, status: bytes, top: TopFilter | None) -> bool:
+    async def _send_message(self, number: int, size: int, status: bytes, top: TopFilter | None) -> bool:
         """
-        Stream the message; False if the connection went away meanwhile.
+        Stream the message of ``size`` octets; False if the connection went
+        away meanwhile.
 
         A message up to SEND_CHUNK goes out in one write with its status
         line and terminator.  Reading stops at the first short read, which
-        for a regular file is its end: no extra read() to see EOF.
+        for a regular file is its end: asking for one octet more than the
+        message holds, its one read comes back short, with no extra read()
+        to see EOF.  The read buffer is the message's size, not SEND_CHUNK:
+        glibc serves a buffer over its mmap threshold (128 KiB until a big
+        one is freed) with a fresh mapping each time, page faults and all.
         """
+        want = min(size + 1, SEND_CHUNK)
         file = await self.mbox.open_message(number)
         window = _SendWindow()
         self.transport.registerProducer(window, True)
@@ -384,8 +390,8 @@ class Pop3Server(Pop3Engine):
             stuffer = DotStuffer()
             pieces = [b"+OK " + status + b"\r\n"]
             while not window.stopped:
-                chunk = file.read(SEND_CHUNK)
-                last = len(chunk) < SEND_CHUNK
+                chunk = file.read(want)
+                last = len(chunk) < want
                 if top is not None:
                     chunk = top.transform(chunk)
                     last = last or top.done

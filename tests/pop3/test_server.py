@@ -471,6 +471,29 @@ def test_retr_stuffs_dots_at_chunk_boundaries(server, monkeypatch):
     assert body == b"Subject: x\r\n\r\n" + b"".join(b"..%d\r\n" % i for i in range(50)) + b".\r\n"
 
 
+def test_retr_reads_a_message_in_one_read_of_its_size(session, monkeypatch):
+    # One octet over the size comes back short: the end of the file, with
+    # no read() for EOF, and no buffer of SEND_CHUNK for a small message.
+    reads = []
+    open_message = session.protocol.mbox.open_message
+
+    async def recording(number):
+        file = await open_message(number)
+        read = file.read
+
+        def recorded(size):
+            reads.append(size)
+            return read(size)
+
+        file.read = recorded
+        return file
+
+    monkeypatch.setattr(session.protocol.mbox, "open_message", recording)
+    assert session.ask(b"RETR 1").endswith(b"line 3\r\n.\r\n")
+    assert session.ask(b"TOP 2 0").endswith(b"Subject: two\r\n\r\n.\r\n")
+    assert reads == [len(FIRST) + 1, len(SECOND) + 1]
+
+
 def test_retr_completes_unterminated_last_line(server):
     server.deliver(b"Subject: x\r\n\r\nno newline")
     s = server.connect()
