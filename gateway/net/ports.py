@@ -106,15 +106,17 @@ def share_accepts(port, loads: Loads | None = None) -> None:
     """
     accept = port.doRead
     # The others' counts when this port began standing aside for them, and when.
-    waiting_for: list = [None, 0.0]
+    waiting_for: tuple[int, ...] | None = None
+    since = 0.0
 
     def doRead():
+        nonlocal waiting_for, since
         if loads is not None and loads.lighter_elsewhere():
             now = port.reactor.seconds()
             others = loads.others()
-            if others != waiting_for[0]:
-                waiting_for[:] = [others, now]
-            if now - waiting_for[1] < PATIENCE_SECONDS:
+            if others != waiting_for:
+                waiting_for, since = others, now
+            if now - since < PATIENCE_SECONDS:
                 port.stopReading()
                 port.reactor.callLater(YIELD_SECONDS, resume)
                 return None
