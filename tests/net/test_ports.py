@@ -79,17 +79,6 @@ def _close(port, waiting):
         port.socket.close()
 
 
-@pytest.fixture
-def node():
-    """This process's view of a two-process node's connection counts, and the other process's."""
-    ours = Loads.create(2)
-    theirs = Loads(os.dup(ours.fileno()), 2, 1)
-    theirs.serving()
-    yield ours, theirs
-    os.close(ours.fileno())
-    os.close(theirs.fileno())
-
-
 def test_a_plain_port_takes_every_waiting_client_at_once():
     port, factory, waiting = _port_with_waiting_clients(3)
     try:
@@ -110,80 +99,73 @@ def test_a_shared_port_takes_one_client_per_wake_up_however_many_wait():
         _close(port, waiting)
 
 
-def test_a_port_stands_aside_while_another_process_holds_fewer_connections(node):
-    ours, theirs = node
-    port, factory, waiting = _port_with_waiting_clients(2, ours)
-    share_accepts(port, ours)
-    try:
-        port.doRead()
-        assert factory.count == 1
-        # One here, none there: the next is left to the other process.
-        port.doRead()
-        assert factory.count == 1
-        assert port not in port.reactor.readers
-        assert [delay for delay, _ in port.reactor.later] == [YIELD_SECONDS]
-        # It took one meanwhile; this process watches again and, the
-        # counts even, takes the next.
-        theirs.add(1)
-        port.reactor.run_later()
-        assert port in port.reactor.readers
-        port.doRead()
-        assert factory.count == 2
-    finally:
-        _close(port, waiting)
-
-
-def test_a_port_accepts_once_a_process_it_stood_aside_for_took_nothing_for_long(node):
-    ours, theirs = node
+@pytest.fixture
+def standing_aside():
+    """
+    A port of a two-process node with three clients waiting: it took the
+    first, then stood aside for the other process, which holds none.
+    Yields the port, its factory and the other process's view of the counts.
+    """
+    ours = Loads.create(2)
+    theirs = Loads(os.dup(ours.fileno()), 2, 1)
+    theirs.serving()
     port, factory, waiting = _port_with_waiting_clients(3, ours)
     share_accepts(port, ours)
     try:
         port.doRead()
         port.doRead()
-        port.reactor.run_later()
-        port.reactor.now += PATIENCE_SECONDS / 2
-        port.doRead()
-        assert factory.count == 1
-        # The other process is stuck: past the patience, the connection
-        # is taken here, and so is the next, without waiting again.
-        port.reactor.run_later()
-        port.reactor.now += PATIENCE_SECONDS
-        port.doRead()
-        port.doRead()
-        assert factory.count == 3
-        assert port.reactor.later == []
+        yield port, factory, theirs
     finally:
         _close(port, waiting)
+        os.close(ours.fileno())
+        os.close(theirs.fileno())
 
 
-def test_a_port_stands_aside_again_once_the_others_moved(node):
-    ours, theirs = node
-    port, factory, waiting = _port_with_waiting_clients(3, ours)
-    share_accepts(port, ours)
-    try:
-        port.doRead()
-        port.doRead()
-        port.reactor.run_later()
-        port.reactor.now += 2 * PATIENCE_SECONDS
-        port.doRead()
-        assert factory.count == 2
-        theirs.add(1)
-        port.doRead()
-        assert factory.count == 2
-        assert len(port.reactor.later) == 1
-    finally:
-        _close(port, waiting)
+def test_a_port_stands_aside_while_another_process_holds_fewer_connections(standing_aside):
+    port, factory, theirs = standing_aside
+    # One here, none there: the next is left to the other process.
+    assert factory.count == 1
+    assert port not in port.reactor.readers
+    assert [delay for delay, _ in port.reactor.later] == [YIELD_SECONDS]
+    # It took one meanwhile; this process watches again and, the counts
+    # even, takes the next.
+    theirs.add(1)
+    port.reactor.run_later()
+    assert port in port.reactor.readers
+    port.doRead()
+    assert factory.count == 2
 
 
-def test_a_port_that_stopped_listening_does_not_start_watching_again(node):
-    ours, theirs = node
-    port, factory, waiting = _port_with_waiting_clients(2, ours)
-    share_accepts(port, ours)
-    try:
-        port.doRead()
-        port.doRead()
-        port.connectionLost(None)
-        port.reactor.run_later()
-        assert port not in port.reactor.readers
-    finally:
-        _close(port, waiting)
+def test_a_port_accepts_once_a_process_it_stood_aside_for_took_nothing_for_long(standing_aside):
+    port, factory, theirs = standing_aside
+    port.reactor.run_later()
+    port.reactor.now += PATIENCE_SECONDS / 2
+    port.doRead()
+    assert factory.count == 1
+    # The other process is stuck: past the patience, the connection is
+    # taken here, and so is the next, without waiting again.
+    port.reactor.run_later()
+    port.reactor.now += PATIENCE_SECONDS
+    port.doRead()
+    port.doRead()
+    assert factory.count == 3
+    assert port.reactor.later == []
+
+
+def test_a_port_stands_aside_again_once_the_others_moved(standing_aside):
+    port, factory, theirs = standing_aside
+    port.reactor.run_later()
+    port.reactor.now += 2 * PATIENCE_SECONDS
+    port.doRead()
+    assert factory.count == 2
+    theirs.add(1)
+    port.doRead()
+    assert factory.count == 2
+    assert len(port.reactor.later) == 1
+
+
+def test_a_port_that_stopped_listening_does_not_start_watching_again(standing_aside):
+    port, factory, theirs = standing_aside
+    port.connectionLost(None)
+    port.reactor.run_later()
+    assert port not in port.reactor.readers
