@@ -474,10 +474,18 @@ def raw(gateway) -> socket.socket:
 
 
 def read_until_closed(sock, limit=1_000_000) -> bytes:
-    """Everything the server sends until it closes; bounded by the socket timeout and ``limit``."""
+    """
+    Everything the server sends until it closes; bounded by the socket
+    timeout and ``limit``.  A server that closes with the client's input
+    unread resets the connection (RFC 1122 4.2.2.13): the reset comes after
+    all it sent, so it ends the stream as a close does.
+    """
     received = b""
     while len(received) < limit:
-        chunk = sock.recv(65536)
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return received
         if not chunk:
             return received
         received += chunk
