@@ -28,6 +28,7 @@ from gateway.store.traced import TracedMessage, WholeCopy
 # is a fair worst case where 1 GB would not be.
 IN_MEMORY = 256 * 1024
 
+
 class LineEnds:
     """Whether every line of data seen so far, in chunks, ends in CRLF."""
 
