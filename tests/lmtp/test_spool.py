@@ -65,6 +65,21 @@ def test_a_message_that_fits_in_memory_makes_no_spool_file(store, spooled_inodes
     assert os.listdir(store.root / "tmp") == []
 
 
+@pytest.mark.parametrize("recipients", [(b"<alice@example.test>",), (b"<alice@example.test>", b"<bob@example.test>")])
+def test_a_message_in_memory_with_bare_line_feeds_is_stored_as_crlf(store, spooled_inodes, recipients):
+    session = Session(store)
+    session.start(*recipients)
+    assert session.send(b"Subject: lf\n\nbare\nfeeds\rand a CR\r\n.\r\n") == [
+        b"250 2.0.0 %s Saved as UID 1" % recipient for recipient in recipients
+    ]
+    assert spooled_inodes == []
+    for recipient in recipients:
+        [body] = bodies(store, recipient[1:].split(b"@")[0].decode())
+        fields, rest = traced(body)
+        assert fields["recipient"] == recipient[1:-1]
+        assert rest == b"Subject: lf\r\n\r\nbare\r\nfeeds\r\nand a CR\r\n"
+
+
 def test_one_recipient_copy_is_the_spool_file_itself(store, spooled_inodes):
     session = Session(store)
     session.start()
