@@ -120,17 +120,34 @@ def answer(seq: int, uid: int, plan: FetchPlan, flags: bytes | None, record, str
 
 
 @attrs.frozen
+class CachedLines:
+    """
+    Whole ``* seq FETCH (...)`` lines from each message's parts that never
+    change (``fetch_cache``) and what the session knows (its UID and
+    FLAGS): ``key`` names the item list, ``render(row)`` makes a message's
+    parts from its ``fetch_rows`` row (bytes, or a tuple of them where
+    UID or FLAGS come between), ``line(seq, uid, flags, parts)`` the line.
+    """
+
+    key: tuple
+    render: Callable[[tuple], bytes | tuple]
+    line: Callable[[int, int, bytes | None, bytes | tuple], bytes]
+
+
+@attrs.frozen
 class LineWriter:
     """
     What formats whole ``* seq FETCH (...)`` lines from the store's
     ``fetch_rows`` tuples: ``columns`` is what to ask it for,
     ``modseq_at`` where MODSEQ is in a row (None if not asked for), and
-    ``line(seq, flags, row)`` the line of a message.
+    ``line(seq, flags, row)`` the line of a message; ``cached`` the same
+    from kept parts, when the items are all either kept or the session's.
     """
 
     columns: tuple[str, ...]
     modseq_at: int | None
     line: Callable[[int, bytes | None, tuple], bytes]
+    cached: CachedLines | None = None
 
 
 def line_writer(plan: FetchPlan) -> LineWriter | None:
@@ -149,27 +166,26 @@ def line_writer(plan: FetchPlan) -> LineWriter | None:
         # In (seq, flags, uid, *values).
         return 3 + columns.index(name)
 
-    formats, picks, shapes = [], [0], []
+    # Each item's format, its value's place in (seq, flags, uid, *values),
+    # and what shapes the value first (or None).
+    items = []
     for name, item, section in plan.layout:
         if section is not None:
-            form, place, shape = name + b" %s", column("header"), _header_shape(section)
+            items.append((name + b" %s", column("header"), _header_shape(section)))
         elif item == "UID":
-            form, place, shape = b"UID %d", 2, None
+            items.append((b"UID %d", 2, None))
         elif item == "FLAGS":
-            form, place, shape = b"FLAGS %s", 1, None
+            items.append((b"FLAGS %s", 1, None))
         elif item == "RFC822.HEADER":
-            form, place, shape = b"RFC822.HEADER %s", column("header"), _literal
+            items.append((b"RFC822.HEADER %s", column("header"), _literal))
         else:
             form, name_of = _LINE_ITEMS[item]
-            place, shape = column(name_of), None
-        if shape is not None:
-            shapes.append((len(picks), shape))
-        formats.append(form)
-        picks.append(place)
+            items.append((form, column(name_of), None))
     modseq_at = 1 + columns.index("modseq") if "modseq" in columns else None
-    template = b"* %d FETCH (" + b" ".join(formats) + b")\r\n"
+    template = b"* %d FETCH (" + b" ".join(form for form, _, _ in items) + b")\r\n"
     # Picks the template's values out of (seq, flags, uid, *values).
-    pick = operator.itemgetter(*picks)
+    pick = operator.itemgetter(0, *(place for _, place, _ in items))
+    shapes = [(at, shape) for at, (_, _, shape) in enumerate(items, 1) if shape is not None]
 
     def line(seq: int, flags: bytes | None, row: tuple) -> bytes:
         return template % pick((seq, flags, *row))
@@ -180,7 +196,70 @@ def line_writer(plan: FetchPlan) -> LineWriter | None:
             values[place] = shape(values[place])
         return template % tuple(values)
 
-    return LineWriter(tuple(columns), modseq_at, shaped_line if shapes else line)
+    cached = None if modseq_at is not None else _cached_lines(plan.items, items)
+    return LineWriter(tuple(columns), modseq_at, shaped_line if shapes else line, cached)
+
+
+def _cached_lines(key: tuple, items: list) -> CachedLines | None:
+    """
+    ``CachedLines`` of ``items`` (from ``line_writer``, no MODSEQ): the
+    kept items between UID and FLAGS rendered as runs, one format each.
+    """
+    # The line's formats, with each run of kept items as one "%s"; the
+    # place of each value in (seq, uid, flags, *runs).
+    forms, places, runs = [], [0], []
+    for form, place, shape in items:
+        if place in (1, 2):
+            forms.append(form)
+            places.append(2 if place == 1 else 1)
+            continue
+        if not runs or places[-1] != 2 + len(runs):
+            forms.append(b"%s")
+            runs.append([])
+            places.append(2 + len(runs))
+        runs[-1].append((form, place - 2, shape))
+    if not runs:
+        return None
+    renders = [_run_render(run) for run in runs]
+    template = b"* %d FETCH (" + b" ".join(forms) + b")\r\n"
+    if len(renders) == 1:
+        render = renders[0]
+        if places == [0, 1, 2, 3]:
+            def line(seq: int, uid: int, flags: bytes | None, parts: bytes) -> bytes:
+                return template % (seq, uid, flags, parts)
+        else:
+            pick = operator.itemgetter(*places)
+
+            def line(seq: int, uid: int, flags: bytes | None, parts: bytes) -> bytes:
+                return template % pick((seq, uid, flags, parts))
+    else:
+        def render(row: tuple) -> tuple:
+            return tuple(run(row) for run in renders)
+
+        pick = operator.itemgetter(*places)
+
+        def line(seq: int, uid: int, flags: bytes | None, parts: tuple) -> bytes:
+            return template % pick((seq, uid, flags, *parts))
+
+    return CachedLines(key, render, line)
+
+
+def _run_render(run: list) -> Callable[[tuple], bytes]:
+    """What renders kept items (format, place in the row, shape) from a ``fetch_rows`` row."""
+    template = b" ".join(form for form, _, _ in run)
+    pick = operator.itemgetter(*(place for _, place, _ in run))
+    shapes = [(at, shape) for at, (_, _, shape) in enumerate(run) if shape is not None]
+    if len(run) == 1:
+        shape = run[0][2] or (lambda value: value)
+        return lambda row: template % shape(pick(row))
+
+    def render(row: tuple) -> bytes:
+        values = list(pick(row))
+        for at, shape in shapes:
+            values[at] = shape(values[at])
+        return template % tuple(values)
+
+    return render
 
 
 def _literal(content: bytes) -> bytes:
