@@ -178,19 +178,20 @@ class FetchCommand:
                 break
             flags = view.flags_texts(batch) if wants_flags else repeat(None)
             if complete and there is None:
-                lines = list(map(cached.line, seqs, uids, flags, parts))
+                lines = cached.lines(seqs, uids, flags, parts)
                 if wants_flags:
                     # An update of them still owed went in this answer.
                     _told_flags(view, batch)
             else:
-                lines = []
-                for seq, uid, shown, found in zip(seqs, uids, flags, parts):
-                    if found is None or (there is not None and uid not in there):
-                        # RFC 2180 4.1.3: leave it out of the answer.
-                        expunged = True
-                        continue
-                    lines.append(cached.line(seq, uid, shown, found))
-                    if wants_flags:
+                kept_here = [
+                    (seq, uid, shown, found) for seq, uid, shown, found in zip(seqs, uids, flags, parts)
+                    # RFC 2180 4.1.3: leave those gone out of the answer.
+                    if found is not None and (there is None or uid in there)
+                ]
+                expunged = expunged or len(kept_here) < len(uids)
+                lines = cached.lines(*zip(*kept_here)) if kept_here else []
+                if wants_flags:
+                    for _, uid, _, _ in kept_here:
                         view.told_flags(uid)
             if lines:
                 out.write(b"".join(lines))

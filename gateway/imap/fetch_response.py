@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import attrs
 
@@ -126,12 +126,13 @@ class CachedLines:
     change (``fetch_cache``) and what the session knows (its UID and
     FLAGS): ``key`` names the item list, ``render(row)`` makes a message's
     parts from its ``fetch_rows`` row (bytes, or a tuple of them where
-    UID or FLAGS come between), ``line(seq, uid, flags, parts)`` the line.
+    UID or FLAGS come between), ``lines(seqs, uids, flags, parts)`` the
+    lines of many messages, from a value of each for each.
     """
 
     key: tuple
     render: Callable[[tuple], bytes | tuple]
-    line: Callable[[int, int, bytes | None, bytes | tuple], bytes]
+    lines: Callable[[Iterable, Iterable, Iterable, Iterable], list[bytes]]
 
 
 @attrs.frozen
@@ -222,26 +223,24 @@ def _cached_lines(key: tuple, items: list) -> CachedLines | None:
         return None
     renders = [_run_render(run) for run in runs]
     template = b"* %d FETCH (" + b" ".join(forms) + b")\r\n"
+    format_line = template.__mod__
     if len(renders) == 1:
         render = renders[0]
-        if places == [0, 1, 2, 3]:
-            def line(seq: int, uid: int, flags: bytes | None, parts: bytes) -> bytes:
-                return template % (seq, uid, flags, parts)
-        else:
-            pick = operator.itemgetter(*places)
 
-            def line(seq: int, uid: int, flags: bytes | None, parts: bytes) -> bytes:
-                return template % pick((seq, uid, flags, parts))
+        def lines(seqs, uids, flags, parts) -> list[bytes]:
+            sources = (seqs, uids, flags, parts)
+            return list(map(format_line, zip(*[sources[place] for place in places])))
     else:
         def render(row: tuple) -> tuple:
             return tuple(run(row) for run in renders)
 
         pick = operator.itemgetter(*places)
 
-        def line(seq: int, uid: int, flags: bytes | None, parts: tuple) -> bytes:
-            return template % pick((seq, uid, flags, *parts))
+        def lines(seqs, uids, flags, parts) -> list[bytes]:
+            return [format_line(pick((seq, uid, shown, *found)))
+                    for seq, uid, shown, found in zip(seqs, uids, flags, parts)]
 
-    return CachedLines(key, render, line)
+    return CachedLines(key, render, lines)
 
 
 def _run_render(run: list) -> Callable[[tuple], bytes]:

@@ -195,3 +195,15 @@ def test_a_small_budget_answers_the_same(store, monkeypatch):
     # What did not fit is read again, nothing more.
     assert 0 < len(reads.asked[1]) < 20
     assert s.factory.fetch_parts.size <= 2000
+
+
+def test_messages_apart_in_the_view_all_there(store):
+    inbox = inbox_of(store)
+    deliver(store, inbox, 4)
+    s = Session(store).login()
+    s.command(b"s EXAMINE INBOX")
+    whole = s.command(b"f FETCH 1:4 (ENVELOPE FLAGS RFC822.SIZE)")
+    # Not one run of the view: the store says which are there, one by one.
+    for _ in range(2):
+        assert s.command(b"f FETCH 1,3:4 (ENVELOPE FLAGS RFC822.SIZE)") == [
+            whole[0], whole[2], whole[3], b"f OK FETCH completed"]

@@ -165,7 +165,8 @@ def test_line_writer_gives_the_bytes_of_the_general_answer(message, items, by_ui
         assert cached is None
     else:
         parts = cached.render(store_row(uid, line.columns, record, structure))
-        assert cached.line(seq, uid, flags, parts) == expected
+        assert cached.lines([seq, seq + 1], [uid, uid], [flags, flags], [parts, parts]) == [
+            expected, expected.replace(b"* %d " % seq, b"* %d " % (seq + 1), 1)]
         assert cached.key == planned.items
 
 
