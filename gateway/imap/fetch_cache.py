@@ -23,6 +23,8 @@ BUDGET = 48 * 1024 * 1024
 # What a kept message costs beyond its bytes: its dict slot, its key, the
 # bytes object's header.
 _OVERHEAD = 120
+# Parts of expunged messages a mailbox may keep beyond those it holds.
+_SLACK = 1000
 
 
 class RenderedParts:
@@ -45,10 +47,19 @@ class RenderedParts:
         self._kept.move_to_end(key)
         return kept.parts
 
-    def keep(self, key: tuple, rendered: dict) -> None:
-        """Keep ``rendered`` (UID -> parts) under ``key``, as much of it as the budget allows."""
+    def keep(self, key: tuple, rendered: dict, exists: int) -> None:
+        """
+        Keep ``rendered`` (UID -> parts) under ``key``, as much of it as
+        the budget allows; ``exists`` is how many messages the mailbox
+        holds.  Parts of messages expunged since stay until their mailbox
+        has twice as many kept as it holds: then they all go, and those
+        still there are kept again as they are fetched.
+        """
         kept = self._kept.get(key)
         if kept is None:
+            kept = self._kept[key] = _Kept()
+        elif len(kept.parts) + len(rendered) > 2 * exists + _SLACK:
+            self.size -= kept.size
             kept = self._kept[key] = _Kept()
         self._kept.move_to_end(key)
         for uid, parts in rendered.items():

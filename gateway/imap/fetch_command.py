@@ -7,7 +7,10 @@ each answer is a ``fetch_response.FetchResponse``; this mixin of
 ``gateway.imap.server.IMAPServer`` loads what the plan wants from the
 store, a batch at a time, and writes the answers through an ``Output``
 at the pace the client reads, streaming big sections from the file.
-UID and FLAGS alone are answered from the selected view.
+UID and FLAGS alone are answered from the selected view; what never
+changes of a message's answer (its size, date, envelope, structure, header
+fields) is kept rendered in the factory's ``fetch_cache``, so a client
+listing a mailbox again costs the store one count a batch.
 """
 
 from __future__ import annotations
@@ -167,7 +170,7 @@ class FetchCommand:
                 missing = [uid for uid, found in zip(uids, parts) if found is None]
                 rows = await store.fetch_rows(view.mailbox_id, missing, line.columns)
                 rendered = {row[0]: cached.render(row) for row in rows}
-                kept.keep(key, rendered)
+                kept.keep(key, rendered, view.exists)
                 parts = [rendered.get(uid) if found is None else found for uid, found in zip(uids, parts)]
                 complete, read = len(rendered) == len(missing), len(rendered) == len(uids)
             # UIDs the store still has, when that is not all of them.

@@ -9,7 +9,9 @@ gave for the message.
 ranges between them for ``Output.write_file`` to stream.  ``line_writer``
 answers the plans that need no message file (the list a client fetches
 when it opens a mailbox) from the store's plain rows, with one formatting
-of a bytes template a message, byte for byte what ``answer`` gives.
+of a bytes template a message, byte for byte what ``answer`` gives; its
+``CachedLines`` do the same from parts rendered once and kept
+(``fetch_cache``), with the session's UID and FLAGS between them.
 
 No Twisted import here.
 """

@@ -50,12 +50,12 @@ class StoreReads:
 
 def test_parts_are_kept_by_key_and_the_least_recently_used_go_first():
     kept = RenderedParts(budget=1000)
-    kept.keep(("a",), {1: b"x" * 100, 2: b"y" * 100})
-    kept.keep(("b",), {1: b"z" * 100})
+    kept.keep(("a",), {1: b"x" * 100, 2: b"y" * 100}, 2)
+    kept.keep(("b",), {1: b"z" * 100}, 1)
     assert kept.lookup(("a",)) == {1: b"x" * 100, 2: b"y" * 100}
     assert kept.lookup(("c",)) == {}
     # "b" is the least recently used now: it goes to make room.
-    kept.keep(("c",), {uid: b"w" * 100 for uid in range(3)})
+    kept.keep(("c",), {uid: b"w" * 100 for uid in range(3)}, 3)
     assert kept.lookup(("b",)) == {}
     assert sorted(kept.lookup(("c",))) == [0, 1, 2]
     assert kept.size <= kept.budget
@@ -63,12 +63,21 @@ def test_parts_are_kept_by_key_and_the_least_recently_used_go_first():
 
 def test_what_does_not_fit_alone_is_not_kept():
     kept = RenderedParts(budget=1000)
-    kept.keep(("a",), {uid: b"x" * 200 for uid in range(10)})
+    kept.keep(("a",), {uid: b"x" * 200 for uid in range(10)}, 10)
     # The first fit; the budget is never overdrawn.
     assert 0 < len(kept.lookup(("a",))) < 10
     assert kept.size <= kept.budget
-    kept.keep(("a",), {1: (b"two", b"parts")})
+    kept.keep(("a",), {1: (b"two", b"parts")}, 10)
     assert kept.size <= kept.budget
+
+
+def test_a_mailbox_keeps_parts_of_expunged_messages_within_bounds():
+    kept = RenderedParts()
+    for start in range(0, 5000, 100):
+        # A mailbox of 100 messages, all expunged and delivered again.
+        kept.keep(("a",), {uid: b"x" for uid in range(start, start + 100)}, 100)
+        assert len(kept.lookup(("a",))) <= 2 * 100 + 1000
+    assert kept.size == sum(len(parts) + 120 for parts in kept.lookup(("a",)).values())
 
 
 # -- through the protocol ---------------------------------------------------
