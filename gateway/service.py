@@ -33,6 +33,7 @@ from gateway.policy.limits import ConnectionLimiter
 from gateway.policy.login import LoginPolicy
 from gateway.policy.quota import Quotas
 from gateway.net.metrics import Metrics, MetricsFactory, MetricsService, metrics_site
+from gateway.net.balance import Loads
 from gateway.net.ports import ListeningPorts, close_now, share_accepts
 from gateway.net import unix
 from gateway.net.proxy import TrustedProxyFactory, split_description
@@ -234,7 +235,7 @@ def _admission(live: LiveConfig, listener: Listener):
 
 def make_service(
     data_dir: Path, config: Config, reactor, read_config: Callable[[], Config] | None = None, *,
-    worker: int = 0, listen: Callable | None = None,
+    worker: int = 0, listen: Callable | None = None, loads: Loads | None = None,
 ) -> MultiService:
     """
     ``read_config``, when given, is how SIGHUP reads the config again (it
@@ -244,7 +245,9 @@ def make_service(
     another (``gateway/worker.py``) gives ``listen(name, description,
     factory)``, returning the port it serves or None (the metrics page is
     served by worker 0 alone), in place of binding.  Everything around the
-    ports is built the same in every process.
+    ports is built the same in every process.  ``loads`` is a worker's view
+    of the node's connection counts (``gateway/net/balance.py``); the main
+    process of several makes the table (``top.loads``).
     """
     if listen is None:
 
@@ -293,6 +296,9 @@ def make_service(
     # LMTP gets a budget of its own: a flood of client connections from
     # loopback must not stop the MTA from delivering.
     delivery_connections = ConnectionLimiter(limits.max_connections, limits.max_connections, limits.ipv6_prefix)
+    if loads is None and config.server.workers > 1:
+        # The main process: the workers get the table at their start.
+        loads = Loads.create(config.server.workers)
     counted = Metrics(CollectorRegistry(), listeners=[listener.name for listener in listeners], node=node)
     # One application factory per protocol and TLS policy, shared by its
     # plain and TLS listeners, so that a session is the same whichever port
@@ -311,7 +317,7 @@ def make_service(
             if listener.implicit_tls:
                 factory = implicit_tls_factory(factory, certificates, reactor, listener.policy)
             limiter = delivery_connections if listener.protocol == "lmtp" else client_connections
-            factory = ConnectionLimitFactory(factory, limiter, listener.name, listener.kind)
+            factory = ConnectionLimitFactory(factory, limiter, listener.name, listener.kind, loads)
             if listener.protocol != "lmtp":
                 # Outside the limits: a refused client holds no place there.
                 factory = NetworkAccessFactory(factory, _admission(live, listener), listener.name, listener.kind)
@@ -324,7 +330,7 @@ def make_service(
                 else:
                     port = listen(listener.name, endpoint, factory)
                 if config.server.workers > 1:
-                    share_accepts(port)
+                    share_accepts(port, loads)
                 ports.append((listener.name, port))
                 serving.append((listener.name, endpoint, port))
         for description in config.listeners.metrics:
@@ -363,5 +369,6 @@ def make_service(
     top.serving = serving
     top.logins = logins
     top.node_metrics = node
+    top.loads = loads
     return top
 

@@ -63,7 +63,7 @@ def makeService(options: Options):
 
             # Last, so started after twistd drops privileges and stopped first.
             plan = WorkerPlan(data_dir, config_path or data_dir / "gateway.toml", text, overrides, service.serving,
-                              service.node_metrics)
+                              service.loads, service.node_metrics)
             Workers(config.server.workers, plan, reactor, service.logins).setServiceParent(service)
         # On the first turn of the loop: after twistd has forked and
         # every service has started (callWhenRunning calls made later).

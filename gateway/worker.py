@@ -21,7 +21,8 @@ from pathlib import Path
 from twisted.internet.error import ConnectionDone, ReactorNotRunning
 from twisted.logger import FileLogObserver, Logger, eventAsJSON, globalLogBeginner
 
-from gateway.workers import AUTHORITY_FD, EVENTS_FD, SERVING
+from gateway.net.balance import Loads
+from gateway.workers import AUTHORITY_FD, EVENTS_FD, LOADS_FD, SERVING
 
 log = Logger()
 
@@ -41,8 +42,9 @@ def main() -> None:
 
     try:
         read_config, config = _configs(spec)
+        shares = Loads(LOADS_FD, config.server.workers, index)
         service = make_service(Path(spec["data"]), config, reactor, read_config, worker=index,
-                               listen=_adopter(reactor, spec["ports"]))
+                               listen=_adopter(reactor, spec["ports"]), loads=shares)
     except (StartupError, ConfigError) as e:
         log.critical("Worker {worker} cannot start: {error}", worker=index, error=str(e))
         raise SystemExit(1) from None
@@ -55,6 +57,7 @@ def main() -> None:
         for number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(number, lambda signum, frame: reactor.callFromThread(_stop, reactor))
         service.startService()
+        shares.serving()
         log.info("Worker {worker} serving (pid {pid})", worker=index, pid=os.getpid(), **{SERVING: True})
         reactor.callLater(0, settle)
 

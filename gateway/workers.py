@@ -23,6 +23,9 @@ What passes between the main process and a worker:
 - ``AUTHORITY_FD``, one end of a socket pair: the failed logins and the
   sessions per user the workers count in the main process
   (``gateway/policy/shared.py``).
+- ``LOADS_FD``, a memfd: every process's count of connections
+  (``gateway/net/balance.py``), so that a new connection goes to a process
+  that holds fewer.
 - signals: SIGTERM stops a worker; the main process's SIGHUP is passed on,
   once the worker said it serves, so that each reloads its config.
 
@@ -49,6 +52,7 @@ from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 
 import gateway
 from gateway.net import nodemetrics
+from gateway.net.balance import Loads
 from gateway.policy.shared import LoginAuthority
 
 log = Logger()
@@ -56,7 +60,8 @@ log = Logger()
 # The worker's descriptors beside stdin, stdout and stderr.
 EVENTS_FD = 3
 AUTHORITY_FD = 4
-FIRST_PORT_FD = 5
+LOADS_FD = 5
+FIRST_PORT_FD = 6
 # The field of the log event that says a worker serves (``gateway.worker``).
 SERVING = "worker_serving"
 # A worker that ran this long is started again at once; one that ended
@@ -78,6 +83,7 @@ class WorkerPlan:
     config_text: str
     overrides: dict
     ports: list
+    loads: Loads
     node_metrics: Path | None = None
 
     def spec(self, index: int) -> dict:
@@ -95,7 +101,7 @@ class WorkerPlan:
         }
 
     def child_fds(self, authority: int) -> dict:
-        fds = {0: "w", 1: "r", 2: "r", EVENTS_FD: "r", AUTHORITY_FD: authority}
+        fds = {0: "w", 1: "r", 2: "r", EVENTS_FD: "r", AUTHORITY_FD: authority, LOADS_FD: self.loads.fileno()}
         for position, (_, _, port) in enumerate(self.ports):
             fds[FIRST_PORT_FD + position] = port.fileno()
         return fds
@@ -221,6 +227,7 @@ class Workers(Service):
 
     def _ended(self, ended, worker: WorkerProcess) -> None:
         self.workers.pop(worker.index, None)
+        self.plan.loads.gone(worker.index)
         if self.plan.node_metrics is not None:
             nodemetrics.process_ended(self.plan.node_metrics, worker.pid)
         if self._stopping:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from twisted.protocols.policies import WrappingFactory
 
+from gateway.net.balance import Loads
 from gateway.net.gate import GatedConnection
 from gateway.policy.limits import ConnectionLimiter
 
@@ -41,10 +42,16 @@ class _LimitedConnection(GatedConnection):
 
     def admit(self, host: str | None) -> bool:
         self._counted_as = self.factory.limiter.try_acquire(host)
-        return self._counted_as is not None
+        if self._counted_as is None:
+            return False
+        if self.factory.loads is not None:
+            self.factory.loads.add(1)
+        return True
 
     def leave(self) -> None:
         self.factory.limiter.release(self._counted_as)
+        if self.factory.loads is not None:
+            self.factory.loads.add(-1)
 
 
 class ConnectionLimitFactory(WrappingFactory):
@@ -53,14 +60,17 @@ class ConnectionLimitFactory(WrappingFactory):
     ``limiter`` (shared between listeners that share a budget); ``kind``
     (the listener's own name unless it has another: pop3, imap, lmtp,
     pop3s, imaps) picks the line written to a refused client before the
-    close, if any.
+    close, if any.  ``loads``, in a node of several processes, is told of
+    every connection admitted and ended (``gateway/net/balance.py``).
     """
 
     protocol = _LimitedConnection
     refused_because = "too many connections"
 
-    def __init__(self, wrapped_factory, limiter: ConnectionLimiter, listener: str, kind: str | None = None) -> None:
+    def __init__(self, wrapped_factory, limiter: ConnectionLimiter, listener: str, kind: str | None = None,
+                 loads: Loads | None = None) -> None:
         super().__init__(wrapped_factory)
         self.limiter = limiter
+        self.loads = loads
         self.listener = listener
         self.refusal = REFUSALS[kind or listener]

@@ -15,8 +15,17 @@ from twisted.internet.defer import gatherResults, maybeDeferred
 from twisted.logger import Logger
 
 from gateway.net import unix
+from gateway.net.balance import Loads
 
 log = Logger()
+
+# A process holding more connections than another leaves new connections
+# to the others (share_accepts), looking again each YIELD_SECONDS, for at
+# most PATIENCE_SECONDS while none of them takes any: a process waiting
+# for work wakes far sooner, even on a loaded machine, and a client never
+# notices so short a wait.
+YIELD_SECONDS = 0.001
+PATIENCE_SECONDS = 0.01
 
 
 class ListeningPorts(Service):
@@ -76,23 +85,46 @@ def address_text(address) -> str:
     return f"{address.host}:{address.port}"
 
 
-def share_accepts(port) -> None:
+def share_accepts(port, loads: Loads | None = None) -> None:
     """
     Make ``port``, whose listening socket other processes serve too, accept
-    one connection each time it is readable.
+    one connection each time it is readable, and none while another
+    process of ``loads`` holds fewer connections.
 
     Every process watching a shared socket is woken by a new connection,
     and Twisted's port accepts up to a hundred at once (``numberAccepts``,
     which grows while there are more).  So a burst of clients, as when
     eight desktop clients poll at once, goes wholly to whichever process
-    woke first, and the other processes idle.  Taking one at a time, each
-    process comes back for the next once its turn is done, and a busy
-    process comes back later than an idle one: the load spreads by itself.
+    woke first, and the other processes idle.  Taking one at a time is not
+    enough: the process that woke first is back for the next before the
+    others are awake.  So a process holding more connections than another
+    stops watching the socket for ``YIELD_SECONDS``, and the lighter one,
+    woken by the same connection, takes it.  Only while the others make
+    progress: once no other process's count has moved for
+    ``PATIENCE_SECONDS`` of standing aside (a worker stuck in a long turn),
+    this one accepts, until their counts move again.
     """
     accept = port.doRead
+    # The others' counts when this port began standing aside for them, and when.
+    waiting_for: tuple[int, ...] | None = None
+    since = 0.0
 
     def doRead():
+        nonlocal waiting_for, since
+        if loads is not None and loads.lighter_elsewhere():
+            now = port.reactor.seconds()
+            others = loads.others()
+            if others != waiting_for:
+                waiting_for, since = others, now
+            if now - since < PATIENCE_SECONDS:
+                port.stopReading()
+                port.reactor.callLater(YIELD_SECONDS, resume)
+                return None
         port.numberAccepts = 1
         return accept()
+
+    def resume():
+        if port.connected:
+            port.startReading()
 
     port.doRead = doRead

@@ -153,6 +153,31 @@ def test_every_process_serves_pop3_and_imap_logins_on_one_port(server):
         session.logout()
 
 
+def connection_counts(pid: int) -> tuple[int, ...]:
+    """The node's table of connections per process (gateway/net/balance.py), read through the main process's fd."""
+    fds = Path(f"/proc/{pid}/fd")
+    fd = next(entry for entry in fds.iterdir() if os.readlink(entry).startswith("/memfd:gateway-loads"))
+    table = os.open(fd, os.O_RDONLY)
+    try:
+        data = os.pread(table, 8 * WORKERS, 0)
+    finally:
+        os.close(table)
+    return tuple(int.from_bytes(data[index:index + 8], "little", signed=True) for index in range(0, len(data), 8))
+
+
+def test_every_process_tells_the_others_how_many_connections_it_holds(server):
+    pids = node(server)
+    sessions, per_process = spread(pids, lambda: pop3(server))
+    more, more_per_process = spread(pids, lambda: imap(server))
+    expected = tuple(per_process[pid] + more_per_process[pid] for pid in pids)
+    wait_for(lambda: connection_counts(pids[0]) == expected, what=f"connection counts {expected}")
+    for session in sessions:
+        session.quit()
+    for session in more:
+        session.logout()
+    wait_for(lambda: connection_counts(pids[0]) == (0,) * WORKERS, what="connection counts back to none")
+
+
 def scrape(server) -> dict:
     (address,) = server.ports["metrics"]
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
