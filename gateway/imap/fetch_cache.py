@@ -62,6 +62,13 @@ class RenderedParts:
             self.size -= kept.size
             kept = self._kept[key] = _Kept()
         self._kept.move_to_end(key)
+        if rendered and type(next(iter(rendered.values()))) is bytes:
+            cost = sum(map(len, rendered.values())) + _OVERHEAD * len(rendered)
+            if self.size + cost <= self.budget and kept.parts.keys().isdisjoint(rendered):
+                kept.parts.update(rendered)
+                kept.size += cost
+                self.size += cost
+                return
         for uid, parts in rendered.items():
             if uid in kept.parts:
                 continue

@@ -169,10 +169,14 @@ class FetchCommand:
             if None in parts:
                 missing = [uid for uid, found in zip(uids, parts) if found is None]
                 rows = await store.fetch_rows(view.mailbox_id, missing, line.columns)
-                rendered = {row[0]: cached.render(row) for row in rows}
+                rendered = cached.render(rows)
                 kept.keep(key, rendered, view.exists)
-                parts = [rendered.get(uid) if found is None else found for uid, found in zip(uids, parts)]
-                complete, read = len(rendered) == len(missing), len(rendered) == len(uids)
+                read = len(rendered) == len(uids)
+                if len(missing) == len(uids):
+                    parts = list(map(rendered.get, uids))
+                else:
+                    parts = [rendered.get(uid) if found is None else found for uid, found in zip(uids, parts)]
+                complete = len(rendered) == len(missing)
             # UIDs the store still has, when that is not all of them.
             there = None
             if not read and not await self._all_there(seqs, uids):

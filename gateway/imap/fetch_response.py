@@ -126,14 +126,15 @@ class CachedLines:
     """
     Whole ``* seq FETCH (...)`` lines from each message's parts that never
     change (``fetch_cache``) and what the session knows (its UID and
-    FLAGS): ``key`` names the item list, ``render(row)`` makes a message's
-    parts from its ``fetch_rows`` row (bytes, or a tuple of them where
-    UID or FLAGS come between), ``lines(seqs, uids, flags, parts)`` the
-    lines of many messages, from a value of each for each.
+    FLAGS): ``key`` names the item list, ``render(rows)`` makes the
+    parts of messages from their ``fetch_rows`` rows, by UID (bytes, or a
+    tuple of them where UID or FLAGS come between), ``lines(seqs, uids,
+    flags, parts)`` the lines of many messages, from a value of each for
+    each.
     """
 
     key: tuple
-    render: Callable[[tuple], bytes | tuple]
+    render: Callable[[list], dict]
     lines: Callable[[Iterable, Iterable, Iterable, Iterable], list[bytes]]
 
 
@@ -226,15 +227,19 @@ def _cached_lines(key: tuple, items: list) -> CachedLines | None:
     renders = [_run_render(run) for run in runs]
     template = b"* %d FETCH (" + b" ".join(forms) + b")\r\n"
     format_line = template.__mod__
+    uid_of = operator.itemgetter(0)
     if len(renders) == 1:
-        render = renders[0]
+        run = renders[0]
+
+        def render(rows: list) -> dict:
+            return dict(zip(map(uid_of, rows), run(rows)))
 
         def lines(seqs, uids, flags, parts) -> list[bytes]:
             sources = (seqs, uids, flags, parts)
             return list(map(format_line, zip(*[sources[place] for place in places])))
     else:
-        def render(row: tuple) -> tuple:
-            return tuple(run(row) for run in renders)
+        def render(rows: list) -> dict:
+            return dict(zip(map(uid_of, rows), zip(*[run(rows) for run in renders])))
 
         pick = operator.itemgetter(*places)
 
@@ -245,22 +250,24 @@ def _cached_lines(key: tuple, items: list) -> CachedLines | None:
     return CachedLines(key, render, lines)
 
 
-def _run_render(run: list) -> Callable[[tuple], bytes]:
-    """What renders kept items (format, place in the row, shape) from a ``fetch_rows`` row."""
-    template = b" ".join(form for form, _, _ in run)
+def _run_render(run: list) -> Callable[[list], list[bytes]]:
+    """What renders kept items (format, place in the row, shape) from ``fetch_rows`` rows, a run each."""
+    format_run = b" ".join(form for form, _, _ in run).__mod__
     pick = operator.itemgetter(*(place for _, place, _ in run))
     shapes = [(at, shape) for at, (_, _, shape) in enumerate(run) if shape is not None]
+    if not shapes:
+        return lambda rows: list(map(format_run, map(pick, rows)))
     if len(run) == 1:
-        shape = run[0][2] or (lambda value: value)
-        return lambda row: template % shape(pick(row))
+        shape = shapes[0][1]
+        return lambda rows: [format_run(shape(pick(row))) for row in rows]
 
     def render(row: tuple) -> bytes:
         values = list(pick(row))
         for at, shape in shapes:
             values[at] = shape(values[at])
-        return template % tuple(values)
+        return format_run(tuple(values))
 
-    return render
+    return lambda rows: list(map(render, rows))
 
 
 def _literal(content: bytes) -> bytes:

@@ -164,7 +164,7 @@ def test_line_writer_gives_the_bytes_of_the_general_answer(message, items, by_ui
     if "MODSEQ" in planned.items or set(planned.items) <= {"UID", "FLAGS"}:
         assert cached is None
     else:
-        parts = cached.render(store_row(uid, line.columns, record, structure))
+        parts = cached.render([store_row(uid, line.columns, record, structure)])[uid]
         assert cached.lines([seq, seq + 1], [uid, uid], [flags, flags], [parts, parts]) == [
             expected, expected.replace(b"* %d " % seq, b"* %d " % (seq + 1), 1)]
         assert cached.key == planned.items
