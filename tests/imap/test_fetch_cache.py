@@ -54,6 +54,10 @@ def test_parts_are_kept_by_key_and_the_least_recently_used_go_first():
     kept.keep(("b",), {1: b"z" * 100}, 1)
     assert kept.lookup(("a",)) == {1: b"x" * 100, 2: b"y" * 100}
     assert kept.lookup(("c",)) == {}
+    # Kept once, counted once.
+    size = kept.size
+    kept.keep(("a",), {1: b"x" * 100}, 2)
+    assert kept.size == size
     # "b" is the least recently used now: it goes to make room.
     kept.keep(("c",), {uid: b"w" * 100 for uid in range(3)}, 3)
     assert kept.lookup(("b",)) == {}
