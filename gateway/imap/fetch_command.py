@@ -7,7 +7,10 @@ each answer is a ``fetch_response.FetchResponse``; this mixin of
 ``gateway.imap.server.IMAPServer`` loads what the plan wants from the
 store, a batch at a time, and writes the answers through an ``Output``
 at the pace the client reads, streaming big sections from the file.
-UID and FLAGS alone are answered from the selected view.
+UID and FLAGS alone are answered from the selected view; what never
+changes of a message's answer (its size, date, envelope, structure, header
+fields) is kept rendered in the factory's ``fetch_cache``, so a client
+listing a mailbox again costs the store one count a batch.
 """
 
 from __future__ import annotations
@@ -93,7 +96,9 @@ class FetchCommand:
         out = Output(self.transport, lambda: self._closing or self._gone)
         self.hand_over(out)
         try:
-            if line is not None:
+            if line is not None and line.cached is not None and changedsince is None:
+                expunged = await self._write_cached(out, targets, line, plan.wants_flags)
+            elif line is not None:
                 expunged = await self._write_lines(out, targets, line, plan.wants_flags, changedsince)
             else:
                 expunged = await self._write_answers(out, targets, plan, changedsince)
@@ -142,6 +147,76 @@ class FetchCommand:
             if out.full:
                 await out.drain()
         return expunged
+
+    async def _write_cached(self, out: Output, targets, line: LineWriter, wants_flags: bool) -> bool:
+        """
+        Each message's line from its parts kept in the factory's
+        ``fetch_cache``, the store read only for those not kept yet and
+        for which messages are still there.
+        """
+        view = self.view
+        store = self.store
+        cached = line.cached
+        kept = self.factory.fetch_parts
+        key = (view.mailbox_id, view.uidvalidity, cached.key)
+        expunged = False
+        for start in range(0, len(targets), LINE_BATCH):
+            batch = targets[start:start + LINE_BATCH]
+            seqs, uids = zip(*batch)
+            parts = list(map(kept.lookup(key).get, uids))
+            # Whether every message has its parts, and whether all were just read.
+            complete, read = True, False
+            if None in parts:
+                missing = [uid for uid, found in zip(uids, parts) if found is None]
+                rows = await store.fetch_rows(view.mailbox_id, missing, line.columns)
+                rendered = cached.render(rows)
+                kept.keep(key, rendered, view.exists)
+                read = len(rendered) == len(uids)
+                if len(missing) == len(uids):
+                    parts = list(map(rendered.get, uids))
+                else:
+                    parts = [rendered.get(uid) if found is None else found for uid, found in zip(uids, parts)]
+                complete = len(rendered) == len(missing)
+            # UIDs the store still has, when that is not all of them.
+            there = None
+            if not read and not await self._all_there(seqs, uids):
+                there = {row[0] for row in await store.fetch_rows(view.mailbox_id, uids, ())}
+            if out.stopped:
+                break
+            flags = view.flags_texts(batch) if wants_flags else repeat(None)
+            if complete and there is None:
+                lines = cached.lines(seqs, uids, flags, parts)
+                if wants_flags:
+                    # An update of them still owed went in this answer.
+                    _told_flags(view, batch)
+            else:
+                kept_here = [
+                    (seq, uid, shown, found) for seq, uid, shown, found in zip(seqs, uids, flags, parts)
+                    # RFC 2180 4.1.3: leave those gone out of the answer.
+                    if found is not None and (there is None or uid in there)
+                ]
+                expunged = expunged or len(kept_here) < len(uids)
+                lines = cached.lines(*zip(*kept_here)) if kept_here else []
+                if wants_flags:
+                    for _, uid, _, _ in kept_here:
+                        view.told_flags(uid)
+            if lines:
+                out.write(b"".join(lines))
+            if out.full:
+                await out.drain()
+        return expunged
+
+    async def _all_there(self, seqs, uids) -> bool:
+        """
+        Whether the store still has all of ``uids``, which the view holds
+        at sequence numbers ``seqs``: when those follow each other, they
+        are all the view holds from the first UID to the last, and the
+        store holds no other there (UIDs are given ascending), so a count
+        of what the store holds between the two tells.
+        """
+        if seqs[-1] - seqs[0] + 1 != len(seqs):
+            return False
+        return await self.store.count_messages(self.view.mailbox_id, uids[0], uids[-1]) == len(uids)
 
     async def _write_answers(self, out: Output, targets, plan: fetch.FetchPlan, changedsince) -> bool:
         """Each message's ``answer``, its sections read from the file or streamed."""

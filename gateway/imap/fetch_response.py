@@ -9,7 +9,9 @@ gave for the message.
 ranges between them for ``Output.write_file`` to stream.  ``line_writer``
 answers the plans that need no message file (the list a client fetches
 when it opens a mailbox) from the store's plain rows, with one formatting
-of a bytes template a message, byte for byte what ``answer`` gives.
+of a bytes template a message, byte for byte what ``answer`` gives; its
+``CachedLines`` do the same from parts rendered once and kept
+(``fetch_cache``), with the session's UID and FLAGS between them.
 
 No Twisted import here.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import attrs
 
@@ -120,17 +122,36 @@ def answer(seq: int, uid: int, plan: FetchPlan, flags: bytes | None, record, str
 
 
 @attrs.frozen
+class CachedLines:
+    """
+    Whole ``* seq FETCH (...)`` lines from each message's parts that never
+    change (``fetch_cache``) and what the session knows (its UID and
+    FLAGS): ``key`` names the item list, ``render(rows)`` makes the
+    parts of messages from their ``fetch_rows`` rows, by UID (bytes, or a
+    tuple of them where UID or FLAGS come between), ``lines(seqs, uids,
+    flags, parts)`` the lines of many messages, from a value of each for
+    each.
+    """
+
+    key: tuple
+    render: Callable[[list], dict]
+    lines: Callable[[Iterable, Iterable, Iterable, Iterable], list[bytes]]
+
+
+@attrs.frozen
 class LineWriter:
     """
     What formats whole ``* seq FETCH (...)`` lines from the store's
     ``fetch_rows`` tuples: ``columns`` is what to ask it for,
     ``modseq_at`` where MODSEQ is in a row (None if not asked for), and
-    ``line(seq, flags, row)`` the line of a message.
+    ``line(seq, flags, row)`` the line of a message; ``cached`` the same
+    from kept parts, when the items are all either kept or the session's.
     """
 
     columns: tuple[str, ...]
     modseq_at: int | None
     line: Callable[[int, bytes | None, tuple], bytes]
+    cached: CachedLines | None = None
 
 
 def line_writer(plan: FetchPlan) -> LineWriter | None:
@@ -149,27 +170,26 @@ def line_writer(plan: FetchPlan) -> LineWriter | None:
         # In (seq, flags, uid, *values).
         return 3 + columns.index(name)
 
-    formats, picks, shapes = [], [0], []
+    # Each item's format, its value's place in (seq, flags, uid, *values),
+    # and what shapes the value first (or None).
+    items = []
     for name, item, section in plan.layout:
         if section is not None:
-            form, place, shape = name + b" %s", column("header"), _header_shape(section)
+            items.append((name + b" %s", column("header"), _header_shape(section)))
         elif item == "UID":
-            form, place, shape = b"UID %d", 2, None
+            items.append((b"UID %d", 2, None))
         elif item == "FLAGS":
-            form, place, shape = b"FLAGS %s", 1, None
+            items.append((b"FLAGS %s", 1, None))
         elif item == "RFC822.HEADER":
-            form, place, shape = b"RFC822.HEADER %s", column("header"), _literal
+            items.append((b"RFC822.HEADER %s", column("header"), _literal))
         else:
             form, name_of = _LINE_ITEMS[item]
-            place, shape = column(name_of), None
-        if shape is not None:
-            shapes.append((len(picks), shape))
-        formats.append(form)
-        picks.append(place)
+            items.append((form, column(name_of), None))
     modseq_at = 1 + columns.index("modseq") if "modseq" in columns else None
-    template = b"* %d FETCH (" + b" ".join(formats) + b")\r\n"
+    template = b"* %d FETCH (" + b" ".join(form for form, _, _ in items) + b")\r\n"
     # Picks the template's values out of (seq, flags, uid, *values).
-    pick = operator.itemgetter(*picks)
+    pick = operator.itemgetter(0, *(place for _, place, _ in items))
+    shapes = [(at, shape) for at, (_, _, shape) in enumerate(items, 1) if shape is not None]
 
     def line(seq: int, flags: bytes | None, row: tuple) -> bytes:
         return template % pick((seq, flags, *row))
@@ -180,7 +200,74 @@ def line_writer(plan: FetchPlan) -> LineWriter | None:
             values[place] = shape(values[place])
         return template % tuple(values)
 
-    return LineWriter(tuple(columns), modseq_at, shaped_line if shapes else line)
+    cached = None if modseq_at is not None else _cached_lines(plan.items, items)
+    return LineWriter(tuple(columns), modseq_at, shaped_line if shapes else line, cached)
+
+
+def _cached_lines(key: tuple, items: list) -> CachedLines | None:
+    """
+    ``CachedLines`` of ``items`` (from ``line_writer``, no MODSEQ): the
+    kept items between UID and FLAGS rendered as runs, one format each.
+    """
+    # The line's formats, with each run of kept items as one "%s"; the
+    # place of each value in (seq, uid, flags, *runs).
+    forms, places, runs = [], [0], []
+    for form, place, shape in items:
+        if place in (1, 2):
+            forms.append(form)
+            places.append(2 if place == 1 else 1)
+            continue
+        if not runs or places[-1] != 2 + len(runs):
+            forms.append(b"%s")
+            runs.append([])
+            places.append(2 + len(runs))
+        runs[-1].append((form, place - 2, shape))
+    if not runs:
+        return None
+    renders = [_run_render(run) for run in runs]
+    template = b"* %d FETCH (" + b" ".join(forms) + b")\r\n"
+    format_line = template.__mod__
+    uid_of = operator.itemgetter(0)
+    if len(renders) == 1:
+        run = renders[0]
+
+        def render(rows: list) -> dict:
+            return dict(zip(map(uid_of, rows), run(rows)))
+
+        def lines(seqs, uids, flags, parts) -> list[bytes]:
+            sources = (seqs, uids, flags, parts)
+            return list(map(format_line, zip(*[sources[place] for place in places])))
+    else:
+        def render(rows: list) -> dict:
+            return dict(zip(map(uid_of, rows), zip(*[run(rows) for run in renders])))
+
+        pick = operator.itemgetter(*places)
+
+        def lines(seqs, uids, flags, parts) -> list[bytes]:
+            return [format_line(pick((seq, uid, shown, *found)))
+                    for seq, uid, shown, found in zip(seqs, uids, flags, parts)]
+
+    return CachedLines(key, render, lines)
+
+
+def _run_render(run: list) -> Callable[[list], list[bytes]]:
+    """What renders kept items (format, place in the row, shape) from ``fetch_rows`` rows, a run each."""
+    format_run = b" ".join(form for form, _, _ in run).__mod__
+    pick = operator.itemgetter(*(place for _, place, _ in run))
+    shapes = [(at, shape) for at, (_, _, shape) in enumerate(run) if shape is not None]
+    if not shapes:
+        return lambda rows: list(map(format_run, map(pick, rows)))
+    if len(run) == 1:
+        shape = shapes[0][1]
+        return lambda rows: [format_run(shape(pick(row))) for row in rows]
+
+    def render(row: tuple) -> bytes:
+        values = list(pick(row))
+        for at, shape in shapes:
+            values[at] = shape(values[at])
+        return format_run(tuple(values))
+
+    return lambda rows: list(map(render, rows))
 
 
 def _literal(content: bytes) -> bytes:

@@ -59,6 +59,8 @@ class SelectedCommands:
         return self.view.pairs(self.target_ranges(text, by_uid))
 
     def _live(self, pairs):
+        if not self.view.expunges_pending():
+            return pairs, False
         live = [(seq, uid) for seq, uid in pairs if not self.view.is_expunged(uid)]
         return live, len(live) != len(pairs)
 

@@ -73,6 +73,7 @@ from gateway.imap.responses import (
     Tagged,
     answer,
 )
+from gateway.imap.fetch_cache import RenderedParts
 from gateway.imap.fetch_command import FetchCommand
 from gateway.imap.quota_commands import QuotaCommands
 from gateway.imap.search_results import SearchResults
@@ -607,6 +608,8 @@ class IMAPFactory(protocol.ServerFactory):
         self.logins = LoginPolicy(config, reactor) if logins is None else logins
         # Sessions selecting one mailbox share one picture of it.
         self.snapshots = SnapshotRegistry()
+        # What FETCH answers of a message that never changes, rendered once.
+        self.fetch_parts = RenderedParts()
 
     def buildProtocol(self, addr):
         # A session keeps the config it connected under (gateway.policy.session).

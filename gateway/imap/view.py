@@ -153,6 +153,10 @@ class SelectedView:
         index = self._snapshot.index_of(uid)
         return None if index is None else index + 1
 
+    def expunges_pending(self) -> bool:
+        """Whether any message is gone from the store, though the client has not been told yet."""
+        return self._pending is not None and bool(self._pending.expunged)
+
     def is_expunged(self, uid: int) -> bool:
         """Gone from the store, though the client has not been told yet."""
         return self._pending is not None and uid in self._pending.expunged

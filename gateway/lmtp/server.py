@@ -36,11 +36,14 @@ bad commands per session (then 421 and close; ``gateway.policy.session``
 counts, as for POP3 and IMAP), and an absolute deadline from connecting, or
 from the end of the last transaction, to DATA: a client that trickles
 commands a byte at a time cannot hold a session open.  Inside DATA
-the idle timeout applies.  The DATA spool (``gateway.lmtp.spool``) is an
-anonymous file in the store's own ``tmp/`` (same filesystem: a full disk
-shows during DATA, a killed server leaves no file behind, and the copy of a
-transaction with one recipient becomes the stored body without being
-written again).
+the idle timeout applies.  The DATA spool (``gateway.lmtp.spool``) keeps
+the message in memory, which the store writes, fsyncs and parses on its own
+threads: the reactor thread makes no file and writes none for it.  A
+message too big for memory spills, as it arrives, to an anonymous file in
+the store's own ``tmp/`` made and written on a thread
+(``gateway.lmtp.spill``; same filesystem: a killed server leaves no file
+behind, and the copy of a transaction with one recipient becomes the stored
+body without being written again).
 
 Recipients are resolved by ``gateway.lmtp.recipients``; a ``+detail``
 selects a folder only under ``[lmtp] save_to_detail_mailbox``.  A copy that
@@ -54,16 +57,18 @@ from __future__ import annotations
 import errno
 import ipaddress
 import re
+from functools import partial
 from time import monotonic
 from pathlib import Path
 
 import attrs
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, threads
 from twisted.logger import Logger
 from twisted.mail import smtp
 
 from gateway.lmtp import replies
 from gateway.lmtp.delivery import GroupCommit
+from gateway.lmtp.spill import SpillFile
 from gateway.lmtp.spool import DataSpool
 from gateway.lmtp.recipients import MAX_ADDRESS, MAX_LOCAL_PART, Recipient, header_safe, resolve_recipient
 from gateway.lmtp.trace import Transaction, helo_domain, trace_fields, transaction_id
@@ -168,8 +173,10 @@ class LMTPServer(smtp.SMTP):
         self._tail = b""
         self._delivering = False
         self._draining = False
-        # Whether input that came during a delivery stopped further reading.
+        # Whether input that came during a delivery, or a spool file behind
+        # with its writes, stopped further reading.
         self._paused = False
+        self._behind_the_disk = False
         # Replies to the input of one drain, sent together when it ends.
         self._replies: list[bytes] = []
         self._open = False
@@ -284,9 +291,19 @@ class LMTPServer(smtp.SMTP):
     def _spool_write(self, chunk: bytes):
         # Not tail + chunk: that copies a whole chunk for its last two bytes.
         self._tail = chunk[-2:] if len(chunk) >= 2 else (self._tail + chunk)[-2:]
-        error = self._spool.write(chunk)
-        if error is not None:
-            log.warn("Cannot spool LMTP message data: {error}", error=error.strerror)
+        self._spool.write(chunk)
+        if not self._behind_the_disk and (room := self._spool.room()) is not None:
+            # A spool file that the disk has not caught up with: read no
+            # more until it has.
+            self._behind_the_disk = True
+            self._pause()
+            room.addCallback(self._caught_up_with_the_disk)
+
+    def _caught_up_with_the_disk(self, _):
+        self._behind_the_disk = False
+        if self._open and self._paused and not self._delivering:
+            self._paused = False
+            self.transport.resumeProducing()
 
     def _close_spool(self):
         if self._spool is not None:
@@ -457,13 +474,8 @@ class LMTPServer(smtp.SMTP):
             raise replies.DataSyntax()
         # One recipient: the spool is the whole copy, fields first.
         fields = trace_fields(self._transaction, self._recipients[0].address) if len(self._recipients) == 1 else b""
-        try:
-            self._spool = DataSpool(self._spool_dir, fields, self._limits.max_message_size)
-        except OSError as e:
-            log.warn("Cannot create an LMTP spool file: {error}", error=e.strerror)
-            raise _temporary_failure(e) from None
-        if self._spool.error is not None:
-            log.warn("Cannot spool LMTP message data: {error}", error=self._spool.error.strerror)
+        spill = partial(SpillFile, self.factory.run_off_reactor, self._spool_dir)
+        self._spool = DataSpool(fields, self._limits.max_message_size, spill)
         self._tail = b""
         self.mode = _DATA
         # The idle timeout covers DATA; the message size bounds it.
@@ -496,21 +508,23 @@ class LMTPServer(smtp.SMTP):
         transaction, recipients = self._transaction, self._recipients
         self._size = spool.size
         self._reset_transaction()
-        if spool.too_big:
-            refusal = replies.MessageTooBig()
-        else:
-            spool.finish()
-            refusal = None if spool.error is None else _temporary_failure(spool.error)
         self._delivering = True
-        defer.Deferred.fromCoroutine(self._deliver_message(spool, transaction, recipients, refusal, monotonic()))
+        defer.Deferred.fromCoroutine(self._deliver_message(spool, transaction, recipients, monotonic()))
 
-    async def _deliver_message(self, spool, transaction: Transaction, recipients, refusal, started: float):
+    async def _deliver_message(self, spool, transaction: Transaction, recipients, started: float):
         """
         RFC 2033 4.2: one reply per accepted recipient, in RCPT order.  DATA
         is timed from the final dot to the last of them: the store's work,
         not how fast the client sent the message.
         """
         try:
+            if spool.too_big:
+                refusal = replies.MessageTooBig()
+            else:
+                finished = spool.finish()
+                if finished is not None:
+                    await finished
+                refusal = None if spool.error is None else _temporary_failure(spool.error)
             started_together = None
             if refusal is None and self._deliveries.batching:
                 # Every recipient at once: one index commit for them all.
@@ -538,8 +552,9 @@ class LMTPServer(smtp.SMTP):
         # Every copy's own fields on top of the spool they share, which the
         # store reads (and parses) once for them all; the one copy of a
         # single recipient has them in the spool already.
-        message = spool.copy_for(spool.fields or trace_fields(transaction, recipient.address))
-        return defer.Deferred.fromCoroutine(self._deliver_copy(recipient, message, len(message.fields) + self._size))
+        fields = spool.fields or trace_fields(transaction, recipient.address)
+        message = spool.copy_for(fields)
+        return defer.Deferred.fromCoroutine(self._deliver_copy(recipient, message, len(fields) + self._size))
 
     async def _deliver_copy(self, recipient: Recipient, message, size: int):
         await check_quota(self._deliveries.store, self._quotas, recipient.user, size)
@@ -600,6 +615,13 @@ class LMTPFactory(protocol.ServerFactory):
         self.quotas = quotas
         # One for every session: concurrent deliveries share a commit.
         self.deliveries = GroupCommit(store, reactor)
+
+    def run_off_reactor(self, work, *args) -> defer.Deferred:
+        """``work(*args)`` in the reactor's thread pool (at once where the reactor has none, as a test's clock)."""
+        pool = getattr(self.reactor, "getThreadPool", None)
+        if pool is None:
+            return defer.maybeDeferred(work, *args)
+        return threads.deferToThreadPool(self.reactor, pool(), work, *args)
 
     def buildProtocol(self, addr):
         config = session_config(self.config)

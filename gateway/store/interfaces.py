@@ -271,6 +271,13 @@ class IMailStore(Interface):
             that still exist, ascending by UID.
         """
 
+    def count_messages(mailbox_id, first_uid, last_uid):
+        """
+        @return: Deferred firing with how many messages of the mailbox
+            have a UID from ``first_uid`` to ``last_uid``, both included
+            (0 for a mailbox that is gone).
+        """
+
     def open_message(mailbox_id, uid):
         """
         @return: Deferred firing with a binary file of the stored message

@@ -15,8 +15,8 @@ import os
 
 class TracedMessage:
     """
-    ``fields`` (whole CRLF-ended header lines) followed by ``message`` (a
-    binary file, written and flushed: it is read by position, under any
+    ``fields`` (whole CRLF-ended header lines) followed by ``message`` (bytes,
+    or a binary file written and flushed: it is read by position, under any
     buffer), readable as any source ``IMailStore.append`` takes: the
     fields, then the message from its start.  Nothing is copied per copy.
 
@@ -57,6 +57,10 @@ class TracedMessage:
 
 def _read_at(file, position: int, size: int) -> bytes:
     """Up to ``size`` bytes (all, if negative) of ``file`` from ``position``; its own position is left alone."""
+    if isinstance(file, bytes):
+        if position == 0 and (size < 0 or size >= len(file)):
+            return file
+        return file[position:] if size < 0 else file[position:position + size]
     try:
         fd = file.fileno()
     except (AttributeError, io.UnsupportedOperation):

@@ -23,6 +23,7 @@ import pytest
 
 from gateway.auth import UsersFile
 from gateway.config import Config
+from gateway.lmtp.spool import IN_MEMORY
 from gateway.net.tls import CertificateReloader
 from gateway.service import make_service
 
@@ -97,11 +98,13 @@ def server(tmp_path, reactor_thread, monkeypatch):
             reactor_thread.call(child.stopService)
 
 
-def deliver(port: int, recipients: list[str], count: int, label: str) -> None:
+def deliver(port: int, recipients: list[str], count: int, label: str, padding: int = 0) -> None:
+    """``count`` messages, each to ``recipients``; each at least ``padding`` bytes long."""
     with smtplib.LMTP("127.0.0.1", port, timeout=30) as client:
         client.ehlo_or_helo_if_needed()
         for n in range(count):
             message = f"Subject: {label} {n}\r\n\r\n{label} body {n}\r\n".encode() * (1 + n % 7)
+            message += b"padding line\r\n" * (padding // 14 + 1 if padding else 0)
             assert client.mail("sender@example.org")[0] == 250
             for recipient in recipients:
                 assert client.rcpt(recipient)[0] == 250
@@ -182,3 +185,57 @@ def test_the_reactor_thread_never_fsyncs_or_writes_the_index(server):
     assert watch.violations == [], watch.violations[0]
     # The guard was live: the store did fsync and write, off the reactor.
     assert watch.fsyncs_elsewhere > 0 and watch.writes_elsewhere > 0
+
+
+def test_the_reactor_thread_opens_no_file_for_lmtp_mail(server, monkeypatch):
+    # DESIGN.md: making a file allocates an inode, which can take a
+    # millisecond on a busy disk.  A message in memory is written by the
+    # store's threads; one that outgrows memory (IN_MEMORY) spills to a file
+    # made and written on a thread.  One recipient and several, small and
+    # spilled, sessions at once.
+    ports, watch = server
+    opened_elsewhere = []
+
+    def guard(name, real):
+        def guarded(*args, **kwargs):
+            if watch.on_reactor():
+                with watch.lock:
+                    watch.violations.append(f"{name}{args[:1]} on the reactor thread:\n"
+                                            f"{''.join(traceback.format_stack())}")
+                raise OSError(f"{name} on the reactor thread")
+            opened_elsewhere.append(name)
+            return real(*args, **kwargs)
+
+        return guarded
+
+    monkeypatch.setattr(os, "open", guard("os.open", os.open))
+    monkeypatch.setattr("builtins.open", guard("open", open))
+    failures = []
+
+    def run(recipients, count, label, big):
+        try:
+            deliver(ports["lmtp"], recipients, count, label, big)
+        except Exception:
+            failures.append(traceback.format_exc())
+
+    one, both = ["alice@example.test"], ["alice@example.test", "bob@example.test"]
+    threads = [threading.Thread(target=run, args=args) for args in [
+        (one, 15, "one", 0), (both, 15, "both", 0), (one, 3, "big one", IN_MEMORY), (both, 3, "big both", IN_MEMORY),
+    ]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+    assert failures == [], failures[0]
+    assert watch.violations == [], watch.violations[0]
+    # The guard was live: files were made, off the reactor.
+    assert opened_elsewhere
+    with imaplib.IMAP4("127.0.0.1", ports["imap"], timeout=30) as client:
+        client.login("bob", "bob-password")
+        status, data = client.select("INBOX", readonly=True)
+        assert int(data[0]) == 18
+        status, data = client.fetch("1:*", "(RFC822.SIZE)")
+        sizes = [int(re.search(rb"RFC822.SIZE (\d+)", item).group(1)) for item in data]
+        assert len([size for size in sizes if size > IN_MEMORY]) == 3
+        client.logout()

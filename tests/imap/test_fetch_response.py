@@ -159,6 +159,15 @@ def test_line_writer_gives_the_bytes_of_the_general_answer(message, items, by_ui
     assert line.line(seq, flags, store_row(uid, line.columns, record, structure)) == expected
     if "MODSEQ" in planned.items:
         assert store_row(uid, line.columns, record, structure)[line.modseq_at] == record.modseq
+    # What never changes, kept rendered (gateway/imap/fetch_cache.py), gives the same.
+    cached = line.cached
+    if "MODSEQ" in planned.items or set(planned.items) <= {"UID", "FLAGS"}:
+        assert cached is None
+    else:
+        parts = cached.render([store_row(uid, line.columns, record, structure)])[uid]
+        assert cached.lines([seq, seq + 1], [uid, uid], [flags, flags], [parts, parts]) == [
+            expected, expected.replace(b"* %d " % seq, b"* %d " % (seq + 1), 1)]
+        assert cached.key == planned.items
 
 
 def store_row(uid, columns, record, structure) -> tuple:

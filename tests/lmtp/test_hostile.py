@@ -9,6 +9,7 @@ mid-DATA disconnect against the real server over a socket.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import smtplib
@@ -24,6 +25,7 @@ from twisted.internet.testing import StringTransport
 
 from gateway.config import Config, LimitsConfig, LmtpConfig
 from gateway.lmtp.server import build_factory
+from gateway.lmtp.spool import IN_MEMORY
 from gateway.store.interfaces import NoSuchMailbox, NoSuchUser
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import result_of
@@ -239,15 +241,19 @@ def test_final_dot_split_across_packets(store):
     assert bodies(store)[0].endswith(b"\r\n\r\nbody\r\n")
 
 
-def test_message_over_the_size_limit(store):
-    session = Session(store, max_message_size=10_000)
-    assert session.send(b"LHLO c\r\n")[-1] == b"250 SIZE 10000"
-    assert session.send(b"MAIL FROM:<s@example.org> SIZE=10001\r\n") == [
+@pytest.mark.parametrize("limit", [10_000, IN_MEMORY + 10_000])
+def test_message_over_the_size_limit(store, limit):
+    # Under IN_MEMORY the message is held in memory, over it in a spool file.
+    session = Session(store, max_message_size=limit)
+    assert session.send(b"LHLO c\r\n")[-1] == b"250 SIZE %d" % limit
+    assert session.send(b"MAIL FROM:<s@example.org> SIZE=%d\r\n" % (limit + 1)) == [
         b"552 5.3.4 Message size exceeds fixed maximum message size"
     ]
     session.send(b"MAIL FROM:<s@example.org>\r\nRCPT TO:<alice>\r\nRCPT TO:<bob>\r\nDATA\r\n")
-    assert session.send(b"Subject: big\r\n\r\n" + b"z" * 9_000 + b"\r\n") == []
-    assert spool_files(store.root / "tmp")  # the spool is where it should be
+    assert session.send(b"Subject: big\r\n\r\n" + b"z" * (limit - 1_000) + b"\r\n") == []
+    # The spool is where it should be: a file in the store's tmp/ only once
+    # the message outgrows memory.
+    assert bool(spool_files(store.root / "tmp")) == (limit > IN_MEMORY)
     assert session.send(b"z" * 9_000 + b"\r\n.\r\n") == [
         b"552 5.3.4 <alice@mx.example.test> Message size exceeds fixed maximum message size",
         b"552 5.3.4 <bob@mx.example.test> Message size exceeds fixed maximum message size",
@@ -263,7 +269,7 @@ def test_message_over_the_size_limit(store):
 def test_disconnect_mid_data(store):
     session = Session(store)
     session.start(b"<alice>", b"<bob>")
-    session.send(b"Subject: half\r\n\r\n" + b"half a message\r\n" * 1000)
+    session.send(b"Subject: half\r\n\r\n" + b"half a message\r\n" * (IN_MEMORY // 16 + 1000))
     assert spool_files(store.root / "tmp")
     session.close()
     assert spool_files(store.root / "tmp") == []
@@ -273,14 +279,21 @@ def test_disconnect_mid_data(store):
     assert still_serving(store, b"after a drop") == [b"250 2.0.0 <alice@example.test> Saved as UID 1"]
 
 
-@pytest.mark.parametrize("size", [10, 100_000])
+def no_space(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("size", [10, 100_000, IN_MEMORY + 10, IN_MEMORY + 100_000])
 @pytest.mark.parametrize("recipients", [(b"<alice>", b"<bob>"), (b"<alice>",)])
 def test_full_disk_while_spooling(store, monkeypatch, size, recipients):
-    # /dev/full fails every write with ENOSPC: a small message fails when the
-    # spool is flushed at the final dot, a big one while it arrives, and the
-    # close fails again; either way a 452 and the session goes on.  With one
-    # recipient its trace fields are spooled first, into the same full disk.
-    monkeypatch.setattr("gateway.lmtp.spool.anonymous_file", lambda directory: open("/dev/full", "w+b"))
+    # A message in memory meets the full disk when the store writes it.  One
+    # that spills meets it in its spool file, on /dev/full, which fails every
+    # write with ENOSPC: a little over IN_MEMORY when the spool is flushed
+    # at the final dot, a bigger one while it arrives, and the close fails
+    # again.  With one recipient its trace fields are spooled first, into
+    # the same full disk.  Either way a 452 and the session goes on.
+    monkeypatch.setattr("gateway.lmtp.spill.anonymous_file", lambda directory: open("/dev/full", "w+b"))
+    monkeypatch.setattr("gateway.store.sqlite.delivery._write_all", no_space)
     session = Session(store)
     session.start(*recipients)
     assert session.send(b"Subject: full\r\n\r\n" + b"x" * size + b"\r\n.\r\n") == [
@@ -403,7 +416,8 @@ def test_real_server_forgets_a_client_that_drops_mid_data(tmp_path):
             client.sendall(b"LHLO c\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<alice>\r\nDATA\r\n")
             while not reader.readline().startswith(b"354 "):
                 pass
-            client.sendall(b"Subject: dropped\r\n\r\n" + b"partial line\r\n" * 10_000)
+            # Enough to spill to a spool file (IN_MEMORY).
+            client.sendall(b"Subject: dropped\r\n\r\n" + b"partial line\r\n" * 30_000)
             wait_for(server_spools, "the server to spool the message")
             # Drop the connection at once (RST), as a crashed MTA would.
             client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")

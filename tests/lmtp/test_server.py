@@ -29,6 +29,7 @@ from gateway.net import metrics
 from gateway.lmtp.recipients import resolve_recipient
 from gateway.config import Config, LimitsConfig, LmtpConfig
 from gateway.lmtp.server import LMTPFactory
+from gateway.lmtp.spool import IN_MEMORY
 from gateway.lmtp.trace import transaction_id
 from gateway.net.metrics import Metrics
 from gateway.store.interfaces import NoSuchMailbox, StoreFull, TemporaryFailure
@@ -717,13 +718,18 @@ def test_each_delivered_message_restarts_the_deadline():
     assert not session.clock.getDelayedCalls()
 
 
-def test_connection_lost_mid_data_delivers_nothing():
-    session = Session()
+@pytest.mark.parametrize("lines", [1, IN_MEMORY // 8 + 10])
+def test_connection_lost_mid_data_delivers_nothing(lines):
+    # In memory, or spilled to a file (IN_MEMORY), what was spooled goes.
+    session = Session(max_message_size=2 * IN_MEMORY)
     session.start()
-    session.send(b"Subject: half\r\n\r\nhalf a mess")
-    spool = session.server._spool.file
+    session.send(b"Subject: half\r\n\r\n" + b"a line\r\n" * lines + b"half a mess")
+    spool = session.server._spool
+    spilled = spool.file.file if spool.file is not None else None
+    assert (spilled is not None) == (lines > 1)
     session.server.connectionLost(None)
-    assert spool.closed
+    assert session.server._spool is None
+    assert spilled is None or spilled.closed
     assert session.store.messages == {}
     assert not session.clock.getDelayedCalls()
 

@@ -176,6 +176,18 @@ class MailStoreContract:
         again = result_of(store.get_mailbox("alice", "Other"))
         assert result_of(store.fetch_rows(again.id, [1, 2], ("envelope", "header"))) == []
 
+    def test_count_messages_between_two_uids(self, store):
+        box = inbox(store)
+        uids = [result_of(store.append(box.id, MESSAGE)).uid for _ in range(5)]
+        result_of(store.expunge(box.id, [uids[1], uids[4]]))
+        assert result_of(store.count_messages(box.id, uids[0], uids[4])) == 3
+        assert result_of(store.count_messages(box.id, uids[1], uids[1])) == 0
+        assert result_of(store.count_messages(box.id, uids[2], uids[3])) == 2
+        assert result_of(store.count_messages(box.id, uids[4] + 1, uids[4] + 10)) == 0
+        result_of(store.create_mailbox("alice", "Other"))
+        other = result_of(store.get_mailbox("alice", "Other"))
+        assert result_of(store.count_messages(other.id, 1, 2**32 - 1)) == 0
+
     def test_list_flags_and_get_records(self, store):
         box = inbox(store)
         a = result_of(store.append(box.id, MESSAGE, flags={"\\Seen", "$Label1"}))

@@ -427,6 +427,15 @@ class PostgreSQLStore(DeliveryMixin, DevicesMixin, MaintenanceMixin, CheckMixin,
 
         return self._db.read(work)
 
+    def count_messages(self, mailbox_id, first_uid, last_uid):
+        def work(tx):
+            return tx.one(
+                "SELECT count(*) FROM messages WHERE mailbox_id = %s AND uid BETWEEN %s AND %s",
+                (mailbox_id, first_uid, last_uid),
+            )[0]
+
+        return self._db.read(work)
+
     def open_message(self, mailbox_id, uid):
         key = self._body_keys.get(mailbox_id, uid)
         if key is None:

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterable
 from functools import partial
@@ -64,8 +65,19 @@ def _source_chunks(source) -> Iterable[bytes]:
         yield chunk
 
 
+# The last second ``_now`` was asked for, and its local time: deliveries ask
+# many times a second, and ``astimezone`` looks the zone up each time.
+_last_now: tuple[int, datetime.datetime | None] = (-1, None)
+
+
 def _now() -> datetime.datetime:
-    return datetime.datetime.now().astimezone().replace(microsecond=0)
+    """The local time now, to the second."""
+    global _last_now
+    second = int(time.time())
+    last = _last_now
+    if last[0] != second:
+        last = _last_now = (second, datetime.datetime.fromtimestamp(second).astimezone())
+    return last[1]
 
 
 @attrs.frozen

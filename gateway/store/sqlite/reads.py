@@ -95,6 +95,13 @@ class ReadsMixin:
         return rows
 
     @deferred
+    def count_messages(self, mailbox_id, first_uid, last_uid):
+        return self._db.execute(
+            "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid BETWEEN ? AND ?",
+            (mailbox_id, first_uid, last_uid),
+        ).fetchone()[0]
+
+    @deferred
     def list_flags(self, mailbox_id):
         rows = self._db.execute("SELECT uid, flags FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,))
         return [(uid, flag_set(flags)) for uid, flags in rows]
