@@ -142,10 +142,7 @@ class FetchCommand:
                     lines.append(format_line(seq, shown, row))
                     if wants_flags:
                         view.told_flags(uid)
-            if lines:
-                out.write(b"".join(lines))
-            if out.full:
-                await out.drain()
+            await _send(out, lines)
         return expunged
 
     async def _write_cached(self, out: Output, targets, line: LineWriter, wants_flags: bool) -> bool:
@@ -200,10 +197,7 @@ class FetchCommand:
                 if wants_flags:
                     for _, uid, _, _ in kept_here:
                         view.told_flags(uid)
-            if lines:
-                out.write(b"".join(lines))
-            if out.full:
-                await out.drain()
+            await _send(out, lines)
         return expunged
 
     async def _all_there(self, seqs, uids) -> bool:
@@ -313,3 +307,11 @@ def _told_flags(view, pairs) -> None:
     else:
         for _, uid in pairs:
             view.told_flags(uid)
+
+
+async def _send(out, lines) -> None:
+    """A batch of FETCH lines in one write; wait while the client is behind."""
+    if lines:
+        out.write(b"".join(lines))
+    if out.full:
+        await out.drain()

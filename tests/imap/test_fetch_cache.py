@@ -9,26 +9,9 @@ import pytest
 from gateway.imap.fetch_cache import RenderedParts
 from tests.deferreds import result_of
 from tests.imap.test_server import MESSAGE, Session
+from tests.imap.test_shared_views import deliver, inbox_of, store  # noqa: F401 (a fixture)
 
 HEADER_SET = b"(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE)"
-
-
-@pytest.fixture
-def store(tmp_path):
-    from gateway.store.sqlite.store import SQLiteStore
-
-    store = SQLiteStore(tmp_path / "store")
-    yield store
-    store.close()
-
-
-def inbox_of(store, user="alice"):
-    result_of(store.ensure_user(user))
-    return result_of(store.get_mailbox(user, "INBOX"))
-
-
-def deliver(store, mailbox, count, message=MESSAGE):
-    return [result_of(store.append(mailbox.id, message)).uid for _ in range(count)]
 
 
 class StoreReads:
@@ -189,7 +172,7 @@ def test_a_mailbox_made_again_shows_its_own_messages(store):
     s.command(b"d DELETE Projects")
     s.command(b"c CREATE Projects")
     again = result_of(store.get_mailbox("alice", "Projects"))
-    deliver(store, again, 1, MESSAGE.replace(b"Subject: hello", b"Subject: other"))
+    deliver(store, again, 1, message=MESSAGE.replace(b"Subject: hello", b"Subject: other"))
     s.command(b"s EXAMINE Projects")
     envelope = s.command(b"f FETCH 1 (ENVELOPE)")[0]
     assert b'"other"' in envelope and b'"hello"' not in envelope

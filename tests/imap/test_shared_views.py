@@ -25,8 +25,8 @@ def inbox_of(store, user="alice"):
     return result_of(store.get_mailbox(user, "INBOX"))
 
 
-def deliver(store, mailbox, count, flags=frozenset()):
-    return [result_of(store.append(mailbox.id, MESSAGE, flags=flags)).uid for _ in range(count)]
+def deliver(store, mailbox, count, flags=frozenset(), message=MESSAGE):
+    return [result_of(store.append(mailbox.id, message, flags=flags)).uid for _ in range(count)]
 
 
 class CountingLists:
