@@ -515,7 +515,7 @@ def test_a_synced_record_keeps_a_few_mailboxes_not_many(tmp_path):
     record.mark([1, 2, 3])
     record.synced()
     assert record.mailboxes == {1, 2, 3}
-    assert json.loads(next(tmp_path.glob("unsynced.*")).read_text()) == [1, 2, 3]
+    assert json.loads(next(tmp_path.glob("unsynced.*")).read_text())["mailboxes"] == [1, 2, 3]
     record.mark(range(unsynced_module.KEPT_MAILBOXES + 1))
     record.synced()
     assert record.mailboxes == frozenset()
@@ -548,6 +548,38 @@ def test_store_records_survive_a_crash_and_raise_modseqs(tmp_path):
     assert int(slot) >= record.uid + 1 + unsynced_module.UID_MARGIN
     assert result_of(reopened.append(other.id, MESSAGE)).uid == untouched.uid + 1
     reopened.close()
+
+
+def test_a_record_of_a_process_that_died_while_the_machine_ran_on_is_only_removed(tmp_path):
+    # Its writes are in the page cache, which outlives the process: nothing
+    # was lost, so no mod-sequence or UIDNEXT is raised.
+    store = SQLiteStore(tmp_path / "store")
+    box = inbox(store)
+    record = result_of(store.append(box.id, MESSAGE))
+    store.close()
+    left = tmp_path / "store" / "unsynced.999999.0"
+    left.write_text(json.dumps({"boot": unsynced_module.BOOT, "mailboxes": [box.id]}))
+    reopened = SQLiteStore(tmp_path / "store")
+    assert result_of(reopened.get_records(box.id, [record.uid])) == [record]
+    assert result_of(reopened.append(box.id, MESSAGE)).uid == record.uid + 1
+    assert not left.exists()
+    reopened.close()
+
+
+def power_cut(crashed, synced):
+    """
+    Make the copy of a store ``crashed`` what a power cut leaves: the index
+    files as ``synced`` holds them, and its records written before the
+    machine started again.
+    """
+    for name, data in synced.items():
+        (crashed / name).write_bytes(data)
+    (crashed / "index.sqlite-shm").unlink(missing_ok=True)
+    records = list(crashed.glob("unsynced.*"))
+    assert len(records) == 1
+    left = json.loads(records[0].read_text())
+    assert left["boot"] == unsynced_module.BOOT
+    records[0].write_text(json.dumps({**left, "boot": "an earlier boot"}))
 
 
 def test_a_live_process_record_is_left_alone(tmp_path, reactor_thread):
@@ -583,10 +615,7 @@ def test_a_flag_change_a_power_cut_loses_never_takes_a_modseq_down(tmp_path, rea
         shutil.copytree(root, crashed)
     finally:
         reactor_thread.call(store.close)
-    for name, data in synced.items():
-        (crashed / name).write_bytes(data)
-    (crashed / "index.sqlite-shm").unlink(missing_ok=True)
-    assert len(list(crashed.glob("unsynced.*"))) == 1
+    power_cut(crashed, synced)
 
     reopened = SQLiteStore(crashed)
     try:
@@ -642,10 +671,7 @@ def test_a_delivery_seen_before_a_power_cut_lost_it_never_gives_its_uid_again(tm
     finally:
         go.set()
         reactor_thread.call(store.close)
-    for name, data in synced.items():
-        (crashed / name).write_bytes(data)
-    (crashed / "index.sqlite-shm").unlink(missing_ok=True)
-    assert len(list(crashed.glob("unsynced.*"))) == 1
+    power_cut(crashed, synced)
 
     reopened = SQLiteStore(crashed)
     try:

@@ -19,7 +19,10 @@ So before such a commit the writer records, durably, the mailboxes it
 changes (``unsynced.<pid>.<n>`` in the store root, one line of JSON, locked by
 the process while it lives); once the WAL is synced and the writer has
 been idle a while, the record is emptied.
-A record left by a process that is gone means a crash: ``recover`` gives
+A record left by a process that is gone means a crash.  If the machine has
+not restarted since (the record names the kernel's boot), only the process
+died: every write it made is in the page cache and reaches the disk, so
+nothing was lost and the record is just removed.  Otherwise ``recover`` gives
 every message of those mailboxes, and the mailboxes, a mod-sequence above
 any the lost commits can have handed out, so every client fetches their
 flags again, and raises their UIDNEXT above any UID they can have handed
@@ -81,7 +84,7 @@ class UnsyncedRecord:
                 os.close(fd)
                 raise
             self._fd = fd
-        data = json.dumps(sorted(wanted)).encode()
+        data = json.dumps({"boot": BOOT, "mailboxes": sorted(wanted)}).encode()
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, data, 0)
         os.fsync(self._fd)
@@ -133,16 +136,36 @@ def left_behind(root: Path) -> list[tuple[Path, int]]:
 
 
 def mailboxes_of(fd: int) -> list[int] | None:
-    """The mailbox ids in a record; None if it cannot be read (then: every mailbox)."""
+    """
+    The mailbox ids in a record whose commits may be lost: none when the
+    machine has not restarted since it was written, None if it cannot be
+    read (then: every mailbox).
+    """
     data = b""
     while chunk := os.pread(fd, 65536, len(data)):
         data += chunk
     if not data:
         return []
     try:
-        ids = json.loads(data)
+        record = json.loads(data)
     except ValueError:
         return None
-    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+    if isinstance(record, dict):
+        if BOOT is not None and record.get("boot") == BOOT:
+            return []
+        record = record.get("mailboxes")
+    if not isinstance(record, list) or not all(isinstance(i, int) for i in record):
         return None
-    return ids
+    return record
+
+
+def _boot_id() -> str | None:
+    """This boot of the kernel (Linux); None where it cannot be told."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+BOOT = _boot_id()
