@@ -259,6 +259,43 @@ def test_what_queues_while_a_group_commits_is_the_next_group(threaded, reactor_t
     assert threaded.names() == ["b", "c", "d", "first"]
 
 
+def test_a_group_waits_for_the_requests_of_bodies_being_spooled(tmp_path, reactor_thread, monkeypatch):
+    # As PostgreSQL's commit_delay: two deliveries spooled at once share
+    # one transaction and one flush, though the second's request comes
+    # after the writer took the first.
+    monkeypatch.setattr(writer_module, "GATHER_SECONDS", 30.0)
+    spooling = [1]
+    asked = threading.Event()
+
+    def arriving():
+        asked.set()
+        return spooling[0]
+
+    database = Database(tmp_path, reactor_thread.reactor)
+    database.writer._arriving = arriving
+    try:
+        first = []
+        reactor_thread.call(lambda: first.append(database.writer.submit(insert("a"))))
+        assert asked.wait(10), "the writer never asked what is on its way"
+
+        def second():
+            spooling[0] = 0
+            return defer_list([first[0], database.writer.submit(insert("b"))])
+
+        assert reactor_thread.call(second) == ["a", "b"]
+        assert [len(group) for group in database.groups] == [2]
+        assert database.statements.count("COMMIT") == 1
+    finally:
+        reactor_thread.call(database.writer.close)
+
+
+def test_a_lone_request_waits_for_nothing(threaded, reactor_thread, monkeypatch):
+    monkeypatch.setattr(writer_module, "GATHER_SECONDS", 30.0)
+    started = time.monotonic()
+    assert reactor_thread.call(lambda: threaded.writer.submit(insert("a"))) == "a"
+    assert time.monotonic() - started < 10
+
+
 def test_answers_arrive_on_the_reactor_thread(threaded, reactor_thread):
     def ask():
         d = threaded.writer.submit(insert("a"))

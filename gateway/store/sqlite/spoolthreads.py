@@ -43,6 +43,10 @@ class SpoolThreads:
         self._jobs.put((work, args, answer))
         return answer
 
+    def pending(self) -> int:
+        """Jobs queued and not yet answered (from any thread: a hint, read without a lock)."""
+        return self._pending
+
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
             work, args, answer = job

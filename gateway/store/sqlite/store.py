@@ -151,7 +151,8 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         lock = WriteLock(self._run / "write.lock")
         self._writer = Writer(self._write_db, self._sync_wal, UnsyncedRecord(self.root), self._written,
                               reactor if threads else None, flag_durability,
-                              before_write=lambda: self._reserve.before_index_write(), lock=lock)
+                              before_write=lambda: self._reserve.before_index_write(), lock=lock,
+                              arriving=lambda: self._workers.pending() if self._workers is not None else 0)
         with self._writer.held():
             self._write_db.execute("PRAGMA journal_mode=WAL")
             self._write_db.executescript(SCHEMA)

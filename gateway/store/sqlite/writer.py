@@ -8,7 +8,10 @@ the reactor thread only queues a request and gets its answer later (through
 ``callFromThread``), and reads go on meanwhile on a connection of their own
 (WAL: readers never wait for the writer).  While one group commits, the
 requests that arrive queue up and become the next group: under load, many
-writes share one fsync.
+writes share one fsync.  A group about to start waits a moment
+(``GATHER_SECONDS``) for the requests of bodies the spool threads are
+writing at that time, as PostgreSQL's ``commit_delay`` waits only while
+other transactions are open: a lone request never waits.
 
 Other processes may write the store too (a node's other workers, the CLI):
 each group's transaction is run under the store's cross-process write lock
@@ -95,6 +98,11 @@ DIRECTORY_SYNC_THREADS = 4
 # Requests in one transaction at most: a group holds the write lock, and a
 # process outside (the CLI) waits for it.
 MAX_GROUP = 256
+
+# Longest a group waits for the write requests of bodies being spooled
+# meanwhile (each follows its spool within a reactor turn), so that
+# concurrent deliveries and APPENDs share one transaction and one flush.
+GATHER_SECONDS = 0.001
 
 _STOP = object()
 
@@ -204,7 +212,7 @@ class Writer:
     def __init__(self, connection: sqlite3.Connection, sync_wal: Callable[[], None], unsynced,
                  on_done: Callable[[list[Request], bool], None], reactor=None,
                  flag_durability: str = "batched", before_write: Callable[[], None] = lambda: None,
-                 lock: WriteLock | None = None):
+                 lock: WriteLock | None = None, arriving: Callable[[], int] = lambda: 0):
         self._db = connection
         # Taken around each transaction: other processes' writers wait in
         # the kernel, not in SQLite's sleeping busy handler (writelock.py).
@@ -214,6 +222,8 @@ class Writer:
         # Called before each transaction (the store's disk reserve).
         self._before_write = before_write
         self._on_done = on_done
+        # How many requests are on their way (bodies being spooled).
+        self._arriving = arriving
         self._reactor = reactor
         # Without a thread nothing would sync a NORMAL commit later.
         self._immediate = flag_durability == "immediate" or reactor is None
@@ -377,11 +387,18 @@ class Writer:
         except queue.Empty:
             return None
         batch = [_STOP] if first is _STOP else list(first)
+        deadline = None
         while len(batch) < MAX_GROUP and _STOP not in batch:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                if not self._arriving():
+                    break
+                deadline = deadline or monotonic() + GATHER_SECONDS
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - monotonic()))
+                except queue.Empty:
+                    break
             batch.extend([_STOP] if item is _STOP else item)
         return batch
 
