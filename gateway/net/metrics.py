@@ -26,6 +26,16 @@ Exported names (the Grafana dashboard in deploy/ uses only these):
 - ``gateway_reactor_longest_turn_cpu_seconds``: the longest such turn since
   the server started
 
+The counts every connection or command moves (bytes each way, command
+durations) are kept by the reactor thread in plain numbers (``_Tally``,
+``_HistogramTally``) and added to the Prometheus values when the registry
+is read (a scrape, ``get_sample_value``) and, in a process of a node of
+several, at least once a second: a multiprocess value takes a lock and
+writes its mmap'ed file on every change, a good share of what a RETR
+costs.  Counting in the histogram this way relies on ``Histogram``'s
+``_buckets``, ``_sum`` and ``_upper_bounds`` (tests/net/test_metrics.py
+fails if prometheus_client renames them).
+
 ``protocol`` is the listener's name (``pop3``, ``pop3s``, ``imap``,
 ``imaps``, ``lmtp``, or a ``[listeners.NAME]``'s NAME) for connections and
 bytes, and ``pop3``/``imap`` for logins.
@@ -33,6 +43,7 @@ bytes, and ``pop3``/``imap`` for logins.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -97,7 +108,11 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry, listeners=(), node: Path | None = None) -> None:
         self.registry = registry
-        self._command_children: dict[tuple[str, str], object] = {}
+        # By label, and by the command as the protocols spell it.
+        self._command_tallies: dict[tuple[str, str | bytes], _HistogramTally] = {}
+        self._tallies: list[_Tally | _HistogramTally] = []
+        # First in the registry: whoever reads it sees every count so far.
+        registry.register(_TallyPublisher(self))
         self.connections_open = Gauge(
             "gateway_connections_open", "Connections open now", ["protocol"], registry=registry,
             multiprocess_mode="livesum",
@@ -155,19 +170,42 @@ class Metrics:
             self.exposed = node_registry(node)
 
     def publish(self) -> None:
-        """Bring what only this process holds (its turns) to the node's files."""
+        """Bring what only this process holds (its tallies, its turns) to the Prometheus values and node's files."""
+        self.publish_tallies()
         if self.shared_turns is not None:
             self.shared_turns.publish()
 
+    def publish_tallies(self) -> None:
+        for tally in self._tallies:
+            tally.publish()
+
+    def tally(self, child) -> _Tally:
+        """A counter's labelled child, counted in a plain number until published."""
+        tally = _Tally(child)
+        self._tallies.append(tally)
+        return tally
+
     def observe_command(self, protocol: str, command: str | bytes, seconds: float) -> None:
-        # labels() takes a lock and rebuilds the key each call, a large share
-        # of a pipelined RETR's cost; the labelled children are cached by
-        # label, which command_label bounds to known commands plus OTHER.
+        # labels() takes a lock and rebuilds the key each call; the tallies
+        # are kept by label, which command_label bounds to known commands
+        # plus OTHER.
+        tally = self._command_tallies.get((protocol, command))
+        if tally is None:
+            tally = self._command_tally(protocol, command)
+        tally.observe(seconds)
+
+    def _command_tally(self, protocol: str, command: str | bytes) -> _HistogramTally:
         key = (protocol, command_label(protocol, command))
-        child = self._command_children.get(key)
-        if child is None:
-            child = self._command_children[key] = self.commands.labels(*key)
-        child.observe(seconds)
+        tally = self._command_tallies.get(key)
+        if tally is None:
+            tally = self._command_tallies[key] = _HistogramTally(self.commands.labels(*key))
+            self._tallies.append(tally)
+        spelled = command.decode("ascii", "replace") if isinstance(command, bytes) else command
+        if spelled == key[1]:
+            # Passed as its label (b"RETR"): found at once next time.  Only
+            # known commands are, so what a client sends cannot grow this.
+            self._command_tallies[(protocol, command)] = tally
+        return tally
 
     def count_login(self, protocol: str, ok: bool) -> None:
         self.logins.labels(protocol, "ok" if ok else "failed").inc()
@@ -179,6 +217,63 @@ class Metrics:
 
     def count_store_error(self, operation: str) -> None:
         self.store_errors.labels(operation).inc()
+
+
+class _Tally:
+    """Increments of one counter child, held until ``publish``."""
+
+    __slots__ = ("child", "pending")
+
+    def __init__(self, child) -> None:
+        self.child = child
+        self.pending = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.pending += amount
+
+    def publish(self) -> None:
+        if self.pending:
+            pending, self.pending = self.pending, 0
+            self.child.inc(pending)
+
+
+class _HistogramTally:
+    """Observations of one histogram child, held until ``publish``; counted into its buckets as ``observe`` would."""
+
+    __slots__ = ("child", "bounds", "counts", "total")
+
+    def __init__(self, child) -> None:
+        self.child = child
+        self.bounds = tuple(child._upper_bounds)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        # Histogram.observe's bucket: the first bound at or above the value.
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def publish(self) -> None:
+        counts = self.counts
+        if not any(counts):
+            return
+        self.counts = [0] * len(self.bounds)
+        total, self.total = self.total, 0.0
+        for value, count in zip(self.child._buckets, counts):
+            if count:
+                value.inc(count)
+        self.child._sum.inc(total)
+
+
+class _TallyPublisher:
+    """Registered first: a read of the registry publishes the tallies before the values are collected."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self):
+        self.metrics.publish_tallies()
+        return ()
 
 
 class _TurnCollector:
@@ -297,8 +392,8 @@ class MetricsFactory(WrappingFactory):
         super().__init__(wrapped_factory)
         self.connections = metrics.connections.labels(listener)
         self.connections_open = metrics.connections_open.labels(listener)
-        self.received_bytes = metrics.received_bytes.labels(listener)
-        self.sent_bytes = metrics.sent_bytes.labels(listener)
+        self.received_bytes = metrics.tally(metrics.received_bytes.labels(listener))
+        self.sent_bytes = metrics.tally(metrics.sent_bytes.labels(listener))
 
 
 class MetricsPage(Resource):
@@ -357,8 +452,8 @@ class MetricsService(Service):
         self._previous = activate(self.metrics)
         self._stop_timing = time_turns(self.reactor, self.metrics.turns)
         if self.metrics.shared_turns is not None:
-            # Another process serves the page: what only this one holds goes
-            # to the node's files at most a second late.
+            # Another process serves the page: what only this one holds (its
+            # tallies, its turns) goes to the node's files at most a second late.
             self._publishing = LoopingCall(self.metrics.publish)
             self._publishing.clock = self.reactor
             self._publishing.start(1.0)

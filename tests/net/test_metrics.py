@@ -248,3 +248,48 @@ def test_reactor_turns_are_a_histogram_and_the_longest():
     assert values[("gateway_reactor_turn_cpu_seconds_count", ())] == 5
     assert values[("gateway_reactor_turn_cpu_seconds_sum", ())] == pytest.approx(4.5008)
     assert values[("gateway_reactor_longest_turn_cpu_seconds", ())] == 4.0
+
+
+def test_command_durations_fall_in_the_buckets_histogram_observe_picks():
+    # Bounds themselves included (Prometheus' le), zero and past the last bound.
+    durations = [0.0, 0.001, 0.0011, 0.005, 0.3, 2.5, 30.0, 31.0, 1e9]
+    counted = Metrics(CollectorRegistry())
+    for seconds in durations:
+        counted.observe_command("pop3", b"RETR", seconds)
+    reference = Metrics(CollectorRegistry())
+    child = reference.commands.labels("pop3", "RETR")
+    for seconds in durations:
+        child.observe(seconds)
+
+    def pick(values):
+        return {key: value for key, value in values.items()
+                if key[0].startswith("gateway_command") and not key[0].endswith("_created")}
+
+    assert pick(samples(counted)) == pick(samples(reference))
+    assert pick(samples(counted))[("gateway_command_duration_seconds_count",
+                                   (("command", "RETR"), ("protocol", "pop3")))] == len(durations)
+
+
+def test_bytes_and_commands_reach_the_values_once_per_read_not_per_write(active, monkeypatch):
+    # A multiprocess value takes a lock and writes a file on every inc: a
+    # session's writes and commands are added up and reach it when read.
+    incs = []
+    factory = MetricsFactory(Factory.forProtocol(Echo), active, "pop3")
+    for counter in (active.sent_bytes, active.received_bytes):
+        child = counter.labels("pop3")
+        monkeypatch.setattr(child, "inc", lambda amount=1, inc=child.inc: (incs.append(amount), inc(amount)))
+    histogram = active.commands.labels("pop3", "RETR")
+    monkeypatch.setattr(histogram, "observe", lambda amount: pytest.fail("observed one by one"))
+    protocol, transport = connect(factory)
+    for _ in range(100):
+        protocol.dataReceived(b"RETR 1\r\n")
+        metrics.observe_command("pop3", b"RETR", 0.0001)
+    assert incs == []
+    values = samples(active)
+    assert values[("gateway_received_bytes_total", (("protocol", "pop3"),))] == 800
+    assert values[("gateway_sent_bytes_total", (("protocol", "pop3"),))] == 1100
+    assert values[("gateway_command_duration_seconds_count", (("command", "RETR"), ("protocol", "pop3")))] == 100
+    assert sorted(incs) == [800, 1100]
+    # Read again with nothing new: nothing is added twice.
+    assert samples(active)[("gateway_sent_bytes_total", (("protocol", "pop3"),))] == 1100
+    assert sorted(incs) == [800, 1100]

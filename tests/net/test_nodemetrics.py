@@ -10,8 +10,12 @@ from prometheus_client import CollectorRegistry, values
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.net import nodemetrics
-from gateway.net.metrics import Metrics
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from gateway.net import metrics as metrics_module, nodemetrics
+from gateway.net.metrics import Metrics, MetricsFactory, MetricsService
 
 
 def samples(registry) -> dict:
@@ -69,3 +73,33 @@ def test_a_fresh_start_forgets_the_last_runs_counts(tmp_path, monkeypatch):
     nodemetrics.share(node, fresh=True)
     assert list(node.iterdir()) == []
     assert (node.stat().st_mode & 0o777) == 0o700
+
+
+def test_a_workers_bytes_and_commands_reach_the_node_within_a_second(tmp_path, monkeypatch):
+    node = tmp_path / "metrics"
+    monkeypatch.setenv(nodemetrics.ENVIRONMENT, str(node))
+    node.mkdir()
+    process(monkeypatch, 7)
+    metrics = Metrics(CollectorRegistry(), listeners=["pop3"], node=node)
+    clock = Clock()
+    clock.doIteration = lambda timeout: None
+    service = MetricsService(metrics, clock)
+    service.startService()
+    try:
+        protocol = MetricsFactory(Factory.forProtocol(Protocol), metrics, "pop3").buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(b"RETR 1\r\n")
+        protocol.write(b"+OK 2 octets\r\nhi\r\n.\r\n")
+        metrics_module.observe_command("pop3", b"RETR", 0.002)
+        clock.advance(1.0)
+        seen = samples(nodemetrics.node_registry(node))
+        assert seen[("gateway_received_bytes_total", (("protocol", "pop3"),))] == 8
+        assert seen[("gateway_sent_bytes_total", (("protocol", "pop3"),))] == 21
+        retr = (("command", "RETR"), ("protocol", "pop3"))
+        assert seen[("gateway_command_duration_seconds_count", retr)] == 1
+        assert seen[("gateway_command_duration_seconds_bucket", (retr[0], ("le", "0.0025"), retr[1]))] == 1
+        protocol.write(b"+OK\r\n")
+    finally:
+        service.stopService()
+    # Stopping publishes what is left.
+    assert samples(nodemetrics.node_registry(node))[("gateway_sent_bytes_total", (("protocol", "pop3"),))] == 26
