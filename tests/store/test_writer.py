@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from gateway.durable import read_slot_file
 from gateway.store.interfaces import NoSuchMailbox, StoreFull, TemporaryFailure
 from gateway.store.sqlite import unsynced as unsynced_module
 from gateway.store.sqlite import writer as writer_module
@@ -42,7 +43,7 @@ class SignallingRecord(UnsyncedRecord):
 class Database:
     """A WAL database, its writer, and a log of what ran on the write connection."""
 
-    def __init__(self, path, reactor=None, flag_durability="batched"):
+    def __init__(self, path, reactor=None, flag_durability="batched", lock=None):
         self.path = path
         setup = sqlite3.connect(path / "index.sqlite", isolation_level=None)
         setup.execute("PRAGMA journal_mode=WAL")
@@ -56,7 +57,7 @@ class Database:
         self.synced = threading.Event()
         self.groups: list[list[object]] = []
         self.record = SignallingRecord(path)
-        self.writer = Writer(self.db, self.sync_wal, self.record, self.done, reactor, flag_durability)
+        self.writer = Writer(self.db, self.sync_wal, self.record, self.done, reactor, flag_durability, lock=lock)
 
     def trace(self, statement):
         self.statements.append(statement)
@@ -294,8 +295,8 @@ def test_flag_groups_commit_normal_record_their_mailboxes_and_sync_soon(threaded
     assert threaded.record.mailboxes == frozenset()
     records = list(tmp_path.glob("unsynced.*"))
     assert len(records) == 1 and records[0].read_bytes() == b""
-    # The durable group is FULL.
-    assert threaded.commits()[-2:] == ["PRAGMA synchronous=FULL", "COMMIT"]
+    # The durable group was synced before its answer.
+    assert threaded.sync_times[-1] >= threaded.commit_times[-1]
     reactor_thread.call(threaded.writer.close)
     assert list(tmp_path.glob("unsynced.*")) == []
 
@@ -406,6 +407,103 @@ def test_an_action_beside_the_commit_failing_fails_the_request_and_skips_what_fo
     assert after == [] and threaded.names() == ["a"]
 
 
+class RecordingLock:
+    """A write lock that only notes when it is taken and let go."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def acquire(self):
+        self.events.append("lock")
+
+    def release(self):
+        self.events.append("unlock")
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def locked(tmp_path, reactor_thread):
+    events = []
+    database = Database(tmp_path, reactor_thread.reactor, lock=RecordingLock(events))
+    real_sync = database.sync_wal
+
+    def sync_wal():
+        events.append("sync")
+        real_sync()
+
+    database.writer._sync_wal = sync_wal
+    def trace(statement):
+        database.trace(statement)
+        if statement in ("COMMIT", "ROLLBACK"):
+            events.append((statement, sorted(database.record.mailboxes)))
+
+    database.db.set_trace_callback(trace)
+    database.events = events
+    yield database
+    reactor_thread.call(database.writer.close)
+
+
+def test_a_durable_group_lets_the_write_lock_go_before_its_sync_and_is_answered_after(locked, reactor_thread):
+    # The lock is held for the statements, not for the disk flush: another
+    # process's writer goes on while this one syncs.  The mailbox is in the
+    # record before the commit anyone can see.
+    reactor_thread.call(lambda: locked.writer.submit(insert("a", notify=7)).addCallback(locked.events.append))
+    assert locked.events == ["lock", ("COMMIT", [7]), "unlock", "sync", "a"]
+    assert "PRAGMA synchronous=FULL" not in locked.statements
+    assert locked.names() == ["a"]
+
+
+def test_a_group_changing_a_mailbox_list_is_synced_before_anyone_sees_it(locked, reactor_thread):
+    # A mailbox made, renamed or deleted is outside what the record covers:
+    # the group runs again, FULL, and the lock is let go after the flush.
+    def create(step):
+        step.notify_mailboxes("alice")
+        return insert("Drafts")(step)
+
+    reactor_thread.call(lambda: locked.writer.submit(create).addCallback(locked.events.append))
+    assert locked.events == ["lock", ("ROLLBACK", []), ("COMMIT", []), "unlock", "Drafts"]
+    assert locked.commits()[-2:] == ["PRAGMA synchronous=FULL", "COMMIT"]
+    assert locked.names() == ["Drafts"]
+
+
+def test_a_group_of_more_rows_than_the_uid_margin_is_synced_before_anyone_sees_it(locked, reactor_thread,
+                                                                                     monkeypatch):
+    # A crash recovery steps UIDNEXT over UID_MARGIN lost UIDs at most.
+    monkeypatch.setattr(writer_module, "UID_MARGIN", 2)
+
+    def copy(step):
+        for name in "abc":
+            insert(name, notify=7)(step)
+        return "copied"
+
+    reactor_thread.call(lambda: locked.writer.submit(copy).addCallback(locked.events.append))
+    assert locked.events == ["lock", ("ROLLBACK", []), ("COMMIT", []), "unlock", "copied"]
+    assert locked.names() == ["a", "b", "c"]
+
+
+def test_a_wal_sync_failing_after_the_lock_fails_the_group_and_skips_what_follows(locked, reactor_thread):
+    after = []
+
+    def broken():
+        locked.events.append("sync")
+        raise OSError(errno.EIO, "Input/output error")
+
+    locked.writer._sync_wal = broken
+
+    def run(step):
+        step.after_commit(lambda: after.append("unlinked"))
+        return insert("a", notify=7)(step)
+
+    refused = reactor_thread.call(lambda: locked.writer.submit(run).addCallbacks(
+        lambda result: None, lambda failure: (failure.type, str(failure.value))))
+    assert refused == (TemporaryFailure, "cannot write to the store: Input/output error")
+    assert after == []
+    # Not acknowledged; the mailbox stays recorded until a sync succeeds.
+    assert locked.record.mailboxes == frozenset({7})
+
+
 def defer_list(deferreds):
     from twisted.internet import defer
 
@@ -417,7 +515,7 @@ def test_a_synced_record_keeps_a_few_mailboxes_not_many(tmp_path):
     record.mark([1, 2, 3])
     record.synced()
     assert record.mailboxes == {1, 2, 3}
-    assert json.loads(next(tmp_path.glob("unsynced.*")).read_text()) == [1, 2, 3]
+    assert json.loads(next(tmp_path.glob("unsynced.*")).read_text())["mailboxes"] == [1, 2, 3]
     record.mark(range(unsynced_module.KEPT_MAILBOXES + 1))
     record.synced()
     assert record.mailboxes == frozenset()
@@ -443,7 +541,45 @@ def test_store_records_survive_a_crash_and_raise_modseqs(tmp_path):
     assert result_of(reopened.changes_since(box.id, record.modseq + 500)).updated == (after,)
     assert result_of(reopened.get_records(other.id, [untouched.uid])) == [untouched]
     assert not (tmp_path / "store" / "unsynced.999999.0").exists()
+    # No UID a lost message can have had is given again, by the index or by
+    # a rebuild from the files.
+    assert result_of(reopened.append(box.id, MESSAGE)).uid >= record.uid + 1 + unsynced_module.UID_MARGIN
+    slot = read_slot_file(tmp_path / "store" / "mail" / str(box.id) / "uidnext")
+    assert int(slot) >= record.uid + 1 + unsynced_module.UID_MARGIN
+    assert result_of(reopened.append(other.id, MESSAGE)).uid == untouched.uid + 1
     reopened.close()
+
+
+def test_a_record_of_a_process_that_died_while_the_machine_ran_on_is_only_removed(tmp_path):
+    # Its writes are in the page cache, which outlives the process: nothing
+    # was lost, so no mod-sequence or UIDNEXT is raised.
+    store = SQLiteStore(tmp_path / "store")
+    box = inbox(store)
+    record = result_of(store.append(box.id, MESSAGE))
+    store.close()
+    left = tmp_path / "store" / "unsynced.999999.0"
+    left.write_text(json.dumps({"boot": unsynced_module.BOOT, "mailboxes": [box.id]}))
+    reopened = SQLiteStore(tmp_path / "store")
+    assert result_of(reopened.get_records(box.id, [record.uid])) == [record]
+    assert result_of(reopened.append(box.id, MESSAGE)).uid == record.uid + 1
+    assert not left.exists()
+    reopened.close()
+
+
+def power_cut(crashed, synced):
+    """
+    Make the copy of a store ``crashed`` what a power cut leaves: the index
+    files as ``synced`` holds them, and its records written before the
+    machine started again.
+    """
+    for name, data in synced.items():
+        (crashed / name).write_bytes(data)
+    (crashed / "index.sqlite-shm").unlink(missing_ok=True)
+    records = list(crashed.glob("unsynced.*"))
+    assert len(records) == 1
+    left = json.loads(records[0].read_text())
+    assert left["boot"] == unsynced_module.BOOT
+    records[0].write_text(json.dumps({**left, "boot": "an earlier boot"}))
 
 
 def test_a_live_process_record_is_left_alone(tmp_path, reactor_thread):
@@ -479,10 +615,7 @@ def test_a_flag_change_a_power_cut_loses_never_takes_a_modseq_down(tmp_path, rea
         shutil.copytree(root, crashed)
     finally:
         reactor_thread.call(store.close)
-    for name, data in synced.items():
-        (crashed / name).write_bytes(data)
-    (crashed / "index.sqlite-shm").unlink(missing_ok=True)
-    assert len(list(crashed.glob("unsynced.*"))) == 1
+    power_cut(crashed, synced)
 
     reopened = SQLiteStore(crashed)
     try:
@@ -494,5 +627,57 @@ def test_a_flag_change_a_power_cut_loses_never_takes_a_modseq_down(tmp_path, rea
         assert result_of(reopened.get_mailbox("alice", "INBOX")).highestmodseq >= after.modseq
         assert result_of(reopened.changes_since(box.id, told)).updated == (after,)
         assert list(crashed.glob("unsynced.*")) == []
+    finally:
+        reopened.close()
+
+
+def test_a_delivery_seen_before_a_power_cut_lost_it_never_gives_its_uid_again(tmp_path, reactor_thread, monkeypatch):
+    # What a power cut leaves, made by hand: the index files as the last
+    # sync left them, and the record the writer made before the commit of
+    # an APPEND that other sessions saw (the write lock let go) but that
+    # never reached the disk, so was never acknowledged.
+    root = tmp_path / "store"
+    store = reactor_thread.call(SQLiteStore, root, reactor=reactor_thread.reactor)
+    crashed = tmp_path / "crashed"
+    try:
+        box = reactor_thread.call(lambda: store.ensure_user("alice").addCallback(
+            lambda _: store.get_mailbox("alice", "INBOX")))
+        first = reactor_thread.call(store.append, box.id, MESSAGE)
+        synced = {name: (root / name).read_bytes() for name in ("index.sqlite", "index.sqlite-wal")}
+        writer = store._writer
+        real_sync, syncing, go = writer._sync_wal, threading.Event(), threading.Event()
+
+        def held_sync():
+            syncing.set()
+            assert go.wait(10)
+            real_sync()
+
+        monkeypatch.setattr(writer, "_sync_wal", held_sync)
+        pending = []
+        reactor_thread.call(lambda: pending.append(store.append(box.id, MESSAGE)))
+        assert syncing.wait(10)
+        # Committed and seen by another reader before the sync: what an
+        # IMAP session of another process would tell its client.
+        seen = sqlite3.connect(root / "index.sqlite")
+        try:
+            seen_uid, seen_modseq = seen.execute(
+                "SELECT uid, modseq FROM messages WHERE mailbox_id = ? ORDER BY uid DESC", (box.id,)).fetchone()
+        finally:
+            seen.close()
+        assert seen_uid == first.uid + 1
+        shutil.copytree(root, crashed)
+        go.set()
+        reactor_thread.call(lambda: pending[0])
+    finally:
+        go.set()
+        reactor_thread.call(store.close)
+    power_cut(crashed, synced)
+
+    reopened = SQLiteStore(crashed)
+    try:
+        assert [r.uid for r in result_of(reopened.get_records(box.id, [first.uid, seen_uid]))] == [first.uid]
+        after = result_of(reopened.append(box.id, MESSAGE))
+        assert after.uid > seen_uid
+        assert after.modseq > seen_modseq
     finally:
         reopened.close()

@@ -27,7 +27,7 @@ from gateway.store.model import UID_MAX
 from gateway.store.names import check_name
 from gateway.store.sqlite.rows import usage_drift
 from gateway.store.sqlite.synchronous import deferred
-from gateway.store.sqlite.unsynced import MARGIN, left_behind, mailboxes_of
+from gateway.store.sqlite.unsynced import MARGIN, UID_MARGIN, left_behind, mailboxes_of
 
 log = Logger()
 
@@ -218,39 +218,46 @@ class MaintenanceMixin:
 
     def recover_unsynced(self) -> None:
         """
-        At start-up: for each record of unsynced flag changes a crashed
-        process left (``unsynced.py``), give its mailboxes mod-sequences
-        above any the lost changes took, then remove the record.
+        At start-up: for each record of unsynced changes a crashed process
+        left (``unsynced.py``), give its mailboxes mod-sequences and a
+        UIDNEXT above any the lost changes took, then remove the record.
         """
         for path, fd in left_behind(self.root):
             try:
                 mailbox_ids = mailboxes_of(fd)
                 if mailbox_ids != []:
                     with self._write():
-                        raised = self._raise_modseqs(mailbox_ids)
-                    log.info("Flag changes may have been lost in a crash: mod-sequences of {count}"
+                        raised = self._raise_counters(mailbox_ids)
+                    log.info("Changes may have been lost in a crash: mod-sequences and UIDNEXT of {count}"
                              " mailboxes raised, clients fetch their flags again", count=raised)
                 path.unlink()
             finally:
                 os.close(fd)
 
-    def _raise_modseqs(self, mailbox_ids: list[int] | None) -> int:
+    def _raise_counters(self, mailbox_ids: list[int] | None) -> int:
         """
         RFC 7162 3.1.1: every message of the mailboxes (all when None) gets
         one new mod-sequence, above the clock in microseconds (as a rebuild)
         and ``MARGIN`` above the mailbox's, so a message whose lost change
-        took it back to its old flags is reported changed to every client.
+        took it back to its old flags, or which came back from a lost
+        expunge, is reported changed to every client.  RFC 3501 2.3.1.1:
+        UIDNEXT goes ``UID_MARGIN`` up (no further than the last UID), and a
+        rebuild keeps it, so no UID of a lost message is given again.
         """
         if mailbox_ids is None:
             mailbox_ids = [row[0] for row in self._db.execute("SELECT id FROM mailboxes")]
         raised = 0
         for mailbox_id in mailbox_ids:
-            row = self._db.execute("SELECT highestmodseq FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+            row = self._db.execute("SELECT highestmodseq, uidnext FROM mailboxes WHERE id = ?",
+                                   (mailbox_id,)).fetchone()
             if row is None:
                 continue
             modseq = max(rebuilt_modseq(), row[0] + MARGIN)
+            uidnext = min(row[1] + UID_MARGIN, UID_MAX + 1)
             self._db.execute("UPDATE messages SET modseq = ? WHERE mailbox_id = ?", (modseq, mailbox_id))
-            self._db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id))
+            self._db.execute("UPDATE mailboxes SET highestmodseq = ?, uidnext = ? WHERE id = ?",
+                             (modseq, uidnext, mailbox_id))
+            self._record_uidnext(mailbox_id, uidnext)
             raised += 1
         return raised
 

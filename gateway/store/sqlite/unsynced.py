@@ -1,23 +1,32 @@
 """
-Which mailboxes may have flag changes a crash can lose, and what to do about
-them at the next start.
+Which mailboxes may have changes a crash can lose after clients saw them,
+and what to do about them at the next start.
 
 A flag change is committed with ``synchronous=NORMAL`` and reaches the disk
-within a second (``writer.py``).  A crash in between loses it: the message
-goes back to its old flags and its old mod-sequence, and the mailbox's
-HIGHESTMODSEQ goes back too.  A CONDSTORE/QRESYNC client that saw the lost
-change would then never hear of the message again, and a later change could
-reuse a mod-sequence it knows: RFC 7162 3.1.1 forbids mod-sequences going
-down, and DESIGN.md says a crash loses at most flags, never an identity.
+within a second (``writer.py``); a delivery, APPEND or expunge is committed
+the same way and synced just after, outside the store's write lock, before
+it is acknowledged.  A crash in between loses the commit, though other
+sessions may have seen it: a message goes back to its old flags and its old
+mod-sequence, an expunged one comes back, one not yet acknowledged goes, and
+the mailbox's HIGHESTMODSEQ and UIDNEXT go back too.  A CONDSTORE/QRESYNC
+client that saw the lost change would then never hear of the message again,
+a later change could reuse a mod-sequence it knows, and a later message the
+UID it saw: RFC 7162 3.1.1 forbids mod-sequences going down, RFC 3501
+2.3.1.1 UIDs being given twice, and DESIGN.md says a crash loses at most
+flags, never an identity.
 
 So before such a commit the writer records, durably, the mailboxes it
 changes (``unsynced.<pid>.<n>`` in the store root, one line of JSON, locked by
 the process while it lives); once the WAL is synced and the writer has
 been idle a while, the record is emptied.
-A record left by a process that is gone means a crash: ``recover`` gives
+A record left by a process that is gone means a crash.  If the machine has
+not restarted since (the record names the kernel's boot), only the process
+died: every write it made is in the page cache and reaches the disk, so
+nothing was lost and the record is just removed.  Otherwise ``recover`` gives
 every message of those mailboxes, and the mailboxes, a mod-sequence above
 any the lost commits can have handed out, so every client fetches their
-flags again.  Costs: one small fsync'd write the first time a mailbox's
+flags again, and raises their UIDNEXT above any UID they can have handed
+out.  Costs: one small fsync'd write the first time a mailbox's
 flags change while the record does not hold it (it keeps a few
 mailboxes across syncs while the writer is busy); at recovery, rewriting
 those mailboxes' mod-sequences.
@@ -37,6 +46,11 @@ PREFIX = "unsynced."
 
 # Above every mod-sequence the commits of one unsynced second can have taken.
 MARGIN = 1_000_000
+
+# Above every UID the unsynced commits of one process can have given: its
+# writer syncs each durable group before the next, and a group that changes
+# more rows than this is synced before anyone sees it (writer.py).
+UID_MARGIN = 100_000
 
 # Mailboxes a record keeps once synced: a crash then recovers them too,
 # which costs their clients one resync of flags, never a change.
@@ -70,7 +84,7 @@ class UnsyncedRecord:
                 os.close(fd)
                 raise
             self._fd = fd
-        data = json.dumps(sorted(wanted)).encode()
+        data = json.dumps({"boot": BOOT, "mailboxes": sorted(wanted)}).encode()
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, data, 0)
         os.fsync(self._fd)
@@ -122,16 +136,36 @@ def left_behind(root: Path) -> list[tuple[Path, int]]:
 
 
 def mailboxes_of(fd: int) -> list[int] | None:
-    """The mailbox ids in a record; None if it cannot be read (then: every mailbox)."""
+    """
+    The mailbox ids in a record whose commits may be lost: none when the
+    machine has not restarted since it was written, None if it cannot be
+    read (then: every mailbox).
+    """
     data = b""
     while chunk := os.pread(fd, 65536, len(data)):
         data += chunk
     if not data:
         return []
     try:
-        ids = json.loads(data)
+        record = json.loads(data)
     except ValueError:
         return None
-    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+    if isinstance(record, dict):
+        if BOOT is not None and record.get("boot") == BOOT:
+            return []
+        record = record.get("mailboxes")
+    if not isinstance(record, list) or not all(isinstance(i, int) for i in record):
         return None
-    return ids
+    return record
+
+
+def _boot_id() -> str | None:
+    """This boot of the kernel (Linux); None where it cannot be told."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+BOOT = _boot_id()

@@ -15,15 +15,21 @@ each group's transaction is run under the store's cross-process write lock
 (``writelock.py``), which this thread waits for in the kernel and gets the
 moment the other writer commits.
 
-Durability tiers (DESIGN.md): a group holding anything acknowledged as
-durable (a delivery, APPEND, COPY, MOVE, an expunge, a mailbox change)
-commits with ``synchronous=FULL``; a group of flag changes only commits with
+Durability tiers (DESIGN.md): a group of flag changes only commits with
 ``synchronous=NORMAL``, visible to every reader at once, and the WAL is
-fsynced within ``FLAG_SYNC_DELAY`` unless a FULL commit (which syncs the
-whole WAL, earlier frames included) comes first.  Before such a commit the
-mailboxes it changes are recorded durably (``unsynced.py``), so that a crash
-that loses it cannot make their mod-sequences go down.  ``immediate`` makes
-every group FULL.
+fsynced within ``FLAG_SYNC_DELAY`` unless a durable group (which syncs the
+whole WAL, earlier frames included) comes first.  A group holding anything
+acknowledged as durable (a delivery, APPEND, COPY, MOVE, an expunge)
+commits with ``synchronous=NORMAL`` too, and the writer fsyncs the WAL right
+after, once it has let the write lock go, and answers after that: the lock
+is held for the statements, not for the disk, so the writers of a node's
+processes no longer queue behind each other's flushes.  Before any such
+commit the mailboxes it changes are recorded durably (``unsynced.py``), so
+that a crash that loses a commit other sessions saw cannot make their
+mod-sequences go down nor a UID be given twice.  What the record cannot
+cover commits with ``synchronous=FULL``, synced before anyone sees it: a
+mailbox made, renamed or deleted, a group of more than ``UID_MARGIN`` rows.
+``immediate`` makes every group FULL.
 
 The directories a group added entries to (a body linked in place) are
 fsynced beside its COMMIT, on helper threads, and so are other small
@@ -59,7 +65,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from time import monotonic
 
 import attrs
@@ -69,6 +75,7 @@ from twisted.python.failure import Failure
 
 from gateway.durable import fsync_dir
 from gateway.store.interfaces import StoreError, StoreFull, TemporaryFailure
+from gateway.store.sqlite.unsynced import UID_MARGIN
 from gateway.store.sqlite.writelock import WriteLock
 
 log = Logger()
@@ -446,21 +453,33 @@ class Writer:
             self._fail(requests, e)
             return [], False
         try:
-            return self._run_group_locked(requests)
+            again, changed, durable_after = self._run_group_locked(requests)
         finally:
             if self._lock is not None:
                 self._lock.release()
+        if durable_after is not None:
+            durable_after()
+        return again, changed
 
-    def _run_group_locked(self, requests: list[Request]) -> tuple[list[Request], bool]:
-        durable = self._immediate or any(r.durable for r in requests)
+    def _run_group_locked(self, requests: list[Request], full: bool = False):
+        """
+        The transaction of ``_run_group``, under the write lock.  Returns
+        its two answers and, for a durable group committed with
+        ``synchronous=NORMAL``, what makes it durable once the lock is let
+        go (None when nothing is left to do).  ``full``: commit with
+        ``synchronous=FULL`` whatever the group holds.
+        """
+        durable = self._immediate or full or any(r.durable for r in requests)
+        # Synced after the lock, not in it (see the module docstring).
+        later = durable and not (self._immediate or full)
         self._before_write()
         try:
-            self._set_synchronous("FULL" if durable else "NORMAL")
+            self._set_synchronous("FULL" if durable and not later else "NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             # Another process has held the write lock past the busy timeout.
             self._fail(requests, TemporaryFailure(f"index is busy: {e}"))
-            return [], False
+            return [], False, None
         changes_before = self._db.total_changes
         for index, request in enumerate(requests):
             request.step = Step(self._db)
@@ -481,14 +500,24 @@ class Writer:
                 request.outcome = failure
                 for earlier in requests[:index]:
                     earlier.outcome = None
-                return [r for r in requests if r is not request], False
-        try:
-            if not durable:
-                self._unsynced.mark(set().union(*(r.step.notices for r in requests)))
-            beside = {}
+                return [r for r in requests if r is not request], False, None
+        if later and not self._may_sync_later(requests, self._db.total_changes - changes_before):
+            # SQLite cannot change its synchronous level inside a transaction.
+            self._roll_back(requests)
             for request in requests:
-                beside.update(request.step.beside)
-            late = self._commit(set().union(*(r.step.directories for r in requests)), list(beside.values()))
+                request.outcome = None
+            return self._run_group_locked(requests, full=True)
+        directories = set().union(*(r.step.directories for r in requests))
+        beside = {}
+        for request in requests:
+            beside.update(request.step.beside)
+        try:
+            if not durable or later:
+                self._unsynced.mark(set().union(*(r.step.notices for r in requests)))
+            if later:
+                syncs = self._commit_leaving_syncs(directories, list(beside.values()))
+            else:
+                late = self._commit(directories, list(beside.values()))
         except (OSError, sqlite3.Error) as e:
             error = store_error(e)
             self._roll_back(requests)
@@ -496,19 +525,51 @@ class Writer:
             if len(again) == len(requests):
                 again = []
             self._fail([r for r in requests if r not in again], error)
-            return again, False
+            return again, False, None
         changed = self._db.total_changes != changes_before
-        if late is not None:
-            log.error("Committed, but cannot make a mailbox's files durable beside it: {error};"
-                      " the requests are failed",
-                      error=late)
-            self._fail(requests, store_error(late))
-            return [], changed
+        if later:
+            return [], changed, lambda: self._make_durable(requests, syncs)
         if not durable and changed:
             if self._unsynced_since is None:
                 self._unsynced_since = monotonic()
         elif durable:
             self._synced()
+        self._settle(requests, late)
+        return [], changed, None
+
+    @staticmethod
+    def _may_sync_later(requests: list[Request], changes: int) -> bool:
+        """
+        Whether a durable group may be seen before it is synced: a crash
+        can then lose what clients were told, and the record of unsynced
+        mailboxes covers that only for changes inside known mailboxes
+        (not a mailbox made, renamed or deleted) of at most ``UID_MARGIN``
+        rows, so at most that many UIDs, which a recovery steps over.
+        """
+        return changes <= UID_MARGIN and not any(r.step.users for r in requests)
+
+    def _make_durable(self, requests: list[Request], syncs: list[Future]) -> None:
+        """After the lock: sync the WAL beside the group's directory fsyncs, then settle it."""
+        late = None
+        try:
+            self._sync_wal()
+        except OSError as e:
+            late = e
+        errors = [error for error in (sync.exception() for sync in syncs) if error is not None]
+        late = late or (errors[0] if errors else None)
+        if late is None:
+            self._synced()
+        else:
+            # Synced or not, what follows the commit must not run yet.
+            self._unsynced_since = self._unsynced_since or monotonic()
+        self._settle(requests, late)
+
+    def _settle(self, requests: list[Request], late: OSError | None) -> None:
+        """A committed group: fail it if it is not durable (``late``), else run what follows its commit."""
+        if late is not None:
+            log.error("Committed, but cannot make it durable: {error}; the requests are failed", error=late)
+            self._fail(requests, store_error(late))
+            return
         for request in requests:
             for action in request.step.committed:
                 try:
@@ -516,7 +577,6 @@ class Writer:
                 except Exception:
                     # Committed all the same; `gateway check` finds what is left.
                     log.failure("After a store commit")
-        return [], changed
 
     def _commit(self, directories: set[Path], beside: list[Callable[[], object]]) -> OSError | None:
         """
@@ -532,13 +592,21 @@ class Writer:
                 action()
             self._db.execute("COMMIT")
             return None
+        syncs = self._commit_leaving_syncs(directories, beside)
+        errors = [error for error in (sync.exception() for sync in syncs) if error is not None]
+        return errors[0] if errors else None
+
+    def _commit_leaving_syncs(self, directories: set[Path], beside: list[Callable[[], object]]) -> list[Future]:
+        """COMMIT with the fsyncs of ``directories`` and the ``beside`` actions started beside it, left running."""
         syncs = [self._directory_syncs.submit(fsync_dir, directory) for directory in directories]
         syncs += [self._directory_syncs.submit(action) for action in beside]
         try:
             self._db.execute("COMMIT")
-        finally:
-            errors = [error for error in (sync.exception() for sync in syncs) if error is not None]
-        return errors[0] if errors else None
+        except BaseException:
+            for sync in syncs:
+                sync.exception()
+            raise
+        return syncs
 
     def _roll_back(self, requests: list[Request]) -> None:
         if self._db.in_transaction:
