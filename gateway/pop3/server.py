@@ -324,7 +324,7 @@ class Pop3Server(Pop3Engine):
             # the next session's snapshot shows them.
             saved = Deferred.fromCoroutine(maildrop.save_seen())
             saved.addErrback(lambda failure: log.failure("POP3 could not flag messages \\Seen", failure))
-            saved.addBoth(lambda _: granted.end())
+            return saved.addBoth(lambda _: granted.end())
 
         maildrop = self.mbox = granted.avatar
         self._end_session = end_session
@@ -434,6 +434,11 @@ class Pop3Server(Pop3Engine):
             # RFC 1939 6: "-ERR some deleted messages not removed"
             self.failResponse(b"[SYS/TEMP] Some deleted messages not removed")
         else:
+            # Unlocked before the answer: a client that connects again the
+            # moment it reads it (on this process or another) gets in.
+            end, self._end_session = self._end_session, None
+            if end is not None:
+                await end()
             self.successResponse(b"Bye, %d messages deleted" % (removed,))
         self.transport.loseConnection()
 

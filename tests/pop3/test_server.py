@@ -736,6 +736,13 @@ def test_lock_released_after_quit(server, session):
     server.connect().login()
 
 
+def test_lock_released_before_quit_is_answered(server, session):
+    # RFC 1939 6: the UPDATE state releases the maildrop; a client that
+    # logs in again the moment it reads the answer is not told IN-USE.
+    assert session.ask(b"QUIT").startswith(b"+OK")
+    server.connect().login()
+
+
 def test_locking_can_be_turned_off(tmp_path):
     server = make_server(tmp_path, lock_session=False)
     server.connect().login()
