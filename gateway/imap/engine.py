@@ -8,6 +8,8 @@ the Twisted installed by ``tests/imap/test_engine.py``:
   error: ..."); ours hands the failure to ``argument_failed``;
 - ``_pendingLiteral``, what Twisted's ``parse_pending`` (the next line) and
   ``rawDataReceived`` (a literal's bytes) feed: ``pending_literal`` here;
+- ``_buffer``, where ``LineReceiver`` keeps what it read but has not run
+  (all of it while ``paused``): ``buffered_input`` here;
 - Twisted's own answers, the greeting and ``dispatchCommand``'s BAD to an
   unknown command, arrive through ``sendServerGreeting`` and
   ``sendBadResponse``, and leave as response values through ``send``;
@@ -60,6 +62,11 @@ class Engine(imap4.IMAP4Server):
     @pending_literal.setter
     def pending_literal(self, pending) -> None:
         self._pendingLiteral = pending
+
+    @property
+    def buffered_input(self) -> int:
+        """Octets read from the client and not run yet."""
+        return len(self._buffer)
 
     # -- Twisted's own answers, as responses -----------------------------
 

@@ -36,6 +36,11 @@ log = Logger()
 # APPEND literals above this size go to a temporary file, not memory.
 SPOOL_IN_MEMORY = 256 * 1024
 
+# While a command runs, what the client sends next waits in the line
+# buffer, read but not run; past this many octets the connection stops
+# being read until the command ends.
+HELD_INPUT = 64 * 1024
+
 LITERAL_TOO_BIG = Condition(BYE, b"[TOOBIG] Literal too big")
 
 
@@ -95,6 +100,19 @@ class Framing:
         finally:
             if started and not self.running:
                 self.release()
+        if self.paused and self.buffered_input > HELD_INPUT:
+            self.transport.pauseProducing()
+
+    def hold_input(self):
+        """
+        Run none of the client's lines until ``resumeProducing``: those that
+        arrive meanwhile wait in the line buffer (up to ``HELD_INPUT``
+        octets, then the connection is not read), so a pipelined command
+        never overtakes one still waiting for the store.  Unlike
+        ``pauseProducing`` the connection is not taken out of the reactor's
+        poll and put back for every command.
+        """
+        self.paused = True
 
     def _lines_received(self, data):
         # b"" too: LineReceiver.resumeProducing sends it to run buffered lines.

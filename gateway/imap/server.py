@@ -312,7 +312,7 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, NotifyCommands, ListCo
         if d.called:
             self._command_done()
             return
-        self.pauseProducing()
+        self.hold_input()
         d.addBoth(lambda _: self._command_done())
 
     async def _command(self, tag, work, args, allow_expunge):

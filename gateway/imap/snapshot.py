@@ -31,6 +31,10 @@ BLOCK = 1024
 # flag lists (a person's INBOX has a few dozen).
 _BYTE_IDS = 256
 
+# A successor drops this many messages of a block one by one (each a
+# move of the block's tail, in C); more, and it copies the block's others.
+_DELETE_AT_MOST = 32
+
 # A table that has doubled in size since it was last found mostly in use
 # (flag lists of messages long gone or changed) starts again with only
 # those in use, so a client inventing keywords cannot grow it for ever.
@@ -285,12 +289,16 @@ class Snapshot:
             numbers = _writable(numbers, max(patches.values(), default=0))
             for position, flag_number in patches.items():
                 numbers[position] = flag_number
-            if gone:
+            if len(gone) > _DELETE_AT_MOST:
                 kept = [position for position in range(len(uids)) if position not in gone]
                 uids = array("I", [uids[position] for position in kept])
                 kept_numbers = [numbers[position] for position in kept]
                 numbers = (bytearray(kept_numbers) if isinstance(numbers, bytearray)
                            else array(numbers.typecode, kept_numbers))
+            elif gone:
+                uids = uids[:]
+                for position in sorted(gone, reverse=True):
+                    del uids[position], numbers[position]
             blocks[block] = (uids, _frozen(numbers))
         blocks = [block for block in blocks if len(block[0])]
         if appended:

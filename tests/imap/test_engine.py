@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from twisted.mail import imap4
+from twisted.protocols.basic import LineReceiver
 
 import gateway.imap
 from gateway.imap.engine import Engine, known_error
@@ -42,6 +43,11 @@ def test_pending_line_and_literal_are_fed_from_pending_literal():
     assert "self._pendingLiteral" in twisted_source(Server.parse_pending)
     assert "self._pendingLiteral.write(data)" in twisted_source(Server.rawDataReceived)
     assert "rawDataReceived" not in vars(IMAPServer) and "parse_pending" not in vars(IMAPServer)
+
+
+def test_line_receiver_keeps_what_it_has_not_run_in_buffer():
+    source = twisted_source(LineReceiver.dataReceived)
+    assert "self._buffer += data" in source and "while self._buffer and not self.paused:" in source
 
 
 def test_twisted_answers_an_unknown_command_and_greets_through_the_routed_methods():

@@ -22,10 +22,12 @@ from twisted.logger import globalLogPublisher
 from zope.interface import directlyProvides
 
 from gateway.config import AuthConfig, Config, ImapConfig, LimitsConfig, ProxyConfig
+from gateway.imap import framing
 from gateway.imap import server as imap_server
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import result_of
 from tests.serverproc import GatewayProcess
+from tests.imap.test_compress import LaterStore
 from tests.imap.test_server import MESSAGE, RecordingTransport, Session
 
 NETWORK = IPv4Address("TCP", "192.0.2.1", 143)
@@ -255,6 +257,38 @@ def test_sessions_per_user_are_limited(store):
 
 
 # -- line and literal limits -----------------------------------------------
+
+
+def test_input_behind_a_waiting_command_is_held_in_order_and_bounded(tmp_path):
+    """
+    While a command waits for the store, what the client pipelines behind
+    it is read but not run, and the connection stays in the reactor's poll
+    (not taken out and put back for every command); past HELD_INPUT octets
+    it is not read until the command ends.  Then all of it runs, in order.
+    """
+    store = LaterStore(tmp_path / "store")
+    try:
+        s = Session(store).login()
+        store.clock = s.clock
+        assert s.send(b"a STATUS INBOX (MESSAGES)\r\nb NOOP\r\n") == b""
+        assert s.server.paused and s.transport.producerState == "producing"
+        s.clock.advance(0)
+        tagged = [line for line in s.read().split(b"\r\n") if line[:1] in (b"a", b"b")]
+        assert [line.split(b" ")[:2] for line in tagged] == [[b"a", b"OK"], [b"b", b"OK"]]
+        assert s.transport.producerState == "producing"
+
+        noops = framing.HELD_INPUT // 8
+        assert s.send(b"c STATUS INBOX (MESSAGES)\r\n") == b""
+        s.server.dataReceived(b"".join(b"n%05d NOOP\r\n" % n for n in range(noops)))
+        assert s.read() == b""
+        assert s.transport.producerState == "paused"
+        s.clock.advance(0)
+        assert s.transport.producerState == "producing"
+        tagged = [line for line in s.read().split(b"\r\n") if line[:1] in (b"c", b"n")]
+        assert tagged[0].startswith(b"c OK")
+        assert tagged[1:] == [b"n%05d OK NOOP completed" % n for n in range(noops)]
+    finally:
+        store.close()
 
 
 def test_over_long_line_is_answered_and_skipped_without_buffering(store):

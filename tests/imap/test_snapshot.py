@@ -3,6 +3,7 @@
 import gc
 from unittest import mock
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -113,9 +114,15 @@ messages = st.lists(st.tuples(st.integers(1, 3), st.sampled_from([frozenset(), S
                                                                             max_size=5),
                                     st.dictionaries(st.integers(0, 40), st.sampled_from([frozenset(), FLAGGED]))),
                           max_size=8))
-def test_successors_match_a_list(gaps, moves):
-    """Blocks of 3: every move crosses block edges; the result reads as the list model says."""
-    with mock.patch.object(snapshot_module, "BLOCK", 3):
+@pytest.mark.parametrize("delete_at_most", [0, 2])
+def test_successors_match_a_list(delete_at_most, gaps, moves):
+    """
+    Blocks of 3: every move crosses block edges; the result reads as the
+    list model says, whether a block's messages go one by one or by a copy
+    of those that stay.
+    """
+    with mock.patch.object(snapshot_module, "BLOCK", 3), \
+            mock.patch.object(snapshot_module, "_DELETE_AT_MOST", delete_at_most):
         model, uid = [], 0
         for gap, flags in gaps:
             uid += gap
