@@ -576,9 +576,10 @@ class Writer:
         late = late or (errors[0] if errors else None)
         if late is None:
             self._synced()
-        else:
-            # Synced or not, what follows the commit must not run yet.
-            self._unsynced_since = self._unsynced_since or monotonic()
+        elif self._unsynced_since is None:
+            # The flag sync's timer tries the WAL again; the record keeps
+            # the group's mailboxes until a sync succeeds.
+            self._unsynced_since = monotonic()
         self._settle(requests, late)
 
     def _settle(self, requests: list[Request], late: OSError | None) -> None:
