@@ -123,10 +123,15 @@ class AppendCommand:
             for m in messages:
                 m.body.seek(0)
             await self.check_quota(sum(sizes), len(messages))
+            # This session reports the messages: it takes their \\Recent.
+            view = self.view
+            recent = (view is not None and view.mailbox_id == info.id and not view.readonly
+                      and not self.imap4rev2)
             uids = []
             try:
                 for message, (flags, internaldate) in zip(messages, parsed):
-                    uids.append((await self.store.append(info.id, message.body, flags, internaldate)).uid)
+                    uids.append((await self.store.append(info.id, message.body, flags, internaldate,
+                                                         recent=recent)).uid)
             except BaseException:
                 # RFC 3502: none of them, then.
                 if uids:

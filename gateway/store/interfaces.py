@@ -210,7 +210,7 @@ class IMailStore(Interface):
         @return: Deferred firing with a sorted list of subscribed names.
         """
 
-    def append(mailbox_id, source, flags=frozenset(), internaldate=None):
+    def append(mailbox_id, source, flags=frozenset(), internaldate=None, recent=False):
         """
         Store a new message durably and give it the next UID.
 
@@ -218,6 +218,12 @@ class IMailStore(Interface):
         line endings are normalised to CRLF.  The message is parsed once here.
         The Deferred fires only after the body is on disk (fsync + rename) and
         the index row is committed.
+
+        ``recent``: the caller has the mailbox selected read-write and will
+        report the message with \\Recent.  A backend may claim it (and any
+        other \\Recent message not yet claimed) in the same write, for the
+        next ``claim_recent`` of the mailbox in this process to return,
+        rather than in a write of its own; or leave it to that call.
 
         @return: Deferred firing with the L{MessageRecord}; fails with
             L{NoSuchMailbox} or L{TemporaryFailure}.

@@ -112,6 +112,29 @@ def test_examine_reports_recent_without_claiming_it(store):
     assert s.command(b"f FETCH 1 FLAGS") == [b"* 1 FETCH (FLAGS (\\Recent))", b"f OK FETCH completed"]
 
 
+def test_append_into_the_selected_mailbox_claims_its_recent_in_its_own_write(store, monkeypatch):
+    # RFC 3501 2.3.2: the appending session reports the message \Recent,
+    # and no other session sees it so; the claim rides on the APPEND's
+    # write, not one more after it.
+    s = Session(store).login()
+    s.command(b"s SELECT INBOX")
+    writes = []
+    submit = store._writer.submit_together
+    monkeypatch.setattr(store._writer, "submit_together", lambda runs: writes.append(1) or submit(runs))
+    lines = s.send(b"a APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE + b"\r\n").split(b"\r\n")[:-1]
+    assert lines[:2] == [b"* 1 EXISTS", b"* 1 RECENT"] and lines[-1].startswith(b"a OK [APPENDUID ")
+    assert len(writes) == 1
+    assert s.command(b"f FETCH 1 FLAGS") == [b"* 1 FETCH (FLAGS (\\Recent))", b"f OK FETCH completed"]
+    assert b"* 0 RECENT" in Session(store).login().command(b"t SELECT INBOX")
+
+
+def test_append_into_a_mailbox_examined_leaves_its_recent_to_a_select(store):
+    s = Session(store).login()
+    s.command(b"e EXAMINE INBOX")
+    s.send(b"a APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE + b"\r\n")
+    assert b"* 1 RECENT" in Session(store).login().command(b"t SELECT INBOX")
+
+
 def test_examine_shows_recent_flags(store):
     _inbox(store, set())
     s = Session(store).login()

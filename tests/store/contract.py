@@ -266,6 +266,17 @@ class MailStoreContract:
         result_of(store.append(box.id, MESSAGE))
         assert result_of(store.claim_recent(box.id)) == {3}
 
+    def test_an_append_for_a_session_reporting_recent_leaves_it_to_that_sessions_claim(self, store):
+        # Claimed with the message or by the claim after it: either way the
+        # next claim here returns it and the others already there, once.
+        box = inbox(store)
+        result_of(store.append(box.id, MESSAGE))
+        record = result_of(store.append(box.id, MESSAGE, recent=True))
+        assert result_of(store.claim_recent(box.id)) == {1, record.uid}
+        assert result_of(store.claim_recent(box.id)) == frozenset()
+        result_of(store.append(box.id, MESSAGE))
+        assert result_of(store.claim_recent(box.id)) == {3}
+
     def test_inbox_level_of_children_is_case_insensitive(self, store):
         inbox(store)
         child = result_of(store.create_mailbox("alice", "inbox/Work"))

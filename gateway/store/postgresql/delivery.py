@@ -98,7 +98,8 @@ class DeliveryMixin:
         finally:
             prepared.body.file.close()
 
-    def append(self, mailbox_id, source, flags=frozenset(), internaldate=None):
+    def append(self, mailbox_id, source, flags=frozenset(), internaldate=None, recent=False):
+        # ``recent`` is left to claim_recent, which the interface allows.
         return Deferred.fromCoroutine(self._append(mailbox_id, source, flags, internaldate, None))
 
     def append_many(self, deliveries):

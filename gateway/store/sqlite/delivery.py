@@ -281,23 +281,34 @@ class DeliveryMixin:
     # -- the contract -------------------------------------------------------
 
     @deferred
-    def append(self, mailbox_id, source, flags=frozenset(), internaldate=None):
-        return defer.Deferred.fromCoroutine(self._append(mailbox_id, source, flags, internaldate, None))
+    def append(self, mailbox_id, source, flags=frozenset(), internaldate=None, recent=False):
+        return defer.Deferred.fromCoroutine(self._append(mailbox_id, source, flags, internaldate, None, recent))
 
-    async def _append(self, mailbox_id, source, flags, internaldate, wanted_uid: int | None) -> MessageRecord:
+    async def _append(self, mailbox_id, source, flags, internaldate, wanted_uid: int | None,
+                      recent: bool = False) -> MessageRecord:
         if internaldate is None:
             internaldate = _now()
         flags = frozenset(flags)
         spooled = await self._prepare(source)
-        try:
-            return await self._writer.submit(
-                partial(self._index, spooled=spooled, mailbox_id=mailbox_id, flags=flags,
+        index = partial(self._index, spooled=spooled, mailbox_id=mailbox_id, flags=flags,
                         internaldate=internaldate, wanted_uid=wanted_uid, take=True)
-            )
+        try:
+            if not recent:
+                return await self._writer.submit(index)
+            # The claim of the session that will report the message, in the
+            # same write rather than one more after it.
+            record, claimed = await self._writer.submit(lambda step: (index(step), self._claim(mailbox_id)))
         except BaseException:
             # Stored, the file was moved into the mailbox; else it is left here.
             spooled.path.unlink(missing_ok=True)
             raise
+        if claimed:
+            if len(self._claimed_here) >= 4096:
+                # Left by sessions gone before they asked: those messages
+                # are \\Recent to nobody, which RFC 3501 2.3.2 allows.
+                self._claimed_here.clear()
+            self._claimed_here[mailbox_id] = self._claimed_here.get(mailbox_id, frozenset()) | claimed
+        return record
 
     @deferred
     def append_many(self, deliveries):

@@ -176,6 +176,8 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
         self._nothing_recent: set[int] = set()
         # Mailboxes whose \\Recent messages a claim in the writer's queue takes.
         self._claiming: set[int] = set()
+        # \\Recent messages APPENDs claimed, for the next claim_recent here.
+        self._claimed_here: dict[int, frozenset[int]] = {}
         self._memo_version = None
         # With a reactor, data_version is read once per reactor turn: a
         # delivery wakes a thousand sessions in one turn.
@@ -577,39 +579,38 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, DevicesMixin, DumpM
 
     @deferred
     def claim_recent(self, mailbox_id):
+        # What an APPEND of this process claimed with its message.
+        taken = frozenset(self._claimed_here.pop(mailbox_id, ()))
         # Every session idling on a mailbox asks after each delivery; only
         # the first has anything to claim, and the others need no write lock.
         self._check_memo()
         # RFC 3501 2.3.2: one session sees a message as recent.  A claim
         # already queued takes, when it runs, every message there is now.
         if mailbox_id in self._nothing_recent or mailbox_id in self._claiming:
-            return frozenset()
+            return taken
         row = self._db.execute("SELECT first_recent_uid, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
         if row is not None and row[0] >= row[1]:
             self._nothing_recent.add(mailbox_id)
-            return frozenset()
-
-        def run(step):
-            row = self._db.execute(
-                "SELECT first_recent_uid, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)
-            ).fetchone()
-            if row is None:
-                raise NoSuchMailbox(str(mailbox_id))
-            first, uidnext = row
-            if first >= uidnext:
-                return frozenset()
-            self._db.execute("UPDATE mailboxes SET first_recent_uid = ? WHERE id = ?", (uidnext, mailbox_id))
-            uids = self._db.execute(
-                "SELECT uid FROM messages WHERE mailbox_id = ? AND uid >= ?", (mailbox_id, first)
-            ).fetchall()
-            return frozenset(row[0] for row in uids)
+            return taken
 
         def claimed(result):
             self._claiming.discard(mailbox_id)
-            return result
+            return result | taken if isinstance(result, frozenset) else result
 
         self._claiming.add(mailbox_id)
-        return self._writer.submit(run, durable=False).addBoth(claimed)
+        return self._writer.submit(lambda step: self._claim(mailbox_id), durable=False).addBoth(claimed)
+
+    def _claim(self, mailbox_id: int) -> frozenset[int]:
+        """Inside a write request: take every \\Recent message of the mailbox not yet taken."""
+        row = self._db.execute("SELECT first_recent_uid, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+        if row is None:
+            raise NoSuchMailbox(str(mailbox_id))
+        first, uidnext = row
+        if first >= uidnext:
+            return frozenset()
+        self._db.execute("UPDATE mailboxes SET first_recent_uid = ? WHERE id = ?", (uidnext, mailbox_id))
+        uids = self._db.execute("SELECT uid FROM messages WHERE mailbox_id = ? AND uid >= ?", (mailbox_id, first))
+        return frozenset(row[0] for row in uids)
 
     # -- IMAP extensions ----------------------------------------------------
 
