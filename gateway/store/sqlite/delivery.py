@@ -27,7 +27,6 @@ import itertools
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -52,9 +51,34 @@ _CHUNK = 256 * 1024
 # back in one call), not read again in chunks.
 _IN_MEMORY = 1024 * 1024
 
-# Names given in tmp/ to spool files taken as they are (with the pid: other
-# processes deliver into the same tmp/).
-_adopted = itertools.count()
+# Names of the files made in tmp/: the pid (other processes deliver into the
+# same tmp/) and a count, where ``mkstemp`` asks the kernel for random bytes
+# and tries names in Python for every body.
+_names = itertools.count()
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _tmp_name() -> str:
+    return f"msg.{_pid}.{next(_names)}"
+
+
+def _new_file(directory: Path) -> tuple[int, Path]:
+    """A new empty file in ``directory``, open for writing, and its path."""
+    while True:
+        path = directory / _tmp_name()
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), path
+        except FileExistsError:
+            # Left by a process that had the same pid and died.
+            continue
 
 
 def _source_chunks(source) -> Iterable[bytes]:
@@ -107,8 +131,7 @@ class DeliveryMixin:
             adopted = self._adopt(source)
             if adopted is not None:
                 return adopted
-        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="msg.")
-        path = Path(name)
+        fd, path = _new_file(self._tmp)
         # What was written, while it is small enough to parse from memory.
         kept: list[bytes] | None = []
         size = 0
@@ -137,7 +160,7 @@ class DeliveryMixin:
         is copied as any source is.
         """
         fd = source.fileno()
-        name = f"msg.{os.getpid()}.{next(_adopted)}"
+        name = _tmp_name()
         path = self._tmp / name
         try:
             directory = os.open(self._tmp, os.O_RDONLY | os.O_DIRECTORY)
@@ -162,8 +185,7 @@ class DeliveryMixin:
 
     def _with_fields(self, shared: Spooled, fields: bytes) -> Spooled:
         """One copy's body: its own fields on top of the shared spool, fsynced."""
-        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="msg.")
-        path = Path(name)
+        fd, path = _new_file(self._tmp)
         with _removed_on_failure(path):
             with os.fdopen(fd, "wb") as f, open(shared.path, "rb") as body:
                 f.write(b"".join(message.crlf_chunks([fields])))
@@ -194,7 +216,7 @@ class DeliveryMixin:
         """
         directory = self._mailbox_dir(mailbox_id)
         final = directory / str(uid)
-        staged = self._tmp / f"place.{os.getpid()}.{mailbox_id}.{uid}"
+        staged = self._tmp / f"place.{_pid}.{mailbox_id}.{uid}"
         staged.unlink(missing_ok=True)
         try:
             os.link(body, staged)
