@@ -18,6 +18,7 @@ No Twisted import here.
 
 from __future__ import annotations
 
+from gateway.mail.message import crlf_throughout
 from gateway.store.traced import TracedMessage, WholeCopy
 
 # What one transaction keeps in memory before it spills to a file.  Most
@@ -53,10 +54,7 @@ class LineEnds:
         self._held_cr = chunk.endswith(b"\r")
         if self._held_cr:
             chunk = chunk[:-1]
-        # Every LF has a CR before it and every CR an LF after it: as many
-        # CRLFs as CRs, and as LFs.
-        crlfs = chunk.count(b"\r\n")
-        if not crlfs == chunk.count(b"\r") == chunk.count(b"\n"):
+        if not crlf_throughout(chunk):
             self.crlf = False
 
 

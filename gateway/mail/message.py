@@ -47,7 +47,7 @@ from gateway.mail.mimescan import Reader
 from gateway.store.model import MessageStructure, Part
 
 __all__ = [
-    "MAX_DEPTH", "MAX_PARTS", "content_coding", "crlf_chunks", "find_part",
+    "MAX_DEPTH", "MAX_PARTS", "content_coding", "crlf_chunks", "crlf_throughout", "find_part",
     "header_fields", "header_values", "parse", "parse_bytes", "section_range",
 ]
 
@@ -420,10 +420,9 @@ def crlf_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
         held_cr = chunk.endswith(b"\r")
         if held_cr:
             chunk = chunk[:-1]
-        line_feeds = chunk.count(b"\n")
-        if line_feeds == chunk.count(b"\r") == chunk.count(b"\r\n"):
-            # Already CRLF throughout, as from LMTP and most MUAs: counting is
-            # far cheaper than three copying replaces.
+        if crlf_throughout(chunk):
+            # As from LMTP and most MUAs: checking is far cheaper than three
+            # copying replaces.
             if chunk:
                 yield chunk
             continue
@@ -434,3 +433,13 @@ def crlf_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
             yield chunk
     if held_cr:
         yield b"\r\n"
+
+
+def crlf_throughout(data: bytes) -> bool:
+    """
+    Whether every CR in ``data`` is followed by an LF and every LF follows
+    a CR.  Each CRLF holds one CR and one LF of its own, so that is when the
+    CRs and LFs together are twice the CRLFs: two passes in C (a two-byte
+    count and a one-pass delete) where counting CR, LF and CRLF takes three.
+    """
+    return len(data) - len(data.translate(None, b"\r\n")) == 2 * data.count(b"\r\n")

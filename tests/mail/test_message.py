@@ -22,6 +22,7 @@ from gateway.mail import message as message_module
 from gateway.mail.mimescan import MAX_HEADER
 from gateway.mail.message import (
     crlf_chunks,
+    crlf_throughout,
     find_part,
     header_fields,
     header_values,
@@ -454,6 +455,12 @@ def test_crlf_chunks_does_not_depend_on_chunking(chunks):
     whole = b"".join(chunks)
     expected = re.sub(rb"\r\n|\r|\n", b"\r\n", whole)
     assert b"".join(crlf_chunks(chunks)) == expected
+
+
+@given(st.text(alphabet="a\r\n\0", max_size=16).map(str.encode))
+def test_crlf_throughout_is_every_line_ending_in_crlf(data):
+    bare = re.search(rb"\r(?!\n)|(?<!\r)\n", data)
+    assert crlf_throughout(data) is (bare is None)
 
 
 # --- robustness and offsets ---------------------------------------------------
