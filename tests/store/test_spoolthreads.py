@@ -63,6 +63,25 @@ def test_no_more_threads_than_its_size_however_many_jobs(reactor_thread):
     assert all(d.called for d in deferreds)
 
 
+def test_every_answer_arrives_when_many_jobs_end_at_once(reactor_thread):
+    # Answers that end together share one call to the reactor thread:
+    # none may be left behind by it.
+    threads = SpoolThreads(reactor_thread.reactor, 4, "spool")
+    try:
+        for _ in range(20):
+            deferreds = reactor_thread.call(lambda: [threads.run(int, n) for n in range(100)])
+            reactor_thread.call(lambda: None)
+            for _ in range(100):
+                if all(d.called for d in deferreds):
+                    break
+                threading.Event().wait(0.01)
+                reactor_thread.call(lambda: None)
+            assert [d.result for d in deferreds] == list(range(100))
+            assert reactor_thread.call(threads.pending) == 0
+    finally:
+        threads.stop()
+
+
 def calls_on_this_thread(start) -> int:
     """Python function calls made on the calling thread by ``start()``."""
     count = 0
