@@ -102,7 +102,11 @@ MAX_GROUP = 256
 # Longest a group waits for the write requests of bodies being spooled
 # meanwhile (each follows its spool within a reactor turn), so that
 # concurrent deliveries and APPENDs share one transaction and one flush.
-GATHER_SECONDS = 0.001
+# A spool's body fsync takes up to a few milliseconds on a busy disk: a
+# millisecond let many of them miss the group (measured with 4 LMTP
+# connections on two processes, 3 ms took some 5% less CPU a message, with
+# as many messages a second or more; 5 ms gained nothing more).
+GATHER_SECONDS = 0.003
 
 _STOP = object()
 
