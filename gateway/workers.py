@@ -178,6 +178,22 @@ def _describe(ended) -> str:
     return f"exit code {getattr(ended, 'exitCode', None)}"
 
 
+def worker_command(executable: str) -> list[str]:
+    """
+    How a worker is run.  ``-P``: ``python -m`` would put the working
+    directory first on ``sys.path``, and a ``gateway/`` there (another
+    checkout) would run in the workers beside this one in the main process.
+    """
+    return [executable, "-P", "-m", "gateway.worker"]
+
+
+def worker_environment() -> dict[str, str]:
+    """This environment, with the gateway this process runs first on ``PYTHONPATH``, wherever it is."""
+    source = str(Path(gateway.__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=source + (os.pathsep + path if path else ""))
+
+
 class Workers(Service):
     """Runs workers 1 to ``count - 1`` while the node runs (module docstring)."""
 
@@ -203,15 +219,11 @@ class Workers(Service):
     def _start(self, index: int) -> None:
         self._restarts.pop(index, None)
         worker = WorkerProcess(index)
-        # The worker imports the gateway this process runs, wherever it is.
-        source = str(Path(gateway.__file__).resolve().parent.parent)
-        path = os.environ.get("PYTHONPATH")
-        env = dict(os.environ, PYTHONPATH=source + (os.pathsep + path if path else ""))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with ours, theirs:
             try:
                 self.reactor.spawnProcess(
-                    worker, self.executable, [self.executable, "-m", "gateway.worker"], env=env,
+                    worker, self.executable, worker_command(self.executable), env=worker_environment(),
                     childFDs=self.plan.child_fds(theirs.fileno()),
                 )
             except OSError as e:

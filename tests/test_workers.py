@@ -3,9 +3,13 @@ The main process's end of a worker (gateway/workers.py), without a process:
 what it does with the lines a worker writes, and when it passes SIGHUP on.
 """
 
+import subprocess
+import sys
+
 from twisted.logger import Logger, eventAsJSON, formatEventAsClassicLogText
 
-from gateway.workers import EVENTS_FD, SERVING, WorkerProcess
+import gateway
+from gateway.workers import EVENTS_FD, SERVING, WorkerProcess, worker_command, worker_environment
 
 
 class Transport:
@@ -67,3 +71,17 @@ def test_what_a_worker_writes_outside_its_log_is_logged():
     texts = [formatEventAsClassicLogText(event) for event in seen]
     assert any("Worker 2: Traceback (most recent call last):" in text for text in texts)
     assert any("Worker 2: boom" in text for text in texts)
+
+
+def test_a_worker_runs_the_gateway_of_the_main_process_whatever_its_working_directory_holds(tmp_path):
+    # Another checkout where the node was started from: "python -m" alone
+    # would import its gateway/ in the workers.
+    decoy = tmp_path / "gateway"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("")
+    command = worker_command(sys.executable)
+    assert command[-2:] == ["-m", "gateway.worker"]
+    # The same interpreter flags, asking which gateway it would import.
+    probe = [*command[:-2], "-c", "import gateway, sys; sys.stdout.write(gateway.__file__)"]
+    found = subprocess.run(probe, cwd=tmp_path, env=worker_environment(), capture_output=True, check=True)
+    assert found.stdout.decode() == gateway.__file__

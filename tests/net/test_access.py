@@ -68,13 +68,20 @@ def test_the_rule_is_asked_per_connection_with_the_peer_as_the_protocols_name_it
     assert asked == ["local", "192.0.2.9"]
 
 
-def test_starttls_through_the_wrapper_looks_secure():
+def test_an_admitted_protocol_is_given_the_transport_itself():
+    # What it writes, its producers and its STARTTLS skip the gate, and
+    # after STARTTLS it sees a secure transport.
     @implementer(ITLSTransport)
     class TlsTransport(StringTransport):
         def startTLS(self, context_factory, normal=True):
             directlyProvides(self, ISSLTransport, ITLSTransport)
 
     protocol = factory().buildProtocol(None)
-    protocol.makeConnection(TlsTransport(peerAddress=v4("192.0.2.9")))
-    protocol.startTLS(object())
-    assert ISSLTransport.providedBy(protocol)
+    transport = TlsTransport(peerAddress=v4("192.0.2.9"))
+    protocol.makeConnection(transport)
+    greeter = protocol.wrappedProtocol
+    assert greeter.transport is transport
+    greeter.transport.startTLS(object())
+    assert ISSLTransport.providedBy(greeter.transport)
+    close(protocol)
+    assert greeter.lost
