@@ -4,7 +4,8 @@ short of RFC 3501 replaced, over the shared store.
 
 What we keep from Twisted: line framing, some argument parsers and the
 command tables (``<state>_<COMMAND>``).  What we replace, each in one place
-here or in the command mixins (``login``, ``mailboxes``, ``selected``):
+here or in the command mixins (``login``, ``mailboxes``, ``select_command``,
+``selected``):
 
 - commands run one at a time: input is paused while a command runs, so a
   pipelined command never overtakes one still waiting for the store, and
@@ -47,12 +48,11 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.mail import imap4
 
-from gateway.imap import mailbox_names, resync
-from gateway.imap.arguments import astring, select_parameters
+from gateway.imap import mailbox_names
 from gateway.imap.append import AppendCommand
 from gateway.imap.compress import CompressCommand
 from gateway.imap.engine import Engine, known_error
-from gateway.imap.errors import Bad, InternalError, InternalParseError, NotModifiedUtf7, NotUtf8, bad
+from gateway.imap.errors import InternalError, InternalParseError, NotModifiedUtf7, NotUtf8, bad
 from gateway.imap.framing import Framing
 from gateway.imap.list_command import ListCommands
 from gateway.imap.login import LoginCommands
@@ -67,9 +67,7 @@ from gateway.imap.responses import (
     Continuation,
     Data,
     Enabled,
-    Exists,
     Namespace,
-    Recent,
     Tagged,
     answer,
 )
@@ -77,9 +75,10 @@ from gateway.imap.fetch_cache import RenderedParts
 from gateway.imap.fetch_command import FetchCommand
 from gateway.imap.quota_commands import QuotaCommands
 from gateway.imap.search_results import SearchResults
+from gateway.imap.select_command import SelectCommands
 from gateway.imap.selected import SelectedCommands
 from gateway.imap.sort_command import SortCommands
-from gateway.imap.snapshot import Snapshot, SnapshotRegistry
+from gateway.imap.snapshot import SnapshotRegistry
 from gateway.imap.view import SelectedView
 from gateway.net import metrics
 from gateway.net.connection import set_no_delay
@@ -89,9 +88,6 @@ from gateway.policy.session import BadCommands, Deadline, session_config
 from gateway.store.interfaces import NoSuchMailbox, TemporaryFailure
 
 log = Logger()
-
-# Dovecot's imap_idle_notify_interval: keeps NAT and firewall state alive.
-IDLE_KEEPALIVE = 120.0
 
 # ENABLED spells a capability as CAPABILITY does.
 _ENABLED_NAMES = {b"IMAP4REV2": b"IMAP4rev2"}
@@ -105,7 +101,8 @@ _AT_ONCE = frozenset({Tagged, Continuation})
 
 
 class IMAPServer(CompressCommand, Framing, LoginCommands, NotifyCommands, ListCommands, MailboxCommands,
-                 AppendCommand, SortCommands, SelectedCommands, SearchResults, FetchCommand, QuotaCommands, Engine):
+                 SelectCommands, AppendCommand, SortCommands, SelectedCommands, SearchResults, FetchCommand,
+                 QuotaCommands, Engine):
     IDENT = b"gateway IMAP4rev1 ready"
     # RFC 6855 3: once on (ENABLE UTF8=ACCEPT), mailbox names are UTF-8 both ways.
     utf8 = False
@@ -455,123 +452,8 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, NotifyCommands, ListCo
         if self.view is not None:
             self.send(Condition(OK, b"[HIGHESTMODSEQ %d] Highest" % self.view.modseq))
 
-    def do_SELECT(self, tag, name, parameters=resync.SelectParameters(), readonly=False):
-        self.run_command(tag, self._select, name, parameters, readonly)
-
-    def do_EXAMINE(self, tag, name, parameters=resync.SelectParameters()):
-        self.do_SELECT(tag, name, parameters, readonly=True)
-
-    async def _select(self, wire_name, parameters, readonly):
-        if parameters.qresync is not None and not self.qresync:
-            # RFC 7162 3.2.5
-            raise bad(b"QRESYNC parameter without ENABLE QRESYNC")
-        if self.view is not None:
-            # RFC 7162 3.2.11: what follows is about the new mailbox (owed
-            # by any server that advertises CONDSTORE).
-            self.send(Condition(OK, b"[CLOSED] Previous mailbox closed"))
-        # Held until the new view is made: SELECT of the same mailbox again
-        # starts from it.
-        previous = self.view
-        self._deselect()
-        if parameters.condstore:
-            # Its HIGHESTMODSEQ comes with the SELECT answer below.
-            self.condstore = True
-        name = self.mailbox_name(wire_name)
-        info = await self.account.select(name)
-        # Another session's picture of the mailbox, if there is one, is a
-        # start that needs only what changed since (and is shared, not copied).
-        snapshots = self.factory.snapshots
-        start = snapshots.latest(info.id, info.uidvalidity)
-        if start is None:
-            start = Snapshot.build(await self.store.list_flags(info.id)), info.highestmodseq
-        snapshot, modseq = start
-        view = SelectedView(info.id, info.uidvalidity, snapshot, modseq, readonly, registry=snapshots)
-        view.apply(await self.store.changes_since(info.id, modseq))
-        view.catch_up()
-        # RFC 9051 E.11, E.12: IMAP4rev2 has neither \Recent nor UNSEEN.
-        if not readonly and not self.imap4rev2:
-            view.add_recent(await self.store.claim_recent(info.id))
-        elif not self.imap4rev2:
-            # RFC 3501 6.3.2: EXAMINE reports \Recent without claiming it.
-            # Unclaimed messages are the newest ones: the top of the view.
-            count = min(await self.store.count_recent(info.id), view.exists)
-            if count:
-                view.add_recent(view.uids[view.exists - count:])
-        for line in view.flags_lines():
-            self.send(Data(line))
-        self.send(Exists(view.exists))
-        unseen = None
-        if not self.imap4rev2:
-            self.send(Recent(view.recent_count))
-            unseen = view.first_unseen()
-        if unseen is not None:
-            self.send(Condition(OK, b"[UNSEEN %d] First unseen message" % unseen))
-        self.send(Condition(OK, b"[UIDVALIDITY %d] UIDs valid" % info.uidvalidity))
-        uidnext = max(info.uidnext, view.largest_uid + 1)
-        self.send(Condition(OK, b"[UIDNEXT %d] Predicted next UID" % uidnext))
-        if self.condstore:
-            # RFC 7162 3.1.2.1
-            self.send(Condition(OK, b"[HIGHESTMODSEQ %d] Highest" % view.modseq))
-        known = parameters.qresync
-        if known is not None and known.uidvalidity == info.uidvalidity:
-            # RFC 7162 3.2.5.1: as UID FETCH known-uids (FLAGS)
-            # (CHANGEDSINCE modseq VANISHED); another UIDVALIDITY means the
-            # client starts over, and nothing more is said.
-            await self.report_changes(view, known.modseq, known.known_uids, flags=True)
-        if self.imap4rev2:
-            # RFC 9051 6.3.2: the mailbox's LIST response.
-            self.send(await self.listing_of(name))
-        self.view = view
-        del previous
-        self.state = "select"
-        self._unsubscribe = self.store.changes.subscribe(info.id, self._on_change)
-        return b"[READ-ONLY] EXAMINE completed" if readonly else b"[READ-WRITE] SELECT completed"
-
-    def _deselect(self):
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        self.view = None
-        self.forget_saved()
-        if self.state == "select":
-            self.state = "auth"
-
-    def do_IDLE(self, tag):
-        self.send(Continuation(b"idling"))
-        self._idle_tag = tag
-        self.parseState = "idle"
-        # RFC 2177: IDLE is activity only until the idle timeout (the client
-        # re-issues it within 29 minutes); meanwhile an untagged OK every
-        # few minutes keeps NAT and firewall state open, as Dovecot does.
-        self._keepalive = self.reactor.callLater(IDLE_KEEPALIVE, self._still_here)
-        if self.view is not None:
-            # RFC 2177: report at once what is pending.
-            self._on_change(self.view.mailbox_id, self.view.modseq + 1)
-
-    def _still_here(self):
-        self.send(Condition(OK, b"Still here"))
-        self._keepalive = self.reactor.callLater(IDLE_KEEPALIVE, self._still_here)
-
-    def _end_idle(self):
-        self._idle_tag = None
-        if self._keepalive is not None and self._keepalive.active():
-            self._keepalive.cancel()
-        self._keepalive = None
-
-    def parse_idle(self, line):
-        tag = self._idle_tag
-        self._end_idle()
-        self.parseState = "command"
-        if line.strip().upper() != b"DONE":
-            self.fail(tag, Bad(b"Expected DONE"))
-            return
-        self.run_command(tag, self._done, b"IDLE terminated")
-
     auth_NAMESPACE = select_NAMESPACE = (do_NAMESPACE,)
     auth_ENABLE = (do_ENABLE, imap4.IMAP4Server.arg_line)
-    auth_SELECT = select_SELECT = (do_SELECT, astring, select_parameters)
-    auth_EXAMINE = select_EXAMINE = (do_EXAMINE, astring, select_parameters)
-    auth_IDLE = select_IDLE = (do_IDLE,)
 
     # -- helpers for the command mixins ----------------------------------
 
