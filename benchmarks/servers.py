@@ -23,6 +23,21 @@ from pathlib import Path
 LOOPBACK = "127.0.0.1"
 
 
+# The checkout these benchmarks are part of.
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def checkout_environment() -> dict[str, str]:
+    """
+    This environment with ``CHECKOUT`` first on ``PYTHONPATH``: the gateway
+    under test is this checkout's even when the interpreter's own is another
+    (one virtualenv, installed editable from one checkout, driving a second
+    one to compare the two).
+    """
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=str(CHECKOUT) + (os.pathsep + path if path else ""))
+
+
 class ServerError(Exception):
     """A server would not start; str() says why, with its log tail."""
 
@@ -316,7 +331,7 @@ class Gateway(Server):
         self.process = subprocess.Popen(
             [str(twistd), "-n", "--pidfile=", "--logfile", str(self.log_path), "gateway",
              "--data", str(self.data), "--pop3", endpoint, "--imap", endpoint, "--lmtp", endpoint],
-            cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            cwd=CHECKOUT, env=checkout_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.pid = self.process.pid
         deadline = time.monotonic() + timeout
         while not ports_file.exists():

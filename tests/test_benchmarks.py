@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import attrs
 import pytest
@@ -21,7 +22,7 @@ from benchmarks import corpus, pagecache, wire
 from benchmarks.load import prepare, report, run_scenarios
 from benchmarks.report import Outcomes, table
 from benchmarks.scenarios import SCENARIOS, Settings, Target, UnknownScenario, Users, choose
-from benchmarks.servers import cpu_seconds
+from benchmarks.servers import CHECKOUT, checkout_environment, cpu_seconds
 from gateway.auth import hash_password
 from tests.serverproc import GatewayProcess
 
@@ -258,3 +259,15 @@ def test_server_cpu_is_measured_finer_than_a_clock_tick():
         pass
     spent = cpu_seconds(os.getpid()) - before
     assert 0.0036 <= spent < 0.0099
+
+
+def test_the_gateway_under_test_is_the_checkout_of_the_benchmarks(tmp_path, monkeypatch):
+    # Another gateway the interpreter would find first (as the checkout a
+    # shared virtualenv was installed from): the server must not run it.
+    other = tmp_path / "other"
+    (other / "gateway").mkdir(parents=True)
+    (other / "gateway" / "__init__.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(other))
+    probe = [sys.executable, "-P", "-c", "import gateway, sys; sys.stdout.write(gateway.__file__)"]
+    found = subprocess.run(probe, cwd=tmp_path, env=checkout_environment(), capture_output=True, check=True)
+    assert Path(found.stdout.decode()) == CHECKOUT / "gateway" / "__init__.py"
