@@ -23,7 +23,8 @@ from gateway.store.sqlite import unsynced as unsynced_module
 from gateway.store.sqlite import writer as writer_module
 from gateway.store.sqlite.store import SQLiteStore
 from gateway.store.sqlite.unsynced import UnsyncedRecord
-from gateway.store.sqlite.writer import Writer, store_error
+from gateway.store.sqlite.requests import store_error
+from gateway.store.sqlite.writer import Writer
 from tests.deferreds import failure_of, result_of
 from tests.store.contract import MESSAGE, inbox
 

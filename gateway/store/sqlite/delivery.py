@@ -42,7 +42,7 @@ from gateway.store.model import MessageRecord, MessageStructure
 from gateway.store.sqlite.reserve import DiskFull
 from gateway.store.encoding import flags_text, part_to_json
 from gateway.store.sqlite.synchronous import deferred
-from gateway.store.sqlite.writer import store_error
+from gateway.store.sqlite.requests import store_error
 from gateway.store.traced import TracedMessage, WholeCopy
 
 _CHUNK = 256 * 1024

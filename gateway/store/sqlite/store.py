@@ -100,7 +100,8 @@ from gateway.store.sqlite.summaries import add_summaries
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.unsynced import UnsyncedRecord
 from gateway.store.sqlite.writelock import WriteLock
-from gateway.store.sqlite.writer import Writer, store_error
+from gateway.store.sqlite.requests import store_error
+from gateway.store.sqlite.writer import Writer
 
 # Deliveries spooled (written, fsynced, parsed) at once at most.
 SPOOL_THREADS = 8
