@@ -1,8 +1,9 @@
 """
 The server configuration: a TOML file read into frozen attrs values.
 
-Each option is declared once, below, with its default, its check and its
-help text (``gateway.options``); the reader, the commented default file
+Each option is declared once, below, with its default, its check (the
+config's own kinds of value are ``gateway.config_values``) and its help
+text (``gateway.options``); the reader, the commented default file
 (``DEFAULT_TOML``, also in README) and what a SIGHUP may change are read off
 these declarations.  Every key is optional and every unknown section or key
 is an error, so a typo stops the server with one line naming the file, the
@@ -11,9 +12,7 @@ key and the problem instead of silently running with a default.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Iterable
 from os import PathLike
@@ -21,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from gateway import config_values as values
 from gateway.options import (
     RESTART,
     ConfigProblem,
@@ -29,7 +29,6 @@ from gateway.options import (
     choice,
     count,
     delay,
-    each,
     kind_of,
     named_sections,
     option,
@@ -43,9 +42,8 @@ from gateway.options import (
     then,
     whole,
 )
-from gateway.policy.addresses import EVERYWHERE, LOCAL, NETWORK_NAME, Networks, UnknownNetwork, network_entry
-from gateway.policy.quota import QuotaRuleError, parse_size
-from gateway.pop3.uidl import DEFAULT_FORMAT, UidlFormat, UidlFormatError
+from gateway.policy.addresses import EVERYWHERE, Networks, UnknownNetwork
+from gateway.pop3.uidl import DEFAULT_FORMAT, UidlFormat
 
 # What POP3 DELE does at QUIT.
 DELETE_POLICIES = ("expunge", "trash", "hide")
@@ -59,144 +57,12 @@ BLOB_KINDS = ("s3", "postgresql")
 # When a flag change is fsynced (README "Storage and durability").
 FLAG_DURABILITIES = ("batched", "immediate")
 
-# RFC 3501 9: ATOM-CHAR, less the list, quoted and resp specials.
-_KEYWORD = re.compile(r"[!#$&'+-Z^-z|~]{1,64}")
-
 
 class ConfigError(Exception):
     """The configuration is unusable; str() is one line: file: key: problem."""
 
 
-# -- checks of this config's own kinds of value ---------------------------------
-
-
-def _hostname(value: Any) -> str:
-    if not isinstance(value, str):
-        raise OptionError(f"must be a string, not {kind_of(value)}")
-    if not value or not value.isascii() or not all(c.isalnum() or c in ".-_" for c in value):
-        raise OptionError(f"{value!r} is not a host name (letters, digits, '.', '-', '_')")
-    # RFC 1035 2.3.4; it goes into every LMTP reply and Received field.
-    if len(value) > 253:
-        raise OptionError(f"a host name has at most 253 characters, not {len(value)}")
-    return value
-
-
-def _endpoint(value: Any) -> str:
-    if not isinstance(value, str):
-        raise OptionError(f"endpoint must be a string, not {kind_of(value)}")
-    if not value.strip() or any(c.isspace() for c in value):
-        raise OptionError(f"{value!r} is not an endpoint string (e.g. \"tcp:110\")")
-    behind_proxy = value.lower().startswith("haproxy:")
-    inner = value[len("haproxy:"):] if behind_proxy else value
-    if inner.lower().startswith("ssl:"):
-        raise OptionError(f"{value!r}: use a tcp: endpoint in pop3s/imaps, TLS comes from [tls]")
-    if inner.lower().startswith("unix:"):
-        if behind_proxy:
-            # [proxy] trusted names networks; a UNIX-socket peer has no
-            # address to check against them.
-            raise OptionError(f"{value!r}: the PROXY protocol is taken on TCP listeners only")
-        # Only configs that name a UNIX socket pay for Twisted's endpoint parser.
-        from gateway.net.unix import UnixListener, UnixListenerError
-
-        try:
-            UnixListener.parse(inner)
-        except UnixListenerError as error:
-            raise OptionError(f"{value!r}: {error}") from None
-    return value
-
-
-def _metrics_endpoint(value: Any) -> str:
-    value = _endpoint(value)
-    if value.lower().startswith("haproxy:"):
-        raise OptionError(f"{value!r}: the metrics listener does not take the PROXY protocol")
-    return value
-
-
-_endpoints = each(_endpoint, "an endpoint string or a list of them", single=True)
-_metrics_endpoints = each(_metrics_endpoint, "an endpoint string or a list of them", single=True)
-
-
-def _network(value: Any) -> str:
-    """A CIDR or a bare address, as [networks] lists them."""
-    if not isinstance(value, str):
-        raise OptionError(f"network must be a string, not {kind_of(value)}")
-    try:
-        ipaddress.ip_network(value)
-    except ValueError as error:
-        raise OptionError(f"{value!r} is not a network: {error}") from None
-    return value
-
-
-def _network_ref(value: Any) -> str:
-    """A CIDR, a bare address, or a network's name (resolved once the whole file is read)."""
-    if not isinstance(value, str):
-        raise OptionError(f"network must be a string, not {kind_of(value)}")
-    try:
-        return network_entry(value)
-    except ValueError as error:
-        raise OptionError(str(error)) from None
-
-
-_networks = each(_network_ref, "a list of networks (\"10.0.0.0/8\", or a name from [networks])")
-
-
-def _network_table(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    pairs = table_of(each(_network, "a list of networks (\"192.168.0.0/16\")"), "a table of name = networks")(value)
-    for name, _ in pairs:
-        if name == LOCAL:
-            raise OptionError(f"{LOCAL!r} is built in (loopback addresses and UNIX sockets): pick another name")
-        if not NETWORK_NAME.fullmatch(name):
-            raise OptionError(f"{name!r} is not a network name (a letter, then letters, digits, '-' or '_')")
-    return pairs
-
-
-def _plaintext_networks(value: Any) -> bool | tuple[str, ...]:
-    if isinstance(value, bool):
-        return value
-    if not isinstance(value, list):
-        raise OptionError(f"must be true, false or a list of networks, not {kind_of(value)}")
-    return _networks(value)
-
-
-def _path(value: Any) -> str:
-    if not isinstance(value, str):
-        raise OptionError(f"must be a file path string, not {kind_of(value)}")
-    if not value or "\0" in value:
-        raise OptionError(f"{value!r} is not a file path")
-    return value
-
-
-def _optional_path(value: Any) -> str:
-    """A file path, or "" for none."""
-    return value if value == "" else _path(value)
-
-
-def _uidl_format(value: Any) -> str:
-    value = text()(value)
-    try:
-        UidlFormat.parse(value)
-    except UidlFormatError as error:
-        raise OptionError(str(error)) from None
-    return value
-
-
-def _keyword(value: Any) -> str:
-    value = text()(value)
-    # RFC 3501 9: flag-keyword = atom; system flags (\Deleted...) are not ours to reuse.
-    if not _KEYWORD.fullmatch(value):
-        raise OptionError(f"{value!r} is not an IMAP keyword (an atom such as \"$POP3Deleted\")")
-    return value
-
-
 _delete_policy = choice(*DELETE_POLICIES)
-
-
-def _at_least(minimum: int):
-    def check(value: int) -> None:
-        if value < minimum:
-            raise OptionError(f"must be at least {minimum}, not {value}")
-
-    return check
 
 
 # -- the options --------------------------------------------------------------
@@ -216,7 +82,7 @@ class ListenerConfig:
     protocol: str = option("", choice(*LISTENER_PROTOCOLS), """
 What it serves: "pop3" or "imap" (offering STLS/STARTTLS), "pop3s" or
 "imaps" (implicit TLS).""", shown='"pop3s"')
-    endpoints: tuple[str, ...] = option((), _endpoints, "Endpoint strings, as for the lists above.",
+    endpoints: tuple[str, ...] = option((), values.endpoints, "Endpoint strings, as for the lists above.",
                                         shown='["tcp:995:interface=192.168.1.10"]')
     tls_min_version: str = option(TLS_MIN_VERSION, choice(*TLS_VERSIONS), """
 The oldest TLS this listener speaks, implicit or after STLS/STARTTLS:
@@ -227,7 +93,7 @@ the listener also takes the CBC ciphers those clients need
 an RSA certificate ([tls]), and every start logs a warning naming it.
 Those versions and ciphers have known weaknesses (RFC 8996): keep such a
 listener on the LAN with networks below.""")
-    networks: tuple[str, ...] = option((), _networks, """
+    networks: tuple[str, ...] = option((), values.networks, """
 Networks that may connect (names from [networks], CIDRs, or "local":
 loopback and UNIX sockets); a client elsewhere is disconnected at once.
 [] takes anyone who reaches the endpoints.""")
@@ -247,7 +113,7 @@ loopback and UNIX sockets); a client elsewhere is disconnected at once.
 class ListenersConfig:
     """Twisted server endpoint strings per protocol; empty disables it."""
 
-    pop3: tuple[str, ...] = option(("tcp:1110:interface=127.0.0.1",), _endpoints, """
+    pop3: tuple[str, ...] = option(("tcp:1110:interface=127.0.0.1",), values.endpoints, """
 Twisted server endpoint strings, a string or a list of strings; [] disables
 the protocol.  The default serves loopback only.  Examples:
   "tcp:110"                           every address, plain text
@@ -264,14 +130,14 @@ Implicit TLS (RFC 8314) is pop3s and imaps below, with plain "tcp:"
 endpoints: the server adds TLS itself with the [tls] certificate, so that
 a renewed certificate is picked up without a restart.  Twisted's
 "ssl:995:privateKey=..." endpoints would pin the certificate and are refused.""")
-    imap: tuple[str, ...] = option(("tcp:1143:interface=127.0.0.1",), _endpoints)
-    lmtp: tuple[str, ...] = option(("tcp:2424:interface=127.0.0.1",), _endpoints)
+    imap: tuple[str, ...] = option(("tcp:1143:interface=127.0.0.1",), values.endpoints)
+    lmtp: tuple[str, ...] = option(("tcp:2424:interface=127.0.0.1",), values.endpoints)
     # RFC 8314: implicit TLS (995, 993); gateway/net/tls.py wraps these itself.
-    pop3s: tuple[str, ...] = option((), _endpoints, 'POP3 over implicit TLS, usually "tcp:995".')
-    imaps: tuple[str, ...] = option((), _endpoints, 'IMAP over implicit TLS, usually "tcp:993".')
+    pop3s: tuple[str, ...] = option((), values.endpoints, 'POP3 over implicit TLS, usually "tcp:995".')
+    imaps: tuple[str, ...] = option((), values.endpoints, 'IMAP over implicit TLS, usually "tcp:993".')
     # Off by default so that two servers on one host (or a test suite) never
     # fight over a fixed port.
-    metrics: tuple[str, ...] = option((), _metrics_endpoints, """
+    metrics: tuple[str, ...] = option((), values.metrics_endpoints, """
 Prometheus metrics over HTTP at /metrics, also read by `gateway status`.
 Off by default; anyone who reaches it sees the server's counters, so keep it
 on loopback or a monitoring network, e.g. "tcp:9154:interface=127.0.0.1".""")
@@ -293,7 +159,7 @@ e.g. a pop3s for old clients on the office LAN:""")
 
 @attrs.frozen
 class Pop3Config:
-    uidl_format: str = option(DEFAULT_FORMAT, _uidl_format, """
+    uidl_format: str = option(DEFAULT_FORMAT, values.uidl_format, """
 UIDL format in Dovecot's pop3_uidl_format notation (2.3 %08Xu%08Xv or 2.4
 %{uid | hex(8)}%{uidvalidity | hex(8)}).  The default matches Dovecot's, so
 POP3 clients of a mailbox migrated with its UIDs download nothing again.
@@ -313,7 +179,7 @@ the folder named Trash, created if missing); "hide" sets hidden_flag on it,
 so POP3 never lists it again while IMAP still shows it.  UIDLs of the other
 messages never change.""")
     # Like Dovecot's pop3_deleted_flag: an IMAP keyword.
-    hidden_flag: str = option("$POP3Deleted", _keyword, """
+    hidden_flag: str = option("$POP3Deleted", values.keyword, """
 The IMAP keyword "hide" sets.  Messages carrying it are left out of POP3
 under every policy, so leaving "hide" does not bring them back.""",
         reload="a new hidden flag changes which messages POP3 lists")
@@ -341,7 +207,7 @@ is forgotten.""")
     forget_devices_after: int = option(90, whole(1, what="a whole number of days"), """
 Days after its last login that a device is forgotten: its deletions hold
 no message back any more, and if it comes back it is a new device.""")
-    networks: tuple[str, ...] = option((), _networks, """
+    networks: tuple[str, ...] = option((), values.networks, """
 Networks POP3 is served to (names from [networks], CIDRs, or "local":
 loopback and UNIX sockets), on every POP3 listener; a client elsewhere is
 answered -ERR [SYS/PERM] and disconnected before it can send a password.
@@ -364,7 +230,7 @@ class ImapConfig:
     idle_timeout: int = option(1800, seconds, """
 Seconds of inactivity before the session is closed; RFC 3501 5.4 asks for
 at least 30 minutes.""")
-    networks: tuple[str, ...] = option((), _networks, """
+    networks: tuple[str, ...] = option((), values.networks, """
 Networks IMAP is served to, as [pop3] networks; a client elsewhere is
 greeted * BYE and disconnected.""")
 
@@ -376,7 +242,7 @@ class LmtpConfig:
 Largest message in bytes, advertised in LHLO as SIZE (50 MB); a bigger one
 is refused with 552.""")
     # RFC 5321 4.5.3.1.8: a server must take at least 100.
-    max_recipients: int = option(100, then(count, _at_least(100)), """
+    max_recipients: int = option(100, then(count, values.at_least(100)), """
 Recipients in one transaction; RCPTs beyond get 452 4.5.3 and the MTA sends
 them in another transaction.  RFC 5321 asks for at least 100.""")
     # Dovecot's lmtp_save_to_detail_mailbox: user+folder@ delivers into folder.
@@ -391,7 +257,7 @@ this way: the sender picks the address, and must not plant "sent" mail.""")
 class AuthConfig:
     failure_delay: float = option(2.0, delay, "Seconds to wait before answering a failed login.")
     # Like Dovecot's disable_plaintext_auth with login_trusted_networks.
-    plaintext_without_tls: bool | tuple[str, ...] = option(False, _plaintext_networks, """
+    plaintext_without_tls: bool | tuple[str, ...] = option(False, values.plaintext_networks, """
 Where LOGIN, USER/PASS and AUTH PLAIN are taken before TLS: false, from
 this machine only (loopback and UNIX sockets); true, from everywhere; or a
 list of networks (names from [networks], CIDRs, "local" for this machine),
@@ -405,20 +271,20 @@ balancer the client's own address counts.""")
 class TlsConfig:
     """Certificate (leaf first, then intermediates) and key, PEM, relative to the data dir."""
 
-    certificate: str = option("tls/cert.pem", _path, """
+    certificate: str = option("tls/cert.pem", values.path, """
 PEM certificate (leaf first, then intermediates) and its unencrypted key,
 relative to the data dir.  When both are left at these defaults and neither
 exists, the first run writes a self-signed ECDSA pair for the hostname
 there.  Every pair is reloaded on SIGHUP and when a file changes.""")
-    key: str = option("tls/key.pem", _path)
-    rsa_certificate: str = option("tls/rsa-cert.pem", _optional_path, """
+    key: str = option("tls/key.pem", values.path)
+    rsa_certificate: str = option("tls/rsa-cert.pem", values.optional_path, """
 A second pair, with an RSA key, for clients that know no ECDSA (old
 Windows, Android, appliances): each client gets the pair it can use, and a
 listener below TLS 1.2 needs an RSA pair.  At these defaults, with
 certificate and key at theirs, the first run writes a self-signed RSA 2048
 pair here; at these defaults beside another certificate, it is used when
 present.  "" for none (when certificate is RSA itself).""")
-    rsa_key: str = option("tls/rsa-key.pem", _optional_path)
+    rsa_key: str = option("tls/rsa-key.pem", values.optional_path)
 
     def __attrs_post_init__(self) -> None:
         if bool(self.rsa_certificate) != bool(self.rsa_key):
@@ -459,7 +325,7 @@ up to 15 seconds; a correct password is never delayed.""")
     password_checks_per_ip: int = option(4, count, """
 Password checks from one address at once; more wait their turn, so that
 parallel connections cannot multiply the guessing rate the delay allows.""")
-    lockout_exempt_networks: tuple[str, ...] = option((), _networks, """
+    lockout_exempt_networks: tuple[str, ...] = option((), values.networks, """
 Networks whose users are never locked out, e.g. ["lan"] or ["192.0.2.0/24"]
 for an office, or a webmail front end that does not name its clients (see
 [proxy] login_trusted_networks); their failures are still delayed.""")
@@ -470,25 +336,15 @@ for an office, or a webmail front end that does not name its clients (see
 IPv6 clients count by network, this prefix long, for every limit per
 address (connections, failed logins): a subscriber holds a /64 or more and
 may pick any address in it.  32 to 128.""")
-    per_ip_exempt_networks: tuple[str, ...] = option((), _networks, """
+    per_ip_exempt_networks: tuple[str, ...] = option((), values.networks, """
 Networks max_connections_per_ip does not hold, e.g. ["lan"] for an office
 whose clients all poll at once; max_connections still counts them.""")
-
-
-def _kilobytes(value: Any) -> int:
-    """A size in kilobytes: a whole number, or a string with a unit ("1G")."""
-    if isinstance(value, str):
-        try:
-            return parse_size(value, 1024) // 1024
-        except QuotaRuleError as error:
-            raise OptionError(str(error)) from None
-    return whole(0, what='a number of kilobytes or a size such as "1G"')(value)
 
 
 @attrs.frozen
 class QuotaConfig:
     # As Dovecot's quota_rule = *:storage=... and *:messages=...
-    storage: int = option(0, _kilobytes, """
+    storage: int = option(0, values.kilobytes, """
 Most mail a user may keep, all mailboxes together (RFC 9208 STORAGE), in
 kilobytes or with a unit: "500M", "2G".  0 for no limit.  A user's own
 limits in the users file come first, in Dovecot's words:
@@ -508,11 +364,11 @@ changes no usage); POP3 is not limited.""")
 class ProxyConfig:
     """Who may name the client's address: PROXY headers, IMAP ID x-originating-ip."""
 
-    trusted: tuple[str, ...] = option(("127.0.0.1/32", "::1/128"), _networks, """
+    trusted: tuple[str, ...] = option(("127.0.0.1/32", "::1/128"), values.networks, """
 Networks allowed to send a PROXY protocol header on "haproxy:" listeners;
 a connection from anywhere else is dropped.""")
     # Like Dovecot's login_trusted_networks; none by default.
-    login_trusted_networks: tuple[str, ...] = option((), _networks, """
+    login_trusted_networks: tuple[str, ...] = option((), values.networks, """
 Front ends (webmail, IMAP proxies) allowed to name their client's address
 before login with IMAP ID ("x-originating-ip" "192.0.2.7"), as Dovecot's
 login_trusted_networks: the limits and the auth log then use that address.""")
@@ -608,9 +464,9 @@ every core").""")
 
 @attrs.frozen
 class Config:
-    hostname: str = option("localhost", _hostname, "Name used in greetings and in LMTP replies.", reload=RESTART)
+    hostname: str = option("localhost", values.hostname, "Name used in greetings and in LMTP replies.", reload=RESTART)
     # Sorted (name, CIDRs) pairs.
-    networks: tuple[tuple[str, tuple[str, ...]], ...] = table(_network_table, """
+    networks: tuple[tuple[str, tuple[str, ...]], ...] = table(values.network_table, """
 Networks by name, for every option below that takes a list of networks
 (where "local", this machine's loopback and UNIX sockets, is built in).
 A change applies at a reload, but to [listeners] and [proxy] at a restart.""",
