@@ -21,7 +21,8 @@ not fit LMTP it is replaced, each in one place:
   recipient and answers once; LMTP spools once and answers once per accepted
   recipient, in RCPT order (RFC 2033 4.2).  Every recipient, and what other
   sessions deliver in the same reactor turn, is stored under one index
-  commit (``gateway.lmtp.delivery.GroupCommit``); no reply goes out before it.
+  commit (``gateway.lmtp.delivery.GroupCommit``); no reply goes out before it
+  (``gateway.lmtp.replying``).
 - replies: every 2xx/4xx/5xx reply carries an RFC 3463 enhanced status code,
   as advertising ENHANCEDSTATUSCODES requires (RFC 2034 3); the stock texts
   have none.  Refusals are the classes of ``gateway.lmtp.replies``, raised
@@ -54,7 +55,6 @@ full_tempfail``.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import re
 from functools import partial
@@ -68,6 +68,7 @@ from twisted.mail import smtp
 
 from gateway.lmtp import replies
 from gateway.lmtp.delivery import GroupCommit
+from gateway.lmtp.replying import DeliveryReplies
 from gateway.lmtp.spill import SpillFile
 from gateway.lmtp.spool import DataSpool
 from gateway.lmtp.recipients import MAX_ADDRESS, MAX_LOCAL_PART, Recipient, header_safe, resolve_recipient
@@ -75,9 +76,8 @@ from gateway.lmtp.trace import Transaction, helo_domain, trace_fields, transacti
 from gateway.net import metrics
 from gateway.net.dotlines import find_dot_line
 from gateway.net.connection import set_no_delay
-from gateway.policy.quota import OverQuota, Quotas, check_quota
+from gateway.policy.quota import Quotas
 from gateway.policy.session import BadCommands, Deadline, session_config
-from gateway.store.interfaces import StoreFull, TemporaryFailure
 
 log = Logger()
 
@@ -122,21 +122,7 @@ def _peer_ip(address) -> str | None:
         return None
 
 
-def _disk_full(error: BaseException) -> bool:
-    if isinstance(error, OSError):
-        # The DATA spool's own disk.
-        return error.errno in (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(error, StoreFull)
-
-
-def _temporary_failure(error: BaseException) -> replies.LmtpError:
-    """The reply to a delivery the store could not take now."""
-    if _disk_full(error):
-        return replies.MailSystemFull()
-    return replies.TryLater()
-
-
-class LMTPServer(smtp.SMTP):
+class LMTPServer(DeliveryReplies, smtp.SMTP):
     """
     One LMTP session.  Transaction state is ``_transaction`` (None before
     MAIL) and ``_recipients``; during DATA the message goes to ``_spool``;
@@ -510,77 +496,6 @@ class LMTPServer(smtp.SMTP):
         self._reset_transaction()
         self._delivering = True
         defer.Deferred.fromCoroutine(self._deliver_message(spool, transaction, recipients, monotonic()))
-
-    async def _deliver_message(self, spool, transaction: Transaction, recipients, started: float):
-        """
-        RFC 2033 4.2: one reply per accepted recipient, in RCPT order.  DATA
-        is timed from the final dot to the last of them: the store's work,
-        not how fast the client sent the message.
-        """
-        try:
-            if spool.too_big:
-                refusal = replies.MessageTooBig()
-            else:
-                finished = spool.finish()
-                if finished is not None:
-                    await finished
-                refusal = None if spool.error is None else _temporary_failure(spool.error)
-            started_together = None
-            if refusal is None and self._deliveries.batching:
-                # Every recipient at once: one index commit for them all.
-                started_together = [self._start_delivery(spool, transaction, r) for r in recipients]
-            for index, recipient in enumerate(recipients):
-                if refusal is not None:
-                    self._refuse(refusal, recipient.address)
-                    continue
-                delivery = (
-                    started_together[index]
-                    if started_together is not None
-                    else self._start_delivery(spool, transaction, recipient)
-                )
-                outcome = await self._outcome_of(recipient, delivery)
-                if isinstance(outcome, replies.LmtpError):
-                    self._refuse(outcome, recipient.address)
-                else:
-                    self.sendCode(250, b"2.0.0 <%s> Saved as UID %d" % (recipient.address, outcome))
-        finally:
-            spool.close()
-            metrics.observe_command("lmtp", b"DATA", monotonic() - started)
-            self._delivered()
-
-    def _start_delivery(self, spool, transaction: Transaction, recipient: Recipient) -> defer.Deferred:
-        # Every copy's own fields on top of the spool they share, which the
-        # store reads (and parses) once for them all; the one copy of a
-        # single recipient has them in the spool already.
-        fields = spool.fields or trace_fields(transaction, recipient.address)
-        message = spool.copy_for(fields)
-        return defer.Deferred.fromCoroutine(self._deliver_copy(recipient, message, len(fields) + self._size))
-
-    async def _deliver_copy(self, recipient: Recipient, message, size: int):
-        await check_quota(self._deliveries.store, self._quotas, recipient.user, size)
-        return await self._deliveries.deliver(recipient.user, message, recipient.mailbox,
-                                              special_use=not recipient.detail)
-
-    async def _outcome_of(self, recipient: Recipient, delivery: defer.Deferred) -> int | replies.LmtpError:
-        """The UID a recipient's copy was stored under, or why it was not."""
-        try:
-            record = await delivery
-        except OverQuota as e:
-            log.info("Delivery to {user} refused: over its {resource} quota", user=recipient.user,
-                     resource=e.resource)
-            return replies.OverQuotaForNow() if self._quotas.full_tempfail else replies.OverQuota()
-        except TemporaryFailure as e:
-            log.warn("Delivery to {user} deferred: {error}", user=recipient.user, error=str(e))
-            metrics.count_delivery("tempfail")
-            metrics.count_store_error("deliver")
-            return _temporary_failure(e)
-        except Exception:
-            log.failure("While delivering to {user}", user=recipient.user)
-            metrics.count_delivery("error")
-            metrics.count_store_error("deliver")
-            return replies.InternalError()
-        metrics.count_delivery("ok")
-        return record.uid
 
     def _delivered(self):
         self._delivering = False
