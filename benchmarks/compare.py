@@ -11,6 +11,12 @@ medians with the ratio gateway/Dovecot, realistic scenarios first and the
 worst at the top.  A scenario that fails on a server is recorded in the
 table with its error.
 
+With ``--against CHECKOUT`` the gateway of another checkout (a ``git
+worktree`` of the commit to compare with) takes Dovecot's place, named
+``baseline``: both gateways run at the same time on the same machine, every
+scenario alternating between them, so that a change is measured against
+its parent under the same noise rather than in runs minutes apart.
+
 With ``--backend postgresql`` the gateway keeps its mail in a private
 PostgreSQL with bodies in a private SeaweedFS (S3), and a second gateway
 node on the same store takes the deliveries of the cross-node push.
@@ -34,7 +40,7 @@ import attrs
 from benchmarks import pagecache
 from benchmarks.load import apply_settings, chosen_scenarios, prepare, report, run_scenarios, settings_arguments
 from benchmarks.scenarios import Settings, Target, Users
-from benchmarks.servers import Dovecot, Gateway, Server, ServerError
+from benchmarks.servers import Dovecot, Gateway, Server, ServerError, is_checkout
 from benchmarks.shared_store import SharedStore
 from gateway.auth import hash_password
 
@@ -120,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large-messages", type=int, help="messages in the large INBOX (default 20000)")
     settings_arguments(parser)
     parser.add_argument("--server", choices=["dovecot", "gateway"], help="run against one server only")
+    parser.add_argument("--against", type=Path, metavar="CHECKOUT",
+                        help="compare with the gateway of another checkout (a git worktree), run side by side,"
+                             " instead of with Dovecot")
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite",
                         help="the gateway's store: sqlite (default), or postgresql with bodies in S3 (SeaweedFS)"
                              " started for the run, and a second node on it")
@@ -131,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, mail) afterwards")
     args = parser.parse_args(argv)
     scenarios = chosen_scenarios(parser, args)
+    if args.against is not None:
+        if args.server is not None:
+            parser.error("--against compares two gateways: leave out --server")
+        if args.backend != "sqlite":
+            parser.error("--against runs two gateways, each on a store of its own: --backend sqlite only")
+        if not is_checkout(args.against.resolve()):
+            parser.error(f"--against {args.against}: not a gateway checkout (no gateway/ and twisted/plugins/)")
 
     plan = QUICK if args.quick else FULL
     settings = apply_settings(plan.settings, args)
@@ -154,10 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     peer: Gateway | None = None
     try:
         hashes = password_hashes(users)
-        if args.server != "gateway":
+        store_toml = store.start().toml if store is not None else ""
+        if args.against is not None:
+            servers.append(Gateway(root / "baseline", hashes, sessions, store_toml, name="baseline",
+                                   workers=args.workers, checkout=args.against.resolve()))
+        elif args.server != "gateway":
             servers.append(Dovecot(root / "dovecot", hashes, sessions))
         if args.server != "dovecot":
-            store_toml = store.start().toml if store is not None else ""
             servers.append(Gateway(root / "gateway", hashes, sessions, store_toml, workers=args.workers))
             if store is not None:
                 peer = Gateway(root / "gateway-b", hashes, sessions, store_toml, name="gateway-b",

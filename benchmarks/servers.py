@@ -27,15 +27,20 @@ LOOPBACK = "127.0.0.1"
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 
-def checkout_environment() -> dict[str, str]:
+def checkout_environment(checkout: Path = CHECKOUT) -> dict[str, str]:
     """
-    This environment with ``CHECKOUT`` first on ``PYTHONPATH``: the gateway
-    under test is this checkout's even when the interpreter's own is another
-    (one virtualenv, installed editable from one checkout, driving a second
-    one to compare the two).
+    This environment with ``checkout`` first on ``PYTHONPATH``: the gateway
+    under test is that checkout's (by default this one's) even when the
+    interpreter's own is another (one virtualenv, installed editable from
+    one checkout, driving a second one to compare the two).
     """
     path = os.environ.get("PYTHONPATH")
-    return dict(os.environ, PYTHONPATH=str(CHECKOUT) + (os.pathsep + path if path else ""))
+    return dict(os.environ, PYTHONPATH=str(checkout) + (os.pathsep + path if path else ""))
+
+
+def is_checkout(path: Path) -> bool:
+    """Whether ``path`` holds a gateway checkout (its ``gateway`` package and twistd plugin)."""
+    return (path / "gateway" / "__init__.py").is_file() and (path / "twisted" / "plugins").is_dir()
 
 
 class ServerError(Exception):
@@ -303,8 +308,10 @@ class Gateway(Server):
     name = "gateway"
 
     def __init__(self, root: Path, users: dict[str, str], sessions: int, store_toml: str = "",
-                 name: str = "gateway", workers: int = 1):
+                 name: str = "gateway", workers: int = 1, checkout: Path = CHECKOUT):
         self.name = name
+        # Whose gateway runs: this checkout's, or another's to compare with.
+        self.checkout = checkout
         self.root = Path(root)
         self.data = self.root / "data"
         self.data.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -331,7 +338,8 @@ class Gateway(Server):
         self.process = subprocess.Popen(
             [str(twistd), "-n", "--pidfile=", "--logfile", str(self.log_path), "gateway",
              "--data", str(self.data), "--pop3", endpoint, "--imap", endpoint, "--lmtp", endpoint],
-            cwd=CHECKOUT, env=checkout_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            cwd=self.checkout, env=checkout_environment(self.checkout), stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
         self.pid = self.process.pid
         deadline = time.monotonic() + timeout
         while not ports_file.exists():

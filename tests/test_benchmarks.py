@@ -18,11 +18,11 @@ from pathlib import Path
 import attrs
 import pytest
 
-from benchmarks import corpus, pagecache, wire
+from benchmarks import compare, corpus, pagecache, wire
 from benchmarks.load import prepare, report, run_scenarios
 from benchmarks.report import Outcomes, table
 from benchmarks.scenarios import SCENARIOS, Settings, Target, UnknownScenario, Users, choose
-from benchmarks.servers import CHECKOUT, checkout_environment, cpu_seconds
+from benchmarks.servers import CHECKOUT, Gateway, checkout_environment, cpu_seconds, is_checkout
 from gateway.auth import hash_password
 from tests.serverproc import GatewayProcess
 
@@ -271,3 +271,32 @@ def test_the_gateway_under_test_is_the_checkout_of_the_benchmarks(tmp_path, monk
     probe = [sys.executable, "-P", "-c", "import gateway, sys; sys.stdout.write(gateway.__file__)"]
     found = subprocess.run(probe, cwd=tmp_path, env=checkout_environment(), capture_output=True, check=True)
     assert Path(found.stdout.decode()) == CHECKOUT / "gateway" / "__init__.py"
+
+
+def test_a_gateway_of_another_checkout_runs_that_checkout(tmp_path, monkeypatch):
+    # benchmarks.compare --against: the baseline's processes import the
+    # other checkout's gateway, not this one's.
+    other = tmp_path / "other"
+    (other / "gateway").mkdir(parents=True)
+    (other / "gateway" / "__init__.py").write_text("")
+    (other / "twisted" / "plugins").mkdir(parents=True)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    assert is_checkout(other) and is_checkout(CHECKOUT)
+    baseline = Gateway(tmp_path / "baseline", {}, 1, name="baseline", checkout=other)
+    probe = [sys.executable, "-P", "-c", "import gateway, sys; sys.stdout.write(gateway.__file__)"]
+    found = subprocess.run(probe, cwd=tmp_path, env=checkout_environment(baseline.checkout), capture_output=True,
+                           check=True)
+    assert Path(found.stdout.decode()) == other / "gateway" / "__init__.py"
+
+
+@pytest.mark.parametrize("arguments, error", [
+    (["--against", "{tmp}"], "not a gateway checkout"),
+    (["--against", "{checkout}", "--server", "gateway"], "leave out --server"),
+    (["--against", "{checkout}", "--backend", "postgresql"], "--backend sqlite only"),
+])
+def test_compare_against_refuses_what_it_cannot_compare(tmp_path, capsys, arguments, error):
+    arguments = [a.format(tmp=tmp_path, checkout=CHECKOUT) for a in arguments]
+    with pytest.raises(SystemExit) as exited:
+        compare.main(["--only", "pop3-login-rate", *arguments])
+    assert exited.value.code == 2
+    assert error in capsys.readouterr().err
