@@ -102,20 +102,30 @@ def share_accepts(port, loads: Loads | None = None) -> None:
     woken by the same connection, takes it.  Only while the others make
     progress: once no other process's count has moved for
     ``PATIENCE_SECONDS`` of standing aside (a worker stuck in a long turn),
-    this one accepts, until their counts move again.
+    this one accepts, until their counts move again or the burst is over.
+
+    A wait is one burst's: while clients wait, this port looks every
+    ``YIELD_SECONDS``, so a look after more than ``PATIENCE_SECONDS``
+    without one is a new burst, and the wait starts again, even if the
+    others' counts are what they were when it last gave up on them (an idle
+    worker that holds none, as it did then).  Else a port that once gave up
+    on a worker took every later burst whole.
     """
     accept = port.doRead
-    # The others' counts when this port began standing aside for them, and when.
+    # The others' counts when this port began standing aside for them, when,
+    # and when it last found a lighter process.
     waiting_for: tuple[int, ...] | None = None
     since = 0.0
+    looked = float("-inf")
 
     def doRead():
-        nonlocal waiting_for, since
+        nonlocal waiting_for, since, looked
         if loads is not None and loads.lighter_elsewhere():
             now = port.reactor.seconds()
             others = loads.others()
-            if others != waiting_for:
+            if others != waiting_for or now - looked > PATIENCE_SECONDS:
                 waiting_for, since = others, now
+            looked = now
             if now - since < PATIENCE_SECONDS:
                 port.stopReading()
                 port.reactor.callLater(YIELD_SECONDS, resume)

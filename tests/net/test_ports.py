@@ -152,16 +152,38 @@ def test_a_port_accepts_once_a_process_it_stood_aside_for_took_nothing_for_long(
     assert port.reactor.later == []
 
 
+def _wait_out_the_patience(port, factory):
+    """Look again each YIELD_SECONDS, as while a client waits, until the port takes one; the seconds it took."""
+    taken, started = factory.count, port.reactor.now
+    for _ in range(round(PATIENCE_SECONDS / YIELD_SECONDS) + 2):
+        port.reactor.run_later()
+        port.reactor.now += YIELD_SECONDS
+        port.doRead()
+        if factory.count > taken:
+            return port.reactor.now - started
+    raise AssertionError("never took the waiting client")
+
+
 def test_a_port_stands_aside_again_once_the_others_moved(standing_aside):
     port, factory, theirs = standing_aside
-    port.reactor.run_later()
-    port.reactor.now += 2 * PATIENCE_SECONDS
-    port.doRead()
+    _wait_out_the_patience(port, factory)
     assert factory.count == 2
     theirs.add(1)
     port.doRead()
     assert factory.count == 2
     assert len(port.reactor.later) == 1
+
+
+def test_a_new_burst_waits_for_the_others_again_though_their_counts_did_not_move(standing_aside):
+    # The other process idles at none, as when this port last gave up on it:
+    # that wait is over, and the next burst is shared again.
+    port, factory, theirs = standing_aside
+    assert _wait_out_the_patience(port, factory) >= PATIENCE_SECONDS
+    port.reactor.run_later()
+    port.reactor.now += 1.0
+    port.doRead()
+    assert factory.count == 2
+    assert [delay for delay, _ in port.reactor.later] == [YIELD_SECONDS]
 
 
 def test_a_port_that_stopped_listening_does_not_start_watching_again(standing_aside):
