@@ -39,6 +39,7 @@ PURE = [
     "pop3/session.py",
     "pop3/uidl.py",
     "imap/view.py",
+    "imap/view_flags.py",
     "imap/sequence.py",
     "imap/search.py",
     "imap/search_keys.py",
