@@ -366,6 +366,11 @@ class DotStuffer:
         return b".\r\n" if self._at_line_start else b"\r\n.\r\n"
 
 
+# Body lines of TOP found one by one at most; past that, a chunk's lines
+# are counted first (a count of the whole chunk costs about as much).
+_LINES_WALKED = 64
+
+
 class TopFilter:
     """
     RFC 1939 TOP: the header, the blank line after it, then ``lines`` lines
@@ -384,27 +389,37 @@ class TopFilter:
         self.done = False
 
     def transform(self, chunk: bytes) -> bytes:
-        passed = []
         position = 0
-        while not self.done and position < len(chunk):
+        # The header line by line: a few dozen lines, to find the blank one.
+        while self._in_header and position < len(chunk):
             newline = chunk.find(b"\n", position)
             if newline == -1:
                 self._line_start = (self._line_start + chunk[position : position + 2])[:2]
-                passed.append(chunk[position:])
-                break
-            line_end = newline + 1
+                return chunk
             self._line_start = (self._line_start + chunk[position : min(newline, position + 2)])[:2]
-            passed.append(chunk[position:line_end])
-            self._end_line()
-            position = line_end
-        return b"".join(passed)
-
-    def _end_line(self) -> None:
-        if self._in_header:
             if self._line_start in (b"", b"\r"):
                 self._in_header = False
                 self.done = self._body_lines_left == 0
-        else:
+            self._line_start = b""
+            position = newline + 1
+        if self._in_header:
+            return chunk
+        if self.done:
+            return chunk[:position]
+        # A few body lines are walked; many are counted, not walked:
+        # fetchmail, keeping mail on the server, downloads every message
+        # with TOP n 99999999, and then chunks pass whole.
+        if self._body_lines_left > _LINES_WALKED:
+            lines = chunk.count(b"\n", position)
+            if lines < self._body_lines_left:
+                self._body_lines_left -= lines
+                return chunk
+        end = position
+        while self._body_lines_left:
+            newline = chunk.find(b"\n", end)
+            if newline == -1:
+                return chunk
+            end = newline + 1
             self._body_lines_left -= 1
-            self.done = self._body_lines_left == 0
-        self._line_start = b""
+        self.done = True
+        return chunk[:end]
