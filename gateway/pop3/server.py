@@ -365,8 +365,13 @@ class Pop3Server(Pop3Engine):
 
     async def do_TOP(self, number, lines):
         number = parse_message_number(number)
-        top = TopFilter(parse_line_count(lines))
+        lines = parse_line_count(lines)
         size = self.mbox.view.readable(number).size
+        # RFC 1939 7: more lines than the body has, the entire message.  A
+        # message has fewer lines than octets, so TOP n 99999999, which
+        # fetchmail keeping mail sends for every message, is sent as RETR
+        # sends it, without looking for lines.
+        top = TopFilter(lines) if lines < size else None
         await self._send_message(number, size, b"Top of message follows", top)
 
     async def _send_message(self, number: int, size: int, status: bytes, top: TopFilter | None) -> bool:

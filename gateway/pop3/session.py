@@ -366,6 +366,19 @@ class DotStuffer:
         return b".\r\n" if self._at_line_start else b"\r\n.\r\n"
 
 
+def _blank_line_end(data: bytes, start: int) -> int:
+    """Just past the first empty line (LF or CRLF alone) of ``data`` from ``start``, a line's start; -1 if none."""
+    if data.startswith(b"\n", start):
+        return start + 1
+    if data.startswith(b"\r\n", start):
+        return start + 2
+    crlf = data.find(b"\n\r\n", start)
+    lf = data.find(b"\n\n", start, len(data) if crlf == -1 else crlf + 2)
+    if lf != -1:
+        return lf + 2
+    return crlf + 3 if crlf != -1 else -1
+
+
 # Body lines of TOP found one by one at most; past that, a chunk's lines
 # are counted first (a count of the whole chunk costs about as much).
 _LINES_WALKED = 64
@@ -390,20 +403,27 @@ class TopFilter:
 
     def transform(self, chunk: bytes) -> bytes:
         position = 0
-        # The header line by line: a few dozen lines, to find the blank one.
-        while self._in_header and position < len(chunk):
-            newline = chunk.find(b"\n", position)
+        if self._in_header and self._line_start:
+            # The line the last chunk ended in the middle of.
+            newline = chunk.find(b"\n")
             if newline == -1:
-                self._line_start = (self._line_start + chunk[position : position + 2])[:2]
+                self._line_start = (self._line_start + chunk[:2])[:2]
                 return chunk
-            self._line_start = (self._line_start + chunk[position : min(newline, position + 2)])[:2]
-            if self._line_start in (b"", b"\r"):
-                self._in_header = False
-                self.done = self._body_lines_left == 0
+            empty = (self._line_start + chunk[: min(newline, 2)])[:2] in (b"", b"\r")
             self._line_start = b""
             position = newline + 1
+            if empty:
+                self._end_header()
         if self._in_header:
-            return chunk
+            end = _blank_line_end(chunk, position)
+            if end == -1:
+                # The blank line is in a later chunk: remember how the
+                # last line here begins.
+                last = chunk.rfind(b"\n", position)
+                self._line_start = chunk[last + 1 if last != -1 else position :][:2]
+                return chunk
+            position = end
+            self._end_header()
         if self.done:
             return chunk[:position]
         # A few body lines are walked; many are counted, not walked:
@@ -423,3 +443,7 @@ class TopFilter:
             self._body_lines_left -= 1
         self.done = True
         return chunk[:end]
+
+    def _end_header(self) -> None:
+        self._in_header = False
+        self.done = self._body_lines_left == 0

@@ -509,6 +509,22 @@ def test_top_sends_header_and_n_lines(session):
     assert session.ask(b"TOP 2 99").endswith(b"\r\n..\r\n...\r\nend\r\n.\r\n")
 
 
+def test_top_of_more_lines_than_octets_is_the_whole_message_unfiltered(server, session, monkeypatch):
+    # RFC 1939 7: more lines than the body has, the entire message.
+    # fetchmail keeping mail sends TOP n 99999999 for every message: no
+    # line of it is looked at, and it is not flagged \Seen.
+    def no_filter(lines):
+        raise AssertionError(f"TOP {lines} filtered a message of fewer octets")
+
+    monkeypatch.setattr(pop3, "TopFilter", no_filter)
+    whole = session.ask(b"RETR 1").split(b"\r\n", 1)[1]
+    stuffed = SECOND.replace(b"\r\n.", b"\r\n..")
+    assert session.ask(b"TOP 2 99999999") == b"+OK Top of message follows\r\n" + stuffed + b".\r\n"
+    assert session.ask(b"TOP 1 %d" % len(FIRST)) == b"+OK Top of message follows\r\n" + whole
+    server.clock.advance(SEEN_DELAY)
+    assert not seen(server, 2)
+
+
 def seen(server, number):
     record = result_of(server.store.list_messages(server.inbox().id))[number - 1]
     return "\\Seen" in record.flags
