@@ -36,6 +36,10 @@ _LARGE = frozenset({"large"})
 SCENARIOS = (
     Scenario("pop3-first-download-1", "pop3 first download, 1 client", throughput.pop3_first_download_1, _RATE),
     Scenario("pop3-first-download-8", "pop3 first download, 8 clients", throughput.pop3_first_download_8, _RATE),
+    Scenario("pop3-fetchmail-1", "pop3 first download as fetchmail keeping mail (LIST+TOP), 1 client",
+             throughput.pop3_fetchmail_1, _RATE),
+    Scenario("pop3-fetchmail-8", "pop3 first download as fetchmail keeping mail (LIST+TOP), 8 clients",
+             throughput.pop3_fetchmail_8, _RATE),
     Scenario("imap-mixed", "imap mixed, 8 clients", throughput.imap_mixed,
              (Metric("ops/s", "ops/s", True), Metric("CPU us/op", "us server CPU", False, ranked=False),
               Metric("store CPU us/op", "us store CPU", False, ranked=False))),

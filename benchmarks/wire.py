@@ -156,6 +156,11 @@ class Pop3:
         return [(int(number), uid) for number, uid in
                 (line.split(b" ", 1) for line in listing.split(b"\r\n")[:-2])]
 
+    async def top(self, number: int, lines: int) -> int:
+        """TOP: bytes of the answer, terminator included."""
+        self.connection.write(b"TOP %d %d\r\n" % (number, lines))
+        return len(await self.multiline())
+
     async def retr_all(self, numbers: list[int], window: int = 16) -> int:
         """RETR each message with up to ``window`` commands in flight; bytes read."""
         total, sent, received = 0, 0, 0
