@@ -426,9 +426,8 @@ class TopFilter:
             self._end_header()
         if self.done:
             return chunk[:position]
-        # A few body lines are walked; many are counted, not walked:
-        # fetchmail, keeping mail on the server, downloads every message
-        # with TOP n 99999999, and then chunks pass whole.
+        # A few body lines are walked; many are counted first, and a chunk
+        # holding fewer passes whole.
         if self._body_lines_left > _LINES_WALKED:
             lines = chunk.count(b"\n", position)
             if lines < self._body_lines_left:
