@@ -89,7 +89,7 @@ def test_default_toml_shows_every_option_commented():
         "lockout_exempt_networks", "ipv6_prefix", "per_ip_exempt_networks", "trusted", "login_trusted_networks",
         "max_message_size", "max_recipients", "save_to_detail_mailbox", "backend", "flag_durability",
         "dsn", "pool_size", "connect_timeout", "kind", "bucket", "endpoint", "region", "access_key", "secret_key",
-        "prefix", "cache_size",
+        "prefix", "cache_size", "fetch_cache_size",
         "storage", "messages", "full_tempfail", "workers",
     }
     examples = {re.match(r"#   (\w+) = ", line)[1] for line in DEFAULT_TOML.splitlines() if re.match(r"#   \w+ = ", line)}
@@ -302,6 +302,8 @@ def test_not_utf8(tmp_path):
         ("[imap]\nidle_timeout = 0", "imap.idle_timeout: must be positive, not 0"),
         ("[imap]\nidle_timeout = 1979-05-27", "imap.idle_timeout: must be a whole number of seconds, not a date/time"),
         ("[imap]\nidle_timeout = [1]", "imap.idle_timeout: must be a whole number of seconds, not an array"),
+        ("[imap]\nfetch_cache_size = -1", "imap.fetch_cache_size: must be"),
+        ("[imap]\nfetch_cache_size = '48M'", "imap.fetch_cache_size: must be a whole number of megabytes, not a string"),
         ("[auth]\nfailure_delay = -0.5", "auth.failure_delay: must be zero or more seconds, not -0.5"),
         ("[auth]\nfailure_delay = inf", "auth.failure_delay: must be zero or more seconds, not inf"),
         ("[auth]\nfailure_delay = nan", "auth.failure_delay: must be zero or more seconds, not nan"),

@@ -2,7 +2,8 @@
 The part of FETCH answers that never changes for a message, kept as sent:
 per mailbox and FETCH item list, each message's items that the index holds
 (RFC822.SIZE, INTERNALDATE, ENVELOPE, BODYSTRUCTURE, header fields) as
-rendered once, shared by all the sessions of a process within a byte budget.
+rendered once, shared by all the sessions of a process within a byte budget
+(``[imap] fetch_cache_size``).
 
 A message's UID names the same message, with the same contents, as long as
 the mailbox keeps its UIDVALIDITY (RFC 3501 2.3.1.1), so what is kept under
@@ -17,9 +18,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-# Bytes kept at most in a process: a 20,000-message mailbox's header set
-# is about 12 MB.
-BUDGET = 48 * 1024 * 1024
 # What a kept message costs beyond its bytes: its dict slot, its key, the
 # bytes object's header.
 _OVERHEAD = 120
@@ -34,10 +32,16 @@ class RenderedParts:
     recently used go first when the budget is spent.
     """
 
-    def __init__(self, budget: int = BUDGET) -> None:
+    def __init__(self, budget: int) -> None:
         self.budget = budget
         self.size = 0
         self._kept: OrderedDict[tuple, _Kept] = OrderedDict()
+
+    def resize(self, budget: int) -> None:
+        """Another budget (a reload): what no longer fits goes at once, the least recently used first."""
+        self.budget = budget
+        while self.size > budget:
+            self.size -= self._kept.popitem(last=False)[1].size
 
     def lookup(self, key: tuple) -> dict:
         """What is kept under ``key`` (read-only for the caller; empty if nothing)."""

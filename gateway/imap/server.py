@@ -491,14 +491,20 @@ class IMAPFactory(protocol.ServerFactory):
         # Sessions selecting one mailbox share one picture of it.
         self.snapshots = SnapshotRegistry()
         # What FETCH answers of a message that never changes, rendered once.
-        self.fetch_parts = RenderedParts()
+        self.fetch_parts = RenderedParts(_megabytes(config.imap.fetch_cache_size))
 
     def buildProtocol(self, addr):
         # A session keeps the config it connected under (gateway.policy.session).
-        server = IMAPServer(self.store, session_config(self.config), self.reactor, self.portal,
-                            self.context_factory)
+        config = session_config(self.config)
+        # A reload's budget applies from the next connection, as [imap]'s other options.
+        self.fetch_parts.resize(_megabytes(config.imap.fetch_cache_size))
+        server = IMAPServer(self.store, config, self.reactor, self.portal, self.context_factory)
         server.factory = self
         return server
+
+
+def _megabytes(count: int) -> int:
+    return count * 1024 * 1024
 
 
 def build_factory(portal, store, config, reactor, context_factory=None, *, logins=None,

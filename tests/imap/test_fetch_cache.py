@@ -6,6 +6,7 @@ what changes (FLAGS, expunges, a mailbox made again) always shows.
 
 import pytest
 
+from gateway.config import loads
 from gateway.imap.fetch_cache import RenderedParts
 from tests.deferreds import result_of
 from tests.imap.test_server import MESSAGE, Session
@@ -59,12 +60,25 @@ def test_what_does_not_fit_alone_is_not_kept():
 
 
 def test_a_mailbox_keeps_parts_of_expunged_messages_within_bounds():
-    kept = RenderedParts()
+    kept = RenderedParts(budget=48 << 20)
     for start in range(0, 5000, 100):
         # A mailbox of 100 messages, all expunged and delivered again.
         kept.keep(("a",), {uid: b"x" for uid in range(start, start + 100)}, 100)
         assert len(kept.lookup(("a",))) <= 2 * 100 + 1000
     assert kept.size == sum(len(parts) + 120 for parts in kept.lookup(("a",)).values())
+
+
+def test_a_smaller_budget_lets_go_at_once_the_least_recently_used():
+    kept = RenderedParts(budget=1000)
+    kept.keep(("a",), {1: b"x" * 100}, 1)
+    kept.keep(("b",), {1: b"y" * 100}, 1)
+    kept.lookup(("a",))
+    kept.resize(300)
+    assert kept.lookup(("b",)) == {} and kept.lookup(("a",)) == {1: b"x" * 100}
+    kept.resize(0)
+    assert kept.size == 0 and kept.lookup(("a",)) == {}
+    kept.keep(("a",), {1: b"x"}, 1)
+    assert kept.lookup(("a",)) == {}
 
 
 # -- through the protocol ---------------------------------------------------
@@ -191,6 +205,19 @@ def test_a_small_budget_answers_the_same(store, monkeypatch):
     # What did not fit is read again, nothing more.
     assert 0 < len(reads.asked[1]) < 20
     assert s.factory.fetch_parts.size <= 2000
+
+
+def test_the_budget_is_the_configs_and_a_reload_applies_from_the_next_connection(store):
+    inbox = inbox_of(store)
+    deliver(store, inbox, 20)
+    s = Session(store, config=loads("[imap]\nfetch_cache_size = 1\n")).login()
+    assert s.factory.fetch_parts.budget == 1 << 20
+    s.command(b"s EXAMINE INBOX")
+    s.command(b"f UID FETCH 1:* " + HEADER_SET)
+    assert s.factory.fetch_parts.size > 0
+    s.factory.config = loads("[imap]\nfetch_cache_size = 0\n")
+    s.factory.buildProtocol(None)
+    assert s.factory.fetch_parts.size == 0
 
 
 def test_messages_apart_in_the_view_all_there(store):
