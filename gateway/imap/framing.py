@@ -204,12 +204,6 @@ class Framing:
                 raise
             self.fail(tag, e)
 
-    def lookupCommand(self, command):
-        # Twisted's nativeString() raises on a non-ASCII command name.
-        if not re.fullmatch(rb"[A-Za-z]{1,20}", command):
-            return None
-        return super().lookupCommand(command)
-
     def _discard_literal(self, size):
         """
         A non-synchronizing literal follows that no parser took (the command
