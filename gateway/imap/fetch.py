@@ -11,6 +11,7 @@ text, and cannot tell which items need the body file; this module replaces it.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import attrs
@@ -104,17 +105,27 @@ _BODY = re.compile(
 )
 
 
+# Item lists parsed, and plans made, kept by what they came from: a client
+# sends the same FETCH for every message it downloads.
+_KEPT = 256
+
+
 def parse_fetch(line: bytes) -> list:
     """
     The fetch-att list of FETCH: a list of names from L{SIMPLE} and
     L{Section}s; raises L{FetchSyntaxError}.
     """
+    return list(_parse_fetch(line))
+
+
+@functools.lru_cache(maxsize=_KEPT)
+def _parse_fetch(line: bytes) -> tuple:
     text = line.strip()
     if not text:
         raise FetchSyntaxError("missing fetch attributes")
     upper = text.upper().decode("ascii", "replace")
     if upper in MACROS:
-        return list(MACROS[upper])
+        return tuple(MACROS[upper])
     if text.startswith(b"("):
         if not text.endswith(b")"):
             raise FetchSyntaxError("unbalanced parenthesis")
@@ -129,7 +140,7 @@ def parse_fetch(line: bytes) -> list:
         items.append(item)
     if not items:
         raise FetchSyntaxError("empty fetch attribute list")
-    return items
+    return tuple(items)
 
 
 def _parse_item(text: bytes, position: int):
@@ -306,13 +317,19 @@ def plan_fetch(
       is answered once: RFC 3501 7.4.2 names each data item of a response
       once, and clients keep one value per name.
     """
+    return _plan_fetch(tuple(items), by_uid, condstore, qresync, changedsince is not None, seen_set)
+
+
+@functools.lru_cache(maxsize=_KEPT)
+def _plan_fetch(items: tuple, by_uid: bool, condstore: bool, qresync: bool, changedsince: bool,
+                seen_set: bool) -> FetchPlan:
     once: dict = {}
     for item in items:
         once.setdefault(_reply_name(item), item)
     items = list(once.values())
     if by_uid and "UID" not in items:
         items.insert(0, "UID")
-    if condstore and "MODSEQ" not in items and (changedsince is not None or "FLAGS" in items):
+    if condstore and "MODSEQ" not in items and (changedsince or "FLAGS" in items):
         items.append("MODSEQ")
     if seen_set and "FLAGS" not in items:
         items.append("FLAGS")

@@ -132,3 +132,17 @@ def test_plan_rules_hold_for_any_request(asked, session):
         assert "UID" in plan
     # Planning again changes nothing.
     assert plan_fetch(plan, **session).items == plan
+
+
+def test_an_item_list_sent_again_is_parsed_and_planned_once_and_each_caller_has_its_own_list():
+    # A client downloading sends the same FETCH for every message.
+    first = parse_fetch(b"(FLAGS BODY.PEEK[])")
+    first.append("UID")
+    again = parse_fetch(b"(FLAGS BODY.PEEK[])")
+    assert again == ["FLAGS", Section(peek=True)] and again is not first
+    plan = plan_fetch(again, by_uid=True, condstore=False, qresync=False)
+    assert plan_fetch(list(again), by_uid=True, condstore=False, qresync=False) is plan
+    assert plan_fetch(again, by_uid=False, condstore=False, qresync=False).items == ("FLAGS", Section(peek=True))
+    for _ in range(2):
+        with pytest.raises(FetchSyntaxError):
+            parse_fetch(b"(FLAGS")
