@@ -19,6 +19,7 @@ HEADER_FETCH = b"UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODY
 BODY_FETCH = b"UID FETCH 1:* BODY.PEEK[]"
 APPENDUID = re.compile(rb"\[APPENDUID \d+ (\d+)\]")
 EXISTS = re.compile(rb"\* (\d+) EXISTS")
+UID_ITEM = re.compile(rb"\bUID (\d+)")
 # The server's CPU (user + system, all its processes) per unit, in the timed window.
 CPU_PER_MESSAGE = "CPU us/msg"
 CPU_PER_OPERATION = "CPU us/op"
@@ -230,6 +231,50 @@ async def imap_fetch_bodies(target: Target, settings: Settings) -> Metrics:
 async def imap_fetch_bodies_compressed(target: Target, settings: Settings) -> Metrics:
     """The same FETCH after COMPRESS DEFLATE (RFC 4978), as Thunderbird and mbsync ask."""
     return await _imap_fetch(target, settings, BODY_FETCH, compress=True)
+
+
+async def _imap_first_sync(imap: Imap) -> tuple[int, int]:
+    """
+    What mbsync (isync 1.4, as ``mbsync -Dn`` shows) does on its first sync
+    of an INBOX, and a desktop or phone client opening one message after
+    another: SELECT, UID FETCH 1:* (UID FLAGS), then UID FETCH n
+    (BODY.PEEK[]) for each message, waiting for each answer before the
+    next, then LOGOUT; (messages, bytes read).
+    """
+    await imap.command(b"SELECT INBOX")
+    listing, _ = await imap.command(b"UID FETCH 1:* (UID FLAGS)")
+    uids = [int(match) for line in listing for match in UID_ITEM.findall(line)]
+    if not uids:
+        raise ProtocolError("IMAP INBOX is empty")
+    before = imap.connection.received
+    for uid in uids:
+        if await imap.skim(b"UID FETCH %d (BODY.PEEK[])" % uid) != 1:
+            raise ProtocolError(f"UID FETCH {uid} answered no message")
+    size = imap.connection.received - before
+    await imap.logout()
+    return len(uids), size
+
+
+async def _imap_first_syncs(target: Target, users: tuple[str, ...]) -> Metrics:
+    """Every user's first sync at once; the logins (argon2) happen before the clock starts."""
+    sessions = await asyncio.gather(*(Imap.login(target.host, target.imap, user, target.users.password)
+                                      for user in users))
+    meter = CpuMeter(target, CPU_PER_MESSAGE)
+    meter.start()
+    start = time.perf_counter()
+    results = await asyncio.gather(*(_imap_first_sync(imap) for imap in sessions))
+    seconds = time.perf_counter() - start
+    await meter.stop(sum(r[0] for r in results))
+    return {"msg/s": sum(r[0] for r in results) / seconds, "MB/s": sum(r[1] for r in results) / seconds / 1e6,
+            **meter.metrics()}
+
+
+async def imap_first_sync_1(target: Target, settings: Settings) -> Metrics:
+    return await _imap_first_syncs(target, target.users.bulk[:1])
+
+
+async def imap_first_sync_8(target: Target, settings: Settings) -> Metrics:
+    return await _imap_first_syncs(target, target.users.bulk[:8])
 
 
 async def imap_login_rate(target: Target, settings: Settings) -> Metrics:

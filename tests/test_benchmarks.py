@@ -132,7 +132,8 @@ def test_load_generator_drives_the_gateway(gateway):
                     pid=server.process.pid)
     settings = attrs.evolve(Settings(), duration=0.2, push_sessions=5, push_rounds=1, mailbox_idle_sessions=4,
                             mixed_clients=2, cap=15.0)
-    scenarios = choose(["pop3-first-download-1", "pop3-fetchmail-1", "pop3-pipelined-1", "imap-fetch-headers", "imap-fetch-bodies",
+    scenarios = choose(["pop3-first-download-1", "pop3-fetchmail-1", "pop3-pipelined-1", "imap-first-sync-1",
+                        "imap-fetch-headers", "imap-fetch-bodies",
                         "imap-fetch-compressed", "idle-push", "idle-1k", "large"])
 
     async def scenario_run():
@@ -143,7 +144,7 @@ def test_load_generator_drives_the_gateway(gateway):
     outcomes = asyncio.run(scenario_run())
     assert outcomes.errors == {}
     for key, metric in [("pop3-first-download-1", "msg/s"), ("pop3-first-download-1", "MB/s"),
-                        ("pop3-fetchmail-1", "msg/s"),
+                        ("pop3-fetchmail-1", "msg/s"), ("imap-first-sync-1", "msg/s"), ("imap-first-sync-1", "MB/s"),
                         ("pop3-first-download-1", "CPU us/msg"), ("pop3-pipelined-1", "CPU us/msg"),
                         ("pop3-pipelined-1", "msg/s"), ("imap-fetch-headers", "msg/s"), ("large-mixed", "ops/s")]:
         assert outcomes.median(key, "gateway", metric) > 0, key
