@@ -31,6 +31,9 @@ from gateway.mail import message
 # A section up to this size is read and sent from memory; a bigger one is
 # streamed from the file.
 IN_MEMORY = 256 * 1024
+# A section's bytes up to this size are joined into the answer's line; a
+# bigger one goes to the transport as a piece of its own.
+_JOINED = 4096
 
 
 @attrs.frozen
@@ -94,7 +97,14 @@ class FetchResponse:
                         out.clear()
                 elif type(content) is bytes:
                     add(separator + name + b" {%d}\r\n" % len(content))
-                    add(content)
+                    if len(content) < _JOINED:
+                        add(content)
+                    else:
+                        # Its own piece: the transport sends the pieces
+                        # together, with no copy of a body into the answer.
+                        pieces.append(b"".join(out))
+                        pieces.append(content)
+                        out.clear()
                 else:
                     add(separator + name + b" {%d}\r\n" % (content.end - content.start))
                     pieces.append(b"".join(out))
