@@ -106,8 +106,10 @@ _BODY = re.compile(
 
 
 # Item lists parsed, and plans made, kept by what they came from: a client
-# sends the same FETCH for every message it downloads.
+# sends the same FETCH for every message it downloads.  Only small ones, so
+# that what a process keeps stays small whatever clients send.
 _KEPT = 256
+_KEPT_SIZE = 1024
 
 
 def parse_fetch(line: bytes) -> list:
@@ -115,7 +117,8 @@ def parse_fetch(line: bytes) -> list:
     The fetch-att list of FETCH: a list of names from L{SIMPLE} and
     L{Section}s; raises L{FetchSyntaxError}.
     """
-    return list(_parse_fetch(line))
+    parse = _parse_fetch if len(line) <= _KEPT_SIZE else _parse_fetch.__wrapped__
+    return list(parse(line))
 
 
 @functools.lru_cache(maxsize=_KEPT)
@@ -317,11 +320,16 @@ def plan_fetch(
       is answered once: RFC 3501 7.4.2 names each data item of a response
       once, and clients keep one value per name.
     """
-    return _plan_fetch(tuple(items), by_uid, condstore, qresync, changedsince is not None, seen_set)
+    items = tuple(items)
+    # Header field names are the one part of an item of any size.
+    small = len(items) <= _KEPT_SIZE and sum(len(name) for item in items
+                                            for name in getattr(item, "fields", ())) <= _KEPT_SIZE
+    plan = _plan_fetch if small else _plan_fetch.__wrapped__
+    return plan(items, by_uid, condstore, qresync, changedsince is not None, seen_set)
 
 
 @functools.lru_cache(maxsize=_KEPT)
-def _plan_fetch(items: tuple, by_uid: bool, condstore: bool, qresync: bool, changedsince: bool,
+def _plan_fetch(items: tuple, by_uid: bool, condstore: bool, qresync: bool, with_changedsince: bool,
                 seen_set: bool) -> FetchPlan:
     once: dict = {}
     for item in items:
@@ -329,7 +337,7 @@ def _plan_fetch(items: tuple, by_uid: bool, condstore: bool, qresync: bool, chan
     items = list(once.values())
     if by_uid and "UID" not in items:
         items.insert(0, "UID")
-    if condstore and "MODSEQ" not in items and (changedsince or "FLAGS" in items):
+    if condstore and "MODSEQ" not in items and (with_changedsince or "FLAGS" in items):
         items.append("MODSEQ")
     if seen_set and "FLAGS" not in items:
         items.append("FLAGS")

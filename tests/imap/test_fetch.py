@@ -146,3 +146,19 @@ def test_an_item_list_sent_again_is_parsed_and_planned_once_and_each_caller_has_
     for _ in range(2):
         with pytest.raises(FetchSyntaxError):
             parse_fetch(b"(FLAGS")
+
+
+def test_what_is_kept_of_item_lists_stays_small_whatever_clients_send():
+    from gateway.imap import fetch
+
+    fetch._parse_fetch.cache_clear()
+    fetch._plan_fetch.cache_clear()
+    fields = " ".join(f"X-{n:04}" for n in range(300)).encode()
+    line = b"(UID BODY.PEEK[HEADER.FIELDS (" + fields + b")])"
+    items = parse_fetch(line)
+    assert items[1].fields[-1] == "X-0299"
+    plan_fetch(items, by_uid=True, condstore=False, qresync=False)
+    # Answered, not kept.
+    assert fetch._parse_fetch.cache_info().currsize == 0 and fetch._plan_fetch.cache_info().currsize == 0
+    plan_fetch(parse_fetch(b"(UID FLAGS)"), by_uid=True, condstore=False, qresync=False)
+    assert fetch._parse_fetch.cache_info().currsize == 1 and fetch._plan_fetch.cache_info().currsize == 1
