@@ -187,12 +187,13 @@ def test_the_reactor_thread_never_fsyncs_or_writes_the_index(server):
     assert watch.fsyncs_elsewhere > 0 and watch.writes_elsewhere > 0
 
 
-def test_the_reactor_thread_opens_no_file_for_lmtp_mail(server, monkeypatch):
+def test_the_reactor_thread_makes_and_removes_no_file_for_lmtp_mail(server, monkeypatch):
     # DESIGN.md: making a file allocates an inode, which can take a
-    # millisecond on a busy disk.  A message in memory is written by the
-    # store's threads; one that outgrows memory (IN_MEMORY) spills to a file
-    # made and written on a thread.  One recipient and several, small and
-    # spilled, sessions at once.
+    # millisecond on a busy disk, and removing one frees it.  A message in
+    # memory is written by the store's threads; one that outgrows memory
+    # (IN_MEMORY) spills to a file made and written on a thread; the body
+    # several recipients' copies were made from is removed on a thread.
+    # One recipient and several, small and spilled, sessions at once.
     ports, watch = server
     opened_elsewhere = []
 
@@ -210,6 +211,8 @@ def test_the_reactor_thread_opens_no_file_for_lmtp_mail(server, monkeypatch):
 
     monkeypatch.setattr(os, "open", guard("os.open", os.open))
     monkeypatch.setattr("builtins.open", guard("open", open))
+    monkeypatch.setattr(os, "unlink", guard("os.unlink", os.unlink))
+    monkeypatch.setattr(os, "remove", guard("os.remove", os.remove))
     failures = []
 
     def run(recipients, count, label, big):
@@ -227,10 +230,12 @@ def test_the_reactor_thread_opens_no_file_for_lmtp_mail(server, monkeypatch):
     for thread in threads:
         thread.join(timeout=120)
         assert not thread.is_alive()
+    # Serving is over: stopping removes files of its own (ports.json).
+    monkeypatch.undo()
     assert failures == [], failures[0]
     assert watch.violations == [], watch.violations[0]
-    # The guard was live: files were made, off the reactor.
-    assert opened_elsewhere
+    # The guard was live: files were made and removed, off the reactor.
+    assert "os.unlink" in opened_elsewhere and ("os.open" in opened_elsewhere or "open" in opened_elsewhere)
     with imaplib.IMAP4("127.0.0.1", ports["imap"], timeout=30) as client:
         client.login("bob", "bob-password")
         status, data = client.select("INBOX", readonly=True)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import attrs
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from gateway.mail import message
 from gateway.store.interfaces import StoreFull, TemporaryFailure, UidNotAvailable
@@ -44,6 +45,8 @@ from gateway.store.encoding import flags_text, part_to_json
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.requests import store_error
 from gateway.store.traced import TracedMessage, WholeCopy
+
+log = Logger()
 
 _CHUNK = 256 * 1024
 
@@ -201,6 +204,14 @@ class DeliveryMixin:
             return defer.maybeDeferred(work, *args)
         return self._workers.run(work, *args)
 
+    def _remove(self, paths: list[Path]) -> None:
+        """
+        Remove spooled bodies no mailbox took, off the reactor: removing a
+        name is a write to the file system, as slow as the disk is busy.
+        """
+        removed = self._off_reactor(_remove_all, paths)
+        removed.addErrback(lambda failure: log.failure("Cannot remove spooled bodies", failure))
+
     def _prepare(self, source) -> defer.Deferred:
         """A Deferred firing with the L{Spooled} body of ``source``."""
         return self._off_reactor(self._spool, source)
@@ -322,7 +333,7 @@ class DeliveryMixin:
             record, claimed = await self._writer.submit(lambda step: (index(step), self._claim(mailbox_id)))
         except BaseException:
             # Stored, the file was moved into the mailbox; else it is left here.
-            spooled.path.unlink(missing_ok=True)
+            self._remove([spooled.path])
             raise
         if claimed:
             if len(self._claimed_here) >= 4096:
@@ -373,9 +384,9 @@ class DeliveryMixin:
                     taken.add(id(bodies[index]))
             return outcomes
         finally:
-            for body in spooled:
-                if id(body) not in taken:
-                    body.path.unlink(missing_ok=True)
+            left = [body.path for body in spooled if id(body) not in taken]
+            if left:
+                self._remove(left)
 
     async def _spool_all(self, sources) -> tuple[list, list[Spooled]]:
         """
@@ -436,6 +447,11 @@ def _removed_on_failure(path: Path):
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+def _remove_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _parsed(path: Path, size: int) -> Spooled:
