@@ -73,6 +73,24 @@ def test_changes_since_asked_again_sees_later_commits(store, tmp_path):
     assert changes.highestmodseq == mark + 2
 
 
+def test_a_claim_that_cannot_be_written_leaves_this_sessions_appends_to_the_next(store, monkeypatch):
+    # RFC 3501 2.3.2: the session that APPENDed a message is the one that
+    # sees it \Recent.  A claim whose write fails claims nothing, and the
+    # next one still returns what the APPEND claimed with its message.
+    box = inbox(store)
+    appended = result_of(store.append(box.id, MESSAGE, recent=True))
+    delivered = result_of(store.append(box.id, MESSAGE))
+
+    def broken(mailbox_id):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(store, "_claim", broken)
+    assert isinstance(failure_of(store.claim_recent(box.id)), TemporaryFailure)
+    monkeypatch.undo()
+    assert result_of(store.claim_recent(box.id)) == {appended.uid, delivered.uid}
+    assert result_of(store.claim_recent(box.id)) == frozenset()
+
+
 def test_claim_recent_sees_deliveries_by_another_process(store, tmp_path):
     box = inbox(store)
     a = result_of(store.append(box.id, MESSAGE))

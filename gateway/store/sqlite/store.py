@@ -452,7 +452,13 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, ExpungesMixin, Devi
 
         def claimed(result):
             self._claiming.discard(mailbox_id)
-            return result | taken if isinstance(result, frozenset) else result
+            if isinstance(result, frozenset):
+                return result | taken
+            # Nothing was claimed: what this process's APPENDs claimed waits
+            # for the next claim, which the session makes on its next command.
+            if taken:
+                self._claimed_here[mailbox_id] = self._claimed_here.get(mailbox_id, frozenset()) | taken
+            return result
 
         self._claiming.add(mailbox_id)
         return self._writer.submit(lambda step: self._claim(mailbox_id), durable=False).addBoth(claimed)
