@@ -336,12 +336,16 @@ class DeliveryMixin:
             self._remove([spooled.path])
             raise
         if claimed:
-            if len(self._claimed_here) >= 4096:
-                # Left by sessions gone before they asked: those messages
-                # are \\Recent to nobody, which RFC 3501 2.3.2 allows.
-                self._claimed_here.clear()
-            self._claimed_here[mailbox_id] = self._claimed_here.get(mailbox_id, frozenset()) | claimed
+            self._keep_claimed(mailbox_id, claimed)
         return record
+
+    def _keep_claimed(self, mailbox_id: int, uids: frozenset[int]) -> None:
+        """``uids``, claimed \\Recent here, for this process's next ``claim_recent`` of the mailbox."""
+        if len(self._claimed_here) >= 4096:
+            # Left by sessions gone before they asked: those messages
+            # are \\Recent to nobody, which RFC 3501 2.3.2 allows.
+            self._claimed_here.clear()
+        self._claimed_here[mailbox_id] = self._claimed_here.get(mailbox_id, frozenset()) | uids
 
     @deferred
     def append_many(self, deliveries):

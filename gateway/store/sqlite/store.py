@@ -457,7 +457,7 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, ExpungesMixin, Devi
             # Nothing was claimed: what this process's APPENDs claimed waits
             # for the next claim, which the session makes on its next command.
             if taken:
-                self._claimed_here[mailbox_id] = self._claimed_here.get(mailbox_id, frozenset()) | taken
+                self._keep_claimed(mailbox_id, taken)
             return result
 
         self._claiming.add(mailbox_id)
