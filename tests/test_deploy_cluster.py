@@ -14,6 +14,7 @@ import json
 import os
 import poplib
 import re
+import shutil
 import smtplib
 import socket
 import ssl
@@ -27,7 +28,8 @@ import pytest
 
 from gateway.net.certificates import generate_self_signed
 from tests.serverproc import BIN, ROOT, GatewayProcess, gateway_command
-from tests.store.engines import free_port, postgres_bindir, unprivileged_user, weed_binary
+from tests.ports import free_port
+from tests.store.engines import postgres_bindir, unprivileged_user, weed_binary
 from tests.test_deploy import tool
 
 CLUSTER = ROOT / "deploy" / "cluster"
@@ -176,10 +178,10 @@ def postgres_settings(bindir, tmp_path, role) -> dict[str, str]:
 # -- the balancer, for real ---------------------------------------------------
 
 
-def balancer_config(tmp_path, nodes: list[GatewayProcess]) -> tuple[str, dict[str, int]]:
+def balancer_config(stats_socket: Path, nodes: list[GatewayProcess]) -> tuple[str, dict[str, int]]:
     """haproxy.cfg with loopback ports: the nodes' real ones, the frontends' picked free, quick checks."""
     text = (CLUSTER / "haproxy.cfg").read_text()
-    text = text.replace("\tlog /dev/log local0\n", f"\tstats socket {tmp_path}/haproxy.sock\n")
+    text = text.replace("\tlog /dev/log local0\n", f"\tstats socket {stats_socket}\n")
     text = text.replace("inter 5s", "inter 100ms")
     # Within a test box's file limit (maxconn takes two descriptors each).
     text = text.replace("\tmaxconn 20000\n", "\tmaxconn 1000\n")
@@ -211,6 +213,7 @@ def test_balancer_checks_both_nodes_and_hands_them_every_protocol(tmp_path):
     haproxy = tool("haproxy")
     nodes = []
     proxied = "haproxy:tcp:0:interface=127.0.0.1"
+    short_dir = tempfile.mkdtemp()
     try:
         for name in NODES:
             config = tmp_path / f"{name}.toml"
@@ -218,7 +221,10 @@ def test_balancer_checks_both_nodes_and_hands_them_every_protocol(tmp_path):
             node = GatewayProcess(tmp_path / name, pop3=proxied, imap=proxied, lmtp=proxied, config=config)
             nodes.append(node.start())
             node.add_user("alice", "secret")
-        text, fronts = balancer_config(tmp_path, nodes)
+        # HAProxy takes a socket path of at most 97 bytes: tmp_path under a
+        # pytest-xdist worker may be longer.
+        stats_socket = Path(short_dir) / "haproxy.sock"
+        text, fronts = balancer_config(stats_socket, nodes)
         (tmp_path / "haproxy.cfg").write_text(text)
         balancer = subprocess.Popen([haproxy, "-db", "-f", str(tmp_path / "haproxy.cfg")],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -228,7 +234,7 @@ def test_balancer_checks_both_nodes_and_hands_them_every_protocol(tmp_path):
             servers = []
             while time.monotonic() < deadline:
                 try:
-                    servers = [row for row in haproxy_stat(tmp_path / "haproxy.sock")
+                    servers = [row for row in haproxy_stat(stats_socket)
                                if row["svname"] in NODES]
                 except OSError:
                     servers = []
@@ -264,6 +270,7 @@ def test_balancer_checks_both_nodes_and_hands_them_every_protocol(tmp_path):
     finally:
         for node in nodes:
             node.stop()
+        shutil.rmtree(short_dir, ignore_errors=True)
 
 
 def test_readme_walks_through_every_file(tmp_path):

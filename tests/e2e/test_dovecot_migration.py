@@ -27,6 +27,7 @@ from pathlib import Path
 import imapclient
 import pytest
 
+from tests.ports import free_port
 from tests.serverproc import GatewayProcess, run_gateway
 
 DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None)
@@ -47,12 +48,6 @@ def message(number: int, subject: str) -> bytes:
 
 def _group_of(user: str) -> str:
     return grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Dovecot:

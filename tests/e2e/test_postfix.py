@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
 from tests.serverproc import LOOPBACK, ROOT, GatewayProcess, run_gateway, wait_for
 
 SBIN = Path("/usr/sbin")
@@ -44,12 +45,6 @@ GATEWAY_TRACE = (
     rb"Received: from client\.example\.net \([^ \[]+ \[127\.0\.0\.1\]\)\r\n"
     rb"\tby mx\.example\.test \(Postfix\) with ESMTP id [0-9A-F]+(?:\r\n\tfor <(?P<postfix_for>[^>]+)>)?;"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class PostfixInstance:

@@ -19,7 +19,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -31,20 +30,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 IN_CI = os.environ.get("CI") == "true"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
-
-
-def free_port(below: int = 65536) -> int:
-    """A loopback TCP port nobody listens on now, under ``below``."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < below:
-            return port
-    raise RuntimeError(f"no free port below {below}")
 
 
 def missing(what: str) -> None:
@@ -245,7 +235,7 @@ class SeaweedS3:
         self.binary = binary
         self.root = Path(tempfile.mkdtemp(prefix="gateway-s3-"))
         self.log = self.root / "weed.log"
-        self.port = free_port(below=55535)
+        self.port = free_port()
         self.process: subprocess.Popen | None = None
         self._client = None
         self._numbers = itertools.count(1)
@@ -266,7 +256,7 @@ class SeaweedS3:
             except PortTaken:
                 if attempt == 2:
                     raise
-                self.port = free_port(below=55535)
+                self.port = free_port()
                 self._client = None
                 shutil.rmtree(self.root / "data", ignore_errors=True)
 
@@ -277,7 +267,7 @@ class SeaweedS3:
         )
         (self.root / "s3.json").write_text(identities)
         (self.root / "data").mkdir()
-        ports = {name: free_port(below=55535) for name in (
+        ports = {name: free_port() for name in (
             "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
             "filer.port", "filer.port.grpc", "s3.port.grpc",
         )}

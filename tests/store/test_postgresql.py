@@ -98,7 +98,7 @@ def cut_listening(node, database_dsn):
     port nobody listens on, so that it cannot listen again until the test
     gives back the DSN it returns with the listener.
     """
-    from tests.store.engines import free_port
+    from tests.ports import free_port
 
     listener = node.changes._listener
     good_dsn = listener._dsn
@@ -363,7 +363,7 @@ def test_a_body_changed_behind_the_store_is_refused_not_served(store, outside):
 
 
 def test_an_unreachable_object_store_fails_the_delivery_and_leaves_nothing(postgres_dsn):
-    from tests.store.engines import free_port
+    from tests.ports import free_port
 
     blobs = S3Blobs("mail", endpoint=f"http://127.0.0.1:{free_port()}", access_key="k", secret_key="s")
     store = PostgreSQLStore(reactor, postgres_dsn, blobs, pool_size=2)
@@ -448,7 +448,7 @@ def test_a_store_opened_without_migrating_leaves_an_older_schema_alone(postgres_
 
 
 def test_an_unreachable_database_is_a_temporary_failure(postgres_cluster):
-    from tests.store.engines import free_port
+    from tests.ports import free_port
 
     dsn = postgres_cluster.dsn().replace(f"port={postgres_cluster.port}", f"port={free_port()}")
     with pytest.raises(TemporaryFailure, match="no database connection"):
