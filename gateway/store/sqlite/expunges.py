@@ -10,6 +10,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from gateway.store.interfaces import StoreFull
+from gateway.store.sqlite.onestep import select_rows, uids_where
 from gateway.store.sqlite.synchronous import deferred
 
 log = Logger()
@@ -33,18 +34,18 @@ class ExpungesMixin:
 
     def _expunge(self, step, mailbox_id: int, uids) -> tuple[list[int], int]:
         uidnext, modseq = self._counters(mailbox_id)
-        present = [row[0] for row in self._select_uids("uid", mailbox_id, uids)]
+        present = [uid for (uid,) in select_rows(self._db, "uid", mailbox_id, uids)]
         if not present:
             return [], modseq
         modseq += 1
-        for table in ("messages", "message_structures"):
-            self._db.executemany(
-                f"DELETE FROM {table} WHERE mailbox_id = ? AND uid = ?", [(mailbox_id, uid) for uid in present]
-            )
-        self._db.executemany(
-            "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
-            [(mailbox_id, uid, modseq) for uid in present],
+        where, listed = uids_where(present)
+        self._db.execute(
+            "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq)"
+            f" SELECT mailbox_id, uid, ? FROM messages WHERE mailbox_id = ? AND {where}",
+            (modseq, mailbox_id, listed),
         )
+        for table in ("messages", "message_structures"):
+            self._db.execute(f"DELETE FROM {table} WHERE mailbox_id = ? AND {where}", (mailbox_id, listed))
         self._db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id))
         self._keep_uidnext(step, mailbox_id, uidnext)
         return present, modseq
@@ -61,11 +62,14 @@ class ExpungesMixin:
         the UIDNEXT a rebuild needs if the highest goes.  Small, so it
         commits on a full disk (with the reserve's room).
         """
-        present = [row[0] for row in self._select_uids("uid", mailbox_id, uids)]
+        present = [uid for (uid,) in select_rows(self._db, "uid", mailbox_id, uids)]
         if present:
             self._keep_uidnext(step, mailbox_id, self._counters(mailbox_id)[0], set(present))
-            self._db.executemany(
-                "INSERT OR IGNORE INTO expunging (mailbox_id, uid) VALUES (?, ?)", [(mailbox_id, uid) for uid in present]
+            where, listed = uids_where(present)
+            self._db.execute(
+                f"INSERT OR IGNORE INTO expunging (mailbox_id, uid) SELECT mailbox_id, uid FROM messages"
+                f" WHERE mailbox_id = ? AND {where}",
+                (mailbox_id, listed),
             )
 
     def _marked_expunging(self, mailbox_id: int) -> list[int]:

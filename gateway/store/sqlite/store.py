@@ -80,6 +80,7 @@ from gateway.store.sqlite.devices import DevicesMixin
 from gateway.store.sqlite.dump import DumpMixin
 from gateway.store.sqlite.expunges import ExpungesMixin
 from gateway.store.sqlite.mailboxes import MailboxesMixin
+from gateway.store.sqlite.onestep import select_rows, uids_where
 from gateway.store.sqlite.peers import Peers
 from gateway.store.sqlite.maildrops import MaildropLocks
 from gateway.store.sqlite.maintenance import MaintenanceMixin
@@ -353,14 +354,20 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, ExpungesMixin, Devi
         def run(step):
             _, modseq = self._counters(mailbox_id)
             modseq += 1
-            records = (record_from_row(row) for row in self._select_uids(RECORD_COLUMNS, mailbox_id, uids))
+            records = map(record_from_row, select_rows(self._db, RECORD_COLUMNS, mailbox_id, uids))
             changed, modified = flag_changes(records, flags, mode, unchangedsince, modseq)
             if not changed:
                 return [], modified
-            self._db.executemany(
-                "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
-                [(flags_text(r.flags), modseq, mailbox_id, r.uid) for r in changed],
-            )
+            # One UPDATE for each flag list the change makes, most often one.
+            by_flags: dict[str, list[int]] = {}
+            for record in changed:
+                by_flags.setdefault(flags_text(record.flags), []).append(record.uid)
+            for text, same in by_flags.items():
+                where, listed = uids_where(same)
+                self._db.execute(
+                    f"UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND {where}",
+                    (text, modseq, mailbox_id, listed),
+                )
             self._db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_id))
             step.notify(mailbox_id, modseq)
             return changed, modified
