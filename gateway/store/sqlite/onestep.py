@@ -34,10 +34,11 @@ def uids_where(uids: list[int]) -> tuple[str, int | str]:
     return "uid IN (SELECT value FROM json_each(?))", json.dumps(uids)
 
 
-def select_rows(db, columns: str, mailbox_id: int, uids) -> list:
+def select_rows(db, columns: str, mailbox_id: int, uids, source: str = "messages", steps: bool = False) -> list:
     """
-    ``columns`` (integers and text only, ``uid`` first) of the messages of
-    ``uids`` that exist, in UID order; one step however many there are.
+    ``columns`` (``uid`` first) of the messages of ``uids`` that exist in
+    ``source``, in UID order; one step however many there are, unless
+    ``steps`` (columns JSON cannot carry: blobs) has them stepped through.
     """
     uids = sorted(set(uids))
     if not uids:
@@ -46,16 +47,16 @@ def select_rows(db, columns: str, mailbox_id: int, uids) -> list:
     # requests name a run of consecutive UIDs (a session's RETRs, 1:*).
     span = (mailbox_id, uids[0], uids[-1])
     where = "WHERE mailbox_id = ? AND uid BETWEEN ? AND ?"
-    if uids[-1] - uids[0] < FEW_ROWS:
-        rows = db.execute(f"SELECT {columns} FROM messages {where} ORDER BY uid", span).fetchall()
+    if steps or uids[-1] - uids[0] < FEW_ROWS:
+        rows = db.execute(f"SELECT {columns} FROM {source} {where} ORDER BY uid", span).fetchall()
     else:
-        (text,) = db.execute(f"SELECT json_group_array(json_array({columns})) FROM messages {where}", span).fetchone()
+        (text,) = db.execute(f"SELECT json_group_array(json_array({columns})) FROM {source} {where}", span).fetchone()
         rows = json.loads(text)
         # json_group_array keeps the order rows come in, which SQLite does
         # not promise; sorting rows already in order is one pass.
         rows.sort(key=_first)
     if len(uids) == uids[-1] - uids[0] + 1:
-        return rows
+        return rows  # every UID of the range was asked for
     wanted = set(uids)
     return [row for row in rows if row[0] in wanted]
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from gateway.store.interfaces import MessageExpunged, NoSuchMailbox
 from gateway.store.model import ChangeSet
 from gateway.store.encoding import MEMO_LIMIT, flag_set, record_from_row, structure_from_row
+from gateway.store.sqlite.onestep import select_rows
 from gateway.store.sqlite.rows import RECORD_COLUMNS, STRUCTURE_COLUMNS, WITH_STRUCTURES
 from gateway.store.sqlite.summaries import SUMMARY_COLUMNS, UNSUMMARISED_COLUMNS, WITHOUT_SUMMARIES, summary_source
 from gateway.store.sqlite.synchronous import deferred
@@ -52,17 +53,9 @@ class ReadsMixin:
         return [record_from_row(row) for row in rows]
 
     def _select_uids(self, columns: str, mailbox_id: int, uids, source: str = "messages") -> list:
-        uids = sorted(set(uids))
-        if not uids:
-            return []
-        rows = self._db.execute(
-            f"SELECT {columns} FROM {source} WHERE mailbox_id = ? AND uid BETWEEN ? AND ? ORDER BY uid",
-            (mailbox_id, uids[0], uids[-1]),
-        ).fetchall()
-        if len(uids) == uids[-1] - uids[0] + 1:
-            return rows  # every UID of the range was asked for
-        wanted = set(uids)
-        return [row for row in rows if row[0] in wanted]
+        # Stepped through: some callers read structures (blobs), which JSON
+        # cannot carry.
+        return select_rows(self._db, columns, mailbox_id, uids, source, steps=True)
 
     @deferred
     def get_messages(self, mailbox_id, uids):
