@@ -17,6 +17,8 @@ from gateway.store.interfaces import (
     InvalidMailboxName,
     NoSuchMailbox,
 )
+from gateway.store.model import Inbox
+from gateway.store.traced import read_again
 
 
 async def deliver(store, user: str, source, mailbox: str = "INBOX", special_use: bool = True):
@@ -77,20 +79,37 @@ class GroupCommit:
         self.store = store
         self._reactor = reactor
         self.batching = IGroupCommitStore.providedBy(store)
-        self._pending: list[tuple[int, object, defer.Deferred]] = []
+        self._pending: list[tuple[int | Inbox, object, defer.Deferred]] = []
         self._flush_call = None
 
     async def deliver(self, user: str, source, mailbox: str = "INBOX", special_use: bool = True):
-        """As ``deliver``: the stored message's L{MessageRecord}."""
+        """
+        As ``deliver``: the stored message's L{MessageRecord}.  INBOX, where
+        nearly all mail goes, is named to the store as the user's
+        (``Inbox``), found in the transaction that stores the message: no
+        read on the reactor thread first, where every SQLite call lets the
+        store's threads take the GIL and waits to get it back.  A user
+        without one yet gets it made, as ``deliver`` does.
+        """
         if not self.batching:
             return await deliver(self.store, user, source, mailbox, special_use)
+        again = read_again(source) if mailbox == "INBOX" else None
+        if again is not None:
+            try:
+                return await self._append(Inbox(user), source)
+            except NoSuchMailbox:
+                source = again
         info = await _mailbox_for(self.store, user, mailbox, special_use)
+        return await self._append(info.id, source)
+
+    def _append(self, mailbox, source) -> defer.Deferred:
+        """``source`` into ``mailbox`` (an id or an ``Inbox``) with this turn's other deliveries."""
         stored = defer.Deferred()
-        self._pending.append((info.id, source, stored))
+        self._pending.append((mailbox, source, stored))
         if self._flush_call is None:
             # After every session's input of this reactor turn is handled.
             self._flush_call = self._reactor.callLater(0, self._flush)
-        return await stored
+        return stored
 
     def _flush(self) -> None:
         self._flush_call = None

@@ -466,15 +466,16 @@ class IGroupCommitStore(Interface):
     def append_many(deliveries):
         """
         Several L{IMailStore.append}s, each with the same durability, under
-        one commit: ``deliveries`` is a list of (mailbox_id, source).  A
-        source object named by several deliveries (one message for several
-        recipients) is read, spooled and parsed once, and every mailbox
-        gets the same body.
+        one commit: ``deliveries`` is a list of (mailbox, source), where
+        ``mailbox`` is a mailbox id or an L{Inbox} (the user's INBOX, found
+        in that commit's transaction).  A source object named by several
+        deliveries (one message for several recipients) is read, spooled
+        and parsed once, and every mailbox gets the same body.
 
         @return: Deferred firing with one item per delivery, in order: its
             L{MessageRecord}, or the exception that refused it
-            (L{TemporaryFailure}, L{NoSuchMailbox}); one refused delivery
-            does not stop the others.
+            (L{TemporaryFailure}, L{NoSuchMailbox}: also a user without an
+            INBOX); one refused delivery does not stop the others.
         """
 
 

@@ -45,6 +45,17 @@ class MailboxInfo:
 
 
 @attrs.frozen
+class Inbox:
+    """
+    The INBOX of ``user``, as a delivery names it: the store finds it in the
+    transaction that stores into it, so that naming it costs no read of its
+    own and never names a mailbox renamed meanwhile.
+    """
+
+    user: str
+
+
+@attrs.frozen
 class MessageRecord:
     """
     What a session keeps per message: identity, flags and the cheap metadata.

@@ -99,3 +99,19 @@ class WholeCopy:
             self._started = True
             self.file.seek(0)
         return self.file.read(size)
+
+
+def read_again(source):
+    """
+    ``source`` (bytes, a L{TracedMessage} or a L{WholeCopy}) as a new source
+    read from its start, however much of it was read; None for any other
+    source, a stream that cannot be read twice.  A delivery the store
+    refused before it stored anything is tried again with it.
+    """
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, TracedMessage):
+        return TracedMessage(source.fields, source.message)
+    if isinstance(source, WholeCopy):
+        return WholeCopy(source.file, source.fields, source.normalised)
+    return None

@@ -9,13 +9,14 @@ import io
 import os
 
 import pytest
-from twisted.internet import defer
+from twisted.internet import defer, task
 
 from gateway.auth import UsersFile
-from gateway.lmtp.delivery import deliver
+from gateway.lmtp.delivery import GroupCommit, deliver
 from gateway.ops.mda import deliver_main, spool_stdin
 from gateway.store.interfaces import NoSuchMailbox, TemporaryFailure
 from gateway.store.sqlite.store import SQLiteStore
+from gateway.store.traced import TracedMessage, WholeCopy
 from tests.deferreds import result_of
 
 
@@ -57,6 +58,43 @@ def test_deliver_to_a_user_with_an_inbox_asks_no_write_but_its_own(store, monkey
     run(deliver(store, "alice", b"Subject: three\r\n\r\n", "Lists"))
     assert ensured == ["alice", "alice"]
     assert [uid for uid, _ in stored(store, "alice")] == [1, 2, 3]
+
+
+def group_deliver(store, user, source, mailbox="INBOX"):
+    """``GroupCommit.deliver``, its reactor turns run until it is answered."""
+    clock = task.Clock()
+    delivered = defer.Deferred.fromCoroutine(GroupCommit(store, clock).deliver(user, source, mailbox))
+    for _ in range(5):
+        clock.advance(0)
+    return result_of(delivered)
+
+
+def test_group_commit_finds_inbox_in_the_write_not_before_it(store, monkeypatch):
+    run(deliver(store, "alice", b"Subject: one\r\n\r\n"))
+    asked = []
+    get_mailbox = store.get_mailbox
+    monkeypatch.setattr(store, "get_mailbox", lambda user, name: asked.append(name) or get_mailbox(user, name))
+    assert group_deliver(store, "alice", b"Subject: two\r\n\r\n").uid == 2
+    assert group_deliver(store, "alice", b"Subject: three\r\n\r\n", "Lists").uid == 3
+    assert asked == ["Lists", "INBOX"]
+
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_group_commit_first_delivery_makes_the_user_and_stores_every_byte(store, tmp_path, kind):
+    # The store refuses the first try (no INBOX yet) after reading the
+    # source; the second, once the mailboxes are made, reads it again whole.
+    fields = b"Delivered-To: alice@example.org\r\n"
+    body = b"Subject: first\r\n\r\nbody\r\n"
+    if kind == "memory":
+        source = TracedMessage(fields, body)
+    else:
+        spool = open(tmp_path / "spool", "w+b")
+        spool.write(fields + body)
+        spool.flush()
+        source = WholeCopy(spool, fields, normalised=True)
+    assert group_deliver(store, "alice", source).uid == 1
+    assert stored(store, "alice") == [(1, fields + body)]
+    assert result_of(store.get_mailbox("alice", "Trash")).special_use == "\\Trash"
 
 
 def test_deliver_refuses_special_use_folders_when_asked(store):

@@ -815,6 +815,10 @@ class StoreSession(Session):
 @pytest.fixture
 def sqlite_factory(tmp_path):
     store = SQLiteStore(tmp_path / "store")
+    # Users with mailboxes: a first delivery takes a second group, once the
+    # store refused the first for want of an INBOX.
+    for user in ("alice", "bob"):
+        result_of(store.ensure_user(user))
     calls = []
     append_many = store.append_many
     store.append_many = lambda deliveries: calls.append(len(deliveries)) or append_many(deliveries)

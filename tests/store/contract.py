@@ -30,7 +30,7 @@ from gateway.store.interfaces import (
     UidNotAvailable,
 )
 from gateway.imap import wire
-from gateway.store.model import DeviceState, MailboxState, QuotaUsage
+from gateway.store.model import DeviceState, Inbox, MailboxState, QuotaUsage
 from tests.deferreds import failure_of, result_of
 from tests.reactorthread import unwrapped
 
@@ -547,6 +547,22 @@ class GroupCommitContract:
         assert outcomes[0].uid == 1
         assert isinstance(outcomes[1], NoSuchMailbox)
         assert [r.uid for r in result_of(store.list_messages(box.id))] == [1]
+
+    def test_append_many_finds_a_users_inbox_in_its_transaction(self, store):
+        alice = inbox(store, "alice")
+        result_of(store.append(alice.id, MESSAGE))
+        inbox(store, "bob")
+        outcomes = result_of(store.append_many(
+            [(Inbox("alice"), MESSAGE), (Inbox("nobody"), MESSAGE), (Inbox("bob"), MESSAGE)]
+        ))
+        assert outcomes[0].uid == 2 and outcomes[2].uid == 1
+        assert isinstance(outcomes[1], NoSuchMailbox)
+        # RFC 3501 6.3.5: renaming INBOX moves its messages and leaves a
+        # new, empty INBOX, which is the one mail goes to from then on.
+        result_of(store.rename_mailbox("alice", "INBOX", "Old"))
+        assert result_of(store.append_many([(Inbox("alice"), MESSAGE)]))[0].uid == 1
+        assert [r.uid for r in result_of(store.list_messages(inbox(store, "alice").id))] == [1]
+        assert [r.uid for r in result_of(store.list_messages(alice.id))] == [1, 2]
 
     def test_the_same_body_to_many_mailboxes(self, store):
         boxes = [inbox(store, f"user{n}") for n in range(5)]

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.mail import message
-from gateway.store.traced import TracedMessage
+from gateway.store.traced import TracedMessage, WholeCopy, read_again
 
 CORPUS = Path(__file__).resolve().parent.parent / "mail" / "corpus"
 FIELDS = (
@@ -66,6 +66,18 @@ def test_copies_sharing_a_message_read_it_at_once_each_from_its_start(spool):
     assert [b"".join(chunks) for chunks in read] == [
         copy.fields + b"body\r\n" * 3 for copy in copies
     ]
+
+
+def test_a_copy_read_to_its_end_is_read_again_whole(spool):
+    # A delivery the store refused (a user with no INBOX yet) goes again
+    # once the mailboxes are made: with every byte, not what was left.
+    for source in (TracedMessage(b"F: 1\r\n", spool), WholeCopy(spool, b"", normalised=True)):
+        first = source.read()
+        assert source.read() == b""
+        assert read_again(source).read() == first
+    assert read_again(b"Subject: x\r\n\r\n") == b"Subject: x\r\n\r\n"
+    assert read_again(WholeCopy(spool, b"", normalised=True)).normalised
+    assert read_again(io.BytesIO(b"a stream")) is None
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.glob("*.eml")))

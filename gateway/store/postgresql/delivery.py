@@ -17,7 +17,7 @@ from gateway.mail import message
 from gateway.store.blobs.spool import Spooled, spool
 from gateway.store.encoding import date_columns, flags_text, structure_columns
 from gateway.store.interfaces import NoSuchMailbox, TemporaryFailure, UidNotAvailable
-from gateway.store.model import MessageRecord
+from gateway.store.model import Inbox, MessageRecord
 from gateway.store.postgresql.database import Transaction
 
 STRUCTURE_COLUMNS = "envelope, body, bodystructure, header, parts"
@@ -106,8 +106,9 @@ class DeliveryMixin:
         """
         Several appends in one transaction: one commit for the lot, and one
         write of each distinct body (a message to many recipients is stored
-        once).  Each delivery's outcome is its record or the exception that
-        refused it; one refused delivery does not stop the others.
+        once); an L{Inbox} is looked up in that transaction.  Each
+        delivery's outcome is its record or the exception that refused it;
+        one refused delivery does not stop the others.
         """
         return Deferred.fromCoroutine(self._append_many(deliveries))
 
@@ -130,12 +131,14 @@ class DeliveryMixin:
             bodies = {p.body.key: p.body for p in prepared.values()}
             for key in sorted(bodies):
                 self._store_body(tx, bodies[key])
-            counters = self._lock_mailboxes(tx, [deliveries[i][0] for i in prepared])
+            ids = self._mailbox_ids(tx, {deliveries[i][0] for i in prepared})
+            counters = self._lock_mailboxes(tx, ids.values())
             results = {}
             for index, item in prepared.items():
-                mailbox_id = deliveries[index][0]
+                mailbox = deliveries[index][0]
+                mailbox_id = ids.get(mailbox)
                 if mailbox_id not in counters:
-                    results[index] = NoSuchMailbox(str(mailbox_id))
+                    results[index] = NoSuchMailbox("INBOX" if isinstance(mailbox, Inbox) else str(mailbox))
                     continue
                 uid, modseq = counters[mailbox_id]
                 modseq += 1

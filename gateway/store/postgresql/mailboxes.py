@@ -15,7 +15,7 @@ from gateway.store.interfaces import (
     NoSuchUser,
     TemporaryFailure,
 )
-from gateway.store.model import DEFAULT_SPECIAL_USE, HIERARCHY_SEPARATOR, UID_MAX, MailboxInfo, QuotaUsage
+from gateway.store.model import DEFAULT_SPECIAL_USE, HIERARCHY_SEPARATOR, UID_MAX, Inbox, MailboxInfo, QuotaUsage
 from gateway.store.names import canonical_name, check_name
 from gateway.store.postgresql import notices
 from gateway.store.postgresql.database import Transaction
@@ -206,6 +206,18 @@ class MailboxesMixin:
             return [row[0] for row in tx.all("SELECT name FROM subscriptions WHERE owner = %s ORDER BY name", (user,))]
 
         return self._db.read(work)
+
+    @staticmethod
+    def _mailbox_ids(tx: Transaction, mailboxes) -> dict:
+        """Each of ``mailboxes`` (ids, L{Inbox}es) that exists -> its id; an id is taken as it is."""
+        users = sorted({mailbox.user for mailbox in mailboxes if isinstance(mailbox, Inbox)})
+        inboxes = dict(tx.all("SELECT owner, id FROM mailboxes WHERE owner = ANY(%s) AND name = 'INBOX'", (users,))
+                       if users else ())
+        return {
+            mailbox: inboxes[mailbox.user] if isinstance(mailbox, Inbox) else mailbox
+            for mailbox in mailboxes
+            if not isinstance(mailbox, Inbox) or mailbox.user in inboxes
+        }
 
     @staticmethod
     def _lock_mailboxes(tx: Transaction, mailbox_ids) -> dict[int, list[int]]:

@@ -39,7 +39,7 @@ from twisted.logger import Logger
 
 from gateway.mail import message
 from gateway.store.interfaces import StoreFull, TemporaryFailure, UidNotAvailable
-from gateway.store.model import MessageRecord, MessageStructure
+from gateway.store.model import Inbox, MessageRecord, MessageStructure
 from gateway.store.sqlite.reserve import DiskFull
 from gateway.store.encoding import flags_text, part_to_json
 from gateway.store.sqlite.synchronous import deferred
@@ -288,10 +288,13 @@ class DeliveryMixin:
             ),
         )
 
-    def _index(self, step, spooled: Spooled, mailbox_id, flags, internaldate, wanted_uid: int | None,
+    def _index(self, step, spooled: Spooled, mailbox: int | Inbox, flags, internaldate, wanted_uid: int | None,
                take: bool = False):
-        """Index ``spooled`` as the mailbox's next message; with ``take``, its file is moved there (``_take``)."""
-        uidnext, modseq = self._counters(mailbox_id)
+        """
+        Index ``spooled`` as the next message of ``mailbox`` (an id or an
+        L{Inbox}); with ``take``, its file is moved there (``_take``).
+        """
+        mailbox_id, uidnext, modseq = self._counters_of(mailbox)
         if wanted_uid is not None:
             if wanted_uid < uidnext:
                 raise UidNotAvailable(f"UID {wanted_uid} is below UIDNEXT {uidnext}")
@@ -323,7 +326,7 @@ class DeliveryMixin:
             internaldate = _now()
         flags = frozenset(flags)
         spooled = await self._prepare(source)
-        index = partial(self._index, spooled=spooled, mailbox_id=mailbox_id, flags=flags,
+        index = partial(self._index, spooled=spooled, mailbox=mailbox_id, flags=flags,
                         internaldate=internaldate, wanted_uid=wanted_uid, take=True)
         try:
             if not recent:
@@ -351,9 +354,11 @@ class DeliveryMixin:
     def append_many(self, deliveries):
         """
         Several appends in one group commit: ``deliveries`` is a list of
-        (mailbox_id, source) as ``append`` takes them.  Each distinct source
-        is spooled, fsynced and parsed once, however many mailboxes it goes
-        to; the writer links it into each and indexes them all in one
+        (mailbox, source): ``mailbox`` an id, as ``append`` takes it, or an
+        L{Inbox}, looked up by the writer in its transaction rather than on
+        the reactor thread before it.  Each distinct source is spooled,
+        fsynced and parsed once, however many mailboxes it goes to; the
+        writer links it into each and indexes them all in one
         transaction, fsyncing each directory once and the index once;
         nothing is acknowledged before that commit, as DESIGN.md asks.
 
@@ -373,11 +378,11 @@ class DeliveryMixin:
             outcomes: list = [None] * len(deliveries)
             uses = Counter(id(body) for body in bodies)
             runs, indexes = [], []
-            for index, ((mailbox_id, _), body) in enumerate(zip(deliveries, bodies)):
+            for index, ((mailbox, _), body) in enumerate(zip(deliveries, bodies)):
                 if isinstance(body, Exception):
                     outcomes[index] = body if isinstance(body, TemporaryFailure) else store_error(body)
                     continue
-                run = partial(self._index, spooled=body, mailbox_id=mailbox_id, flags=frozenset(),
+                run = partial(self._index, spooled=body, mailbox=mailbox, flags=frozenset(),
                               internaldate=internaldate, wanted_uid=None, take=uses[id(body)] == 1)
                 runs.append((run, True, False))
                 indexes.append(index)

@@ -74,7 +74,7 @@ from gateway.store.interfaces import (
     MessageExpunged,
     NoSuchMailbox,
 )
-from gateway.store.model import ChangeSet, flag_changes
+from gateway.store.model import ChangeSet, Inbox, flag_changes
 from gateway.store.sqlite.delivery import DeliveryMixin
 from gateway.store.sqlite.devices import DevicesMixin
 from gateway.store.sqlite.dump import DumpMixin
@@ -331,6 +331,17 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, ExpungesMixin, Devi
         row = self._db.execute("SELECT uidnext, highestmodseq FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
         if row is None:
             raise NoSuchMailbox(str(mailbox_id))
+        return row
+
+    def _counters_of(self, mailbox: int | Inbox) -> tuple[int, int, int]:
+        """The id, UIDNEXT and HIGHESTMODSEQ of ``mailbox``, an id or an L{Inbox}, in one read."""
+        if not isinstance(mailbox, Inbox):
+            return (mailbox, *self._counters(mailbox))
+        row = self._db.execute(
+            "SELECT id, uidnext, highestmodseq FROM mailboxes WHERE user = ? AND name = 'INBOX'", (mailbox.user,)
+        ).fetchone()
+        if row is None:
+            raise NoSuchMailbox("INBOX")
         return row
 
     @deferred
