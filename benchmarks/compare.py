@@ -6,8 +6,9 @@ Starts both under a temp dir on loopback ports picked free, gives them the
 same users (same password hashes) and delivers the same seeded corpus to
 both over LMTP (and flags the 1,000 and 20,000-message INBOXes alike over
 IMAP), then runs every chosen scenario against one and the other in turn,
-``--runs`` times, and prints the worst realistic case and a table of the
-medians with the ratio gateway/Dovecot, realistic scenarios first and the
+``--runs`` times (which goes first alternating), and prints the worst
+realistic case and a table of the medians with the ratio gateway/Dovecot
+(the median of each run's own ratio), realistic scenarios first and the
 worst at the top.  A scenario that fails on a server is recorded in the
 table with its error.
 

@@ -87,15 +87,19 @@ async def run_scenarios(targets: dict[str, Target], settings: Settings, runs: in
                         prepare_server: Callable[[str], None] | None = None) -> Outcomes:
     """
     Every scenario of ``scenarios`` against each target in turn, ``runs``
-    times; failures are recorded, never raised.  ``restart(name)``, if
+    times, the targets in the other order each run; failures are
+    recorded, never raised.  ``restart(name)``, if
     given, restarts that server before a scenario that wants a fresh one
     and returns its new Target; ``prepare_server(name)``, if given, runs
     before every scenario of that server, outside the timed window.
     """
     outcomes = Outcomes()
     for run in range(1, runs + 1):
+        # Each run the other server goes first, so that neither is always
+        # measured on the machine the other has just warmed, or heated.
+        names = list(targets) if run % 2 else list(reversed(targets))
         for scenario in scenarios:
-            for name in targets:
+            for name in names:
                 try:
                     if scenario.fresh_server and restart is not None:
                         targets[name] = await asyncio.to_thread(restart, name)
@@ -108,7 +112,7 @@ async def run_scenarios(targets: dict[str, Target], settings: Settings, runs: in
                     outcomes.fail(scenario.key, name, text)
                     log(f"run {run} {scenario.name} {name}: FAILED {text}")
                 else:
-                    outcomes.add(scenario.key, name, metrics)
+                    outcomes.add(scenario.key, name, metrics, run)
                     shown = ", ".join(f"{metric} {value:,.2f}" for metric, value in metrics.items())
                     # Our own CPU share: near 100% would mean the client, not the server, set the pace.
                     elapsed = time.monotonic() - started

@@ -216,6 +216,22 @@ def test_the_bulk_fetch_reader_raises_on_no():
         skim([b"* 1 FETCH (UID 1)\r\nb1 NO [SERVERBUG] oops\r\n"])
 
 
+def test_ratios_are_of_each_run_against_the_other_server_in_that_run():
+    # The machine twice as fast in run 2 and three times in run 3: the
+    # gateway is 1.5x in two runs of three, 0.9x in one.  Set against each
+    # other's medians (180 against 200) it would seem 0.9x.
+    outcomes = Outcomes()
+    for run, dovecot, gateway in ((1, 100.0, 150.0), (2, 200.0, 180.0), (3, 300.0, 450.0)):
+        outcomes.add("imap-mixed", "dovecot", {"ops/s": dovecot}, run)
+        outcomes.add("imap-mixed", "gateway", {"ops/s": gateway}, run)
+    # A run one server failed has no ratio.
+    outcomes.add("imap-mixed", "gateway", {"ops/s": 1.0}, 4)
+    outcomes.fail("imap-mixed", "dovecot", "ProtocolError")
+    assert outcomes.ratio("imap-mixed", "ops/s", ["dovecot", "gateway"]) == 1.5
+    assert table(outcomes, SCENARIOS, ["dovecot", "gateway"]).splitlines()[2] == (
+        "| imap mixed, 8 clients | ops/s (higher is better) | 200 (3 ok, 1 failed) | 165 | 1.50x |")
+
+
 def test_figures_at_or_below_zero_are_not_ranked():
     outcomes = Outcomes()
     outcomes.add("idle-1k", "dovecot", {"KB/session": 520.0})
