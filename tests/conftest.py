@@ -1,7 +1,7 @@
 """
-Fixtures shared across test folders: one real reactor on a thread of its
-own, and the private engines of tests/store/engines.py; and the run's
-temporary files in memory where the machine has room.
+Fixtures shared across test folders: a SQLite store, one real reactor on a
+thread of its own, and the private engines of tests/store/engines.py; and
+the run's temporary files in memory where the machine has room.
 """
 
 import os
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.store.sqlite.store import SQLiteStore
 from tests.reactorthread import ReactorThread
 from tests.store.engines import postgres_cluster, postgres_database, postgres_dsn, seaweed  # noqa: F401
 
@@ -32,6 +33,14 @@ def pytest_configure(config):
     os.chmod(directory, 0o1777)
     os.environ["TMPDIR"] = tempfile.tempdir = directory
     config.add_cleanup(lambda: shutil.rmtree(directory, ignore_errors=True))
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A SQLite store of the test's own, without threads (its writes done when the call returns), closed after."""
+    store = SQLiteStore(tmp_path / "store")
+    yield store
+    store.close()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ protocol class (tests/e2e/test_imap_extensions.py runs them over a socket).
 import base64
 
 from tests.deferreds import result_of
-from tests.imap.test_server import Session, store  # noqa: F401  (the store fixture)
+from tests.imap.test_server import Session
 
 PAYLOAD = bytes(range(256)) * 4 + b"\x00end"
 BIG = bytes(range(256)) * 2000  # 512 KB decoded: streamed, not held

@@ -9,7 +9,7 @@ import zlib
 from twisted.internet import defer
 
 from gateway.store.sqlite.store import SQLiteStore
-from tests.imap.test_server import Session, store  # noqa: F401  (the store fixture)
+from tests.imap.test_server import Session
 
 
 def deflater():

@@ -7,7 +7,7 @@ change adds one, so the mod-sequences below are exact.
 
 from gateway.imap.capabilities import BASE
 from tests.deferreds import result_of
-from tests.imap.test_server import MESSAGE, Session, store  # noqa: F401 (fixture)
+from tests.imap.test_server import MESSAGE, Session
 
 
 def inbox_with(store, *flag_sets):

@@ -9,7 +9,7 @@ import pytest
 from gateway.config import Config
 from tests.deferreds import result_of
 from tests.imap.test_hostile import config
-from tests.imap.test_server import MESSAGE, Session, store  # noqa: F401  (the store fixture)
+from tests.imap.test_server import MESSAGE, Session
 
 
 def test_id_with_thirty_long_pairs_fits_the_default_line_length(store):

@@ -18,7 +18,7 @@ from gateway.imap.errors import Bad, CommandError, Nonexistent, TooManyArguments
 from gateway.imap.responses import BAD, Condition, Data, Tagged
 from gateway.imap.server import IMAPServer
 from gateway.store.interfaces import NoSuchMailbox
-from tests.imap.test_server import Session, store  # noqa: F401  (fixture)
+from tests.imap.test_server import Session
 from tests.twisted_private import private_uses, twisted_source
 
 PACKAGE = Path(gateway.imap.__file__).parent

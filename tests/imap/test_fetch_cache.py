@@ -10,7 +10,7 @@ from gateway.config import loads
 from gateway.imap.fetch_cache import RenderedParts
 from tests.deferreds import result_of
 from tests.imap.test_server import MESSAGE, Session
-from tests.imap.test_shared_views import deliver, inbox_of, store  # noqa: F401 (a fixture)
+from tests.imap.test_shared_views import deliver, inbox_of
 
 HEADER_SET = b"(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE)"
 

@@ -24,7 +24,6 @@ from zope.interface import directlyProvides
 from gateway.config import AuthConfig, Config, ImapConfig, LimitsConfig, ProxyConfig
 from gateway.imap import framing
 from gateway.imap import server as imap_server
-from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import result_of
 from tests.serverproc import GatewayProcess
 from tests.imap.test_compress import LaterStore
@@ -34,13 +33,6 @@ NETWORK = IPv4Address("TCP", "192.0.2.1", 143)
 REMOTE = IPv4Address("TCP", "198.51.100.7", 40000)
 PRIVACY = (b" NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) "
            b"connections.")
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = SQLiteStore(tmp_path / "store")
-    yield store
-    store.close()
 
 
 def config(**limits) -> Config:

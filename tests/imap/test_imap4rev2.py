@@ -4,7 +4,7 @@ UNSEEN on SELECT, a LIST response instead, ESEARCH for every SEARCH,
 LIST-EXTENDED's answers to LIST, STATUS SIZE and DELETED.
 """
 
-from tests.imap.test_server import MESSAGE, Session, store  # noqa: F401  (fixture)
+from tests.imap.test_server import MESSAGE, Session
 
 
 def rev2(store):  # noqa: F811

@@ -6,7 +6,7 @@ and DELETED (RFC 9051) through the real server (gateway/imap/list_command.py).
 
 import pytest
 
-from tests.imap.test_server import MESSAGE, Session, store  # noqa: F401  (fixture)
+from tests.imap.test_server import MESSAGE, Session
 
 # What every new user has.
 DEFAULT = [

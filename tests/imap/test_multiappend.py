@@ -9,7 +9,7 @@ from gateway.config import AuthConfig, Config, QuotaConfig
 from gateway.store.interfaces import TemporaryFailure
 from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import result_of
-from tests.imap.test_server import MESSAGE, Session, store  # noqa: F401  (the store fixture)
+from tests.imap.test_server import MESSAGE, Session
 
 OTHER = MESSAGE.replace(b"hello", b"again")
 

@@ -6,7 +6,7 @@ MailboxName, and NOTIFY NONE (gateway/imap/notify_command.py).
 
 import pytest
 
-from tests.imap.test_server import MESSAGE, Session, store  # noqa: F401  (fixture)
+from tests.imap.test_server import MESSAGE, Session
 
 
 def append(session, mailbox=b"INBOX"):

@@ -6,7 +6,6 @@ pushes back like a TCP transport with a full buffer.
 
 import re
 
-import pytest
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address
@@ -21,7 +20,6 @@ from gateway.config import Config
 from gateway.imap import account
 from gateway.imap.output import CHUNK, Output
 from gateway.imap.server import build_factory
-from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import result_of
 
 SMALL = b"From: a@example.org\r\nSubject: small\r\n\r\nhello\r\n"
@@ -67,13 +65,6 @@ class PushingBackTransport(StringTransport):
         if self.producer is not None:
             self.producer.resumeProducing()
         return data
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = SQLiteStore(tmp_path / "store")
-    yield store
-    store.close()
 
 
 def selected_session(store, transport):

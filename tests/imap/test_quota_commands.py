@@ -6,7 +6,7 @@ SETQUOTA refused, and APPEND and COPY over a limit refused with
 
 from gateway.config import AuthConfig, Config, QuotaConfig
 from tests.deferreds import result_of
-from tests.imap.test_server import MESSAGE, Session, store  # noqa: F401  (the store fixture)
+from tests.imap.test_server import MESSAGE, Session
 
 
 def session(store, **quota):

@@ -18,7 +18,7 @@ from gateway.imap.resync import (
 )
 from gateway.imap.sequence import parse_sequence_set
 from tests.deferreds import result_of
-from tests.imap.test_server import MESSAGE, Session, store  # noqa: F401 (fixture)
+from tests.imap.test_server import MESSAGE, Session
 
 # -- parsing ---------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import pytest
 from gateway.imap.search_results import uid_set
 from gateway.imap.sequence import SequenceSet
 
-from tests.imap.test_server import MESSAGE, Session, store  # noqa: F401  (fixture)
+from tests.imap.test_server import MESSAGE, Session
 
 
 def message(n: int) -> bytes:

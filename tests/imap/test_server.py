@@ -17,7 +17,6 @@ from gateway.auth import MailRealm
 from gateway.config import AuthConfig, Config
 from gateway.imap import account
 from gateway.imap.server import build_factory
-from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import result_of
 
 MESSAGE = (
@@ -28,13 +27,6 @@ MESSAGE = (
     b"\r\n"
     b"Hello, Bob.\r\n"
 )
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = SQLiteStore(tmp_path / "store")
-    yield store
-    store.close()
 
 
 LOOPBACK = IPv4Address("TCP", "127.0.0.1", 143)

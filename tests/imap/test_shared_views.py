@@ -4,20 +4,9 @@ Session, a real SQLite store): FETCH FLAGS and SEARCH on flags answered from
 the view, and sessions on one mailbox sharing one snapshot of it.
 """
 
-import pytest
-
 from gateway.imap.sequence import parse_sequence_set
 from tests.deferreds import result_of
 from tests.imap.test_server import MESSAGE, Session
-
-
-@pytest.fixture
-def store(tmp_path):
-    from gateway.store.sqlite.store import SQLiteStore
-
-    store = SQLiteStore(tmp_path / "store")
-    yield store
-    store.close()
 
 
 def inbox_of(store, user="alice"):

@@ -6,7 +6,7 @@ charsets included, and a big mailbox sorted a slice at a time
 
 from twisted.internet.task import Clock
 
-from tests.imap.test_server import Session, store  # noqa: F401  (fixture)
+from tests.imap.test_server import Session
 
 
 def message(subject: bytes, date: bytes, extra: bytes = b"") -> bytes:

@@ -8,7 +8,7 @@ from twisted.internet import defer
 
 from gateway.store.interfaces import TemporaryFailure
 from tests.deferreds import result_of
-from tests.imap.test_server import MESSAGE, Session, store  # noqa: F401 (fixture)
+from tests.imap.test_server import MESSAGE, Session
 
 
 def test_a_command_is_answered_when_the_view_cannot_be_brought_up_to_date(store, monkeypatch):

@@ -4,7 +4,7 @@ mailbox names are UTF-8 both ways, and APPEND takes UTF8 (literal8).
 """
 
 from tests.deferreds import result_of
-from tests.imap.test_server import Session, store  # noqa: F401  (the store fixture)
+from tests.imap.test_server import Session
 
 UTF8_MESSAGE = "From: Jörg <jörg@exämple.org>\r\nSubject: Grüße\r\n\r\nHallo\r\n".encode("utf-8")
 

@@ -4,19 +4,10 @@ know only it (Outlook 2013, old iOS Mail): LIST's answer, the special uses
 under XLIST's names and INBOX marked \\Inbox.
 """
 
-import pytest
 from imapclient import IMAPClient
 
-from gateway.store.sqlite.store import SQLiteStore
 from tests.imap.test_server import Session
 from tests.serverproc import GatewayProcess
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = SQLiteStore(tmp_path / "store")
-    yield store
-    store.close()
 
 
 def test_capability_names_xlist(store):

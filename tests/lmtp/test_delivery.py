@@ -20,13 +20,6 @@ from gateway.store.traced import TracedMessage, WholeCopy
 from tests.deferreds import result_of
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = SQLiteStore(tmp_path / "store")
-    yield store
-    store.close()
-
-
 def stored(store, user, mailbox="INBOX"):
     """The bodies in a mailbox, ascending by UID, as a client reads them."""
     info = result_of(store.get_mailbox(user, mailbox))

@@ -69,13 +69,6 @@ def spool_files(directory) -> list[str]:
     return found
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = SQLiteStore(tmp_path / "store")
-    yield store
-    store.close()
-
-
 def bodies(store, user="alice"):
     """The user's INBOX messages, ascending by UID; none before the first delivery."""
     try:

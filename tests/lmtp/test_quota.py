@@ -5,24 +5,15 @@ or, under [quota] full_tempfail, for now (452 4.2.2).
 """
 
 import attrs
-import pytest
 from twisted.internet.task import Clock
 
 from gateway.config import loads
 from gateway.lmtp.server import LMTPFactory
 from gateway.policy.quota import Quotas
-from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import result_of
 from tests.lmtp.test_server import HOST, TRANSACTION_ID, StoreSession
 
 BODY = b"Subject: hi\r\n\r\n" + b"x" * 2000 + b"\r\n"
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = SQLiteStore(tmp_path / "store")
-    yield store
-    store.close()
 
 
 def factory(store, config_text, user_limits=lambda name: None):

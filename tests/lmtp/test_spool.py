@@ -22,7 +22,7 @@ from gateway.lmtp.spool import IN_MEMORY, DataSpool
 from gateway.mail import message
 from gateway.store.traced import TracedMessage, WholeCopy
 from tests.deferreds import result_of
-from tests.lmtp.test_hostile import Session, bodies, store, traced  # noqa: F401  (store: a fixture)
+from tests.lmtp.test_hostile import Session, bodies, traced
 
 # Past what a transaction keeps in memory.
 SPILLED = b"spilled line\r\n" * (IN_MEMORY // 14 + 10)

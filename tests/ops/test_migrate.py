@@ -31,13 +31,6 @@ def crlf(data: bytes) -> bytes:
     return data.replace(b"\n", b"\r\n")
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = SQLiteStore(tmp_path / "store")
-    yield s
-    s.close()
-
-
 # -- the store methods (IImportableStore) -------------------------------------
 
 

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from gateway.store.encoding import record_from_row
 from gateway.store.sqlite.onestep import FEW_ROWS, select_rows, uids_where
 from gateway.store.sqlite.rows import RECORD_COLUMNS, SCHEMA
-from gateway.store.sqlite.store import SQLiteStore
 from tests.deferreds import result_of
 from tests.store.contract import MESSAGE, deliver, inbox
 
@@ -51,13 +50,6 @@ def test_uids_where_names_exactly_those_uids(uids):
     changed = [uid for (uid,) in db.execute("SELECT uid FROM messages WHERE flags = 'x' AND mailbox_id = 1")]
     assert changed == uids
     assert db.execute("SELECT count(*) FROM messages WHERE flags = 'x' AND mailbox_id = 2").fetchone() == (0,)
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = SQLiteStore(tmp_path / "store")
-    yield s
-    s.close()
 
 
 def statements_of(store, call):

@@ -40,13 +40,6 @@ from tests.store.contract import (
 )
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = SQLiteStore(tmp_path / "store")
-    yield s
-    s.close()
-
-
 def test_provides_contracts(store):
     assert verifyObject(IMailStore, store)
     assert verifyObject(IChangeFeed, store.changes)

@@ -80,13 +80,6 @@ def children(tmp_path):
         each.close()
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = SQLiteStore(tmp_path / "store")
-    yield s
-    s.close()
-
-
 # -- POP3 maildrop locks ---------------------------------------------------------
 
 
