@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import statistics
 import time
 
 from benchmarks import corpus
@@ -23,6 +24,9 @@ UID_ITEM = re.compile(rb"\bUID (\d+)")
 # The server's CPU (user + system, all its processes) per unit, in the timed window.
 CPU_PER_MESSAGE = "CPU us/msg"
 CPU_PER_OPERATION = "CPU us/op"
+# The median wait for the replies to MAIL/RCPT/DATA, and for the one to the message.
+LMTP_COMMANDS = "commands ms"
+LMTP_STORED = "stored ms"
 SMALL_MESSAGE = (b"From: Bench <bench@example.org>\r\nTo: <user@example.org>\r\nSubject: new mail\r\n"
                  b"Message-ID: <bench@example.org>\r\n\r\nA short message.\r\n")
 
@@ -334,11 +338,15 @@ async def imap_mixed(target: Target, settings: Settings) -> Metrics:
 
 async def _lmtp_rate(target: Target, settings: Settings, connections: int) -> Metrics:
     payloads = [dot_stuffed(message) for message in corpus.corpus(50, seed=11)]
+    commands, stored = [], []
 
     async def worker(index: int, lmtp: Lmtp, deadline: float) -> int:
         delivered = 0
         while time.perf_counter() < deadline:
-            await lmtp.deliver([target.users.sink], payloads[(index + delivered * connections) % len(payloads)])
+            waited = await lmtp.deliver([target.users.sink],
+                                        payloads[(index + delivered * connections) % len(payloads)])
+            commands.append(waited[0])
+            stored.append(waited[1])
             delivered += 1
         return delivered
 
@@ -347,7 +355,10 @@ async def _lmtp_rate(target: Target, settings: Settings, connections: int) -> Me
 
     meter = CpuMeter(target, CPU_PER_MESSAGE)
     rate = await concurrently(connections, settings.duration, worker, connect, Lmtp.quit, meter)
-    return {"msg/s": rate, **meter.metrics()}
+    # Where a delivery's time goes, as the client waits: the pipelined
+    # MAIL/RCPT/DATA, and the message to its reply (the store's part).
+    return {"msg/s": rate, **meter.metrics(), LMTP_COMMANDS: 1000 * statistics.median(commands),
+            LMTP_STORED: 1000 * statistics.median(stored)}
 
 
 async def lmtp_rate_1(target: Target, settings: Settings) -> Metrics:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import time
 import zlib
 
 READ_SIZE = 256 * 1024
@@ -424,20 +425,27 @@ class Lmtp:
             raise ProtocolError(f"LMTP: {line.decode(errors='replace').strip()}")
         return line
 
-    async def deliver(self, recipients: list[str], payload: bytes) -> None:
-        """One transaction; ``payload`` from dot_stuffed().  MAIL/RCPT/DATA are
-        pipelined (both servers offer PIPELINING)."""
+    async def deliver(self, recipients: list[str], payload: bytes) -> tuple[float, float]:
+        """
+        One transaction; ``payload`` from dot_stuffed().  MAIL/RCPT/DATA are
+        pipelined (both servers offer PIPELINING).  Returns the seconds
+        waited for their replies, and from the message's sending to its
+        last reply (the store's part).
+        """
         commands = [b"MAIL FROM:<bench@example.org>\r\n"]
         commands += [b"RCPT TO:<%s>\r\n" % recipient.encode() for recipient in recipients]
+        started = time.perf_counter()
         self.connection.write(b"".join(commands) + b"DATA\r\n")
         await self.reply(b"250")
         for _ in recipients:
             await self.reply(b"250")
         await self.reply(b"354")
+        sent = time.perf_counter()
         self.connection.write(payload)
         # RFC 2033 4.2: one reply per recipient after the final dot.
         for _ in recipients:
             await self.reply(b"250")
+        return sent - started, time.perf_counter() - sent
 
     async def quit(self) -> None:
         self.connection.write(b"QUIT\r\n")

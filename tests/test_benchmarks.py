@@ -134,7 +134,7 @@ def test_load_generator_drives_the_gateway(gateway):
                             mixed_clients=2, cap=15.0)
     scenarios = choose(["pop3-first-download-1", "pop3-fetchmail-1", "pop3-pipelined-1", "imap-first-sync-1",
                         "imap-fetch-headers", "imap-fetch-bodies",
-                        "imap-fetch-compressed", "idle-push", "idle-1k", "large"])
+                        "imap-fetch-compressed", "idle-push", "idle-1k", "large", "lmtp-1"])
 
     async def scenario_run():
         await prepare(target.host, target.lmtp, target.imap, users, messages=12, poll_messages=2,
@@ -157,6 +157,10 @@ def test_load_generator_drives_the_gateway(gateway):
     assert outcomes.median("imap-fetch-compressed", "gateway", "msg/s") > 0
     # No store engines of its own to count.
     assert outcomes.median("pop3-first-download-1", "gateway", "store CPU us/msg") is None
+    # A delivery's two waits, told apart.
+    assert outcomes.median("lmtp-1", "gateway", "msg/s") > 0
+    for name in ("commands ms", "stored ms"):
+        assert 0 < outcomes.median("lmtp-1", "gateway", name) < 15_000, name
     assert outcomes.median("idle-push", "gateway", "missed") == 0
     assert 0 < outcomes.median("idle-push", "gateway", "p99 ms") < 15_000
 
