@@ -82,6 +82,7 @@ from gateway.imap.snapshot import SnapshotRegistry
 from gateway.imap.view import SelectedView
 from gateway.net import metrics
 from gateway.net.connection import set_no_delay
+from gateway.net.firststep import first_step_now
 from gateway.policy.login import LoginPolicy
 from gateway.policy.quota import Quotas
 from gateway.policy.session import BadCommands, Deadline, session_config
@@ -304,7 +305,7 @@ class IMAPServer(CompressCommand, Framing, LoginCommands, NotifyCommands, ListCo
         """
         self.hold()
         self.running = True
-        d = defer.Deferred.fromCoroutine(self._command(tag, work, args, allow_expunge))
+        d = first_step_now(self._command(tag, work, args, allow_expunge))
         d.addErrback(lambda failure: log.failure("IMAP command crashed", failure))
         if d.called:
             self._command_done()

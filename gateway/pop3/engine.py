@@ -36,9 +36,9 @@ from time import monotonic
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.mail import pop3 as twisted_pop3
-from twisted.python.failure import Failure
 
 from gateway.net import metrics
+from gateway.net.firststep import first_step_now
 from gateway.policy.session import BadCommands
 from gateway.pop3.session import (
     BadCommand,
@@ -223,30 +223,16 @@ class Pop3Engine(twisted_pop3.POP3):
 
     def run(self, coroutine, command: bytes, started: float):
         """
-        Run a command that may wait on the store or the socket.
-
-        Its first step runs here: a Deferred that has already fired (a
-        store read answers at once) does not suspend an ``await``, so most
-        commands end in that step, with no Deferred of their own.  One that
-        waits goes on under ``Deferred.fromCoroutine``, which resumes it at
-        the same ``await``, and later lines queue meanwhile.
+        Run a command that may wait on the store or the socket: most end
+        in their first step, run here (``first_step_now``); later lines
+        queue while one waits.
         """
-        try:
-            coroutine.send(None)
-        except StopIteration:
-            metrics.observe_command("pop3", command, monotonic() - started)
-            return
-        except Exception:
-            self._answer_failure(Failure())
-            metrics.observe_command("pop3", command, monotonic() - started)
-            return
-        self.blocked = []
-        done = Deferred.fromCoroutine(coroutine)
+        done = first_step_now(coroutine)
         done.addErrback(self._answer_failure)
         if done.called:
             metrics.observe_command("pop3", command, monotonic() - started)
-            self._run_queued()
             return
+        self.blocked = []
         self.in_progress = done
 
         def finished(result):
