@@ -16,8 +16,9 @@ def first_step_now(coroutine) -> Deferred:
     that step and get a fired Deferred, without what ``fromCoroutine``
     costs each time (a context copy, its driver, a Deferred with callbacks:
     2% of the server's CPU for an IMAP UID FETCH of one message, paired
-    runs).  One that waits goes on under ``fromCoroutine``, which resumes it at the
-    same ``await``: awaiting a Deferred yields it again until it fires.
+    runs).  One that waits goes on under ``fromCoroutine``, which resumes
+    it at the same ``await``: awaiting a Deferred yields it again until it
+    fires.
     """
     try:
         coroutine.send(None)

@@ -272,7 +272,7 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, ExpungesMixin, Devi
             # times: a WAL rewritten in place after a checkpoint keeps its
             # size, and its sync is then a flush of data alone, not also a
             # commit of the file system's journal (paired runs, 4 LMTP
-            # connections: 1.06x, 16 rounds of 26 won).
+            # connections: 1.06x, 16 of 26 rounds won).
             os.fdatasync(fd)
         finally:
             os.close(fd)
