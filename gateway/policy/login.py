@@ -65,10 +65,14 @@ class TooManySessions(LoginRefused):
 
 @attrs.frozen
 class Granted:
-    """A logged-in session: its avatar, and ``end`` to call once when it closes."""
+    """
+    A logged-in session: its avatar, and ``end`` to call once when it
+    closes, which returns what the avatar's logout does (POP3: a Deferred
+    that fires once the maildrop is free on every node, or None).
+    """
 
     avatar: Any
-    end: Callable[[], None]
+    end: Callable[[], Any]
 
 
 class LoginPolicy:
@@ -201,9 +205,11 @@ class LoginPolicy:
             raise TooManySessions()
         authlog.login_succeeded(protocol, user, client)
 
-        def end() -> None:
-            logout()
+        def end():
+            # What the avatar's logout returns: a Deferred to wait for, or None.
+            ended = logout()
             self.sessions.release(name)
+            return ended
 
         return Granted(avatar, end)
 

@@ -240,8 +240,8 @@ def avatar_factory(store, config, clock):
                 raise MaildropLocked()
 
         def logout():
-            if release is not None:
-                release()
+            # The lock's release, which QUIT waits for (interfaces.py).
+            return release() if release is not None else None
 
         try:
             await store.ensure_user(user)

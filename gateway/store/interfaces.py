@@ -355,7 +355,10 @@ class IMailStore(Interface):
 
         @return: Deferred firing with a no-argument callable that releases
             it (calling it again does nothing), or with None when another
-            session holds it.
+            session holds it.  The callable returns None once the maildrop
+            is free for every session, or a Deferred that fires then (never
+            failing): a client that QUITs on one node and logs in on another
+            the moment it reads the answer must get in.
         """
 
     def store_flags_unchanged_since(mailbox_id, uids, flags, mode, unchangedsince):

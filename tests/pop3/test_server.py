@@ -413,6 +413,31 @@ def test_quit_expunges_deleted_messages(server, session):
     assert server.uids() == [second]
 
 
+def test_quit_answers_once_the_maildrop_is_free_for_every_node(server, monkeypatch):
+    # A cluster's store frees a maildrop for the other nodes only once its
+    # server has the unlock (gateway/store/postgresql/maildrops.py); the
+    # client that logs in on another node as it reads QUIT's answer must get in.
+    freed = Deferred()
+    lock_maildrop = server.store.lock_maildrop
+
+    def freed_later(release):
+        def release_everywhere():
+            release()
+            return freed
+        return release_everywhere
+
+    monkeypatch.setattr(server.store, "lock_maildrop", lambda user, device=None: lock_maildrop(user, device)
+                        .addCallback(lambda release: release and freed_later(release)))
+    server.deliver(FIRST)
+    session = server.connect()
+    session.login()
+    assert session.ask(b"QUIT") == b""
+    assert not session.transport.disconnecting
+    freed.callback(None)
+    assert session.read() == b"+OK Bye, 0 messages deleted\r\n"
+    assert session.transport.disconnecting
+
+
 def test_quit_before_login(server):
     s = server.connect()
     s.read()

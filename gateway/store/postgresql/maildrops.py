@@ -76,14 +76,16 @@ class MaildropLocks:
             def release():
                 # The one lock thread takes work in order: a session asking
                 # for this maildrop next has its lock taken after this
-                # unlock, so the node may count it free now (a client that
-                # QUITs and at once logs in again is not refused).
-                if not released:
-                    released.append(True)
-                    self._held.discard(name)
-                    self._run(self._unlock, name).addErrback(
-                        lambda failure: log.failure("Releasing the lock {name}", failure, name=name)
-                    )
+                # unlock, so this node may count it free now (a client that
+                # QUITs and at once logs in again is not refused).  Other
+                # nodes ask the server: free for them once the Deferred fires.
+                if released:
+                    return None
+                released.append(True)
+                self._held.discard(name)
+                return self._run(self._unlock, name).addErrback(
+                    lambda failure: log.failure("Releasing the lock {name}", failure, name=name)
+                )
 
             return release
 
