@@ -86,8 +86,20 @@ class Maildrop:
         try:
             return await self.store.open_message(self.mailbox.id, entry.uid)
         except store_interfaces.MessageExpunged:
-            self.view.mark_expunged(number)
-            raise MessageExpunged(number) from None
+            raise self._expunged(number) from None
+
+    def open_message_now(self, number: int):
+        """``open_message`` if the store has the file at hand, else None."""
+        entry = self.view.readable(number)
+        try:
+            return self.store.open_message_now(self.mailbox.id, entry.uid)
+        except store_interfaces.MessageExpunged:
+            raise self._expunged(number) from None
+
+    def _expunged(self, number: int) -> MessageExpunged:
+        """Another session expunged message ``number``: marked so, and the error that says it."""
+        self.view.mark_expunged(number)
+        return MessageExpunged(number)
 
     def mark_seen(self, number: int) -> None:
         """

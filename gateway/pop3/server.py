@@ -141,6 +141,59 @@ class _SendWindow:
         return self._waiting
 
 
+class _Transfer:
+    """
+    One message going out: read, transformed (TOP's lines, dot-stuffing)
+    and written a chunk at a time, under a ``_SendWindow`` registered on the
+    transport until ``close``.
+
+    Reading stops at the first short read, which for a regular file is its
+    end: asking for one octet more than the message holds, its one read
+    comes back short, with no extra read() to see EOF.  The read buffer is
+    the message's size, not SEND_CHUNK: glibc serves a buffer over its mmap
+    threshold (128 KiB until a big one is freed) with a fresh mapping each
+    time, page faults and all.
+    """
+
+    def __init__(self, transport, file, size: int, status: bytes, top: TopFilter | None):
+        self.transport = transport
+        self.file = file
+        self.want = min(size + 1, SEND_CHUNK)
+        self.top = top
+        self.stuffer = DotStuffer()
+        self.pieces = [b"+OK " + status + b"\r\n"]
+        self.written = False
+        self.window = _SendWindow()
+        transport.registerProducer(self.window, True)
+
+    def send_while_taken(self) -> bool:
+        """
+        Write chunks while the transport takes them; whether the message is
+        out whole and the transport wants more.  When not: the connection
+        is going (``window.stopped``), or the transport's buffer is full and
+        this is to be called again once ``window.drained()`` fires.
+        """
+        window = self.window
+        while not (self.written or window.paused or window.stopped):
+            chunk = self.file.read(self.want)
+            last = len(chunk) < self.want
+            if self.top is not None:
+                chunk = self.top.transform(chunk)
+                last = last or self.top.done
+            pieces, self.pieces = self.pieces, []
+            pieces.append(self.stuffer.transform(chunk))
+            if last:
+                pieces.append(self.stuffer.terminator())
+                self.written = True
+            self.transport.writeSequence(pieces)
+        return self.written and not (window.paused or window.stopped)
+
+    def close(self) -> None:
+        if not self.window.stopped:
+            self.transport.unregisterProducer()
+        self.file.close()
+
+
 class Pop3Server(Pop3Engine):
     """One POP3 connection; see the module docstring for what differs."""
 
@@ -357,13 +410,12 @@ class Pop3Server(Pop3Engine):
         lines = [b"%d %s\r\n" % (n, entry.uidl) for n, entry in view.listing()]
         self.multiline_response(b"Unique-ID listing follows", lines)
 
-    async def do_RETR(self, number):
+    def do_RETR(self, number):
         number = parse_message_number(number)
         size = self.mbox.view.readable(number).size
-        if await self._send_message(number, size, b"%d octets" % (size,), None):
-            self.mbox.mark_seen(number)
+        return self._send_message(number, size, b"%d octets" % (size,), None, self.mbox.mark_seen)
 
-    async def do_TOP(self, number, lines):
+    def do_TOP(self, number, lines):
         number = parse_message_number(number)
         lines = parse_line_count(lines)
         size = self.mbox.view.readable(number).size
@@ -372,51 +424,54 @@ class Pop3Server(Pop3Engine):
         # fetchmail keeping mail sends for every message, is sent as RETR
         # sends it, without looking for lines.
         top = TopFilter(lines) if lines < size else None
-        await self._send_message(number, size, b"Top of message follows", top)
+        return self._send_message(number, size, b"Top of message follows", top, None)
 
-    async def _send_message(self, number: int, size: int, status: bytes, top: TopFilter | None) -> bool:
+    def _send_message(self, number: int, size: int, status: bytes, top: TopFilter | None, sent):
         """
-        Stream the message of ``size`` octets; False if the connection went
-        away meanwhile.
+        Send message ``number`` of ``size`` octets after ``+OK status``;
+        ``sent(number)``, if given, once it is out whole (not if the
+        connection goes first).
 
-        A message up to SEND_CHUNK goes out in one write with its status
-        line and terminator.  Reading stops at the first short read, which
-        for a regular file is its end: asking for one octet more than the
-        message holds, its one read comes back short, with no extra read()
-        to see EOF.  The read buffer is the message's size, not SEND_CHUNK:
-        glibc serves a buffer over its mmap threshold (128 KiB until a big
-        one is freed) with a fresh mapping each time, page faults and all.
+        Most messages need no wait: the store has the file at hand and the
+        transport takes the message in one write.  Those are sent here and
+        None returned, so that the command ends without a coroutine or a
+        Deferred (eight clients downloading: 14 us less server CPU a
+        message, 13% more messages a second, paired runs); the others get
+        the coroutine that finishes them, which the engine runs as any
+        command that waits.
         """
-        want = min(size + 1, SEND_CHUNK)
-        file = await self.mbox.open_message(number)
-        window = _SendWindow()
-        self.transport.registerProducer(window, True)
+        file = self.mbox.open_message_now(number)
+        if file is None:
+            return self._open_and_send(number, size, status, top, sent)
+        transfer = _Transfer(self.transport, file, size, status, top)
         try:
-            stuffer = DotStuffer()
-            pieces = [b"+OK " + status + b"\r\n"]
-            while not window.stopped:
-                chunk = file.read(want)
-                last = len(chunk) < want
-                if top is not None:
-                    chunk = top.transform(chunk)
-                    last = last or top.done
-                pieces.append(stuffer.transform(chunk))
-                if last:
-                    pieces.append(stuffer.terminator())
-                self.transport.writeSequence(pieces)
-                pieces = []
+            if not transfer.send_while_taken():
+                return self._send_rest(transfer, number, sent)
+        except BaseException:
+            transfer.close()
+            raise
+        transfer.close()
+        if sent is not None:
+            sent(number)
+        return None
+
+    async def _open_and_send(self, number: int, size: int, status: bytes, top: TopFilter | None, sent):
+        file = await self.mbox.open_message(number)
+        await self._send_rest(_Transfer(self.transport, file, size, status, top), number, sent)
+
+    async def _send_rest(self, transfer: _Transfer, number: int, sent):
+        try:
+            while not transfer.send_while_taken():
+                if transfer.window.stopped:
+                    # The connection is going, and after "+OK" there is
+                    # nothing to tell the client.
+                    return
+                await transfer.window.drained()
                 self.resetTimeout()
-                if window.paused:
-                    await window.drained()
-                if last:
-                    return not window.stopped
-            # The transport stopped the transfer: the connection is going,
-            # and after "+OK" there is nothing to tell the client.
-            return False
         finally:
-            if not window.stopped:
-                self.transport.unregisterProducer()
-            file.close()
+            transfer.close()
+        if sent is not None:
+            sent(number)
 
     async def do_DELE(self, number):
         number = parse_message_number(number)

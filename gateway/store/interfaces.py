@@ -291,6 +291,16 @@ class IMailStore(Interface):
             Fails with L{MessageExpunged}.
         """
 
+    def open_message_now(mailbox_id, uid):
+        """
+        L{open_message} where it needs no wait: the file when the store has
+        the body at hand (its own disk, a local cache), else None, and the
+        caller asks L{open_message}.  For a reader that sends most messages
+        without a Deferred (POP3 RETR).
+
+        @raise MessageExpunged: the message is gone.
+        """
+
     def store_flags(mailbox_id, uids, flags, mode):
         """
         Change flags.  ``mode`` is ``"set"``, ``"add"`` or ``"remove"``.

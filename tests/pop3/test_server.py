@@ -500,10 +500,10 @@ def test_retr_reads_a_message_in_one_read_of_its_size(session, monkeypatch):
     # One octet over the size comes back short: the end of the file, with
     # no read() for EOF, and no buffer of SEND_CHUNK for a small message.
     reads = []
-    open_message = session.protocol.mbox.open_message
+    open_message_now = session.protocol.mbox.open_message_now
 
-    async def recording(number):
-        file = await open_message(number)
+    def recording(number):
+        file = open_message_now(number)
         read = file.read
 
         def recorded(size):
@@ -513,7 +513,7 @@ def test_retr_reads_a_message_in_one_read_of_its_size(session, monkeypatch):
         file.read = recorded
         return file
 
-    monkeypatch.setattr(session.protocol.mbox, "open_message", recording)
+    monkeypatch.setattr(session.protocol.mbox, "open_message_now", recording)
     assert session.ask(b"RETR 1").endswith(b"line 3\r\n.\r\n")
     assert session.ask(b"TOP 2 0").endswith(b"Subject: two\r\n\r\n.\r\n")
     assert reads == [len(FIRST) + 1, len(SECOND) + 1]
@@ -832,6 +832,67 @@ class SlowExpungeStore:
         held.callback(result_of(self._store.expunge(mailbox_id, uids)))
 
 
+class RemoteBodiesStore:
+    """A store with no body at hand (an object store's, uncached): each opens when the test says."""
+
+    def __init__(self, store):
+        self._store = store
+        self.opening = []
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def open_message_now(self, mailbox_id, uid):
+        return None
+
+    def open_message(self, mailbox_id, uid):
+        held = Deferred()
+        self.opening.append((held, mailbox_id, uid))
+        return held
+
+    def finish(self):
+        held, mailbox_id, uid = self.opening.pop(0)
+        try:
+            held.callback(self._store.open_message_now(mailbox_id, uid))
+        except Exception:
+            held.errback()
+
+
+def remote_bodies_session(server):
+    remote = RemoteBodiesStore(server.store)
+    server.factory.portal.realm = MailRealm(
+        {twisted_pop3.IMailbox: pop3.avatar_factory(remote, server.config, server.clock)}
+    )
+    s = server.connect()
+    s.login()
+    return remote, s
+
+
+def test_retr_waits_for_a_body_not_at_hand_and_later_commands_wait_behind_it(server):
+    server.deliver(FIRST)
+    server.deliver(SECOND)
+    remote, s = remote_bodies_session(server)
+    s.send(b"RETR 1\r\nNOOP\r\nTOP 2 0\r\n")
+    assert s.read() == b""
+    remote.finish()
+    assert s.read() == b"+OK %d octets\r\n" % len(FIRST) + FIRST.replace(b"\r\n.", b"\r\n..") + b".\r\n+OK\r\n"
+    remote.finish()
+    assert s.read() == b"+OK Top of message follows\r\nFrom: b@example.org\r\nSubject: two\r\n\r\n.\r\n"
+    server.clock.advance(SEEN_DELAY)
+    assert seen(server, 1)
+    assert not seen(server, 2)
+
+
+def test_a_body_not_at_hand_expunged_meanwhile(server):
+    server.deliver(FIRST)
+    remote, s = remote_bodies_session(server)
+    s.send(b"RETR 1\r\n")
+    result_of(server.store.expunge(server.inbox().id, server.uids()))
+    remote.finish()
+    assert s.read() == b"-ERR Message 1 was expunged by another session\r\n"
+    assert s.ask(b"DELE 1") == b"-ERR Message 1 was expunged by another session\r\n"
+
+
 def test_lock_held_until_quit_has_expunged(server):
     server.deliver(FIRST)
     slow = SlowExpungeStore(server.store)
@@ -892,7 +953,7 @@ def test_avatar_factory_lock_and_logout(server):
 
 
 class BrokenStore:
-    """A store whose open_message fails with a text the client must not see."""
+    """A store whose bodies fail to open with a text the client must not see."""
 
     def __init__(self, store):
         self._store = store
@@ -902,6 +963,8 @@ class BrokenStore:
 
     def open_message(self, mailbox_id, uid):
         raise RuntimeError("/secret/path/to/body is unreadable")
+
+    open_message_now = open_message
 
 
 def test_internal_errors_are_logged_not_sent(tmp_path):

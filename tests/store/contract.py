@@ -13,6 +13,7 @@ import datetime
 import io
 
 import pytest
+from twisted.internet.defer import maybeDeferred
 from zope.interface.verify import verifyObject
 
 from gateway.store.interfaces import (
@@ -85,6 +86,27 @@ class MailStoreContract:
         assert b'"hello"' in structure.envelope
         assert structure.header.startswith(b"From: a@example.org\r\n")
         assert structure.root.end == record.size
+
+    def test_open_message_now_is_open_message_without_a_wait(self, store):
+        box = inbox(store)
+        record = result_of(store.append(box.id, MESSAGE))
+
+        def now(uid):
+            # Called where the store runs (a wrapper answers with a Deferred).
+            return result_of(maybeDeferred(store.open_message_now, box.id, uid))
+
+        for _ in range(2):  # a store may have a body at hand once it was read
+            opened = now(record.uid)
+            if opened is not None:
+                with opened as f:
+                    assert f.read() == MESSAGE.replace(b"\n", b"\r\n")
+            result_of(store.open_message(box.id, record.uid)).close()
+        result_of(store.expunge(box.id, [record.uid]))
+        with pytest.raises(MessageExpunged):
+            # Or None, and open_message says so.
+            if now(record.uid) is None:
+                failure_of(store.open_message(box.id, record.uid), MessageExpunged)
+                raise MessageExpunged(record.uid)
 
     def test_uids_are_never_reused_after_expunge(self, store):
         box = inbox(store)

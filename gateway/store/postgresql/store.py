@@ -216,17 +216,15 @@ class PostgreSQLStore(MailboxesMixin, DeliveryMixin, DevicesMixin, MaintenanceMi
         return self._db.read(work)
 
     def open_message(self, mailbox_id, uid):
+        opened = self.open_message_now(mailbox_id, uid)
+        if opened is not None:
+            return defer.succeed(opened)
         key = self._body_keys.get(mailbox_id, uid)
         if key is None:
             d = self._db.read(self._open_work, mailbox_id, uid)
             if self._read_ahead is not None:
                 d.addCallback(self._reading_on, mailbox_id, uid)
             return d
-        if self._open_local is not None:
-            opened = self._open_local(key)
-            if opened is not None:
-                self._reading_on(None, mailbox_id, uid)
-                return defer.succeed(opened)
         if self._blobs_in_index:
             return self._db.read(self._open_known, mailbox_id, uid, key)
         waiting = None if self._read_ahead is None else self._read_ahead.fetching(key)
@@ -236,6 +234,17 @@ class PostgreSQLStore(MailboxesMixin, DeliveryMixin, DevicesMixin, MaintenanceMi
             d = waiting.addCallback(lambda _: self._open_fetched(mailbox_id, uid, key))
         self._reading_on(None, mailbox_id, uid)
         return d
+
+    def open_message_now(self, mailbox_id, uid):
+        # Only a body whose key this process knows, in the local cache: all
+        # else asks the index or the object store.
+        key = self._body_keys.get(mailbox_id, uid)
+        if key is None or self._open_local is None:
+            return None
+        opened = self._open_local(key)
+        if opened is not None:
+            self._reading_on(None, mailbox_id, uid)
+        return opened
 
     def _reading_on(self, opened, mailbox_id, uid):
         """A session reads ``uid``: the bodies after it are fetched ahead."""

@@ -101,6 +101,9 @@ class ReadsMixin:
 
     @deferred
     def open_message(self, mailbox_id, uid):
+        return self.open_message_now(mailbox_id, uid)
+
+    def open_message_now(self, mailbox_id, uid):
         try:
             # A plain string path and no read buffer: FETCH opens thousands of
             # these a second, and every reader takes big reads.
