@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Iterable
 
-from gateway.store.model import MessageRecord, MessageStructure, Part
+from gateway.store.model import MessageRecord, MessageStructure, Part, new_flags
 
 # Bounds of the memos of this module and the stores'; past them a memo
 # starts again empty.
@@ -58,10 +58,46 @@ def date_text(internaldate: int, tzoffset: int) -> bytes:
 
 def record_from_row(row) -> MessageRecord:
     uid, flags, internaldate, tzoffset, size, modseq = row
+    return MessageRecord(uid, flag_set(flags), _internaldate(internaldate, tzoffset), size, modseq)
+
+
+def _internaldate(internaldate: int, tzoffset: int) -> datetime.datetime:
     zone = _zones.get(tzoffset)
     if zone is None:
         zone = _zones[tzoffset] = datetime.timezone(datetime.timedelta(minutes=tzoffset))
-    return MessageRecord(uid, flag_set(flags), datetime.datetime.fromtimestamp(internaldate, zone), size, modseq)
+    return datetime.datetime.fromtimestamp(internaldate, zone)
+
+
+def flag_changes(rows, flags: frozenset[str], mode: str, unchangedsince: int | None,
+                 modseq: int) -> tuple[list[MessageRecord], list[int], dict[str, list[int]]]:
+    """
+    What a STORE of ``flags`` (``mode`` "set", "add" or "remove") makes of
+    the messages of index ``rows`` (``record_from_row``'s): the records it
+    changes, at ``modseq``; the UIDs it must leave alone because they
+    changed after ``unchangedsince`` (RFC 7162 3.1.3); and the changed UIDs
+    by the text of their new flags, for the index to write.  A message
+    whose flags would stay as they are is none of these.
+
+    Each distinct flag list is worked out once (a mailbox holds few), and
+    only a message that changes becomes a record: POP3 flags every message
+    it sends \\Seen, and this runs on the store's writer for each.
+    """
+    changed, refused, written = [], [], {}
+    outcomes: dict[str, tuple[frozenset[str], str] | None] = {}
+    for uid, text, internaldate, tzoffset, size, row_modseq in rows:
+        if unchangedsince is not None and row_modseq > unchangedsince:
+            refused.append(uid)
+            continue
+        if text in outcomes:
+            outcome = outcomes[text]
+        else:
+            old = flag_set(text)
+            new = new_flags(old, flags, mode)
+            outcome = outcomes[text] = None if new == old else (new, flags_text(new))
+        if outcome is not None:
+            changed.append(MessageRecord(uid, outcome[0], _internaldate(internaldate, tzoffset), size, modseq))
+            written.setdefault(outcome[1], []).append(uid)
+    return changed, refused, written
 
 
 # Part trees by their JSON: parsing one costs more than the rest of a FETCH

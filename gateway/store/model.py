@@ -72,28 +72,13 @@ class MessageRecord:
     modseq: int
 
 
-def flag_changes(records, flags: frozenset[str], mode: str, unchangedsince: int | None,
-                 modseq: int) -> tuple[list[MessageRecord], list[int]]:
-    """
-    What a STORE of ``flags`` (``mode`` "set", "add" or "remove") makes of
-    ``records``: the records it changes, at ``modseq``, and the UIDs it
-    must leave alone because they changed after ``unchangedsince`` (RFC
-    7162 3.1.3).  A record whose flags would stay as they are is neither.
-    """
-    changed, modified = [], []
-    for record in records:
-        if unchangedsince is not None and record.modseq > unchangedsince:
-            modified.append(record.uid)
-            continue
-        if mode == "set":
-            new = flags
-        elif mode == "add":
-            new = record.flags | flags
-        else:
-            new = record.flags - flags
-        if new != record.flags:
-            changed.append(MessageRecord(record.uid, new, record.internaldate, record.size, modseq))
-    return changed, modified
+def new_flags(old: frozenset[str], flags: frozenset[str], mode: str) -> frozenset[str]:
+    """What a STORE of ``flags`` (``mode`` "set", "add" or "remove") makes of a message's ``old`` flags."""
+    if mode == "set":
+        return flags
+    if mode == "add":
+        return old | flags
+    return old - flags
 
 
 @attrs.frozen

@@ -38,9 +38,8 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gateway.store.encoding import flags_text, record_from_row
+from gateway.store.encoding import flag_changes
 from gateway.store.interfaces import NoSuchMailbox
-from gateway.store.model import flag_changes
 
 # Changes in one transaction at most: each holds its mailbox's row lock to
 # the commit.
@@ -284,11 +283,9 @@ def apply_changes(tx, changes: list[FlagChange], node: str, record) -> list:
             f"SELECT {RECORD_COLUMNS} FROM messages WHERE mailbox_id = %s AND uid = ANY(%s) ORDER BY uid",
             (change.mailbox_id, sorted(set(change.uids))),
         ) if change.uids else []
-        changed, modified = flag_changes(
-            (record_from_row(row) for row in rows), change.flags, change.mode, change.unchangedsince, modseq
-        )
+        changed, modified, written = flag_changes(rows, change.flags, change.mode, change.unchangedsince, modseq)
         if changed:
-            write_flags(tx, change.mailbox_id, [(r.uid, flags_text(r.flags), modseq) for r in changed])
+            write_flags(tx, change.mailbox_id, [(uid, text, modseq) for text, uids in written.items() for uid in uids])
             modseqs[change.mailbox_id] = modseq
             tx.changed_mailbox(change.mailbox_id, modseq)
         outcomes.append((changed, modified))

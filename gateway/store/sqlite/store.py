@@ -74,7 +74,7 @@ from gateway.store.interfaces import (
     MessageExpunged,
     NoSuchMailbox,
 )
-from gateway.store.model import ChangeSet, Inbox, flag_changes
+from gateway.store.model import ChangeSet, Inbox
 from gateway.store.sqlite.delivery import DeliveryMixin
 from gateway.store.sqlite.devices import DevicesMixin
 from gateway.store.sqlite.dump import DumpMixin
@@ -86,7 +86,7 @@ from gateway.store.sqlite.maildrops import MaildropLocks
 from gateway.store.sqlite.maintenance import MaintenanceMixin
 from gateway.store.sqlite.reads import ReadsMixin
 from gateway.store.sqlite.reserve import Reserve
-from gateway.store.encoding import flags_text, record_from_row, structure_from_row
+from gateway.store.encoding import flag_changes, record_from_row, structure_from_row
 from gateway.store.sqlite.rows import (
     MAILBOX_LIST_SCHEMA,
     QUOTA_SCHEMA,
@@ -370,14 +370,11 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, ExpungesMixin, Devi
         def run(step):
             _, modseq = self._counters(mailbox_id)
             modseq += 1
-            records = map(record_from_row, select_rows(self._db, RECORD_COLUMNS, mailbox_id, uids))
-            changed, modified = flag_changes(records, flags, mode, unchangedsince, modseq)
+            rows = select_rows(self._db, RECORD_COLUMNS, mailbox_id, uids)
+            changed, modified, by_flags = flag_changes(rows, flags, mode, unchangedsince, modseq)
             if not changed:
                 return [], modified
             # One UPDATE for each flag list the change makes, most often one.
-            by_flags: dict[str, list[int]] = {}
-            for record in changed:
-                by_flags.setdefault(flags_text(record.flags), []).append(record.uid)
             for text, same in by_flags.items():
                 where, listed = uids_where(same)
                 self._db.execute(
