@@ -23,7 +23,9 @@ from gateway.pop3.devices import forget_before
 from gateway.pop3.session import (
     TRASH,
     MaildropLocked,
+    MessageDeleted,
     MessageExpunged,
+    NoSuchMessage,
     Snapshot,
     TooManyDevices,
     build_snapshot,
@@ -45,6 +47,23 @@ SEEN = frozenset({"\\Seen"})
 # within FLAG_SYNC_DELAY after that, inside the second the README promises.
 SEEN_DELAY = 0.05
 
+# Once a message has gone out whole, the next one is opened while the client
+# takes it: clients download in order, one command at a time, and the next
+# RETR then finds its file open, which takes the open off the wait between
+# the client's command and our answer (one client downloading: 6% more
+# messages a second, paired runs).  Opening, not reading: a body read ahead
+# is cold in the cache by the time it goes out when many clients download
+# at once (eight: 3% fewer messages a second), a file opened ahead costs
+# nothing then.  The sessions of a process hold at most OPEN_AHEAD_FILES.
+OPEN_AHEAD_FILES = 1024
+
+
+@attrs.define
+class OpenAheadBudget:
+    """How many more files the POP3 sessions of one process may hold opened ahead."""
+
+    left: int = OPEN_AHEAD_FILES
+
 
 @attrs.frozen
 class Pop3Mind:
@@ -63,7 +82,8 @@ class Maildrop:
     the 1-based ones the protocol uses.
     """
 
-    def __init__(self, store, mailbox, view: Snapshot, config, clock, device: str | None = None):
+    def __init__(self, store, mailbox, view: Snapshot, config, clock, device: str | None = None,
+                 open_ahead_budget: OpenAheadBudget | None = None):
         self.store = store
         self.mailbox = mailbox
         self.view = view
@@ -79,6 +99,9 @@ class Maildrop:
         # save (QUIT's deletions, the end of the session) waits for every
         # save before it too, whichever backend answers them.
         self._saving = DeferredLock()
+        self._open_ahead_budget = OpenAheadBudget() if open_ahead_budget is None else open_ahead_budget
+        # (number, file) of the message opened ahead, while one is.
+        self._ahead = None
 
     async def open_message(self, number: int):
         """The stored message file for RETR/TOP; the caller closes it."""
@@ -89,12 +112,48 @@ class Maildrop:
             raise self._expunged(number) from None
 
     def open_message_now(self, number: int):
-        """``open_message`` if the store has the file at hand, else None."""
+        """``open_message`` if the message was opened ahead or the store has the file at hand, else None."""
         entry = self.view.readable(number)
+        ahead = self._ahead
+        if ahead is not None and ahead[0] == number:
+            self._ahead = None
+            self._open_ahead_budget.left += 1
+            return ahead[1]
         try:
             return self.store.open_message_now(self.mailbox.id, entry.uid)
         except store_interfaces.MessageExpunged:
             raise self._expunged(number) from None
+
+    def open_ahead(self, number: int) -> None:
+        """
+        Message ``number`` has gone out whole: open the next one for the
+        RETR that usually follows, if there is one to open (not deleted,
+        within the budget, at hand in the store).
+
+        A message another session expunges meanwhile may still go out
+        then: as it would have had the client asked a moment sooner.
+        """
+        self.close_ahead()
+        following = number + 1
+        try:
+            entry = self.view.readable(following)
+        except (NoSuchMessage, MessageDeleted, MessageExpunged):
+            return
+        if not self._open_ahead_budget.left:
+            return
+        try:
+            file = self.store.open_message_now(self.mailbox.id, entry.uid)
+        except store_interfaces.MessageExpunged:
+            return
+        if file is not None:
+            self._open_ahead_budget.left -= 1
+            self._ahead = (following, file)
+
+    def close_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            self._open_ahead_budget.left += 1
+            ahead[1].close()
 
     def _expunged(self, number: int) -> MessageExpunged:
         """Another session expunged message ``number``: marked so, and the error that says it."""
@@ -234,15 +293,17 @@ class Maildrop:
         return Deferred.fromCoroutine(self.apply_deletions())
 
 
-def avatar_factory(store, config, clock):
+def avatar_factory(store, config, clock, open_ahead_budget: OpenAheadBudget | None = None):
     """
     The realm's POP3 avatar factory: (user name, ``Pop3Mind`` or None) ->
     Deferred (Maildrop, logout).  ``clock`` tells when a device logs in.
 
     The store holds the maildrop locks (RFC 1939 8: one session per
     maildrop, a device's view being one), for every process or node that
-    shares it; logout releases the session's lock.
+    shares it; logout releases the session's lock.  The sessions share one
+    ``OpenAheadBudget``.
     """
+    budget = OpenAheadBudget() if open_ahead_budget is None else open_ahead_budget
 
     async def open_maildrop(user: str, device: str | None):
         release = None
@@ -271,7 +332,13 @@ def avatar_factory(store, config, clock):
             config.pop3.hidden_flag,
             hidden_here,
         )
-        return Maildrop(store, inbox, view, config.pop3, clock, device), logout
+        maildrop = Maildrop(store, inbox, view, config.pop3, clock, device, budget)
+
+        def end():
+            maildrop.close_ahead()
+            return logout()
+
+        return maildrop, end
 
     def factory(user: str, mind=None):
         return Deferred.fromCoroutine(open_maildrop(user, getattr(mind, "device", None)))

@@ -446,20 +446,19 @@ class Pop3Server(Pop3Engine):
         transfer = _Transfer(self.transport, file, size, status, top)
         try:
             if not transfer.send_while_taken():
-                return self._send_rest(transfer, number, sent)
+                return self._send_rest(transfer, number, top, sent)
         except BaseException:
             transfer.close()
             raise
         transfer.close()
-        if sent is not None:
-            sent(number)
+        self._sent(number, top, sent)
         return None
 
     async def _open_and_send(self, number: int, size: int, status: bytes, top: TopFilter | None, sent):
         file = await self.mbox.open_message(number)
-        await self._send_rest(_Transfer(self.transport, file, size, status, top), number, sent)
+        await self._send_rest(_Transfer(self.transport, file, size, status, top), number, top, sent)
 
-    async def _send_rest(self, transfer: _Transfer, number: int, sent):
+    async def _send_rest(self, transfer: _Transfer, number: int, top: TopFilter | None, sent):
         try:
             while not transfer.send_while_taken():
                 if transfer.window.stopped:
@@ -470,8 +469,13 @@ class Pop3Server(Pop3Engine):
                 self.resetTimeout()
         finally:
             transfer.close()
+        self._sent(number, top, sent)
+
+    def _sent(self, number: int, top: TopFilter | None, sent) -> None:
         if sent is not None:
             sent(number)
+        if top is None:
+            self.mbox.open_ahead(number)
 
     async def do_DELE(self, number):
         number = parse_message_number(number)

@@ -25,6 +25,7 @@ from zope.interface.verify import verifyObject
 
 from gateway.net import metrics
 from gateway.pop3 import engine, server as pop3
+from gateway.pop3 import maildrop as maildrop_module
 from gateway.pop3.maildrop import SEEN_DELAY
 from gateway.auth import MailRealm
 from gateway.config import AuthConfig, Config, LimitsConfig, Pop3Config
@@ -711,6 +712,84 @@ def test_lines_wait_while_a_message_streams(server, monkeypatch):
     assert s.read() == b"+OK %d octets\r\n" % len(FIRST) + FIRST[:16]
     s.pump()
     assert s.read() == FIRST[16:].replace(b"\r\n.", b"\r\n..") + b".\r\n+OK\r\n"
+
+
+class CountingOpens:
+    """A store that counts the bodies opened at once."""
+
+    def __init__(self, store):
+        self._store = store
+        self.opened = []
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def open_message_now(self, mailbox_id, uid):
+        self.opened.append(uid)
+        return self._store.open_message_now(mailbox_id, uid)
+
+
+def counting_session(server, **realm):
+    counting = CountingOpens(server.store)
+    server.factory.portal.realm = MailRealm(
+        {twisted_pop3.IMailbox: pop3.avatar_factory(counting, server.config, server.clock, **realm)}
+    )
+    s = server.connect()
+    s.login()
+    return counting, s
+
+
+def test_the_next_message_is_opened_while_the_client_takes_one(server):
+    first, second, third = (server.deliver(m).uid for m in (FIRST, SECOND, FIRST))
+    counting, s = counting_session(server)
+    assert s.ask(b"RETR 1").endswith(b"line 3\r\n.\r\n")
+    assert counting.opened == [first, second]
+    # Opened ahead, and dot-stuffed as it goes out.
+    assert s.ask(b"RETR 2") == b"+OK %d octets\r\n" % len(SECOND) + SECOND.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    assert counting.opened == [first, second, third]
+    # TOP of the whole message (fetchmail's) opens ahead too; TOP of a few lines does not.
+    assert s.ask(b"TOP 3 99999999").endswith(b"line 3\r\n.\r\n")
+    assert s.ask(b"TOP 1 0") == b"+OK Top of message follows\r\nFrom: a@example.org\r\nSubject: one\r\n\r\n.\r\n"
+    assert counting.opened == [first, second, third, first]
+    server.clock.advance(SEEN_DELAY)
+    assert seen(server, 1) and seen(server, 2)
+    assert not seen(server, 3)
+
+
+def test_a_message_opened_ahead_and_deleted_is_not_sent(server):
+    server.deliver(FIRST)
+    server.deliver(SECOND)
+    counting, s = counting_session(server)
+    s.ask(b"RETR 1")
+    assert s.ask(b"DELE 2") == b"+OK Message 2 deleted\r\n"
+    assert s.ask(b"RETR 2") == b"-ERR Message 2 already deleted\r\n"
+    assert s.ask(b"RSET").startswith(b"+OK")
+    assert s.ask(b"RETR 2").startswith(b"+OK %d octets" % len(SECOND))
+
+
+def test_opening_ahead_keeps_to_the_budget_the_sessions_share(server):
+    alice = [server.deliver(m).uid for m in (FIRST, SECOND, FIRST)]
+    bob = [server.deliver(m, user="bob").uid for m in (SECOND, SECOND)]
+    budget = maildrop_module.OpenAheadBudget(left=1)
+    counting, a = counting_session(server, open_ahead_budget=budget)
+    b = server.connect()
+    b.login(b"bob", b"hunter2")
+    a.ask(b"RETR 1")
+    assert budget.left == 0
+    assert counting.opened == [alice[0], alice[1]]
+    b.ask(b"RETR 1")  # none left to open bob's message 2 ahead with
+    assert counting.opened == [alice[0], alice[1], bob[0]]
+    a.ask(b"RETR 2")
+    b.ask(b"RETR 2")
+    assert counting.opened == [alice[0], alice[1], bob[0], alice[2], bob[1]]
+    assert budget.left == 0
+    a.ask(b"RETR 3")  # the last: nothing to open ahead
+    assert budget.left == 1
+    a.ask(b"RETR 1")
+    assert budget.left == 0
+    # The end of the session closes it and gives it back.
+    assert a.ask(b"QUIT").startswith(b"+OK")
+    assert budget.left == 1
 
 
 def test_small_message_goes_out_in_one_write(session):
