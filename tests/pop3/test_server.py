@@ -163,6 +163,23 @@ def session(server):
     return s
 
 
+class WrappedStore:
+    """The server's store, but for the methods a test's subclass replaces."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def open_maildrops_over(server, store, **options):
+    """From now on the server's sessions open their maildrops over ``store``."""
+    server.factory.portal.realm = MailRealm(
+        {twisted_pop3.IMailbox: pop3.avatar_factory(store, server.config, server.clock, **options)}
+    )
+
+
 def uidl(server, uid, user="alice"):
     return server.config.uidl.format(server.inbox(user).uidvalidity, uid).encode()
 
@@ -714,26 +731,21 @@ def test_lines_wait_while_a_message_streams(server, monkeypatch):
     assert s.read() == FIRST[16:].replace(b"\r\n.", b"\r\n..") + b".\r\n+OK\r\n"
 
 
-class CountingOpens:
+class CountingOpens(WrappedStore):
     """A store that counts the bodies opened at once."""
 
     def __init__(self, store):
-        self._store = store
+        super().__init__(store)
         self.opened = []
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
 
     def open_message_now(self, mailbox_id, uid):
         self.opened.append(uid)
         return self._store.open_message_now(mailbox_id, uid)
 
 
-def counting_session(server, **realm):
+def counting_session(server, **options):
     counting = CountingOpens(server.store)
-    server.factory.portal.realm = MailRealm(
-        {twisted_pop3.IMailbox: pop3.avatar_factory(counting, server.config, server.clock, **realm)}
-    )
+    open_maildrops_over(server, counting, **options)
     s = server.connect()
     s.login()
     return counting, s
@@ -891,15 +903,12 @@ def test_login_finishing_after_disconnect_releases_lock(server):
     server.connect().login()
 
 
-class SlowExpungeStore:
+class SlowExpungeStore(WrappedStore):
     """A store whose expunge waits until the test fires it."""
 
     def __init__(self, store):
-        self._store = store
+        super().__init__(store)
         self.expunges = []
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
 
     def expunge(self, mailbox_id, uids):
         held = Deferred()
@@ -911,15 +920,12 @@ class SlowExpungeStore:
         held.callback(result_of(self._store.expunge(mailbox_id, uids)))
 
 
-class RemoteBodiesStore:
+class RemoteBodiesStore(WrappedStore):
     """A store with no body at hand (an object store's, uncached): each opens when the test says."""
 
     def __init__(self, store):
-        self._store = store
+        super().__init__(store)
         self.opening = []
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
 
     def open_message_now(self, mailbox_id, uid):
         return None
@@ -939,9 +945,7 @@ class RemoteBodiesStore:
 
 def remote_bodies_session(server):
     remote = RemoteBodiesStore(server.store)
-    server.factory.portal.realm = MailRealm(
-        {twisted_pop3.IMailbox: pop3.avatar_factory(remote, server.config, server.clock)}
-    )
+    open_maildrops_over(server, remote)
     s = server.connect()
     s.login()
     return remote, s
@@ -975,7 +979,7 @@ def test_a_body_not_at_hand_expunged_meanwhile(server):
 def test_lock_held_until_quit_has_expunged(server):
     server.deliver(FIRST)
     slow = SlowExpungeStore(server.store)
-    server.factory.portal.realm = MailRealm({twisted_pop3.IMailbox: pop3.avatar_factory(slow, server.config, server.clock)})
+    open_maildrops_over(server, slow)
     s = server.connect()
     s.login()
     s.send(b"DELE 1\r\nQUIT\r\n")
@@ -1031,14 +1035,8 @@ def test_avatar_factory_lock_and_logout(server):
 # Errors, timeouts, limits
 
 
-class BrokenStore:
+class BrokenStore(WrappedStore):
     """A store whose bodies fail to open with a text the client must not see."""
-
-    def __init__(self, store):
-        self._store = store
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
 
     def open_message(self, mailbox_id, uid):
         raise RuntimeError("/secret/path/to/body is unreadable")
@@ -1049,9 +1047,7 @@ class BrokenStore:
 def test_internal_errors_are_logged_not_sent(tmp_path):
     server = make_server(tmp_path)
     server.deliver(FIRST)
-    server.factory.portal.realm = MailRealm(
-        {twisted_pop3.IMailbox: pop3.avatar_factory(BrokenStore(server.store), server.config, server.clock)}
-    )
+    open_maildrops_over(server, BrokenStore(server.store))
     s = server.connect()
     s.login()
     with capturedLogs() as events:
