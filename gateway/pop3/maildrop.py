@@ -143,7 +143,9 @@ class Maildrop:
             return
         try:
             file = self.store.open_message_now(self.mailbox.id, entry.uid)
-        except store_interfaces.MessageExpunged:
+        except (store_interfaces.MessageExpunged, OSError):
+            # Its RETR, if it comes, opens it again and answers for it;
+            # the message just sent has had its answer.
             return
         if file is not None:
             self._open_ahead_budget.left -= 1

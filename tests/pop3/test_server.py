@@ -8,6 +8,7 @@ twisted.mail.pop3.POP3 that Pop3Server closes.
 """
 
 import base64
+import errno
 
 import attrs
 import pytest
@@ -776,6 +777,28 @@ def test_a_message_opened_ahead_and_deleted_is_not_sent(server):
     assert s.ask(b"DELE 2") == b"+OK Message 2 deleted\r\n"
     assert s.ask(b"RETR 2") == b"-ERR Message 2 already deleted\r\n"
     assert s.ask(b"RSET").startswith(b"+OK")
+    assert s.ask(b"RETR 2").startswith(b"+OK %d octets" % len(SECOND))
+
+
+def test_a_failure_to_open_ahead_leaves_the_answer_sent_alone(server):
+    server.deliver(FIRST)
+    server.deliver(SECOND)
+
+    class NoFilesLeft(WrappedStore):
+        fail = True
+
+        def open_message_now(self, mailbox_id, uid):
+            if uid == 2 and self.fail:
+                raise OSError(errno.EMFILE, "Too many open files")
+            return self._store.open_message_now(mailbox_id, uid)
+
+    store = NoFilesLeft(server.store)
+    open_maildrops_over(server, store)
+    s = server.connect()
+    s.login()
+    assert s.ask(b"RETR 1") == b"+OK %d octets\r\n" % len(FIRST) + FIRST.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    assert s.ask(b"RETR 2") == b"-ERR [SYS/TEMP] Internal server error, try again later\r\n"
+    store.fail = False
     assert s.ask(b"RETR 2").startswith(b"+OK %d octets" % len(SECOND))
 
 
