@@ -85,37 +85,47 @@ async def _fetchmail_download(pop3: Pop3) -> tuple[int, int]:
     return len(listing), size
 
 
-async def _first_downloads(target: Target, users: tuple[str, ...], download=_first_download) -> Metrics:
-    """Every user's first download at once; the unread marking and the logins
-    (argon2) happen before the clock starts."""
-    await asyncio.gather(*(mark_unread(target, user) for user in users))
-    sessions = await asyncio.gather(*(Pop3.login(target.host, target.pop3, user, target.users.password,
-                                                 pipelined=False) for user in users))
+async def _first_downloads(target: Target, settings: Settings, users: tuple[str, ...],
+                           download=_first_download) -> Metrics:
+    """
+    Every user's first download at once, again until the downloads have
+    taken ``settings.duration`` seconds (or ``settings.first_download_passes``
+    have run): one pass of 1,000 messages is a quarter of a second
+    for one client, too short a sample to compare.  The unread marking and
+    the logins (argon2) happen between the passes, off the clock.
+    """
     meter = CpuMeter(target, CPU_PER_MESSAGE)
-    meter.start()
-    start = time.perf_counter()
-    results = await asyncio.gather(*(download(pop3) for pop3 in sessions))
-    seconds = time.perf_counter() - start
-    # Dovecot's POP3 processes end at QUIT: their CPU counts once reaped.
-    await meter.stop(sum(r[0] for r in results), settle=0.3)
-    return {"msg/s": sum(r[0] for r in results) / seconds, "MB/s": sum(r[1] for r in results) / seconds / 1e6,
-            **meter.metrics()}
+    seconds = messages = size = passes = 0
+    while seconds < settings.duration and passes < settings.first_download_passes:
+        passes += 1
+        await asyncio.gather(*(mark_unread(target, user) for user in users))
+        sessions = await asyncio.gather(*(Pop3.login(target.host, target.pop3, user, target.users.password,
+                                                     pipelined=False) for user in users))
+        meter.start()
+        start = time.perf_counter()
+        results = await asyncio.gather(*(download(pop3) for pop3 in sessions))
+        seconds += time.perf_counter() - start
+        # Dovecot's POP3 processes end at QUIT: their CPU counts once reaped.
+        await meter.stop(sum(r[0] for r in results), settle=0.3)
+        messages += sum(r[0] for r in results)
+        size += sum(r[1] for r in results)
+    return {"msg/s": messages / seconds, "MB/s": size / seconds / 1e6, **meter.metrics()}
 
 
 async def pop3_first_download_1(target: Target, settings: Settings) -> Metrics:
-    return await _first_downloads(target, target.users.bulk[:1])
+    return await _first_downloads(target, settings, target.users.bulk[:1])
 
 
 async def pop3_first_download_8(target: Target, settings: Settings) -> Metrics:
-    return await _first_downloads(target, target.users.bulk[:8])
+    return await _first_downloads(target, settings, target.users.bulk[:8])
 
 
 async def pop3_fetchmail_1(target: Target, settings: Settings) -> Metrics:
-    return await _first_downloads(target, target.users.bulk[:1], _fetchmail_download)
+    return await _first_downloads(target, settings, target.users.bulk[:1], _fetchmail_download)
 
 
 async def pop3_fetchmail_8(target: Target, settings: Settings) -> Metrics:
-    return await _first_downloads(target, target.users.bulk[:8], _fetchmail_download)
+    return await _first_downloads(target, settings, target.users.bulk[:8], _fetchmail_download)
 
 
 async def _pop3_download(pop3: Pop3, deadline: float) -> tuple[int, int]:
