@@ -38,8 +38,9 @@ places where Twisted falls short of the RFCs or of DESIGN.md:
   waits only while the transport's buffer is full; the \\Seen flags RETR
   sets are saved in one index write once the pipelined commands are all
   answered (or at QUIT, or when the connection drops); once a message has
-  gone out whole the next one is opened, for the RETR that follows
-  (``Maildrop.open_ahead``);
+  gone out whole the next one is opened, for the RETR that follows, and
+  read and dot-stuffed too while the session downloads alone in its
+  process (``Maildrop.open_ahead``, ``Maildrop.take_prepared``);
 
 The session snapshot and the byte transforms are pure code in
 ``gateway/pop3/session.py``; the avatar over the store, with the delete
@@ -157,7 +158,8 @@ class _Transfer:
     time, page faults and all.
     """
 
-    def __init__(self, transport, file, size: int, status: bytes, top: TopFilter | None):
+    def __init__(self, transport, file, size: int, status: bytes, top: TopFilter | None,
+                 prepared: bytes | None = None):
         self.transport = transport
         self.file = file
         self.want = min(size + 1, SEND_CHUNK)
@@ -165,6 +167,9 @@ class _Transfer:
         self.stuffer = DotStuffer()
         self.pieces = [b"+OK " + status + b"\r\n"]
         self.written = False
+        if prepared is not None:
+            # Read and stuffed ahead (``Maildrop.take_prepared``), no file.
+            self.pieces.append(prepared)
         self.window = _SendWindow()
         transport.registerProducer(self.window, True)
 
@@ -176,6 +181,9 @@ class _Transfer:
         this is to be called again once ``window.drained()`` fires.
         """
         window = self.window
+        if self.file is None and not (self.written or window.stopped):
+            self.transport.writeSequence(self.pieces)
+            self.written = True
         while not (self.written or window.paused or window.stopped):
             chunk = self.file.read(self.want)
             last = len(chunk) < self.want
@@ -193,7 +201,8 @@ class _Transfer:
     def close(self) -> None:
         if not self.window.stopped:
             self.transport.unregisterProducer()
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 class Pop3Server(Pop3Engine):
@@ -442,10 +451,14 @@ class Pop3Server(Pop3Engine):
         the coroutine that finishes them, which the engine runs as any
         command that waits.
         """
-        file = self.mbox.open_message_now(number)
-        if file is None:
-            return self._open_and_send(number, size, status, top, sent)
-        transfer = _Transfer(self.transport, file, size, status, top)
+        prepared = self.mbox.take_prepared(number) if top is None else None
+        if prepared is not None:
+            transfer = _Transfer(self.transport, None, size, status, None, prepared)
+        else:
+            file = self.mbox.open_message_now(number)
+            if file is None:
+                return self._open_and_send(number, size, status, top, sent)
+            transfer = _Transfer(self.transport, file, size, status, top)
         try:
             if not transfer.send_while_taken():
                 return self._send_rest(transfer, number, top, sent)

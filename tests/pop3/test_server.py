@@ -757,7 +757,7 @@ def test_the_next_message_is_opened_while_the_client_takes_one(server):
     counting, s = counting_session(server)
     assert s.ask(b"RETR 1").endswith(b"line 3\r\n.\r\n")
     assert counting.opened == [first, second]
-    # Opened ahead, and dot-stuffed as it goes out.
+    # Read and dot-stuffed ahead (a session downloading alone), sent as RETR sends it.
     assert s.ask(b"RETR 2") == b"+OK %d octets\r\n" % len(SECOND) + SECOND.replace(b"\r\n.", b"\r\n..") + b".\r\n"
     assert counting.opened == [first, second, third]
     # TOP of the whole message (fetchmail's) opens ahead too; TOP of a few lines does not.
@@ -805,26 +805,144 @@ def test_a_failure_to_open_ahead_leaves_the_answer_sent_alone(server):
 def test_opening_ahead_keeps_to_the_budget_the_sessions_share(server):
     alice = [server.deliver(m).uid for m in (FIRST, SECOND, FIRST)]
     bob = [server.deliver(m, user="bob").uid for m in (SECOND, SECOND)]
-    budget = maildrop_module.OpenAheadBudget(left=1)
-    counting, a = counting_session(server, open_ahead_budget=budget)
+    # No octets to prepare messages with: files opened ahead only.
+    budget = maildrop_module.AheadBudget(files=1, octets=0)
+    counting, a = counting_session(server, ahead_budget=budget)
     b = server.connect()
     b.login(b"bob", b"hunter2")
     a.ask(b"RETR 1")
-    assert budget.left == 0
+    assert budget.files == 0
     assert counting.opened == [alice[0], alice[1]]
     b.ask(b"RETR 1")  # none left to open bob's message 2 ahead with
     assert counting.opened == [alice[0], alice[1], bob[0]]
     a.ask(b"RETR 2")
     b.ask(b"RETR 2")
     assert counting.opened == [alice[0], alice[1], bob[0], alice[2], bob[1]]
-    assert budget.left == 0
+    assert budget.files == 0
     a.ask(b"RETR 3")  # the last: nothing to open ahead
-    assert budget.left == 1
+    assert budget.files == 1
     a.ask(b"RETR 1")
-    assert budget.left == 0
+    assert budget.files == 0
     # The end of the session closes it and gives it back.
     assert a.ask(b"QUIT").startswith(b"+OK")
-    assert budget.left == 1
+    assert budget.files == 1
+
+
+def stuffed(message: bytes) -> bytes:
+    """``message`` as RETR sends it after the "+OK" line."""
+    return (b"." if message.startswith(b".") else b"") + message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+
+def test_a_session_downloading_alone_has_the_next_message_prepared(server):
+    # RFC 1939 3: a line starting with "." is stuffed, the message's first too.
+    starts_with_a_dot = b".first line\r\n\r\n..\r\n"
+    uids = [server.deliver(m).uid for m in (FIRST, SECOND, starts_with_a_dot)]
+    budget = maildrop_module.AheadBudget()
+    counting, s = counting_session(server, ahead_budget=budget)
+    assert s.ask(b"RETR 1") == b"+OK %d octets\r\n" % len(FIRST) + stuffed(FIRST)
+    # Read, stuffed and closed: octets held, no file.
+    assert counting.opened == uids[:2]
+    assert budget.files == maildrop_module.OPEN_AHEAD_FILES
+    assert budget.octets == maildrop_module.PREPARED_OCTETS - len(stuffed(SECOND))
+    assert s.ask(b"RETR 2") == b"+OK %d octets\r\n" % len(SECOND) + stuffed(SECOND)
+    assert s.ask(b"RETR 3") == b"+OK %d octets\r\n" % len(starts_with_a_dot) + stuffed(starts_with_a_dot)
+    assert counting.opened == uids
+    assert budget.octets == maildrop_module.PREPARED_OCTETS
+    # fetchmail's TOP of the whole message is sent from what was prepared too.
+    s.ask(b"RETR 1")
+    assert s.ask(b"TOP 2 99999999") == b"+OK Top of message follows\r\n" + stuffed(SECOND)
+    assert counting.opened == [*uids, uids[0], uids[1], uids[2]]
+    server.clock.advance(SEEN_DELAY)
+    assert seen(server, 1) and seen(server, 2) and seen(server, 3)
+
+
+def test_sessions_downloading_together_open_ahead_without_preparing(server):
+    for user in ("alice", "bob"):
+        for m in (FIRST, SECOND, FIRST):
+            server.deliver(m, user=user)
+    budget = maildrop_module.AheadBudget()
+    counting, a = counting_session(server, ahead_budget=budget)
+    b = server.connect()
+    b.login(b"bob", b"hunter2")
+    a.ask(b"RETR 1")  # alone so far: alice's message 2 prepared
+    assert budget.octets == maildrop_module.PREPARED_OCTETS - len(stuffed(SECOND))
+    assert b.ask(b"RETR 1").endswith(stuffed(FIRST))  # within LONE_WINDOW of alice: opened only
+    assert budget.files == maildrop_module.OPEN_AHEAD_FILES - 1
+    assert a.ask(b"RETR 2").endswith(stuffed(SECOND))
+    assert budget.octets == maildrop_module.PREPARED_OCTETS
+    assert budget.files == maildrop_module.OPEN_AHEAD_FILES - 2
+    # Once bob has sent nothing for LONE_WINDOW, alice downloads alone again.
+    server.clock.advance(maildrop_module.LONE_WINDOW)
+    assert a.ask(b"RETR 3").endswith(stuffed(FIRST))
+    assert b.ask(b"RETR 2").endswith(stuffed(SECOND))
+    server.clock.advance(maildrop_module.LONE_WINDOW)
+    a.ask(b"RETR 1")
+    assert budget.octets == maildrop_module.PREPARED_OCTETS - len(stuffed(SECOND))
+    # The end of each session gives back what it held.
+    for s in (a, b):
+        assert s.ask(b"QUIT").startswith(b"+OK")
+    assert budget == maildrop_module.AheadBudget(last_sender=budget.last_sender, last_sent=budget.last_sent,
+                                                 crowded=budget.crowded)
+
+
+def test_a_prepared_message_asked_for_by_lines_is_read_again(server):
+    uids = [server.deliver(m).uid for m in (FIRST, SECOND)]
+    budget = maildrop_module.AheadBudget()
+    counting, s = counting_session(server, ahead_budget=budget)
+    s.ask(b"RETR 1")
+    assert s.ask(b"TOP 2 0") == b"+OK Top of message follows\r\nFrom: b@example.org\r\nSubject: two\r\n\r\n.\r\n"
+    assert counting.opened == [uids[0], uids[1], uids[1]]
+    assert budget.octets == maildrop_module.PREPARED_OCTETS
+
+
+def test_a_prepared_message_deleted_meanwhile_is_not_sent(server):
+    server.deliver(FIRST)
+    server.deliver(SECOND)
+    counting, s = counting_session(server)
+    s.ask(b"RETR 1")
+    assert s.ask(b"DELE 2") == b"+OK Message 2 deleted\r\n"
+    assert s.ask(b"RETR 2") == b"-ERR Message 2 already deleted\r\n"
+    assert s.ask(b"RSET").startswith(b"+OK")
+    assert s.ask(b"RETR 2") == b"+OK %d octets\r\n" % len(SECOND) + stuffed(SECOND)
+
+
+def test_big_messages_are_opened_ahead_not_prepared(server, monkeypatch):
+    monkeypatch.setattr(maildrop_module, "PREPARE_AT_MOST", len(SECOND) - 1)
+    server.deliver(FIRST)
+    server.deliver(SECOND)
+    budget = maildrop_module.AheadBudget()
+    counting, s = counting_session(server, ahead_budget=budget)
+    s.ask(b"RETR 1")
+    assert budget.files == maildrop_module.OPEN_AHEAD_FILES - 1
+    assert budget.octets == maildrop_module.PREPARED_OCTETS
+    assert s.ask(b"RETR 2") == b"+OK %d octets\r\n" % len(SECOND) + stuffed(SECOND)
+
+
+def test_a_failure_to_read_ahead_leaves_the_message_to_its_retr(server):
+    server.deliver(FIRST)
+    server.deliver(SECOND)
+
+    class Unreadable:
+        def read(self, size):
+            raise OSError(errno.EIO, "Input/output error")
+
+        def close(self):
+            pass
+
+    class FailingReads(WrappedStore):
+        fail = True
+
+        def open_message_now(self, mailbox_id, uid):
+            if uid == 2 and self.fail:
+                self.fail = False
+                return Unreadable()
+            return self._store.open_message_now(mailbox_id, uid)
+
+    open_maildrops_over(server, FailingReads(server.store))
+    s = server.connect()
+    s.login()
+    assert s.ask(b"RETR 1") == b"+OK %d octets\r\n" % len(FIRST) + stuffed(FIRST)
+    assert s.ask(b"RETR 2") == b"+OK %d octets\r\n" % len(SECOND) + stuffed(SECOND)
 
 
 def test_small_message_goes_out_in_one_write(session):
