@@ -48,9 +48,10 @@ class Target:
 @attrs.frozen
 class Settings:
     duration: float = 3.0  # seconds of each throughput measurement
-    # At most this many first downloads in one measurement: the unread
-    # marking, logins and reaping between them are off the clock, not free.
-    first_download_passes: int = 10
+    # At most this many first downloads (or first syncs) in one
+    # measurement: the unread marking, logins and reaping between them are
+    # off the clock, not free.
+    first_run_passes: int = 10
     login_clients: int = 8
     storm_clients: int = 100
     storm_seconds: float = 10.0

@@ -85,31 +85,43 @@ async def _fetchmail_download(pop3: Pop3) -> tuple[int, int]:
     return len(listing), size
 
 
-async def _first_downloads(target: Target, settings: Settings, users: tuple[str, ...],
-                           download=_first_download) -> Metrics:
+async def _in_passes(target: Target, settings: Settings, begin, finish, settle: float = 0.0) -> Metrics:
     """
-    Every user's first download at once, again until the downloads have
-    taken ``settings.duration`` seconds (or ``settings.first_download_passes``
-    have run): one pass of 1,000 messages is a quarter of a second
-    for one client, too short a sample to compare.  The unread marking and
-    the logins (argon2) happen between the passes, off the clock.
+    ``finish(await begin())`` (a list of (messages, bytes), one per
+    client) again until the finishes have taken ``settings.duration``
+    seconds, or ``settings.first_run_passes`` have run: one pass of
+    1,000 messages is a quarter of a second for one client, too short a
+    sample to compare.  ``begin`` (logins, argon2; marking mail unread) is
+    off the clock; ``settle`` seconds after each pass let the server reap
+    what ended in it (Dovecot's mail processes end at QUIT and LOGOUT).
     """
     meter = CpuMeter(target, CPU_PER_MESSAGE)
     seconds = messages = size = passes = 0
-    while seconds < settings.duration and passes < settings.first_download_passes:
+    while seconds < settings.duration and passes < settings.first_run_passes:
         passes += 1
-        await asyncio.gather(*(mark_unread(target, user) for user in users))
-        sessions = await asyncio.gather(*(Pop3.login(target.host, target.pop3, user, target.users.password,
-                                                     pipelined=False) for user in users))
+        sessions = await begin()
         meter.start()
         start = time.perf_counter()
-        results = await asyncio.gather(*(download(pop3) for pop3 in sessions))
+        results = await finish(sessions)
         seconds += time.perf_counter() - start
-        # Dovecot's POP3 processes end at QUIT: their CPU counts once reaped.
-        await meter.stop(sum(r[0] for r in results), settle=0.3)
+        await meter.stop(sum(r[0] for r in results), settle=settle)
         messages += sum(r[0] for r in results)
         size += sum(r[1] for r in results)
     return {"msg/s": messages / seconds, "MB/s": size / seconds / 1e6, **meter.metrics()}
+
+
+async def _first_downloads(target: Target, settings: Settings, users: tuple[str, ...],
+                           download=_first_download) -> Metrics:
+    """Every user's first download at once, in passes (``_in_passes``)."""
+    async def begin():
+        await asyncio.gather(*(mark_unread(target, user) for user in users))
+        return await asyncio.gather(*(Pop3.login(target.host, target.pop3, user, target.users.password,
+                                                 pipelined=False) for user in users))
+
+    async def finish(sessions):
+        return await asyncio.gather(*(download(pop3) for pop3 in sessions))
+
+    return await _in_passes(target, settings, begin, finish, settle=0.3)
 
 
 async def pop3_first_download_1(target: Target, settings: Settings) -> Metrics:
@@ -269,26 +281,24 @@ async def _imap_first_sync(imap: Imap) -> tuple[int, int]:
     return len(uids), size
 
 
-async def _imap_first_syncs(target: Target, users: tuple[str, ...]) -> Metrics:
-    """Every user's first sync at once; the logins (argon2) happen before the clock starts."""
-    sessions = await asyncio.gather(*(Imap.login(target.host, target.imap, user, target.users.password)
+async def _imap_first_syncs(target: Target, settings: Settings, users: tuple[str, ...]) -> Metrics:
+    """Every user's first sync at once, in passes (``_in_passes``)."""
+    async def begin():
+        return await asyncio.gather(*(Imap.login(target.host, target.imap, user, target.users.password)
                                       for user in users))
-    meter = CpuMeter(target, CPU_PER_MESSAGE)
-    meter.start()
-    start = time.perf_counter()
-    results = await asyncio.gather(*(_imap_first_sync(imap) for imap in sessions))
-    seconds = time.perf_counter() - start
-    await meter.stop(sum(r[0] for r in results))
-    return {"msg/s": sum(r[0] for r in results) / seconds, "MB/s": sum(r[1] for r in results) / seconds / 1e6,
-            **meter.metrics()}
+
+    async def finish(sessions):
+        return await asyncio.gather(*(_imap_first_sync(imap) for imap in sessions))
+
+    return await _in_passes(target, settings, begin, finish)
 
 
 async def imap_first_sync_1(target: Target, settings: Settings) -> Metrics:
-    return await _imap_first_syncs(target, target.users.bulk[:1])
+    return await _imap_first_syncs(target, settings, target.users.bulk[:1])
 
 
 async def imap_first_sync_8(target: Target, settings: Settings) -> Metrics:
-    return await _imap_first_syncs(target, target.users.bulk[:8])
+    return await _imap_first_syncs(target, settings, target.users.bulk[:8])
 
 
 async def imap_login_rate(target: Target, settings: Settings) -> Metrics:

@@ -131,7 +131,7 @@ def test_load_generator_drives_the_gateway(gateway):
     server, users = gateway
     target = Target("127.0.0.1", server.port("pop3"), server.port("imap"), server.port("lmtp"), users,
                     pid=server.process.pid)
-    settings = attrs.evolve(Settings(), duration=0.2, first_download_passes=2, push_sessions=5, push_rounds=1,
+    settings = attrs.evolve(Settings(), duration=0.2, first_run_passes=2, push_sessions=5, push_rounds=1,
                             mailbox_idle_sessions=4, mixed_clients=2, cap=15.0)
     scenarios = choose(["pop3-first-download-1", "pop3-fetchmail-1", "pop3-pipelined-1", "imap-first-sync-1",
                         "imap-fetch-headers", "imap-fetch-bodies",
