@@ -32,6 +32,7 @@ from gateway.policy.addresses import Networks
 from gateway.policy.limits import ConnectionLimiter
 from gateway.policy.login import LoginPolicy
 from gateway.policy.quota import Quotas
+from gateway.net.dispatch import LeanDispatch
 from gateway.net.metrics import Metrics, MetricsFactory, MetricsService, metrics_site
 from gateway.net.balance import Loads
 from gateway.net.ports import ListeningPorts, close_now, share_accepts
@@ -344,6 +345,7 @@ def make_service(
     top = MultiService()
     StoreService(store).setServiceParent(top)
     CertificateReloader(certificates, reactor).setServiceParent(top)
+    LeanDispatch(reactor).setServiceParent(top)
     MetricsService(counted, reactor).setServiceParent(top)
     if read_config is not None:
 
