@@ -37,8 +37,8 @@ def lean_dispatch(reactor) -> Callable[[], None]:
     the stock dispatch back.  Called on the reactor's thread, or before it
     runs, and before ``gateway.net.turns.time_turns`` wraps the result.
     """
-    stock = vars(reactor).get("doIteration") is None and getattr(type(reactor), "doPoll", None) is EPollReactor.doPoll
-    if not stock:
+    wrapped = vars(reactor).get("doIteration") is not None
+    if wrapped or getattr(type(reactor), "doPoll", None) is not EPollReactor.doPoll:
         return _nothing_to_undo
     poll = reactor._poller.poll
     selectables = reactor._selectables
@@ -73,7 +73,10 @@ def _nothing_to_undo() -> None:
 
 
 class LeanDispatch(Service):
-    """``lean_dispatch`` while the service runs; started before ``MetricsService``, which times the turns of what it finds."""
+    """
+    ``lean_dispatch`` while the service runs; started before
+    ``MetricsService``, which times the turns of what it finds.
+    """
 
     def __init__(self, reactor):
         self.reactor = reactor
