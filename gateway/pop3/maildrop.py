@@ -183,6 +183,8 @@ class Maildrop:
         ahead = self._ahead
         if ahead is None or ahead[0] != number or not isinstance(ahead[1], Prepared):
             return None
+        # Raises for a message deleted or expunged since it was prepared,
+        # as RETR refuses it.
         self.view.readable(number)
         self._ahead = None
         self._ahead_budget.octets += len(ahead[1].response)
