@@ -2,7 +2,8 @@
 ``python -m benchmarks.compare [--quick] [--only KEYS]``: Dovecot and the
 gateway side by side in one run.
 
-Starts both under a temp dir on loopback ports picked free, gives them the
+Starts both under a temp dir (each in inode groups of its own:
+``benchmarks.placement``) on loopback ports picked free, gives them the
 same users (same password hashes) and delivers the same seeded corpus to
 both over LMTP (and flags the 1,000 and 20,000-message INBOXes alike over
 IMAP), then runs every chosen scenario against one and the other in turn,
@@ -39,6 +40,7 @@ from pathlib import Path
 import attrs
 
 from benchmarks import pagecache
+from benchmarks.placement import spread_subdirectories
 from benchmarks.load import apply_settings, chosen_scenarios, prepare, report, run_scenarios, settings_arguments
 from benchmarks.scenarios import Settings, Target, Users
 from benchmarks.servers import Dovecot, Gateway, Server, ServerError, is_checkout
@@ -166,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     root = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     root.chmod(0o755)  # Dovecot's mail processes run as "mail" and must reach their mail dir
+    if (note := spread_subdirectories(root)) is not None:
+        log(note)
     servers: list[Server] = []
     store = SharedStore(args.blob_cache) if args.backend == "postgresql" and args.server != "dovecot" else None
     peer: Gateway | None = None

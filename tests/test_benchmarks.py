@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import fcntl
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import attrs
 import pytest
 
-from benchmarks import compare, corpus, pagecache, wire
+from benchmarks import compare, corpus, pagecache, placement, wire
 from benchmarks.harness import CpuMeter
 from benchmarks.load import prepare, report, run_scenarios
 from benchmarks.report import Outcomes, table
@@ -39,6 +41,41 @@ def test_warming_reads_every_regular_file_and_nothing_else(tmp_path):
     (tmp_path / "mail" / "link").symlink_to(tmp_path / "elsewhere" / "big")
     assert pagecache.warm(tmp_path / "mail") == 3_000_000
     assert pagecache.warm(tmp_path) == 3_000_110
+
+
+def _flags(directory: Path) -> int:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        buffer = bytearray(8)
+        fcntl.ioctl(fd, placement._GET_FLAGS, buffer, True)
+        return int.from_bytes(buffer[:4], "little")
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("where", ["tmp", "checkout"])
+def test_the_servers_files_are_placed_apart_where_the_file_system_can(tmp_path, where):
+    """
+    Subdirectories of a directory with ext4's top-directory flag are spread
+    as the root's are; where the file system has no such flag (tmpfs) the
+    reason comes back and nothing changes.
+    """
+    with tempfile.TemporaryDirectory(dir=tmp_path if where == "tmp" else Path.cwd()) as name:
+        directory = Path(name)
+        before = _flags(directory)
+        note = placement.spread_subdirectories(directory)
+        if note is None:
+            assert _flags(directory) == before | placement._TOPDIR
+            # Asked again, the flag stays and nothing fails.
+            assert placement.spread_subdirectories(directory) is None
+        else:
+            assert str(directory) in note
+            assert _flags(directory) == before
+
+
+def test_placing_apart_a_directory_that_is_gone_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        placement.spread_subdirectories(tmp_path / "gone")
 
 
 def test_corpus_is_deterministic_per_seed():
