@@ -2,10 +2,10 @@
 Where the servers under comparison keep their files on disk: apart, so that
 neither pays for what the other does to the file system.
 
-ext4 without a journal (as on the VMs these benchmarks run on) will not give
-a new file an inode freed in the last minute (six, while its inode table
-block is dirty): ``find_inode_bit`` skips each such inode, one buffer lookup
-apiece, from the start of the group every time.  Files go to their parent
+ext4 without a journal (as on the VMs these benchmarks run on) gives a new
+file an inode freed in the last minute (six, while its inode table block is
+dirty) only when no other is free: ``find_inode_bit`` steps over each such
+inode, one buffer lookup apiece, from the start of the group every time.  Files go to their parent
 directory's group, and subdirectories to their parent's, so two servers
 under one temp dir share a group, and every file one server deletes (Dovecot
 replaces ``dovecot-uidlist`` on each delivery) makes each file the other
