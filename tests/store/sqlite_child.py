@@ -6,7 +6,7 @@ command a line on stdin and answers one line on stdout.
     lock USER [DEVICE]      "locked" or "in-use" (the lock is kept)
     append BOX N            appends N messages, answers their UIDs
     claim BOX               the UIDs claim_recent took
-    seen BOX UID            sets \\Seen, answers the new modseq
+    seen BOX UID [LAST]     sets \\Seen (on UID to LAST), answers the new modseq
     create USER NAME        creates a mailbox, answers its id
     mark BOX                records a flag change not yet synced (unsynced.py), as a live writer does
     reopen N                opens the store N more times as a serving process (its sweep), closing each
@@ -41,8 +41,9 @@ def main(root: str) -> None:
         elif command == "claim":
             answer = " ".join(map(str, sorted(result_of(store.claim_recent(int(args[0]))))))
         elif command == "seen":
-            records = result_of(store.store_flags(int(args[0]), [int(args[1])], {"\\Seen"}, "add"))
-            answer = str(records[0].modseq)
+            uids = range(int(args[1]), int(args[-1]) + 1)
+            records = result_of(store.store_flags(int(args[0]), uids, {"\\Seen"}, "add"))
+            answer = str(records[-1].modseq)
         elif command == "create":
             answer = str(result_of(store.create_mailbox(args[0], args[1])).id)
         elif command == "mark":

@@ -31,10 +31,10 @@ WAIT = 30.0
 class Child:
     """A process with the store open, answering commands (sqlite_child.py) within a bounded wait."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, env: dict[str, str] | None = None):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.store.sqlite_child", str(root)],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env,
         )
 
     def send(self, line: str) -> None:
@@ -385,3 +385,32 @@ def test_notices_reach_a_store_whose_path_is_too_long_for_a_socket_address(tmp_p
     finally:
         result_of(other.close())
         reactor_thread.call(listening.close)
+
+
+def test_the_index_writes_no_temporary_file(tmp_path):
+    """
+    A request runs in a savepoint, whose journal keeps the index pages it
+    changes; past SQLite's 64 KiB (a flag change over a few thousand
+    messages; a delivery's structures, now and then) it would spill to a
+    file in the temporary directory, on another file system (the root's;
+    under systemd a private one): a file made and deleted there every few
+    dozen deliveries, and a write refused when that disk is full though the
+    store's has room.  The journal stays in memory.  (SQLite reads
+    SQLITE_TMPDIR once, when it starts: hence another process.)
+    """
+    store = SQLiteStore(tmp_path / "store")
+    box = inbox(store)
+    for _ in range(10):
+        result_of(store.append_many([(box.id, MESSAGE)] * 300))
+    uids = [record.uid for record in result_of(store.list_messages(box.id))]
+    result_of(store.close())
+    temporary = tmp_path / "sqlite-tmp"
+    temporary.mkdir()
+    # A file made or removed there would move its time from zero.
+    os.utime(temporary, ns=(0, 0))
+    other = Child(tmp_path / "store", env={**os.environ, "SQLITE_TMPDIR": str(temporary)})
+    try:
+        assert int(other.ask(f"seen {box.id} {uids[0]} {uids[-1]}")) > 0
+    finally:
+        other.close()
+    assert temporary.stat().st_mtime_ns == 0

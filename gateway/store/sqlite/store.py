@@ -109,7 +109,14 @@ SPOOL_THREADS = 8
 
 
 def _connect(index: Path) -> sqlite3.Connection:
-    return sqlite3.connect(index, timeout=30, isolation_level=None, check_same_thread=False)
+    connection = sqlite3.connect(index, timeout=30, isolation_level=None, check_same_thread=False)
+    # A request's savepoint journal (the index pages it changes) past 64 KiB,
+    # and a sort too big for the cache, would go to a file in the temporary
+    # directory: another file system, whose full disk would refuse a write
+    # the store has room for.  In memory they hold at most the pages of the
+    # rows one request changes (a flag change on a whole mailbox: its rows).
+    connection.execute("PRAGMA temp_store=MEMORY")
+    return connection
 
 
 @implementer(IMailStore, IImportableStore, IGroupCommitStore, IStoreDump)
