@@ -113,8 +113,9 @@ def _connect(index: Path) -> sqlite3.Connection:
     # A request's savepoint journal (the index pages it changes) past 64 KiB,
     # and a sort too big for the cache, would go to a file in the temporary
     # directory: another file system, whose full disk would refuse a write
-    # the store has room for.  In memory they hold at most the pages of the
-    # rows one request changes (a flag change on a whole mailbox: its rows).
+    # the store has room for.  In memory a journal holds at most the pages
+    # one request changes (a flag change on a whole mailbox: its rows), a
+    # sort the rows it sorts.
     connection.execute("PRAGMA temp_store=MEMORY")
     return connection
 
