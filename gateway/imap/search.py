@@ -4,8 +4,8 @@ matches (RFC 3501 6.4.4).  Pure: no Twisted.  Evaluation walks an explicit
 stack, so the client's nesting never becomes Python recursion.
 
 Evaluating one message is a generator of bounded steps (L{stepper}): BODY
-and TEXT read the stored message a piece at a time along the part tree
-parsed at delivery (L{gateway.mail.bodytext}), so the caller can give the
+and TEXT read the stored message a piece at a time along its stored part
+tree (L{gateway.mail.bodytext}), so the caller can give the
 reactor a turn between steps however big or deep the message.
 
 The parser's names are re-exported here, so that callers need one import.

@@ -1,7 +1,7 @@
 """
 The text of a stored message that SEARCH BODY and TEXT look at (RFC 3501
 6.4.4), read piece by piece from the message file along the part tree
-parsed at delivery, so that SEARCH and BODYSTRUCTURE agree on every part
+the store keeps, so that SEARCH and BODYSTRUCTURE agree on every part
 boundary, and no step decodes more than one piece.
 
 Pure: no Twisted.  As in Dovecot, the body text is every text/* and

@@ -1,6 +1,7 @@
 """
-Parse a message once, at delivery: IMAP ENVELOPE, BODY and BODYSTRUCTURE wire
-forms and the byte offsets of every MIME part (DESIGN.md, "Performance rules").
+Parse a message once: IMAP ENVELOPE, BODY and BODYSTRUCTURE wire forms and
+the byte offsets of every MIME part, which the store keeps in its index
+(DESIGN.md, "Performance rules").
 
 Pure: no Twisted.  The rules follow Dovecot 2.3's lib-mail and lib-imap, so a
 mailbox moved from Dovecot shows clients the same structures: the CRLF before

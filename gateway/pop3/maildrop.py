@@ -304,8 +304,8 @@ class Maildrop:
     async def delete(self, number: int) -> None:
         """DELE: mark in the session, if no other session expunged it."""
         entry = self.view.readable(number)
-        present = await self.store.get_structures(self.mailbox.id, [entry.uid])
-        if entry.uid not in present:
+        present = await self.store.get_records(self.mailbox.id, [entry.uid])
+        if not present:
             self.view.mark_expunged(number)
         self.view.delete(number)
 

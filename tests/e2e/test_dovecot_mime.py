@@ -1,7 +1,7 @@
 """
 Hostile MIME structures against a real Dovecot 2.3: the same messages
 appended to Dovecot, and its BODYSTRUCTURE, BODY and ENVELOPE compared byte
-for byte with what ``gateway.mail.message`` parses at delivery: a million
+for byte with what ``gateway.mail.message`` parses: a million
 sibling parts, ten thousand levels of multipart and of message/rfc822,
 every way the part budget can run out, and the ordinary corpus.  Then SEARCH BODY and TEXT over
 ordinary and hostile mail: the same answers as Dovecot's.

@@ -1,5 +1,5 @@
 """
-gateway.mail.message: the structure parsed once at delivery, byte for byte as an
+gateway.mail.message: the structure the store keeps, byte for byte as an
 IMAP client receives it (RFC 3501 7.4.2), and the section offsets FETCH uses.
 
 Expected wire forms follow Dovecot 2.3; the first test is Dovecot's own

@@ -3,20 +3,21 @@ New messages into the SQLite store: APPEND, delivery and group delivery.
 A mixin of L{SQLiteStore}.
 
 A message takes two steps.  First, off the reactor (a worker thread; at once
-without threads), its body is written CRLF-normalised to tmp/, fsynced and
-parsed: that is where the time of a big or hostile message goes, and no
-write waits for it.  Then one write request moves the body to
-mail/<id>/<uid> (links it, where several mailboxes share it), inserts the
-index row and raises UIDNEXT, in the writer's group transaction; the
-directory is fsynced once per group, beside the commit.  The caller is
-answered after both.
+without threads), its body is written CRLF-normalised to tmp/ and fsynced:
+that is where the time of a big message goes, and no write waits for it.
+Then one write request moves the body to mail/<id>/<uid> (links it, where
+several mailboxes share it), inserts the index row and raises UIDNEXT, in
+the writer's group transaction; the directory is fsynced once per group,
+beside the commit.  The caller is answered after both.
+
+Nothing is parsed here: a message's structure is parsed the first time a
+reader asks for it (structures.py).
 
 The copies of one LMTP message (``TracedMessage``s sharing their message)
-are read and parsed once: each copy's body is its own trace fields on top of
-that one spool (copied in the kernel's page cache, not through a parser),
-and its structure the shared one with the fields on top.  The one copy of a
-message for one recipient (a ``WholeCopy`` whose lines all end in CRLF) is
-not written again at all: its spool file is linked into tmp/ and is the body.
+are read once: each copy's body is its own trace fields on top of that one
+spool (copied in the kernel's page cache).  The one copy of a message for
+one recipient (a ``WholeCopy`` whose lines all end in CRLF) is not written
+again at all: its spool file is linked into tmp/ and is the body.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import itertools
-import json
 import os
 import shutil
 import time
@@ -41,7 +41,7 @@ from gateway.mail import message
 from gateway.store.interfaces import StoreFull, TemporaryFailure, UidNotAvailable
 from gateway.store.model import Inbox, MessageRecord, MessageStructure
 from gateway.store.sqlite.reserve import DiskFull
-from gateway.store.encoding import flags_text, part_to_json
+from gateway.store.encoding import flags_text, structure_columns
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.requests import store_error
 from gateway.store.traced import TracedMessage, WholeCopy
@@ -49,10 +49,6 @@ from gateway.store.traced import TracedMessage, WholeCopy
 log = Logger()
 
 _CHUNK = 256 * 1024
-
-# A body up to this size is parsed from memory as it is written (or read
-# back in one call), not read again in chunks.
-_IN_MEMORY = 1024 * 1024
 
 # Names of the files made in tmp/: the pid (other processes deliver into the
 # same tmp/) and a count, where ``mkstemp`` asks the kernel for random bytes
@@ -109,23 +105,17 @@ def _now() -> datetime.datetime:
 
 @attrs.frozen
 class Spooled:
-    """
-    A body written to tmp/, fsynced and parsed, waiting to be indexed;
-    ``parts`` is its structure's part tree as the index stores it, encoded
-    here rather than on the writer thread.
-    """
+    """A body written to tmp/ and fsynced, waiting to be indexed."""
 
     path: Path
     size: int
-    structure: MessageStructure
-    parts: str = attrs.field(default=attrs.Factory(lambda self: _parts_json(self.structure), takes_self=True))
 
 
 class DeliveryMixin:
     # -- off the reactor ----------------------------------------------------
 
     def _spool(self, source) -> Spooled:
-        """Write the message, CRLF-normalised, to tmp/, fsync and parse it."""
+        """Write the message, CRLF-normalised, to tmp/ and fsync it."""
         try:
             self._reserve.before_delivery()
         except DiskFull as e:
@@ -135,30 +125,22 @@ class DeliveryMixin:
             if adopted is not None:
                 return adopted
         fd, path = _new_file(self._tmp)
-        # What was written, while it is small enough to parse from memory.
-        kept: list[bytes] | None = []
         size = 0
         with _removed_on_failure(path):
             try:
                 for chunk in message.crlf_chunks(_source_chunks(source)):
                     _write_all(fd, chunk)
                     size += len(chunk)
-                    if kept is not None and size <= _IN_MEMORY:
-                        kept.append(chunk)
-                    else:
-                        kept = None
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        if kept is not None:
-            return _parsed_from(path, size, b"".join(kept))
-        return _parsed(path, size)
+        return Spooled(path, size)
 
     def _adopt(self, source: WholeCopy) -> Spooled | None:
         """
         The file of ``source`` itself as the body: named in tmp/ (a link to
-        its open file, as ``linkat`` allows for an O_TMPFILE file), fsynced
-        and parsed, never written again.  None where it cannot be named
+        its open file, as ``linkat`` allows for an O_TMPFILE file) and
+        fsynced, never written again.  None where it cannot be named
         (another file system, a file already unlinked, no /proc): then it
         is copied as any source is.
         """
@@ -177,10 +159,7 @@ class DeliveryMixin:
             return None
         with _removed_on_failure(path):
             os.fsync(fd)
-            size = os.fstat(fd).st_size
-            if size <= _IN_MEMORY:
-                return _parsed_from(path, size, os.pread(fd, size, 0))
-        return _parsed(path, size)
+            return Spooled(path, os.fstat(fd).st_size)
 
     def _spool_shared(self, message) -> Spooled:
         """The message several copies share, from its start."""
@@ -196,7 +175,7 @@ class DeliveryMixin:
                 f.flush()
                 os.fsync(f.fileno())
                 size = f.tell()
-        return Spooled(path, size, shared.structure.with_fields_on_top(fields))
+        return Spooled(path, size)
 
     def _off_reactor(self, work, *args) -> defer.Deferred:
         """``work(*args)`` on a worker thread (at once without threads), as a Deferred."""
@@ -257,8 +236,9 @@ class DeliveryMixin:
         step.on_rollback(lambda: os.rename(final, body))
         step.sync_directory(directory)
 
-    def _insert_message(self, mailbox_id, uid, flags, internaldate, size, modseq, structure,
-                        parts: str | None = None) -> None:
+    def _insert_message(self, mailbox_id, uid, flags, internaldate, size, modseq,
+                        structure: MessageStructure | None = None) -> None:
+        """A message's record, and its structure where it is known (else it is parsed when asked for)."""
         offset = internaldate.utcoffset() or datetime.timedelta(0)
         self._db.execute(
             "INSERT INTO messages (mailbox_id, uid, flags, internaldate, tzoffset, size, modseq)"
@@ -273,20 +253,11 @@ class DeliveryMixin:
                 modseq,
             ),
         )
-        # OR REPLACE: a row left by a message whose record a repair dropped.
-        self._db.execute(
-            "INSERT OR REPLACE INTO message_structures (mailbox_id, uid, envelope, body, bodystructure, header, parts)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                mailbox_id,
-                uid,
-                structure.envelope,
-                structure.body,
-                structure.bodystructure,
-                structure.header,
-                _parts_json(structure) if parts is None else parts,
-            ),
-        )
+        if structure is not None:
+            self._keep_structure(mailbox_id, uid, structure_columns(structure))
+        else:
+            # A row left by a message whose record a repair dropped is not its structure.
+            self._db.execute("DELETE FROM message_structures WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid))
 
     def _index(self, step, spooled: Spooled, mailbox: int | Inbox, flags, internaldate, wanted_uid: int | None,
                take: bool = False):
@@ -304,8 +275,7 @@ class DeliveryMixin:
             self._take(step, spooled.path, mailbox_id, uidnext)
         else:
             self._place(step, spooled.path, mailbox_id, uidnext)
-        self._insert_message(mailbox_id, uidnext, flags, internaldate, spooled.size, modseq, spooled.structure,
-                             spooled.parts)
+        self._insert_message(mailbox_id, uidnext, flags, internaldate, spooled.size, modseq)
         self._db.execute(
             "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?", (uidnext + 1, modseq, mailbox_id)
         )
@@ -357,7 +327,7 @@ class DeliveryMixin:
         (mailbox, source): ``mailbox`` an id, as ``append`` takes it, or an
         L{Inbox}, looked up by the writer in its transaction rather than on
         the reactor thread before it.  Each distinct source is spooled,
-        fsynced and parsed once, however many mailboxes it goes to; the
+        and fsynced once, however many mailboxes it goes to; the
         writer links it into each and indexes them all in one
         transaction, fsyncing each directory once and the index once;
         nothing is acknowledged before that commit, as DESIGN.md asks.
@@ -400,7 +370,7 @@ class DeliveryMixin:
     async def _spool_all(self, sources) -> tuple[list, list[Spooled]]:
         """
         The body of each source (a L{Spooled}, or the exception that stopped
-        it), each shared message spooled and parsed once; and every file
+        it), each shared message spooled once; and every file
         spooled, to remove once they are indexed.
         """
         def shared_by(source):
@@ -461,25 +431,6 @@ def _removed_on_failure(path: Path):
 def _remove_all(paths: list[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
-
-
-def _parsed(path: Path, size: int) -> Spooled:
-    """The durable body at ``path`` with its structure; the file is removed if it cannot be read."""
-    with _removed_on_failure(path):
-        with open(path, "rb") as f:
-            structure = message.parse(f)
-    return Spooled(path, size, structure)
-
-
-def _parsed_from(path: Path, size: int, data: bytes) -> Spooled:
-    """The durable body at ``path``, whose bytes are ``data``, with its structure."""
-    with _removed_on_failure(path):
-        structure = message.parse_bytes(data)
-    return Spooled(path, size, structure)
-
-
-def _parts_json(structure: MessageStructure) -> str:
-    return json.dumps(part_to_json(structure.root))
 
 
 def _write_all(fd: int, data: bytes) -> None:

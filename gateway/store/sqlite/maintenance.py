@@ -20,7 +20,6 @@ import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from gateway.mail import message
 from gateway.durable import create_slot_file, read_slot_file, write_atomic
 from gateway.store.interfaces import MailboxExists, UidNotAvailable
 from gateway.store.model import UID_MAX
@@ -305,12 +304,10 @@ class MaintenanceMixin:
                 )
                 highest_uidvalidity = max(highest_uidvalidity, meta["uidvalidity"])
                 for uid in uids:
-                    body_path = directory / str(uid)
-                    with open(body_path, "rb") as f:
-                        structure = message.parse(f)
-                    stat = body_path.stat()
+                    # Its structure is parsed when a reader first asks, as after a delivery.
+                    stat = (directory / str(uid)).stat()
                     internaldate = datetime.datetime.fromtimestamp(int(stat.st_mtime)).astimezone()
-                    self._insert_message(mailbox_id, uid, (), internaldate, stat.st_size, modseq, structure)
+                    self._insert_message(mailbox_id, uid, (), internaldate, stat.st_size, modseq)
                     counts["messages"] += 1
                 counts["mailboxes"] += 1
             self._raise_uidvalidity_counter(highest_uidvalidity)

@@ -13,12 +13,20 @@ data_version`` moves; read once per reactor turn).
 
 from __future__ import annotations
 
+from twisted.internet import defer
+
 from gateway.store.interfaces import MessageExpunged, NoSuchMailbox
 from gateway.store.model import ChangeSet
 from gateway.store.encoding import MEMO_LIMIT, flag_set, record_from_row, structure_from_row
 from gateway.store.sqlite.onestep import select_rows
 from gateway.store.sqlite.rows import RECORD_COLUMNS, STRUCTURE_COLUMNS, WITH_STRUCTURES
-from gateway.store.sqlite.summaries import SUMMARY_COLUMNS, UNSUMMARISED_COLUMNS, WITHOUT_SUMMARIES, summary_source
+from gateway.store.sqlite.summaries import (
+    STRUCTURE_NAMES,
+    SUMMARY_COLUMNS,
+    UNSUMMARISED_COLUMNS,
+    WITHOUT_SUMMARIES,
+    summary_source,
+)
 from gateway.store.sqlite.synchronous import deferred
 
 
@@ -57,17 +65,39 @@ class ReadsMixin:
         # cannot carry.
         return select_rows(self._db, columns, mailbox_id, uids, source, steps=True)
 
+    def _with_structures(self, columns: str, mailbox_id: int, uids, first: int):
+        """
+        The rows of ``columns`` (the UID first, the structure's from
+        ``first`` on) of ``uids`` still there: at once where every structure
+        is parsed, else a Deferred once the rest are.
+        """
+        rows = self._select_uids(columns, mailbox_id, uids, WITH_STRUCTURES)
+        unparsed = [row[0] for row in rows if row[first] is None]
+        if not unparsed:
+            return rows
+
+        def filled(parsed):
+            return [
+                row if row[first] is not None else (*row[:first], *parsed[row[0]])
+                for row in rows
+                if row[first] is not None or row[0] in parsed
+            ]
+
+        return self._structures_parsed(mailbox_id, unparsed).addCallback(filled)
+
     @deferred
     def get_messages(self, mailbox_id, uids):
-        return [
-            (record_from_row(row[:6]), structure_from_row(*row[6:]))
-            for row in self._select_uids(f"{RECORD_COLUMNS}, {STRUCTURE_COLUMNS}", mailbox_id, uids, WITH_STRUCTURES)
-        ]
+        return _then(
+            self._with_structures(f"{RECORD_COLUMNS}, {STRUCTURE_COLUMNS}", mailbox_id, uids, 6),
+            lambda rows: [(record_from_row(row[:6]), structure_from_row(*row[6:])) for row in rows],
+        )
 
     @deferred
     def get_structures(self, mailbox_id, uids):
-        rows = self._select_uids(f"uid, {STRUCTURE_COLUMNS}", mailbox_id, uids, WITH_STRUCTURES)
-        return {row[0]: structure_from_row(*row[1:]) for row in rows}
+        return _then(
+            self._with_structures(f"uid, {STRUCTURE_COLUMNS}", mailbox_id, uids, 1),
+            lambda rows: {row[0]: structure_from_row(*row[1:]) for row in rows},
+        )
 
     @deferred
     def get_records(self, mailbox_id, uids):
@@ -76,16 +106,33 @@ class ReadsMixin:
     @deferred
     def fetch_rows(self, mailbox_id, uids, columns):
         uids = set(uids)
+        long_way = ", ".join(["uid", *(UNSUMMARISED_COLUMNS[name] for name in columns)])
+        # Where a message's structure is in the row: (place in the row, in structure_columns).
+        structural = [(place, STRUCTURE_NAMES[name]) for place, name in enumerate(columns, 1) if name in STRUCTURE_NAMES]
+        if not structural and "internaldate" not in columns:
+            # The record alone answers: a message not yet parsed has no summary.
+            return self._select_uids(long_way, mailbox_id, uids, "messages m")
         selected = ", ".join(["uid", *(SUMMARY_COLUMNS[name] for name in columns)])
         rows = self._select_uids(selected, mailbox_id, uids, summary_source(columns))
-        if len(rows) < len(uids):
-            # Expunged, or without a summary: those are read the long way.
-            missing = uids.difference(row[0] for row in rows)
-            selected = ", ".join(["uid", *(UNSUMMARISED_COLUMNS[name] for name in columns)])
-            found = self._select_uids(selected, mailbox_id, missing, WITHOUT_SUMMARIES)
-            if found:
-                rows = sorted(rows + found)
-        return rows
+        if len(rows) == len(uids):
+            return rows
+        # Expunged, not yet parsed, or without a summary: read the long way.
+        found = self._select_uids(long_way, mailbox_id, uids.difference(row[0] for row in rows), WITHOUT_SUMMARIES)
+        unparsed = [row for row in found if structural and row[structural[0][0]] is None]
+        if not unparsed:
+            return sorted(rows + found)
+
+        def filled(parsed):
+            for row in unparsed:
+                if row[0] in parsed:
+                    row = list(row)
+                    for place, column in structural:
+                        row[place] = parsed[row[0]][column]
+                    rows.append(tuple(row))
+            return sorted(rows)
+
+        rows.extend(row for row in found if row[structural[0][0]] is not None)
+        return self._structures_parsed(mailbox_id, [row[0] for row in unparsed]).addCallback(filled)
 
     @deferred
     def count_messages(self, mailbox_id, first_uid, last_uid):
@@ -180,3 +227,8 @@ class ReadsMixin:
         return self._db.execute(
             "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid >= ?", (mailbox_id, row[0])
         ).fetchone()[0]
+
+
+def _then(rows, answer):
+    """``answer(rows)``, or a Deferred of it where ``rows`` is still to come."""
+    return rows.addCallback(answer) if isinstance(rows, defer.Deferred) else answer(rows)

@@ -31,8 +31,9 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_modseq ON messages (mailbox_id, modseq);
--- What delivery parsed (ENVELOPE, BODYSTRUCTURE, the header, the part tree):
--- written once, read by FETCH and SEARCH, never changed.
+-- What a message's body parses to (ENVELOPE, BODYSTRUCTURE, the header, the
+-- part tree), once a reader first asks: written once, read by FETCH and
+-- SEARCH, never changed; no row while nobody has asked.
 CREATE TABLE IF NOT EXISTS message_structures (
     mailbox_id INTEGER NOT NULL,
     uid INTEGER NOT NULL,
@@ -152,8 +153,9 @@ def usage_drift(db) -> list[tuple[str, tuple[int, int] | None, tuple[int, int]]]
 
 RECORD_COLUMNS = "uid, flags, internaldate, tzoffset, size, modseq"
 STRUCTURE_COLUMNS = "envelope, body, bodystructure, header, parts"
-# A message's record and structure, for _select_uids.
-WITH_STRUCTURES = "messages JOIN message_structures USING (mailbox_id, uid)"
+# A message's record and structure, for _select_uids: NULL in the
+# structure's columns for a message not yet parsed.
+WITH_STRUCTURES = "messages LEFT JOIN message_structures USING (mailbox_id, uid)"
 
 
 def split_structures(db) -> bool:

@@ -97,6 +97,7 @@ from gateway.store.sqlite.rows import (
     split_structures,
 )
 from gateway.store.sqlite.spoolthreads import SpoolThreads
+from gateway.store.sqlite.structures import StructuresMixin
 from gateway.store.sqlite.summaries import add_summaries
 from gateway.store.sqlite.synchronous import deferred
 from gateway.store.sqlite.unsynced import UnsyncedRecord
@@ -104,7 +105,7 @@ from gateway.store.sqlite.writelock import WriteLock
 from gateway.store.sqlite.requests import store_error
 from gateway.store.sqlite.writer import Writer
 
-# Deliveries spooled (written, fsynced, parsed) at once at most.
+# Deliveries spooled (written and fsynced), and structures parsed, at once at most.
 SPOOL_THREADS = 8
 
 
@@ -121,8 +122,8 @@ def _connect(index: Path) -> sqlite3.Connection:
 
 
 @implementer(IMailStore, IImportableStore, IGroupCommitStore, IStoreDump)
-class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, ExpungesMixin, DevicesMixin, DumpMixin,
-                  MaintenanceMixin):
+class SQLiteStore(ReadsMixin, StructuresMixin, MailboxesMixin, DeliveryMixin, ExpungesMixin, DevicesMixin,
+                  DumpMixin, MaintenanceMixin):
     """
     The embedded default backend.  ``path`` is the store root directory.
 
@@ -140,6 +141,8 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, ExpungesMixin, Devi
         self.root = Path(path)
         self._mail = self.root / "mail"
         self._mailbox_dirs: dict[int, Path] = {}
+        # (mailbox id, UID) -> the readers waiting for its structure's parse.
+        self._parsing: dict = {}
         self._tmp = self.root / "tmp"
         self.spool_directory = self._tmp
         # What live processes hold: locks, sockets (never data).
@@ -412,7 +415,8 @@ class SQLiteStore(ReadsMixin, MailboxesMixin, DeliveryMixin, ExpungesMixin, Devi
                 self._place(step, source_dir / str(record.uid), dest_mailbox_id, new_uid)
             except FileNotFoundError:
                 raise MessageExpunged(record.uid) from None
-            structure = structure_from_row(envelope, body, bodystructure, header, parts)
+            # A copy of a message not yet parsed is parsed when asked for, as it is.
+            structure = None if parts is None else structure_from_row(envelope, body, bodystructure, header, parts)
             self._insert_message(
                 dest_mailbox_id, new_uid, record.flags, record.internaldate, record.size, modseq, structure
             )

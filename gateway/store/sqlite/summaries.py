@@ -76,7 +76,11 @@ UNSUMMARISED_COLUMNS = {
     "bodystructure": "h.bodystructure",
     "header": "h.header",
 }
-WITHOUT_SUMMARIES = "messages m JOIN message_structures h USING (mailbox_id, uid)"
+# A message not yet parsed has NULL in h's columns.
+WITHOUT_SUMMARIES = "messages m LEFT JOIN message_structures h USING (mailbox_id, uid)"
+# The fetch_rows names a message's structure answers, and their places in
+# its columns (encoding.structure_columns).
+STRUCTURE_NAMES = {"envelope": 0, "body": 1, "bodystructure": 2, "header": 3}
 
 
 def summary_source(columns) -> str:
