@@ -112,16 +112,16 @@ def test_readers_asking_at_once_share_one_parse(store, monkeypatch):
     record = result_of(store.append(box.id, MULTIPART))
     jobs = []
 
-    def held(work, *args):
-        jobs.append((work, args, defer.Deferred()))
-        return jobs[-1][2]
+    def held(mailbox_id, uids):
+        jobs.append(((mailbox_id, uids), defer.Deferred()))
+        return jobs[-1][1]
 
-    monkeypatch.setattr(store, "_off_reactor", held)
+    monkeypatch.setattr(store, "_parse_off_reactor", held)
     answers = [store.get_structures(box.id, [record.uid]) for _ in range(3)]
     answers.append(store.fetch_rows(box.id, [record.uid], ("envelope",)))
     assert len(jobs) == 1
-    work, args, done = jobs[0]
-    done.callback(work(*args))
+    args, done = jobs[0]
+    done.callback(store._parse_bodies(*args))
     expected = message.parse_bytes(MULTIPART)
     assert [structure_columns(result_of(d)[record.uid]) for d in answers[:3]] == [structure_columns(expected)] * 3
     assert result_of(answers[3]) == [(record.uid, expected.envelope)]

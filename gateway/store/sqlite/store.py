@@ -105,8 +105,10 @@ from gateway.store.sqlite.writelock import WriteLock
 from gateway.store.sqlite.requests import store_error
 from gateway.store.sqlite.writer import Writer
 
-# Deliveries spooled (written and fsynced), and structures parsed, at once at most.
+# Deliveries spooled (written and fsynced) at once at most.
 SPOOL_THREADS = 8
+# Batches of structures parsed at once at most.
+PARSE_THREADS = 2
 
 
 def _connect(index: Path) -> sqlite3.Connection:
@@ -175,10 +177,15 @@ class SQLiteStore(ReadsMixin, StructuresMixin, MailboxesMixin, DeliveryMixin, Ex
         # The reactor thread's connection never writes, so never waits for a
         # lock or a disk flush.
         self._read_db.execute("PRAGMA query_only=1")
-        # Spooling, fsyncing and parsing arriving messages.  An fsync mostly
-        # waits on the disk, and the fsyncs of concurrent deliveries share
-        # the file system's journal commits: more threads than cores.
+        # Spooling and fsyncing arriving messages.  An fsync mostly waits on
+        # the disk, and the fsyncs of concurrent deliveries share the file
+        # system's journal commits: more threads than cores.
         self._workers = SpoolThreads(reactor, SPOOL_THREADS, "store-spool") if threads else None
+        # Parsing structures readers ask for (structures.py): threads of
+        # their own, so that no delivery queues behind a big first FETCH,
+        # and the writer, waiting for the deliveries being spooled, does
+        # not wait for parses.  Parsing is Python, one core at a time.
+        self._parsers = SpoolThreads(reactor, PARSE_THREADS, "store-parse") if threads else None
         self._data_version = None
         # What changes_since answered, per (mailbox id, modseq) (reads.py).
         self._changes_memo: dict[tuple[int, int], ChangeSet] = {}
@@ -216,8 +223,9 @@ class SQLiteStore(ReadsMixin, StructuresMixin, MailboxesMixin, DeliveryMixin, Ex
         closed = self._writer.close()
 
         def release(result):
-            if self._workers is not None and self._workers.started:
-                self._workers.stop()
+            for threads in (self._workers, self._parsers):
+                if threads is not None and threads.started:
+                    threads.stop()
             self._read_db.close()
             self._peers.close()
             return result

@@ -3,13 +3,13 @@ Message structures (ENVELOPE, BODY and BODYSTRUCTURE, the header, the part
 tree) parsed from a body the first time a reader asks for them, and kept in
 the index from then on.  A mixin of L{SQLiteStore}.
 
-A delivery does not parse.  Most of its CPU went there (a third of an LMTP
-delivery's, in the parser's Python), for mail that a POP3 user downloads
-and deletes, and that an IMAP client asks the structure of once at most;
+A delivery does not parse.  Parsing took nearly a third of an LMTP
+delivery's CPU, for mail that a POP3 user downloads and deletes, and whose
+structure an IMAP client asks for once at most (then it is in the index);
 Dovecot too fills its cache when a client first fetches a field.  A reader
 that finds structures missing has them parsed off the reactor (the spool
-threads, as a body is written: a hostile message costs its own reader, not
-everyone) and answers from what was parsed; a write request keeps them
+threads of their own: a hostile message costs its own reader, not
+everyone, and no delivery waits behind it) and answers from what was parsed; a write request keeps them
 meanwhile.  That write is of the batched tier (not fsynced): a structure is
 derived from the body, and a crash loses at most a parse to do again.
 
@@ -68,12 +68,18 @@ class StructuresMixin:
             pending = _Waiters()
             for uid in batch:
                 self._parsing[mailbox_id, uid] = pending
-            parsed = self._off_reactor(self._parse_bodies, mailbox_id, batch)
+            parsed = self._parse_off_reactor(mailbox_id, batch)
             parsed.addBoth(partial(self._keep_parsed, mailbox_id, batch, pending))
             waits.append(pending)
         return defer.gatherResults([pending.wait() for pending in waits], consumeErrors=True).addCallbacks(
             _merged, lambda failure: failure.value.subFailure
         )
+
+    def _parse_off_reactor(self, mailbox_id: int, uids) -> defer.Deferred:
+        """``_parse_bodies`` on a parser thread (at once without threads), as a Deferred."""
+        if self._parsers is None:
+            return defer.maybeDeferred(self._parse_bodies, mailbox_id, uids)
+        return self._parsers.run(self._parse_bodies, mailbox_id, uids)
 
     def _keep_parsed(self, mailbox_id: int, uids, pending: _Waiters, parsed) -> None:
         """
