@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blob-cache", type=int, metavar="MB",
                         help="with --backend postgresql, store.blobs.cache_size of each node (default 2048; 0: every"
                              " body read from S3)")
+    parser.add_argument("--parse", choices=["delivery", "first-fetch"],
+                        help="the gateway's [store] parse (sqlite): when a message's structure is parsed"
+                             " (default: the gateway's own default, delivery)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="the gateway's [server] workers: serving processes per node (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, mail) afterwards")
@@ -150,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--against runs two gateways, each on a store of its own: --backend sqlite only")
         if not is_checkout(args.against.resolve()):
             parser.error(f"--against {args.against}: not a gateway checkout (no gateway/ and twisted/plugins/)")
+    if args.parse is not None and args.backend != "sqlite":
+        parser.error("--parse is the sqlite store's: --backend sqlite only")
 
     plan = QUICK if args.quick else FULL
     settings = apply_settings(plan.settings, args)
@@ -176,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         hashes = password_hashes(users)
         store_toml = store.start().toml if store is not None else ""
+        if args.parse is not None:
+            store_toml = f'[store]\nparse = "{args.parse}"\n'
+
         if args.against is not None:
             servers.append(Gateway(root / "baseline", hashes, sessions, store_toml, name="baseline",
                                    workers=args.workers, checkout=args.against.resolve()))
@@ -218,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         targets = {server.name: target(server) for server in servers}
         outcomes = asyncio.run(run_scenarios(targets, settings, args.runs, scenarios, log, restart, warm_cache))
         backend = f"gateway store: {args.backend}" + (" with bodies in S3 (SeaweedFS)" if store else "")
+        if args.parse is not None:
+            backend += f"; parsed at {args.parse}"
         if args.workers > 1:
             backend += f"; gateway workers: {args.workers} per node"
         print(f"\nMedians of {args.runs} runs; {backend}; corpus {plan.messages} messages "

@@ -373,6 +373,8 @@ def test_a_gateway_of_another_checkout_runs_that_checkout(tmp_path, monkeypatch)
     (["--against", "{tmp}"], "not a gateway checkout"),
     (["--against", "{checkout}", "--server", "gateway"], "leave out --server"),
     (["--against", "{checkout}", "--backend", "postgresql"], "--backend sqlite only"),
+    (["--parse", "first-fetch", "--backend", "postgresql"], "--backend sqlite only"),
+    (["--parse", "never"], "invalid choice: 'never'"),
 ])
 def test_compare_against_refuses_what_it_cannot_compare(tmp_path, capsys, arguments, error):
     arguments = [a.format(tmp=tmp_path, checkout=CHECKOUT) for a in arguments]

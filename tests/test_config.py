@@ -88,7 +88,7 @@ def test_default_toml_shows_every_option_commented():
         "failed_logins_per_ip", "failed_login_window", "password_checks_per_ip",
         "lockout_exempt_networks", "ipv6_prefix", "per_ip_exempt_networks", "trusted", "login_trusted_networks",
         "max_message_size", "max_recipients", "save_to_detail_mailbox", "backend", "flag_durability",
-        "dsn", "pool_size", "connect_timeout", "kind", "bucket", "endpoint", "region", "access_key", "secret_key",
+        "parse", "dsn", "pool_size", "connect_timeout", "kind", "bucket", "endpoint", "region", "access_key", "secret_key",
         "prefix", "cache_size", "fetch_cache_size",
         "storage", "messages", "full_tempfail", "workers",
     }
@@ -144,6 +144,7 @@ def test_every_option():
         [store]
         backend = "sqlite"
         flag_durability = "immediate"
+        parse = "first-fetch"
         """
     )
     assert config.hostname == "mail.example.org"
@@ -164,7 +165,7 @@ def test_every_option():
     assert config.limits == LimitsConfig(5000, 5, 3, 65536, 1048576, 8, 3, 20, 4, 600, 2, ("192.0.2.0/24",), 56)
     assert config.proxy.trusted == ("10.0.0.0/8", "2001:db8::/32")
     assert config.proxy.login_trusted_networks == ("10.0.0.5/32",)
-    assert config.store == StoreConfig("sqlite", "immediate")
+    assert config.store == StoreConfig("sqlite", "immediate", "first-fetch")
 
 
 @pytest.mark.parametrize("storage, kilobytes", [(0, 0), (1024, 1024), ('"500M"', 500 * 1024), ('"2G"', 2 << 20),
@@ -389,9 +390,10 @@ def test_not_utf8(tmp_path):
         ("[store]\nbackend = 'maildir'", "store.backend: must be one of 'sqlite', 'postgresql', not a string ('maildir')"),
         ("[store]\nflag_durability = 'lazy'", "store.flag_durability: must be one of 'batched', 'immediate', not a string"),
         ("[store]\nflag_durability = true", "store.flag_durability: must be one of 'batched', 'immediate', not a boolean"),
+        ("[store]\nparse = 'never'", "store.parse: must be one of 'delivery', 'first-fetch', not a string ('never')"),
         ("[store.blobs]\nkind = 'ftp'", "store.blobs.kind: must be one of 's3', 'postgresql', not a string ('ftp')"),
         ("[store]\npool_size = 0", "store.pool_size: must be from 1 to 1000, not 0"),
-        ("[store]\npath = '/srv'", "store.path: unknown key (known: backend, flag_durability, dsn, pool_size, connect_timeout, [blobs])"),
+        ("[store]\npath = '/srv'", "store.path: unknown key (known: backend, flag_durability, parse, dsn, pool_size, connect_timeout, [blobs])"),
     ],
 )
 def test_errors(text, message):

@@ -103,7 +103,8 @@ class Part:
 @attrs.frozen
 class MessageStructure:
     """
-    Everything parsed once from a message's body, kept in the index.
+    Everything parsed once from a message's body, kept in the index
+    (DESIGN.md, "Performance rules").
 
     ``envelope``, ``body`` and ``bodystructure`` are the IMAP wire forms
     (RFC 3501 7.4.2), ready to send.  ``header`` is the top-level header block,
@@ -116,6 +117,24 @@ class MessageStructure:
     header: bytes
     root: Part
 
+    def with_fields_on_top(self, fields: bytes) -> MessageStructure:
+        """
+        The structure of this message with header ``fields`` (whole
+        CRLF-ended lines, such as trace fields) put on top: every offset
+        moves by their length and the header grows by them.  ENVELOPE and
+        BODYSTRUCTURE stay: they come from the message's own fields and its
+        body, not from lines put before them.
+        """
+        shift = len(fields)
+        root = self.root
+        moved = Part(root.header_start, root.body_start + shift, root.end + shift, root.content_type,
+                     tuple(_moved(child, shift) for child in root.children))
+        return attrs.evolve(self, header=fields + self.header, root=moved)
+
+
+def _moved(part: Part, shift: int) -> Part:
+    return Part(part.header_start + shift, part.body_start + shift, part.end + shift, part.content_type,
+                tuple(_moved(child, shift) for child in part.children))
 
 
 @attrs.frozen

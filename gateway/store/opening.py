@@ -28,7 +28,7 @@ def open_store(config, data_dir: Path, reactor, serving: bool = False):
     settings = config.store
     if settings.backend == "sqlite":
         return SQLiteStore(Path(data_dir) / "store", reactor=reactor, flag_durability=settings.flag_durability,
-                           serving=serving)
+                           serving=serving, parse_at_delivery=settings.parse == "delivery")
     if settings.backend == "postgresql":
         # Only the server keeps copies of bodies: a tool running beside it
         # must not empty its cache.

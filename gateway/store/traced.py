@@ -25,7 +25,8 @@ class TracedMessage:
     recipients whose mailboxes are made on first delivery): each reads it at
     a position of its own, never by moving the file's.  A store that takes
     them together (``IGroupCommitStore.append_many``) may instead read
-    ``message`` once (``from_start``) and put each copy's fields on top.
+    ``message`` once (``from_start``), parse it once and put each copy's
+    fields on top (``MessageStructure.with_fields_on_top``).
     """
 
     def __init__(self, fields: bytes, message):

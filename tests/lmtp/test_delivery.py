@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-from functools import partial
 
 import pytest
 from twisted.internet import defer, task
@@ -265,14 +264,9 @@ def test_append_many_failing_commit_leaves_nothing(store, monkeypatch):
     assert result_of(store.append_many([(alice.id, b"Subject: c\r\n\r\n")]))[0].uid == 2
 
 
-def counted(calls: list, parse, source):
-    calls.append(source)
-    return parse(source)
-
-
-def test_append_many_spools_one_source_once_for_every_mailbox(store, monkeypatch):
-    # One LMTP message for several recipients: one body file written and
-    # fsynced, linked into each mailbox; parsed by nobody until asked.
+def test_append_many_spools_and_parses_one_source_once_for_every_mailbox(store, monkeypatch):
+    # One LMTP message for several recipients: one body file written,
+    # fsynced and parsed, linked into each mailbox.
     from gateway.store.sqlite import delivery
 
     run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
@@ -280,19 +274,19 @@ def test_append_many_spools_one_source_once_for_every_mailbox(store, monkeypatch
     alice = result_of(store.get_mailbox("alice", "INBOX"))
     bob = result_of(store.get_mailbox("bob", "INBOX"))
     parsed = []
-    for name in ("parse", "parse_bytes"):
-        monkeypatch.setattr(delivery.message, name, partial(counted, parsed, getattr(delivery.message, name)))
+    parse = delivery.message.parse
+    monkeypatch.setattr(delivery.message, "parse", lambda f: parsed.append(f) or parse(f))
     source = io.BytesIO(b"Subject: to all\r\n\r\nbody\r\n")
     records = result_of(store.append_many([(alice.id, source), (bob.id, source), (alice.id, source)]))
     assert [record.uid for record in records] == [2, 2, 3]
-    assert parsed == []
+    assert len(parsed) == 1
     assert stored(store, "alice")[1:] == [(2, b"Subject: to all\r\n\r\nbody\r\n"), (3, b"Subject: to all\r\n\r\nbody\r\n")]
     assert stored(store, "bob")[1:] == [(2, b"Subject: to all\r\n\r\nbody\r\n")]
     assert os.stat(store.root / "mail" / str(bob.id) / "2").st_nlink == 3
     assert list((store.root / "tmp").iterdir()) == []
 
 
-def test_append_many_spools_a_shared_message_once_and_tops_each_copy_with_its_fields(store, monkeypatch):
+def test_append_many_parses_a_shared_message_once_and_tops_each_copy_with_its_fields(store, monkeypatch):
     # The copies of one LMTP message: each its own trace fields, one spool.
     from gateway.store.sqlite import delivery
     from gateway.store.traced import TracedMessage
@@ -302,14 +296,14 @@ def test_append_many_spools_a_shared_message_once_and_tops_each_copy_with_its_fi
     alice = result_of(store.get_mailbox("alice", "INBOX"))
     bob = result_of(store.get_mailbox("bob", "INBOX"))
     parsed = []
-    for name in ("parse", "parse_bytes"):
-        monkeypatch.setattr(delivery.message, name, partial(counted, parsed, getattr(delivery.message, name)))
+    parse = delivery.message.parse
+    monkeypatch.setattr(delivery.message, "parse", lambda f: parsed.append(f) or parse(f))
     spool = io.BytesIO(b"Subject: to all\n\nbody\n")
     spool.seek(5)  # the listener left it anywhere
     copies = [TracedMessage(b"Delivered-To: %s\r\n" % name, spool) for name in (b"alice", b"bob", b"alice+x")]
     records = result_of(store.append_many([(alice.id, copies[0]), (bob.id, copies[1]), (alice.id, copies[2])]))
     assert [record.uid for record in records] == [2, 2, 3]
-    assert parsed == []
+    assert len(parsed) == 1
     body = b"Subject: to all\r\n\r\nbody\r\n"
     assert stored(store, "alice")[1:] == [(2, b"Delivered-To: alice\r\n" + body), (3, b"Delivered-To: alice+x\r\n" + body)]
     assert stored(store, "bob")[1:] == [(2, b"Delivered-To: bob\r\n" + body)]
@@ -318,3 +312,29 @@ def test_append_many_spools_a_shared_message_once_and_tops_each_copy_with_its_fi
     assert structures[3].header == b"Delivered-To: alice+x\r\nSubject: to all\r\n\r\n"
     assert structures[3].root.end == records[2].size == len(b"Delivered-To: alice+x\r\n" + body)
     assert list((store.root / "tmp").iterdir()) == []
+
+
+def test_a_store_that_parses_at_first_fetch_parses_nothing_as_it_delivers(tmp_path, monkeypatch):
+    # [store] parse = "first-fetch": the copies are spooled as above; each
+    # is parsed from its own file, fields and all, when first asked for.
+    from gateway.store.sqlite import delivery
+
+    store = SQLiteStore(tmp_path / "store", parse_at_delivery=False)
+    run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
+    run(deliver(store, "bob", b"Subject: warm\r\n\r\nx\r\n"))
+    alice = result_of(store.get_mailbox("alice", "INBOX"))
+    bob = result_of(store.get_mailbox("bob", "INBOX"))
+    parsed = []
+    parse = delivery.message.parse
+    monkeypatch.setattr(delivery.message, "parse", lambda f: parsed.append(f) or parse(f))
+    spool = io.BytesIO(b"Subject: to all\n\nbody\n")
+    copies = [TracedMessage(b"Delivered-To: %s\r\n" % name, spool) for name in (b"alice", b"bob", b"alice+x")]
+    records = result_of(store.append_many([(alice.id, copies[0]), (bob.id, copies[1]), (alice.id, copies[2])]))
+    assert [record.uid for record in records] == [2, 2, 3]
+    assert parsed == []
+    structures = result_of(store.get_structures(alice.id, [3]))
+    assert len(parsed) == 1
+    assert structures[3].header == b"Delivered-To: alice+x\r\nSubject: to all\r\n\r\n"
+    assert structures[3].root.end == records[2].size
+    assert list((store.root / "tmp").iterdir()) == []
+    store.close()

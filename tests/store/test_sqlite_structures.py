@@ -1,11 +1,13 @@
 """
-The SQLite store parses a message's structure the first time a reader asks
-for it, not at delivery: what it answers is what parsing at delivery gave,
-and one parse serves every reader.
+A SQLite store with ``[store] parse = "first-fetch"`` parses a message's
+structure the first time a reader asks for it, not at delivery: what it
+answers is what parsing at delivery gives, and one parse serves every
+reader.
 """
 
 import os
 
+import pytest
 from twisted.internet import defer
 
 from gateway.mail import message
@@ -35,10 +37,26 @@ MULTIPART = (
 )
 
 
+@pytest.fixture
+def store(tmp_path):
+    """A store that leaves parsing to the first reader, without threads."""
+    store = SQLiteStore(tmp_path / "store", parse_at_delivery=False)
+    yield store
+    store.close()
+
+
 def kept(store, box):
     return store._write_db.execute(
         "SELECT uid FROM message_structures WHERE mailbox_id = ? ORDER BY uid", (box.id,)
     ).fetchall()
+
+
+def test_by_default_a_delivery_parses(tmp_path):
+    store = SQLiteStore(tmp_path / "store")
+    box = inbox(store)
+    record = result_of(store.append(box.id, MULTIPART))
+    assert kept(store, box) == [(record.uid,)]
+    store.close()
 
 
 def test_a_delivery_leaves_the_structure_to_the_first_reader(store):
@@ -129,7 +147,7 @@ def test_readers_asking_at_once_share_one_parse(store, monkeypatch):
 
 
 def test_a_full_index_still_answers_what_it_parsed(tmp_path):
-    store = SQLiteStore(tmp_path / "store")
+    store = SQLiteStore(tmp_path / "store", parse_at_delivery=False)
     box = inbox(store)
     record = result_of(store.append(box.id, MULTIPART))
     pages = store._write_db.execute("PRAGMA page_count").fetchone()[0]

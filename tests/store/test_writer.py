@@ -203,9 +203,9 @@ def test_a_full_index_refuses_deliveries_and_still_expunges(tmp_path):
     first = result_of(store.append(box.id, MESSAGE))
     pages = store._write_db.execute("PRAGMA page_count").fetchone()[0]
     store._write_db.execute(f"PRAGMA max_page_count = {pages}")
-    # A message's flags go into the index: no room for these.
-    keywords = {"$Filler%05d" % n for n in range(2000)}
-    error = failure_of(store.append(box.id, MESSAGE, keywords), StoreFull)
+    # The header goes into the index (FETCH answers from it): no room for it.
+    big = b"".join(b"X-Filler-%05d: a header the index has no room for\r\n" % n for n in range(2000)) + MESSAGE
+    error = failure_of(store.append(box.id, big), StoreFull)
     assert "full" in str(error)
     assert list((tmp_path / "store" / "tmp").iterdir()) == []
     assert result_of(store.expunge(box.id, [first.uid])) == [first.uid]

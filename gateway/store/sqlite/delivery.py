@@ -3,21 +3,21 @@ New messages into the SQLite store: APPEND, delivery and group delivery.
 A mixin of L{SQLiteStore}.
 
 A message takes two steps.  First, off the reactor (a worker thread; at once
-without threads), its body is written CRLF-normalised to tmp/ and fsynced:
-that is where the time of a big message goes, and no write waits for it.
-Then one write request moves the body to mail/<id>/<uid> (links it, where
-several mailboxes share it), inserts the index row and raises UIDNEXT, in
-the writer's group transaction; the directory is fsynced once per group,
-beside the commit.  The caller is answered after both.
-
-Nothing is parsed here: a message's structure is parsed the first time a
-reader asks for it (structures.py).
+without threads), its body is written CRLF-normalised to tmp/, fsynced and
+parsed: that is where the time of a big or hostile message goes, and no
+write waits for it.  Then one write request moves the body to
+mail/<id>/<uid> (links it, where several mailboxes share it), inserts the
+index row and raises UIDNEXT, in the writer's group transaction; the
+directory is fsynced once per group, beside the commit.  The caller is
+answered after both.  A store that leaves parsing to the first reader
+(``[store] parse = "first-fetch"``, structures.py) skips the parse.
 
 The copies of one LMTP message (``TracedMessage``s sharing their message)
-are read once: each copy's body is its own trace fields on top of that one
-spool (copied in the kernel's page cache).  The one copy of a message for
-one recipient (a ``WholeCopy`` whose lines all end in CRLF) is not written
-again at all: its spool file is linked into tmp/ and is the body.
+are read and parsed once: each copy's body is its own trace fields on top of
+that one spool (copied in the kernel's page cache, not through a parser),
+and its structure the shared one with the fields on top.  The one copy of a
+message for one recipient (a ``WholeCopy`` whose lines all end in CRLF) is
+not written again at all: its spool file is linked into tmp/ and is the body.
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ from gateway.store.traced import TracedMessage, WholeCopy
 log = Logger()
 
 _CHUNK = 256 * 1024
+
+# A body up to this size is parsed from memory as it is written (or read
+# back in one call), not read again in chunks.
+_IN_MEMORY = 1024 * 1024
 
 # Names of the files made in tmp/: the pid (other processes deliver into the
 # same tmp/) and a count, where ``mkstemp`` asks the kernel for random bytes
@@ -105,17 +109,24 @@ def _now() -> datetime.datetime:
 
 @attrs.frozen
 class Spooled:
-    """A body written to tmp/ and fsynced, waiting to be indexed."""
+    """
+    A body written to tmp/ and fsynced, waiting to be indexed, with its
+    structure where it was parsed; ``columns`` is that structure as the
+    index stores it, encoded here rather than on the writer thread.
+    """
 
     path: Path
     size: int
+    structure: MessageStructure | None = None
+    columns: tuple | None = attrs.field(default=attrs.Factory(
+        lambda self: None if self.structure is None else structure_columns(self.structure), takes_self=True))
 
 
 class DeliveryMixin:
     # -- off the reactor ----------------------------------------------------
 
     def _spool(self, source) -> Spooled:
-        """Write the message, CRLF-normalised, to tmp/ and fsync it."""
+        """Write the message, CRLF-normalised, to tmp/, fsync it, and parse it if the store parses at delivery."""
         try:
             self._reserve.before_delivery()
         except DiskFull as e:
@@ -125,22 +136,32 @@ class DeliveryMixin:
             if adopted is not None:
                 return adopted
         fd, path = _new_file(self._tmp)
+        # What was written, while it is small enough to parse from memory.
+        kept: list[bytes] | None = [] if self._parse_at_delivery else None
         size = 0
         with _removed_on_failure(path):
             try:
                 for chunk in message.crlf_chunks(_source_chunks(source)):
                     _write_all(fd, chunk)
                     size += len(chunk)
+                    if kept is not None and size <= _IN_MEMORY:
+                        kept.append(chunk)
+                    else:
+                        kept = None
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        return Spooled(path, size)
+        if not self._parse_at_delivery:
+            return Spooled(path, size)
+        if kept is not None:
+            return _parsed_from(path, size, b"".join(kept))
+        return _parsed(path, size)
 
     def _adopt(self, source: WholeCopy) -> Spooled | None:
         """
         The file of ``source`` itself as the body: named in tmp/ (a link to
-        its open file, as ``linkat`` allows for an O_TMPFILE file) and
-        fsynced, never written again.  None where it cannot be named
+        its open file, as ``linkat`` allows for an O_TMPFILE file), fsynced
+        and parsed (if the store parses at delivery), never written again.  None where it cannot be named
         (another file system, a file already unlinked, no /proc): then it
         is copied as any source is.
         """
@@ -159,7 +180,12 @@ class DeliveryMixin:
             return None
         with _removed_on_failure(path):
             os.fsync(fd)
-            return Spooled(path, os.fstat(fd).st_size)
+            size = os.fstat(fd).st_size
+            if not self._parse_at_delivery:
+                return Spooled(path, size)
+            if size <= _IN_MEMORY:
+                return _parsed_from(path, size, os.pread(fd, size, 0))
+        return _parsed(path, size)
 
     def _spool_shared(self, message) -> Spooled:
         """The message several copies share, from its start."""
@@ -175,7 +201,9 @@ class DeliveryMixin:
                 f.flush()
                 os.fsync(f.fileno())
                 size = f.tell()
-        return Spooled(path, size)
+        if shared.structure is None:
+            return Spooled(path, size)
+        return Spooled(path, size, shared.structure.with_fields_on_top(fields))
 
     def _off_reactor(self, work, *args) -> defer.Deferred:
         """``work(*args)`` on a worker thread (at once without threads), as a Deferred."""
@@ -236,9 +264,11 @@ class DeliveryMixin:
         step.on_rollback(lambda: os.rename(final, body))
         step.sync_directory(directory)
 
-    def _insert_message(self, mailbox_id, uid, flags, internaldate, size, modseq,
-                        structure: MessageStructure | None = None) -> None:
-        """A message's record, and its structure where it is known (else it is parsed when asked for)."""
+    def _insert_message(self, mailbox_id, uid, flags, internaldate, size, modseq, columns: tuple | None = None) -> None:
+        """
+        A message's record, and its structure's ``columns`` where it was
+        parsed (``structure_columns``; else it is parsed when asked for).
+        """
         offset = internaldate.utcoffset() or datetime.timedelta(0)
         self._db.execute(
             "INSERT INTO messages (mailbox_id, uid, flags, internaldate, tzoffset, size, modseq)"
@@ -253,8 +283,8 @@ class DeliveryMixin:
                 modseq,
             ),
         )
-        if structure is not None:
-            self._keep_structure(mailbox_id, uid, structure_columns(structure))
+        if columns is not None:
+            self._keep_structure(mailbox_id, uid, columns)
         else:
             # A row left by a message whose record a repair dropped is not its structure.
             self._db.execute("DELETE FROM message_structures WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid))
@@ -275,7 +305,7 @@ class DeliveryMixin:
             self._take(step, spooled.path, mailbox_id, uidnext)
         else:
             self._place(step, spooled.path, mailbox_id, uidnext)
-        self._insert_message(mailbox_id, uidnext, flags, internaldate, spooled.size, modseq)
+        self._insert_message(mailbox_id, uidnext, flags, internaldate, spooled.size, modseq, spooled.columns)
         self._db.execute(
             "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?", (uidnext + 1, modseq, mailbox_id)
         )
@@ -327,7 +357,7 @@ class DeliveryMixin:
         (mailbox, source): ``mailbox`` an id, as ``append`` takes it, or an
         L{Inbox}, looked up by the writer in its transaction rather than on
         the reactor thread before it.  Each distinct source is spooled,
-        and fsynced once, however many mailboxes it goes to; the
+        fsynced and parsed once, however many mailboxes it goes to; the
         writer links it into each and indexes them all in one
         transaction, fsyncing each directory once and the index once;
         nothing is acknowledged before that commit, as DESIGN.md asks.
@@ -370,7 +400,7 @@ class DeliveryMixin:
     async def _spool_all(self, sources) -> tuple[list, list[Spooled]]:
         """
         The body of each source (a L{Spooled}, or the exception that stopped
-        it), each shared message spooled once; and every file
+        it), each shared message spooled and parsed once; and every file
         spooled, to remove once they are indexed.
         """
         def shared_by(source):
@@ -431,6 +461,21 @@ def _removed_on_failure(path: Path):
 def _remove_all(paths: list[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
+
+
+def _parsed(path: Path, size: int) -> Spooled:
+    """The durable body at ``path`` with its structure; the file is removed if it cannot be read."""
+    with _removed_on_failure(path):
+        with open(path, "rb") as f:
+            structure = message.parse(f)
+    return Spooled(path, size, structure)
+
+
+def _parsed_from(path: Path, size: int, data: bytes) -> Spooled:
+    """The durable body at ``path``, whose bytes are ``data``, with its structure."""
+    with _removed_on_failure(path):
+        structure = message.parse_bytes(data)
+    return Spooled(path, size, structure)
 
 
 def _write_all(fd: int, data: bytes) -> None:

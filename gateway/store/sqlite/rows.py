@@ -32,8 +32,8 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_modseq ON messages (mailbox_id, modseq);
 -- What a message's body parses to (ENVELOPE, BODYSTRUCTURE, the header, the
--- part tree), once a reader first asks: written once, read by FETCH and
--- SEARCH, never changed; no row while nobody has asked.
+-- part tree), at delivery, or when a reader first asks (structures.py):
+-- written once, read by FETCH and SEARCH, never changed.
 CREATE TABLE IF NOT EXISTS message_structures (
     mailbox_id INTEGER NOT NULL,
     uid INTEGER NOT NULL,

@@ -86,7 +86,7 @@ from gateway.store.sqlite.maildrops import MaildropLocks
 from gateway.store.sqlite.maintenance import MaintenanceMixin
 from gateway.store.sqlite.reads import ReadsMixin
 from gateway.store.sqlite.reserve import Reserve
-from gateway.store.encoding import flag_changes, record_from_row, structure_from_row
+from gateway.store.encoding import flag_changes, record_from_row
 from gateway.store.sqlite.rows import (
     MAILBOX_LIST_SCHEMA,
     QUOTA_SCHEMA,
@@ -133,14 +133,16 @@ class SQLiteStore(ReadsMixin, StructuresMixin, MailboxesMixin, DeliveryMixin, Ex
     their Deferreds fire later; without one (no reactor, a test clock) each
     write runs at once on the calling thread, committed with
     ``synchronous=FULL``, and its Deferred has fired on return.
-    ``flag_durability`` is ``[store] flag_durability``.  ``serving`` is for
-    the server's own long-lived store: opening it sweeps what a crash left
+    ``flag_durability`` is ``[store] flag_durability``; ``parse_at_delivery``
+    false is ``[store] parse = "first-fetch"``.  ``serving`` is for the
+    server's own long-lived store: opening it sweeps what a crash left
     (L{sweep}) and keeps the disk reserve.
     """
 
     def __init__(self, path, reactor=None, poll_interval: float = 0.5, flag_durability: str = "batched",
-                 serving: bool = False):
+                 serving: bool = False, parse_at_delivery: bool = True):
         self.root = Path(path)
+        self._parse_at_delivery = parse_at_delivery
         self._mail = self.root / "mail"
         self._mailbox_dirs: dict[int, Path] = {}
         # (mailbox id, UID) -> the readers waiting for its structure's parse.
@@ -416,7 +418,6 @@ class SQLiteStore(ReadsMixin, StructuresMixin, MailboxesMixin, DeliveryMixin, Ex
         source_dir = self._mailbox_dir(mailbox_id)
         for row in rows:
             record = record_from_row(row[:6])
-            envelope, body, bodystructure, header, parts = row[6:]
             new_uid = uidnext
             uidnext += 1
             try:
@@ -424,9 +425,9 @@ class SQLiteStore(ReadsMixin, StructuresMixin, MailboxesMixin, DeliveryMixin, Ex
             except FileNotFoundError:
                 raise MessageExpunged(record.uid) from None
             # A copy of a message not yet parsed is parsed when asked for, as it is.
-            structure = None if parts is None else structure_from_row(envelope, body, bodystructure, header, parts)
+            columns = None if row[6] is None else row[6:]
             self._insert_message(
-                dest_mailbox_id, new_uid, record.flags, record.internaldate, record.size, modseq, structure
+                dest_mailbox_id, new_uid, record.flags, record.internaldate, record.size, modseq, columns
             )
             pairs.append((record.uid, new_uid))
         if pairs:

@@ -3,13 +3,14 @@ Message structures (ENVELOPE, BODY and BODYSTRUCTURE, the header, the part
 tree) parsed from a body the first time a reader asks for them, and kept in
 the index from then on.  A mixin of L{SQLiteStore}.
 
-A delivery does not parse.  Parsing took nearly a third of an LMTP
-delivery's CPU, for mail that a POP3 user downloads and deletes, and whose
-structure an IMAP client asks for once at most (then it is in the index);
-Dovecot too fills its cache when a client first fetches a field.  A reader
-that finds structures missing has them parsed off the reactor (the spool
-threads of their own: a hostile message costs its own reader, not
-everyone, and no delivery waits behind it) and answers from what was parsed; a write request keeps them
+A message has none until then where the store was told not to parse at
+delivery (``[store] parse = "first-fetch"``: parsing takes nearly a third
+of an LMTP delivery's CPU, for mail that a POP3 user downloads and deletes,
+and Dovecot too fills its cache when a client first fetches a field), and
+after the index was rebuilt from the files.  A reader that finds structures
+missing has them parsed off the reactor, on threads of their own (a hostile
+message costs its own reader, not everyone, and no delivery waits behind
+it), and answers from what was parsed; a write request keeps them
 meanwhile.  That write is of the batched tier (not fsynced): a structure is
 derived from the body, and a crash loses at most a parse to do again.
 
