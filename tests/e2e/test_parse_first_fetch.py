@@ -16,26 +16,7 @@ import pytest
 
 from gateway.mail import message
 from tests.serverproc import GatewayProcess, run_gateway
-
-MESSAGE = (
-    b"From: Alice <alice@example.org>\r\n"
-    b"To: Bob <bob@example.org>\r\n"
-    b"Subject: first fetch\r\n"
-    b"MIME-Version: 1.0\r\n"
-    b'Content-Type: multipart/mixed; boundary="b"\r\n'
-    b"\r\n"
-    b"--b\r\n"
-    b"Content-Type: text/plain\r\n"
-    b"\r\n"
-    b"the text\r\n"
-    b"--b\r\n"
-    b"Content-Type: message/rfc822\r\n"
-    b"\r\n"
-    b"Subject: inner\r\n"
-    b"\r\n"
-    b"inner text\r\n"
-    b"--b--\r\n"
-)
+from tests.store.test_sqlite_structures import MULTIPART as MESSAGE
 
 
 @pytest.fixture
@@ -76,14 +57,14 @@ def test_pop3_downloads_without_a_parse_and_imap_gets_what_delivery_would_have_p
     imap = imaplib.IMAP4("127.0.0.1", server.port("imap"), timeout=30)
     imap.login("bob", "builder")
     imap.select("INBOX")
-    _, answer = imap.fetch("1:2", "(ENVELOPE BODYSTRUCTURE BODY.PEEK[1] BODY.PEEK[2.HEADER])")
+    _, answer = imap.fetch("1:2", "(ENVELOPE BODYSTRUCTURE BODY.PEEK[1] BODY.PEEK[2.MIME])")
     expected = message.parse_bytes(stored)
     wire = b"".join(b"".join(item) if isinstance(item, tuple) else item for item in answer)
     assert wire.count(expected.envelope) == 2 and wire.count(expected.bodystructure) == 2
-    assert wire.count(b"the text") == 2 and wire.count(b"Subject: inner\r\n\r\n") == 2
+    assert wire.count(b"one") == 2 and wire.count(b"Content-Type: text/html\r\n\r\n") == 2
     assert parsed_count(server) == 2
     # A header SEARCH parses the one message left, and finds them all.
-    _, found = imap.search(None, "SUBJECT", '"first fetch"')
+    _, found = imap.search(None, "SUBJECT", "parts")
     assert found == [b"1 2 3"]
     imap.logout()
     assert parsed_count(server) == 3
@@ -103,6 +84,6 @@ def test_clients_fetching_new_mail_at_once_each_get_its_envelope(server):
     tags = [imap._command("FETCH", "1", "(ENVELOPE)") for imap in clients]
     for imap, tag in zip(clients, tags):
         assert imap._command_complete("FETCH", tag)[0] == "OK"
-        assert b'"first fetch"' in imap.untagged_responses.pop("FETCH")[0]
+        assert b'"parts"' in imap.untagged_responses.pop("FETCH")[0]
         imap.logout()
     assert parsed_count(server) == 1

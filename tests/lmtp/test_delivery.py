@@ -286,11 +286,15 @@ def test_append_many_spools_and_parses_one_source_once_for_every_mailbox(store, 
     assert list((store.root / "tmp").iterdir()) == []
 
 
-def test_append_many_parses_a_shared_message_once_and_tops_each_copy_with_its_fields(store, monkeypatch):
-    # The copies of one LMTP message: each its own trace fields, one spool.
+@pytest.mark.parametrize("at_delivery", [True, False])
+def test_append_many_parses_a_shared_message_once_and_tops_each_copy_with_its_fields(tmp_path, monkeypatch,
+                                                                                     at_delivery):
+    # The copies of one LMTP message: each its own trace fields, one spool,
+    # one parse.  With [store] parse = "first-fetch", no parse until asked,
+    # then each copy's from its own file, fields and all.
     from gateway.store.sqlite import delivery
-    from gateway.store.traced import TracedMessage
 
+    store = SQLiteStore(tmp_path / "store", parse_at_delivery=at_delivery)
     run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
     run(deliver(store, "bob", b"Subject: warm\r\n\r\nx\r\n"))
     alice = result_of(store.get_mailbox("alice", "INBOX"))
@@ -303,38 +307,14 @@ def test_append_many_parses_a_shared_message_once_and_tops_each_copy_with_its_fi
     copies = [TracedMessage(b"Delivered-To: %s\r\n" % name, spool) for name in (b"alice", b"bob", b"alice+x")]
     records = result_of(store.append_many([(alice.id, copies[0]), (bob.id, copies[1]), (alice.id, copies[2])]))
     assert [record.uid for record in records] == [2, 2, 3]
-    assert len(parsed) == 1
+    assert len(parsed) == (1 if at_delivery else 0)
     body = b"Subject: to all\r\n\r\nbody\r\n"
     assert stored(store, "alice")[1:] == [(2, b"Delivered-To: alice\r\n" + body), (3, b"Delivered-To: alice+x\r\n" + body)]
     assert stored(store, "bob")[1:] == [(2, b"Delivered-To: bob\r\n" + body)]
     # Each copy's structure is its own: FETCH BODY[HEADER] and sizes agree with the file.
     structures = result_of(store.get_structures(alice.id, [3]))
-    assert structures[3].header == b"Delivered-To: alice+x\r\nSubject: to all\r\n\r\n"
-    assert structures[3].root.end == records[2].size == len(b"Delivered-To: alice+x\r\n" + body)
-    assert list((store.root / "tmp").iterdir()) == []
-
-
-def test_a_store_that_parses_at_first_fetch_parses_nothing_as_it_delivers(tmp_path, monkeypatch):
-    # [store] parse = "first-fetch": the copies are spooled as above; each
-    # is parsed from its own file, fields and all, when first asked for.
-    from gateway.store.sqlite import delivery
-
-    store = SQLiteStore(tmp_path / "store", parse_at_delivery=False)
-    run(deliver(store, "alice", b"Subject: warm\r\n\r\nx\r\n"))
-    run(deliver(store, "bob", b"Subject: warm\r\n\r\nx\r\n"))
-    alice = result_of(store.get_mailbox("alice", "INBOX"))
-    bob = result_of(store.get_mailbox("bob", "INBOX"))
-    parsed = []
-    parse = delivery.message.parse
-    monkeypatch.setattr(delivery.message, "parse", lambda f: parsed.append(f) or parse(f))
-    spool = io.BytesIO(b"Subject: to all\n\nbody\n")
-    copies = [TracedMessage(b"Delivered-To: %s\r\n" % name, spool) for name in (b"alice", b"bob", b"alice+x")]
-    records = result_of(store.append_many([(alice.id, copies[0]), (bob.id, copies[1]), (alice.id, copies[2])]))
-    assert [record.uid for record in records] == [2, 2, 3]
-    assert parsed == []
-    structures = result_of(store.get_structures(alice.id, [3]))
     assert len(parsed) == 1
     assert structures[3].header == b"Delivered-To: alice+x\r\nSubject: to all\r\n\r\n"
-    assert structures[3].root.end == records[2].size
+    assert structures[3].root.end == records[2].size == len(b"Delivered-To: alice+x\r\n" + body)
     assert list((store.root / "tmp").iterdir()) == []
     store.close()
