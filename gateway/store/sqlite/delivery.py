@@ -52,7 +52,7 @@ _CHUNK = 256 * 1024
 
 # A body up to this size is parsed from memory as it is written (or read
 # back in one call), not read again in chunks.
-_IN_MEMORY = 1024 * 1024
+PARSED_IN_MEMORY = 1024 * 1024
 
 # Names of the files made in tmp/: the pid (other processes deliver into the
 # same tmp/) and a count, where ``mkstemp`` asks the kernel for random bytes
@@ -126,7 +126,7 @@ class DeliveryMixin:
     # -- off the reactor ----------------------------------------------------
 
     def _spool(self, source) -> Spooled:
-        """Write the message, CRLF-normalised, to tmp/, fsync it, and parse it if the store parses at delivery."""
+        """Write the message, CRLF-normalised, to tmp/, fsync it, and parse it where the store parses at delivery."""
         try:
             self._reserve.before_delivery()
         except DiskFull as e:
@@ -144,7 +144,7 @@ class DeliveryMixin:
                 for chunk in message.crlf_chunks(_source_chunks(source)):
                     _write_all(fd, chunk)
                     size += len(chunk)
-                    if kept is not None and size <= _IN_MEMORY:
+                    if kept is not None and size <= PARSED_IN_MEMORY:
                         kept.append(chunk)
                     else:
                         kept = None
@@ -161,9 +161,9 @@ class DeliveryMixin:
         """
         The file of ``source`` itself as the body: named in tmp/ (a link to
         its open file, as ``linkat`` allows for an O_TMPFILE file), fsynced
-        and parsed (if the store parses at delivery), never written again.  None where it cannot be named
-        (another file system, a file already unlinked, no /proc): then it
-        is copied as any source is.
+        and parsed (where the store parses at delivery), never written
+        again.  None where it cannot be named (another file system, a file
+        already unlinked, no /proc): then it is copied as any source is.
         """
         fd = source.fileno()
         name = _tmp_name()
@@ -183,7 +183,7 @@ class DeliveryMixin:
             size = os.fstat(fd).st_size
             if not self._parse_at_delivery:
                 return Spooled(path, size)
-            if size <= _IN_MEMORY:
+            if size <= PARSED_IN_MEMORY:
                 return _parsed_from(path, size, os.pread(fd, size, 0))
         return _parsed(path, size)
 

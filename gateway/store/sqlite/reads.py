@@ -108,7 +108,9 @@ class ReadsMixin:
         uids = set(uids)
         long_way = ", ".join(["uid", *(UNSUMMARISED_COLUMNS[name] for name in columns)])
         # Where a message's structure is in the row: (place in the row, in structure_columns).
-        structural = [(place, STRUCTURE_NAMES[name]) for place, name in enumerate(columns, 1) if name in STRUCTURE_NAMES]
+        structural = [
+            (place, STRUCTURE_NAMES[name]) for place, name in enumerate(columns, 1) if name in STRUCTURE_NAMES
+        ]
         if not structural and "internaldate" not in columns:
             # The record alone answers: a message not yet parsed has no summary.
             return self._select_uids(long_way, mailbox_id, uids, "messages m")

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 from gateway.mail import message
 from gateway.store.encoding import structure_columns
+from gateway.store.sqlite.delivery import PARSED_IN_MEMORY
 
 log = Logger()
 
@@ -36,9 +37,6 @@ log = Logger()
 # few milliseconds, so that deliveries queued behind it on the spool
 # threads do not wait long, and a big FETCH is spread over the threads.
 PARSE_BATCH = 16
-
-# A body up to this size is read in one call and parsed from memory.
-_IN_MEMORY = 1024 * 1024
 
 
 class StructuresMixin:
@@ -110,7 +108,7 @@ class StructuresMixin:
             try:
                 with open(f"{directory}/{uid}", "rb") as f:
                     size = os.fstat(f.fileno()).st_size
-                    structure = message.parse_bytes(f.read()) if size <= _IN_MEMORY else message.parse(f)
+                    structure = message.parse_bytes(f.read()) if size <= PARSED_IN_MEMORY else message.parse(f)
             except FileNotFoundError:
                 continue
             parsed[uid] = structure_columns(structure)
