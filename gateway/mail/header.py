@@ -500,14 +500,15 @@ def _address_list(addresses):
 def envelope(fields):
     """RFC 3501 7.4.2 ENVELOPE; Sender and Reply-To default to From."""
     get = fields.get
-    sender = addresses(get("from"))
+    # Formatted once: most mail has neither Sender nor Reply-To.
+    sender = _address_list(addresses(get("from")))
     subject = get("subject")
     return "(%s %s %s %s %s %s %s %s %s %s)" % (
         nstring(get("date")),
         "NIL" if subject is None else human_string(subject),
-        _address_list(sender),
-        _address_list(addresses(get("sender")) or sender),
-        _address_list(addresses(get("reply-to")) or sender),
+        sender,
+        _address_list(found) if (found := addresses(get("sender"))) else sender,
+        _address_list(found) if (found := addresses(get("reply-to"))) else sender,
         _address_list(addresses(get("to"))),
         _address_list(addresses(get("cc"))),
         _address_list(addresses(get("bcc"))),
