@@ -106,20 +106,20 @@ class ReadsMixin:
     @deferred
     def fetch_rows(self, mailbox_id, uids, columns):
         uids = set(uids)
-        long_way = ", ".join(["uid", *(UNSUMMARISED_COLUMNS[name] for name in columns)])
         # Where a message's structure is in the row: (place in the row, in structure_columns).
         structural = [
             (place, STRUCTURE_NAMES[name]) for place, name in enumerate(columns, 1) if name in STRUCTURE_NAMES
         ]
         if not structural and "internaldate" not in columns:
             # The record alone answers: a message not yet parsed has no summary.
-            return self._select_uids(long_way, mailbox_id, uids, "messages m")
+            return self._select_uids(_long_way(columns), mailbox_id, uids, "messages m")
         selected = ", ".join(["uid", *(SUMMARY_COLUMNS[name] for name in columns)])
         rows = self._select_uids(selected, mailbox_id, uids, summary_source(columns))
         if len(rows) == len(uids):
             return rows
         # Expunged, not yet parsed, or without a summary: read the long way.
-        found = self._select_uids(long_way, mailbox_id, uids.difference(row[0] for row in rows), WITHOUT_SUMMARIES)
+        missing = uids.difference(row[0] for row in rows)
+        found = self._select_uids(_long_way(columns), mailbox_id, missing, WITHOUT_SUMMARIES)
         unparsed = [row for row in found if structural and row[structural[0][0]] is None]
         if not unparsed:
             return sorted(rows + found)
@@ -229,6 +229,11 @@ class ReadsMixin:
         return self._db.execute(
             "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid >= ?", (mailbox_id, row[0])
         ).fetchone()[0]
+
+
+def _long_way(columns) -> str:
+    """What ``fetch_rows`` selects of ``columns`` from a message's record and structure, not its summary."""
+    return ", ".join(["uid", *(UNSUMMARISED_COLUMNS[name] for name in columns)])
 
 
 def _then(rows, answer):
